@@ -1,0 +1,184 @@
+//! Prometheus's TSDB admin API (`--web.enable-admin-api`): delete_series,
+//! clean_tombstones, snapshot — same paths, parameters and answers.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Serialize;
+
+use super::ApiState;
+use super::response::{ApiError, success};
+use crate::model::{MatchType, Matcher, parse_time_ms};
+use crate::storage::StorageAdmin;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(delete_series).put(delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(clean_tombstones).put(clean_tombstones),
+        )
+        .route("/api/v1/admin/tsdb/snapshot", post(snapshot).put(snapshot))
+}
+
+/// Request parameters from the query string and, for form posts, the body — as Go's
+/// `Request.ParseForm` merges them.
+pub fn form_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        out.extend(form_urlencoded::parse(body).into_owned());
+    }
+    out
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn admin(s: &ApiState) -> Result<std::sync::Arc<dyn StorageAdmin>, ApiError> {
+    if !s.options.enable_admin_api {
+        return Err(ApiError::unavailable("admin APIs disabled"));
+    }
+    Ok(s.backends()?.admin.clone())
+}
+
+/// Parses a series selector such as `up{job="node"}` into matchers.
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, ApiError> {
+    use promql_parser::label::MatchOp;
+    use promql_parser::parser::Expr;
+    let expr = promql_parser::parser::parse(s)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(ApiError::bad_data(format!(
+            "invalid parameter \"match[]\": {s:?} is not a series selector"
+        )));
+    };
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"match[]\": \"or\" in selectors is not supported",
+        ));
+    }
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        if !vs.matchers.matchers.iter().any(|m| m.name == "__name__") {
+            out.push(Matcher::equal("__name__", name.clone()));
+        }
+    }
+    for m in &vs.matchers.matchers {
+        let kind = match m.op {
+            MatchOp::Equal => MatchType::Equal,
+            MatchOp::NotEqual => MatchType::NotEqual,
+            MatchOp::Re(_) => MatchType::Regex,
+            MatchOp::NotRe(_) => MatchType::NotRegex,
+        };
+        out.push(
+            Matcher::new(kind, m.name.clone(), m.value.clone())
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?,
+        );
+    }
+    if out.iter().all(Matcher::matches_empty) {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher",
+        ));
+    }
+    Ok(out)
+}
+
+fn time_param(params: &[(String, String)], name: &str, default: i64) -> Result<i64, ApiError> {
+    match param(params, name) {
+        None | Some("") => Ok(default),
+        Some(v) => parse_time_ms(v).map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
+    }
+}
+
+async fn delete_series(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let admin = admin(&s)?;
+    let params = form_params(q.as_deref(), &headers, &body);
+    let selectors: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if selectors.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let start = time_param(&params, "start", i64::MIN)?;
+    let end = time_param(&params, "end", i64::MAX)?;
+    let sets = selectors
+        .into_iter()
+        .map(parse_selector)
+        .collect::<Result<Vec<_>, _>>()?;
+    tokio::task::spawn_blocking(move || {
+        for matchers in sets {
+            admin.delete_series(matchers, start, end)?;
+        }
+        Ok::<(), crate::storage::StorageError>(())
+    })
+    .await
+    .map_err(|e| ApiError::new(super::response::ErrorType::Internal, e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn clean_tombstones(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let admin = admin(&s)?;
+    tokio::task::spawn_blocking(move || admin.clean_tombstones())
+        .await
+        .map_err(|e| ApiError::new(super::response::ErrorType::Internal, e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize)]
+struct SnapshotData {
+    name: String,
+}
+
+async fn snapshot(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let admin = admin(&s)?;
+    let params = form_params(q.as_deref(), &headers, &body);
+    let skip_head = match param(&params, "skip_head") {
+        None | Some("") => false,
+        Some(v) => v
+            .parse::<bool>()
+            .map_err(|_| ApiError::bad_data(format!("unable to parse boolean 'skip_head' argument: {v:?}")))?,
+    };
+    let name = tokio::task::spawn_blocking(move || admin.snapshot(skip_head))
+        .await
+        .map_err(|e| ApiError::new(super::response::ErrorType::Internal, e.to_string()))??;
+    Ok(success(SnapshotData { name }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_to_matchers() {
+        let m = parse_selector(r#"up{job=~"n.*",instance!="a"}"#).unwrap();
+        let shown: Vec<String> = m.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, [r#"__name__="up""#, r#"job=~"n.*""#, r#"instance!="a""#]);
+        assert!(parse_selector("rate(up[5m])").is_err());
+        assert!(parse_selector(r#"{job=""}"#).is_err());
+    }
+}

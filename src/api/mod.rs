@@ -1,0 +1,109 @@
+//! The HTTP surface (axum): health and readiness, `/metrics`, the remote-write
+//! receiver and the Prometheus admin API. It sees storage only through the `storage`
+//! traits; errors meet HTTP in [`response`].
+
+mod admin;
+mod metrics;
+mod remote;
+pub mod response;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::HttpMetrics;
+
+/// Parses a series selector (`up{job="x"}`) into matchers, with the API's messages.
+pub fn parse_selector_matchers(s: &str) -> Result<Vec<crate::model::Matcher>, String> {
+    admin::parse_selector(s).map_err(|e| e.message)
+}
+
+use crate::remote::WriteLimits;
+use crate::storage::{Appendable, StorageAdmin};
+
+/// The storage the API serves, available once the WAL is replayed.
+pub struct Backends {
+    pub appendable: Arc<dyn Appendable>,
+    pub admin: Arc<dyn StorageAdmin>,
+}
+
+/// Switches that Prometheus exposes as flags.
+#[derive(Debug, Clone, Default)]
+pub struct ApiOptions {
+    pub enable_admin_api: bool,
+    pub enable_lifecycle: bool,
+    pub write_limits: WriteLimits,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub backends: Arc<OnceLock<Backends>>,
+    pub registry: Arc<Registry>,
+    pub options: ApiOptions,
+    pub http_metrics: HttpMetrics,
+    /// Cancelled to shut the appliance down (`/-/quit`).
+    pub shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// The backends, or a 503 while start-up (WAL replay) is still running.
+    fn backends(&self) -> Result<&Backends, response::ApiError> {
+        self.backends
+            .get()
+            .ok_or_else(|| response::ApiError::unavailable("storage is not ready yet (replaying the WAL)"))
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    let limit = state.options.write_limits.max_body_bytes;
+    Router::new()
+        .route("/-/healthy", get(healthy).head(healthy))
+        .route("/-/ready", get(ready).head(ready))
+        .route("/-/quit", post(quit).put(quit))
+        .route("/metrics", get(metrics::serve))
+        .route(
+            "/api/v1/write",
+            post(remote::write).layer(DefaultBodyLimit::max(limit)),
+        )
+        .merge(admin::routes())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+async fn healthy() -> impl IntoResponse {
+    (StatusCode::OK, "ODIN is Healthy.\n")
+}
+
+async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
+    if s.backends.get().is_some() {
+        (StatusCode::OK, "ODIN is Ready.\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+    }
+}
+
+async fn quit(State(s): State<ApiState>) -> impl IntoResponse {
+    if !s.options.enable_lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled.\n",
+        );
+    }
+    s.shutdown.cancel();
+    (StatusCode::OK, "Requesting termination... Goodbye!\n")
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+}

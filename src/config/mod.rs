@@ -1,0 +1,216 @@
+//! The YAML configuration file: loading, validation, and errors that name the key and
+//! the line. Each component's part is its own struct with `deny_unknown_fields`, so a
+//! key ODIN does not support is reported by name, never ignored.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::model::{parse_bytes, parse_duration_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// A duration written as Prometheus writes them (`15s`, `1m`, `7d`), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationMs(pub i64);
+
+impl<'de> Deserialize<'de> for DurationMs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration_ms(&s).map(DurationMs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A byte size such as `512MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_bytes(&s).map(ByteSize).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: GlobalConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `global:` — Prometheus's keys and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    /// How often targets are scraped (default 1m).
+    #[serde(default = "default_scrape_interval")]
+    pub scrape_interval: DurationMs,
+    /// How long a scrape may take (default 10s).
+    #[serde(default = "default_scrape_timeout")]
+    pub scrape_timeout: DurationMs,
+    /// How often rules are evaluated (default 1m).
+    #[serde(default = "default_scrape_interval")]
+    pub evaluation_interval: DurationMs,
+    /// Labels added to every series when it leaves ODIN (federation, shipping).
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+}
+
+fn default_scrape_interval() -> DurationMs {
+    DurationMs(60_000)
+}
+
+fn default_scrape_timeout() -> DurationMs {
+    DurationMs(10_000)
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        Self {
+            scrape_interval: default_scrape_interval(),
+            scrape_timeout: default_scrape_timeout(),
+            evaluation_interval: default_scrape_interval(),
+            external_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// `storage:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub tsdb: TsdbConfig,
+}
+
+/// `storage.tsdb:` — the same settings as the `--storage.tsdb.*` flags; a flag given
+/// on the command line wins over the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsdbConfig {
+    /// Data directory (flag `--storage.tsdb.path`, default `./data`).
+    pub path: Option<String>,
+    /// Keep blocks this long (flag `--storage.tsdb.retention.time`, default 7d).
+    pub retention_time: Option<DurationMs>,
+    /// Keep at most this many bytes of blocks and WAL (flag `--storage.tsdb.retention.size`).
+    pub retention_size: Option<ByteSize>,
+}
+
+impl Config {
+    /// Parses and validates YAML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let g = &self.global;
+        if g.scrape_interval.0 <= 0 {
+            return Err(invalid("global.scrape_interval", "must be greater than 0".into()));
+        }
+        if g.scrape_timeout.0 > g.scrape_interval.0 {
+            return Err(invalid(
+                "global.scrape_timeout",
+                "must not be greater than global.scrape_interval".into(),
+            ));
+        }
+        for name in g.external_labels.keys() {
+            if !crate::remote::is_valid_label_name(name) {
+                return Err(invalid(
+                    "global.external_labels",
+                    format!("{name:?} is not a valid label name"),
+                ));
+            }
+        }
+        if let Some(r) = self.storage.tsdb.retention_time {
+            if r.0 < 0 {
+                return Err(invalid("storage.tsdb.retention_time", "must not be negative".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = Config::parse("", "x.yml").unwrap();
+        assert_eq!(c.global.scrape_interval, DurationMs(60_000));
+    }
+
+    #[test]
+    fn parses_global_and_storage() {
+        let c = Config::parse(
+            "global:\n  scrape_interval: 15s\n  external_labels:\n    cluster: a\nstorage:\n  tsdb:\n    retention_time: 30d\n    retention_size: 1GB\n",
+            "x.yml",
+        )
+        .unwrap();
+        assert_eq!(c.global.scrape_interval, DurationMs(15_000));
+        assert_eq!(c.storage.tsdb.retention_time, Some(DurationMs(30 * 86_400_000)));
+        assert_eq!(c.storage.tsdb.retention_size, Some(ByteSize(1 << 30)));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = Config::parse("global:\n  scrape_interval: 15s\n  bogus_key: 1\n", "x.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus_key"), "{err}");
+        assert!(err.contains("line 3") || err.contains(":3:") || err.contains("3:"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_and_relations_are_reported() {
+        let err = Config::parse("global:\n  scrape_interval: 15x\n", "x.yml").unwrap_err().to_string();
+        assert!(err.contains("15x"), "{err}");
+        let err = Config::parse("global:\n  scrape_interval: 5s\n  scrape_timeout: 10s\n", "x.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("global.scrape_timeout"), "{err}");
+    }
+}

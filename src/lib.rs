@@ -1,0 +1,17 @@
+//! ODIN: a monitoring appliance in one binary.
+//!
+//! Layers, each depending only on those above it in this list:
+//! * [`model`] — labels, samples, matchers, time.
+//! * [`storage`] — the seams: appendable, queryable, chunk-queryable, admin.
+//! * [`tsdb`] — the embedded TSDB implementing them (WAL, head, Prometheus blocks).
+//! * [`remote`], [`collect`] — sources that write through the seams.
+//! * [`api`] — the HTTP surface; [`config`] and [`app`] wire it all together.
+
+pub mod api;
+pub mod app;
+pub mod collect;
+pub mod config;
+pub mod model;
+pub mod remote;
+pub mod storage;
+pub mod tsdb;

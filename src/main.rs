@@ -1,0 +1,248 @@
+//! The `odin` command line: `odin run` starts the appliance with Prometheus's flags;
+//! `odin check config` validates a config file; `odin tsdb dump` prints stored samples.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use odin::app::{self, RunOptions};
+use odin::config::Config;
+use odin::model::{Matcher, format_go_g, parse_bytes, parse_duration_ms, parse_time_ms};
+use odin::storage::{Queryable, SelectHints};
+use odin::tsdb::{DbOptions, ReadOnlyBlocks};
+
+#[derive(Parser)]
+#[command(name = "odin", version, about = "ODIN: metrics scraping, storage and querying in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance.
+    Run(RunFlags),
+    /// Check configuration files.
+    Check {
+        #[command(subcommand)]
+        what: CheckCommand,
+    },
+    /// Inspect a data directory.
+    Tsdb {
+        #[command(subcommand)]
+        what: TsdbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckCommand {
+    /// Validate a configuration file; errors name the key and the line.
+    Config { files: Vec<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum TsdbCommand {
+    /// Print every sample of the blocks in a data directory, as `promtool tsdb dump`.
+    Dump {
+        /// Data directory.
+        #[arg(default_value = "data/")]
+        path: PathBuf,
+        #[arg(long = "min-time")]
+        min_time: Option<String>,
+        #[arg(long = "max-time")]
+        max_time: Option<String>,
+        /// Series selector; all series when absent.
+        #[arg(long = "match", default_value = r#"{__name__=~"(?s:.*)"}"#)]
+        matcher: String,
+    },
+}
+
+/// Prometheus's flags, with Prometheus's names and meanings.
+#[derive(Args, Debug)]
+struct RunFlags {
+    /// Configuration file. Without it ODIN runs its embedded default.
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+    /// Base path for metrics storage [default: ./data].
+    #[arg(long = "storage.tsdb.path")]
+    tsdb_path: Option<PathBuf>,
+    /// How long to retain samples in storage [default: 7d].
+    #[arg(long = "storage.tsdb.retention.time")]
+    retention_time: Option<String>,
+    /// Maximum number of bytes of blocks and WAL (units: B, KB, MB, GB, TB, PB, EB; base 2).
+    #[arg(long = "storage.tsdb.retention.size")]
+    retention_size: Option<String>,
+    /// Span of a block cut from the head.
+    #[arg(long = "storage.tsdb.min-block-duration", default_value = "2h")]
+    min_block_duration: String,
+    /// Largest span compaction builds [default: 10% of the retention time].
+    #[arg(long = "storage.tsdb.max-block-duration")]
+    max_block_duration: Option<String>,
+    /// Address to listen on for the web interface and API.
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
+    listen_address: String,
+    /// Enable the admin API endpoints.
+    #[arg(long = "web.enable-admin-api")]
+    enable_admin_api: bool,
+    /// Enable shutdown via HTTP (`/-/quit`).
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
+    /// Only log messages at this level or above: debug, info, warn, error.
+    #[arg(long = "log.level", default_value = "info")]
+    log_level: String,
+    /// Log format: logfmt or json.
+    #[arg(long = "log.format", default_value = "logfmt")]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(flags) => run(flags),
+        Command::Check {
+            what: CheckCommand::Config { files },
+        } => check_config(&files),
+        Command::Tsdb {
+            what:
+                TsdbCommand::Dump {
+                    path,
+                    min_time,
+                    max_time,
+                    matcher,
+                },
+        } => dump(&path, min_time.as_deref(), max_time.as_deref(), &matcher),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .with_context(|| format!("invalid --log.level {level:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "logfmt" => builder.init(),
+        other => bail!("invalid --log.format {other:?}: use logfmt or json"),
+    }
+    Ok(())
+}
+
+fn run(flags: RunFlags) -> anyhow::Result<ExitCode> {
+    init_logging(&flags.log_level, &flags.log_format)?;
+    let opts = run_options(flags)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("odin-worker")
+        .build()
+        .context("start async runtime")?;
+    runtime.block_on(app::run(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Merges flags, the config file and the defaults: a flag given wins over the file.
+fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
+    let config = match &flags.config_file {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let t = &config.storage.tsdb;
+    let data_dir = flags
+        .tsdb_path
+        .clone()
+        .or_else(|| t.path.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let retention_ms = match &flags.retention_time {
+        Some(s) => parse_duration_ms(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.time: {e}"))?,
+        None => t.retention_time.map(|d| d.0).unwrap_or(7 * 86_400_000),
+    };
+    let retention_bytes = match &flags.retention_size {
+        Some(s) => parse_bytes(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.size: {e}"))?,
+        None => t.retention_size.map(|b| b.0).unwrap_or(0),
+    };
+    let min_block_ms = parse_duration_ms(&flags.min_block_duration)
+        .map_err(|e| anyhow::anyhow!("--storage.tsdb.min-block-duration: {e}"))?;
+    if min_block_ms <= 0 {
+        bail!("--storage.tsdb.min-block-duration must be greater than 0");
+    }
+    let max_block_ms = match &flags.max_block_duration {
+        Some(s) => parse_duration_ms(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.max-block-duration: {e}"))?,
+        // Prometheus: 10% of the retention time, at least the min block duration.
+        None if retention_ms > 0 => (retention_ms / 10).max(min_block_ms),
+        None => 31 * 86_400_000,
+    };
+    let listen: SocketAddr = flags
+        .listen_address
+        .parse()
+        .with_context(|| format!("--web.listen-address {:?}", flags.listen_address))?;
+    Ok(RunOptions {
+        config,
+        config_file: flags.config_file,
+        data_dir,
+        listen,
+        db: DbOptions {
+            retention_ms,
+            retention_bytes,
+            min_block_ms,
+            max_block_ms,
+            ..DbOptions::default()
+        },
+        enable_admin_api: flags.enable_admin_api,
+        enable_lifecycle: flags.enable_lifecycle,
+        maintenance_interval: Duration::from_secs(60),
+    })
+}
+
+fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if files.is_empty() {
+        bail!("no configuration file given");
+    }
+    let mut failed = false;
+    for f in files {
+        println!("Checking {}", f.display());
+        match Config::load(f) {
+            Ok(_) => println!("  SUCCESS: {} is valid", f.display()),
+            Err(e) => {
+                println!("  FAILED: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn dump(path: &std::path::Path, min: Option<&str>, max: Option<&str>, selector: &str) -> anyhow::Result<ExitCode> {
+    let parse = |s: Option<&str>, default: i64| -> anyhow::Result<i64> {
+        match s {
+            None => Ok(default),
+            Some(s) => parse_time_ms(s).map_err(|e| anyhow::anyhow!(e)),
+        }
+    };
+    let (min_t, max_t) = (parse(min, i64::MIN)?, parse(max, i64::MAX)?);
+    let matchers: Vec<Matcher> = odin::api::parse_selector_matchers(selector)
+        .map_err(|e| anyhow::anyhow!("--match: {e}"))?;
+    let blocks = ReadOnlyBlocks::open(path)?;
+    let q = blocks.querier(min_t, max_t)?;
+    let set = q.select(&SelectHints::default(), &matchers)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for series in set {
+        let series = series?;
+        for s in &series.samples {
+            writeln!(out, "{} {} {}", series.labels, format_go_g(s.v), s.t)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! Label sets: sorted by name, names unique, as Prometheus keeps them.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The label that carries the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One label pair. Names and values are reference-counted so that a label set can be
+/// cloned cheaply between the head, queriers and the WAL encoder.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: Arc<str>,
+    pub value: Arc<str>,
+}
+
+impl Label {
+    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl fmt::Debug for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}", self.name, self.value)
+    }
+}
+
+/// A set of labels sorted by name with no duplicate names and no empty values.
+///
+/// The derived ordering compares pair by pair (name, then value) and then by length,
+/// which is exactly Prometheus's `labels.Compare`, so "sorted series" means the same
+/// thing in ODIN and in Prometheus.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Arc<[Label]>);
+
+impl Labels {
+    /// The empty label set.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds a label set from pairs in any order. Later duplicates of a name win;
+    /// empty values are dropped (an empty value means "label absent" in Prometheus).
+    pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Self
+    where
+        N: Into<Arc<str>>,
+        V: Into<Arc<str>>,
+    {
+        let mut b = LabelsBuilder::default();
+        for (n, v) in pairs {
+            b.set(n, v);
+        }
+        b.build()
+    }
+
+    /// Wraps labels that the caller guarantees are sorted by name, unique, and non-empty
+    /// (for example read back from an index). Checked in debug builds.
+    pub fn from_sorted(labels: Vec<Label>) -> Self {
+        debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
+        Self(labels.into())
+    }
+
+    /// Checks that `labels` is sorted by name with unique names; the shape every
+    /// producer outside ODIN (remote write, a block on disk) must give us.
+    pub fn check_sorted_unique(labels: &[Label]) -> Result<(), String> {
+        for w in labels.windows(2) {
+            if w[0].name == w[1].name {
+                return Err(format!("duplicate label name {:?}", &*w[0].name));
+            }
+            if w[0].name > w[1].name {
+                return Err(format!(
+                    "labels not sorted: {:?} before {:?}",
+                    &*w[0].name, &*w[1].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    /// The value of label `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| (*l.name).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].value)
+    }
+
+    /// The metric name, if present.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// A stable 64-bit hash of the label set, used to find series in the head. Stable
+    /// across processes (FNV-1a over names and values with separators), so it can be
+    /// used for sharding decisions that must agree between replicas.
+    pub fn stable_hash(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h = OFFSET;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(PRIME);
+            }
+        };
+        for l in self.0.iter() {
+            feed(l.name.as_bytes());
+            feed(&[0xff]);
+            feed(l.value.as_bytes());
+            feed(&[0xff]);
+        }
+        h
+    }
+
+    /// A builder starting from this set, to add, change or remove labels.
+    pub fn to_builder(&self) -> LabelsBuilder {
+        LabelsBuilder {
+            labels: self.0.to_vec(),
+        }
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Formats as Prometheus does: `{a="1", b="2"}`.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}={:?}", l.name, &*l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Builds a [`Labels`] by setting and deleting names.
+#[derive(Default, Clone, Debug)]
+pub struct LabelsBuilder {
+    labels: Vec<Label>,
+}
+
+impl LabelsBuilder {
+    /// Sets `name` to `value`; an empty value deletes the label.
+    pub fn set(&mut self, name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> &mut Self {
+        let name = name.into();
+        let value = value.into();
+        match self.labels.iter().position(|l| l.name == name) {
+            Some(i) if value.is_empty() => {
+                self.labels.remove(i);
+            }
+            Some(i) => self.labels[i].value = value,
+            None if value.is_empty() => {}
+            None => self.labels.push(Label { name, value }),
+        }
+        self
+    }
+
+    pub fn delete(&mut self, name: &str) -> &mut Self {
+        self.labels.retain(|l| &*l.name != name);
+        self
+    }
+
+    pub fn build(&self) -> Labels {
+        let mut v = self.labels.clone();
+        v.sort();
+        Labels(v.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_pairs_sorts_and_drops_empty_values() {
+        let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("c", "")]);
+        assert_eq!(l.to_string(), r#"{a="1", b="2"}"#);
+        assert_eq!(l.get("a"), Some("1"));
+        assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn ordering_matches_prometheus_compare() {
+        let a = Labels::from_pairs([("a", "1")]);
+        let b = Labels::from_pairs([("a", "1"), ("b", "1")]);
+        let c = Labels::from_pairs([("a", "2")]);
+        assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn check_sorted_unique_rejects_duplicates_and_disorder() {
+        let dup = vec![Label::new("a", "1"), Label::new("a", "2")];
+        assert!(Labels::check_sorted_unique(&dup).is_err());
+        let unsorted = vec![Label::new("b", "1"), Label::new("a", "2")];
+        assert!(Labels::check_sorted_unique(&unsorted).is_err());
+    }
+
+    #[test]
+    fn stable_hash_separates_name_and_value_boundaries() {
+        let a = Labels::from_pairs([("ab", "c")]);
+        let b = Labels::from_pairs([("a", "bc")]);
+        assert_ne!(a.stable_hash(), b.stable_hash());
+    }
+}

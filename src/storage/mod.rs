@@ -1,0 +1,207 @@
+//! The seams between ODIN's sources, its backends and its readers, after Prometheus's
+//! `storage/interface.go`.
+//!
+//! * Writers (scrape loops, collectors, the remote-write receiver) go through
+//!   [`Appendable`] / [`Appender`]: samples are buffered by `append` and become durable
+//!   and visible together on `commit`.
+//! * Readers (PromQL, the series API, federation, remote read) go through
+//!   [`Queryable`] / [`Querier`], which yield decoded samples per series, sorted by
+//!   labels.
+//! * The StoreAPI and remote read's streamed mode go through [`ChunkQueryable`], which
+//!   yields encoded chunks without decoding them.
+//!
+//! Only `app/` names the concrete TSDB; everything above the backends sees these traits.
+//! This module must not import any backend.
+
+mod error;
+pub mod memory;
+mod merge;
+
+pub use error::{AppendError, ErrorKind, Result, StorageError};
+pub use merge::{merge_chunk_series, merge_samples, MergeChunkSeriesSet, MergeSeriesSet};
+
+use crate::model::{Labels, Matcher, Sample};
+
+/// Something samples can be written to.
+pub trait Appendable: Send + Sync {
+    /// A new appender. Appenders are cheap, single-use and not shared between threads.
+    fn appender(&self) -> Box<dyn Appender>;
+}
+
+/// Why the storage refused one sample. Refusals are values, counted per reason; the
+/// rest of the batch goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Older than the newest sample of its series.
+    OutOfOrder,
+    /// Older than the oldest time the head still accepts (already cut into a block).
+    OutOfBounds,
+    /// Same timestamp as the newest sample of its series, with another value.
+    Duplicate,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::OutOfOrder,
+        RejectReason::OutOfBounds,
+        RejectReason::Duplicate,
+    ];
+
+    /// The label value used in `odin_tsdb_rejected_samples_total{reason=...}` and in
+    /// messages to clients.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::OutOfBounds => "out_of_bounds",
+            RejectReason::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendSummary {
+    /// Samples stored.
+    pub accepted: u64,
+    /// Samples identical to one already stored (same timestamp and value bits); kept
+    /// once and not an error, as in Prometheus.
+    pub unchanged: u64,
+    pub out_of_order: u64,
+    pub out_of_bounds: u64,
+    pub duplicate: u64,
+}
+
+impl AppendSummary {
+    pub fn rejected(&self) -> u64 {
+        self.out_of_order + self.out_of_bounds + self.duplicate
+    }
+
+    pub fn count(&self, reason: RejectReason) -> u64 {
+        match reason {
+            RejectReason::OutOfOrder => self.out_of_order,
+            RejectReason::OutOfBounds => self.out_of_bounds,
+            RejectReason::Duplicate => self.duplicate,
+        }
+    }
+
+    pub fn add_rejected(&mut self, reason: RejectReason, n: u64) {
+        match reason {
+            RejectReason::OutOfOrder => self.out_of_order += n,
+            RejectReason::OutOfBounds => self.out_of_bounds += n,
+            RejectReason::Duplicate => self.duplicate += n,
+        }
+    }
+
+    pub fn merge(&mut self, other: &AppendSummary) {
+        self.accepted += other.accepted;
+        self.unchanged += other.unchanged;
+        self.out_of_order += other.out_of_order;
+        self.out_of_bounds += other.out_of_bounds;
+        self.duplicate += other.duplicate;
+    }
+}
+
+/// A batch of writes. Nothing is visible to readers before `commit`, and `commit`
+/// returns only once the batch is durable.
+pub trait Appender: Send {
+    /// Buffers one sample for `labels`. Fails only for input that can never be stored
+    /// (an invalid label set); time-based refusals are reported by `commit`.
+    fn append(&mut self, labels: &Labels, t: i64, v: f64) -> std::result::Result<(), AppendError>;
+
+    /// Makes the batch durable, then visible. Blocks the calling thread until the
+    /// batch is on disk (call it from a blocking context, not from an async task).
+    fn commit(self: Box<Self>) -> Result<AppendSummary>;
+
+    /// Drops the batch.
+    fn rollback(self: Box<Self>);
+}
+
+/// Optional hints for a select, as Prometheus's `SelectHints`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SelectHints {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// When true, only labels are needed; samples may be left out.
+    pub series_only: bool,
+}
+
+/// A read view over `[min_t, max_t]`.
+pub trait Queryable: Send + Sync {
+    fn querier(&self, min_t: i64, max_t: i64) -> Result<Box<dyn Querier>>;
+}
+
+/// One series with its samples in the querier's range, oldest first.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// Series sorted by labels, one at a time, so that a reader holds one series'
+/// samples at a time rather than the whole result.
+pub type SeriesSet = Box<dyn Iterator<Item = Result<Series>> + Send>;
+
+pub trait Querier: Send + Sync {
+    /// Series matching all `matchers` (at least one must not match the empty string),
+    /// sorted by labels.
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<SeriesSet>;
+
+    /// Sorted unique values of label `name` over series matching `matchers` (all series
+    /// when empty).
+    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>>;
+
+    /// Sorted unique label names over series matching `matchers` (all when empty).
+    fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>>;
+}
+
+/// One encoded chunk as it is stored: `[min_t, max_t]` and the chunk's bytes in
+/// Prometheus's XOR encoding (without the encoding byte).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkData {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub bytes: bytes::Bytes,
+}
+
+/// One series with its encoded chunks, oldest first.
+#[derive(Debug, Clone)]
+pub struct ChunkSeries {
+    pub labels: Labels,
+    pub chunks: Vec<ChunkData>,
+}
+
+pub type ChunkSeriesSet = Box<dyn Iterator<Item = Result<ChunkSeries>> + Send>;
+
+/// A chunk-level read view: for consumers that forward chunks still encoded.
+pub trait ChunkQueryable: Send + Sync {
+    fn chunk_querier(&self, min_t: i64, max_t: i64) -> Result<Box<dyn ChunkQuerier>>;
+}
+
+pub trait ChunkQuerier: Send + Sync {
+    /// Series matching all `matchers`, sorted by labels, with every chunk that overlaps
+    /// the querier's range (chunks are not cut at the range boundaries).
+    fn select_chunks(&self, matchers: &[Matcher]) -> Result<ChunkSeriesSet>;
+}
+
+/// Counts describing the stored data, for `/api/v1/status/tsdb` and logs.
+#[derive(Debug, Clone, Default)]
+pub struct StorageStats {
+    pub head_series: u64,
+    /// Oldest and newest sample time in the head; `None` when the head is empty.
+    pub head_time_range: Option<(i64, i64)>,
+    pub blocks: usize,
+    pub blocks_bytes: u64,
+    /// (label name, distinct values, series carrying it) over the head.
+    pub head_label_stats: Vec<(String, usize, usize)>,
+}
+
+/// Operations on the stored data that Prometheus offers through its admin API.
+pub trait StorageAdmin: Send + Sync {
+    /// Deletes the samples of the series matching `matchers` in `[min_t, max_t]`.
+    fn delete_series(&self, matchers: Vec<Matcher>, min_t: i64, max_t: i64) -> Result<()>;
+    /// Rewrites stored data without what deletions removed.
+    fn clean_tombstones(&self) -> Result<()>;
+    /// Writes a snapshot of all data and returns its name.
+    fn snapshot(&self, skip_head: bool) -> Result<String>;
+    fn stats(&self) -> StorageStats;
+}

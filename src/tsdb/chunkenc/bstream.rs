@@ -1,0 +1,359 @@
+//! Bit-level writer and reader underneath the XOR chunk.
+//!
+//! The layout matches Prometheus's `bstream`: bits are packed MSB-first into
+//! bytes, and unused low bits of the last byte are zero. The writer works on
+//! whole words instead of single bits, but it reproduces the one quirk of the
+//! Go writer that is visible in the output: after a run of whole bytes written
+//! at a byte boundary, Go leaves an extra, completely empty byte at the end of
+//! the stream (see [`BitWriter::mark_trailing_byte`]).
+
+use super::ChunkError;
+
+/// Appends bits to a byte vector, MSB-first.
+///
+/// The vector *is* the chunk (header included), so [`BitWriter::bytes`] can
+/// hand out exactly the bytes Prometheus would persist without any flushing.
+#[derive(Clone, Debug)]
+pub(super) struct BitWriter {
+    buf: Vec<u8>,
+    /// Free (not yet written) low bits in the last byte of `buf`, 0..=8.
+    /// 8 means the last byte is the empty byte Go appends after `writeByte`.
+    free: u32,
+}
+
+impl BitWriter {
+    /// A writer whose stream starts with `header_len` zero bytes.
+    pub(super) fn with_header(header_len: usize, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity.max(header_len));
+        buf.resize(header_len, 0);
+        BitWriter { buf, free: 0 }
+    }
+
+    /// Resumes writing on `buf`, whose last byte has `free` unused low bits.
+    /// The caller has validated `free <= 8` and cleared those bits.
+    pub(super) fn from_parts(buf: Vec<u8>, free: u32) -> Self {
+        debug_assert!(free <= 8);
+        BitWriter { buf, free }
+    }
+
+    #[inline]
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    #[inline]
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.buf.shrink_to_fit();
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Whether the next bit starts a new byte.
+    #[inline]
+    pub(super) fn is_aligned(&self) -> bool {
+        self.free == 0 || self.free == 8
+    }
+
+    /// Writes the low `n` bits of `u` (1 <= n <= 64), most significant first.
+    #[inline]
+    pub(super) fn write_bits(&mut self, u: u64, n: u32) {
+        debug_assert!((1..=64).contains(&n));
+        let mut n = n;
+        let u = if n < 64 { u & ((1u64 << n) - 1) } else { u };
+        if self.free > 0
+            && let Some(last) = self.buf.last_mut()
+        {
+            if n <= self.free {
+                self.free -= n;
+                // u < 2^n, so the shifted value fits in the free bits.
+                *last |= (u << self.free) as u8;
+                return;
+            }
+            n -= self.free;
+            // The top `free` bits of the value complete the last byte.
+            *last |= (u >> n) as u8;
+            self.free = 0;
+        }
+        // Byte aligned now, 1..=64 bits left: left-align them and copy out
+        // the bytes they cover in one go.
+        // Appending all 8 bytes and truncating compiles to one fixed-size
+        // store, where a variable-length copy would call memmove.
+        let left = u << (64 - n);
+        let nbytes = n.div_ceil(8);
+        let len = self.buf.len();
+        self.buf.extend_from_slice(&left.to_be_bytes());
+        self.buf.truncate(len + nbytes as usize);
+        self.free = nbytes * 8 - n;
+    }
+
+    /// Reproduces Go's trailing empty byte.
+    ///
+    /// Go's `writeByte` always appends a fresh byte for the bits that spill
+    /// over; when it is called on a byte boundary nothing spills, so the
+    /// stream ends in a zero byte with all 8 bits free. That byte is part of
+    /// `Bytes()` and therefore of the persisted chunk. It exists exactly when
+    /// the last `writeBits` call of a sample had a multiple of 8 bits and
+    /// ended on a byte boundary; the XOR appender calls this in that case.
+    #[inline]
+    pub(super) fn mark_trailing_byte(&mut self) {
+        if self.free == 0 {
+            self.buf.push(0);
+            self.free = 8;
+        }
+    }
+}
+
+/// Reads bits MSB-first from a byte slice, a 64-bit word at a time.
+///
+/// Never panics: running out of input is reported as [`ChunkError::Truncated`].
+#[derive(Clone, Debug)]
+pub(super) struct BitReader<'a> {
+    data: &'a [u8],
+    /// Next byte of `data` to load into `buf`.
+    pos: usize,
+    /// Left-aligned bit buffer; the top `valid` bits are unread. Bits below
+    /// them are either zero or copies of the data that will be loaded next.
+    buf: u64,
+    /// Number of unread bits in `buf`, 0..=64.
+    valid: u32,
+}
+
+impl<'a> BitReader<'a> {
+    pub(super) fn new(data: &'a [u8]) -> Self {
+        BitReader {
+            data,
+            pos: 0,
+            buf: 0,
+            valid: 0,
+        }
+    }
+
+    /// Bits consumed so far.
+    #[inline]
+    pub(super) fn bit_position(&self) -> usize {
+        self.pos * 8 - self.valid as usize
+    }
+
+    /// Loads as many whole bytes as fit. Callers only refill when fewer than
+    /// 57 bits are buffered; afterwards at least 56 are, unless the data ran
+    /// out.
+    #[inline(always)]
+    fn refill(&mut self) {
+        debug_assert!(self.valid < 57);
+        if let Some(word) = self.data.get(self.pos..).and_then(<[u8]>::first_chunk::<8>) {
+            // Fast path: OR in a whole word; bits beyond the whole bytes we
+            // account for are real data and get OR-ed in again identically by
+            // the next refill.
+            self.buf |= u64::from_be_bytes(*word) >> self.valid;
+            let nbytes = (63 - self.valid) / 8;
+            self.pos += nbytes as usize;
+            self.valid += nbytes * 8;
+        } else {
+            self.refill_tail();
+        }
+    }
+
+    /// Byte-at-a-time refill for the last 7 bytes of the data.
+    #[cold]
+    #[inline(never)]
+    fn refill_tail(&mut self) {
+        while self.valid <= 56 {
+            let Some(&b) = self.data.get(self.pos) else {
+                break;
+            };
+            self.buf |= u64::from(b) << (56 - self.valid);
+            self.valid += 8;
+            self.pos += 1;
+        }
+    }
+
+    /// Reads `n` bits, 1 <= n <= 56.
+    #[inline(always)]
+    pub(super) fn read_bits(&mut self, n: u32) -> Result<u64, ChunkError> {
+        debug_assert!((1..=56).contains(&n));
+        if self.valid < n {
+            self.refill();
+            if self.valid < n {
+                return Err(ChunkError::Truncated);
+            }
+        }
+        let v = self.buf >> (64 - n);
+        self.buf <<= n;
+        self.valid -= n;
+        Ok(v)
+    }
+
+    /// Reads `n` bits, 1 <= n <= 64.
+    #[inline(always)]
+    pub(super) fn read_bits_wide(&mut self, n: u32) -> Result<u64, ChunkError> {
+        if n <= 56 {
+            self.read_bits(n)
+        } else {
+            let hi = self.read_bits(n - 32)?;
+            let lo = self.read_bits(32)?;
+            Ok((hi << 32) | lo)
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn read_bit(&mut self) -> Result<bool, ChunkError> {
+        Ok(self.read_bits(1)? != 0)
+    }
+
+    /// Reads a unary prefix of up to `max` one-bits (max <= 8), consuming the
+    /// terminating zero if there is one, and returns the number of ones.
+    #[inline(always)]
+    pub(super) fn read_ones_prefix(&mut self, max: u32) -> Result<u32, ChunkError> {
+        debug_assert!(max <= 8);
+        if self.valid < max {
+            self.refill();
+        }
+        if self.valid >= max {
+            let ones = (!self.buf).leading_zeros().min(max);
+            let used = if ones < max { ones + 1 } else { max };
+            self.buf <<= used;
+            self.valid -= used;
+            return Ok(ones);
+        }
+        // Fewer than `max` bits left in the whole stream: go bit by bit, so a
+        // short prefix right at the end still decodes.
+        let mut ones = 0;
+        while ones < max && self.read_bit()? {
+            ones += 1;
+        }
+        Ok(ones)
+    }
+
+    /// Reads a Go `binary.ReadUvarint` varint, byte by byte from the bit
+    /// stream (it need not be byte aligned).
+    pub(super) fn read_uvarint(&mut self) -> Result<u64, ChunkError> {
+        let mut x = 0u64;
+        let mut shift = 0u32;
+        for i in 0..MAX_VARINT_LEN {
+            let b = self.read_bits(8)?;
+            if b < 0x80 {
+                if i == MAX_VARINT_LEN - 1 && b > 1 {
+                    return Err(ChunkError::VarintOverflow);
+                }
+                return Ok(x | (b << shift));
+            }
+            x |= (b & 0x7f) << shift;
+            shift += 7;
+        }
+        Err(ChunkError::VarintOverflow)
+    }
+
+    /// Reads a Go `binary.ReadVarint` (zigzag) varint.
+    pub(super) fn read_varint(&mut self) -> Result<i64, ChunkError> {
+        let ux = self.read_uvarint()?;
+        let x = (ux >> 1) as i64;
+        Ok(if ux & 1 != 0 { !x } else { x })
+    }
+}
+
+/// Longest varint encoding of a 64-bit value.
+pub(super) const MAX_VARINT_LEN: usize = 10;
+
+/// Go's `binary.PutUvarint`: returns the buffer and the number of bytes used.
+#[inline]
+pub(super) fn put_uvarint(mut x: u64) -> ([u8; MAX_VARINT_LEN], usize) {
+    let mut out = [0u8; MAX_VARINT_LEN];
+    let mut n = 0;
+    while x >= 0x80 && n < MAX_VARINT_LEN - 1 {
+        out[n] = (x as u8) | 0x80;
+        x >>= 7;
+        n += 1;
+    }
+    out[n] = x as u8;
+    (out, n + 1)
+}
+
+/// Go's `binary.PutVarint` (zigzag encoding).
+#[inline]
+pub(super) fn put_varint(x: i64) -> ([u8; MAX_VARINT_LEN], usize) {
+    let mut ux = (x as u64) << 1;
+    if x < 0 {
+        ux = !ux;
+    }
+    put_uvarint(ux)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn varint_matches_go_examples() {
+        // Values from Go's encoding/binary documentation and tests.
+        let (b, n) = put_uvarint(300);
+        assert_eq!(&b[..n], &[0xac, 0x02]);
+        let (b, n) = put_varint(-1);
+        assert_eq!(&b[..n], &[0x01]);
+        let (b, n) = put_varint(1);
+        assert_eq!(&b[..n], &[0x02]);
+        let (b, n) = put_varint(-65);
+        assert_eq!(&b[..n], &[0x81, 0x01]);
+        let (b, n) = put_uvarint(u64::MAX);
+        assert_eq!(n, 10);
+        assert_eq!(b[9], 0x01);
+    }
+
+    #[test]
+    fn uvarint_overflow_is_an_error() {
+        let data = [0xffu8; 11];
+        let mut r = BitReader::new(&data);
+        assert!(matches!(r.read_uvarint(), Err(ChunkError::VarintOverflow)));
+        let mut data = [0xffu8; 10];
+        data[9] = 0x02;
+        let mut r = BitReader::new(&data);
+        assert!(matches!(r.read_uvarint(), Err(ChunkError::VarintOverflow)));
+    }
+
+    #[test]
+    fn trailing_byte_only_on_boundary() {
+        let mut w = BitWriter::with_header(0, 0);
+        w.write_bits(0xab, 8);
+        w.mark_trailing_byte();
+        assert_eq!(w.bytes(), &[0xab, 0x00]);
+        w.write_bits(1, 1);
+        assert_eq!(w.bytes(), &[0xab, 0x80]);
+        w.mark_trailing_byte();
+        assert_eq!(w.bytes(), &[0xab, 0x80]);
+    }
+
+    proptest! {
+        #[test]
+        fn bits_round_trip(fields in prop::collection::vec((any::<u64>(), 1u32..=64), 0..64)) {
+            let mut w = BitWriter::with_header(0, 0);
+            for &(v, n) in &fields {
+                w.write_bits(v, n);
+            }
+            let total: u32 = fields.iter().map(|f| f.1).sum();
+            prop_assert_eq!(w.bytes().len(), total.div_ceil(8) as usize);
+            let mut r = BitReader::new(w.bytes());
+            for &(v, n) in &fields {
+                let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+                prop_assert_eq!(r.read_bits_wide(n).ok(), Some(v & mask));
+            }
+            prop_assert_eq!(r.bit_position(), total as usize);
+        }
+
+        #[test]
+        fn varint_round_trip(x in any::<i64>(), ux in any::<u64>()) {
+            let (b, n) = put_varint(x);
+            let mut r = BitReader::new(&b[..n]);
+            prop_assert_eq!(r.read_varint().ok(), Some(x));
+            let (b, n) = put_uvarint(ux);
+            let mut r = BitReader::new(&b[..n]);
+            prop_assert_eq!(r.read_uvarint().ok(), Some(ux));
+            prop_assert_eq!(r.bit_position(), n * 8);
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Structural changes to the set of blocks: cutting the head into blocks, compacting
+//! blocks into larger ranges (Prometheus's leveled planner), retention, tombstones and
+//! snapshots. Every function here runs with the database's maintenance lock held.
+//!
+//! A block becomes visible only once complete: it is written under
+//! `<ULID>.tmp-for-creation` and renamed. A block is deleted by renaming it to
+//! `<ULID>.tmp-for-deletion` first, so a crash never leaves a half-deleted block that
+//! would be read; leftovers of both kinds are removed at start-up.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::model::{Interval, Sample};
+use crate::storage::{ChunkData, ChunkSeries, ChunkSeriesSet, MergeChunkSeriesSet, merge_samples};
+use crate::tsdb::block::meta::BlockMeta;
+use crate::tsdb::block::tombstones::{Tombstones, write_tombstones};
+use crate::tsdb::block::writer::{BlockSeries, write_block};
+use crate::tsdb::block::{Block, BlockError};
+use crate::tsdb::chunkenc::{ENCODING_XOR, XorChunk, XorIterator};
+use crate::tsdb::db::DbInner;
+use crate::tsdb::error::{Result, TsdbError};
+use crate::tsdb::head::{Head, SAMPLES_PER_CHUNK};
+use crate::tsdb::matchers::postings_for_matchers;
+use crate::tsdb::querier::{BlockIndex, block_chunk_series};
+use crate::tsdb::record::{self, Batch, Deletion, Record};
+
+/// One round of maintenance: cut the head, compact, apply retention.
+pub(crate) fn run(db: &DbInner) -> Result<()> {
+    let _m = db.maintenance.lock();
+    let result = cut_head(db)
+        .and_then(|_| compact_blocks(db))
+        .and_then(|_| apply_retention(db));
+    if result.is_err() {
+        db.metrics.compactions_failed.inc();
+    }
+    db.refresh_gauges();
+    result
+}
+
+/// The ranges compaction builds: Prometheus's `ExponentialBlockRanges(min, 10, 3)`,
+/// capped at the largest block span.
+pub fn block_ranges(min_block_ms: i64, max_block_ms: i64) -> Vec<i64> {
+    let mut out = vec![min_block_ms];
+    let mut r = min_block_ms;
+    for _ in 1..10 {
+        r *= 3;
+        if r > max_block_ms {
+            break;
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Cuts every full chunk range off the head once the head spans one and a half ranges
+/// (Prometheus's rule), truncates the head and checkpoints the WAL.
+fn cut_head(db: &DbInner) -> Result<()> {
+    let range = db.opts.min_block_ms;
+    loop {
+        let head = &db.head;
+        if head.is_empty() || head.min_time() == i64::MAX {
+            return Ok(());
+        }
+        let (mint, maxt) = (head.min_time(), head.max_time());
+        if maxt - mint <= range / 2 * 3 {
+            return Ok(());
+        }
+        let end = crate::tsdb::head::range_for_timestamp(mint, range);
+        // Refuse late samples for the range before reading it, so none can slip in
+        // between writing the block and truncating the head.
+        head.set_min_valid_time(end);
+        let written = write_head_block(head, &db.dir, mint, end)?;
+        if let Some(meta) = written {
+            let block = Block::open(&db.dir.join(meta.ulid.to_string()))?;
+            let mut blocks = db.blocks.write();
+            blocks.push(Arc::new(block));
+            blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+            tracing::info!(ulid = %meta.ulid, min_time = meta.min_time, max_time = meta.max_time,
+                series = meta.stats.num_series, samples = meta.stats.num_samples, "head block written");
+        }
+        head.truncate(end);
+        db.metrics.head_truncations.inc();
+        checkpoint_wal(db, end)?;
+    }
+}
+
+/// Writes the head's chunks in `[min_t, max_t)` as a level-1 block under `parent`.
+/// Returns `None` when the range holds no samples.
+fn write_head_block(head: &Head, parent: &Path, min_t: i64, max_t: i64) -> Result<Option<BlockMeta>> {
+    let series = head.chunks_in_range(min_t, max_t);
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let mut symbols = BTreeSet::new();
+    for (labels, _) in &series {
+        for l in labels.iter() {
+            symbols.insert(l.name.clone());
+            symbols.insert(l.value.clone());
+        }
+    }
+    let ulid = ulid::Ulid::new();
+    let meta = BlockMeta::new(ulid, min_t, max_t, 1, vec![ulid], Vec::new());
+    let iter = series.into_iter().map(|(labels, chunks)| {
+        Ok(BlockSeries {
+            labels,
+            num_samples: chunks.iter().map(chunk_samples).sum(),
+            chunks: chunks
+                .into_iter()
+                .map(|c| (c.min_t, c.max_t, ENCODING_XOR, c.bytes))
+                .collect(),
+        })
+    });
+    let meta = write_block(parent, meta, symbols.iter().map(|s| &**s), iter)?;
+    Ok(Some(meta))
+}
+
+/// The sample count in an XOR chunk's header.
+fn chunk_samples(c: &ChunkData) -> u64 {
+    match c.bytes.get(..2) {
+        Some(b) => u64::from(u16::from_be_bytes([b[0], b[1]])),
+        None => 0,
+    }
+}
+
+/// Rewrites the closed WAL segments into a checkpoint that keeps only what the head
+/// still holds (samples at or after `min_t`), bounding replay time.
+fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
+    let wal = db.wal();
+    let seg = wal.cut_segment()?;
+    let stats = wal.checkpoint(seg, |rec| {
+        match record::decode(rec, &mut |s| Arc::from(s)) {
+            Ok(Record::Samples(mut b)) => {
+                for s in &mut b.series {
+                    s.samples.retain(|x| x.t >= min_t);
+                }
+                b.series.retain(|s| !s.samples.is_empty());
+                if b.series.is_empty() {
+                    return None;
+                }
+                let mut out = Vec::with_capacity(rec.len());
+                record::encode_batch(&b, &mut out);
+                Some(out)
+            }
+            // Deletions only matter while the head may hold data they cover.
+            Ok(Record::Deletion(d)) => (d.max_t >= min_t).then(|| rec.to_vec()),
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping undecodable wal record from checkpoint");
+                None
+            }
+        }
+    })?;
+    db.metrics.checkpoints.inc();
+    tracing::debug!(?stats, "wal checkpoint written");
+    Ok(())
+}
+
+/// Which blocks to compact next, if any: overlapping blocks first, then Prometheus's
+/// leveled selection. The newest block is left alone, as Prometheus does, so that a
+/// block just cut from the head stays available as it is for a while.
+fn plan(blocks: &[Arc<Block>], ranges: &[i64]) -> Option<Vec<Arc<Block>>> {
+    let mut sorted: Vec<Arc<Block>> = blocks.to_vec();
+    sorted.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+
+    // Overlapping blocks (vertical compaction).
+    let mut group: Vec<Arc<Block>> = Vec::new();
+    let mut group_max = i64::MIN;
+    for b in &sorted {
+        if !group.is_empty() && b.meta().min_time < group_max {
+            group.push(b.clone());
+            group_max = group_max.max(b.meta().max_time);
+            continue;
+        }
+        if group.len() > 1 {
+            return Some(group);
+        }
+        group = vec![b.clone()];
+        group_max = b.meta().max_time;
+    }
+    if group.len() > 1 {
+        return Some(group);
+    }
+
+    if sorted.len() < 2 {
+        return None;
+    }
+    sorted.pop();
+    let high_time = sorted.last().map(|b| b.meta().min_time)?;
+    for &r in ranges.iter().skip(1) {
+        for part in split_by_range(&sorted, r) {
+            let mint = part.first().map(|b| b.meta().min_time)?;
+            let maxt = part.last().map(|b| b.meta().max_time)?;
+            if part.len() > 1 && (maxt - mint == r || maxt <= high_time) {
+                return Some(part);
+            }
+        }
+    }
+    None
+}
+
+/// Groups blocks (sorted by time) that lie entirely within the same aligned range of
+/// width `r`; blocks that straddle a boundary belong to no group.
+fn split_by_range(blocks: &[Arc<Block>], r: i64) -> Vec<Vec<Arc<Block>>> {
+    let mut out: Vec<Vec<Arc<Block>>> = Vec::new();
+    let mut i = 0;
+    while i < blocks.len() {
+        let m = blocks[i].meta();
+        let start = m.min_time.div_euclid(r) * r;
+        if m.max_time > start + r {
+            i += 1;
+            continue;
+        }
+        let mut group = Vec::new();
+        while i < blocks.len() {
+            let m = blocks[i].meta();
+            if m.min_time >= start + r {
+                break;
+            }
+            if m.max_time <= start + r {
+                group.push(blocks[i].clone());
+            }
+            i += 1;
+        }
+        if !group.is_empty() {
+            out.push(group);
+        }
+    }
+    out
+}
+
+fn compact_blocks(db: &DbInner) -> Result<()> {
+    let ranges = block_ranges(db.opts.min_block_ms, db.opts.max_block_ms.max(db.opts.min_block_ms));
+    // Bounded: each round removes at least one block.
+    for _ in 0..64 {
+        let blocks = db.blocks.read().clone();
+        let Some(group) = plan(&blocks, &ranges) else { return Ok(()) };
+        let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
+        let meta = merge_blocks(&db.dir, &group, level)?;
+        db.metrics.compactions.inc();
+        replace_blocks(db, &group, meta.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Writes the merge of `sources` as one block (tombstones applied, overlapping chunks
+/// re-encoded, duplicates dropped). Returns `None` if nothing is left.
+fn merge_blocks(parent: &Path, sources: &[Arc<Block>], level: u32) -> Result<Option<BlockMeta>> {
+    let min_t = sources.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
+    let max_t = sources.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
+    let mut symbols: BTreeSet<String> = BTreeSet::new();
+    for b in sources {
+        for name in b.index().label_names() {
+            symbols.extend(b.index().label_values(&name));
+            symbols.insert(name);
+        }
+    }
+    let mut sets: Vec<ChunkSeriesSet> = Vec::new();
+    for b in sources {
+        let refs = b.index().all_postings().map_err(BlockError::from)?;
+        let block = b.clone();
+        sets.push(Box::new(refs.into_iter().filter_map(move |r| {
+            block_chunk_series(&block, r, i64::MIN, i64::MAX).transpose()
+        })));
+    }
+    let merged = MergeChunkSeriesSet::merge(sets);
+    let iter = merged.map(|cs| {
+        let cs = cs.map_err(|e| BlockError::Corrupt(e.to_string()))?;
+        Ok(rechunk_if_overlapping(cs))
+    });
+    let mut sources_ulids: Vec<ulid::Ulid> = Vec::new();
+    for b in sources {
+        sources_ulids.extend(b.meta().compaction.sources.iter().copied());
+    }
+    sources_ulids.sort();
+    sources_ulids.dedup();
+    let parents = sources.iter().map(|b| (b.meta().ulid, b.meta().min_time, b.meta().max_time)).collect();
+    let meta = BlockMeta::new(ulid::Ulid::new(), min_t, max_t, level, sources_ulids, parents);
+    let meta = write_block(parent, meta, symbols.iter().map(String::as_str), iter)?;
+    if meta.stats.num_series == 0 {
+        remove_block_dir(&parent.join(meta.ulid.to_string()))?;
+        return Ok(None);
+    }
+    Ok(Some(meta))
+}
+
+/// Turns a merged chunk series into block series: chunks that do not overlap are kept
+/// as they are; overlapping ones are decoded, merged and re-encoded.
+fn rechunk_if_overlapping(cs: ChunkSeries) -> BlockSeries {
+    let overlapping = cs.chunks.windows(2).any(|w| w[1].min_t <= w[0].max_t);
+    if !overlapping {
+        return BlockSeries {
+            labels: cs.labels,
+            num_samples: cs.chunks.iter().map(chunk_samples).sum(),
+            chunks: cs
+                .chunks
+                .into_iter()
+                .map(|c| (c.min_t, c.max_t, ENCODING_XOR, c.bytes))
+                .collect(),
+        };
+    }
+    let lists: Vec<Vec<Sample>> = cs
+        .chunks
+        .iter()
+        .map(|c| XorIterator::new(&c.bytes).map(|(t, v)| Sample { t, v }).collect())
+        .collect();
+    let samples = merge_samples(lists);
+    let mut chunks = Vec::new();
+    for part in samples.chunks(SAMPLES_PER_CHUNK) {
+        let mut c = XorChunk::new();
+        for s in part {
+            c.append(s.t, s.v);
+        }
+        let (Some(first), Some(last)) = (part.first(), part.last()) else { continue };
+        chunks.push((first.t, last.t, ENCODING_XOR, bytes::Bytes::copy_from_slice(c.bytes())));
+    }
+    BlockSeries {
+        labels: cs.labels,
+        num_samples: samples.len() as u64,
+        chunks,
+    }
+}
+
+/// Swaps `old` blocks for `new` in the live list, then deletes the old directories.
+fn replace_blocks(db: &DbInner, old: &[Arc<Block>], new: Option<&BlockMeta>) -> Result<()> {
+    let opened = match new {
+        Some(meta) => Some(Arc::new(Block::open(&db.dir.join(meta.ulid.to_string()))?)),
+        None => None,
+    };
+    {
+        let mut blocks = db.blocks.write();
+        blocks.retain(|b| !old.iter().any(|o| o.meta().ulid == b.meta().ulid));
+        blocks.extend(opened);
+        blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    }
+    for b in old {
+        remove_block_dir(b.dir())?;
+    }
+    Ok(())
+}
+
+/// Deletes a block directory by renaming it out of the way first.
+fn remove_block_dir(dir: &Path) -> Result<()> {
+    let mut tmp = dir.as_os_str().to_owned();
+    tmp.push(".tmp-for-deletion");
+    fs::rename(dir, &tmp).map_err(|e| TsdbError::io(format!("rename {}", dir.display()), e))?;
+    fs::remove_dir_all(&tmp).map_err(|e| TsdbError::io(format!("remove {}", dir.display()), e))
+}
+
+/// Deletes blocks beyond the time retention (relative to the newest block's end, as
+/// Prometheus) and then, oldest first, while blocks and WAL together exceed the size
+/// retention.
+fn apply_retention(db: &DbInner) -> Result<()> {
+    let blocks = db.blocks.read().clone();
+    let mut doomed: Vec<Arc<Block>> = Vec::new();
+    if db.opts.retention_ms > 0 {
+        if let Some(newest) = blocks.iter().map(|b| b.meta().max_time).max() {
+            doomed.extend(
+                blocks
+                    .iter()
+                    .filter(|b| newest - b.meta().max_time > db.opts.retention_ms)
+                    .cloned(),
+            );
+        }
+    }
+    if db.opts.retention_bytes > 0 {
+        let mut total: u64 = dir_size(&db.dir.join("wal"))
+            + blocks
+                .iter()
+                .filter(|b| !doomed.iter().any(|d| d.meta().ulid == b.meta().ulid))
+                .map(|b| b.size_bytes())
+                .sum::<u64>();
+        for b in &blocks {
+            if total <= db.opts.retention_bytes {
+                break;
+            }
+            if doomed.iter().any(|d| d.meta().ulid == b.meta().ulid) {
+                continue;
+            }
+            total = total.saturating_sub(b.size_bytes());
+            doomed.push(b.clone());
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for b in &doomed {
+        tracing::info!(ulid = %b.meta().ulid, min_time = b.meta().min_time, max_time = b.meta().max_time,
+            "deleting block beyond retention");
+    }
+    db.metrics.retention_deleted_blocks.inc_by(doomed.len() as u64);
+    replace_blocks(db, &doomed, None)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Records tombstones for `d` in every block that holds matching data.
+pub(crate) fn add_tombstones(db: &DbInner, d: &Deletion) -> Result<()> {
+    let blocks = db.blocks.read().clone();
+    for b in blocks {
+        let m = b.meta();
+        if m.min_time > d.max_t || m.max_time <= d.min_t {
+            continue;
+        }
+        let refs = postings_for_matchers(&BlockIndex(b.index()), &d.matchers).map_err(BlockError::from)?;
+        if refs.is_empty() {
+            continue;
+        }
+        let mut ts: Tombstones = b.tombstones().clone();
+        for r in refs {
+            let ivs = ts.entry(r).or_default();
+            ivs.push(Interval::new(d.min_t, d.max_t));
+            normalize_intervals(ivs);
+        }
+        write_tombstones(b.dir(), &ts)?;
+        let reopened = Arc::new(Block::open(b.dir())?);
+        let mut live = db.blocks.write();
+        for slot in live.iter_mut() {
+            if slot.meta().ulid == m.ulid {
+                *slot = reopened.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sorts and merges overlapping or adjacent intervals.
+fn normalize_intervals(ivs: &mut Vec<Interval>) {
+    ivs.sort();
+    let mut out: Vec<Interval> = Vec::with_capacity(ivs.len());
+    for iv in ivs.drain(..) {
+        match out.last_mut() {
+            Some(last) if iv.min_t <= last.max_t.saturating_add(1) => {
+                last.max_t = last.max_t.max(iv.max_t);
+            }
+            _ => out.push(iv),
+        }
+    }
+    *ivs = out;
+}
+
+/// Rewrites each block with tombstones as a new block without the deleted data.
+pub(crate) fn clean_tombstones(db: &DbInner) -> Result<()> {
+    let blocks = db.blocks.read().clone();
+    for b in blocks.iter().filter(|b| !b.tombstones().is_empty()) {
+        let meta = merge_blocks(&db.dir, std::slice::from_ref(b), b.meta().compaction.level)?;
+        replace_blocks(db, std::slice::from_ref(b), meta.as_ref())?;
+    }
+    db.refresh_gauges();
+    Ok(())
+}
+
+/// Writes a snapshot: hard links of every block, plus the head as a block.
+pub(crate) fn snapshot(db: &DbInner, skip_head: bool) -> Result<String> {
+    let name = format!("{}-{:016x}", utc_stamp(crate::model::now_ms()), rand::random::<u64>());
+    let dir = db.dir.join("snapshots").join(&name);
+    fs::create_dir_all(&dir).map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
+    for b in db.blocks.read().iter() {
+        let name = b.dir().file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        link_tree(b.dir(), &dir.join(name))?;
+    }
+    let head = &db.head;
+    if !skip_head && !head.is_empty() && head.min_time() != i64::MAX {
+        write_head_block(head, &dir, head.min_time(), head.max_time() + 1)?;
+    }
+    Ok(name)
+}
+
+/// Hard-links every file under `src` into `dst`, recreating directories.
+fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    fs::create_dir_all(dst).map_err(|e| TsdbError::io(format!("create {}", dst.display()), e))?;
+    let entries = fs::read_dir(src).map_err(|e| TsdbError::io(format!("read {}", src.display()), e))?;
+    for e in entries.flatten() {
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            link_tree(&e.path(), &to)?;
+        } else {
+            fs::hard_link(e.path(), &to)
+                .map_err(|err| TsdbError::io(format!("link {}", e.path().display()), err))?;
+        }
+    }
+    Ok(())
+}
+
+/// `20060102T150405Z`, as Prometheus names snapshots.
+fn utc_stamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[allow(dead_code)]
+fn batch_is_empty(b: &Batch) -> bool {
+    b.series.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_ranges_follow_prometheus() {
+        let h = 3_600_000;
+        assert_eq!(block_ranges(2 * h, 168 * h / 10), vec![2 * h, 6 * h]);
+        assert_eq!(block_ranges(2 * h, 31 * 24 * h), vec![2 * h, 6 * h, 18 * h, 54 * h, 162 * h, 486 * h]);
+    }
+
+    #[test]
+    fn utc_stamp_formats_like_go() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(1_700_000_000_000), "20231114T221320Z");
+    }
+
+    #[test]
+    fn intervals_merge() {
+        let mut v = vec![Interval::new(5, 10), Interval::new(0, 4), Interval::new(20, 30)];
+        normalize_intervals(&mut v);
+        assert_eq!(v, vec![Interval::new(0, 10), Interval::new(20, 30)]);
+    }
+}

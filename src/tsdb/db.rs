@@ -1,0 +1,484 @@
+//! [`Db`]: the WAL, the head and the blocks of one data directory, behind the
+//! `storage` seams.
+//!
+//! Directory layout (Prometheus's, so `promtool tsdb` and Prometheus can open it):
+//! ```text
+//! <dir>/lock                      advisory lock: one process per directory
+//! <dir>/wal/…                     WAL segments and checkpoints
+//! <dir>/<ULID>/                   one block each: meta.json, index, chunks/, tombstones
+//! <dir>/<ULID>.tmp-for-creation   a block being written (removed at start-up)
+//! <dir>/<ULID>.tmp-for-deletion   a block being deleted (removed at start-up)
+//! <dir>/snapshots/<name>/         admin snapshots
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::model::{Labels, Matcher, Sample};
+use crate::storage::{
+    AppendError, AppendSummary, Appendable, Appender, ChunkQuerier, ChunkQueryable, Querier,
+    Queryable, StorageError,
+};
+use crate::tsdb::block::Block;
+use crate::tsdb::compact;
+use crate::tsdb::error::{Result, TsdbError};
+use crate::tsdb::head::Head;
+use crate::tsdb::metrics::TsdbMetrics;
+use crate::tsdb::querier::DbQuerier;
+use crate::tsdb::record::{self, Batch, BatchSeries, Deletion, Record};
+use crate::tsdb::wal::{Wal, WalOptions, WalWriter};
+
+/// How the database behaves; the defaults are Prometheus's.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Blocks older than this (relative to the newest block) are deleted; 0 = never.
+    pub retention_ms: i64,
+    /// Blocks are deleted, oldest first, while all blocks together exceed this; 0 = no limit.
+    pub retention_bytes: u64,
+    /// The head's chunk range and the span of a block cut from the head.
+    pub min_block_ms: i64,
+    /// The largest span compaction builds.
+    pub max_block_ms: i64,
+    /// Size at which a new WAL segment is started.
+    pub wal_segment_bytes: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        let retention_ms = 7 * 24 * 3_600_000;
+        Self {
+            retention_ms,
+            retention_bytes: 0,
+            min_block_ms: 2 * 3_600_000,
+            max_block_ms: retention_ms / 10,
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What flows through the WAL writer to the head.
+pub(crate) enum WalPayload {
+    Batch(Batch),
+    Deletion(Deletion),
+}
+
+/// Counts for `/api/v1/status/tsdb` and logs.
+#[derive(Debug, Clone, Default)]
+pub struct DbStats {
+    pub head_series: u64,
+    pub head_min_time: i64,
+    pub head_max_time: i64,
+    pub blocks: usize,
+    pub blocks_bytes: u64,
+    pub label_stats: Vec<(String, usize, usize)>,
+}
+
+/// A handle to an open database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+pub(crate) struct DbInner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: DbOptions,
+    pub(crate) head: Arc<Head>,
+    wal: WalWriter<WalPayload, AppendSummary>,
+    pub(crate) blocks: RwLock<Vec<Arc<Block>>>,
+    pub(crate) metrics: TsdbMetrics,
+    /// One structural change (cut, compaction, retention, deletion, snapshot) at a time.
+    pub(crate) maintenance: Mutex<()>,
+    /// Set when the head has become compactable; wakes the maintenance loop early.
+    compact_wanted: Mutex<bool>,
+    compact_cv: Condvar,
+    closed: AtomicBool,
+    _lock: fs::File,
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`: loads the blocks, replays the WAL into
+    /// the head, and starts the WAL writer. Corrupt WAL tails are cut off with a warning;
+    /// a block that cannot be read is skipped (and left on disk) with an error log.
+    pub fn open(dir: &Path, opts: DbOptions, metrics: TsdbMetrics) -> Result<Db> {
+        fs::create_dir_all(dir).map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
+        let lock = lock_dir(dir)?;
+        remove_leftovers(dir)?;
+
+        let blocks = open_blocks(dir)?;
+        let head = Arc::new(Head::new(opts.min_block_ms));
+        if let Some(max) = blocks.iter().map(|b| b.meta().max_time).max() {
+            head.set_min_valid_time(max);
+        }
+
+        let started = Instant::now();
+        let wal = Wal::open(
+            &dir.join("wal"),
+            WalOptions {
+                segment_size: opts.wal_segment_bytes,
+                ..WalOptions::default()
+            },
+        )?;
+        let mut replayed = 0u64;
+        let mut undecodable = 0u64;
+        let mut summary = AppendSummary::default();
+        let replay_stats = wal.replay(|rec| {
+            replayed += 1;
+            match record::decode(rec, &mut |s| head.intern(s)) {
+                Ok(Record::Samples(b)) => summary.merge(&head.apply_batch(&b)),
+                Ok(Record::Deletion(d)) => {
+                    head.apply_deletion(&d);
+                }
+                Err(e) => {
+                    undecodable += 1;
+                    tracing::warn!(error = %e, "skipping undecodable wal record");
+                }
+            }
+            Ok::<(), TsdbError>(())
+        })?;
+        metrics.wal_replay_records.inc_by(replayed);
+        if replay_stats.corrupt_bytes_truncated > 0 {
+            metrics.wal_corruptions.inc();
+        }
+        tracing::info!(
+            records = replayed,
+            undecodable,
+            samples = summary.accepted,
+            series = head.num_series(),
+            blocks = blocks.len(),
+            corrupt_bytes_truncated = replay_stats.corrupt_bytes_truncated,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "wal replayed"
+        );
+
+        let apply_head = head.clone();
+        let wal = wal.start(move |p: WalPayload| match p {
+            WalPayload::Batch(b) => apply_head.apply_batch(&b),
+            WalPayload::Deletion(d) => {
+                apply_head.apply_deletion(&d);
+                AppendSummary::default()
+            }
+        });
+
+        let inner = Arc::new(DbInner {
+            dir: dir.to_path_buf(),
+            opts,
+            head,
+            wal,
+            blocks: RwLock::new(blocks),
+            metrics,
+            maintenance: Mutex::new(()),
+            compact_wanted: Mutex::new(false),
+            compact_cv: Condvar::new(),
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        });
+        inner.refresh_gauges();
+        Ok(Db { inner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.inner.head
+    }
+
+    pub fn blocks(&self) -> Vec<Arc<Block>> {
+        self.inner.blocks.read().clone()
+    }
+
+    /// Runs one round of maintenance: cuts full head ranges into blocks, compacts
+    /// blocks, applies retention. Blocking; call it from a background thread.
+    pub fn compact(&self) -> Result<()> {
+        compact::run(&self.inner)
+    }
+
+    /// Deletes the samples of the series matching `matchers` in `[min_t, max_t]`:
+    /// durable in the WAL for the head, as tombstones for the blocks.
+    pub fn delete_series(&self, matchers: Vec<Matcher>, min_t: i64, max_t: i64) -> Result<()> {
+        let d = Deletion {
+            matchers,
+            min_t,
+            max_t,
+        };
+        let _m = self.inner.maintenance.lock();
+        compact::add_tombstones(&self.inner, &d)?;
+        let mut rec = Vec::new();
+        record::encode_deletion(&d, &mut rec);
+        self.inner.wal.commit(rec, WalPayload::Deletion(d))?;
+        Ok(())
+    }
+
+    /// Rewrites every block that has tombstones without the deleted data.
+    pub fn clean_tombstones(&self) -> Result<()> {
+        let _m = self.inner.maintenance.lock();
+        compact::clean_tombstones(&self.inner)
+    }
+
+    /// Writes a snapshot under `<dir>/snapshots/<name>` (blocks hard-linked, the head
+    /// written as a block unless `skip_head`) and returns its name.
+    pub fn snapshot(&self, skip_head: bool) -> Result<String> {
+        let _m = self.inner.maintenance.lock();
+        compact::snapshot(&self.inner, skip_head)
+    }
+
+    /// Waits until the head has become compactable, `timeout` passes, or the database
+    /// is closed. Returns false once closed. The maintenance loop calls this between
+    /// rounds of [`Db::compact`].
+    pub fn wait_for_maintenance(&self, timeout: std::time::Duration) -> bool {
+        let mut wanted = self.inner.compact_wanted.lock();
+        if !*wanted && !self.inner.closed.load(Ordering::Acquire) {
+            self.inner.compact_cv.wait_for(&mut wanted, timeout);
+        }
+        *wanted = false;
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn wake_maintenance(&self) {
+        *self.inner.compact_wanted.lock() = true;
+        self.inner.compact_cv.notify_all();
+    }
+
+    /// True when the head spans more than one and a half chunk ranges, the point at
+    /// which Prometheus cuts a block.
+    fn head_compactable(&self) -> bool {
+        let h = &self.inner.head;
+        !h.is_empty()
+            && h.min_time() != i64::MAX
+            && h.max_time() - h.min_time() > self.inner.opts.min_block_ms / 2 * 3
+    }
+
+    pub fn stats(&self) -> DbStats {
+        let blocks = self.inner.blocks.read();
+        DbStats {
+            head_series: self.inner.head.num_series(),
+            head_min_time: self.inner.head.min_time(),
+            head_max_time: self.inner.head.max_time(),
+            blocks: blocks.len(),
+            blocks_bytes: blocks.iter().map(|b| b.size_bytes()).sum(),
+            label_stats: self.inner.head.label_stats(),
+        }
+    }
+
+    /// Stops accepting writes, lets in-flight commits finish and closes the WAL.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.wake_maintenance();
+        self.inner.wal.close()?;
+        Ok(())
+    }
+
+    /// Commits a batch; the path every appender's commit takes.
+    fn commit_batch(&self, batch: Batch) -> crate::storage::Result<AppendSummary> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable("database is closed".into()));
+        }
+        if batch.series.is_empty() {
+            return Ok(AppendSummary::default());
+        }
+        let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
+        record::encode_batch(&batch, &mut rec);
+        match self.inner.wal.commit(rec, WalPayload::Batch(batch)) {
+            Ok(summary) => {
+                self.inner.metrics.observe_commit(&summary);
+                self.inner.metrics.head_series.set(self.inner.head.num_series() as i64);
+                if self.head_compactable() {
+                    self.wake_maintenance();
+                }
+                Ok(summary)
+            }
+            Err(e) => {
+                self.inner.metrics.commit_failures.inc();
+                Err(StorageError::internal("commit to wal", e))
+            }
+        }
+    }
+}
+
+impl DbInner {
+    pub(crate) fn refresh_gauges(&self) {
+        let blocks = self.blocks.read();
+        self.metrics.blocks_loaded.set(blocks.len() as i64);
+        self.metrics
+            .blocks_bytes
+            .set(blocks.iter().map(|b| b.size_bytes()).sum::<u64>() as i64);
+        self.metrics.head_series.set(self.head.num_series() as i64);
+        if !self.head.is_empty() {
+            self.metrics.head_min_time.set(self.head.min_time());
+            self.metrics.head_max_time.set(self.head.max_time());
+        }
+    }
+
+    pub(crate) fn wal(&self) -> &WalWriter<WalPayload, AppendSummary> {
+        &self.wal
+    }
+}
+
+impl Appendable for Db {
+    fn appender(&self) -> Box<dyn Appender> {
+        Box::new(DbAppender {
+            db: self.clone(),
+            batch: Batch::default(),
+        })
+    }
+}
+
+/// Buffers samples grouped by series until commit.
+struct DbAppender {
+    db: Db,
+    batch: Batch,
+}
+
+impl Appender for DbAppender {
+    fn append(&mut self, labels: &Labels, t: i64, v: f64) -> std::result::Result<(), AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::InvalidLabels("empty label set".into()));
+        }
+        match self.batch.series.last_mut() {
+            Some(last) if &last.labels == labels => last.samples.push(Sample { t, v }),
+            _ => self.batch.series.push(BatchSeries {
+                labels: labels.clone(),
+                samples: vec![Sample { t, v }],
+            }),
+        }
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> crate::storage::Result<AppendSummary> {
+        let DbAppender { db, batch } = *self;
+        db.commit_batch(batch)
+    }
+
+    fn rollback(self: Box<Self>) {}
+}
+
+impl Queryable for Db {
+    fn querier(&self, min_t: i64, max_t: i64) -> crate::storage::Result<Box<dyn Querier>> {
+        Ok(Box::new(DbQuerier::new(&self.inner, min_t, max_t)))
+    }
+}
+
+impl ChunkQueryable for Db {
+    fn chunk_querier(
+        &self,
+        min_t: i64,
+        max_t: i64,
+    ) -> crate::storage::Result<Box<dyn ChunkQuerier>> {
+        Ok(Box::new(DbQuerier::new(&self.inner, min_t, max_t)))
+    }
+}
+
+/// Takes an exclusive advisory lock on `<dir>/lock`, so two processes never share a
+/// data directory.
+fn lock_dir(dir: &Path) -> Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| TsdbError::io(format!("open {}", path.display()), e))?;
+    // SAFETY: flock on a valid, open file descriptor has no memory-safety conditions.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(TsdbError::Locked(dir.display().to_string()));
+    }
+    Ok(f)
+}
+
+/// Removes blocks that were half written or half deleted when the process stopped.
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp-for-creation") || name.ends_with(".tmp-for-deletion") {
+            tracing::info!(dir = %name, "removing leftover temporary block directory");
+            fs::remove_dir_all(e.path())
+                .map_err(|err| TsdbError::io(format!("remove {name}"), err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens every block directory (a ULID name with a meta.json), oldest first.
+fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>> {
+    let mut blocks = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if ulid::Ulid::from_string(&name).is_err() || !e.path().join("meta.json").exists() {
+            continue;
+        }
+        match Block::open(&e.path()) {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(err) => tracing::error!(block = %name, error = %err, "cannot open block; skipping it"),
+        }
+    }
+    blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    Ok(blocks)
+}
+
+impl crate::storage::StorageAdmin for Db {
+    fn delete_series(&self, matchers: Vec<Matcher>, min_t: i64, max_t: i64) -> crate::storage::Result<()> {
+        Db::delete_series(self, matchers, min_t, max_t).map_err(Into::into)
+    }
+
+    fn clean_tombstones(&self) -> crate::storage::Result<()> {
+        Db::clean_tombstones(self).map_err(Into::into)
+    }
+
+    fn snapshot(&self, skip_head: bool) -> crate::storage::Result<String> {
+        Db::snapshot(self, skip_head).map_err(Into::into)
+    }
+
+    fn stats(&self) -> crate::storage::StorageStats {
+        let s = Db::stats(self);
+        crate::storage::StorageStats {
+            head_series: s.head_series,
+            head_time_range: (s.head_max_time != i64::MIN).then_some((s.head_min_time, s.head_max_time)),
+            blocks: s.blocks,
+            blocks_bytes: s.blocks_bytes,
+            head_label_stats: s.label_stats,
+        }
+    }
+}
+
+/// The blocks of a data directory opened for reading only — no lock, no WAL, nothing
+/// written — for offline tools such as `odin tsdb dump`.
+pub struct ReadOnlyBlocks {
+    head: Arc<Head>,
+    blocks: Vec<Arc<Block>>,
+}
+
+impl ReadOnlyBlocks {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            head: Arc::new(Head::new(DbOptions::default().min_block_ms)),
+            blocks: open_blocks(dir)?,
+        })
+    }
+
+    pub fn blocks(&self) -> &[Arc<Block>] {
+        &self.blocks
+    }
+}
+
+impl Queryable for ReadOnlyBlocks {
+    fn querier(&self, min_t: i64, max_t: i64) -> crate::storage::Result<Box<dyn Querier>> {
+        Ok(Box::new(DbQuerier::from_parts(
+            self.head.clone(),
+            &self.blocks,
+            min_t,
+            max_t,
+        )))
+    }
+}

@@ -1,0 +1,43 @@
+//! The TSDB's error type.
+
+use crate::storage::StorageError;
+use crate::tsdb::block::BlockError;
+use crate::tsdb::wal::WalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TsdbError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("wal: {0}")]
+    Wal(#[from] WalError),
+    #[error("block: {0}")]
+    Block(#[from] BlockError),
+    #[error("data directory {0} is locked by another process")]
+    Locked(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl TsdbError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        TsdbError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, TsdbError>;
+
+impl From<TsdbError> for StorageError {
+    fn from(e: TsdbError) -> Self {
+        match e {
+            TsdbError::BadRequest(m) => StorageError::BadData(m),
+            other => StorageError::internal("tsdb", other),
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The head: the in-memory part of the TSDB holding the most recent samples.
+//!
+//! Series are found by label hash (sharded maps), postings resolve matchers, and each
+//! series keeps Prometheus-compatible XOR chunks. Batches are applied by exactly one
+//! thread at a time (the WAL writer, or replay at start-up) in log order, which makes
+//! the head a deterministic function of the log. Readers run concurrently.
+
+mod postings;
+mod series;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+pub use series::{AppendOutcome, MemSeries, SAMPLES_PER_CHUNK, range_for_timestamp};
+
+use crate::model::{Labels, Matcher};
+use crate::storage::{AppendSummary, ChunkData, RejectReason};
+use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
+use crate::tsdb::record::{Batch, Deletion};
+use postings::MemPostings;
+
+const SHARDS: usize = 64;
+
+type Shard<K> = RwLock<HashMap<K, Vec<Arc<MemSeries>>>>;
+
+pub struct Head {
+    chunk_range_ms: i64,
+    /// Series by label hash; a vector per hash for collisions.
+    by_hash: Box<[Shard<u64>]>,
+    /// Series by ref.
+    by_ref: Box<[RwLock<HashMap<u64, Arc<MemSeries>>>]>,
+    postings: RwLock<MemPostings>,
+    /// Label strings shared by all series.
+    symbols: Mutex<HashSet<Arc<str>>>,
+    next_ref: AtomicU64,
+    num_series: AtomicU64,
+    min_t: AtomicI64,
+    max_t: AtomicI64,
+    /// Samples older than this belong to a block already written: out of bounds.
+    min_valid_t: AtomicI64,
+    /// Serialises the writers of the head: batch and deletion applies (one thread in
+    /// practice) against truncation, so a series is never dropped while a sample is
+    /// being added to it.
+    apply_lock: Mutex<()>,
+}
+
+impl Head {
+    pub fn new(chunk_range_ms: i64) -> Self {
+        Self {
+            chunk_range_ms,
+            by_hash: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            by_ref: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            postings: RwLock::new(MemPostings::default()),
+            symbols: Mutex::new(HashSet::new()),
+            next_ref: AtomicU64::new(1),
+            num_series: AtomicU64::new(0),
+            min_t: AtomicI64::new(i64::MAX),
+            max_t: AtomicI64::new(i64::MIN),
+            min_valid_t: AtomicI64::new(i64::MIN),
+            apply_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn chunk_range_ms(&self) -> i64 {
+        self.chunk_range_ms
+    }
+
+    /// Oldest sample time in the head (`i64::MAX` when empty).
+    pub fn min_time(&self) -> i64 {
+        self.min_t.load(Ordering::Acquire)
+    }
+
+    /// Newest sample time in the head (`i64::MIN` when empty).
+    pub fn max_time(&self) -> i64 {
+        self.max_t.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.max_time() == i64::MIN
+    }
+
+    pub fn num_series(&self) -> u64 {
+        self.num_series.load(Ordering::Relaxed)
+    }
+
+    pub fn min_valid_time(&self) -> i64 {
+        self.min_valid_t.load(Ordering::Acquire)
+    }
+
+    /// Raises the time below which samples are refused (never lowers it).
+    pub fn set_min_valid_time(&self, t: i64) {
+        self.min_valid_t.fetch_max(t, Ordering::AcqRel);
+    }
+
+    /// Interns a label string so every series shares one allocation per string.
+    pub fn intern(&self, s: &str) -> Arc<str> {
+        let mut syms = self.symbols.lock();
+        if let Some(a) = syms.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        syms.insert(a.clone());
+        a
+    }
+
+    fn shard(h: u64) -> usize {
+        (h as usize) % SHARDS
+    }
+
+    /// The series with exactly these labels, if it exists.
+    pub fn get_by_labels(&self, labels: &Labels) -> Option<Arc<MemSeries>> {
+        let h = labels.stable_hash();
+        let shard = self.by_hash[Self::shard(h)].read();
+        shard
+            .get(&h)
+            .and_then(|v| v.iter().find(|s| &s.labels == labels).cloned())
+    }
+
+    pub fn get_by_ref(&self, r: u64) -> Option<Arc<MemSeries>> {
+        self.by_ref[Self::shard(r)].read().get(&r).cloned()
+    }
+
+    /// The series for `labels`, created (with interned strings) if new.
+    fn get_or_create(&self, labels: &Labels) -> Arc<MemSeries> {
+        let h = labels.stable_hash();
+        if let Some(s) = self.by_hash[Self::shard(h)]
+            .read()
+            .get(&h)
+            .and_then(|v| v.iter().find(|s| &s.labels == labels))
+        {
+            return s.clone();
+        }
+        let interned = Labels::from_sorted(
+            labels
+                .iter()
+                .map(|l| crate::model::Label {
+                    name: self.intern(&l.name),
+                    value: self.intern(&l.value),
+                })
+                .collect(),
+        );
+        let mut shard = self.by_hash[Self::shard(h)].write();
+        let entry = shard.entry(h).or_default();
+        if let Some(s) = entry.iter().find(|s| &s.labels == labels) {
+            return s.clone();
+        }
+        let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        let series = Arc::new(MemSeries::new(r, interned));
+        entry.push(series.clone());
+        drop(shard);
+        self.by_ref[Self::shard(r)].write().insert(r, series.clone());
+        self.postings.write().add(r, &series.labels);
+        self.num_series.fetch_add(1, Ordering::Relaxed);
+        series
+    }
+
+    /// Applies one batch. Called by one thread at a time, in log order: the outcome of
+    /// every sample depends only on the batches applied before, so replaying the log
+    /// rebuilds the same head.
+    pub fn apply_batch(&self, batch: &Batch) -> AppendSummary {
+        let _apply = self.apply_lock.lock();
+        let mut summary = AppendSummary::default();
+        let head_max = self.max_time();
+        // As Prometheus's appender: nothing older than half a chunk range behind the
+        // newest sample, and nothing that a block already covers.
+        let min_valid = if head_max == i64::MIN {
+            self.min_valid_time()
+        } else {
+            self.min_valid_time()
+                .max(head_max.saturating_sub(self.chunk_range_ms / 2))
+        };
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for s in &batch.series {
+            if s.samples.is_empty() {
+                continue;
+            }
+            // Don't create a series for samples that would all be refused.
+            if s.samples.iter().all(|x| x.t < min_valid) {
+                summary.add_rejected(RejectReason::OutOfBounds, s.samples.len() as u64);
+                continue;
+            }
+            let series = self.get_or_create(&s.labels);
+            let mut st = series.state.lock();
+            for x in &s.samples {
+                if x.t < min_valid {
+                    summary.add_rejected(RejectReason::OutOfBounds, 1);
+                    continue;
+                }
+                match st.append(x.t, x.v, self.chunk_range_ms) {
+                    AppendOutcome::Appended => {
+                        summary.accepted += 1;
+                        lo = lo.min(x.t);
+                        hi = hi.max(x.t);
+                    }
+                    AppendOutcome::Unchanged => summary.unchanged += 1,
+                    AppendOutcome::Rejected(r) => summary.add_rejected(r, 1),
+                }
+            }
+        }
+        if summary.accepted > 0 {
+            self.min_t.fetch_min(lo, Ordering::AcqRel);
+            self.max_t.fetch_max(hi, Ordering::AcqRel);
+        }
+        summary
+    }
+
+    /// Applies a deletion: samples of matching series in the range are removed.
+    pub fn apply_deletion(&self, d: &Deletion) -> usize {
+        let _apply = self.apply_lock.lock();
+        let refs = self.postings_for(&d.matchers);
+        for r in &refs {
+            if let Some(s) = self.get_by_ref(*r) {
+                s.state.lock().delete_range(d.min_t, d.max_t);
+            }
+        }
+        refs.len()
+    }
+
+    /// Refs of series matching all matchers, sorted.
+    pub fn postings_for(&self, matchers: &[Matcher]) -> Vec<u64> {
+        let ix = HeadIndex(&self.postings.read());
+        match postings_for_matchers(&ix, matchers) {
+            Ok(p) => p,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Matching series sorted by labels.
+    pub fn select_series(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+        let mut out: Vec<Arc<MemSeries>> = self
+            .postings_for(matchers)
+            .into_iter()
+            .filter_map(|r| self.get_by_ref(r))
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            return self.postings.read().label_names();
+        }
+        let mut names = BTreeSet::new();
+        for s in self.select_series(matchers) {
+            for l in s.labels.iter() {
+                names.insert(l.name.to_string());
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            return self.postings.read().label_values(name);
+        }
+        let mut values = BTreeSet::new();
+        for s in self.select_series(matchers) {
+            if let Some(v) = s.labels.get(name) {
+                values.insert(v.to_string());
+            }
+        }
+        values.into_iter().collect()
+    }
+
+    /// (label name, distinct values, series with the label) for cardinality stats.
+    pub fn label_stats(&self) -> Vec<(String, usize, usize)> {
+        self.postings.read().label_stats()
+    }
+
+    /// Every series with the chunks that lie entirely in `[min_t, max_t)`, sorted by
+    /// labels: the content of a block cut from the head.
+    pub fn chunks_in_range(&self, min_t: i64, max_t: i64) -> Vec<(Labels, Vec<ChunkData>)> {
+        let all = self.select_series(&[]);
+        let mut out = Vec::new();
+        for s in all {
+            let st = s.state.lock();
+            let chunks: Vec<ChunkData> = st
+                .chunks
+                .iter()
+                .filter(|c| c.min_t >= min_t && c.max_t < max_t)
+                .map(|c| ChunkData {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    bytes: bytes::Bytes::copy_from_slice(c.chunk.bytes()),
+                })
+                .collect();
+            if !chunks.is_empty() {
+                out.push((s.labels.clone(), chunks));
+            }
+        }
+        out
+    }
+
+    /// Drops every chunk that ends before `min_t` and every series left without
+    /// chunks; raises the head's minimum time. Called after a block covering the
+    /// dropped range was written.
+    pub fn truncate(&self, min_t: i64) -> usize {
+        let _apply = self.apply_lock.lock();
+        self.set_min_valid_time(min_t);
+        let mut removed: Vec<(u64, Labels)> = Vec::new();
+        let mut new_min = i64::MAX;
+        for shard in self.by_ref.iter() {
+            let mut map = shard.write();
+            map.retain(|r, s| {
+                let mut st = s.state.lock();
+                st.chunks.retain(|c| c.max_t >= min_t);
+                match st.chunks.first() {
+                    Some(c) => {
+                        new_min = new_min.min(c.min_t);
+                        true
+                    }
+                    None => {
+                        removed.push((*r, s.labels.clone()));
+                        false
+                    }
+                }
+            });
+        }
+        for (r, labels) in &removed {
+            let h = labels.stable_hash();
+            let mut shard = self.by_hash[Self::shard(h)].write();
+            if let Some(v) = shard.get_mut(&h) {
+                v.retain(|s| s.series_ref != *r);
+                if v.is_empty() {
+                    shard.remove(&h);
+                }
+            }
+        }
+        removed.sort_by_key(|(r, _)| *r);
+        self.postings.write().delete(&removed);
+        self.num_series
+            .fetch_sub(removed.len() as u64, Ordering::Relaxed);
+        if new_min == i64::MAX {
+            // Empty head: keep max time so that bounds checks still hold.
+            self.min_t.store(i64::MAX, Ordering::Release);
+        } else {
+            self.min_t.store(new_min, Ordering::Release);
+        }
+        // Strings no series uses any more are freed.
+        if !removed.is_empty() {
+            self.symbols.lock().retain(|s| Arc::strong_count(s) > 1);
+        }
+        removed.len()
+    }
+}
+
+struct HeadIndex<'a>(&'a MemPostings);
+
+impl PostingsIndex for HeadIndex<'_> {
+    type Error = std::convert::Infallible;
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>, Self::Error> {
+        Ok(self.0.get(name, value))
+    }
+    fn postings_for_values(
+        &self,
+        name: &str,
+        keep: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Vec<u64>, Self::Error> {
+        Ok(self.0.for_values(name, keep))
+    }
+    fn all_postings(&self) -> Result<Vec<u64>, Self::Error> {
+        Ok(self.0.all())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MatchType, Sample};
+    use crate::tsdb::record::BatchSeries;
+
+    const RANGE: i64 = 7_200_000;
+
+    fn batch(items: &[(&[(&str, &str)], &[(i64, f64)])]) -> Batch {
+        Batch {
+            series: items
+                .iter()
+                .map(|(l, s)| BatchSeries {
+                    labels: Labels::from_pairs(l.iter().copied()),
+                    samples: s.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn append_older_than_half_a_range_behind_newest_is_out_of_bounds() {
+        let head = Head::new(RANGE);
+        let s = head.apply_batch(&batch(&[(&[("__name__", "a")], &[(RANGE * 2, 1.0)])]));
+        assert_eq!(s.accepted, 1);
+        let s = head.apply_batch(&batch(&[(&[("__name__", "b")], &[(RANGE, 1.0)])]));
+        assert_eq!(s.out_of_bounds, 1);
+        assert_eq!(head.num_series(), 1, "no series created for refused samples");
+    }
+
+    #[test]
+    fn rest_of_batch_is_kept_when_samples_are_rejected() {
+        let head = Head::new(RANGE);
+        let s = head.apply_batch(&batch(&[(
+            &[("__name__", "a")],
+            &[(10, 1.0), (5, 1.0), (10, 2.0), (20, 3.0)],
+        )]));
+        assert_eq!((s.accepted, s.out_of_order, s.duplicate), (2, 1, 1));
+    }
+
+    #[test]
+    fn matchers_select_like_prometheus() {
+        let head = Head::new(RANGE);
+        head.apply_batch(&batch(&[
+            (&[("__name__", "up"), ("job", "node")], &[(1, 1.0)]),
+            (&[("__name__", "up"), ("job", "gpu")], &[(1, 1.0)]),
+            (&[("__name__", "up")], &[(1, 1.0)]),
+        ]));
+        let m = |k, n: &str, v: &str| Matcher::new(k, n, v).unwrap();
+        let names = |ms: &[Matcher]| -> Vec<String> {
+            head.select_series(ms)
+                .iter()
+                .map(|s| s.labels.get("job").unwrap_or("-").to_string())
+                .collect()
+        };
+        assert_eq!(names(&[m(MatchType::Equal, "job", "node")]), ["node"]);
+        assert_eq!(
+            names(&[m(MatchType::Equal, "__name__", "up"), m(MatchType::NotEqual, "job", "node")]),
+            ["-", "gpu"]
+        );
+        assert_eq!(
+            names(&[m(MatchType::Equal, "__name__", "up"), m(MatchType::Equal, "job", "")]),
+            ["-"]
+        );
+        assert_eq!(names(&[m(MatchType::Regex, "job", "g.*|node")]), ["gpu", "node"]);
+        assert_eq!(
+            names(&[m(MatchType::Equal, "__name__", "up"), m(MatchType::NotRegex, "job", "g.*")]),
+            ["-", "node"]
+        );
+        assert_eq!(head.label_values("job", &[]), ["gpu", "node"]);
+    }
+
+    #[test]
+    fn truncate_drops_old_chunks_and_empty_series() {
+        let head = Head::new(RANGE);
+        head.apply_batch(&batch(&[
+            (&[("__name__", "old")], &[(1000, 1.0)]),
+            (&[("__name__", "new")], &[(1000, 1.0), (RANGE + 1000, 2.0)]),
+        ]));
+        let removed = head.truncate(RANGE);
+        assert_eq!(removed, 1);
+        assert_eq!(head.num_series(), 1);
+        assert_eq!(head.min_time(), RANGE + 1000);
+        assert!(head
+            .get_by_labels(&Labels::from_pairs([("__name__", "old")]))
+            .is_none());
+        assert_eq!(head.label_values("__name__", &[]), ["new"]);
+    }
+}

@@ -1,0 +1,113 @@
+//! The head's inverted index: label name → value → sorted series refs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::Labels;
+
+#[derive(Default)]
+pub struct MemPostings {
+    by_name: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u64>>>,
+    /// Every live series ref, sorted.
+    all: Vec<u64>,
+}
+
+impl MemPostings {
+    /// Adds a new series. Refs are handed out in increasing order, so pushing keeps
+    /// every list sorted.
+    pub fn add(&mut self, series_ref: u64, labels: &Labels) {
+        for l in labels.iter() {
+            let list = self
+                .by_name
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default();
+            push_sorted(list, series_ref);
+        }
+        push_sorted(&mut self.all, series_ref);
+    }
+
+    /// Removes the given series (sorted refs) from every list they are in.
+    pub fn delete(&mut self, deleted: &[(u64, Labels)]) {
+        for (r, labels) in deleted {
+            for l in labels.iter() {
+                let Some(values) = self.by_name.get_mut(&l.name) else { continue };
+                if let Some(list) = values.get_mut(&l.value) {
+                    if let Ok(i) = list.binary_search(r) {
+                        list.remove(i);
+                    }
+                    if list.is_empty() {
+                        values.remove(&l.value);
+                    }
+                }
+                if values.is_empty() {
+                    self.by_name.remove(&l.name);
+                }
+            }
+        }
+        let refs: Vec<u64> = deleted.iter().map(|(r, _)| *r).collect();
+        let mut sorted = refs;
+        sorted.sort_unstable();
+        self.all = crate::tsdb::postings::without(&self.all, &sorted);
+    }
+
+    pub fn get(&self, name: &str, value: &str) -> Vec<u64> {
+        self.by_name
+            .get(name)
+            .and_then(|v| v.get(value))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn for_values(&self, name: &str, keep: &mut dyn FnMut(&str) -> bool) -> Vec<u64> {
+        let Some(values) = self.by_name.get(name) else {
+            return Vec::new();
+        };
+        let lists: Vec<&[u64]> = values
+            .iter()
+            .filter(|(v, _)| keep(v))
+            .map(|(_, l)| l.as_slice())
+            .collect();
+        crate::tsdb::postings::union(&lists)
+    }
+
+    pub fn all(&self) -> Vec<u64> {
+        self.all.clone()
+    }
+
+    pub fn label_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_name.keys().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .by_name
+            .get(name)
+            .map(|m| m.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// (name, number of values, number of series) per label, for cardinality stats.
+    pub fn label_stats(&self) -> Vec<(String, usize, usize)> {
+        self.by_name
+            .iter()
+            .map(|(n, vals)| (n.to_string(), vals.len(), vals.values().map(Vec::len).sum()))
+            .collect()
+    }
+}
+
+fn push_sorted(list: &mut Vec<u64>, r: u64) {
+    match list.last() {
+        Some(&last) if last >= r => {
+            if let Err(i) = list.binary_search(&r) {
+                list.insert(i, r);
+            }
+        }
+        _ => list.push(r),
+    }
+}

@@ -1,0 +1,110 @@
+//! The TSDB's self-metrics (`odin_tsdb_*`), registered once at construction.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::storage::{AppendSummary, RejectReason};
+
+#[derive(Clone, Default)]
+pub struct TsdbMetrics {
+    pub head_series: Gauge,
+    pub head_min_time: Gauge,
+    pub head_max_time: Gauge,
+    pub samples_appended: Counter,
+    pub rejected_samples: Family<Vec<(String, String)>, Counter>,
+    pub commits: Counter,
+    pub commit_failures: Counter,
+    pub blocks_loaded: Gauge,
+    pub blocks_bytes: Gauge,
+    pub compactions: Counter,
+    pub compactions_failed: Counter,
+    pub head_truncations: Counter,
+    pub checkpoints: Counter,
+    pub retention_deleted_blocks: Counter,
+    pub wal_replay_records: Counter,
+    pub wal_corruptions: Counter,
+}
+
+impl TsdbMetrics {
+    /// Creates the metrics and registers them under `odin_tsdb_`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("odin_tsdb");
+        r.register("head_series", "Series in the head", m.head_series.clone());
+        r.register(
+            "head_min_time",
+            "Oldest sample time in the head, ms",
+            m.head_min_time.clone(),
+        );
+        r.register(
+            "head_max_time",
+            "Newest sample time in the head, ms",
+            m.head_max_time.clone(),
+        );
+        r.register(
+            "head_samples_appended",
+            "Samples stored in the head",
+            m.samples_appended.clone(),
+        );
+        r.register(
+            "rejected_samples",
+            "Samples refused, by reason",
+            m.rejected_samples.clone(),
+        );
+        r.register("commits", "Batches committed", m.commits.clone());
+        r.register(
+            "commit_failures",
+            "Batches whose commit failed",
+            m.commit_failures.clone(),
+        );
+        r.register("blocks_loaded", "Blocks on local disk", m.blocks_loaded.clone());
+        r.register(
+            "storage_blocks_bytes",
+            "Bytes of the local blocks",
+            m.blocks_bytes.clone(),
+        );
+        r.register("compactions", "Blocks written by compaction", m.compactions.clone());
+        r.register(
+            "compactions_failed",
+            "Compactions that failed",
+            m.compactions_failed.clone(),
+        );
+        r.register(
+            "head_truncations",
+            "Times the head was cut into a block",
+            m.head_truncations.clone(),
+        );
+        r.register("wal_checkpoints", "WAL checkpoints written", m.checkpoints.clone());
+        r.register(
+            "retention_deleted_blocks",
+            "Blocks deleted by retention",
+            m.retention_deleted_blocks.clone(),
+        );
+        r.register(
+            "wal_replay_records",
+            "WAL records replayed at start-up",
+            m.wal_replay_records.clone(),
+        );
+        r.register(
+            "wal_corruptions",
+            "Corrupt WAL tails cut off at start-up",
+            m.wal_corruptions.clone(),
+        );
+        m
+    }
+
+    pub fn observe_commit(&self, s: &AppendSummary) {
+        self.commits.inc();
+        self.samples_appended.inc_by(s.accepted);
+        for reason in RejectReason::ALL {
+            let n = s.count(reason);
+            if n > 0 {
+                self.rejected_samples
+                    .get_or_create(&vec![("reason".to_string(), reason.as_str().to_string())])
+                    .inc_by(n);
+            }
+        }
+    }
+}

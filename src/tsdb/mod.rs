@@ -1,0 +1,27 @@
+//! ODIN's embedded time-series database, implementing the `storage` seams.
+//!
+//! * [`wal`]: the write-ahead log with group commit; records are [`record`] batches.
+//! * [`head`]: recent samples in memory, XOR chunks ([`chunkenc`]), postings.
+//! * [`index`] and [`block`]: immutable blocks in the Prometheus on-disk format.
+//! * [`compact`]: cutting the head into blocks, merging blocks, retention.
+//! * [`Db`] ties them together and is what `app/` constructs.
+//!
+//! Nothing above the backends imports this module except `app/`.
+
+pub mod block;
+pub mod chunkenc;
+pub mod compact;
+mod db;
+mod error;
+pub mod head;
+pub mod index;
+pub mod matchers;
+mod metrics;
+pub mod postings;
+mod querier;
+pub mod record;
+pub mod wal;
+
+pub use db::{Db, DbOptions, DbStats, ReadOnlyBlocks};
+pub use error::{Result, TsdbError};
+pub use metrics::TsdbMetrics;

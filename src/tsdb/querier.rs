@@ -1,0 +1,283 @@
+//! Reading the head and the blocks as one, through the `storage` seams.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::model::{Interval, Matcher, Sample};
+use crate::storage::{
+    ChunkData, ChunkQuerier, ChunkSeries, ChunkSeriesSet, MergeChunkSeriesSet, MergeSeriesSet,
+    Querier, Result, SelectHints, Series, SeriesSet, StorageError,
+};
+use crate::tsdb::block::Block;
+use crate::tsdb::chunkenc::{ENCODING_XOR, XorIterator};
+use crate::tsdb::db::DbInner;
+use crate::tsdb::head::Head;
+use crate::tsdb::index::{IndexError, IndexReader};
+use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
+
+pub(crate) struct DbQuerier {
+    head: Arc<Head>,
+    blocks: Vec<Arc<Block>>,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl DbQuerier {
+    pub(crate) fn new(db: &DbInner, min_t: i64, max_t: i64) -> Self {
+        Self::from_parts(db.head.clone(), &db.blocks.read(), min_t, max_t)
+    }
+
+    pub(crate) fn from_parts(head: Arc<Head>, blocks: &[Arc<Block>], min_t: i64, max_t: i64) -> Self {
+        let blocks = blocks
+            .iter()
+            // A block's max time is exclusive.
+            .filter(|b| b.meta().min_time <= max_t && b.meta().max_time > min_t)
+            .cloned()
+            .collect();
+        Self {
+            head,
+            blocks,
+            min_t,
+            max_t,
+        }
+    }
+
+    fn head_in_range(&self) -> bool {
+        !self.head.is_empty() && self.head.max_time() >= self.min_t
+    }
+}
+
+fn index_err(b: &Block, e: impl std::fmt::Display) -> StorageError {
+    StorageError::internal(
+        format!("read block {}", b.meta().ulid),
+        e.to_string(),
+    )
+}
+
+impl Querier for DbQuerier {
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<SeriesSet> {
+        let mut sets: Vec<SeriesSet> = Vec::new();
+        for b in &self.blocks {
+            let refs = postings_for_matchers(&BlockIndex(b.index()), matchers)
+                .map_err(|e| index_err(b, e))?;
+            sets.push(Box::new(BlockSeriesIter {
+                block: b.clone(),
+                refs: refs.into_iter(),
+                min_t: self.min_t,
+                max_t: self.max_t,
+                series_only: hints.series_only,
+            }));
+        }
+        if self.head_in_range() {
+            let series = self.head.select_series(matchers);
+            let (min_t, max_t, series_only) = (self.min_t, self.max_t, hints.series_only);
+            sets.push(Box::new(series.into_iter().filter_map(move |s| {
+                let samples = s.samples(min_t, max_t);
+                if samples.is_empty() {
+                    return None;
+                }
+                Some(Ok(Series {
+                    labels: s.labels.clone(),
+                    samples: if series_only { Vec::new() } else { samples },
+                }))
+            })));
+        }
+        Ok(MergeSeriesSet::merge(sets))
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>> {
+        let mut out = BTreeSet::new();
+        for b in &self.blocks {
+            if matchers.is_empty() {
+                out.extend(b.index().label_values(name));
+                continue;
+            }
+            let refs = postings_for_matchers(&BlockIndex(b.index()), matchers)
+                .map_err(|e| index_err(b, e))?;
+            for r in refs {
+                let (labels, _) = b.index().series(r).map_err(|e| index_err(b, e))?;
+                if let Some(v) = labels.get(name) {
+                    out.insert(v.to_string());
+                }
+            }
+        }
+        if self.head_in_range() {
+            out.extend(self.head.label_values(name, matchers));
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>> {
+        let mut out = BTreeSet::new();
+        for b in &self.blocks {
+            if matchers.is_empty() {
+                out.extend(b.index().label_names());
+                continue;
+            }
+            let refs = postings_for_matchers(&BlockIndex(b.index()), matchers)
+                .map_err(|e| index_err(b, e))?;
+            for r in refs {
+                let (labels, _) = b.index().series(r).map_err(|e| index_err(b, e))?;
+                out.extend(labels.iter().map(|l| l.name.to_string()));
+            }
+        }
+        if self.head_in_range() {
+            out.extend(self.head.label_names(matchers));
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+impl ChunkQuerier for DbQuerier {
+    fn select_chunks(&self, matchers: &[Matcher]) -> Result<ChunkSeriesSet> {
+        let mut sets: Vec<ChunkSeriesSet> = Vec::new();
+        for b in &self.blocks {
+            let refs = postings_for_matchers(&BlockIndex(b.index()), matchers)
+                .map_err(|e| index_err(b, e))?;
+            let block = b.clone();
+            let (min_t, max_t) = (self.min_t, self.max_t);
+            sets.push(Box::new(refs.into_iter().filter_map(move |r| {
+                block_chunk_series(&block, r, min_t, max_t).transpose()
+            })));
+        }
+        if self.head_in_range() {
+            let (min_t, max_t) = (self.min_t, self.max_t);
+            let series = self.head.select_series(matchers);
+            sets.push(Box::new(series.into_iter().filter_map(move |s| {
+                let chunks = s.chunks(min_t, max_t);
+                (!chunks.is_empty()).then(|| {
+                    Ok(ChunkSeries {
+                        labels: s.labels.clone(),
+                        chunks,
+                    })
+                })
+            })));
+        }
+        Ok(MergeChunkSeriesSet::merge(sets))
+    }
+}
+
+/// The chunks of block series `r` that overlap `[min_t, max_t]`. Series with
+/// tombstones are decoded and re-encoded without the deleted samples.
+pub(crate) fn block_chunk_series(
+    block: &Block,
+    r: u64,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Option<ChunkSeries>> {
+    let (labels, metas) = block.index().series(r).map_err(|e| index_err(block, e))?;
+    let deleted = block.tombstones().get(&r);
+    let mut chunks = Vec::new();
+    for m in metas.iter().filter(|m| m.max_t >= min_t && m.min_t <= max_t) {
+        let (enc, data) = block.chunks().chunk(m.chunk_ref).map_err(|e| index_err(block, e))?;
+        if enc != ENCODING_XOR {
+            continue;
+        }
+        match deleted {
+            Some(ivs) if ivs.iter().any(|iv| iv.overlaps(m.min_t, m.max_t)) => {
+                let mut c = crate::tsdb::chunkenc::XorChunk::new();
+                let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+                for (t, v) in XorIterator::new(data) {
+                    if !ivs.iter().any(|iv| iv.contains(t)) {
+                        c.append(t, v);
+                        lo = lo.min(t);
+                        hi = hi.max(t);
+                    }
+                }
+                if c.num_samples() > 0 {
+                    chunks.push(ChunkData {
+                        min_t: lo,
+                        max_t: hi,
+                        bytes: bytes::Bytes::copy_from_slice(c.bytes()),
+                    });
+                }
+            }
+            _ => chunks.push(ChunkData {
+                min_t: m.min_t,
+                max_t: m.max_t,
+                bytes: bytes::Bytes::copy_from_slice(data),
+            }),
+        }
+    }
+    Ok((!chunks.is_empty()).then_some(ChunkSeries { labels, chunks }))
+}
+
+/// Decodes a block's series lazily, one per `next`.
+struct BlockSeriesIter {
+    block: Arc<Block>,
+    refs: std::vec::IntoIter<u64>,
+    min_t: i64,
+    max_t: i64,
+    series_only: bool,
+}
+
+impl BlockSeriesIter {
+    fn load(&self, r: u64) -> Result<Option<Series>> {
+        let b = &self.block;
+        let (labels, metas) = b.index().series(r).map_err(|e| index_err(b, e))?;
+        let deleted: &[Interval] = b.tombstones().get(&r).map(Vec::as_slice).unwrap_or(&[]);
+        let mut samples: Vec<Sample> = Vec::new();
+        for m in metas
+            .iter()
+            .filter(|m| m.max_t >= self.min_t && m.min_t <= self.max_t)
+        {
+            let (enc, data) = b.chunks().chunk(m.chunk_ref).map_err(|e| index_err(b, e))?;
+            if enc != ENCODING_XOR {
+                continue;
+            }
+            let mut it = XorIterator::new(data);
+            for (t, v) in it.by_ref() {
+                if t > self.max_t {
+                    break;
+                }
+                if t >= self.min_t && !deleted.iter().any(|iv| iv.contains(t)) {
+                    samples.push(Sample { t, v });
+                }
+            }
+            if let Some(e) = it.err() {
+                return Err(index_err(b, format!("chunk {}: {e}", m.chunk_ref)));
+            }
+        }
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        if self.series_only {
+            samples.clear();
+        }
+        Ok(Some(Series { labels, samples }))
+    }
+}
+
+impl Iterator for BlockSeriesIter {
+    type Item = Result<Series>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let r = self.refs.next()?;
+            match self.load(r) {
+                Ok(Some(s)) => return Some(Ok(s)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// A block's index as a [`PostingsIndex`].
+pub(crate) struct BlockIndex<'a>(pub(crate) &'a IndexReader);
+
+impl PostingsIndex for BlockIndex<'_> {
+    type Error = IndexError;
+    fn postings(&self, name: &str, value: &str) -> std::result::Result<Vec<u64>, IndexError> {
+        self.0.postings(name, value)
+    }
+    fn postings_for_values(
+        &self,
+        name: &str,
+        keep: &mut dyn FnMut(&str) -> bool,
+    ) -> std::result::Result<Vec<u64>, IndexError> {
+        self.0.postings_for_values(name, keep)
+    }
+    fn all_postings(&self) -> std::result::Result<Vec<u64>, IndexError> {
+        self.0.all_postings()
+    }
+}
