@@ -14,7 +14,7 @@ use odin::app::{self, RunOptions};
 use odin::config::Config;
 use odin::model::{Matcher, format_go_g, parse_bytes, parse_duration_ms, parse_time_ms};
 use odin::storage::{Queryable, SelectHints};
-use odin::tsdb::{DbOptions, ReadOnlyBlocks};
+use odin::tsdb::{Db, DbOptions, TsdbMetrics};
 
 #[derive(Parser)]
 #[command(name = "odin", version, about = "ODIN: metrics scraping, storage and querying in one binary")]
@@ -47,7 +47,8 @@ enum CheckCommand {
 
 #[derive(Subcommand)]
 enum TsdbCommand {
-    /// Print every sample of the blocks in a data directory, as `promtool tsdb dump`.
+    /// Print every stored sample (blocks and WAL) of a data directory that no running
+    /// ODIN holds, as `promtool tsdb dump` does.
     Dump {
         /// Data directory.
         #[arg(default_value = "data/")]
@@ -57,7 +58,7 @@ enum TsdbCommand {
         #[arg(long = "max-time")]
         max_time: Option<String>,
         /// Series selector; all series when absent.
-        #[arg(long = "match", default_value = r#"{__name__=~"(?s:.*)"}"#)]
+        #[arg(long = "match", default_value = r#"{__name__=~".+"}"#)]
         matcher: String,
     },
 }
@@ -130,7 +131,10 @@ fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .with_context(|| format!("invalid --log.level {level:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         "json" => builder.json().init(),
         "logfmt" => builder.init(),
@@ -232,8 +236,9 @@ fn dump(path: &std::path::Path, min: Option<&str>, max: Option<&str>, selector: 
     let (min_t, max_t) = (parse(min, i64::MIN)?, parse(max, i64::MAX)?);
     let matchers: Vec<Matcher> = odin::api::parse_selector_matchers(selector)
         .map_err(|e| anyhow::anyhow!("--match: {e}"))?;
-    let blocks = ReadOnlyBlocks::open(path)?;
-    let q = blocks.querier(min_t, max_t)?;
+    // Opening replays the WAL (and cuts off a torn tail, as `odin run` would).
+    let db = Db::open(path, DbOptions::default(), TsdbMetrics::default())?;
+    let q = db.querier(min_t, max_t)?;
     let set = q.select(&SelectHints::default(), &matchers)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -244,5 +249,6 @@ fn dump(path: &std::path::Path, min: Option<&str>, max: Option<&str>, selector: 
         }
     }
     out.flush()?;
+    db.close()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ impl Default for WriteLimits {
 pub enum WriteError {
     #[error("request body of {0} bytes exceeds the limit of {1} bytes")]
     BodyTooLarge(usize, usize),
-    #[error("snappy: {0}")]
+    #[error("{0}")]
     Snappy(String),
     #[error("decompressed length {0} exceeds the limit of {1} bytes")]
     DecodedTooLarge(usize, usize),

@@ -451,34 +451,3 @@ impl crate::storage::StorageAdmin for Db {
         }
     }
 }
-
-/// The blocks of a data directory opened for reading only — no lock, no WAL, nothing
-/// written — for offline tools such as `odin tsdb dump`.
-pub struct ReadOnlyBlocks {
-    head: Arc<Head>,
-    blocks: Vec<Arc<Block>>,
-}
-
-impl ReadOnlyBlocks {
-    pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            head: Arc::new(Head::new(DbOptions::default().min_block_ms)),
-            blocks: open_blocks(dir)?,
-        })
-    }
-
-    pub fn blocks(&self) -> &[Arc<Block>] {
-        &self.blocks
-    }
-}
-
-impl Queryable for ReadOnlyBlocks {
-    fn querier(&self, min_t: i64, max_t: i64) -> crate::storage::Result<Box<dyn Querier>> {
-        Ok(Box::new(DbQuerier::from_parts(
-            self.head.clone(),
-            &self.blocks,
-            min_t,
-            max_t,
-        )))
-    }
-}

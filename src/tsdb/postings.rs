@@ -54,33 +54,21 @@ fn intersect2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
         }
         return;
     }
-    let (mut i, mut j) = (0, 0);
+    // Branch-free merge: every candidate is stored, the output cursor only
+    // advances on a match, and each side steps when it is not ahead. On
+    // overlapping lists a data-dependent branch would mispredict constantly.
+    // The output never outgrows the shorter input, so it is sized up front.
+    out.resize(short.len(), 0);
+    let (mut i, mut j, mut k) = (0, 0, 0);
     while let (Some(&x), Some(&y)) = (short.get(i), long.get(j)) {
-        if x == y {
-            out.push(x);
+        if let Some(slot) = out.get_mut(k) {
+            *slot = x;
         }
-        // Branch-light advance: step whichever side is not ahead.
+        k += usize::from(x == y);
         i += usize::from(x <= y);
         j += usize::from(y <= x);
     }
-}
-
-/// Keeps only the elements of `acc` also present in `other`, in place.
-fn retain_in(acc: &mut Vec<u64>, other: &[u64]) {
-    let gallop_other = other.len() / acc.len().max(1) >= GALLOP_RATIO;
-    let mut j = 0;
-    acc.retain(|&x| {
-        j = if gallop_other {
-            gallop(other, j, x)
-        } else {
-            let mut k = j;
-            while other.get(k).is_some_and(|&y| y < x) {
-                k += 1;
-            }
-            k
-        };
-        other.get(j) == Some(&x)
-    });
+    out.truncate(k);
 }
 
 /// Refs present in every list. No lists means no constraint was given, which
@@ -100,12 +88,14 @@ pub fn intersect(lists: &[&[u64]]) -> Vec<u64> {
             let mut sorted: Vec<&[u64]> = lists.to_vec();
             sorted.sort_unstable_by_key(|l| l.len());
             let mut out = Vec::with_capacity(sorted[0].len());
+            let mut scratch = Vec::with_capacity(sorted[0].len());
             intersect2_into(sorted[0], sorted[1], &mut out);
             for list in &sorted[2..] {
                 if out.is_empty() {
                     break;
                 }
-                retain_in(&mut out, list);
+                intersect2_into(&out, list, &mut scratch);
+                std::mem::swap(&mut out, &mut scratch);
             }
             out
         }
@@ -114,13 +104,20 @@ pub fn intersect(lists: &[&[u64]]) -> Vec<u64> {
 
 /// Sorted, deduplicated merge of two sorted lists, appended to `out`.
 fn merge2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
-    out.reserve(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
+    // Branch-free like the intersection: write into a pre-sized buffer and
+    // advance whichever side(s) supplied the smaller value.
+    let start = out.len();
+    out.resize(start + a.len() + b.len(), 0);
+    let (mut i, mut j, mut k) = (0, 0, start);
     while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
-        out.push(x.min(y));
+        if let Some(slot) = out.get_mut(k) {
+            *slot = x.min(y);
+        }
+        k += 1;
         i += usize::from(x <= y);
         j += usize::from(y <= x);
     }
+    out.truncate(k);
     out.extend_from_slice(a.get(i..).unwrap_or(&[]));
     out.extend_from_slice(b.get(j..).unwrap_or(&[]));
 }

@@ -11,42 +11,57 @@ use super::ChunkError;
 
 /// Appends bits to a byte vector, MSB-first.
 ///
-/// The vector *is* the chunk (header included), so [`BitWriter::bytes`] can
-/// hand out exactly the bytes Prometheus would persist without any flushing.
+/// The first `len` bytes of the vector *are* the chunk (header included), so
+/// [`BitWriter::bytes`] hands out exactly the bytes Prometheus would persist
+/// without any flushing. Past `len` the vector keeps zeroed slack (its whole
+/// capacity) so that every write is one unconditional 8-byte
+/// read-modify-write, with no per-write length or capacity bookkeeping.
 #[derive(Clone, Debug)]
 pub(super) struct BitWriter {
+    /// Chunk bytes, then zeros up to `buf.len()`.
     buf: Vec<u8>,
-    /// Free (not yet written) low bits in the last byte of `buf`, 0..=8.
-    /// 8 means the last byte is the empty byte Go appends after `writeByte`.
+    /// Length of the encoded stream within `buf`.
+    len: usize,
+    /// Free (not yet written) low bits in byte `len - 1`, 0..=8. 8 means the
+    /// last byte is the empty byte Go appends after `writeByte`.
     free: u32,
 }
 
 impl BitWriter {
     /// A writer whose stream starts with `header_len` zero bytes.
     pub(super) fn with_header(header_len: usize, capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity.max(header_len));
-        buf.resize(header_len, 0);
-        BitWriter { buf, free: 0 }
+        BitWriter {
+            buf: vec![0; capacity.max(header_len)],
+            len: header_len,
+            free: 0,
+        }
     }
 
     /// Resumes writing on `buf`, whose last byte has `free` unused low bits.
     /// The caller has validated `free <= 8` and cleared those bits.
     pub(super) fn from_parts(buf: Vec<u8>, free: u32) -> Self {
         debug_assert!(free <= 8);
-        BitWriter { buf, free }
+        BitWriter {
+            len: buf.len(),
+            buf,
+            free,
+        }
     }
 
     #[inline]
     pub(super) fn bytes(&self) -> &[u8] {
-        &self.buf
+        self.buf.get(..self.len).unwrap_or(&self.buf)
     }
 
     #[inline]
     pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.buf
+        let len = self.len.min(self.buf.len());
+        self.buf.get_mut(..len).unwrap_or_default()
     }
 
+    /// Drops the zeroed slack and spare capacity.
     pub(super) fn shrink_to_fit(&mut self) {
+        self.buf.truncate(self.len);
         self.buf.shrink_to_fit();
     }
 
@@ -60,36 +75,60 @@ impl BitWriter {
         self.free == 0 || self.free == 8
     }
 
-    /// Writes the low `n` bits of `u` (1 <= n <= 64), most significant first.
-    #[inline]
+    /// Makes `buf[..min_len]` addressable, zero-filling new bytes. Grows
+    /// like a `Vec` (amortized doubling) and exposes the whole capacity.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, min_len: usize) {
+        self.buf.reserve(min_len.saturating_sub(self.buf.len()));
+        let cap = self.buf.capacity();
+        self.buf.resize(cap, 0);
+    }
+
+    /// Writes `u`, an `n`-bit value (1 <= n <= 64, no bits set above bit
+    /// `n`), most significant bit first. Callers mask their fields anyway, so
+    /// the precondition saves a mask on the hot path.
+    #[inline(always)]
     pub(super) fn write_bits(&mut self, u: u64, n: u32) {
         debug_assert!((1..=64).contains(&n));
-        let mut n = n;
-        let u = if n < 64 { u & ((1u64 << n) - 1) } else { u };
-        if self.free > 0
-            && let Some(last) = self.buf.last_mut()
-        {
-            if n <= self.free {
-                self.free -= n;
-                // u < 2^n, so the shifted value fits in the free bits.
-                *last |= (u << self.free) as u8;
-                return;
-            }
-            n -= self.free;
-            // The top `free` bits of the value complete the last byte.
-            *last |= (u >> n) as u8;
-            self.free = 0;
+        debug_assert!(n == 64 || u >> n == 0, "{u:#x} wider than {n} bits");
+        let used = (8 - self.free) & 7;
+        if used + n > 64 {
+            // Only long writes (raw values, 64-bit deltas) get here.
+            self.write_word(u >> 32, n - 32);
+            self.write_word(u & 0xffff_ffff, 32);
+        } else {
+            self.write_word(u, n);
         }
-        // Byte aligned now, 1..=64 bits left: left-align them and copy out
-        // the bytes they cover in one go.
-        // Appending all 8 bytes and truncating compiles to one fixed-size
-        // store, where a variable-length copy would call memmove.
-        let left = u << (64 - n);
-        let nbytes = n.div_ceil(8);
-        let len = self.buf.len();
-        self.buf.extend_from_slice(&left.to_be_bytes());
-        self.buf.truncate(len + nbytes as usize);
-        self.free = nbytes * 8 - n;
+    }
+
+    /// `write_bits` for when the partly-filled last byte and the new bits
+    /// fit one 64-bit word: load the 8 bytes starting at that byte (the
+    /// partial byte, then zeroed slack), OR the bits in after the used ones,
+    /// store the word back.
+    #[inline(always)]
+    fn write_word(&mut self, u: u64, n: u32) {
+        let used = (8 - self.free) & 7;
+        debug_assert!(n >= 1 && used + n <= 64);
+        // A last byte with free bits (Go's empty trailing byte included) is
+        // continued; after a full one, writing starts at `len`.
+        let pos = self.len - usize::from(self.free != 0);
+        if self.buf.len() < pos + 8 {
+            self.grow(pos + 8);
+        }
+        let Some(window) = self
+            .buf
+            .get_mut(pos..)
+            .and_then(<[u8]>::first_chunk_mut::<8>)
+        else {
+            return;
+        };
+        let total = used + n;
+        let word = u64::from_be_bytes(*window) | (u << (64 - total));
+        *window = word.to_be_bytes();
+        let nbytes = total.div_ceil(8);
+        self.len = pos + nbytes as usize;
+        self.free = nbytes * 8 - total;
     }
 
     /// Reproduces Go's trailing empty byte.
@@ -103,7 +142,10 @@ impl BitWriter {
     #[inline]
     pub(super) fn mark_trailing_byte(&mut self) {
         if self.free == 0 {
-            self.buf.push(0);
+            if self.buf.len() <= self.len {
+                self.grow(self.len + 1);
+            }
+            self.len += 1;
             self.free = 8;
         }
     }
@@ -140,11 +182,32 @@ impl<'a> BitReader<'a> {
         self.pos * 8 - self.valid as usize
     }
 
+    /// Number of bits buffered; [`peek`](Self::peek) may look at that many.
+    #[inline(always)]
+    pub(super) fn buffered(&self) -> u32 {
+        self.valid
+    }
+
+    /// The buffer, next bit in the MSB. Only the top
+    /// [`buffered`](Self::buffered) bits are meaningful.
+    #[inline(always)]
+    pub(super) fn peek(&self) -> u64 {
+        self.buf
+    }
+
+    /// Drops `n` peeked bits; `n` must not exceed `buffered()` and be < 64.
+    #[inline(always)]
+    pub(super) fn consume(&mut self, n: u32) {
+        debug_assert!(n <= self.valid && n < 64);
+        self.buf <<= n;
+        self.valid -= n;
+    }
+
     /// Loads as many whole bytes as fit. Callers only refill when fewer than
     /// 57 bits are buffered; afterwards at least 56 are, unless the data ran
     /// out.
     #[inline(always)]
-    fn refill(&mut self) {
+    pub(super) fn refill(&mut self) {
         debug_assert!(self.valid < 57);
         if let Some(word) = self.data.get(self.pos..).and_then(<[u8]>::first_chunk::<8>) {
             // Fast path: OR in a whole word; bits beyond the whole bytes we
@@ -332,15 +395,15 @@ mod tests {
         #[test]
         fn bits_round_trip(fields in prop::collection::vec((any::<u64>(), 1u32..=64), 0..64)) {
             let mut w = BitWriter::with_header(0, 0);
+            let mask = |n: u32| if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
             for &(v, n) in &fields {
-                w.write_bits(v, n);
+                w.write_bits(v & mask(n), n);
             }
             let total: u32 = fields.iter().map(|f| f.1).sum();
             prop_assert_eq!(w.bytes().len(), total.div_ceil(8) as usize);
             let mut r = BitReader::new(w.bytes());
             for &(v, n) in &fields {
-                let mask = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-                prop_assert_eq!(r.read_bits_wide(n).ok(), Some(v & mask));
+                prop_assert_eq!(r.read_bits_wide(n).ok(), Some(v & mask(n)));
             }
             prop_assert_eq!(r.bit_position(), total as usize);
         }

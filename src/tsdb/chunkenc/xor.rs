@@ -106,47 +106,35 @@ impl XorChunk {
             return;
         }
         let vbits = v.to_bits();
-        let t_delta = match num {
-            0 => {
-                let (buf, n) = put_varint(t);
-                for &b in &buf[..n] {
-                    self.w.write_bits(u64::from(b), 8);
-                }
-                self.w.write_bits(vbits, 64);
-                // Go ends this sample with `writeByte`s on a byte boundary.
-                self.w.mark_trailing_byte();
-                0
-            }
-            1 => {
-                let t_delta = t.wrapping_sub(self.t) as u64;
-                let (buf, n) = put_uvarint(t_delta);
-                for &b in &buf[..n] {
-                    self.w.write_bits(u64::from(b), 8);
-                }
-                self.write_value(0, 0, vbits);
-                t_delta
-            }
-            _ => {
-                let t_delta = t.wrapping_sub(self.t) as u64;
+        let t_delta = if num == 0 {
+            self.write_first(t, vbits);
+            0
+        } else {
+            let t_delta = t.wrapping_sub(self.t) as u64;
+            // The timestamp's bits are written together with the value's
+            // leading control bits where they fit in one word.
+            let (prefix, prefix_len) = if num == 1 {
+                self.write_first_delta(t_delta);
+                (0, 0)
+            } else {
                 let dod = t_delta.wrapping_sub(self.t_delta) as i64;
-                // Control bits and payload go out as one word, together with
-                // the value's leading control bits where they fit.
                 let d = dod as u64;
                 if dod == 0 {
-                    self.write_value(0, 1, vbits);
+                    (0, 1)
                 } else if bit_range(dod, 14) {
-                    self.write_value((0b10 << 14) | (d & 0x3fff), 16, vbits);
+                    ((0b10 << 14) | (d & 0x3fff), 2 + 14)
                 } else if bit_range(dod, 17) {
-                    self.write_value((0b110 << 17) | (d & 0x1_ffff), 20, vbits);
+                    ((0b110 << 17) | (d & 0x1_ffff), 3 + 17)
                 } else if bit_range(dod, 20) {
-                    self.write_value((0b1110 << 20) | (d & 0xf_ffff), 24, vbits);
+                    ((0b1110 << 20) | (d & 0xf_ffff), 4 + 20)
                 } else {
                     self.w.write_bits(0b1111, 4);
                     self.w.write_bits(d, 64);
-                    self.write_value(0, 0, vbits);
+                    (0, 0)
                 }
-                t_delta
-            }
+            };
+            self.write_value(prefix, prefix_len, vbits);
+            t_delta
         };
         self.t = t;
         self.v = vbits;
@@ -156,9 +144,30 @@ impl XorChunk {
         }
     }
 
+    /// Sample 0: zigzag varint timestamp and the raw value bits.
+    #[inline(never)]
+    fn write_first(&mut self, t: i64, vbits: u64) {
+        let (buf, n) = put_varint(t);
+        for &b in &buf[..n] {
+            self.w.write_bits(u64::from(b), 8);
+        }
+        self.w.write_bits(vbits, 64);
+        // Go ends this sample with `writeByte`s on a byte boundary.
+        self.w.mark_trailing_byte();
+    }
+
+    /// Sample 1's timestamp: the plain delta as a uvarint.
+    #[inline(never)]
+    fn write_first_delta(&mut self, t_delta: u64) {
+        let (buf, n) = put_uvarint(t_delta);
+        for &b in &buf[..n] {
+            self.w.write_bits(u64::from(b), 8);
+        }
+    }
+
     /// Writes `prefix` (its low `prefix_len` bits, at most 24) followed by the
     /// XOR encoding of `vbits` against the previous value.
-    #[inline]
+    #[inline(always)]
     fn write_value(&mut self, prefix: u64, prefix_len: u32, vbits: u64) {
         let delta = vbits ^ self.v;
         if delta == 0 {
@@ -231,7 +240,15 @@ impl XorChunk {
         if slack > 8 {
             return Err(ChunkError::TrailingData(slack));
         }
-        let (t, v, t_delta, leading, trailing) = (it.t, it.v, it.t_delta, it.leading, it.trailing);
+        let (t, v, t_delta) = (it.t, it.v, it.t_delta);
+        // Until a window is written, a fresh appender holds the sentinel;
+        // restoring it keeps continued appends identical to one long run.
+        let leading = if it.window_seen {
+            it.leading
+        } else {
+            NO_WINDOW
+        };
+        let trailing = it.trailing;
         // `slack` is 0..=8 here; clear the unused low bits of the last byte,
         // since appends OR into them.
         if slack > 0
@@ -274,6 +291,8 @@ pub struct XorIterator<'a> {
     t_delta: u64,
     leading: u8,
     trailing: u8,
+    /// Whether a `11` value header has set the window yet.
+    window_seen: bool,
     err: Option<ChunkError>,
 }
 
@@ -290,8 +309,9 @@ impl<'a> XorIterator<'a> {
             t: 0,
             v: 0,
             t_delta: 0,
-            leading: NO_WINDOW,
+            leading: 0,
             trailing: 0,
+            window_seen: false,
             err,
         }
     }
@@ -301,6 +321,7 @@ impl<'a> XorIterator<'a> {
         self.err.as_ref()
     }
 
+    #[inline(always)]
     fn decode_next(&mut self) -> Result<(), ChunkError> {
         match self.read {
             0 => {
@@ -312,13 +333,7 @@ impl<'a> XorIterator<'a> {
                 self.t_delta = self.r.read_uvarint()?;
             }
             _ => {
-                let dod = match self.r.read_ones_prefix(4)? {
-                    0 => 0,
-                    1 => sign_extend(self.r.read_bits(14)?, 14),
-                    2 => sign_extend(self.r.read_bits(17)?, 17),
-                    3 => sign_extend(self.r.read_bits(20)?, 20),
-                    _ => self.r.read_bits_wide(64)? as i64,
-                };
+                let dod = self.read_dod()?;
                 self.t_delta = (self.t_delta as i64).wrapping_add(dod) as u64;
             }
         }
@@ -326,32 +341,84 @@ impl<'a> XorIterator<'a> {
         self.read_value()
     }
 
-    #[inline]
+    /// Reads a delta-of-delta. The common buckets are decoded from one peek
+    /// at the bit buffer; the checked bit-by-bit path is only needed within
+    /// a few bytes of the end of the data and for the 64-bit bucket.
+    #[inline(always)]
+    fn read_dod(&mut self) -> Result<i64, ChunkError> {
+        const WIDEST_FAST: u32 = 4 + 20;
+        if self.r.buffered() < WIDEST_FAST {
+            self.r.refill();
+        }
+        if self.r.buffered() >= WIDEST_FAST {
+            let buf = self.r.peek();
+            let (used, dod) = match (!buf).leading_zeros() {
+                0 => (1, 0),
+                1 => (2 + 14, sign_extend((buf >> (64 - 16)) & 0x3fff, 14)),
+                2 => (3 + 17, sign_extend((buf >> (64 - 20)) & 0x1_ffff, 17)),
+                3 => (4 + 20, sign_extend((buf >> (64 - 24)) & 0xf_ffff, 20)),
+                _ => {
+                    self.r.consume(4);
+                    return Ok(self.r.read_bits_wide(64)? as i64);
+                }
+            };
+            self.r.consume(used);
+            return Ok(dod);
+        }
+        Ok(match self.r.read_ones_prefix(4)? {
+            0 => 0,
+            1 => sign_extend(self.r.read_bits(14)?, 14),
+            2 => sign_extend(self.r.read_bits(17)?, 17),
+            3 => sign_extend(self.r.read_bits(20)?, 20),
+            _ => self.r.read_bits_wide(64)? as i64,
+        })
+    }
+
+    #[inline(always)]
     fn read_value(&mut self) -> Result<(), ChunkError> {
-        match self.r.read_ones_prefix(2)? {
-            0 => return Ok(()),
-            1 => {
-                // Reuse the window. A window that was never set reads as
-                // leading = trailing = 0, as in Prometheus's iterator (its
-                // re-opened appenders can write this).
-                if self.leading == NO_WINDOW {
-                    self.leading = 0;
-                    self.trailing = 0;
+        // Control bits: `0`, `10`, or `11` + 5 bits leading + 6 bits count.
+        const CONTROL: u32 = 2 + 5 + 6;
+        if self.r.buffered() < CONTROL {
+            self.r.refill();
+        }
+        let hdr = if self.r.buffered() >= CONTROL {
+            let buf = self.r.peek();
+            match buf >> 62 {
+                0 | 1 => {
+                    self.r.consume(1);
+                    return Ok(());
+                }
+                2 => {
+                    self.r.consume(2);
+                    None
+                }
+                _ => {
+                    self.r.consume(CONTROL);
+                    Some((buf >> (64 - CONTROL)) & 0x7ff)
                 }
             }
-            _ => {
-                let hdr = self.r.read_bits(11)?;
-                let leading = (hdr >> 6) as u8;
-                let sig = match (hdr & 0x3f) as u8 {
-                    0 => 64,
-                    s => s,
-                };
-                if u32::from(leading) + u32::from(sig) > 64 {
-                    return Err(ChunkError::BadXorWindow { leading, sig });
-                }
-                self.leading = leading;
-                self.trailing = 64 - leading - sig;
+        } else {
+            match self.r.read_ones_prefix(2)? {
+                0 => return Ok(()),
+                1 => None,
+                _ => Some(self.r.read_bits(11)?),
             }
+        };
+        // With `10` the previous window is reused. One that was never set
+        // reads as leading = trailing = 0, as in Prometheus's iterator (its
+        // re-opened appenders can write that).
+        if let Some(hdr) = hdr {
+            let leading = (hdr >> 6) as u8;
+            let sig = match (hdr & 0x3f) as u8 {
+                0 => 64,
+                s => s,
+            };
+            if u32::from(leading) + u32::from(sig) > 64 {
+                return Err(ChunkError::BadXorWindow { leading, sig });
+            }
+            self.leading = leading;
+            self.trailing = 64 - leading - sig;
+            self.window_seen = true;
         }
         // leading + trailing < 64 by construction, so 1..=64 bits.
         let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);

@@ -1,0 +1,299 @@
+//! Starting the real `odin` binary on loopback and talking to it as a client.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use odin::remote::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use prost::Message;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_odin");
+
+/// A running `odin run` child process.
+pub struct Odin {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    agent: ureq::Agent,
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+impl Odin {
+    /// Starts odin on 127.0.0.1 with a free port and waits until it is ready.
+    pub fn start(dir: &Path, extra: &[&str]) -> Odin {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg(format!("--storage.tsdb.path={}", dir.display()))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn odin");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel::<SocketAddr>();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ODIN_TEST_LOG").is_some() {
+                    eprintln!("odin: {line}");
+                }
+                if !sent && line.contains("http server listening") {
+                    if let Some(a) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("address="))
+                        .and_then(|a| a.parse().ok())
+                    {
+                        let _ = tx.send(a);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("odin did not report its listen address");
+        let odin = Odin {
+            child: Some(child),
+            addr,
+            agent: agent(),
+        };
+        odin.wait_ready();
+        odin
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.agent.get(&self.url("/-/ready")).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("odin did not become ready");
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut r = self.agent.get(&self.url(path)).call().expect("GET");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+        let mut r = self
+            .agent
+            .post(&self.url(path))
+            .header("Content-Type", content_type)
+            .send(body)
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// Sends a snappy-compressed body to the remote-write endpoint.
+    pub fn write_raw(&self, body: &[u8]) -> Result<(u16, String), ureq::Error> {
+        let mut r = self
+            .agent
+            .post(&self.url("/api/v1/write"))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .send(body)?;
+        let status = r.status().as_u16();
+        Ok((status, r.body_mut().read_to_string().unwrap_or_default()))
+    }
+
+    pub fn write(&self, series: &[TestSeries]) -> (u16, String) {
+        self.write_raw(&encode_write(series)).expect("remote write")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        wait_timeout(&mut c, Duration::from_secs(60)).expect("odin did not exit after SIGTERM")
+    }
+}
+
+impl Drop for Odin {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_timeout(c: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = c.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Labels and samples of one series in a test.
+#[derive(Clone, Debug)]
+pub struct TestSeries {
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl TestSeries {
+    pub fn new(labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> Self {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        Self { labels, samples }
+    }
+
+    /// `{a="1", b="2"}` as promtool and `odin tsdb dump` print label sets.
+    pub fn label_string(&self) -> String {
+        let parts: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(n, v)| format!("{n}={v:?}"))
+            .collect();
+        format!("{{{}}}", parts.join(", "))
+    }
+}
+
+pub fn encode_write(series: &[TestSeries]) -> Vec<u8> {
+    let req = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|s| TimeSeries {
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|(n, v)| Label {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                samples: s
+                    .samples
+                    .iter()
+                    .map(|&(t, v)| Sample {
+                        value: v,
+                        timestamp: t,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
+}
+
+/// Runs `odin tsdb dump DIR` and returns its lines.
+pub fn odin_dump(dir: &Path) -> Vec<String> {
+    let out = Command::new(BIN)
+        .args(["tsdb", "dump"])
+        .arg(dir)
+        .output()
+        .expect("run odin tsdb dump");
+    assert!(
+        out.status.success(),
+        "odin tsdb dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Block directories (ULID names with a meta.json) under `dir`.
+pub fn block_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("meta.json").exists())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.len() == 26 && !n.contains('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// A free loopback port (for programs that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Whether Debian's Prometheus tools are installed (the test script installs them).
+pub fn have_prometheus() -> bool {
+    let ok = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    ok("promtool") && ok("prometheus")
+}
+
+/// Formats a value as promtool prints it (Go's %g).
+pub fn go_g(v: f64) -> String {
+    odin::model::format_go_g(v)
+}

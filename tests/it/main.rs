@@ -1,0 +1,9 @@
+//! Integration tests: each starts the real `odin` binary on loopback with a temporary
+//! data directory and talks to it over HTTP, as a client would.
+
+mod admin;
+mod common;
+mod crash;
+mod lifecycle;
+mod prometheus_compat;
+mod remote_write;
