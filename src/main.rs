@@ -17,7 +17,11 @@ use odin::storage::{Queryable, SelectHints};
 use odin::tsdb::{Db, DbOptions, TsdbMetrics};
 
 #[derive(Parser)]
-#[command(name = "odin", version, about = "ODIN: metrics scraping, storage and querying in one binary")]
+#[command(
+    name = "odin",
+    version,
+    about = "ODIN: metrics scraping, storage and querying in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -168,11 +172,14 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         .or_else(|| t.path.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("./data"));
     let retention_ms = match &flags.retention_time {
-        Some(s) => parse_duration_ms(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.time: {e}"))?,
+        Some(s) => parse_duration_ms(s)
+            .map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.time: {e}"))?,
         None => t.retention_time.map(|d| d.0).unwrap_or(7 * 86_400_000),
     };
     let retention_bytes = match &flags.retention_size {
-        Some(s) => parse_bytes(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.size: {e}"))?,
+        Some(s) => {
+            parse_bytes(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.size: {e}"))?
+        }
         None => t.retention_size.map(|b| b.0).unwrap_or(0),
     };
     let min_block_ms = parse_duration_ms(&flags.min_block_duration)
@@ -181,7 +188,8 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         bail!("--storage.tsdb.min-block-duration must be greater than 0");
     }
     let max_block_ms = match &flags.max_block_duration {
-        Some(s) => parse_duration_ms(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.max-block-duration: {e}"))?,
+        Some(s) => parse_duration_ms(s)
+            .map_err(|e| anyhow::anyhow!("--storage.tsdb.max-block-duration: {e}"))?,
         // Prometheus: 10% of the retention time, at least the min block duration.
         None if retention_ms > 0 => (retention_ms / 10).max(min_block_ms),
         None => 31 * 86_400_000,
@@ -223,10 +231,19 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn dump(path: &std::path::Path, min: Option<&str>, max: Option<&str>, selector: &str) -> anyhow::Result<ExitCode> {
+fn dump(
+    path: &std::path::Path,
+    min: Option<&str>,
+    max: Option<&str>,
+    selector: &str,
+) -> anyhow::Result<ExitCode> {
     let parse = |s: Option<&str>, default: i64| -> anyhow::Result<i64> {
         match s {
             None => Ok(default),

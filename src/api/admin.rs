@@ -44,7 +44,10 @@ pub fn form_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Vec
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn admin(s: &ApiState) -> Result<std::sync::Arc<dyn StorageAdmin>, ApiError> {
@@ -99,7 +102,8 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, ApiError> {
 fn time_param(params: &[(String, String)], name: &str, default: i64) -> Result<i64, ApiError> {
     match param(params, name) {
         None | Some("") => Ok(default),
-        Some(v) => parse_time_ms(v).map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
+        Some(v) => parse_time_ms(v)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
     }
 }
 
@@ -159,9 +163,11 @@ async fn snapshot(
     let params = form_params(q.as_deref(), &headers, &body);
     let skip_head = match param(&params, "skip_head") {
         None | Some("") => false,
-        Some(v) => v
-            .parse::<bool>()
-            .map_err(|_| ApiError::bad_data(format!("unable to parse boolean 'skip_head' argument: {v:?}")))?,
+        Some(v) => v.parse::<bool>().map_err(|_| {
+            ApiError::bad_data(format!(
+                "unable to parse boolean 'skip_head' argument: {v:?}"
+            ))
+        })?,
     };
     let name = tokio::task::spawn_blocking(move || admin.snapshot(skip_head))
         .await
@@ -177,7 +183,10 @@ mod tests {
     fn selectors_parse_to_matchers() {
         let m = parse_selector(r#"up{job=~"n.*",instance!="a"}"#).unwrap();
         let shown: Vec<String> = m.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, [r#"__name__="up""#, r#"job=~"n.*""#, r#"instance!="a""#]);
+        assert_eq!(
+            shown,
+            [r#"__name__="up""#, r#"job=~"n.*""#, r#"instance!="a""#]
+        );
         assert!(parse_selector("rate(up[5m])").is_err());
         assert!(parse_selector(r#"{job=""}"#).is_err());
     }

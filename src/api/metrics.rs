@@ -31,7 +31,11 @@ impl HttpMetrics {
             }),
         };
         let r = registry.sub_registry_with_prefix("odin_http");
-        r.register("requests", "HTTP requests by handler and status code", m.requests.clone());
+        r.register(
+            "requests",
+            "HTTP requests by handler and status code",
+            m.requests.clone(),
+        );
         r.register(
             "request_duration_seconds",
             "HTTP request latency by handler",
@@ -54,7 +58,10 @@ pub async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     let code = resp.status().as_u16().to_string();
     s.http_metrics
         .requests
-        .get_or_create(&vec![("handler".into(), handler.clone()), ("code".into(), code)])
+        .get_or_create(&vec![
+            ("handler".into(), handler.clone()),
+            ("code".into(), code),
+        ])
         .inc();
     s.http_metrics
         .duration
@@ -66,7 +73,11 @@ pub async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Respo
 pub async fn serve(State(s): State<ApiState>) -> Response {
     let mut body = String::new();
     if let Err(e) = encode(&mut body, &s.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("encode metrics: {e}")).into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encode metrics: {e}"),
+        )
+            .into_response();
     }
     (
         [(

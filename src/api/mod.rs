@@ -54,9 +54,9 @@ pub struct ApiState {
 impl ApiState {
     /// The backends, or a 503 while start-up (WAL replay) is still running.
     fn backends(&self) -> Result<&Backends, response::ApiError> {
-        self.backends
-            .get()
-            .ok_or_else(|| response::ApiError::unavailable("storage is not ready yet (replaying the WAL)"))
+        self.backends.get().ok_or_else(|| {
+            response::ApiError::unavailable("storage is not ready yet (replaying the WAL)")
+        })
     }
 }
 
@@ -73,7 +73,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .merge(admin::routes())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -91,10 +94,7 @@ async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
 
 async fn quit(State(s): State<ApiState>) -> impl IntoResponse {
     if !s.options.enable_lifecycle {
-        return (
-            StatusCode::FORBIDDEN,
-            "Lifecycle API is not enabled.\n",
-        );
+        return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n");
     }
     s.shutdown.cancel();
     (StatusCode::OK, "Requesting termination... Goodbye!\n")

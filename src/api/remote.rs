@@ -55,7 +55,10 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {m}"))
         }
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("write task failed: {e}")),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("write task failed: {e}"),
+        ),
     }
 }
 

@@ -78,7 +78,10 @@ impl From<StorageError> for ApiError {
             ErrorKind::Internal => {
                 // The detail goes to the log, not to the client.
                 tracing::error!(error = %e, "internal storage error");
-                ApiError::new(ErrorType::Internal, "internal storage error; see the server log")
+                ApiError::new(
+                    ErrorType::Internal,
+                    "internal storage error; see the server log",
+                )
             }
         }
     }

@@ -37,11 +37,15 @@ impl ProcessStats {
         let boot = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok()))
+                s.lines().find_map(|l| {
+                    l.strip_prefix("btime ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
             })
             .unwrap_or(0.0);
-        let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -77,16 +81,36 @@ impl Collector for ProcessCollector {
             cpu.metric_type(),
         )?)?;
         let gauges: [(&str, &str, f64); 6] = [
-            ("process_resident_memory_bytes", "Resident memory size in bytes.", s.resident_bytes as f64),
-            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", s.virtual_bytes as f64),
-            ("process_open_fds", "Number of open file descriptors.", s.open_fds as f64),
-            ("process_max_fds", "Maximum number of open file descriptors.", s.max_fds as f64),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                s.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                s.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                s.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                s.max_fds as f64,
+            ),
             (
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
                 s.start_time_seconds,
             ),
-            ("process_threads", "Number of OS threads in the process.", s.threads as f64),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                s.threads as f64,
+            ),
         ];
         for (name, help, v) in gauges {
             let g = ConstGauge::new(v);

@@ -34,7 +34,9 @@ pub struct DurationMs(pub i64);
 impl<'de> Deserialize<'de> for DurationMs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration_ms(&s).map(DurationMs).map_err(serde::de::Error::custom)
+        parse_duration_ms(&s)
+            .map(DurationMs)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -45,7 +47,9 @@ pub struct ByteSize(pub u64);
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_bytes(&s).map(ByteSize).map_err(serde::de::Error::custom)
+        parse_bytes(&s)
+            .map(ByteSize)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -148,7 +152,10 @@ impl Config {
         };
         let g = &self.global;
         if g.scrape_interval.0 <= 0 {
-            return Err(invalid("global.scrape_interval", "must be greater than 0".into()));
+            return Err(invalid(
+                "global.scrape_interval",
+                "must be greater than 0".into(),
+            ));
         }
         if g.scrape_timeout.0 > g.scrape_interval.0 {
             return Err(invalid(
@@ -166,7 +173,10 @@ impl Config {
         }
         if let Some(r) = self.storage.tsdb.retention_time {
             if r.0 < 0 {
-                return Err(invalid("storage.tsdb.retention_time", "must not be negative".into()));
+                return Err(invalid(
+                    "storage.tsdb.retention_time",
+                    "must not be negative".into(),
+                ));
             }
         }
         Ok(())
@@ -191,7 +201,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.global.scrape_interval, DurationMs(15_000));
-        assert_eq!(c.storage.tsdb.retention_time, Some(DurationMs(30 * 86_400_000)));
+        assert_eq!(
+            c.storage.tsdb.retention_time,
+            Some(DurationMs(30 * 86_400_000))
+        );
         assert_eq!(c.storage.tsdb.retention_size, Some(ByteSize(1 << 30)));
     }
 
@@ -201,16 +214,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bogus_key"), "{err}");
-        assert!(err.contains("line 3") || err.contains(":3:") || err.contains("3:"), "{err}");
+        assert!(
+            err.contains("line 3") || err.contains(":3:") || err.contains("3:"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_durations_and_relations_are_reported() {
-        let err = Config::parse("global:\n  scrape_interval: 15x\n", "x.yml").unwrap_err().to_string();
-        assert!(err.contains("15x"), "{err}");
-        let err = Config::parse("global:\n  scrape_interval: 5s\n  scrape_timeout: 10s\n", "x.yml")
+        let err = Config::parse("global:\n  scrape_interval: 15x\n", "x.yml")
             .unwrap_err()
             .to_string();
+        assert!(err.contains("15x"), "{err}");
+        let err = Config::parse(
+            "global:\n  scrape_interval: 5s\n  scrape_timeout: 10s\n",
+            "x.yml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("global.scrape_timeout"), "{err}");
     }
 }

@@ -92,7 +92,11 @@ fn validated_labels(req: &WriteRequest) -> Result<Vec<Labels>, WriteError> {
             });
         }
         Labels::check_sorted_unique(&labels).map_err(|m| {
-            let shown: Vec<String> = ts.labels.iter().map(|l| format!("{}={:?}", l.name, l.value)).collect();
+            let shown: Vec<String> = ts
+                .labels
+                .iter()
+                .map(|l| format!("{}={:?}", l.name, l.value))
+                .collect();
             bad(format!("{m} in {{{}}}", shown.join(", ")))
         })?;
         if labels.is_empty() {
@@ -112,7 +116,10 @@ pub fn is_valid_label_name(name: &str) -> bool {
 
 /// Validates the request and appends every sample through `storage`; blocks until the
 /// batch is durable.
-pub fn to_appends(storage: &dyn Appendable, req: &WriteRequest) -> Result<WriteOutcome, WriteError> {
+pub fn to_appends(
+    storage: &dyn Appendable,
+    req: &WriteRequest,
+) -> Result<WriteOutcome, WriteError> {
     let labels = validated_labels(req)?;
     let mut app = storage.appender();
     for (ts, labels) in req.timeseries.iter().zip(&labels) {
@@ -150,7 +157,9 @@ mod tests {
     }
 
     fn encode(r: &WriteRequest) -> Vec<u8> {
-        snap::raw::Encoder::new().compress_vec(&r.encode_to_vec()).unwrap()
+        snap::raw::Encoder::new()
+            .compress_vec(&r.encode_to_vec())
+            .unwrap()
     }
 
     #[test]
@@ -180,7 +189,9 @@ mod tests {
             decode_write_request(b"\x05garbage", WriteLimits::default()),
             Err(WriteError::Snappy(_))
         ));
-        let body = snap::raw::Encoder::new().compress_vec(b"\xff\xff\xff").unwrap();
+        let body = snap::raw::Encoder::new()
+            .compress_vec(b"\xff\xff\xff")
+            .unwrap();
         assert!(matches!(
             decode_write_request(&body, WriteLimits::default()),
             Err(WriteError::Protobuf(_))

@@ -67,7 +67,9 @@ impl Appender for MemoryAppender {
             let list = map.entry(labels).or_default();
             match list.last() {
                 Some(last) if s.t < last.t => summary.add_rejected(RejectReason::OutOfOrder, 1),
-                Some(last) if s.t == last.t && s.v.to_bits() == last.v.to_bits() => summary.unchanged += 1,
+                Some(last) if s.t == last.t && s.v.to_bits() == last.v.to_bits() => {
+                    summary.unchanged += 1
+                }
                 Some(last) if s.t == last.t => summary.add_rejected(RejectReason::Duplicate, 1),
                 _ => {
                     list.push(s);
@@ -104,7 +106,11 @@ impl MemoryQuerier {
             .series
             .lock()
             .iter()
-            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+            .filter(|(l, _)| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
+            })
             .map(|(l, s)| Series {
                 labels: l.clone(),
                 samples: s
@@ -138,7 +144,12 @@ impl Querier for MemoryQuerier {
         let mut v: Vec<String> = self
             .matching(matchers)
             .iter()
-            .flat_map(|s| s.labels.iter().map(|l| l.name.to_string()).collect::<Vec<_>>())
+            .flat_map(|s| {
+                s.labels
+                    .iter()
+                    .map(|l| l.name.to_string())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         v.sort();
         v.dedup();
@@ -159,7 +170,10 @@ mod tests {
             app.append(&l, t, v).unwrap();
         }
         let s = app.commit().unwrap();
-        assert_eq!((s.accepted, s.out_of_order, s.duplicate, s.unchanged), (2, 1, 1, 1));
+        assert_eq!(
+            (s.accepted, s.out_of_order, s.duplicate, s.unchanged),
+            (2, 1, 1, 1)
+        );
         let q = st.querier(0, 10).unwrap();
         let got: Vec<Series> = q
             .select(&SelectHints::default(), &[Matcher::equal("__name__", "x")])

@@ -57,9 +57,7 @@ pub fn merge_chunk_series(parts: Vec<ChunkSeries>) -> ChunkSeries {
     for p in iter {
         first.chunks.extend(p.chunks);
     }
-    first
-        .chunks
-        .sort_by(|a, b| (a.min_t, a.max_t).cmp(&(b.min_t, b.max_t)));
+    first.chunks.sort_by_key(|c| (c.min_t, c.max_t));
     first.chunks.dedup();
     first
 }
@@ -198,9 +196,10 @@ impl MergeChunkSeriesSet {
                 return s;
             }
         }
-        Box::new(MergeChunkSeriesSet(KWayMerge::new(sets, |s: &ChunkSeries| {
-            &s.labels
-        })))
+        Box::new(MergeChunkSeriesSet(KWayMerge::new(
+            sets,
+            |s: &ChunkSeries| &s.labels,
+        )))
     }
 }
 

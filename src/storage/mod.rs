@@ -18,7 +18,7 @@ pub mod memory;
 mod merge;
 
 pub use error::{AppendError, ErrorKind, Result, StorageError};
-pub use merge::{merge_chunk_series, merge_samples, MergeChunkSeriesSet, MergeSeriesSet};
+pub use merge::{MergeChunkSeriesSet, MergeSeriesSet, merge_chunk_series, merge_samples};
 
 use crate::model::{Labels, Matcher, Sample};
 

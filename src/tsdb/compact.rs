@@ -88,7 +88,12 @@ fn cut_head(db: &DbInner) -> Result<()> {
 
 /// Writes the head's chunks in `[min_t, max_t)` as a level-1 block under `parent`.
 /// Returns `None` when the range holds no samples.
-fn write_head_block(head: &Head, parent: &Path, min_t: i64, max_t: i64) -> Result<Option<BlockMeta>> {
+fn write_head_block(
+    head: &Head,
+    parent: &Path,
+    min_t: i64,
+    max_t: i64,
+) -> Result<Option<BlockMeta>> {
     let series = head.chunks_in_range(min_t, max_t);
     if series.is_empty() {
         return Ok(None);
@@ -230,12 +235,22 @@ fn split_by_range(blocks: &[Arc<Block>], r: i64) -> Vec<Vec<Arc<Block>>> {
 }
 
 fn compact_blocks(db: &DbInner) -> Result<()> {
-    let ranges = block_ranges(db.opts.min_block_ms, db.opts.max_block_ms.max(db.opts.min_block_ms));
+    let ranges = block_ranges(
+        db.opts.min_block_ms,
+        db.opts.max_block_ms.max(db.opts.min_block_ms),
+    );
     // Bounded: each round removes at least one block.
     for _ in 0..64 {
         let blocks = db.blocks.read().clone();
-        let Some(group) = plan(&blocks, &ranges) else { return Ok(()) };
-        let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
+        let Some(group) = plan(&blocks, &ranges) else {
+            return Ok(());
+        };
+        let level = group
+            .iter()
+            .map(|b| b.meta().compaction.level)
+            .max()
+            .unwrap_or(1)
+            + 1;
         let meta = merge_blocks(&db.dir, &group, level)?;
         db.metrics.compactions.inc();
         replace_blocks(db, &group, meta.as_ref())?;
@@ -274,8 +289,18 @@ fn merge_blocks(parent: &Path, sources: &[Arc<Block>], level: u32) -> Result<Opt
     }
     sources_ulids.sort();
     sources_ulids.dedup();
-    let parents = sources.iter().map(|b| (b.meta().ulid, b.meta().min_time, b.meta().max_time)).collect();
-    let meta = BlockMeta::new(ulid::Ulid::new(), min_t, max_t, level, sources_ulids, parents);
+    let parents = sources
+        .iter()
+        .map(|b| (b.meta().ulid, b.meta().min_time, b.meta().max_time))
+        .collect();
+    let meta = BlockMeta::new(
+        ulid::Ulid::new(),
+        min_t,
+        max_t,
+        level,
+        sources_ulids,
+        parents,
+    );
     let meta = write_block(parent, meta, symbols.iter().map(String::as_str), iter)?;
     if meta.stats.num_series == 0 {
         remove_block_dir(&parent.join(meta.ulid.to_string()))?;
@@ -302,7 +327,11 @@ fn rechunk_if_overlapping(cs: ChunkSeries) -> BlockSeries {
     let lists: Vec<Vec<Sample>> = cs
         .chunks
         .iter()
-        .map(|c| XorIterator::new(&c.bytes).map(|(t, v)| Sample { t, v }).collect())
+        .map(|c| {
+            XorIterator::new(&c.bytes)
+                .map(|(t, v)| Sample { t, v })
+                .collect()
+        })
         .collect();
     let samples = merge_samples(lists);
     let mut chunks = Vec::new();
@@ -311,8 +340,15 @@ fn rechunk_if_overlapping(cs: ChunkSeries) -> BlockSeries {
         for s in part {
             c.append(s.t, s.v);
         }
-        let (Some(first), Some(last)) = (part.first(), part.last()) else { continue };
-        chunks.push((first.t, last.t, ENCODING_XOR, bytes::Bytes::copy_from_slice(c.bytes())));
+        let (Some(first), Some(last)) = (part.first(), part.last()) else {
+            continue;
+        };
+        chunks.push((
+            first.t,
+            last.t,
+            ENCODING_XOR,
+            bytes::Bytes::copy_from_slice(c.bytes()),
+        ));
     }
     BlockSeries {
         labels: cs.labels,
@@ -388,12 +424,16 @@ fn apply_retention(db: &DbInner) -> Result<()> {
         tracing::info!(ulid = %b.meta().ulid, min_time = b.meta().min_time, max_time = b.meta().max_time,
             "deleting block beyond retention");
     }
-    db.metrics.retention_deleted_blocks.inc_by(doomed.len() as u64);
+    db.metrics
+        .retention_deleted_blocks
+        .inc_by(doomed.len() as u64);
     replace_blocks(db, &doomed, None)
 }
 
 fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {
@@ -412,7 +452,8 @@ pub(crate) fn add_tombstones(db: &DbInner, d: &Deletion) -> Result<()> {
         if m.min_time > d.max_t || m.max_time <= d.min_t {
             continue;
         }
-        let refs = postings_for_matchers(&BlockIndex(b.index()), &d.matchers).map_err(BlockError::from)?;
+        let refs =
+            postings_for_matchers(&BlockIndex(b.index()), &d.matchers).map_err(BlockError::from)?;
         if refs.is_empty() {
             continue;
         }
@@ -462,11 +503,19 @@ pub(crate) fn clean_tombstones(db: &DbInner) -> Result<()> {
 
 /// Writes a snapshot: hard links of every block, plus the head as a block.
 pub(crate) fn snapshot(db: &DbInner, skip_head: bool) -> Result<String> {
-    let name = format!("{}-{:016x}", utc_stamp(crate::model::now_ms()), rand::random::<u64>());
+    let name = format!(
+        "{}-{:016x}",
+        utc_stamp(crate::model::now_ms()),
+        rand::random::<u64>()
+    );
     let dir = db.dir.join("snapshots").join(&name);
     fs::create_dir_all(&dir).map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
     for b in db.blocks.read().iter() {
-        let name = b.dir().file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let name = b
+            .dir()
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         link_tree(b.dir(), &dir.join(name))?;
     }
     let head = &db.head;
@@ -479,7 +528,8 @@ pub(crate) fn snapshot(db: &DbInner, skip_head: bool) -> Result<String> {
 /// Hard-links every file under `src` into `dst`, recreating directories.
 fn link_tree(src: &Path, dst: &Path) -> Result<()> {
     fs::create_dir_all(dst).map_err(|e| TsdbError::io(format!("create {}", dst.display()), e))?;
-    let entries = fs::read_dir(src).map_err(|e| TsdbError::io(format!("read {}", src.display()), e))?;
+    let entries =
+        fs::read_dir(src).map_err(|e| TsdbError::io(format!("read {}", src.display()), e))?;
     for e in entries.flatten() {
         let to = dst.join(e.file_name());
         if e.path().is_dir() {
@@ -528,7 +578,10 @@ mod tests {
     fn block_ranges_follow_prometheus() {
         let h = 3_600_000;
         assert_eq!(block_ranges(2 * h, 168 * h / 10), vec![2 * h, 6 * h]);
-        assert_eq!(block_ranges(2 * h, 31 * 24 * h), vec![2 * h, 6 * h, 18 * h, 54 * h, 162 * h, 486 * h]);
+        assert_eq!(
+            block_ranges(2 * h, 31 * 24 * h),
+            vec![2 * h, 6 * h, 18 * h, 54 * h, 162 * h, 486 * h]
+        );
     }
 
     #[test]
@@ -539,7 +592,11 @@ mod tests {
 
     #[test]
     fn intervals_merge() {
-        let mut v = vec![Interval::new(5, 10), Interval::new(0, 4), Interval::new(20, 30)];
+        let mut v = vec![
+            Interval::new(5, 10),
+            Interval::new(0, 4),
+            Interval::new(20, 30),
+        ];
         normalize_intervals(&mut v);
         assert_eq!(v, vec![Interval::new(0, 10), Interval::new(20, 30)]);
     }

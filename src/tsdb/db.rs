@@ -105,7 +105,8 @@ impl Db {
     /// the head, and starts the WAL writer. Corrupt WAL tails are cut off with a warning;
     /// a block that cannot be read is skipped (and left on disk) with an error log.
     pub fn open(dir: &Path, opts: DbOptions, metrics: TsdbMetrics) -> Result<Db> {
-        fs::create_dir_all(dir).map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
         remove_leftovers(dir)?;
 
@@ -117,7 +118,7 @@ impl Db {
 
         let started = Instant::now();
         let wal = Wal::open(
-            &dir.join("wal"),
+            dir.join("wal"),
             WalOptions {
                 segment_size: opts.wal_segment_bytes,
                 ..WalOptions::default()
@@ -289,7 +290,10 @@ impl Db {
         match self.inner.wal.commit(rec, WalPayload::Batch(batch)) {
             Ok(summary) => {
                 self.inner.metrics.observe_commit(&summary);
-                self.inner.metrics.head_series.set(self.inner.head.num_series() as i64);
+                self.inner
+                    .metrics
+                    .head_series
+                    .set(self.inner.head.num_series() as i64);
                 if self.head_compactable() {
                     self.wake_maintenance();
                 }
@@ -397,7 +401,8 @@ fn lock_dir(dir: &Path) -> Result<fs::File> {
 
 /// Removes blocks that were half written or half deleted when the process stopped.
 fn remove_leftovers(dir: &Path) -> Result<()> {
-    let entries = fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with(".tmp-for-creation") || name.ends_with(".tmp-for-deletion") {
@@ -412,7 +417,8 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
 /// Opens every block directory (a ULID name with a meta.json), oldest first.
 fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>> {
     let mut blocks = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if ulid::Ulid::from_string(&name).is_err() || !e.path().join("meta.json").exists() {
@@ -420,7 +426,9 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>> {
         }
         match Block::open(&e.path()) {
             Ok(b) => blocks.push(Arc::new(b)),
-            Err(err) => tracing::error!(block = %name, error = %err, "cannot open block; skipping it"),
+            Err(err) => {
+                tracing::error!(block = %name, error = %err, "cannot open block; skipping it")
+            }
         }
     }
     blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
@@ -428,7 +436,12 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>> {
 }
 
 impl crate::storage::StorageAdmin for Db {
-    fn delete_series(&self, matchers: Vec<Matcher>, min_t: i64, max_t: i64) -> crate::storage::Result<()> {
+    fn delete_series(
+        &self,
+        matchers: Vec<Matcher>,
+        min_t: i64,
+        max_t: i64,
+    ) -> crate::storage::Result<()> {
         Db::delete_series(self, matchers, min_t, max_t).map_err(Into::into)
     }
 
@@ -444,7 +457,8 @@ impl crate::storage::StorageAdmin for Db {
         let s = Db::stats(self);
         crate::storage::StorageStats {
             head_series: s.head_series,
-            head_time_range: (s.head_max_time != i64::MIN).then_some((s.head_min_time, s.head_max_time)),
+            head_time_range: (s.head_max_time != i64::MIN)
+                .then_some((s.head_min_time, s.head_max_time)),
             blocks: s.blocks,
             blocks_bytes: s.blocks_bytes,
             head_label_stats: s.label_stats,

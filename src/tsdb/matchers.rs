@@ -35,7 +35,9 @@ pub fn postings_for_matchers<I: PostingsIndex>(
             // Selects series without the label too: remove those whose value fails.
             match m.kind {
                 // `a=""` : remove every series that has label a.
-                MatchType::Equal => subtract.push(index.postings_for_values(&m.name, &mut |_| true)?),
+                MatchType::Equal => {
+                    subtract.push(index.postings_for_values(&m.name, &mut |_| true)?)
+                }
                 // `a!="x"`: remove series with a="x".
                 MatchType::NotEqual => subtract.push(index.postings(&m.name, &m.value)?),
                 MatchType::Regex | MatchType::NotRegex => {

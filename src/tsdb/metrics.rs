@@ -59,13 +59,21 @@ impl TsdbMetrics {
             "Batches whose commit failed",
             m.commit_failures.clone(),
         );
-        r.register("blocks_loaded", "Blocks on local disk", m.blocks_loaded.clone());
+        r.register(
+            "blocks_loaded",
+            "Blocks on local disk",
+            m.blocks_loaded.clone(),
+        );
         r.register(
             "storage_blocks_bytes",
             "Bytes of the local blocks",
             m.blocks_bytes.clone(),
         );
-        r.register("compactions", "Blocks written by compaction", m.compactions.clone());
+        r.register(
+            "compactions",
+            "Blocks written by compaction",
+            m.compactions.clone(),
+        );
         r.register(
             "compactions_failed",
             "Compactions that failed",
@@ -76,7 +84,11 @@ impl TsdbMetrics {
             "Times the head was cut into a block",
             m.head_truncations.clone(),
         );
-        r.register("wal_checkpoints", "WAL checkpoints written", m.checkpoints.clone());
+        r.register(
+            "wal_checkpoints",
+            "WAL checkpoints written",
+            m.checkpoints.clone(),
+        );
         r.register(
             "retention_deleted_blocks",
             "Blocks deleted by retention",

@@ -27,7 +27,12 @@ impl DbQuerier {
         Self::from_parts(db.head.clone(), &db.blocks.read(), min_t, max_t)
     }
 
-    pub(crate) fn from_parts(head: Arc<Head>, blocks: &[Arc<Block>], min_t: i64, max_t: i64) -> Self {
+    pub(crate) fn from_parts(
+        head: Arc<Head>,
+        blocks: &[Arc<Block>],
+        min_t: i64,
+        max_t: i64,
+    ) -> Self {
         let blocks = blocks
             .iter()
             // A block's max time is exclusive.
@@ -48,10 +53,7 @@ impl DbQuerier {
 }
 
 fn index_err(b: &Block, e: impl std::fmt::Display) -> StorageError {
-    StorageError::internal(
-        format!("read block {}", b.meta().ulid),
-        e.to_string(),
-    )
+    StorageError::internal(format!("read block {}", b.meta().ulid), e.to_string())
 }
 
 impl Querier for DbQuerier {
@@ -168,8 +170,14 @@ pub(crate) fn block_chunk_series(
     let (labels, metas) = block.index().series(r).map_err(|e| index_err(block, e))?;
     let deleted = block.tombstones().get(&r);
     let mut chunks = Vec::new();
-    for m in metas.iter().filter(|m| m.max_t >= min_t && m.min_t <= max_t) {
-        let (enc, data) = block.chunks().chunk(m.chunk_ref).map_err(|e| index_err(block, e))?;
+    for m in metas
+        .iter()
+        .filter(|m| m.max_t >= min_t && m.min_t <= max_t)
+    {
+        let (enc, data) = block
+            .chunks()
+            .chunk(m.chunk_ref)
+            .map_err(|e| index_err(block, e))?;
         if enc != ENCODING_XOR {
             continue;
         }

@@ -19,7 +19,10 @@ fn admin_api_is_off_by_default() {
 fn snapshot_holds_the_head_as_a_block() {
     let dir = tempfile::tempdir().unwrap();
     let odin = Odin::start(dir.path(), &["--web.enable-admin-api"]);
-    let s = TestSeries::new(&[("__name__", "snap"), ("a", "1")], (0..100).map(|i| (i * 1000, i as f64)).collect());
+    let s = TestSeries::new(
+        &[("__name__", "snap"), ("a", "1")],
+        (0..100).map(|i| (i * 1000, i as f64)).collect(),
+    );
     assert_eq!(odin.write(&[s]).0, 204);
     let (code, body) = odin.post("/api/v1/admin/tsdb/snapshot", "text/plain", b"");
     assert_eq!(code, 200, "{body}");
@@ -33,7 +36,11 @@ fn snapshot_holds_the_head_as_a_block() {
     assert_eq!(lines.len(), 100);
     assert_eq!(lines[99], r#"{__name__="snap", a="1"} 99 99000"#);
 
-    let (code, _) = odin.post("/api/v1/admin/tsdb/snapshot?skip_head=maybe", "text/plain", b"");
+    let (code, _) = odin.post(
+        "/api/v1/admin/tsdb/snapshot?skip_head=maybe",
+        "text/plain",
+        b"",
+    );
     assert_eq!(code, 400);
 }
 
@@ -44,7 +51,10 @@ fn delete_series_and_clean_tombstones() {
     // Four hours of data: the first two become a block, the rest stays in the head.
     let t0 = 1_699_999_200_000i64;
     let mk = |name: &str| {
-        TestSeries::new(&[("__name__", name)], (0..960).map(|i| (t0 + i * 15_000, i as f64)).collect())
+        TestSeries::new(
+            &[("__name__", name)],
+            (0..960).map(|i| (t0 + i * 15_000, i as f64)).collect(),
+        )
     };
     for chunk in 0..24 {
         let part = |s: TestSeries| TestSeries {
@@ -53,9 +63,16 @@ fn delete_series_and_clean_tombstones() {
         };
         assert_eq!(odin.write(&[part(mk("keep")), part(mk("drop"))]).0, 204);
     }
-    assert!(poll_until(Duration::from_secs(30), || !block_dirs(dir.path()).is_empty()));
+    assert!(poll_until(Duration::from_secs(30), || !block_dirs(
+        dir.path()
+    )
+    .is_empty()));
 
-    let (code, body) = odin.post("/api/v1/admin/tsdb/delete_series", "application/x-www-form-urlencoded", b"");
+    let (code, body) = odin.post(
+        "/api/v1/admin/tsdb/delete_series",
+        "application/x-www-form-urlencoded",
+        b"",
+    );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("match[]"));
     let (code, body) = odin.post(

@@ -35,7 +35,11 @@ fn every_acknowledged_sample_survives_sigkill() {
                     let series: Vec<TestSeries> = (0..SERIES)
                         .map(|i| {
                             TestSeries::new(
-                                &[("__name__", "crash_test"), ("s", &i.to_string()), ("w", &w.to_string())],
+                                &[
+                                    ("__name__", "crash_test"),
+                                    ("s", &i.to_string()),
+                                    ("w", &w.to_string()),
+                                ],
                                 vec![(t, (t % 1000) as f64 + i as f64)],
                             )
                         })
@@ -80,5 +84,8 @@ fn every_acknowledged_sample_survives_sigkill() {
             acked.difference(&stored).count()
         );
     }
-    assert!(acked.lock().unwrap().len() > ROUNDS * SERIES, "the load never got through");
+    assert!(
+        acked.lock().unwrap().len() > ROUNDS * SERIES,
+        "the load never got through"
+    );
 }

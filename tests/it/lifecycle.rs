@@ -10,7 +10,10 @@ fn healthy_ready_metrics_and_clean_sigterm_exit() {
     let odin = Odin::start(dir.path(), &[]);
     assert_eq!(odin.get("/-/healthy").0, 200);
     assert_eq!(odin.get("/-/ready").0, 200);
-    let (code, _) = odin.write(&[TestSeries::new(&[("__name__", "m"), ("a", "b")], vec![(1000, 1.0)])]);
+    let (code, _) = odin.write(&[TestSeries::new(
+        &[("__name__", "m"), ("a", "b")],
+        vec![(1000, 1.0)],
+    )]);
     assert_eq!(code, 204);
     let (code, body) = odin.get("/metrics");
     assert_eq!(code, 200);
@@ -94,22 +97,44 @@ fn check_config_reports_key_and_line() {
         "global:\n  scrape_interval: 15s\n  external_labels:\n    cluster: a\nstorage:\n  tsdb:\n    retention_time: 30d\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .args(["check", "config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
 
     let bad = dir.path().join("bad.yml");
-    std::fs::write(&bad, "global:\n  scrape_interval: 15s\n  scrape_intervall: 10s\n").unwrap();
-    let out = Command::new(BIN).args(["check", "config"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "global:\n  scrape_interval: 15s\n  scrape_intervall: 10s\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("scrape_intervall") && text.contains('3'), "{text}");
+    assert!(
+        text.contains("scrape_intervall") && text.contains('3'),
+        "{text}"
+    );
 
     // `odin run` refuses the same file at start-up.
     let out = Command::new(BIN)
         .arg("run")
         .arg(format!("--config.file={}", bad.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg("--web.listen-address=127.0.0.1:0")
         .output()
         .unwrap();

@@ -1,6 +1,8 @@
 //! Integration tests: each starts the real `odin` binary on loopback with a temporary
 //! data directory and talks to it over HTTP, as a client would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin;
 mod common;
 mod crash;

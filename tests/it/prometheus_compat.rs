@@ -26,9 +26,30 @@ fn require_prometheus() {
 /// ±Inf and a staleness marker.
 fn dataset() -> Vec<TestSeries> {
     let n = (4 * 3_600_000 / STEP) as usize;
-    let mut counter = TestSeries::new(&[("__name__", "odin_test_total"), ("job", "t"), ("instance", "a")], vec![]);
-    let mut gauge = TestSeries::new(&[("__name__", "odin_test_gauge"), ("job", "t"), ("instance", "a")], vec![]);
-    let mut jitter = TestSeries::new(&[("__name__", "odin_test_gauge"), ("job", "t"), ("instance", "b")], vec![]);
+    let mut counter = TestSeries::new(
+        &[
+            ("__name__", "odin_test_total"),
+            ("job", "t"),
+            ("instance", "a"),
+        ],
+        vec![],
+    );
+    let mut gauge = TestSeries::new(
+        &[
+            ("__name__", "odin_test_gauge"),
+            ("job", "t"),
+            ("instance", "a"),
+        ],
+        vec![],
+    );
+    let mut jitter = TestSeries::new(
+        &[
+            ("__name__", "odin_test_gauge"),
+            ("job", "t"),
+            ("instance", "b"),
+        ],
+        vec![],
+    );
     for i in 0..n {
         let t = T0 + i as i64 * STEP;
         counter.samples.push((t, (i * 3) as f64));
@@ -105,7 +126,8 @@ fn promtool_and_prometheus_read_odins_block() {
     send(&odin, &data);
     // The head spans 4 h > 1.5 × 2 h: the first 2 h range becomes a block.
     assert!(
-        poll_until(Duration::from_secs(30), || !block_dirs(dir.path()).is_empty()),
+        poll_until(Duration::from_secs(30), || !block_dirs(dir.path())
+            .is_empty()),
         "no block was cut from the head"
     );
     assert_eq!(odin.stop().code(), Some(0));
@@ -128,17 +150,35 @@ fn promtool_and_prometheus_read_odins_block() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "promtool tsdb analyze failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool tsdb analyze failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("Series: 3"), "{text}");
 
-    let out = Command::new("promtool").args(["tsdb", "dump"]).arg(promdir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dumped: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let out = Command::new("promtool")
+        .args(["tsdb", "dump"])
+        .arg(promdir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dumped: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     let got: BTreeSet<String> = dumped.iter().cloned().collect();
     assert_eq!(got.len(), dumped.len(), "promtool listed a sample twice");
     let want = expected_lines(&data, min_t, max_t);
     assert_eq!(got.len(), want.len());
-    assert_eq!(got, want, "promtool tsdb dump differs from what ODIN was sent");
+    assert_eq!(
+        got, want,
+        "promtool tsdb dump differs from what ODIN was sent"
+    );
 
     // Prometheus 2.42 started on that directory answers queries with the same values.
     let port = free_port();
@@ -156,7 +196,10 @@ fn promtool_and_prometheus_read_odins_block() {
     let http = agent();
     let base = format!("http://127.0.0.1:{port}");
     let ready = poll_until(Duration::from_secs(60), || {
-        http.get(&format!("{base}/-/ready")).call().map(|r| r.status() == 200).unwrap_or(false)
+        http.get(&format!("{base}/-/ready"))
+            .call()
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
     });
     assert!(ready, "prometheus did not become ready");
     for (series, idx) in [(&data[0], 100usize), (&data[1], 200), (&data[2], 300)] {
@@ -168,11 +211,15 @@ fn promtool_and_prometheus_read_odins_block() {
             t as f64 / 1000.0
         );
         let mut r = http.get(&url).call().unwrap();
-        let body: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
         let value = &body["data"]["result"][0]["value"];
         assert_eq!(value[0].as_f64().unwrap(), t as f64 / 1000.0, "{body}");
         let got: f64 = value[1].as_str().unwrap().parse().unwrap();
-        assert!(got == v || (got.is_nan() && v.is_nan()), "{selector} at {t}: {got} != {v}");
+        assert!(
+            got == v || (got.is_nan() && v.is_nan()),
+            "{selector} at {t}: {got} != {v}"
+        );
     }
     // SAFETY: signalling our own child.
     unsafe {
@@ -194,13 +241,25 @@ fn odin_reads_a_block_promtool_wrote() {
     om.push_str("# HELP om_requests Requests.\n# TYPE om_requests counter\n");
     for i in 0..300 {
         let t = 1_700_000_000 + i * 15;
-        om.push_str(&format!("om_requests_total{{code=\"200\",path=\"/a\"}} {} {}\n", i * 2, t));
-        om.push_str(&format!("om_requests_total{{code=\"500\",path=\"/a\"}} {} {}\n", i / 7, t));
+        om.push_str(&format!(
+            "om_requests_total{{code=\"200\",path=\"/a\"}} {} {}\n",
+            i * 2,
+            t
+        ));
+        om.push_str(&format!(
+            "om_requests_total{{code=\"500\",path=\"/a\"}} {} {}\n",
+            i / 7,
+            t
+        ));
     }
     om.push_str("# HELP om_temp Temperature.\n# TYPE om_temp gauge\n");
     for i in 0..300 {
         let t = 1_700_000_000 + i * 15;
-        om.push_str(&format!("om_temp{{sensor=\"x\"}} {} {}\n", 20.0 + (i as f64) * 0.125, t));
+        om.push_str(&format!(
+            "om_temp{{sensor=\"x\"}} {} {}\n",
+            20.0 + (i as f64) * 0.125,
+            t
+        ));
     }
     om.push_str("# EOF\n");
     let input = dir.path().join("in.om");
@@ -212,11 +271,26 @@ fn odin_reads_a_block_promtool_wrote() {
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::create_dir_all(out_dir.join("wal")).unwrap();
-    let out = Command::new("promtool").args(["tsdb", "dump"]).arg(&out_dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut want: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let out = Command::new("promtool")
+        .args(["tsdb", "dump"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut want: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     want.sort();
     assert_eq!(want.len(), 900);
 

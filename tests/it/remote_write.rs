@@ -58,25 +58,55 @@ fn bad_input_gets_400_with_a_reason_and_the_server_keeps_serving() {
         b
     };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated protobuf", snappy(&proto[..proto.len() - 2]), "protobuf"),
-        ("garbage protobuf", snappy(b"\xff\xfe\xfd\xfc\xfb"), "protobuf"),
+        (
+            "truncated protobuf",
+            snappy(&proto[..proto.len() - 2]),
+            "protobuf",
+        ),
+        (
+            "garbage protobuf",
+            snappy(b"\xff\xfe\xfd\xfc\xfb"),
+            "protobuf",
+        ),
         ("bad snappy", b"\x10\x00\x01\x02garbage".to_vec(), "snappy"),
         ("huge declared length", huge_len, "exceeds the limit"),
-        ("unsorted labels", raw_series(&[("job", "x"), ("__name__", "m")]), "not sorted"),
-        ("duplicate labels", raw_series(&[("__name__", "m"), ("a", "1"), ("a", "2")]), "duplicate label name"),
-        ("empty metric name", raw_series(&[("__name__", ""), ("job", "x")]), "empty metric name"),
-        ("invalid label name", raw_series(&[("__name__", "m"), ("1a", "x")]), "invalid label name"),
+        (
+            "unsorted labels",
+            raw_series(&[("job", "x"), ("__name__", "m")]),
+            "not sorted",
+        ),
+        (
+            "duplicate labels",
+            raw_series(&[("__name__", "m"), ("a", "1"), ("a", "2")]),
+            "duplicate label name",
+        ),
+        (
+            "empty metric name",
+            raw_series(&[("__name__", ""), ("job", "x")]),
+            "empty metric name",
+        ),
+        (
+            "invalid label name",
+            raw_series(&[("__name__", "m"), ("1a", "x")]),
+            "invalid label name",
+        ),
     ];
     for (what, body, want) in cases {
         let (code, msg) = odin.write_raw(&body).unwrap();
         assert_eq!(code, 400, "{what}: {msg}");
-        assert!(msg.contains(want), "{what}: {msg:?} should mention {want:?}");
+        assert!(
+            msg.contains(want),
+            "{what}: {msg:?} should mention {want:?}"
+        );
         assert_eq!(odin.get("/-/healthy").0, 200, "after {what}");
     }
     let (code, msg) = odin.write_raw(&valid).unwrap();
     assert_eq!(code, 204, "{msg}");
     let (_, metrics) = odin.get("/metrics");
-    assert!(metrics.contains("odin_tsdb_head_samples_appended_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("odin_tsdb_head_samples_appended_total 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -87,15 +117,27 @@ fn refused_samples_are_counted_and_the_rest_of_the_batch_is_kept() {
     assert_eq!(odin.write(&[a]).0, 204);
     let mixed = vec![
         // Out of order, duplicate with another value, and an exact resend (accepted).
-        TestSeries::new(&[("__name__", "a")], vec![(5_000, 1.0), (20_000, 9.0), (20_000, 2.0), (30_000, 3.0)]),
+        TestSeries::new(
+            &[("__name__", "a")],
+            vec![(5_000, 1.0), (20_000, 9.0), (20_000, 2.0), (30_000, 3.0)],
+        ),
         TestSeries::new(&[("__name__", "b")], vec![(30_000, 1.0)]),
     ];
     let (code, msg) = odin.write(&mixed);
     assert_eq!(code, 400, "{msg}");
-    assert!(msg.contains("1 out_of_order") && msg.contains("1 duplicate"), "{msg}");
+    assert!(
+        msg.contains("1 out_of_order") && msg.contains("1 duplicate"),
+        "{msg}"
+    );
     let (_, metrics) = odin.get("/metrics");
-    assert!(metrics.contains(r#"odin_tsdb_rejected_samples_total{reason="out_of_order"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"odin_tsdb_rejected_samples_total{reason="duplicate"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"odin_tsdb_rejected_samples_total{reason="out_of_order"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"odin_tsdb_rejected_samples_total{reason="duplicate"} 1"#),
+        "{metrics}"
+    );
     assert_eq!(odin.stop().code(), Some(0));
     let lines = odin_dump(dir.path());
     assert_eq!(

@@ -24,14 +24,16 @@ use postings::MemPostings;
 
 const SHARDS: usize = 64;
 
-type Shard<K> = RwLock<HashMap<K, Vec<Arc<MemSeries>>>>;
+/// Series by label hash, with a vector per hash for collisions.
+type HashShard = RwLock<HashMap<u64, Vec<Arc<MemSeries>>>>;
+/// Series by ref.
+type RefShard = RwLock<HashMap<u64, Arc<MemSeries>>>;
 
 pub struct Head {
     chunk_range_ms: i64,
     /// Series by label hash; a vector per hash for collisions.
-    by_hash: Box<[Shard<u64>]>,
-    /// Series by ref.
-    by_ref: Box<[RwLock<HashMap<u64, Arc<MemSeries>>>]>,
+    by_hash: Box<[HashShard]>,
+    by_ref: Box<[RefShard]>,
     postings: RwLock<MemPostings>,
     /// Label strings shared by all series.
     symbols: Mutex<HashSet<Arc<str>>>,
@@ -151,7 +153,9 @@ impl Head {
         let series = Arc::new(MemSeries::new(r, interned));
         entry.push(series.clone());
         drop(shard);
-        self.by_ref[Self::shard(r)].write().insert(r, series.clone());
+        self.by_ref[Self::shard(r)]
+            .write()
+            .insert(r, series.clone());
         self.postings.write().add(r, &series.labels);
         self.num_series.fetch_add(1, Ordering::Relaxed);
         series
@@ -374,7 +378,9 @@ mod tests {
 
     const RANGE: i64 = 7_200_000;
 
-    fn batch(items: &[(&[(&str, &str)], &[(i64, f64)])]) -> Batch {
+    type SeriesSpec<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+    fn batch(items: &[SeriesSpec<'_>]) -> Batch {
         Batch {
             series: items
                 .iter()
@@ -393,7 +399,11 @@ mod tests {
         assert_eq!(s.accepted, 1);
         let s = head.apply_batch(&batch(&[(&[("__name__", "b")], &[(RANGE, 1.0)])]));
         assert_eq!(s.out_of_bounds, 1);
-        assert_eq!(head.num_series(), 1, "no series created for refused samples");
+        assert_eq!(
+            head.num_series(),
+            1,
+            "no series created for refused samples"
+        );
     }
 
     #[test]
@@ -423,16 +433,28 @@ mod tests {
         };
         assert_eq!(names(&[m(MatchType::Equal, "job", "node")]), ["node"]);
         assert_eq!(
-            names(&[m(MatchType::Equal, "__name__", "up"), m(MatchType::NotEqual, "job", "node")]),
+            names(&[
+                m(MatchType::Equal, "__name__", "up"),
+                m(MatchType::NotEqual, "job", "node")
+            ]),
             ["-", "gpu"]
         );
         assert_eq!(
-            names(&[m(MatchType::Equal, "__name__", "up"), m(MatchType::Equal, "job", "")]),
+            names(&[
+                m(MatchType::Equal, "__name__", "up"),
+                m(MatchType::Equal, "job", "")
+            ]),
             ["-"]
         );
-        assert_eq!(names(&[m(MatchType::Regex, "job", "g.*|node")]), ["gpu", "node"]);
         assert_eq!(
-            names(&[m(MatchType::Equal, "__name__", "up"), m(MatchType::NotRegex, "job", "g.*")]),
+            names(&[m(MatchType::Regex, "job", "g.*|node")]),
+            ["gpu", "node"]
+        );
+        assert_eq!(
+            names(&[
+                m(MatchType::Equal, "__name__", "up"),
+                m(MatchType::NotRegex, "job", "g.*")
+            ]),
             ["-", "node"]
         );
         assert_eq!(head.label_values("job", &[]), ["gpu", "node"]);
@@ -449,9 +471,10 @@ mod tests {
         assert_eq!(removed, 1);
         assert_eq!(head.num_series(), 1);
         assert_eq!(head.min_time(), RANGE + 1000);
-        assert!(head
-            .get_by_labels(&Labels::from_pairs([("__name__", "old")]))
-            .is_none());
+        assert!(
+            head.get_by_labels(&Labels::from_pairs([("__name__", "old")]))
+                .is_none()
+        );
         assert_eq!(head.label_values("__name__", &[]), ["new"]);
     }
 }

@@ -32,7 +32,9 @@ impl MemPostings {
     pub fn delete(&mut self, deleted: &[(u64, Labels)]) {
         for (r, labels) in deleted {
             for l in labels.iter() {
-                let Some(values) = self.by_name.get_mut(&l.name) else { continue };
+                let Some(values) = self.by_name.get_mut(&l.name) else {
+                    continue;
+                };
                 if let Some(list) = values.get_mut(&l.value) {
                     if let Ok(i) = list.binary_search(r) {
                         list.remove(i);

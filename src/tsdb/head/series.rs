@@ -60,7 +60,11 @@ impl MemSeries {
     pub fn samples(&self, min_t: i64, max_t: i64) -> Vec<Sample> {
         let st = self.state.lock();
         let mut out = Vec::new();
-        for c in st.chunks.iter().filter(|c| c.max_t >= min_t && c.min_t <= max_t) {
+        for c in st
+            .chunks
+            .iter()
+            .filter(|c| c.max_t >= min_t && c.min_t <= max_t)
+        {
             out.extend(
                 c.chunk
                     .iter()
@@ -186,7 +190,10 @@ mod tests {
     fn chunks_hold_about_120_samples_at_15s() {
         let mut st = SeriesState::default();
         for i in 0..480 {
-            assert_eq!(st.append(i * 15_000, i as f64, RANGE), AppendOutcome::Appended);
+            assert_eq!(
+                st.append(i * 15_000, i as f64, RANGE),
+                AppendOutcome::Appended
+            );
         }
         // 2h at 15s = 480 samples → 4 chunks of 120 within the range.
         let sizes: Vec<usize> = st.chunks.iter().map(|c| c.chunk.num_samples()).collect();
@@ -231,7 +238,11 @@ mod tests {
             st.append(i, i as f64, RANGE);
         }
         st.delete_range(3, 5);
-        let ts: Vec<i64> = st.chunks.iter().flat_map(|c| c.chunk.iter().map(|(t, _)| t)).collect();
+        let ts: Vec<i64> = st
+            .chunks
+            .iter()
+            .flat_map(|c| c.chunk.iter().map(|(t, _)| t))
+            .collect();
         assert_eq!(ts, vec![0, 1, 2, 6, 7, 8, 9]);
     }
 }
