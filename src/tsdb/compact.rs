@@ -24,7 +24,7 @@ use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::{Head, SAMPLES_PER_CHUNK};
 use crate::tsdb::matchers::postings_for_matchers;
 use crate::tsdb::querier::{BlockIndex, block_chunk_series};
-use crate::tsdb::record::{self, Batch, Deletion, Record};
+use crate::tsdb::record::{self, Deletion, Record};
 
 /// One round of maintenance: cut the head, compact, apply retention.
 pub(crate) fn run(db: &DbInner) -> Result<()> {
@@ -563,11 +563,6 @@ fn utc_stamp(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-#[allow(dead_code)]
-fn batch_is_empty(b: &Batch) -> bool {
-    b.series.is_empty()
 }
 
 #[cfg(test)]

@@ -465,3 +465,205 @@ impl crate::storage::StorageAdmin for Db {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{SelectHints, Series};
+
+    const H: i64 = 3_600_000;
+
+    fn open(dir: &Path, opts: DbOptions) -> Db {
+        Db::open(dir, opts, TsdbMetrics::default()).unwrap()
+    }
+
+    fn opts() -> DbOptions {
+        DbOptions {
+            retention_ms: 0,
+            max_block_ms: 24 * H,
+            ..DbOptions::default()
+        }
+    }
+
+    /// Appends one sample every 10 minutes in `[from, to)` for series a and b.
+    fn fill(db: &Db, from: i64, to: i64) {
+        let mut t = from;
+        while t < to {
+            let mut app = db.appender();
+            for name in ["a", "b"] {
+                app.append(&Labels::from_pairs([("__name__", name)]), t, t as f64)
+                    .unwrap();
+            }
+            let s = app.commit().unwrap();
+            assert_eq!(s.accepted, 2, "at {t}");
+            t += 600_000;
+        }
+    }
+
+    fn all(db: &Db) -> Vec<Series> {
+        db.querier(i64::MIN, i64::MAX)
+            .unwrap()
+            .select(&SelectHints::default(), &[Matcher::equal("__name__", "a")])
+            .unwrap()
+            .collect::<crate::storage::Result<_>>()
+            .unwrap()
+    }
+
+    fn ranges(db: &Db) -> Vec<(i64, i64, u32)> {
+        db.blocks()
+            .iter()
+            .map(|b| {
+                (
+                    b.meta().min_time,
+                    b.meta().max_time,
+                    b.meta().compaction.level,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reopen_replays_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, 0, 2 * H);
+        db.close().unwrap();
+        drop(db);
+        let db = open(dir.path(), opts());
+        let got = all(&db);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples.len(), 12);
+    }
+
+    #[test]
+    fn head_is_cut_into_blocks_and_blocks_are_compacted_by_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, 0, 9 * H);
+        db.compact().unwrap();
+        // Cuts 0-2, 2-4, 4-6. As in Prometheus, the newest block is left out of
+        // planning and 0-2 + 2-4 neither fill a 6h range nor end before 4-6 starts.
+        assert_eq!(
+            ranges(&db),
+            vec![(0, 2 * H, 1), (2 * H, 4 * H, 1), (4 * H, 6 * H, 1)]
+        );
+        fill(&db, 9 * H, 11 * H);
+        db.compact().unwrap();
+        // 6-8 is cut; 0-2, 2-4, 4-6 now fill the 6h range and become one block.
+        assert_eq!(ranges(&db), vec![(0, 6 * H, 2), (6 * H, 8 * H, 1)]);
+        let samples = &all(&db)[0].samples;
+        assert_eq!(
+            samples.len(),
+            66,
+            "every sample readable across blocks and head"
+        );
+        assert!(samples.windows(2).all(|w| w[0].t < w[1].t));
+
+        // After a restart, blocks and the checkpointed WAL give the same data.
+        db.close().unwrap();
+        drop(db);
+        let db = open(dir.path(), opts());
+        assert_eq!(all(&db)[0].samples.len(), 66);
+        // Samples older than the newest block are refused as out of bounds.
+        let mut app = db.appender();
+        app.append(&Labels::from_pairs([("__name__", "a")]), H, 1.0)
+            .unwrap();
+        assert_eq!(app.commit().unwrap().out_of_bounds, 1);
+    }
+
+    #[test]
+    fn retention_by_time_deletes_old_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(
+            dir.path(),
+            DbOptions {
+                retention_ms: 4 * H,
+                max_block_ms: 2 * H,
+                ..DbOptions::default()
+            },
+        );
+        fill(&db, 0, 14 * H);
+        db.compact().unwrap();
+        // Blocks up to 12h are cut; those ending more than 4h before the newest
+        // block's end go.
+        assert_eq!(
+            ranges(&db),
+            vec![(6 * H, 8 * H, 1), (8 * H, 10 * H, 1), (10 * H, 12 * H, 1)]
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn retention_by_size_deletes_oldest_blocks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(
+            dir.path(),
+            DbOptions {
+                retention_ms: 0,
+                retention_bytes: 1,
+                max_block_ms: 2 * H,
+                ..DbOptions::default()
+            },
+        );
+        fill(&db, 0, 8 * H);
+        db.compact().unwrap();
+        assert!(db.blocks().is_empty(), "{:?}", ranges(&db));
+        // The head is untouched by retention.
+        assert!(!all(&db)[0].samples.is_empty());
+    }
+
+    #[test]
+    fn deletion_covers_blocks_and_head_and_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, 0, 5 * H);
+        db.compact().unwrap();
+        assert_eq!(db.blocks().len(), 1);
+        db.delete_series(vec![Matcher::equal("__name__", "a")], H, 3 * H)
+            .unwrap();
+        let check = |db: &Db| {
+            let s = &all(db)[0].samples;
+            assert!(s.iter().all(|x| x.t < H || x.t > 3 * H));
+            assert_eq!(s.len(), 30 - 13);
+        };
+        check(&db);
+        db.close().unwrap();
+        drop(db);
+        let db = open(dir.path(), opts());
+        check(&db);
+        db.clean_tombstones().unwrap();
+        assert!(db.blocks().iter().all(|b| b.tombstones().is_empty()));
+        check(&db);
+    }
+
+    #[test]
+    fn overlapping_blocks_are_merged_with_deduplication() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two databases write overlapping blocks; the second directory then holds both.
+        let a = tempfile::tempdir().unwrap();
+        let db = open(a.path(), opts());
+        fill(&db, 0, 4 * H);
+        db.compact().unwrap();
+        let first = db.blocks()[0].dir().to_path_buf();
+        db.close().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, H, 5 * H);
+        db.compact().unwrap();
+        db.close().unwrap();
+        drop(db);
+        let name = first.file_name().unwrap();
+        std::fs::rename(&first, dir.path().join(name)).unwrap();
+        let db = open(dir.path(), opts());
+        assert_eq!(db.blocks().len(), 2);
+        db.compact().unwrap();
+        assert_eq!(db.blocks().len(), 1);
+        let s = &all(&db)[0].samples;
+        assert!(s.windows(2).all(|w| w[0].t < w[1].t));
+        assert_eq!(s.first().map(|x| x.t), Some(0));
+    }
+}

@@ -19,8 +19,9 @@ use super::bstream::{BitReader, BitWriter, put_uvarint, put_varint};
 /// Bytes of the sample-count header in front of the bit stream.
 const HEADER_LEN: usize = 2;
 
-/// Initial capacity, as in Prometheus: a 120-sample chunk of scrape data
-/// usually needs 100-200 bytes, so this avoids most regrowth.
+/// Initial capacity, as in Prometheus. Typical scrape data takes 1-2 bytes
+/// per sample, so a 120-sample chunk grows at most once or twice, while the
+/// many short-lived or sparse series in a head do not over-allocate.
 const INITIAL_CAPACITY: usize = 128;
 
 /// `leading` value meaning "no leading/trailing window chosen yet", so the
