@@ -6,8 +6,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
-use crate::remote::{WriteError, decode_write_request, to_appends};
+use crate::remote::{WriteError, decompress_into, write_decoded};
 use crate::storage::RejectReason;
+
+thread_local! {
+    /// The decompression buffer of each blocking thread, reused between requests.
+    static DECOMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Answers as Prometheus's receiver: 204 once the batch is durable; 400 with a plain
 /// text reason for input that must not be retried (bad encoding, bad labels, samples
@@ -28,8 +33,16 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
     }
     let limits = s.options.write_limits;
     let result = tokio::task::spawn_blocking(move || {
-        let req = decode_write_request(&body, limits)?;
-        to_appends(backends.as_ref(), &req)
+        DECOMPRESSED.with_borrow_mut(|buf| {
+            decompress_into(&body, limits, buf)?;
+            let outcome = write_decoded(backends.as_ref(), buf);
+            // Keep a moderate buffer for the next request on this thread, not the
+            // largest one ever seen.
+            if buf.capacity() > 16 << 20 {
+                *buf = Vec::new();
+            }
+            outcome
+        })
     })
     .await;
     match result {

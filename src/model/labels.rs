@@ -110,26 +110,20 @@ impl Labels {
         self.get(METRIC_NAME)
     }
 
-    /// A stable 64-bit hash of the label set, used to find series in the head. Stable
-    /// across processes (FNV-1a over names and values with separators), so it can be
-    /// used for sharding decisions that must agree between replicas.
+    /// A stable 64-bit hash of the label set, used to find series in the head; equal
+    /// to [`hash_label_pairs`] over the same pairs.
     pub fn stable_hash(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut h = OFFSET;
-        let mut feed = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(PRIME);
-            }
-        };
-        for l in self.0.iter() {
-            feed(l.name.as_bytes());
-            feed(&[0xff]);
-            feed(l.value.as_bytes());
-            feed(&[0xff]);
-        }
-        h
+        hash_label_pairs(self.0.iter().map(|l| (&*l.name, &*l.value)))
+    }
+
+    /// Whether this set equals the given sorted pairs.
+    pub fn eq_pairs(&self, pairs: &[(&str, &str)]) -> bool {
+        self.0.len() == pairs.len()
+            && self
+                .0
+                .iter()
+                .zip(pairs)
+                .all(|(l, (n, v))| &*l.name == *n && &*l.value == *v)
     }
 
     /// A builder starting from this set, to add, change or remove labels.
@@ -166,6 +160,20 @@ impl<'a> IntoIterator for &'a Labels {
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
+}
+
+/// A 64-bit hash of sorted label pairs: xxh3 over names and values with a separator
+/// byte that cannot occur in UTF-8, so `{ab="c"}` and `{a="bc"}` differ. Stable across
+/// processes and versions of ODIN's dependencies.
+pub fn hash_label_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for (n, v) in pairs {
+        h.update(n.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 /// Builds a [`Labels`] by setting and deleting names.

@@ -1,9 +1,11 @@
 //! Prometheus remote protocols: the remote-write 1.0 receiver (protobuf + snappy).
 //! It writes only through the `storage` seam.
 
+pub mod decode;
 pub mod prompb;
 mod write;
 
 pub use write::{
-    WriteError, WriteLimits, WriteOutcome, decode_write_request, is_valid_label_name, to_appends,
+    WriteError, WriteLimits, WriteOutcome, decode_write_request, decompress_into,
+    is_valid_label_name, write_decoded,
 };

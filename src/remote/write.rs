@@ -5,12 +5,11 @@
 //! and every series' labels. A request with one bad series is refused whole with a
 //! message that names the series, so the client sees exactly what to fix.
 
-use std::sync::Arc;
-
 use prost::Message;
 
+use super::decode::decode_raw;
 use super::prompb::WriteRequest;
-use crate::model::{Label, Labels, METRIC_NAME};
+use crate::model::METRIC_NAME;
 use crate::storage::{AppendSummary, Appendable};
 
 /// Bounds on one request.
@@ -51,8 +50,13 @@ pub enum WriteError {
 /// What a stored request did.
 pub type WriteOutcome = AppendSummary;
 
-/// Decompresses and decodes a remote-write body.
-pub fn decode_write_request(body: &[u8], limits: WriteLimits) -> Result<WriteRequest, WriteError> {
+/// Decompresses a remote-write body into `buf` (reused between requests by the
+/// caller), checking the declared length before decompressing anything.
+pub fn decompress_into(
+    body: &[u8],
+    limits: WriteLimits,
+    buf: &mut Vec<u8>,
+) -> Result<(), WriteError> {
     if body.len() > limits.max_body_bytes {
         return Err(WriteError::BodyTooLarge(body.len(), limits.max_body_bytes));
     }
@@ -60,51 +64,60 @@ pub fn decode_write_request(body: &[u8], limits: WriteLimits) -> Result<WriteReq
     if len > limits.max_decoded_bytes {
         return Err(WriteError::DecodedTooLarge(len, limits.max_decoded_bytes));
     }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
+    buf.clear();
+    buf.resize(len, 0);
+    let n = snap::raw::Decoder::new()
+        .decompress(body, buf)
         .map_err(|e| WriteError::Snappy(e.to_string()))?;
+    buf.truncate(n);
+    Ok(())
+}
+
+/// Decompresses and decodes a remote-write body into owned messages (for tools and
+/// tests; the receiver itself uses the borrowing decoder).
+pub fn decode_write_request(body: &[u8], limits: WriteLimits) -> Result<WriteRequest, WriteError> {
+    let mut raw = Vec::new();
+    decompress_into(body, limits, &mut raw)?;
     WriteRequest::decode(raw.as_slice()).map_err(|e| WriteError::Protobuf(e.to_string()))
 }
 
-/// Validates every series and turns them into label sets, in request order.
-fn validated_labels(req: &WriteRequest) -> Result<Vec<Labels>, WriteError> {
-    let mut out = Vec::with_capacity(req.timeseries.len());
-    for (index, ts) in req.timeseries.iter().enumerate() {
-        let bad = |message: String| WriteError::InvalidSeries { index, message };
-        if ts.labels.is_empty() {
-            return Err(bad("empty label set".into()));
+/// Checks one series' labels: valid names, sorted, unique, a non-empty metric name.
+/// Returns the pairs without empty values (an empty value means "label absent").
+fn validate_labels<'a>(
+    index: usize,
+    labels: &[(&'a str, &'a str)],
+    out: &mut Vec<(&'a str, &'a str)>,
+) -> Result<(), WriteError> {
+    let bad = |message: String| WriteError::InvalidSeries { index, message };
+    out.clear();
+    for (i, &(name, value)) in labels.iter().enumerate() {
+        if !is_valid_label_name(name) {
+            return Err(bad(format!("invalid label name {name:?}")));
         }
-        let mut labels: Vec<Label> = Vec::with_capacity(ts.labels.len());
-        for l in &ts.labels {
-            if !is_valid_label_name(&l.name) {
-                return Err(bad(format!("invalid label name {:?}", l.name)));
-            }
-            if l.name == METRIC_NAME && l.value.is_empty() {
-                return Err(bad("empty metric name".into()));
-            }
-            if l.value.is_empty() {
-                // An empty value means the label is absent, as in Prometheus.
-                continue;
-            }
-            labels.push(Label {
-                name: Arc::from(l.name.as_str()),
-                value: Arc::from(l.value.as_str()),
-            });
+        if name == METRIC_NAME && value.is_empty() {
+            return Err(bad("empty metric name".into()));
         }
-        Labels::check_sorted_unique(&labels).map_err(|m| {
-            let shown: Vec<String> = ts
-                .labels
-                .iter()
-                .map(|l| format!("{}={:?}", l.name, l.value))
-                .collect();
-            bad(format!("{m} in {{{}}}", shown.join(", ")))
-        })?;
-        if labels.is_empty() {
-            return Err(bad("empty label set".into()));
+        if let Some(&(prev, _)) = i.checked_sub(1).and_then(|p| labels.get(p)) {
+            let problem = if prev == name {
+                Some(format!("duplicate label name {name:?}"))
+            } else if prev > name {
+                Some(format!("labels not sorted: {prev:?} before {name:?}"))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                let shown: Vec<String> = labels.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+                return Err(bad(format!("{p} in {{{}}}", shown.join(", "))));
+            }
         }
-        out.push(Labels::from_sorted(labels));
+        if !value.is_empty() {
+            out.push((name, value));
+        }
     }
-    Ok(out)
+    if out.is_empty() {
+        return Err(bad("empty label set".into()));
+    }
+    Ok(())
 }
 
 /// Label names as Prometheus 2.42 allows them: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -114,20 +127,25 @@ pub fn is_valid_label_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Validates the request and appends every sample through `storage`; blocks until the
-/// batch is durable.
-pub fn to_appends(
-    storage: &dyn Appendable,
-    req: &WriteRequest,
-) -> Result<WriteOutcome, WriteError> {
-    let labels = validated_labels(req)?;
+/// Decodes a decompressed request, validates every series, then appends them all
+/// through `storage` and commits; blocks until the batch is durable. Nothing is stored
+/// when any series is invalid.
+pub fn write_decoded(storage: &dyn Appendable, raw: &[u8]) -> Result<WriteOutcome, WriteError> {
+    let req = decode_raw(raw).map_err(|e| WriteError::Protobuf(e.to_string()))?;
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for (index, s) in req.series.iter().enumerate() {
+        validate_labels(index, req.labels_of(s), &mut pairs)?;
+    }
     let mut app = storage.appender();
-    for (ts, labels) in req.timeseries.iter().zip(&labels) {
-        for s in &ts.samples {
-            if let Err(e) = app.append(labels, s.timestamp, s.value) {
-                app.rollback();
-                return Err(WriteError::Storage(e.to_string()));
-            }
+    for (index, s) in req.series.iter().enumerate() {
+        let samples = req.samples_of(s);
+        if samples.is_empty() {
+            continue;
+        }
+        validate_labels(index, req.labels_of(s), &mut pairs)?;
+        if let Err(e) = app.append_pairs(&pairs, samples) {
+            app.rollback();
+            return Err(WriteError::Storage(e.to_string()));
         }
     }
     app.commit().map_err(|e| WriteError::Storage(e.to_string()))
@@ -200,15 +218,25 @@ mod tests {
 
     #[test]
     fn invalid_label_sets_are_named() {
-        let cases: [(&[(&str, &str)], &str); 4] = [
+        let cases: [(&[(&str, &str)], &str); 5] = [
             (&[("b", "1"), ("a", "1")], "not sorted"),
             (&[("a", "1"), ("a", "2")], "duplicate label name"),
             (&[("__name__", ""), ("a", "1")], "empty metric name"),
             (&[("0a", "1")], "invalid label name"),
+            (&[("a", "")], "empty label set"),
         ];
+        let storage = crate::storage::memory::MemoryStorage::new();
         for (labels, want) in cases {
-            let err = validated_labels(&req(labels)).unwrap_err().to_string();
+            let raw = req(labels).encode_to_vec();
+            let err = write_decoded(&storage, &raw).unwrap_err().to_string();
             assert!(err.contains(want), "{err} should mention {want}");
         }
+        assert!(
+            storage.dump().is_empty(),
+            "nothing stored from invalid requests"
+        );
+        let raw = req(&[("__name__", "up"), ("job", "x")]).encode_to_vec();
+        let s = write_decoded(&storage, &raw).unwrap();
+        assert_eq!(s.accepted, 1);
     }
 }

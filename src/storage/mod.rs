@@ -108,6 +108,21 @@ pub trait Appender: Send {
     /// (an invalid label set); time-based refusals are reported by `commit`.
     fn append(&mut self, labels: &Labels, t: i64, v: f64) -> std::result::Result<(), AppendError>;
 
+    /// Buffers samples of the series given by borrowed label pairs, sorted by name and
+    /// unique, as decoders produce them. Backends override this to find an existing
+    /// series without building a [`Labels`]; the default builds one.
+    fn append_pairs(
+        &mut self,
+        labels: &[(&str, &str)],
+        samples: &[Sample],
+    ) -> std::result::Result<(), AppendError> {
+        let labels = Labels::from_pairs(labels.iter().copied());
+        for s in samples {
+            self.append(&labels, s.t, s.v)?;
+        }
+        Ok(())
+    }
+
     /// Makes the batch durable, then visible. Blocks the calling thread until the
     /// batch is on disk (call it from a blocking context, not from an async task).
     fn commit(self: Box<Self>) -> Result<AppendSummary>;

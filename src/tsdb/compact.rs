@@ -136,12 +136,9 @@ fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
     let seg = wal.cut_segment()?;
     let stats = wal.checkpoint(seg, |rec| {
         match record::decode(rec, &mut |s| Arc::from(s)) {
-            Ok(Record::Samples(mut b)) => {
-                for s in &mut b.series {
-                    s.samples.retain(|x| x.t >= min_t);
-                }
-                b.series.retain(|s| !s.samples.is_empty());
-                if b.series.is_empty() {
+            Ok(Record::Samples(b)) => {
+                let b = b.filtered(|x| x.t >= min_t);
+                if b.is_empty() {
                     return None;
                 }
                 let mut out = Vec::with_capacity(rec.len());

@@ -27,10 +27,10 @@ use crate::storage::{
 use crate::tsdb::block::Block;
 use crate::tsdb::compact;
 use crate::tsdb::error::{Result, TsdbError};
-use crate::tsdb::head::Head;
+use crate::tsdb::head::{Head, MemSeries};
 use crate::tsdb::metrics::TsdbMetrics;
 use crate::tsdb::querier::DbQuerier;
-use crate::tsdb::record::{self, Batch, BatchSeries, Deletion, Record};
+use crate::tsdb::record::{self, Batch, Deletion, Record};
 use crate::tsdb::wal::{Wal, WalOptions, WalWriter};
 
 /// How the database behaves; the defaults are Prometheus's.
@@ -63,7 +63,8 @@ impl Default for DbOptions {
 
 /// What flows through the WAL writer to the head.
 pub(crate) enum WalPayload {
-    Batch(Batch),
+    /// A batch and, per series, the head series it was resolved to at append time.
+    Batch(Batch, Vec<Option<Arc<MemSeries>>>),
     Deletion(Deletion),
 }
 
@@ -158,7 +159,7 @@ impl Db {
 
         let apply_head = head.clone();
         let wal = wal.start(move |p: WalPayload| match p {
-            WalPayload::Batch(b) => apply_head.apply_batch(&b),
+            WalPayload::Batch(b, hints) => apply_head.apply_batch_with_hints(&b, &hints),
             WalPayload::Deletion(d) => {
                 apply_head.apply_deletion(&d);
                 AppendSummary::default()
@@ -278,16 +279,20 @@ impl Db {
     }
 
     /// Commits a batch; the path every appender's commit takes.
-    fn commit_batch(&self, batch: Batch) -> crate::storage::Result<AppendSummary> {
+    fn commit_batch(
+        &self,
+        batch: Batch,
+        hints: Vec<Option<Arc<MemSeries>>>,
+    ) -> crate::storage::Result<AppendSummary> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable("database is closed".into()));
         }
-        if batch.series.is_empty() {
+        if batch.is_empty() {
             return Ok(AppendSummary::default());
         }
         let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
         record::encode_batch(&batch, &mut rec);
-        match self.inner.wal.commit(rec, WalPayload::Batch(batch)) {
+        match self.inner.wal.commit(rec, WalPayload::Batch(batch, hints)) {
             Ok(summary) => {
                 self.inner.metrics.observe_commit(&summary);
                 self.inner
@@ -331,6 +336,7 @@ impl Appendable for Db {
         Box::new(DbAppender {
             db: self.clone(),
             batch: Batch::default(),
+            hints: Vec::new(),
         })
     }
 }
@@ -339,6 +345,8 @@ impl Appendable for Db {
 struct DbAppender {
     db: Db,
     batch: Batch,
+    /// The head series for `batch.series[i]` when it was already known at append time.
+    hints: Vec<Option<Arc<MemSeries>>>,
 }
 
 impl Appender for DbAppender {
@@ -346,19 +354,36 @@ impl Appender for DbAppender {
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels("empty label set".into()));
         }
-        match self.batch.series.last_mut() {
-            Some(last) if &last.labels == labels => last.samples.push(Sample { t, v }),
-            _ => self.batch.series.push(BatchSeries {
-                labels: labels.clone(),
-                samples: vec![Sample { t, v }],
-            }),
+        self.batch.push_sample(labels, Sample { t, v });
+        self.hints.resize(self.batch.series.len(), None);
+        Ok(())
+    }
+
+    fn append_pairs(
+        &mut self,
+        labels: &[(&str, &str)],
+        samples: &[Sample],
+    ) -> std::result::Result<(), AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::InvalidLabels("empty label set".into()));
+        }
+        let head = &self.db.inner.head;
+        match head.get_by_pairs(labels) {
+            Some(series) => {
+                self.batch.push_series(series.labels.clone(), samples);
+                self.hints.push(Some(series));
+            }
+            None => {
+                self.batch.push_series(head.intern_labels(labels), samples);
+                self.hints.push(None);
+            }
         }
         Ok(())
     }
 
     fn commit(self: Box<Self>) -> crate::storage::Result<AppendSummary> {
-        let DbAppender { db, batch } = *self;
-        db.commit_batch(batch)
+        let DbAppender { db, batch, hints } = *self;
+        db.commit_batch(batch, hints)
     }
 
     fn rollback(self: Box<Self>) {}

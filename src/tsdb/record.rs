@@ -14,6 +14,7 @@
 //! ```
 //! Values are stored as raw bits so NaN payloads (the stale marker) survive.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::model::{Label, Labels, MatchType, Matcher, Sample};
@@ -21,22 +22,82 @@ use crate::model::{Label, Labels, MatchType, Matcher, Sample};
 const RECORD_SAMPLES: u8 = 1;
 const RECORD_DELETION: u8 = 2;
 
-/// One series' part of a batch.
+/// One series' part of a batch: its labels and where its samples lie in
+/// [`Batch::samples`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchSeries {
     pub labels: Labels,
-    pub samples: Vec<Sample>,
+    pub samples: Range<usize>,
 }
 
-/// A committed unit of writes: what one appender's commit made durable.
+/// A committed unit of writes: what one appender's commit made durable. Samples of all
+/// series live in one vector, so building a batch of thousands of series does not
+/// allocate per series.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Batch {
     pub series: Vec<BatchSeries>,
+    pub samples: Vec<Sample>,
 }
 
 impl Batch {
     pub fn num_samples(&self) -> usize {
-        self.series.iter().map(|s| s.samples.len()).sum()
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Adds a series with its samples.
+    pub fn push_series(&mut self, labels: Labels, samples: &[Sample]) {
+        let start = self.samples.len();
+        self.samples.extend_from_slice(samples);
+        self.series.push(BatchSeries {
+            labels,
+            samples: start..self.samples.len(),
+        });
+    }
+
+    /// Adds one sample, to the last series if it has the same labels.
+    pub fn push_sample(&mut self, labels: &Labels, sample: Sample) {
+        self.samples.push(sample);
+        let end = self.samples.len();
+        match self.series.last_mut() {
+            Some(last) if last.samples.end == end - 1 && &last.labels == labels => {
+                last.samples.end = end;
+            }
+            _ => self.series.push(BatchSeries {
+                labels: labels.clone(),
+                samples: end - 1..end,
+            }),
+        }
+    }
+
+    /// Samples of one of this batch's series.
+    pub fn samples_of(&self, s: &BatchSeries) -> &[Sample] {
+        self.samples.get(s.samples.clone()).unwrap_or(&[])
+    }
+
+    /// (labels, samples) per series.
+    pub fn iter(&self) -> impl Iterator<Item = (&Labels, &[Sample])> {
+        self.series.iter().map(|s| (&s.labels, self.samples_of(s)))
+    }
+
+    /// A copy holding only the samples `keep` accepts; series left empty are dropped.
+    pub fn filtered(&self, mut keep: impl FnMut(&Sample) -> bool) -> Batch {
+        let mut out = Batch::default();
+        for (labels, samples) in self.iter() {
+            let start = out.samples.len();
+            out.samples
+                .extend(samples.iter().filter(|s| keep(s)).copied());
+            if out.samples.len() > start {
+                out.series.push(BatchSeries {
+                    labels: labels.clone(),
+                    samples: start..out.samples.len(),
+                });
+            }
+        }
+        out
     }
 }
 
@@ -72,14 +133,14 @@ pub enum RecordError {
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     out.push(RECORD_SAMPLES);
     put_uvarint(out, batch.series.len() as u64);
-    for s in &batch.series {
-        put_uvarint(out, s.labels.len() as u64);
-        for l in s.labels.iter() {
+    for (labels, samples) in batch.iter() {
+        put_uvarint(out, labels.len() as u64);
+        for l in labels.iter() {
             put_str(out, &l.name);
             put_str(out, &l.value);
         }
-        put_uvarint(out, s.samples.len() as u64);
-        for sample in &s.samples {
+        put_uvarint(out, samples.len() as u64);
+        for sample in samples {
             put_varint(out, sample.t);
             out.extend_from_slice(&sample.v.to_bits().to_le_bytes());
         }
@@ -113,7 +174,10 @@ pub fn decode(
     match d.u8()? {
         RECORD_SAMPLES => {
             let n_series = d.count(2)?;
-            let mut series = Vec::with_capacity(n_series);
+            let mut batch = Batch {
+                series: Vec::with_capacity(n_series),
+                samples: Vec::new(),
+            };
             for _ in 0..n_series {
                 let n_labels = d.count(2)?;
                 let mut labels = Vec::with_capacity(n_labels);
@@ -123,11 +187,11 @@ pub fn decode(
                     labels.push(Label { name, value });
                 }
                 let n_samples = d.count(9)?;
-                let mut samples = Vec::with_capacity(n_samples);
+                let start = batch.samples.len();
                 for _ in 0..n_samples {
                     let t = d.varint()?;
                     let v = f64::from_bits(d.u64_le()?);
-                    samples.push(Sample { t, v });
+                    batch.samples.push(Sample { t, v });
                 }
                 // Labels were sorted and unique when encoded; sort defensively anyway so
                 // a hand-made record cannot break the head's invariants.
@@ -135,12 +199,12 @@ pub fn decode(
                     labels.sort();
                     labels.dedup_by(|a, b| a.name == b.name);
                 }
-                series.push(BatchSeries {
+                batch.series.push(BatchSeries {
                     labels: Labels::from_sorted(labels),
-                    samples,
+                    samples: start..batch.samples.len(),
                 });
             }
-            Ok(Record::Samples(Batch { series }))
+            Ok(Record::Samples(batch))
         }
         RECORD_DELETION => {
             let n = d.count(3)?;
@@ -264,23 +328,19 @@ mod tests {
                 0..10,
             )
         ) {
-            let batch = Batch {
-                series: series
-                    .into_iter()
-                    .map(|(labels, samples)| BatchSeries {
-                        labels: Labels::from_pairs(labels),
-                        samples: samples.into_iter().map(|(t, v)| Sample::new(t, f64::from_bits(v))).collect(),
-                    })
-                    .collect(),
-            };
+            let mut batch = Batch::default();
+            for (labels, samples) in series {
+                let samples: Vec<Sample> = samples.into_iter().map(|(t, v)| Sample::new(t, f64::from_bits(v))).collect();
+                batch.push_series(Labels::from_pairs(labels), &samples);
+            }
             let mut buf = Vec::new();
             encode_batch(&batch, &mut buf);
             let Record::Samples(got) = decode(&buf, &mut no_intern).unwrap() else { panic!("wrong type") };
             prop_assert_eq!(got.series.len(), batch.series.len());
-            for (g, w) in got.series.iter().zip(&batch.series) {
-                prop_assert_eq!(&g.labels, &w.labels);
-                prop_assert!(g.samples.iter().zip(&w.samples).all(|(a, b)| a.bit_eq(b)));
-                prop_assert_eq!(g.samples.len(), w.samples.len());
+            for ((gl, gs), (wl, ws)) in got.iter().zip(batch.iter()) {
+                prop_assert_eq!(gl, wl);
+                prop_assert_eq!(gs.len(), ws.len());
+                prop_assert!(gs.iter().zip(ws).all(|(a, b)| a.bit_eq(b)));
             }
         }
 
@@ -308,12 +368,8 @@ mod tests {
 
     #[test]
     fn truncated_records_are_errors() {
-        let batch = Batch {
-            series: vec![BatchSeries {
-                labels: Labels::from_pairs([("a", "b")]),
-                samples: vec![Sample::new(1, 2.0)],
-            }],
-        };
+        let mut batch = Batch::default();
+        batch.push_series(Labels::from_pairs([("a", "b")]), &[Sample::new(1, 2.0)]);
         let mut buf = Vec::new();
         encode_batch(&batch, &mut buf);
         for n in 0..buf.len() {

@@ -125,6 +125,39 @@ impl Head {
         self.by_ref[Self::shard(r)].read().get(&r).cloned()
     }
 
+    /// The series with exactly these sorted label pairs, if it exists — found without
+    /// building a [`Labels`], which is what keeps ingestion of known series
+    /// allocation-free.
+    pub fn get_by_pairs(&self, pairs: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
+        let h = crate::model::hash_label_pairs(pairs.iter().copied());
+        let shard = self.by_hash[Self::shard(h)].read();
+        shard
+            .get(&h)
+            .and_then(|v| v.iter().find(|s| s.labels.eq_pairs(pairs)).cloned())
+    }
+
+    /// A label set for new pairs, with strings shared with the head's other series.
+    pub fn intern_labels(&self, pairs: &[(&str, &str)]) -> Labels {
+        let mut syms = self.symbols.lock();
+        let mut intern = |s: &str| -> Arc<str> {
+            if let Some(a) = syms.get(s) {
+                return a.clone();
+            }
+            let a: Arc<str> = Arc::from(s);
+            syms.insert(a.clone());
+            a
+        };
+        Labels::from_sorted(
+            pairs
+                .iter()
+                .map(|(n, v)| crate::model::Label {
+                    name: intern(n),
+                    value: intern(v),
+                })
+                .collect(),
+        )
+    }
+
     /// The series for `labels`, created (with interned strings) if new.
     fn get_or_create(&self, labels: &Labels) -> Arc<MemSeries> {
         let h = labels.stable_hash();
@@ -135,15 +168,8 @@ impl Head {
         {
             return s.clone();
         }
-        let interned = Labels::from_sorted(
-            labels
-                .iter()
-                .map(|l| crate::model::Label {
-                    name: self.intern(&l.name),
-                    value: self.intern(&l.value),
-                })
-                .collect(),
-        );
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+        let interned = self.intern_labels(&pairs);
         let mut shard = self.by_hash[Self::shard(h)].write();
         let entry = shard.entry(h).or_default();
         if let Some(s) = entry.iter().find(|s| &s.labels == labels) {
@@ -165,6 +191,18 @@ impl Head {
     /// every sample depends only on the batches applied before, so replaying the log
     /// rebuilds the same head.
     pub fn apply_batch(&self, batch: &Batch) -> AppendSummary {
+        self.apply_batch_with_hints(batch, &[])
+    }
+
+    /// As [`Head::apply_batch`], with the series each batch entry was resolved to when
+    /// it was appended (`hints[i]` for `batch.series[i]`; missing or `None` entries are
+    /// looked up). A hint to a series that truncation removed in between is ignored,
+    /// so the outcome is the same as without hints.
+    pub fn apply_batch_with_hints(
+        &self,
+        batch: &Batch,
+        hints: &[Option<Arc<MemSeries>>],
+    ) -> AppendSummary {
         let _apply = self.apply_lock.lock();
         let mut summary = AppendSummary::default();
         let head_max = self.max_time();
@@ -177,18 +215,21 @@ impl Head {
                 .max(head_max.saturating_sub(self.chunk_range_ms / 2))
         };
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for s in &batch.series {
-            if s.samples.is_empty() {
+        for (i, (labels, samples)) in batch.iter().enumerate() {
+            if samples.is_empty() {
                 continue;
             }
             // Don't create a series for samples that would all be refused.
-            if s.samples.iter().all(|x| x.t < min_valid) {
-                summary.add_rejected(RejectReason::OutOfBounds, s.samples.len() as u64);
+            if samples.iter().all(|x| x.t < min_valid) {
+                summary.add_rejected(RejectReason::OutOfBounds, samples.len() as u64);
                 continue;
             }
-            let series = self.get_or_create(&s.labels);
+            let series = match hints.get(i) {
+                Some(Some(s)) if !s.is_removed() => s.clone(),
+                _ => self.get_or_create(labels),
+            };
             let mut st = series.state.lock();
-            for x in &s.samples {
+            for x in samples {
                 if x.t < min_valid {
                     summary.add_rejected(RejectReason::OutOfBounds, 1);
                     continue;
@@ -317,6 +358,7 @@ impl Head {
                         true
                     }
                     None => {
+                        s.mark_removed();
                         removed.push((*r, s.labels.clone()));
                         false
                     }
@@ -374,22 +416,18 @@ impl PostingsIndex for HeadIndex<'_> {
 mod tests {
     use super::*;
     use crate::model::{MatchType, Sample};
-    use crate::tsdb::record::BatchSeries;
 
     const RANGE: i64 = 7_200_000;
 
     type SeriesSpec<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
 
     fn batch(items: &[SeriesSpec<'_>]) -> Batch {
-        Batch {
-            series: items
-                .iter()
-                .map(|(l, s)| BatchSeries {
-                    labels: Labels::from_pairs(l.iter().copied()),
-                    samples: s.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
-                })
-                .collect(),
+        let mut b = Batch::default();
+        for (l, s) in items {
+            let samples: Vec<Sample> = s.iter().map(|&(t, v)| Sample::new(t, v)).collect();
+            b.push_series(Labels::from_pairs(l.iter().copied()), &samples);
         }
+        b
     }
 
     #[test]

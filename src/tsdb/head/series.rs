@@ -1,6 +1,8 @@
 //! One series in the head: its labels and its in-memory XOR chunks, cut by
 //! Prometheus's rules so that the blocks ODIN writes look like Prometheus's.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 
 use crate::model::{Labels, Sample};
@@ -14,6 +16,9 @@ pub struct MemSeries {
     pub series_ref: u64,
     pub labels: Labels,
     pub(super) state: Mutex<SeriesState>,
+    /// Set when truncation dropped the series from the head's maps, so that a holder
+    /// of a stale reference (an appender's hint) looks the labels up again.
+    removed: AtomicBool,
 }
 
 /// A chunk with its time range.
@@ -48,7 +53,16 @@ impl MemSeries {
             series_ref,
             labels,
             state: Mutex::new(SeriesState::default()),
+            removed: AtomicBool::new(false),
         }
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
     }
 
     /// The newest sample's timestamp, if any.
