@@ -5,6 +5,7 @@
 //! ```text
 //! <dir>/lock                      advisory lock: one process per directory
 //! <dir>/wal/…                     WAL segments and checkpoints
+//! <dir>/chunks_head/…             completed head chunks (rebuilt from the WAL at start-up)
 //! <dir>/<ULID>/                   one block each: meta.json, index, chunks/, tombstones
 //! <dir>/<ULID>.tmp-for-creation   a block being written (removed at start-up)
 //! <dir>/<ULID>.tmp-for-deletion   a block being deleted (removed at start-up)
@@ -112,7 +113,11 @@ impl Db {
         remove_leftovers(dir)?;
 
         let blocks = open_blocks(dir)?;
-        let head = Arc::new(Head::new(opts.min_block_ms));
+        let chunks_dir = dir.join("chunks_head");
+        let head = Arc::new(
+            Head::with_chunk_files(opts.min_block_ms, &chunks_dir)
+                .map_err(|e| TsdbError::io(format!("open {}", chunks_dir.display()), e))?,
+        );
         if let Some(max) = blocks.iter().map(|b| b.meta().max_time).max() {
             head.set_min_valid_time(max);
         }

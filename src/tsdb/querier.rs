@@ -73,8 +73,9 @@ impl Querier for DbQuerier {
         if self.head_in_range() {
             let series = self.head.select_series(matchers);
             let (min_t, max_t, series_only) = (self.min_t, self.max_t, hints.series_only);
+            let head = self.head.clone();
             sets.push(Box::new(series.into_iter().filter_map(move |s| {
-                let samples = s.samples(min_t, max_t);
+                let samples = s.samples(head.chunk_files(), min_t, max_t);
                 if samples.is_empty() {
                     return None;
                 }
@@ -145,8 +146,9 @@ impl ChunkQuerier for DbQuerier {
         if self.head_in_range() {
             let (min_t, max_t) = (self.min_t, self.max_t);
             let series = self.head.select_series(matchers);
+            let head = self.head.clone();
             sets.push(Box::new(series.into_iter().filter_map(move |s| {
-                let chunks = s.chunks(min_t, max_t);
+                let chunks = s.chunks(head.chunk_files(), min_t, max_t);
                 (!chunks.is_empty()).then(|| {
                     Ok(ChunkSeries {
                         labels: s.labels.clone(),

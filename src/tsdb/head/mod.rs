@@ -5,6 +5,7 @@
 //! thread at a time (the WAL writer, or replay at start-up) in log order, which makes
 //! the head a deterministic function of the log. Readers run concurrently.
 
+mod chunk_files;
 mod postings;
 mod series;
 
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+pub use chunk_files::HeadChunkFiles;
 pub use series::{AppendOutcome, MemSeries, SAMPLES_PER_CHUNK, range_for_timestamp};
 
 use crate::model::{Labels, Matcher};
@@ -47,6 +49,8 @@ pub struct Head {
     /// practice) against truncation, so a series is never dropped while a sample is
     /// being added to it.
     apply_lock: Mutex<()>,
+    /// Where completed chunks go; `None` keeps them on the heap.
+    files: Option<HeadChunkFiles>,
 }
 
 impl Head {
@@ -63,7 +67,20 @@ impl Head {
             max_t: AtomicI64::new(i64::MIN),
             min_valid_t: AtomicI64::new(i64::MIN),
             apply_lock: Mutex::new(()),
+            files: None,
         }
+    }
+
+    /// A head that moves completed chunks into files under `dir` (emptied first).
+    pub fn with_chunk_files(chunk_range_ms: i64, dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut head = Self::new(chunk_range_ms);
+        head.files = Some(HeadChunkFiles::open(dir)?);
+        Ok(head)
+    }
+
+    /// The head's chunk files, if it has them.
+    pub fn chunk_files(&self) -> Option<&HeadChunkFiles> {
+        self.files.as_ref()
     }
 
     pub fn chunk_range_ms(&self) -> i64 {
@@ -234,7 +251,7 @@ impl Head {
                     summary.add_rejected(RejectReason::OutOfBounds, 1);
                     continue;
                 }
-                match st.append(x.t, x.v, self.chunk_range_ms) {
+                match st.append(x.t, x.v, self.chunk_range_ms, self.files.as_ref()) {
                     AppendOutcome::Appended => {
                         summary.accepted += 1;
                         lo = lo.min(x.t);
@@ -258,7 +275,9 @@ impl Head {
         let refs = self.postings_for(&d.matchers);
         for r in &refs {
             if let Some(s) = self.get_by_ref(*r) {
-                s.state.lock().delete_range(d.min_t, d.max_t);
+                s.state
+                    .lock()
+                    .delete_range(self.files.as_ref(), d.min_t, d.max_t);
             }
         }
         refs.len()
@@ -322,16 +341,16 @@ impl Head {
         let mut out = Vec::new();
         for s in all {
             let st = s.state.lock();
-            let chunks: Vec<ChunkData> = st
-                .chunks
-                .iter()
-                .filter(|c| c.min_t >= min_t && c.max_t < max_t)
-                .map(|c| ChunkData {
-                    min_t: c.min_t,
-                    max_t: c.max_t,
-                    bytes: bytes::Bytes::copy_from_slice(c.chunk.bytes()),
-                })
-                .collect();
+            let mut chunks: Vec<ChunkData> = Vec::new();
+            st.for_each_chunk(self.files.as_ref(), min_t, max_t, |lo, hi, bytes| {
+                if lo >= min_t && hi < max_t {
+                    chunks.push(ChunkData {
+                        min_t: lo,
+                        max_t: hi,
+                        bytes: bytes::Bytes::copy_from_slice(bytes),
+                    });
+                }
+            });
             if !chunks.is_empty() {
                 out.push((s.labels.clone(), chunks));
             }
@@ -351,10 +370,10 @@ impl Head {
             let mut map = shard.write();
             map.retain(|r, s| {
                 let mut st = s.state.lock();
-                st.chunks.retain(|c| c.max_t >= min_t);
-                match st.chunks.first() {
-                    Some(c) => {
-                        new_min = new_min.min(c.min_t);
+                st.truncate(min_t);
+                match st.min_time() {
+                    Some(t) => {
+                        new_min = new_min.min(t);
                         true
                     }
                     None => {
@@ -384,6 +403,9 @@ impl Head {
             self.min_t.store(i64::MAX, Ordering::Release);
         } else {
             self.min_t.store(new_min, Ordering::Release);
+        }
+        if let Some(files) = &self.files {
+            files.truncate_before(min_t);
         }
         // Strings no series uses any more are freed.
         if !removed.is_empty() {

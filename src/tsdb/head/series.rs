@@ -7,7 +7,9 @@ use parking_lot::Mutex;
 
 use crate::model::{Labels, Sample};
 use crate::storage::{ChunkData, RejectReason};
-use crate::tsdb::chunkenc::XorChunk;
+use crate::tsdb::chunkenc::{XorChunk, XorIterator};
+
+use super::chunk_files::{DiskChunkRef, HeadChunkFiles};
 
 /// The number of samples a chunk aims for (Prometheus's `samplesPerChunk`).
 pub const SAMPLES_PER_CHUNK: usize = 120;
@@ -21,17 +23,32 @@ pub struct MemSeries {
     removed: AtomicBool,
 }
 
-/// A chunk with its time range.
-pub(super) struct HeadChunk {
+/// The chunk being appended to, on the heap.
+pub(super) struct OpenChunk {
     pub min_t: i64,
     pub max_t: i64,
     pub chunk: XorChunk,
 }
 
+/// A chunk that is complete: in a head chunk file, or on the heap when it could not
+/// be written there (or no files are configured, as in tests and tools).
+pub(super) struct ClosedChunk {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub data: ClosedData,
+}
+
+pub(super) enum ClosedData {
+    Heap(Box<[u8]>),
+    File(DiskChunkRef),
+}
+
 #[derive(Default)]
 pub(super) struct SeriesState {
-    /// Oldest first; the last one is open for appends.
-    pub chunks: Vec<HeadChunk>,
+    /// Complete chunks, oldest first.
+    pub closed: Vec<ClosedChunk>,
+    /// The chunk open for appends, newer than every closed one.
+    pub open: Option<OpenChunk>,
     /// The time at which the open chunk is cut (Prometheus's `nextAt`).
     pub next_at: i64,
     /// Bits of the newest value, to tell a resent sample from a conflicting one.
@@ -67,53 +84,101 @@ impl MemSeries {
 
     /// The newest sample's timestamp, if any.
     pub fn max_time(&self) -> Option<i64> {
-        self.state.lock().chunks.last().map(|c| c.max_t)
+        self.state.lock().max_time()
     }
 
     /// Samples in `[min_t, max_t]`, oldest first.
-    pub fn samples(&self, min_t: i64, max_t: i64) -> Vec<Sample> {
+    pub fn samples(&self, files: Option<&HeadChunkFiles>, min_t: i64, max_t: i64) -> Vec<Sample> {
         let st = self.state.lock();
         let mut out = Vec::new();
-        for c in st
-            .chunks
-            .iter()
-            .filter(|c| c.max_t >= min_t && c.min_t <= max_t)
-        {
+        st.for_each_chunk(files, min_t, max_t, |_, _, bytes| {
             out.extend(
-                c.chunk
-                    .iter()
+                XorIterator::new(bytes)
                     .filter(|(t, _)| *t >= min_t && *t <= max_t)
                     .map(|(t, v)| Sample { t, v }),
             );
-        }
+        });
         out
     }
 
     /// Copies of the chunks overlapping `[min_t, max_t]`.
-    pub fn chunks(&self, min_t: i64, max_t: i64) -> Vec<ChunkData> {
+    pub fn chunks(&self, files: Option<&HeadChunkFiles>, min_t: i64, max_t: i64) -> Vec<ChunkData> {
         let st = self.state.lock();
-        st.chunks
-            .iter()
-            .filter(|c| c.max_t >= min_t && c.min_t <= max_t)
-            .map(|c| ChunkData {
-                min_t: c.min_t,
-                max_t: c.max_t,
-                bytes: bytes::Bytes::copy_from_slice(c.chunk.bytes()),
-            })
-            .collect()
+        let mut out = Vec::new();
+        st.for_each_chunk(files, min_t, max_t, |lo, hi, bytes| {
+            out.push(ChunkData {
+                min_t: lo,
+                max_t: hi,
+                bytes: bytes::Bytes::copy_from_slice(bytes),
+            });
+        });
+        out
     }
 }
 
 impl SeriesState {
+    pub fn max_time(&self) -> Option<i64> {
+        match (&self.open, self.closed.last()) {
+            (Some(o), _) => Some(o.max_t),
+            (None, Some(c)) => Some(c.max_t),
+            (None, None) => None,
+        }
+    }
+
+    pub fn min_time(&self) -> Option<i64> {
+        self.closed
+            .first()
+            .map(|c| c.min_t)
+            .or(self.open.as_ref().map(|o| o.min_t))
+    }
+
+    /// Calls `f(min_t, max_t, bytes)` for every chunk overlapping `[min_t, max_t]`,
+    /// oldest first. A chunk whose file cannot be read is skipped with a warning.
+    pub fn for_each_chunk(
+        &self,
+        files: Option<&HeadChunkFiles>,
+        min_t: i64,
+        max_t: i64,
+        mut f: impl FnMut(i64, i64, &[u8]),
+    ) {
+        for c in self
+            .closed
+            .iter()
+            .filter(|c| c.max_t >= min_t && c.min_t <= max_t)
+        {
+            match &c.data {
+                ClosedData::Heap(b) => f(c.min_t, c.max_t, b),
+                ClosedData::File(r) => match files.and_then(|fs| fs.read(*r)) {
+                    Some(b) => f(c.min_t, c.max_t, &b),
+                    None => tracing::warn!(?r, "head chunk unreadable; skipped"),
+                },
+            }
+        }
+        if let Some(o) = self
+            .open
+            .as_ref()
+            .filter(|o| o.max_t >= min_t && o.min_t <= max_t)
+        {
+            f(o.min_t, o.max_t, o.chunk.bytes());
+        }
+    }
+
     /// Appends one sample, cutting chunks as Prometheus's `appendPreprocessor` does:
     /// at the chunk-range boundary, at the predicted end time once a quarter of
-    /// [`SAMPLES_PER_CHUNK`] is reached, and at twice that many samples.
-    pub fn append(&mut self, t: i64, v: f64, chunk_range_ms: i64) -> AppendOutcome {
-        if let Some(last) = self.chunks.last() {
-            if t < last.max_t {
+    /// [`SAMPLES_PER_CHUNK`] is reached, and at twice that many samples. A cut chunk
+    /// moves to `files` when given.
+    pub fn append(
+        &mut self,
+        t: i64,
+        v: f64,
+        chunk_range_ms: i64,
+        files: Option<&HeadChunkFiles>,
+    ) -> AppendOutcome {
+        if let Some(max_t) = self.max_time() {
+            if t < max_t {
                 return AppendOutcome::Rejected(RejectReason::OutOfOrder);
             }
-            if t == last.max_t {
+            if t == max_t {
                 return if self.last_value_bits == v.to_bits() {
                     AppendOutcome::Unchanged
                 } else {
@@ -121,7 +186,7 @@ impl SeriesState {
                 };
             }
         }
-        let cut = match self.chunks.last() {
+        let cut = match &self.open {
             None => true,
             Some(c) => {
                 let n = c.chunk.num_samples();
@@ -132,18 +197,15 @@ impl SeriesState {
             }
         };
         if cut {
-            if let Some(prev) = self.chunks.last_mut() {
-                prev.chunk.shrink_to_fit();
-            }
-            self.chunks.push(HeadChunk {
+            self.close_open_chunk(files);
+            self.open = Some(OpenChunk {
                 min_t: t,
                 max_t: t,
                 chunk: XorChunk::new(),
             });
             self.next_at = range_for_timestamp(t, chunk_range_ms);
         }
-        // `cut` guarantees there is a chunk.
-        if let Some(c) = self.chunks.last_mut() {
+        if let Some(c) = self.open.as_mut() {
             c.chunk.append(t, v);
             c.max_t = t;
         }
@@ -151,29 +213,70 @@ impl SeriesState {
         AppendOutcome::Appended
     }
 
-    /// Removes samples in `[min_t, max_t]`, re-encoding the chunks that held them.
-    pub fn delete_range(&mut self, min_t: i64, max_t: i64) {
-        let mut kept: Vec<HeadChunk> = Vec::with_capacity(self.chunks.len());
-        for c in self.chunks.drain(..) {
-            if c.max_t < min_t || c.min_t > max_t {
-                kept.push(c);
-                continue;
+    /// Moves the open chunk to the closed list (into a file when possible).
+    fn close_open_chunk(&mut self, files: Option<&HeadChunkFiles>) {
+        let Some(open) = self.open.take() else { return };
+        let bytes = open.chunk.bytes();
+        let data = match files.map(|f| f.write(bytes, open.max_t)) {
+            Some(Ok(r)) => ClosedData::File(r),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot write head chunk file; keeping the chunk in memory");
+                ClosedData::Heap(bytes.into())
             }
-            let mut rebuilt: Option<HeadChunk> = None;
-            for (t, v) in c.chunk.iter().filter(|(t, _)| *t < min_t || *t > max_t) {
-                let h = rebuilt.get_or_insert_with(|| HeadChunk {
-                    min_t: t,
-                    max_t: t,
-                    chunk: XorChunk::new(),
-                });
-                h.chunk.append(t, v);
-                h.max_t = t;
-            }
-            kept.extend(rebuilt);
+            None => ClosedData::Heap(bytes.into()),
+        };
+        self.closed.push(ClosedChunk {
+            min_t: open.min_t,
+            max_t: open.max_t,
+            data,
+        });
+    }
+
+    /// Drops every chunk that ends before `min_t`.
+    pub fn truncate(&mut self, min_t: i64) {
+        self.closed.retain(|c| c.max_t >= min_t);
+        if self.open.as_ref().is_some_and(|o| o.max_t < min_t) {
+            self.open = None;
         }
-        self.chunks = kept;
-        if let Some((_, v)) = self.chunks.last().and_then(|c| c.chunk.iter().last()) {
-            self.last_value_bits = v.to_bits();
+    }
+
+    /// Removes samples in `[min_t, max_t]`. Deletions are rare, so the series is simply
+    /// re-encoded into fresh heap chunks of [`SAMPLES_PER_CHUNK`]; the newest becomes
+    /// the open chunk. (Old file chunks are left for truncation to reclaim.)
+    pub fn delete_range(&mut self, files: Option<&HeadChunkFiles>, min_t: i64, max_t: i64) {
+        let mut samples: Vec<Sample> = Vec::new();
+        self.for_each_chunk(files, i64::MIN, i64::MAX, |_, _, bytes| {
+            samples.extend(
+                XorIterator::new(bytes)
+                    .filter(|(t, _)| *t < min_t || *t > max_t)
+                    .map(|(t, v)| Sample { t, v }),
+            );
+        });
+        self.closed.clear();
+        self.open = None;
+        for part in samples.chunks(SAMPLES_PER_CHUNK) {
+            let mut chunk = XorChunk::new();
+            for s in part {
+                chunk.append(s.t, s.v);
+            }
+            let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                continue;
+            };
+            if let Some(prev) = self.open.take() {
+                self.closed.push(ClosedChunk {
+                    min_t: prev.min_t,
+                    max_t: prev.max_t,
+                    data: ClosedData::Heap(prev.chunk.bytes().into()),
+                });
+            }
+            self.open = Some(OpenChunk {
+                min_t: first.t,
+                max_t: last.t,
+                chunk,
+            });
+        }
+        if let Some(last) = samples.last() {
+            self.last_value_bits = last.v.to_bits();
         }
     }
 }
@@ -200,63 +303,97 @@ mod tests {
 
     const RANGE: i64 = 2 * 3600 * 1000;
 
+    fn sizes(st: &SeriesState, files: Option<&HeadChunkFiles>) -> Vec<usize> {
+        let mut out = Vec::new();
+        st.for_each_chunk(files, i64::MIN, i64::MAX, |_, _, b| {
+            out.push(XorIterator::new(b).count())
+        });
+        out
+    }
+
     #[test]
     fn chunks_hold_about_120_samples_at_15s() {
         let mut st = SeriesState::default();
         for i in 0..480 {
             assert_eq!(
-                st.append(i * 15_000, i as f64, RANGE),
+                st.append(i * 15_000, i as f64, RANGE, None),
                 AppendOutcome::Appended
             );
         }
         // 2h at 15s = 480 samples → 4 chunks of 120 within the range.
-        let sizes: Vec<usize> = st.chunks.iter().map(|c| c.chunk.num_samples()).collect();
-        assert_eq!(sizes, vec![120, 120, 120, 120]);
+        assert_eq!(sizes(&st, None), vec![120, 120, 120, 120]);
     }
 
     #[test]
     fn chunks_are_cut_at_the_range_boundary() {
         let mut st = SeriesState::default();
-        st.append(RANGE - 1000, 1.0, RANGE);
-        st.append(RANGE, 2.0, RANGE);
-        assert_eq!(st.chunks.len(), 2);
-        assert_eq!(st.chunks[1].min_t, RANGE);
+        st.append(RANGE - 1000, 1.0, RANGE, None);
+        st.append(RANGE, 2.0, RANGE, None);
+        assert_eq!(st.closed.len(), 1);
+        assert_eq!(st.open.as_ref().map(|o| o.min_t), Some(RANGE));
     }
 
     #[test]
     fn order_and_duplicates() {
         let mut st = SeriesState::default();
-        st.append(10, 1.0, RANGE);
+        st.append(10, 1.0, RANGE, None);
         assert_eq!(
-            st.append(5, 1.0, RANGE),
+            st.append(5, 1.0, RANGE, None),
             AppendOutcome::Rejected(RejectReason::OutOfOrder)
         );
-        assert_eq!(st.append(10, 1.0, RANGE), AppendOutcome::Unchanged);
+        assert_eq!(st.append(10, 1.0, RANGE, None), AppendOutcome::Unchanged);
         assert_eq!(
-            st.append(10, 2.0, RANGE),
+            st.append(10, 2.0, RANGE, None),
             AppendOutcome::Rejected(RejectReason::Duplicate)
         );
         let stale = crate::model::stale_nan();
-        assert_eq!(st.append(20, stale, RANGE), AppendOutcome::Appended);
-        assert_eq!(st.append(20, stale, RANGE), AppendOutcome::Unchanged);
+        assert_eq!(st.append(20, stale, RANGE, None), AppendOutcome::Appended);
+        assert_eq!(st.append(20, stale, RANGE, None), AppendOutcome::Unchanged);
         assert_eq!(
-            st.append(20, f64::NAN, RANGE),
+            st.append(20, f64::NAN, RANGE, None),
             AppendOutcome::Rejected(RejectReason::Duplicate)
         );
     }
 
     #[test]
-    fn delete_range_reencodes() {
+    fn closed_chunks_move_to_files_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HeadChunkFiles::open(dir.path()).unwrap();
         let mut st = SeriesState::default();
-        for i in 0..10 {
-            st.append(i, i as f64, RANGE);
+        for i in 0..480 {
+            st.append(i * 15_000, i as f64, RANGE, Some(&files));
         }
-        st.delete_range(3, 5);
-        let ts: Vec<i64> = st
-            .chunks
-            .iter()
-            .flat_map(|c| c.chunk.iter().map(|(t, _)| t))
-            .collect();
-        assert_eq!(ts, vec![0, 1, 2, 6, 7, 8, 9]);
+        assert_eq!(st.closed.len(), 3);
+        assert!(
+            st.closed
+                .iter()
+                .all(|c| matches!(c.data, ClosedData::File(_)))
+        );
+        assert_eq!(sizes(&st, Some(&files)), vec![120, 120, 120, 120]);
+        assert!(files.size_bytes() > 0);
+    }
+
+    #[test]
+    fn delete_range_reencodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HeadChunkFiles::open(dir.path()).unwrap();
+        let mut st = SeriesState::default();
+        // 300 samples: closed chunks in the file, one open.
+        for i in 0..300 {
+            st.append(i, i as f64, 1000, Some(&files));
+        }
+        assert!(!st.closed.is_empty());
+        st.delete_range(Some(&files), 3, 5);
+        let mut ts: Vec<i64> = Vec::new();
+        st.for_each_chunk(Some(&files), i64::MIN, i64::MAX, |_, _, b| {
+            ts.extend(XorIterator::new(b).map(|(t, _)| t))
+        });
+        let want: Vec<i64> = (0..300).filter(|t| !(3..=5).contains(t)).collect();
+        assert_eq!(ts, want);
+        // Appends go on after the rebuilt chunks.
+        assert_eq!(
+            st.append(300, 1.0, 1000, Some(&files)),
+            AppendOutcome::Appended
+        );
     }
 }
