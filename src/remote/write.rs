@@ -132,18 +132,23 @@ pub fn is_valid_label_name(name: &str) -> bool {
 /// when any series is invalid.
 pub fn write_decoded(storage: &dyn Appendable, raw: &[u8]) -> Result<WriteOutcome, WriteError> {
     let req = decode_raw(raw).map_err(|e| WriteError::Protobuf(e.to_string()))?;
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    // Validate everything first; keep each series' pairs (empty values dropped).
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(req.labels.len());
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(req.series.len());
+    let mut scratch: Vec<(&str, &str)> = Vec::new();
     for (index, s) in req.series.iter().enumerate() {
-        validate_labels(index, req.labels_of(s), &mut pairs)?;
+        validate_labels(index, req.labels_of(s), &mut scratch)?;
+        let start = pairs.len();
+        pairs.extend_from_slice(&scratch);
+        ranges.push(start..pairs.len());
     }
     let mut app = storage.appender();
-    for (index, s) in req.series.iter().enumerate() {
+    for (s, range) in req.series.iter().zip(ranges) {
         let samples = req.samples_of(s);
         if samples.is_empty() {
             continue;
         }
-        validate_labels(index, req.labels_of(s), &mut pairs)?;
-        if let Err(e) = app.append_pairs(&pairs, samples) {
+        if let Err(e) = app.append_pairs(&pairs[range], samples) {
             app.rollback();
             return Err(WriteError::Storage(e.to_string()));
         }

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
 pub use chunk_files::HeadChunkFiles;
@@ -26,8 +27,10 @@ use postings::MemPostings;
 
 const SHARDS: usize = 64;
 
-/// Series by label hash, with a vector per hash for collisions.
-type HashShard = RwLock<HashMap<u64, Vec<Arc<MemSeries>>>>;
+/// Series by label hash. A raw hash table holding the series themselves (not a
+/// vector per hash) keeps a lookup to one probe and one pointer: on the ingest path
+/// this lookup is a cache miss per series, so every indirection counts.
+type HashShard = RwLock<HashTable<Arc<MemSeries>>>;
 /// Series by ref.
 type RefShard = RwLock<HashMap<u64, Arc<MemSeries>>>;
 
@@ -57,7 +60,7 @@ impl Head {
     pub fn new(chunk_range_ms: i64) -> Self {
         Self {
             chunk_range_ms,
-            by_hash: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            by_hash: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             by_ref: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             postings: RwLock::new(MemPostings::default()),
             symbols: Mutex::new(HashSet::new()),
@@ -134,8 +137,8 @@ impl Head {
         let h = labels.stable_hash();
         let shard = self.by_hash[Self::shard(h)].read();
         shard
-            .get(&h)
-            .and_then(|v| v.iter().find(|s| &s.labels == labels).cloned())
+            .find(h, |s| s.label_hash == h && &s.labels == labels)
+            .cloned()
     }
 
     pub fn get_by_ref(&self, r: u64) -> Option<Arc<MemSeries>> {
@@ -149,8 +152,8 @@ impl Head {
         let h = crate::model::hash_label_pairs(pairs.iter().copied());
         let shard = self.by_hash[Self::shard(h)].read();
         shard
-            .get(&h)
-            .and_then(|v| v.iter().find(|s| s.labels.eq_pairs(pairs)).cloned())
+            .find(h, |s| s.label_hash == h && s.labels.eq_pairs(pairs))
+            .cloned()
     }
 
     /// A label set for new pairs, with strings shared with the head's other series.
@@ -177,24 +180,19 @@ impl Head {
 
     /// The series for `labels`, created (with interned strings) if new.
     fn get_or_create(&self, labels: &Labels) -> Arc<MemSeries> {
-        let h = labels.stable_hash();
-        if let Some(s) = self.by_hash[Self::shard(h)]
-            .read()
-            .get(&h)
-            .and_then(|v| v.iter().find(|s| &s.labels == labels))
-        {
-            return s.clone();
+        if let Some(s) = self.get_by_labels(labels) {
+            return s;
         }
+        let h = labels.stable_hash();
         let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
         let interned = self.intern_labels(&pairs);
         let mut shard = self.by_hash[Self::shard(h)].write();
-        let entry = shard.entry(h).or_default();
-        if let Some(s) = entry.iter().find(|s| &s.labels == labels) {
+        if let Some(s) = shard.find(h, |s| s.label_hash == h && &s.labels == labels) {
             return s.clone();
         }
         let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
-        let series = Arc::new(MemSeries::new(r, interned));
-        entry.push(series.clone());
+        let series = Arc::new(MemSeries::new(r, interned, h));
+        shard.insert_unique(h, series.clone(), |s| s.label_hash);
         drop(shard);
         self.by_ref[Self::shard(r)]
             .write()
@@ -387,11 +385,8 @@ impl Head {
         for (r, labels) in &removed {
             let h = labels.stable_hash();
             let mut shard = self.by_hash[Self::shard(h)].write();
-            if let Some(v) = shard.get_mut(&h) {
-                v.retain(|s| s.series_ref != *r);
-                if v.is_empty() {
-                    shard.remove(&h);
-                }
+            if let Ok(entry) = shard.find_entry(h, |s| s.series_ref == *r) {
+                entry.remove();
             }
         }
         removed.sort_by_key(|(r, _)| *r);

@@ -17,6 +17,8 @@ pub const SAMPLES_PER_CHUNK: usize = 120;
 pub struct MemSeries {
     pub series_ref: u64,
     pub labels: Labels,
+    /// `labels.stable_hash()`, kept for the head's hash table.
+    pub label_hash: u64,
     pub(super) state: Mutex<SeriesState>,
     /// Set when truncation dropped the series from the head's maps, so that a holder
     /// of a stale reference (an appender's hint) looks the labels up again.
@@ -65,10 +67,11 @@ pub enum AppendOutcome {
 }
 
 impl MemSeries {
-    pub fn new(series_ref: u64, labels: Labels) -> Self {
+    pub fn new(series_ref: u64, labels: Labels, label_hash: u64) -> Self {
         Self {
             series_ref,
             labels,
+            label_hash,
             state: Mutex::new(SeriesState::default()),
             removed: AtomicBool::new(false),
         }
