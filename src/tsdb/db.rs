@@ -171,6 +171,18 @@ impl Db {
             }
         });
 
+        let stats_wal = wal.clone();
+        metrics.wal.set(Box::new(move || {
+            let s = stats_wal.stats();
+            crate::tsdb::metrics::WalReading {
+                records: s.records_written(),
+                bytes: s.bytes_written(),
+                fsyncs: s.fsyncs(),
+                fsync_seconds: s.fsync_duration_seconds_total(),
+                commit_errors: s.commit_errors(),
+                segment: s.segments_current(),
+            }
+        }));
         let inner = Arc::new(DbInner {
             dir: dir.to_path_buf(),
             opts,

@@ -1,6 +1,11 @@
 //! The TSDB's self-metrics (`odin_tsdb_*`), registered once at construction.
 
-use prometheus_client::metrics::counter::Counter;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -25,6 +30,85 @@ pub struct TsdbMetrics {
     pub retention_deleted_blocks: Counter,
     pub wal_replay_records: Counter,
     pub wal_corruptions: Counter,
+    /// Reads the live WAL writer's counters; set once the database is open.
+    pub(crate) wal: WalStatsSource,
+}
+
+/// A reading of the WAL writer's counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WalReading {
+    pub records: u64,
+    pub bytes: u64,
+    pub fsyncs: u64,
+    pub fsync_seconds: f64,
+    pub commit_errors: u64,
+    pub segment: u64,
+}
+
+type WalReader = Box<dyn Fn() -> WalReading + Send + Sync>;
+
+/// Where the collector finds the WAL once it exists.
+#[derive(Clone, Default)]
+pub(crate) struct WalStatsSource(Arc<OnceLock<WalReader>>);
+
+impl WalStatsSource {
+    pub(crate) fn set(&self, reader: WalReader) {
+        let _ = self.0.set(reader);
+    }
+}
+
+impl std::fmt::Debug for WalStatsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WalStatsSource")
+    }
+}
+
+impl Collector for WalStatsSource {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(read) = self.0.get() else {
+            return Ok(());
+        };
+        let r = read();
+        let counters: [(&str, &str, f64); 5] = [
+            (
+                "odin_tsdb_wal_records_written",
+                "Records written to the WAL.",
+                r.records as f64,
+            ),
+            (
+                "odin_tsdb_wal_bytes_written",
+                "Bytes written to the WAL.",
+                r.bytes as f64,
+            ),
+            (
+                "odin_tsdb_wal_fsyncs",
+                "WAL fsyncs (one per group commit).",
+                r.fsyncs as f64,
+            ),
+            (
+                "odin_tsdb_wal_fsync_duration_seconds",
+                "Time spent in WAL fsyncs.",
+                r.fsync_seconds,
+            ),
+            (
+                "odin_tsdb_wal_write_failures",
+                "Group commits whose write or fsync failed.",
+                r.commit_errors as f64,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        let g = prometheus_client::metrics::gauge::ConstGauge::new(r.segment as i64);
+        g.encode(encoder.encode_descriptor(
+            "odin_tsdb_wal_segment_current",
+            "The WAL segment being written.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
 }
 
 impl TsdbMetrics {
@@ -104,6 +188,7 @@ impl TsdbMetrics {
             "Corrupt WAL tails cut off at start-up",
             m.wal_corruptions.clone(),
         );
+        registry.register_collector(Box::new(m.wal.clone()));
         m
     }
 

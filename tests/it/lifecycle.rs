@@ -21,6 +21,7 @@ fn healthy_ready_metrics_and_clean_sigterm_exit() {
         "odin_tsdb_head_series 1",
         "odin_tsdb_head_samples_appended_total 1",
         "odin_http_requests_total{",
+        "odin_tsdb_wal_fsyncs_total ",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",
