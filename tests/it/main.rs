@@ -6,6 +6,7 @@
 mod admin;
 mod common;
 mod crash;
+mod fixtures;
 mod lifecycle;
 mod prometheus_compat;
 mod remote_write;
