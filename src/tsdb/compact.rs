@@ -94,22 +94,24 @@ fn write_head_block(
     min_t: i64,
     max_t: i64,
 ) -> Result<Option<BlockMeta>> {
-    let series = head.chunks_in_range(min_t, max_t);
+    let series = head.series_in_range(min_t, max_t);
     if series.is_empty() {
         return Ok(None);
     }
     let mut symbols = BTreeSet::new();
-    for (labels, _) in &series {
-        for l in labels.iter() {
+    for s in &series {
+        for l in s.labels.iter() {
             symbols.insert(l.name.clone());
             symbols.insert(l.value.clone());
         }
     }
     let ulid = ulid::Ulid::new();
     let meta = BlockMeta::new(ulid, min_t, max_t, 1, vec![ulid], Vec::new());
-    let iter = series.into_iter().map(|(labels, chunks)| {
+    // Chunks are read one series at a time as the writer asks for them.
+    let iter = series.into_iter().map(|s| {
+        let chunks = head.series_chunks_in_range(&s, min_t, max_t);
         Ok(BlockSeries {
-            labels,
+            labels: s.labels.clone(),
             num_samples: chunks.iter().map(chunk_samples).sum(),
             chunks: chunks
                 .into_iter()

@@ -22,7 +22,11 @@ fn fixture_series() -> Vec<TestSeries> {
             })
             .collect();
         out.push(TestSeries::new(
-            &[("__name__", "fixture_metric"), ("job", job), ("instance", "host:9100")],
+            &[
+                ("__name__", "fixture_metric"),
+                ("job", job),
+                ("instance", "host:9100"),
+            ],
             samples,
         ));
     }

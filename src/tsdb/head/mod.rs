@@ -332,28 +332,44 @@ impl Head {
         self.postings.read().label_stats()
     }
 
-    /// Every series with the chunks that lie entirely in `[min_t, max_t)`, sorted by
-    /// labels: the content of a block cut from the head.
-    pub fn chunks_in_range(&self, min_t: i64, max_t: i64) -> Vec<(Labels, Vec<ChunkData>)> {
-        let all = self.select_series(&[]);
-        let mut out = Vec::new();
-        for s in all {
+    /// The series with at least one chunk inside `[min_t, max_t)`, sorted by labels:
+    /// what a block cut from the head holds. Read their chunks one series at a time
+    /// with [`Head::series_chunks_in_range`], so that writing a block never holds the
+    /// whole range in memory.
+    pub fn series_in_range(&self, min_t: i64, max_t: i64) -> Vec<Arc<MemSeries>> {
+        let mut out = self.select_series(&[]);
+        out.retain(|s| {
             let st = s.state.lock();
-            let mut chunks: Vec<ChunkData> = Vec::new();
-            st.for_each_chunk(self.files.as_ref(), min_t, max_t, |lo, hi, bytes| {
-                if lo >= min_t && hi < max_t {
-                    chunks.push(ChunkData {
-                        min_t: lo,
-                        max_t: hi,
-                        bytes: bytes::Bytes::copy_from_slice(bytes),
-                    });
-                }
-            });
-            if !chunks.is_empty() {
-                out.push((s.labels.clone(), chunks));
-            }
-        }
+            st.closed
+                .iter()
+                .any(|c| c.min_t >= min_t && c.max_t < max_t)
+                || st
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.min_t >= min_t && o.max_t < max_t)
+        });
         out
+    }
+
+    /// The chunks of `series` that lie entirely in `[min_t, max_t)`.
+    pub fn series_chunks_in_range(
+        &self,
+        series: &MemSeries,
+        min_t: i64,
+        max_t: i64,
+    ) -> Vec<ChunkData> {
+        let st = series.state.lock();
+        let mut chunks: Vec<ChunkData> = Vec::new();
+        st.for_each_chunk(self.files.as_ref(), min_t, max_t, |lo, hi, bytes| {
+            if lo >= min_t && hi < max_t {
+                chunks.push(ChunkData {
+                    min_t: lo,
+                    max_t: hi,
+                    bytes: bytes::Bytes::copy_from_slice(bytes),
+                });
+            }
+        });
+        chunks
     }
 
     /// Drops every chunk that ends before `min_t` and every series left without
