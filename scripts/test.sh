@@ -14,4 +14,7 @@ fi
 
 # A target directory outside the clone spares CI a full rebuild each time.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/odin-target}"
-cargo test --locked --all-targets
+# The criterion benches run once each in test mode (so they cannot rot), then the unit
+# and integration tests.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests
