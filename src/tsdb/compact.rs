@@ -18,7 +18,7 @@ use crate::tsdb::block::meta::BlockMeta;
 use crate::tsdb::block::tombstones::{Tombstones, write_tombstones};
 use crate::tsdb::block::writer::{BlockSeries, write_block};
 use crate::tsdb::block::{Block, BlockError};
-use crate::tsdb::chunkenc::{ENCODING_XOR, XorChunk, XorIterator};
+use crate::tsdb::chunkenc::{ENCODING_XOR, XorIterator, encode_chunks};
 use crate::tsdb::db::DbInner;
 use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::{Head, SAMPLES_PER_CHUNK};
@@ -333,22 +333,17 @@ fn rechunk_if_overlapping(cs: ChunkSeries) -> BlockSeries {
         })
         .collect();
     let samples = merge_samples(lists);
-    let mut chunks = Vec::new();
-    for part in samples.chunks(SAMPLES_PER_CHUNK) {
-        let mut c = XorChunk::new();
-        for s in part {
-            c.append(s.t, s.v);
-        }
-        let (Some(first), Some(last)) = (part.first(), part.last()) else {
-            continue;
-        };
-        chunks.push((
-            first.t,
-            last.t,
-            ENCODING_XOR,
-            bytes::Bytes::copy_from_slice(c.bytes()),
-        ));
-    }
+    let chunks = encode_chunks(&samples, SAMPLES_PER_CHUNK)
+        .into_iter()
+        .map(|(lo, hi, c)| {
+            (
+                lo,
+                hi,
+                ENCODING_XOR,
+                bytes::Bytes::copy_from_slice(c.bytes()),
+            )
+        })
+        .collect();
     BlockSeries {
         labels: cs.labels,
         num_samples: samples.len() as u64,
@@ -399,7 +394,9 @@ fn apply_retention(db: &DbInner) -> Result<()> {
         }
     }
     if db.opts.retention_bytes > 0 {
+        // As Prometheus: blocks, WAL and head chunk files together.
         let mut total: u64 = dir_size(&db.dir.join("wal"))
+            + dir_size(&db.dir.join("chunks_head"))
             + blocks
                 .iter()
                 .filter(|b| !doomed.iter().any(|d| d.meta().ulid == b.meta().ulid))

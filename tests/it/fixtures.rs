@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{Odin, TestSeries, odin_dump};
+use crate::common::{Odin, TestSeries, copy_dir, odin_dump};
 
 const WAL_FIXTURE: &str = "tests/fixtures/odin-wal-v1";
 
@@ -31,18 +31,6 @@ fn fixture_series() -> Vec<TestSeries> {
         ));
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 #[test]

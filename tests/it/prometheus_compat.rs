@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    Odin, TestSeries, agent, block_dirs, free_port, go_g, have_prometheus, odin_dump, poll_until,
-    wait_timeout,
+    Odin, TestSeries, agent, block_dirs, copy_dir, free_port, go_g, have_prometheus, odin_dump,
+    poll_until, wait_timeout,
 };
 
 /// 2023-11-14T22:00:00Z, aligned to 2 h so the first block covers a whole range.
@@ -103,18 +103,6 @@ fn meta_range(block: &Path) -> (i64, i64) {
         meta["minTime"].as_i64().unwrap(),
         meta["maxTime"].as_i64().unwrap(),
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 #[test]

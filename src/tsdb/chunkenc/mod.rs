@@ -8,6 +8,25 @@ mod xor;
 
 pub use xor::{XorChunk, XorIterator};
 
+use crate::model::Sample;
+
+/// Encodes time-ordered samples into XOR chunks of at most `per_chunk` samples each,
+/// returned as `(min_t, max_t, chunk)`: how rewritten data (deletions, merged
+/// overlapping blocks) is cut again.
+pub fn encode_chunks(samples: &[Sample], per_chunk: usize) -> Vec<(i64, i64, XorChunk)> {
+    samples
+        .chunks(per_chunk.max(1))
+        .filter_map(|part| {
+            let (first, last) = (part.first()?, part.last()?);
+            let mut c = XorChunk::new();
+            for s in part {
+                c.append(s.t, s.v);
+            }
+            Some((first.t, last.t, c))
+        })
+        .collect()
+}
+
 /// The on-disk encoding byte of an XOR chunk (Prometheus `EncXOR`).
 pub const ENCODING_XOR: u8 = 1;
 

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use crate::model::{Labels, Sample};
 use crate::storage::{ChunkData, RejectReason};
-use crate::tsdb::chunkenc::{XorChunk, XorIterator};
+use crate::tsdb::chunkenc::{XorChunk, XorIterator, encode_chunks};
 
 use super::chunk_files::{DiskChunkRef, HeadChunkFiles};
 
@@ -257,14 +257,7 @@ impl SeriesState {
         });
         self.closed.clear();
         self.open = None;
-        for part in samples.chunks(SAMPLES_PER_CHUNK) {
-            let mut chunk = XorChunk::new();
-            for s in part {
-                chunk.append(s.t, s.v);
-            }
-            let (Some(first), Some(last)) = (part.first(), part.last()) else {
-                continue;
-            };
+        for (min_t, max_t, chunk) in encode_chunks(&samples, SAMPLES_PER_CHUNK) {
             if let Some(prev) = self.open.take() {
                 self.closed.push(ClosedChunk {
                     min_t: prev.min_t,
@@ -273,8 +266,8 @@ impl SeriesState {
                 });
             }
             self.open = Some(OpenChunk {
-                min_t: first.t,
-                max_t: last.t,
+                min_t,
+                max_t,
                 chunk,
             });
         }
