@@ -49,6 +49,8 @@ pub struct ApiState {
     pub http_metrics: HttpMetrics,
     /// Cancelled to shut the appliance down (`/-/quit`).
     pub shutdown: CancellationToken,
+    /// Bounds the remote-write requests being decoded and appended at once.
+    pub write_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {

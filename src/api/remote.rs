@@ -32,7 +32,11 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
         }
     }
     let limits = s.options.write_limits;
+    let Ok(permit) = s.write_permits.clone().acquire_owned().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
     let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         DECOMPRESSED.with_borrow_mut(|buf| {
             decompress_into(&body, limits, buf)?;
             let outcome = write_decoded(backends.as_ref(), buf);

@@ -43,16 +43,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let backends: Arc<OnceLock<Backends>> = Arc::new(OnceLock::new());
+    let write_limits = WriteLimits::default();
     let state = ApiState {
         backends: backends.clone(),
         registry: Arc::new(registry),
         options: ApiOptions {
             enable_admin_api: opts.enable_admin_api,
             enable_lifecycle: opts.enable_lifecycle,
-            write_limits: WriteLimits::default(),
+            write_limits,
         },
         http_metrics,
         shutdown: shutdown.clone(),
+        write_permits: Arc::new(tokio::sync::Semaphore::new(write_limits.max_concurrent)),
     };
 
     // Serve health checks while the WAL replays; readiness follows the replay.

@@ -20,6 +20,9 @@ pub struct WriteLimits {
     /// Largest decompressed message accepted (checked from the snappy header before
     /// any decompression).
     pub max_decoded_bytes: usize,
+    /// Requests decoded and appended at once; more wait their turn, so that a burst
+    /// of senders cannot hold one decompressed buffer each.
+    pub max_concurrent: usize,
 }
 
 impl Default for WriteLimits {
@@ -27,6 +30,7 @@ impl Default for WriteLimits {
         Self {
             max_body_bytes: 32 << 20,
             max_decoded_bytes: 256 << 20,
+            max_concurrent: 8,
         }
     }
 }
