@@ -76,6 +76,28 @@ fn unknown_flag_is_an_error() {
 }
 
 #[test]
+fn bad_flag_values_are_errors_that_name_the_flag() {
+    for (flag, value) in [
+        ("--storage.tsdb.retention.time", "7x"),
+        ("--storage.tsdb.retention.size", "12XB"),
+        ("--storage.tsdb.min-block-duration", "0s"),
+        ("--web.listen-address", "not-an-address"),
+        ("--log.format", "xml"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg(format!("--storage.tsdb.path={}", dir.path().display()))
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag}={value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+}
+
+#[test]
 fn second_process_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _odin = Odin::start(dir.path(), &[]);
