@@ -20,6 +20,8 @@ pub enum TsdbError {
     Locked(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl TsdbError {
