@@ -12,6 +12,8 @@
 //!   body      := n_matchers:uvarint (kind:u8 name:str value:str)* min_t:varint max_t:varint
 //! str         := len:uvarint bytes (UTF-8)
 //! ```
+//! type 4      := type 3's body, snappy-compressed (what ODIN writes)
+//!
 //! A samples batch carries its label strings once, in a table at the front; series
 //! refer to them by index (a remote-write request of 2,000 series repeats the same few
 //! dozen names and values thousands of times, so this keeps the WAL about seven times
@@ -28,6 +30,9 @@ use crate::model::{Label, Labels, MatchType, Matcher, Sample};
 
 const RECORD_DELETION: u8 = 2;
 const RECORD_SAMPLES: u8 = 3;
+const RECORD_SAMPLES_SNAPPY: u8 = 4;
+/// Largest decompressed samples body accepted when decoding.
+const MAX_BODY_BYTES: usize = 256 << 20;
 
 /// One series' part of a batch: its labels and where its samples lie in
 /// [`Batch::samples`].
@@ -137,6 +142,8 @@ pub enum RecordError {
     Count(u64),
     #[error("string reference {0} outside the record's table")]
     StringRef(u64),
+    #[error("corrupt snappy body")]
+    Snappy,
 }
 
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
@@ -161,10 +168,44 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
         }
     }
     let base_t = batch.samples.first().map(|s| s.t).unwrap_or(0);
-    out.push(RECORD_SAMPLES);
+    // The body is built in a scratch buffer and snappy-compressed: the label
+    // references of consecutive series repeat (same names in the same order), which
+    // shrinks the WAL for a few microseconds per batch.
+    SCRATCH.with_borrow_mut(|body| {
+        body.clear();
+        encode_samples_body(batch, base_t, &table, refs, body);
+        out.push(RECORD_SAMPLES_SNAPPY);
+        let start = out.len();
+        out.resize(start + snap::raw::max_compress_len(body.len()), 0);
+        match snap::raw::Encoder::new().compress(body, &mut out[start..]) {
+            Ok(n) => out.truncate(start + n),
+            Err(_) => {
+                // Only bodies over 4 GiB fail; store such a body uncompressed.
+                out.truncate(start - 1);
+                out.push(RECORD_SAMPLES);
+                out.extend_from_slice(body);
+            }
+        }
+        if body.capacity() > 16 << 20 {
+            *body = Vec::new();
+        }
+    });
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn encode_samples_body(
+    batch: &Batch,
+    base_t: i64,
+    table: &[&str],
+    refs: Vec<u32>,
+    out: &mut Vec<u8>,
+) {
     put_varint(out, base_t);
     put_uvarint(out, table.len() as u64);
-    for s in &table {
+    for s in table {
         put_str(out, s);
     }
     put_uvarint(out, batch.series.len() as u64);
@@ -226,53 +267,16 @@ pub fn decode(
 ) -> Result<Record, RecordError> {
     let mut d = Decoder { buf: bytes };
     match d.u8()? {
-        RECORD_SAMPLES => {
-            let base_t = d.varint()?;
-            let n_strings = d.count(1)?;
-            let mut table: Vec<Arc<str>> = Vec::with_capacity(n_strings);
-            for _ in 0..n_strings {
-                table.push(intern(d.str()?));
+        RECORD_SAMPLES => decode_samples_body(d, intern),
+        RECORD_SAMPLES_SNAPPY => {
+            let n = snap::raw::decompress_len(d.buf).map_err(|_| RecordError::Snappy)?;
+            if n > MAX_BODY_BYTES {
+                return Err(RecordError::Count(n as u64));
             }
-            let n_series = d.count(2)?;
-            let mut batch = Batch {
-                series: Vec::with_capacity(n_series),
-                samples: Vec::new(),
-            };
-            let string = |d: &mut Decoder<'_>| -> Result<Arc<str>, RecordError> {
-                let i = d.uvarint()?;
-                usize::try_from(i)
-                    .ok()
-                    .and_then(|i| table.get(i))
-                    .cloned()
-                    .ok_or(RecordError::StringRef(i))
-            };
-            for _ in 0..n_series {
-                let n_labels = d.count(2)?;
-                let mut labels = Vec::with_capacity(n_labels);
-                for _ in 0..n_labels {
-                    let name = string(&mut d)?;
-                    let value = string(&mut d)?;
-                    labels.push(Label { name, value });
-                }
-                let n_samples = d.count(9)?;
-                let start = batch.samples.len();
-                for _ in 0..n_samples {
-                    let t = base_t.wrapping_add(d.varint()?);
-                    let v = f64::from_bits(d.u64_le()?);
-                    batch.samples.push(Sample { t, v });
-                }
-                // Labels were sorted and unique when encoded; sort defensively anyway so
-                // a hand-made record cannot break the head's invariants.
-                if Labels::check_sorted_unique(&labels).is_err() {
-                    labels.sort();
-                    labels.dedup_by(|a, b| a.name == b.name);
-                }
-                batch.series.push(BatchSeries {
-                    labels: Labels::from_sorted(labels),
-                    samples: start..batch.samples.len(),
-                });
-            }
-            Ok(Record::Samples(batch))
+            let body = snap::raw::Decoder::new()
+                .decompress_vec(d.buf)
+                .map_err(|_| RecordError::Snappy)?;
+            decode_samples_body(Decoder { buf: &body }, intern)
         }
         RECORD_DELETION => {
             let n = d.count(3)?;
@@ -302,6 +306,58 @@ pub fn decode(
         }
         t => Err(RecordError::UnknownType(t)),
     }
+}
+
+fn decode_samples_body(
+    mut d: Decoder<'_>,
+    intern: &mut impl FnMut(&str) -> Arc<str>,
+) -> Result<Record, RecordError> {
+    let base_t = d.varint()?;
+    let n_strings = d.count(1)?;
+    let mut table: Vec<Arc<str>> = Vec::with_capacity(n_strings);
+    for _ in 0..n_strings {
+        table.push(intern(d.str()?));
+    }
+    let n_series = d.count(2)?;
+    let mut batch = Batch {
+        series: Vec::with_capacity(n_series),
+        samples: Vec::new(),
+    };
+    let string = |d: &mut Decoder<'_>| -> Result<Arc<str>, RecordError> {
+        let i = d.uvarint()?;
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| table.get(i))
+            .cloned()
+            .ok_or(RecordError::StringRef(i))
+    };
+    for _ in 0..n_series {
+        let n_labels = d.count(2)?;
+        let mut labels = Vec::with_capacity(n_labels);
+        for _ in 0..n_labels {
+            let name = string(&mut d)?;
+            let value = string(&mut d)?;
+            labels.push(Label { name, value });
+        }
+        let n_samples = d.count(9)?;
+        let start = batch.samples.len();
+        for _ in 0..n_samples {
+            let t = base_t.wrapping_add(d.varint()?);
+            let v = f64::from_bits(d.u64_le()?);
+            batch.samples.push(Sample { t, v });
+        }
+        // Labels were sorted and unique when encoded; sort defensively anyway so
+        // a hand-made record cannot break the head's invariants.
+        if Labels::check_sorted_unique(&labels).is_err() {
+            labels.sort();
+            labels.dedup_by(|a, b| a.name == b.name);
+        }
+        batch.series.push(BatchSeries {
+            labels: Labels::from_sorted(labels),
+            samples: start..batch.samples.len(),
+        });
+    }
+    Ok(Record::Samples(batch))
 }
 
 fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
