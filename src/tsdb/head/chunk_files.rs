@@ -50,6 +50,8 @@ struct Writer {
 
 pub struct HeadChunkFiles {
     dir: PathBuf,
+    /// Size at which a new file is started ([`FILE_BYTES`] outside tests).
+    file_bytes: u64,
     writer: Mutex<Writer>,
     files: RwLock<BTreeMap<u32, MappedFile>>,
 }
@@ -57,12 +59,17 @@ pub struct HeadChunkFiles {
 impl HeadChunkFiles {
     /// Opens `dir`, removing whatever a previous run left there.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
+        Self::open_with_file_bytes(dir, FILE_BYTES)
+    }
+
+    fn open_with_file_bytes(dir: &Path, file_bytes: u64) -> std::io::Result<Self> {
         if dir.exists() {
             fs::remove_dir_all(dir)?;
         }
         fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            file_bytes,
             writer: Mutex::new(Writer {
                 file: None,
                 size: 0,
@@ -77,7 +84,7 @@ impl HeadChunkFiles {
         let len = u32::try_from(bytes.len())
             .map_err(|_| std::io::Error::other("chunk larger than 4 GiB"))?;
         let mut w = self.writer.lock();
-        if w.file.is_none() || w.size + u64::from(len) > FILE_BYTES {
+        if w.file.is_none() || w.size + u64::from(len) > self.file_bytes {
             let seq = w.next_seq;
             let path = self.dir.join(format!("{seq:06}"));
             let file = fs::OpenOptions::new()
@@ -88,7 +95,11 @@ impl HeadChunkFiles {
             // SAFETY: the file is private to this process (under the locked data
             // directory) and never truncated while mapped; only bytes already written
             // are ever read through the map.
-            let map = unsafe { MmapOptions::new().len(FILE_BYTES as usize).map(&file)? };
+            let map = unsafe {
+                MmapOptions::new()
+                    .len(self.file_bytes.max(u64::from(len)) as usize)
+                    .map(&file)?
+            };
             self.files.write().insert(
                 seq,
                 MappedFile {
@@ -180,6 +191,24 @@ mod tests {
         // The file being written is never deleted.
         files.truncate_before(100);
         assert_eq!(files.read(a).unwrap(), b"first chunk");
+    }
+
+    #[test]
+    fn truncation_deletes_files_whose_chunks_are_all_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HeadChunkFiles::open_with_file_bytes(dir.path(), 16).unwrap();
+        // 10 bytes per chunk, 16-byte files: one chunk per file.
+        let refs: Vec<DiskChunkRef> = (0..4)
+            .map(|i| files.write(&[i as u8; 10], i * 100).unwrap())
+            .collect();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
+        files.truncate_before(150);
+        // Files holding chunks ending at 0 and 100 go; 200 and 300 stay.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert!(files.read(refs[0]).is_none());
+        assert!(files.read(refs[1]).is_none());
+        assert_eq!(files.read(refs[2]).unwrap(), vec![2u8; 10]);
+        assert_eq!(files.read(refs[3]).unwrap(), vec![3u8; 10]);
     }
 
     #[test]
