@@ -332,26 +332,28 @@ impl Head {
         self.postings.read().label_stats()
     }
 
-    /// The series with at least one chunk inside `[min_t, max_t)`, sorted by labels:
-    /// what a block cut from the head holds. Read their chunks one series at a time
-    /// with [`Head::series_chunks_in_range`], so that writing a block never holds the
-    /// whole range in memory.
+    /// The series with samples in `[min_t, max_t)`, sorted by labels: what a block
+    /// cut from the head holds. Read their chunks one series at a time with
+    /// [`Head::series_chunks_in_range`], so that writing a block never holds the whole
+    /// range in memory.
     pub fn series_in_range(&self, min_t: i64, max_t: i64) -> Vec<Arc<MemSeries>> {
         let mut out = self.select_series(&[]);
         out.retain(|s| {
             let st = s.state.lock();
             st.closed
                 .iter()
-                .any(|c| c.min_t >= min_t && c.max_t < max_t)
+                .any(|c| c.min_t < max_t && c.max_t >= min_t)
                 || st
                     .open
                     .as_ref()
-                    .is_some_and(|o| o.min_t >= min_t && o.max_t < max_t)
+                    .is_some_and(|o| o.min_t < max_t && o.max_t >= min_t)
         });
         out
     }
 
-    /// The chunks of `series` that lie entirely in `[min_t, max_t)`.
+    /// The samples of `series` in `[min_t, max_t)` as chunks. Chunks inside the range
+    /// are returned as they are; one that crosses a boundary (the open chunk, when a
+    /// snapshot is taken during ingestion) is cut down to the range and re-encoded.
     pub fn series_chunks_in_range(
         &self,
         series: &MemSeries,
@@ -360,15 +362,33 @@ impl Head {
     ) -> Vec<ChunkData> {
         let st = series.state.lock();
         let mut chunks: Vec<ChunkData> = Vec::new();
-        st.for_each_chunk(self.files.as_ref(), min_t, max_t, |lo, hi, bytes| {
-            if lo >= min_t && hi < max_t {
-                chunks.push(ChunkData {
-                    min_t: lo,
-                    max_t: hi,
-                    bytes: bytes::Bytes::copy_from_slice(bytes),
-                });
-            }
-        });
+        st.for_each_chunk(
+            self.files.as_ref(),
+            min_t,
+            max_t.saturating_sub(1),
+            |lo, hi, bytes| {
+                if lo >= min_t && hi < max_t {
+                    chunks.push(ChunkData {
+                        min_t: lo,
+                        max_t: hi,
+                        bytes: bytes::Bytes::copy_from_slice(bytes),
+                    });
+                    return;
+                }
+                let inside: Vec<crate::model::Sample> =
+                    crate::tsdb::chunkenc::XorIterator::new(bytes)
+                        .filter(|(t, _)| *t >= min_t && *t < max_t)
+                        .map(|(t, v)| crate::model::Sample { t, v })
+                        .collect();
+                for (lo, hi, c) in crate::tsdb::chunkenc::encode_chunks(&inside, usize::MAX) {
+                    chunks.push(ChunkData {
+                        min_t: lo,
+                        max_t: hi,
+                        bytes: bytes::Bytes::copy_from_slice(c.bytes()),
+                    });
+                }
+            },
+        );
         chunks
     }
 
@@ -529,6 +549,22 @@ mod tests {
             ["-", "node"]
         );
         assert_eq!(head.label_values("job", &[]), ["gpu", "node"]);
+    }
+
+    #[test]
+    fn chunks_crossing_the_range_are_cut_down_to_it() {
+        let head = Head::new(RANGE);
+        let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 1000, i as f64)).collect();
+        head.apply_batch(&batch(&[(&[("__name__", "a")], &samples)]));
+        let series = head.series_in_range(0, 50_000);
+        assert_eq!(series.len(), 1);
+        let chunks = head.series_chunks_in_range(&series[0], 0, 50_000);
+        let got: Vec<i64> = chunks
+            .iter()
+            .flat_map(|c| crate::tsdb::chunkenc::XorIterator::new(&c.bytes).map(|(t, _)| t))
+            .collect();
+        assert_eq!(got, (0..50).map(|i| i * 1000).collect::<Vec<_>>());
+        assert_eq!((chunks[0].min_t, chunks[0].max_t), (0, 49_000));
     }
 
     #[test]
