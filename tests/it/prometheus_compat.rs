@@ -131,34 +131,11 @@ fn promtool_and_prometheus_read_odins_block() {
     copy_dir(block, &promdir.path().join(&ulid));
     std::fs::create_dir_all(promdir.path().join("wal")).unwrap();
 
-    let out = Command::new("promtool")
-        .args(["tsdb", "analyze"])
-        .arg(promdir.path())
-        .arg(&ulid)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "promtool tsdb analyze failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir_arg = promdir.path().to_str().unwrap();
+    let text = promtool(&["tsdb", "analyze", dir_arg, &ulid]).join("\n");
     assert!(text.contains("Series: 3"), "{text}");
 
-    let out = Command::new("promtool")
-        .args(["tsdb", "dump"])
-        .arg(promdir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dumped: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let dumped = promtool(&["tsdb", "dump", dir_arg]);
     let got: BTreeSet<String> = dumped.iter().cloned().collect();
     assert_eq!(got.len(), dumped.len(), "promtool listed a sample twice");
     let want = expected_lines(&data, min_t, max_t);
@@ -217,6 +194,21 @@ fn promtool_and_prometheus_read_odins_block() {
     let _ = prom.kill();
 }
 
+/// Runs promtool, asserts it succeeded, and returns its standard output's lines.
+fn promtool(args: &[&str]) -> Vec<String> {
+    let out = Command::new("promtool").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -253,32 +245,16 @@ fn odin_reads_a_block_promtool_wrote() {
     let input = dir.path().join("in.om");
     std::fs::write(&input, om).unwrap();
     let out_dir = dir.path().join("blocks");
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out_arg = out_dir.to_str().unwrap();
+    promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        input.to_str().unwrap(),
+        out_arg,
+    ]);
     std::fs::create_dir_all(out_dir.join("wal")).unwrap();
-    let out = Command::new("promtool")
-        .args(["tsdb", "dump"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut want: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut want = promtool(&["tsdb", "dump", out_arg]);
     want.sort();
     assert_eq!(want.len(), 900);
 
