@@ -1,6 +1,6 @@
 //! The head's inverted index: label name → value → sorted series refs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::model::Labels;
@@ -28,30 +28,37 @@ impl MemPostings {
         push_sorted(&mut self.all, series_ref);
     }
 
-    /// Removes the given series (sorted refs) from every list they are in.
+    /// Removes the given series from every list they are in. Each touched list is
+    /// rebuilt once (a merge against the sorted removed refs), not edited per series:
+    /// removing many series from a list of a million entries stays linear.
     pub fn delete(&mut self, deleted: &[(u64, Labels)]) {
-        for (r, labels) in deleted {
+        if deleted.is_empty() {
+            return;
+        }
+        let mut refs: Vec<u64> = deleted.iter().map(|(r, _)| *r).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let mut touched: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+        for (_, labels) in deleted {
             for l in labels.iter() {
-                let Some(values) = self.by_name.get_mut(&l.name) else {
-                    continue;
-                };
-                if let Some(list) = values.get_mut(&l.value) {
-                    if let Ok(i) = list.binary_search(r) {
-                        list.remove(i);
-                    }
-                    if list.is_empty() {
-                        values.remove(&l.value);
-                    }
-                }
-                if values.is_empty() {
-                    self.by_name.remove(&l.name);
-                }
+                touched.insert((l.name.clone(), l.value.clone()));
             }
         }
-        let refs: Vec<u64> = deleted.iter().map(|(r, _)| *r).collect();
-        let mut sorted = refs;
-        sorted.sort_unstable();
-        self.all = crate::tsdb::postings::without(&self.all, &sorted);
+        for (name, value) in touched {
+            let Some(values) = self.by_name.get_mut(&name) else {
+                continue;
+            };
+            if let Some(list) = values.get_mut(&value) {
+                *list = crate::tsdb::postings::without(list, &refs);
+                if list.is_empty() {
+                    values.remove(&value);
+                }
+            }
+            if values.is_empty() {
+                self.by_name.remove(&name);
+            }
+        }
+        self.all = crate::tsdb::postings::without(&self.all, &refs);
     }
 
     pub fn get(&self, name: &str, value: &str) -> Vec<u64> {
@@ -111,5 +118,26 @@ fn push_sorted(list: &mut Vec<u64>, r: u64) {
             }
         }
         _ => list.push(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_removes_series_from_every_list() {
+        let mut p = MemPostings::default();
+        let l = |job: &str, i: u64| {
+            Labels::from_pairs([("job", job.to_string()), ("i", i.to_string())])
+        };
+        for i in 1..=6 {
+            p.add(i, &l(if i % 2 == 0 { "even" } else { "odd" }, i));
+        }
+        p.delete(&[(2, l("even", 2)), (3, l("odd", 3)), (4, l("even", 4))]);
+        assert_eq!(p.get("job", "even"), vec![6]);
+        assert_eq!(p.get("job", "odd"), vec![1, 5]);
+        assert_eq!(p.all(), vec![1, 5, 6]);
+        assert_eq!(p.label_values("i"), vec!["1", "5", "6"]);
     }
 }
