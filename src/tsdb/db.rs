@@ -69,17 +69,6 @@ pub(crate) enum WalPayload {
     Deletion(Deletion),
 }
 
-/// Counts for `/api/v1/status/tsdb` and logs.
-#[derive(Debug, Clone, Default)]
-pub struct DbStats {
-    pub head_series: u64,
-    pub head_min_time: i64,
-    pub head_max_time: i64,
-    pub blocks: usize,
-    pub blocks_bytes: u64,
-    pub label_stats: Vec<(String, usize, usize)>,
-}
-
 /// A handle to an open database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -257,15 +246,15 @@ impl Db {
             && h.max_time() - h.min_time() > self.inner.opts.min_block_ms / 2 * 3
     }
 
-    pub fn stats(&self) -> DbStats {
+    pub fn stats(&self) -> crate::storage::StorageStats {
         let blocks = self.inner.blocks.read();
-        DbStats {
-            head_series: self.inner.head.num_series(),
-            head_min_time: self.inner.head.min_time(),
-            head_max_time: self.inner.head.max_time(),
+        let head = &self.inner.head;
+        crate::storage::StorageStats {
+            head_series: head.num_series(),
+            head_time_range: (!head.is_empty()).then(|| (head.min_time(), head.max_time())),
             blocks: blocks.len(),
             blocks_bytes: blocks.iter().map(|b| b.size_bytes()).sum(),
-            label_stats: self.inner.head.label_stats(),
+            head_label_stats: head.label_stats(),
         }
     }
 
@@ -525,15 +514,7 @@ impl crate::storage::StorageAdmin for Db {
     }
 
     fn stats(&self) -> crate::storage::StorageStats {
-        let s = Db::stats(self);
-        crate::storage::StorageStats {
-            head_series: s.head_series,
-            head_time_range: (s.head_max_time != i64::MIN)
-                .then_some((s.head_min_time, s.head_max_time)),
-            blocks: s.blocks,
-            blocks_bytes: s.blocks_bytes,
-            head_label_stats: s.label_stats,
-        }
+        Db::stats(self)
     }
 }
 

@@ -19,8 +19,6 @@ pub enum TsdbError {
     #[error("data directory {0} is locked by another process")]
     Locked(String),
     #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
     Internal(String),
 }
 
@@ -37,9 +35,6 @@ pub type Result<T> = std::result::Result<T, TsdbError>;
 
 impl From<TsdbError> for StorageError {
     fn from(e: TsdbError) -> Self {
-        match e {
-            TsdbError::BadRequest(m) => StorageError::BadData(m),
-            other => StorageError::internal("tsdb", other),
-        }
+        StorageError::internal("tsdb", e)
     }
 }

@@ -22,6 +22,6 @@ mod querier;
 pub mod record;
 pub mod wal;
 
-pub use db::{Db, DbOptions, DbStats};
+pub use db::{Db, DbOptions};
 pub use error::{Result, TsdbError};
 pub use metrics::TsdbMetrics;

@@ -119,13 +119,7 @@ impl Head {
 
     /// Interns a label string so every series shares one allocation per string.
     pub fn intern(&self, s: &str) -> Arc<str> {
-        let mut syms = self.symbols.lock();
-        if let Some(a) = syms.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        syms.insert(a.clone());
-        a
+        intern_in(&mut self.symbols.lock(), s)
     }
 
     fn shard(h: u64) -> usize {
@@ -159,20 +153,12 @@ impl Head {
     /// A label set for new pairs, with strings shared with the head's other series.
     pub fn intern_labels(&self, pairs: &[(&str, &str)]) -> Labels {
         let mut syms = self.symbols.lock();
-        let mut intern = |s: &str| -> Arc<str> {
-            if let Some(a) = syms.get(s) {
-                return a.clone();
-            }
-            let a: Arc<str> = Arc::from(s);
-            syms.insert(a.clone());
-            a
-        };
         Labels::from_sorted(
             pairs
                 .iter()
                 .map(|(n, v)| crate::model::Label {
-                    name: intern(n),
-                    value: intern(v),
+                    name: intern_in(&mut syms, n),
+                    value: intern_in(&mut syms, v),
                 })
                 .collect(),
         )
@@ -444,6 +430,16 @@ impl Head {
         }
         removed.len()
     }
+}
+
+/// The shared copy of `s` in `symbols`, added if new.
+fn intern_in(symbols: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(a) = symbols.get(s) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(s);
+    symbols.insert(a.clone());
+    a
 }
 
 struct HeadIndex<'a>(&'a MemPostings);
