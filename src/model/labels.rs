@@ -1,5 +1,6 @@
 //! Label sets: sorted by name, names unique, as Prometheus keeps them.
 
+use arcstr::ArcStr;
 use std::fmt;
 use std::sync::Arc;
 
@@ -7,15 +8,17 @@ use std::sync::Arc;
 pub const METRIC_NAME: &str = "__name__";
 
 /// One label pair. Names and values are reference-counted so that a label set can be
-/// cloned cheaply between the head, queriers and the WAL encoder.
+/// cloned cheaply between the head, queriers and the WAL encoder. `ArcStr` is a thin
+/// (8-byte) pointer, half of `Arc<str>`: a pair costs 16 bytes, which with a million
+/// series of ten labels each is 160 MB less than fat pointers would take.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
-    pub name: Arc<str>,
-    pub value: Arc<str>,
+    pub name: ArcStr,
+    pub value: ArcStr,
 }
 
 impl Label {
-    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
+    pub fn new(name: impl Into<ArcStr>, value: impl Into<ArcStr>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
@@ -47,8 +50,8 @@ impl Labels {
     /// empty values are dropped (an empty value means "label absent" in Prometheus).
     pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Self
     where
-        N: Into<Arc<str>>,
-        V: Into<Arc<str>>,
+        N: Into<ArcStr>,
+        V: Into<ArcStr>,
     {
         let mut b = LabelsBuilder::default();
         for (n, v) in pairs {
@@ -184,7 +187,7 @@ pub struct LabelsBuilder {
 
 impl LabelsBuilder {
     /// Sets `name` to `value`; an empty value deletes the label.
-    pub fn set(&mut self, name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> &mut Self {
+    pub fn set(&mut self, name: impl Into<ArcStr>, value: impl Into<ArcStr>) -> &mut Self {
         let name = name.into();
         let value = value.into();
         match self.labels.iter().position(|l| l.name == name) {

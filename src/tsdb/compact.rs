@@ -7,6 +7,7 @@
 //! `<ULID>.tmp-for-deletion` first, so a crash never leaves a half-deleted block that
 //! would be read; leftovers of both kinds are removed at start-up.
 
+use arcstr::ArcStr;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -137,7 +138,7 @@ fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
     let wal = db.wal();
     let seg = wal.cut_segment()?;
     let stats = wal.checkpoint(seg, |rec| {
-        match record::decode(rec, &mut |s| Arc::from(s)) {
+        match record::decode(rec, &mut |s| ArcStr::from(s)) {
             Ok(Record::Samples(b)) => {
                 let b = b.filtered(|x| x.t >= min_t);
                 if b.is_empty() {

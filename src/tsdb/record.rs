@@ -21,10 +21,10 @@
 //! first one. Values are stored as raw bits so NaN payloads (the stale marker)
 //! survive.
 
+use arcstr::ArcStr;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
-use std::sync::Arc;
 
 use crate::model::{Label, Labels, MatchType, Matcher, Sample};
 
@@ -157,12 +157,10 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     for (labels, _) in batch.iter() {
         for l in labels.iter() {
             for s in [&l.name, &l.value] {
-                let id = *ids
-                    .entry(Arc::as_ptr(s) as *const u8 as usize)
-                    .or_insert_with(|| {
-                        table.push(s);
-                        (table.len() - 1) as u32
-                    });
+                let id = *ids.entry(s.as_ptr() as usize).or_insert_with(|| {
+                    table.push(s);
+                    (table.len() - 1) as u32
+                });
                 refs.push(id);
             }
         }
@@ -263,7 +261,7 @@ pub fn encode_deletion(d: &Deletion, out: &mut Vec<u8>) {
 /// millions of records does not allocate a string per label.
 pub fn decode(
     bytes: &[u8],
-    intern: &mut impl FnMut(&str) -> Arc<str>,
+    intern: &mut impl FnMut(&str) -> ArcStr,
 ) -> Result<Record, RecordError> {
     let mut d = Decoder { buf: bytes };
     match d.u8()? {
@@ -310,11 +308,11 @@ pub fn decode(
 
 fn decode_samples_body(
     mut d: Decoder<'_>,
-    intern: &mut impl FnMut(&str) -> Arc<str>,
+    intern: &mut impl FnMut(&str) -> ArcStr,
 ) -> Result<Record, RecordError> {
     let base_t = d.varint()?;
     let n_strings = d.count(1)?;
-    let mut table: Vec<Arc<str>> = Vec::with_capacity(n_strings);
+    let mut table: Vec<ArcStr> = Vec::with_capacity(n_strings);
     for _ in 0..n_strings {
         table.push(intern(d.str()?));
     }
@@ -323,7 +321,7 @@ fn decode_samples_body(
         series: Vec::with_capacity(n_series),
         samples: Vec::new(),
     };
-    let string = |d: &mut Decoder<'_>| -> Result<Arc<str>, RecordError> {
+    let string = |d: &mut Decoder<'_>| -> Result<ArcStr, RecordError> {
         let i = d.uvarint()?;
         usize::try_from(i)
             .ok()
@@ -437,8 +435,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn no_intern(s: &str) -> Arc<str> {
-        Arc::from(s)
+    fn no_intern(s: &str) -> ArcStr {
+        ArcStr::from(s)
     }
 
     proptest! {
@@ -476,8 +474,8 @@ mod tests {
 
     #[test]
     fn shared_label_strings_are_written_once() {
-        let job: Arc<str> = Arc::from("node");
-        let name: Arc<str> = Arc::from("job");
+        let job: ArcStr = ArcStr::from("node");
+        let name: ArcStr = ArcStr::from("job");
         let mut batch = Batch::default();
         for i in 0..1000 {
             let labels = Labels::from_sorted(vec![

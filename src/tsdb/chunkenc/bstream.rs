@@ -18,8 +18,10 @@ use super::ChunkError;
 /// read-modify-write, with no per-write length or capacity bookkeeping.
 #[derive(Clone, Debug)]
 pub(super) struct BitWriter {
-    /// Chunk bytes, then zeros up to `buf.len()`.
-    buf: Vec<u8>,
+    /// Chunk bytes, then zeros up to `buf.len()`. A boxed slice rather than a
+    /// `Vec`: the whole allocation is always addressable, so a separate capacity
+    /// would only cost eight bytes in every open chunk of the head.
+    buf: Box<[u8]>,
     /// Length of the encoded stream within `buf`.
     len: usize,
     /// Free (not yet written) low bits in byte `len - 1`, 0..=8. 8 means the
@@ -31,7 +33,7 @@ impl BitWriter {
     /// A writer whose stream starts with `header_len` zero bytes.
     pub(super) fn with_header(header_len: usize, capacity: usize) -> Self {
         BitWriter {
-            buf: vec![0; capacity.max(header_len)],
+            buf: vec![0; capacity.max(header_len)].into_boxed_slice(),
             len: header_len,
             free: 0,
         }
@@ -43,7 +45,7 @@ impl BitWriter {
         debug_assert!(free <= 8);
         BitWriter {
             len: buf.len(),
-            buf,
+            buf: buf.into_boxed_slice(),
             free,
         }
     }
@@ -61,12 +63,35 @@ impl BitWriter {
 
     /// Drops the zeroed slack and spare capacity.
     pub(super) fn shrink_to_fit(&mut self) {
-        self.buf.truncate(self.len);
-        self.buf.shrink_to_fit();
+        if self.buf.len() > self.len {
+            let mut v = std::mem::take(&mut self.buf).into_vec();
+            v.truncate(self.len);
+            self.buf = v.into_boxed_slice();
+        }
     }
 
     pub(super) fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.buf.len()
+    }
+
+    /// Bytes of the stream that no later write can change: all but the last byte
+    /// while it still has free bits (Go's empty trailing byte included).
+    #[inline]
+    pub(super) fn finished_len(&self) -> usize {
+        self.len - usize::from(self.free != 0)
+    }
+
+    /// Removes `n` finished bytes starting at `from` (which must lie within the
+    /// finished part), shifting the rest of the stream down and re-zeroing the slack
+    /// it leaves, so writing continues exactly as before.
+    pub(super) fn remove_finished(&mut self, from: usize, n: usize) {
+        debug_assert!(from + n <= self.finished_len());
+        let end = self.len;
+        self.buf.copy_within(from + n..end, from);
+        self.len -= n;
+        if let Some(slack) = self.buf.get_mut(self.len..end) {
+            slack.fill(0);
+        }
     }
 
     /// Whether the next bit starts a new byte.
@@ -86,9 +111,9 @@ impl BitWriter {
     fn grow(&mut self, min_len: usize) {
         let len = self.buf.len();
         let target = min_len.max(len + (len / 8).max(64));
-        self.buf.reserve_exact(target.saturating_sub(len));
-        let cap = self.buf.capacity();
-        self.buf.resize(cap, 0);
+        let mut v = std::mem::take(&mut self.buf).into_vec();
+        v.resize(target, 0);
+        self.buf = v.into_boxed_slice();
     }
 
     /// Writes `u`, an `n`-bit value (1 <= n <= 64, no bits set above bit

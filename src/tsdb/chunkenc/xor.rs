@@ -17,7 +17,7 @@ use super::ChunkError;
 use super::bstream::{BitReader, BitWriter, put_uvarint, put_varint};
 
 /// Bytes of the sample-count header in front of the bit stream.
-const HEADER_LEN: usize = 2;
+pub const HEADER_LEN: usize = 2;
 
 /// Initial capacity, as in Prometheus. Typical scrape data takes 1-2 bytes
 /// per sample, so a 120-sample chunk grows at most once or twice, while the
@@ -70,8 +70,13 @@ impl Default for XorChunk {
 
 impl XorChunk {
     pub fn new() -> Self {
+        Self::with_capacity(INITIAL_CAPACITY)
+    }
+
+    /// An empty chunk whose buffer starts at `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
         XorChunk {
-            w: BitWriter::with_header(HEADER_LEN, INITIAL_CAPACITY),
+            w: BitWriter::with_header(HEADER_LEN, capacity),
             t: 0,
             v: 0,
             t_delta: 0,
@@ -88,6 +93,12 @@ impl XorChunk {
     #[inline]
     pub fn num_samples(&self) -> usize {
         usize::from(self.count())
+    }
+
+    /// The newest sample's timestamp and value bits, if there is one.
+    #[inline]
+    pub fn last_sample(&self) -> Option<(i64, u64)> {
+        (self.count() > 0).then_some((self.t, self.v))
     }
 
     /// The encoded chunk, header included: what Prometheus stores on disk.
@@ -265,6 +276,31 @@ impl XorChunk {
             leading,
             trailing,
         })
+    }
+
+    /// Bytes of the bit stream after the header that later appends can no longer
+    /// change: these may be moved elsewhere with [`XorChunk::drain_stream`].
+    #[inline]
+    pub fn finished_stream_len(&self) -> usize {
+        self.w.finished_len().saturating_sub(HEADER_LEN)
+    }
+
+    /// Hands the first `n` finished stream bytes (those right after the header) to
+    /// `sink` and removes them from the chunk. Afterwards [`XorChunk::bytes`] holds
+    /// the header and the rest of the stream only: the caller keeps the drained bytes
+    /// and puts them back between the two to get the whole chunk. Appending goes on
+    /// unchanged, and the buffer stops growing with the chunk.
+    pub fn drain_stream<E>(
+        &mut self,
+        n: usize,
+        sink: impl FnOnce(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let n = n.min(self.finished_stream_len());
+        if let Some(part) = self.w.bytes().get(HEADER_LEN..HEADER_LEN + n) {
+            sink(part)?;
+        }
+        self.w.remove_finished(HEADER_LEN, n);
+        Ok(())
     }
 
     /// Drops spare capacity once the chunk is complete.
@@ -926,6 +962,29 @@ mod tests {
             let (got, err) = decode(c.bytes());
             prop_assert!(err.is_none());
             prop_assert_eq!(got, bits_of(&samples));
+        }
+
+        #[test]
+        fn draining_the_stream_keeps_the_bytes(samples in samples(), every in 1usize..40, min in 0usize..64) {
+            let full = encode(&samples);
+            let mut c = XorChunk::new();
+            let mut drained: Vec<u8> = Vec::new();
+            for (i, &(t, v)) in samples.iter().enumerate() {
+                c.append(t, v);
+                if i % every == 0 && c.finished_stream_len() >= min {
+                    let n = c.finished_stream_len();
+                    c.drain_stream(n, |b| { drained.extend_from_slice(b); Ok::<(), ()>(()) }).unwrap();
+                }
+                if every == 1 && min == 0 {
+                    // Drained after every sample: only the unfinished last byte
+                    // stays behind the header.
+                    prop_assert!(c.bytes().len() <= HEADER_LEN + 1);
+                }
+            }
+            let mut whole = c.bytes()[..HEADER_LEN].to_vec();
+            whole.extend_from_slice(&drained);
+            whole.extend_from_slice(&c.bytes()[HEADER_LEN..]);
+            prop_assert_eq!(whole.as_slice(), full.bytes());
         }
 
         #[test]

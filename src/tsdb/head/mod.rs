@@ -9,6 +9,7 @@ mod chunk_files;
 mod postings;
 mod series;
 
+use arcstr::ArcStr;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -41,7 +42,7 @@ pub struct Head {
     by_ref: Box<[RefShard]>,
     postings: RwLock<MemPostings>,
     /// Label strings shared by all series.
-    symbols: Mutex<HashSet<Arc<str>>>,
+    symbols: Mutex<HashSet<ArcStr>>,
     next_ref: AtomicU64,
     num_series: AtomicU64,
     min_t: AtomicI64,
@@ -118,21 +119,28 @@ impl Head {
     }
 
     /// Interns a label string so every series shares one allocation per string.
-    pub fn intern(&self, s: &str) -> Arc<str> {
+    pub fn intern(&self, s: &str) -> ArcStr {
         intern_in(&mut self.symbols.lock(), s)
     }
 
-    fn shard(h: u64) -> usize {
-        (h as usize) % SHARDS
+    /// The `by_ref` shard for a series ref.
+    fn shard(r: u64) -> usize {
+        (r as usize) % SHARDS
+    }
+
+    /// The `by_hash` shard for a label hash, picked by middle bits: the hash table
+    /// inside the shard takes its bucket from the low bits and its tag from the top
+    /// seven, and a shard choice sharing either would leave those bits the same for
+    /// every series in the shard.
+    fn hash_shard(h: u64) -> usize {
+        ((h >> 32) as usize) % SHARDS
     }
 
     /// The series with exactly these labels, if it exists.
     pub fn get_by_labels(&self, labels: &Labels) -> Option<Arc<MemSeries>> {
         let h = labels.stable_hash();
-        let shard = self.by_hash[Self::shard(h)].read();
-        shard
-            .find(h, |s| s.label_hash == h && &s.labels == labels)
-            .cloned()
+        let shard = self.by_hash[Self::hash_shard(h)].read();
+        shard.find(h, |s| &s.labels == labels).cloned()
     }
 
     pub fn get_by_ref(&self, r: u64) -> Option<Arc<MemSeries>> {
@@ -144,10 +152,8 @@ impl Head {
     /// allocation-free.
     pub fn get_by_pairs(&self, pairs: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
         let h = crate::model::hash_label_pairs(pairs.iter().copied());
-        let shard = self.by_hash[Self::shard(h)].read();
-        shard
-            .find(h, |s| s.label_hash == h && s.labels.eq_pairs(pairs))
-            .cloned()
+        let shard = self.by_hash[Self::hash_shard(h)].read();
+        shard.find(h, |s| s.labels.eq_pairs(pairs)).cloned()
     }
 
     /// A label set for new pairs, with strings shared with the head's other series.
@@ -172,13 +178,15 @@ impl Head {
         let h = labels.stable_hash();
         let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
         let interned = self.intern_labels(&pairs);
-        let mut shard = self.by_hash[Self::shard(h)].write();
-        if let Some(s) = shard.find(h, |s| s.label_hash == h && &s.labels == labels) {
+        let mut shard = self.by_hash[Self::hash_shard(h)].write();
+        if let Some(s) = shard.find(h, |s| &s.labels == labels) {
             return s.clone();
         }
         let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
-        let series = Arc::new(MemSeries::new(r, interned, h));
-        shard.insert_unique(h, series.clone(), |s| s.label_hash);
+        let series = Arc::new(MemSeries::new(r, interned));
+        // The table rehashes only when it grows; recomputing the hash then is cheaper
+        // than keeping eight bytes in every series.
+        shard.insert_unique(h, series.clone(), |s| s.labels.stable_hash());
         drop(shard);
         self.by_ref[Self::shard(r)]
             .write()
@@ -332,7 +340,7 @@ impl Head {
                 || st
                     .open
                     .as_ref()
-                    .is_some_and(|o| o.min_t < max_t && o.max_t >= min_t)
+                    .is_some_and(|o| o.min_t < max_t && o.max_t() >= min_t)
         });
         out
     }
@@ -406,7 +414,7 @@ impl Head {
         }
         for (r, labels) in &removed {
             let h = labels.stable_hash();
-            let mut shard = self.by_hash[Self::shard(h)].write();
+            let mut shard = self.by_hash[Self::hash_shard(h)].write();
             if let Ok(entry) = shard.find_entry(h, |s| s.series_ref == *r) {
                 entry.remove();
             }
@@ -426,18 +434,20 @@ impl Head {
         }
         // Strings no series uses any more are freed.
         if !removed.is_empty() {
-            self.symbols.lock().retain(|s| Arc::strong_count(s) > 1);
+            self.symbols
+                .lock()
+                .retain(|s| ArcStr::strong_count(s).is_none_or(|c| c > 1));
         }
         removed.len()
     }
 }
 
 /// The shared copy of `s` in `symbols`, added if new.
-fn intern_in(symbols: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
+fn intern_in(symbols: &mut HashSet<ArcStr>, s: &str) -> ArcStr {
     if let Some(a) = symbols.get(s) {
         return a.clone();
     }
-    let a: Arc<str> = Arc::from(s);
+    let a = ArcStr::from(s);
     symbols.insert(a.clone());
     a
 }

@@ -1,13 +1,13 @@
 //! The head's inverted index: label name → value → sorted series refs.
 
+use arcstr::ArcStr;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::model::Labels;
 
 #[derive(Default)]
 pub struct MemPostings {
-    by_name: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u64>>>,
+    by_name: HashMap<ArcStr, HashMap<ArcStr, Vec<u64>>>,
     /// Every live series ref, sorted.
     all: Vec<u64>,
 }
@@ -38,7 +38,7 @@ impl MemPostings {
         let mut refs: Vec<u64> = deleted.iter().map(|(r, _)| *r).collect();
         refs.sort_unstable();
         refs.dedup();
-        let mut touched: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+        let mut touched: HashSet<(ArcStr, ArcStr)> = HashSet::new();
         for (_, labels) in deleted {
             for l in labels.iter() {
                 touched.insert((l.name.clone(), l.value.clone()));

@@ -7,29 +7,104 @@ use parking_lot::Mutex;
 
 use crate::model::{Labels, Sample};
 use crate::storage::{ChunkData, RejectReason};
-use crate::tsdb::chunkenc::{XorChunk, XorIterator, encode_chunks};
+use crate::tsdb::chunkenc::{HEADER_LEN, XorChunk, XorIterator, encode_chunks};
 
-use super::chunk_files::{DiskChunkRef, HeadChunkFiles};
+use super::chunk_files::{ChunkSlot, DiskChunkRef, HeadChunkFiles};
 
 /// The number of samples a chunk aims for (Prometheus's `samplesPerChunk`).
 pub const SAMPLES_PER_CHUNK: usize = 120;
 
+/// Finished bytes an open chunk collects on the heap before they move to its slot in
+/// the head chunk files. What stays behind after a drain is at most one byte, and one
+/// sample adds at most 19.
+const DRAIN_AT: usize = 32;
+
+/// The buffer of an open chunk whose finished bytes move to files: what stays behind
+/// after a drain, one more sample and the encoder's 8-byte write window always fit,
+/// so it is never reallocated.
+const OPEN_CHUNK_CAPACITY: usize = 64;
+
 pub struct MemSeries {
     pub series_ref: u64,
     pub labels: Labels,
-    /// `labels.stable_hash()`, kept for the head's hash table.
-    pub label_hash: u64,
     pub(super) state: Mutex<SeriesState>,
     /// Set when truncation dropped the series from the head's maps, so that a holder
     /// of a stale reference (an appender's hint) looks the labels up again.
     removed: AtomicBool,
 }
 
-/// The chunk being appended to, on the heap.
+/// The chunk being appended to. With head chunk files, its finished bytes move to
+/// `slot` as they accumulate (see `chunk_files`): `chunk` then holds the header and
+/// the unfinished end of the bit stream, and the whole chunk is header + slot (past
+/// its header) + the rest of `chunk`.
+///
+/// The newest sample's time and value are the encoder's own state, not kept twice.
 pub(super) struct OpenChunk {
     pub min_t: i64,
-    pub max_t: i64,
     pub chunk: XorChunk,
+    pub slot: Option<ChunkSlot>,
+}
+
+impl OpenChunk {
+    fn new(min_t: i64, chunk: XorChunk) -> Self {
+        Self {
+            min_t,
+            chunk,
+            slot: None,
+        }
+    }
+
+    /// The newest sample's time (an open chunk is never empty).
+    pub fn max_t(&self) -> i64 {
+        self.chunk.last_sample().map_or(self.min_t, |(t, _)| t)
+    }
+
+    /// Calls `f` with the whole chunk's bytes; `None` when the slot cannot be read.
+    fn with_bytes<R>(
+        &self,
+        files: Option<&HeadChunkFiles>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
+        let Some(slot) = &self.slot else {
+            return Some(f(self.chunk.bytes()));
+        };
+        let mut whole = files?.read_slot(slot)?;
+        let (header, rest) = self.chunk.bytes().split_at_checked(HEADER_LEN)?;
+        whole.get_mut(..HEADER_LEN)?.copy_from_slice(header);
+        whole.extend_from_slice(rest);
+        Some(f(&whole))
+    }
+
+    /// Moves the chunk's finished bytes into its slot, reserving one sized for the
+    /// whole chunk first. On failure the bytes stay on the heap, where they are
+    /// still correct.
+    fn drain_to(&mut self, files: &HeadChunkFiles) -> std::io::Result<()> {
+        let n = self.chunk.finished_stream_len();
+        if let Some(slot) = self.slot.as_mut() {
+            return self
+                .chunk
+                .drain_stream(n, |part| files.append_to_slot(slot, part));
+        }
+        let mut slot = files.reserve_slot(slot_capacity(&self.chunk))?;
+        let bytes = self.chunk.bytes();
+        // The first piece carries the header too; its count is rewritten at close.
+        files.append_to_slot(&mut slot, bytes.get(..HEADER_LEN + n).unwrap_or(bytes))?;
+        self.chunk
+            .drain_stream(n, |_| Ok::<(), std::io::Error>(()))?;
+        self.slot = Some(slot);
+        Ok(())
+    }
+}
+
+/// A slot size for a chunk about to move its first bytes to the files: room for
+/// about [`SAMPLES_PER_CHUNK`] and a quarter more samples at the bytes per sample
+/// seen so far. A chunk that outgrows it moves to a larger one.
+fn slot_capacity(chunk: &XorChunk) -> usize {
+    let samples = chunk.num_samples().max(1);
+    let bytes = chunk.bytes().len();
+    (bytes * (SAMPLES_PER_CHUNK + SAMPLES_PER_CHUNK / 4) / samples)
+        .clamp(128, 8192)
+        .next_multiple_of(64)
 }
 
 /// A chunk that is complete: in a head chunk file, or on the heap when it could not
@@ -47,14 +122,13 @@ pub(super) enum ClosedData {
 
 #[derive(Default)]
 pub(super) struct SeriesState {
-    /// Complete chunks, oldest first.
-    pub closed: Vec<ClosedChunk>,
+    /// Complete chunks, oldest first. A boxed slice: chunks are cut a few times per
+    /// range, and a vector's spare capacity would be paid by every series.
+    pub closed: Box<[ClosedChunk]>,
     /// The chunk open for appends, newer than every closed one.
     pub open: Option<OpenChunk>,
     /// The time at which the open chunk is cut (Prometheus's `nextAt`).
     pub next_at: i64,
-    /// Bits of the newest value, to tell a resent sample from a conflicting one.
-    pub last_value_bits: u64,
 }
 
 /// What appending one sample did.
@@ -67,11 +141,10 @@ pub enum AppendOutcome {
 }
 
 impl MemSeries {
-    pub fn new(series_ref: u64, labels: Labels, label_hash: u64) -> Self {
+    pub fn new(series_ref: u64, labels: Labels) -> Self {
         Self {
             series_ref,
             labels,
-            label_hash,
             state: Mutex::new(SeriesState::default()),
             removed: AtomicBool::new(false),
         }
@@ -122,7 +195,7 @@ impl MemSeries {
 impl SeriesState {
     pub fn max_time(&self) -> Option<i64> {
         match (&self.open, self.closed.last()) {
-            (Some(o), _) => Some(o.max_t),
+            (Some(o), _) => Some(o.max_t()),
             (None, Some(c)) => Some(c.max_t),
             (None, None) => None,
         }
@@ -160,9 +233,10 @@ impl SeriesState {
         if let Some(o) = self
             .open
             .as_ref()
-            .filter(|o| o.max_t >= min_t && o.min_t <= max_t)
+            .filter(|o| o.max_t() >= min_t && o.min_t <= max_t)
+            && o.with_bytes(files, |b| f(o.min_t, o.max_t(), b)).is_none()
         {
-            f(o.min_t, o.max_t, o.chunk.bytes());
+            tracing::warn!("open head chunk unreadable; skipped");
         }
     }
 
@@ -182,7 +256,7 @@ impl SeriesState {
                 return AppendOutcome::Rejected(RejectReason::OutOfOrder);
             }
             if t == max_t {
-                return if self.last_value_bits == v.to_bits() {
+                return if self.last_value_bits(files) == Some(v.to_bits()) {
                     AppendOutcome::Unchanged
                 } else {
                     AppendOutcome::Rejected(RejectReason::Duplicate)
@@ -194,51 +268,97 @@ impl SeriesState {
             Some(c) => {
                 let n = c.chunk.num_samples();
                 if n == SAMPLES_PER_CHUNK / 4 {
-                    self.next_at = compute_chunk_end_time(c.min_t, c.max_t, self.next_at);
+                    self.next_at = compute_chunk_end_time(c.min_t, c.max_t(), self.next_at);
                 }
                 t >= self.next_at || n >= SAMPLES_PER_CHUNK * 2
             }
         };
         if cut {
             self.close_open_chunk(files);
-            self.open = Some(OpenChunk {
-                min_t: t,
-                max_t: t,
-                chunk: XorChunk::new(),
-            });
+            let chunk = match files {
+                Some(_) => XorChunk::with_capacity(OPEN_CHUNK_CAPACITY),
+                None => XorChunk::new(),
+            };
+            self.open = Some(OpenChunk::new(t, chunk));
             self.next_at = range_for_timestamp(t, chunk_range_ms);
         }
         if let Some(c) = self.open.as_mut() {
             c.chunk.append(t, v);
-            c.max_t = t;
+            if let Some(files) = files
+                && c.chunk.finished_stream_len() >= DRAIN_AT
+                && let Err(e) = c.drain_to(files)
+            {
+                warn_drain_failed(&e);
+            }
         }
-        self.last_value_bits = v.to_bits();
         AppendOutcome::Appended
     }
 
     /// Moves the open chunk to the closed list (into a file when possible).
     fn close_open_chunk(&mut self, files: Option<&HeadChunkFiles>) {
-        let Some(open) = self.open.take() else { return };
-        let bytes = open.chunk.bytes();
-        let data = match files.map(|f| f.write(bytes, open.max_t)) {
-            Some(Ok(r)) => ClosedData::File(r),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "cannot write head chunk file; keeping the chunk in memory");
-                ClosedData::Heap(bytes.into())
-            }
-            None => ClosedData::Heap(bytes.into()),
+        let Some(mut open) = self.open.take() else {
+            return;
         };
-        self.closed.push(ClosedChunk {
+        let max_t = open.max_t();
+        let written = match (files, open.slot.as_mut()) {
+            (Some(files), Some(slot)) => {
+                let (header, rest) = open.chunk.bytes().split_at(HEADER_LEN);
+                files.close_slot(slot, header, rest, max_t)
+            }
+            (Some(files), None) => files.write(open.chunk.bytes(), max_t),
+            (None, _) => Err(std::io::Error::other("no head chunk files")),
+        };
+        let data = match written {
+            Ok(r) => ClosedData::File(r),
+            Err(e) => {
+                if files.is_some() {
+                    tracing::warn!(error = %e, "cannot write head chunk file; keeping the chunk in memory");
+                }
+                match open.with_bytes(files, |b| b.into()) {
+                    Some(bytes) => ClosedData::Heap(bytes),
+                    None => {
+                        tracing::error!("head chunk lost: its file is unreadable");
+                        return;
+                    }
+                }
+            }
+        };
+        self.push_closed(ClosedChunk {
             min_t: open.min_t,
-            max_t: open.max_t,
+            max_t,
             data,
         });
     }
 
+    fn push_closed(&mut self, c: ClosedChunk) {
+        let mut v = std::mem::take(&mut self.closed).into_vec();
+        v.push(c);
+        self.closed = v.into_boxed_slice();
+    }
+
+    /// Bits of the newest value, to tell a resent sample from a conflicting one: the
+    /// open chunk's encoder state, or (rarely, with no open chunk) decoded from the
+    /// newest closed chunk.
+    fn last_value_bits(&self, files: Option<&HeadChunkFiles>) -> Option<u64> {
+        if let Some(o) = &self.open {
+            return o.chunk.last_sample().map(|(_, v)| v);
+        }
+        let mut last = None;
+        let newest = self.closed.last()?;
+        self.for_each_chunk(files, newest.max_t, newest.max_t, |_, _, b| {
+            last = XorIterator::new(b).last().map(|(_, v)| v.to_bits());
+        });
+        last
+    }
+
     /// Drops every chunk that ends before `min_t`.
     pub fn truncate(&mut self, min_t: i64) {
-        self.closed.retain(|c| c.max_t >= min_t);
-        if self.open.as_ref().is_some_and(|o| o.max_t < min_t) {
+        if self.closed.iter().any(|c| c.max_t < min_t) {
+            let mut v = std::mem::take(&mut self.closed).into_vec();
+            v.retain(|c| c.max_t >= min_t);
+            self.closed = v.into_boxed_slice();
+        }
+        if self.open.as_ref().is_some_and(|o| o.max_t() < min_t) {
             self.open = None;
         }
     }
@@ -255,25 +375,31 @@ impl SeriesState {
                     .map(|(t, v)| Sample { t, v }),
             );
         });
-        self.closed.clear();
+        let mut closed = Vec::new();
         self.open = None;
         for (min_t, max_t, chunk) in encode_chunks(&samples, SAMPLES_PER_CHUNK) {
             if let Some(prev) = self.open.take() {
-                self.closed.push(ClosedChunk {
+                closed.push(ClosedChunk {
                     min_t: prev.min_t,
-                    max_t: prev.max_t,
+                    max_t: prev.max_t(),
                     data: ClosedData::Heap(prev.chunk.bytes().into()),
                 });
             }
-            self.open = Some(OpenChunk {
-                min_t,
-                max_t,
-                chunk,
-            });
+            debug_assert_eq!(chunk.last_sample().map(|(t, _)| t), Some(max_t));
+            self.open = Some(OpenChunk::new(min_t, chunk));
         }
-        if let Some(last) = samples.last() {
-            self.last_value_bits = last.v.to_bits();
-        }
+        self.closed = closed.into_boxed_slice();
+    }
+}
+
+/// Logs the first failure to move open-chunk bytes to the files as a warning (a full
+/// disk would otherwise log once per sample); later ones at debug level.
+fn warn_drain_failed(e: &std::io::Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        tracing::debug!(error = %e, "cannot move open chunk bytes to head chunk files");
+    } else {
+        tracing::warn!(error = %e, "cannot move open chunk bytes to head chunk files; keeping them in memory (further failures are logged at debug level)");
     }
 }
 
@@ -367,6 +493,44 @@ mod tests {
         );
         assert_eq!(sizes(&st, Some(&files)), vec![120, 120, 120, 120]);
         assert!(files.size_bytes() > 0);
+    }
+
+    #[test]
+    fn open_chunks_move_their_finished_bytes_to_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HeadChunkFiles::open(dir.path()).unwrap();
+        let mut with_files = SeriesState::default();
+        let mut on_heap = SeriesState::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..1000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Jittered timestamps and noisy values: several bytes per sample.
+            let (t, v) = (i * 15_000 + (x % 5) as i64, (x >> 11) as f64);
+            with_files.append(t, v, RANGE, Some(&files));
+            on_heap.append(t, v, RANGE, None);
+            let open = with_files.open.as_ref().unwrap();
+            // The heap keeps the header and the unfinished end only.
+            assert!(open.chunk.bytes().len() < HEADER_LEN + DRAIN_AT + 20);
+            assert_eq!(open.chunk.heap_bytes(), OPEN_CHUNK_CAPACITY);
+        }
+        assert!(with_files.open.as_ref().unwrap().slot.is_some());
+        let chunks = |st: &SeriesState, files| {
+            let mut out: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+            st.for_each_chunk(files, i64::MIN, i64::MAX, |lo, hi, b| {
+                out.push((lo, hi, b.to_vec()))
+            });
+            out
+        };
+        // Byte for byte the chunks a heap-only series has, closed ones included.
+        assert_eq!(chunks(&with_files, Some(&files)), chunks(&on_heap, None));
+        assert!(
+            with_files
+                .closed
+                .iter()
+                .all(|c| matches!(c.data, ClosedData::File(_)))
+        );
     }
 
     #[test]

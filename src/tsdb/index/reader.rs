@@ -6,10 +6,10 @@
 //! verified, on each access. A corrupt or truncated file yields
 //! [`IndexError::Corrupt`], never a panic.
 
+use arcstr::ArcStr;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -26,10 +26,10 @@ pub struct IndexReader {
     map: Mmap,
     /// Decoded symbol table; label sets returned by [`IndexReader::series`] share
     /// these strings.
-    symbols: Vec<Arc<str>>,
+    symbols: Vec<ArcStr>,
     /// Label name -> (value, postings list offset), values sorted. Excludes the
     /// empty name that holds the all-series list.
-    postings: BTreeMap<Arc<str>, Vec<(Arc<str>, u64)>>,
+    postings: BTreeMap<ArcStr, Vec<(ArcStr, u64)>>,
     /// Offset of the all-series postings list, when the index has one.
     all_postings: Option<u64>,
 }
@@ -156,7 +156,7 @@ impl IndexReader {
         })
     }
 
-    fn read_symbols(path: &Path, b: &[u8], off: u64) -> Result<Vec<Arc<str>>, IndexError> {
+    fn read_symbols(path: &Path, b: &[u8], off: u64) -> Result<Vec<ArcStr>, IndexError> {
         if off == 0 {
             return Ok(Vec::new());
         }
@@ -165,19 +165,19 @@ impl IndexReader {
         let mut d = Decbuf::new(body);
         let count = d.be32().map_err(err)? as usize;
         // Each symbol takes at least one byte, which bounds the allocation.
-        let mut symbols: Vec<Arc<str>> = Vec::with_capacity(count.min(d.len()));
+        let mut symbols: Vec<ArcStr> = Vec::with_capacity(count.min(d.len()));
         for _ in 0..count {
             let s = d.uvarint_str().map_err(err)?;
-            symbols.push(Arc::from(s));
+            symbols.push(ArcStr::from(s));
         }
         Ok(symbols)
     }
 
     /// The symbol equal to `s`, shared, if there is one; a fresh string otherwise.
-    fn intern(symbols: &[Arc<str>], s: &str) -> Arc<str> {
+    fn intern(symbols: &[ArcStr], s: &str) -> ArcStr {
         match symbols.binary_search_by(|x| (**x).cmp(s)) {
             Ok(i) => symbols[i].clone(),
-            Err(_) => Arc::from(s),
+            Err(_) => ArcStr::from(s),
         }
     }
 
@@ -186,9 +186,9 @@ impl IndexReader {
         path: &Path,
         b: &[u8],
         off: u64,
-        symbols: &[Arc<str>],
-    ) -> Result<(BTreeMap<Arc<str>, Vec<(Arc<str>, u64)>>, Option<u64>), IndexError> {
-        let mut map: BTreeMap<Arc<str>, Vec<(Arc<str>, u64)>> = BTreeMap::new();
+        symbols: &[ArcStr],
+    ) -> Result<(BTreeMap<ArcStr, Vec<(ArcStr, u64)>>, Option<u64>), IndexError> {
+        let mut map: BTreeMap<ArcStr, Vec<(ArcStr, u64)>> = BTreeMap::new();
         if off == 0 {
             return Ok((map, None));
         }
@@ -238,7 +238,7 @@ impl IndexReader {
         Ok((map, all))
     }
 
-    fn lookup_symbol(&self, r: u32) -> Result<&Arc<str>, IndexError> {
+    fn lookup_symbol(&self, r: u32) -> Result<&ArcStr, IndexError> {
         self.symbols.get(r as usize).ok_or_else(|| {
             corrupt(
                 &self.path,
@@ -401,7 +401,7 @@ impl IndexReader {
     }
 
     /// Values of label `name` as shared strings, sorted, without copying.
-    pub fn label_values_shared(&self, name: &str) -> Vec<Arc<str>> {
+    pub fn label_values_shared(&self, name: &str) -> Vec<ArcStr> {
         self.postings
             .get(name)
             .map(|vs| vs.iter().map(|(v, _)| v.clone()).collect())
@@ -414,7 +414,7 @@ impl IndexReader {
     }
 
     /// The symbol table, sorted.
-    pub fn symbols(&self) -> &[Arc<str>] {
+    pub fn symbols(&self) -> &[ArcStr] {
         &self.symbols
     }
 

@@ -5,11 +5,11 @@
 //! label of each series, grouped by label pair) and the symbol table lookup are kept
 //! in memory until [`IndexWriter::finish`].
 
+use arcstr::ArcStr;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::encoding::{Encbuf, crc32};
 use super::{ChunkMeta, INDEX_FORMAT_V2, IndexError, MAGIC_INDEX, SERIES_ALIGNMENT};
@@ -44,8 +44,8 @@ pub struct IndexWriter {
     stage: Stage,
     toc: Toc,
     /// Symbols by reference; shares its strings with `symbol_refs`.
-    symbols: Vec<Arc<str>>,
-    symbol_refs: HashMap<Arc<str>, u32>,
+    symbols: Vec<ArcStr>,
+    symbol_refs: HashMap<ArcStr, u32>,
     last_series: Option<Labels>,
     /// Chunk references must not go backwards across the whole index (Prometheus
     /// checks the same), since chunks are written in series order.
@@ -134,7 +134,7 @@ impl IndexWriter {
             }
             let r = u32::try_from(self.symbols.len())
                 .map_err(|_| IndexError::Invalid("more than 2^32 symbols".into()))?;
-            let s: Arc<str> = Arc::from(sym);
+            let s: ArcStr = ArcStr::from(sym);
             self.symbols.push(s.clone());
             self.symbol_refs.insert(s, r);
             body.put_uvarint_str(sym);
