@@ -12,6 +12,7 @@ pub mod app;
 pub mod collect;
 pub mod config;
 pub mod model;
+pub mod promql;
 pub mod remote;
 pub mod storage;
 pub mod tsdb;

@@ -12,7 +12,10 @@ use clap::{Args, Parser, Subcommand};
 
 use odin::app::{self, RunOptions};
 use odin::config::Config;
-use odin::model::{Matcher, format_go_g, parse_bytes, parse_duration_ms, parse_time_ms};
+use odin::model::{
+    Matcher, format_duration_ms, format_go_g, parse_bytes, parse_duration_ms, parse_time_ms,
+};
+use odin::promql::EngineOptions;
 use odin::storage::{Queryable, SelectHints};
 use odin::tsdb::{Db, DbOptions, TsdbMetrics};
 
@@ -103,6 +106,18 @@ struct RunFlags {
     /// Log format: logfmt or json.
     #[arg(long = "log.format", default_value = "logfmt")]
     log_format: String,
+    /// Maximum number of samples a single query can load into memory.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    query_max_samples: usize,
+    /// Maximum time a query may take before it is aborted.
+    #[arg(long = "query.timeout", default_value = "2m")]
+    query_timeout: String,
+    /// Maximum number of queries executed concurrently.
+    #[arg(long = "query.max-concurrency", default_value_t = 20)]
+    query_max_concurrency: usize,
+    /// How far back an instant selector looks for a sample.
+    #[arg(long = "query.lookback-delta", default_value = "5m")]
+    query_lookback_delta: String,
 }
 
 fn main() -> ExitCode {
@@ -198,6 +213,66 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         .listen_address
         .parse()
         .with_context(|| format!("--web.listen-address {:?}", flags.listen_address))?;
+    let query_timeout_ms = parse_duration_ms(&flags.query_timeout)
+        .map_err(|e| anyhow::anyhow!("--query.timeout: {e}"))?;
+    if query_timeout_ms <= 0 {
+        bail!("--query.timeout must be greater than 0");
+    }
+    let lookback_delta_ms = parse_duration_ms(&flags.query_lookback_delta)
+        .map_err(|e| anyhow::anyhow!("--query.lookback-delta: {e}"))?;
+    if lookback_delta_ms <= 0 {
+        bail!("--query.lookback-delta must be greater than 0");
+    }
+    let config_yaml = match &flags.config_file {
+        Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        None => "# embedded default configuration (no --config.file)\n".to_string(),
+    };
+    // What /api/v1/status/flags lists: every flag with its effective value.
+    let flag_values: std::collections::BTreeMap<String, String> = [
+        (
+            "config.file",
+            flags
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("storage.tsdb.path", data_dir.display().to_string()),
+        (
+            "storage.tsdb.retention.time",
+            format_duration_ms(retention_ms),
+        ),
+        (
+            "storage.tsdb.retention.size",
+            flags.retention_size.clone().unwrap_or_else(|| "0B".into()),
+        ),
+        (
+            "storage.tsdb.min-block-duration",
+            format_duration_ms(min_block_ms),
+        ),
+        (
+            "storage.tsdb.max-block-duration",
+            format_duration_ms(max_block_ms),
+        ),
+        ("web.listen-address", flags.listen_address.clone()),
+        ("web.enable-admin-api", flags.enable_admin_api.to_string()),
+        ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
+        ("log.level", flags.log_level.clone()),
+        ("log.format", flags.log_format.clone()),
+        ("query.max-samples", flags.query_max_samples.to_string()),
+        ("query.timeout", format_duration_ms(query_timeout_ms)),
+        (
+            "query.max-concurrency",
+            flags.query_max_concurrency.to_string(),
+        ),
+        (
+            "query.lookback-delta",
+            format_duration_ms(lookback_delta_ms),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     Ok(RunOptions {
         config,
         config_file: flags.config_file,
@@ -213,6 +288,15 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         enable_admin_api: flags.enable_admin_api,
         enable_lifecycle: flags.enable_lifecycle,
         maintenance_interval: Duration::from_secs(60),
+        engine: EngineOptions {
+            max_samples: flags.query_max_samples,
+            timeout: Duration::from_millis(query_timeout_ms as u64),
+            lookback_delta_ms,
+            ..EngineOptions::default()
+        },
+        query_max_concurrency: flags.query_max_concurrency.max(1),
+        flag_values,
+        config_yaml,
     })
 }
 

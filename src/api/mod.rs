@@ -4,8 +4,10 @@
 
 mod admin;
 mod metrics;
+mod query;
 mod remote;
 pub mod response;
+mod status;
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,18 +20,21 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::HttpMetrics;
+pub use status::{PROMETHEUS_VERSION, StatusInfo};
 
 /// Parses a series selector (`up{job="x"}`) into matchers, with the API's messages.
 pub fn parse_selector_matchers(s: &str) -> Result<Vec<crate::model::Matcher>, String> {
     admin::parse_selector(s).map_err(|e| e.message)
 }
 
+use crate::promql::Engine;
 use crate::remote::WriteLimits;
-use crate::storage::{Appendable, StorageAdmin};
+use crate::storage::{Appendable, Queryable, StorageAdmin};
 
 /// The storage the API serves, available once the WAL is replayed.
 pub struct Backends {
     pub appendable: Arc<dyn Appendable>,
+    pub queryable: Arc<dyn Queryable>,
     pub admin: Arc<dyn StorageAdmin>,
 }
 
@@ -51,6 +56,10 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Bounds the remote-write requests being decoded and appended at once.
     pub write_permits: Arc<tokio::sync::Semaphore>,
+    pub engine: Arc<Engine>,
+    /// Bounds the queries evaluated at once (`--query.max-concurrency`).
+    pub query_permits: Arc<tokio::sync::Semaphore>,
+    pub status: Arc<StatusInfo>,
 }
 
 impl ApiState {
@@ -74,6 +83,8 @@ pub fn router(state: ApiState) -> Router {
             post(remote::write).layer(DefaultBodyLimit::max(limit)),
         )
         .merge(admin::routes())
+        .merge(query::routes())
+        .merge(status::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

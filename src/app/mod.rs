@@ -3,6 +3,7 @@
 //!
 //! This is the only module that names the concrete TSDB type.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -12,9 +13,10 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiOptions, ApiState, Backends, HttpMetrics};
+use crate::api::{self, ApiOptions, ApiState, Backends, HttpMetrics, StatusInfo};
 use crate::collect::process::ProcessCollector;
 use crate::config::Config;
+use crate::promql::{Engine, EngineOptions};
 use crate::remote::WriteLimits;
 use crate::tsdb::{Db, DbOptions, TsdbMetrics};
 
@@ -31,6 +33,12 @@ pub struct RunOptions {
     /// How often maintenance (head cut, compaction, retention) runs when nothing
     /// triggers it earlier.
     pub maintenance_interval: Duration,
+    pub engine: EngineOptions,
+    pub query_max_concurrency: usize,
+    /// Flag names and effective values, for `/api/v1/status/flags`.
+    pub flag_values: BTreeMap<String, String>,
+    /// The configuration text, for `/api/v1/status/config`.
+    pub config_yaml: String,
 }
 
 /// Runs the appliance until a signal or `/-/quit`; returns once everything has shut
@@ -55,6 +63,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         http_metrics,
         shutdown: shutdown.clone(),
         write_permits: Arc::new(tokio::sync::Semaphore::new(write_limits.max_concurrent)),
+        engine: Arc::new(Engine::new(opts.engine.clone())),
+        query_permits: Arc::new(tokio::sync::Semaphore::new(opts.query_max_concurrency)),
+        status: Arc::new(StatusInfo {
+            start_time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            config_yaml: opts.config_yaml.clone(),
+            storage_retention: retention_text(&opts.db),
+            flags: opts.flag_values.clone(),
+        }),
     };
 
     // Serve health checks while the WAL replays; readiness follows the replay.
@@ -80,6 +99,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("open tsdb in {}", opts.data_dir.display()))?;
     let _ = backends.set(Backends {
         appendable: Arc::new(db.clone()),
+        queryable: Arc::new(db.clone()),
         admin: Arc::new(db.clone()),
     });
     tracing::info!(data_dir = %opts.data_dir.display(), "storage ready");
@@ -145,4 +165,16 @@ fn spawn_maintenance(db: Db, interval: Duration) -> std::thread::JoinHandle<()> 
             tracing::error!(error = %e, "cannot start maintenance thread");
             std::thread::spawn(|| {})
         })
+}
+
+/// Retention as Prometheus's runtimeinfo shows it: `7d`, `10GiB`, or `7d or 10GiB`.
+fn retention_text(db: &DbOptions) -> String {
+    let time = (db.retention_ms > 0).then(|| crate::model::format_duration_ms(db.retention_ms));
+    let size = (db.retention_bytes > 0).then(|| format!("{}B", db.retention_bytes));
+    match (time, size) {
+        (Some(t), Some(s)) => format!("{t} or {s}"),
+        (Some(t), None) => t,
+        (None, Some(s)) => s,
+        (None, None) => String::new(),
+    }
 }

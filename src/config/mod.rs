@@ -164,7 +164,7 @@ impl Config {
             ));
         }
         for name in g.external_labels.keys() {
-            if !crate::remote::is_valid_label_name(name) {
+            if !crate::model::is_valid_label_name(name) {
                 return Err(invalid(
                     "global.external_labels",
                     format!("{name:?} is not a valid label name"),

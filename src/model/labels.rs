@@ -7,6 +7,13 @@ use std::sync::Arc;
 /// The label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
+/// Label names as Prometheus 2.42 allows them: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// One label pair. Names and values are reference-counted so that a label set can be
 /// cloned cheaply between the head, queriers and the WAL encoder. `ArcStr` is a thin
 /// (8-byte) pointer, half of `Arc<str>`: a pair costs 16 bytes, which with a million

@@ -7,7 +7,9 @@ mod labels;
 mod matcher;
 mod time;
 
-pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME, hash_label_pairs};
+pub use labels::{
+    Label, Labels, LabelsBuilder, METRIC_NAME, hash_label_pairs, is_valid_label_name,
+};
 pub use matcher::{MatchType, Matcher, MatcherError};
 pub use time::{format_duration_ms, parse_bytes, parse_duration_ms, parse_time_ms};
 

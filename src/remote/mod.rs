@@ -6,6 +6,5 @@ pub mod prompb;
 mod write;
 
 pub use write::{
-    WriteError, WriteLimits, WriteOutcome, decode_write_request, decompress_into,
-    is_valid_label_name, write_decoded,
+    WriteError, WriteLimits, WriteOutcome, decode_write_request, decompress_into, write_decoded,
 };

@@ -95,7 +95,7 @@ fn validate_labels<'a>(
     let bad = |message: String| WriteError::InvalidSeries { index, message };
     out.clear();
     for (i, &(name, value)) in labels.iter().enumerate() {
-        if !is_valid_label_name(name) {
+        if !crate::model::is_valid_label_name(name) {
             return Err(bad(format!("invalid label name {name:?}")));
         }
         if name == METRIC_NAME && value.is_empty() {
@@ -122,13 +122,6 @@ fn validate_labels<'a>(
         return Err(bad("empty label set".into()));
     }
     Ok(())
-}
-
-/// Label names as Prometheus 2.42 allows them: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Decodes a decompressed request, validates every series, then appends them all

@@ -206,8 +206,24 @@ pub struct StorageStats {
     pub head_time_range: Option<(i64, i64)>,
     pub blocks: usize,
     pub blocks_bytes: u64,
-    /// (label name, distinct values, series carrying it) over the head.
-    pub head_label_stats: Vec<(String, usize, usize)>,
+    /// Chunks held by the head (open and completed).
+    pub head_chunks: u64,
+    /// Per label name over the head.
+    pub head_labels: Vec<LabelStats>,
+    /// Series per `name=value` pair over the head.
+    pub head_label_pairs: Vec<(String, usize)>,
+}
+
+/// One label name's cardinality in the head.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelStats {
+    pub name: String,
+    pub distinct_values: usize,
+    /// Series carrying the label.
+    pub series: usize,
+    /// Bytes of the label's values summed over the series carrying them (Prometheus's
+    /// `memoryInBytesByLabelName`).
+    pub value_bytes: u64,
 }
 
 /// Operations on the stored data that Prometheus offers through its admin API.

@@ -254,7 +254,9 @@ impl Db {
             head_time_range: (!head.is_empty()).then(|| (head.min_time(), head.max_time())),
             blocks: blocks.len(),
             blocks_bytes: blocks.iter().map(|b| b.size_bytes()).sum(),
-            head_label_stats: head.label_stats(),
+            head_chunks: head.num_chunks(),
+            head_labels: head.label_stats(),
+            head_label_pairs: head.label_pair_counts(),
         }
     }
 

@@ -7,6 +7,7 @@ mod admin;
 mod common;
 mod crash;
 mod fixtures;
+mod grafana;
 mod lifecycle;
 mod prometheus_compat;
 mod remote_write;

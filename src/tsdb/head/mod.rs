@@ -321,9 +321,31 @@ impl Head {
         values.into_iter().collect()
     }
 
-    /// (label name, distinct values, series with the label) for cardinality stats.
-    pub fn label_stats(&self) -> Vec<(String, usize, usize)> {
+    /// Cardinality per label name.
+    pub fn label_stats(&self) -> Vec<crate::storage::LabelStats> {
         self.postings.read().label_stats()
+    }
+
+    /// Series per `name=value` pair.
+    pub fn label_pair_counts(&self) -> Vec<(String, usize)> {
+        self.postings.read().label_pair_counts()
+    }
+
+    /// Chunks held by all series, open ones included.
+    pub fn num_chunks(&self) -> u64 {
+        self.by_ref
+            .iter()
+            .map(|shard| {
+                shard
+                    .read()
+                    .values()
+                    .map(|s| {
+                        let st = s.state.lock();
+                        (st.closed.len() + usize::from(st.open.is_some())) as u64
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     /// The series with samples in `[min_t, max_t)`, sorted by labels: what a block

@@ -4,6 +4,7 @@ use arcstr::ArcStr;
 use std::collections::{HashMap, HashSet};
 
 use crate::model::Labels;
+use crate::storage::LabelStats;
 
 #[derive(Default)]
 pub struct MemPostings {
@@ -102,10 +103,29 @@ impl MemPostings {
     }
 
     /// (name, number of values, number of series) per label, for cardinality stats.
-    pub fn label_stats(&self) -> Vec<(String, usize, usize)> {
+    pub fn label_stats(&self) -> Vec<LabelStats> {
         self.by_name
             .iter()
-            .map(|(n, vals)| (n.to_string(), vals.len(), vals.values().map(Vec::len).sum()))
+            .map(|(n, vals)| LabelStats {
+                name: n.to_string(),
+                distinct_values: vals.len(),
+                series: vals.values().map(Vec::len).sum(),
+                value_bytes: vals
+                    .iter()
+                    .map(|(v, refs)| (v.len() * refs.len()) as u64)
+                    .sum(),
+            })
+            .collect()
+    }
+
+    /// Series per `name=value` pair.
+    pub fn label_pair_counts(&self) -> Vec<(String, usize)> {
+        self.by_name
+            .iter()
+            .flat_map(|(n, vals)| {
+                vals.iter()
+                    .map(move |(v, refs)| (format!("{n}={v}"), refs.len()))
+            })
             .collect()
     }
 }

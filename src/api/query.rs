@@ -1,0 +1,556 @@
+//! Prometheus's query API: `/api/v1/query`, `/query_range`, `/format_query`,
+//! `/series`, `/labels`, `/label/<name>/values`, `/metadata`, `/query_exemplars` and
+//! `/federate` — GET and form POST alike, answers shaped exactly as Prometheus's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::ApiState;
+use super::admin::{form_params, parse_selector};
+use super::response::{ApiError, ErrorType, success};
+use crate::model::{Labels, Matcher, parse_duration_ms, parse_time_ms};
+use crate::promql::value::format_float;
+use crate::promql::{CancelFlag, CancelOnDrop, QueryError, Value};
+use crate::storage::{Queryable, SelectHints};
+
+/// Points a range query may return per series, as Prometheus.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query_exemplars).post(query_exemplars),
+        )
+        .route("/federate", get(federate))
+}
+
+type Params = Vec<(String, String)>;
+
+fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn time_param(params: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
+    match param(params, name) {
+        None | Some("") => Ok(default),
+        Some(v) => parse_time_ms(v)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
+    }
+}
+
+/// A duration parameter: float seconds or a Prometheus duration (`5m`).
+fn duration_param(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
+    let Some(v) = param(params, name).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(secs) = v.parse::<f64>() {
+        let ms = (secs * 1000.0).round();
+        if !ms.is_finite() || ms >= i64::MAX as f64 || ms <= i64::MIN as f64 {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter {name:?}: cannot parse {v:?} to a valid duration. It overflows int64"
+            )));
+        }
+        return Ok(Some(ms as i64));
+    }
+    parse_duration_ms(v).map(Some).map_err(|_| {
+        ApiError::bad_data(format!(
+            "invalid parameter {name:?}: cannot parse {v:?} to a valid duration"
+        ))
+    })
+}
+
+fn matchers_param(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    params
+        .iter()
+        .filter(|(k, _)| k == "match[]")
+        .map(|(_, v)| parse_selector(v))
+        .collect()
+}
+
+fn limit_param(params: &Params) -> Result<Option<usize>, ApiError> {
+    match param(params, "limit") {
+        None | Some("") => Ok(None),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Some(n as usize)),
+            Ok(_) => Ok(None),
+            Err(_) => Err(ApiError::bad_data(format!(
+                "invalid parameter \"limit\": cannot parse {v:?} to a valid limit"
+            ))),
+        },
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadData(m) => ApiError::bad_data(m),
+            QueryError::Execution(m) => ApiError::new(ErrorType::Execution, m),
+            e @ QueryError::Timeout(_) => ApiError::new(ErrorType::Timeout, e.to_string()),
+            e @ QueryError::Canceled(_) => ApiError::new(ErrorType::Canceled, e.to_string()),
+            QueryError::Storage(e) => e.into(),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorType::Internal, e.to_string())
+}
+
+/// Runs a query on the blocking pool under the concurrency limit. If the client goes
+/// away, this future is dropped, and the guard cancels the evaluation.
+async fn run_query<F>(s: &ApiState, timeout: Option<i64>, f: F) -> Result<Value, ApiError>
+where
+    F: FnOnce(&dyn Queryable, &crate::promql::Engine, &CancelFlag) -> Result<Value, QueryError>
+        + Send
+        + 'static,
+{
+    let backends = s.backends()?;
+    let queryable = backends.queryable.clone();
+    let engine = s.engine.clone();
+    let _permit = s
+        .query_permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(internal)?;
+    let flag = CancelFlag::default();
+    let guard = CancelOnDrop(flag.clone());
+    let engine = match timeout {
+        Some(ms) if ms > 0 && Duration::from_millis(ms as u64) < engine.options().timeout => {
+            let mut o = engine.options().clone();
+            o.timeout = Duration::from_millis(ms as u64);
+            Arc::new(crate::promql::Engine::new(o))
+        }
+        _ => engine,
+    };
+    let result = tokio::task::spawn_blocking(move || f(queryable.as_ref(), &engine, &flag))
+        .await
+        .map_err(internal)?;
+    drop(guard);
+    Ok(result?)
+}
+
+async fn query(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let text = param(&params, "query").unwrap_or("").to_string();
+    let t = time_param(&params, "time", now_ms())?;
+    let timeout = duration_param(&params, "timeout")?;
+    let value = run_query(&s, timeout, move |qb, engine, cancel| {
+        engine.instant(qb, &text, t, cancel)
+    })
+    .await?;
+    Ok(json_response(&value))
+}
+
+async fn query_range(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let text = param(&params, "query").unwrap_or("").to_string();
+    let start = match param(&params, "start") {
+        Some(v) if !v.is_empty() => time_param(&params, "start", 0)?,
+        _ => {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"start\": cannot parse \"\" to a valid timestamp",
+            ));
+        }
+    };
+    let end = match param(&params, "end") {
+        Some(v) if !v.is_empty() => time_param(&params, "end", 0)?,
+        _ => {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"end\": cannot parse \"\" to a valid timestamp",
+            ));
+        }
+    };
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = duration_param(&params, "step")?.ok_or_else(|| {
+        ApiError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration")
+    })?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let timeout = duration_param(&params, "timeout")?;
+    let value = run_query(&s, timeout, move |qb, engine, cancel| {
+        engine.range(qb, &text, start, end, step, cancel)
+    })
+    .await?;
+    Ok(json_response(&value))
+}
+
+async fn format_query(
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let text = param(&params, "query").unwrap_or("");
+    let expr = crate::promql::parse(text).map_err(ApiError::from)?;
+    Ok(success(expr.prettify()))
+}
+
+/// Runs `f` with a querier over `[start, end]` on the blocking pool.
+async fn with_querier<T, F>(s: &ApiState, start: i64, end: i64, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn crate::storage::Querier) -> Result<T, ApiError> + Send + 'static,
+{
+    let queryable = s.backends()?.queryable.clone();
+    tokio::task::spawn_blocking(move || {
+        let q = queryable.querier(start, end)?;
+        f(q.as_ref())
+    })
+    .await
+    .map_err(internal)?
+}
+
+async fn series(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let sets = matchers_param(&params)?;
+    if sets.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let start = time_param(&params, "start", i64::MIN)?;
+    let end = time_param(&params, "end", i64::MAX)?;
+    let limit = limit_param(&params)?;
+    let all = with_querier(&s, start, end, move |q| {
+        let hints = SelectHints {
+            start_ms: start,
+            end_ms: end,
+            series_only: true,
+        };
+        let mut all: BTreeSet<Labels> = BTreeSet::new();
+        for m in &sets {
+            for series in q.select(&hints, m)? {
+                all.insert(series?.labels);
+            }
+        }
+        Ok(all)
+    })
+    .await?;
+    let mut out = String::from(r#"{"status":"success","data":["#);
+    for (i, l) in all.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_labels(&mut out, l);
+    }
+    out.push_str("]}");
+    Ok(raw_json(out))
+}
+
+async fn labels(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let sets = matchers_param(&params)?;
+    let start = time_param(&params, "start", i64::MIN)?;
+    let end = time_param(&params, "end", i64::MAX)?;
+    let limit = limit_param(&params)?;
+    let names = with_querier(&s, start, end, move |q| {
+        if sets.is_empty() {
+            return Ok(q.label_names(&[])?);
+        }
+        let mut all = BTreeSet::new();
+        for m in &sets {
+            all.extend(q.label_names(m)?);
+        }
+        Ok(all.into_iter().collect())
+    })
+    .await?;
+    Ok(success(truncate(names, limit)))
+}
+
+async fn label_values(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
+    if !crate::model::is_valid_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let sets = matchers_param(&params)?;
+    let start = time_param(&params, "start", i64::MIN)?;
+    let end = time_param(&params, "end", i64::MAX)?;
+    let limit = limit_param(&params)?;
+    let values = with_querier(&s, start, end, move |q| {
+        if sets.is_empty() {
+            return Ok(q.label_values(&name, &[])?);
+        }
+        let mut all = BTreeSet::new();
+        for m in &sets {
+            all.extend(q.label_values(&name, m)?);
+        }
+        Ok(all.into_iter().collect())
+    })
+    .await?;
+    Ok(success(truncate(values, limit)))
+}
+
+fn truncate(mut v: Vec<String>, limit: Option<usize>) -> Vec<String> {
+    if let Some(n) = limit {
+        v.truncate(n);
+    }
+    v
+}
+
+/// ODIN keeps no metric metadata yet (it comes with scraping): an empty answer, as
+/// Prometheus gives when it knows none.
+async fn metadata(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
+    limit_param(&params)?;
+    Ok(success(BTreeMap::<String, Vec<()>>::new()))
+}
+
+/// ODIN stores no exemplars: the query is checked, and the answer is an empty list.
+async fn query_exemplars(
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let text = param(&params, "query").unwrap_or("");
+    crate::promql::parse(text).map_err(ApiError::from)?;
+    Ok(success(Vec::<()>::new()))
+}
+
+/// `/federate?match[]=…`: the newest sample of every matching series in the text
+/// exposition format.
+async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
+    let sets = matchers_param(&params)?;
+    let now = now_ms();
+    let lookback = s.engine.options().lookback_delta_ms;
+    let start = now - lookback;
+    let samples = with_querier(&s, start, now, move |q| {
+        let hints = SelectHints {
+            start_ms: start,
+            end_ms: now,
+            series_only: false,
+        };
+        let mut out: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
+        for m in &sets {
+            for series in q.select(&hints, m)? {
+                let series = series?;
+                if let Some(x) = series
+                    .samples
+                    .iter()
+                    .rev()
+                    .find(|x| x.t <= now && x.t >= start)
+                    && !crate::model::is_stale_nan(x.v)
+                {
+                    out.insert(series.labels, (x.t, x.v));
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    // Grouped by metric name, each group under one `# TYPE … untyped` line.
+    let mut by_name: BTreeMap<String, Vec<(Labels, i64, f64)>> = BTreeMap::new();
+    for (labels, (t, v)) in samples {
+        let name = labels.metric_name().unwrap_or("").to_string();
+        by_name.entry(name).or_default().push((labels, t, v));
+    }
+    let mut body = String::new();
+    for (name, series) in by_name {
+        let _ = writeln!(body, "# TYPE {name} untyped");
+        for (labels, t, v) in series {
+            body.push_str(&name);
+            let rest: Vec<String> = labels
+                .iter()
+                .filter(|l| &*l.name != crate::model::METRIC_NAME)
+                .map(|l| format!("{}=\"{}\"", l.name, escape_label_value(&l.value)))
+                .collect();
+            if !rest.is_empty() {
+                let _ = write!(body, "{{{}}}", rest.join(","));
+            }
+            let _ = writeln!(body, " {} {t}", format_float(v));
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+fn escape_label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn raw_json(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// The success envelope around a query result, written directly (Prometheus's
+/// number and timestamp formats are not serde's).
+fn json_response(v: &Value) -> Response {
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"status":"success","data":{"resultType":""#);
+    out.push_str(v.type_name());
+    out.push_str(r#"","result":"#);
+    match v {
+        Value::Scalar { t, v } => write_point(&mut out, *t, &format_float(*v)),
+        Value::String { t, v } => write_point(&mut out, *t, v),
+        Value::Vector(els) => {
+            out.push('[');
+            for (i, e) in els.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                write_labels(&mut out, &e.labels);
+                out.push_str(r#","value":"#);
+                write_point(&mut out, e.t, &format_float(e.v));
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(series) => {
+            out.push('[');
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"metric":"#);
+                write_labels(&mut out, &s.labels);
+                out.push_str(r#","values":["#);
+                for (j, p) in s.points.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    write_point(&mut out, p.t, &format_float(p.v));
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
+    }
+    out.push_str("}}");
+    raw_json(out)
+}
+
+/// `[<seconds>, "<value>"]`, the timestamp as Prometheus writes it: whole seconds,
+/// then the milliseconds as three digits when there are any.
+fn write_point(out: &mut String, t: i64, value: &str) {
+    out.push('[');
+    if t < 0 {
+        out.push('-');
+    }
+    let a = t.unsigned_abs();
+    let _ = write!(out, "{}", a / 1000);
+    if a % 1000 != 0 {
+        let _ = write!(out, ".{:03}", a % 1000);
+    }
+    out.push(',');
+    write_json_str(out, value);
+    out.push(']');
+}
+
+fn write_labels(out: &mut String, labels: &Labels) {
+    out.push('{');
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_str(out, &l.name);
+        out.push(':');
+        write_json_str(out, &l.value);
+    }
+    out.push('}');
+}
+
+fn write_json_str(out: &mut String, s: &str) {
+    match serde_json::to_string(s) {
+        Ok(q) => out.push_str(&q),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_prometheus_does() {
+        let mut s = String::new();
+        write_point(&mut s, 1_435_781_451_781, "1");
+        assert_eq!(s, r#"[1435781451.781,"1"]"#);
+        s.clear();
+        write_point(&mut s, 1_435_781_451_050, "NaN");
+        assert_eq!(s, r#"[1435781451.050,"NaN"]"#);
+        s.clear();
+        write_point(&mut s, 4000, "+Inf");
+        assert_eq!(s, r#"[4,"+Inf"]"#);
+        s.clear();
+        write_point(&mut s, -1500, "2");
+        assert_eq!(s, r#"[-1.500,"2"]"#);
+    }
+}

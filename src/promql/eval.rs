@@ -1,0 +1,497 @@
+//! The evaluator: series for every selector are loaded once for the whole query, then
+//! the tree is evaluated step by step over them, as Prometheus's engine does.
+//!
+//! Selection follows Prometheus 2.x exactly: an instant selector at reference time `r`
+//! takes the newest sample in `[r - lookback, r]` unless it is a staleness marker; a
+//! range selector takes the samples in `[r - range, r]` without staleness markers;
+//! `r` is the step time (or the `@` time) minus the `offset`.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+
+use super::value::{Element, SeriesPoints, Value};
+use super::{CancelFlag, EngineOptions, QueryError, Span};
+use crate::model::{Labels, MatchType, Matcher, Sample, is_stale_nan};
+use crate::storage::{Queryable, SelectHints, Series};
+
+/// What one node evaluates to at one step.
+#[derive(Debug, Clone)]
+pub(super) enum StepVal {
+    Scalar(f64),
+    String(String),
+    /// Elements carry the step time, except straight out of a selector, where they
+    /// carry their sample's own time (which `timestamp()` reports).
+    Vector(Vec<Element>),
+    /// A range vector and its window `[start, end]` (for rate extrapolation).
+    Matrix {
+        series: Vec<SeriesPoints>,
+        start: i64,
+        end: i64,
+    },
+}
+
+impl StepVal {
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            StepVal::Scalar(_) => "scalar",
+            StepVal::String(_) => "string",
+            StepVal::Vector(_) => "instant vector",
+            StepVal::Matrix { .. } => "range vector",
+        }
+    }
+}
+
+/// Evaluates `expr` over `span` and shapes the result as Prometheus's API does.
+pub(super) fn run(
+    opts: &EngineOptions,
+    storage: &dyn Queryable,
+    expr: &Expr,
+    span: Span,
+    cancel: &CancelFlag,
+    deadline: Instant,
+) -> Result<Value, QueryError> {
+    let mut ev = Evaluator {
+        opts,
+        span,
+        data: HashMap::new(),
+        cancel,
+        deadline,
+    };
+    ev.load(storage, expr)?;
+    if span.step == 0 {
+        let t = span.start;
+        return Ok(match ev.eval(expr, t)? {
+            StepVal::Scalar(v) => Value::Scalar { t, v },
+            StepVal::String(v) => Value::String { t, v },
+            StepVal::Vector(mut els) => {
+                for e in &mut els {
+                    e.t = t;
+                }
+                Value::Vector(els)
+            }
+            StepVal::Matrix { series, .. } => Value::Matrix(series),
+        });
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<SeriesPoints> = Vec::new();
+    let mut total = 0usize;
+    let mut t = span.start;
+    while t <= span.end {
+        ev.check("query evaluation")?;
+        let els = match ev.eval(expr, t)? {
+            StepVal::Scalar(v) => vec![Element {
+                labels: Labels::empty(),
+                t,
+                v,
+            }],
+            StepVal::Vector(els) => els,
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "invalid expression type {:?} for range query, must be Scalar or instant Vector",
+                    other.kind()
+                )));
+            }
+        };
+        total += els.len();
+        if total > opts.max_samples {
+            return Err(QueryError::too_many_samples());
+        }
+        for e in els {
+            let i = match index.entry(e.labels) {
+                Entry::Occupied(o) => *o.get(),
+                Entry::Vacant(v) => {
+                    out.push(SeriesPoints {
+                        labels: v.key().clone(),
+                        points: Vec::new(),
+                    });
+                    *v.insert(out.len() - 1)
+                }
+            };
+            if let Some(s) = out.get_mut(i) {
+                s.points.push(Sample { t, v: e.v });
+            }
+        }
+        t += span.step;
+    }
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(Value::Matrix(out))
+}
+
+pub(super) struct Evaluator<'a> {
+    pub(super) opts: &'a EngineOptions,
+    pub(super) span: Span,
+    /// Series of each selector, by the selector node's address.
+    data: HashMap<usize, Vec<Series>>,
+    cancel: &'a CancelFlag,
+    deadline: Instant,
+}
+
+fn node_key(vs: &VectorSelector) -> usize {
+    vs as *const VectorSelector as usize
+}
+
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+impl Evaluator<'_> {
+    /// Fails once the query is canceled or past its deadline.
+    pub(super) fn check(&self, stage: &'static str) -> Result<(), QueryError> {
+        if self.cancel.is_canceled() {
+            return Err(QueryError::Canceled(stage));
+        }
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout(stage));
+        }
+        Ok(())
+    }
+
+    /// The time an `@` modifier pins a selector or subquery to.
+    pub(super) fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.span.start),
+            Some(AtModifier::End) => Some(self.span.end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(*t)),
+        }
+    }
+
+    /// Loads the series of every selector in `expr`, each over the time it can need.
+    fn load(&mut self, storage: &dyn Queryable, expr: &Expr) -> Result<(), QueryError> {
+        let mut needs: Vec<(&VectorSelector, i64, i64)> = Vec::new();
+        self.collect(expr, self.span.start, self.span.end, &mut needs);
+        let (Some(lo), Some(hi)) = (
+            needs.iter().map(|n| n.1).min(),
+            needs.iter().map(|n| n.2).max(),
+        ) else {
+            return Ok(());
+        };
+        let querier = storage.querier(lo, hi)?;
+        // The loaded samples are what the query holds in memory: they count against
+        // the same limit as Prometheus's in-flight samples.
+        let mut loaded = 0usize;
+        for (vs, start, end) in needs {
+            self.check("query preparation")?;
+            let matchers = selector_matchers(vs)?;
+            let hints = SelectHints {
+                start_ms: start,
+                end_ms: end,
+                series_only: false,
+            };
+            let mut series = Vec::new();
+            for s in querier.select(&hints, &matchers)? {
+                let mut s = s?;
+                s.samples.retain(|x| x.t >= start && x.t <= end);
+                if !s.samples.is_empty() {
+                    loaded += s.samples.len();
+                    if loaded > self.opts.max_samples {
+                        return Err(QueryError::too_many_samples());
+                    }
+                    series.push(s);
+                }
+            }
+            self.data.insert(node_key(vs), series);
+        }
+        Ok(())
+    }
+
+    /// Records, for every selector, the sample times it may read when `expr` is
+    /// evaluated at times in `[lo, hi]`.
+    fn collect<'e>(
+        &self,
+        expr: &'e Expr,
+        lo: i64,
+        hi: i64,
+        out: &mut Vec<(&'e VectorSelector, i64, i64)>,
+    ) {
+        let refs = |at: &Option<AtModifier>, off: &Option<Offset>| {
+            let (a, b) = self.at_ms(at).map_or((lo, hi), |t| (t, t));
+            (a - offset_ms(off), b - offset_ms(off))
+        };
+        match expr {
+            Expr::VectorSelector(vs) => {
+                let (a, b) = refs(&vs.at, &vs.offset);
+                out.push((vs, a - self.opts.lookback_delta_ms, b));
+            }
+            Expr::MatrixSelector(ms) => {
+                let (a, b) = refs(&ms.vs.at, &ms.vs.offset);
+                out.push((&ms.vs, a - ms.range.as_millis() as i64, b));
+            }
+            Expr::Subquery(sq) => {
+                let (a, b) = refs(&sq.at, &sq.offset);
+                self.collect(&sq.expr, a - sq.range.as_millis() as i64, b, out);
+            }
+            Expr::Aggregate(a) => {
+                self.collect(&a.expr, lo, hi, out);
+                if let Some(p) = &a.param {
+                    self.collect(p, lo, hi, out);
+                }
+            }
+            Expr::Unary(u) => self.collect(&u.expr, lo, hi, out),
+            Expr::Binary(b) => {
+                self.collect(&b.lhs, lo, hi, out);
+                self.collect(&b.rhs, lo, hi, out);
+            }
+            Expr::Paren(p) => self.collect(&p.expr, lo, hi, out),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.collect(a, lo, hi, out);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    /// Evaluates `expr` at time `ts`.
+    pub(super) fn eval(&self, expr: &Expr, ts: i64) -> Result<StepVal, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(StepVal::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(StepVal::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                StepVal::Scalar(v) => Ok(StepVal::Scalar(-v)),
+                StepVal::Vector(mut els) => {
+                    for e in &mut els {
+                        e.v = -e.v;
+                        e.t = ts;
+                        e.labels = drop_metric_name(&e.labels);
+                    }
+                    Ok(StepVal::Vector(els))
+                }
+                other => Err(QueryError::Execution(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {:?}",
+                    other.kind()
+                ))),
+            },
+            Expr::VectorSelector(vs) => Ok(StepVal::Vector(self.select_vector(vs, ts))),
+            Expr::MatrixSelector(ms) => {
+                let r = self.at_ms(&ms.vs.at).unwrap_or(ts) - offset_ms(&ms.vs.offset);
+                let start = r - ms.range.as_millis() as i64;
+                let mut series = Vec::new();
+                let mut count = 0usize;
+                self.for_each_window(&ms.vs, start, r, |labels, points| {
+                    count += points.len();
+                    series.push(SeriesPoints {
+                        labels: labels.clone(),
+                        points: points.to_vec(),
+                    });
+                });
+                if count > self.opts.max_samples {
+                    return Err(QueryError::too_many_samples());
+                }
+                Ok(StepVal::Matrix {
+                    series,
+                    start,
+                    end: r,
+                })
+            }
+            Expr::Subquery(sq) => self.eval_subquery(sq, ts),
+            Expr::Call(c) => super::call::eval(self, c, ts),
+            Expr::Aggregate(a) => super::aggregate::eval(self, a, ts),
+            Expr::Binary(b) => super::binary::eval(self, b, ts),
+            Expr::Extension(_) => Err(QueryError::BadData("unsupported expression".into())),
+        }
+    }
+
+    /// Evaluates `expr`, which the parser has typed as an instant vector.
+    pub(super) fn eval_vector(&self, expr: &Expr, ts: i64) -> Result<Vec<Element>, QueryError> {
+        match self.eval(expr, ts)? {
+            StepVal::Vector(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected instant vector, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// Evaluates `expr`, which the parser has typed as a scalar.
+    pub(super) fn eval_scalar(&self, expr: &Expr, ts: i64) -> Result<f64, QueryError> {
+        match self.eval(expr, ts)? {
+            StepVal::Scalar(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected scalar, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// The instant selector at `ts`: each series' newest sample in the lookback window.
+    fn select_vector(&self, vs: &VectorSelector, ts: i64) -> Vec<Element> {
+        let r = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
+        let from = r - self.opts.lookback_delta_ms;
+        let Some(series) = self.data.get(&node_key(vs)) else {
+            return Vec::new();
+        };
+        series
+            .iter()
+            .filter_map(|s| {
+                let i = s.samples.partition_point(|x| x.t <= r);
+                let x = s.samples.get(i.checked_sub(1)?)?;
+                (x.t >= from && !is_stale_nan(x.v)).then(|| Element {
+                    labels: s.labels.clone(),
+                    t: x.t,
+                    v: x.v,
+                })
+            })
+            .collect()
+    }
+
+    /// Calls `f` with each series of the selector that has samples in `[start, end]`,
+    /// staleness markers left out.
+    pub(super) fn for_each_window(
+        &self,
+        vs: &VectorSelector,
+        start: i64,
+        end: i64,
+        mut f: impl FnMut(&Labels, &[Sample]),
+    ) {
+        let Some(series) = self.data.get(&node_key(vs)) else {
+            return;
+        };
+        let mut scratch: Vec<Sample> = Vec::new();
+        for s in series {
+            let a = s.samples.partition_point(|x| x.t < start);
+            let b = s.samples.partition_point(|x| x.t <= end);
+            let Some(window) = s.samples.get(a..b).filter(|w| !w.is_empty()) else {
+                continue;
+            };
+            if window.iter().any(|x| is_stale_nan(x.v)) {
+                scratch.clear();
+                scratch.extend(window.iter().filter(|x| !is_stale_nan(x.v)));
+                if !scratch.is_empty() {
+                    f(&s.labels, &scratch);
+                }
+            } else {
+                f(&s.labels, window);
+            }
+        }
+    }
+
+    /// `expr[range:step]` at `ts`: the inner expression at every multiple of the step
+    /// in `[ref - range, ref]`, as a range vector.
+    fn eval_subquery(&self, sq: &SubqueryExpr, ts: i64) -> Result<StepVal, QueryError> {
+        let step = sq
+            .step
+            .map(|d| d.as_millis() as i64)
+            .filter(|s| *s > 0)
+            .unwrap_or(self.opts.default_subquery_step_ms);
+        let r = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+        let start = r - sq.range.as_millis() as i64;
+        // Prometheus aligns the first step to a multiple of the step at or after the
+        // range's start (Go's truncating remainder, which Rust's `%` matches).
+        let mut t = start - start % step;
+        if t < start {
+            t += step;
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut series: Vec<SeriesPoints> = Vec::new();
+        let mut count = 0usize;
+        while t <= r {
+            self.check("subquery evaluation")?;
+            let els = match self.eval(&sq.expr, t)? {
+                StepVal::Vector(v) => v,
+                StepVal::Scalar(v) => vec![Element {
+                    labels: Labels::empty(),
+                    t,
+                    v,
+                }],
+                other => {
+                    return Err(QueryError::Execution(format!(
+                        "subquery is only allowed on instant vector, got {}",
+                        other.kind()
+                    )));
+                }
+            };
+            count += els.len();
+            if count > self.opts.max_samples {
+                return Err(QueryError::too_many_samples());
+            }
+            for e in els {
+                let i = match index.entry(e.labels) {
+                    Entry::Occupied(o) => *o.get(),
+                    Entry::Vacant(v) => {
+                        series.push(SeriesPoints {
+                            labels: v.key().clone(),
+                            points: Vec::new(),
+                        });
+                        *v.insert(series.len() - 1)
+                    }
+                };
+                if let Some(s) = series.get_mut(i) {
+                    s.points.push(Sample { t, v: e.v });
+                }
+            }
+            t += step;
+        }
+        Ok(StepVal::Matrix {
+            series,
+            start,
+            end: r,
+        })
+    }
+}
+
+/// The matchers of a selector, the metric name included.
+pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
+    let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
+    if let Some(name) = &vs.name
+        && !vs.matchers.matchers.iter().any(|m| m.name == "__name__")
+    {
+        out.push(Matcher::equal("__name__", name.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        let kind = match m.op {
+            MatchOp::Equal => MatchType::Equal,
+            MatchOp::NotEqual => MatchType::NotEqual,
+            MatchOp::Re(_) => MatchType::Regex,
+            MatchOp::NotRe(_) => MatchType::NotRegex,
+        };
+        out.push(
+            Matcher::new(kind, m.name.clone(), m.value.clone())
+                .map_err(|e| QueryError::BadData(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// `labels` without `__name__`.
+pub(super) fn drop_metric_name(labels: &Labels) -> Labels {
+    if labels.get(crate::model::METRIC_NAME).is_none() {
+        return labels.clone();
+    }
+    let mut b = labels.to_builder();
+    b.delete(crate::model::METRIC_NAME);
+    b.build()
+}
+
+/// Prometheus's check after every function and operator: no two output elements
+/// may have the same labels.
+pub(super) fn check_unique_labels(els: &[Element]) -> Result<(), QueryError> {
+    if els.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(els.len());
+    for e in els {
+        if !seen.insert(&e.labels) {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}

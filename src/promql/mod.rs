@@ -1,0 +1,483 @@
+//! PromQL: Prometheus 2.42's query language, evaluated over the `storage` seam.
+//!
+//! promql-parser gives the syntax tree; everything after it is ODIN's own:
+//!
+//! * [`Engine`] runs instant and range queries under the limits of Prometheus's
+//!   `--query.*` flags (samples, timeout) and stops when the caller cancels;
+//! * `eval` walks the tree once per step over series preloaded for the whole query
+//!   (one storage select per selector, not one per step);
+//! * `binary`, `aggregate` and `call` hold the operator, aggregation and function
+//!   semantics; `functions` the numeric core of the functions;
+//! * [`value`] is what a query returns; [`testlang`] reads Prometheus's PromQL test
+//!   files, so ODIN's own cases run in the same language.
+
+mod aggregate;
+mod binary;
+mod call;
+mod eval;
+pub mod functions;
+pub mod testlang;
+pub mod value;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::storage::{Queryable, StorageError};
+
+pub use value::{Element, SeriesPoints, Value};
+
+/// The limits of Prometheus's `--query.*` flags.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// `--query.max-samples`: samples a query may hold in memory at once.
+    pub max_samples: usize,
+    /// `--query.timeout`.
+    pub timeout: Duration,
+    /// `--query.lookback-delta`: how far back an instant selector looks for a sample.
+    pub lookback_delta_ms: i64,
+    /// The step of a subquery without one (Prometheus uses the global
+    /// `evaluation_interval`, 1m by default).
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            lookback_delta_ms: 5 * 60 * 1000,
+            default_subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+/// Why a query failed, by Prometheus's `errorType`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query text or its parameters are wrong (`bad_data`, 400).
+    #[error("{0}")]
+    BadData(String),
+    /// Evaluation failed (`execution`, 422): duplicate series, too many samples…
+    #[error("{0}")]
+    Execution(String),
+    /// `timeout` (503).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The caller went away (`canceled`).
+    #[error("query was canceled in {0}")]
+    Canceled(&'static str),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl QueryError {
+    fn too_many_samples() -> Self {
+        QueryError::Execution(
+            "query processing would load too many samples into memory in query execution".into(),
+        )
+    }
+}
+
+/// Set by the caller to stop a running query (the client disconnected).
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Cancels the flag when dropped: held by a request handler, so that a client
+/// going away (the handler's future dropped) stops the evaluation behind it.
+pub struct CancelOnDrop(pub CancelFlag);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Evaluates PromQL over a [`Queryable`].
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// The time span a query asks for.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: i64,
+    end: i64,
+    /// 0 for an instant query.
+    step: i64,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Self { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// An instant query at `t` (Unix ms).
+    pub fn instant(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        t: i64,
+        cancel: &CancelFlag,
+    ) -> Result<Value, QueryError> {
+        let expr = parse(query)?;
+        let span = Span {
+            start: t,
+            end: t,
+            step: 0,
+        };
+        eval::run(&self.opts, storage, &expr, span, cancel, self.deadline())
+    }
+
+    /// A range query from `start` to `end` every `step` milliseconds.
+    pub fn range(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        cancel: &CancelFlag,
+    ) -> Result<Value, QueryError> {
+        let expr = parse(query)?;
+        use promql_parser::parser::value::ValueType;
+        match expr.value_type() {
+            ValueType::Scalar | ValueType::Vector => {}
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    type_name(other)
+                )));
+            }
+        }
+        if step <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                    .into(),
+            ));
+        }
+        if end < start {
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let span = Span { start, end, step };
+        eval::run(&self.opts, storage, &expr, span, cancel, self.deadline())
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.opts.timeout
+    }
+}
+
+fn type_name(t: promql_parser::parser::value::ValueType) -> &'static str {
+    use promql_parser::parser::value::ValueType;
+    match t {
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+        ValueType::Vector => "instant vector",
+        ValueType::Matrix => "range vector",
+    }
+}
+
+/// Parses a query and refuses what Prometheus 2.42 does not know: functions added
+/// after it and `or` inside selectors.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    register_2_42_functions();
+    let query = raw_strings_as_quoted(query);
+    let expr = promql_parser::parser::parse(&query).map_err(QueryError::BadData)?;
+    check_2_42(&expr)?;
+    Ok(expr)
+}
+
+/// Rewrites PromQL's raw strings (`` `…` ``, where a backslash is just a backslash)
+/// as double-quoted ones: promql-parser 0.11 applies escape rules inside backticks and
+/// refuses a regex like `` `\d+` `` that Prometheus accepts.
+fn raw_strings_as_quoted(q: &str) -> std::borrow::Cow<'_, str> {
+    if !q.contains('`') {
+        return std::borrow::Cow::Borrowed(q);
+    }
+    let mut out = String::with_capacity(q.len() + 8);
+    let mut chars = q.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                // A quoted string: copied as it is, escapes included.
+                out.push(c);
+                while let Some(d) = chars.next() {
+                    out.push(d);
+                    if d == '\\' {
+                        if let Some(e) = chars.next() {
+                            out.push(e);
+                        }
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '#' => {
+                // A comment runs to the end of the line.
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '`' => {
+                out.push('"');
+                for d in chars.by_ref() {
+                    match d {
+                        '`' => break,
+                        '\\' => out.push_str("\\\\"),
+                        '"' => out.push_str("\\\""),
+                        '\n' => out.push_str("\\n"),
+                        _ => out.push(d),
+                    }
+                }
+                out.push('"');
+            }
+            _ => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Teaches the parser the 2.42 functions it no longer knows: `holt_winters` (renamed
+/// `double_exponential_smoothing` after 2.42).
+fn register_2_42_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use promql_parser::parser::Function;
+        use promql_parser::parser::value::ValueType;
+        let holt_winters = Function {
+            name: "holt_winters",
+            arg_types: vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            variadic: 0,
+            return_type: ValueType::Vector,
+            experimental: false,
+        };
+        if let Err(e) = promql_parser::parser::register_extra_functions(vec![holt_winters]) {
+            tracing::error!(error = %e, "cannot register holt_winters with the PromQL parser");
+        }
+    });
+}
+
+/// The functions of Prometheus 2.42.
+const FUNCTIONS_2_42: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_sum",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+];
+
+fn check_2_42(expr: &promql_parser::parser::Expr) -> Result<(), QueryError> {
+    use promql_parser::parser::Expr;
+    match expr {
+        Expr::Aggregate(a) => {
+            let op = a.op.to_string();
+            if !aggregate::is_supported(&op) {
+                return Err(QueryError::BadData(format!(
+                    "unknown aggregation operator {op:?}"
+                )));
+            }
+            check_2_42(&a.expr)?;
+            if let Some(p) = &a.param {
+                check_2_42(p)?;
+            }
+            Ok(())
+        }
+        Expr::Unary(u) => check_2_42(&u.expr),
+        Expr::Binary(b) => {
+            check_2_42(&b.lhs)?;
+            check_2_42(&b.rhs)
+        }
+        Expr::Paren(p) => check_2_42(&p.expr),
+        Expr::Subquery(s) => check_2_42(&s.expr),
+        Expr::VectorSelector(vs) => check_selector(vs),
+        Expr::MatrixSelector(ms) => check_selector(&ms.vs),
+        Expr::Call(c) => {
+            if !FUNCTIONS_2_42.contains(&c.func.name) {
+                return Err(QueryError::BadData(format!(
+                    "unknown function with name {:?}",
+                    c.func.name
+                )));
+            }
+            c.args.args.iter().try_for_each(|a| check_2_42(a))
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+        Expr::Extension(_) => Err(QueryError::BadData("unsupported expression".into())),
+    }
+}
+
+fn check_selector(vs: &promql_parser::parser::VectorSelector) -> Result<(), QueryError> {
+    if vs.matchers.or_matchers.is_empty() {
+        Ok(())
+    } else {
+        Err(QueryError::BadData(
+            "\"or\" inside a vector selector is not supported".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Labels;
+    use crate::storage::Appendable;
+    use crate::storage::memory::MemoryStorage;
+
+    fn storage(series: usize, samples: i64) -> MemoryStorage {
+        let s = MemoryStorage::new();
+        let mut app = s.appender();
+        for i in 0..series {
+            let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]);
+            for t in 0..samples {
+                app.append(&l, t * 15_000, t as f64).unwrap();
+            }
+        }
+        app.commit().unwrap();
+        s
+    }
+
+    #[test]
+    fn raw_strings_keep_their_backslashes() {
+        assert_eq!(
+            raw_strings_as_quoted(r#"a{b=~`\d+"`}"#),
+            r#"a{b=~"\\d+\""}"#
+        );
+        // Backticks inside quoted strings and comments are left alone.
+        assert_eq!(raw_strings_as_quoted(r#"a{b="`x`"}"#), r#"a{b="`x`"}"#);
+        assert!(parse(r#"label_replace(m, "x", "$1", "i", `(\d)`)"#).is_ok());
+    }
+
+    #[test]
+    fn only_prometheus_2_42_functions_parse() {
+        assert!(parse("holt_winters(m[5m], 0.5, 0.5)").is_ok());
+        let err = parse("mad_over_time(m[5m])").unwrap_err();
+        assert!(err.to_string().contains("unknown function"), "{err}");
+        assert!(matches!(parse("sum("), Err(QueryError::BadData(_))));
+    }
+
+    #[test]
+    fn range_queries_refuse_range_vectors_and_bad_steps() {
+        let s = storage(1, 10);
+        let e = Engine::default();
+        let c = CancelFlag::default();
+        let err = e.range(&s, "m[5m]", 0, 60_000, 15_000, &c).unwrap_err();
+        assert!(err.to_string().contains("range vector"), "{err}");
+        assert!(e.range(&s, "m", 0, 60_000, 0, &c).is_err());
+        let Value::Matrix(m) = e.range(&s, "m", 0, 60_000, 15_000, &c).unwrap() else {
+            panic!("not a matrix")
+        };
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].points.len(), 5);
+    }
+
+    #[test]
+    fn limits_and_cancellation_stop_a_query() {
+        let s = storage(10, 100);
+        let c = CancelFlag::default();
+        let small = Engine::new(EngineOptions {
+            max_samples: 50,
+            ..EngineOptions::default()
+        });
+        let err = small.instant(&s, "sum(m)", 1_000_000, &c).unwrap_err();
+        assert!(err.to_string().contains("too many samples"), "{err}");
+        c.cancel();
+        let err = Engine::default()
+            .range(&s, "m", 0, 1_500_000, 15_000, &c)
+            .unwrap_err();
+        assert!(matches!(err, QueryError::Canceled(_)), "{err}");
+        let expired = Engine::new(EngineOptions {
+            timeout: Duration::ZERO,
+            ..EngineOptions::default()
+        });
+        let err = expired
+            .range(&s, "m", 0, 1_500_000, 15_000, &CancelFlag::default())
+            .unwrap_err();
+        assert!(matches!(err, QueryError::Timeout(_)), "{err}");
+    }
+}
