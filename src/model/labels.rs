@@ -91,6 +91,12 @@ impl Labels {
         Ok(())
     }
 
+    /// An identity for this particular allocation (equal for clones of one label set,
+    /// usually different for equal sets built separately): a cheap memo key.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const Label as usize
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

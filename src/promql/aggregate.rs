@@ -1,7 +1,7 @@
 //! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, … with `by` or
 //! `without`), grouping and arithmetic as Prometheus 2.42's `aggregation()`.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 

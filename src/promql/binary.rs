@@ -2,12 +2,12 @@
 //! `and`/`or`/`unless`, and vector matching with `on`/`ignoring` and
 //! `group_left`/`group_right`, with Prometheus 2.42's label and error rules.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::QueryError;
-use super::eval::{Evaluator, StepVal, check_unique_labels, drop_metric_name};
+use super::eval::{Evaluator, StepVal, check_unique_labels};
 use super::value::Element;
 use crate::model::{Labels, METRIC_NAME, hash_label_pairs};
 
@@ -171,10 +171,10 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
             }))
         }
         (StepVal::Vector(l), StepVal::Scalar(r)) => {
-            vector_scalar(l, r, op, return_bool, false, ts).map(StepVal::Vector)
+            vector_scalar(ev, l, r, op, return_bool, false, ts).map(StepVal::Vector)
         }
         (StepVal::Scalar(l), StepVal::Vector(r)) => {
-            vector_scalar(r, l, op, return_bool, true, ts).map(StepVal::Vector)
+            vector_scalar(ev, r, l, op, return_bool, true, ts).map(StepVal::Vector)
         }
         (StepVal::Vector(l), StepVal::Vector(r)) => {
             let (on, labels): (bool, &[String]) =
@@ -217,6 +217,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
 
 /// A vector against a scalar; `swapped` when the scalar is on the left.
 fn vector_scalar(
+    ev: &Evaluator<'_>,
     v: Vec<Element>,
     s: f64,
     op: Op,
@@ -243,7 +244,7 @@ fn vector_scalar(
         }
         if keep {
             if op.drops_metric_name() || return_bool {
-                e.labels = drop_metric_name(&e.labels);
+                e.labels = ev.drop_name(&e.labels);
             }
             e.v = value;
             e.t = ts;

@@ -1,7 +1,7 @@
 //! Function calls: argument handling, output labels and the special cases of
 //! Prometheus 2.42's functions; the arithmetic lives in `functions`.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use promql_parser::parser::{Call, Expr};
 
@@ -112,7 +112,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
             let v = ev.eval_vector(arg(0)?, ts)?;
             v.into_iter()
                 .map(|e| Element {
-                    labels: drop_metric_name(&e.labels),
+                    labels: ev.drop_name(&e.labels),
                     t: ts,
                     v: e.t as f64 / 1000.0,
                 })
@@ -123,25 +123,27 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
                 Some(a) => ev.eval_scalar(a, ts)?,
                 None => 1.0,
             };
-            map_values(ev.eval_vector(arg(0)?, ts)?, ts, |v| f::round(v, to))
+            map_values(ev, ev.eval_vector(arg(0)?, ts)?, ts, |v| f::round(v, to))
         }
         "clamp" => {
             let (lo, hi) = (ev.eval_scalar(arg(1)?, ts)?, ev.eval_scalar(arg(2)?, ts)?);
             if hi < lo {
                 Vec::new()
             } else {
-                map_values(ev.eval_vector(arg(0)?, ts)?, ts, |v| f::clamp(v, lo, hi))
+                map_values(ev, ev.eval_vector(arg(0)?, ts)?, ts, |v| {
+                    f::clamp(v, lo, hi)
+                })
             }
         }
         "clamp_min" => {
             let lo = ev.eval_scalar(arg(1)?, ts)?;
-            map_values(ev.eval_vector(arg(0)?, ts)?, ts, |v| {
+            map_values(ev, ev.eval_vector(arg(0)?, ts)?, ts, |v| {
                 f::clamp(v, lo, f64::INFINITY)
             })
         }
         "clamp_max" => {
             let hi = ev.eval_scalar(arg(1)?, ts)?;
-            map_values(ev.eval_vector(arg(0)?, ts)?, ts, |v| {
+            map_values(ev, ev.eval_vector(arg(0)?, ts)?, ts, |v| {
                 f::clamp(v, f64::NEG_INFINITY, hi)
             })
         }
@@ -180,10 +182,10 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
         }
         _ => {
             if let Some(g) = f::math_fn(name) {
-                map_values(ev.eval_vector(arg(0)?, ts)?, ts, g)
+                map_values(ev, ev.eval_vector(arg(0)?, ts)?, ts, g)
             } else if let Some(g) = f::date_fn(name) {
                 match args.first() {
-                    Some(a) => map_values(ev.eval_vector(a, ts)?, ts, g),
+                    Some(a) => map_values(ev, ev.eval_vector(a, ts)?, ts, g),
                     None => vec![Element {
                         labels: Labels::empty(),
                         t: ts,
@@ -202,10 +204,15 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
 }
 
 /// Applies `g` to every value, dropping the metric name.
-fn map_values(v: Vec<Element>, ts: i64, g: impl Fn(f64) -> f64) -> Vec<Element> {
+fn map_values(
+    ev: &Evaluator<'_>,
+    v: Vec<Element>,
+    ts: i64,
+    g: impl Fn(f64) -> f64,
+) -> Vec<Element> {
     v.into_iter()
         .map(|e| Element {
-            labels: drop_metric_name(&e.labels),
+            labels: ev.drop_name(&e.labels),
             t: ts,
             v: g(e.v),
         })
@@ -233,7 +240,7 @@ fn over_matrix(
         match g(&buf, start, end) {
             Ok(Some(v)) => out.push(Element {
                 labels: if drop_name {
-                    drop_metric_name(labels)
+                    ev.drop_name(labels)
                 } else {
                     labels.clone()
                 },

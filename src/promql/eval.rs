@@ -6,8 +6,10 @@
 //! range selector takes the samples in `[r - range, r]` without staleness markers;
 //! `r` is the step time (or the `@` time) minus the `offset`.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::cell::RefCell;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp;
@@ -60,6 +62,8 @@ pub(super) fn run(
         data: HashMap::new(),
         cancel,
         deadline,
+        without_name: RefCell::new(HashMap::new()),
+        cursors: RefCell::new(HashMap::new()),
     };
     ev.load(storage, expr)?;
     if span.step == 0 {
@@ -77,6 +81,10 @@ pub(super) fn run(
         });
     }
     let mut index: HashMap<Labels, usize> = HashMap::new();
+    // Most steps hand back the very same label sets (a selector's series, or their
+    // memoised name-less copies): found by identity first, without hashing strings.
+    // The sets are kept alive here, so an identity is never reused by another set.
+    let mut by_identity: HashMap<usize, (Labels, usize)> = HashMap::new();
     let mut out: Vec<SeriesPoints> = Vec::new();
     let mut total = 0usize;
     let mut t = span.start;
@@ -101,14 +109,22 @@ pub(super) fn run(
             return Err(QueryError::too_many_samples());
         }
         for e in els {
-            let i = match index.entry(e.labels) {
-                Entry::Occupied(o) => *o.get(),
-                Entry::Vacant(v) => {
-                    out.push(SeriesPoints {
-                        labels: v.key().clone(),
-                        points: Vec::new(),
-                    });
-                    *v.insert(out.len() - 1)
+            let id = e.labels.identity();
+            let i = match by_identity.get(&id) {
+                Some((_, i)) => *i,
+                None => {
+                    let i = match index.entry(e.labels.clone()) {
+                        Entry::Occupied(o) => *o.get(),
+                        Entry::Vacant(v) => {
+                            out.push(SeriesPoints {
+                                labels: v.key().clone(),
+                                points: Vec::new(),
+                            });
+                            *v.insert(out.len() - 1)
+                        }
+                    };
+                    by_identity.insert(id, (e.labels, i));
+                    i
                 }
             };
             if let Some(s) = out.get_mut(i) {
@@ -128,6 +144,14 @@ pub(super) struct Evaluator<'a> {
     data: HashMap<usize, Vec<Series>>,
     cancel: &'a CancelFlag,
     deadline: Instant,
+    /// Per selector and series, where the last window started and ended: steps move
+    /// forward a few samples at a time, so the next window is found by walking on
+    /// from there instead of by two binary searches that miss the cache.
+    cursors: RefCell<HashMap<usize, Vec<(usize, usize)>>>,
+    /// Label sets without `__name__`, by the identity of the set they came from (kept
+    /// alive here, so that the identity is not reused): functions and operators drop
+    /// the name of the same selector series at every step.
+    without_name: RefCell<HashMap<usize, (Labels, Labels)>>,
 }
 
 fn node_key(vs: &VectorSelector) -> usize {
@@ -257,6 +281,15 @@ impl Evaluator<'_> {
         }
     }
 
+    /// `labels` without `__name__`, computed once per label set and query.
+    pub(super) fn drop_name(&self, labels: &Labels) -> Labels {
+        let mut memo = self.without_name.borrow_mut();
+        memo.entry(labels.identity())
+            .or_insert_with(|| (labels.clone(), drop_metric_name(labels)))
+            .1
+            .clone()
+    }
+
     /// Evaluates `expr` at time `ts`.
     pub(super) fn eval(&self, expr: &Expr, ts: i64) -> Result<StepVal, QueryError> {
         match expr {
@@ -269,7 +302,7 @@ impl Evaluator<'_> {
                     for e in &mut els {
                         e.v = -e.v;
                         e.t = ts;
-                        e.labels = drop_metric_name(&e.labels);
+                        e.labels = self.drop_name(&e.labels);
                     }
                     Ok(StepVal::Vector(els))
                 }
@@ -337,11 +370,16 @@ impl Evaluator<'_> {
         let Some(series) = self.data.get(&node_key(vs)) else {
             return Vec::new();
         };
+        let mut cursors = self.cursors.borrow_mut();
+        let cursors = cursors
+            .entry(node_key(vs))
+            .or_insert_with(|| vec![(0, 0); series.len()]);
         series
             .iter()
-            .filter_map(|s| {
-                let i = s.samples.partition_point(|x| x.t <= r);
-                let x = s.samples.get(i.checked_sub(1)?)?;
+            .zip(cursors.iter_mut())
+            .filter_map(|(s, c)| {
+                c.1 = seek(&s.samples, c.1, |x| x.t <= r);
+                let x = s.samples.get(c.1.checked_sub(1)?)?;
                 (x.t >= from && !is_stale_nan(x.v)).then(|| Element {
                     labels: s.labels.clone(),
                     t: x.t,
@@ -364,10 +402,14 @@ impl Evaluator<'_> {
             return;
         };
         let mut scratch: Vec<Sample> = Vec::new();
-        for s in series {
-            let a = s.samples.partition_point(|x| x.t < start);
-            let b = s.samples.partition_point(|x| x.t <= end);
-            let Some(window) = s.samples.get(a..b).filter(|w| !w.is_empty()) else {
+        let mut cursors = self.cursors.borrow_mut();
+        let cursors = cursors
+            .entry(node_key(vs))
+            .or_insert_with(|| vec![(0, 0); series.len()]);
+        for (s, c) in series.iter().zip(cursors.iter_mut()) {
+            c.0 = seek(&s.samples, c.0, |x| x.t < start);
+            c.1 = seek(&s.samples, c.1.max(c.0), |x| x.t <= end);
+            let Some(window) = s.samples.get(c.0..c.1).filter(|w| !w.is_empty()) else {
                 continue;
             };
             if window.iter().any(|x| is_stale_nan(x.v)) {
@@ -446,6 +488,27 @@ impl Evaluator<'_> {
     }
 }
 
+/// `samples.partition_point(before)`, starting from `hint`, an earlier answer for a
+/// nearby bound: a short walk when the bound moved forward a little, a binary search
+/// otherwise.
+fn seek(samples: &[Sample], hint: usize, before: impl Fn(&Sample) -> bool) -> usize {
+    let hint = hint.min(samples.len());
+    if hint > 0 && samples.get(hint - 1).is_some_and(|x| !before(x)) {
+        // The bound moved backward (a subquery's inner steps restart): search below.
+        return samples
+            .get(..hint)
+            .map_or(0, |s| s.partition_point(&before));
+    }
+    let mut i = hint;
+    for _ in 0..8 {
+        match samples.get(i) {
+            Some(x) if before(x) => i += 1,
+            _ => return i,
+        }
+    }
+    i + samples.get(i..).map_or(0, |s| s.partition_point(&before))
+}
+
 /// The matchers of a selector, the metric name included.
 pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
     let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
@@ -485,7 +548,7 @@ pub(super) fn check_unique_labels(els: &[Element]) -> Result<(), QueryError> {
     if els.len() < 2 {
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(els.len());
+    let mut seen = hashbrown::HashSet::with_capacity(els.len());
     for e in els {
         if !seen.insert(&e.labels) {
             return Err(QueryError::Execution(
@@ -494,4 +557,23 @@ pub(super) fn check_unique_labels(els: &[Element]) -> Result<(), QueryError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seek_finds_the_partition_point_from_any_hint(
+            n in 0usize..200,
+            hint in 0usize..250,
+            bound in -10i64..2100,
+        ) {
+            let samples: Vec<Sample> = (0..n as i64).map(|i| Sample::new(i * 10, 0.0)).collect();
+            let want = samples.partition_point(|x| x.t < bound);
+            prop_assert_eq!(seek(&samples, hint, |x| x.t < bound), want);
+        }
+    }
 }

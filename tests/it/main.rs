@@ -10,4 +10,5 @@ mod fixtures;
 mod grafana;
 mod lifecycle;
 mod prometheus_compat;
+mod promql_diff;
 mod remote_write;

@@ -10,7 +10,7 @@ mod postings;
 mod series;
 
 use arcstr::ArcStr;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -33,7 +33,7 @@ const SHARDS: usize = 64;
 /// this lookup is a cache miss per series, so every indirection counts.
 type HashShard = RwLock<HashTable<Arc<MemSeries>>>;
 /// Series by ref.
-type RefShard = RwLock<HashMap<u64, Arc<MemSeries>>>;
+type RefShard = RwLock<hashbrown::HashMap<u64, Arc<MemSeries>>>;
 
 pub struct Head {
     chunk_range_ms: i64,
@@ -62,7 +62,9 @@ impl Head {
         Self {
             chunk_range_ms,
             by_hash: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
-            by_ref: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            by_ref: (0..SHARDS)
+                .map(|_| RwLock::new(hashbrown::HashMap::new()))
+                .collect(),
             postings: RwLock::new(MemPostings::default()),
             symbols: Mutex::new(HashSet::new()),
             next_ref: AtomicU64::new(1),
