@@ -86,6 +86,7 @@ struct Group {
 
 pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<StepVal, QueryError> {
     let op = a.op.to_string();
+    let node = a as *const AggregateExpr as usize;
     let (without, names): (bool, &[String]) = match &a.modifier {
         Some(LabelModifier::Include(ls)) => (false, &ls.labels),
         Some(LabelModifier::Exclude(ls)) => (true, &ls.labels),
@@ -155,7 +156,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Ste
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for e in input {
-        let key = grouping.key(&e.labels);
+        let key = ev.group_key(node, &e.labels, || grouping.key(&e.labels));
         let gi = match index.get(&key) {
             Some(i) => *i,
             None => {
@@ -176,7 +177,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Ste
                     }
                 };
                 groups.push(Group {
-                    labels: grouping.group_labels(&e.labels),
+                    labels: ev.group_labels(key, || grouping.group_labels(&e.labels)),
                     acc,
                 });
                 index.insert(key, groups.len() - 1);

@@ -90,6 +90,8 @@ impl Op {
 
 /// How two vectors are matched.
 struct Matching<'a> {
+    /// The operator's node, which keys the evaluator's memos.
+    node: usize,
     /// `on(...)`: match on these labels only; otherwise on all but these and the name.
     on: bool,
     labels: &'a [String],
@@ -106,8 +108,12 @@ enum Card {
 }
 
 impl Matching<'_> {
-    /// The match-group signature of `labels`.
-    fn signature(&self, labels: &Labels) -> u64 {
+    /// The match-group signature of `labels`, computed once per label set and query.
+    fn signature(&self, ev: &Evaluator<'_>, labels: &Labels) -> u64 {
+        ev.signature(self.node, labels, || self.compute_signature(labels))
+    }
+
+    fn compute_signature(&self, labels: &Labels) -> u64 {
         let pairs = labels.iter().filter(|l| {
             if self.on {
                 self.labels.iter().any(|n| *n == *l.name)
@@ -189,22 +195,23 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
                 _ => (Card::OneToOne, &[]),
             };
             let m = Matching {
+                node: b as *const BinaryExpr as usize,
                 on,
                 labels,
                 card,
                 include,
             };
             let out = match op {
-                Op::And => set_and(l, r, &m),
-                Op::Or => set_or(l, r, &m),
-                Op::Unless => set_unless(l, r, &m),
-                _ => vector_vector(l, r, op, return_bool, &m)?,
+                Op::And => set_and(ev, l, r, &m),
+                Op::Or => set_or(ev, l, r, &m),
+                Op::Unless => set_unless(ev, l, r, &m),
+                _ => vector_vector(ev, l, r, op, return_bool, &m)?,
             };
             let mut out = out;
             for e in &mut out {
                 e.t = ts;
             }
-            check_unique_labels(&out)?;
+            check_unique_labels(ev, &out)?;
             Ok(StepVal::Vector(out))
         }
         (l, r) => Err(QueryError::Execution(format!(
@@ -256,6 +263,7 @@ fn vector_scalar(
 
 /// Arithmetic and comparison between two vectors (`VectorBinop`).
 fn vector_vector(
+    ev: &Evaluator<'_>,
     lhs: Vec<Element>,
     rhs: Vec<Element>,
     op: Op,
@@ -271,7 +279,7 @@ fn vector_vector(
     };
     let mut one_by_sig: HashMap<u64, &Element> = HashMap::with_capacity(one.len());
     for e in &one {
-        let sig = m.signature(&e.labels);
+        let sig = m.signature(ev, &e.labels);
         if let Some(prev) = one_by_sig.insert(sig, e) {
             let side = if m.card == Card::OneToMany {
                 "left"
@@ -290,7 +298,7 @@ fn vector_vector(
     let mut matched_groups: HashMap<u64, HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
     for e in &many {
-        let sig = m.signature(&e.labels);
+        let sig = m.signature(ev, &e.labels);
         let Some(o) = one_by_sig.get(&sig) else {
             continue;
         };
@@ -305,7 +313,9 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let labels = m.result_labels(&e.labels, &o.labels, op, return_bool);
+        let labels = ev.match_result(m.node, &e.labels, &o.labels, || {
+            m.result_labels(&e.labels, &o.labels, op, return_bool)
+        });
         if m.card == Card::OneToOne {
             if !matched_one_to_one.insert(sig) {
                 return Err(QueryError::Execution(
@@ -331,27 +341,42 @@ fn vector_vector(
     Ok(out)
 }
 
-fn set_and(lhs: Vec<Element>, rhs: Vec<Element>, m: &Matching<'_>) -> Vec<Element> {
-    let right: HashSet<u64> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
+fn set_and(
+    ev: &Evaluator<'_>,
+    lhs: Vec<Element>,
+    rhs: Vec<Element>,
+    m: &Matching<'_>,
+) -> Vec<Element> {
+    let right: HashSet<u64> = rhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
     lhs.into_iter()
-        .filter(|e| right.contains(&m.signature(&e.labels)))
+        .filter(|e| right.contains(&m.signature(ev, &e.labels)))
         .collect()
 }
 
-fn set_or(lhs: Vec<Element>, rhs: Vec<Element>, m: &Matching<'_>) -> Vec<Element> {
-    let left: HashSet<u64> = lhs.iter().map(|e| m.signature(&e.labels)).collect();
+fn set_or(
+    ev: &Evaluator<'_>,
+    lhs: Vec<Element>,
+    rhs: Vec<Element>,
+    m: &Matching<'_>,
+) -> Vec<Element> {
+    let left: HashSet<u64> = lhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
     let mut out = lhs;
     out.extend(
         rhs.into_iter()
-            .filter(|e| !left.contains(&m.signature(&e.labels))),
+            .filter(|e| !left.contains(&m.signature(ev, &e.labels))),
     );
     out
 }
 
-fn set_unless(lhs: Vec<Element>, rhs: Vec<Element>, m: &Matching<'_>) -> Vec<Element> {
-    let right: HashSet<u64> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
+fn set_unless(
+    ev: &Evaluator<'_>,
+    lhs: Vec<Element>,
+    rhs: Vec<Element>,
+    m: &Matching<'_>,
+) -> Vec<Element> {
+    let right: HashSet<u64> = rhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
     lhs.into_iter()
-        .filter(|e| !right.contains(&m.signature(&e.labels)))
+        .filter(|e| !right.contains(&m.signature(ev, &e.labels)))
         .collect()
 }
 

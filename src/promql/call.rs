@@ -199,7 +199,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
             }
         }
     };
-    check_unique_labels(&out)?;
+    check_unique_labels(ev, &out)?;
     Ok(StepVal::Vector(out))
 }
 

@@ -64,6 +64,7 @@ pub(super) fn run(
         deadline,
         without_name: RefCell::new(HashMap::new()),
         cursors: RefCell::new(HashMap::new()),
+        memo: RefCell::new(Memo::default()),
     };
     ev.load(storage, expr)?;
     if span.step == 0 {
@@ -152,6 +153,58 @@ pub(super) struct Evaluator<'a> {
     /// alive here, so that the identity is not reused): functions and operators drop
     /// the name of the same selector series at every step.
     without_name: RefCell<HashMap<usize, (Labels, Labels)>>,
+    memo: RefCell<Memo>,
+}
+
+/// Label work that would otherwise repeat at every step, keyed so that the same
+/// inputs give back the very same label set (which the range result then finds by
+/// identity). Inputs are kept alive with their entries, so an identity is never reused.
+#[derive(Default)]
+struct Memo {
+    /// Aggregation group labels by the hash of their pairs.
+    groups: HashMap<u64, Labels>,
+    /// Vector-matching signatures by (operator node, input set).
+    signatures: HashMap<(usize, usize), (Labels, u64)>,
+    /// Vector-matching result labels by (operator node, many side, one side).
+    results: HashMap<(usize, usize, usize), (Labels, Labels, Labels)>,
+    /// Aggregation group keys by (aggregation node, input set).
+    group_keys: HashMap<(usize, usize), (Labels, u64)>,
+    /// Content hashes by label set.
+    hashes: HashMap<usize, (Labels, u64)>,
+}
+
+/// What one selector reads: samples in `[start, end]`; for an instant selector
+/// evaluated at known times, those times as `(first, last, step)` (reference times,
+/// offset applied; `step` 0 for a single time).
+struct Need<'e> {
+    vs: &'e VectorSelector,
+    start: i64,
+    end: i64,
+    steps: Option<(i64, i64, i64)>,
+}
+
+/// The samples an instant selector picks at reference times `first, first + step, …,
+/// last`: the newest at or before each. Nothing else can be selected (the lookback
+/// check and staleness apply to these same samples), so with a 60 s step over 15 s
+/// scrapes a range query holds a quarter of the samples, an instant query one per
+/// series.
+fn picked_at_steps(samples: &[Sample], (first, last, step): (i64, i64, i64)) -> Vec<Sample> {
+    let mut out: Vec<Sample> = Vec::new();
+    let mut i = 0usize;
+    let mut t = first;
+    loop {
+        i = seek(samples, i, |x| x.t <= t);
+        if let Some(x) = i.checked_sub(1).and_then(|j| samples.get(j))
+            && out.last().is_none_or(|p| p.t != x.t)
+        {
+            out.push(*x);
+        }
+        t += step;
+        if step <= 0 || t > last {
+            break;
+        }
+    }
+    out
 }
 
 fn node_key(vs: &VectorSelector) -> usize {
@@ -197,11 +250,11 @@ impl Evaluator<'_> {
 
     /// Loads the series of every selector in `expr`, each over the time it can need.
     fn load(&mut self, storage: &dyn Queryable, expr: &Expr) -> Result<(), QueryError> {
-        let mut needs: Vec<(&VectorSelector, i64, i64)> = Vec::new();
-        self.collect(expr, self.span.start, self.span.end, &mut needs);
+        let mut needs: Vec<Need<'_>> = Vec::new();
+        self.collect(expr, self.span.start, self.span.end, false, &mut needs);
         let (Some(lo), Some(hi)) = (
-            needs.iter().map(|n| n.1).min(),
-            needs.iter().map(|n| n.2).max(),
+            needs.iter().map(|n| n.start).min(),
+            needs.iter().map(|n| n.end).max(),
         ) else {
             return Ok(());
         };
@@ -209,18 +262,21 @@ impl Evaluator<'_> {
         // The loaded samples are what the query holds in memory: they count against
         // the same limit as Prometheus's in-flight samples.
         let mut loaded = 0usize;
-        for (vs, start, end) in needs {
+        for need in needs {
             self.check("query preparation")?;
-            let matchers = selector_matchers(vs)?;
+            let matchers = selector_matchers(need.vs)?;
             let hints = SelectHints {
-                start_ms: start,
-                end_ms: end,
+                start_ms: need.start,
+                end_ms: need.end,
                 series_only: false,
             };
             let mut series = Vec::new();
             for s in querier.select(&hints, &matchers)? {
                 let mut s = s?;
-                s.samples.retain(|x| x.t >= start && x.t <= end);
+                s.samples.retain(|x| x.t >= need.start && x.t <= need.end);
+                if let Some(steps) = need.steps {
+                    s.samples = picked_at_steps(&s.samples, steps);
+                }
                 if !s.samples.is_empty() {
                     loaded += s.samples.len();
                     if loaded > self.opts.max_samples {
@@ -229,19 +285,20 @@ impl Evaluator<'_> {
                     series.push(s);
                 }
             }
-            self.data.insert(node_key(vs), series);
+            self.data.insert(node_key(need.vs), series);
         }
         Ok(())
     }
 
     /// Records, for every selector, the sample times it may read when `expr` is
-    /// evaluated at times in `[lo, hi]`.
+    /// evaluated at times in `[lo, hi]` (inside a subquery: at its own steps).
     fn collect<'e>(
         &self,
         expr: &'e Expr,
         lo: i64,
         hi: i64,
-        out: &mut Vec<(&'e VectorSelector, i64, i64)>,
+        in_subquery: bool,
+        out: &mut Vec<Need<'e>>,
     ) {
         let refs = |at: &Option<AtModifier>, off: &Option<Offset>| {
             let (a, b) = self.at_ms(at).map_or((lo, hi), |t| (t, t));
@@ -250,31 +307,47 @@ impl Evaluator<'_> {
         match expr {
             Expr::VectorSelector(vs) => {
                 let (a, b) = refs(&vs.at, &vs.offset);
-                out.push((vs, a - self.opts.lookback_delta_ms, b));
+                // Evaluated only at the query's steps (or at one `@` time), an instant
+                // selector can pick one sample per step; a subquery's steps are its own.
+                let steps = (!in_subquery).then(|| {
+                    let step = if vs.at.is_some() { 0 } else { self.span.step };
+                    (a, b, step)
+                });
+                out.push(Need {
+                    vs,
+                    start: a - self.opts.lookback_delta_ms,
+                    end: b,
+                    steps,
+                });
             }
             Expr::MatrixSelector(ms) => {
                 let (a, b) = refs(&ms.vs.at, &ms.vs.offset);
-                out.push((&ms.vs, a - ms.range.as_millis() as i64, b));
+                out.push(Need {
+                    vs: &ms.vs,
+                    start: a - ms.range.as_millis() as i64,
+                    end: b,
+                    steps: None,
+                });
             }
             Expr::Subquery(sq) => {
                 let (a, b) = refs(&sq.at, &sq.offset);
-                self.collect(&sq.expr, a - sq.range.as_millis() as i64, b, out);
+                self.collect(&sq.expr, a - sq.range.as_millis() as i64, b, true, out);
             }
             Expr::Aggregate(a) => {
-                self.collect(&a.expr, lo, hi, out);
+                self.collect(&a.expr, lo, hi, in_subquery, out);
                 if let Some(p) = &a.param {
-                    self.collect(p, lo, hi, out);
+                    self.collect(p, lo, hi, in_subquery, out);
                 }
             }
-            Expr::Unary(u) => self.collect(&u.expr, lo, hi, out),
+            Expr::Unary(u) => self.collect(&u.expr, lo, hi, in_subquery, out),
             Expr::Binary(b) => {
-                self.collect(&b.lhs, lo, hi, out);
-                self.collect(&b.rhs, lo, hi, out);
+                self.collect(&b.lhs, lo, hi, in_subquery, out);
+                self.collect(&b.rhs, lo, hi, in_subquery, out);
             }
-            Expr::Paren(p) => self.collect(&p.expr, lo, hi, out),
+            Expr::Paren(p) => self.collect(&p.expr, lo, hi, in_subquery, out),
             Expr::Call(c) => {
                 for a in &c.args.args {
-                    self.collect(a, lo, hi, out);
+                    self.collect(a, lo, hi, in_subquery, out);
                 }
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
@@ -287,6 +360,73 @@ impl Evaluator<'_> {
         memo.entry(labels.identity())
             .or_insert_with(|| (labels.clone(), drop_metric_name(labels)))
             .1
+            .clone()
+    }
+
+    /// The labels of the aggregation group whose pairs hash to `key`.
+    pub(super) fn group_labels(&self, key: u64, make: impl FnOnce() -> Labels) -> Labels {
+        self.memo
+            .borrow_mut()
+            .groups
+            .entry(key)
+            .or_insert_with(make)
+            .clone()
+    }
+
+    /// The group key of `labels` for the aggregation at `node`.
+    pub(super) fn group_key(
+        &self,
+        node: usize,
+        labels: &Labels,
+        make: impl FnOnce() -> u64,
+    ) -> u64 {
+        self.memo
+            .borrow_mut()
+            .group_keys
+            .entry((node, labels.identity()))
+            .or_insert_with(|| (labels.clone(), make()))
+            .1
+    }
+
+    /// A hash of the label set's contents.
+    pub(super) fn content_hash(&self, labels: &Labels) -> u64 {
+        self.memo
+            .borrow_mut()
+            .hashes
+            .entry(labels.identity())
+            .or_insert_with(|| (labels.clone(), labels.stable_hash()))
+            .1
+    }
+
+    /// The match signature of `labels` for the operator at `node`.
+    pub(super) fn signature(
+        &self,
+        node: usize,
+        labels: &Labels,
+        make: impl FnOnce() -> u64,
+    ) -> u64 {
+        self.memo
+            .borrow_mut()
+            .signatures
+            .entry((node, labels.identity()))
+            .or_insert_with(|| (labels.clone(), make()))
+            .1
+    }
+
+    /// The result labels of matching `many` with `one` at `node`.
+    pub(super) fn match_result(
+        &self,
+        node: usize,
+        many: &Labels,
+        one: &Labels,
+        make: impl FnOnce() -> Labels,
+    ) -> Labels {
+        self.memo
+            .borrow_mut()
+            .results
+            .entry((node, many.identity(), one.identity()))
+            .or_insert_with(|| (many.clone(), one.clone(), make()))
+            .2
             .clone()
     }
 
@@ -544,13 +684,17 @@ pub(super) fn drop_metric_name(labels: &Labels) -> Labels {
 
 /// Prometheus's check after every function and operator: no two output elements
 /// may have the same labels.
-pub(super) fn check_unique_labels(els: &[Element]) -> Result<(), QueryError> {
+pub(super) fn check_unique_labels(ev: &Evaluator<'_>, els: &[Element]) -> Result<(), QueryError> {
     if els.len() < 2 {
         return Ok(());
     }
-    let mut seen = hashbrown::HashSet::with_capacity(els.len());
+    // By content hash (memoised per label set); equal hashes are compared in full.
+    let mut seen: HashMap<u64, &Labels> = HashMap::with_capacity(els.len());
     for e in els {
-        if !seen.insert(&e.labels) {
+        let h = ev.content_hash(&e.labels);
+        if let Some(prev) = seen.insert(h, &e.labels)
+            && *prev == e.labels
+        {
             return Err(QueryError::Execution(
                 "vector cannot contain metrics with the same labelset".into(),
             ));
@@ -565,6 +709,32 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn the_samples_picked_at_steps_are_those_selection_reads(
+            ts in prop::collection::btree_set(0i64..1000, 0..60),
+            first in -50i64..1000,
+            len in 0i64..1000,
+            step in 0i64..100,
+        ) {
+            let samples: Vec<Sample> = ts.iter().map(|&t| Sample::new(t, t as f64)).collect();
+            let last = first + len;
+            let picked = picked_at_steps(&samples, (first, last, step));
+            let mut want: Vec<Sample> = Vec::new();
+            let mut t = first;
+            loop {
+                if let Some(x) = samples.iter().rev().find(|x| x.t <= t)
+                    && want.last().is_none_or(|p| p.t != x.t)
+                {
+                    want.push(*x);
+                }
+                t += step;
+                if step <= 0 || t > last {
+                    break;
+                }
+            }
+            prop_assert_eq!(picked, want);
+        }
+
         #[test]
         fn seek_finds_the_partition_point_from_any_hint(
             n in 0usize..200,

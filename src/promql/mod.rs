@@ -464,7 +464,9 @@ mod tests {
             max_samples: 50,
             ..EngineOptions::default()
         });
-        let err = small.instant(&s, "sum(m)", 1_000_000, &c).unwrap_err();
+        let err = small
+            .instant(&s, "sum(rate(m[20m]))", 1_500_000, &c)
+            .unwrap_err();
         assert!(err.to_string().contains("too many samples"), "{err}");
         c.cancel();
         let err = Engine::default()

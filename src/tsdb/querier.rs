@@ -75,13 +75,23 @@ impl Querier for DbQuerier {
             let (min_t, max_t, series_only) = (self.min_t, self.max_t, hints.series_only);
             let head = self.head.clone();
             sets.push(Box::new(series.into_iter().filter_map(move |s| {
-                let samples = s.samples(head.chunk_files(), min_t, max_t);
-                if samples.is_empty() {
-                    return None;
-                }
+                // For labels only, a chunk overlapping the range is enough, as in
+                // Prometheus: nothing is decoded.
+                let samples = if series_only {
+                    if !s.has_chunks_in(min_t, max_t) {
+                        return None;
+                    }
+                    Vec::new()
+                } else {
+                    let samples = s.samples(head.chunk_files(), min_t, max_t);
+                    if samples.is_empty() {
+                        return None;
+                    }
+                    samples
+                };
                 Some(Ok(Series {
                     labels: s.labels.clone(),
-                    samples: if series_only { Vec::new() } else { samples },
+                    samples,
                 }))
             })));
         }
@@ -225,6 +235,16 @@ impl BlockSeriesIter {
     fn load(&self, r: u64) -> Result<Option<Series>> {
         let b = &self.block;
         let (labels, metas) = b.index().series(r).map_err(|e| index_err(b, e))?;
+        if self.series_only {
+            // Labels only: a chunk overlapping the range is enough, nothing decoded.
+            let overlaps = metas
+                .iter()
+                .any(|m| m.max_t >= self.min_t && m.min_t <= self.max_t);
+            return Ok(overlaps.then(|| Series {
+                labels,
+                samples: Vec::new(),
+            }));
+        }
         let deleted: &[Interval] = b.tombstones().get(&r).map(Vec::as_slice).unwrap_or(&[]);
         let mut samples: Vec<Sample> = Vec::new();
         for m in metas
@@ -250,9 +270,6 @@ impl BlockSeriesIter {
         }
         if samples.is_empty() {
             return Ok(None);
-        }
-        if self.series_only {
-            samples.clear();
         }
         Ok(Some(Series { labels, samples }))
     }

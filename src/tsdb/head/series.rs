@@ -163,6 +163,18 @@ impl MemSeries {
         self.state.lock().max_time()
     }
 
+    /// Whether any chunk overlaps `[min_t, max_t]` (without decoding).
+    pub fn has_chunks_in(&self, min_t: i64, max_t: i64) -> bool {
+        let st = self.state.lock();
+        st.closed
+            .iter()
+            .any(|c| c.max_t >= min_t && c.min_t <= max_t)
+            || st
+                .open
+                .as_ref()
+                .is_some_and(|o| o.max_t() >= min_t && o.min_t <= max_t)
+    }
+
     /// Samples in `[min_t, max_t]`, oldest first.
     pub fn samples(&self, files: Option<&HeadChunkFiles>, min_t: i64, max_t: i64) -> Vec<Sample> {
         let st = self.state.lock();
