@@ -450,15 +450,27 @@ fn raw_json(body: String) -> Response {
 }
 
 /// The success envelope around a query result, written directly (Prometheus's
-/// number and timestamp formats are not serde's).
+/// number and timestamp formats are not serde's, and a large matrix is written
+/// fastest without an intermediate tree).
 fn json_response(v: &Value) -> Response {
-    let mut out = String::with_capacity(256);
+    let points = match v {
+        Value::Matrix(series) => series.iter().map(|s| s.points.len() + 8).sum(),
+        Value::Vector(els) => els.len() * 8,
+        _ => 1,
+    };
+    let mut out = String::with_capacity(128 + points * 24);
     out.push_str(r#"{"status":"success","data":{"resultType":""#);
     out.push_str(v.type_name());
     out.push_str(r#"","result":"#);
     match v {
-        Value::Scalar { t, v } => write_point(&mut out, *t, &format_float(*v)),
-        Value::String { t, v } => write_point(&mut out, *t, v),
+        Value::Scalar { t, v } => write_point(&mut out, *t, *v),
+        Value::String { t, v } => {
+            out.push('[');
+            write_timestamp(&mut out, *t);
+            out.push(',');
+            write_json_str(&mut out, v);
+            out.push(']');
+        }
         Value::Vector(els) => {
             out.push('[');
             for (i, e) in els.iter().enumerate() {
@@ -468,7 +480,7 @@ fn json_response(v: &Value) -> Response {
                 out.push_str(r#"{"metric":"#);
                 write_labels(&mut out, &e.labels);
                 out.push_str(r#","value":"#);
-                write_point(&mut out, e.t, &format_float(e.v));
+                write_point(&mut out, e.t, e.v);
                 out.push('}');
             }
             out.push(']');
@@ -486,7 +498,7 @@ fn json_response(v: &Value) -> Response {
                     if j > 0 {
                         out.push(',');
                     }
-                    write_point(&mut out, p.t, &format_float(p.v));
+                    write_point(&mut out, p.t, p.v);
                 }
                 out.push_str("]}");
             }
@@ -497,21 +509,63 @@ fn json_response(v: &Value) -> Response {
     raw_json(out)
 }
 
-/// `[<seconds>, "<value>"]`, the timestamp as Prometheus writes it: whole seconds,
-/// then the milliseconds as three digits when there are any.
-fn write_point(out: &mut String, t: i64, value: &str) {
+/// `[<seconds>,"<value>"]`.
+fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
+    write_timestamp(out, t);
+    out.push_str(",\"");
+    write_float(out, v);
+    out.push_str("\"]");
+}
+
+/// A timestamp as Prometheus writes it: whole seconds, then the milliseconds as
+/// three digits when there are any.
+fn write_timestamp(out: &mut String, t: i64) {
     if t < 0 {
         out.push('-');
     }
     let a = t.unsigned_abs();
-    let _ = write!(out, "{}", a / 1000);
-    if a % 1000 != 0 {
-        let _ = write!(out, ".{:03}", a % 1000);
+    write_u64(out, a / 1000);
+    let ms = a % 1000;
+    if ms != 0 {
+        out.push('.');
+        out.push(char::from(b'0' + (ms / 100) as u8));
+        out.push(char::from(b'0' + (ms / 10 % 10) as u8));
+        out.push(char::from(b'0' + (ms % 10) as u8));
     }
-    out.push(',');
-    write_json_str(out, value);
-    out.push(']');
+}
+
+fn write_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    for &d in buf.get(i..).unwrap_or(&[]) {
+        out.push(char::from(d));
+    }
+}
+
+/// [`format_float`] without an allocation; whole numbers (most counters and gauges)
+/// take a short path.
+fn write_float(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 && !(v == 0.0 && v.is_sign_negative()) {
+        if v < 0.0 {
+            out.push('-');
+        }
+        write_u64(out, v.abs() as u64);
+    } else if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&format_float(v));
+    }
 }
 
 fn write_labels(out: &mut String, labels: &Labels) {
@@ -528,6 +582,14 @@ fn write_labels(out: &mut String, labels: &Labels) {
 }
 
 fn write_json_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     match serde_json::to_string(s) {
         Ok(q) => out.push_str(&q),
         Err(_) => out.push_str("\"\""),
@@ -541,16 +603,39 @@ mod tests {
     #[test]
     fn timestamps_are_written_as_prometheus_does() {
         let mut s = String::new();
-        write_point(&mut s, 1_435_781_451_781, "1");
+        write_point(&mut s, 1_435_781_451_781, 1.0);
         assert_eq!(s, r#"[1435781451.781,"1"]"#);
         s.clear();
-        write_point(&mut s, 1_435_781_451_050, "NaN");
+        write_point(&mut s, 1_435_781_451_050, f64::NAN);
         assert_eq!(s, r#"[1435781451.050,"NaN"]"#);
         s.clear();
-        write_point(&mut s, 4000, "+Inf");
+        write_point(&mut s, 4000, f64::INFINITY);
         assert_eq!(s, r#"[4,"+Inf"]"#);
         s.clear();
-        write_point(&mut s, -1500, "2");
+        write_point(&mut s, -1500, 2.0);
         assert_eq!(s, r#"[-1.500,"2"]"#);
+        s.clear();
+        write_point(&mut s, 0, -0.0);
+        assert_eq!(s, r#"[0,"-0"]"#);
+    }
+
+    #[test]
+    fn floats_are_written_as_go_formats_them() {
+        for (v, want) in [
+            (0.0, "0"),
+            (-3.0, "-3"),
+            (1e21, "1000000000000000000000"),
+            (0.1, "0.1"),
+            (-2.5e-7, "-0.00000025"),
+            (123456789012345.0, "123456789012345"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            let mut s = String::new();
+            write_float(&mut s, v);
+            assert_eq!(s, want, "{v}");
+        }
+        let mut s = String::new();
+        write_json_str(&mut s, "a\"b\\c\n");
+        assert_eq!(s, r#""a\"b\\c\n""#);
     }
 }
