@@ -150,11 +150,28 @@ where
         }
         _ => engine,
     };
-    let result = tokio::task::spawn_blocking(move || f(queryable.as_ref(), &engine, &flag))
-        .await
-        .map_err(internal)?;
+    let result = on_query_thread(move || f(queryable.as_ref(), &engine, &flag)).await?;
     drop(guard);
     Ok(result?)
+}
+
+/// Runs `f` on a thread of its own with [`crate::promql::QUERY_STACK_BYTES`] of stack:
+/// parsing and evaluation recurse once per level of the query, deeper than the
+/// runtime's threads allow.
+async fn on_query_thread<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("odin-query".into())
+        .stack_size(crate::promql::QUERY_STACK_BYTES)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(internal)?;
+    rx.await.map_err(internal)
 }
 
 async fn query(
@@ -230,9 +247,9 @@ async fn format_query(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
-    let text = param(&params, "query").unwrap_or("");
-    let expr = crate::promql::parse(text).map_err(ApiError::from)?;
-    Ok(success(expr.prettify()))
+    let text = param(&params, "query").unwrap_or("").to_string();
+    let pretty = on_query_thread(move || crate::promql::parse(&text).map(|e| e.prettify())).await?;
+    Ok(success(pretty?))
 }
 
 /// Runs `f` with a querier over `[start, end]` on the blocking pool.
@@ -364,8 +381,8 @@ async fn query_exemplars(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
-    let text = param(&params, "query").unwrap_or("");
-    crate::promql::parse(text).map_err(ApiError::from)?;
+    let text = param(&params, "query").unwrap_or("").to_string();
+    on_query_thread(move || crate::promql::parse(&text).map(drop)).await??;
     Ok(success(Vec::<()>::new()))
 }
 
@@ -561,8 +578,6 @@ fn write_float(out: &mut String, v: f64) {
             out.push('-');
         }
         write_u64(out, v.abs() as u64);
-    } else if v.is_finite() {
-        let _ = write!(out, "{v}");
     } else {
         out.push_str(&format_float(v));
     }
@@ -624,9 +639,9 @@ mod tests {
         for (v, want) in [
             (0.0, "0"),
             (-3.0, "-3"),
-            (1e21, "1000000000000000000000"),
+            (1e21, "1e+21"),
             (0.1, "0.1"),
-            (-2.5e-7, "-0.00000025"),
+            (-2.5e-7, "-2.5e-07"),
             (123456789012345.0, "123456789012345"),
             (f64::NEG_INFINITY, "-Inf"),
         ] {

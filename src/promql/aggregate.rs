@@ -139,7 +139,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Ste
             // The value becomes a label, and (with `by`) part of the group.
             for e in &mut input {
                 let mut b = e.labels.to_builder();
-                b.set(label.as_str(), crate::promql::value::format_float(e.v));
+                b.set(label.as_str(), crate::promql::value::format_plain(e.v));
                 e.labels = b.build();
             }
             if !without {

@@ -1576,9 +1576,10 @@ mod go_math {
         const Q2: f64 = f64::from_bits(0xC065_B5B9_FCD0_03BB);
         let (x, sign) = if x < 0.0 { (-x, true) } else { (x, false) };
         let temp = if x > 21.0 {
-            exp(x) / 2.0
+            exp(x) * 0.5
         } else if x > 0.5 {
-            (exp(x) - exp(-x)) / 2.0
+            let ex = exp(x);
+            (ex - 1.0 / ex) * 0.5
         } else {
             let sq = x * x;
             let num = (((P3 * sq + P2) * sq + P1) * sq + P0) * x;
@@ -1591,9 +1592,10 @@ mod go_math {
     pub(super) fn cosh(x: f64) -> f64 {
         let x = x.abs();
         if x > 21.0 {
-            return exp(x) / 2.0;
+            return exp(x) * 0.5;
         }
-        (exp(x) + exp(-x)) / 2.0
+        let ex = exp(x);
+        (ex + 1.0 / ex) * 0.5
     }
 
     /// Go's `math.Tanh` (Cephes).

@@ -199,10 +199,63 @@ fn type_name(t: promql_parser::parser::value::ValueType) -> &'static str {
 /// after it and `or` inside selectors.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     register_2_42_functions();
+    check_nesting(query)?;
     let query = raw_strings_as_quoted(query);
     let expr = promql_parser::parser::parse(&query).map_err(QueryError::BadData)?;
     check_2_42(&expr)?;
     Ok(expr)
+}
+
+/// The deepest syntax tree a query may have. The parser and the evaluator recurse
+/// once per level; query threads have [`QUERY_STACK_BYTES`] of stack, which this
+/// bounds with a wide margin. (Prometheus has no such limit, but no real query comes
+/// near it: it stops a `1 or 1 or …` of megabytes from taking the process down.)
+pub const MAX_NESTING: usize = 10_000;
+
+/// Stack for threads that parse and evaluate queries.
+pub const QUERY_STACK_BYTES: usize = 256 << 20;
+
+/// Refuses a query whose tree could be deeper than [`MAX_NESTING`], judged before
+/// parsing from an upper bound: the deepest parenthesis plus every operator outside
+/// strings (a chain of binary operators nests one level per operator).
+fn check_nesting(query: &str) -> Result<(), QueryError> {
+    let (mut depth, mut max_depth, mut operators) = (0usize, 0usize, 0usize);
+    let mut chars = query.chars().peekable();
+    let mut word = String::new();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if matches!(word.as_str(), "and" | "or" | "unless" | "atan2") {
+            operators += 1;
+        }
+        word.clear();
+        match c {
+            '"' | '\'' | '`' => {
+                while let Some(d) = chars.next() {
+                    if d == '\\' && c != '`' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '(' | '{' | '[' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            ')' | '}' | ']' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' => operators += 1,
+            _ => {}
+        }
+    }
+    if max_depth + operators > MAX_NESTING {
+        return Err(QueryError::BadData(format!(
+            "query too deeply nested: more than {MAX_NESTING} levels of parentheses and operators"
+        )));
+    }
+    Ok(())
 }
 
 /// Rewrites PromQL's raw strings (`` `…` ``, where a backslash is just a backslash)

@@ -38,19 +38,101 @@ impl Value {
     }
 }
 
-/// A float as Prometheus writes it in API answers and labels (Go's
-/// `strconv.FormatFloat(v, 'f', -1, 64)`): the shortest decimal that reads back as
-/// the same float, never in exponent form; `NaN`, `+Inf`, `-Inf`.
+/// A float as Prometheus's API writes sample values: Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)`, except in exponent form (`'e'`) for
+/// magnitudes below 1e-6 or from 1e21 on; `NaN`, `+Inf`, `-Inf`.
 pub fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_string()
-    } else if v == f64::INFINITY {
-        "+Inf".to_string()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
+    let a = v.abs();
+    if a != 0.0 && a.is_finite() && !(1e-6..1e21).contains(&a) {
+        format_exponent(v)
     } else {
-        // Rust's `Display` for floats is the shortest round-trip form without an
-        // exponent, as Go's 'f' format with precision -1.
-        format!("{v}")
+        format_plain(v)
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)` (`count_values` labels use this form):
+/// the shortest decimal that reads back as the same float, never with an exponent.
+pub fn format_plain(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_string();
+    } else if v == f64::INFINITY {
+        return "+Inf".to_string();
+    } else if v == f64::NEG_INFINITY {
+        return "-Inf".to_string();
+    }
+    // Rust's `Display` is also the shortest round-trip form without an exponent. The
+    // one difference: when the float lies exactly halfway between the two shortest
+    // candidates, Go rounds to the even digit. That happens exactly when the float's
+    // exact decimal expansion has one fractional digit more than the shortest form;
+    // Rust's fixed-precision formatting rounds half to even, as Go.
+    let s = format!("{v}");
+    let frac_digits = s.find('.').map_or(0, |dot| s.len() - dot - 1);
+    if frac_digits > 0 && exact_fraction_digits(v) == frac_digits + 1 {
+        return format!("{v:.frac_digits$}");
+    }
+    s
+}
+
+/// Go's `'e'` format with the shortest digits: `1e-09`, `1.5e+21`.
+fn format_exponent(v: f64) -> String {
+    let s = format!("{v:e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
+}
+
+/// How many fractional decimal digits the exact value of `v` has (a float is a
+/// dyadic fraction `m / 2^k`, whose decimal expansion has exactly `k` of them).
+fn exact_fraction_digits(v: f64) -> usize {
+    let bits = v.to_bits();
+    let exp_bits = ((bits >> 52) & 0x7ff) as i64;
+    let mut mantissa = bits & ((1u64 << 52) - 1);
+    let mut exp = if exp_bits == 0 {
+        -1074
+    } else {
+        mantissa |= 1 << 52;
+        exp_bits - 1075
+    };
+    if mantissa == 0 {
+        return 0;
+    }
+    let tz = i64::from(mantissa.trailing_zeros());
+    exp += tz;
+    if exp >= 0 { 0 } else { (-exp) as usize }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_written_as_prometheus_writes_them() {
+        for (v, want) in [
+            (0.0, "0"),
+            (1.0, "1"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (1e-9, "1e-09"),
+            (-1.5e-7, "-1.5e-07"),
+            (1e21, "1e+21"),
+            (1.2345e300, "1.2345e+300"),
+            (999999999999999900000.0, "999999999999999900000"),
+            (0.000001, "0.000001"),
+            // Exactly halfway between two shortest forms: Go rounds to even.
+            (199020070467049.625, "199020070467049.62"),
+            (0.125, "0.125"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(format_float(v), want, "{v:e}");
+        }
+        assert_eq!(format_plain(1e-9), "0.000000001");
     }
 }

@@ -183,3 +183,21 @@ fn explore_and_dashboard_queries() {
     // The server keeps serving.
     json(odin.post("/api/v1/query", FORM, b"query=1"));
 }
+
+#[test]
+fn deeply_nested_queries_are_answered_or_refused_never_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    // 3,000 terms: Prometheus answers this, and so must ODIN.
+    let chain = vec!["vector(1)"; 3000].join(" or ");
+    let body = format!("query={}&time=100", chain.replace(' ', "+"));
+    let v = json(odin.post("/api/v1/query", FORM, body.as_bytes()));
+    assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    // Far deeper than any real query: a clear 400.
+    let deep = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
+    let (code, body) = odin.post("/api/v1/query", FORM, format!("query={deep}").as_bytes());
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("too deeply nested"), "{body}");
+    // Still serving.
+    json(odin.post("/api/v1/query", FORM, b"query=1"));
+}

@@ -15,6 +15,8 @@
 //!
 //! `ODIN_PROMQL_DIFF_QUERIES` (default 300) and `ODIN_PROMQL_DIFF_SEED` pick how many
 //! queries and which; query `i` of a seed is the same whatever the count.
+//! `ODIN_PROMQL_DIFF_QUERY` asks that one query instead (at the generated times), and
+//! `ODIN_PROMQL_DIFF_VERBOSE` prints every query with Prometheus's answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -39,6 +41,8 @@ const DATA_SPAN_MS: i64 = 2 * 3_600_000;
 const REPORTED_MISMATCHES: usize = 10;
 /// Relative tolerance for values: ODIN and Prometheus may add in different orders.
 const RELATIVE_TOLERANCE: f64 = 1e-9;
+/// How often Prometheus is asked again when its answer differs from ODIN's.
+const PROMETHEUS_RETRIES: usize = 5;
 
 #[test]
 fn random_promql_answers_match_prometheus() {
@@ -46,8 +50,8 @@ fn random_promql_answers_match_prometheus() {
         have_prometheus(),
         "promtool and prometheus (Debian's 2.42) are needed: scripts/test.sh installs them"
     );
-    let queries: usize = env_number("ODIN_PROMQL_DIFF_QUERIES").unwrap_or(DEFAULT_QUERIES as u64)
-        as usize;
+    let queries: usize =
+        env_number("ODIN_PROMQL_DIFF_QUERIES").unwrap_or(DEFAULT_QUERIES as u64) as usize;
     let seed = env_number("ODIN_PROMQL_DIFF_SEED").unwrap_or(DEFAULT_SEED);
     let started = Instant::now();
 
@@ -82,11 +86,23 @@ fn random_promql_answers_match_prometheus() {
     send(&servers, &series, window);
     let ready_s = started.elapsed().as_secs_f64();
 
-    let mut report = Report::default();
+    let mut report = Report {
+        verbose: std::env::var_os("ODIN_PROMQL_DIFF_VERBOSE").is_some(),
+        ..Report::default()
+    };
     for index in 0..queries {
-        let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let query = Gen::new(&mut rng, window).query();
+        let mut rng =
+            StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut query = Gen::new(&mut rng, window).query();
         let plan = EvalPlan::new(&mut rng, window);
+        // To reproduce a mismatch by hand: the given query at the times of query `index`.
+        if let Ok(text) = std::env::var("ODIN_PROMQL_DIFF_QUERY") {
+            query = Query {
+                ordered: text.trim_start().starts_with("sort"),
+                text,
+                constructs: BTreeSet::new(),
+            };
+        }
         report.run(index, &query, &plan, &servers);
     }
     eprintln!(
@@ -129,7 +145,10 @@ impl Prometheus {
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
@@ -227,7 +246,11 @@ impl Server {
             .post(&format!("{}{path}", self.base))
             .header("Content-Type", "application/x-www-form-urlencoded")
             .send(body.as_bytes())
-            .unwrap_or_else(|e| panic!("{} {path}: {e}", self.name));
+            .unwrap_or_else(|e| {
+                // Typically the server died on this query: name it.
+                let query = params.iter().find(|(k, _)| *k == "query");
+                panic!("{} did not answer {path} {query:?}: {e}", self.name)
+            });
         Answer::parse(&r.body_mut().read_to_string().unwrap_or_default())
     }
 }
@@ -375,7 +398,12 @@ fn dataset(t0: i64) -> Vec<TestSeries> {
         // Counters growing by a random real amount every scrape (so rates never tie),
         // reset now and then.
         let combos: &[(&str, &str)] = if job == "api" {
-            &[("GET", "200"), ("GET", "500"), ("POST", "200"), ("POST", "500")]
+            &[
+                ("GET", "200"),
+                ("GET", "500"),
+                ("POST", "200"),
+                ("POST", "500"),
+            ]
         } else {
             &[("GET", "200")]
         };
@@ -496,7 +524,11 @@ fn dataset(t0: i64) -> Vec<TestSeries> {
         let down_to = down_from + rng.random_range(0..60);
         let last = if target == 4 { steps - 40 } else { steps };
         for i in 0..last {
-            let v = if (down_from..down_to).contains(&i) { 0.0 } else { 1.0 };
+            let v = if (down_from..down_to).contains(&i) {
+                0.0
+            } else {
+                1.0
+            };
             s.samples.push((at(i), v));
         }
         if last < steps {
@@ -586,7 +618,6 @@ struct Vector {
     /// Family of its first selector; the other side of a binary operator prefers it
     /// so that the matching finds partners.
     family: Option<usize>,
-    counter: bool,
 }
 
 impl Vector {
@@ -594,7 +625,6 @@ impl Vector {
         Vector {
             text,
             distinct,
-            counter: false,
             ..self.clone()
         }
     }
@@ -606,7 +636,6 @@ impl Vector {
             key: Some(LabelSet::new()),
             distinct: false,
             family: None,
-            counter: false,
         }
     }
 }
@@ -651,9 +680,11 @@ const DATE_FUNCTIONS: &[&str] = &[
     "month",
     "year",
 ];
+/// Scalar literals, with unit-conversion factors (1e-9, 1e21) that carry values to the
+/// magnitudes where Prometheus's JSON switches to exponent notation.
 const SCALAR_LITERALS: &[&str] = &[
-    "0", "1", "2", "3", "0.5", "0.25", "10", "100", "1e3", "0x10", "1.5e-3", "(-1)", "(-2.5)",
-    "Inf", "(-Inf)", "NaN",
+    "0", "1", "2", "3", "0.5", "0.25", "10", "100", "1e3", "0x10", "1.5e-3", "1e-9", "1e21",
+    "(-1)", "(-2.5)", "Inf", "(-Inf)", "NaN",
 ];
 /// Labels that the data set does not have, for grouping and matchers.
 const FOREIGN_LABELS: &[&str] = &["zone", "nonexistent"];
@@ -727,7 +758,7 @@ impl<'r> Gen<'r> {
                 (format!("{f}({})", self.vector(depth).text), true)
             }
             // A range vector: a matrix for instant queries, an error for range queries.
-            Top::Range => (self.range_vector(depth).text, false),
+            Top::Range => (self.range_vector(depth, true).0.text, false),
         };
         Query {
             text,
@@ -757,7 +788,7 @@ impl<'r> Gen<'r> {
         let fam = &FAMILIES[family];
         let mut matchers = Vec::new();
         for &label in fam.labels {
-            if self.chance(0.2) {
+            if self.chance(0.15) {
                 matchers.push(self.matcher(label));
             }
         }
@@ -781,7 +812,6 @@ impl<'r> Gen<'r> {
             labels,
             distinct: fam.distinct,
             family: Some(family),
-            counter: fam.counter,
         }
     }
 
@@ -790,7 +820,7 @@ impl<'r> Gen<'r> {
         let op = self.pick(&["=", "!=", "=~", "!~"]);
         self.note(format!("matcher:{op}"));
         let value = if op.contains('~') {
-            self.regex(values)
+            self.regex(values, op == "=~")
         } else if self.chance(0.05) {
             "nope".to_string()
         } else {
@@ -799,12 +829,23 @@ impl<'r> Gen<'r> {
         format!("{label}{op}{}", promql_string(&value))
     }
 
-    fn regex(&mut self, values: &[&str]) -> String {
-        match self.rng.random_range(0..6) {
-            0 => ".*".into(),
-            1 => ".+".into(),
-            2 => String::new(),
-            3 => {
+    /// A regex for `=~` (`positive`) or `!~`; mostly ones that keep some series and
+    /// drop others, now and then one matching everything or only the empty value.
+    fn regex(&mut self, values: &[&str], positive: bool) -> String {
+        match self.rng.random_range(0..8) {
+            0 if positive => ".*".into(),
+            0 => String::new(),
+            1 if positive => ".+".into(),
+            1 if self.chance(0.3) => ".+".into(),
+            1 => String::new(),
+            2 if self.chance(0.3) => {
+                if positive {
+                    String::new()
+                } else {
+                    ".*".into()
+                }
+            }
+            2 | 3 => {
                 let v = self.pick(values);
                 let first: String = v.chars().take(1).collect();
                 format!("{}.*", regex_escape(&first))
@@ -817,14 +858,14 @@ impl<'r> Gen<'r> {
         }
     }
 
-    /// ` offset …` and/or ` @ …`, sometimes.
-    fn time_modifiers(&mut self) -> String {
+    /// ` offset …` and/or ` @ …`, sometimes (`@` only if `allow_at`).
+    fn time_modifiers(&mut self, allow_at: bool) -> String {
         let mut parts = Vec::new();
         if self.chance(0.12) {
             self.note("offset");
             parts.push(format!("offset {}", self.pick(OFFSETS)));
         }
-        if self.chance(0.06) {
+        if allow_at && self.chance(0.06) {
             self.note("@");
             let at = match self.rng.random_range(0..4) {
                 0 => "start()".to_string(),
@@ -844,28 +885,29 @@ impl<'r> Gen<'r> {
 
     // --- range vectors
 
-    fn range_vector(&mut self, depth: u32) -> Vector {
+    /// A range selector or a subquery (the flag says which); `allow_at`: it may carry
+    /// an `@` modifier.
+    fn range_vector(&mut self, depth: u32, allow_at: bool) -> (Vector, bool) {
         if depth > 0 && self.subqueries < 2 && self.chance(0.25) {
             self.subqueries += 1;
             self.note("subquery");
             let inner = self.vector(depth - 1);
             let range = self.pick(SUBQUERY_RANGES);
             let step = self.pick(SUBQUERY_STEPS);
-            let modifiers = self.time_modifiers();
+            let modifiers = self.time_modifiers(allow_at);
             let text = format!("({})[{range}:{step}]{modifiers}", inner.text);
-            return inner.derived(text, inner.distinct);
+            return (inner.derived(text, inner.distinct), true);
         }
         let family = self.family(false);
         let sel = self.selector(family);
         let range = self.pick(RANGES);
-        let modifiers = self.time_modifiers();
+        let modifiers = self.time_modifiers(allow_at);
         let text = format!("{}[{range}]{modifiers}", sel.text);
-        Vector { text, ..sel }
+        (Vector { text, ..sel }, false)
     }
 
     /// A range function over a range vector.
     fn range_function(&mut self, depth: u32) -> Vector {
-        let r = self.range_vector(depth - 1);
         let counter_functions: &[(u32, &str)] = &[
             (6, "rate"),
             (4, "increase"),
@@ -896,11 +938,22 @@ impl<'r> Gen<'r> {
             (2, "quantile_over_time"),
             (2, "holt_winters"),
         ];
-        let f = if r.counter && self.chance(0.6) {
+        let family = self.family(false);
+        let f = if FAMILIES[family].counter && self.chance(0.6) {
             self.weighted(counter_functions)
         } else {
             self.weighted(all_functions)
         };
+        // Excluded: predict_linear over a range vector fixed by `@`. In a range query
+        // Prometheus 2.42 loads the `@` window once and then slides the per-step
+        // window over it, so each step sees fewer samples and the regression drifts
+        // into nonsense (prometheus/prometheus#11708, changed upstream after 2.42).
+        // Nothing sensible can be required of ODIN there.
+        let allow_at = f != "predict_linear";
+        let saved = self.hint;
+        self.hint = Some(family);
+        let (r, subquery) = self.range_vector(depth - 1, allow_at);
+        self.hint = saved;
         self.note(format!("fn:{f}"));
         let text = match f {
             "predict_linear" => {
@@ -921,7 +974,7 @@ impl<'r> Gen<'r> {
         if f == "absent_over_time" {
             return Vector::single(text);
         }
-        let keeps_distinct = !matches!(
+        let counts = matches!(
             f,
             "changes"
                 | "resets"
@@ -930,7 +983,13 @@ impl<'r> Gen<'r> {
                 | "stddev_over_time"
                 | "stdvar_over_time"
         );
-        r.derived(text, r.distinct && keeps_distinct)
+        // Through a gap a subquery repeats the last value (lookback), so rates and
+        // differences over it are 0 for several series at once.
+        let differences = matches!(
+            f,
+            "rate" | "irate" | "increase" | "delta" | "idelta" | "deriv"
+        );
+        r.derived(text, r.distinct && !counts && !(subquery && differences))
     }
 
     // --- instant vectors
@@ -1047,7 +1106,7 @@ impl<'r> Gen<'r> {
 
     fn instant_selector(&mut self, family: usize) -> Vector {
         let sel = self.selector(family);
-        let modifiers = self.time_modifiers();
+        let modifiers = self.time_modifiers(true);
         Vector {
             text: format!("{}{modifiers}", sel.text),
             ..sel
@@ -1138,14 +1197,14 @@ impl<'r> Gen<'r> {
 
         if matches!(op, "topk" | "bottomk") {
             // The selected series keep all their labels.
-            return Vector {
-                text,
-                counter: false,
-                ..inner
-            };
+            return Vector { text, ..inner };
         }
         let mut labels: LabelSet = match grouping {
-            "by" => names.iter().copied().filter(|l| inner.labels.contains(l)).collect(),
+            "by" => names
+                .iter()
+                .copied()
+                .filter(|l| inner.labels.contains(l))
+                .collect(),
             "without" => inner
                 .labels
                 .iter()
@@ -1164,7 +1223,6 @@ impl<'r> Gen<'r> {
             labels,
             distinct,
             family: inner.family,
-            counter: false,
         }
     }
 
@@ -1228,12 +1286,14 @@ impl<'r> Gen<'r> {
             labels: by,
             distinct: v.distinct && matches!(op, "sum" | "max" | "min" | "avg"),
             family: v.family,
-            counter: false,
         }
     }
 
     fn some_labels(&mut self, from: &LabelSet) -> LabelSet {
-        from.iter().copied().filter(|_| self.rng.random_bool(0.5)).collect()
+        from.iter()
+            .copied()
+            .filter(|_| self.rng.random_bool(0.5))
+            .collect()
     }
 
     fn vector_binary(&mut self, depth: u32) -> Vector {
@@ -1249,7 +1309,7 @@ impl<'r> Gen<'r> {
             (1, "group_right"),
         ]);
         self.note(format!("matching:{mode}"));
-        // `both_distinct`: both sides' values are distinct; one-to-one results then are.
+        // `both_distinct`: both sides' values are distinct (see `filters` below).
         let (text, labels, key, both_distinct) = match mode {
             "plain" => {
                 let left = self.unique_on(left, &all);
@@ -1302,10 +1362,12 @@ impl<'r> Gen<'r> {
                 let many = self.unique_on(many, &many_labels);
                 let on = self.matching_labels(&all);
                 let one = self.unique_on(one, &on);
+                // A label may not be both in on(…) and copied (a parse error).
                 let copied: LabelSet = one
                     .labels
                     .difference(&many.labels)
                     .copied()
+                    .filter(|l| !on.contains(l))
                     .filter(|_| self.rng.random_bool(0.6))
                     .collect();
                 let matching = if self.chance(0.7) {
@@ -1335,16 +1397,16 @@ impl<'r> Gen<'r> {
                 (text, labels, many.key.clone(), false)
             }
         };
-        // Comparisons without bool filter the left side, which keeps its values apart;
-        // %, ^ and atan2 may fold different inputs onto one value (or NaN).
-        let keeps_distinct = matches!(op, "+" | "-" | "*" | "/") || COMPARISONS.contains(&op);
+        // Comparisons without bool filter the left side, which keeps its values apart.
+        // Arithmetic does not: the right side often comes from the same family, and
+        // `a - a` is 0 for every series.
+        let filters = COMPARISONS.contains(&op) && bool_modifier.is_empty();
         Vector {
             text,
             labels,
             key,
-            distinct: both_distinct && keeps_distinct && bool_modifier.is_empty(),
+            distinct: both_distinct && filters,
             family: None,
-            counter: false,
         }
     }
 
@@ -1385,7 +1447,6 @@ impl<'r> Gen<'r> {
                 labels: all,
                 distinct: false,
                 family: left.family,
-                counter: false,
             };
         }
         Vector { text, ..left }
@@ -1462,7 +1523,6 @@ impl<'r> Gen<'r> {
             key: if overwrites { None } else { v.key.clone() },
             distinct: v.distinct,
             family: v.family,
-            counter: false,
         }
     }
 
@@ -1475,7 +1535,7 @@ impl<'r> Gen<'r> {
         let q = self.pick(&["0", "0.25", "0.5", "0.9", "0.99", "1", "-0.1", "1.1"]);
         let sel = self.selector(bucket);
         let range = self.pick(&["1m", "5m", "10m", "30m"]);
-        let modifiers = self.time_modifiers();
+        let modifiers = self.time_modifiers(true);
         let grouping: Vec<&str> = ["job", "instance"]
             .into_iter()
             .filter(|_| self.rng.random_bool(0.4))
@@ -1508,7 +1568,6 @@ impl<'r> Gen<'r> {
             labels,
             distinct: false,
             family: None,
-            counter: false,
         }
     }
 
@@ -1544,7 +1603,11 @@ impl<'r> Gen<'r> {
                 let r = self.scalar(depth - 1);
                 let (op, _) = self.operator();
                 // Comparisons between scalars need `bool`.
-                let b = if COMPARISONS.contains(&op) { " bool" } else { "" };
+                let b = if COMPARISONS.contains(&op) {
+                    " bool"
+                } else {
+                    ""
+                };
                 format!("({} {op}{b} {})", l.text, r.text)
             }
             _ => {
@@ -1604,7 +1667,8 @@ impl EvalPlan {
         // Inside the data at any millisecond; exactly on a scrape (range selectors
         // include both ends in 2.42); after the end, where lookback and staleness decide.
         let inside = w.t0 + rng.random_range(10 * 60_000..=DATA_SPAN_MS);
-        let on_scrape = w.t0 + rng.random_range(20..=(DATA_SPAN_MS / SCRAPE_STEP_MS)) * SCRAPE_STEP_MS;
+        let on_scrape =
+            w.t0 + rng.random_range(20..=(DATA_SPAN_MS / SCRAPE_STEP_MS)) * SCRAPE_STEP_MS;
         let after = w.t_end + rng.random_range(0..8 * 60_000);
         let start_ms = w.t0 + rng.random_range(-600..1800) * 1000;
         let end_ms = w.t_end + rng.random_range(0..600) * 1000;
@@ -1807,7 +1871,8 @@ fn same_value(a: f64, b: f64) -> bool {
     (a - b).abs() <= RELATIVE_TOLERANCE * a.abs().max(b.abs())
 }
 
-fn compare_points(what: &str, prom: &Point, odin: &Point) -> Result<(), String> {
+/// `formats`: also require the same number to be written the same way.
+fn compare_points(what: &str, prom: &Point, odin: &Point, formats: bool) -> Result<(), String> {
     if prom.t_ms != odin.t_ms {
         return Err(format!(
             "{what}: timestamp {} (Prometheus) vs {} (ODIN)",
@@ -1823,8 +1888,7 @@ fn compare_points(what: &str, prom: &Point, odin: &Point) -> Result<(), String> 
             odin.text
         ));
     }
-    // The same number must be written the same way (Go's shortest 'f' format).
-    if prom.v.to_bits() == odin.v.to_bits() && prom.text != odin.text {
+    if formats && prom.v.to_bits() == odin.v.to_bits() && prom.text != odin.text {
         return Err(format!(
             "{what} @{}: written {:?} by Prometheus, {:?} by ODIN",
             api_time(prom.t_ms),
@@ -1835,55 +1899,100 @@ fn compare_points(what: &str, prom: &Point, odin: &Point) -> Result<(), String> 
     Ok(())
 }
 
-/// Series by labels; a label set twice in one answer is itself a difference.
-fn by_labels<'a, T>(who: &str, items: &'a [(Labels, T)]) -> Result<BTreeMap<&'a Labels, &'a T>, String> {
-    let mut map = BTreeMap::new();
-    for (labels, item) in items {
-        if map.insert(labels, item).is_some() {
-            return Err(format!("{who} answered {} twice", render_labels(labels)));
+/// Pairs each series of Prometheus's answer with ODIN's series of the same labels: the
+/// same label set, or else one whose label values differ only as numbers within
+/// [`RELATIVE_TOLERANCE`]. count_values turns values into label values, and those then
+/// differ wherever the values may (for example a sum whose inputs Prometheus takes in
+/// map order). A label set twice in one answer is itself a difference.
+fn pair_series<'a, T>(
+    prom: &'a [(Labels, T)],
+    odin: &'a [(Labels, T)],
+    formats: bool,
+) -> Result<Vec<(&'a Labels, &'a T, &'a T)>, String> {
+    let twice =
+        |who: &str, items: &'a [(Labels, T)]| -> Result<BTreeMap<&'a Labels, &'a T>, String> {
+            let mut map = BTreeMap::new();
+            for (labels, item) in items {
+                if map.insert(labels, item).is_some() {
+                    return Err(format!("{who} answered {} twice", render_labels(labels)));
+                }
+            }
+            Ok(map)
+        };
+    let (prom_map, mut odin_map) = (twice("Prometheus", prom)?, twice("ODIN", odin)?);
+    let mut pairs = Vec::new();
+    let mut unpaired = Vec::new();
+    for (labels, p) in prom_map {
+        match odin_map.remove(labels) {
+            Some(o) => pairs.push((labels, p, o)),
+            None => unpaired.push((labels, p)),
         }
     }
-    Ok(map)
+    let mut only_prom = Vec::new();
+    for (labels, p) in unpaired {
+        let near = odin_map
+            .keys()
+            .copied()
+            .find(|o| labels_match_loosely(labels, o, formats));
+        match near.and_then(|o| odin_map.remove_entry(o)) {
+            Some((_, o)) => pairs.push((labels, p, o)),
+            None => only_prom.push(render_labels(labels)),
+        }
+    }
+    if only_prom.is_empty() && odin_map.is_empty() {
+        return Ok(pairs);
+    }
+    let only_odin: Vec<String> = odin_map.keys().map(|l| render_labels(l)).collect();
+    Err(format!(
+        "{} series only in Prometheus's answer: [{}]; {} only in ODIN's: [{}]",
+        only_prom.len(),
+        only_prom
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        only_odin.len(),
+        only_odin
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+    ))
 }
 
-fn compare_sets<T>(
-    prom: &BTreeMap<&Labels, T>,
-    odin: &BTreeMap<&Labels, T>,
-) -> Result<(), String> {
-    let only = |a: &BTreeMap<&Labels, T>, b: &BTreeMap<&Labels, T>| -> Vec<String> {
-        a.keys()
-            .filter(|k| !b.contains_key(*k))
-            .take(3)
-            .map(|k| render_labels(k))
-            .collect()
-    };
-    let (only_prom, only_odin) = (only(prom, odin), only(odin, prom));
-    if only_prom.is_empty() && only_odin.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "series only in Prometheus's answer: [{}]; only in ODIN's: [{}]",
-        only_prom.join(", "),
-        only_odin.join(", ")
-    ))
+/// Same label names, and values equal or numbers equal within the tolerance (with
+/// `formats`, a number both write must be written alike).
+fn labels_match_loosely(a: &Labels, b: &Labels, formats: bool) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((an, av), (bn, bv))| {
+            an == bn
+                && (av == bv
+                    || match (parse_value(av), parse_value(bv)) {
+                        (Some(x), Some(y)) => {
+                            same_value(x, y) && !(formats && x.to_bits() == y.to_bits())
+                        }
+                        _ => false,
+                    })
+        })
 }
 
 /// How the answers must agree: both errors (of any kind), or the same result type, the
 /// same series, the same timestamps and values within [`RELATIVE_TOLERANCE`]. An
 /// instant vector's order counts only under a top-level sort/sort_desc, and there
-/// only between different values (ties may come in any order).
-fn compare(prom: &Answer, odin: &Answer, ordered: bool) -> Result<(), String> {
+/// only between different values (ties may come in any order). With `formats`, a
+/// number both servers agree on must also be written alike (as Prometheus's JSON does).
+fn compare(prom: &Answer, odin: &Answer, ordered: bool, formats: bool) -> Result<(), String> {
     match (prom, odin) {
         (Answer::Error { .. }, Answer::Error { .. }) => Ok(()),
         (Answer::Error { .. }, _) => Err("Prometheus answered an error, ODIN a result".into()),
         (_, Answer::Error { .. }) => Err("ODIN answered an error, Prometheus a result".into()),
-        (Answer::Scalar(a), Answer::Scalar(b)) => compare_points("scalar", a, b),
+        (Answer::Scalar(a), Answer::Scalar(b)) => compare_points("scalar", a, b, formats),
         (Answer::String(a), Answer::String(b)) if a == b => Ok(()),
         (Answer::Vector(a), Answer::Vector(b)) => {
-            let (pm, om) = (by_labels("Prometheus", a)?, by_labels("ODIN", b)?);
-            compare_sets(&pm, &om)?;
-            for (labels, p) in &pm {
-                compare_points(&render_labels(labels), p, om[labels])?;
+            for (labels, p, o) in pair_series(a, b, formats)? {
+                compare_points(&render_labels(labels), p, o, formats)?;
             }
             if ordered {
                 for (i, ((pl, p), (ol, o))) in a.iter().zip(b).enumerate() {
@@ -1901,13 +2010,10 @@ fn compare(prom: &Answer, odin: &Answer, ordered: bool) -> Result<(), String> {
             Ok(())
         }
         (Answer::Matrix(a), Answer::Matrix(b)) => {
-            let (pm, om) = (by_labels("Prometheus", a)?, by_labels("ODIN", b)?);
-            compare_sets(&pm, &om)?;
-            for (labels, points) in &pm {
-                let theirs = om[labels];
+            for (labels, points, theirs) in pair_series(a, b, formats)? {
                 let what = render_labels(labels);
                 for (p, o) in points.iter().zip(theirs.iter()) {
-                    compare_points(&what, p, o)?;
+                    compare_points(&what, p, o, formats)?;
                 }
                 if points.len() != theirs.len() {
                     return Err(format!(
@@ -1931,6 +2037,8 @@ fn compare(prom: &Answer, odin: &Answer, ordered: bool) -> Result<(), String> {
 // Running and reporting
 
 struct Mismatch {
+    /// Only how a number is written differs (every value, series and type agrees).
+    format_only: bool,
     index: usize,
     query: String,
     when: String,
@@ -1941,24 +2049,32 @@ struct Mismatch {
 
 #[derive(Default)]
 struct Report {
+    /// Print every query and Prometheus's answers.
+    verbose: bool,
     queries: usize,
     evaluations: usize,
     /// Evaluations Prometheus refused (ODIN then must refuse them too).
     errors: usize,
     /// Evaluations where Prometheus answered no series.
     empty: usize,
+    /// Evaluations where Prometheus gave ODIN's answer only when asked again.
+    prometheus_varied: usize,
     mismatches: Vec<Mismatch>,
-    /// For each construct: queries using it, and how many of them differed.
-    constructs: BTreeMap<String, (usize, usize)>,
+    /// For each construct: queries using it, how many of them differed in meaning,
+    /// and how many only in how numbers are written.
+    constructs: BTreeMap<String, (usize, usize, usize)>,
 }
 
 impl Report {
     fn run(&mut self, index: usize, query: &Query, plan: &EvalPlan, servers: &[Server; 2]) {
         self.queries += 1;
-        let mut mismatch = None;
+        let mut mismatch: Option<Mismatch> = None;
         let mut evaluate = |when: String, ask: &dyn Fn(&Server) -> Answer, ordered: bool| {
-            let prom = ask(&servers[0]);
+            let mut prom = ask(&servers[0]);
             let odin = ask(&servers[1]);
+            if self.verbose {
+                eprintln!("#{index} {} {when}\n    {}", query.text, prom.render(3));
+            }
             self.evaluations += 1;
             if matches!(prom, Answer::Error { .. }) {
                 self.errors += 1;
@@ -1966,17 +2082,43 @@ impl Report {
             if prom.is_empty() {
                 self.empty += 1;
             }
-            if mismatch.is_none() {
-                if let Err(difference) = compare(&prom, &odin, ordered) {
-                    mismatch = Some(Mismatch {
-                        index,
-                        query: query.text.clone(),
-                        when,
-                        difference,
-                        prometheus: prom.render(12),
-                        odin: odin.render(12),
-                    });
+            // Prometheus 2.42 builds the intermediate results of a range query in Go
+            // map order, so sums over them vary in their last bits from one run to
+            // the next, and an operator like % or floor can make that visible. ODIN's
+            // answer stands if Prometheus itself gives it when asked again.
+            if compare(&prom, &odin, ordered, false).is_err() {
+                for _ in 0..PROMETHEUS_RETRIES {
+                    let again = ask(&servers[0]);
+                    if compare(&again, &odin, ordered, false).is_ok() {
+                        self.prometheus_varied += 1;
+                        prom = again;
+                        break;
+                    }
                 }
+            }
+            // Keep the query's first difference in meaning; failing that, its first
+            // difference in writing.
+            let difference = match compare(&prom, &odin, ordered, false) {
+                Err(d) => Some((false, d)),
+                Ok(()) => compare(&prom, &odin, ordered, true)
+                    .err()
+                    .map(|d| (true, d)),
+            };
+            let keep = match (&mismatch, &difference) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(kept), Some((format_only, _))) => kept.format_only && !format_only,
+            };
+            if let (true, Some((format_only, difference))) = (keep, difference) {
+                mismatch = Some(Mismatch {
+                    format_only,
+                    index,
+                    query: query.text.clone(),
+                    when,
+                    difference,
+                    prometheus: prom.render(12),
+                    odin: odin.render(12),
+                });
             }
         };
         for &t in &plan.instants {
@@ -1997,28 +2139,38 @@ impl Report {
             &|s: &Server| s.range(&query.text, r),
             false,
         );
-        let differs = mismatch.is_some();
+        let format_only = mismatch.as_ref().map(|m| m.format_only);
         for c in &query.constructs {
             let entry = self.constructs.entry(c.clone()).or_default();
             entry.0 += 1;
-            entry.1 += usize::from(differs);
+            entry.1 += usize::from(format_only == Some(false));
+            entry.2 += usize::from(format_only == Some(true));
         }
         self.mismatches.extend(mismatch);
     }
 
     fn summary(&self, window: DataWindow) -> String {
+        let format_only = self.mismatches.iter().filter(|m| m.format_only).count();
         let mut out = format!(
-            "{} queries, {} evaluations: {} refused by Prometheus (and so by ODIN), {} empty; {} queries differ\n\
+            "{} queries, {} evaluations: {} refused by Prometheus (and so by ODIN), {} empty, \
+             {} matched only when Prometheus was asked again\n\
+             {} queries differ: {} in values, series, types or errors, {} only in how numbers are written\n\
              data from {} to {}",
             self.queries,
             self.evaluations,
             self.errors,
             self.empty,
+            self.prometheus_varied,
             self.mismatches.len(),
+            self.mismatches.len() - format_only,
+            format_only,
             api_time(window.t0),
             api_time(window.t_end),
         );
-        for m in self.mismatches.iter().take(REPORTED_MISMATCHES) {
+        // Differences in meaning first: a formatting bug would otherwise hide them.
+        let mut shown: Vec<&Mismatch> = self.mismatches.iter().collect();
+        shown.sort_by_key(|m| (m.format_only, m.index));
+        for m in shown.iter().take(REPORTED_MISMATCHES) {
             let _ = write!(
                 out,
                 "\n\n#{} {}\n  {}\n  difference: {}\n  Prometheus: {}\n  ODIN:       {}",
@@ -2033,12 +2185,18 @@ impl Report {
             );
         }
         if !self.mismatches.is_empty() {
-            let _ = write!(out, "\n\nqueries differing / using each construct:");
-            let mut rows: Vec<(&String, &(usize, usize))> =
-                self.constructs.iter().filter(|(_, (_, bad))| *bad > 0).collect();
-            rows.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(a.0.cmp(b.0)));
-            for (name, (used, bad)) in rows {
-                let _ = write!(out, "\n  {name:<28} {bad:>5} / {used}");
+            let _ = write!(
+                out,
+                "\n\nconstruct                       queries differing in meaning / in writing / using it:"
+            );
+            let mut rows: Vec<(&String, &(usize, usize, usize))> = self
+                .constructs
+                .iter()
+                .filter(|(_, (_, meaning, writing))| meaning + writing > 0)
+                .collect();
+            rows.sort_by(|a, b| (b.1.1, b.1.2).cmp(&(a.1.1, a.1.2)).then(a.0.cmp(b.0)));
+            for (name, (used, meaning, writing)) in rows {
+                let _ = write!(out, "\n  {name:<28} {meaning:>5} / {writing:>5} / {used}");
             }
         }
         out
