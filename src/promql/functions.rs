@@ -714,6 +714,16 @@ fn rad(v: f64) -> f64 {
     v * std::f64::consts::PI / 180.0
 }
 
+/// `x ^ y` as Prometheus computes it (Go's `math.Pow`).
+pub fn pow(x: f64, y: f64) -> f64 {
+    go_math::pow(x, y)
+}
+
+/// `y atan2 x` as Prometheus computes it (Go's `math.Atan2`).
+pub fn atan2(y: f64, x: f64) -> f64 {
+    go_math::atan2(y, x)
+}
+
 /// `round(v, to_nearest)`: rounds to the nearest multiple of `to_nearest` (1 when
 /// the argument is omitted), ties rounding up. Prometheus computes
 /// `floor(v * (1/to_nearest) + 0.5) / (1/to_nearest)`: multiplying by the inverse
@@ -1043,6 +1053,201 @@ mod go_math {
         bits &= !(0x7FF << 52);
         bits |= 1022 << 52;
         (f64::from_bits(bits), exp)
+    }
+
+    /// Go's `math.Ldexp`: `frac × 2^exp`, with Go's handling of subnormal results.
+    fn ldexp(frac: f64, exp: i64) -> f64 {
+        if frac == 0.0 || frac.is_infinite() || frac.is_nan() {
+            return frac;
+        }
+        let (frac, e) = if frac.abs() < f64::MIN_POSITIVE {
+            (frac * (1u64 << 52) as f64, -52)
+        } else {
+            (frac, 0)
+        };
+        let mut exp = exp + e;
+        let mut bits = frac.to_bits();
+        exp += ((bits >> 52) & 0x7FF) as i64 - 1023;
+        if exp < -1075 {
+            return 0.0f64.copysign(frac);
+        }
+        if exp > 1023 {
+            return if frac < 0.0 {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
+        }
+        let mut m = 1.0;
+        if exp < -1022 {
+            exp += 53;
+            m = 1.0 / (1u64 << 53) as f64;
+        }
+        bits &= !(0x7FF << 52);
+        bits |= ((exp + 1023) as u64) << 52;
+        m * f64::from_bits(bits)
+    }
+
+    /// Go's `math.Modf` for `f >= 0`: integer and fractional parts.
+    fn modf_non_negative(f: f64) -> (f64, f64) {
+        if f < 1.0 {
+            return (0.0, f);
+        }
+        let mut bits = f.to_bits();
+        let e = ((bits >> 52) & 0x7FF) as i64 - 1023;
+        if e < 52 {
+            bits &= !((1u64 << (52 - e)) - 1);
+        }
+        let int = f64::from_bits(bits);
+        (int, f - int)
+    }
+
+    fn is_odd_int(x: f64) -> bool {
+        if x.abs() >= (1u64 << 53) as f64 {
+            return false;
+        }
+        let (xi, xf) = modf_non_negative(x.abs());
+        xf == 0.0 && (xi as i64) & 1 == 1
+    }
+
+    /// Go's `math.Pow` (pure Go on every platform): special cases, then
+    /// `Exp(yf × Log(x))` for the fractional part of `y` and repeated squaring of the
+    /// `Frexp` mantissa for the integer part. Its last bit can differ from the C
+    /// library's `pow`, which Rust's `powf` calls.
+    pub(super) fn pow(x: f64, y: f64) -> f64 {
+        if y == 0.0 || x == 1.0 {
+            return 1.0;
+        }
+        if y == 1.0 {
+            return x;
+        }
+        if x.is_nan() || y.is_nan() {
+            return f64::NAN;
+        }
+        if x == 0.0 {
+            if y < 0.0 {
+                return if x.is_sign_negative() && is_odd_int(y) {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                };
+            }
+            return if x.is_sign_negative() && is_odd_int(y) {
+                x
+            } else {
+                0.0
+            };
+        }
+        if y.is_infinite() {
+            return if x == -1.0 {
+                1.0
+            } else if (x.abs() < 1.0) == (y > 0.0) {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        if x.is_infinite() {
+            if x < 0.0 {
+                return pow(1.0 / x, -y);
+            }
+            return if y < 0.0 { 0.0 } else { f64::INFINITY };
+        }
+        if y == 0.5 {
+            return x.sqrt();
+        }
+        if y == -0.5 {
+            return 1.0 / x.sqrt();
+        }
+        let (mut yi, mut yf) = modf_non_negative(y.abs());
+        if yf != 0.0 && x < 0.0 {
+            return f64::NAN;
+        }
+        if yi >= 9.223_372_036_854_775_808e18 {
+            return if x == -1.0 {
+                1.0
+            } else if (x.abs() < 1.0) == (y > 0.0) {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        let mut a1 = 1.0;
+        let mut ae: i64 = 0;
+        if yf != 0.0 {
+            if yf > 0.5 {
+                yf -= 1.0;
+                yi += 1.0;
+            }
+            a1 = exp(yf * log(x));
+        }
+        let (mut x1, mut xe) = frexp(x);
+        let mut i = yi as i64;
+        while i != 0 {
+            if !(-(1 << 12)..=(1 << 12)).contains(&xe) {
+                ae += xe;
+                break;
+            }
+            if i & 1 == 1 {
+                a1 *= x1;
+                ae += xe;
+            }
+            x1 *= x1;
+            xe <<= 1;
+            if x1 < 0.5 {
+                x1 += x1;
+                xe -= 1;
+            }
+            i >>= 1;
+        }
+        if y < 0.0 {
+            a1 = 1.0 / a1;
+            ae = -ae;
+        }
+        ldexp(a1, ae)
+    }
+
+    /// Go's `math.Atan2` (pure Go): its special cases, then `Atan(y/x)` moved to the
+    /// right quadrant.
+    pub(super) fn atan2(y: f64, x: f64) -> f64 {
+        use std::f64::consts::PI;
+        if y.is_nan() || x.is_nan() {
+            return f64::NAN;
+        }
+        if y == 0.0 {
+            return if x >= 0.0 && !x.is_sign_negative() {
+                0.0f64.copysign(y)
+            } else {
+                PI.copysign(y)
+            };
+        }
+        if x == 0.0 {
+            return (PI / 2.0).copysign(y);
+        }
+        if x.is_infinite() {
+            return if x > 0.0 {
+                if y.is_infinite() {
+                    (PI / 4.0).copysign(y)
+                } else {
+                    0.0f64.copysign(y)
+                }
+            } else if y.is_infinite() {
+                (3.0 * PI / 4.0).copysign(y)
+            } else {
+                PI.copysign(y)
+            };
+        }
+        if y.is_infinite() {
+            return (PI / 2.0).copysign(y);
+        }
+        let q = atan(y / x);
+        if x < 0.0 {
+            if q <= 0.0 {
+                return q + PI;
+            }
+            return q - PI;
+        }
+        q
     }
 
     /// Go's `math.Log` on amd64 (`log_amd64.s`, FreeBSD's `e_log.c` algorithm).
@@ -2984,5 +3189,32 @@ mod tests {
                 prop_assert!((go_math::cos(x) - x.cos()).abs() < 1e-15);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod go_pow_atan2_tests {
+    use super::*;
+
+    #[test]
+    fn pow_and_atan2_follow_go() {
+        // What Debian's Prometheus 2.42 answered (`pi() ^ 16`, `vector(2) atan2
+        // vector(0.5)`, …); the C library's last bit differs for some of them.
+        assert_eq!(pow(std::f64::consts::PI, 16.0), 90_032_220.842_933_24);
+        assert_eq!(pow(3.7, 2.3), 20.270_476_851_916_438);
+        assert_eq!(pow(1.000_000_1, 1e7), 2.718_281_693_980_372_4);
+        assert_eq!(atan2(2.0, 0.5), 1.325_817_663_668_032_3);
+        assert_eq!(atan2(0.9, -3.0), 2.850_135_859_111_926);
+        assert_eq!(pow(2.0, 10.0), 1024.0);
+        assert_eq!(pow(-2.0, 3.0), -8.0);
+        assert!(pow(-2.0, 0.5).is_nan());
+        assert_eq!(pow(0.0, -1.0), f64::INFINITY);
+        assert_eq!(pow(-0.0, -3.0), f64::NEG_INFINITY);
+        assert_eq!(pow(4.0, -0.5), 0.5);
+        assert_eq!(pow(2.0, -1074.0), f64::from_bits(1));
+        assert_eq!(pow(10.0, 400.0), f64::INFINITY);
+        assert_eq!(atan2(0.0, -1.0), std::f64::consts::PI);
+        assert_eq!(atan2(-0.0, -1.0), -std::f64::consts::PI);
+        assert_eq!(atan2(1.0, f64::NEG_INFINITY), std::f64::consts::PI);
     }
 }
