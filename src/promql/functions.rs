@@ -1163,7 +1163,7 @@ mod go_math {
         if yf != 0.0 && x < 0.0 {
             return f64::NAN;
         }
-        if yi >= 9.223_372_036_854_775_808e18 {
+        if yi >= (1u64 << 63) as f64 {
             return if x == -1.0 {
                 1.0
             } else if (x.abs() < 1.0) == (y > 0.0) {
