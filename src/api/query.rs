@@ -480,7 +480,15 @@ fn json_response(v: &Value) -> Response {
     out.push_str(v.type_name());
     out.push_str(r#"","result":"#);
     match v {
-        Value::Scalar { t, v } => write_point(&mut out, *t, *v),
+        // Prometheus writes a scalar result with `'f'` always (its own JSON
+        // marshaller), unlike vector and matrix points.
+        Value::Scalar { t, v } => {
+            out.push('[');
+            write_timestamp(&mut out, *t);
+            out.push_str(",\"");
+            out.push_str(&crate::promql::value::format_plain(*v));
+            out.push_str("\"]");
+        }
         Value::String { t, v } => {
             out.push('[');
             write_timestamp(&mut out, *t);
