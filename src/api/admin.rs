@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::ApiState;
 use super::response::{ApiError, success};
-use crate::model::{MatchType, Matcher, parse_time_ms};
+use crate::model::{Matcher, parse_time_ms};
 use crate::storage::StorageAdmin;
 
 pub fn routes() -> Router<ApiState> {
@@ -43,7 +43,7 @@ pub fn form_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Vec
     out
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -59,10 +59,11 @@ fn admin(s: &ApiState) -> Result<std::sync::Arc<dyn StorageAdmin>, ApiError> {
 
 /// Parses a series selector such as `up{job="node"}` into matchers.
 pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, ApiError> {
-    use promql_parser::label::MatchOp;
     use promql_parser::parser::Expr;
-    let expr = promql_parser::parser::parse(s)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))
+    };
+    let expr = promql_parser::parser::parse(s).map_err(|e| bad(&e))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(ApiError::bad_data(format!(
             "invalid parameter \"match[]\": {s:?} is not a series selector"
@@ -73,24 +74,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, ApiError> {
             "invalid parameter \"match[]\": \"or\" in selectors is not supported",
         ));
     }
-    let mut out = Vec::new();
-    if let Some(name) = &vs.name {
-        if !vs.matchers.matchers.iter().any(|m| m.name == "__name__") {
-            out.push(Matcher::equal("__name__", name.clone()));
-        }
-    }
-    for m in &vs.matchers.matchers {
-        let kind = match m.op {
-            MatchOp::Equal => MatchType::Equal,
-            MatchOp::NotEqual => MatchType::NotEqual,
-            MatchOp::Re(_) => MatchType::Regex,
-            MatchOp::NotRe(_) => MatchType::NotRegex,
-        };
-        out.push(
-            Matcher::new(kind, m.name.clone(), m.value.clone())
-                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?,
-        );
-    }
+    let out = crate::promql::selector_matchers(&vs).map_err(|e| bad(&e))?;
     if out.iter().all(Matcher::matches_empty) {
         return Err(ApiError::bad_data(
             "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher",
@@ -99,7 +83,11 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, ApiError> {
     Ok(out)
 }
 
-fn time_param(params: &[(String, String)], name: &str, default: i64) -> Result<i64, ApiError> {
+pub(super) fn time_param(
+    params: &[(String, String)],
+    name: &str,
+    default: i64,
+) -> Result<i64, ApiError> {
     match param(params, name) {
         None | Some("") => Ok(default),
         Some(v) => parse_time_ms(v)

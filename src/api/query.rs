@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::ApiState;
-use super::admin::{form_params, parse_selector};
+use super::admin::{form_params, param, parse_selector, time_param};
 use super::response::{ApiError, ErrorType, success};
-use crate::model::{Labels, Matcher, parse_duration_ms, parse_time_ms};
+use crate::model::{Labels, Matcher, parse_duration_ms};
 use crate::promql::value::format_float;
 use crate::promql::{CancelFlag, CancelOnDrop, QueryError, Value};
 use crate::storage::{Queryable, SelectHints};
@@ -43,26 +43,11 @@ pub fn routes() -> Router<ApiState> {
 
 type Params = Vec<(String, String)>;
 
-fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-fn time_param(params: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
-    match param(params, name) {
-        None | Some("") => Ok(default),
-        Some(v) => parse_time_ms(v)
-            .map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}"))),
-    }
 }
 
 /// A duration parameter: float seconds or a Prometheus duration (`5m`).

@@ -156,7 +156,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Ste
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for e in input {
-        let key = ev.group_key(node, &e.labels, || grouping.key(&e.labels));
+        let key = ev.node_hash(node, &e.labels, || grouping.key(&e.labels));
         let gi = match index.get(&key) {
             Some(i) => *i,
             None => {

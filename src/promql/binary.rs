@@ -110,7 +110,7 @@ enum Card {
 impl Matching<'_> {
     /// The match-group signature of `labels`, computed once per label set and query.
     fn signature(&self, ev: &Evaluator<'_>, labels: &Labels) -> u64 {
-        ev.signature(self.node, labels, || self.compute_signature(labels))
+        ev.node_hash(self.node, labels, || self.compute_signature(labels))
     }
 
     fn compute_signature(&self, labels: &Labels) -> u64 {
@@ -202,9 +202,9 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
                 include,
             };
             let out = match op {
-                Op::And => set_and(ev, l, r, &m),
+                Op::And => set_filter(ev, l, r, &m, true),
                 Op::Or => set_or(ev, l, r, &m),
-                Op::Unless => set_unless(ev, l, r, &m),
+                Op::Unless => set_filter(ev, l, r, &m, false),
                 _ => vector_vector(ev, l, r, op, return_bool, &m)?,
             };
             let mut out = out;
@@ -341,15 +341,18 @@ fn vector_vector(
     Ok(out)
 }
 
-fn set_and(
+/// `and` (`keep_matched`) and `unless`: the left side's elements whose match group
+/// the right side has (or has not).
+fn set_filter(
     ev: &Evaluator<'_>,
     lhs: Vec<Element>,
     rhs: Vec<Element>,
     m: &Matching<'_>,
+    keep_matched: bool,
 ) -> Vec<Element> {
     let right: HashSet<u64> = rhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
     lhs.into_iter()
-        .filter(|e| right.contains(&m.signature(ev, &e.labels)))
+        .filter(|e| right.contains(&m.signature(ev, &e.labels)) == keep_matched)
         .collect()
 }
 
@@ -366,18 +369,6 @@ fn set_or(
             .filter(|e| !left.contains(&m.signature(ev, &e.labels))),
     );
     out
-}
-
-fn set_unless(
-    ev: &Evaluator<'_>,
-    lhs: Vec<Element>,
-    rhs: Vec<Element>,
-    m: &Matching<'_>,
-) -> Vec<Element> {
-    let right: HashSet<u64> = rhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
-    lhs.into_iter()
-        .filter(|e| !right.contains(&m.signature(ev, &e.labels)))
-        .collect()
 }
 
 /// `{a="b", c="d"}` as Prometheus prints a label set in messages.

@@ -17,7 +17,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelect
 
 use super::value::{Element, SeriesPoints, Value};
 use super::{CancelFlag, EngineOptions, QueryError, Span};
-use crate::model::{Labels, MatchType, Matcher, Sample, is_stale_nan};
+use crate::model::{Labels, MatchType, Matcher, MatcherError, Sample, is_stale_nan};
 use crate::storage::{Queryable, SelectHints, Series};
 
 /// What one node evaluates to at one step.
@@ -163,14 +163,11 @@ pub(super) struct Evaluator<'a> {
 struct Memo {
     /// Aggregation group labels by the hash of their pairs.
     groups: HashMap<u64, Labels>,
-    /// Vector-matching signatures by (operator node, input set).
-    signatures: HashMap<(usize, usize), (Labels, u64)>,
+    /// Hashes of label sets by (node, input set): vector-matching signatures and
+    /// aggregation group keys under their operator's node, content hashes under 0.
+    hashes: HashMap<(usize, usize), (Labels, u64)>,
     /// Vector-matching result labels by (operator node, many side, one side).
     results: HashMap<(usize, usize, usize), (Labels, Labels, Labels)>,
-    /// Aggregation group keys by (aggregation node, input set).
-    group_keys: HashMap<(usize, usize), (Labels, u64)>,
-    /// Content hashes by label set.
-    hashes: HashMap<usize, (Labels, u64)>,
 }
 
 /// What one selector reads: samples in `[start, end]`; for an instant selector
@@ -264,7 +261,8 @@ impl Evaluator<'_> {
         let mut loaded = 0usize;
         for need in needs {
             self.check("query preparation")?;
-            let matchers = selector_matchers(need.vs)?;
+            let matchers =
+                selector_matchers(need.vs).map_err(|e| QueryError::BadData(e.to_string()))?;
             let hints = SelectHints {
                 start_ms: need.start,
                 end_ms: need.end,
@@ -373,44 +371,25 @@ impl Evaluator<'_> {
             .clone()
     }
 
-    /// The group key of `labels` for the aggregation at `node`.
-    pub(super) fn group_key(
+    /// A hash of `labels` computed once per query for `node` (an operator's or
+    /// aggregation's address): its match signature or group key.
+    pub(super) fn node_hash(
         &self,
         node: usize,
         labels: &Labels,
         make: impl FnOnce() -> u64,
     ) -> u64 {
-        self.memo
-            .borrow_mut()
-            .group_keys
-            .entry((node, labels.identity()))
-            .or_insert_with(|| (labels.clone(), make()))
-            .1
-    }
-
-    /// A hash of the label set's contents.
-    pub(super) fn content_hash(&self, labels: &Labels) -> u64 {
         self.memo
             .borrow_mut()
             .hashes
-            .entry(labels.identity())
-            .or_insert_with(|| (labels.clone(), labels.stable_hash()))
-            .1
-    }
-
-    /// The match signature of `labels` for the operator at `node`.
-    pub(super) fn signature(
-        &self,
-        node: usize,
-        labels: &Labels,
-        make: impl FnOnce() -> u64,
-    ) -> u64 {
-        self.memo
-            .borrow_mut()
-            .signatures
             .entry((node, labels.identity()))
             .or_insert_with(|| (labels.clone(), make()))
             .1
+    }
+
+    /// A hash of the label set's contents (node 0: no operator has that address).
+    pub(super) fn content_hash(&self, labels: &Labels) -> u64 {
+        self.node_hash(0, labels, || labels.stable_hash())
     }
 
     /// The result labels of matching `many` with `one` at `node`.
@@ -650,7 +629,7 @@ fn seek(samples: &[Sample], hint: usize, before: impl Fn(&Sample) -> bool) -> us
 }
 
 /// The matchers of a selector, the metric name included.
-pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
+pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, MatcherError> {
     let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
     if let Some(name) = &vs.name
         && !vs.matchers.matchers.iter().any(|m| m.name == "__name__")
@@ -664,10 +643,7 @@ pub(super) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, Que
             MatchOp::Re(_) => MatchType::Regex,
             MatchOp::NotRe(_) => MatchType::NotRegex,
         };
-        out.push(
-            Matcher::new(kind, m.name.clone(), m.value.clone())
-                .map_err(|e| QueryError::BadData(e.to_string()))?,
-        );
+        out.push(Matcher::new(kind, m.name.clone(), m.value.clone())?);
     }
     Ok(out)
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::storage::{Queryable, StorageError};
 
+pub use eval::selector_matchers;
 pub use value::{Element, SeriesPoints, Value};
 
 /// The limits of Prometheus's `--query.*` flags.

@@ -460,56 +460,14 @@ fn parse_eval(lines: &[&str], i: usize) -> Result<(Eval, usize), TestParseError>
     Ok((eval, j))
 }
 
-/// Parses a duration as Prometheus's `model.ParseDuration`; milliseconds.
+/// Parses a duration as Prometheus's `model.ParseDuration`; milliseconds. On top of
+/// ODIN's duration syntax, Prometheus refuses durations that overflow nanoseconds.
 fn parse_duration(s: &str) -> Result<i64, String> {
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    match s {
-        "0" => return Ok(0),
-        "" => return Err("empty duration string".into()),
-        _ => {}
-    }
-    let invalid = || format!("not a valid duration string: {s:?}");
-    let mut rest = s;
-    let mut total: i64 = 0;
-    let mut next_unit = 0;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if digits == 0 {
-            return Err(invalid());
-        }
-        let (number, after) = rest.split_at(digits);
-        let unit = if after.starts_with("ms") {
-            "ms"
-        } else {
-            after.get(..1).ok_or_else(invalid)?
-        };
-        let at = UNITS[next_unit..]
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(invalid)?
-            + next_unit;
-        next_unit = at + 1;
-        let out_of_range = || "duration out of range".to_string();
-        let n: i64 = number.parse().map_err(|_| out_of_range())?;
-        total = n
-            .checked_mul(UNITS[at].1)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(out_of_range)?;
-        rest = &after[unit.len()..];
-    }
-    // Prometheus keeps durations in nanoseconds.
-    if total.checked_mul(1_000_000).is_none() {
+    let ms = crate::model::parse_duration_ms(s)?;
+    if ms.checked_mul(1_000_000).is_none() {
         return Err("duration out of range".into());
     }
-    Ok(total)
+    Ok(ms)
 }
 
 // ---------------------------------------------------------------------------
