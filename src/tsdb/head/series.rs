@@ -313,10 +313,10 @@ impl SeriesState {
         };
         let max_t = open.max_t();
         let written = match (files, open.slot.as_mut()) {
-            (Some(files), Some(slot)) => {
-                let (header, rest) = open.chunk.bytes().split_at(HEADER_LEN);
-                files.close_slot(slot, header, rest, max_t)
-            }
+            (Some(files), Some(slot)) => match open.chunk.bytes().split_at_checked(HEADER_LEN) {
+                Some((header, rest)) => files.close_slot(slot, header, rest, max_t),
+                None => Err(std::io::Error::other("open chunk shorter than its header")),
+            },
             (Some(files), None) => files.write(open.chunk.bytes(), max_t),
             (None, _) => Err(std::io::Error::other("no head chunk files")),
         };
