@@ -9,11 +9,18 @@
 /// galloping through it: galloping is O(short * log(long / short)).
 const GALLOP_RATIO: usize = 16;
 
+/// A series reference as postings lists hold it: `u64` in blocks and queries, `u32`
+/// (an offset from a base) in the head, where the lists are most of the memory an
+/// index costs per series.
+pub trait Ref: Copy + Ord + Default {}
+impl Ref for u32 {}
+impl Ref for u64 {}
+
 /// First index `i >= from` with `list[i] >= x` (or `list.len()`), found by
 /// exponential probing from `from` and then binary search in the last gap.
 /// Cheap when the answer is near `from`, logarithmic when it is far.
 #[inline]
-fn gallop(list: &[u64], from: usize, x: u64) -> usize {
+fn gallop<T: Ref>(list: &[T], from: usize, x: T) -> usize {
     let mut lo = from;
     let mut hi = from;
     let mut step = 1;
@@ -33,7 +40,7 @@ fn gallop(list: &[u64], from: usize, x: u64) -> usize {
 }
 
 /// Intersection of two sorted lists into `out` (cleared first).
-fn intersect2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
+fn intersect2_into<T: Ref>(a: &[T], b: &[T], out: &mut Vec<T>) {
     out.clear();
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     if short.is_empty() {
@@ -58,7 +65,7 @@ fn intersect2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
     // advances on a match, and each side steps when it is not ahead. On
     // overlapping lists a data-dependent branch would mispredict constantly.
     // The output never outgrows the shorter input, so it is sized up front.
-    out.resize(short.len(), 0);
+    out.resize(short.len(), T::default());
     let (mut i, mut j, mut k) = (0, 0, 0);
     while let (Some(&x), Some(&y)) = (short.get(i), long.get(j)) {
         if let Some(slot) = out.get_mut(k) {
@@ -73,7 +80,7 @@ fn intersect2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
 
 /// Refs present in every list. No lists means no constraint was given, which
 /// callers treat as "nothing matched", so the result is empty.
-pub fn intersect(lists: &[&[u64]]) -> Vec<u64> {
+pub fn intersect<T: Ref>(lists: &[&[T]]) -> Vec<T> {
     match lists {
         [] => Vec::new(),
         [only] => only.to_vec(),
@@ -85,7 +92,7 @@ pub fn intersect(lists: &[&[u64]]) -> Vec<u64> {
         _ => {
             // Smallest lists first: the running result only shrinks, so each
             // later (longer) list is probed as few times as possible.
-            let mut sorted: Vec<&[u64]> = lists.to_vec();
+            let mut sorted: Vec<&[T]> = lists.to_vec();
             sorted.sort_unstable_by_key(|l| l.len());
             let mut out = Vec::with_capacity(sorted[0].len());
             let mut scratch = Vec::with_capacity(sorted[0].len());
@@ -103,11 +110,11 @@ pub fn intersect(lists: &[&[u64]]) -> Vec<u64> {
 }
 
 /// Sorted, deduplicated merge of two sorted lists, appended to `out`.
-fn merge2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
+fn merge2_into<T: Ref>(a: &[T], b: &[T], out: &mut Vec<T>) {
     // Branch-free like the intersection: write into a pre-sized buffer and
     // advance whichever side(s) supplied the smaller value.
     let start = out.len();
-    out.resize(start + a.len() + b.len(), 0);
+    out.resize(start + a.len() + b.len(), T::default());
     let (mut i, mut j, mut k) = (0, 0, start);
     while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
         if let Some(slot) = out.get_mut(k) {
@@ -127,7 +134,7 @@ fn merge2_into(a: &[u64], b: &[u64], out: &mut Vec<u64>) {
 /// Lists are merged pairwise in a balanced tree: O(n log k) like a heap-based
 /// k-way merge, but every pass is a sequential two-way merge, which is
 /// friendlier to the branch predictor and the cache.
-pub fn union(lists: &[&[u64]]) -> Vec<u64> {
+pub fn union<T: Ref>(lists: &[&[T]]) -> Vec<T> {
     let mut non_empty = lists.iter().copied().filter(|l| !l.is_empty());
     let (Some(first), second) = (non_empty.next(), non_empty.next()) else {
         return Vec::new();
@@ -135,7 +142,7 @@ pub fn union(lists: &[&[u64]]) -> Vec<u64> {
     let Some(second) = second else {
         return first.to_vec();
     };
-    let mut level: Vec<Vec<u64>> = Vec::new();
+    let mut level: Vec<Vec<T>> = Vec::new();
     let mut pending = Some(first);
     for list in std::iter::once(second).chain(non_empty) {
         match pending.take() {
@@ -169,7 +176,7 @@ pub fn union(lists: &[&[u64]]) -> Vec<u64> {
 }
 
 /// Refs in `a` that are not in `b`.
-pub fn without(a: &[u64], b: &[u64]) -> Vec<u64> {
+pub fn without<T: Ref>(a: &[T], b: &[T]) -> Vec<T> {
     if a.is_empty() || b.is_empty() {
         return a.to_vec();
     }
@@ -216,6 +223,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    // The tests use u64 refs (blocks'); these pin the generic functions to them.
+    fn gallop(list: &[u64], from: usize, x: u64) -> usize {
+        super::gallop(list, from, x)
+    }
+    fn intersect(lists: &[&[u64]]) -> Vec<u64> {
+        super::intersect(lists)
+    }
+    fn union(lists: &[&[u64]]) -> Vec<u64> {
+        super::union(lists)
+    }
+    fn without(a: &[u64], b: &[u64]) -> Vec<u64> {
+        super::without(a, b)
+    }
 
     #[test]
     fn gallop_finds_lower_bound() {

@@ -22,8 +22,10 @@ pub(super) struct BitWriter {
     /// `Vec`: the whole allocation is always addressable, so a separate capacity
     /// would only cost eight bytes in every open chunk of the head.
     buf: Box<[u8]>,
-    /// Length of the encoded stream within `buf`.
-    len: usize,
+    /// Length of the encoded stream within `buf`. 32 bits are plenty (a chunk holds
+    /// at most 65,535 samples of at most 20 bytes), and the four bytes saved make an
+    /// open chunk, part of every series in the head, one allocator size class smaller.
+    len: u32,
     /// Free (not yet written) low bits in byte `len - 1`, 0..=8. 8 means the
     /// last byte is the empty byte Go appends after `writeByte`.
     free: u32,
@@ -34,38 +36,44 @@ impl BitWriter {
     pub(super) fn with_header(header_len: usize, capacity: usize) -> Self {
         BitWriter {
             buf: vec![0; capacity.max(header_len)].into_boxed_slice(),
-            len: header_len,
+            len: header_len as u32,
             free: 0,
         }
     }
 
     /// Resumes writing on `buf`, whose last byte has `free` unused low bits.
-    /// The caller has validated `free <= 8` and cleared those bits.
+    /// The caller has validated `free <= 8` and cleared those bits, and `buf` holds a
+    /// decoded chunk, so its length fits in 32 bits.
     pub(super) fn from_parts(buf: Vec<u8>, free: u32) -> Self {
         debug_assert!(free <= 8);
         BitWriter {
-            len: buf.len(),
+            len: u32::try_from(buf.len()).unwrap_or(u32::MAX),
             buf: buf.into_boxed_slice(),
             free,
         }
     }
 
     #[inline]
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    #[inline]
     pub(super) fn bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&self.buf)
+        self.buf.get(..self.len()).unwrap_or(&self.buf)
     }
 
     #[inline]
     pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.len.min(self.buf.len());
+        let len = self.len().min(self.buf.len());
         self.buf.get_mut(..len).unwrap_or_default()
     }
 
     /// Drops the zeroed slack and spare capacity.
     pub(super) fn shrink_to_fit(&mut self) {
-        if self.buf.len() > self.len {
+        if self.buf.len() > self.len() {
             let mut v = std::mem::take(&mut self.buf).into_vec();
-            v.truncate(self.len);
+            v.truncate(self.len());
             self.buf = v.into_boxed_slice();
         }
     }
@@ -78,7 +86,7 @@ impl BitWriter {
     /// while it still has free bits (Go's empty trailing byte included).
     #[inline]
     pub(super) fn finished_len(&self) -> usize {
-        self.len - usize::from(self.free != 0)
+        self.len() - usize::from(self.free != 0)
     }
 
     /// Removes `n` finished bytes starting at `from` (which must lie within the
@@ -86,10 +94,10 @@ impl BitWriter {
     /// it leaves, so writing continues exactly as before.
     pub(super) fn remove_finished(&mut self, from: usize, n: usize) {
         debug_assert!(from + n <= self.finished_len());
-        let end = self.len;
+        let end = self.len();
         self.buf.copy_within(from + n..end, from);
-        self.len -= n;
-        if let Some(slack) = self.buf.get_mut(self.len..end) {
+        self.len -= n as u32;
+        if let Some(slack) = self.buf.get_mut(self.len()..end) {
             slack.fill(0);
         }
     }
@@ -143,7 +151,7 @@ impl BitWriter {
         debug_assert!(n >= 1 && used + n <= 64);
         // A last byte with free bits (Go's empty trailing byte included) is
         // continued; after a full one, writing starts at `len`.
-        let pos = self.len - usize::from(self.free != 0);
+        let pos = self.len() - usize::from(self.free != 0);
         if self.buf.len() < pos + 8 {
             self.grow(pos + 8);
         }
@@ -158,7 +166,7 @@ impl BitWriter {
         let word = u64::from_be_bytes(*window) | (u << (64 - total));
         *window = word.to_be_bytes();
         let nbytes = total.div_ceil(8);
-        self.len = pos + nbytes as usize;
+        self.len = (pos + nbytes as usize) as u32;
         self.free = nbytes * 8 - total;
     }
 
@@ -173,8 +181,8 @@ impl BitWriter {
     #[inline]
     pub(super) fn mark_trailing_byte(&mut self) {
         if self.free == 0 {
-            if self.buf.len() <= self.len {
-                self.grow(self.len + 1);
+            if self.buf.len() <= self.len() {
+                self.grow(self.len() + 1);
             }
             self.len += 1;
             self.free = 8;

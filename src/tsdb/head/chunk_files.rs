@@ -23,10 +23,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::{Mutex, RwLock};
@@ -48,16 +48,17 @@ pub struct DiskChunkRef {
 }
 
 /// Space reserved in a head chunk file for an open chunk, filled front to back.
-/// While it exists, its file is not deleted.
+/// Truncation is told which files hold open slots (see
+/// [`HeadChunkFiles::truncate_before`]) rather than each slot counting itself in its
+/// file: a slot is part of every series, and 16 bytes is all it needs.
 #[derive(Debug)]
 pub struct ChunkSlot {
     file: u32,
     offset: u32,
-    cap: u32,
+    /// Never zero, which lets `Option<ChunkSlot>` use it as its tag.
+    cap: NonZeroU32,
     /// Bytes written so far.
     len: u32,
-    /// The file's count of live slots; released on drop.
-    pins: Arc<AtomicU32>,
 }
 
 impl ChunkSlot {
@@ -69,11 +70,10 @@ impl ChunkSlot {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
 
-impl Drop for ChunkSlot {
-    fn drop(&mut self) {
-        self.pins.fetch_sub(1, Ordering::AcqRel);
+    /// The file the slot lies in.
+    pub fn file(&self) -> u32 {
+        self.file
     }
 }
 
@@ -84,8 +84,6 @@ struct MappedFile {
     reserved: AtomicU64,
     /// Newest sample time of any closed chunk in the file.
     max_t: AtomicI64,
-    /// Open chunks with a slot in this file.
-    pins: Arc<AtomicU32>,
 }
 
 struct Writer {
@@ -156,7 +154,6 @@ impl HeadChunkFiles {
                     map,
                     reserved: AtomicU64::new(0),
                     max_t: AtomicI64::new(i64::MIN),
-                    pins: Arc::new(AtomicU32::new(0)),
                 },
             );
             w.current = Some(seq);
@@ -205,21 +202,16 @@ impl HeadChunkFiles {
 
     /// Reserves a slot of `cap` bytes for an open chunk.
     pub fn reserve_slot(&self, cap: usize) -> std::io::Result<ChunkSlot> {
-        let cap = u32::try_from(cap).map_err(|_| std::io::Error::other("slot too large"))?;
-        let (file, offset) = self.reserve(cap)?;
-        let pins = self
-            .files
-            .read()
-            .get(&file)
-            .map(|f| f.pins.clone())
-            .ok_or_else(|| std::io::Error::other("head chunk file vanished"))?;
-        pins.fetch_add(1, Ordering::AcqRel);
+        let cap = u32::try_from(cap)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| std::io::Error::other("slot size out of range"))?;
+        let (file, offset) = self.reserve(cap.get())?;
         Ok(ChunkSlot {
             file,
             offset: offset as u32,
             cap,
             len: 0,
-            pins,
         })
     }
 
@@ -227,11 +219,11 @@ impl HeadChunkFiles {
     /// its size (or more), taking what it held along.
     pub fn append_to_slot(&self, slot: &mut ChunkSlot, bytes: &[u8]) -> std::io::Result<()> {
         let n = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("too large"))?;
-        if slot.len + n > slot.cap {
+        if slot.len + n > slot.cap.get() {
             let held = self
                 .read_slot(slot)
                 .ok_or_else(|| std::io::Error::other("head chunk slot unreadable"))?;
-            let want = (slot.cap.saturating_mul(2))
+            let want = (slot.cap.get().saturating_mul(2))
                 .max(slot.len + n)
                 .next_multiple_of(64);
             let mut moved = self.reserve_slot(want as usize)?;
@@ -301,9 +293,11 @@ impl HeadChunkFiles {
         f.map.get(start..end).map(<[u8]>::to_vec)
     }
 
-    /// Deletes every file whose chunks all end before `min_t` and that holds no open
-    /// chunk's slot, except the one space is reserved in.
-    pub fn truncate_before(&self, min_t: i64) {
+    /// Deletes every file whose chunks all end before `min_t`, except the one space is
+    /// reserved in and those for which `holds_open_slot` says an open chunk's slot lies
+    /// there. The caller must keep new slots from being reserved meanwhile (they would
+    /// only go to the current file, which is kept anyway).
+    pub fn truncate_before(&self, min_t: i64, holds_open_slot: impl Fn(u32) -> bool) {
         let current = self.writer.lock().current;
         let mut files = self.files.write();
         let doomed: Vec<u32> = files
@@ -311,7 +305,7 @@ impl HeadChunkFiles {
             .filter(|(seq, f)| {
                 Some(**seq) != current
                     && f.max_t.load(Ordering::Acquire) < min_t
-                    && f.pins.load(Ordering::Acquire) == 0
+                    && !holds_open_slot(**seq)
             })
             .map(|(seq, _)| *seq)
             .collect();
@@ -356,7 +350,7 @@ mod tests {
                 .is_none()
         );
         // The file being written is never deleted.
-        files.truncate_before(100);
+        files.truncate_before(100, |_| false);
         assert_eq!(files.read(a).unwrap(), b"first chunk");
     }
 
@@ -369,7 +363,7 @@ mod tests {
             .map(|i| files.write(&[i as u8; 10], i * 100).unwrap())
             .collect();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
-        files.truncate_before(150);
+        files.truncate_before(150, |_| false);
         // Files holding chunks ending at 0 and 100 go; 200 and 300 stay.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
         assert!(files.read(refs[0]).is_none());
@@ -403,10 +397,9 @@ mod tests {
         files.append_to_slot(&mut slot, b"open").unwrap();
         // A second file becomes current; the first holds only the open slot.
         files.write(&[1; 10], 1000).unwrap();
-        files.truncate_before(100);
+        files.truncate_before(100, |f| f == slot.file());
         assert_eq!(files.read_slot(&slot).unwrap(), b"open");
-        drop(slot);
-        files.truncate_before(100);
+        files.truncate_before(100, |_| false);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

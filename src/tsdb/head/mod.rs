@@ -8,6 +8,7 @@
 mod chunk_files;
 mod postings;
 mod series;
+mod series_table;
 
 use arcstr::ArcStr;
 use std::collections::{BTreeSet, HashSet};
@@ -25,6 +26,7 @@ use crate::storage::{AppendSummary, ChunkData, RejectReason};
 use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
 use crate::tsdb::record::{Batch, Deletion};
 use postings::MemPostings;
+use series_table::SeriesTable;
 
 const SHARDS: usize = 64;
 
@@ -32,14 +34,14 @@ const SHARDS: usize = 64;
 /// vector per hash) keeps a lookup to one probe and one pointer: on the ingest path
 /// this lookup is a cache miss per series, so every indirection counts.
 type HashShard = RwLock<HashTable<Arc<MemSeries>>>;
-/// Series by ref.
-type RefShard = RwLock<hashbrown::HashMap<u64, Arc<MemSeries>>>;
 
 pub struct Head {
     chunk_range_ms: i64,
     /// Series by label hash; a vector per hash for collisions.
     by_hash: Box<[HashShard]>,
-    by_ref: Box<[RefShard]>,
+    /// Series by ref; also the list of every live series (in ref order) that matchers
+    /// selecting by absence start from.
+    by_ref: RwLock<SeriesTable>,
     postings: RwLock<MemPostings>,
     /// Label strings shared by all series.
     symbols: Mutex<HashSet<ArcStr>>,
@@ -62,9 +64,7 @@ impl Head {
         Self {
             chunk_range_ms,
             by_hash: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
-            by_ref: (0..SHARDS)
-                .map(|_| RwLock::new(hashbrown::HashMap::new()))
-                .collect(),
+            by_ref: RwLock::new(SeriesTable::default()),
             postings: RwLock::new(MemPostings::default()),
             symbols: Mutex::new(HashSet::new()),
             next_ref: AtomicU64::new(1),
@@ -125,11 +125,6 @@ impl Head {
         intern_in(&mut self.symbols.lock(), s)
     }
 
-    /// The `by_ref` shard for a series ref.
-    fn shard(r: u64) -> usize {
-        (r as usize) % SHARDS
-    }
-
     /// The `by_hash` shard for a label hash, picked by middle bits: the hash table
     /// inside the shard takes its bucket from the low bits and its tag from the top
     /// seven, and a shard choice sharing either would leave those bits the same for
@@ -146,7 +141,7 @@ impl Head {
     }
 
     pub fn get_by_ref(&self, r: u64) -> Option<Arc<MemSeries>> {
-        self.by_ref[Self::shard(r)].read().get(&r).cloned()
+        self.by_ref.read().get(r).cloned()
     }
 
     /// The series with exactly these sorted label pairs, if it exists — found without
@@ -185,14 +180,12 @@ impl Head {
             return s.clone();
         }
         let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
-        let series = Arc::new(MemSeries::new(r, interned));
+        let series = Arc::new(MemSeries::new(interned));
         // The table rehashes only when it grows; recomputing the hash then is cheaper
         // than keeping eight bytes in every series.
         shard.insert_unique(h, series.clone(), |s| s.labels.stable_hash());
         drop(shard);
-        self.by_ref[Self::shard(r)]
-            .write()
-            .insert(r, series.clone());
+        self.by_ref.write().insert(r, series.clone());
         self.postings.write().add(r, &series.labels);
         self.num_series.fetch_add(1, Ordering::Relaxed);
         series
@@ -266,20 +259,21 @@ impl Head {
     /// Applies a deletion: samples of matching series in the range are removed.
     pub fn apply_deletion(&self, d: &Deletion) -> usize {
         let _apply = self.apply_lock.lock();
-        let refs = self.postings_for(&d.matchers);
-        for r in &refs {
-            if let Some(s) = self.get_by_ref(*r) {
-                s.state
-                    .lock()
-                    .delete_range(self.files.as_ref(), d.min_t, d.max_t);
-            }
+        let series = self.series_for_refs(&self.postings_for(&d.matchers));
+        for s in &series {
+            s.state
+                .lock()
+                .delete_range(self.files.as_ref(), d.min_t, d.max_t);
         }
-        refs.len()
+        series.len()
     }
 
     /// Refs of series matching all matchers, sorted.
     pub fn postings_for(&self, matchers: &[Matcher]) -> Vec<u64> {
-        let ix = HeadIndex(&self.postings.read());
+        let ix = HeadIndex {
+            postings: &self.postings.read(),
+            series: &self.by_ref,
+        };
         match postings_for_matchers(&ix, matchers) {
             Ok(p) => p,
             Err(never) => match never {},
@@ -288,13 +282,15 @@ impl Head {
 
     /// Matching series sorted by labels.
     pub fn select_series(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
-        let mut out: Vec<Arc<MemSeries>> = self
-            .postings_for(matchers)
-            .into_iter()
-            .filter_map(|r| self.get_by_ref(r))
-            .collect();
+        let mut out = self.series_for_refs(&self.postings_for(matchers));
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
+    }
+
+    /// The live series among `refs`, in the same order.
+    fn series_for_refs(&self, refs: &[u64]) -> Vec<Arc<MemSeries>> {
+        let table = self.by_ref.read();
+        refs.iter().filter_map(|&r| table.get(r).cloned()).collect()
     }
 
     pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
@@ -336,16 +332,11 @@ impl Head {
     /// Chunks held by all series, open ones included.
     pub fn num_chunks(&self) -> u64 {
         self.by_ref
+            .read()
             .iter()
-            .map(|shard| {
-                shard
-                    .read()
-                    .values()
-                    .map(|s| {
-                        let st = s.state.lock();
-                        (st.closed.len() + usize::from(st.open.is_some())) as u64
-                    })
-                    .sum::<u64>()
+            .map(|(_, s)| {
+                let st = s.state.lock();
+                (st.closed.len() + usize::from(st.open.is_some())) as u64
             })
             .sum()
     }
@@ -418,28 +409,34 @@ impl Head {
         self.set_min_valid_time(min_t);
         let mut removed: Vec<(u64, Labels)> = Vec::new();
         let mut new_min = i64::MAX;
-        for shard in self.by_ref.iter() {
-            let mut map = shard.write();
-            map.retain(|r, s| {
-                let mut st = s.state.lock();
-                st.truncate(min_t);
-                match st.min_time() {
-                    Some(t) => {
-                        new_min = new_min.min(t);
-                        true
-                    }
-                    None => {
-                        s.mark_removed();
-                        removed.push((*r, s.labels.clone()));
-                        false
-                    }
+        let mut open_slot_files: HashSet<u32> = HashSet::new();
+        // Series states have their own locks, and the apply lock keeps every writer
+        // out: a read lock on the table lets queries go on while chunks are dropped.
+        for (r, s) in self.by_ref.read().iter() {
+            let mut st = s.state.lock();
+            st.truncate(min_t);
+            if let Some(slot) = st.open.as_ref().and_then(|o| o.slot.as_ref()) {
+                open_slot_files.insert(slot.file());
+            }
+            match st.min_time() {
+                Some(t) => new_min = new_min.min(t),
+                None => {
+                    s.mark_removed();
+                    removed.push((r, s.labels.clone()));
                 }
-            });
+            }
         }
-        for (r, labels) in &removed {
-            let h = labels.stable_hash();
+        let removed_series: Vec<Arc<MemSeries>> = {
+            let mut table = self.by_ref.write();
+            removed
+                .iter()
+                .filter_map(|(r, _)| table.remove(*r))
+                .collect()
+        };
+        for series in &removed_series {
+            let h = series.labels.stable_hash();
             let mut shard = self.by_hash[Self::hash_shard(h)].write();
-            if let Ok(entry) = shard.find_entry(h, |s| s.series_ref == *r) {
+            if let Ok(entry) = shard.find_entry(h, |s| Arc::ptr_eq(s, series)) {
                 entry.remove();
             }
         }
@@ -454,7 +451,7 @@ impl Head {
             self.min_t.store(new_min, Ordering::Release);
         }
         if let Some(files) = &self.files {
-            files.truncate_before(min_t);
+            files.truncate_before(min_t, |f| open_slot_files.contains(&f));
         }
         // Strings no series uses any more are freed.
         if !removed.is_empty() {
@@ -476,22 +473,26 @@ fn intern_in(symbols: &mut HashSet<ArcStr>, s: &str) -> ArcStr {
     a
 }
 
-struct HeadIndex<'a>(&'a MemPostings);
+/// The head's postings, and its series table for "every series".
+struct HeadIndex<'a> {
+    postings: &'a MemPostings,
+    series: &'a RwLock<SeriesTable>,
+}
 
 impl PostingsIndex for HeadIndex<'_> {
     type Error = std::convert::Infallible;
     fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>, Self::Error> {
-        Ok(self.0.get(name, value))
+        Ok(self.postings.get(name, value))
     }
     fn postings_for_values(
         &self,
         name: &str,
         keep: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Vec<u64>, Self::Error> {
-        Ok(self.0.for_values(name, keep))
+        Ok(self.postings.for_values(name, keep))
     }
     fn all_postings(&self) -> Result<Vec<u64>, Self::Error> {
-        Ok(self.0.all())
+        Ok(self.series.read().refs())
     }
 }
 

@@ -6,17 +6,29 @@ use std::collections::{HashMap, HashSet};
 use crate::model::Labels;
 use crate::storage::LabelStats;
 
+/// Label name → value → the series having it.
+///
+/// Lists hold refs as 32-bit offsets from `base`: they are the largest part of the
+/// index (one entry per label of every series), and halving them is worth the
+/// conversion when a list is read. Refs grow for the life of the process, so when an
+/// offset would no longer fit, every list is rebased on the oldest live ref — which
+/// happens only after billions of series were created, and whose cost is one pass
+/// over the lists.
 #[derive(Default)]
 pub struct MemPostings {
-    by_name: HashMap<ArcStr, HashMap<ArcStr, Vec<u64>>>,
-    /// Every live series ref, sorted.
-    all: Vec<u64>,
+    base: u64,
+    by_name: HashMap<ArcStr, HashMap<ArcStr, Vec<u32>>>,
 }
 
 impl MemPostings {
     /// Adds a new series. Refs are handed out in increasing order, so pushing keeps
     /// every list sorted.
     pub fn add(&mut self, series_ref: u64, labels: &Labels) {
+        let Some(offset) = self.offset_of(series_ref) else {
+            // Only reachable with more than 2^32 live series.
+            tracing::error!(series_ref, "series ref out of the postings' range");
+            return;
+        };
         for l in labels.iter() {
             let list = self
                 .by_name
@@ -24,9 +36,47 @@ impl MemPostings {
                 .or_default()
                 .entry(l.value.clone())
                 .or_default();
-            push_sorted(list, series_ref);
+            push_sorted(list, offset);
         }
-        push_sorted(&mut self.all, series_ref);
+    }
+
+    /// The offset of `r` from the base, rebasing the lists first if it does not fit.
+    fn offset_of(&mut self, r: u64) -> Option<u32> {
+        if let Ok(o) = u32::try_from(r.checked_sub(self.base)?) {
+            return Some(o);
+        }
+        self.rebase();
+        u32::try_from(r.checked_sub(self.base)?).ok()
+    }
+
+    /// Moves the base to the oldest ref still listed.
+    fn rebase(&mut self) {
+        let oldest = self
+            .by_name
+            .values()
+            .flat_map(|values| values.values())
+            .filter_map(|list| list.first().copied())
+            .min();
+        let Some(shift) = oldest else {
+            // Nothing listed: any base will do; the next ref becomes offset 0.
+            self.base = 0;
+            return;
+        };
+        for list in self.by_name.values_mut().flat_map(|v| v.values_mut()) {
+            for r in list.iter_mut() {
+                *r -= shift;
+            }
+        }
+        self.base += u64::from(shift);
+    }
+
+    /// Sets the base for an empty index, so that refs starting at `first` fit.
+    #[cfg(test)]
+    fn with_base(base: u64) -> Self {
+        Self {
+            base,
+            by_name: HashMap::new(),
+        }
     }
 
     /// Removes the given series from every list they are in. Each touched list is
@@ -36,9 +86,12 @@ impl MemPostings {
         if deleted.is_empty() {
             return;
         }
-        let mut refs: Vec<u64> = deleted.iter().map(|(r, _)| *r).collect();
-        refs.sort_unstable();
-        refs.dedup();
+        let mut offsets: Vec<u32> = deleted
+            .iter()
+            .filter_map(|(r, _)| u32::try_from(r.checked_sub(self.base)?).ok())
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
         let mut touched: HashSet<(ArcStr, ArcStr)> = HashSet::new();
         for (_, labels) in deleted {
             for l in labels.iter() {
@@ -50,7 +103,7 @@ impl MemPostings {
                 continue;
             };
             if let Some(list) = values.get_mut(&value) {
-                *list = crate::tsdb::postings::without(list, &refs);
+                *list = crate::tsdb::postings::without(list, &offsets);
                 if list.is_empty() {
                     values.remove(&value);
                 }
@@ -59,14 +112,17 @@ impl MemPostings {
                 self.by_name.remove(&name);
             }
         }
-        self.all = crate::tsdb::postings::without(&self.all, &refs);
+    }
+
+    fn to_refs(&self, list: &[u32]) -> Vec<u64> {
+        list.iter().map(|&o| self.base + u64::from(o)).collect()
     }
 
     pub fn get(&self, name: &str, value: &str) -> Vec<u64> {
         self.by_name
             .get(name)
             .and_then(|v| v.get(value))
-            .cloned()
+            .map(|list| self.to_refs(list))
             .unwrap_or_default()
     }
 
@@ -74,16 +130,12 @@ impl MemPostings {
         let Some(values) = self.by_name.get(name) else {
             return Vec::new();
         };
-        let lists: Vec<&[u64]> = values
+        let lists: Vec<&[u32]> = values
             .iter()
             .filter(|(v, _)| keep(v))
             .map(|(_, l)| l.as_slice())
             .collect();
-        crate::tsdb::postings::union(&lists)
-    }
-
-    pub fn all(&self) -> Vec<u64> {
-        self.all.clone()
+        self.to_refs(&crate::tsdb::postings::union(&lists))
     }
 
     pub fn label_names(&self) -> Vec<String> {
@@ -130,7 +182,7 @@ impl MemPostings {
     }
 }
 
-fn push_sorted(list: &mut Vec<u64>, r: u64) {
+fn push_sorted(list: &mut Vec<u32>, r: u32) {
     match list.last() {
         Some(&last) if last >= r => {
             if let Err(i) = list.binary_search(&r) {
@@ -157,7 +209,23 @@ mod tests {
         p.delete(&[(2, l("even", 2)), (3, l("odd", 3)), (4, l("even", 4))]);
         assert_eq!(p.get("job", "even"), vec![6]);
         assert_eq!(p.get("job", "odd"), vec![1, 5]);
-        assert_eq!(p.all(), vec![1, 5, 6]);
         assert_eq!(p.label_values("i"), vec!["1", "5", "6"]);
+    }
+
+    #[test]
+    fn refs_beyond_32_bits_rebase_on_the_oldest_live_series() {
+        let l = |i: u64| Labels::from_pairs([("job", "a".to_string()), ("i", i.to_string())]);
+        let first = u64::from(u32::MAX) - 1;
+        let mut p = MemPostings::with_base(0);
+        p.add(7, &l(7));
+        p.add(first, &l(first));
+        p.delete(&[(7, l(7))]);
+        // Past u32::MAX from base 0: the lists move to base `first`.
+        p.add(first + 10, &l(first + 10));
+        assert_eq!(p.base, first);
+        assert_eq!(p.get("job", "a"), vec![first, first + 10]);
+        assert_eq!(p.for_values("i", &mut |_| true), vec![first, first + 10]);
+        p.delete(&[(first, l(first))]);
+        assert_eq!(p.get("job", "a"), vec![first + 10]);
     }
 }

@@ -24,8 +24,9 @@ const DRAIN_AT: usize = 32;
 /// so it is never reallocated.
 const OPEN_CHUNK_CAPACITY: usize = 64;
 
+/// Sized with the allocator in mind: with its `Arc` counts a series is 152 bytes, in
+/// glibc's 160-byte size class (the layout test below keeps it there).
 pub struct MemSeries {
-    pub series_ref: u64,
     pub labels: Labels,
     pub(super) state: Mutex<SeriesState>,
     /// Set when truncation dropped the series from the head's maps, so that a holder
@@ -141,9 +142,8 @@ pub enum AppendOutcome {
 }
 
 impl MemSeries {
-    pub fn new(series_ref: u64, labels: Labels) -> Self {
+    pub fn new(labels: Labels) -> Self {
         Self {
-            series_ref,
             labels,
             state: Mutex::new(SeriesState::default()),
             removed: AtomicBool::new(false),
@@ -566,6 +566,24 @@ mod tests {
         assert_eq!(
             st.append(300, 1.0, 1000, Some(&files)),
             AppendOutcome::Appended
+        );
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+
+    /// The head holds one `MemSeries` per series; glibc hands out chunks in 16-byte
+    /// size classes with 8 bytes of overhead, so `Arc<MemSeries>` (16 bytes of
+    /// counts plus the series) must stay at or below 152 to cost 160.
+    #[test]
+    fn a_series_fits_its_allocator_size_class() {
+        assert!(size_of::<OpenChunk>() <= 80, "{}", size_of::<OpenChunk>());
+        assert!(
+            size_of::<MemSeries>() + 16 <= 152,
+            "{}",
+            size_of::<MemSeries>()
         );
     }
 }
