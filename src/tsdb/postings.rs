@@ -220,7 +220,6 @@ pub fn without<T: Ref>(a: &[T], b: &[T]) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 

@@ -17,12 +17,14 @@ pub const SAMPLES_PER_CHUNK: usize = 120;
 /// Finished bytes an open chunk collects on the heap before they move to its slot in
 /// the head chunk files. What stays behind after a drain is at most one byte, and one
 /// sample adds at most 19.
-const DRAIN_AT: usize = 32;
+const DRAIN_AT: usize = 28;
 
-/// The buffer of an open chunk whose finished bytes move to files: what stays behind
-/// after a drain, one more sample and the encoder's 8-byte write window always fit,
-/// so it is never reallocated.
-const OPEN_CHUNK_CAPACITY: usize = 64;
+/// The buffer of an open chunk whose finished bytes move to files: the header, at
+/// most `DRAIN_AT - 1` finished bytes and a partial one, one more sample (19 bytes)
+/// and the encoder's 8-byte write window always fit, so it is never reallocated.
+/// 56 bytes is glibc's 64-byte size class with its 8-byte chunk header; 64 would
+/// cost 80.
+const OPEN_CHUNK_CAPACITY: usize = 56;
 
 /// Sized with the allocator in mind: with its `Arc` counts a series is 152 bytes, in
 /// glibc's 160-byte size class (the layout test below keeps it there).
