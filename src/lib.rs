@@ -4,15 +4,20 @@
 //! * [`model`] — labels, samples, matchers, time.
 //! * [`storage`] — the seams: appendable, queryable, chunk-queryable, admin.
 //! * [`tsdb`] — the embedded TSDB implementing them (WAL, head, Prometheus blocks).
-//! * [`remote`], [`collect`] — sources that write through the seams.
+//! * [`exposition`] — the text and OpenMetrics formats.
+//! * [`scrape`], [`remote`], [`collect`] — sources that write through the seams
+//!   (the collectors run as in-process scrape targets).
+//! * [`promql`] — the query engine, reading through the seams.
 //! * [`api`] — the HTTP surface; [`config`] and [`app`] wire it all together.
 
 pub mod api;
 pub mod app;
 pub mod collect;
 pub mod config;
+pub mod exposition;
 pub mod model;
 pub mod promql;
 pub mod remote;
+pub mod scrape;
 pub mod storage;
 pub mod tsdb;

@@ -178,7 +178,7 @@ fn run(flags: RunFlags) -> anyhow::Result<ExitCode> {
 fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
     let config = match &flags.config_file {
         Some(p) => Config::load(p)?,
-        None => Config::default(),
+        None => Config::embedded_default()?,
     };
     let t = &config.storage.tsdb;
     let data_dir = flags
@@ -225,7 +225,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
     }
     let config_yaml = match &flags.config_file {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
-        None => "# embedded default configuration (no --config.file)\n".to_string(),
+        None => odin::config::EMBEDDED_DEFAULT.to_string(),
     };
     // What /api/v1/status/flags lists: every flag with its effective value.
     let flag_values: std::collections::BTreeMap<String, String> = [
@@ -308,7 +308,12 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for f in files {
         println!("Checking {}", f.display());
         match Config::load(f) {
-            Ok(_) => println!("  SUCCESS: {} is valid", f.display()),
+            Ok(c) => {
+                for w in c.warnings() {
+                    println!("  WARNING: {w}");
+                }
+                println!("  SUCCESS: {} is valid", f.display());
+            }
             Err(e) => {
                 println!("  FAILED: {e}");
                 failed = true;

@@ -8,6 +8,7 @@ mod query;
 mod remote;
 pub mod response;
 mod status;
+mod targets;
 
 use std::sync::{Arc, OnceLock};
 
@@ -36,6 +37,9 @@ pub struct Backends {
     pub appendable: Arc<dyn Appendable>,
     pub queryable: Arc<dyn Queryable>,
     pub admin: Arc<dyn StorageAdmin>,
+    /// The scrape manager, for `/api/v1/targets` and metadata; `None` in tests that
+    /// run the API without scraping.
+    pub scrape: Option<Arc<crate::scrape::ScrapeManager>>,
 }
 
 /// Switches that Prometheus exposes as flags.
@@ -60,7 +64,13 @@ pub struct ApiState {
     /// Bounds the queries evaluated at once (`--query.max-concurrency`).
     pub query_permits: Arc<tokio::sync::Semaphore>,
     pub status: Arc<StatusInfo>,
+    /// Asks the application to reload its configuration (`POST /-/reload`); the
+    /// answer says whether the new configuration was applied.
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
+
+/// A reload request and where its outcome goes.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 impl ApiState {
     /// The backends, or a 503 while start-up (WAL replay) is still running.
@@ -77,6 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .route("/-/quit", post(quit).put(quit))
+        .route("/-/reload", post(reload).put(reload))
         .route("/metrics", get(metrics::serve))
         .route(
             "/api/v1/write",
@@ -85,6 +96,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(admin::routes())
         .merge(query::routes())
         .merge(status::routes())
+        .merge(targets::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -111,6 +123,39 @@ async fn quit(State(s): State<ApiState>) -> impl IntoResponse {
     }
     s.shutdown.cancel();
     (StatusCode::OK, "Requesting termination... Goodbye!\n")
+}
+
+async fn reload(State(s): State<ApiState>) -> impl IntoResponse {
+    if !s.options.enable_lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled.\n".to_string(),
+        );
+    }
+    let Some(tx) = &s.reload else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloading is not available\n".to_string(),
+        );
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloading is not available (shutting down)\n".to_string(),
+        );
+    }
+    match outcome.await {
+        Ok(Ok(())) => (StatusCode::OK, String::new()),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload was interrupted\n".to_string(),
+        ),
+    }
 }
 
 async fn not_found() -> impl IntoResponse {

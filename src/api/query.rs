@@ -33,7 +33,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/metadata", get(metadata))
         .route(
             "/api/v1/query_exemplars",
             get(query_exemplars).post(query_exemplars),
@@ -79,7 +78,7 @@ fn matchers_param(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
         .collect()
 }
 
-fn limit_param(params: &Params) -> Result<Option<usize>, ApiError> {
+pub(super) fn limit_param(params: &Params) -> Result<Option<usize>, ApiError> {
     match param(params, "limit") {
         None | Some("") => Ok(None),
         Some(v) => match v.parse::<i64>() {
@@ -349,14 +348,6 @@ fn truncate(mut v: Vec<String>, limit: Option<usize>) -> Vec<String> {
         v.truncate(n);
     }
     v
-}
-
-/// ODIN keeps no metric metadata yet (it comes with scraping): an empty answer, as
-/// Prometheus gives when it knows none.
-async fn metadata(RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
-    limit_param(&params)?;
-    Ok(success(BTreeMap::<String, Vec<()>>::new()))
 }
 
 /// ODIN stores no exemplars: the query is checked, and the answer is an empty list.

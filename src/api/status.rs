@@ -18,12 +18,13 @@ use super::response::{ApiError, success};
 pub const PROMETHEUS_VERSION: &str = "2.42.0";
 
 /// What the status endpoints report about the running process.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct StatusInfo {
     /// Unix milliseconds.
     pub start_time_ms: i64,
     /// The configuration in effect, as YAML.
-    pub config_yaml: String,
+    /// The configuration in effect, replaced on reload.
+    pub config_yaml: parking_lot::RwLock<String>,
     /// Every flag with its value, as Prometheus lists them.
     pub flags: BTreeMap<String, String>,
     /// `--storage.tsdb.retention.time`/`.size`, as Prometheus shows them.
@@ -121,7 +122,7 @@ struct ConfigBody<'a> {
 
 async fn config(State(s): State<ApiState>) -> Response {
     success(ConfigBody {
-        yaml: &s.status.config_yaml,
+        yaml: &s.status.config_yaml.read(),
     })
 }
 

@@ -13,12 +13,16 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiOptions, ApiState, Backends, HttpMetrics, StatusInfo};
+mod sources;
+
+use crate::api::{self, ApiOptions, ApiState, Backends, HttpMetrics, ReloadRequest, StatusInfo};
 use crate::collect::process::ProcessCollector;
 use crate::config::Config;
 use crate::promql::{Engine, EngineOptions};
 use crate::remote::WriteLimits;
+use crate::scrape::ScrapeManager;
 use crate::tsdb::{Db, DbOptions, TsdbMetrics};
+use sources::Sources;
 
 /// Everything `odin run` needs, after flags and config file are merged.
 #[derive(Debug, Clone)]
@@ -48,13 +52,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tsdb_metrics = TsdbMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
     registry.register_collector(Box::new(ProcessCollector));
+    let registry = Arc::new(registry);
+    for w in opts.config.warnings() {
+        tracing::warn!("{w}");
+    }
 
     let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let backends: Arc<OnceLock<Backends>> = Arc::new(OnceLock::new());
     let write_limits = WriteLimits::default();
     let state = ApiState {
         backends: backends.clone(),
-        registry: Arc::new(registry),
+        registry: registry.clone(),
         options: ApiOptions {
             enable_admin_api: opts.enable_admin_api,
             enable_lifecycle: opts.enable_lifecycle,
@@ -70,11 +79,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
-            config_yaml: opts.config_yaml.clone(),
+            config_yaml: parking_lot::RwLock::new(opts.config_yaml.clone()),
             storage_retention: retention_text(&opts.db),
             flags: opts.flag_values.clone(),
         }),
+        reload: Some(reload_tx),
     };
+    let status = state.status.clone();
 
     // Serve health checks while the WAL replays; readiness follows the replay.
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -97,17 +108,41 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .context("open tsdb task")?
         .with_context(|| format!("open tsdb in {}", opts.data_dir.display()))?;
+    tracing::info!(data_dir = %opts.data_dir.display(), "storage ready");
+
+    // Scraping starts once storage is ready; collectors are scrape sources.
+    let manager = Arc::new(ScrapeManager::new(Arc::new(db.clone())));
+    let self_instance = format!("localhost:{}", local.port());
+    let mut sources = Sources::new(registry.clone(), self_instance);
+    manager
+        .apply(
+            sources.jobs(&opts.config),
+            config_dir(opts.config_file.as_deref()),
+        )
+        .await;
     let _ = backends.set(Backends {
         appendable: Arc::new(db.clone()),
         queryable: Arc::new(db.clone()),
         admin: Arc::new(db.clone()),
+        scrape: Some(manager.clone()),
     });
-    tracing::info!(data_dir = %opts.data_dir.display(), "storage ready");
+    let reloader = tokio::spawn(reload_loop(
+        opts.config_file.clone(),
+        sources,
+        manager.clone(),
+        status,
+        reload_rx,
+        shutdown.clone(),
+    ));
 
     let maintenance = spawn_maintenance(db.clone(), opts.maintenance_interval);
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    if let Err(e) = reloader.await {
+        tracing::error!(error = %e, "reload task failed");
+    }
+    manager.stop().await;
     // In-flight requests (and their commits) finish before the server task ends.
     match server.await {
         Ok(Ok(())) => {}
@@ -123,6 +158,83 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracing::error!("maintenance thread panicked");
     }
     tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// The directory relative file_sd paths are resolved against.
+fn config_dir(config_file: Option<&std::path::Path>) -> PathBuf {
+    config_file
+        .and_then(|p| p.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// Reloads the configuration on SIGHUP and on `POST /-/reload`. A configuration
+/// that does not load leaves the running one in place, and the error goes to the
+/// log and to the caller.
+async fn reload_loop(
+    config_file: Option<PathBuf>,
+    mut sources: Sources,
+    manager: Arc<ScrapeManager>,
+    status: Arc<StatusInfo>,
+    mut requests: tokio::sync::mpsc::Receiver<ReloadRequest>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler");
+            None
+        }
+    };
+    loop {
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(reply) => Some(reply),
+                None => return,
+            },
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+        };
+        let outcome = reload(config_file.as_deref(), &mut sources, &manager, &status).await;
+        match &outcome {
+            Ok(()) => tracing::info!("completed loading of configuration file"),
+            Err(e) => {
+                tracing::error!(error = %e, "error reloading config; the running configuration stays")
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+async fn reload(
+    config_file: Option<&std::path::Path>,
+    sources: &mut Sources,
+    manager: &ScrapeManager,
+    status: &StatusInfo,
+) -> Result<(), String> {
+    let Some(path) = config_file else {
+        // The embedded default cannot change.
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let config = Config::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    manager
+        .apply(sources.jobs(&config), config_dir(Some(path)))
+        .await;
+    *status.config_yaml.write() = text;
     Ok(())
 }
 

@@ -61,6 +61,77 @@ pub struct Config {
     pub global: GlobalConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub scrape_configs: Vec<crate::scrape::config::ScrapeConfig>,
+    /// The built-in collectors; each runs only when named here.
+    #[serde(default)]
+    pub collectors: CollectorsConfig,
+    /// Prometheus sections ODIN reads but does not act on yet; each is reported by
+    /// name ([`Config::warnings`]) rather than ignored silently.
+    #[serde(default)]
+    rule_files: crate::scrape::config::Unsupported,
+    #[serde(default)]
+    alerting: crate::scrape::config::Unsupported,
+    #[serde(default)]
+    remote_write: crate::scrape::config::Unsupported,
+    #[serde(default)]
+    remote_read: crate::scrape::config::Unsupported,
+    #[serde(default)]
+    tracing: crate::scrape::config::Unsupported,
+}
+
+/// The configuration `odin run` uses without `--config.file`: scrape ODIN itself, the
+/// node and (when NVML loads) the GPUs every 15 seconds.
+pub const EMBEDDED_DEFAULT: &str = "\
+# ODIN's embedded default configuration (no --config.file).
+global:
+  scrape_interval: 15s
+  scrape_timeout: 10s
+collectors:
+  self: {}
+  node: {}
+  gpu: {}
+";
+
+/// `collectors:` — ODIN's in-process sources, each shown as a target of its own job.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorsConfig {
+    /// ODIN's own metrics (`/metrics`), job `odin`.
+    #[serde(rename = "self")]
+    pub self_metrics: Option<CollectorConfig>,
+    /// node_exporter's metrics from /proc and /sys, job `node`.
+    pub node: Option<CollectorConfig>,
+    /// dcgm-exporter's metrics from NVML, job `gpu`.
+    pub gpu: Option<CollectorConfig>,
+}
+
+/// One collector's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Defaults to `global.scrape_interval`.
+    pub scrape_interval: Option<DurationMs>,
+    /// Defaults to `global.scrape_timeout` (at most the interval).
+    pub scrape_timeout: Option<DurationMs>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl CollectorConfig {
+    /// The interval and timeout in effect, in milliseconds.
+    pub fn timing_ms(&self, global: &GlobalConfig) -> (i64, i64) {
+        let interval = self.scrape_interval.unwrap_or(global.scrape_interval).0;
+        let timeout = self
+            .scrape_timeout
+            .unwrap_or(DurationMs(global.scrape_timeout.0.min(interval)))
+            .0;
+        (interval, timeout)
+    }
 }
 
 /// `global:` — Prometheus's keys and defaults.
@@ -79,6 +150,32 @@ pub struct GlobalConfig {
     /// Labels added to every series when it leaves ODIN (federation, shipping).
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
+    /// Defaults for every job's limits (0 = none), as Prometheus 2.45+ accepts them
+    /// under `global`.
+    pub body_size_limit: Option<ByteSize>,
+    pub sample_limit: Option<u64>,
+    pub target_limit: Option<u64>,
+    pub label_limit: Option<u64>,
+    pub label_name_length_limit: Option<u64>,
+    pub label_value_length_limit: Option<u64>,
+    pub keep_dropped_targets: Option<u64>,
+}
+
+impl GlobalConfig {
+    /// What a job inherits from `global`.
+    pub fn scrape_defaults(&self) -> crate::scrape::config::ScrapeDefaults {
+        crate::scrape::config::ScrapeDefaults {
+            scrape_interval: self.scrape_interval,
+            scrape_timeout: self.scrape_timeout,
+            body_size_limit: self.body_size_limit.unwrap_or(ByteSize(0)),
+            sample_limit: self.sample_limit.unwrap_or(0),
+            target_limit: self.target_limit.unwrap_or(0),
+            label_limit: self.label_limit.unwrap_or(0),
+            label_name_length_limit: self.label_name_length_limit.unwrap_or(0),
+            label_value_length_limit: self.label_value_length_limit.unwrap_or(0),
+            keep_dropped_targets: self.keep_dropped_targets.unwrap_or(0),
+        }
+    }
 }
 
 fn default_scrape_interval() -> DurationMs {
@@ -96,6 +193,13 @@ impl Default for GlobalConfig {
             scrape_timeout: default_scrape_timeout(),
             evaluation_interval: default_scrape_interval(),
             external_labels: BTreeMap::new(),
+            body_size_limit: None,
+            sample_limit: None,
+            target_limit: None,
+            label_limit: None,
+            label_name_length_limit: None,
+            label_value_length_limit: None,
+            keep_dropped_targets: None,
         }
     }
 }
@@ -124,7 +228,7 @@ pub struct TsdbConfig {
 impl Config {
     /// Parses and validates YAML text; `path` is only used in messages.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = if text.trim().is_empty() {
+        let mut cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
@@ -144,7 +248,49 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
-    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+    /// The embedded default (see [`EMBEDDED_DEFAULT`]).
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::parse(EMBEDDED_DEFAULT, "<embedded default>")
+    }
+
+    /// Sections of a Prometheus configuration that this version of ODIN does not act
+    /// on, by name and line.
+    pub fn warnings(&self) -> Vec<String> {
+        [
+            (
+                "rule_files",
+                &self.rule_files,
+                "rules are not evaluated yet",
+            ),
+            (
+                "alerting",
+                &self.alerting,
+                "Alertmanager is not notified yet",
+            ),
+            (
+                "remote_write",
+                &self.remote_write,
+                "remote write is not sent yet",
+            ),
+            (
+                "remote_read",
+                &self.remote_read,
+                "remote read is not queried yet",
+            ),
+            ("tracing", &self.tracing, "tracing is not exported"),
+        ]
+        .into_iter()
+        .filter_map(|(key, value, why)| {
+            let span = value.as_ref()?;
+            Some(format!(
+                "{key} (line {}) is ignored: {why} by this version of ODIN",
+                span.referenced.line()
+            ))
+        })
+        .collect()
+    }
+
+    fn validate(&mut self, path: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: path.to_string(),
             key: key.to_string(),
@@ -176,6 +322,43 @@ impl Config {
                 return Err(invalid(
                     "storage.tsdb.retention_time",
                     "must not be negative".into(),
+                ));
+            }
+        }
+        let collectors = [
+            ("collectors.self", &self.collectors.self_metrics),
+            ("collectors.node", &self.collectors.node),
+            ("collectors.gpu", &self.collectors.gpu),
+        ];
+        for (key, c) in collectors {
+            let Some(c) = c else { continue };
+            let (interval, timeout) = c.timing_ms(&self.global);
+            if interval <= 0 {
+                return Err(invalid(
+                    key,
+                    "scrape_interval must be greater than 0".into(),
+                ));
+            }
+            if timeout > interval {
+                return Err(invalid(
+                    key,
+                    "scrape_timeout must not be greater than scrape_interval".into(),
+                ));
+            }
+        }
+        let defaults = self.global.scrape_defaults();
+        crate::scrape::config::validate_scrape_configs(&mut self.scrape_configs, &defaults, path)?;
+        for job in ["odin", "node", "gpu"] {
+            let taken = self.scrape_configs.iter().any(|c| c.job_name == job);
+            let collector = match job {
+                "odin" => &self.collectors.self_metrics,
+                "node" => &self.collectors.node,
+                _ => &self.collectors.gpu,
+            };
+            if taken && collector.as_ref().is_some_and(|c| c.enabled) {
+                return Err(invalid(
+                    "scrape_configs",
+                    format!("job name {job:?} is used by a built-in collector"),
                 ));
             }
         }

@@ -28,8 +28,23 @@ pub fn agent() -> ureq::Agent {
 }
 
 impl Odin {
-    /// Starts odin on 127.0.0.1 with a free port and waits until it is ready.
+    /// Starts odin on 127.0.0.1 with a free port and waits until it is ready. Without
+    /// a `--config.file` in `extra` it runs a bare TSDB (a config with no scrape jobs
+    /// and no collectors), so that only what a test sends is stored.
     pub fn start(dir: &Path, extra: &[&str]) -> Odin {
+        let bare;
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a.starts_with("--config.file")) {
+            bare = dir.with_extension("bare.yml");
+            std::fs::write(&bare, "global: {}\n").expect("write bare config");
+            args.push(format!("--config.file={}", bare.display()));
+        }
+        Self::start_args(dir, &args)
+    }
+
+    /// Starts odin with exactly these extra arguments (no config file unless given:
+    /// the embedded default then runs).
+    pub fn start_args(dir: &Path, extra: &[String]) -> Odin {
         let mut child = Command::new(BIN)
             .arg("run")
             .arg(format!("--storage.tsdb.path={}", dir.display()))

@@ -12,3 +12,4 @@ mod lifecycle;
 mod prometheus_compat;
 mod promql_diff;
 mod remote_write;
+mod scrape;

@@ -1,0 +1,141 @@
+//! The built-in collectors as scrape sources, and the jobs a configuration asks for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use crate::collect::gpu::{GpuCollector, GpuCollectorConfig};
+use crate::collect::node::{NodeCollector, NodePaths};
+use crate::config::{CollectorConfig, Config};
+use crate::exposition::format::Format;
+use crate::exposition::write::to_text;
+use crate::scrape::client::LocalSource;
+use crate::scrape::{Job, LocalJob};
+
+struct NodeSource(NodeCollector);
+
+impl LocalSource for NodeSource {
+    fn scrape(&self) -> Result<(Vec<u8>, Format), String> {
+        Ok((to_text(&self.0.collect()).into_bytes(), Format::Text))
+    }
+}
+
+struct GpuSource(GpuCollector);
+
+impl LocalSource for GpuSource {
+    fn scrape(&self) -> Result<(Vec<u8>, Format), String> {
+        Ok((to_text(&self.0.collect()).into_bytes(), Format::Text))
+    }
+}
+
+/// ODIN's own `/metrics`, as the self-scrape job reads it.
+struct SelfSource(Arc<Registry>);
+
+impl LocalSource for SelfSource {
+    fn scrape(&self) -> Result<(Vec<u8>, Format), String> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.0)
+            .map_err(|e| format!("encode metrics: {e}"))?;
+        Ok((body.into_bytes(), Format::OpenMetrics))
+    }
+}
+
+/// The collectors, created once and kept across reloads (the GPU collector holds
+/// NVML and an event thread; a reload that keeps a collector keeps its loop).
+pub struct Sources {
+    hostname: String,
+    /// `instance` of the self-scrape: the address ODIN listens on.
+    self_instance: String,
+    self_metrics: Arc<dyn LocalSource>,
+    node: Option<Arc<dyn LocalSource>>,
+    gpu: Option<Arc<dyn LocalSource>>,
+}
+
+impl Sources {
+    pub fn new(registry: Arc<Registry>, self_instance: String) -> Self {
+        Self {
+            hostname: hostname(),
+            self_instance,
+            self_metrics: Arc::new(SelfSource(registry)),
+            node: None,
+            gpu: None,
+        }
+    }
+
+    /// The jobs `config` asks for: its `scrape_configs`, then each enabled collector.
+    /// Collectors are started the first time a configuration enables them.
+    pub fn jobs(&mut self, config: &Config) -> Vec<Job> {
+        let mut jobs: Vec<Job> = config
+            .scrape_configs
+            .iter()
+            .cloned()
+            .map(|c| Job::Config(Box::new(c)))
+            .collect();
+        let c = &config.collectors;
+        if let Some(cfg) = enabled(&c.self_metrics) {
+            jobs.push(local_job(
+                "odin",
+                &self.self_instance,
+                cfg,
+                config,
+                self.self_metrics.clone(),
+            ));
+        }
+        if let Some(cfg) = enabled(&c.node) {
+            if self.node.is_none() {
+                match NodeCollector::new(NodePaths::default()) {
+                    Ok(n) => self.node = Some(Arc::new(NodeSource(n))),
+                    Err(e) => tracing::error!(error = %e, "node collector cannot start"),
+                }
+            }
+            if let Some(src) = &self.node {
+                jobs.push(local_job("node", &self.hostname, cfg, config, src.clone()));
+            }
+        }
+        if let Some(cfg) = enabled(&c.gpu) {
+            if self.gpu.is_none() {
+                let gpu = GpuCollector::start(GpuCollectorConfig::default());
+                // Without NVML the collector has logged why once; no job then, so
+                // `up` does not report a GPU target that cannot exist.
+                if gpu.is_on() {
+                    self.gpu = Some(Arc::new(GpuSource(gpu)));
+                }
+            }
+            if let Some(src) = &self.gpu {
+                jobs.push(local_job("gpu", &self.hostname, cfg, config, src.clone()));
+            }
+        }
+        jobs
+    }
+}
+
+fn enabled(c: &Option<CollectorConfig>) -> Option<&CollectorConfig> {
+    c.as_ref().filter(|c| c.enabled)
+}
+
+fn local_job(
+    name: &str,
+    instance: &str,
+    cfg: &CollectorConfig,
+    config: &Config,
+    source: Arc<dyn LocalSource>,
+) -> Job {
+    let (interval, timeout) = cfg.timing_ms(&config.global);
+    Job::Local(LocalJob {
+        job_name: name.to_string(),
+        instance: instance.to_string(),
+        interval: Duration::from_millis(interval.max(1) as u64),
+        timeout: Duration::from_millis(timeout.max(1) as u64),
+        source,
+    })
+}
+
+/// The kernel's host name (node_exporter's `instance` in most setups).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

@@ -1,0 +1,531 @@
+//! The collector on simulated GPUs: names, labels, units, failures, MIG, XID.
+
+use std::sync::Arc;
+
+use super::backend::{EccCount, Field, GpuProcess, MemoryInfo, MigInstance, ProcessUtilization};
+use super::error::FieldError;
+use super::sim::{SimulatedBackend, SimulatedGpu};
+use super::{GpuCollector, GpuCollectorConfig};
+use crate::exposition::family::{MetricFamily, MetricType};
+
+fn config() -> GpuCollectorConfig {
+    GpuCollectorConfig {
+        hostname: Some("gpu-node-1".into()),
+        // A directory without pids: process labels come out empty.
+        proc_root: std::env::temp_dir().join("odin-gpu-tests-no-proc"),
+        host_root: std::env::temp_dir().join("odin-gpu-tests-no-host"),
+        ..GpuCollectorConfig::default()
+    }
+}
+
+fn start(gpus: Vec<SimulatedGpu>) -> (Arc<SimulatedBackend>, GpuCollector) {
+    let backend = Arc::new(SimulatedBackend::new(gpus));
+    let collector = GpuCollector::with_backend(backend.clone(), config());
+    (backend, collector)
+}
+
+fn family<'a>(families: &'a [MetricFamily], name: &str) -> Option<&'a MetricFamily> {
+    families.iter().find(|f| f.name == name)
+}
+
+fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    labels
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The value of `name` for GPU `gpu` without MIG labels.
+fn value(families: &[MetricFamily], name: &str, gpu: &str) -> Option<f64> {
+    family(families, name)?
+        .samples
+        .iter()
+        .find(|s| label(&s.labels, "gpu") == Some(gpu) && label(&s.labels, "GPU_I_ID").is_none())
+        .map(|s| s.value)
+}
+
+#[test]
+fn default_families_have_dcgm_names_types_and_help() {
+    let (_, collector) = start(vec![SimulatedGpu::h100(0)]);
+    let families = collector.collect();
+    for (name, kind) in [
+        ("DCGM_FI_DEV_SM_CLOCK", MetricType::Gauge),
+        ("DCGM_FI_DEV_MEM_CLOCK", MetricType::Gauge),
+        ("DCGM_FI_DEV_MEMORY_TEMP", MetricType::Gauge),
+        ("DCGM_FI_DEV_GPU_TEMP", MetricType::Gauge),
+        ("DCGM_FI_DEV_POWER_USAGE", MetricType::Gauge),
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", MetricType::Counter),
+        ("DCGM_FI_DEV_PCIE_TX_THROUGHPUT", MetricType::Counter),
+        ("DCGM_FI_DEV_PCIE_RX_THROUGHPUT", MetricType::Counter),
+        ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", MetricType::Counter),
+        ("DCGM_FI_DEV_GPU_UTIL", MetricType::Gauge),
+        ("DCGM_FI_DEV_MEM_COPY_UTIL", MetricType::Gauge),
+        ("DCGM_FI_DEV_ENC_UTIL", MetricType::Gauge),
+        ("DCGM_FI_DEV_DEC_UTIL", MetricType::Gauge),
+        ("DCGM_FI_DEV_XID_ERRORS", MetricType::Gauge),
+        ("DCGM_FI_DEV_FB_FREE", MetricType::Gauge),
+        ("DCGM_FI_DEV_FB_USED", MetricType::Gauge),
+        ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", MetricType::Counter),
+        ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", MetricType::Counter),
+        ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", MetricType::Counter),
+        ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", MetricType::Counter),
+        ("DCGM_FI_DEV_RETIRED_SBE", MetricType::Counter),
+        ("DCGM_FI_DEV_RETIRED_DBE", MetricType::Counter),
+        ("DCGM_FI_DEV_RETIRED_PENDING", MetricType::Counter),
+        ("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", MetricType::Counter),
+        (
+            "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+            MetricType::Counter,
+        ),
+        ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", MetricType::Counter),
+        ("DCGM_FI_DEV_ROW_REMAP_FAILURE", MetricType::Gauge),
+        ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", MetricType::Gauge),
+        ("DCGM_FI_DEV_POWER_MGMT_LIMIT", MetricType::Gauge),
+    ] {
+        let f = family(&families, name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(f.kind, kind, "{name}");
+        assert_eq!(f.samples.len(), 1, "{name}");
+        assert_eq!(f.samples[0].name, name);
+        assert!(!f.help.is_empty());
+    }
+    assert_eq!(
+        family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap().help,
+        "GPU temperature (in C)."
+    );
+    // No errors, no lost GPU: no self-metrics.
+    assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
+    assert!(family(&families, "odin_gpu_device_lost").is_none());
+}
+
+#[test]
+fn every_gpu_series_has_dcgm_exporter_labels_in_its_order() {
+    let (_, collector) = start(vec![SimulatedGpu::h100(0), SimulatedGpu::h100(1)]);
+    let families = collector.collect();
+    let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
+    assert_eq!(temp.samples.len(), 2);
+    let labels = &temp.samples[1].labels;
+    let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "gpu",
+            "UUID",
+            "pci_bus_id",
+            "device",
+            "modelName",
+            "Hostname",
+            "DCGM_FI_DRIVER_VERSION"
+        ]
+    );
+    assert_eq!(label(labels, "gpu"), Some("1"));
+    assert_eq!(
+        label(labels, "UUID"),
+        Some("GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000001")
+    );
+    assert_eq!(label(labels, "pci_bus_id"), Some("00000000:19:00.0"));
+    assert_eq!(label(labels, "device"), Some("nvidia1"));
+    assert_eq!(label(labels, "modelName"), Some("NVIDIA H100 80GB HBM3"));
+    assert_eq!(label(labels, "Hostname"), Some("gpu-node-1"));
+    assert_eq!(label(labels, "DCGM_FI_DRIVER_VERSION"), Some("550.54.15"));
+}
+
+#[test]
+fn driver_version_label_can_be_turned_off() {
+    let backend = Arc::new(SimulatedBackend::new(vec![SimulatedGpu::h100(0)]));
+    let collector = GpuCollector::with_backend(
+        backend,
+        GpuCollectorConfig {
+            driver_version_label: false,
+            ..config()
+        },
+    );
+    let families = collector.collect();
+    let labels = &family(&families, "DCGM_FI_DEV_SM_CLOCK").unwrap().samples[0].labels;
+    assert_eq!(label(labels, "DCGM_FI_DRIVER_VERSION"), None);
+}
+
+#[test]
+fn values_are_converted_to_dcgm_units() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.power_usage_milliwatts = 312_500;
+    gpu.power_limit_milliwatts = 700_000;
+    gpu.memory = MemoryInfo {
+        total: 80 << 30,
+        used: (1536 << 20) + 123,
+        free: (80 << 30) - (1536 << 20) - 123,
+    };
+    gpu.total_energy_millijoules = 9_000_000_000;
+    gpu.gpu_utilization_percent = 87;
+    gpu.ecc.insert(EccCount::DoubleBitAggregate, 3);
+    gpu.clock_throttle_reasons = 0x4 | 0x20;
+    let (_, collector) = start(vec![gpu]);
+    let families = collector.collect();
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_POWER_USAGE", "0"),
+        Some(312.5)
+    );
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_POWER_MGMT_LIMIT", "0"),
+        Some(700.0)
+    );
+    // Whole MiB, as DCGM.
+    assert_eq!(value(&families, "DCGM_FI_DEV_FB_USED", "0"), Some(1536.0));
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_FB_FREE", "0"),
+        Some((80 * 1024 - 1536 - 1) as f64)
+    );
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "0"),
+        Some(9e9)
+    );
+    assert_eq!(value(&families, "DCGM_FI_DEV_GPU_UTIL", "0"), Some(87.0));
+    assert_eq!(value(&families, "DCGM_FI_DEV_SM_CLOCK", "0"), Some(1980.0));
+    assert_eq!(value(&families, "DCGM_FI_DEV_GPU_TEMP", "0"), Some(34.0));
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "0"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "0"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "0"),
+        Some(36.0)
+    );
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "0"),
+        Some(4096.0)
+    );
+}
+
+#[test]
+fn a_field_error_omits_only_that_series_and_is_counted() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.failures.insert(
+        Field::PowerUsage,
+        FieldError::Driver("insufficient permissions".into()),
+    );
+    let (_, collector) = start(vec![gpu, SimulatedGpu::h100(1)]);
+    let families = collector.collect();
+    assert_eq!(value(&families, "DCGM_FI_DEV_POWER_USAGE", "0"), None);
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_POWER_USAGE", "1"),
+        Some(71.234)
+    );
+    assert_eq!(value(&families, "DCGM_FI_DEV_GPU_TEMP", "0"), Some(34.0));
+    let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
+    assert_eq!(errors.kind, MetricType::Counter);
+    assert_eq!(errors.samples.len(), 1);
+    assert_eq!(
+        label(&errors.samples[0].labels, "field"),
+        Some("DCGM_FI_DEV_POWER_USAGE")
+    );
+    assert_eq!(errors.samples[0].value, 1.0);
+    // The counter accumulates across collections.
+    let families = collector.collect();
+    let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
+    assert_eq!(errors.samples[0].value, 2.0);
+}
+
+#[test]
+fn an_unsupported_field_is_left_out_without_counting() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.failures
+        .insert(Field::MemoryTemperature, FieldError::NotSupported);
+    gpu.nvlink_bandwidth_total_kib = None;
+    let (_, collector) = start(vec![gpu]);
+    let families = collector.collect();
+    assert!(family(&families, "DCGM_FI_DEV_MEMORY_TEMP").is_none());
+    assert!(family(&families, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL").is_none());
+    assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
+}
+
+#[test]
+fn a_lost_gpu_stops_its_series_and_the_others_keep_reporting() {
+    let (backend, collector) = start(vec![SimulatedGpu::h100(0), SimulatedGpu::h100(1)]);
+    let before = collector.collect();
+    assert_eq!(
+        family(&before, "DCGM_FI_DEV_GPU_TEMP")
+            .unwrap()
+            .samples
+            .len(),
+        2
+    );
+
+    // Lost half-way through a read: nothing of GPU 0 in this collection.
+    backend.update(0, |gpu| {
+        gpu.failures.insert(Field::PowerUsage, FieldError::GpuLost);
+    });
+    let families = collector.collect();
+    for f in &families {
+        if f.name.starts_with("DCGM_") {
+            assert!(
+                f.samples
+                    .iter()
+                    .all(|s| label(&s.labels, "gpu") == Some("1")),
+                "{} still has GPU 0",
+                f.name
+            );
+        }
+    }
+    assert_eq!(value(&families, "DCGM_FI_DEV_GPU_TEMP", "1"), Some(34.0));
+    let lost = family(&families, "odin_gpu_device_lost").unwrap();
+    assert_eq!(lost.samples.len(), 1);
+    assert_eq!(label(&lost.samples[0].labels, "gpu"), Some("0"));
+
+    // Entirely gone afterwards, even its identity: still named by its last identity.
+    backend.update(0, |gpu| gpu.lost = true);
+    let families = collector.collect();
+    assert_eq!(
+        family(&families, "DCGM_FI_DEV_GPU_TEMP")
+            .unwrap()
+            .samples
+            .len(),
+        1
+    );
+    assert_eq!(
+        family(&families, "odin_gpu_device_lost")
+            .unwrap()
+            .samples
+            .len(),
+        1
+    );
+    assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
+}
+
+#[test]
+fn mig_instances_are_labelled_with_profile_and_instance_id() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.mig = vec![
+        MigInstance {
+            gpu_instance_id: 1,
+            profile: "3g.40gb".into(),
+            uuid: "MIG-aaaa".into(),
+            memory: Ok(MemoryInfo {
+                total: 40 << 30,
+                used: 10 << 30,
+                free: 30 << 30,
+            }),
+        },
+        MigInstance {
+            gpu_instance_id: 2,
+            profile: "1g.10gb".into(),
+            uuid: "MIG-bbbb".into(),
+            memory: Err(FieldError::Driver("unknown".into())),
+        },
+    ];
+    gpu.processes = vec![GpuProcess {
+        pid: 4242,
+        used_memory_bytes: Some(2 << 30),
+        gpu_instance_id: Some(1),
+    }];
+    let (_, collector) = start(vec![gpu]);
+    let families = collector.collect();
+    let used = family(&families, "DCGM_FI_DEV_FB_USED").unwrap();
+    // The whole GPU and the one readable instance.
+    assert_eq!(used.samples.len(), 2);
+    let mig = used
+        .samples
+        .iter()
+        .find(|s| label(&s.labels, "GPU_I_ID") == Some("1"))
+        .unwrap();
+    assert_eq!(mig.value, 10.0 * 1024.0);
+    let names: Vec<&str> = mig.labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "gpu",
+            "UUID",
+            "pci_bus_id",
+            "device",
+            "modelName",
+            "GPU_I_PROFILE",
+            "GPU_I_ID",
+            "Hostname",
+            "DCGM_FI_DRIVER_VERSION"
+        ]
+    );
+    assert_eq!(label(&mig.labels, "GPU_I_PROFILE"), Some("3g.40gb"));
+    // The parent's UUID, as dcgm-exporter.
+    assert_eq!(
+        label(&mig.labels, "UUID"),
+        Some("GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000000")
+    );
+    // The failed instance is counted.
+    let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
+    assert_eq!(
+        label(&errors.samples[0].labels, "field"),
+        Some("DCGM_FI_DEV_FB_USED")
+    );
+    // Processes carry their instance.
+    let process = &family(&families, "odin_gpu_process_memory_used_bytes")
+        .unwrap()
+        .samples[0];
+    assert_eq!(label(&process.labels, "GPU_I_ID"), Some("1"));
+    assert_eq!(label(&process.labels, "GPU_I_PROFILE"), Some("3g.40gb"));
+}
+
+#[test]
+fn xid_gauge_is_the_last_xid_and_starts_at_zero() {
+    let (backend, collector) = start(vec![SimulatedGpu::h100(0), SimulatedGpu::h100(1)]);
+    let families = collector.collect();
+    assert_eq!(value(&families, "DCGM_FI_DEV_XID_ERRORS", "0"), Some(0.0));
+    assert!(family(&families, "odin_gpu_xid_errors_total").is_none());
+
+    let uuid = "GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000001";
+    assert!(backend.inject_xid(uuid, 79));
+    assert!(backend.inject_xid(uuid, 48));
+    assert!(backend.inject_xid(uuid, 48));
+    let families = collector.collect();
+    assert_eq!(value(&families, "DCGM_FI_DEV_XID_ERRORS", "0"), Some(0.0));
+    assert_eq!(value(&families, "DCGM_FI_DEV_XID_ERRORS", "1"), Some(48.0));
+    let counts = family(&families, "odin_gpu_xid_errors_total").unwrap();
+    let by_xid: Vec<(&str, f64)> = counts
+        .samples
+        .iter()
+        .map(|s| (label(&s.labels, "xid").unwrap(), s.value))
+        .collect();
+    assert_eq!(by_xid, [("48", 2.0), ("79", 1.0)]);
+}
+
+#[test]
+fn process_memory_and_utilization_use_the_newest_sample() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.processes = vec![
+        GpuProcess {
+            pid: 100,
+            used_memory_bytes: Some(3 << 30),
+            gpu_instance_id: None,
+        },
+        GpuProcess {
+            pid: 200,
+            used_memory_bytes: None,
+            gpu_instance_id: None,
+        },
+    ];
+    gpu.utilization = vec![
+        ProcessUtilization {
+            pid: 100,
+            timestamp_us: 10,
+            sm_percent: 20,
+            memory_percent: 5,
+        },
+        ProcessUtilization {
+            pid: 100,
+            timestamp_us: 20,
+            sm_percent: 75,
+            memory_percent: 30,
+        },
+    ];
+    let (backend, collector) = start(vec![gpu]);
+    let families = collector.collect();
+    let memory = family(&families, "odin_gpu_process_memory_used_bytes").unwrap();
+    assert_eq!(memory.unit, "bytes");
+    assert_eq!(memory.samples.len(), 1, "pid 200 has no memory reading");
+    assert_eq!(memory.samples[0].value, (3u64 << 30) as f64);
+    assert_eq!(label(&memory.samples[0].labels, "pid"), Some("100"));
+    let sm = family(&families, "odin_gpu_process_sm_utilization_ratio").unwrap();
+    let of = |pid: &str| {
+        sm.samples
+            .iter()
+            .find(|s| label(&s.labels, "pid") == Some(pid))
+            .map(|s| s.value)
+    };
+    assert_eq!(of("100"), Some(0.75));
+    assert_eq!(of("200"), Some(0.0));
+
+    // Only samples newer than the last one seen count: none new means idle.
+    let families = collector.collect();
+    let sm = family(&families, "odin_gpu_process_sm_utilization_ratio").unwrap();
+    assert!(sm.samples.iter().all(|s| s.value == 0.0));
+    backend.update(0, |gpu| {
+        gpu.utilization.push(ProcessUtilization {
+            pid: 100,
+            timestamp_us: 30,
+            sm_percent: 50,
+            memory_percent: 10,
+        })
+    });
+    let families = collector.collect();
+    let mem = family(&families, "odin_gpu_process_memory_utilization_ratio").unwrap();
+    let v = mem
+        .samples
+        .iter()
+        .find(|s| label(&s.labels, "pid") == Some("100"))
+        .unwrap()
+        .value;
+    assert_eq!(v, 0.1);
+}
+
+#[test]
+fn processes_can_be_turned_off() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.processes = vec![GpuProcess {
+        pid: 1,
+        used_memory_bytes: Some(1),
+        gpu_instance_id: None,
+    }];
+    let backend = Arc::new(SimulatedBackend::new(vec![gpu]));
+    let collector = GpuCollector::with_backend(
+        backend,
+        GpuCollectorConfig {
+            processes: false,
+            ..config()
+        },
+    );
+    let families = collector.collect();
+    assert!(family(&families, "odin_gpu_process_memory_used_bytes").is_none());
+}
+
+#[test]
+fn off_collector_yields_nothing() {
+    let collector = GpuCollector::off("test");
+    assert!(!collector.is_on());
+    assert_eq!(collector.off_reason(), Some("test"));
+    assert!(collector.collect().is_empty());
+}
+
+#[test]
+fn disabled_in_configuration_is_off() {
+    let collector = GpuCollector::start(GpuCollectorConfig {
+        enabled: false,
+        ..GpuCollectorConfig::default()
+    });
+    assert!(!collector.is_on());
+    assert!(collector.collect().is_empty());
+}
+
+/// On a host without the NVIDIA driver, `start` returns an off collector instead of
+/// failing. On a GPU host it is on and reports every GPU.
+#[test]
+fn start_on_this_host_is_off_without_a_driver_or_reports_gpus() {
+    let collector = GpuCollector::start(GpuCollectorConfig::default());
+    let has_driver = std::path::Path::new("/proc/driver/nvidia/version").exists();
+    if has_driver {
+        // A driver may still refuse (containers without devices): either is fine here,
+        // but an on collector must produce the GPU temperature.
+        if collector.is_on() {
+            let families = collector.collect();
+            assert!(family(&families, "DCGM_FI_DEV_GPU_TEMP").is_some());
+        }
+    } else {
+        assert!(!collector.is_on());
+        assert!(
+            collector
+                .off_reason()
+                .unwrap()
+                .starts_with("nvml unavailable")
+        );
+        assert!(collector.collect().is_empty());
+    }
+}
+
+#[test]
+fn config_rejects_unknown_fields_and_defaults_the_rest() {
+    let config: GpuCollectorConfig = serde_json::from_str(r#"{"processes": false}"#).unwrap();
+    assert!(config.enabled);
+    assert!(!config.processes);
+    assert_eq!(config.proc_root, std::path::PathBuf::from("/proc"));
+    assert!(serde_json::from_str::<GpuCollectorConfig>(r#"{"bogus": 1}"#).is_err());
+}

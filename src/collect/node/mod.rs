@@ -1,0 +1,437 @@
+//! The built-in node collector: node_exporter 1.5's metric families read in-process
+//! from `/proc`, `/sys` and `/etc/os-release`, so that dashboards written for
+//! node_exporter (Node Exporter Full and friends) work against ODIN unchanged.
+//!
+//! Main types: [`NodeCollector`] (built from [`NodePaths`] and [`NodeFilters`]) whose
+//! [`NodeCollector::collect`] returns `Vec<MetricFamily>`. Each sub-collector lives in
+//! its own file and carries node_exporter's collector name (`cpu`, `meminfo`, …); one
+//! that fails (missing file, unexpected contents) does not stop the others and is
+//! reported as `node_scrape_collector_success{collector="…"} 0` plus a debug log line.
+//!
+//! Metric names, label names, types, HELP texts and unit conversions follow
+//! node_exporter 1.5.0's Linux collectors; where ODIN differs it says so in a comment
+//! and in `docs/node-collector.md`. No `job`/`instance` labels: the scrape layer adds
+//! them.
+//!
+//! This module must not import the TSDB, the scrape path or the API: it only reads
+//! the kernel's files and builds families.
+
+mod cpu;
+mod diskstats;
+mod error;
+mod filesystem;
+mod hwmon;
+mod loadavg;
+mod meminfo;
+mod netdev;
+mod netstat;
+mod os;
+mod pressure;
+mod sockstat;
+mod stat;
+mod thermal_zone;
+mod time;
+mod uname;
+mod vmstat;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use regex::Regex;
+
+pub use error::{NodeError, Result};
+
+use crate::exposition::family::{MetricFamily, MetricType};
+
+/// Where the collector finds the kernel's files. Point these at a host's mounts to
+/// monitor the host from a container (node_exporter's `--path.procfs`,
+/// `--path.sysfs`, `--path.rootfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePaths {
+    /// procfs, `/proc` by default.
+    pub proc: PathBuf,
+    /// sysfs, `/sys` by default.
+    pub sys: PathBuf,
+    /// The root filesystem, `/` by default: `etc/os-release`, `run/udev/data` and the
+    /// mount points that `filesystem` stats are looked up under it.
+    pub root: PathBuf,
+}
+
+impl Default for NodePaths {
+    fn default() -> Self {
+        Self {
+            proc: PathBuf::from("/proc"),
+            sys: PathBuf::from("/sys"),
+            root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// node_exporter 1.5.0's default filters (upstream, not Debian's patched ones),
+/// named after its flags.
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+pub const DEFAULT_DISKSTATS_DEVICE_EXCLUDE: &str =
+    r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
+pub const DEFAULT_NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
+pub const DEFAULT_VMSTAT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
+
+/// The filters node_exporter takes as flags. `Default` is node_exporter 1.5.0's
+/// upstream default for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFilters {
+    /// `--collector.filesystem.mount-points-exclude`.
+    pub mount_points_exclude: String,
+    /// `--collector.filesystem.fs-types-exclude`.
+    pub fs_types_exclude: String,
+    /// `--collector.diskstats.device-exclude`.
+    pub diskstats_device_exclude: String,
+    /// `--collector.netdev.device-exclude`; empty excludes nothing.
+    pub netdev_device_exclude: String,
+    /// `--collector.netstat.fields`.
+    pub netstat_fields: String,
+    /// `--collector.vmstat.fields`.
+    pub vmstat_fields: String,
+}
+
+impl Default for NodeFilters {
+    fn default() -> Self {
+        Self {
+            mount_points_exclude: DEFAULT_MOUNT_POINTS_EXCLUDE.to_string(),
+            fs_types_exclude: DEFAULT_FS_TYPES_EXCLUDE.to_string(),
+            diskstats_device_exclude: DEFAULT_DISKSTATS_DEVICE_EXCLUDE.to_string(),
+            netdev_device_exclude: String::new(),
+            netstat_fields: DEFAULT_NETSTAT_FIELDS.to_string(),
+            vmstat_fields: DEFAULT_VMSTAT_FIELDS.to_string(),
+        }
+    }
+}
+
+/// Compiled filters.
+#[derive(Debug)]
+struct Filters {
+    mount_points_exclude: Regex,
+    fs_types_exclude: Regex,
+    diskstats_device_exclude: Regex,
+    netdev_device_exclude: Option<Regex>,
+    netstat_fields: Regex,
+    vmstat_fields: Regex,
+}
+
+fn compile(name: &'static str, pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|source| NodeError::Filter { name, source })
+}
+
+impl Filters {
+    fn new(f: &NodeFilters) -> Result<Self> {
+        Ok(Self {
+            mount_points_exclude: compile("mount-points-exclude", &f.mount_points_exclude)?,
+            fs_types_exclude: compile("fs-types-exclude", &f.fs_types_exclude)?,
+            diskstats_device_exclude: compile(
+                "diskstats.device-exclude",
+                &f.diskstats_device_exclude,
+            )?,
+            netdev_device_exclude: if f.netdev_device_exclude.is_empty() {
+                None
+            } else {
+                Some(compile("netdev.device-exclude", &f.netdev_device_exclude)?)
+            },
+            netstat_fields: compile("netstat.fields", &f.netstat_fields)?,
+            vmstat_fields: compile("vmstat.fields", &f.vmstat_fields)?,
+        })
+    }
+}
+
+/// One sub-collector: node_exporter's name for it and the function that fills in its
+/// families.
+type CollectFn = fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>;
+
+/// node_exporter's default-enabled Linux collectors that ODIN implements, in the
+/// order node_exporter sorts them (by name).
+const COLLECTORS: &[(&str, CollectFn)] = &[
+    ("cpu", cpu::collect),
+    ("diskstats", diskstats::collect),
+    ("filesystem", filesystem::collect),
+    ("hwmon", hwmon::collect),
+    ("loadavg", loadavg::collect),
+    ("meminfo", meminfo::collect),
+    ("netdev", netdev::collect),
+    ("netstat", netstat::collect),
+    ("os", os::collect),
+    ("pressure", pressure::collect),
+    ("sockstat", sockstat::collect),
+    ("stat", stat::collect),
+    ("thermal_zone", thermal_zone::collect),
+    ("time", time::collect),
+    ("uname", uname::collect),
+    ("vmstat", vmstat::collect),
+];
+
+/// Reads node metrics on demand. Cheap to keep around: it holds paths, compiled
+/// filters and the set of stuck mount points. `collect` is synchronous and does blocking file I/O
+/// (a few dozen small reads plus one `statfs` per mount): call it from a blocking
+/// thread.
+#[derive(Debug)]
+pub struct NodeCollector {
+    paths: NodePaths,
+    filters: Filters,
+    /// The kernel's page size, for `node_sockstat_*_mem_bytes`.
+    page_size: f64,
+    /// Mount points whose `statfs` hangs; the only state kept between scrapes.
+    stuck_mounts: filesystem::StuckMounts,
+}
+
+impl NodeCollector {
+    /// A collector with node_exporter 1.5.0's default filters.
+    pub fn new(paths: NodePaths) -> Result<Self> {
+        Self::with_filters(paths, &NodeFilters::default())
+    }
+
+    pub fn with_filters(paths: NodePaths, filters: &NodeFilters) -> Result<Self> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Ok(Self {
+            paths,
+            filters: Filters::new(filters)?,
+            page_size: if page > 0 { page as f64 } else { 4096.0 },
+            stuck_mounts: filesystem::StuckMounts::default(),
+        })
+    }
+
+    pub fn paths(&self) -> &NodePaths {
+        &self.paths
+    }
+
+    /// Runs every sub-collector and returns their families followed by
+    /// `node_scrape_collector_duration_seconds` and `node_scrape_collector_success`.
+    pub fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = Vec::with_capacity(256);
+        let mut duration = MetricFamily::new(
+            "node_scrape_collector_duration_seconds",
+            MetricType::Gauge,
+            "node_exporter: Duration of a collector scrape.",
+        );
+        let mut success = MetricFamily::new(
+            "node_scrape_collector_success",
+            MetricType::Gauge,
+            "node_exporter: Whether a collector succeeded.",
+        );
+        for (name, run) in COLLECTORS {
+            let start = Instant::now();
+            let ok = match run(self, &mut out) {
+                Ok(()) => 1.0,
+                Err(err) => {
+                    tracing::debug!(collector = %name, error = %err, "node collector failed");
+                    0.0
+                }
+            };
+            let labels = vec![("collector".to_string(), (*name).to_string())];
+            duration.push(labels.clone(), start.elapsed().as_secs_f64());
+            success.push(labels, ok);
+        }
+        out.push(duration);
+        out.push(success);
+        out
+    }
+
+    fn proc_path(&self, rel: &str) -> PathBuf {
+        self.paths.proc.join(rel)
+    }
+
+    fn sys_path(&self, rel: &str) -> PathBuf {
+        self.paths.sys.join(rel)
+    }
+
+    fn root_path(&self, rel: &str) -> PathBuf {
+        self.paths.root.join(rel.trim_start_matches('/'))
+    }
+}
+
+// ---- helpers shared by the sub-collectors ----
+
+fn read_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| NodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_error(path: &Path, what: impl Into<String>) -> NodeError {
+    NodeError::Parse {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+/// Parses a number the way Go's `strconv.ParseFloat` does for the kernel's output
+/// (plain decimal integers and floats).
+fn parse_f64(path: &Path, s: &str) -> Result<f64> {
+    s.parse::<f64>()
+        .map_err(|_| parse_error(path, format!("bad number {s:?}")))
+}
+
+/// A family with a single unlabelled sample.
+fn single(
+    name: impl Into<String>,
+    kind: MetricType,
+    help: impl Into<String>,
+    v: f64,
+) -> MetricFamily {
+    let mut f = MetricFamily::new(name, kind, help);
+    f.push(Vec::new(), v);
+    f
+}
+
+/// Builds a label list from pairs.
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// The entries of a directory whose names start with `prefix`, sorted by name, with
+/// the rest of the name after the prefix. A missing directory is an error.
+fn dir_entries_with_prefix(dir: &Path, prefix: &str) -> Result<Vec<(String, PathBuf)>> {
+    let rd = std::fs::read_dir(dir).map_err(|source| NodeError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut v: Vec<(String, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let rest = name.strip_prefix(prefix)?.to_string();
+            Some((rest, e.path()))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Reads a small sysfs attribute, trimmed; `None` when it is missing or unreadable.
+fn read_attr(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+
+    /// A fake root with `proc/`, `sys/` and `root/` under a temporary directory.
+    pub struct Fixture {
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        pub fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        /// Writes `contents` at `rel` (e.g. `proc/stat`), creating parent directories.
+        pub fn write(&self, rel: &str, contents: &str) -> &Self {
+            let p = self.dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, contents).unwrap();
+            self
+        }
+
+        pub fn paths(&self) -> NodePaths {
+            NodePaths {
+                proc: self.dir.path().join("proc"),
+                sys: self.dir.path().join("sys"),
+                root: self.dir.path().join("root"),
+            }
+        }
+
+        pub fn collector(&self) -> NodeCollector {
+            NodeCollector::new(self.paths()).unwrap()
+        }
+    }
+
+    pub fn find<'a>(fams: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
+        fams.iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no family {name}"))
+    }
+
+    /// The value of the sample of `name` whose labels include all of `want`.
+    pub fn value(fams: &[MetricFamily], name: &str, want: &[(&str, &str)]) -> f64 {
+        let f = find(fams, name);
+        f.samples
+            .iter()
+            .find(|s| {
+                want.iter()
+                    .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .unwrap_or_else(|| panic!("no sample {name}{want:?}"))
+            .value
+    }
+
+    pub fn run(
+        c: &NodeCollector,
+        f: fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>,
+    ) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        f(c, &mut out).unwrap();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn failing_collector_reports_success_zero_and_others_still_run() {
+        let fx = Fixture::new();
+        fx.write("proc/loadavg", "0.50 0.25 0.10 1/100 42\n");
+        let fams = fx.collector().collect();
+        assert_eq!(value(&fams, "node_load1", &[]), 0.5);
+        assert_eq!(
+            value(
+                &fams,
+                "node_scrape_collector_success",
+                &[("collector", "loadavg")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &fams,
+                "node_scrape_collector_success",
+                &[("collector", "meminfo")]
+            ),
+            0.0
+        );
+        let d = find(&fams, "node_scrape_collector_duration_seconds");
+        assert_eq!(d.samples.len(), COLLECTORS.len());
+    }
+
+    #[test]
+    fn bad_filter_is_an_error() {
+        let f = NodeFilters {
+            vmstat_fields: "(".to_string(),
+            ..NodeFilters::default()
+        };
+        let err = NodeCollector::with_filters(NodePaths::default(), &f).unwrap_err();
+        assert!(err.to_string().contains("vmstat.fields"));
+    }
+
+    #[test]
+    fn family_names_are_unique() {
+        let fx = Fixture::new();
+        let fams = fx.collector().collect();
+        let mut names: Vec<&str> = fams.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+}

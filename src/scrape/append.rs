@@ -1,0 +1,618 @@
+//! Turning one scrape body into samples: target labels merged as Prometheus merges
+//! them, `metric_relabel_configs`, limits, staleness markers, and the synthetic series
+//! (`up`, `scrape_duration_seconds`, …). Pure with respect to the network: the loop in
+//! [`super::scrape_loop`] fetches, this appends.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use arcstr::ArcStr;
+
+use crate::exposition::family::MetricType;
+use crate::exposition::format::{Entry, Format, Parser};
+use crate::model::{Labels, stale_nan};
+use crate::scrape::relabel::{RelabelConfig, process_labels};
+use crate::storage::Appender;
+
+/// The limits of one job; 0 means none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+}
+
+/// What a scrape's samples are combined with.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendContext<'a> {
+    /// The target's labels that every sample carries (`job`, `instance`, …).
+    pub target_labels: &'a Labels,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub metric_relabel: &'a [RelabelConfig],
+    pub limits: Limits,
+}
+
+/// A family's metadata, as `HELP`, `TYPE` and `UNIT` lines gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub kind: MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
+struct CacheEntry {
+    /// The series' labels after merging and relabeling; `None` when relabeling
+    /// dropped it.
+    labels: Option<Labels>,
+    /// The last successful scrape that exposed it.
+    seen: u64,
+    /// Exposed with its own timestamp: never marked stale (as Prometheus).
+    explicit_timestamp: bool,
+}
+
+/// What a target's loop remembers between scrapes: the labels each exposed series
+/// resolved to (so a series is merged and relabeled once, not every scrape), which
+/// series the last scrape saw (for staleness markers), and the metadata.
+#[derive(Default)]
+pub struct ScrapeCache {
+    entries: HashMap<String, CacheEntry>,
+    /// Counts successful scrapes; entries seen in the current one carry it.
+    iteration: u64,
+    key: String,
+    metadata: HashMap<String, Metadata>,
+}
+
+/// Counts of one successful scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    /// Samples in the body (`scrape_samples_scraped`).
+    pub scraped: u64,
+    /// Samples kept by `metric_relabel_configs` (`scrape_samples_post_metric_relabeling`).
+    pub post_relabel: u64,
+    /// Series not seen before (`scrape_series_added`).
+    pub added: u64,
+}
+
+/// Why a scrape's samples were refused as a whole.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AppendError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("sample limit exceeded: {limit}")]
+    SampleLimit { limit: u64 },
+    #[error("label_limit exceeded (metric: {metric}, number of labels: {count}, limit: {limit})")]
+    LabelLimit {
+        metric: String,
+        count: usize,
+        limit: u64,
+    },
+    #[error(
+        "label_name_length_limit exceeded (metric: {metric}, label name: {name}, length: {len}, limit: {limit})"
+    )]
+    LabelNameLength {
+        metric: String,
+        name: String,
+        len: usize,
+        limit: u64,
+    },
+    #[error(
+        "label_value_length_limit exceeded (metric: {metric}, label name: {name}, value: {value:?}, length: {len}, limit: {limit})"
+    )]
+    LabelValueLength {
+        metric: String,
+        name: String,
+        value: String,
+        len: usize,
+        limit: u64,
+    },
+    #[error("invalid series {series}: {message}")]
+    InvalidSeries { series: String, message: String },
+}
+
+impl ScrapeCache {
+    /// The metadata of the last successful scrape, by family name.
+    pub fn metadata(&self) -> &HashMap<String, Metadata> {
+        &self.metadata
+    }
+
+    /// Number of series the last successful scrape exposed.
+    pub fn series_seen(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.seen == self.iteration && e.labels.is_some())
+            .count()
+    }
+
+    /// Appends the samples of `body` at scrape time `t_ms`, then stale markers for
+    /// the series the previous scrape had and this one lacks. On error nothing of the
+    /// body should be committed: the caller rolls the appender back and reports the
+    /// failure with [`ScrapeCache::append_failure`].
+    pub fn append_body(
+        &mut self,
+        ctx: &AppendContext<'_>,
+        format: Format,
+        body: &[u8],
+        t_ms: i64,
+        app: &mut dyn Appender,
+    ) -> Result<ScrapeCounts, AppendError> {
+        let previous = self.iteration;
+        let current = previous + 1;
+        let mut counts = ScrapeCounts::default();
+        let mut metadata: HashMap<String, Metadata> = HashMap::new();
+        let mut parser = Parser::new(format, body);
+        loop {
+            let entry = match parser.next() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => return Err(AppendError::Parse(e.to_string())),
+            };
+            let series = match entry {
+                Entry::Series(s) => s,
+                Entry::Help { name, help } => {
+                    meta_entry(&mut metadata, name).help = help.into_owned();
+                    continue;
+                }
+                Entry::Type { name, kind } => {
+                    meta_entry(&mut metadata, name).kind = kind;
+                    continue;
+                }
+                Entry::Unit { name, unit } => {
+                    meta_entry(&mut metadata, name).unit = unit.to_string();
+                    continue;
+                }
+                Entry::Comment(_) => continue,
+            };
+            counts.scraped += 1;
+            cache_key(&mut self.key, series.name, series.labels);
+            let explicit = series.timestamp_ms.is_some() && ctx.honor_timestamps;
+            let t = if explicit {
+                series.timestamp_ms.unwrap_or(t_ms)
+            } else {
+                t_ms
+            };
+            let labels = match self.entries.get_mut(self.key.as_str()) {
+                Some(e) => {
+                    e.seen = current;
+                    e.explicit_timestamp = explicit;
+                    e.labels.clone()
+                }
+                None => {
+                    let labels = sample_labels(ctx, series.name, series.labels)?;
+                    if let Some(l) = &labels {
+                        check_limits(l, &ctx.limits)?;
+                        counts.added += 1;
+                    }
+                    self.entries.insert(
+                        self.key.clone(),
+                        CacheEntry {
+                            labels: labels.clone(),
+                            seen: current,
+                            explicit_timestamp: explicit,
+                        },
+                    );
+                    labels
+                }
+            };
+            let Some(labels) = labels else {
+                continue;
+            };
+            counts.post_relabel += 1;
+            if ctx.limits.sample_limit > 0 && counts.post_relabel > ctx.limits.sample_limit {
+                return Err(AppendError::SampleLimit {
+                    limit: ctx.limits.sample_limit,
+                });
+            }
+            app.append(&labels, t, series.value)
+                .map_err(|e| AppendError::InvalidSeries {
+                    series: labels.to_string(),
+                    message: e.to_string(),
+                })?;
+        }
+        self.mark_stale(previous, t_ms, app);
+        self.iteration = current;
+        // Series unseen for a while are forgotten; one missed scrape keeps them, so
+        // a series that flaps does not count as added every other scrape.
+        self.entries.retain(|_, e| e.seen + 1 >= current);
+        self.metadata = metadata;
+        Ok(counts)
+    }
+
+    /// A failed scrape: every series the last successful scrape exposed goes stale.
+    pub fn append_failure(&mut self, t_ms: i64, app: &mut dyn Appender) {
+        self.mark_stale(self.iteration, t_ms, app);
+        // A new iteration that exposes nothing: the next success finds no previous
+        // series to mark again.
+        self.iteration += 1;
+    }
+
+    /// Stale markers for the series of the last successful scrape, for a target that
+    /// goes away.
+    pub fn append_end_of_run(&mut self, t_ms: i64, app: &mut dyn Appender) {
+        self.append_failure(t_ms, app);
+    }
+
+    fn mark_stale(&self, iteration: u64, t_ms: i64, app: &mut dyn Appender) {
+        for e in self.entries.values() {
+            if e.seen != iteration || e.explicit_timestamp {
+                continue;
+            }
+            if let Some(labels) = &e.labels {
+                // The labels were accepted before; a refusal now cannot happen.
+                let _ = app.append(labels, t_ms, stale_nan());
+            }
+        }
+    }
+}
+
+fn meta_entry<'m>(metadata: &'m mut HashMap<String, Metadata>, name: &str) -> &'m mut Metadata {
+    metadata
+        .entry(name.to_string())
+        .or_insert_with(|| Metadata {
+            kind: MetricType::Untyped,
+            help: String::new(),
+            unit: String::new(),
+        })
+}
+
+/// The cache key of an exposed series: its name and labels as written.
+fn cache_key(key: &mut String, name: &str, labels: &[(&str, Cow<'_, str>)]) {
+    key.clear();
+    key.push_str(name);
+    for (n, v) in labels {
+        key.push('\u{ff}');
+        key.push_str(n);
+        key.push('\u{fe}');
+        key.push_str(v);
+    }
+}
+
+/// The labels a scraped sample is stored with: the exposed ones merged with the
+/// target's (`honor_labels` deciding conflicts, as Prometheus's
+/// `mutateSampleLabels`), then `metric_relabel_configs`. `None` when relabeling
+/// drops the series.
+fn sample_labels(
+    ctx: &AppendContext<'_>,
+    name: &str,
+    exposed: &[(&str, Cow<'_, str>)],
+) -> Result<Option<Labels>, AppendError> {
+    let mut pairs: Vec<(ArcStr, ArcStr)> = Vec::with_capacity(exposed.len() + 1 + 4);
+    pairs.push((ArcStr::from("__name__"), ArcStr::from(name)));
+    for (n, v) in exposed {
+        pairs.push((ArcStr::from(*n), ArcStr::from(v.as_ref())));
+    }
+    let has =
+        |pairs: &[(ArcStr, ArcStr)], n: &str| pairs.iter().any(|(k, v)| k == n && !v.is_empty());
+    if ctx.honor_labels {
+        for l in ctx.target_labels.iter() {
+            if !has(&pairs, &l.name) {
+                pairs.retain(|(k, _)| k != &l.name);
+                pairs.push((l.name.clone(), l.value.clone()));
+            }
+        }
+    } else {
+        // Exposed labels that clash with target labels are kept as `exported_<name>`
+        // (shortest names first, prefixing again while the name is taken).
+        let mut conflicting: Vec<(String, ArcStr)> = Vec::new();
+        for l in ctx.target_labels.iter() {
+            if let Some(i) = pairs.iter().position(|(k, _)| k == &l.name) {
+                let (_, v) = pairs.remove(i);
+                if !v.is_empty() {
+                    conflicting.push((l.name.to_string(), v));
+                }
+            }
+        }
+        conflicting.sort_by_key(|(n, _)| n.len());
+        let mut renamed: Vec<String> = Vec::new();
+        for (n, v) in conflicting {
+            let mut new_name = n;
+            loop {
+                new_name = format!("exported_{new_name}");
+                let taken = exposed.iter().any(|(k, _)| *k == new_name)
+                    || ctx.target_labels.get(&new_name).is_some()
+                    || renamed.contains(&new_name);
+                if !taken {
+                    break;
+                }
+            }
+            renamed.push(new_name.clone());
+            pairs.push((ArcStr::from(new_name), v));
+        }
+        for l in ctx.target_labels.iter() {
+            pairs.push((l.name.clone(), l.value.clone()));
+        }
+    }
+    let labels = Labels::from_pairs(pairs);
+    if ctx.metric_relabel.is_empty() {
+        return Ok(Some(labels));
+    }
+    Ok(process_labels(&labels, ctx.metric_relabel).filter(|l| l.metric_name().is_some()))
+}
+
+fn check_limits(labels: &Labels, limits: &Limits) -> Result<(), AppendError> {
+    let metric = || labels.metric_name().unwrap_or("").to_string();
+    if limits.label_limit > 0 && labels.len() as u64 > limits.label_limit {
+        return Err(AppendError::LabelLimit {
+            metric: metric(),
+            count: labels.len(),
+            limit: limits.label_limit,
+        });
+    }
+    for l in labels.iter() {
+        if limits.label_name_length_limit > 0
+            && l.name.len() as u64 > limits.label_name_length_limit
+        {
+            return Err(AppendError::LabelNameLength {
+                metric: metric(),
+                name: l.name.to_string(),
+                len: l.name.len(),
+                limit: limits.label_name_length_limit,
+            });
+        }
+        if limits.label_value_length_limit > 0
+            && l.value.len() as u64 > limits.label_value_length_limit
+        {
+            return Err(AppendError::LabelValueLength {
+                metric: metric(),
+                name: l.name.to_string(),
+                value: l.value.to_string(),
+                len: l.value.len(),
+                limit: limits.label_value_length_limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The synthetic series of one scrape, as Prometheus reports them.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub up: bool,
+    pub duration_seconds: f64,
+    pub counts: ScrapeCounts,
+}
+
+pub const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// Appends the report series with the target's labels.
+pub fn append_report(target_labels: &Labels, report: &Report, t_ms: i64, app: &mut dyn Appender) {
+    let values = [
+        if report.up { 1.0 } else { 0.0 },
+        report.duration_seconds,
+        report.counts.scraped as f64,
+        report.counts.post_relabel as f64,
+        report.counts.added as f64,
+    ];
+    for (name, v) in REPORT_SERIES.iter().zip(values) {
+        let _ = app.append(&report_labels(target_labels, name), t_ms, v);
+    }
+}
+
+/// Stale markers for the report series of a target that goes away.
+pub fn append_report_stale(target_labels: &Labels, t_ms: i64, app: &mut dyn Appender) {
+    for name in REPORT_SERIES {
+        let _ = app.append(&report_labels(target_labels, name), t_ms, stale_nan());
+    }
+}
+
+fn report_labels(target_labels: &Labels, name: &str) -> Labels {
+    let mut b = target_labels.to_builder();
+    b.set("__name__", name);
+    b.build()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::is_stale_nan;
+    use crate::storage::Appendable;
+    use crate::storage::memory::MemoryStorage;
+
+    fn target() -> Labels {
+        Labels::from_pairs([("job", "node"), ("instance", "h:9100")])
+    }
+
+    fn ctx<'a>(target: &'a Labels, relabel: &'a [RelabelConfig]) -> AppendContext<'a> {
+        AppendContext {
+            target_labels: target,
+            honor_labels: false,
+            honor_timestamps: true,
+            metric_relabel: relabel,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Every stored sample as `labels t v`.
+    fn dump(db: &MemoryStorage) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in db.dump() {
+            for x in &s.samples {
+                let v = if is_stale_nan(x.v) {
+                    "stale".to_string()
+                } else {
+                    x.v.to_string()
+                };
+                out.push(format!("{} {} {}", s.labels, x.t, v));
+            }
+        }
+        out
+    }
+
+    fn scrape(
+        db: &MemoryStorage,
+        cache: &mut ScrapeCache,
+        c: &AppendContext<'_>,
+        body: &str,
+        t: i64,
+    ) -> Result<ScrapeCounts, AppendError> {
+        let mut app = db.appender();
+        let r = cache.append_body(c, Format::Text, body.as_bytes(), t, app.as_mut());
+        match r {
+            Ok(_) => {
+                app.commit().unwrap();
+            }
+            Err(_) => app.rollback(),
+        }
+        r
+    }
+
+    #[test]
+    fn target_labels_win_and_clashing_ones_are_exported() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let mut cache = ScrapeCache::default();
+        let counts = scrape(
+            &db,
+            &mut cache,
+            &ctx(&t, &[]),
+            "# TYPE a gauge\n# HELP a An a.\na{job=\"other\",x=\"1\"} 3\nb 4 1000\n",
+            5000,
+        )
+        .unwrap();
+        assert_eq!(
+            counts,
+            ScrapeCounts {
+                scraped: 2,
+                post_relabel: 2,
+                added: 2
+            }
+        );
+        assert_eq!(
+            dump(&db),
+            [
+                r#"{__name__="a", exported_job="other", instance="h:9100", job="node", x="1"} 5000 3"#,
+                r#"{__name__="b", instance="h:9100", job="node"} 1000 4"#,
+            ]
+        );
+        let m = cache.metadata().get("a").unwrap();
+        assert_eq!((m.kind, m.help.as_str()), (MetricType::Gauge, "An a."));
+    }
+
+    #[test]
+    fn honor_labels_keeps_exposed_values() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let mut c = ctx(&t, &[]);
+        c.honor_labels = true;
+        c.honor_timestamps = false;
+        let mut cache = ScrapeCache::default();
+        scrape(&db, &mut cache, &c, "a{job=\"other\"} 3 1000\n", 5000).unwrap();
+        assert_eq!(
+            dump(&db),
+            [r#"{__name__="a", instance="h:9100", job="other"} 5000 3"#]
+        );
+    }
+
+    #[test]
+    fn vanished_series_and_failed_scrapes_get_stale_markers() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let c = ctx(&t, &[]);
+        let mut cache = ScrapeCache::default();
+        scrape(&db, &mut cache, &c, "a 1\nb 1\nc 1 500\n", 1000).unwrap();
+        let counts = scrape(&db, &mut cache, &c, "a 2\nc 2 1500\n", 2000).unwrap();
+        assert_eq!(counts.added, 0);
+        let mut app = db.appender();
+        cache.append_failure(3000, app.as_mut());
+        app.commit().unwrap();
+        let got = dump(&db);
+        assert!(
+            got.contains(
+                &r#"{__name__="b", instance="h:9100", job="node"} 2000 stale"#.to_string()
+            )
+        );
+        assert!(
+            got.contains(
+                &r#"{__name__="a", instance="h:9100", job="node"} 3000 stale"#.to_string()
+            )
+        );
+        // Explicit timestamps opt out of staleness.
+        assert!(
+            !got.iter()
+                .any(|l| l.contains("\"c\"") && l.contains("stale"))
+        );
+        // Nothing is marked twice.
+        let mut app = db.appender();
+        cache.append_failure(4000, app.as_mut());
+        app.commit().unwrap();
+        assert_eq!(dump(&db).len(), got.len());
+    }
+
+    #[test]
+    fn metric_relabeling_drops_and_limits_fail_the_scrape() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let relabel: Vec<RelabelConfig> = serde_saphyr::from_str(
+            "- source_labels: [__name__]\n  regex: drop_.*\n  action: drop\n",
+        )
+        .unwrap();
+        let mut c = ctx(&t, &relabel);
+        let mut cache = ScrapeCache::default();
+        let counts = scrape(&db, &mut cache, &c, "drop_me 1\nkeep 1\n", 1000).unwrap();
+        assert_eq!((counts.scraped, counts.post_relabel), (2, 1));
+        c.limits.sample_limit = 1;
+        let mut cache = ScrapeCache::default();
+        assert_eq!(
+            scrape(&db, &mut cache, &c, "a 1\nb 1\n", 2000),
+            Err(AppendError::SampleLimit { limit: 1 })
+        );
+        c.limits = Limits {
+            label_limit: 3,
+            ..Limits::default()
+        };
+        let err = scrape(
+            &db,
+            &mut ScrapeCache::default(),
+            &c,
+            "a{x=\"1\",y=\"2\"} 1\n",
+            2000,
+        );
+        assert!(
+            matches!(err, Err(AppendError::LabelLimit { count: 5, .. })),
+            "{err:?}"
+        );
+        let err = scrape(&db, &mut ScrapeCache::default(), &c, "a{x=\"1\" 1\n", 2000);
+        assert!(
+            matches!(&err, Err(AppendError::Parse(m)) if m.contains("line 1")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn report_series_carry_target_labels() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let mut app = db.appender();
+        append_report(
+            &t,
+            &Report {
+                up: true,
+                duration_seconds: 0.5,
+                counts: ScrapeCounts {
+                    scraped: 3,
+                    post_relabel: 2,
+                    added: 1,
+                },
+            },
+            1000,
+            app.as_mut(),
+        );
+        app.commit().unwrap();
+        let got = dump(&db);
+        assert!(
+            got.contains(&r#"{__name__="up", instance="h:9100", job="node"} 1000 1"#.to_string())
+        );
+        assert!(got.contains(
+            &r#"{__name__="scrape_samples_post_metric_relabeling", instance="h:9100", job="node"} 1000 2"#
+                .to_string()
+        ));
+    }
+}

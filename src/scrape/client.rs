@@ -1,0 +1,253 @@
+//! Fetching a scrape body: over HTTP(S) for targets of a job, or from an in-process
+//! source (the built-in collectors, ODIN's own metrics) that produces the same bytes
+//! an exporter would serve.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+
+use crate::exposition::format::{Format, SCRAPE_ACCEPT_HEADER};
+use crate::scrape::config::{ScrapeConfig, TlsVersion};
+
+/// Something in the process that exposes metrics like an exporter does.
+pub trait LocalSource: Send + Sync {
+    /// The body and its format. Called on a blocking thread.
+    fn scrape(&self) -> Result<(Vec<u8>, Format), String>;
+}
+
+/// Where a target's body comes from.
+#[derive(Clone)]
+pub enum Fetcher {
+    Http(HttpFetcher),
+    Local(Arc<dyn LocalSource>),
+}
+
+impl Fetcher {
+    pub async fn fetch(&self, timeout: Duration) -> Result<(Vec<u8>, Format), String> {
+        match self {
+            Fetcher::Http(h) => h.fetch(timeout).await,
+            Fetcher::Local(src) => {
+                let src = src.clone();
+                let work = tokio::task::spawn_blocking(move || src.scrape());
+                match tokio::time::timeout(timeout, work).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(format!("collector failed: {e}")),
+                    Err(_) => Err("context deadline exceeded".to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP client for one job (auth and TLS are per job) and a target's URL.
+#[derive(Clone)]
+pub struct HttpFetcher {
+    client: reqwest::Client,
+    url: String,
+    body_size_limit: u64,
+}
+
+impl HttpFetcher {
+    pub fn new(client: reqwest::Client, url: String, body_size_limit: u64) -> Self {
+        Self {
+            client,
+            url,
+            body_size_limit,
+        }
+    }
+
+    async fn fetch(&self, timeout: Duration) -> Result<(Vec<u8>, Format), String> {
+        let request = self
+            .client
+            .get(&self.url)
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", timeout.as_secs_f64()),
+            )
+            .timeout(timeout);
+        let mut response = request.send().await.map_err(describe_reqwest)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("server returned HTTP status {status}"));
+        }
+        let format = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map_or(Format::Text, Format::from_content_type);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe_reqwest)? {
+            if self.body_size_limit > 0 && (body.len() + chunk.len()) as u64 > self.body_size_limit
+            {
+                return Err(format!(
+                    "body size limit exceeded: more than {} bytes",
+                    self.body_size_limit
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, format))
+    }
+}
+
+/// reqwest's errors carry their cause in `source()`; the target's lastError should
+/// say what went wrong, not only "error sending request".
+fn describe_reqwest(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "context deadline exceeded".to_string();
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// The HTTP client of a job: Prometheus's Accept header, gzip, the job's
+/// authentication and TLS settings. Files (passwords, tokens, certificates) are read
+/// here, so a reload picks up changed ones.
+pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
+    let job = &cfg.job_name;
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static(SCRAPE_ACCEPT_HEADER));
+    if let Some(basic) = &cfg.basic_auth {
+        let password = match (&basic.password, &basic.password_file) {
+            (Some(p), _) => p.0.clone(),
+            (None, Some(f)) => read_secret(f, job, "basic_auth.password_file")?,
+            (None, None) => String::new(),
+        };
+        let token = base64_encode(format!("{}:{}", basic.username, password).as_bytes());
+        headers.insert(AUTHORIZATION, header_value(&format!("Basic {token}"), job)?);
+    } else if let Some(auth) = cfg.effective_authorization() {
+        let credentials = match (&auth.credentials, &auth.credentials_file) {
+            (Some(c), _) => c.0.clone(),
+            (None, Some(f)) => read_secret(f, job, "authorization.credentials_file")?,
+            (None, None) => String::new(),
+        };
+        headers.insert(
+            AUTHORIZATION,
+            header_value(&format!("{} {credentials}", auth.credentials_type), job)?,
+        );
+    }
+    let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent(concat!("ODIN/", env!("CARGO_PKG_VERSION")))
+        .gzip(true)
+        .pool_max_idle_per_host(1)
+        .redirect(if cfg.follow_redirects {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        });
+    if !cfg.enable_http2 {
+        builder = builder.http1_only();
+    }
+    let tls = &cfg.tls_config;
+    if let Some(ca) = &tls.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("job {job:?}: tls_config.ca_file {ca}: {e}"))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("job {job:?}: tls_config.ca_file {ca}: {e}"))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| format!("job {job:?}: tls_config.cert_file {cert}: {e}"))?;
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| format!("job {job:?}: tls_config.key_file {key}: {e}"))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("job {job:?}: tls_config client certificate: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(format!(
+                "job {job:?}: tls_config needs both cert_file and key_file"
+            ));
+        }
+    }
+    if tls.server_name.is_some() {
+        return Err(format!(
+            "job {job:?}: tls_config.server_name is not supported by ODIN yet"
+        ));
+    }
+    if tls.insecure_skip_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(v) = &tls.min_version {
+        builder = builder.min_tls_version(match v {
+            TlsVersion::Tls10 => reqwest::tls::Version::TLS_1_0,
+            TlsVersion::Tls11 => reqwest::tls::Version::TLS_1_1,
+            TlsVersion::Tls12 => reqwest::tls::Version::TLS_1_2,
+            TlsVersion::Tls13 => reqwest::tls::Version::TLS_1_3,
+        });
+    }
+    builder
+        .build()
+        .map_err(|e| format!("job {job:?}: http client: {e}"))
+}
+
+fn read_secret(path: &str, job: &str, key: &str) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("job {job:?}: {key} {path}: {e}"))
+}
+
+fn header_value(s: &str, job: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(s)
+        .map_err(|_| format!("job {job:?}: credentials are not a valid HTTP header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Standard base64 with padding, for basic auth.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = ((n >> (18 - 6 * i)) & 63) as usize;
+                out.push(char::from(ALPHABET.get(idx).copied().unwrap_or(b'=')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+        }
+    }
+}

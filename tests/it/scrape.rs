@@ -1,0 +1,320 @@
+//! Scraping end to end: real exporters (tiny HTTP servers on loopback) scraped by the
+//! real binary, read back through the query and targets APIs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{BIN, Odin, poll_until};
+
+/// An exporter on 127.0.0.1 serving whatever body it currently holds.
+struct Exporter {
+    port: u16,
+    body: Arc<Mutex<String>>,
+}
+
+impl Exporter {
+    fn start(body: &str) -> Exporter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = Arc::new(Mutex::new(body.to_string()));
+        let served = body.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                // Read the request head; scrapes are GETs without a body.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    line.clear();
+                }
+                let text = served.lock().unwrap().clone();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    text.len(),
+                    text
+                );
+            }
+        });
+        Exporter { port, body }
+    }
+
+    fn set(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_string();
+    }
+}
+
+fn json(odin: &Odin, path: &str) -> Value {
+    let (status, body) = odin.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The result vector of an instant query.
+fn query(odin: &Odin, q: &str) -> Vec<Value> {
+    let path = format!(
+        "/api/v1/query?query={}",
+        form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+    );
+    json(odin, &path)["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn value(v: &Value) -> f64 {
+    v["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+/// The active targets of `job`.
+fn targets(odin: &Odin, job: &str) -> Vec<Value> {
+    json(odin, "/api/v1/targets")["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["scrapePool"] == job)
+        .cloned()
+        .collect()
+}
+
+fn dead_port() -> u16 {
+    // Bound and dropped: nothing listens there.
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn targets_are_scraped_relabeled_reported_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = Exporter::start(
+        "# HELP demo_requests_total Requests served.\n# TYPE demo_requests_total counter\n\
+         demo_requests_total{code=\"200\",job=\"app\"} 10\n\
+         # TYPE demo_temp gauge\ndemo_temp 21.5\ndrop_me 1\n",
+    );
+    let dead = dead_port();
+    let cfg = dir.path().join("odin.yml");
+    write_config(
+        &cfg,
+        &format!(
+            "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n\
+             rule_files: [rules.yml]\n\
+             scrape_configs:\n\
+             - job_name: demo\n  static_configs:\n  - targets: ['127.0.0.1:{}']\n    labels: {{env: test}}\n\
+             \x20 metric_relabel_configs:\n  - source_labels: [__name__]\n    regex: drop_me\n    action: drop\n\
+             - job_name: down\n  static_configs:\n  - targets: ['127.0.0.1:{dead}']\n",
+            exporter.port
+        ),
+    );
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[
+            &format!("--config.file={}", cfg.display()),
+            "--web.enable-lifecycle",
+        ],
+    );
+
+    // Both targets are shown, one up, one down with the reason.
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            let demo = targets(&odin, "demo");
+            let down = targets(&odin, "down");
+            demo.len() == 1
+                && demo[0]["health"] == "up"
+                && down.len() == 1
+                && down[0]["health"] == "down"
+        }),
+        "{}",
+        odin.get("/api/v1/targets").1
+    );
+    let down = &targets(&odin, "down")[0];
+    assert!(
+        down["lastError"].as_str().unwrap().contains("connect"),
+        "{down}"
+    );
+    let demo = &targets(&odin, "demo")[0];
+    assert_eq!(demo["labels"]["env"], "test");
+    assert_eq!(demo["scrapeInterval"], "200ms");
+    assert_eq!(
+        demo["scrapeUrl"],
+        format!("http://127.0.0.1:{}/metrics", exporter.port)
+    );
+
+    // Samples carry the target's labels; the clashing exposed `job` is exported.
+    let r = query(&odin, "demo_requests_total");
+    assert_eq!(r.len(), 1, "{r:?}");
+    let m = &r[0]["metric"];
+    assert_eq!(
+        (
+            &m["job"],
+            &m["exported_job"],
+            &m["env"],
+            &m["code"],
+            &m["instance"]
+        ),
+        (
+            &Value::from("demo"),
+            &Value::from("app"),
+            &Value::from("test"),
+            &Value::from("200"),
+            &Value::from(format!("127.0.0.1:{}", exporter.port))
+        )
+    );
+    assert!(query(&odin, "drop_me").is_empty());
+    assert_eq!(
+        value(&query(&odin, "scrape_samples_scraped{job=\"demo\"}")[0]),
+        3.0
+    );
+    assert_eq!(
+        value(&query(&odin, "scrape_samples_post_metric_relabeling{job=\"demo\"}")[0]),
+        2.0
+    );
+    assert_eq!(value(&query(&odin, "up{job=\"down\"}")[0]), 0.0);
+    assert_eq!(value(&query(&odin, "up{job=\"demo\"}")[0]), 1.0);
+
+    // Metadata from HELP and TYPE.
+    let md = json(&odin, "/api/v1/metadata?metric=demo_requests_total");
+    assert_eq!(
+        md["data"]["demo_requests_total"][0],
+        serde_json::json!({"type": "counter", "help": "Requests served.", "unit": ""})
+    );
+    let tmd = json(
+        &odin,
+        "/api/v1/targets/metadata?match_target=%7Bjob%3D%22demo%22%7D&metric=demo_temp",
+    );
+    assert_eq!(tmd["data"][0]["type"], "gauge");
+    assert_eq!(tmd["data"][0]["target"]["job"], "demo");
+
+    // A series that disappears from the exposition goes stale.
+    exporter.set("demo_requests_total{code=\"200\"} 11\n");
+    assert!(poll_until(Duration::from_secs(10), || query(
+        &odin,
+        "demo_temp"
+    )
+    .is_empty()));
+
+    // A bad configuration is refused and the running one stays.
+    write_config(
+        &cfg,
+        "scrape_configs:\n- job_name: demo\n  scrape_intervall: 1s\n",
+    );
+    let (status, body) = odin.post("/-/reload", "text/plain", b"");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("scrape_intervall"), "{body}");
+    assert_eq!(targets(&odin, "demo").len(), 1);
+
+    // Reload: `demo` goes away (its series go stale), a file_sd job appears.
+    let sd = dir.path().join("targets.json");
+    std::fs::write(
+        &sd,
+        format!(
+            "[{{\"targets\": [\"127.0.0.1:{}\"], \"labels\": {{\"team\": \"a\"}}}}]",
+            exporter.port
+        ),
+    )
+    .unwrap();
+    write_config(
+        &cfg,
+        "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n\
+         scrape_configs:\n- job_name: files\n  file_sd_configs:\n  - files: ['targets.json']\n",
+    );
+    let (status, body) = odin.post("/-/reload", "text/plain", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(targets(&odin, "demo").is_empty());
+    assert!(
+        query(&odin, "up{job=\"demo\"}").is_empty(),
+        "demo's up is stale"
+    );
+    assert!(poll_until(Duration::from_secs(10), || {
+        query(&odin, "demo_requests_total{job=\"files\",team=\"a\"}").len() == 1
+    }));
+    let files = &targets(&odin, "files")[0];
+    assert!(
+        files["discoveredLabels"]["__meta_filepath"]
+            .as_str()
+            .unwrap()
+            .ends_with("targets.json"),
+        "{files}"
+    );
+    // The file changes: the target goes, with its series.
+    std::fs::write(&sd, "[]").unwrap();
+    assert!(poll_until(Duration::from_secs(15), || targets(
+        &odin, "files"
+    )
+    .is_empty()));
+    assert!(query(&odin, "up{job=\"files\"}").is_empty());
+}
+
+#[test]
+fn the_embedded_default_scrapes_itself_and_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start_args(&dir.path().join("data"), &[]);
+    // The collectors run every 15 s, each at its own offset in the interval.
+    assert!(
+        poll_until(Duration::from_secs(40), || {
+            query(&odin, "up{job=\"node\"} == 1").len() == 1
+                && query(&odin, "up{job=\"odin\"} == 1").len() == 1
+        }),
+        "{}",
+        odin.get("/api/v1/targets").1
+    );
+    let cpu = query(&odin, "node_cpu_seconds_total{mode=\"idle\"}");
+    assert!(!cpu.is_empty());
+    assert!(cpu[0]["metric"]["cpu"].is_string());
+    assert!(!query(&odin, "process_resident_memory_bytes{job=\"odin\"}").is_empty());
+    let (_, cfg) = odin.get("/api/v1/status/config");
+    assert!(cfg.contains("collectors"), "{cfg}");
+}
+
+#[test]
+fn check_config_names_what_odin_does_not_support() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        "global:\n  scrape_interval: 15s\nrule_files:\n  - rules/*.yml\n\
+         alerting:\n  alertmanagers: []\n\
+         scrape_configs:\n- job_name: node\n  static_configs:\n  - targets: ['a:9100']\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("WARNING: rule_files (line 4)") && text.contains("alerting"),
+        "{text}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "scrape_configs:\n- job_name: k8s\n  kubernetes_sd_configs:\n  - role: pod\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("kubernetes_sd_configs"), "{text}");
+}
