@@ -2,7 +2,7 @@
 
 use arcstr::ArcStr;
 use std::fmt;
-use std::sync::Arc;
+use triomphe::ThinArc;
 
 /// The label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -44,8 +44,44 @@ impl fmt::Debug for Label {
 /// The derived ordering compares pair by pair (name, then value) and then by length,
 /// which is exactly Prometheus's `labels.Compare`, so "sorted series" means the same
 /// thing in ODIN and in Prometheus.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Arc<[Label]>);
+///
+/// One thin pointer (8 bytes) to a shared allocation holding the count, the length and
+/// the labels: the head keeps one per series, so the pointer's size is paid a million
+/// times over.
+#[derive(Clone)]
+pub struct Labels(ThinArc<(), Label>);
+
+impl Default for Labels {
+    fn default() -> Self {
+        Self::from_vec(Vec::new())
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
 
 impl Labels {
     /// The empty label set.
@@ -71,7 +107,11 @@ impl Labels {
     /// (for example read back from an index). Checked in debug builds.
     pub fn from_sorted(labels: Vec<Label>) -> Self {
         debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
-        Self(labels.into())
+        Self::from_vec(labels)
+    }
+
+    fn from_vec(labels: Vec<Label>) -> Self {
+        Self(ThinArc::from_header_and_iter((), labels.into_iter()))
     }
 
     /// Checks that `labels` is sorted by name with unique names; the shape every
@@ -94,31 +134,33 @@ impl Labels {
     /// An identity for this particular allocation (equal for clones of one label set,
     /// usually different for equal sets built separately): a cheap memo key.
     pub fn identity(&self) -> usize {
-        Arc::as_ptr(&self.0) as *const Label as usize
+        self.0.as_ptr() as usize
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+        self.as_slice().iter()
     }
 
     pub fn as_slice(&self) -> &[Label] {
-        &self.0
+        &self.0.slice
     }
 
     /// The value of label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        let labels = self.as_slice();
+        labels
             .binary_search_by(|l| (*l.name).cmp(name))
             .ok()
-            .map(|i| &*self.0[i].value)
+            .and_then(|i| labels.get(i))
+            .map(|l| &*l.value)
     }
 
     /// The metric name, if present.
@@ -129,14 +171,13 @@ impl Labels {
     /// A stable 64-bit hash of the label set, used to find series in the head; equal
     /// to [`hash_label_pairs`] over the same pairs.
     pub fn stable_hash(&self) -> u64 {
-        hash_label_pairs(self.0.iter().map(|l| (&*l.name, &*l.value)))
+        hash_label_pairs(self.iter().map(|l| (&*l.name, &*l.value)))
     }
 
     /// Whether this set equals the given sorted pairs.
     pub fn eq_pairs(&self, pairs: &[(&str, &str)]) -> bool {
-        self.0.len() == pairs.len()
+        self.len() == pairs.len()
             && self
-                .0
                 .iter()
                 .zip(pairs)
                 .all(|(l, (n, v))| &*l.name == *n && &*l.value == *v)
@@ -145,7 +186,7 @@ impl Labels {
     /// A builder starting from this set, to add, change or remove labels.
     pub fn to_builder(&self) -> LabelsBuilder {
         LabelsBuilder {
-            labels: self.0.to_vec(),
+            labels: self.as_slice().to_vec(),
         }
     }
 }
@@ -160,7 +201,7 @@ impl fmt::Debug for Labels {
 impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("{")?;
-        for (i, l) in self.0.iter().enumerate() {
+        for (i, l) in self.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
@@ -222,7 +263,7 @@ impl LabelsBuilder {
     pub fn build(&self) -> Labels {
         let mut v = self.labels.clone();
         v.sort();
-        Labels(v.into())
+        Labels::from_vec(v)
     }
 }
 

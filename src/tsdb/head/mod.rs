@@ -228,9 +228,16 @@ impl Head {
                 summary.add_rejected(RejectReason::OutOfBounds, samples.len() as u64);
                 continue;
             }
-            let series = match hints.get(i) {
-                Some(Some(s)) if !s.is_removed() => s.clone(),
-                _ => self.get_or_create(labels),
+            // A hinted series without chunks may have been dropped by truncation since
+            // the hint was taken (truncation runs under the apply lock, so not now):
+            // look it up again, which finds it if it is in fact still live.
+            let hinted = hints
+                .get(i)
+                .and_then(Option::as_ref)
+                .filter(|s| !s.state.lock().is_empty());
+            let series = match hinted {
+                Some(s) => s.clone(),
+                None => self.get_or_create(labels),
             };
             let mut st = series.state.lock();
             for x in samples {
@@ -420,10 +427,7 @@ impl Head {
             }
             match st.min_time() {
                 Some(t) => new_min = new_min.min(t),
-                None => {
-                    s.mark_removed();
-                    removed.push((r, s.labels.clone()));
-                }
+                None => removed.push((r, s.labels.clone())),
             }
         }
         let removed_series: Vec<Arc<MemSeries>> = {

@@ -26,14 +26,15 @@ const DRAIN_AT: usize = 28;
 /// cost 80.
 const OPEN_CHUNK_CAPACITY: usize = 56;
 
-/// Sized with the allocator in mind: with its `Arc` counts a series is 152 bytes, in
-/// glibc's 160-byte size class (the layout test below keeps it there).
+/// Sized with the allocator in mind: with its `Arc` counts a series is 136 bytes, in
+/// glibc's 144-byte size class (the layout test below keeps it there).
+///
+/// A series dropped by truncation has no chunks left; the head tells a holder of a
+/// stale reference (an appender's hint) by that (see `Head::apply_batch_with_hints`),
+/// rather than by a flag that would cost the series another 8 bytes.
 pub struct MemSeries {
     pub labels: Labels,
     pub(super) state: Mutex<SeriesState>,
-    /// Set when truncation dropped the series from the head's maps, so that a holder
-    /// of a stale reference (an appender's hint) looks the labels up again.
-    removed: AtomicBool,
 }
 
 /// The chunk being appended to. With head chunk files, its finished bytes move to
@@ -148,16 +149,7 @@ impl MemSeries {
         Self {
             labels,
             state: Mutex::new(SeriesState::default()),
-            removed: AtomicBool::new(false),
         }
-    }
-
-    pub fn is_removed(&self) -> bool {
-        self.removed.load(Ordering::Acquire)
-    }
-
-    pub(super) fn mark_removed(&self) {
-        self.removed.store(true, Ordering::Release);
     }
 
     /// The newest sample's timestamp, if any.
@@ -213,6 +205,11 @@ impl SeriesState {
             (None, Some(c)) => Some(c.max_t),
             (None, None) => None,
         }
+    }
+
+    /// Whether the series holds no chunk (new, emptied by deletion, or dropped).
+    pub fn is_empty(&self) -> bool {
+        self.open.is_none() && self.closed.is_empty()
     }
 
     pub fn min_time(&self) -> Option<i64> {
@@ -578,12 +575,12 @@ mod layout {
 
     /// The head holds one `MemSeries` per series; glibc hands out chunks in 16-byte
     /// size classes with 8 bytes of overhead, so `Arc<MemSeries>` (16 bytes of
-    /// counts plus the series) must stay at or below 152 to cost 160.
+    /// counts plus the series) must stay at or below 136 to cost 144.
     #[test]
     fn a_series_fits_its_allocator_size_class() {
         assert!(size_of::<OpenChunk>() <= 80, "{}", size_of::<OpenChunk>());
         assert!(
-            size_of::<MemSeries>() + 16 <= 152,
+            size_of::<MemSeries>() + 16 <= 136,
             "{}",
             size_of::<MemSeries>()
         );
