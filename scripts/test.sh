@@ -1,15 +1,39 @@
 #!/usr/bin/env bash
 # Runs ODIN's whole test suite on a fresh Debian machine: installs what the tests need
-# (Debian's `prometheus` package, for promtool and Prometheus 2.42), then runs every
-# unit and integration test. CI (.ci/run) calls exactly this script.
+# (Debian's `prometheus` package, for promtool and Prometheus 2.42, and
+# `prometheus-node-exporter` 1.5, which tests/it/node_exporter.rs compares the node
+# collector with), then runs every unit and integration test. CI (.ci/run) calls
+# exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+packages=()
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  echo "installing Debian's prometheus package (promtool, prometheus)…"
+  packages+=(prometheus)
+fi
+if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
+  packages+=(prometheus-node-exporter)
+fi
+if [ "${#packages[@]}" -gt 0 ]; then
+  echo "installing Debian's ${packages[*]} package(s)…"
   export DEBIAN_FRONTEND=noninteractive
+  # The tests start their own instances on free loopback ports: a policy-rc.d that
+  # refuses keeps the packages' init scripts from starting system services (unless
+  # the machine already has one of its own).
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 # A target directory outside the clone spares CI a full rebuild each time.

@@ -9,6 +9,7 @@ mod crash;
 mod fixtures;
 mod grafana;
 mod lifecycle;
+mod node_exporter;
 mod prometheus_compat;
 mod promql_diff;
 mod remote_write;

@@ -1,0 +1,545 @@
+//! ODIN's built-in node collector against Debian's `prometheus-node-exporter` 1.5 on
+//! the same machine, both scraped by one ODIN every second.
+//!
+//! node_exporter runs on a free loopback port with only the collectors ODIN implements
+//! and with ODIN's (upstream 1.5's) filter defaults, which Debian's package patches;
+//! ODIN runs its node collector as job `node` and scrapes node_exporter as job `ne`,
+//! both every second. Once both have been scraped three times, one instant query per
+//! job at the same evaluation time reads the last 5 s of raw samples, and for every
+//! family node_exporter exposes:
+//!
+//! - the family is in ODIN's job `node` (unless [`ONLY_IN_NODE_EXPORTER`] lists it),
+//!   with the same type and HELP text, and ODIN's job has no family node_exporter lacks;
+//! - the same series: label names and values, `job`/`instance` aside;
+//! - the same values: counters within one interval's growth (the largest step either
+//!   job's series made between two scrapes in the window, × [`GROWTH_SLACK`]), gauges
+//!   within 5 % or [`GAUGE_ABSOLUTE_TOLERANCE`] or one interval's movement, whichever
+//!   is larger (the two reads can be up to one interval apart). A value difference
+//!   must show at [`EVALUATIONS`] evaluation times in a row, one scrape apart, to
+//!   count. [`VALUES_NOT_COMPARED`] lists the few families whose values are not the
+//!   node's or jump between any two reads, each with the reason.
+//!
+//! `docs/node-collector.md` lists the same exceptions. Without the
+//! `prometheus-node-exporter` binary (scripts/test.sh installs Debian's package) the
+//! test prints a notice and passes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use odin::collect::node::{
+    DEFAULT_DISKSTATS_DEVICE_EXCLUDE, DEFAULT_FS_TYPES_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE,
+    DEFAULT_NETSTAT_FIELDS, DEFAULT_VMSTAT_FIELDS,
+};
+use serde_json::Value;
+
+use crate::common::{Odin, agent, free_port, poll_until};
+
+const NODE_EXPORTER: &str = "prometheus-node-exporter";
+
+/// node_exporter's collectors that ODIN implements (`src/collect/node/mod.rs`); the
+/// others are disabled so that only comparable families are exposed.
+const COLLECTORS: &[&str] = &[
+    "cpu",
+    "diskstats",
+    "filesystem",
+    "hwmon",
+    "loadavg",
+    "meminfo",
+    "netdev",
+    "netstat",
+    "os",
+    "pressure",
+    "sockstat",
+    "stat",
+    "thermal_zone",
+    "time",
+    "uname",
+    "vmstat",
+];
+
+/// Families node_exporter exposes that ODIN's node job does not, by name prefix, with
+/// the reason (also in docs/node-collector.md).
+const ONLY_IN_NODE_EXPORTER: &[(&str, &str)] = &[
+    (
+        "node_exporter_build_info",
+        "node_exporter's own version, not the node's",
+    ),
+    ("go_", "the Go runtime of the node_exporter process"),
+    ("process_", "the node_exporter process itself"),
+    ("promhttp_", "node_exporter's HTTP handler"),
+];
+
+/// Families whose series and labels are compared but whose values are not: they are
+/// not the node's, or they count what runs at the instant of the read (the reader
+/// included), so two reads a few milliseconds apart legitimately differ.
+const VALUES_NOT_COMPARED: &[(&str, &str)] = &[
+    (
+        "node_scrape_collector_duration_seconds",
+        "how long each exporter took to read, not a property of the node",
+    ),
+    (
+        "node_procs_running",
+        "runnable threads at the instant of the read, the reader's own included: \
+         node_exporter runs its collectors in parallel goroutines, so it counts several \
+         more of its own threads than ODIN",
+    ),
+    (
+        "node_procs_blocked",
+        "threads in uninterruptible (I/O) sleep at the instant of the read",
+    ),
+    (
+        "node_memory_Committed_AS_bytes",
+        "address space committed by all processes: moves by hundreds of MB whenever any \
+         process starts a thread or maps memory (each ODIN query runs on a thread with \
+         a 256 MiB stack), also between reads a few milliseconds apart",
+    ),
+];
+
+/// Series the scrape layer adds to every target (`up`, `scrape_*`), not the
+/// exporters' own.
+fn is_report_series(name: &str) -> bool {
+    name == "up" || name.starts_with("scrape_")
+}
+
+const GAUGE_RELATIVE_TOLERANCE: f64 = 0.05;
+/// For gauges near zero: the resolution of the coarsest one (`/proc/loadavg`'s 0.01).
+const GAUGE_ABSOLUTE_TOLERANCE: f64 = 0.01;
+/// Slack on "one interval's growth": scrape jitter makes intervals a bit uneven.
+const GROWTH_SLACK: f64 = 1.5;
+/// Both exporters turn the same kernel numbers into floats, perhaps in another order
+/// of operations (ms × 0.001 or ms / 1000).
+const FLOAT_RELATIVE_TOLERANCE: f64 = 1e-9;
+/// A value difference must show at this many evaluation times, one scrape apart.
+const EVALUATIONS: usize = 3;
+
+/// A `prometheus-node-exporter` child on 127.0.0.1, killed on drop.
+struct NodeExporter {
+    child: Child,
+    port: u16,
+}
+
+impl NodeExporter {
+    /// Starts node_exporter and waits until it answers. A free port can be taken
+    /// before node_exporter binds it: then it exits, and another port is tried.
+    fn start(log: &Path) -> NodeExporter {
+        let mut error = String::new();
+        for _ in 0..3 {
+            match Self::try_start(log) {
+                Ok(ne) => return ne,
+                Err(e) => error = e,
+            }
+        }
+        panic!("{error}");
+    }
+
+    fn try_start(log: &Path) -> Result<NodeExporter, String> {
+        let port = free_port();
+        let mut cmd = Command::new(NODE_EXPORTER);
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--collector.disable-defaults");
+        for c in COLLECTORS {
+            cmd.arg(format!("--collector.{c}"));
+        }
+        // ODIN's defaults are upstream 1.5's; Debian's package patches the mount point
+        // and network device excludes, so every filter is given explicitly. ODIN reads
+        // /proc/net/dev, as node_exporter does without netlink.
+        cmd.arg(format!(
+            "--collector.filesystem.mount-points-exclude={DEFAULT_MOUNT_POINTS_EXCLUDE}"
+        ))
+        .arg(format!(
+            "--collector.filesystem.fs-types-exclude={DEFAULT_FS_TYPES_EXCLUDE}"
+        ))
+        .arg(format!(
+            "--collector.diskstats.device-exclude={DEFAULT_DISKSTATS_DEVICE_EXCLUDE}"
+        ))
+        .arg("--collector.netdev.device-exclude=")
+        .arg("--no-collector.netdev.netlink")
+        .arg(format!(
+            "--collector.netstat.fields={DEFAULT_NETSTAT_FIELDS}"
+        ))
+        .arg(format!("--collector.vmstat.fields={DEFAULT_VMSTAT_FIELDS}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(log).expect("node_exporter log"));
+        let child = cmd.spawn().expect("spawn prometheus-node-exporter");
+        let mut ne = NodeExporter { child, port };
+        let http = agent();
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let mut exited = None;
+        let up = poll_until(Duration::from_secs(15), || {
+            if let Ok(Some(status)) = ne.child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            http.get(&url)
+                .call()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        });
+        let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+        match exited {
+            Some(status) => Err(format!("node_exporter exited ({status}): {}", log_text())),
+            None if !up => Err(format!(
+                "node_exporter did not answer on {url}: {}",
+                log_text()
+            )),
+            None => Ok(ne),
+        }
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have_node_exporter() -> bool {
+    Command::new(NODE_EXPORTER)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn json(odin: &Odin, path: &str) -> Value {
+    let (status, body) = odin.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The result of an instant query, at `time` (`"<s>.<ms>"`) when given.
+fn query(odin: &Odin, q: &str, time: Option<&str>) -> Vec<Value> {
+    let mut path = format!("/api/v1/query?query={}", enc(q));
+    if let Some(t) = time {
+        path.push_str(&format!("&time={t}"));
+    }
+    json(odin, &path)["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn scalar(v: &Value) -> f64 {
+    v["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+/// The job's metric names (the scrape layer's report series left out).
+fn families(odin: &Odin, job: &str) -> BTreeSet<String> {
+    let path = format!(
+        "/api/v1/label/__name__/values?match[]={}",
+        enc(&format!("{{job=\"{job}\"}}"))
+    );
+    json(odin, &path)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .filter(|n| !is_report_series(n))
+        .collect()
+}
+
+/// Type and HELP of each family of the job's target.
+fn metadata(odin: &Odin, job: &str) -> BTreeMap<String, (String, String)> {
+    let path = format!(
+        "/api/v1/targets/metadata?match_target={}",
+        enc(&format!("{{job=\"{job}\"}}"))
+    );
+    json(odin, &path)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["metric"].as_str().unwrap().to_string(),
+                (
+                    m["type"].as_str().unwrap().to_string(),
+                    m["help"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A series' labels without `job` and `instance`, `__name__` included.
+type Key = BTreeMap<String, String>;
+
+/// The raw samples (value only, oldest first) of every series of `job` in (t-5s, t].
+fn samples(odin: &Odin, job: &str, time: &str) -> BTreeMap<Key, Vec<f64>> {
+    let q = format!("{{__name__=~\".+\",job=\"{job}\"}}[5s]");
+    query(odin, &q, Some(time))
+        .iter()
+        .map(|s| {
+            let key: Key = s["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| *n != "job" && *n != "instance")
+                .map(|(n, v)| (n.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            let values = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[1].as_str().unwrap().parse::<f64>().unwrap())
+                .collect();
+            (key, values)
+        })
+        .filter(|(k, _)| !is_report_series(&k["__name__"]))
+        .collect()
+}
+
+fn series_name(key: &Key) -> String {
+    let labels: Vec<String> = key
+        .iter()
+        .filter(|(n, _)| *n != "__name__")
+        .map(|(n, v)| format!("{n}={v:?}"))
+        .collect();
+    format!("{}{{{}}}", key["__name__"], labels.join(","))
+}
+
+/// The largest step a series made from one scrape to the next in the window.
+fn movement(values: &[f64]) -> f64 {
+    values
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Whether node_exporter's and ODIN's last values of one series agree; `None` when
+/// they do, else the allowed difference.
+fn disagreement(kind: &str, ne: &[f64], node: &[f64]) -> Option<f64> {
+    let (Some(&a), Some(&b)) = (ne.last(), node.last()) else {
+        return Some(0.0);
+    };
+    if a == b || (a.is_nan() && b.is_nan()) {
+        return None;
+    }
+    // The two reads are at most one interval apart: what the series moved in one
+    // interval bounds what it can have moved between them (counters, and gauges that
+    // changed while both were read).
+    let growth = GROWTH_SLACK * movement(ne).max(movement(node))
+        + FLOAT_RELATIVE_TOLERANCE * a.abs().max(b.abs());
+    let allowed = match kind {
+        "counter" => growth,
+        // Gauges and node_exporter's untyped netstat/vmstat fields (mostly counters).
+        _ => growth
+            .max(GAUGE_RELATIVE_TOLERANCE * a.abs().max(b.abs()))
+            .max(GAUGE_ABSOLUTE_TOLERANCE),
+    };
+    ((a - b).abs() > allowed).then_some(allowed)
+}
+
+#[test]
+fn node_collector_matches_node_exporter() {
+    if !have_node_exporter() {
+        eprintln!(
+            "node_exporter: skipped, {NODE_EXPORTER} is not installed (scripts/test.sh installs Debian's package)"
+        );
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let ne = NodeExporter::start(&dir.path().join("node_exporter.log"));
+    let cfg = dir.path().join("odin.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 900ms}}\n\
+             collectors:\n  node: {{}}\n\
+             scrape_configs:\n\
+             - job_name: ne\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            ne.port
+        ),
+    )
+    .unwrap();
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[&format!("--config.file={}", cfg.display())],
+    );
+
+    // Three scrapes of each after both are up, so that every series has two samples
+    // before the evaluation time.
+    wait_for_scrapes(&odin, 3);
+    let mut cmp = compare(&odin);
+    // A value difference counts when it shows at every evaluation time, one scrape
+    // apart: a wrong field or unit differs every time, while a process starting or
+    // allocating during one of the two reads (other tests run beside this one) does
+    // not repeat.
+    let mut persistent: BTreeSet<String> = cmp.values.keys().cloned().collect();
+    let mut evaluations = vec![cmp.time.clone()];
+    while !persistent.is_empty() && evaluations.len() < EVALUATIONS {
+        wait_for_scrapes(&odin, 1);
+        cmp = compare(&odin);
+        evaluations.push(cmp.time.clone());
+        persistent.retain(|s| cmp.values.contains_key(s));
+    }
+    eprintln!(
+        "node_exporter: {} families and {} series compared at {evaluations:?} \
+         ({} families only in node_exporter by design) in {:.1}s",
+        cmp.families,
+        cmp.series,
+        cmp.only_in_node_exporter,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(cmp.families > 50, "too few families compared");
+    let mut problems = cmp.problems;
+    problems.extend(persistent.iter().map(|s| cmp.values[s].clone()));
+    assert!(
+        problems.is_empty(),
+        "{} differences between node_exporter and ODIN's node collector:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Polls the targets API until both jobs have been scraped successfully `n` more
+/// times. (A query would run on a thread of its own with a 256 MiB stack and move
+/// the node's committed memory while the exporters read it.)
+fn wait_for_scrapes(odin: &Odin, n: usize) {
+    let last_scrapes = || -> BTreeMap<String, String> {
+        json(odin, "/api/v1/targets")["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["health"] == "up")
+            .map(|t| {
+                (
+                    t["scrapePool"].as_str().unwrap_or_default().to_string(),
+                    t["lastScrape"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = last_scrapes();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let scraped = poll_until(Duration::from_secs(20), || {
+        for (job, last) in last_scrapes() {
+            if before.get(&job) != Some(&last) {
+                seen.entry(job).or_default().insert(last);
+            }
+        }
+        ["ne", "node"]
+            .iter()
+            .all(|job| seen.get(*job).is_some_and(|s| s.len() >= n))
+    });
+    assert!(scraped, "{}", odin.get("/api/v1/targets").1);
+}
+
+/// One comparison of the two jobs at one evaluation time.
+struct Comparison {
+    /// The evaluation time, `<s>.<ms>`.
+    time: String,
+    families: usize,
+    series: usize,
+    only_in_node_exporter: usize,
+    /// Missing families and series, other label names, types or HELP texts.
+    problems: Vec<String>,
+    /// Values that disagree, by series.
+    values: BTreeMap<String, String>,
+}
+
+/// Compares every family node_exporter exposes with ODIN's, at the earlier of the two
+/// jobs' last scrapes: both are stored by then, and the other job's last sample at
+/// that time is at most one interval older.
+fn compare(odin: &Odin) -> Comparison {
+    let last_ms = |job: &str| {
+        let r = query(odin, &format!("timestamp(up{{job=\"{job}\"}})"), None);
+        (scalar(&r[0]) * 1000.0).round() as i64
+    };
+    let t_ms = last_ms("ne").min(last_ms("node"));
+    let time = format!("{}.{:03}", t_ms / 1000, t_ms % 1000);
+
+    let ne_families = families(odin, "ne");
+    let node_families = families(odin, "node");
+    let ne_meta = metadata(odin, "ne");
+    let node_meta = metadata(odin, "node");
+    let ne_samples = samples(odin, "ne", &time);
+    let node_samples = samples(odin, "node", &time);
+
+    let mut cmp = Comparison {
+        time,
+        families: 0,
+        series: 0,
+        only_in_node_exporter: 0,
+        problems: Vec::new(),
+        values: BTreeMap::new(),
+    };
+    for family in &ne_families {
+        if ONLY_IN_NODE_EXPORTER
+            .iter()
+            .any(|(prefix, _)| family.starts_with(prefix))
+        {
+            cmp.only_in_node_exporter += 1;
+            continue;
+        }
+        if !node_families.contains(family) {
+            cmp.problems
+                .push(format!("{family}: exposed by node_exporter, not by ODIN"));
+            continue;
+        }
+        cmp.families += 1;
+        let (kind, help) = ne_meta.get(family).cloned().unwrap_or_default();
+        match node_meta.get(family) {
+            Some((k, h)) if *k == kind && *h == help => {}
+            other => cmp.problems.push(format!(
+                "{family}: node_exporter has type {kind} and HELP {help:?}, ODIN {other:?}"
+            )),
+        }
+        let of = |all: &BTreeMap<Key, Vec<f64>>| -> BTreeMap<Key, Vec<f64>> {
+            all.iter()
+                .filter(|(k, _)| k["__name__"] == *family)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let (ne_series, node_series) = (of(&ne_samples), of(&node_samples));
+        let label_names = |s: &BTreeMap<Key, Vec<f64>>| -> BTreeSet<Vec<String>> {
+            s.keys().map(|k| k.keys().cloned().collect()).collect()
+        };
+        if label_names(&ne_series) != label_names(&node_series) {
+            cmp.problems.push(format!(
+                "{family}: label names {:?} in node_exporter, {:?} in ODIN",
+                label_names(&ne_series),
+                label_names(&node_series)
+            ));
+        }
+        for key in node_series.keys().filter(|k| !ne_series.contains_key(*k)) {
+            cmp.problems
+                .push(format!("{}: only in ODIN", series_name(key)));
+        }
+        let values_compared = !VALUES_NOT_COMPARED.iter().any(|(f, _)| f == family);
+        for (key, ne_values) in &ne_series {
+            let Some(node_values) = node_series.get(key) else {
+                cmp.problems
+                    .push(format!("{}: only in node_exporter", series_name(key)));
+                continue;
+            };
+            cmp.series += 1;
+            if !values_compared {
+                continue;
+            }
+            if let Some(allowed) = disagreement(&kind, ne_values, node_values) {
+                let name = series_name(key);
+                let detail = format!(
+                    "{name} ({kind}): node_exporter {ne_values:?}, ODIN {node_values:?} \
+                     (allowed difference {allowed}, at {})",
+                    cmp.time
+                );
+                cmp.values.insert(name, detail);
+            }
+        }
+    }
+    for family in node_families.difference(&ne_families) {
+        cmp.problems
+            .push(format!("{family}: exposed by ODIN, not by node_exporter"));
+    }
+    cmp
+}
