@@ -51,6 +51,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let tsdb_metrics = TsdbMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
+    let scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
@@ -111,7 +112,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!(data_dir = %opts.data_dir.display(), "storage ready");
 
     // Scraping starts once storage is ready; collectors are scrape sources.
-    let manager = Arc::new(ScrapeManager::new(Arc::new(db.clone())));
+    let manager = Arc::new(ScrapeManager::new(Arc::new(db.clone()), scrape_metrics));
     let self_instance = format!("localhost:{}", local.port());
     let mut sources = Sources::new(registry.clone(), self_instance);
     manager

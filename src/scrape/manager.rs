@@ -24,6 +24,7 @@ use crate::scrape::config::ScrapeConfig;
 use crate::scrape::discovery::{
     TargetGroup, glob, read_file_sd, resolve_pattern, static_target_groups,
 };
+use crate::scrape::metrics::ScrapeMetrics;
 use crate::scrape::scrape_loop::{LoopHandle, LoopSpec, TargetHealth};
 use crate::scrape::target::{Target, TargetOutcome, targets_from_group};
 use crate::storage::Appendable;
@@ -106,6 +107,7 @@ struct RunningPool {
 
 pub struct ScrapeManager {
     appendable: Arc<dyn Appendable>,
+    metrics: ScrapeMetrics,
     /// Where relative file_sd paths are resolved (the config file's directory).
     config_dir: RwLock<PathBuf>,
     pools: tokio::sync::Mutex<BTreeMap<String, RunningPool>>,
@@ -113,9 +115,10 @@ pub struct ScrapeManager {
 }
 
 impl ScrapeManager {
-    pub fn new(appendable: Arc<dyn Appendable>) -> Self {
+    pub fn new(appendable: Arc<dyn Appendable>, metrics: ScrapeMetrics) -> Self {
         Self {
             appendable,
+            metrics,
             config_dir: RwLock::new(PathBuf::from(".")),
             pools: tokio::sync::Mutex::new(BTreeMap::new()),
             status: Arc::new(RwLock::new(BTreeMap::new())),
@@ -155,6 +158,7 @@ impl ScrapeManager {
             let task = tokio::spawn(run_pool(
                 job.clone(),
                 self.appendable.clone(),
+                self.metrics.clone(),
                 config_dir.clone(),
                 self.status.clone(),
                 cancel.clone(),
@@ -213,6 +217,7 @@ struct PoolLoop {
 async fn run_pool(
     job: Job,
     appendable: Arc<dyn Appendable>,
+    metrics: ScrapeMetrics,
     config_dir: PathBuf,
     status: Arc<RwLock<BTreeMap<String, PoolStatus>>>,
     cancel: CancellationToken,
@@ -242,8 +247,16 @@ async fn run_pool(
     loop {
         let (groups, errors) = discover(&job, &config_dir).await;
         if last_groups.as_ref() != Some(&groups) {
-            let pool = sync_targets(&job, client.as_ref(), &groups, &mut loops, &appendable).await;
-            let mut st = pool;
+            let mut st = sync_targets(
+                &job,
+                client.as_ref(),
+                &groups,
+                &mut loops,
+                &appendable,
+                &metrics,
+            )
+            .await;
+            metrics.set_targets(&name, st.active.len(), st.dropped.len());
             st.errors.extend(errors);
             status.write().insert(name.clone(), st);
             last_groups = Some(groups);
@@ -318,6 +331,7 @@ async fn sync_targets(
     groups: &[TargetGroup],
     loops: &mut HashMap<u64, PoolLoop>,
     appendable: &Arc<dyn Appendable>,
+    metrics: &ScrapeMetrics,
 ) -> PoolStatus {
     let mut status = PoolStatus::default();
     let mut wanted: HashMap<u64, (LoopSpec, ActiveTarget)> = HashMap::new();
@@ -343,6 +357,8 @@ async fn sync_targets(
                 metric_relabel: Arc::new(Vec::new()),
                 limits: Limits::default(),
                 hash: key,
+                job: local.job_name.clone(),
+                metrics: metrics.clone(),
             };
             wanted.insert(
                 key,
@@ -404,6 +420,8 @@ async fn sync_targets(
                         metric_relabel: metric_relabel.clone(),
                         limits,
                         hash: key,
+                        job: cfg.job_name.clone(),
+                        metrics: metrics.clone(),
                     };
                     let active = active_target(
                         &cfg.job_name,
@@ -417,6 +435,32 @@ async fn sync_targets(
                 }
             }
         }
+    }
+    // Over the job's target_limit, as Prometheus: no target of the pool is scraped,
+    // and each shows why.
+    let target_limit = match job {
+        Job::Config(cfg) => cfg.target_limit.unwrap_or(0),
+        Job::Local(_) => 0,
+    };
+    if target_limit > 0 && wanted.len() as u64 > target_limit {
+        for (_, l) in loops.drain() {
+            l.handle.stop(true).await;
+        }
+        let error = format!(
+            "target_limit exceeded (number of targets: {}, limit: {target_limit})",
+            wanted.len()
+        );
+        for (_, (_, active)) in wanted {
+            *active.health.lock() = TargetHealth {
+                health: crate::scrape::scrape_loop::Health::Down,
+                last_error: error.clone(),
+                ..TargetHealth::default()
+            };
+            status.active.push(active);
+        }
+        status.active.sort_by(|a, b| a.labels.cmp(&b.labels));
+        status.errors.push(error);
+        return status;
     }
     // Targets that went away: their series go stale.
     let gone: Vec<u64> = loops

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod manager;
+pub mod metrics;
 pub mod relabel;
 pub mod scrape_loop;
 pub mod target;

@@ -16,6 +16,7 @@ use crate::scrape::append::{
     append_report_stale,
 };
 use crate::scrape::client::Fetcher;
+use crate::scrape::metrics::ScrapeMetrics;
 use crate::scrape::relabel::RelabelConfig;
 use crate::storage::Appendable;
 
@@ -32,6 +33,8 @@ pub struct LoopSpec {
     pub limits: Limits,
     /// Spreads targets over the interval.
     pub hash: u64,
+    pub job: String,
+    pub metrics: ScrapeMetrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,12 +184,17 @@ async fn run(
                 return;
             }
         };
+        spec.metrics.scraped(
+            &spec.job,
+            outcome.is_ok(),
+            outcome.as_ref().map_or(0, |c| c.post_relabel),
+        );
         {
             let mut h = health.lock();
             h.last_scrape = Some(started_at);
             h.last_scrape_duration = fetch_time;
             match &outcome {
-                Ok(()) => {
+                Ok(_) => {
                     h.health = Health::Up;
                     h.last_error.clear();
                 }
@@ -227,7 +235,7 @@ fn append_scrape(
     fetched: Result<(Vec<u8>, crate::exposition::format::Format), String>,
     t_ms: i64,
     fetch_time: Duration,
-) -> Result<(), String> {
+) -> Result<ScrapeCounts, String> {
     let ctx = AppendContext {
         target_labels: &spec.public_labels,
         honor_labels: spec.honor_labels,
@@ -268,7 +276,7 @@ fn append_scrape(
         tracing::warn!(error = %e, "scrape commit failed");
         return Err(format!("commit: {e}"));
     }
-    outcome.map(|_| ())
+    outcome
 }
 
 #[cfg(test)]

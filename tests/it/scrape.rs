@@ -117,7 +117,8 @@ fn targets_are_scraped_relabeled_reported_and_reloaded() {
              scrape_configs:\n\
              - job_name: demo\n  static_configs:\n  - targets: ['127.0.0.1:{}']\n    labels: {{env: test}}\n\
              \x20 metric_relabel_configs:\n  - source_labels: [__name__]\n    regex: drop_me\n    action: drop\n\
-             - job_name: down\n  static_configs:\n  - targets: ['127.0.0.1:{dead}']\n",
+             - job_name: down\n  static_configs:\n  - targets: ['127.0.0.1:{dead}']\n\
+             - job_name: limited\n  target_limit: 1\n  static_configs:\n  - targets: ['127.0.0.1:{dead}', 'localhost:{dead}']\n",
             exporter.port
         ),
     );
@@ -147,6 +148,26 @@ fn targets_are_scraped_relabeled_reported_and_reloaded() {
         down["lastError"].as_str().unwrap().contains("connect"),
         "{down}"
     );
+    // Over its target_limit a job scrapes nothing, and says why on every target.
+    let limited = targets(&odin, "limited");
+    assert_eq!(limited.len(), 2);
+    for t in &limited {
+        assert!(
+            t["lastError"]
+                .as_str()
+                .unwrap()
+                .starts_with("target_limit exceeded (number of targets: 2, limit: 1)"),
+            "{t}"
+        );
+    }
+    assert!(query(&odin, "up{job=\"limited\"}").is_empty());
+    // The scrape manager's own metrics.
+    let (_, metrics) = odin.get("/metrics");
+    assert!(
+        metrics.contains("odin_scrape_targets{job=\"limited\",state=\"active\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("odin_scrape_scrapes_total{job=\"demo\",result=\"success\"}"));
     let demo = &targets(&odin, "demo")[0];
     assert_eq!(demo["labels"]["env"], "test");
     assert_eq!(demo["scrapeInterval"], "200ms");

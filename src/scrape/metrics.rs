@@ -1,0 +1,59 @@
+//! The scrape manager's own metrics (`odin_scrape_*` on `/metrics`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Clone, Default)]
+pub struct ScrapeMetrics {
+    /// Scrapes by job and result (`success`, `failure`).
+    scrapes: Family<Labels, Counter>,
+    /// Samples appended from scrapes (after metric relabeling), by job.
+    samples: Family<Labels, Counter>,
+    /// Targets by job and state (`active`, `dropped`).
+    targets: Family<Labels, Gauge>,
+}
+
+impl ScrapeMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("odin_scrape");
+        r.register("scrapes", "Scrapes by job and result", m.scrapes.clone());
+        r.register(
+            "samples_appended",
+            "Samples appended from scrapes, after metric relabeling",
+            m.samples.clone(),
+        );
+        r.register("targets", "Targets by job and state", m.targets.clone());
+        m
+    }
+
+    pub fn scraped(&self, job: &str, ok: bool, samples: u64) {
+        let result = if ok { "success" } else { "failure" };
+        self.scrapes
+            .get_or_create(&vec![
+                ("job".into(), job.into()),
+                ("result".into(), result.into()),
+            ])
+            .inc();
+        if samples > 0 {
+            self.samples
+                .get_or_create(&vec![("job".into(), job.into())])
+                .inc_by(samples);
+        }
+    }
+
+    pub fn set_targets(&self, job: &str, active: usize, dropped: usize) {
+        for (state, n) in [("active", active), ("dropped", dropped)] {
+            self.targets
+                .get_or_create(&vec![
+                    ("job".into(), job.into()),
+                    ("state".into(), state.into()),
+                ])
+                .set(n as i64);
+        }
+    }
+}
