@@ -2,7 +2,7 @@
 //! `/series`, `/labels`, `/label/<name>/values`, `/metadata`, `/query_exemplars` and
 //! `/federate` — GET and form POST alike, answers shaped exactly as Prometheus's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -488,6 +488,7 @@ fn json_response(v: &Value) -> Response {
         }
         Value::Matrix(series) => {
             out.push('[');
+            let mut stamps = StampCache::default();
             for (i, s) in series.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -499,7 +500,11 @@ fn json_response(v: &Value) -> Response {
                     if j > 0 {
                         out.push(',');
                     }
-                    write_point(&mut out, p.t, p.v);
+                    out.push('[');
+                    stamps.write(&mut out, p.t);
+                    out.push_str(",\"");
+                    write_float(&mut out, p.v);
+                    out.push_str("\"]");
                 }
                 out.push_str("]}");
             }
@@ -508,6 +513,38 @@ fn json_response(v: &Value) -> Response {
     }
     out.push_str("}}");
     raw_json(out)
+}
+
+/// Timestamps already written in this response. The series of a range query share
+/// their step times, so each is formatted once rather than once per series; raw
+/// sample times (a range vector's) mostly differ, and the cache stops growing at a
+/// bound.
+#[derive(Default)]
+struct StampCache {
+    text: String,
+    at: HashMap<i64, (u32, u8)>,
+}
+
+impl StampCache {
+    const MAX_ENTRIES: usize = 16_384;
+
+    fn write(&mut self, out: &mut String, t: i64) {
+        if let Some(&(start, len)) = self.at.get(&t) {
+            let start = start as usize;
+            if let Some(s) = self.text.get(start..start + usize::from(len)) {
+                out.push_str(s);
+                return;
+            }
+        }
+        let before = out.len();
+        write_timestamp(out, t);
+        if self.at.len() < Self::MAX_ENTRIES {
+            if let (Some(s), Ok(start)) = (out.get(before..), u32::try_from(self.text.len())) {
+                self.at.insert(t, (start, s.len() as u8));
+                self.text.push_str(s);
+            }
+        }
+    }
 }
 
 /// `[<seconds>,"<value>"]`.
@@ -563,7 +600,7 @@ fn write_float(out: &mut String, v: f64) {
         }
         write_u64(out, v.abs() as u64);
     } else {
-        out.push_str(&format_float(v));
+        crate::promql::value::write_float(out, v);
     }
 }
 

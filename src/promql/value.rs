@@ -50,6 +50,26 @@ pub fn format_float(v: f64) -> String {
     }
 }
 
+/// [`format_float`] appended to `out`, without an intermediate string in the common
+/// case (plain notation): what the query API writes for every point.
+pub fn write_float(out: &mut String, v: f64) {
+    use std::fmt::Write as _;
+    let a = v.abs();
+    if !v.is_finite() || (a != 0.0 && !(1e-6..1e21).contains(&a)) {
+        out.push_str(&format_float(v));
+        return;
+    }
+    let start = out.len();
+    let _ = write!(out, "{v}");
+    let written = out.get(start..).unwrap_or("");
+    let frac_digits = written.find('.').map_or(0, |dot| written.len() - dot - 1);
+    // Go's ties-to-even, as in `format_plain`.
+    if frac_digits > 0 && exact_fraction_digits(v) == frac_digits + 1 {
+        out.truncate(start);
+        let _ = write!(out, "{v:.frac_digits$}");
+    }
+}
+
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)` (`count_values` labels use this form):
 /// the shortest decimal that reads back as the same float, never with an exponent.
 pub fn format_plain(v: f64) -> String {
@@ -132,6 +152,9 @@ mod tests {
             (f64::NEG_INFINITY, "-Inf"),
         ] {
             assert_eq!(format_float(v), want, "{v:e}");
+            let mut out = String::from("x");
+            write_float(&mut out, v);
+            assert_eq!(out, format!("x{want}"), "{v:e}");
         }
         assert_eq!(format_plain(1e-9), "0.000000001");
     }
