@@ -16,36 +16,64 @@ use crate::common::{BIN, Odin, poll_until};
 struct Exporter {
     port: u16,
     body: Arc<Mutex<String>>,
+    /// Whether a response went out gzip-compressed.
+    gzipped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Exporter {
     fn start(body: &str) -> Exporter {
+        Self::start_with(body, "text/plain; version=0.0.4", false)
+    }
+
+    /// An exporter answering with `content_type`, gzip-compressed when `gzip` and the
+    /// scraper accepts it.
+    fn start_with(body: &str, content_type: &'static str, gzip: bool) -> Exporter {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let body = Arc::new(Mutex::new(body.to_string()));
         let served = body.clone();
+        let gzipped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gzipped_flag = gzipped.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 // Read the request head; scrapes are GETs without a body.
                 let mut line = String::new();
+                let mut accepts_gzip = false;
                 while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                     if line == "\r\n" {
                         break;
                     }
+                    let lower = line.to_ascii_lowercase();
+                    if lower.starts_with("accept-encoding:") && lower.contains("gzip") {
+                        accepts_gzip = true;
+                    }
                     line.clear();
                 }
                 let text = served.lock().unwrap().clone();
+                let (body, encoding) = if gzip && accepts_gzip {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    enc.write_all(text.as_bytes()).unwrap();
+                    gzipped_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    (enc.finish().unwrap(), "Content-Encoding: gzip\r\n")
+                } else {
+                    (text.into_bytes(), "")
+                };
                 let _ = write!(
                     conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-                    text.len(),
-                    text
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n{encoding}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
                 );
+                let _ = conn.write_all(&body);
             }
         });
-        Exporter { port, body }
+        Exporter {
+            port,
+            body,
+            gzipped,
+        }
     }
 
     fn set(&self, body: &str) {
@@ -338,4 +366,62 @@ fn check_config_names_what_odin_does_not_support() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("kubernetes_sd_configs"), "{text}");
+}
+
+#[test]
+fn openmetrics_gzip_and_parse_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let om = Exporter::start_with(
+        "# TYPE om_requests counter\n# HELP om_requests Requests served.\n\
+         om_requests_total{path=\"/\"} 5\nom_requests_created{path=\"/\"} 1.7e9\n\
+         # TYPE om_temperature_celsius gauge\n# UNIT om_temperature_celsius celsius\nom_temperature_celsius 21.5\n# EOF\n",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        true,
+    );
+    let broken = Exporter::start("ok 1\nbad{x=\"1\" 2\n");
+    let cfg = dir.path().join("odin.yml");
+    write_config(
+        &cfg,
+        &format!(
+            "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n\
+             scrape_configs:\n\
+             - job_name: om\n  static_configs:\n  - targets: ['127.0.0.1:{}']\n\
+             - job_name: broken\n  static_configs:\n  - targets: ['127.0.0.1:{}']\n",
+            om.port, broken.port
+        ),
+    );
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[&format!("--config.file={}", cfg.display())],
+    );
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            let om = targets(&odin, "om");
+            let broken = targets(&odin, "broken");
+            om.len() == 1
+                && om[0]["health"] == "up"
+                && broken.len() == 1
+                && broken[0]["health"] == "down"
+        }),
+        "{}",
+        odin.get("/api/v1/targets").1
+    );
+    // OpenMetrics, gzip-compressed: samples, and metadata with the unit.
+    assert!(om.gzipped.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(value(&query(&odin, "om_requests_total")[0]), 5.0);
+    assert_eq!(value(&query(&odin, "om_temperature_celsius")[0]), 21.5);
+    let md = json(&odin, "/api/v1/metadata?metric=om_temperature_celsius");
+    assert_eq!(
+        md["data"]["om_temperature_celsius"][0],
+        serde_json::json!({"type": "gauge", "help": "", "unit": "celsius"})
+    );
+    // A body that does not parse: the target is down, the error names the line, and
+    // nothing of that scrape is stored.
+    let err = targets(&odin, "broken")[0]["lastError"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(query(&odin, "ok").is_empty());
+    assert_eq!(value(&query(&odin, "up{job=\"broken\"}")[0]), 0.0);
 }
