@@ -37,6 +37,8 @@ pub struct Backends {
     pub appendable: Arc<dyn Appendable>,
     pub queryable: Arc<dyn Queryable>,
     pub admin: Arc<dyn StorageAdmin>,
+    /// Chunk-level reads (remote read's streamed answers).
+    pub chunks: Arc<dyn crate::storage::ChunkQueryable>,
     /// The scrape manager, for `/api/v1/targets` and metadata; `None` in tests that
     /// run the API without scraping.
     pub scrape: Option<Arc<crate::scrape::ScrapeManager>>,
@@ -48,6 +50,8 @@ pub struct ApiOptions {
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
     pub write_limits: WriteLimits,
+    /// `global.external_labels`: added to what remote read returns.
+    pub external_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -92,6 +96,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/write",
             post(remote::write).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/api/v1/read",
+            post(remote::read).layer(DefaultBodyLimit::max(limit)),
         )
         .merge(admin::routes())
         .merge(query::routes())

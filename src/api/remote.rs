@@ -87,3 +87,77 @@ fn text(code: StatusCode, msg: String) -> Response {
     )
         .into_response()
 }
+
+/// Remote reads served at once (Prometheus's `--storage.remote.read-concurrent-limit`).
+const READ_CONCURRENCY: usize = 10;
+
+static READ_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_CONCURRENCY);
+
+/// `POST /api/v1/read`: remote read, sampled or streamed (see `crate::remote::read`).
+pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
+    use crate::remote::read::{
+        ReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE, decode_read_request,
+        sampled_response, stream_chunks,
+    };
+    let (queryable, chunks) = match s.backends() {
+        Ok(b) => (b.queryable.clone(), b.chunks.clone()),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
+    };
+    let Ok(permit) = READ_PERMITS.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
+    let external = s.options.external_labels.clone();
+    let read = match decode_read_request(&body, &external) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let error = |e: ReadError| match e {
+        ReadError::BadRequest(m) => text(StatusCode::BAD_REQUEST, m),
+        ReadError::Internal(m) => text(StatusCode::INTERNAL_SERVER_ERROR, m),
+    };
+    if !read.streamed {
+        let answer = tokio::task::spawn_blocking(move || {
+            sampled_response(queryable.as_ref(), &read.queries, &external)
+        })
+        .await;
+        drop(permit);
+        return match answer {
+            Ok(Ok(body)) => (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, SAMPLES_CONTENT_TYPE),
+                    (header::CONTENT_ENCODING, "snappy"),
+                ],
+                body,
+            )
+                .into_response(),
+            Ok(Err(e)) => error(e),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("read task failed: {e}"),
+            ),
+        };
+    }
+    // Frames go out as they are produced; a slow client slows the producer (the
+    // channel is small), and a client that goes away stops it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut emit = |frame: Vec<u8>| tx.blocking_send(Ok(Bytes::from(frame))).is_ok();
+        if let Err(e) = stream_chunks(chunks.as_ref(), &read.queries, &external, &mut emit) {
+            // Headers are gone already: end the body with an error, as Prometheus
+            // does by closing the stream.
+            tracing::warn!(error = %e, "remote read stream failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, STREAMED_CONTENT_TYPE)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -69,6 +69,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             enable_admin_api: opts.enable_admin_api,
             enable_lifecycle: opts.enable_lifecycle,
             write_limits,
+            external_labels: opts.config.global.external_labels.clone(),
         },
         http_metrics,
         shutdown: shutdown.clone(),
@@ -125,6 +126,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         appendable: Arc::new(db.clone()),
         queryable: Arc::new(db.clone()),
         admin: Arc::new(db.clone()),
+        chunks: Arc::new(db.clone()),
         scrape: Some(manager.clone()),
     });
     let reloader = tokio::spawn(reload_loop(

@@ -1,8 +1,9 @@
-//! Prometheus remote protocols: the remote-write 1.0 receiver (protobuf + snappy).
-//! It writes only through the `storage` seam.
+//! Prometheus remote protocols: the remote-write 1.0 receiver (protobuf + snappy) and
+//! remote read (sampled and streamed XOR chunks). They use only the `storage` seams.
 
 pub mod decode;
 pub mod prompb;
+pub mod read;
 mod write;
 
 pub use write::{

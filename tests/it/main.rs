@@ -12,5 +12,6 @@ mod lifecycle;
 mod node_exporter;
 mod prometheus_compat;
 mod promql_diff;
+mod remote_read;
 mod remote_write;
 mod scrape;
