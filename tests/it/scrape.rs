@@ -307,6 +307,30 @@ fn targets_are_scraped_relabeled_reported_and_reloaded() {
     )
     .is_empty()));
     assert!(query(&odin, "up{job=\"files\"}").is_empty());
+
+    // SIGHUP reloads too; a target dropped by relabeling is listed as dropped.
+    write_config(
+        &cfg,
+        &format!(
+            "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n\
+             scrape_configs:\n- job_name: hup\n  static_configs:\n  - targets: ['127.0.0.1:{}', 'skip.invalid:1']\n\
+             \x20 relabel_configs:\n  - source_labels: [__address__]\n    regex: 'skip.*'\n    action: drop\n",
+            exporter.port
+        ),
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(odin.pid(), libc::SIGHUP) }, 0);
+    assert!(poll_until(Duration::from_secs(10), || targets(
+        &odin, "hup"
+    )
+    .len()
+        == 1));
+    let dropped = json(&odin, "/api/v1/targets?state=dropped");
+    assert!(dropped["data"].get("activeTargets").is_none());
+    assert_eq!(
+        dropped["data"]["droppedTargets"][0]["discoveredLabels"]["__address__"],
+        "skip.invalid:1"
+    );
 }
 
 #[test]
