@@ -255,7 +255,7 @@ fn over_matrix(
         Expr::MatrixSelector(ms) => {
             let r = ev.at_ms(&ms.vs.at).unwrap_or(ts) - offset_ms(&ms.vs.offset);
             let start = r - ms.range.as_millis() as i64;
-            ev.for_each_window(&ms.vs, start, r, |labels, pts| emit(labels, pts, start, r));
+            ev.for_each_window(&ms.vs, start, r, |labels, pts| emit(labels, pts, start, r))?;
         }
         other => match ev.eval(other, ts)? {
             StepVal::Matrix { series, start, end } => {

@@ -15,10 +15,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 
+use super::selected::{SampleBudget, SelectedSeries, seek};
 use super::value::{Element, SeriesPoints, Value};
 use super::{CancelFlag, EngineOptions, QueryError, Span};
 use crate::model::{Labels, MatchType, Matcher, MatcherError, Sample, is_stale_nan};
-use crate::storage::{Queryable, SelectHints, Series};
+use crate::storage::{Queryable, SelectHints};
 
 /// What one node evaluates to at one step.
 #[derive(Debug, Clone)]
@@ -60,10 +61,10 @@ pub(super) fn run(
         opts,
         span,
         data: HashMap::new(),
+        budget: SampleBudget::new(opts.max_samples),
         cancel,
         deadline,
         without_name: RefCell::new(HashMap::new()),
-        cursors: RefCell::new(HashMap::new()),
         memo: RefCell::new(Memo::default()),
     };
     ev.load(storage, expr)?;
@@ -142,13 +143,11 @@ pub(super) struct Evaluator<'a> {
     pub(super) opts: &'a EngineOptions,
     pub(super) span: Span,
     /// Series of each selector, by the selector node's address.
-    data: HashMap<usize, Vec<Series>>,
+    data: HashMap<usize, RefCell<Vec<SelectedSeries>>>,
+    /// Decoded samples held, against `--query.max-samples`.
+    budget: SampleBudget,
     cancel: &'a CancelFlag,
     deadline: Instant,
-    /// Per selector and series, where the last window started and ended: steps move
-    /// forward a few samples at a time, so the next window is found by walking on
-    /// from there instead of by two binary searches that miss the cache.
-    cursors: RefCell<HashMap<usize, Vec<(usize, usize)>>>,
     /// Label sets without `__name__`, by the identity of the set they came from (kept
     /// alive here, so that the identity is not reused): functions and operators drop
     /// the name of the same selector series at every step.
@@ -178,6 +177,8 @@ struct Need<'e> {
     start: i64,
     end: i64,
     steps: Option<(i64, i64, i64)>,
+    /// Evaluated at forward-moving times only (not inside a subquery).
+    streamable: bool,
 }
 
 /// The samples an instant selector picks at reference times `first, first + step, …,
@@ -256,34 +257,58 @@ impl Evaluator<'_> {
             return Ok(());
         };
         let querier = storage.querier(lo, hi)?;
-        // The loaded samples are what the query holds in memory: they count against
-        // the same limit as Prometheus's in-flight samples.
-        let mut loaded = 0usize;
+        let chunks = match storage.as_chunk_queryable() {
+            Some(cq) if needs.iter().any(|n| n.streamable) => Some(cq.chunk_querier(lo, hi)?),
+            _ => None,
+        };
         for need in needs {
             self.check("query preparation")?;
             let matchers =
                 selector_matchers(need.vs).map_err(|e| QueryError::BadData(e.to_string()))?;
-            let hints = SelectHints {
-                start_ms: need.start,
-                end_ms: need.end,
-                series_only: false,
-            };
+            let range = (need.start, need.end);
             let mut series = Vec::new();
-            for s in querier.select(&hints, &matchers)? {
-                let mut s = s?;
-                s.samples.retain(|x| x.t >= need.start && x.t <= need.end);
-                if let Some(steps) = need.steps {
-                    s.samples = picked_at_steps(&s.samples, steps);
-                }
-                if !s.samples.is_empty() {
-                    loaded += s.samples.len();
-                    if loaded > self.opts.max_samples {
-                        return Err(QueryError::too_many_samples());
+            match &chunks {
+                // Streamed: chunks stay encoded until the steps reach them.
+                Some(cq) if need.streamable => {
+                    for s in cq.select_chunks(&matchers)? {
+                        let s = s?;
+                        let mut cs = s.chunks;
+                        cs.retain(|c| c.max_t >= need.start && c.min_t <= need.end);
+                        if cs.is_empty() {
+                            continue;
+                        }
+                        if super::selected::streamable(&cs) {
+                            series.push(SelectedSeries::streamed(s.labels, cs, range));
+                        } else {
+                            let samples = super::selected::merge_chunks(&cs, range);
+                            series.push(SelectedSeries::decoded(s.labels, samples, &self.budget)?);
+                        }
                     }
-                    series.push(s);
+                }
+                // Decoded once and kept: the selector is read at times that go back.
+                _ => {
+                    let hints = SelectHints {
+                        start_ms: need.start,
+                        end_ms: need.end,
+                        series_only: false,
+                    };
+                    for s in querier.select(&hints, &matchers)? {
+                        let mut s = s?;
+                        s.samples.retain(|x| x.t >= need.start && x.t <= need.end);
+                        if let Some(steps) = need.steps {
+                            s.samples = picked_at_steps(&s.samples, steps);
+                        }
+                        if !s.samples.is_empty() {
+                            series.push(SelectedSeries::decoded(
+                                s.labels,
+                                s.samples,
+                                &self.budget,
+                            )?);
+                        }
+                    }
                 }
             }
-            self.data.insert(node_key(need.vs), series);
+            self.data.insert(node_key(need.vs), RefCell::new(series));
         }
         Ok(())
     }
@@ -316,6 +341,7 @@ impl Evaluator<'_> {
                     start: a - self.opts.lookback_delta_ms,
                     end: b,
                     steps,
+                    streamable: !in_subquery,
                 });
             }
             Expr::MatrixSelector(ms) => {
@@ -325,6 +351,7 @@ impl Evaluator<'_> {
                     start: a - ms.range.as_millis() as i64,
                     end: b,
                     steps: None,
+                    streamable: !in_subquery,
                 });
             }
             Expr::Subquery(sq) => {
@@ -430,7 +457,7 @@ impl Evaluator<'_> {
                     other.kind()
                 ))),
             },
-            Expr::VectorSelector(vs) => Ok(StepVal::Vector(self.select_vector(vs, ts))),
+            Expr::VectorSelector(vs) => Ok(StepVal::Vector(self.select_vector(vs, ts)?)),
             Expr::MatrixSelector(ms) => {
                 let r = self.at_ms(&ms.vs.at).unwrap_or(ts) - offset_ms(&ms.vs.offset);
                 let start = r - ms.range.as_millis() as i64;
@@ -442,7 +469,7 @@ impl Evaluator<'_> {
                         labels: labels.clone(),
                         points: points.to_vec(),
                     });
-                });
+                })?;
                 if count > self.opts.max_samples {
                     return Err(QueryError::too_many_samples());
                 }
@@ -483,29 +510,27 @@ impl Evaluator<'_> {
     }
 
     /// The instant selector at `ts`: each series' newest sample in the lookback window.
-    fn select_vector(&self, vs: &VectorSelector, ts: i64) -> Vec<Element> {
+    fn select_vector(&self, vs: &VectorSelector, ts: i64) -> Result<Vec<Element>, QueryError> {
         let r = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
         let from = r - self.opts.lookback_delta_ms;
         let Some(series) = self.data.get(&node_key(vs)) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let mut cursors = self.cursors.borrow_mut();
-        let cursors = cursors
-            .entry(node_key(vs))
-            .or_insert_with(|| vec![(0, 0); series.len()]);
-        series
-            .iter()
-            .zip(cursors.iter_mut())
-            .filter_map(|(s, c)| {
-                c.1 = seek(&s.samples, c.1, |x| x.t <= r);
-                let x = s.samples.get(c.1.checked_sub(1)?)?;
-                (x.t >= from && !is_stale_nan(x.v)).then(|| Element {
+        let mut series = series.borrow_mut();
+        let mut out = Vec::new();
+        for s in series.iter_mut() {
+            let window = s.samples.window(from, r, &self.budget)?;
+            if let Some(x) = window.last()
+                && !is_stale_nan(x.v)
+            {
+                out.push(Element {
                     labels: s.labels.clone(),
                     t: x.t,
                     v: x.v,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Calls `f` with each series of the selector that has samples in `[start, end]`,
@@ -516,21 +541,17 @@ impl Evaluator<'_> {
         start: i64,
         end: i64,
         mut f: impl FnMut(&Labels, &[Sample]),
-    ) {
+    ) -> Result<(), QueryError> {
         let Some(series) = self.data.get(&node_key(vs)) else {
-            return;
+            return Ok(());
         };
+        let mut series = series.borrow_mut();
         let mut scratch: Vec<Sample> = Vec::new();
-        let mut cursors = self.cursors.borrow_mut();
-        let cursors = cursors
-            .entry(node_key(vs))
-            .or_insert_with(|| vec![(0, 0); series.len()]);
-        for (s, c) in series.iter().zip(cursors.iter_mut()) {
-            c.0 = seek(&s.samples, c.0, |x| x.t < start);
-            c.1 = seek(&s.samples, c.1.max(c.0), |x| x.t <= end);
-            let Some(window) = s.samples.get(c.0..c.1).filter(|w| !w.is_empty()) else {
+        for s in series.iter_mut() {
+            let window = s.samples.window(start, end, &self.budget)?;
+            if window.is_empty() {
                 continue;
-            };
+            }
             if window.iter().any(|x| is_stale_nan(x.v)) {
                 scratch.clear();
                 scratch.extend(window.iter().filter(|x| !is_stale_nan(x.v)));
@@ -541,6 +562,7 @@ impl Evaluator<'_> {
                 f(&s.labels, window);
             }
         }
+        Ok(())
     }
 
     /// `expr[range:step]` at `ts`: the inner expression at every multiple of the step
@@ -605,27 +627,6 @@ impl Evaluator<'_> {
             end: r,
         })
     }
-}
-
-/// `samples.partition_point(before)`, starting from `hint`, an earlier answer for a
-/// nearby bound: a short walk when the bound moved forward a little, a binary search
-/// otherwise.
-fn seek(samples: &[Sample], hint: usize, before: impl Fn(&Sample) -> bool) -> usize {
-    let hint = hint.min(samples.len());
-    if hint > 0 && samples.get(hint - 1).is_some_and(|x| !before(x)) {
-        // The bound moved backward (a subquery's inner steps restart): search below.
-        return samples
-            .get(..hint)
-            .map_or(0, |s| s.partition_point(&before));
-    }
-    let mut i = hint;
-    for _ in 0..8 {
-        match samples.get(i) {
-            Some(x) if before(x) => i += 1,
-            _ => return i,
-        }
-    }
-    i + samples.get(i..).map_or(0, |s| s.partition_point(&before))
 }
 
 /// The matchers of a selector, the metric name included.

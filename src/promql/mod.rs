@@ -16,6 +16,7 @@ mod binary;
 mod call;
 mod eval;
 pub mod functions;
+mod selected;
 pub mod testlang;
 pub mod value;
 

@@ -143,6 +143,13 @@ pub struct SelectHints {
 /// A read view over `[min_t, max_t]`.
 pub trait Queryable: Send + Sync {
     fn querier(&self, min_t: i64, max_t: i64) -> Result<Box<dyn Querier>>;
+
+    /// The same data at chunk level, when the backend keeps chunks: readers that walk
+    /// forward in time (the PromQL engine) then decode chunks as they reach them
+    /// instead of loading every sample first.
+    fn as_chunk_queryable(&self) -> Option<&dyn ChunkQueryable> {
+        None
+    }
 }
 
 /// One series with its samples in the querier's range, oldest first.

@@ -385,6 +385,10 @@ impl Queryable for Db {
     fn querier(&self, min_t: i64, max_t: i64) -> crate::storage::Result<Box<dyn Querier>> {
         Ok(Box::new(DbQuerier::new(&self.inner, min_t, max_t)))
     }
+
+    fn as_chunk_queryable(&self) -> Option<&dyn ChunkQueryable> {
+        Some(self)
+    }
 }
 
 impl ChunkQueryable for Db {
