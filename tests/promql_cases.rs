@@ -80,7 +80,11 @@ impl ChunkQuerier for ChunkedQuerier {
 fn run_file(path: &Path, chunks: bool) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(path).unwrap();
     let file = testlang::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let engine = Engine::new(EngineOptions::default());
+    // Over chunks, every query streams (as a large one does over the TSDB).
+    let engine = Engine::new(EngineOptions {
+        stream_above_samples: if chunks { 0 } else { usize::MAX },
+        ..EngineOptions::default()
+    });
     let cancel = CancelFlag::default();
     let mut storage = Chunked {
         inner: MemoryStorage::new(),

@@ -257,60 +257,89 @@ impl Evaluator<'_> {
             return Ok(());
         };
         let querier = storage.querier(lo, hi)?;
-        let chunks = match storage.as_chunk_queryable() {
-            Some(cq) if needs.iter().any(|n| n.streamable) => Some(cq.chunk_querier(lo, hi)?),
-            _ => None,
+        let chunks = storage
+            .as_chunk_queryable()
+            .filter(|_| needs.iter().any(|n| n.streamable));
+        // Loading every selected sample first is the fastest way for the queries
+        // dashboards send; a query that would hold more than `stream_above_samples`
+        // starts again streaming, when the storage has chunks.
+        let stream_above = match chunks {
+            Some(_) => self.opts.stream_above_samples.min(self.opts.max_samples),
+            None => usize::MAX,
         };
-        for need in needs {
+        if self.load_decoded(querier.as_ref(), &needs, stream_above, false)? {
+            return Ok(());
+        }
+        let Some(cq) = chunks else {
+            return Ok(());
+        };
+        self.data.clear();
+        self.budget = SampleBudget::new(self.opts.max_samples);
+        let cq = cq.chunk_querier(lo, hi)?;
+        for need in needs.iter().filter(|n| n.streamable) {
             self.check("query preparation")?;
             let matchers =
                 selector_matchers(need.vs).map_err(|e| QueryError::BadData(e.to_string()))?;
-            let range = (need.start, need.end);
             let mut series = Vec::new();
-            match &chunks {
-                // Streamed: chunks stay encoded until the steps reach them.
-                Some(cq) if need.streamable => {
-                    for s in cq.select_chunks(&matchers)? {
-                        let s = s?;
-                        let mut cs = s.chunks;
-                        cs.retain(|c| c.max_t >= need.start && c.min_t <= need.end);
-                        if cs.is_empty() {
-                            continue;
-                        }
-                        if super::selected::streamable(&cs) {
-                            series.push(SelectedSeries::streamed(s.labels, cs, range));
-                        } else {
-                            let samples = super::selected::merge_chunks(&cs, range);
-                            series.push(SelectedSeries::decoded(s.labels, samples, &self.budget)?);
-                        }
-                    }
-                }
-                // Decoded once and kept: the selector is read at times that go back.
-                _ => {
-                    let hints = SelectHints {
-                        start_ms: need.start,
-                        end_ms: need.end,
-                        series_only: false,
-                    };
-                    for s in querier.select(&hints, &matchers)? {
-                        let mut s = s?;
-                        s.samples.retain(|x| x.t >= need.start && x.t <= need.end);
-                        if let Some(steps) = need.steps {
-                            s.samples = picked_at_steps(&s.samples, steps);
-                        }
-                        if !s.samples.is_empty() {
-                            series.push(SelectedSeries::decoded(
-                                s.labels,
-                                s.samples,
-                                &self.budget,
-                            )?);
-                        }
-                    }
+            for s in cq.select_chunks(&matchers)? {
+                let s = s?;
+                let mut cs = s.chunks;
+                cs.retain(|c| c.max_t >= need.start && c.min_t <= need.end);
+                if !cs.is_empty() {
+                    series.push(SelectedSeries::streamed(
+                        s.labels,
+                        cs,
+                        (need.start, need.end),
+                    ));
                 }
             }
             self.data.insert(node_key(need.vs), RefCell::new(series));
         }
+        // Selectors inside subqueries are read at times that go back: loaded.
+        self.load_decoded(querier.as_ref(), &needs, usize::MAX, true)?;
         Ok(())
+    }
+
+    /// Loads the samples of `needs` (only the non-streamable ones with
+    /// `only_unstreamable`). Returns false, having stopped, once more than
+    /// `give_up_above` samples would be held.
+    fn load_decoded(
+        &mut self,
+        querier: &dyn crate::storage::Querier,
+        needs: &[Need<'_>],
+        give_up_above: usize,
+        only_unstreamable: bool,
+    ) -> Result<bool, QueryError> {
+        for need in needs
+            .iter()
+            .filter(|n| !(only_unstreamable && n.streamable))
+        {
+            self.check("query preparation")?;
+            let matchers =
+                selector_matchers(need.vs).map_err(|e| QueryError::BadData(e.to_string()))?;
+            let hints = SelectHints {
+                start_ms: need.start,
+                end_ms: need.end,
+                series_only: false,
+            };
+            let mut series = Vec::new();
+            for s in querier.select(&hints, &matchers)? {
+                let mut s = s?;
+                s.samples.retain(|x| x.t >= need.start && x.t <= need.end);
+                if let Some(steps) = need.steps {
+                    s.samples = picked_at_steps(&s.samples, steps);
+                }
+                if s.samples.is_empty() {
+                    continue;
+                }
+                if self.budget.held() + s.samples.len() > give_up_above {
+                    return Ok(false);
+                }
+                series.push(SelectedSeries::decoded(s.labels, s.samples, &self.budget)?);
+            }
+            self.data.insert(node_key(need.vs), RefCell::new(series));
+        }
+        Ok(true)
     }
 
     /// Records, for every selector, the sample times it may read when `expr` is

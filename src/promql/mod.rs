@@ -41,6 +41,11 @@ pub struct EngineOptions {
     /// The step of a subquery without one (Prometheus uses the global
     /// `evaluation_interval`, 1m by default).
     pub default_subquery_step_ms: i64,
+    /// A query whose selected samples would pass this many is evaluated streaming
+    /// (chunks decoded as the steps reach them, samples behind dropped) instead of
+    /// with every sample loaded first: loading is faster for the queries dashboards
+    /// send, streaming bounds what a large query holds.
+    pub stream_above_samples: usize,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +55,8 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             lookback_delta_ms: 5 * 60 * 1000,
             default_subquery_step_ms: 60 * 1000,
+            // 20M samples: 320 MB decoded.
+            stream_above_samples: 20_000_000,
         }
     }
 }
@@ -536,5 +543,85 @@ mod tests {
             .range(&s, "m", 0, 1_500_000, 15_000, &CancelFlag::default())
             .unwrap_err();
         assert!(matches!(err, QueryError::Timeout(_)), "{err}");
+    }
+
+    #[test]
+    fn streaming_over_tsdb_blocks_and_head_equals_loading() {
+        use crate::storage::Appendable;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::tsdb::Db::open(
+            dir.path(),
+            crate::tsdb::DbOptions::default(),
+            crate::tsdb::TsdbMetrics::default(),
+        )
+        .unwrap();
+        let mut app = db.appender();
+        let sets: [(&str, &str, f64, f64); 4] = [
+            ("1", "production", 20.0, 30.0),
+            ("0", "production", 10.0, 30.0),
+            ("0", "canary", 30.0, 80.0),
+            ("1", "canary", 40.0, 40.0),
+        ];
+        for (inst, group, a, b) in sets {
+            let l = crate::model::Labels::from_pairs([
+                ("__name__", "http_requests"),
+                ("job", "api-server"),
+                ("instance", inst),
+                ("group", group),
+            ]);
+            for i in 0..=2000i64 {
+                let v = if i <= 1000 {
+                    a * i as f64
+                } else {
+                    a * 1000.0 + b * (i - 1000) as f64
+                };
+                app.append(&l, i * 10_000, v).unwrap();
+            }
+        }
+        app.commit().unwrap();
+        for _ in 0..3 {
+            db.compact().unwrap();
+        }
+        assert!(
+            !db.blocks().is_empty(),
+            "the data spans blocks and the head"
+        );
+        let c = CancelFlag::default();
+        let loaded = Engine::new(EngineOptions {
+            stream_above_samples: usize::MAX,
+            ..EngineOptions::default()
+        });
+        let streamed = Engine::new(EngineOptions {
+            stream_above_samples: 0,
+            ..EngineOptions::default()
+        });
+        struct Streaming<'a>(&'a crate::tsdb::Db);
+        impl crate::storage::Queryable for Streaming<'_> {
+            fn querier(
+                &self,
+                a: i64,
+                b: i64,
+            ) -> crate::storage::Result<Box<dyn crate::storage::Querier>> {
+                self.0.querier(a, b)
+            }
+            fn as_chunk_queryable(&self) -> Option<&dyn crate::storage::ChunkQueryable> {
+                Some(self.0)
+            }
+        }
+        for q in [
+            "rate(http_requests{group=~\"pro.*\"}[1m])",
+            "http_requests",
+            "rate(http_requests[5m])",
+        ] {
+            for t in [7_000_000i64, 8_000_000, 12_000_000] {
+                let a = loaded
+                    .range(&db, q, t - 600_000, t + 600_000, 60_000, &c)
+                    .unwrap();
+                let b = streamed
+                    .range(&Streaming(&db), q, t - 600_000, t + 600_000, 60_000, &c)
+                    .unwrap();
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{q} at {t}");
+            }
+        }
     }
 }

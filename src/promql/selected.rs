@@ -32,7 +32,9 @@ pub(super) struct SelectedSeries {
 pub(super) struct SampleStream {
     /// Decoded samples, oldest first; those before `lo` are behind every later window.
     samples: Vec<Sample>,
-    /// Chunks not decoded yet, oldest first, not overlapping.
+    /// Chunks not decoded yet, by their first sample's time. Neighbours may overlap
+    /// (a head chunk that crosses into the newest block's range, overlapping blocks):
+    /// an overlapping chunk is merged into what is decoded.
     pending: VecDeque<ChunkData>,
     /// The selection's range: decoded samples outside it are not kept.
     range: (i64, i64),
@@ -55,6 +57,10 @@ impl SampleBudget {
             held: Cell::new(0),
             limit,
         }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.get()
     }
 
     fn take(&self, n: usize) -> Result<(), QueryError> {
@@ -93,10 +99,9 @@ impl SelectedSeries {
         })
     }
 
-    /// A series read chunk by chunk as windows move forward. `chunks` must be sorted
-    /// and must not overlap; otherwise use [`SelectedSeries::decoded`] with the merged
-    /// samples ([`merge_chunks`]).
-    pub fn streamed(labels: Labels, chunks: Vec<ChunkData>, range: (i64, i64)) -> Self {
+    /// A series read chunk by chunk as windows move forward.
+    pub fn streamed(labels: Labels, mut chunks: Vec<ChunkData>, range: (i64, i64)) -> Self {
+        chunks.sort_by_key(|c| c.min_t);
         Self {
             labels,
             samples: SampleStream {
@@ -121,8 +126,9 @@ impl SampleStream {
         end: i64,
         budget: &SampleBudget,
     ) -> Result<&[Sample], QueryError> {
-        // Decode on until a sample beyond the window is in hand (or nothing is left).
-        while self.samples.last().is_none_or(|x| x.t <= end) {
+        // Every chunk that starts by the window's end is decoded: then the samples up
+        // to `end` are complete, whatever the overlaps.
+        while self.pending.front().is_some_and(|c| c.min_t <= end) {
             let Some(chunk) = self.pending.pop_front() else {
                 break;
             };
@@ -131,12 +137,21 @@ impl SampleStream {
             }
             let before = self.samples.len();
             let (lo, hi) = self.range;
-            self.samples.extend(
-                XorIterator::new(&chunk.bytes)
-                    .filter(|&(t, _)| t >= lo && t <= hi)
-                    .map(|(t, v)| Sample { t, v }),
-            );
-            budget.take(self.samples.len() - before)?;
+            let decoded = XorIterator::new(&chunk.bytes)
+                .filter(|&(t, _)| t >= lo && t <= hi)
+                .map(|(t, v)| Sample { t, v });
+            if self.samples.last().is_none_or(|x| x.t < chunk.min_t) {
+                self.samples.extend(decoded);
+            } else {
+                // Overlap: merge it with the decoded samples from the chunk's start
+                // on; of two samples at one time, the one decoded first stays (as the
+                // sample querier's merge keeps the first source's).
+                let from = self.samples.partition_point(|x| x.t < chunk.min_t);
+                let tail = self.samples.split_off(from);
+                let merged = merge_sorted(&tail, &decoded.collect::<Vec<_>>());
+                self.samples.extend(merged);
+            }
+            budget.take(self.samples.len().saturating_sub(before))?;
         }
         self.lo = seek(&self.samples, self.lo, |x| x.t < start);
         self.hi = seek(&self.samples, self.hi.max(self.lo), |x| x.t <= end);
@@ -150,26 +165,23 @@ impl SampleStream {
     }
 }
 
-/// All samples of possibly overlapping chunks in `[lo, hi]`, sorted, one per
-/// timestamp (the first chunk's, as the sample querier's merge keeps).
-pub(super) fn merge_chunks(chunks: &[ChunkData], (lo, hi): (i64, i64)) -> Vec<Sample> {
-    let mut out: Vec<Sample> = chunks
-        .iter()
-        .flat_map(|c| XorIterator::new(&c.bytes))
-        .filter(|&(t, _)| t >= lo && t <= hi)
-        .map(|(t, v)| Sample { t, v })
-        .collect();
-    out.sort_by_key(|x| x.t);
-    out.dedup_by_key(|x| x.t);
+/// Two sorted runs merged; at equal times `a`'s sample is kept.
+fn merge_sorted(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        if x.t <= y.t {
+            out.push(*x);
+            i += 1;
+            j += usize::from(x.t == y.t);
+        } else {
+            out.push(*y);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(a.get(i..).unwrap_or(&[]));
+    out.extend_from_slice(b.get(j..).unwrap_or(&[]));
     out
-}
-
-/// Whether chunks can be streamed: sorted by time and not overlapping.
-pub(super) fn streamable(chunks: &[ChunkData]) -> bool {
-    chunks.windows(2).all(|w| match w {
-        [a, b] => a.max_t < b.min_t,
-        _ => true,
-    })
 }
 
 /// `samples.partition_point(before)`, starting from `hint`, an earlier answer for a
@@ -260,14 +272,29 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_chunks_are_merged() {
-        let a: Vec<Sample> = (0..10).map(|i| Sample::new(i * 2, 1.0)).collect();
-        let b: Vec<Sample> = (0..10).map(|i| Sample::new(i * 3, 2.0)).collect();
+    fn overlapping_chunks_are_merged_as_windows_reach_them() {
+        // A block's chunks and a head chunk that overlaps the last of them, and an
+        // interleaving chunk from an overlapping block.
+        let a: Vec<Sample> = (0..300).map(|i| Sample::new(i * 10, 1.0)).collect();
+        let b: Vec<Sample> = (250..400).map(|i| Sample::new(i * 10, 2.0)).collect();
+        let c: Vec<Sample> = (0..100).map(|i| Sample::new(i * 10 + 5, 3.0)).collect();
         let mut cs = chunks(&a, 120);
         cs.extend(chunks(&b, 120));
-        assert!(!streamable(&cs));
-        let merged = merge_chunks(&cs, (0, 100));
-        assert!(merged.windows(2).all(|w| w[0].t < w[1].t));
-        assert_eq!(merged.first().map(|x| x.v), Some(1.0));
+        cs.extend(chunks(&c, 120));
+        let mut want: Vec<Sample> = a.clone();
+        want.extend(b.iter().filter(|x| x.t >= 3000));
+        want.extend(c.iter().copied());
+        want.sort_by_key(|x| x.t);
+        let budget = SampleBudget::new(usize::MAX);
+        let mut s = SelectedSeries::streamed(Labels::empty(), cs, (i64::MIN, i64::MAX));
+        for end in (0..4000).step_by(100) {
+            let got = s.samples.window(end - 500, end, &budget).unwrap().to_vec();
+            let expect: Vec<Sample> = want
+                .iter()
+                .copied()
+                .filter(|x| x.t >= end - 500 && x.t <= end)
+                .collect();
+            assert_eq!(got, expect, "window ending {end}");
+        }
     }
 }

@@ -386,9 +386,10 @@ impl Queryable for Db {
         Ok(Box::new(DbQuerier::new(&self.inner, min_t, max_t)))
     }
 
-    fn as_chunk_queryable(&self) -> Option<&dyn ChunkQueryable> {
-        Some(self)
-    }
+    // Not `as_chunk_queryable` yet: the engine's streaming over this database's
+    // chunks lost samples now and then while blocks were being cut (the conformance
+    // suite with every query streamed failed one eval in two of three runs), so
+    // queries load samples until that is found.
 }
 
 impl ChunkQueryable for Db {
