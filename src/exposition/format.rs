@@ -223,9 +223,12 @@ pub fn series_in_family(series: &str, family: &str, kind: MetricType) -> bool {
     suffix.is_empty() || allowed.contains(&suffix)
 }
 
-/// Parses a whole body into families: HELP, TYPE and UNIT lines open (or, for the same
-/// name, complete) a family, and each sample joins the current family when
-/// [`series_in_family`] says it belongs, else opens an untyped family of its own.
+/// Parses a whole body into families: HELP, TYPE and UNIT lines open a family, or
+/// complete the current one when it has the same name and no samples yet (metadata
+/// after samples starts a new family, so a later TYPE line cannot change which
+/// samples belong to the family they already joined), and each sample joins the
+/// current family when [`series_in_family`] says it belongs, else opens an untyped
+/// family of its own.
 /// Timestamps and comments are dropped. For tests, tools and small in-process pages;
 /// the scrape path pulls entries instead.
 pub fn parse_families(format: Format, body: &[u8]) -> Result<Vec<MetricFamily>, ParseError> {
@@ -238,7 +241,11 @@ pub fn parse_families(format: Format, body: &[u8]) -> Result<Vec<MetricFamily>, 
             }
             Entry::Comment(_) | Entry::Series(_) => None,
         };
-        let opens_family = meta_name.filter(|name| families.last().is_none_or(|f| f.name != *name));
+        let opens_family = meta_name.filter(|name| {
+            families
+                .last()
+                .is_none_or(|f| f.name != *name || !f.samples.is_empty())
+        });
         if let Some(name) = opens_family {
             families.push(MetricFamily::new(name, MetricType::Untyped, ""));
         }
@@ -396,6 +403,38 @@ h_sum -Inf\nh_count{} 3\n# EOF\n";
         ) {
             rewrite_is_stable(parts.concat().as_bytes())?;
         }
+    }
+
+    /// Failed the `text_parser` fuzz target's write-and-reparse check (spotted in
+    /// review, confirmed by running the target on it): a TYPE line after the
+    /// family's samples used to change the family's type in place, so `a_bucket`
+    /// stayed in a gauge family `a` that, written out and parsed again, it no longer
+    /// belonged to.
+    #[test]
+    fn fuzz_regression_metadata_after_samples_opens_a_new_family() {
+        let body = b"# TYPE a histogram\na_bucket 1\n# TYPE a gauge\n";
+        let families = parse_families(Format::Text, body).unwrap();
+        let shape: Vec<(&str, MetricType, usize)> = families
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind, f.samples.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [("a", MetricType::Histogram, 1), ("a", MetricType::Gauge, 0)]
+        );
+        rewrite_is_stable(body).unwrap();
+        // The same with HELP: it must not rewrite the help of the family before it.
+        let body = b"# TYPE a gauge\na 1\n# HELP a x\n# TYPE a gauge\n";
+        let families = parse_families(Format::Text, body).unwrap();
+        assert_eq!(families.len(), 2);
+        assert_eq!(
+            (families[0].help.as_str(), families[1].help.as_str()),
+            ("", "x")
+        );
+        rewrite_is_stable(body).unwrap();
+        // Metadata before any sample still completes the family it names.
+        let body = b"# HELP a x\n# TYPE a gauge\na 1\n";
+        assert_eq!(parse_families(Format::Text, body).unwrap().len(), 1);
     }
 
     #[test]
