@@ -12,7 +12,7 @@ use crate::exposition::family::MetricType;
 use crate::exposition::format::{Entry, Format, Parser};
 use crate::model::{Labels, stale_nan};
 use crate::scrape::relabel::{RelabelConfig, process_labels};
-use crate::storage::Appender;
+use crate::storage::{Appender, SeriesRef};
 
 /// The limits of one job; 0 means none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +46,8 @@ struct CacheEntry {
     /// The series' labels after merging and relabeling; `None` when relabeling
     /// dropped it.
     labels: Option<Labels>,
+    /// The storage's reference for the series, once it has one.
+    series: Option<SeriesRef>,
     /// The last successful scrape that exposed it.
     seen: u64,
     /// Exposed with its own timestamp: never marked stale (as Prometheus).
@@ -172,29 +174,40 @@ impl ScrapeCache {
             } else {
                 t_ms
             };
-            let labels = match self.entries.get_mut(self.key.as_str()) {
-                Some(e) => {
-                    e.seen = current;
-                    e.explicit_timestamp = explicit;
-                    e.labels.clone()
+            if let Some(e) = self.entries.get_mut(self.key.as_str()) {
+                e.seen = current;
+                e.explicit_timestamp = explicit;
+                let Some(labels) = &e.labels else {
+                    continue;
+                };
+                counts.post_relabel += 1;
+                if ctx.limits.sample_limit > 0 && counts.post_relabel > ctx.limits.sample_limit {
+                    return Err(AppendError::SampleLimit {
+                        limit: ctx.limits.sample_limit,
+                    });
                 }
-                None => {
-                    let labels = sample_labels(ctx, series.name, series.labels)?;
-                    if let Some(l) = &labels {
-                        check_limits(l, &ctx.limits)?;
-                        counts.added += 1;
-                    }
-                    self.entries.insert(
-                        self.key.clone(),
-                        CacheEntry {
-                            labels: labels.clone(),
-                            seen: current,
-                            explicit_timestamp: explicit,
-                        },
-                    );
-                    labels
-                }
-            };
+                e.series = app
+                    .append_ref(e.series.as_ref(), labels, t, series.value)
+                    .map_err(|err| AppendError::InvalidSeries {
+                        series: labels.to_string(),
+                        message: err.to_string(),
+                    })?;
+                continue;
+            }
+            let labels = sample_labels(ctx, series.name, series.labels)?;
+            if let Some(l) = &labels {
+                check_limits(l, &ctx.limits)?;
+                counts.added += 1;
+            }
+            self.entries.insert(
+                self.key.clone(),
+                CacheEntry {
+                    labels: labels.clone(),
+                    series: None,
+                    seen: current,
+                    explicit_timestamp: explicit,
+                },
+            );
             let Some(labels) = labels else {
                 continue;
             };
@@ -584,6 +597,48 @@ mod tests {
             matches!(&err, Err(AppendError::Parse(m)) if m.contains("line 1")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn later_scrapes_reach_the_tsdb_series_by_reference() {
+        use crate::storage::Queryable;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::tsdb::Db::open(
+            dir.path(),
+            crate::tsdb::DbOptions::default(),
+            crate::tsdb::TsdbMetrics::default(),
+        )
+        .unwrap();
+        let t = target();
+        let c = ctx(&t, &[]);
+        let mut cache = ScrapeCache::default();
+        for (i, ts) in [1000, 2000, 3000].into_iter().enumerate() {
+            let mut app = db.appender();
+            cache
+                .append_body(
+                    &c,
+                    Format::Text,
+                    format!("a {i}\n").as_bytes(),
+                    ts,
+                    app.as_mut(),
+                )
+                .unwrap();
+            app.commit().unwrap();
+        }
+        // The second scrape found the series by its labels and kept the reference;
+        // the third used it.
+        assert!(cache.entries.values().all(|e| e.series.is_some()));
+        let q = db.querier(0, 10_000).unwrap();
+        let got: Vec<(i64, f64)> = q
+            .select(
+                &Default::default(),
+                &[crate::model::Matcher::equal("__name__", "a")],
+            )
+            .unwrap()
+            .flat_map(|s| s.unwrap().samples)
+            .map(|x| (x.t, x.v))
+            .collect();
+        assert_eq!(got, [(1000, 0.0), (2000, 1.0), (3000, 2.0)]);
     }
 
     #[test]

@@ -123,6 +123,21 @@ pub trait Appender: Send {
         Ok(())
     }
 
+    /// As [`Appender::append`], with the reference this backend returned for these
+    /// labels before (Prometheus's `Append(ref, …)`): a scraper keeps it per exposed
+    /// series, so the backend finds the series without hashing and comparing labels.
+    /// Returns the reference to keep, `None` when the backend has none (yet).
+    fn append_ref(
+        &mut self,
+        _series: Option<&SeriesRef>,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> std::result::Result<Option<SeriesRef>, AppendError> {
+        self.append(labels, t, v)?;
+        Ok(None)
+    }
+
     /// Makes the batch durable, then visible. Blocks the calling thread until the
     /// batch is on disk (call it from a blocking context, not from an async task).
     fn commit(self: Box<Self>) -> Result<AppendSummary>;
@@ -130,6 +145,11 @@ pub trait Appender: Send {
     /// Drops the batch.
     fn rollback(self: Box<Self>);
 }
+
+/// A backend's handle on a stored series, handed out by [`Appender::append_ref`] and
+/// only meaningful to the backend that made it.
+#[derive(Clone)]
+pub struct SeriesRef(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
 
 /// Optional hints for a select, as Prometheus's `SelectHints`.
 #[derive(Debug, Clone, Copy, Default)]

@@ -351,6 +351,40 @@ impl Appender for DbAppender {
         Ok(())
     }
 
+    fn append_ref(
+        &mut self,
+        series: Option<&crate::storage::SeriesRef>,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> std::result::Result<Option<crate::storage::SeriesRef>, AppendError> {
+        if labels.is_empty() {
+            return Err(AppendError::InvalidLabels("empty label set".into()));
+        }
+        // A reference to a series truncation dropped is not used (nor kept).
+        let known = match series
+            .and_then(|r| r.0.clone().downcast::<MemSeries>().ok())
+            .filter(|s| s.has_chunks())
+        {
+            Some(s) => Some(s),
+            None => self.db.inner.head.get_by_labels(labels),
+        };
+        let sample = [Sample { t, v }];
+        match known {
+            Some(s) => {
+                self.batch.push_series(s.labels.clone(), &sample);
+                let r = crate::storage::SeriesRef(s.clone());
+                self.hints.push(Some(s));
+                Ok(Some(r))
+            }
+            None => {
+                self.batch.push_series(labels.clone(), &sample);
+                self.hints.push(None);
+                Ok(None)
+            }
+        }
+    }
+
     fn append_pairs(
         &mut self,
         labels: &[(&str, &str)],
