@@ -63,7 +63,18 @@ pub struct ScrapeCache {
     /// Counts successful scrapes; entries seen in the current one carry it.
     iteration: u64,
     key: String,
+    /// Metadata as the scrapes go, updated in place (a target's HELP texts rarely
+    /// change, and rebuilding the map every scrape was a tenth of the scrape cost).
+    meta: hashbrown::HashMap<String, MetaEntry>,
+    /// The metadata of the last successful scrape, rebuilt only when it changed.
     metadata: HashMap<String, Metadata>,
+    metadata_version: u64,
+}
+
+struct MetaEntry {
+    meta: Metadata,
+    /// The last scrape that had a metadata line for the family.
+    seen: u64,
 }
 
 /// Counts of one successful scrape.
@@ -119,6 +130,11 @@ impl ScrapeCache {
         &self.metadata
     }
 
+    /// Changes whenever [`ScrapeCache::metadata`] does.
+    pub fn metadata_version(&self) -> u64 {
+        self.metadata_version
+    }
+
     /// Number of series the last successful scrape exposed.
     pub fn series_seen(&self) -> usize {
         self.entries
@@ -142,7 +158,7 @@ impl ScrapeCache {
         let previous = self.iteration;
         let current = previous + 1;
         let mut counts = ScrapeCounts::default();
-        let mut metadata: HashMap<String, Metadata> = HashMap::new();
+        let mut meta_changed = false;
         let mut parser = Parser::new(format, body);
         loop {
             let entry = match parser.next() {
@@ -153,15 +169,27 @@ impl ScrapeCache {
             let series = match entry {
                 Entry::Series(s) => s,
                 Entry::Help { name, help } => {
-                    meta_entry(&mut metadata, name).help = help.into_owned();
+                    let m = meta_entry(&mut self.meta, name, current, &mut meta_changed);
+                    if m.help != *help {
+                        m.help = help.into_owned();
+                        meta_changed = true;
+                    }
                     continue;
                 }
                 Entry::Type { name, kind } => {
-                    meta_entry(&mut metadata, name).kind = kind;
+                    let m = meta_entry(&mut self.meta, name, current, &mut meta_changed);
+                    if m.kind != kind {
+                        m.kind = kind;
+                        meta_changed = true;
+                    }
                     continue;
                 }
                 Entry::Unit { name, unit } => {
-                    meta_entry(&mut metadata, name).unit = unit.to_string();
+                    let m = meta_entry(&mut self.meta, name, current, &mut meta_changed);
+                    if m.unit != unit {
+                        m.unit = unit.to_string();
+                        meta_changed = true;
+                    }
                     continue;
                 }
                 Entry::Comment(_) => continue,
@@ -228,7 +256,16 @@ impl ScrapeCache {
         // Series unseen for a while are forgotten; one missed scrape keeps them, so
         // a series that flaps does not count as added every other scrape.
         self.entries.retain(|_, e| e.seen + 1 >= current);
-        self.metadata = metadata;
+        let families = self.meta.len();
+        self.meta.retain(|_, e| e.seen == current);
+        if meta_changed || self.meta.len() != families {
+            self.metadata = self
+                .meta
+                .iter()
+                .map(|(name, e)| (name.clone(), e.meta.clone()))
+                .collect();
+            self.metadata_version += 1;
+        }
         Ok(counts)
     }
 
@@ -259,14 +296,27 @@ impl ScrapeCache {
     }
 }
 
-fn meta_entry<'m>(metadata: &'m mut HashMap<String, Metadata>, name: &str) -> &'m mut Metadata {
-    metadata
-        .entry(name.to_string())
-        .or_insert_with(|| Metadata {
-            kind: MetricType::Untyped,
-            help: String::new(),
-            unit: String::new(),
-        })
+/// The family's metadata entry, marked seen in scrape `current`; a new one (untyped,
+/// no help) counts as a change.
+fn meta_entry<'m>(
+    meta: &'m mut hashbrown::HashMap<String, MetaEntry>,
+    name: &str,
+    current: u64,
+    changed: &mut bool,
+) -> &'m mut Metadata {
+    let e = meta.entry_ref(name).or_insert_with(|| {
+        *changed = true;
+        MetaEntry {
+            meta: Metadata {
+                kind: MetricType::Untyped,
+                help: String::new(),
+                unit: String::new(),
+            },
+            seen: current,
+        }
+    });
+    e.seen = current;
+    &mut e.meta
 }
 
 /// The cache key of an exposed series: its name and labels as written.
@@ -507,6 +557,49 @@ mod tests {
         );
         let m = cache.metadata().get("a").unwrap();
         assert_eq!((m.kind, m.help.as_str()), (MetricType::Gauge, "An a."));
+    }
+
+    #[test]
+    fn metadata_follows_the_latest_scrape() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let c = ctx(&t, &[]);
+        let mut cache = ScrapeCache::default();
+        scrape(
+            &db,
+            &mut cache,
+            &c,
+            "# HELP a One.\n# TYPE a gauge\na 1\n# HELP b B.\nb 1\n",
+            1000,
+        )
+        .unwrap();
+        let v1 = cache.metadata_version();
+        scrape(
+            &db,
+            &mut cache,
+            &c,
+            "# HELP a One.\n# TYPE a gauge\na 1\n# HELP b B.\nb 1\n",
+            2000,
+        )
+        .unwrap();
+        assert_eq!(
+            cache.metadata_version(),
+            v1,
+            "unchanged metadata is not rebuilt"
+        );
+        scrape(
+            &db,
+            &mut cache,
+            &c,
+            "# HELP a Two.\n# TYPE a counter\na 1\n",
+            3000,
+        )
+        .unwrap();
+        assert_ne!(cache.metadata_version(), v1);
+        let m = cache.metadata();
+        assert_eq!(m.len(), 1, "b's metadata went with its lines");
+        let a = m.get("a").unwrap();
+        assert_eq!((a.kind, a.help.as_str()), (MetricType::Counter, "Two."));
     }
 
     #[test]

@@ -141,6 +141,7 @@ async fn run(
     metadata: Arc<Mutex<HashMap<String, Metadata>>>,
 ) {
     let mut cache = ScrapeCache::default();
+    let mut metadata_version = 0;
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = tokio::time::sleep(first_delay(spec.hash, spec.interval)) => {}
@@ -204,7 +205,8 @@ async fn run(
                 }
             }
         }
-        if outcome.is_ok() {
+        if outcome.is_ok() && cache.metadata_version() != metadata_version {
+            metadata_version = cache.metadata_version();
             *metadata.lock() = cache.metadata().clone();
         }
     }
