@@ -135,14 +135,6 @@ impl ScrapeCache {
         self.metadata_version
     }
 
-    /// Number of series the last successful scrape exposed.
-    pub fn series_seen(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.seen == self.iteration && e.labels.is_some())
-            .count()
-    }
-
     /// Appends the samples of `body` at scrape time `t_ms`, then stale markers for
     /// the series the previous scrape had and this one lacks. On error nothing of the
     /// body should be committed: the caller rolls the appender back and reports the
@@ -269,18 +261,13 @@ impl ScrapeCache {
         Ok(counts)
     }
 
-    /// A failed scrape: every series the last successful scrape exposed goes stale.
+    /// A failed scrape, or a target that goes away: every series the last successful
+    /// scrape exposed goes stale.
     pub fn append_failure(&mut self, t_ms: i64, app: &mut dyn Appender) {
         self.mark_stale(self.iteration, t_ms, app);
         // A new iteration that exposes nothing: the next success finds no previous
         // series to mark again.
         self.iteration += 1;
-    }
-
-    /// Stale markers for the series of the last successful scrape, for a target that
-    /// goes away.
-    pub fn append_end_of_run(&mut self, t_ms: i64, app: &mut dyn Appender) {
-        self.append_failure(t_ms, app);
     }
 
     fn mark_stale(&self, iteration: u64, t_ms: i64, app: &mut dyn Appender) {

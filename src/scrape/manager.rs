@@ -208,10 +208,6 @@ fn target_key(labels: &Labels, url: &str) -> u64 {
     h.digest()
 }
 
-struct PoolLoop {
-    handle: LoopHandle,
-}
-
 /// The pool task: discovers targets (now and whenever file_sd files change), keeps one
 /// loop per target, and stops them all when cancelled.
 async fn run_pool(
@@ -242,7 +238,7 @@ async fn run_pool(
         },
         Job::Local(_) => None,
     };
-    let mut loops: HashMap<u64, PoolLoop> = HashMap::new();
+    let mut loops: HashMap<u64, LoopHandle> = HashMap::new();
     let mut last_groups: Option<Vec<TargetGroup>> = None;
     loop {
         let (groups, errors) = discover(&job, &config_dir).await;
@@ -273,7 +269,7 @@ async fn run_pool(
     }
     let mark_stale = stale_on_stop.load(std::sync::atomic::Ordering::Acquire);
     for (_, l) in loops.drain() {
-        l.handle.stop(mark_stale).await;
+        l.stop(mark_stale).await;
     }
 }
 
@@ -329,7 +325,7 @@ async fn sync_targets(
     job: &Job,
     client: Option<&reqwest::Client>,
     groups: &[TargetGroup],
-    loops: &mut HashMap<u64, PoolLoop>,
+    loops: &mut HashMap<u64, LoopHandle>,
     appendable: &Arc<dyn Appendable>,
     metrics: &ScrapeMetrics,
 ) -> PoolStatus {
@@ -444,7 +440,7 @@ async fn sync_targets(
     };
     if target_limit > 0 && wanted.len() as u64 > target_limit {
         for (_, l) in loops.drain() {
-            l.handle.stop(true).await;
+            l.stop(true).await;
         }
         let error = format!(
             "target_limit exceeded (number of targets: {}, limit: {target_limit})",
@@ -470,17 +466,17 @@ async fn sync_targets(
         .collect();
     for k in gone {
         if let Some(l) = loops.remove(&k) {
-            l.handle.stop(true).await;
+            l.stop(true).await;
         }
     }
     for (key, (spec, mut active)) in wanted {
         let handle = match loops.remove(&key) {
-            Some(existing) => existing.handle,
+            Some(existing) => existing,
             None => LoopHandle::start(spec, appendable.clone()),
         };
         active.health = handle.health.clone();
         active.metadata = handle.metadata.clone();
-        loops.insert(key, PoolLoop { handle });
+        loops.insert(key, handle);
         status.active.push(active);
     }
     status.active.sort_by(|a, b| a.labels.cmp(&b.labels));

@@ -215,7 +215,7 @@ async fn run(
         let done = tokio::task::spawn_blocking(move || {
             let t = now_ms();
             let mut app = appendable.appender();
-            cache.append_end_of_run(t, app.as_mut());
+            cache.append_failure(t, app.as_mut());
             append_report_stale(&labels, t, app.as_mut());
             app.commit()
         })
