@@ -118,6 +118,10 @@ struct RunFlags {
     /// How far back an instant selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m")]
     query_lookback_delta: String,
+    /// Selected samples above which a query streams chunks window by window instead of
+    /// loading every sample first (0 streams every query).
+    #[arg(long = "query.stream-above-samples", default_value_t = 20_000_000)]
+    query_stream_above_samples: usize,
 }
 
 fn main() -> ExitCode {
@@ -260,6 +264,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         ("log.level", flags.log_level.clone()),
         ("log.format", flags.log_format.clone()),
         ("query.max-samples", flags.query_max_samples.to_string()),
+        (
+            "query.stream-above-samples",
+            flags.query_stream_above_samples.to_string(),
+        ),
         ("query.timeout", format_duration_ms(query_timeout_ms)),
         (
             "query.max-concurrency",
@@ -290,6 +298,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         maintenance_interval: Duration::from_secs(60),
         engine: EngineOptions {
             max_samples: flags.query_max_samples,
+            stream_above_samples: flags.query_stream_above_samples,
             timeout: Duration::from_millis(query_timeout_ms as u64),
             lookback_delta_ms,
             ..EngineOptions::default()

@@ -55,6 +55,11 @@ pub fn block_ranges(min_block_ms: i64, max_block_ms: i64) -> Vec<i64> {
     out
 }
 
+/// How long a head cut waits for queriers that began before its block was listed.
+/// Queries time out well before this (`--query.timeout`, 2 m); a reader still open
+/// after it is a stalled stream, and the head must not grow without bound for it.
+const READER_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Cuts every full chunk range off the head once the head spans one and a half ranges
 /// (Prometheus's rule), truncates the head and checkpoints the WAL.
 fn cut_head(db: &DbInner) -> Result<()> {
@@ -75,11 +80,24 @@ fn cut_head(db: &DbInner) -> Result<()> {
         let written = write_head_block(head, &db.dir, mint, end)?;
         if let Some(meta) = written {
             let block = Block::open(&db.dir.join(meta.ulid.to_string()))?;
-            let mut blocks = db.blocks.write();
-            blocks.push(Arc::new(block));
-            blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+            let epoch = {
+                let mut blocks = db.blocks.write();
+                blocks.push(Arc::new(block));
+                blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+                db.reads.advance()
+            };
             tracing::info!(ulid = %meta.ulid, min_time = meta.min_time, max_time = meta.max_time,
                 series = meta.stats.num_series, samples = meta.stats.num_samples, "head block written");
+            // Queriers that started before the block was listed read this range from
+            // the head only: let them finish first.
+            let open = db.reads.wait_for_older(epoch, READER_WAIT_LIMIT);
+            if open > 0 {
+                tracing::warn!(
+                    open,
+                    limit_s = READER_WAIT_LIMIT.as_secs(),
+                    "head truncated while older queriers were still reading; they may miss samples of the cut range"
+                );
+            }
         }
         head.truncate(end);
         db.metrics.head_truncations.inc();

@@ -15,6 +15,7 @@ mod db;
 mod error;
 pub mod head;
 pub mod index;
+mod isolation;
 pub mod matchers;
 mod metrics;
 pub mod postings;

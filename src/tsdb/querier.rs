@@ -13,10 +13,14 @@ use crate::tsdb::chunkenc::{ENCODING_XOR, XorIterator};
 use crate::tsdb::db::DbInner;
 use crate::tsdb::head::Head;
 use crate::tsdb::index::{IndexError, IndexReader};
+use crate::tsdb::isolation::ReadGuard;
 use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
 
 pub(crate) struct DbQuerier {
     head: Arc<Head>,
+    /// Keeps the head from being truncated under this querier and the iterators it
+    /// hands out (each holds a clone) until they are done.
+    read: Arc<ReadGuard>,
     blocks: Vec<Arc<Block>>,
     min_t: i64,
     max_t: i64,
@@ -24,15 +28,9 @@ pub(crate) struct DbQuerier {
 
 impl DbQuerier {
     pub(crate) fn new(db: &DbInner, min_t: i64, max_t: i64) -> Self {
-        Self::from_parts(db.head.clone(), &db.blocks.read(), min_t, max_t)
-    }
-
-    pub(crate) fn from_parts(
-        head: Arc<Head>,
-        blocks: &[Arc<Block>],
-        min_t: i64,
-        max_t: i64,
-    ) -> Self {
+        // The guard is taken under the list's lock: its epoch names this list.
+        let blocks = db.blocks.read();
+        let read = db.reads.begin();
         let blocks = blocks
             .iter()
             // A block's max time is exclusive.
@@ -40,7 +38,8 @@ impl DbQuerier {
             .cloned()
             .collect();
         Self {
-            head,
+            head: db.head.clone(),
+            read,
             blocks,
             min_t,
             max_t,
@@ -74,7 +73,9 @@ impl Querier for DbQuerier {
             let series = self.head.select_series(matchers);
             let (min_t, max_t, series_only) = (self.min_t, self.max_t, hints.series_only);
             let head = self.head.clone();
+            let read = self.read.clone();
             sets.push(Box::new(series.into_iter().filter_map(move |s| {
+                let _read = &read;
                 // For labels only, a chunk overlapping the range is enough, as in
                 // Prometheus: nothing is decoded.
                 let samples = if series_only {
@@ -157,7 +158,9 @@ impl ChunkQuerier for DbQuerier {
             let (min_t, max_t) = (self.min_t, self.max_t);
             let series = self.head.select_series(matchers);
             let head = self.head.clone();
+            let read = self.read.clone();
             sets.push(Box::new(series.into_iter().filter_map(move |s| {
+                let _read = &read;
                 let chunks = s.chunks(head.chunk_files(), min_t, max_t);
                 (!chunks.is_empty()).then(|| {
                     Ok(ChunkSeries {
