@@ -20,4 +20,5 @@ pub mod promql;
 pub mod remote;
 pub mod scrape;
 pub mod storage;
+pub mod storeapi;
 pub mod tsdb;

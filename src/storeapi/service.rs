@@ -1,0 +1,239 @@
+//! The tonic services: `thanos.Store` and `thanos.info.Info` over the storage seams.
+//! Storage reads run on blocking threads; a `Series` answer streams through a bounded
+//! channel, so a slow client slows the read and a gone client stops it.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::storeapi::error::{Result, StoreApiError};
+use crate::storeapi::proto::thanos::{
+    self, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    LabelValuesResponse, SeriesRequest, SeriesResponse, StoreType, ZLabelSet, info, store_server,
+};
+use crate::storeapi::series::{self, ExternalLabels, SeriesPlan};
+use crate::storeapi::{StoreApiOptions, StoreBackends};
+
+/// What Thanos Query shows as the component type: ODIN stands where a Prometheus
+/// with its sidecar stood.
+pub const COMPONENT_TYPE: &str = "sidecar";
+
+/// Both services share this; cheap to clone.
+#[derive(Clone)]
+pub struct StoreApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backends: Arc<OnceLock<StoreBackends>>,
+    external: Arc<ExternalLabels>,
+    options: StoreApiOptions,
+    shutdown: CancellationToken,
+}
+
+impl StoreApi {
+    /// `backends` is set once storage has opened; until then every call answers
+    /// `Unavailable` (Thanos Query retries).
+    pub fn new(
+        backends: Arc<OnceLock<StoreBackends>>,
+        external: ExternalLabels,
+        options: StoreApiOptions,
+        shutdown: CancellationToken,
+    ) -> StoreApi {
+        StoreApi {
+            inner: Arc::new(Inner {
+                backends,
+                external: Arc::new(external),
+                options,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn options(&self) -> &StoreApiOptions {
+        &self.inner.options
+    }
+
+    fn backends(&self) -> Result<StoreBackends> {
+        self.inner
+            .backends
+            .get()
+            .cloned()
+            .ok_or_else(|| StoreApiError::Unavailable("storage is not ready yet".into()))
+    }
+
+    fn external_labels(&self) -> Vec<thanos::Label> {
+        self.inner
+            .external
+            .iter()
+            .map(|(n, v)| thanos::Label {
+                name: n.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+
+    /// `[min, max]` the store advertises: from the oldest stored sample (all time
+    /// while empty) to the end of time, as the sidecar does, since new samples keep
+    /// arriving.
+    fn time_range(&self) -> Result<(i64, i64)> {
+        let b = self.backends()?;
+        Ok((b.chunks.start_time().unwrap_or(i64::MIN), i64::MAX))
+    }
+
+    /// Runs a blocking storage read off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> std::result::Result<T, Status> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r.map_err(Status::from),
+            Err(e) => {
+                tracing::error!(error = %e, "storeapi: read task failed");
+                Err(Status::internal("read task failed"))
+            }
+        }
+    }
+}
+
+pub type SeriesStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<SeriesResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl store_server::Store for StoreApi {
+    async fn info(
+        &self,
+        _request: Request<InfoRequest>,
+    ) -> std::result::Result<Response<InfoResponse>, Status> {
+        let (min_time, max_time) = self.time_range()?;
+        let labels = self.external_labels();
+        Ok(Response::new(InfoResponse {
+            labels: labels.clone(),
+            min_time,
+            max_time,
+            store_type: StoreType::Sidecar as i32,
+            label_sets: vec![ZLabelSet { labels }],
+        }))
+    }
+
+    type SeriesStream = SeriesStream;
+
+    async fn series(
+        &self,
+        request: Request<SeriesRequest>,
+    ) -> std::result::Result<Response<SeriesStream>, Status> {
+        let plan = SeriesPlan::new(request.get_ref(), &self.inner.external)?;
+        let backends = self.backends()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(self.inner.options.series_channel_depth);
+        if plan.selection.can_match {
+            let external = self.inner.external.clone();
+            let shutdown = self.inner.shutdown.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut stopped_by_shutdown = false;
+                let mut emit = |frame: SeriesResponse| {
+                    if shutdown.is_cancelled() {
+                        stopped_by_shutdown = true;
+                        return false;
+                    }
+                    // Blocks while the channel is full: back-pressure from the client.
+                    // Fails once the client has gone and the stream was dropped.
+                    tx.blocking_send(Ok(frame)).is_ok()
+                };
+                let result = series::produce_series(
+                    &*backends.queryable,
+                    &*backends.chunks,
+                    &plan,
+                    &external,
+                    &mut emit,
+                );
+                let failure = match result {
+                    Err(e) => Some(Status::from(e)),
+                    Ok(()) if stopped_by_shutdown => {
+                        Some(Status::unavailable("server is shutting down"))
+                    }
+                    Ok(()) => None,
+                };
+                if let Some(status) = failure {
+                    // The client must not take a cut answer for a whole one.
+                    let _ = tx.blocking_send(Err(status));
+                }
+            });
+        }
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn label_names(
+        &self,
+        request: Request<LabelNamesRequest>,
+    ) -> std::result::Result<Response<LabelNamesResponse>, Status> {
+        let req = request.into_inner();
+        let (min_t, max_t) = series::label_range(req.start, req.end)?;
+        let selection = series::convert_matchers(&req.matchers, &self.inner.external)?;
+        let backends = self.backends()?;
+        let external = self.inner.external.clone();
+        let names = self
+            .blocking(move || {
+                series::label_names(&*backends.queryable, min_t, max_t, &selection, &external)
+            })
+            .await?;
+        Ok(Response::new(LabelNamesResponse {
+            names,
+            ..Default::default()
+        }))
+    }
+
+    async fn label_values(
+        &self,
+        request: Request<LabelValuesRequest>,
+    ) -> std::result::Result<Response<LabelValuesResponse>, Status> {
+        let req = request.into_inner();
+        let (min_t, max_t) = series::label_range(req.start, req.end)?;
+        let selection = series::convert_matchers(&req.matchers, &self.inner.external)?;
+        let backends = self.backends()?;
+        let external = self.inner.external.clone();
+        let values = self
+            .blocking(move || {
+                series::label_values(
+                    &*backends.queryable,
+                    &req.label,
+                    min_t,
+                    max_t,
+                    &selection,
+                    &external,
+                )
+            })
+            .await?;
+        Ok(Response::new(LabelValuesResponse {
+            values,
+            ..Default::default()
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl info::info_server::Info for StoreApi {
+    async fn info(
+        &self,
+        _request: Request<info::InfoRequest>,
+    ) -> std::result::Result<Response<info::InfoResponse>, Status> {
+        let (min_time, max_time) = self.time_range()?;
+        Ok(Response::new(info::InfoResponse {
+            label_sets: vec![ZLabelSet {
+                labels: self.external_labels(),
+            }],
+            component_type: COMPONENT_TYPE.to_string(),
+            store: Some(info::StoreInfo {
+                min_time,
+                max_time,
+                supports_sharding: false,
+                supports_without_replica_labels: false,
+                guaranteed_min_time: 0,
+            }),
+            ..Default::default()
+        }))
+    }
+}
