@@ -461,18 +461,21 @@ mod tests {
         assert_eq!(names(&got), ["__name__=up", "cluster=x", "zone=a"]);
     }
 
-    fn db_with(series: &[(&[(&str, &str)], Vec<Sample>)]) -> (tempfile::TempDir, Db) {
+    fn db_with(series: &[(Labels, Vec<Sample>)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
         let mut app = db.appender();
-        for (labels, samples) in series {
-            let l = Labels::from_pairs(labels.iter().copied());
+        for (l, samples) in series {
             for s in samples {
-                app.append(&l, s.t, s.v).unwrap();
+                app.append(l, s.t, s.v).unwrap();
             }
         }
         app.commit().unwrap();
         (dir, db)
+    }
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
     }
 
     fn samples(n: i64) -> Vec<Sample> {
@@ -503,9 +506,9 @@ mod tests {
     #[test]
     fn series_go_out_sorted_with_external_labels_and_raw_xor_chunks() {
         let (_dir, db) = db_with(&[
-            (&[("__name__", "m"), ("job", "b")], samples(30)),
-            (&[("__name__", "m"), ("job", "a")], samples(30)),
-            (&[("__name__", "other")], samples(3)),
+            (l(&[("__name__", "m"), ("job", "b")]), samples(30)),
+            (l(&[("__name__", "m"), ("job", "a")]), samples(30)),
+            (l(&[("__name__", "other")]), samples(3)),
         ]);
         let external = ext(&[("cluster", "eu")]);
         let req = SeriesRequest {
@@ -565,15 +568,15 @@ mod tests {
         // set on both the order flips to job=y, job=z.
         let (_dir, db) = db_with(&[
             (
-                &[("__name__", "m"), ("cluster", "a"), ("job", "z")],
+                l(&[("__name__", "m"), ("cluster", "a"), ("job", "z")]),
                 samples(2),
             ),
             (
-                &[("__name__", "m"), ("cluster", "b"), ("job", "y")],
+                l(&[("__name__", "m"), ("cluster", "b"), ("job", "y")]),
                 samples(2),
             ),
             (
-                &[("__name__", "m"), ("cluster", "c"), ("job", "y")],
+                l(&[("__name__", "m"), ("cluster", "c"), ("job", "y")]),
                 samples(2),
             ),
         ]);
@@ -592,25 +595,11 @@ mod tests {
 
     #[test]
     fn a_gone_client_stops_the_read() {
-        let many: Vec<(Vec<(String, String)>, Vec<Sample>)> = (0..50)
+        let input: Vec<(Labels, Vec<Sample>)> = (0..50)
             .map(|i| {
-                (
-                    vec![
-                        ("__name__".to_string(), "m".to_string()),
-                        ("i".to_string(), format!("{i:03}")),
-                    ],
-                    samples(2),
-                )
+                let i = format!("{i:03}");
+                (l(&[("__name__", "m"), ("i", &i)]), samples(2))
             })
-            .collect();
-        let refs: Vec<Vec<(&str, &str)>> = many
-            .iter()
-            .map(|(l, _)| l.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect())
-            .collect();
-        let input: Vec<(&[(&str, &str)], Vec<Sample>)> = refs
-            .iter()
-            .zip(&many)
-            .map(|(l, (_, s))| (l.as_slice(), s.clone()))
             .collect();
         let (_dir, db) = db_with(&input);
         let req = SeriesRequest {
@@ -675,8 +664,8 @@ mod tests {
     #[test]
     fn label_names_and_values_include_external_labels() {
         let (_dir, db) = db_with(&[
-            (&[("__name__", "m"), ("job", "a")], samples(2)),
-            (&[("__name__", "n"), ("zone", "z")], samples(2)),
+            (l(&[("__name__", "m"), ("job", "a")]), samples(2)),
+            (l(&[("__name__", "n"), ("zone", "z")]), samples(2)),
         ]);
         let external = ext(&[("cluster", "eu")]);
         let all = convert_matchers(&[], &external).unwrap();
