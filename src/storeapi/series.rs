@@ -157,14 +157,19 @@ pub fn produce_series(
     // Setting the same labels on every series keeps storage's order, unless a stored
     // series carries an external label's name: then the override can reorder (or
     // merge) series, and the answer is sorted in memory first.
-    let resort = if external.is_empty() {
-        false
-    } else {
-        let names = queryable
+    let resort = !external.is_empty() && {
+        let querier = queryable
             .querier(plan.min_t, plan.max_t)
-            .and_then(|q| q.label_names(matchers))
-            .map_err(|e| StoreApiError::storage("read label names", e))?;
-        names.iter().any(|n| external.contains_key(n))
+            .map_err(|e| StoreApiError::storage("open querier", e))?;
+        let carried = |matchers: &[Matcher]| -> Result<bool> {
+            let names = querier
+                .label_names(matchers)
+                .map_err(|e| StoreApiError::storage("read label names", e))?;
+            Ok(names.iter().any(|n| external.contains_key(n)))
+        };
+        // All names first (read from the indexes' name tables, cheap); the matching
+        // series only when some series carries an external label's name.
+        carried(&[])? && carried(matchers)?
     };
     let querier = chunks
         .chunk_querier(plan.min_t, plan.max_t)

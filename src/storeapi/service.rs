@@ -237,3 +237,101 @@ impl info::info_server::Info for StoreApi {
         }))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::Labels;
+    use crate::storage::Appendable;
+    use crate::storeapi::proto::thanos::{LabelMatcher, label_matcher};
+    use crate::tsdb::{Db, DbOptions, TsdbMetrics};
+    use futures_util::StreamExt;
+    use info::info_server::Info;
+    use store_server::Store;
+
+    fn api(backends: Arc<OnceLock<StoreBackends>>, depth: usize) -> StoreApi {
+        StoreApi::new(
+            backends,
+            ExternalLabels::from([("cluster".to_string(), "eu".to_string())]),
+            StoreApiOptions {
+                series_channel_depth: depth,
+                ..StoreApiOptions::default()
+            },
+            CancellationToken::new(),
+        )
+    }
+
+    fn request(matchers: Vec<LabelMatcher>) -> Request<SeriesRequest> {
+        Request::new(SeriesRequest {
+            min_time: 0,
+            max_time: 1_000_000,
+            matchers,
+            ..Default::default()
+        })
+    }
+
+    fn eq(name: &str, value: &str) -> LabelMatcher {
+        LabelMatcher {
+            r#type: label_matcher::Type::Eq as i32,
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn before_storage_is_ready_calls_are_unavailable_and_bad_input_is_invalid() {
+        let api = api(Arc::new(OnceLock::new()), 4);
+        let err = Info::info(&api, Request::new(info::InfoRequest {}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        let Err(err) = api.series(request(vec![eq("__name__", "up")])).await else {
+            panic!("series answered without storage");
+        };
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        // Request errors are found before storage is needed.
+        let bad = LabelMatcher {
+            r#type: label_matcher::Type::Re as i32,
+            name: "job".into(),
+            value: "*".into(),
+        };
+        let Err(err) = api.series(request(vec![bad])).await else {
+            panic!("bad regex accepted");
+        };
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn series_stream_through_a_bounded_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
+        let mut app = db.appender();
+        for i in 0..100 {
+            let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i:03}"))]);
+            app.append(&l, 1000, i as f64).unwrap();
+        }
+        app.commit().unwrap();
+        let backends = Arc::new(OnceLock::new());
+        let _ = backends.set(StoreBackends {
+            queryable: Arc::new(db.clone()),
+            chunks: Arc::new(db.clone()),
+        });
+        let api = api(backends, 2);
+        let stream = api
+            .series(request(vec![eq("__name__", "m")]))
+            .await
+            .unwrap()
+            .into_inner();
+        let frames: Vec<_> = stream.collect().await;
+        assert_eq!(frames.len(), 100);
+        assert!(frames.iter().all(|f| f.is_ok()));
+        // A matcher on an external label that cannot match: an empty stream.
+        let stream = api
+            .series(request(vec![eq("__name__", "m"), eq("cluster", "us")]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stream.collect::<Vec<_>>().await.len(), 0);
+    }
+}
