@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::promql::{Engine, EngineOptions};
 use crate::remote::WriteLimits;
 use crate::scrape::ScrapeManager;
-use crate::storeapi::{StoreApi, StoreApiOptions, StoreBackends};
+use crate::storeapi::{StoreApi, StoreApiMetrics, StoreApiOptions, StoreBackends};
 use crate::tsdb::{Db, DbOptions, TsdbMetrics};
 use sources::Sources;
 
@@ -58,6 +58,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tsdb_metrics = TsdbMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
     let scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
+    let storeapi_metrics = StoreApiMetrics::new(&mut registry);
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
@@ -121,6 +122,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 store_backends.clone(),
                 opts.config.global.external_labels.clone(),
                 StoreApiOptions::default(),
+                storeapi_metrics.clone(),
                 shutdown.clone(),
             );
             Some(tokio::spawn(crate::storeapi::serve(

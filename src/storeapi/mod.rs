@@ -13,6 +13,7 @@
 //! the `storage` traits and must not import `tsdb` or `api`.
 
 pub mod error;
+mod metrics;
 pub mod proto;
 pub mod series;
 mod service;
@@ -25,6 +26,7 @@ use tonic::codec::CompressionEncoding;
 
 use crate::storage::{ChunkQueryable, Queryable};
 pub use error::{Result, StoreApiError};
+pub use metrics::StoreApiMetrics;
 use proto::thanos::{info::info_server::InfoServer, store_server::StoreServer};
 pub use service::{COMPONENT_TYPE, StoreApi};
 

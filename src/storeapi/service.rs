@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::storeapi::error::{Result, StoreApiError};
+use crate::storeapi::metrics::StoreApiMetrics;
 use crate::storeapi::proto::thanos::{
     self, InfoRequest, InfoResponse, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
     LabelValuesResponse, SeriesRequest, SeriesResponse, StoreType, ZLabelSet, info, store_server,
@@ -31,6 +32,7 @@ struct Inner {
     backends: Arc<OnceLock<StoreBackends>>,
     external: Arc<ExternalLabels>,
     options: StoreApiOptions,
+    metrics: StoreApiMetrics,
     shutdown: CancellationToken,
 }
 
@@ -41,6 +43,7 @@ impl StoreApi {
         backends: Arc<OnceLock<StoreBackends>>,
         external: ExternalLabels,
         options: StoreApiOptions,
+        metrics: StoreApiMetrics,
         shutdown: CancellationToken,
     ) -> StoreApi {
         StoreApi {
@@ -48,6 +51,7 @@ impl StoreApi {
                 backends,
                 external: Arc::new(external),
                 options,
+                metrics,
                 shutdown,
             }),
         }
@@ -84,6 +88,105 @@ impl StoreApi {
         Ok((b.chunks.start_time().unwrap_or(i64::MIN), i64::MAX))
     }
 
+    /// Counts a finished call by its status.
+    fn record<T>(
+        &self,
+        method: &str,
+        r: std::result::Result<T, Status>,
+    ) -> std::result::Result<T, Status> {
+        let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.inner.metrics.request(method, code);
+        r
+    }
+
+    fn store_info(&self) -> std::result::Result<InfoResponse, Status> {
+        let (min_time, max_time) = self.time_range()?;
+        let labels = self.external_labels();
+        Ok(InfoResponse {
+            labels: labels.clone(),
+            min_time,
+            max_time,
+            store_type: StoreType::Sidecar as i32,
+            label_sets: vec![ZLabelSet { labels }],
+        })
+    }
+
+    fn info(&self) -> std::result::Result<info::InfoResponse, Status> {
+        let (min_time, max_time) = self.time_range()?;
+        Ok(info::InfoResponse {
+            label_sets: vec![ZLabelSet {
+                labels: self.external_labels(),
+            }],
+            component_type: COMPONENT_TYPE.to_string(),
+            store: Some(info::StoreInfo {
+                min_time,
+                max_time,
+                supports_sharding: false,
+                supports_without_replica_labels: false,
+                guaranteed_min_time: 0,
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn open_series(&self, req: &SeriesRequest) -> std::result::Result<SeriesStream, Status> {
+        let plan = SeriesPlan::new(req, &self.inner.external)?;
+        let backends = self.backends()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(self.inner.options.series_channel_depth);
+        if plan.selection.can_match {
+            let external = self.inner.external.clone();
+            let shutdown = self.inner.shutdown.clone();
+            let metrics = self.inner.metrics.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut stopped_by_shutdown = false;
+                let mut client_gone = false;
+                let mut emit = |frame: SeriesResponse| {
+                    if shutdown.is_cancelled() {
+                        stopped_by_shutdown = true;
+                        return false;
+                    }
+                    let bytes = chunk_bytes(&frame);
+                    // Blocks while the channel is full: back-pressure from the client.
+                    // Fails once the client has gone and the stream was dropped.
+                    if tx.blocking_send(Ok(frame)).is_err() {
+                        client_gone = true;
+                        return false;
+                    }
+                    metrics.sent(1, bytes);
+                    true
+                };
+                let result = series::produce_series(
+                    &*backends.queryable,
+                    &*backends.chunks,
+                    &plan,
+                    &external,
+                    &mut emit,
+                );
+                let failure = match result {
+                    Err(e) => Some(Status::from(e)),
+                    Ok(()) if stopped_by_shutdown => {
+                        Some(Status::unavailable("server is shutting down"))
+                    }
+                    Ok(()) => None,
+                };
+                let code = match &failure {
+                    _ if client_gone => tonic::Code::Cancelled,
+                    Some(status) => status.code(),
+                    None => tonic::Code::Ok,
+                };
+                metrics.request("Series", code);
+                if let Some(status) = failure {
+                    // The client must not take a cut answer for a whole one.
+                    let _ = tx.blocking_send(Err(status));
+                }
+            });
+        } else {
+            self.inner.metrics.request("Series", tonic::Code::Ok);
+        }
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Box::pin(stream))
+    }
+
     /// Runs a blocking storage read off the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -108,15 +211,8 @@ impl store_server::Store for StoreApi {
         &self,
         _request: Request<InfoRequest>,
     ) -> std::result::Result<Response<InfoResponse>, Status> {
-        let (min_time, max_time) = self.time_range()?;
-        let labels = self.external_labels();
-        Ok(Response::new(InfoResponse {
-            labels: labels.clone(),
-            min_time,
-            max_time,
-            store_type: StoreType::Sidecar as i32,
-            label_sets: vec![ZLabelSet { labels }],
-        }))
+        self.record("Store.Info", self.store_info())
+            .map(Response::new)
     }
 
     type SeriesStream = SeriesStream;
@@ -125,92 +221,66 @@ impl store_server::Store for StoreApi {
         &self,
         request: Request<SeriesRequest>,
     ) -> std::result::Result<Response<SeriesStream>, Status> {
-        let plan = SeriesPlan::new(request.get_ref(), &self.inner.external)?;
-        let backends = self.backends()?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(self.inner.options.series_channel_depth);
-        if plan.selection.can_match {
-            let external = self.inner.external.clone();
-            let shutdown = self.inner.shutdown.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut stopped_by_shutdown = false;
-                let mut emit = |frame: SeriesResponse| {
-                    if shutdown.is_cancelled() {
-                        stopped_by_shutdown = true;
-                        return false;
-                    }
-                    // Blocks while the channel is full: back-pressure from the client.
-                    // Fails once the client has gone and the stream was dropped.
-                    tx.blocking_send(Ok(frame)).is_ok()
-                };
-                let result = series::produce_series(
-                    &*backends.queryable,
-                    &*backends.chunks,
-                    &plan,
-                    &external,
-                    &mut emit,
-                );
-                let failure = match result {
-                    Err(e) => Some(Status::from(e)),
-                    Ok(()) if stopped_by_shutdown => {
-                        Some(Status::unavailable("server is shutting down"))
-                    }
-                    Ok(()) => None,
-                };
-                if let Some(status) = failure {
-                    // The client must not take a cut answer for a whole one.
-                    let _ = tx.blocking_send(Err(status));
-                }
-            });
+        // A stream that opens is counted when it ends.
+        match self.open_series(request.get_ref()) {
+            Ok(stream) => Ok(Response::new(stream)),
+            Err(status) => self.record("Series", Err(status)),
         }
-        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn label_names(
         &self,
         request: Request<LabelNamesRequest>,
     ) -> std::result::Result<Response<LabelNamesResponse>, Status> {
-        let req = request.into_inner();
-        let (min_t, max_t) = series::label_range(req.start, req.end)?;
-        let selection = series::convert_matchers(&req.matchers, &self.inner.external)?;
-        let backends = self.backends()?;
-        let external = self.inner.external.clone();
-        let names = self
-            .blocking(move || {
-                series::label_names(&*backends.queryable, min_t, max_t, &selection, &external)
+        let r = async {
+            let req = request.into_inner();
+            let (min_t, max_t) = series::label_range(req.start, req.end)?;
+            let selection = series::convert_matchers(&req.matchers, &self.inner.external)?;
+            let backends = self.backends()?;
+            let external = self.inner.external.clone();
+            let names = self
+                .blocking(move || {
+                    series::label_names(&*backends.queryable, min_t, max_t, &selection, &external)
+                })
+                .await?;
+            Ok(LabelNamesResponse {
+                names,
+                ..Default::default()
             })
-            .await?;
-        Ok(Response::new(LabelNamesResponse {
-            names,
-            ..Default::default()
-        }))
+        }
+        .await;
+        self.record("LabelNames", r).map(Response::new)
     }
 
     async fn label_values(
         &self,
         request: Request<LabelValuesRequest>,
     ) -> std::result::Result<Response<LabelValuesResponse>, Status> {
-        let req = request.into_inner();
-        let (min_t, max_t) = series::label_range(req.start, req.end)?;
-        let selection = series::convert_matchers(&req.matchers, &self.inner.external)?;
-        let backends = self.backends()?;
-        let external = self.inner.external.clone();
-        let values = self
-            .blocking(move || {
-                series::label_values(
-                    &*backends.queryable,
-                    &req.label,
-                    min_t,
-                    max_t,
-                    &selection,
-                    &external,
-                )
+        let r = async {
+            let req = request.into_inner();
+            let (min_t, max_t) = series::label_range(req.start, req.end)?;
+            let selection = series::convert_matchers(&req.matchers, &self.inner.external)?;
+            let backends = self.backends()?;
+            let external = self.inner.external.clone();
+            let values = self
+                .blocking(move || {
+                    series::label_values(
+                        &*backends.queryable,
+                        &req.label,
+                        min_t,
+                        max_t,
+                        &selection,
+                        &external,
+                    )
+                })
+                .await?;
+            Ok(LabelValuesResponse {
+                values,
+                ..Default::default()
             })
-            .await?;
-        Ok(Response::new(LabelValuesResponse {
-            values,
-            ..Default::default()
-        }))
+        }
+        .await;
+        self.record("LabelValues", r).map(Response::new)
     }
 }
 
@@ -220,21 +290,20 @@ impl info::info_server::Info for StoreApi {
         &self,
         _request: Request<info::InfoRequest>,
     ) -> std::result::Result<Response<info::InfoResponse>, Status> {
-        let (min_time, max_time) = self.time_range()?;
-        Ok(Response::new(info::InfoResponse {
-            label_sets: vec![ZLabelSet {
-                labels: self.external_labels(),
-            }],
-            component_type: COMPONENT_TYPE.to_string(),
-            store: Some(info::StoreInfo {
-                min_time,
-                max_time,
-                supports_sharding: false,
-                supports_without_replica_labels: false,
-                guaranteed_min_time: 0,
-            }),
-            ..Default::default()
-        }))
+        self.record("Info", StoreApi::info(self)).map(Response::new)
+    }
+}
+
+/// Encoded chunk bytes in one frame.
+fn chunk_bytes(frame: &SeriesResponse) -> u64 {
+    match &frame.result {
+        Some(thanos::series_response::Result::Series(s)) => s
+            .chunks
+            .iter()
+            .filter_map(|c| c.raw.as_ref())
+            .map(|r| r.data.len() as u64)
+            .sum(),
+        _ => 0,
     }
 }
 
@@ -250,7 +319,11 @@ mod tests {
     use info::info_server::Info;
     use store_server::Store;
 
-    fn api(backends: Arc<OnceLock<StoreBackends>>, depth: usize) -> StoreApi {
+    fn api(
+        backends: Arc<OnceLock<StoreBackends>>,
+        depth: usize,
+        metrics: &StoreApiMetrics,
+    ) -> StoreApi {
         StoreApi::new(
             backends,
             ExternalLabels::from([("cluster".to_string(), "eu".to_string())]),
@@ -258,6 +331,7 @@ mod tests {
                 series_channel_depth: depth,
                 ..StoreApiOptions::default()
             },
+            metrics.clone(),
             CancellationToken::new(),
         )
     }
@@ -281,7 +355,8 @@ mod tests {
 
     #[tokio::test]
     async fn before_storage_is_ready_calls_are_unavailable_and_bad_input_is_invalid() {
-        let api = api(Arc::new(OnceLock::new()), 4);
+        let metrics = StoreApiMetrics::default();
+        let api = api(Arc::new(OnceLock::new()), 4, &metrics);
         let err = Info::info(&api, Request::new(info::InfoRequest {}))
             .await
             .unwrap_err();
@@ -300,6 +375,9 @@ mod tests {
             panic!("bad regex accepted");
         };
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(metrics.requests("Info", tonic::Code::Unavailable), 1);
+        assert_eq!(metrics.requests("Series", tonic::Code::Unavailable), 1);
+        assert_eq!(metrics.requests("Series", tonic::Code::InvalidArgument), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +395,8 @@ mod tests {
             queryable: Arc::new(db.clone()),
             chunks: Arc::new(db.clone()),
         });
-        let api = api(backends, 2);
+        let metrics = StoreApiMetrics::default();
+        let api = api(backends, 2, &metrics);
         let stream = api
             .series(request(vec![eq("__name__", "m")]))
             .await
@@ -333,5 +412,6 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(stream.collect::<Vec<_>>().await.len(), 0);
+        assert_eq!(metrics.requests("Series", tonic::Code::Ok), 2);
     }
 }

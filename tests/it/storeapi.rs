@@ -373,6 +373,17 @@ fn thanos_store_api_serves_what_query_range_answers() {
     // Closes the client's connections (they are driven by this runtime).
     drop(rt);
     assert_eq!(odin.get("/-/ready").0, 200);
+    let (_, metrics) = odin.get("/metrics");
+    for line in [
+        r#"odin_storeapi_requests_total{method="Info",code="Ok"} 1"#,
+        r#"odin_storeapi_requests_total{method="Series",code="InvalidArgument"} 3"#,
+        r#"odin_storeapi_requests_total{method="LabelValues",code="Ok"} 4"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
     // The gRPC server stops with the rest on SIGTERM.
     assert_eq!(odin.stop().code(), Some(0));
 }
