@@ -8,7 +8,8 @@
 //! * [`scrape`], [`remote`], [`collect`] — sources that write through the seams
 //!   (the collectors run as in-process scrape targets).
 //! * [`promql`] — the query engine, reading through the seams.
-//! * [`api`] — the HTTP surface; [`config`] and [`app`] wire it all together.
+//! * [`api`] — the HTTP surface; [`storeapi`] — the Thanos StoreAPI (gRPC).
+//! * [`config`] and [`app`] wire it all together.
 
 pub mod api;
 pub mod app;
@@ -20,4 +21,5 @@ pub mod promql;
 pub mod remote;
 pub mod scrape;
 pub mod storage;
+pub mod storeapi;
 pub mod tsdb;

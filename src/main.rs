@@ -30,6 +30,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up, so the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the appliance.
@@ -94,6 +96,10 @@ struct RunFlags {
     /// Address to listen on for the web interface and API.
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
     listen_address: String,
+    /// Address to listen on for the Thanos StoreAPI (gRPC), as the Thanos sidecar's
+    /// flag; empty turns it off.
+    #[arg(long = "grpc-address", default_value = odin::storeapi::DEFAULT_GRPC_ADDRESS)]
+    grpc_address: String,
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
@@ -217,6 +223,8 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         .listen_address
         .parse()
         .with_context(|| format!("--web.listen-address {:?}", flags.listen_address))?;
+    let grpc_listen = odin::storeapi::parse_grpc_address(&flags.grpc_address)
+        .map_err(|e| anyhow::anyhow!("--grpc-address: {e}"))?;
     let query_timeout_ms = parse_duration_ms(&flags.query_timeout)
         .map_err(|e| anyhow::anyhow!("--query.timeout: {e}"))?;
     if query_timeout_ms <= 0 {
@@ -259,6 +267,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             format_duration_ms(max_block_ms),
         ),
         ("web.listen-address", flags.listen_address.clone()),
+        ("grpc-address", flags.grpc_address.clone()),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
         ("log.level", flags.log_level.clone()),
@@ -286,6 +295,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         config_file: flags.config_file,
         data_dir,
         listen,
+        grpc_listen,
         db: DbOptions {
             retention_ms,
             retention_bytes,

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::promql::{Engine, EngineOptions};
 use crate::remote::WriteLimits;
 use crate::scrape::ScrapeManager;
+use crate::storeapi::{StoreApi, StoreApiMetrics, StoreApiOptions, StoreBackends};
 use crate::tsdb::{Db, DbOptions, TsdbMetrics};
 use sources::Sources;
 
@@ -31,6 +32,8 @@ pub struct RunOptions {
     pub config_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where the Thanos StoreAPI (gRPC) listens; `None` turns it off.
+    pub grpc_listen: Option<SocketAddr>,
     pub db: DbOptions,
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
@@ -45,6 +48,9 @@ pub struct RunOptions {
     pub config_yaml: String,
 }
 
+/// How long shutdown waits for gRPC calls in flight.
+const GRPC_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs the appliance until a signal or `/-/quit`; returns once everything has shut
 /// down cleanly.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -52,6 +58,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tsdb_metrics = TsdbMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
     let scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
+    let storeapi_metrics = StoreApiMetrics::new(&mut registry);
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
@@ -102,6 +109,31 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .await
     });
 
+    // The StoreAPI starts with the HTTP server and answers `Unavailable` until
+    // storage is ready.
+    let store_backends: Arc<OnceLock<StoreBackends>> = Arc::new(OnceLock::new());
+    let grpc = match opts.grpc_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr} (--grpc-address)"))?;
+            tracing::info!(address = %listener.local_addr()?, "grpc server listening");
+            let api = StoreApi::new(
+                store_backends.clone(),
+                opts.config.global.external_labels.clone(),
+                StoreApiOptions::default(),
+                storeapi_metrics.clone(),
+                shutdown.clone(),
+            );
+            Some(tokio::spawn(crate::storeapi::serve(
+                listener,
+                api,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+
     spawn_signal_handler(shutdown.clone());
 
     let dir = opts.data_dir.clone();
@@ -129,6 +161,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         chunks: Arc::new(db.clone()),
         scrape: Some(manager.clone()),
     });
+    let _ = store_backends.set(StoreBackends {
+        queryable: Arc::new(db.clone()),
+        chunks: Arc::new(db.clone()),
+    });
     let reloader = tokio::spawn(reload_loop(
         opts.config_file.clone(),
         sources,
@@ -151,6 +187,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
         Err(e) => tracing::error!(error = %e, "http server task failed"),
+    }
+    if let Some(grpc) = grpc {
+        // In-flight streams see the cancellation and end with `Unavailable`; a client
+        // that stops reading does not hold the shutdown up for long.
+        match tokio::time::timeout(GRPC_DRAIN_TIMEOUT, grpc).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "grpc server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "grpc server task failed"),
+            Err(_) => tracing::warn!("grpc server did not drain in time; closing anyway"),
+        }
     }
     let closing = db.clone();
     tokio::task::spawn_blocking(move || closing.close())

@@ -217,6 +217,12 @@ pub type ChunkSeriesSet = Box<dyn Iterator<Item = Result<ChunkSeries>> + Send>;
 /// A chunk-level read view: for consumers that forward chunks still encoded.
 pub trait ChunkQueryable: Send + Sync {
     fn chunk_querier(&self, min_t: i64, max_t: i64) -> Result<Box<dyn ChunkQuerier>>;
+
+    /// The oldest sample time the storage holds (Prometheus's `StartTime`), which the
+    /// StoreAPI advertises as its minimum time; `None` when empty or unknown.
+    fn start_time(&self) -> Option<i64> {
+        None
+    }
 }
 
 pub trait ChunkQuerier: Send + Sync {

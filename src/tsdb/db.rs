@@ -437,6 +437,22 @@ impl ChunkQueryable for Db {
     ) -> crate::storage::Result<Box<dyn ChunkQuerier>> {
         Ok(Box::new(DbQuerier::new(&self.inner, min_t, max_t)))
     }
+
+    fn start_time(&self) -> Option<i64> {
+        let head = &self.inner.head;
+        let head_min = (!head.is_empty() && head.min_time() != i64::MAX).then(|| head.min_time());
+        let blocks_min = self
+            .inner
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.meta().min_time)
+            .min();
+        match (blocks_min, head_min) {
+            (Some(b), Some(h)) => Some(b.min(h)),
+            (b, h) => b.or(h),
+        }
+    }
 }
 
 /// Replays the WAL into `head` in two stages on two threads: this thread reads and

@@ -16,6 +16,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_odin");
 pub struct Odin {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The StoreAPI (gRPC) address; `None` when started with `--grpc-address=`.
+    pub grpc_addr: Option<SocketAddr>,
     agent: ureq::Agent,
 }
 
@@ -44,11 +46,18 @@ impl Odin {
 
     /// Starts odin with exactly these extra arguments (no config file unless given:
     /// the embedded default then runs).
+    /// The gRPC server listens on a free loopback port unless `extra` names one.
     pub fn start_args(dir: &Path, extra: &[String]) -> Odin {
-        let mut child = Command::new(BIN)
-            .arg("run")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
             .arg(format!("--storage.tsdb.path={}", dir.display()))
-            .arg("--web.listen-address=127.0.0.1:0")
+            .arg("--web.listen-address=127.0.0.1:0");
+        let grpc_given = extra.iter().any(|a| a.starts_with("--grpc-address"));
+        let grpc_on = !extra.iter().any(|a| a == "--grpc-address=");
+        if !grpc_given {
+            cmd.arg("--grpc-address=127.0.0.1:0");
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -57,21 +66,29 @@ impl Odin {
             .expect("spawn odin");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel::<SocketAddr>();
+        let (grpc_tx, grpc_rx) = mpsc::channel::<SocketAddr>();
         std::thread::spawn(move || {
-            let mut sent = false;
+            let address = |line: &str| -> Option<SocketAddr> {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix("address="))
+                    .and_then(|a| a.parse().ok())
+            };
+            let (mut sent, mut grpc_sent) = (false, false);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if std::env::var_os("ODIN_TEST_LOG").is_some() {
                     eprintln!("odin: {line}");
                 }
                 if !sent && line.contains("http server listening") {
-                    if let Some(a) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("address="))
-                        .and_then(|a| a.parse().ok())
-                    {
+                    if let Some(a) = address(&line) {
                         let _ = tx.send(a);
                         sent = true;
+                    }
+                }
+                if !grpc_sent && line.contains("grpc server listening") {
+                    if let Some(a) = address(&line) {
+                        let _ = grpc_tx.send(a);
+                        grpc_sent = true;
                     }
                 }
             }
@@ -79,9 +96,15 @@ impl Odin {
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("odin did not report its listen address");
+        let grpc_addr = grpc_on.then(|| {
+            grpc_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("odin did not report its grpc address")
+        });
         let odin = Odin {
             child: Some(child),
             addr,
+            grpc_addr,
             agent: agent(),
         };
         odin.wait_ready();

@@ -82,6 +82,7 @@ fn bad_flag_values_are_errors_that_name_the_flag() {
         ("--storage.tsdb.retention.size", "12XB"),
         ("--storage.tsdb.min-block-duration", "0s"),
         ("--web.listen-address", "not-an-address"),
+        ("--grpc-address", "not-an-address"),
         ("--log.format", "xml"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -105,6 +106,7 @@ fn second_process_on_the_same_data_dir_is_refused() {
         .arg("run")
         .arg(format!("--storage.tsdb.path={}", dir.path().display()))
         .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--grpc-address=127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -159,6 +161,7 @@ fn check_config_reports_key_and_line() {
             dir.path().join("data").display()
         ))
         .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--grpc-address=127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());

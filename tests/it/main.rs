@@ -15,3 +15,4 @@ mod promql_diff;
 mod remote_read;
 mod remote_write;
 mod scrape;
+mod storeapi;

@@ -1,0 +1,32 @@
+//! Generates the Thanos StoreAPI and Info API code (server and client) from
+//! `proto/thanos/` with tonic-prost-build.
+//!
+//! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one already, so a
+//! fresh machine builds with nothing installed from apt.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from("proto/thanos");
+    let protos = [
+        root.join("store/labelpb/types.proto"),
+        root.join("store/storepb/types.proto"),
+        root.join("store/storepb/rpc.proto"),
+        root.join("info/infopb/rpc.proto"),
+    ];
+    let mut config = tonic_prost_build::Config::new();
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(p) => PathBuf::from(p),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    config.protoc_executable(protoc);
+    // Chunk bytes go out as the storage's `bytes::Bytes`, without a copy.
+    config.bytes([".thanos.Chunk.data"]);
+    let well_known = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(config, &protos, &[root, well_known])?;
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    Ok(())
+}

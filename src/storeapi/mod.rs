@@ -1,0 +1,122 @@
+//! The Thanos StoreAPI over gRPC (tonic), so that Thanos Query fans out to ODIN as to a
+//! Prometheus with its Thanos sidecar.
+//!
+//! Served on `--grpc-address`:
+//! * `thanos.info.Info/Info` — what Thanos Query 0.37+ asks first: the external labels
+//!   as the store's label set, and the time range it holds;
+//! * `thanos.Store` — `Info`, `Series` (streamed, chunks still XOR-encoded as stored),
+//!   `LabelNames`, `LabelValues`.
+//!
+//! Main types: [`StoreApi`] (both services), [`StoreBackends`] (the seams it reads),
+//! [`serve`]. The messages come from `proto/thanos/` (see `build.rs`); [`series`] holds
+//! the request handling that does not depend on tonic. This module reads only through
+//! the `storage` traits and must not import `tsdb` or `api`.
+
+pub mod error;
+mod metrics;
+pub mod proto;
+pub mod series;
+mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+
+use crate::storage::{ChunkQueryable, Queryable};
+pub use error::{Result, StoreApiError};
+pub use metrics::StoreApiMetrics;
+use proto::thanos::{info::info_server::InfoServer, store_server::StoreServer};
+pub use service::{COMPONENT_TYPE, StoreApi};
+
+/// The Thanos sidecar's gRPC port, ODIN's default `--grpc-address`.
+pub const DEFAULT_GRPC_ADDRESS: &str = "0.0.0.0:10901";
+
+/// The storage seams the StoreAPI reads.
+#[derive(Clone)]
+pub struct StoreBackends {
+    /// Label names and values.
+    pub queryable: Arc<dyn Queryable>,
+    /// Series with their encoded chunks.
+    pub chunks: Arc<dyn ChunkQueryable>,
+}
+
+/// Limits of the gRPC server.
+#[derive(Debug, Clone)]
+pub struct StoreApiOptions {
+    /// Largest request accepted (decoded size). Requests are matchers and times, so
+    /// this is small next to Thanos's own 2 GiB default.
+    pub max_recv_message_bytes: usize,
+    /// Largest response message. `Series` frames hold at most
+    /// [`series::MAX_CHUNK_BYTES_IN_FRAME`] of chunks, so only a series with huge
+    /// labels or a label answer of this size fails.
+    pub max_send_message_bytes: usize,
+    /// `Series` frames read ahead of the client per request.
+    pub series_channel_depth: usize,
+}
+
+impl Default for StoreApiOptions {
+    fn default() -> Self {
+        StoreApiOptions {
+            max_recv_message_bytes: 16 << 20,
+            max_send_message_bytes: 256 << 20,
+            series_channel_depth: 16,
+        }
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` is cancelled, then lets
+/// in-flight calls finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: StoreApi,
+    shutdown: CancellationToken,
+) -> std::result::Result<(), tonic::transport::Error> {
+    let o = api.options().clone();
+    // Gzip-compressed requests are accepted; answers go out uncompressed, as XOR
+    // chunks hardly compress and gzip would cost the CPU the chunks were kept
+    // encoded to save.
+    let store = StoreServer::new(api.clone())
+        .max_decoding_message_size(o.max_recv_message_bytes)
+        .max_encoding_message_size(o.max_send_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let info = InfoServer::new(api)
+        .max_decoding_message_size(o.max_recv_message_bytes)
+        .max_encoding_message_size(o.max_send_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip);
+    tonic::transport::Server::builder()
+        .add_service(store)
+        .add_service(info)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+}
+
+/// Parses `--grpc-address`; an empty value turns the gRPC server off.
+pub fn parse_grpc_address(s: &str) -> std::result::Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?} is not a host:port address: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_address_parses_and_empty_turns_it_off() {
+        assert_eq!(
+            parse_grpc_address(DEFAULT_GRPC_ADDRESS).unwrap(),
+            Some("0.0.0.0:10901".parse().unwrap())
+        );
+        assert_eq!(parse_grpc_address("").unwrap(), None);
+        assert!(parse_grpc_address("localhost").is_err());
+    }
+}

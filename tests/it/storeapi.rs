@@ -1,0 +1,398 @@
+//! Thanos StoreAPI: a tonic client generated from the same protos talks to the real
+//! binary on its `--grpc-address`, as Thanos Query would: Info (both APIs), Series with
+//! and without chunks, LabelNames, LabelValues, matchers, and bad requests. The chunks
+//! that come back decode (with ODIN's own XOR decoder) to what `/api/v1/query_range`
+//! answers for the same series.
+
+use std::collections::BTreeMap;
+
+use odin::storeapi::proto::thanos::info::{self, info_client::InfoClient};
+use odin::storeapi::proto::thanos::{
+    InfoRequest, LabelMatcher, LabelNamesRequest, LabelValuesRequest, Series, SeriesRequest,
+    StoreType, label_matcher::Type, series_response, store_client::StoreClient,
+};
+use odin::tsdb::chunkenc::XorIterator;
+use tonic::transport::Channel;
+
+use crate::common::{Odin, TestSeries};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn m(t: Type, name: &str, value: &str) -> LabelMatcher {
+    LabelMatcher {
+        r#type: t as i32,
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn label_map(s: &Series) -> BTreeMap<String, String> {
+    s.labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect()
+}
+
+/// Every frame of a `Series` call, or the call's status.
+async fn series(
+    client: &mut StoreClient<Channel>,
+    req: SeriesRequest,
+) -> Result<Vec<Series>, tonic::Status> {
+    let mut stream = client.series(req).await?.into_inner();
+    let mut out: Vec<Series> = Vec::new();
+    while let Some(frame) = stream.message().await? {
+        match frame.result {
+            Some(series_response::Result::Series(s)) => {
+                // A series split over frames continues in the next one.
+                match out.last_mut() {
+                    Some(last) if last.labels == s.labels => last.chunks.extend(s.chunks),
+                    _ => out.push(s),
+                }
+            }
+            Some(series_response::Result::Warning(w)) => panic!("warning: {w}"),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `(t, v)` of every sample in the series' chunks within `[start, end]`.
+fn decode(s: &Series, start: i64, end: i64) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, f64)> = Vec::new();
+    for c in &s.chunks {
+        let raw = c.raw.as_ref().expect("raw chunk");
+        assert_eq!(raw.r#type, 0, "XOR encoding");
+        let it = XorIterator::new(&raw.data);
+        let samples: Vec<(i64, f64)> = it.collect();
+        assert_eq!(samples.first().map(|s| s.0), Some(c.min_time));
+        assert_eq!(samples.last().map(|s| s.0), Some(c.max_time));
+        out.extend(
+            samples
+                .into_iter()
+                .filter(|(t, _)| *t >= start && *t <= end),
+        );
+    }
+    out
+}
+
+#[test]
+fn thanos_store_api_serves_what_query_range_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("odin.yml");
+    std::fs::write(
+        &cfg,
+        "global:\n  external_labels:\n    cluster: eu\n    replica: r1\n",
+    )
+    .unwrap();
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[&format!("--config.file={}", cfg.display())],
+    );
+    let grpc = odin.grpc_addr.expect("grpc address");
+
+    // Ten minutes of samples ending a minute ago, 15 s apart.
+    let end = now_ms() / 1000 * 1000 - 60_000;
+    let start = end - 39 * 15_000;
+    let samples = |f: fn(i64) -> f64| -> Vec<(i64, f64)> {
+        (0..40).map(|i| (start + i * 15_000, f(i))).collect()
+    };
+    let (status, body) = odin.write(&[
+        TestSeries::new(
+            &[("__name__", "sa_metric"), ("job", "b"), ("instance", "x")],
+            samples(|i| (i * i) as f64 / 3.0),
+        ),
+        TestSeries::new(
+            &[("__name__", "sa_metric"), ("job", "a"), ("instance", "x")],
+            samples(|i| i as f64 * 1.5),
+        ),
+        TestSeries::new(
+            &[("__name__", "sa_other"), ("zone", "z1")],
+            samples(|_| 1.0),
+        ),
+    ]);
+    assert_eq!(status, 204, "{body}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("http://{grpc}");
+        let mut info = InfoClient::connect(url.clone()).await.unwrap();
+        let mut store = StoreClient::connect(url).await.unwrap();
+
+        // Info API (Thanos Query 0.37+): the external labels and the time range.
+        let i = info.info(info::InfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(i.component_type, "sidecar");
+        assert_eq!(i.label_sets.len(), 1);
+        let ext: Vec<(String, String)> = i.label_sets[0]
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        assert_eq!(
+            ext,
+            [
+                ("cluster".into(), "eu".into()),
+                ("replica".into(), "r1".into())
+            ]
+        );
+        let si = i.store.expect("store info");
+        assert_eq!(si.min_time, start, "oldest sample");
+        assert_eq!(si.max_time, i64::MAX);
+
+        // The older Store.Info says the same.
+        let si = store.info(InfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(si.min_time, start);
+        assert_eq!(si.store_type, StoreType::Sidecar as i32);
+        assert_eq!(si.label_sets[0].labels, i.label_sets[0].labels);
+
+        // Series: sorted, external labels on each, chunks decode to query_range.
+        let req = SeriesRequest {
+            min_time: start,
+            max_time: end,
+            matchers: vec![m(Type::Eq, "__name__", "sa_metric")],
+            ..Default::default()
+        };
+        let got = series(&mut store, req.clone()).await.unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        let jobs: Vec<String> = got.iter().map(|s| label_map(s)["job"].clone()).collect();
+        assert_eq!(jobs, ["a", "b"], "sorted by labels");
+        for s in &got {
+            let l = label_map(s);
+            assert_eq!(l["cluster"], "eu");
+            assert_eq!(l["replica"], "r1");
+            let names: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted, "labels sorted by name");
+        }
+        for s in &got {
+            let job = &label_map(s)["job"];
+            let from_store = decode(s, start, end);
+            assert_eq!(from_store.len(), 40);
+            let query = format!("sa_metric{{job=\"{job}\"}}");
+            let (status, body) = odin.get(&format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step=15",
+                form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>(),
+                start / 1000,
+                end / 1000
+            ));
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let values = v["data"]["result"][0]["values"].as_array().unwrap();
+            let from_api: Vec<(i64, f64)> = values
+                .iter()
+                .map(|p| {
+                    (
+                        (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                        p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(from_store, from_api, "job={job}");
+        }
+
+        // skip_chunks: the same series, labels only.
+        let labels_only = series(
+            &mut store,
+            SeriesRequest {
+                skip_chunks: true,
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(labels_only.len(), 2);
+        assert!(labels_only.iter().all(|s| s.chunks.is_empty()));
+        assert_eq!(labels_only[0].labels, got[0].labels);
+        assert_eq!(labels_only[1].labels, got[1].labels);
+
+        // Matchers: NEQ, RE, NRE, and on external labels.
+        let jobs_for = |matchers: Vec<LabelMatcher>| SeriesRequest {
+            matchers,
+            skip_chunks: true,
+            ..req.clone()
+        };
+        let name = m(Type::Eq, "__name__", "sa_metric");
+        for (extra, want) in [
+            (m(Type::Neq, "job", "a"), vec!["b"]),
+            (m(Type::Re, "job", "a|b"), vec!["a", "b"]),
+            (m(Type::Nre, "job", "b"), vec!["a"]),
+            (m(Type::Re, "job", "."), vec!["a", "b"]),
+            (m(Type::Re, "cluster", "eu|us"), vec!["a", "b"]),
+            (m(Type::Eq, "cluster", "us"), vec![]),
+            (m(Type::Neq, "replica", "r1"), vec![]),
+        ] {
+            let got = series(&mut store, jobs_for(vec![name.clone(), extra.clone()]))
+                .await
+                .unwrap();
+            let jobs: Vec<String> = got.iter().map(|s| label_map(s)["job"].clone()).collect();
+            assert_eq!(jobs, want, "{extra:?}");
+        }
+        // Outside the stored range: nothing.
+        let none = series(
+            &mut store,
+            SeriesRequest {
+                min_time: end + 3_600_000,
+                max_time: end + 7_200_000,
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(none.is_empty());
+
+        // Label names and values, external labels included.
+        let names = store
+            .label_names(LabelNamesRequest {
+                start,
+                end,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .names;
+        assert_eq!(
+            names,
+            ["__name__", "cluster", "instance", "job", "replica", "zone"]
+        );
+        let names = store
+            .label_names(LabelNamesRequest {
+                start,
+                end,
+                matchers: vec![m(Type::Eq, "__name__", "sa_other")],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .names;
+        assert_eq!(names, ["__name__", "cluster", "replica", "zone"]);
+        let values = |label: &str, matchers: Vec<LabelMatcher>| LabelValuesRequest {
+            label: label.into(),
+            start,
+            end,
+            matchers,
+            ..Default::default()
+        };
+        let v = store
+            .label_values(values("job", vec![]))
+            .await
+            .unwrap()
+            .into_inner()
+            .values;
+        assert_eq!(v, ["a", "b"]);
+        let v = store
+            .label_values(values("__name__", vec![m(Type::Eq, "job", "a")]))
+            .await
+            .unwrap()
+            .into_inner()
+            .values;
+        assert_eq!(v, ["sa_metric"]);
+        let v = store
+            .label_values(values("cluster", vec![]))
+            .await
+            .unwrap()
+            .into_inner()
+            .values;
+        assert_eq!(v, ["eu"]);
+        let v = store
+            .label_values(values("job", vec![m(Type::Eq, "cluster", "us")]))
+            .await
+            .unwrap()
+            .into_inner()
+            .values;
+        assert!(v.is_empty());
+
+        // Bad requests: InvalidArgument with a clear message; the server carries on.
+        let err = series(
+            &mut store,
+            SeriesRequest {
+                matchers: vec![m(Type::Re, "job", "(unclosed")],
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("invalid regex"), "{}", err.message());
+        let err = series(
+            &mut store,
+            SeriesRequest {
+                min_time: end,
+                max_time: start,
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("is after max time"),
+            "{}",
+            err.message()
+        );
+        let err = series(
+            &mut store,
+            SeriesRequest {
+                matchers: vec![m(Type::Re, "job", ".*")],
+                ..req.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = store
+            .label_values(values("job", vec![m(Type::Nre, "job", "[")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = store
+            .label_names(LabelNamesRequest {
+                start: end,
+                end: start,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        // A client that walks away mid-stream does not upset the server.
+        let mut stream = store.series(req.clone()).await.unwrap().into_inner();
+        assert!(stream.message().await.unwrap().is_some());
+        drop(stream);
+        assert_eq!(series(&mut store, req.clone()).await.unwrap().len(), 2);
+    });
+    // Closes the client's connections (they are driven by this runtime).
+    drop(rt);
+    assert_eq!(odin.get("/-/ready").0, 200);
+    let (_, metrics) = odin.get("/metrics");
+    for line in [
+        r#"odin_storeapi_requests_total{method="Info",code="Ok"} 1"#,
+        r#"odin_storeapi_requests_total{method="Series",code="InvalidArgument"} 3"#,
+        r#"odin_storeapi_requests_total{method="LabelValues",code="Ok"} 4"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+    // The gRPC server stops with the rest on SIGTERM.
+    assert_eq!(odin.stop().code(), Some(0));
+}
+
+#[test]
+fn grpc_address_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &["--grpc-address="]);
+    assert!(odin.grpc_addr.is_none());
+    assert_eq!(odin.get("/-/ready").0, 200);
+    assert_eq!(odin.stop().code(), Some(0));
+}
