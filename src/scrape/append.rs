@@ -59,7 +59,9 @@ struct CacheEntry {
 /// series the last scrape saw (for staleness markers), and the metadata.
 #[derive(Default)]
 pub struct ScrapeCache {
-    entries: HashMap<String, CacheEntry>,
+    /// By the exposed series text; hashbrown's default hasher (foldhash) rather than
+    /// SipHash: every sample of every scrape is looked up here.
+    entries: hashbrown::HashMap<String, CacheEntry>,
     /// Counts successful scrapes; entries seen in the current one carry it.
     iteration: u64,
     key: String,

@@ -142,6 +142,13 @@ pub trait Appender: Send {
     /// batch is on disk (call it from a blocking context, not from an async task).
     fn commit(self: Box<Self>) -> Result<AppendSummary>;
 
+    /// [`commit`](Appender::commit) for a writer nobody is waiting on (a scrape):
+    /// the storage may hold the batch back a little (a tenth of a second in the TSDB)
+    /// so that it shares its log sync with others. As durable once it returns.
+    fn commit_patient(self: Box<Self>) -> Result<AppendSummary> {
+        self.commit()
+    }
+
     /// Drops the batch.
     fn rollback(self: Box<Self>);
 }

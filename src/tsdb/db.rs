@@ -279,6 +279,7 @@ impl Db {
         &self,
         batch: Batch,
         hints: Vec<Option<Arc<MemSeries>>>,
+        patient: bool,
     ) -> crate::storage::Result<AppendSummary> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable("database is closed".into()));
@@ -288,7 +289,13 @@ impl Db {
         }
         let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
         record::encode_batch(&batch, &mut rec);
-        match self.inner.wal.commit(rec, WalPayload::Batch(batch, hints)) {
+        let payload = WalPayload::Batch(batch, hints);
+        let committed = if patient {
+            self.inner.wal.commit_patient(rec, payload)
+        } else {
+            self.inner.wal.commit(rec, payload)
+        };
+        match committed {
             Ok(summary) => {
                 self.inner.metrics.observe_commit(&summary);
                 self.inner
@@ -413,7 +420,12 @@ impl Appender for DbAppender {
 
     fn commit(self: Box<Self>) -> crate::storage::Result<AppendSummary> {
         let DbAppender { db, batch, hints } = *self;
-        db.commit_batch(batch, hints)
+        db.commit_batch(batch, hints, false)
+    }
+
+    fn commit_patient(self: Box<Self>) -> crate::storage::Result<AppendSummary> {
+        let DbAppender { db, batch, hints } = *self;
+        db.commit_batch(batch, hints, true)
     }
 
     fn rollback(self: Box<Self>) {}

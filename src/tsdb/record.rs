@@ -151,17 +151,35 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     // interned strings, so equal strings are almost always the same allocation, and an
     // address is far cheaper to hash than the text. A string that is equal but not
     // shared just appears twice in the table.
+    //
+    // Consecutive series mostly share the strings at each position (a scrape's `job`
+    // and `instance`, a family's name), so the string last seen at each position is
+    // checked first and the map is asked only when it differs.
     let mut ids: HashMap<usize, u32, BuildHasherDefault<AddrHasher>> = HashMap::default();
     let mut table: Vec<&str> = Vec::new();
     let mut refs: Vec<u32> = Vec::with_capacity(batch.series.len() * 16);
+    let mut last_at: Vec<(usize, u32)> = Vec::new();
     for (labels, _) in batch.iter() {
-        for l in labels.iter() {
-            for s in [&l.name, &l.value] {
-                let id = *ids.entry(s.as_ptr() as usize).or_insert_with(|| {
-                    table.push(s);
-                    (table.len() - 1) as u32
-                });
+        for (i, s) in labels
+            .iter()
+            .flat_map(|l| [&*l.name, &*l.value])
+            .enumerate()
+        {
+            let addr = s.as_ptr() as usize;
+            if let Some(&(last, id)) = last_at.get(i)
+                && last == addr
+            {
                 refs.push(id);
+                continue;
+            }
+            let id = *ids.entry(addr).or_insert_with(|| {
+                table.push(s);
+                (table.len() - 1) as u32
+            });
+            refs.push(id);
+            match last_at.get_mut(i) {
+                Some(slot) => *slot = (addr, id),
+                None => last_at.push((addr, id)),
             }
         }
     }

@@ -89,6 +89,9 @@ pub struct WalOptions {
     pub max_queue_records: usize,
     /// Payload bytes that may wait in the queue before committers block.
     pub max_queue_bytes: usize,
+    /// How long patient commits (see `WalWriter::commit_patient`) may wait for
+    /// others to share their fsync.
+    pub patience: std::time::Duration,
 }
 
 impl Default for WalOptions {
@@ -98,6 +101,7 @@ impl Default for WalOptions {
             max_batch_bytes: 8 << 20,
             max_queue_records: 16 << 10,
             max_queue_bytes: 64 << 20,
+            patience: std::time::Duration::from_millis(100),
         }
     }
 }
@@ -368,6 +372,7 @@ impl Wal {
             dir: self.dir,
             segment_size: self.opts.segment_size,
             max_batch_bytes: self.opts.max_batch_bytes,
+            patience: self.opts.patience,
             max_queue_records: self.opts.max_queue_records,
             max_queue_bytes: self.opts.max_queue_bytes,
         };

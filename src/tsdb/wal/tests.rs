@@ -646,3 +646,57 @@ fn apply_panic_stops_writer_without_hanging() {
     assert!(matches!(w.close(), Err(WalError::WriterStopped)));
     assert!(matches!(w.commit(rec(3), 3), Err(WalError::Closed)));
 }
+
+#[test]
+fn patient_commits_share_an_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        patience: std::time::Duration::from_millis(300),
+        ..WalOptions::default()
+    };
+    let w = Wal::open(dir.path(), options).unwrap().start(|i: usize| i);
+    let before = w.stats().fsyncs();
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let (w, start) = (w.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                w.commit_patient(rec(i), i).unwrap()
+            })
+        })
+        .collect();
+    let done: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(done, vec![0, 1, 2, 3]);
+    let fsyncs = w.stats().fsyncs() - before;
+    assert!(fsyncs < 4, "{fsyncs} fsyncs for 4 patient commits");
+    w.close().unwrap();
+    assert_eq!(
+        replay_all(&Wal::open(dir.path(), opts(64 << 20)).unwrap()).len(),
+        4
+    );
+}
+
+#[test]
+fn a_waited_on_commit_ends_the_patience() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        patience: std::time::Duration::from_secs(600),
+        ..WalOptions::default()
+    };
+    let w = Wal::open(dir.path(), options).unwrap().start(|i: usize| i);
+    let started = std::time::Instant::now();
+    let patient = {
+        let w = w.clone();
+        thread::spawn(move || w.commit_patient(rec(0), 0).unwrap())
+    };
+    // Each ordinary commit is written at once, taking whatever is queued along.
+    let mut i = 1;
+    while !patient.is_finished() {
+        assert_eq!(w.commit(rec(i), i).unwrap(), i);
+        i += 1;
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+    assert_eq!(patient.join().unwrap(), 0);
+    w.close().unwrap();
+}
