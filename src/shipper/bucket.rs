@@ -46,7 +46,7 @@ pub async fn list_blocks(store: &Arc<dyn ObjectStore>) -> Result<Vec<BucketBlock
     let mut ids: Vec<String> = top
         .common_prefixes
         .iter()
-        .filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string()))
+        .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
         .filter(|s| ulid::Ulid::from_string(s).is_ok())
         .collect();
     ids.sort();
