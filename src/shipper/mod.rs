@@ -354,3 +354,135 @@ async fn upload_file(store: Arc<dyn ObjectStore>, from: &Path, to: ObjectPath) -
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::Labels;
+    use crate::storage::Appendable;
+    use crate::tsdb::{DbOptions, TsdbMetrics};
+
+    const H: i64 = 3_600_000;
+
+    /// A database whose head has been cut into three 2 h blocks, with `shipper`'s
+    /// hook installed.
+    fn db_with_blocks(dir: &Path, shipper: &Shipper) -> Db {
+        let opts = DbOptions {
+            retention_ms: 0,
+            max_block_ms: 2 * H,
+            shipping: Some(shipper.hook()),
+            ..DbOptions::default()
+        };
+        let db = Db::open(dir, opts, TsdbMetrics::default()).unwrap();
+        let mut t = 0;
+        while t < 9 * H {
+            let mut app = db.appender();
+            app.append(&Labels::from_pairs([("__name__", "x")]), t, 1.0)
+                .unwrap();
+            app.commit().unwrap();
+            t += 60_000;
+        }
+        db.compact().unwrap();
+        assert_eq!(db.blocks().len(), 3);
+        db
+    }
+
+    fn shipper(data: &Path, bucket: &Path, opts: ShipperOptions) -> Shipper {
+        let store = ObjectStoreConfig::Filesystem(config::FilesystemConfig {
+            directory: bucket.display().to_string(),
+        })
+        .build(ClientTuning::default())
+        .unwrap();
+        let labels = BTreeMap::from([("replica".to_string(), "a".to_string())]);
+        Shipper::new(data, store, labels, opts, ShipperMetrics::default()).unwrap()
+    }
+
+    fn bucket_blocks(bucket: &Path) -> usize {
+        std::fs::read_dir(bucket)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("meta.json").exists())
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_retry_with_backoff_until_the_store_is_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, bucket) = (tmp.path().join("data"), tmp.path().join("bucket"));
+        let opts = ShipperOptions {
+            interval: Duration::from_secs(3600),
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+        };
+        let s = shipper(&data, &bucket, opts);
+        // The bucket cannot be written: its directory is a plain file.
+        std::fs::remove_dir_all(&bucket).unwrap();
+        std::fs::write(&bucket, b"not a directory").unwrap();
+        let db = db_with_blocks(&data, &s);
+        let stop = CancellationToken::new();
+        let task = s.spawn(db.clone(), stop.clone());
+        let m = s.inner.metrics.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while m.upload_failures.get() < 3 {
+            assert!(std::time::Instant::now() < deadline, "no retries");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(m.uploads.get(), 0);
+        assert_eq!(m.blocks_pending.get(), 3);
+        assert!(db.blocks().iter().all(|b| !s.inner.is_shipped(b.meta())));
+        // The store comes back: every block lands, without another wake-up.
+        std::fs::remove_file(&bucket).unwrap();
+        std::fs::create_dir_all(&bucket).unwrap();
+        while m.uploads.get() < 3 {
+            assert!(std::time::Instant::now() < deadline, "never landed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(bucket_blocks(&bucket), 3);
+        assert_eq!(m.blocks_pending.get(), 0);
+        assert!(db.blocks().iter().all(|b| s.inner.is_shipped(b.meta())));
+        assert!(!data.join("thanos/upload").read_dir().unwrap().any(|_| true));
+        let state = ShipperState::load(&data).unwrap();
+        assert_eq!(state.uploaded.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn restart_uploads_nothing_twice_even_without_the_state_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, bucket) = (tmp.path().join("data"), tmp.path().join("bucket"));
+        let s = shipper(&data, &bucket, ShipperOptions::default());
+        let db = db_with_blocks(&data, &s);
+        assert_eq!(s.sync(&db).await.unwrap(), 3);
+        assert_eq!(s.inner.metrics.uploads.get(), 3);
+        // A new shipper (a restart) reads the state: nothing to do.
+        let again = shipper(&data, &bucket, ShipperOptions::default());
+        assert_eq!(again.sync(&db).await.unwrap(), 0);
+        // State lost after the upload: the bucket's meta.json says the block is there.
+        std::fs::remove_file(state::state_path(&data)).unwrap();
+        let lost = shipper(&data, &bucket, ShipperOptions::default());
+        assert_eq!(lost.sync(&db).await.unwrap(), 3);
+        assert_eq!(lost.inner.metrics.uploads.get(), 0, "nothing sent again");
+        assert_eq!(ShipperState::load(&data).unwrap().uploaded.len(), 3);
+        // An interrupted upload (no meta.json) goes up again whole.
+        let first = db.blocks()[0].meta().ulid.to_string();
+        std::fs::remove_file(bucket.join(&first).join("meta.json")).unwrap();
+        std::fs::remove_file(state::state_path(&data)).unwrap();
+        let partial = shipper(&data, &bucket, ShipperOptions::default());
+        assert_eq!(partial.sync(&db).await.unwrap(), 3);
+        assert_eq!(partial.inner.metrics.uploads.get(), 1);
+        assert!(bucket.join(&first).join("meta.json").exists());
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(2));
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
+        }
+    }
+}
