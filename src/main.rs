@@ -1,5 +1,6 @@
 //! The `odin` command line: `odin run` starts the appliance with Prometheus's flags;
-//! `odin check config` validates a config file; `odin tsdb dump` prints stored samples.
+//! `odin check config` validates a config file; `odin tsdb dump` prints stored samples;
+//! `odin tools bucket ls|inspect|verify` reads the bucket blocks ship to.
 
 use std::io::Write;
 use std::net::SocketAddr;

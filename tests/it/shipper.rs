@@ -45,6 +45,13 @@ fn metric(odin: &Odin, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("/metrics has no {name}:\n{body}"))
 }
 
+/// Waits until a metric reaches `want` (a block's meta.json is visible in the bucket
+/// a moment before the shipper has recorded and counted it), then checks it.
+fn settled(odin: &Odin, name: &str, want: f64) {
+    poll_until(Duration::from_secs(10), || metric(odin, name) == want);
+    assert_eq!(metric(odin, name), want, "{name}");
+}
+
 fn config_with_store(dir: &Path, store_yaml: &str) -> PathBuf {
     let path = dir.join("odin.yml");
     let indented: String = store_yaml.lines().map(|l| format!("    {l}\n")).collect();
@@ -148,9 +155,12 @@ fn filesystem_bucket_gets_every_block_once_in_thanos_layout() {
         fs_bucket_blocks(&bucket)
     );
     let shipped = fs_bucket_blocks(&bucket);
-    assert_eq!(metric(&odin, "odin_shipper_uploads_total"), 3.0);
-    assert_eq!(metric(&odin, "odin_shipper_blocks_pending"), 0.0);
-    assert!(metric(&odin, "odin_shipper_last_success_timestamp_seconds") > 1.7e9);
+    settled(&odin, "odin_shipper_uploads_total", 3.0);
+    settled(&odin, "odin_shipper_blocks_pending", 0.0);
+    assert!(poll_until(Duration::from_secs(10), || metric(
+        &odin,
+        "odin_shipper_last_success_timestamp_seconds"
+    ) > 1.7e9));
 
     for id in &shipped {
         let dir = bucket.join(id);
@@ -226,7 +236,7 @@ fn filesystem_bucket_gets_every_block_once_in_thanos_layout() {
         "bucket: {:?}",
         fs_bucket_blocks(&bucket)
     );
-    assert_eq!(metric(&odin, "odin_shipper_uploads_total"), 3.0);
+    settled(&odin, "odin_shipper_uploads_total", 3.0);
     assert_eq!(mtimes(&shipped), before, "old blocks not uploaded again");
     // Shipped blocks are compacted locally; the merged block stays local.
     let level = |p: &PathBuf| -> u64 {
@@ -250,7 +260,7 @@ fn filesystem_bucket_gets_every_block_once_in_thanos_layout() {
     let in_bucket = fs_bucket_blocks(&bucket);
     assert_eq!(in_bucket.len(), 6, "{in_bucket:?}");
     assert!(merged.iter().all(|m| !in_bucket.contains(m)));
-    assert_eq!(metric(&odin, "odin_shipper_uploads_total"), 3.0);
+    settled(&odin, "odin_shipper_uploads_total", 3.0);
 }
 
 #[test]
@@ -455,7 +465,7 @@ fn s3_bucket_gets_every_block() {
         "bucket: {:?}",
         moto.keys("odin")
     );
-    assert_eq!(metric(&odin, "odin_shipper_uploads_total"), 3.0);
+    settled(&odin, "odin_shipper_uploads_total", 3.0);
     let id = moto.blocks("odin").into_iter().next().unwrap();
     let keys = moto.keys("odin");
     for f in ["chunks/000001", "index", "meta.json"] {
@@ -512,7 +522,15 @@ fn s3_outage_while_blocks_are_cut_loses_and_duplicates_nothing() {
     assert!(poll_until(Duration::from_secs(30), || {
         metric(&odin, "odin_shipper_upload_failures_total") >= 2.0
     }));
-    let local: BTreeSet<String> = block_dirs(&data).iter().map(|p| ulid_of(p)).collect();
+    // The cuts run on the maintenance thread: wait for all three, and for retention
+    // to delete the block that did land.
+    let local_blocks =
+        || -> BTreeSet<String> { block_dirs(&data).iter().map(|p| ulid_of(p)).collect() };
+    poll_until(Duration::from_secs(30), || {
+        let l = local_blocks();
+        l.len() == 3 && l.is_disjoint(&before)
+    });
+    let local = local_blocks();
     assert_eq!(
         local.len(),
         3,
@@ -527,7 +545,7 @@ fn s3_outage_while_blocks_are_cut_loses_and_duplicates_nothing() {
         "retention reports the blocks it keeps"
     );
     assert!(metric(&odin, "odin_shipper_blocks_pending") >= 1.0);
-    assert_eq!(metric(&odin, "odin_shipper_uploads_total"), 1.0);
+    settled(&odin, "odin_shipper_uploads_total", 1.0);
 
     // The server comes back on the same port. moto keeps its state in memory, so it
     // comes back empty: the bucket is created again and holds exactly what ODIN
@@ -545,11 +563,8 @@ fn s3_outage_while_blocks_are_cut_loses_and_duplicates_nothing() {
         local,
         "every block cut during the outage landed"
     );
-    assert_eq!(
-        metric(&odin, "odin_shipper_uploads_total"),
-        4.0,
-        "none twice"
-    );
+    // None twice: one upload per block.
+    settled(&odin, "odin_shipper_uploads_total", 4.0);
     // Now shipped, retention may delete all but the newest.
     assert!(
         poll_until(Duration::from_secs(30), || block_dirs(&data).len() == 1
@@ -558,5 +573,5 @@ fn s3_outage_while_blocks_are_cut_loses_and_duplicates_nothing() {
         "local blocks: {:?}",
         block_dirs(&data)
     );
-    assert_eq!(metric(&odin, "odin_shipper_blocks_pending"), 0.0);
+    settled(&odin, "odin_shipper_blocks_pending", 0.0);
 }
