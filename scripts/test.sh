@@ -2,8 +2,9 @@
 # Runs ODIN's whole test suite on a fresh Debian machine: installs what the tests need
 # (Debian's `prometheus` package, for promtool and Prometheus 2.42, and
 # `prometheus-node-exporter` 1.5, which tests/it/node_exporter.rs compares the node
-# collector with), then runs every unit and integration test. CI (.ci/run) calls
-# exactly this script.
+# collector with, plus python3-venv where moto needs it), installs moto's S3 server
+# from PyPI into ~/.cache/odin-moto (tests/it/shipper.rs ships blocks to it), then
+# runs every unit and integration test. CI (.ci/run) calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,14 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
   packages+=(prometheus-node-exporter)
+fi
+moto_venv="$HOME/.cache/odin-moto"
+need_moto=
+if ! command -v moto_server >/dev/null 2>&1 && [ ! -x "$moto_venv/bin/moto_server" ]; then
+  need_moto=1
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    packages+=(python3 python3-venv)
+  fi
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "installing Debian's ${packages[*]} package(s)…"
@@ -34,6 +43,12 @@ if [ "${#packages[@]}" -gt 0 ]; then
     rm -f "$policy"
     trap - EXIT
   fi
+fi
+
+if [ -n "$need_moto" ]; then
+  echo "installing moto[server] (S3-compatible test server) into $moto_venv…"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install -q 'moto[server]>=5,<6'
 fi
 
 # A target directory outside the clone spares CI a full rebuild each time.

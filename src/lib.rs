@@ -4,6 +4,7 @@
 //! * [`model`] — labels, samples, matchers, time.
 //! * [`storage`] — the seams: appendable, queryable, chunk-queryable, admin.
 //! * [`tsdb`] — the embedded TSDB implementing them (WAL, head, Prometheus blocks).
+//! * [`shipper`] — uploads finished blocks to object storage (Thanos bucket layout).
 //! * [`exposition`] — the text and OpenMetrics formats.
 //! * [`scrape`], [`remote`], [`collect`] — sources that write through the seams
 //!   (the collectors run as in-process scrape targets).
@@ -20,6 +21,7 @@ pub mod model;
 pub mod promql;
 pub mod remote;
 pub mod scrape;
+pub mod shipper;
 pub mod storage;
 pub mod storeapi;
 pub mod tsdb;

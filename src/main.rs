@@ -1,5 +1,6 @@
 //! The `odin` command line: `odin run` starts the appliance with Prometheus's flags;
-//! `odin check config` validates a config file; `odin tsdb dump` prints stored samples.
+//! `odin check config` validates a config file; `odin tsdb dump` prints stored samples;
+//! `odin tools bucket ls|inspect|verify` reads the bucket blocks ship to.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -45,6 +46,58 @@ enum Command {
     Tsdb {
         #[command(subcommand)]
         what: TsdbCommand,
+    },
+    /// Tools for the object storage bucket blocks ship to.
+    Tools {
+        #[command(subcommand)]
+        what: ToolsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Read the Thanos-layout bucket (as `thanos tools bucket`).
+    Bucket {
+        #[command(subcommand)]
+        what: BucketCommand,
+    },
+}
+
+/// Where the bucket is configured: a Thanos objstore file, or ODIN's config file
+/// (`storage.object_store`).
+#[derive(Args, Debug)]
+struct BucketFlags {
+    /// Thanos objstore YAML file (`type: S3|FILESYSTEM`, `config: …`).
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: Option<PathBuf>,
+    /// ODIN configuration file with `storage.object_store`.
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    /// List the blocks: ULID, time range (RFC 3339), labels, size, level.
+    Ls {
+        #[command(flatten)]
+        bucket: BucketFlags,
+    },
+    /// Print one block's meta.json and its files.
+    Inspect {
+        #[command(flatten)]
+        bucket: BucketFlags,
+        /// The block's ULID.
+        #[arg(long = "id")]
+        id: String,
+    },
+    /// Check every block (or one): meta.json present and parsing, its files present
+    /// with their sizes, the index and chunks readable. Exits non-zero on problems.
+    Verify {
+        #[command(flatten)]
+        bucket: BucketFlags,
+        /// Only this block.
+        #[arg(long = "id")]
+        id: Option<String>,
     },
 }
 
@@ -124,6 +177,20 @@ struct RunFlags {
     /// How far back an instant selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m")]
     query_lookback_delta: String,
+    /// Object storage that finished blocks ship to: a Thanos objstore YAML file
+    /// (`type: S3|FILESYSTEM`, `config: …`), as the Thanos sidecar's flag. Wins over
+    /// `storage.object_store` in the config file. Needs `global.external_labels`.
+    #[arg(long = "objstore.config-file")]
+    objstore_config_file: Option<PathBuf>,
+    /// How often the shipper looks for blocks to upload (a head cut wakes it sooner).
+    #[arg(long = "shipper.upload-interval", default_value = "30s")]
+    shipper_interval: String,
+    /// First wait after a failed upload; doubles per failure up to the maximum.
+    #[arg(long = "shipper.retry-backoff-min", default_value = "1s")]
+    shipper_backoff_min: String,
+    /// Longest wait between upload attempts during an outage.
+    #[arg(long = "shipper.retry-backoff-max", default_value = "2m")]
+    shipper_backoff_max: String,
     /// Selected samples above which a query streams chunks window by window instead of
     /// loading every sample first (0 streams every query).
     #[arg(long = "query.stream-above-samples", default_value_t = 20_000_000)]
@@ -146,6 +213,9 @@ fn main() -> ExitCode {
                     matcher,
                 },
         } => dump(&path, min_time.as_deref(), max_time.as_deref(), &matcher),
+        Command::Tools {
+            what: ToolsCommand::Bucket { what },
+        } => bucket_tool(what),
     };
     match result {
         Ok(code) => code,
@@ -235,6 +305,26 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
     if lookback_delta_ms <= 0 {
         bail!("--query.lookback-delta must be greater than 0");
     }
+    let object_store = match &flags.objstore_config_file {
+        Some(p) => Some(odin::shipper::ObjectStoreConfig::load(p)?),
+        None => config.storage.object_store.clone(),
+    };
+    if object_store.is_some() {
+        odin::config::check_external_labels_for_shipping(&config.global.external_labels)
+            .map_err(|e| anyhow::anyhow!("global.external_labels: {e}"))?;
+    }
+    let positive_ms = |flag: &str, v: &str| -> anyhow::Result<Duration> {
+        let ms = parse_duration_ms(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+        if ms <= 0 {
+            bail!("--{flag} must be greater than 0");
+        }
+        Ok(Duration::from_millis(ms as u64))
+    };
+    let shipper = odin::shipper::ShipperOptions {
+        interval: positive_ms("shipper.upload-interval", &flags.shipper_interval)?,
+        backoff_min: positive_ms("shipper.retry-backoff-min", &flags.shipper_backoff_min)?,
+        backoff_max: positive_ms("shipper.retry-backoff-max", &flags.shipper_backoff_max)?,
+    };
     let config_yaml = match &flags.config_file {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
         None => odin::config::EMBEDDED_DEFAULT.to_string(),
@@ -265,6 +355,23 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         (
             "storage.tsdb.max-block-duration",
             format_duration_ms(max_block_ms),
+        ),
+        (
+            "objstore.config-file",
+            flags
+                .objstore_config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("shipper.upload-interval", flags.shipper_interval.clone()),
+        (
+            "shipper.retry-backoff-min",
+            flags.shipper_backoff_min.clone(),
+        ),
+        (
+            "shipper.retry-backoff-max",
+            flags.shipper_backoff_max.clone(),
         ),
         ("web.listen-address", flags.listen_address.clone()),
         ("grpc-address", flags.grpc_address.clone()),
@@ -316,6 +423,8 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         query_max_concurrency: flags.query_max_concurrency.max(1),
         flag_values,
         config_yaml,
+        object_store,
+        shipper,
     })
 }
 
@@ -376,4 +485,130 @@ fn dump(
     out.flush()?;
     db.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn bucket_store(
+    flags: &BucketFlags,
+) -> anyhow::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+    let cfg = match (&flags.objstore_config_file, &flags.config_file) {
+        (Some(p), _) => odin::shipper::ObjectStoreConfig::load(p)?,
+        (None, Some(p)) => Config::load(p)?
+            .storage
+            .object_store
+            .with_context(|| format!("{}: no storage.object_store", p.display()))?,
+        (None, None) => bail!("give --objstore.config-file or --config.file"),
+    };
+    Ok(cfg.build(odin::shipper::ClientTuning::default())?)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn bucket_tool(cmd: BucketCommand) -> anyhow::Result<ExitCode> {
+    use odin::shipper::bucket;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    runtime.block_on(async move {
+        match cmd {
+            BucketCommand::Ls { bucket } => {
+                let store = bucket_store(&bucket)?;
+                let blocks = bucket::list_blocks(&store).await?;
+                println!("ULID\tFROM\tUNTIL\tLABELS\tSIZE_BYTES\tLEVEL\tSOURCE");
+                for b in &blocks {
+                    match &b.meta {
+                        Some(m) => {
+                            let t = b.thanos().unwrap_or_default();
+                            let labels: Vec<String> =
+                                t.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                            println!(
+                                "{}\t{}\t{}\t{{{}}}\t{}\t{}\t{}",
+                                b.ulid,
+                                rfc3339(m.min_time),
+                                rfc3339(m.max_time),
+                                labels.join(","),
+                                b.size_bytes(),
+                                m.compaction.level,
+                                t.source
+                            );
+                        }
+                        None => println!(
+                            "{}\t-\t-\t-\t{}\t-\t{}",
+                            b.ulid,
+                            b.size_bytes(),
+                            b.meta_error
+                                .as_deref()
+                                .unwrap_or("incomplete: no meta.json")
+                        ),
+                    }
+                }
+                eprintln!("{} blocks", blocks.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            BucketCommand::Inspect { bucket, id } => {
+                let store = bucket_store(&bucket)?;
+                let b = bucket::read_block(&store, &id).await?;
+                if b.objects.is_empty() {
+                    bail!("no block {id} in the bucket");
+                }
+                match &b.meta {
+                    Some(m) => println!(
+                        "{}",
+                        String::from_utf8_lossy(&odin::tsdb::block::meta::encode_meta(m)?)
+                    ),
+                    None => println!(
+                        "meta.json: {}",
+                        b.meta_error.as_deref().unwrap_or("missing")
+                    ),
+                }
+                println!("files:");
+                for (rel, size) in &b.objects {
+                    println!("  {rel}\t{size}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            BucketCommand::Verify { bucket, id } => {
+                let store = bucket_store(&bucket)?;
+                let blocks = match id {
+                    Some(id) => vec![bucket::read_block(&store, &id).await?],
+                    None => bucket::list_blocks(&store).await?,
+                };
+                let scratch = tempfile_dir()?;
+                let mut bad = 0;
+                for b in &blocks {
+                    let problems = bucket::verify_block(&store, b, &scratch).await?;
+                    if problems.is_empty() {
+                        println!("{}\tOK", b.ulid);
+                    } else {
+                        bad += 1;
+                        for p in problems {
+                            println!("{}\tPROBLEM\t{p}", b.ulid);
+                        }
+                    }
+                }
+                let _ = std::fs::remove_dir_all(&scratch);
+                println!("{} blocks checked, {bad} with problems", blocks.len());
+                Ok(if bad > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
+        }
+    })
+}
+
+/// A fresh scratch directory for downloads (removed by the caller).
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "odin-bucket-verify-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
 }

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::promql::{Engine, EngineOptions};
 use crate::remote::WriteLimits;
 use crate::scrape::ScrapeManager;
+use crate::shipper::{ClientTuning, Shipper, ShipperMetrics, ShipperOptions};
 use crate::storeapi::{StoreApi, StoreApiMetrics, StoreApiOptions, StoreBackends};
 use crate::tsdb::{Db, DbOptions, TsdbMetrics};
 use sources::Sources;
@@ -46,6 +47,10 @@ pub struct RunOptions {
     pub flag_values: BTreeMap<String, String>,
     /// The configuration text, for `/api/v1/status/config`.
     pub config_yaml: String,
+    /// Where finished blocks ship (`--objstore.config-file` or
+    /// `storage.object_store`); `None`: nothing ships.
+    pub object_store: Option<crate::shipper::ObjectStoreConfig>,
+    pub shipper: ShipperOptions,
 }
 
 /// How long shutdown waits for gRPC calls in flight.
@@ -59,6 +64,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let http_metrics = HttpMetrics::new(&mut registry);
     let scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
     let storeapi_metrics = StoreApiMetrics::new(&mut registry);
+    let shipper_metrics = opts
+        .object_store
+        .as_ref()
+        .map(|_| ShipperMetrics::new(&mut registry));
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
@@ -136,8 +145,26 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     spawn_signal_handler(shutdown.clone());
 
+    // The shipper's state is loaded before the database opens: compaction and
+    // retention ask it which blocks have shipped from the first round on.
+    let mut db_opts = opts.db.clone();
+    let shipper = match (&opts.object_store, shipper_metrics) {
+        (Some(cfg), Some(metrics)) => {
+            let labels = opts.config.global.external_labels.clone();
+            crate::config::check_external_labels_for_shipping(&labels)
+                .map_err(|e| anyhow::anyhow!("global.external_labels: {e}"))?;
+            let store = cfg
+                .build(ClientTuning::default())
+                .context("object storage")?;
+            let shipper = Shipper::new(&opts.data_dir, store, labels, opts.shipper, metrics)
+                .context("start shipper")?;
+            tracing::info!(store = %cfg.describe(), "shipping blocks to object storage");
+            db_opts.shipping = Some(shipper.hook());
+            Some(shipper)
+        }
+        _ => None,
+    };
     let dir = opts.data_dir.clone();
-    let db_opts = opts.db.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics))
         .await
         .context("open tsdb task")?
@@ -175,6 +202,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     ));
 
     let maintenance = spawn_maintenance(db.clone(), opts.maintenance_interval);
+    let shipping = shipper
+        .as_ref()
+        .map(|s| s.spawn(db.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
@@ -196,6 +226,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "grpc server failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "grpc server task failed"),
             Err(_) => tracing::warn!("grpc server did not drain in time; closing anyway"),
+        }
+    }
+    if let Some(task) = shipping {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "shipper task failed");
         }
     }
     let closing = db.clone();

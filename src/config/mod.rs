@@ -210,6 +210,10 @@ impl Default for GlobalConfig {
 pub struct StorageConfig {
     #[serde(default)]
     pub tsdb: TsdbConfig,
+    /// Object storage that finished blocks ship to, in Thanos's objstore shape
+    /// (`type: S3|FILESYSTEM`, `config: {…}`); nothing ships without it. Shipping
+    /// needs `global.external_labels`. `--objstore.config-file` wins over this key.
+    pub object_store: Option<crate::shipper::ObjectStoreConfig>,
 }
 
 /// `storage.tsdb:` — the same settings as the `--storage.tsdb.*` flags; a flag given
@@ -325,6 +329,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(store) = &self.storage.object_store {
+            store
+                .validate()
+                .map_err(|e| invalid("storage.object_store", e))?;
+            check_external_labels_for_shipping(&self.global.external_labels)
+                .map_err(|e| invalid("global.external_labels", e))?;
+        }
         let collectors = [
             ("collectors.self", &self.collectors.self_metrics),
             ("collectors.node", &self.collectors.node),
@@ -364,6 +375,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Shipping needs external labels: Thanos tells the producers of blocks apart by
+/// them (deduplication, compaction groups), and a bucket with unlabeled blocks from
+/// several producers cannot be compacted correctly.
+pub fn check_external_labels_for_shipping(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.is_empty() {
+        return Err("must be set when blocks ship to object storage (storage.object_store or --objstore.config-file): they become the blocks' Thanos labels".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -416,5 +437,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("global.scrape_timeout"), "{err}");
+    }
+
+    #[test]
+    fn object_store_needs_external_labels_and_known_keys() {
+        let store = "storage:\n  object_store:\n    type: FILESYSTEM\n    config:\n      directory: /tmp/b\n";
+        let err = Config::parse(store, "x.yml").unwrap_err().to_string();
+        assert!(err.contains("global.external_labels"), "{err}");
+        assert!(err.contains("must be set"), "{err}");
+        let ok = format!("global:\n  external_labels:\n    cluster: a\n{store}");
+        let c = Config::parse(&ok, "x.yml").unwrap();
+        assert!(matches!(
+            c.storage.object_store,
+            Some(crate::shipper::ObjectStoreConfig::Filesystem(_))
+        ));
+        let bad = ok.replace("directory: /tmp/b", "directory: /tmp/b\n      bogus: 1");
+        let err = Config::parse(&bad, "x.yml").unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let bad = ok.replace(
+            "type: FILESYSTEM\n    config:\n      directory: /tmp/b",
+            "type: S3\n    config:\n      endpoint: x",
+        );
+        let err = Config::parse(&bad, "x.yml").unwrap_err().to_string();
+        assert!(err.contains("bucket"), "{err}");
     }
 }

@@ -88,6 +88,9 @@ fn cut_head(db: &DbInner) -> Result<()> {
             };
             tracing::info!(ulid = %meta.ulid, min_time = meta.min_time, max_time = meta.max_time,
                 series = meta.stats.num_series, samples = meta.stats.num_samples, "head block written");
+            if let Some(hook) = &db.opts.shipping {
+                hook.0.block_written(&meta);
+            }
             // Queriers that started before the block was listed read this range from
             // the head only: let them finish first.
             let open = db.reads.wait_for_older(epoch, READER_WAIT_LIMIT);
@@ -263,6 +266,16 @@ fn compact_blocks(db: &DbInner) -> Result<()> {
         let Some(group) = plan(&blocks, &ranges) else {
             return Ok(());
         };
+        // With shipping on, a block is merged only once its data is in the bucket:
+        // the merged block is not shipped again (Thanos Compactor compacts the
+        // bucket), so merging an unshipped block would lose its data for the bucket.
+        // Blocks ship oldest first, so waiting here only delays compaction.
+        if let Some(hook) = &db.opts.shipping {
+            if let Some(b) = group.iter().find(|b| !hook.0.is_shipped(b.meta())) {
+                tracing::debug!(ulid = %b.meta().ulid, "compaction waits for the block to ship");
+                return Ok(());
+            }
+        }
         let level = group
             .iter()
             .map(|b| b.meta().compaction.level)
@@ -398,39 +411,70 @@ fn remove_block_dir(dir: &Path) -> Result<()> {
 
 /// Deletes blocks beyond the time retention (relative to the newest block's end, as
 /// Prometheus) and then, oldest first, while blocks and WAL together exceed the size
-/// retention.
+/// retention. With shipping on, a block that has not shipped is never deleted: it is
+/// kept, counted in `odin_tsdb_retention_blocked_by_unshipped_*` and logged, and size
+/// retention goes on with the next (shipped) block.
 fn apply_retention(db: &DbInner) -> Result<()> {
     let blocks = db.blocks.read().clone();
+    let shipped = |b: &Arc<Block>| {
+        db.opts
+            .shipping
+            .as_ref()
+            .is_none_or(|h| h.0.is_shipped(b.meta()))
+    };
     let mut doomed: Vec<Arc<Block>> = Vec::new();
+    let mut held: Vec<Arc<Block>> = Vec::new();
     if db.opts.retention_ms > 0 {
         if let Some(newest) = blocks.iter().map(|b| b.meta().max_time).max() {
-            doomed.extend(
-                blocks
-                    .iter()
-                    .filter(|b| newest - b.meta().max_time > db.opts.retention_ms)
-                    .cloned(),
-            );
+            for b in blocks
+                .iter()
+                .filter(|b| newest - b.meta().max_time > db.opts.retention_ms)
+            {
+                if shipped(b) {
+                    doomed.push(b.clone());
+                } else {
+                    held.push(b.clone());
+                }
+            }
         }
     }
     if db.opts.retention_bytes > 0 {
+        let is_in = |list: &[Arc<Block>], b: &Arc<Block>| {
+            list.iter().any(|d| d.meta().ulid == b.meta().ulid)
+        };
         // As Prometheus: blocks, WAL and head chunk files together.
         let mut total: u64 = dir_size(&db.dir.join("wal"))
             + dir_size(&db.dir.join("chunks_head"))
             + blocks
                 .iter()
-                .filter(|b| !doomed.iter().any(|d| d.meta().ulid == b.meta().ulid))
+                .filter(|b| !is_in(&doomed, b))
                 .map(|b| b.size_bytes())
                 .sum::<u64>();
         for b in &blocks {
             if total <= db.opts.retention_bytes {
                 break;
             }
-            if doomed.iter().any(|d| d.meta().ulid == b.meta().ulid) {
+            if is_in(&doomed, b) || is_in(&held, b) {
+                continue;
+            }
+            if !shipped(b) {
+                held.push(b.clone());
                 continue;
             }
             total = total.saturating_sub(b.size_bytes());
             doomed.push(b.clone());
         }
+    }
+    let held_bytes: u64 = held.iter().map(|b| b.size_bytes()).sum();
+    db.metrics.retention_blocked_blocks.set(held.len() as i64);
+    db.metrics.retention_blocked_bytes.set(held_bytes as i64);
+    if let Some(oldest) = held.iter().min_by_key(|b| b.meta().min_time) {
+        tracing::warn!(
+            blocks = held.len(),
+            bytes = held_bytes,
+            oldest = %oldest.meta().ulid,
+            "retention keeps blocks it would delete because they have not shipped to object storage yet; the disk fills until uploads succeed"
+        );
     }
     if doomed.is_empty() {
         return Ok(());

@@ -28,6 +28,10 @@ pub struct TsdbMetrics {
     pub head_truncations: Counter,
     pub checkpoints: Counter,
     pub retention_deleted_blocks: Counter,
+    /// Blocks retention wanted to delete but kept because they have not shipped.
+    pub retention_blocked_blocks: Gauge,
+    /// Their size in bytes.
+    pub retention_blocked_bytes: Gauge,
     pub wal_replay_records: Counter,
     pub wal_corruptions: Counter,
     /// Reads the live WAL writer's counters; set once the database is open.
@@ -177,6 +181,16 @@ impl TsdbMetrics {
             "retention_deleted_blocks",
             "Blocks deleted by retention",
             m.retention_deleted_blocks.clone(),
+        );
+        r.register(
+            "retention_blocked_by_unshipped_blocks",
+            "Blocks beyond retention kept because they have not shipped to object storage yet",
+            m.retention_blocked_blocks.clone(),
+        );
+        r.register(
+            "retention_blocked_by_unshipped_bytes",
+            "Bytes of the blocks beyond retention kept because they have not shipped yet",
+            m.retention_blocked_bytes.clone(),
         );
         r.register(
             "wal_replay_records",

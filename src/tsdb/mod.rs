@@ -4,6 +4,7 @@
 //! * [`head`]: recent samples in memory, XOR chunks ([`chunkenc`]), postings.
 //! * [`index`] and [`block`]: immutable blocks in the Prometheus on-disk format.
 //! * [`compact`]: cutting the head into blocks, merging blocks, retention.
+//! * [`ShipTracker`]: what compaction and retention ask the shipper, when shipping is on.
 //! * [`Db`] ties them together and is what `app/` constructs.
 //!
 //! Nothing above the backends imports this module except `app/`.
@@ -21,8 +22,10 @@ mod metrics;
 pub mod postings;
 mod querier;
 pub mod record;
+mod shipping;
 pub mod wal;
 
 pub use db::{Db, DbOptions};
 pub use error::{Result, TsdbError};
 pub use metrics::TsdbMetrics;
+pub use shipping::{ShipTracker, ShippingHook};

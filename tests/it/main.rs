@@ -15,4 +15,5 @@ mod promql_diff;
 mod remote_read;
 mod remote_write;
 mod scrape;
+mod shipper;
 mod storeapi;

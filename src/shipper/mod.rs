@@ -1,0 +1,488 @@
+//! Shipping blocks to object storage in the Thanos bucket layout, as the Thanos
+//! sidecar does for Prometheus:
+//!
+//! ```text
+//! <ULID>/chunks/000001 …   uploaded first
+//! <ULID>/index
+//! <ULID>/meta.json         uploaded last, with the `thanos` section (external labels,
+//!                          downsample resolution 0, source, files with sizes)
+//! ```
+//!
+//! A block in the bucket without meta.json is an upload in progress or an interrupted
+//! one; Thanos ignores it, and ODIN uploads the whole block again.
+//!
+//! * [`config`]: `storage.object_store` / `--objstore.config-file` (Thanos's objstore
+//!   YAML), building the `object_store` client (filesystem or S3).
+//! * [`state`]: `thanos.shipper.json`, the persistent list of uploaded blocks, so that
+//!   a restart neither uploads a block twice nor skips one.
+//! * [`thanos`]: the meta.json `thanos` section.
+//! * [`bucket`]: what `odin tools bucket ls|inspect|verify` do.
+//! * [`Shipper`]: the upload task. It is woken after each head cut and every
+//!   `interval`, uploads pending blocks oldest first, and after a failure waits with
+//!   an exponential back-off with jitter; it never blocks ingestion.
+//!
+//! Local compaction and retention (in `tsdb/`) ask the shipper through
+//! [`ShipTracker`]: a block is shipped when it was uploaded or when every level-1 block
+//! it was compacted from was. ODIN keeps compacting locally (queries over long ranges
+//! read fewer, larger blocks) but merges only shipped blocks, and ships the level-1
+//! blocks cut from the head; merged blocks are not shipped again, because the Thanos
+//! Compactor compacts the bucket itself. (The Thanos sidecar instead asks for local
+//! compaction to be off; ODIN gets the same bucket without giving it up.) A block
+//! that was compacted before shipping was turned on is shipped as it is. Retention
+//! never deletes a block that has not shipped.
+//!
+//! This module must not import `api/`, `app/` or the query engine.
+
+pub mod bucket;
+pub mod config;
+mod error;
+mod metrics;
+pub mod state;
+pub mod thanos;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ClientTuning, ObjectStoreConfig};
+pub use error::{Result, ShipperError};
+pub use metrics::ShipperMetrics;
+pub use state::ShipperState;
+
+use crate::tsdb::block::BlockMeta;
+use crate::tsdb::block::meta::{META_FILENAME, encode_meta};
+use crate::tsdb::{Db, ShipTracker, ShippingHook};
+
+/// How the upload task paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ShipperOptions {
+    /// Pending blocks are looked for at least this often (a head cut wakes the task
+    /// earlier).
+    pub interval: Duration,
+    /// First wait after a failed upload; doubled after each further failure …
+    pub backoff_min: Duration,
+    /// … up to this.
+    pub backoff_max: Duration,
+}
+
+impl Default for ShipperOptions {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Uploads the blocks of one data directory. Create it before opening the database
+/// (its [`hook`](Shipper::hook) goes into the database options), then
+/// [`spawn`](Shipper::spawn) it with the open database.
+#[derive(Clone)]
+pub struct Shipper {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    labels: BTreeMap<String, String>,
+    state: Mutex<ShipperState>,
+    wake: tokio::sync::Notify,
+    metrics: ShipperMetrics,
+    opts: ShipperOptions,
+}
+
+impl ShipTracker for Inner {
+    fn is_shipped(&self, meta: &BlockMeta) -> bool {
+        is_shipped(&self.state.lock(), meta)
+    }
+
+    fn block_written(&self, _meta: &BlockMeta) {
+        self.wake.notify_one();
+    }
+}
+
+fn is_shipped(state: &ShipperState, meta: &BlockMeta) -> bool {
+    state.uploaded.contains(&meta.ulid)
+        || (!meta.compaction.sources.is_empty()
+            && meta
+                .compaction
+                .sources
+                .iter()
+                .all(|s| state.uploaded.contains(s)))
+}
+
+/// What one upload attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploaded {
+    /// Every file, then meta.json, went up.
+    Uploaded,
+    /// The bucket already had the block's meta.json (a restart after the upload but
+    /// before the state was written): nothing sent.
+    AlreadyThere,
+}
+
+impl Shipper {
+    /// Loads the shipper state of `data_dir`. `labels` are the external labels put in
+    /// every uploaded meta.json; they must not be empty (the configuration refuses it).
+    pub fn new(
+        data_dir: &Path,
+        store: Arc<dyn ObjectStore>,
+        labels: BTreeMap<String, String>,
+        opts: ShipperOptions,
+        metrics: ShipperMetrics,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| ShipperError::io(format!("create {}", data_dir.display()), e))?;
+        let state = ShipperState::load(data_dir)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                store,
+                labels,
+                state: Mutex::new(state),
+                wake: tokio::sync::Notify::new(),
+                metrics,
+                opts,
+            }),
+        })
+    }
+
+    /// What the database asks before compacting or deleting a block.
+    pub fn hook(&self) -> ShippingHook {
+        ShippingHook(self.inner.clone())
+    }
+
+    /// Runs the upload loop until `shutdown`. An upload in flight at shutdown is
+    /// abandoned; its block has no meta.json in the bucket and goes up again at the
+    /// next start.
+    pub fn spawn(&self, db: Db, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move { this.run(db, shutdown).await })
+    }
+
+    async fn run(&self, db: Db, shutdown: CancellationToken) {
+        let opts = self.inner.opts;
+        let mut backoff = opts.backoff_min;
+        loop {
+            let round = tokio::select! {
+                r = self.sync(&db) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            let wait = match round {
+                Ok(n) => {
+                    backoff = opts.backoff_min;
+                    if n > 0 {
+                        // Compaction and retention may now go ahead with these blocks.
+                        db.request_maintenance();
+                    }
+                    None
+                }
+                Err(e) => {
+                    self.inner.metrics.upload_failures.inc();
+                    let wait = jittered(backoff);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "block upload failed; retrying");
+                    backoff = (backoff * 2).min(opts.backoff_max);
+                    Some(wait)
+                }
+            };
+            match wait {
+                Some(wait) => tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return,
+                },
+                None => tokio::select! {
+                    _ = self.inner.wake.notified() => {}
+                    _ = tokio::time::sleep(opts.interval) => {}
+                    _ = shutdown.cancelled() => return,
+                },
+            }
+        }
+    }
+
+    /// Uploads every local block that has not shipped, oldest first; stops at the
+    /// first failure. Returns how many blocks landed.
+    pub async fn sync(&self, db: &Db) -> Result<usize> {
+        let pending: Vec<BlockMeta> = {
+            let state = self.inner.state.lock();
+            let mut p: Vec<BlockMeta> = db
+                .blocks()
+                .iter()
+                .map(|b| b.meta().clone())
+                .filter(|m| !is_shipped(&state, m))
+                .collect();
+            p.sort_by_key(|m| (m.min_time, m.ulid));
+            p
+        };
+        self.inner.metrics.blocks_pending.set(pending.len() as i64);
+        let mut landed = 0;
+        for meta in &pending {
+            let outcome = self.upload_block(meta).await?;
+            self.mark_uploaded(db, meta).await?;
+            landed += 1;
+            self.inner.metrics.blocks_pending.dec();
+            match outcome {
+                Uploaded::Uploaded => {
+                    self.inner.metrics.uploads.inc();
+                    self.inner
+                        .metrics
+                        .last_success_timestamp_seconds
+                        .set(crate::model::now_ms() as f64 / 1000.0);
+                    tracing::info!(ulid = %meta.ulid, min_time = meta.min_time,
+                        max_time = meta.max_time, "block uploaded");
+                }
+                Uploaded::AlreadyThere => {
+                    tracing::info!(ulid = %meta.ulid, "block already in the bucket; not uploaded again")
+                }
+            }
+        }
+        Ok(landed)
+    }
+
+    /// Records the block (and the level-1 blocks it holds) as uploaded and writes the
+    /// state. Entries no live block refers to are dropped: the live list is read
+    /// after the insertion, and compaction swaps blocks in it atomically, so a block
+    /// merged meanwhile still finds its sources.
+    async fn mark_uploaded(&self, db: &Db, meta: &BlockMeta) -> Result<()> {
+        let snapshot = {
+            let mut state = self.inner.state.lock();
+            state.uploaded.insert(meta.ulid);
+            state
+                .uploaded
+                .extend(meta.compaction.sources.iter().copied());
+            let mut referenced: BTreeSet<ulid::Ulid> = BTreeSet::new();
+            for b in db.blocks() {
+                referenced.insert(b.meta().ulid);
+                referenced.extend(b.meta().compaction.sources.iter().copied());
+            }
+            state.uploaded.retain(|u| referenced.contains(u));
+            state.clone()
+        };
+        let dir = self.inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || snapshot.save(&dir))
+            .await
+            .map_err(|e| ShipperError::Corrupt(format!("save shipper state task: {e}")))?
+    }
+
+    /// Uploads one block: chunk segments and index, then meta.json with the `thanos`
+    /// section. The files are hard-linked into `<data dir>/thanos/upload/<ULID>`
+    /// first, so nothing that happens to the block meanwhile changes what goes up.
+    pub async fn upload_block(&self, meta: &BlockMeta) -> Result<Uploaded> {
+        let store = &self.inner.store;
+        let id = meta.ulid.to_string();
+        let meta_path = ObjectPath::from(format!("{id}/{META_FILENAME}"));
+        match store.head(&meta_path).await {
+            Ok(_) => return Ok(Uploaded::AlreadyThere),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(ShipperError::store(format!("check {meta_path}"), e)),
+        }
+        let src = self.inner.data_dir.join(&id);
+        let staging = self.inner.data_dir.join("thanos").join("upload").join(&id);
+        let (files, staged) = {
+            let staging = staging.clone();
+            tokio::task::spawn_blocking(move || stage(&src, &staging))
+                .await
+                .map_err(|e| ShipperError::Corrupt(format!("stage block task: {e}")))??
+        };
+        let result = async {
+            for f in files.iter().filter(|f| f.rel_path != META_FILENAME) {
+                let to = ObjectPath::from(format!("{id}/{}", f.rel_path));
+                upload_file(store.clone(), &staged.join(&f.rel_path), to).await?;
+            }
+            let thanos = thanos::thanos_section(&self.inner.labels, files.clone());
+            let full = thanos::with_thanos(meta, &thanos)?;
+            let bytes = encode_meta(&full)?;
+            store
+                .put(&meta_path, bytes.into())
+                .await
+                .map_err(|e| ShipperError::store(format!("upload {meta_path}"), e))?;
+            Ok(Uploaded::Uploaded)
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        result
+    }
+}
+
+/// Hard-links the block's files into `staging` and lists them (sizes from the links).
+fn stage(src: &Path, staging: &Path) -> Result<(Vec<thanos::ThanosFile>, PathBuf)> {
+    if staging.exists() {
+        std::fs::remove_dir_all(staging)
+            .map_err(|e| ShipperError::io(format!("remove {}", staging.display()), e))?;
+    }
+    let files = thanos::block_files(src)?;
+    std::fs::create_dir_all(staging.join("chunks"))
+        .map_err(|e| ShipperError::io(format!("create {}", staging.display()), e))?;
+    for f in files.iter().filter(|f| f.rel_path != META_FILENAME) {
+        let from = src.join(&f.rel_path);
+        let to = staging.join(&f.rel_path);
+        std::fs::hard_link(&from, &to)
+            .or_else(|_| std::fs::copy(&from, &to).map(|_| ()))
+            .map_err(|e| ShipperError::io(format!("stage {}", from.display()), e))?;
+    }
+    Ok((files, staging.to_path_buf()))
+}
+
+/// Streams one file to the store (a single PUT when small, multipart above 16 MiB).
+async fn upload_file(store: Arc<dyn ObjectStore>, from: &Path, to: ObjectPath) -> Result<()> {
+    let mut file = tokio::fs::File::open(from)
+        .await
+        .map_err(|e| ShipperError::io(format!("open {}", from.display()), e))?;
+    let mut w = object_store::buffered::BufWriter::with_capacity(store, to.clone(), 16 << 20);
+    let copied = async {
+        tokio::io::copy(&mut file, &mut w).await?;
+        w.shutdown().await
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = w.abort().await;
+        return Err(ShipperError::io(format!("upload {to}"), e));
+    }
+    Ok(())
+}
+
+/// `d` with equal jitter: between half of it and all of it.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::model::Labels;
+    use crate::storage::Appendable;
+    use crate::tsdb::{DbOptions, TsdbMetrics};
+
+    const H: i64 = 3_600_000;
+
+    /// A database whose head has been cut into three 2 h blocks, with `shipper`'s
+    /// hook installed.
+    fn db_with_blocks(dir: &Path, shipper: &Shipper) -> Db {
+        let opts = DbOptions {
+            retention_ms: 0,
+            max_block_ms: 2 * H,
+            shipping: Some(shipper.hook()),
+            ..DbOptions::default()
+        };
+        let db = Db::open(dir, opts, TsdbMetrics::default()).unwrap();
+        let mut t = 0;
+        while t < 9 * H {
+            let mut app = db.appender();
+            app.append(&Labels::from_pairs([("__name__", "x")]), t, 1.0)
+                .unwrap();
+            app.commit().unwrap();
+            t += 60_000;
+        }
+        db.compact().unwrap();
+        assert_eq!(db.blocks().len(), 3);
+        db
+    }
+
+    fn shipper(data: &Path, bucket: &Path, opts: ShipperOptions) -> Shipper {
+        let store = ObjectStoreConfig::Filesystem(config::FilesystemConfig {
+            directory: bucket.display().to_string(),
+        })
+        .build(ClientTuning::default())
+        .unwrap();
+        let labels = BTreeMap::from([("replica".to_string(), "a".to_string())]);
+        Shipper::new(data, store, labels, opts, ShipperMetrics::default()).unwrap()
+    }
+
+    fn bucket_blocks(bucket: &Path) -> usize {
+        std::fs::read_dir(bucket)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("meta.json").exists())
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_retry_with_backoff_until_the_store_is_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, bucket) = (tmp.path().join("data"), tmp.path().join("bucket"));
+        let opts = ShipperOptions {
+            interval: Duration::from_secs(3600),
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+        };
+        let s = shipper(&data, &bucket, opts);
+        // The bucket cannot be written: its directory is a plain file.
+        std::fs::remove_dir_all(&bucket).unwrap();
+        std::fs::write(&bucket, b"not a directory").unwrap();
+        let db = db_with_blocks(&data, &s);
+        let stop = CancellationToken::new();
+        let task = s.spawn(db.clone(), stop.clone());
+        let m = s.inner.metrics.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while m.upload_failures.get() < 3 {
+            assert!(std::time::Instant::now() < deadline, "no retries");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(m.uploads.get(), 0);
+        assert_eq!(m.blocks_pending.get(), 3);
+        assert!(db.blocks().iter().all(|b| !s.inner.is_shipped(b.meta())));
+        // The store comes back: every block lands, without another wake-up.
+        std::fs::remove_file(&bucket).unwrap();
+        std::fs::create_dir_all(&bucket).unwrap();
+        while m.uploads.get() < 3 {
+            assert!(std::time::Instant::now() < deadline, "never landed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(bucket_blocks(&bucket), 3);
+        assert_eq!(m.blocks_pending.get(), 0);
+        assert!(db.blocks().iter().all(|b| s.inner.is_shipped(b.meta())));
+        assert!(!data.join("thanos/upload").read_dir().unwrap().any(|_| true));
+        let state = ShipperState::load(&data).unwrap();
+        assert_eq!(state.uploaded.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn restart_uploads_nothing_twice_even_without_the_state_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, bucket) = (tmp.path().join("data"), tmp.path().join("bucket"));
+        let s = shipper(&data, &bucket, ShipperOptions::default());
+        let db = db_with_blocks(&data, &s);
+        assert_eq!(s.sync(&db).await.unwrap(), 3);
+        assert_eq!(s.inner.metrics.uploads.get(), 3);
+        // A new shipper (a restart) reads the state: nothing to do.
+        let again = shipper(&data, &bucket, ShipperOptions::default());
+        assert_eq!(again.sync(&db).await.unwrap(), 0);
+        // State lost after the upload: the bucket's meta.json says the block is there.
+        std::fs::remove_file(state::state_path(&data)).unwrap();
+        let lost = shipper(&data, &bucket, ShipperOptions::default());
+        assert_eq!(lost.sync(&db).await.unwrap(), 3);
+        assert_eq!(lost.inner.metrics.uploads.get(), 0, "nothing sent again");
+        assert_eq!(ShipperState::load(&data).unwrap().uploaded.len(), 3);
+        // An interrupted upload (no meta.json) goes up again whole.
+        let first = db.blocks()[0].meta().ulid.to_string();
+        std::fs::remove_file(bucket.join(&first).join("meta.json")).unwrap();
+        std::fs::remove_file(state::state_path(&data)).unwrap();
+        let partial = shipper(&data, &bucket, ShipperOptions::default());
+        assert_eq!(partial.sync(&db).await.unwrap(), 3);
+        assert_eq!(partial.inner.metrics.uploads.get(), 1);
+        assert!(bucket.join(&first).join("meta.json").exists());
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(2));
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
+        }
+    }
+}
