@@ -31,7 +31,10 @@
 pub mod block;
 pub mod cache;
 mod error;
+pub mod fixture;
 mod querier;
+#[cfg(test)]
+mod tests;
 
 pub use block::BucketBlockReader;
 pub use cache::{CacheStats, RangeCache};

@@ -141,8 +141,15 @@ impl IndexReader {
             &b[b.len() - INDEX_TOC_LEN..],
             (b.len() - INDEX_TOC_LEN) as u64,
         )?;
-        let symbols = Self::read_symbols(path, b, toc[0])?;
-        let (postings, all_postings) = Self::read_postings_table(path, b, toc[5], &symbols)?;
+        // A zero offset is a section the writer left out.
+        let symbols = match toc[0] {
+            0 => Vec::new(),
+            off => Self::read_symbols(path, b, off)?,
+        };
+        let (postings, all_postings) = match toc[5] {
+            0 => (BTreeMap::new(), None),
+            off => Self::read_postings_table(path, b, off, &symbols)?,
+        };
 
         Ok(IndexReader {
             path: path.to_path_buf(),
@@ -156,9 +163,6 @@ impl IndexReader {
     /// Decodes the symbol table whose section starts at `off` in `b` (the whole file,
     /// or a buffer fetched from a bucket with `off` rebased into it).
     pub(crate) fn read_symbols(path: &Path, b: &[u8], off: u64) -> Result<Vec<ArcStr>, IndexError> {
-        if off == 0 {
-            return Ok(Vec::new());
-        }
         let body = section_at(path, b, off, "symbol table")?;
         let err = |e: DecodeError| corrupt(path, format!("symbol table: {e}"));
         let mut d = Decbuf::new(body);
@@ -189,9 +193,6 @@ impl IndexReader {
         symbols: &[ArcStr],
     ) -> Result<(BTreeMap<ArcStr, Vec<(ArcStr, u64)>>, Option<u64>), IndexError> {
         let mut map: BTreeMap<ArcStr, Vec<(ArcStr, u64)>> = BTreeMap::new();
-        if off == 0 {
-            return Ok((map, None));
-        }
         let body = section_at(path, b, off, "postings offset table")?;
         let err = |e: DecodeError| corrupt(path, format!("postings offset table: {e}"));
         let mut d = Decbuf::new(body);
