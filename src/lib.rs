@@ -5,6 +5,7 @@
 //! * [`storage`] — the seams: appendable, queryable, chunk-queryable, admin.
 //! * [`tsdb`] — the embedded TSDB implementing them (WAL, head, Prometheus blocks).
 //! * [`shipper`] — uploads finished blocks to object storage (Thanos bucket layout).
+//! * [`bucketstore`] — reads blocks that live only in the bucket (long-term queries).
 //! * [`exposition`] — the text and OpenMetrics formats.
 //! * [`scrape`], [`remote`], [`collect`] — sources that write through the seams
 //!   (the collectors run as in-process scrape targets).
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bucketstore;
 pub mod collect;
 pub mod config;
 pub mod exposition;

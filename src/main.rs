@@ -195,6 +195,13 @@ struct RunFlags {
     /// loading every sample first (0 streams every query).
     #[arg(long = "query.stream-above-samples", default_value_t = 20_000_000)]
     query_stream_above_samples: usize,
+    /// Bound of the in-memory cache of postings, series and chunks read from the
+    /// bucket for long-term queries (0 turns caching off).
+    #[arg(long = "store.cache-size", default_value = "1GiB")]
+    store_cache_size: String,
+    /// How often the bucket is listed for blocks to query.
+    #[arg(long = "store.sync-interval", default_value = "1m")]
+    store_sync_interval: String,
 }
 
 fn main() -> ExitCode {
@@ -325,6 +332,12 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         backoff_min: positive_ms("shipper.retry-backoff-min", &flags.shipper_backoff_min)?,
         backoff_max: positive_ms("shipper.retry-backoff-max", &flags.shipper_backoff_max)?,
     };
+    let store = odin::bucketstore::BucketStoreOptions {
+        cache_bytes: parse_bytes(&flags.store_cache_size)
+            .map_err(|e| anyhow::anyhow!("--store.cache-size: {e}"))?,
+        sync_interval: positive_ms("store.sync-interval", &flags.store_sync_interval)?,
+        external_labels: config.global.external_labels.clone(),
+    };
     let config_yaml = match &flags.config_file {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
         None => odin::config::EMBEDDED_DEFAULT.to_string(),
@@ -365,6 +378,8 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
                 .unwrap_or_default(),
         ),
         ("shipper.upload-interval", flags.shipper_interval.clone()),
+        ("store.cache-size", flags.store_cache_size.clone()),
+        ("store.sync-interval", flags.store_sync_interval.clone()),
         (
             "shipper.retry-backoff-min",
             flags.shipper_backoff_min.clone(),
@@ -425,6 +440,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         config_yaml,
         object_store,
         shipper,
+        store,
     })
 }
 

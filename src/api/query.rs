@@ -20,7 +20,7 @@ use super::response::{ApiError, ErrorType, success};
 use crate::model::{Labels, Matcher, parse_duration_ms};
 use crate::promql::value::format_float;
 use crate::promql::{CancelFlag, CancelOnDrop, QueryError, Value};
-use crate::storage::{Queryable, SelectHints};
+use crate::storage::{Queryable, SelectHints, Warnings};
 
 /// Points a range query may return per series, as Prometheus.
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -109,9 +109,21 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// Runs a query on the blocking pool under the concurrency limit. If the client goes
 /// away, this future is dropped, and the guard cancels the evaluation.
-async fn run_query<F>(s: &ApiState, timeout: Option<i64>, f: F) -> Result<Value, ApiError>
+///
+/// Returns the value and the storage's warnings (a bucket that could not be read),
+/// which go into the response's `warnings`.
+async fn run_query<F>(
+    s: &ApiState,
+    timeout: Option<i64>,
+    f: F,
+) -> Result<(Value, Vec<String>), ApiError>
 where
-    F: FnOnce(&dyn Queryable, &crate::promql::Engine, &CancelFlag) -> Result<Value, QueryError>
+    F: FnOnce(
+            &dyn Queryable,
+            &crate::promql::Engine,
+            &CancelFlag,
+            &Warnings,
+        ) -> Result<Value, QueryError>
         + Send
         + 'static,
 {
@@ -134,9 +146,11 @@ where
         }
         _ => engine,
     };
-    let result = on_query_thread(move || f(queryable.as_ref(), &engine, &flag)).await?;
+    let warnings = Warnings::default();
+    let collected = warnings.clone();
+    let result = on_query_thread(move || f(queryable.as_ref(), &engine, &flag, &collected)).await?;
     drop(guard);
-    Ok(result?)
+    Ok((result?, warnings.to_vec()))
 }
 
 /// Runs `f` on a thread of its own with [`crate::promql::QUERY_STACK_BYTES`] of stack:
@@ -168,11 +182,11 @@ async fn query(
     let text = param(&params, "query").unwrap_or("").to_string();
     let t = time_param(&params, "time", now_ms())?;
     let timeout = duration_param(&params, "timeout")?;
-    let value = run_query(&s, timeout, move |qb, engine, cancel| {
-        engine.instant(qb, &text, t, cancel)
+    let (value, warnings) = run_query(&s, timeout, move |qb, engine, cancel, warnings| {
+        engine.instant_with_warnings(qb, &text, t, cancel, warnings)
     })
     .await?;
-    Ok(json_response(&value))
+    Ok(json_response(&value, &warnings))
 }
 
 async fn query_range(
@@ -218,11 +232,11 @@ async fn query_range(
         ));
     }
     let timeout = duration_param(&params, "timeout")?;
-    let value = run_query(&s, timeout, move |qb, engine, cancel| {
-        engine.range(qb, &text, start, end, step, cancel)
+    let (value, warnings) = run_query(&s, timeout, move |qb, engine, cancel, warnings| {
+        engine.range_with_warnings(qb, &text, start, end, step, cancel, warnings)
     })
     .await?;
-    Ok(json_response(&value))
+    Ok(json_response(&value, &warnings))
 }
 
 async fn format_query(
@@ -445,7 +459,7 @@ fn raw_json(body: String) -> Response {
 /// The success envelope around a query result, written directly (Prometheus's
 /// number and timestamp formats are not serde's, and a large matrix is written
 /// fastest without an intermediate tree).
-fn json_response(v: &Value) -> Response {
+fn json_response(v: &Value, warnings: &[String]) -> Response {
     let points = match v {
         Value::Matrix(series) => series.iter().map(|s| s.points.len() + 8).sum(),
         Value::Vector(els) => els.len() * 8,
@@ -511,7 +525,18 @@ fn json_response(v: &Value) -> Response {
             out.push(']');
         }
     }
-    out.push_str("}}");
+    out.push('}');
+    if !warnings.is_empty() {
+        out.push_str(r#","warnings":["#);
+        for (i, w) in warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json_str(&mut out, w);
+        }
+        out.push(']');
+    }
+    out.push('}');
     raw_json(out)
 }
 

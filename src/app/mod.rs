@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod sources;
 
 use crate::api::{self, ApiOptions, ApiState, Backends, HttpMetrics, ReloadRequest, StatusInfo};
+use crate::bucketstore::{BucketStore, BucketStoreOptions, LongTermQueryable};
 use crate::collect::process::ProcessCollector;
 use crate::config::Config;
 use crate::promql::{Engine, EngineOptions};
@@ -51,6 +52,8 @@ pub struct RunOptions {
     /// `storage.object_store`); `None`: nothing ships.
     pub object_store: Option<crate::shipper::ObjectStoreConfig>,
     pub shipper: ShipperOptions,
+    /// How blocks that live only in the bucket are read (when a bucket is configured).
+    pub store: BucketStoreOptions,
 }
 
 /// How long shutdown waits for gRPC calls in flight.
@@ -148,6 +151,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // The shipper's state is loaded before the database opens: compaction and
     // retention ask it which blocks have shipped from the first round on.
     let mut db_opts = opts.db.clone();
+    let mut bucket: Option<Arc<BucketStore>> = None;
     let shipper = match (&opts.object_store, shipper_metrics) {
         (Some(cfg), Some(metrics)) => {
             let labels = opts.config.global.external_labels.clone();
@@ -156,6 +160,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let store = cfg
                 .build(ClientTuning::default())
                 .context("object storage")?;
+            bucket = Some(BucketStore::new(
+                store.clone(),
+                tokio::runtime::Handle::current(),
+                opts.store.clone(),
+            ));
             let shipper = Shipper::new(&opts.data_dir, store, labels, opts.shipper, metrics)
                 .context("start shipper")?;
             tracing::info!(store = %cfg.describe(), "shipping blocks to object storage");
@@ -181,11 +190,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             config_dir(opts.config_file.as_deref()),
         )
         .await;
+    // With a bucket, queries (PromQL, series and labels, remote read) read the
+    // blocks that live only there too; the StoreAPI stays local (see
+    // `bucketstore`'s docs: Thanos reads the bucket through its own store gateway).
+    let bucket_sync = bucket.as_ref().map(|b| b.spawn(shutdown.clone()));
+    let (queryable, chunks): (
+        Arc<dyn crate::storage::Queryable>,
+        Arc<dyn crate::storage::ChunkQueryable>,
+    ) = match &bucket {
+        Some(b) => {
+            let q = Arc::new(LongTermQueryable::new(
+                Arc::new(db.clone()),
+                Arc::new(db.clone()),
+                b.clone(),
+            ));
+            (q.clone(), q)
+        }
+        None => (Arc::new(db.clone()), Arc::new(db.clone())),
+    };
     let _ = backends.set(Backends {
         appendable: Arc::new(db.clone()),
-        queryable: Arc::new(db.clone()),
+        queryable,
         admin: Arc::new(db.clone()),
-        chunks: Arc::new(db.clone()),
+        chunks,
         scrape: Some(manager.clone()),
     });
     let _ = store_backends.set(StoreBackends {
@@ -226,6 +253,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "grpc server failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "grpc server task failed"),
             Err(_) => tracing::warn!("grpc server did not drain in time; closing anyway"),
+        }
+    }
+    if let Some(task) = bucket_sync {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "bucket store task failed");
         }
     }
     if let Some(task) = shipping {

@@ -19,7 +19,7 @@ use super::selected::{SampleBudget, SelectedSeries, seek};
 use super::value::{Element, SeriesPoints, Value};
 use super::{CancelFlag, EngineOptions, QueryError, Span};
 use crate::model::{Labels, MatchType, Matcher, MatcherError, Sample, is_stale_nan};
-use crate::storage::{Queryable, SelectHints};
+use crate::storage::{Queryable, SelectHints, Warnings};
 
 /// What one node evaluates to at one step.
 #[derive(Debug, Clone)]
@@ -56,6 +56,7 @@ pub(super) fn run(
     span: Span,
     cancel: &CancelFlag,
     deadline: Instant,
+    warnings: &Warnings,
 ) -> Result<Value, QueryError> {
     let mut ev = Evaluator {
         opts,
@@ -67,7 +68,7 @@ pub(super) fn run(
         without_name: RefCell::new(HashMap::new()),
         memo: RefCell::new(Memo::default()),
     };
-    ev.load(storage, expr)?;
+    ev.load(storage, expr, warnings)?;
     if span.step == 0 {
         let t = span.start;
         return Ok(match ev.eval(expr, t)? {
@@ -247,7 +248,13 @@ impl Evaluator<'_> {
     }
 
     /// Loads the series of every selector in `expr`, each over the time it can need.
-    fn load(&mut self, storage: &dyn Queryable, expr: &Expr) -> Result<(), QueryError> {
+    /// What the storage reports as warnings goes to `warnings`.
+    fn load(
+        &mut self,
+        storage: &dyn Queryable,
+        expr: &Expr,
+        warnings: &Warnings,
+    ) -> Result<(), QueryError> {
         let mut needs: Vec<Need<'_>> = Vec::new();
         self.collect(expr, self.span.start, self.span.end, false, &mut needs);
         let (Some(lo), Some(hi)) = (
@@ -260,6 +267,28 @@ impl Evaluator<'_> {
         let chunks = storage
             .as_chunk_queryable()
             .filter(|_| needs.iter().any(|n| n.streamable));
+        let mut chunk_querier = None;
+        let loaded = self.load_from(querier.as_ref(), chunks, &mut chunk_querier, &needs, lo, hi);
+        for w in querier.warnings() {
+            warnings.push(w);
+        }
+        if let Some(cq) = chunk_querier {
+            for w in cq.warnings() {
+                warnings.push(w);
+            }
+        }
+        loaded
+    }
+
+    fn load_from(
+        &mut self,
+        querier: &dyn crate::storage::Querier,
+        chunks: Option<&dyn crate::storage::ChunkQueryable>,
+        chunk_querier: &mut Option<Box<dyn crate::storage::ChunkQuerier>>,
+        needs: &[Need<'_>],
+        lo: i64,
+        hi: i64,
+    ) -> Result<(), QueryError> {
         // Loading every selected sample first is the fastest way for the queries
         // dashboards send; a query that would hold more than `stream_above_samples`
         // starts again streaming, when the storage has chunks.
@@ -267,7 +296,7 @@ impl Evaluator<'_> {
             Some(_) => self.opts.stream_above_samples.min(self.opts.max_samples),
             None => usize::MAX,
         };
-        if self.load_decoded(querier.as_ref(), &needs, stream_above, false)? {
+        if self.load_decoded(querier, needs, stream_above, false)? {
             return Ok(());
         }
         let Some(cq) = chunks else {
@@ -275,7 +304,7 @@ impl Evaluator<'_> {
         };
         self.data.clear();
         self.budget = SampleBudget::new(self.opts.max_samples);
-        let cq = cq.chunk_querier(lo, hi)?;
+        let cq = chunk_querier.insert(cq.chunk_querier(lo, hi)?);
         for need in needs.iter().filter(|n| n.streamable) {
             self.check("query preparation")?;
             let matchers =
@@ -296,7 +325,7 @@ impl Evaluator<'_> {
             self.data.insert(node_key(need.vs), RefCell::new(series));
         }
         // Selectors inside subqueries are read at times that go back: loaded.
-        self.load_decoded(querier.as_ref(), &needs, usize::MAX, true)?;
+        self.load_decoded(querier, needs, usize::MAX, true)?;
         Ok(())
     }
 

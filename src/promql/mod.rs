@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::storage::{Queryable, StorageError};
+use crate::storage::{Queryable, StorageError, Warnings};
 
 pub use eval::selector_matchers;
 pub use value::{Element, SeriesPoints, Value};
@@ -144,13 +144,34 @@ impl Engine {
         t: i64,
         cancel: &CancelFlag,
     ) -> Result<Value, QueryError> {
+        self.instant_with_warnings(storage, query, t, cancel, &Warnings::default())
+    }
+
+    /// [`instant`](Self::instant), with what the storage warned about (a bucket that
+    /// could not be read) pushed to `warnings`.
+    pub fn instant_with_warnings(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        t: i64,
+        cancel: &CancelFlag,
+        warnings: &Warnings,
+    ) -> Result<Value, QueryError> {
         let expr = parse(query)?;
         let span = Span {
             start: t,
             end: t,
             step: 0,
         };
-        eval::run(&self.opts, storage, &expr, span, cancel, self.deadline())
+        eval::run(
+            &self.opts,
+            storage,
+            &expr,
+            span,
+            cancel,
+            self.deadline(),
+            warnings,
+        )
     }
 
     /// A range query from `start` to `end` every `step` milliseconds.
@@ -162,6 +183,29 @@ impl Engine {
         end: i64,
         step: i64,
         cancel: &CancelFlag,
+    ) -> Result<Value, QueryError> {
+        self.range_with_warnings(
+            storage,
+            query,
+            start,
+            end,
+            step,
+            cancel,
+            &Warnings::default(),
+        )
+    }
+
+    /// [`range`](Self::range), with the storage's warnings pushed to `warnings`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn range_with_warnings(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        cancel: &CancelFlag,
+        warnings: &Warnings,
     ) -> Result<Value, QueryError> {
         let expr = parse(query)?;
         use promql_parser::parser::value::ValueType;
@@ -186,7 +230,15 @@ impl Engine {
             ));
         }
         let span = Span { start, end, step };
-        eval::run(&self.opts, storage, &expr, span, cancel, self.deadline())
+        eval::run(
+            &self.opts,
+            storage,
+            &expr,
+            span,
+            cancel,
+            self.deadline(),
+            warnings,
+        )
     }
 
     fn deadline(&self) -> Instant {

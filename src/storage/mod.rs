@@ -201,6 +201,32 @@ pub trait Querier: Send + Sync {
 
     /// Sorted unique label names over series matching `matchers` (all when empty).
     fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>>;
+
+    /// Problems that did not fail the reads but may have left data out (a bucket
+    /// that could not be read), gathered so far by this querier and the series sets
+    /// it handed out; read it once they are consumed. Prometheus's "warnings".
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A shared list of warnings: a querier and its series sets push, the reader of the
+/// results takes them for the response. Each message is kept once.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings(std::sync::Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl Warnings {
+    pub fn push(&self, message: impl Into<String>) {
+        let message = message.into();
+        let mut g = self.0.lock();
+        if !g.contains(&message) {
+            g.push(message);
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
 }
 
 /// One encoded chunk as it is stored: `[min_t, max_t]` and the chunk's bytes in
@@ -236,6 +262,11 @@ pub trait ChunkQuerier: Send + Sync {
     /// Series matching all `matchers`, sorted by labels, with every chunk that overlaps
     /// the querier's range (chunks are not cut at the range boundaries).
     fn select_chunks(&self, matchers: &[Matcher]) -> Result<ChunkSeriesSet>;
+
+    /// As [`Querier::warnings`].
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Counts describing the stored data, for `/api/v1/status/tsdb` and logs.

@@ -11,11 +11,11 @@ use std::time::Duration;
 use crate::common::{BIN, Odin, TestSeries, agent, block_dirs, free_port, poll_until};
 
 /// 2023-11-14T22:00:00Z, aligned to 2 h.
-const T0: i64 = 1_699_999_200_000;
-const H: i64 = 3_600_000;
+pub(crate) const T0: i64 = 1_699_999_200_000;
+pub(crate) const H: i64 = 3_600_000;
 
 /// Writes one sample a minute for two series in `[from_h, to_h)` hours after `T0`.
-fn write_hours(odin: &Odin, from_h: i64, to_h: i64) {
+pub(crate) fn write_hours(odin: &Odin, from_h: i64, to_h: i64) {
     let mut t = T0 + from_h * H;
     let end = T0 + to_h * H;
     while t < end {
@@ -35,7 +35,7 @@ fn write_hours(odin: &Odin, from_h: i64, to_h: i64) {
 }
 
 /// The value of an unlabelled metric in `/metrics`.
-fn metric(odin: &Odin, name: &str) -> f64 {
+pub(crate) fn metric(odin: &Odin, name: &str) -> f64 {
     let (_, body) = odin.get("/metrics");
     body.lines()
         .find_map(|l| {
@@ -47,12 +47,12 @@ fn metric(odin: &Odin, name: &str) -> f64 {
 
 /// Waits until a metric reaches `want` (a block's meta.json is visible in the bucket
 /// a moment before the shipper has recorded and counted it), then checks it.
-fn settled(odin: &Odin, name: &str, want: f64) {
+pub(crate) fn settled(odin: &Odin, name: &str, want: f64) {
     poll_until(Duration::from_secs(10), || metric(odin, name) == want);
     assert_eq!(metric(odin, name), want, "{name}");
 }
 
-fn config_with_store(dir: &Path, store_yaml: &str) -> PathBuf {
+pub(crate) fn config_with_store(dir: &Path, store_yaml: &str) -> PathBuf {
     let path = dir.join("odin.yml");
     let indented: String = store_yaml.lines().map(|l| format!("    {l}\n")).collect();
     std::fs::write(
@@ -65,7 +65,7 @@ fn config_with_store(dir: &Path, store_yaml: &str) -> PathBuf {
     path
 }
 
-fn start(data: &Path, config: &Path, extra: &[&str]) -> Odin {
+pub(crate) fn start(data: &Path, config: &Path, extra: &[&str]) -> Odin {
     let mut args = vec![
         format!("--config.file={}", config.display()),
         "--shipper.retry-backoff-min=50ms".to_string(),
@@ -80,7 +80,7 @@ fn ulid_of(p: &Path) -> String {
 }
 
 /// Block ULIDs in a FILESYSTEM bucket that have a meta.json.
-fn fs_bucket_blocks(bucket: &Path) -> BTreeSet<String> {
+pub(crate) fn fs_bucket_blocks(bucket: &Path) -> BTreeSet<String> {
     std::fs::read_dir(bucket)
         .map(|rd| {
             rd.flatten()

@@ -272,27 +272,7 @@ impl ChunkReader {
                 b.len()
             )));
         }
-        let (len, n) = read_uvarint(&b[off..]).map_err(|e| corrupt(format!("length: {e}")))?;
-        let enc_start = off + n;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| enc_start.checked_add(1)?.checked_add(l))
-            .filter(|&data_end| data_end.checked_add(4).is_some_and(|e| e <= b.len()))
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "{len} bytes run past end of segment ({} bytes)",
-                    b.len()
-                ))
-            })?;
-        let enc_and_data = &b[enc_start..end];
-        let stored = u32::from_be_bytes([b[end], b[end + 1], b[end + 2], b[end + 3]]);
-        let computed = crc32(enc_and_data);
-        if stored != computed {
-            return Err(corrupt(format!(
-                "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
-            )));
-        }
-        Ok((enc_and_data[0], &enc_and_data[1..]))
+        decode_chunk(b, off).map_err(corrupt)
     }
 
     /// Number of segment files.
@@ -304,4 +284,29 @@ impl ChunkReader {
     pub fn size_bytes(&self) -> u64 {
         self.size
     }
+}
+
+/// The encoding byte and data of the chunk whose length field starts at `off` in
+/// `b` (a whole segment, or a range of one fetched from a bucket with the offset
+/// rebased), checksum verified. The error says what is wrong, without context.
+pub(crate) fn decode_chunk(b: &[u8], off: usize) -> Result<(u8, &[u8]), String> {
+    let rest = b
+        .get(off..)
+        .ok_or_else(|| "offset beyond buffer".to_string())?;
+    let (len, n) = read_uvarint(rest).map_err(|e| format!("length: {e}"))?;
+    let enc_start = off + n;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| enc_start.checked_add(1)?.checked_add(l))
+        .filter(|&data_end| data_end.checked_add(4).is_some_and(|e| e <= b.len()))
+        .ok_or_else(|| format!("{len} bytes run past end of segment ({} bytes)", b.len()))?;
+    let enc_and_data = &b[enc_start..end];
+    let stored = u32::from_be_bytes([b[end], b[end + 1], b[end + 2], b[end + 3]]);
+    let computed = crc32(enc_and_data);
+    if stored != computed {
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+        ));
+    }
+    Ok((enc_and_data[0], &enc_and_data[1..]))
 }

@@ -34,6 +34,7 @@ mod reader;
 mod writer;
 
 pub use reader::IndexReader;
+pub(crate) use reader::{decode_postings, decode_series, parse_toc};
 pub use writer::IndexWriter;
 
 /// Magic number at the start of an index file.

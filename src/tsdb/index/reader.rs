@@ -50,7 +50,12 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> IndexError {
 }
 
 /// The bytes of a `len <4b> | body | crc <4b>` section at `off`, checksum verified.
-fn section_at<'a>(path: &Path, b: &'a [u8], off: u64, what: &str) -> Result<&'a [u8], IndexError> {
+pub(crate) fn section_at<'a>(
+    path: &Path,
+    b: &'a [u8],
+    off: u64,
+    what: &str,
+) -> Result<&'a [u8], IndexError> {
     let start = usize::try_from(off)
         .map_err(|_| corrupt(path, format!("{what} offset {off} out of range")))?;
     let len_bytes = b.get(start..).and_then(|s| s.get(..4)).ok_or_else(|| {
@@ -74,7 +79,13 @@ fn section_at<'a>(path: &Path, b: &'a [u8], off: u64, what: &str) -> Result<&'a 
     Ok(body)
 }
 
-fn check_crc(path: &Path, body: &[u8], crc: &[u8], what: &str, off: u64) -> Result<(), IndexError> {
+pub(crate) fn check_crc(
+    path: &Path,
+    body: &[u8],
+    crc: &[u8],
+    what: &str,
+    off: u64,
+) -> Result<(), IndexError> {
     let want = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
     let got = crc32(body);
     if got != want {
@@ -125,27 +136,20 @@ impl IndexReader {
             ));
         }
 
-        let toc_bytes = &b[b.len() - INDEX_TOC_LEN..];
-        let (toc_body, toc_crc) = toc_bytes.split_at(INDEX_TOC_LEN - 4);
-        check_crc(
+        let toc = parse_toc(
             path,
-            toc_body,
-            toc_crc,
-            "table of contents",
+            &b[b.len() - INDEX_TOC_LEN..],
             (b.len() - INDEX_TOC_LEN) as u64,
         )?;
-        // Symbols, series, label indices, label offset table, postings, postings
-        // offset table. Only the first and last are needed to serve reads.
-        let mut toc = [0u64; 6];
-        let mut d = Decbuf::new(toc_body);
-        for v in &mut toc {
-            *v = d
-                .be64()
-                .map_err(|e| corrupt(path, format!("table of contents: {e}")))?;
-        }
-
-        let symbols = Self::read_symbols(path, b, toc[0])?;
-        let (postings, all_postings) = Self::read_postings_table(path, b, toc[5], &symbols)?;
+        // A zero offset is a section the writer left out.
+        let symbols = match toc[0] {
+            0 => Vec::new(),
+            off => Self::read_symbols(path, b, off)?,
+        };
+        let (postings, all_postings) = match toc[5] {
+            0 => (BTreeMap::new(), None),
+            off => Self::read_postings_table(path, b, off, &symbols)?,
+        };
 
         Ok(IndexReader {
             path: path.to_path_buf(),
@@ -156,10 +160,9 @@ impl IndexReader {
         })
     }
 
-    fn read_symbols(path: &Path, b: &[u8], off: u64) -> Result<Vec<ArcStr>, IndexError> {
-        if off == 0 {
-            return Ok(Vec::new());
-        }
+    /// Decodes the symbol table whose section starts at `off` in `b` (the whole file,
+    /// or a buffer fetched from a bucket with `off` rebased into it).
+    pub(crate) fn read_symbols(path: &Path, b: &[u8], off: u64) -> Result<Vec<ArcStr>, IndexError> {
         let body = section_at(path, b, off, "symbol table")?;
         let err = |e: DecodeError| corrupt(path, format!("symbol table: {e}"));
         let mut d = Decbuf::new(body);
@@ -181,17 +184,15 @@ impl IndexReader {
         }
     }
 
+    /// Decodes the postings offset table at `off` in `b` (as [`Self::read_symbols`]).
     #[allow(clippy::type_complexity)]
-    fn read_postings_table(
+    pub(crate) fn read_postings_table(
         path: &Path,
         b: &[u8],
         off: u64,
         symbols: &[ArcStr],
     ) -> Result<(BTreeMap<ArcStr, Vec<(ArcStr, u64)>>, Option<u64>), IndexError> {
         let mut map: BTreeMap<ArcStr, Vec<(ArcStr, u64)>> = BTreeMap::new();
-        if off == 0 {
-            return Ok((map, None));
-        }
         let body = section_at(path, b, off, "postings offset table")?;
         let err = |e: DecodeError| corrupt(path, format!("postings offset table: {e}"));
         let mut d = Decbuf::new(body);
@@ -238,106 +239,26 @@ impl IndexReader {
         Ok((map, all))
     }
 
-    fn lookup_symbol(&self, r: u32) -> Result<&ArcStr, IndexError> {
-        self.symbols.get(r as usize).ok_or_else(|| {
-            corrupt(
-                &self.path,
-                format!(
-                    "symbol reference {r} beyond the {} symbols",
-                    self.symbols.len()
-                ),
-            )
-        })
-    }
-
     /// The labels and chunk metas of series `id` (as returned by the writer or found
     /// in postings).
     pub fn series(&self, id: u64) -> Result<(Labels, Vec<ChunkMeta>), IndexError> {
         let b: &[u8] = &self.map;
-        let what = || format!("series {id}");
         let off = id
             .checked_mul(SERIES_ALIGNMENT)
             .and_then(|o| usize::try_from(o).ok())
             .filter(|&o| o >= INDEX_HEADER_LEN && o < b.len())
-            .ok_or_else(|| corrupt(&self.path, format!("{}: offset beyond end of file", what())))?;
-        let (len, n) = read_uvarint(&b[off..])
-            .map_err(|e| corrupt(&self.path, format!("{}: length: {e}", what())))?;
-        let start = off + n;
-        let entry = usize::try_from(len).ok().and_then(|len| {
-            let end = start.checked_add(len)?;
-            Some((b.get(start..end)?, b.get(end..end.checked_add(4)?)?))
-        });
-        let (body, crc) = entry.ok_or_else(|| {
-            corrupt(
-                &self.path,
-                format!("{}: {len} bytes run past end of file", what()),
-            )
-        })?;
-        check_crc(&self.path, body, crc, &what(), off as u64)?;
-
-        let err = |e: DecodeError| corrupt(&self.path, format!("{}: {e}", what()));
-        let mut d = Decbuf::new(body);
-        let nlabels = d.uvarint().map_err(err)?;
-        let mut labels = Vec::with_capacity((nlabels as usize).min(d.len() / 2));
-        for _ in 0..nlabels {
-            let name = d.uvarint32().map_err(err)?;
-            let value = d.uvarint32().map_err(err)?;
-            labels.push(Label {
-                name: self.lookup_symbol(name)?.clone(),
-                value: self.lookup_symbol(value)?.clone(),
-            });
-        }
-        Labels::check_sorted_unique(&labels)
-            .map_err(|e| corrupt(&self.path, format!("{}: {e}", what())))?;
-
-        let nchunks = d.uvarint().map_err(err)?;
-        let mut chunks = Vec::with_capacity((nchunks as usize).min(d.len() / 3));
-        if nchunks > 0 {
-            let min_t = d.varint().map_err(err)?;
-            let max_t = min_t.wrapping_add(d.uvarint().map_err(err)? as i64);
-            let chunk_ref = d.uvarint().map_err(err)?;
-            chunks.push(ChunkMeta {
-                min_t,
-                max_t,
-                chunk_ref,
-            });
-            let (mut t0, mut ref0) = (max_t, chunk_ref);
-            for _ in 1..nchunks {
-                let min_t = t0.wrapping_add(d.uvarint().map_err(err)? as i64);
-                let max_t = min_t.wrapping_add(d.uvarint().map_err(err)? as i64);
-                let chunk_ref = ref0.wrapping_add(d.varint().map_err(err)? as u64);
-                chunks.push(ChunkMeta {
-                    min_t,
-                    max_t,
-                    chunk_ref,
-                });
-                t0 = max_t;
-                ref0 = chunk_ref;
-            }
-        }
-        Ok((Labels::from_sorted(labels), chunks))
+            .ok_or_else(|| {
+                corrupt(
+                    &self.path,
+                    format!("series {id}: offset beyond end of file"),
+                )
+            })?;
+        decode_series(&self.path, &self.symbols, id, b, off)
     }
 
     /// Decodes the postings list at `off`.
     fn read_postings(&self, off: u64) -> Result<Vec<u64>, IndexError> {
-        let body = section_at(&self.path, &self.map, off, "postings list")?;
-        let mut d = Decbuf::new(body);
-        let n = d
-            .be32()
-            .map_err(|e| corrupt(&self.path, format!("postings list at offset {off}: {e}")))?;
-        if d.len() != n as usize * 4 {
-            return Err(corrupt(
-                &self.path,
-                format!(
-                    "postings list at offset {off}: {} bytes for {n} entries",
-                    d.len()
-                ),
-            ));
-        }
-        Ok(d.rest()
-            .chunks_exact(4)
-            .map(|c| u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-            .collect())
+        decode_postings(&self.path, &self.map, off, off)
     }
 
     /// IDs of the series with label `name` = `value`, ascending; empty when the pair
@@ -426,4 +347,132 @@ impl IndexReader {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Decodes the series entry of series `id` that starts at `off` in `b` (the whole
+/// file, or a buffer fetched from a bucket with the entry's offset rebased into it),
+/// resolving label references through `symbols`.
+pub(crate) fn decode_series(
+    path: &Path,
+    symbols: &[ArcStr],
+    id: u64,
+    b: &[u8],
+    off: usize,
+) -> Result<(Labels, Vec<ChunkMeta>), IndexError> {
+    let what = || format!("series {id}");
+    let lookup = |r: u32| {
+        symbols.get(r as usize).ok_or_else(|| {
+            corrupt(
+                path,
+                format!("symbol reference {r} beyond the {} symbols", symbols.len()),
+            )
+        })
+    };
+    let rest = b
+        .get(off..)
+        .ok_or_else(|| corrupt(path, format!("{}: offset beyond end of buffer", what())))?;
+    let (len, n) =
+        read_uvarint(rest).map_err(|e| corrupt(path, format!("{}: length: {e}", what())))?;
+    let start = off + n;
+    let entry = usize::try_from(len).ok().and_then(|len| {
+        let end = start.checked_add(len)?;
+        Some((b.get(start..end)?, b.get(end..end.checked_add(4)?)?))
+    });
+    let (body, crc) = entry.ok_or_else(|| {
+        corrupt(
+            path,
+            format!("{}: {len} bytes run past end of file", what()),
+        )
+    })?;
+    check_crc(path, body, crc, &what(), off as u64)?;
+
+    let err = |e: DecodeError| corrupt(path, format!("{}: {e}", what()));
+    let mut d = Decbuf::new(body);
+    let nlabels = d.uvarint().map_err(err)?;
+    let mut labels = Vec::with_capacity((nlabels as usize).min(d.len() / 2));
+    for _ in 0..nlabels {
+        let name = d.uvarint32().map_err(err)?;
+        let value = d.uvarint32().map_err(err)?;
+        labels.push(Label {
+            name: lookup(name)?.clone(),
+            value: lookup(value)?.clone(),
+        });
+    }
+    Labels::check_sorted_unique(&labels).map_err(|e| corrupt(path, format!("{}: {e}", what())))?;
+
+    let nchunks = d.uvarint().map_err(err)?;
+    let mut chunks = Vec::with_capacity((nchunks as usize).min(d.len() / 3));
+    if nchunks > 0 {
+        let min_t = d.varint().map_err(err)?;
+        let max_t = min_t.wrapping_add(d.uvarint().map_err(err)? as i64);
+        let chunk_ref = d.uvarint().map_err(err)?;
+        chunks.push(ChunkMeta {
+            min_t,
+            max_t,
+            chunk_ref,
+        });
+        let (mut t0, mut ref0) = (max_t, chunk_ref);
+        for _ in 1..nchunks {
+            let min_t = t0.wrapping_add(d.uvarint().map_err(err)? as i64);
+            let max_t = min_t.wrapping_add(d.uvarint().map_err(err)? as i64);
+            let chunk_ref = ref0.wrapping_add(d.varint().map_err(err)? as u64);
+            chunks.push(ChunkMeta {
+                min_t,
+                max_t,
+                chunk_ref,
+            });
+            t0 = max_t;
+            ref0 = chunk_ref;
+        }
+    }
+    Ok((Labels::from_sorted(labels), chunks))
+}
+
+/// Decodes the postings list whose section starts at `off` in `b` (the whole file, or
+/// a fetched buffer with the offset rebased); `file_off` is its offset in the file,
+/// for messages.
+pub(crate) fn decode_postings(
+    path: &Path,
+    b: &[u8],
+    off: u64,
+    file_off: u64,
+) -> Result<Vec<u64>, IndexError> {
+    let body = section_at(path, b, off, "postings list")?;
+    let mut d = Decbuf::new(body);
+    let n = d
+        .be32()
+        .map_err(|e| corrupt(path, format!("postings list at offset {file_off}: {e}")))?;
+    if d.len() != n as usize * 4 {
+        return Err(corrupt(
+            path,
+            format!(
+                "postings list at offset {file_off}: {} bytes for {n} entries",
+                d.len()
+            ),
+        ));
+    }
+    Ok(d.rest()
+        .chunks_exact(4)
+        .map(|c| u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+        .collect())
+}
+
+/// Decodes the table of contents (the last [`INDEX_TOC_LEN`] bytes of an index, at
+/// file offset `off`): symbols, series, label indices, label offset table, postings
+/// and postings offset table offsets. Only the first and last are needed to serve
+/// reads.
+pub(crate) fn parse_toc(path: &Path, toc_bytes: &[u8], off: u64) -> Result<[u64; 6], IndexError> {
+    if toc_bytes.len() != INDEX_TOC_LEN {
+        return Err(corrupt(path, "table of contents: wrong length"));
+    }
+    let (toc_body, toc_crc) = toc_bytes.split_at(INDEX_TOC_LEN - 4);
+    check_crc(path, toc_body, toc_crc, "table of contents", off)?;
+    let mut toc = [0u64; 6];
+    let mut d = Decbuf::new(toc_body);
+    for v in &mut toc {
+        *v = d
+            .be64()
+            .map_err(|e| corrupt(path, format!("table of contents: {e}")))?;
+    }
+    Ok(toc)
 }

@@ -1,0 +1,109 @@
+//! Long-term queries: blocks that live only in the bucket answer PromQL, merged with
+//! local data; an unreadable bucket is a warning, not a failed query.
+
+use std::time::Duration;
+
+use crate::common::poll_until;
+use crate::shipper::{H, T0, config_with_store, fs_bucket_blocks, settled, start, write_hours};
+
+/// `ship_test{…}` over hours 0-9 at a one-minute step: series -> points.
+fn query_range(odin: &crate::common::Odin, selector: &str) -> (u16, serde_json::Value) {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step=60",
+        form_urlencoded::byte_serialize(selector.as_bytes()).collect::<String>(),
+        T0 / 1000,
+        (T0 + 9 * H - 60_000) / 1000
+    );
+    let (code, body) = odin.get(&path);
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn points(v: &serde_json::Value) -> Vec<(String, Vec<(i64, f64)>)> {
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let pts = r["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| {
+                            (
+                                p[0].as_f64().unwrap() as i64,
+                                p[1].as_str().unwrap().parse().unwrap(),
+                            )
+                        })
+                        .collect();
+                    (r["metric"]["i"].as_str().unwrap_or("").to_string(), pts)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn bucket_only_blocks_answer_queries_and_an_unreadable_bucket_is_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let config = config_with_store(
+        tmp.path(),
+        &format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}",
+            bucket.display()
+        ),
+    );
+    // A first ODIN ships hours 0-6 as three blocks, then goes away with its disk.
+    let first = start(&tmp.path().join("a"), &config, &[]);
+    write_hours(&first, 0, 9);
+    assert!(poll_until(Duration::from_secs(30), || fs_bucket_blocks(
+        &bucket
+    )
+    .len()
+        == 3));
+    settled(&first, "odin_shipper_uploads_total", 3.0);
+    first.stop();
+
+    // A second one on an empty disk holds hours 6-9 locally; 0-6 come from the bucket.
+    let second = start(&tmp.path().join("b"), &config, &[]);
+    write_hours(&second, 6, 9);
+    let want: Vec<(i64, f64)> = (0..9 * 60)
+        .map(|m| {
+            let t = T0 + m * 60_000;
+            (t / 1000, (t / 1000) as f64)
+        })
+        .collect();
+    let mut last = serde_json::Value::Null;
+    let complete = poll_until(Duration::from_secs(20), || {
+        let (code, v) = query_range(&second, "ship_test");
+        last = v;
+        code == 200
+            && points(&last).iter().all(|(_, p)| p.len() == want.len())
+            && points(&last).len() == 2
+    });
+    assert!(complete, "{last}");
+    for (i, got) in points(&last) {
+        assert_eq!(got, want, "series i={i}");
+    }
+    assert!(last.get("warnings").is_none(), "{last}");
+
+    // The bucket becomes unreadable: what was not read before fails, the query
+    // answers with the local hours and says why the rest is missing.
+    std::fs::rename(&bucket, tmp.path().join("bucket.gone")).unwrap();
+    std::fs::write(&bucket, b"not a bucket").unwrap();
+    let (code, v) = query_range(&second, "ship_test{i=\"1\"}");
+    assert_eq!(code, 200, "{v}");
+    let got = points(&v);
+    assert_eq!(got.len(), 1, "{v}");
+    assert_eq!(got[0].1, want[6 * 60..].to_vec());
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert!(!warnings.is_empty(), "{v}");
+    assert!(
+        warnings[0].as_str().unwrap().starts_with("bucket block "),
+        "{v}"
+    );
+    second.stop();
+}
