@@ -5,7 +5,7 @@
 //! appears in several sources kept once (the first source wins, so callers pass the
 //! most authoritative source first).
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use super::{ChunkSeries, ChunkSeriesSet, Result, Series, SeriesSet};
@@ -13,6 +13,10 @@ use crate::model::{Labels, Sample};
 
 /// Merges sample lists sorted by time into one, keeping the first occurrence of a
 /// timestamp (by list order).
+///
+/// The usual input is one list per block, the blocks side by side in time (a week of
+/// 2-hour blocks is 84 lists): those are put in order and concatenated. Overlapping
+/// lists go through a k-way merge.
 pub fn merge_samples(mut lists: Vec<Vec<Sample>>) -> Vec<Sample> {
     lists.retain(|l| !l.is_empty());
     match lists.len() {
@@ -20,24 +24,37 @@ pub fn merge_samples(mut lists: Vec<Vec<Sample>>) -> Vec<Sample> {
         1 => return lists.pop().unwrap_or_default(),
         _ => {}
     }
+    let first_t = |l: &Vec<Sample>| l.first().map_or(i64::MAX, |s| s.t);
+    let last_t = |l: &Vec<Sample>| l.last().map_or(i64::MIN, |s| s.t);
+    let mut order: Vec<usize> = (0..lists.len()).collect();
+    order.sort_by_key(|&i| (first_t(&lists[i]), i));
+    let disjoint = order
+        .windows(2)
+        .all(|w| last_t(&lists[w[0]]) < first_t(&lists[w[1]]));
     let total = lists.iter().map(Vec::len).sum();
     let mut out: Vec<Sample> = Vec::with_capacity(total);
-    let mut pos = vec![0usize; lists.len()];
-    loop {
-        let mut best: Option<(usize, i64)> = None;
-        for (i, l) in lists.iter().enumerate() {
-            if let Some(s) = l.get(pos[i]) {
-                if best.is_none_or(|(_, t)| s.t < t) {
-                    best = Some((i, s.t));
-                }
-            }
+    if disjoint {
+        for i in order {
+            out.extend_from_slice(&lists[i]);
         }
-        let Some((i, t)) = best else { break };
-        out.push(lists[i][pos[i]]);
-        for (j, l) in lists.iter().enumerate() {
-            while l.get(pos[j]).is_some_and(|s| s.t == t) {
-                pos[j] += 1;
-            }
+        return out;
+    }
+    // Smallest (time, list) first: on equal times the earlier list wins, and the
+    // others' samples at that time are skipped.
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = lists
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Reverse((first_t(l), i)))
+        .collect();
+    let mut pos = vec![0usize; lists.len()];
+    while let Some(Reverse((t, i))) = heap.pop() {
+        let s = lists[i][pos[i]];
+        if out.last().is_none_or(|last| last.t < t) {
+            out.push(s);
+        }
+        pos[i] += 1;
+        if let Some(next) = lists[i].get(pos[i]) {
+            heap.push(Reverse((next.t, i)));
         }
     }
     out
@@ -235,6 +252,30 @@ mod tests {
         let got = merge_samples(vec![a, b]);
         let want = vec![s(1, 1.0), s(2, 2.0), s(3, 3.0), s(4, 4.0)];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn merge_samples_orders_disjoint_lists_and_merges_overlapping_ones() {
+        // Blocks side by side, given out of order.
+        let got = merge_samples(vec![
+            vec![s(5, 5.0), s(6, 6.0)],
+            vec![s(1, 1.0), s(2, 2.0)],
+            vec![s(3, 3.0)],
+        ]);
+        assert_eq!(
+            got,
+            vec![s(1, 1.0), s(2, 2.0), s(3, 3.0), s(5, 5.0), s(6, 6.0)]
+        );
+        // Three overlapping lists: the earliest list wins each shared timestamp.
+        let got = merge_samples(vec![
+            vec![s(2, 20.0), s(4, 40.0)],
+            vec![s(1, 1.0), s(2, 2.0), s(3, 3.0), s(4, 4.0)],
+            vec![s(3, 300.0), s(5, 500.0)],
+        ]);
+        assert_eq!(
+            got,
+            vec![s(1, 1.0), s(2, 20.0), s(3, 3.0), s(4, 40.0), s(5, 500.0)]
+        );
     }
 
     #[test]
