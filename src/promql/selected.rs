@@ -185,8 +185,13 @@ fn merge_sorted(a: &[Sample], b: &[Sample]) -> Vec<Sample> {
 }
 
 /// `samples.partition_point(before)`, starting from `hint`, an earlier answer for a
-/// nearby bound: a short walk when the bound moved forward a little, a binary search
-/// otherwise.
+/// nearby bound: a short walk when the bound moved forward a little, a galloping
+/// search when it moved further.
+///
+/// Galloping (strides doubling from the hint, then a binary search within the last
+/// stride) keeps the probes near the hint: a range query's windows move by a step's
+/// worth of samples, and a binary search over the whole rest of a long series cost a
+/// cache miss per probe (a third of a week-long query's time).
 pub(super) fn seek(samples: &[Sample], hint: usize, before: impl Fn(&Sample) -> bool) -> usize {
     let hint = hint.min(samples.len());
     if hint > 0 && samples.get(hint - 1).is_some_and(|x| !before(x)) {
@@ -202,7 +207,23 @@ pub(super) fn seek(samples: &[Sample], hint: usize, before: impl Fn(&Sample) -> 
             _ => return i,
         }
     }
-    i + samples.get(i..).map_or(0, |s| s.partition_point(&before))
+    // Everything below `i` is before the bound.
+    let mut stride = 8;
+    loop {
+        let probe = i + stride;
+        match samples.get(probe) {
+            Some(x) if before(x) => {
+                i = probe + 1;
+                stride *= 2;
+            }
+            _ => {
+                let end = probe.min(samples.len());
+                return i + samples
+                    .get(i..end)
+                    .map_or(0, |s| s.partition_point(&before));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
