@@ -3,12 +3,10 @@
 //! part of each open chunk, so that the heap holds only the few bytes still changing.
 //!
 //! Once a chunk is cut, nothing is appended to it again; keeping it on the heap would
-//! make resident memory grow with the head's time span. Here it is written and read
-//! through a shared memory map of the file, so it costs page cache (which the kernel
-//! can drop) rather than resident heap, and neither a write nor a read is a syscall
-//! (with a million series, a `pwrite(2)` per slot append was a tenth of the scrape
-//! path's CPU). File space is allocated (`posix_fallocate`) before it is mapped for
-//! writing, so a full disk is an error at reservation, not a SIGBUS at a store.
+//! make resident memory grow with the head's time span. Here it is written with
+//! `pwrite(2)` and read back through a read-only memory map, so it costs page cache
+//! (which the kernel can drop) rather than resident heap, and a query pays no
+//! syscall per chunk.
 //!
 //! An open chunk gets a [`ChunkSlot`]: space reserved in a file, sized for the whole
 //! chunk, into which its finished bytes are written as they accumulate. When the
@@ -26,11 +24,11 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::num::NonZeroU32;
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Mmap, MmapOptions};
 use parking_lot::{Mutex, RwLock};
 
 /// The largest file; a new one is started past it. Each file is mapped at this size
@@ -81,10 +79,7 @@ impl ChunkSlot {
 
 struct MappedFile {
     file: File,
-    /// Shared and writable. Bytes are written only into space the writer reserved
-    /// (a slot is written by the one series that owns it, under its lock) and read
-    /// only below what was reserved and written, so no byte is read while written.
-    map: MmapRaw,
+    map: Mmap,
     /// Bytes reserved so far; reads beyond are refused. The file is at least this long.
     reserved: AtomicU64,
     /// Newest sample time of any closed chunk in the file.
@@ -105,59 +100,6 @@ pub struct HeadChunkFiles {
     file_bytes: u64,
     writer: Mutex<Writer>,
     files: RwLock<BTreeMap<u32, MappedFile>>,
-}
-
-impl MappedFile {
-    /// Copies `bytes` into the file at `offset`, which must lie in reserved space.
-    fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
-        let end = offset.checked_add(bytes.len() as u64);
-        if end
-            .is_none_or(|e| e > self.reserved.load(Ordering::Acquire) || e > self.map.len() as u64)
-        {
-            return Err(std::io::Error::other(
-                "head chunk write outside reserved space",
-            ));
-        }
-        // SAFETY: `offset..end` lies within the map and within reserved (so allocated)
-        // file space, and the caller owns these bytes: no other thread reads or writes
-        // them now (see `map`).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.as_mut_ptr().add(offset as usize),
-                bytes.len(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The reserved, written bytes `start..end`.
-    fn bytes(&self, start: usize, end: usize) -> Option<&[u8]> {
-        if start > end || end > self.map.len() {
-            return None;
-        }
-        // SAFETY: within the map; written bytes below the reserved mark are not
-        // written again while readable (see `map`).
-        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), end - start) })
-    }
-}
-
-/// Extends `file` from `from` to `to` bytes with allocated (not sparse) space, so that
-/// stores through the map never need the file system to find a block. File systems
-/// without `fallocate` get a plain length change.
-fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    let (Ok(offset), Ok(len)) = (
-        libc::off_t::try_from(from),
-        libc::off_t::try_from(to - from),
-    ) else {
-        return Err(std::io::Error::other("head chunk file too large"));
-    };
-    // SAFETY: a plain system call on an open descriptor.
-    match unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) } {
-        0 => Ok(()),
-        libc::EINVAL | libc::EOPNOTSUPP => file.set_len(to),
-        e => Err(std::io::Error::from_raw_os_error(e)),
-    }
 }
 
 impl HeadChunkFiles {
@@ -197,12 +139,14 @@ impl HeadChunkFiles {
                 .read(true)
                 .write(true)
                 .open(&path)?;
-            // The file is private to this process (under the locked data directory)
-            // and never shortened while mapped; only reserved bytes, which lie within
-            // the file's allocated length, are written or read through the map.
-            let map = MmapOptions::new()
-                .len(self.file_bytes.max(need) as usize)
-                .map_raw(&file)?;
+            // SAFETY: the file is private to this process (under the locked data
+            // directory) and never shortened while mapped; only reserved bytes, which
+            // lie within the file's length, are ever read through the map.
+            let map = unsafe {
+                MmapOptions::new()
+                    .len(self.file_bytes.max(need) as usize)
+                    .map(&file)?
+            };
             self.files.write().insert(
                 seq,
                 MappedFile {
@@ -225,13 +169,12 @@ impl HeadChunkFiles {
             .get(&seq)
             .ok_or_else(|| std::io::Error::other("head chunk file vanished"))?;
         if end > w.file_len {
-            // Allocate ahead of the writes so that every reserved byte is inside the
-            // file and backed by disk: touching a mapped page past the end of a file,
-            // or one the file system cannot allocate, is a SIGBUS.
+            // Lengthen ahead of the writes so that every reserved byte is inside the
+            // file: reading a mapped page past the end of a file is a SIGBUS.
             let new_len = end
                 .next_multiple_of(GROW_STEP)
                 .min(self.file_bytes.max(end));
-            allocate(&f.file, w.file_len, new_len)?;
+            f.file.set_len(new_len)?;
             w.file_len = new_len;
         }
         w.size = end;
@@ -248,7 +191,7 @@ impl HeadChunkFiles {
         let f = files
             .get(&file)
             .ok_or_else(|| std::io::Error::other("head chunk file vanished"))?;
-        f.write_at(bytes, offset)?;
+        f.file.write_all_at(bytes, offset)?;
         f.max_t.fetch_max(max_t, Ordering::AcqRel);
         Ok(DiskChunkRef {
             file,
@@ -291,7 +234,8 @@ impl HeadChunkFiles {
         let f = files
             .get(&slot.file)
             .ok_or_else(|| std::io::Error::other("head chunk file vanished"))?;
-        f.write_at(bytes, u64::from(slot.offset) + u64::from(slot.len))?;
+        f.file
+            .write_all_at(bytes, u64::from(slot.offset) + u64::from(slot.len))?;
         slot.len += n;
         Ok(())
     }
@@ -315,7 +259,8 @@ impl HeadChunkFiles {
             .read()
             .get(&slot.file)
             .ok_or_else(|| std::io::Error::other("head chunk file vanished"))?
-            .write_at(head, u64::from(slot.offset))?;
+            .file
+            .write_all_at(head, u64::from(slot.offset))?;
         self.append_to_slot(slot, tail)?;
         if let Some(f) = self.files.read().get(&slot.file) {
             f.max_t.fetch_max(max_t, Ordering::AcqRel);
@@ -345,7 +290,7 @@ impl HeadChunkFiles {
         if end as u64 > f.reserved.load(Ordering::Acquire) {
             return None;
         }
-        f.bytes(start, end).map(<[u8]>::to_vec)
+        f.map.get(start..end).map(<[u8]>::to_vec)
     }
 
     /// Deletes every file whose chunks all end before `min_t`, except the one space is
