@@ -100,46 +100,67 @@ impl Querier for DbQuerier {
     }
 
     fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>> {
-        let mut out = BTreeSet::new();
+        let mut lists: Vec<Vec<String>> = Vec::new();
         for b in &self.blocks {
             if matchers.is_empty() {
-                out.extend(b.index().label_values(name));
+                lists.push(b.index().label_values(name));
                 continue;
             }
             let refs = postings_for_matchers(&BlockIndex(b.index()), matchers)
                 .map_err(|e| index_err(b, e))?;
+            let mut values = BTreeSet::new();
             for r in refs {
                 let (labels, _) = b.index().series(r).map_err(|e| index_err(b, e))?;
                 if let Some(v) = labels.get(name) {
-                    out.insert(v.to_string());
+                    values.insert(v.to_string());
                 }
             }
+            lists.push(values.into_iter().collect());
         }
         if self.head_in_range() {
-            out.extend(self.head.label_values(name, matchers));
+            lists.push(self.head.label_values(name, matchers));
         }
-        Ok(out.into_iter().collect())
+        Ok(sorted_union(lists))
     }
 
     fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>> {
-        let mut out = BTreeSet::new();
+        let mut lists: Vec<Vec<String>> = Vec::new();
         for b in &self.blocks {
             if matchers.is_empty() {
-                out.extend(b.index().label_names());
+                lists.push(b.index().label_names());
                 continue;
             }
             let refs = postings_for_matchers(&BlockIndex(b.index()), matchers)
                 .map_err(|e| index_err(b, e))?;
+            let mut names = BTreeSet::new();
             for r in refs {
                 let (labels, _) = b.index().series(r).map_err(|e| index_err(b, e))?;
-                out.extend(labels.iter().map(|l| l.name.to_string()));
+                names.extend(labels.iter().map(|l| l.name.to_string()));
             }
+            lists.push(names.into_iter().collect());
         }
         if self.head_in_range() {
-            out.extend(self.head.label_names(matchers));
+            lists.push(self.head.label_names(matchers));
         }
-        Ok(out.into_iter().collect())
+        Ok(sorted_union(lists))
     }
+}
+
+/// The sorted, deduplicated union of lists. One list (the head alone, the usual case
+/// for a dashboard's recent range) is handed back as it is.
+fn sorted_union(mut lists: Vec<Vec<String>>) -> Vec<String> {
+    if lists.len() <= 1 {
+        let mut only = lists.pop().unwrap_or_default();
+        if !only.is_sorted() {
+            only.sort_unstable();
+            only.dedup();
+        }
+        return only;
+    }
+    let mut all: Vec<String> = lists.concat();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 impl ChunkQuerier for DbQuerier {

@@ -140,7 +140,7 @@ impl MemPostings {
 
     pub fn label_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.by_name.keys().map(|k| k.to_string()).collect();
-        v.sort();
+        v.sort_unstable();
         v
     }
 
@@ -150,7 +150,7 @@ impl MemPostings {
             .get(name)
             .map(|m| m.keys().map(|k| k.to_string()).collect())
             .unwrap_or_default();
-        v.sort();
+        v.sort_unstable();
         v
     }
 
