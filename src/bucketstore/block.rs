@@ -286,7 +286,8 @@ impl BucketBlockReader {
                     Bytes::copy_from_slice(&avail[..len as usize])
                 } else {
                     // Longer than estimated: fetch exactly.
-                    let exact = range.start..range.start + len;
+                    // `len` comes from the object: a corrupt one must not overflow.
+                    let exact = range.start..range.start.saturating_add(len);
                     let mut again = self.fetch(&[(*obj, exact)])?;
                     again.pop().unwrap_or_default()
                 };
@@ -316,11 +317,11 @@ impl BucketBlockReader {
             }
             Part::Series => {
                 let (len, n) = read_uvarint(b).map_err(|e| bad(e.to_string()))?;
-                Ok(n as u64 + len + 4)
+                Ok((n as u64).saturating_add(len).saturating_add(4))
             }
             Part::Chunk => {
                 let (len, n) = read_uvarint(b).map_err(|e| bad(e.to_string()))?;
-                Ok(n as u64 + 1 + len + 4)
+                Ok((n as u64 + 1).saturating_add(len).saturating_add(4))
             }
         }
     }

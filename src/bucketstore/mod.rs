@@ -139,18 +139,9 @@ impl BucketStore {
     }
 
     async fn sync_inner(&self) -> Result<SyncSummary> {
-        let top = self
-            .store
-            .list_with_delimiter(None)
+        let ids = crate::shipper::bucket::list_block_ids(&self.store)
             .await
             .map_err(|e| BucketStoreError::store("list bucket", e))?;
-        let mut ids: Vec<String> = top
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
-            .filter(|s| ulid::Ulid::from_string(s).is_ok())
-            .collect();
-        ids.sort();
         let open: HashMap<String, Arc<BucketBlockReader>> = self
             .blocks()
             .into_iter()

@@ -36,13 +36,12 @@ impl BucketBlock {
     }
 }
 
-/// Every block directory of the bucket (top-level names that are ULIDs), oldest
-/// first by ULID.
-pub async fn list_blocks(store: &Arc<dyn ObjectStore>) -> Result<Vec<BucketBlock>> {
-    let top = store
-        .list_with_delimiter(None)
-        .await
-        .map_err(|e| ShipperError::store("list bucket", e))?;
+/// The names of the bucket's block directories (top-level names that are ULIDs),
+/// oldest first.
+pub async fn list_block_ids(
+    store: &Arc<dyn ObjectStore>,
+) -> std::result::Result<Vec<String>, object_store::Error> {
+    let top = store.list_with_delimiter(None).await?;
     let mut ids: Vec<String> = top
         .common_prefixes
         .iter()
@@ -50,6 +49,15 @@ pub async fn list_blocks(store: &Arc<dyn ObjectStore>) -> Result<Vec<BucketBlock
         .filter(|s| ulid::Ulid::from_string(s).is_ok())
         .collect();
     ids.sort();
+    Ok(ids)
+}
+
+/// Every block directory of the bucket (top-level names that are ULIDs), oldest
+/// first by ULID.
+pub async fn list_blocks(store: &Arc<dyn ObjectStore>) -> Result<Vec<BucketBlock>> {
+    let ids = list_block_ids(store)
+        .await
+        .map_err(|e| ShipperError::store("list bucket", e))?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         out.push(read_block(store, &id).await?);
