@@ -3177,7 +3177,11 @@ mod tests {
             #[test]
             fn go_exp_and_log_are_within_one_ulp_of_libm(x in -700.0f64..700.0, y in 1e-300f64..1e300) {
                 let ulps = |a: f64, b: f64| (a.to_bits() as i64 - b.to_bits() as i64).abs();
-                prop_assert!(ulps(go_math::exp(x), x.exp()) <= 1);
+                // Go's amd64 `Exp` (what Prometheus's results come from, and what the
+                // port follows step by step) is not correctly rounded: it differs from
+                // libm by 2 ulps at some inputs (x = -352.5191247584752, saved in
+                // proptest-regressions), so 2 is the bound that holds.
+                prop_assert!(ulps(go_math::exp(x), x.exp()) <= 2);
                 prop_assert!(ulps(go_math::log(y), y.ln()) <= 1);
                 prop_assert!(ulps(go_math::log10(y), y.log10()) <= 2);
                 prop_assert!(ulps(go_math::log2(y), y.log2()) <= 2);
