@@ -489,7 +489,13 @@ fn dump(
     // Opening replays the WAL (and cuts off a torn tail, as `odin run` would).
     let db = Db::open(path, DbOptions::default(), TsdbMetrics::default())?;
     let q = db.querier(min_t, max_t)?;
-    let set = q.select(&SelectHints::default(), &matchers)?;
+    let hints = SelectHints {
+        start_ms: min_t,
+        end_ms: max_t,
+        series_only: false,
+        sorted: true,
+    };
+    let set = q.select(&hints, &matchers)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for series in set {

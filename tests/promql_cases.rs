@@ -56,6 +56,7 @@ impl ChunkQuerier for ChunkedQuerier {
             start_ms: i64::MIN,
             end_ms: i64::MAX,
             series_only: false,
+            sorted: true,
         };
         let mut out = Vec::new();
         for s in self.0.select(&hints, matchers)? {

@@ -410,10 +410,15 @@ impl Querier for LongTermQuerier<dyn Querier> {
         hints: &SelectHints,
         matchers: &[Matcher],
     ) -> crate::storage::Result<SeriesSet> {
-        let local = self.local.select(hints, matchers)?;
         let Some(bucket) = &self.bucket else {
-            return Ok(local);
+            return self.local.select(hints, matchers);
         };
+        // Merged with the bucket's series: in label order.
+        let hints = &SelectHints {
+            sorted: true,
+            ..*hints
+        };
+        let local = self.local.select(hints, matchers)?;
         match bucket.select(hints, matchers) {
             Ok(b) => Ok(MergeSeriesSet::merge(vec![local, b])),
             Err(e) => {

@@ -155,8 +155,8 @@ pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Ste
 
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    for e in input {
-        let key = ev.node_hash(node, &e.labels, || grouping.key(&e.labels));
+    let keys = ev.node_hashes(node, 0, &input, |l| grouping.key(l));
+    for (e, key) in input.into_iter().zip(keys) {
         let gi = match index.get(&key) {
             Some(i) => *i,
             None => {

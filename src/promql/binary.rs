@@ -108,9 +108,10 @@ enum Card {
 }
 
 impl Matching<'_> {
-    /// The match-group signature of `labels`, computed once per label set and query.
-    fn signature(&self, ev: &Evaluator<'_>, labels: &Labels) -> u64 {
-        ev.node_hash(self.node, labels, || self.compute_signature(labels))
+    /// The match-group signatures of the elements of one operand (`side` 0 and 1
+    /// tell the two apart), each computed once per label set and query.
+    fn signatures(&self, ev: &Evaluator<'_>, side: u8, els: &[Element]) -> Vec<u64> {
+        ev.node_hashes(self.node, side, els, |l| self.compute_signature(l))
     }
 
     fn compute_signature(&self, labels: &Labels) -> u64 {
@@ -211,7 +212,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
             for e in &mut out {
                 e.t = ts;
             }
-            check_unique_labels(ev, &out)?;
+            check_unique_labels(ev, m.node, &out)?;
             Ok(StepVal::Vector(out))
         }
         (l, r) => Err(QueryError::Execution(format!(
@@ -277,9 +278,10 @@ fn vector_vector(
     } else {
         (lhs, rhs)
     };
+    let one_sigs = m.signatures(ev, 1, &one);
+    let many_sigs = m.signatures(ev, 0, &many);
     let mut one_by_sig: HashMap<u64, &Element> = HashMap::with_capacity(one.len());
-    for e in &one {
-        let sig = m.signature(ev, &e.labels);
+    for (e, &sig) in one.iter().zip(&one_sigs) {
         if let Some(prev) = one_by_sig.insert(sig, e) {
             let side = if m.card == Card::OneToMany {
                 "left"
@@ -297,8 +299,7 @@ fn vector_vector(
     let mut matched_one_to_one: HashSet<u64> = HashSet::new();
     let mut matched_groups: HashMap<u64, HashSet<Labels>> = HashMap::new();
     let mut out = Vec::new();
-    for e in &many {
-        let sig = m.signature(ev, &e.labels);
+    for (e, &sig) in many.iter().zip(&many_sigs) {
         let Some(o) = one_by_sig.get(&sig) else {
             continue;
         };
@@ -350,9 +351,12 @@ fn set_filter(
     m: &Matching<'_>,
     keep_matched: bool,
 ) -> Vec<Element> {
-    let right: HashSet<u64> = rhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
+    let right: HashSet<u64> = m.signatures(ev, 1, &rhs).into_iter().collect();
+    let left = m.signatures(ev, 0, &lhs);
     lhs.into_iter()
-        .filter(|e| right.contains(&m.signature(ev, &e.labels)) == keep_matched)
+        .zip(left)
+        .filter(|(_, sig)| right.contains(sig) == keep_matched)
+        .map(|(e, _)| e)
         .collect()
 }
 
@@ -362,11 +366,14 @@ fn set_or(
     rhs: Vec<Element>,
     m: &Matching<'_>,
 ) -> Vec<Element> {
-    let left: HashSet<u64> = lhs.iter().map(|e| m.signature(ev, &e.labels)).collect();
+    let left: HashSet<u64> = m.signatures(ev, 0, &lhs).into_iter().collect();
+    let right = m.signatures(ev, 1, &rhs);
     let mut out = lhs;
     out.extend(
         rhs.into_iter()
-            .filter(|e| !left.contains(&m.signature(ev, &e.labels))),
+            .zip(right)
+            .filter(|(_, sig)| !left.contains(sig))
+            .map(|(e, _)| e),
     );
     out
 }

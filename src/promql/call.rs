@@ -1,12 +1,16 @@
 //! Function calls: argument handling, output labels and the special cases of
 //! Prometheus 2.42's functions; the arithmetic lives in `functions`.
 
+use std::cell::OnceCell;
+
 use hashbrown::HashMap;
 
 use promql_parser::parser::{Call, Expr};
 
 use super::QueryError;
-use super::eval::{Evaluator, StepVal, check_unique_labels, drop_metric_name, offset_ms};
+use super::eval::{
+    Evaluator, StepBlock, StepVal, WindowSeries, check_unique_labels, drop_metric_name, offset_ms,
+};
 use super::functions as f;
 use super::value::Element;
 use crate::model::{Labels, LabelsBuilder, METRIC_NAME, Sample};
@@ -19,6 +23,12 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
             .copied()
             .ok_or_else(|| QueryError::BadData(format!("missing argument {} of {name}()", i + 1)))
     };
+    let node = c as *const Call as usize;
+    if let Some((keeps_name, kernel)) = window_kernel(name) {
+        let out = window_function(ev, node, arg(0)?, ts, !keeps_name, kernel)?;
+        check_unique_labels(ev, node, &out)?;
+        return Ok(StepVal::Vector(out));
+    }
     let out = match name {
         "time" => return Ok(StepVal::Scalar(ts as f64 / 1000.0)),
         "pi" => return Ok(StepVal::Scalar(std::f64::consts::PI)),
@@ -35,26 +45,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
             v: ev.eval_scalar(arg(0)?, ts)?,
         }],
 
-        // Range-vector functions.
-        "rate" | "increase" | "delta" => {
-            let (counter, rate) = match name {
-                "rate" => (true, true),
-                "increase" => (true, false),
-                _ => (false, false),
-            };
-            over_matrix(ev, arg(0)?, ts, true, |pts, start, end| {
-                Ok(f::extrapolated_rate(pts, start, end, counter, rate))
-            })?
-        }
-        "irate" => over_matrix(ev, arg(0)?, ts, true, |pts, _, _| {
-            Ok(f::instant_value(pts, true))
-        })?,
-        "idelta" => over_matrix(ev, arg(0)?, ts, true, |pts, _, _| {
-            Ok(f::instant_value(pts, false))
-        })?,
-        "changes" => over_matrix(ev, arg(0)?, ts, true, |pts, _, _| Ok(f::changes(pts)))?,
-        "resets" => over_matrix(ev, arg(0)?, ts, true, |pts, _, _| Ok(f::resets(pts)))?,
-        "deriv" => over_matrix(ev, arg(0)?, ts, true, |pts, _, _| Ok(f::deriv(pts)))?,
+        // Range-vector functions (the parameterless ones are above).
         "predict_linear" => {
             let d = ev.eval_scalar(arg(1)?, ts)?;
             over_matrix(ev, arg(0)?, ts, true, |pts, _, _| {
@@ -67,26 +58,6 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
             over_matrix(ev, arg(0)?, ts, true, |pts, _, _| {
                 f::holt_winters(pts, sf, tf).map_err(QueryError::Execution)
             })?
-        }
-        "avg_over_time" => over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::avg_over_time(p)))?,
-        "min_over_time" => over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::min_over_time(p)))?,
-        "max_over_time" => over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::max_over_time(p)))?,
-        "sum_over_time" => over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::sum_over_time(p)))?,
-        "count_over_time" => {
-            over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::count_over_time(p)))?
-        }
-        "stddev_over_time" => {
-            over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::stddev_over_time(p)))?
-        }
-        "stdvar_over_time" => {
-            over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::stdvar_over_time(p)))?
-        }
-        "present_over_time" => {
-            over_matrix(ev, arg(0)?, ts, true, |p, _, _| Ok(f::present_over_time(p)))?
-        }
-        // The one range function that keeps the metric name.
-        "last_over_time" => {
-            over_matrix(ev, arg(0)?, ts, false, |p, _, _| Ok(f::last_over_time(p)))?
         }
         "quantile_over_time" => {
             let q = ev.eval_scalar(arg(0)?, ts)?;
@@ -199,7 +170,7 @@ pub(super) fn eval(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal, Que
             }
         }
     };
-    check_unique_labels(ev, &out)?;
+    check_unique_labels(ev, node, &out)?;
     Ok(StepVal::Vector(out))
 }
 
@@ -219,6 +190,103 @@ fn map_values(
         .collect()
 }
 
+/// A range function whose value depends on its window's samples and bounds only.
+type WindowKernel = fn(&[f::Point], i64, i64) -> Option<f64>;
+
+/// The range functions without parameters: whether each keeps the metric name
+/// (only `last_over_time` does), and its kernel.
+fn window_kernel(name: &str) -> Option<(bool, WindowKernel)> {
+    let kernel: WindowKernel = match name {
+        "rate" => |p, start, end| f::extrapolated_rate(p, start, end, true, true),
+        "increase" => |p, start, end| f::extrapolated_rate(p, start, end, true, false),
+        "delta" => |p, start, end| f::extrapolated_rate(p, start, end, false, false),
+        "irate" => |p, _, _| f::instant_value(p, true),
+        "idelta" => |p, _, _| f::instant_value(p, false),
+        "changes" => |p, _, _| f::changes(p),
+        "resets" => |p, _, _| f::resets(p),
+        "deriv" => |p, _, _| f::deriv(p),
+        "avg_over_time" => |p, _, _| f::avg_over_time(p),
+        "min_over_time" => |p, _, _| f::min_over_time(p),
+        "max_over_time" => |p, _, _| f::max_over_time(p),
+        "sum_over_time" => |p, _, _| f::sum_over_time(p),
+        "count_over_time" => |p, _, _| f::count_over_time(p),
+        "stddev_over_time" => |p, _, _| f::stddev_over_time(p),
+        "stdvar_over_time" => |p, _, _| f::stdvar_over_time(p),
+        "present_over_time" => |p, _, _| f::present_over_time(p),
+        "last_over_time" => |p, _, _| f::last_over_time(p),
+        _ => return None,
+    };
+    Some((name == "last_over_time", kernel))
+}
+
+/// Elements held at most by one block of steps computed ahead (24 MiB).
+const STEP_BLOCK_ELEMENTS: usize = 1 << 20;
+/// Steps computed ahead at most.
+const STEP_BLOCK_STEPS: usize = 64;
+
+/// A parameterless range function at `ts`. Over a selector at the query's own steps,
+/// the results of the coming steps are computed along with this one, series by
+/// series (as Prometheus evaluates range functions): stepping across every series
+/// once per step reads each series' samples from memory again at every step.
+fn window_function(
+    ev: &Evaluator<'_>,
+    node: usize,
+    arg: &Expr,
+    ts: i64,
+    drop_name: bool,
+    kernel: WindowKernel,
+) -> Result<Vec<Element>, QueryError> {
+    let Expr::MatrixSelector(ms) = unwrap_parens(arg) else {
+        return over_matrix(ev, arg, ts, drop_name, |p, start, end| {
+            Ok(kernel(p, start, end))
+        });
+    };
+    if !ev.at_query_step(ts) {
+        return over_matrix(ev, arg, ts, drop_name, |p, start, end| {
+            Ok(kernel(p, start, end))
+        });
+    }
+    if let Some(out) = ev.take_step_result(node, ts) {
+        return Ok(out);
+    }
+    let per_step = STEP_BLOCK_ELEMENTS / ev.selected_series(&ms.vs).max(1);
+    let steps = ev.steps_from(ts, per_step.clamp(1, STEP_BLOCK_STEPS));
+    let range = ms.range.as_millis() as i64;
+    let windows: Vec<(i64, i64)> = steps
+        .iter()
+        .map(|&t| {
+            let r = ev.at_ms(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
+            (r - range, r)
+        })
+        .collect();
+    let mut results: Vec<Vec<Element>> = vec![Vec::new(); steps.len()];
+    let mut buf: Vec<f::Point> = Vec::new();
+    ev.for_each_series_windows(&ms.vs, &windows, |ws, j, pts| {
+        buf.clear();
+        buf.extend(pts.iter().map(|s| (s.t, s.v)));
+        let (Some(&(start, end)), Some(&t), Some(out)) =
+            (windows.get(j), steps.get(j), results.get_mut(j))
+        else {
+            return;
+        };
+        if let Some(v) = kernel(&buf, start, end) {
+            out.push(Element {
+                labels: if drop_name {
+                    ws.without_name().clone()
+                } else {
+                    ws.labels.clone()
+                },
+                t,
+                v,
+            });
+        }
+    })?;
+    let mut block = steps.into_iter().zip(results);
+    let now = block.next().map(|(_, v)| v).unwrap_or_default();
+    ev.keep_step_results(node, StepBlock::new(block));
+    Ok(now)
+}
+
 /// Calls `g` with every series of a range-vector argument (its samples as
 /// `(t, v)` pairs and the window's bounds); an element for each `Some`.
 fn over_matrix(
@@ -231,7 +299,7 @@ fn over_matrix(
     let mut out = Vec::new();
     let mut buf: Vec<f::Point> = Vec::new();
     let mut err = None;
-    let mut emit = |labels: &Labels, pts: &[Sample], start: i64, end: i64| {
+    let mut emit = |ws: WindowSeries<'_>, pts: &[Sample], start: i64, end: i64| {
         if err.is_some() {
             return;
         }
@@ -240,9 +308,9 @@ fn over_matrix(
         match g(&buf, start, end) {
             Ok(Some(v)) => out.push(Element {
                 labels: if drop_name {
-                    ev.drop_name(labels)
+                    ws.without_name().clone()
                 } else {
-                    labels.clone()
+                    ws.labels.clone()
                 },
                 t: ts,
                 v,
@@ -255,13 +323,24 @@ fn over_matrix(
         Expr::MatrixSelector(ms) => {
             let r = ev.at_ms(&ms.vs.at).unwrap_or(ts) - offset_ms(&ms.vs.offset);
             let start = r - ms.range.as_millis() as i64;
-            ev.for_each_window(&ms.vs, start, r, |labels, pts| emit(labels, pts, start, r))?;
+            ev.for_each_window(&ms.vs, start, r, |ws, pts| emit(ws, pts, start, r))?;
         }
         other => match ev.eval(other, ts)? {
             StepVal::Matrix { series, start, end } => {
                 for s in &series {
                     if !s.points.is_empty() {
-                        emit(&s.labels, &s.points, start, end);
+                        // A subquery's series are new at every step: their name-less
+                        // copies come from the evaluator's memo.
+                        let without_name = OnceCell::new();
+                        if drop_name {
+                            without_name.get_or_init(|| ev.drop_name(&s.labels));
+                        }
+                        emit(
+                            WindowSeries::new(&s.labels, &without_name),
+                            &s.points,
+                            start,
+                            end,
+                        );
                     }
                 }
             }

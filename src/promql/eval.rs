@@ -6,7 +6,8 @@
 //! range selector takes the samples in `[r - range, r]` without staleness markers;
 //! `r` is the step time (or the `@` time) minus the `offset`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
@@ -67,6 +68,8 @@ pub(super) fn run(
         deadline,
         without_name: RefCell::new(HashMap::new()),
         memo: RefCell::new(Memo::default()),
+        subquery_depth: Cell::new(0),
+        step_blocks: RefCell::new(HashMap::new()),
     };
     ev.load(storage, expr, warnings)?;
     if span.step == 0 {
@@ -154,6 +157,51 @@ pub(super) struct Evaluator<'a> {
     /// the name of the same selector series at every step.
     without_name: RefCell<HashMap<usize, (Labels, Labels)>>,
     memo: RefCell<Memo>,
+    /// How many subqueries the evaluation is inside: their inner steps are not the
+    /// query's.
+    subquery_depth: Cell<u32>,
+    /// Results computed ahead for the query's next steps, by node.
+    step_blocks: RefCell<HashMap<usize, StepBlock>>,
+}
+
+/// Counts the evaluation as inside one more subquery while it lives.
+struct InSubquery<'a>(&'a Cell<u32>);
+
+impl<'a> InSubquery<'a> {
+    fn enter(depth: &'a Cell<u32>) -> Self {
+        depth.set(depth.get() + 1);
+        Self(depth)
+    }
+}
+
+impl Drop for InSubquery<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// A node's results at the query's coming steps, oldest first.
+#[derive(Default)]
+pub(super) struct StepBlock(VecDeque<(i64, Vec<Element>)>);
+
+impl StepBlock {
+    pub(super) fn new(results: impl IntoIterator<Item = (i64, Vec<Element>)>) -> Self {
+        Self(results.into_iter().collect())
+    }
+
+    /// The result at step `ts`, if computed; results for earlier steps are dropped.
+    fn take(&mut self, ts: i64) -> Option<Vec<Element>> {
+        while let Some((t, _)) = self.0.front() {
+            if *t >= ts {
+                break;
+            }
+            self.0.pop_front();
+        }
+        match self.0.front() {
+            Some((t, _)) if *t == ts => self.0.pop_front().map(|(_, v)| v),
+            _ => None,
+        }
+    }
 }
 
 /// Label work that would otherwise repeat at every step, keyed so that the same
@@ -168,6 +216,34 @@ struct Memo {
     hashes: HashMap<(usize, usize), (Labels, u64)>,
     /// Vector-matching result labels by (operator node, many side, one side).
     results: HashMap<(usize, usize, usize), (Labels, Labels, Labels)>,
+    /// The input label sets of the last step and their hashes, by (node, operand):
+    /// from one step to the next an operand mostly hands back the same sets in the
+    /// same order, which is then a walk along this list, with no hash lookup.
+    last_hashes: HashMap<(usize, u8), Vec<(Labels, u64)>>,
+    /// The output label sets last found unique at each function or operator node:
+    /// the same sets in the same order at the next step need no check.
+    last_unique: HashMap<usize, Vec<Labels>>,
+}
+
+/// A selector's series as [`Evaluator::for_each_window`] hands it out.
+pub(super) struct WindowSeries<'s> {
+    pub labels: &'s Labels,
+    without_name: &'s OnceCell<Labels>,
+}
+
+impl<'s> WindowSeries<'s> {
+    pub fn new(labels: &'s Labels, without_name: &'s OnceCell<Labels>) -> Self {
+        Self {
+            labels,
+            without_name,
+        }
+    }
+
+    /// The labels without `__name__`: the same set at every step.
+    pub fn without_name(&self) -> &Labels {
+        self.without_name
+            .get_or_init(|| drop_metric_name(self.labels))
+    }
 }
 
 /// What one selector reads: samples in `[start, end]`; for an instant selector
@@ -350,6 +426,7 @@ impl Evaluator<'_> {
                 start_ms: need.start,
                 end_ms: need.end,
                 series_only: false,
+                sorted: false,
             };
             let mut series = Vec::new();
             for s in querier.select(&hints, &matchers)? {
@@ -472,6 +549,49 @@ impl Evaluator<'_> {
             .1
     }
 
+    /// [`node_hash`](Self::node_hash) of every element's labels, for the operand
+    /// `side` of `node`; what matches the last step position by position is read
+    /// from it.
+    pub(super) fn node_hashes(
+        &self,
+        node: usize,
+        side: u8,
+        els: &[Element],
+        make: impl Fn(&Labels) -> u64,
+    ) -> Vec<u64> {
+        let last = self
+            .memo
+            .borrow_mut()
+            .last_hashes
+            .remove(&(node, side))
+            .unwrap_or_default();
+        let mut same = last.len() == els.len();
+        let mut out = Vec::with_capacity(els.len());
+        for (i, e) in els.iter().enumerate() {
+            match last.get(i) {
+                // `last` keeps its sets alive: an equal identity is the same set.
+                Some((l, h)) if l.identity() == e.labels.identity() => out.push(*h),
+                _ => {
+                    same = false;
+                    out.push(self.node_hash(node, &e.labels, || make(&e.labels)));
+                }
+            }
+        }
+        let last = if same {
+            last
+        } else {
+            els.iter()
+                .zip(&out)
+                .map(|(e, h)| (e.labels.clone(), *h))
+                .collect()
+        };
+        self.memo
+            .borrow_mut()
+            .last_hashes
+            .insert((node, side), last);
+        out
+    }
+
     /// A hash of the label set's contents (node 0: no operator has that address).
     pub(super) fn content_hash(&self, labels: &Labels) -> u64 {
         self.node_hash(0, labels, || labels.stable_hash())
@@ -521,10 +641,10 @@ impl Evaluator<'_> {
                 let start = r - ms.range.as_millis() as i64;
                 let mut series = Vec::new();
                 let mut count = 0usize;
-                self.for_each_window(&ms.vs, start, r, |labels, points| {
+                self.for_each_window(&ms.vs, start, r, |ws, points| {
                     count += points.len();
                     series.push(SeriesPoints {
-                        labels: labels.clone(),
+                        labels: ws.labels.clone(),
                         points: points.to_vec(),
                     });
                 })?;
@@ -598,7 +718,7 @@ impl Evaluator<'_> {
         vs: &VectorSelector,
         start: i64,
         end: i64,
-        mut f: impl FnMut(&Labels, &[Sample]),
+        mut f: impl FnMut(WindowSeries<'_>, &[Sample]),
     ) -> Result<(), QueryError> {
         let Some(series) = self.data.get(&node_key(vs)) else {
             return Ok(());
@@ -610,14 +730,92 @@ impl Evaluator<'_> {
             if window.is_empty() {
                 continue;
             }
+            let ws = WindowSeries {
+                labels: &s.labels,
+                without_name: &s.without_name,
+            };
             if window.iter().any(|x| is_stale_nan(x.v)) {
                 scratch.clear();
                 scratch.extend(window.iter().filter(|x| !is_stale_nan(x.v)));
                 if !scratch.is_empty() {
-                    f(&s.labels, &scratch);
+                    f(ws, &scratch);
                 }
             } else {
-                f(&s.labels, window);
+                f(ws, window);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `ts` is one of the query's own steps, evaluated as such (a range
+    /// query's, outside any subquery): then every node is evaluated at the steps
+    /// that follow, in order, and may compute their results ahead.
+    pub(super) fn at_query_step(&self, ts: i64) -> bool {
+        let Span { start, end, step } = self.span;
+        step > 0
+            && self.subquery_depth.get() == 0
+            && (start..=end).contains(&ts)
+            && (ts - start) % step == 0
+    }
+
+    /// The query's steps from `ts` on (`ts` included), at most `n`.
+    pub(super) fn steps_from(&self, ts: i64, n: usize) -> Vec<i64> {
+        let step = self.span.step.max(1);
+        (0..n as i64)
+            .map(|i| ts + i * step)
+            .take_while(|t| *t <= self.span.end)
+            .collect()
+    }
+
+    /// The result of `node` at step `ts` if it was computed ahead.
+    pub(super) fn take_step_result(&self, node: usize, ts: i64) -> Option<Vec<Element>> {
+        self.step_blocks.borrow_mut().get_mut(&node)?.take(ts)
+    }
+
+    /// Keeps results of `node` for coming steps.
+    pub(super) fn keep_step_results(&self, node: usize, block: StepBlock) {
+        self.step_blocks.borrow_mut().insert(node, block);
+    }
+
+    /// How many series the selector `vs` read.
+    pub(super) fn selected_series(&self, vs: &VectorSelector) -> usize {
+        self.data.get(&node_key(vs)).map_or(0, |s| s.borrow().len())
+    }
+
+    /// Calls `f(series, j, samples)` for each series of the selector and each of the
+    /// `windows` (`[start, end]`, moving forward) in which it has samples, staleness
+    /// markers left out. Series by series: a series' samples are read while they
+    /// are in cache, not once per window across all series.
+    pub(super) fn for_each_series_windows(
+        &self,
+        vs: &VectorSelector,
+        windows: &[(i64, i64)],
+        mut f: impl FnMut(&WindowSeries<'_>, usize, &[Sample]),
+    ) -> Result<(), QueryError> {
+        let Some(series) = self.data.get(&node_key(vs)) else {
+            return Ok(());
+        };
+        let mut series = series.borrow_mut();
+        let mut scratch: Vec<Sample> = Vec::new();
+        for s in series.iter_mut() {
+            for (j, &(start, end)) in windows.iter().enumerate() {
+                let window = s.samples.window(start, end, &self.budget)?;
+                if window.is_empty() {
+                    continue;
+                }
+                let ws = WindowSeries {
+                    labels: &s.labels,
+                    without_name: &s.without_name,
+                };
+                if window.iter().any(|x| is_stale_nan(x.v)) {
+                    scratch.clear();
+                    scratch.extend(window.iter().filter(|x| !is_stale_nan(x.v)));
+                    if !scratch.is_empty() {
+                        f(&ws, j, &scratch);
+                    }
+                } else {
+                    f(&ws, j, window);
+                }
             }
         }
         Ok(())
@@ -642,6 +840,7 @@ impl Evaluator<'_> {
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut series: Vec<SeriesPoints> = Vec::new();
         let mut count = 0usize;
+        let _inside = InSubquery::enter(&self.subquery_depth);
         while t <= r {
             self.check("subquery evaluation")?;
             let els = match self.eval(&sq.expr, t)? {
@@ -719,8 +918,23 @@ pub(super) fn drop_metric_name(labels: &Labels) -> Labels {
 
 /// Prometheus's check after every function and operator: no two output elements
 /// may have the same labels.
-pub(super) fn check_unique_labels(ev: &Evaluator<'_>, els: &[Element]) -> Result<(), QueryError> {
+pub(super) fn check_unique_labels(
+    ev: &Evaluator<'_>,
+    node: usize,
+    els: &[Element],
+) -> Result<(), QueryError> {
     if els.len() < 2 {
+        return Ok(());
+    }
+    // The very sets found unique at the last step (kept alive in the memo, so equal
+    // identities are the same sets) are unique still.
+    if let Some(last) = ev.memo.borrow().last_unique.get(&node)
+        && last.len() == els.len()
+        && last
+            .iter()
+            .zip(els)
+            .all(|(l, e)| l.identity() == e.labels.identity())
+    {
         return Ok(());
     }
     // By content hash (memoised per label set); equal hashes are compared in full.
@@ -735,6 +949,10 @@ pub(super) fn check_unique_labels(ev: &Evaluator<'_>, els: &[Element]) -> Result
             ));
         }
     }
+    ev.memo
+        .borrow_mut()
+        .last_unique
+        .insert(node, els.iter().map(|e| e.labels.clone()).collect());
     Ok(())
 }
 

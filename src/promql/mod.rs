@@ -597,6 +597,82 @@ mod tests {
         assert!(matches!(err, QueryError::Timeout(_)), "{err}");
     }
 
+    /// A range query is its expression evaluated as an instant query at each step,
+    /// however the engine shares work between steps (range functions computed for
+    /// blocks of steps ahead, positional memos), with counter resets, gaps,
+    /// staleness markers, series that start and end, `offset`, `@` and subqueries.
+    #[test]
+    fn range_results_are_instant_results_at_every_step() {
+        let s = MemoryStorage::new();
+        let mut app = s.appender();
+        for i in 0..40i64 {
+            let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]);
+            let (first, last) = (i * 7, 400 - (i % 5) * 30);
+            for k in first..last {
+                if k % (i + 3) == 0 {
+                    continue; // a gap
+                }
+                let v = if k % 97 == 42 {
+                    f64::from_bits(crate::model::STALE_NAN_BITS)
+                } else {
+                    ((k * (i + 1)) % 500) as f64 // resets now and then
+                };
+                app.append(&l, k * 15_000, v).unwrap();
+            }
+        }
+        app.commit().unwrap();
+        let engine = Engine::new(EngineOptions::default());
+        let c = CancelFlag::default();
+        let key = |l: &Labels, t: i64| format!("{l} @{t}");
+        for q in [
+            "rate(m[1m])",
+            "increase(m[2m] offset 1m)",
+            "delta(m[1m])",
+            "irate(m[1m])",
+            "idelta(m[1m])",
+            "changes(m[3m])",
+            "resets(m[3m])",
+            "deriv(m[2m])",
+            "avg_over_time(m[1m])",
+            "min_over_time(m[1m])",
+            "max_over_time(m[1m])",
+            "sum_over_time(m[1m])",
+            "count_over_time(m[1m])",
+            "stddev_over_time(m[1m])",
+            "stdvar_over_time(m[1m])",
+            "present_over_time(m[1m])",
+            "last_over_time(m[1m])",
+            "rate(m[1m] @ 3000)",
+            "sum by (i) (rate(m[2m])) / on (i) count_over_time(m[2m])",
+            "max_over_time(rate(m[1m])[5m:30s])",
+            "histogram_quantile(0.5, sum by (le) (label_replace(rate(m[1m]), \"le\", \"$1\", \"i\", \"(.*)\")))",
+        ] {
+            let (start, end, step) = (60_000, 6_000_000, 30_000);
+            let Value::Matrix(range) = engine.range(&s, q, start, end, step, &c).unwrap() else {
+                panic!("{q}: not a matrix");
+            };
+            let mut got = std::collections::BTreeMap::new();
+            for sp in &range {
+                for p in &sp.points {
+                    got.insert(key(&sp.labels, p.t), p.v.to_bits());
+                }
+            }
+            let mut want = std::collections::BTreeMap::new();
+            let mut t = start;
+            while t <= end {
+                let Value::Vector(els) = engine.instant(&s, q, t, &c).unwrap() else {
+                    panic!("{q}: not a vector");
+                };
+                for e in els {
+                    want.insert(key(&e.labels, t), e.v.to_bits());
+                }
+                t += step;
+            }
+            assert!(!want.is_empty(), "{q}: no data");
+            assert_eq!(got, want, "{q}");
+        }
+    }
+
     #[test]
     fn streaming_over_tsdb_blocks_and_head_equals_loading() {
         use crate::storage::Appendable;

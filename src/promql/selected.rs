@@ -9,7 +9,7 @@
 //!
 //! Every decoded sample held counts against `--query.max-samples` while it is held.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::VecDeque;
 
 use crate::model::{Labels, Sample};
@@ -25,6 +25,10 @@ const DRAIN_AT: usize = 1024;
 /// One series of a selector.
 pub(super) struct SelectedSeries {
     pub labels: Labels,
+    /// `labels` without `__name__`, made the first time a function or operator
+    /// needs it and handed out at every later step (the same set, so the range
+    /// result finds it by identity).
+    pub without_name: OnceCell<Labels>,
     pub samples: SampleStream,
 }
 
@@ -88,6 +92,7 @@ impl SelectedSeries {
         budget.take(samples.len())?;
         Ok(Self {
             labels,
+            without_name: OnceCell::new(),
             samples: SampleStream {
                 samples,
                 pending: VecDeque::new(),
@@ -104,6 +109,7 @@ impl SelectedSeries {
         chunks.sort_by_key(|c| c.min_t);
         Self {
             labels,
+            without_name: OnceCell::new(),
             samples: SampleStream {
                 samples: Vec::new(),
                 pending: chunks.into(),

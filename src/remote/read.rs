@@ -152,6 +152,7 @@ pub fn sampled_response(
                 start_ms: q.start_ms,
                 end_ms: q.end_ms,
                 series_only: false,
+                sorted: true,
             };
             for s in querier
                 .select(&hints, &q.matchers)

@@ -165,6 +165,10 @@ pub struct SelectHints {
     pub end_ms: i64,
     /// When true, only labels are needed; samples may be left out.
     pub series_only: bool,
+    /// When true, series come in label order. The PromQL engine takes any order
+    /// (as Prometheus's asks `Select(sortSeries=false)`), which spares the head a
+    /// sort of every selected series; a merge across sources sorts regardless.
+    pub sorted: bool,
 }
 
 /// A read view over `[min_t, max_t]`.

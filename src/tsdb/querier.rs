@@ -70,7 +70,12 @@ impl Querier for DbQuerier {
             }));
         }
         if self.head_in_range() {
-            let series = self.head.select_series(matchers);
+            // Alone, the head's series need no order unless the caller asks for one.
+            let series = if hints.sorted || !sets.is_empty() {
+                self.head.select_series(matchers)
+            } else {
+                self.head.select_series_unsorted(matchers)
+            };
             let (min_t, max_t, series_only) = (self.min_t, self.max_t, hints.series_only);
             let head = self.head.clone();
             let read = self.read.clone();

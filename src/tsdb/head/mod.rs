@@ -289,9 +289,14 @@ impl Head {
 
     /// Matching series sorted by labels.
     pub fn select_series(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
-        let mut out = self.series_for_refs(&self.postings_for(matchers));
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut out = self.select_series_unsorted(matchers);
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         out
+    }
+
+    /// The series matching `matchers` in no particular order (by reference).
+    pub fn select_series_unsorted(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+        self.series_for_refs(&self.postings_for(matchers))
     }
 
     /// The live series among `refs`, in the same order.
@@ -305,7 +310,7 @@ impl Head {
             return self.postings.read().label_names();
         }
         let mut names = BTreeSet::new();
-        for s in self.select_series(matchers) {
+        for s in self.select_series_unsorted(matchers) {
             for l in s.labels.iter() {
                 names.insert(l.name.to_string());
             }
@@ -318,7 +323,7 @@ impl Head {
             return self.postings.read().label_values(name);
         }
         let mut values = BTreeSet::new();
-        for s in self.select_series(matchers) {
+        for s in self.select_series_unsorted(matchers) {
             if let Some(v) = s.labels.get(name) {
                 values.insert(v.to_string());
             }
