@@ -54,8 +54,25 @@ pub struct ApiOptions {
     pub external_labels: std::collections::BTreeMap<String, String>,
 }
 
+/// What the HTTP handlers share. Handlers receive it as [`ApiState`], which axum
+/// clones for every request: one reference count, not every field.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiShared>);
+
+impl ApiState {
+    pub fn new(shared: ApiShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+pub struct ApiShared {
     pub backends: Arc<OnceLock<Backends>>,
     pub registry: Arc<Registry>,
     pub options: ApiOptions,
@@ -76,7 +93,7 @@ pub struct ApiState {
 /// A reload request and where its outcome goes.
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 
-impl ApiState {
+impl ApiShared {
     /// The backends, or a 503 while start-up (WAL replay) is still running.
     fn backends(&self) -> Result<&Backends, response::ApiError> {
         self.backends.get().ok_or_else(|| {

@@ -250,19 +250,29 @@ async fn format_query(
     Ok(success(pretty?))
 }
 
-/// Runs `f` with a querier over `[start, end]` on the blocking pool.
+/// Runs `f` with a querier over `[start, end]`, off the async scheduler.
+///
+/// On the multi-thread runtime `f` runs right on this worker, whose other tasks are
+/// handed to another thread meanwhile: a metadata call is mostly short index reads,
+/// and waking a blocking-pool thread and then this task again took most of its
+/// latency. A panic in `f` is an internal error for this request only.
 async fn with_querier<T, F>(s: &ApiState, start: i64, end: i64, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&dyn crate::storage::Querier) -> Result<T, ApiError> + Send + 'static,
 {
+    use tokio::runtime::{Handle, RuntimeFlavor};
     let queryable = s.backends()?.queryable.clone();
-    tokio::task::spawn_blocking(move || {
+    let run = move || {
         let q = queryable.querier(start, end)?;
         f(q.as_ref())
-    })
-    .await
-    .map_err(internal)?
+    };
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)))
+            .map_err(|_| internal("the request's storage read panicked"))?
+    } else {
+        tokio::task::spawn_blocking(run).await.map_err(internal)?
+    }
 }
 
 async fn series(
@@ -284,6 +294,8 @@ async fn series(
             start_ms: start,
             end_ms: end,
             series_only: true,
+            // Collected into a sorted set.
+            sorted: false,
         };
         let mut all: BTreeSet<Labels> = BTreeSet::new();
         for m in &sets {
@@ -389,6 +401,8 @@ async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Re
             start_ms: start,
             end_ms: now,
             series_only: false,
+            // Collected into a sorted map.
+            sorted: false,
         };
         let mut out: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
         for m in &sets {

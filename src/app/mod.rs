@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 mod sources;
 
-use crate::api::{self, ApiOptions, ApiState, Backends, HttpMetrics, ReloadRequest, StatusInfo};
+use crate::api::{
+    self, ApiOptions, ApiShared, ApiState, Backends, HttpMetrics, ReloadRequest, StatusInfo,
+};
 use crate::bucketstore::{BucketStore, BucketStoreOptions, LongTermQueryable};
 use crate::collect::process::ProcessCollector;
 use crate::config::Config;
@@ -81,7 +83,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let backends: Arc<OnceLock<Backends>> = Arc::new(OnceLock::new());
     let write_limits = WriteLimits::default();
-    let state = ApiState {
+    let state = ApiState::new(ApiShared {
         backends: backends.clone(),
         registry: registry.clone(),
         options: ApiOptions {
@@ -105,7 +107,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             flags: opts.flag_values.clone(),
         }),
         reload: Some(reload_tx),
-    };
+    });
     let status = state.status.clone();
 
     // Serve health checks while the WAL replays; readiness follows the replay.
