@@ -164,6 +164,10 @@ pub struct SeriesEntry<'a> {
     /// Milliseconds since the epoch: the text format's integer milliseconds, or
     /// OpenMetrics's float seconds times 1000, truncated toward zero as Prometheus does.
     pub timestamp_ms: Option<i64>,
+    /// Where the series is written in the body ([`Parser::source`]): from its name,
+    /// which it starts with, to the end of its label set. The same text is the same
+    /// series, so scrapers key their caches by it.
+    pub series: std::ops::Range<usize>,
 }
 
 /// A parser for either format; see the module documentation.
@@ -197,6 +201,30 @@ impl<'a> Parser<'a> {
         match self {
             Parser::Text(p) => p.next(),
             Parser::OpenMetrics(p) => p.next(),
+        }
+    }
+
+    /// Series come back with their labels unread where the format allows it (the
+    /// text format), for [`labels`](Self::labels) to read on demand.
+    pub fn defer_labels(&mut self) {
+        if let Parser::Text(p) = self {
+            p.defer_labels();
+        }
+    }
+
+    /// The whole body (empty when it is not UTF-8).
+    pub fn source(&self) -> &'a str {
+        match self {
+            Parser::Text(p) => p.source(),
+            Parser::OpenMetrics(p) => p.source(),
+        }
+    }
+
+    /// The labels of the series [`next`](Self::next) returned last.
+    pub fn labels(&mut self) -> Result<&[(&'a str, Cow<'a, str>)], ParseError> {
+        match self {
+            Parser::Text(p) => p.labels(),
+            Parser::OpenMetrics(p) => p.labels(),
         }
     }
 }
@@ -371,6 +399,53 @@ h_sum -Inf\nh_count{} 3\n# EOF\n";
                     check_error_line(&body, &e)?;
                 }
             }
+        }
+    }
+
+    /// Every entry rendered, labels included (with `defer`, read by
+    /// [`Parser::labels`] after each series line), or the error.
+    fn read_all(format: Format, body: &[u8], defer: bool) -> Result<Vec<String>, String> {
+        let mut parser = Parser::new(format, body);
+        if defer {
+            parser.defer_labels();
+        }
+        let src = parser.source();
+        let mut out = Vec::new();
+        loop {
+            let series = match parser.next() {
+                Ok(None) => return Ok(out),
+                Ok(Some(Entry::Series(s))) => s.series.clone(),
+                Ok(Some(e)) => {
+                    out.push(format!("{e:?}"));
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            match parser.labels() {
+                Ok(labels) => out.push(format!("{:?} {labels:?}", src.get(series))),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn deferred_labels_read_as_eager_ones(
+            parts in prop::collection::vec(
+                prop::sample::select(vec![
+                    "\n", " ", "\t", "{", "}", "=", ",", "\"", "\\", "\\n", "\\\"", "a", "le",
+                    "x=\"1\"", "1", "NaN", " 17", "# HELP a x", "é", "a{", "\"}",
+                ]),
+                0..40,
+            )
+        ) {
+            let body = parts.concat();
+            prop_assert_eq!(
+                read_all(Format::Text, body.as_bytes(), false),
+                read_all(Format::Text, body.as_bytes(), true)
+            );
         }
     }
 

@@ -46,6 +46,16 @@ impl<'a> Cursor<'a> {
         Self { src, pos: 0 }
     }
 
+    /// A cursor over the same text at `pos`.
+    pub fn at(&self, pos: usize) -> Self {
+        Self { src: self.src, pos }
+    }
+
+    /// The whole text.
+    pub fn src(&self) -> &'a str {
+        self.src
+    }
+
     pub fn pos(&self) -> usize {
         self.pos
     }
@@ -113,12 +123,10 @@ impl<'a> Cursor<'a> {
     /// Consumes bytes while `keep` holds; returns them.
     pub fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> &'a str {
         let start = self.pos;
-        while let Some(b) = self.peek() {
-            if !keep(b) {
-                break;
-            }
-            self.pos += 1;
-        }
+        let rest = self.src.as_bytes().get(start..).unwrap_or_default();
+        // A scan over the slice (not byte by byte through `peek`): the hot loop of
+        // every name, value and line.
+        self.pos += rest.iter().position(|&b| !keep(b)).unwrap_or(rest.len());
         self.slice(start, self.pos)
     }
 
@@ -288,6 +296,37 @@ pub(crate) fn label_set<'a>(
             cur.got()
         )));
     }
+}
+
+/// Moves past a text-format label set from its `{` without reading it, to just after
+/// the `}` that closes it (quotes and escapes respected). False when the set does not
+/// close as [`label_set`] would find it: reading it with `label_set` then gives the
+/// error. A set that skips may still be malformed inside (`label_set` finds that).
+pub(crate) fn skip_label_set(cur: &mut Cursor<'_>) -> bool {
+    let bytes = cur.src.as_bytes();
+    let mut i = cur.pos + 1;
+    let mut quoted = false;
+    while let Some(&b) = bytes.get(i) {
+        match (quoted, b) {
+            (true, b'\\') => {
+                if matches!(bytes.get(i + 1), None | Some(b'\n')) {
+                    return false;
+                }
+                i += 2;
+                continue;
+            }
+            (true, b'"') => quoted = false,
+            (false, b'"') => quoted = true,
+            (false, b'}') => {
+                cur.pos = i + 1;
+                return true;
+            }
+            (false, b'\n') => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Fails with a clear message when a label name repeats (see [`duplicate_label`]).

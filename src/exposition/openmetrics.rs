@@ -63,6 +63,20 @@ impl<'a> OpenMetricsParser<'a> {
         }
     }
 
+    /// The whole body.
+    pub fn source(&self) -> &'a str {
+        self.cur.src()
+    }
+
+    /// The labels of the series `next` returned last (read with the line: OpenMetrics
+    /// has no deferred reading).
+    pub fn labels(&self) -> Result<&[(&'a str, Cow<'a, str>)], ParseError> {
+        match &self.failed {
+            Some(err) => Err(err.clone()),
+            None => Ok(&self.labels),
+        }
+    }
+
     /// The next entry, `Ok(None)` once `# EOF` has been read. After an error every call
     /// returns that error again.
     #[allow(clippy::should_implement_trait)] // entries borrow the parser: a lending iterator
@@ -188,16 +202,17 @@ impl<'a> OpenMetricsParser<'a> {
             label_set(&mut self.cur, &mut self.labels, false)?;
             check_labels(&self.cur, start, name, &self.labels, &mut self.scratch)?;
         }
+        let series = start..self.cur.pos();
         let value = self.number(name, "value")?;
         let mut timestamp_ms = None;
         if self.at_line_end()? {
-            return Ok(self.sample(name, value, timestamp_ms));
+            return Ok(self.sample(name, value, timestamp_ms, series));
         }
         if !self.cur.looking_at(EXEMPLAR_START) {
             let ts = self.number(name, "timestamp")?;
             timestamp_ms = Some(self.seconds_to_ms(ts, "timestamp")?);
             if self.at_line_end()? {
-                return Ok(self.sample(name, value, timestamp_ms));
+                return Ok(self.sample(name, value, timestamp_ms, series));
             }
             if !self.cur.looking_at(EXEMPLAR_START) {
                 return Err(self.cur.error(format!(
@@ -207,15 +222,22 @@ impl<'a> OpenMetricsParser<'a> {
             }
         }
         self.exemplar(name)?;
-        Ok(self.sample(name, value, timestamp_ms))
+        Ok(self.sample(name, value, timestamp_ms, series))
     }
 
-    fn sample(&self, name: &'a str, value: f64, timestamp_ms: Option<i64>) -> Entry<'a> {
+    fn sample(
+        &self,
+        name: &'a str,
+        value: f64,
+        timestamp_ms: Option<i64>,
+        series: std::ops::Range<usize>,
+    ) -> Entry<'a> {
         Entry::Series(SeriesEntry {
             name,
             labels: &[],
             value,
             timestamp_ms,
+            series,
         })
     }
 

@@ -17,7 +17,9 @@ use std::borrow::Cow;
 use super::error::ParseError;
 use super::family::MetricType;
 use super::format::{Entry, SeriesEntry};
-use super::lex::{Cursor, check_labels, check_utf8, is_metric_name_start, label_set, parse_float};
+use super::lex::{
+    Cursor, check_labels, check_utf8, is_metric_name_start, label_set, parse_float, skip_label_set,
+};
 
 /// A pull parser over one text-format body; see the module documentation.
 #[derive(Debug)]
@@ -29,6 +31,11 @@ pub struct TextParser<'a> {
     scratch: Vec<&'a str>,
     /// Set once parsing has failed: the error every later call returns.
     failed: Option<ParseError>,
+    /// Label sets are read only when [`labels`](Self::labels) asks for them.
+    defer_labels: bool,
+    /// The current series' label set while it is unread: where its line starts,
+    /// where the set starts (`{`), and the series name.
+    unread: Option<(usize, usize, &'a str)>,
 }
 
 impl<'a> TextParser<'a> {
@@ -43,7 +50,45 @@ impl<'a> TextParser<'a> {
             labels: Vec::new(),
             scratch: Vec::new(),
             failed,
+            defer_labels: false,
+            unread: None,
         }
+    }
+
+    /// From now on, series come back with their label sets unread (empty `labels`),
+    /// for [`labels`](Self::labels) to read when the caller needs them. A scraper
+    /// that already knows a series by its text (`SeriesEntry::series`) never reads
+    /// its labels again; the first read of a set checks it as `next` would have.
+    pub fn defer_labels(&mut self) {
+        self.defer_labels = true;
+    }
+
+    /// The whole body.
+    pub fn source(&self) -> &'a str {
+        self.cur.src()
+    }
+
+    /// The labels of the series `next` returned last, read now if they were deferred.
+    pub fn labels(&mut self) -> Result<&[(&'a str, Cow<'a, str>)], ParseError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        if let Err(err) = self.read_unread_labels() {
+            self.failed = Some(err.clone());
+            return Err(err);
+        }
+        Ok(&self.labels)
+    }
+
+    /// Reads the current series' label set if it was skipped.
+    fn read_unread_labels(&mut self) -> Result<(), ParseError> {
+        let Some((line, open, name)) = self.unread.take() else {
+            return Ok(());
+        };
+        self.labels.clear();
+        let mut cur = self.cur.at(open);
+        label_set(&mut cur, &mut self.labels, true)?;
+        check_labels(&cur, line, name, &self.labels, &mut self.scratch)
     }
 
     /// The next entry, `Ok(None)` at the end of the body. After an error every call
@@ -60,6 +105,9 @@ impl<'a> TextParser<'a> {
             }))),
             Ok(other) => Ok(other),
             Err(err) => {
+                // A label set was skipped, and what follows it failed: the set is read
+                // first, so that the error is the one reading in order finds.
+                let err = self.read_unread_labels().err().unwrap_or(err);
                 self.failed = Some(err.clone());
                 Err(err)
             }
@@ -160,10 +208,18 @@ impl<'a> TextParser<'a> {
         let start = self.cur.pos();
         let name = self.cur.metric_name();
         self.labels.clear();
+        self.unread = None;
+        let mut series_end = self.cur.pos();
         self.cur.skip_blanks();
         if self.cur.peek() == Some(b'{') {
-            label_set(&mut self.cur, &mut self.labels, true)?;
-            check_labels(&self.cur, start, name, &self.labels, &mut self.scratch)?;
+            let open = self.cur.pos();
+            if self.defer_labels && skip_label_set(&mut self.cur) {
+                self.unread = Some((start, open, name));
+            } else {
+                label_set(&mut self.cur, &mut self.labels, true)?;
+                check_labels(&self.cur, start, name, &self.labels, &mut self.scratch)?;
+            }
+            series_end = self.cur.pos();
             self.cur.skip_blanks();
         }
         let value_pos = self.cur.pos();
@@ -219,6 +275,7 @@ impl<'a> TextParser<'a> {
             labels: &[],
             value,
             timestamp_ms,
+            series: start..series_end,
         }))
     }
 }
@@ -229,16 +286,55 @@ mod tests {
     use super::super::lex::NORMAL_NAN_BITS;
     use super::*;
 
-    /// A comparable rendering of every entry, or the error's text.
+    /// A comparable rendering of every entry, or the error's text. Every body is
+    /// also read with labels deferred (each set read after its line, as a scrape of
+    /// unknown series does), which must give the same entries and errors.
     fn render(body: &[u8]) -> Result<Vec<String>, String> {
+        let eager = render_with(body, false);
+        assert_eq!(eager, render_with(body, true), "deferred labels differ");
+        eager
+    }
+
+    fn render_with(body: &[u8], defer: bool) -> Result<Vec<String>, String> {
         let mut p = TextParser::new(body);
+        if defer {
+            p.defer_labels();
+        }
+        let src = p.source();
         let mut out = Vec::new();
         loop {
-            match p.next() {
+            let (line, name, value, timestamp_ms, series) = match p.next() {
                 Ok(None) => return Ok(out),
-                Ok(Some(e)) => out.push(render_entry(&e)),
+                Ok(Some(Entry::Series(s))) => (
+                    render_entry(&Entry::Series(s.clone())),
+                    s.name.to_string(),
+                    s.value,
+                    s.timestamp_ms,
+                    s.series,
+                ),
+                Ok(Some(e)) => {
+                    out.push(render_entry(&e));
+                    continue;
+                }
                 Err(e) => return Err(e.to_string()),
+            };
+            let text = src.get(series.clone()).unwrap();
+            assert!(text.starts_with(&name), "{text:?} starts with {name:?}");
+            if !defer {
+                out.push(line);
+                continue;
             }
+            let labels = match p.labels() {
+                Ok(ls) => ls.to_vec(),
+                Err(e) => return Err(e.to_string()),
+            };
+            out.push(render_entry(&Entry::Series(SeriesEntry {
+                name: &name,
+                labels: &labels,
+                value,
+                timestamp_ms,
+                series,
+            })));
         }
     }
 
