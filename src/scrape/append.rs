@@ -12,6 +12,7 @@ use crate::exposition::family::MetricType;
 use crate::exposition::format::{Entry, Format, Parser};
 use crate::model::{Labels, stale_nan};
 use crate::scrape::relabel::{RelabelConfig, process_labels};
+use crate::scrape::table::{Keyed, KeyedTable};
 use crate::storage::{Appender, SeriesRef};
 
 /// The limits of one job; 0 means none.
@@ -43,6 +44,8 @@ pub struct Metadata {
 }
 
 struct CacheEntry {
+    /// The series as exposed: its name and label set as written.
+    key: Box<str>,
     /// The series' labels after merging and relabeling; `None` when relabeling
     /// dropped it.
     labels: Option<Labels>,
@@ -59,21 +62,23 @@ struct CacheEntry {
 /// series the last scrape saw (for staleness markers), and the metadata.
 #[derive(Default)]
 pub struct ScrapeCache {
-    /// By the exposed series text; hashbrown's default hasher (foldhash) rather than
-    /// SipHash: every sample of every scrape is looked up here.
-    entries: hashbrown::HashMap<String, CacheEntry>,
+    /// The series the target exposes, by their text as exposed (name and label set,
+    /// as Prometheus keys its cache): a known series is found without reading its
+    /// labels.
+    entries: KeyedTable<CacheEntry>,
     /// Counts successful scrapes; entries seen in the current one carry it.
     iteration: u64,
-    key: String,
     /// Metadata as the scrapes go, updated in place (a target's HELP texts rarely
     /// change, and rebuilding the map every scrape was a tenth of the scrape cost).
-    meta: hashbrown::HashMap<String, MetaEntry>,
+    meta: KeyedTable<MetaEntry>,
     /// The metadata of the last successful scrape, rebuilt only when it changed.
     metadata: HashMap<String, Metadata>,
     metadata_version: u64,
 }
 
 struct MetaEntry {
+    /// The family's name.
+    name: String,
     meta: Metadata,
     /// The last scrape that had a metadata line for the family.
     seen: u64,
@@ -126,6 +131,18 @@ pub enum AppendError {
     InvalidSeries { series: String, message: String },
 }
 
+impl Keyed for CacheEntry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Keyed for MetaEntry {
+    fn key(&self) -> &str {
+        &self.name
+    }
+}
+
 impl ScrapeCache {
     /// The metadata of the last successful scrape, by family name.
     pub fn metadata(&self) -> &HashMap<String, Metadata> {
@@ -153,15 +170,24 @@ impl ScrapeCache {
         let current = previous + 1;
         let mut counts = ScrapeCounts::default();
         let mut meta_changed = false;
+        self.entries.begin();
+        self.meta.begin();
         let mut parser = Parser::new(format, body);
+        parser.defer_labels();
+        let src = parser.source();
         loop {
             let entry = match parser.next() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
                 Err(e) => return Err(AppendError::Parse(e.to_string())),
             };
-            let series = match entry {
-                Entry::Series(s) => s,
+            let (key, name_len, value, timestamp_ms) = match entry {
+                Entry::Series(s) => (
+                    src.get(s.series.clone()).unwrap_or_default(),
+                    s.name.len(),
+                    s.value,
+                    s.timestamp_ms,
+                ),
                 Entry::Help { name, help } => {
                     let m = meta_entry(&mut self.meta, name, current, &mut meta_changed);
                     if m.help != *help {
@@ -189,14 +215,17 @@ impl ScrapeCache {
                 Entry::Comment(_) => continue,
             };
             counts.scraped += 1;
-            cache_key(&mut self.key, series.name, series.labels);
-            let explicit = series.timestamp_ms.is_some() && ctx.honor_timestamps;
+            let explicit = timestamp_ms.is_some() && ctx.honor_timestamps;
             let t = if explicit {
-                series.timestamp_ms.unwrap_or(t_ms)
+                timestamp_ms.unwrap_or(t_ms)
             } else {
                 t_ms
             };
-            if let Some(e) = self.entries.get_mut(self.key.as_str()) {
+            if let Some(e) = self
+                .entries
+                .find(key)
+                .and_then(|at| self.entries.get_mut(at))
+            {
                 e.seen = current;
                 e.explicit_timestamp = explicit;
                 let Some(labels) = &e.labels else {
@@ -209,27 +238,30 @@ impl ScrapeCache {
                     });
                 }
                 e.series = app
-                    .append_ref(e.series.as_ref(), labels, t, series.value)
+                    .append_ref(e.series.as_ref(), labels, t, value)
                     .map_err(|err| AppendError::InvalidSeries {
                         series: labels.to_string(),
                         message: err.to_string(),
                     })?;
                 continue;
             }
-            let labels = sample_labels(ctx, series.name, series.labels)?;
+            // A series not seen before: its labels are read (and checked) now.
+            let name = key.get(..name_len).unwrap_or_default();
+            let exposed = parser
+                .labels()
+                .map_err(|e| AppendError::Parse(e.to_string()))?;
+            let labels = sample_labels(ctx, name, exposed)?;
             if let Some(l) = &labels {
                 check_limits(l, &ctx.limits)?;
                 counts.added += 1;
             }
-            self.entries.insert(
-                self.key.clone(),
-                CacheEntry {
-                    labels: labels.clone(),
-                    series: None,
-                    seen: current,
-                    explicit_timestamp: explicit,
-                },
-            );
+            self.entries.insert(CacheEntry {
+                key: key.into(),
+                labels: labels.clone(),
+                series: None,
+                seen: current,
+                explicit_timestamp: explicit,
+            });
             let Some(labels) = labels else {
                 continue;
             };
@@ -239,7 +271,7 @@ impl ScrapeCache {
                     limit: ctx.limits.sample_limit,
                 });
             }
-            app.append(&labels, t, series.value)
+            app.append(&labels, t, value)
                 .map_err(|e| AppendError::InvalidSeries {
                     series: labels.to_string(),
                     message: e.to_string(),
@@ -249,14 +281,14 @@ impl ScrapeCache {
         self.iteration = current;
         // Series unseen for a while are forgotten; one missed scrape keeps them, so
         // a series that flaps does not count as added every other scrape.
-        self.entries.retain(|_, e| e.seen + 1 >= current);
+        self.entries.finish(|e| e.seen + 1 >= current);
         let families = self.meta.len();
-        self.meta.retain(|_, e| e.seen == current);
+        self.meta.finish(|e| e.seen == current);
         if meta_changed || self.meta.len() != families {
             self.metadata = self
                 .meta
-                .iter()
-                .map(|(name, e)| (name.clone(), e.meta.clone()))
+                .values()
+                .map(|e| (e.name.clone(), e.meta.clone()))
                 .collect();
             self.metadata_version += 1;
         }
@@ -288,36 +320,23 @@ impl ScrapeCache {
 /// The family's metadata entry, marked seen in scrape `current`; a new one (untyped,
 /// no help) counts as a change.
 fn meta_entry<'m>(
-    meta: &'m mut hashbrown::HashMap<String, MetaEntry>,
+    meta: &'m mut KeyedTable<MetaEntry>,
     name: &str,
     current: u64,
     changed: &mut bool,
 ) -> &'m mut Metadata {
-    let e = meta.entry_ref(name).or_insert_with(|| {
-        *changed = true;
-        MetaEntry {
-            meta: Metadata {
-                kind: MetricType::Untyped,
-                help: String::new(),
-                unit: String::new(),
-            },
-            seen: current,
-        }
+    let (e, added) = meta.find_or_insert(name, || MetaEntry {
+        name: name.to_string(),
+        meta: Metadata {
+            kind: MetricType::Untyped,
+            help: String::new(),
+            unit: String::new(),
+        },
+        seen: current,
     });
+    *changed |= added;
     e.seen = current;
     &mut e.meta
-}
-
-/// The cache key of an exposed series: its name and labels as written.
-fn cache_key(key: &mut String, name: &str, labels: &[(&str, Cow<'_, str>)]) {
-    key.clear();
-    key.push_str(name);
-    for (n, v) in labels {
-        key.push('\u{ff}');
-        key.push_str(n);
-        key.push('\u{fe}');
-        key.push_str(v);
-    }
 }
 
 /// The labels a scraped sample is stored with: the exposed ones merged with the
@@ -639,6 +658,71 @@ mod tests {
         cache.append_failure(4000, app.as_mut());
         app.commit().unwrap();
         assert_eq!(dump(&db).len(), got.len());
+    }
+
+    /// Pages that reorder, drop and bring back series (the table's positional path,
+    /// its hash path, and the compaction when entries are forgotten) store every
+    /// sample under the right series, and count as added only series it forgot.
+    #[test]
+    fn reordered_and_returning_series_keep_their_samples() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let c = ctx(&t, &[]);
+        let mut cache = ScrapeCache::default();
+        let pages = [
+            ("a 1\nb{x=\"1\"} 1\nc 1\n", 3),
+            ("c 2\nb{x=\"1\"} 2\na 2\n", 0),
+            ("a 3\n", 0),
+            ("a 4\n", 0),
+            // b and c were forgotten after two scrapes without them.
+            ("b{x=\"1\"} 5\nd 5\na 5\nc 5\n", 3),
+            ("b{x=\"1\"}  6\nd 6\na 6\nc 6\n", 0),
+            // The same series written differently is a new text, not a new series
+            // for the storage.
+            ("b{ x=\"1\" } 7\nd 7\na 7\nc 7\n", 1),
+        ];
+        for (i, (page, added)) in pages.iter().enumerate() {
+            let t = 1000 * (i as i64 + 1);
+            let counts = scrape(&db, &mut cache, &c, page, t).unwrap();
+            assert_eq!(counts.added, *added, "page {i}: {page:?}");
+            assert_eq!(counts.scraped, page.lines().count() as u64);
+        }
+        let got = dump(&db);
+        let values = |name: &str| -> Vec<String> {
+            got.iter()
+                .filter(|l| l.starts_with(&format!("{{__name__=\"{name}\"")))
+                .map(|l| l.rsplit(' ').take(2).collect::<Vec<_>>().join("@"))
+                .collect()
+        };
+        assert_eq!(
+            values("a"),
+            [
+                "1@1000", "2@2000", "3@3000", "4@4000", "5@5000", "6@6000", "7@7000"
+            ]
+        );
+        assert_eq!(
+            values("b"),
+            [
+                "1@1000",
+                "2@2000",
+                "stale@3000",
+                "5@5000",
+                "6@6000",
+                "7@7000"
+            ]
+        );
+        assert_eq!(
+            values("c"),
+            [
+                "1@1000",
+                "2@2000",
+                "stale@3000",
+                "5@5000",
+                "6@6000",
+                "7@7000"
+            ]
+        );
+        assert_eq!(values("d"), ["5@5000", "6@6000", "7@7000"]);
     }
 
     #[test]

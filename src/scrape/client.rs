@@ -24,9 +24,15 @@ pub enum Fetcher {
 }
 
 impl Fetcher {
-    pub async fn fetch(&self, timeout: Duration) -> Result<(Vec<u8>, Format), String> {
+    /// The target's page; `size_hint` is what the last one weighed (the buffer is
+    /// sized for it, rather than grown and copied as the body arrives).
+    pub async fn fetch(
+        &self,
+        timeout: Duration,
+        size_hint: usize,
+    ) -> Result<(Vec<u8>, Format), String> {
         match self {
-            Fetcher::Http(h) => h.fetch(timeout).await,
+            Fetcher::Http(h) => h.fetch(timeout, size_hint).await,
             Fetcher::Local(src) => {
                 let src = src.clone();
                 let work = tokio::task::spawn_blocking(move || src.scrape());
@@ -57,7 +63,11 @@ impl HttpFetcher {
         }
     }
 
-    async fn fetch(&self, timeout: Duration) -> Result<(Vec<u8>, Format), String> {
+    async fn fetch(
+        &self,
+        timeout: Duration,
+        size_hint: usize,
+    ) -> Result<(Vec<u8>, Format), String> {
         let request = self
             .client
             .get(&self.url)
@@ -76,7 +86,11 @@ impl HttpFetcher {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map_or(Format::Text, Format::from_content_type);
-        let mut body = Vec::new();
+        let limit = usize::try_from(self.body_size_limit).unwrap_or(usize::MAX);
+        let mut body = Vec::with_capacity(match limit {
+            0 => size_hint,
+            limit => size_hint.min(limit),
+        });
         while let Some(chunk) = response.chunk().await.map_err(describe_reqwest)? {
             if self.body_size_limit > 0 && (body.len() + chunk.len()) as u64 > self.body_size_limit
             {

@@ -11,6 +11,7 @@ pub mod manager;
 pub mod metrics;
 pub mod relabel;
 pub mod scrape_loop;
+pub mod table;
 pub mod target;
 
 pub use manager::{Job, LocalJob, ScrapeManager};

@@ -148,6 +148,8 @@ async fn run(
     }
     let mut ticker = tokio::time::interval(spec.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut aligned = AlignedTime::new(spec.interval);
+    let mut last_body_len = 0usize;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -155,11 +157,15 @@ async fn run(
         }
         let started_at = SystemTime::now();
         let started = Instant::now();
-        let t_ms = now_ms();
+        let t_ms = aligned.scrape_time(now_ms());
         let fetched = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = spec.fetcher.fetch(spec.timeout) => r,
+            r = spec.fetcher.fetch(spec.timeout, last_body_len) => r,
         };
+        if let Ok((body, _)) = &fetched {
+            // A little room, so that a page that grew a few series is not copied.
+            last_body_len = body.len() + body.len() / 16;
+        }
         let fetch_time = started.elapsed();
         let work_spec = spec.clone();
         let app_store = appendable.clone();
@@ -228,6 +234,47 @@ async fn run(
     }
 }
 
+/// How far a scrape may start from its place on the interval grid and still be
+/// stamped with that place (Prometheus's `ScrapeTimestampTolerance`).
+const TIMESTAMP_TOLERANCE_MS: i64 = 2;
+
+/// Scrape timestamps as Prometheus 2.42 takes them: a scrape that starts within
+/// [`TIMESTAMP_TOLERANCE_MS`] after its place on the grid of the first scrape and the
+/// interval gets exactly that place. Timer jitter otherwise makes every timestamp's
+/// delta-of-delta non-zero, which costs chunk and WAL bytes for nothing.
+struct AlignedTime {
+    interval_ms: i64,
+    /// The grid point of the last scrape (`None` before the first).
+    grid: Option<i64>,
+}
+
+impl AlignedTime {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
+            grid: None,
+        }
+    }
+
+    /// The timestamp of a scrape starting at `now_ms`.
+    fn scrape_time(&mut self, now_ms: i64) -> i64 {
+        // As Prometheus: only intervals well above the tolerance are aligned.
+        if self.interval_ms <= 100 * TIMESTAMP_TOLERANCE_MS {
+            return now_ms;
+        }
+        let grid = self.grid.get_or_insert(now_ms);
+        // Skipped ticks move the grid point on by whole intervals.
+        if now_ms - *grid >= self.interval_ms {
+            *grid += (now_ms - *grid) / self.interval_ms * self.interval_ms;
+        }
+        if now_ms - *grid <= TIMESTAMP_TOLERANCE_MS {
+            *grid
+        } else {
+            now_ms
+        }
+    }
+}
+
 /// Appends one scrape's outcome: its samples (or, on failure, stale markers) and the
 /// report series, in one commit. The error is the target's `lastError`.
 fn append_scrape(
@@ -285,6 +332,24 @@ fn append_scrape(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_times_within_the_tolerance_snap_to_the_grid() {
+        let mut a = AlignedTime::new(Duration::from_secs(15));
+        assert_eq!(a.scrape_time(1_000_003), 1_000_003);
+        // Late by up to 2 ms: on the grid; later: as measured.
+        assert_eq!(a.scrape_time(1_015_005), 1_015_003);
+        assert_eq!(a.scrape_time(1_030_003), 1_030_003);
+        assert_eq!(a.scrape_time(1_045_006), 1_045_006);
+        // Early: as measured (Prometheus aligns only late starts).
+        assert_eq!(a.scrape_time(1_059_999), 1_059_999);
+        // Two skipped ticks: the grid moves on by whole intervals.
+        assert_eq!(a.scrape_time(1_105_004), 1_105_003);
+        // Short intervals are never aligned.
+        let mut b = AlignedTime::new(Duration::from_millis(100));
+        b.scrape_time(1_000);
+        assert_eq!(b.scrape_time(1_101), 1_101);
+    }
 
     #[test]
     fn first_delay_is_within_the_interval_and_follows_the_hash() {
