@@ -155,8 +155,9 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     // A scrape batch looks up a thousand series' labels, a dozen strings each, among
     // a few hundred distinct ones: a small direct-mapped cache of address → id answers
     // nearly all of them; the map holds the rest.
-    let mut ids: HashMap<usize, u32, BuildHasherDefault<AddrHasher>> = HashMap::default();
-    let mut table: Vec<&str> = Vec::new();
+    let mut ids: HashMap<usize, u32, BuildHasherDefault<AddrHasher>> =
+        HashMap::with_capacity_and_hasher(256, BuildHasherDefault::default());
+    let mut table: Vec<&str> = Vec::with_capacity(256);
     let mut refs: Vec<u32> = Vec::with_capacity(batch.series.len() * 16);
     let mut direct = [(0usize, 0u32); DIRECT_SLOTS];
     for (labels, _) in batch.iter() {

@@ -231,15 +231,19 @@ impl Head {
             // A hinted series without chunks may have been dropped by truncation since
             // the hint was taken (truncation runs under the apply lock, so not now):
             // look it up again, which finds it if it is in fact still live.
-            let hinted = hints
-                .get(i)
-                .and_then(Option::as_ref)
-                .filter(|s| !s.state.lock().is_empty());
-            let series = match hinted {
-                Some(s) => s.clone(),
-                None => self.get_or_create(labels),
+            // One lock of the hinted series serves both the check and the appends.
+            let hinted = hints.get(i).and_then(Option::as_ref).and_then(|s| {
+                let st = s.state.lock();
+                (!st.is_empty()).then_some(st)
+            });
+            let created;
+            let mut st = match hinted {
+                Some(st) => st,
+                None => {
+                    created = self.get_or_create(labels);
+                    created.state.lock()
+                }
             };
-            let mut st = series.state.lock();
             for x in samples {
                 if x.t < min_valid {
                     summary.add_rejected(RejectReason::OutOfBounds, 1);
