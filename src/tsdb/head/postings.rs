@@ -1,7 +1,11 @@
 //! The head's inverted index: label name → value → sorted series refs.
 
 use arcstr::ArcStr;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::model::Labels;
 use crate::storage::LabelStats;
@@ -18,6 +22,12 @@ use crate::storage::LabelStats;
 pub struct MemPostings {
     base: u64,
     by_name: HashMap<ArcStr, HashMap<ArcStr, Vec<u32>>>,
+    /// Names' values in order, as `label_values` last sorted them; a name's list is
+    /// dropped when one of its values comes or goes. Value lists are asked for often
+    /// (Grafana's metric browser wants `__name__`'s at every opening) and change
+    /// rarely, so most calls copy a list rather than sort one. Filled under the
+    /// index's read lock (hence the mutex), emptied under its write lock.
+    sorted_values: Mutex<HashMap<ArcStr, Arc<[ArcStr]>>>,
 }
 
 impl MemPostings {
@@ -30,12 +40,14 @@ impl MemPostings {
             return;
         };
         for l in labels.iter() {
-            let list = self
-                .by_name
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default();
+            let values = self.by_name.entry(l.name.clone()).or_default();
+            let list = match values.entry(l.value.clone()) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => {
+                    self.sorted_values.get_mut().remove(&l.name);
+                    v.insert(Vec::new())
+                }
+            };
             push_sorted(list, offset);
         }
     }
@@ -75,7 +87,7 @@ impl MemPostings {
     fn with_base(base: u64) -> Self {
         Self {
             base,
-            by_name: HashMap::new(),
+            ..Self::default()
         }
     }
 
@@ -106,6 +118,7 @@ impl MemPostings {
                 *list = crate::tsdb::postings::without(list, &offsets);
                 if list.is_empty() {
                     values.remove(&value);
+                    self.sorted_values.get_mut().remove(&name);
                 }
             }
             if values.is_empty() {
@@ -145,13 +158,20 @@ impl MemPostings {
     }
 
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .by_name
-            .get(name)
-            .map(|m| m.keys().map(|k| k.to_string()).collect())
-            .unwrap_or_default();
-        v.sort_unstable();
-        v
+        let Some((name, values)) = self.by_name.get_key_value(name) else {
+            return Vec::new();
+        };
+        let sorted = self
+            .sorted_values
+            .lock()
+            .entry(name.clone())
+            .or_insert_with(|| {
+                let mut v: Vec<ArcStr> = values.keys().cloned().collect();
+                v.sort_unstable();
+                v.into()
+            })
+            .clone();
+        sorted.iter().map(|v| v.to_string()).collect()
     }
 
     /// (name, number of values, number of series) per label, for cardinality stats.
@@ -210,6 +230,32 @@ mod tests {
         assert_eq!(p.get("job", "even"), vec![6]);
         assert_eq!(p.get("job", "odd"), vec![1, 5]);
         assert_eq!(p.label_values("i"), vec!["1", "5", "6"]);
+    }
+
+    /// The sorted value lists kept between calls follow every added and deleted
+    /// value.
+    #[test]
+    fn label_values_follow_additions_and_deletions() {
+        let mut p = MemPostings::default();
+        let l = |v: &str| Labels::from_pairs([("__name__", "m"), ("v", v)]);
+        p.add(1, &l("b"));
+        p.add(2, &l("a"));
+        assert_eq!(p.label_values("v"), ["a", "b"]);
+        assert_eq!(p.label_values("v"), ["a", "b"]);
+        p.add(3, &l("c"));
+        p.add(4, &l("a"));
+        assert_eq!(p.label_values("v"), ["a", "b", "c"]);
+        p.delete(&[(1, l("b"))]);
+        assert_eq!(p.label_values("v"), ["a", "c"]);
+        // A value still held by another series stays.
+        p.delete(&[(2, l("a"))]);
+        assert_eq!(p.label_values("v"), ["a", "c"]);
+        p.delete(&[(3, l("c")), (4, l("a"))]);
+        assert!(p.label_values("v").is_empty());
+        assert!(p.label_values("__name__").is_empty());
+        p.add(5, &l("z"));
+        assert_eq!(p.label_values("v"), ["z"]);
+        assert_eq!(p.label_values("nope"), Vec::<String>::new());
     }
 
     #[test]
