@@ -263,6 +263,11 @@ impl AlignedTime {
             return now_ms;
         }
         let grid = self.grid.get_or_insert(now_ms);
+        // A wall clock set back starts a new grid (on the old one every timestamp
+        // would be the same grid point until the clock caught up).
+        if now_ms < *grid {
+            *grid = now_ms;
+        }
         // Skipped ticks move the grid point on by whole intervals.
         if now_ms - *grid >= self.interval_ms {
             *grid += (now_ms - *grid) / self.interval_ms * self.interval_ms;
@@ -345,6 +350,9 @@ mod tests {
         assert_eq!(a.scrape_time(1_059_999), 1_059_999);
         // Two skipped ticks: the grid moves on by whole intervals.
         assert_eq!(a.scrape_time(1_105_004), 1_105_003);
+        // The clock set back: a new grid from there.
+        assert_eq!(a.scrape_time(1_000_001), 1_000_001);
+        assert_eq!(a.scrape_time(1_015_002), 1_000_001 + 15_000);
         // Short intervals are never aligned.
         let mut b = AlignedTime::new(Duration::from_millis(100));
         b.scrape_time(1_000);
