@@ -153,19 +153,47 @@ impl Querier for DbQuerier {
 
 /// The sorted, deduplicated union of lists. One list (the head alone, the usual case
 /// for a dashboard's recent range) is handed back as it is.
-fn sorted_union(mut lists: Vec<Vec<String>>) -> Vec<String> {
-    if lists.len() <= 1 {
-        let mut only = lists.pop().unwrap_or_default();
-        if !only.is_sorted() {
-            only.sort_unstable();
-            only.dedup();
+fn sorted_union(lists: Vec<Vec<String>>) -> Vec<String> {
+    let mut union: Vec<String> = Vec::new();
+    for mut list in lists {
+        // Every source hands its list over sorted; a merge is linear, where sorting
+        // the lists put together cost most of a label-values call over a block and
+        // the head.
+        if !list.is_sorted() {
+            list.sort_unstable();
         }
-        return only;
+        list.dedup();
+        union = if union.is_empty() {
+            list
+        } else {
+            merge_sorted_unique(union, list)
+        };
     }
-    let mut all: Vec<String> = lists.concat();
-    all.sort_unstable();
-    all.dedup();
-    all
+    union
+}
+
+/// Two sorted lists without repeats merged into one.
+fn merge_sorted_unique(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    use std::cmp::Ordering;
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                Ordering::Less => a.next(),
+                Ordering::Greater => b.next(),
+                Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
 }
 
 impl ChunkQuerier for DbQuerier {
@@ -335,5 +363,33 @@ impl PostingsIndex for BlockIndex<'_> {
     }
     fn all_postings(&self) -> std::result::Result<Vec<u64>, IndexError> {
         self.0.all_postings()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn sorted_union_merges_sorted_and_unsorted_lists_without_repeats() {
+        assert!(sorted_union(Vec::new()).is_empty());
+        assert_eq!(
+            sorted_union(vec![list(&["b", "a", "b"])]),
+            list(&["a", "b"])
+        );
+        assert_eq!(
+            sorted_union(vec![
+                list(&["a", "c", "e"]),
+                list(&["b", "c", "d", "f"]),
+                Vec::new(),
+                list(&["f", "a", "z"]),
+                list(&["a"]),
+            ]),
+            list(&["a", "b", "c", "d", "e", "f", "z"])
+        );
     }
 }
