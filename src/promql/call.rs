@@ -299,7 +299,7 @@ fn over_matrix(
     let mut out = Vec::new();
     let mut buf: Vec<f::Point> = Vec::new();
     let mut err = None;
-    let mut emit = |ws: WindowSeries<'_>, pts: &[Sample], start: i64, end: i64| {
+    let mut emit = |ws: &WindowSeries<'_>, pts: &[Sample], start: i64, end: i64| {
         if err.is_some() {
             return;
         }
@@ -336,7 +336,7 @@ fn over_matrix(
                             without_name.get_or_init(|| ev.drop_name(&s.labels));
                         }
                         emit(
-                            WindowSeries::new(&s.labels, &without_name),
+                            &WindowSeries::new(&s.labels, &without_name),
                             &s.points,
                             start,
                             end,

@@ -718,33 +718,9 @@ impl Evaluator<'_> {
         vs: &VectorSelector,
         start: i64,
         end: i64,
-        mut f: impl FnMut(WindowSeries<'_>, &[Sample]),
+        mut f: impl FnMut(&WindowSeries<'_>, &[Sample]),
     ) -> Result<(), QueryError> {
-        let Some(series) = self.data.get(&node_key(vs)) else {
-            return Ok(());
-        };
-        let mut series = series.borrow_mut();
-        let mut scratch: Vec<Sample> = Vec::new();
-        for s in series.iter_mut() {
-            let window = s.samples.window(start, end, &self.budget)?;
-            if window.is_empty() {
-                continue;
-            }
-            let ws = WindowSeries {
-                labels: &s.labels,
-                without_name: &s.without_name,
-            };
-            if window.iter().any(|x| is_stale_nan(x.v)) {
-                scratch.clear();
-                scratch.extend(window.iter().filter(|x| !is_stale_nan(x.v)));
-                if !scratch.is_empty() {
-                    f(ws, &scratch);
-                }
-            } else {
-                f(ws, window);
-            }
-        }
-        Ok(())
+        self.for_each_series_windows(vs, &[(start, end)], |ws, _, samples| f(ws, samples))
     }
 
     /// Whether `ts` is one of the query's own steps, evaluated as such (a range
