@@ -249,12 +249,18 @@ fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stack of the runtime's threads, its blocking pool's included, where shallow
+/// queries are evaluated: stated rather than left to `RUST_MIN_STACK`.
+const RUNTIME_STACK_BYTES: usize = 2 << 20;
+const _: () = assert!(RUNTIME_STACK_BYTES >= odin::promql::SHALLOW_QUERY_STACK_BYTES);
+
 fn run(flags: RunFlags) -> anyhow::Result<ExitCode> {
     init_logging(&flags.log_level, &flags.log_format)?;
     let opts = run_options(flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("odin-worker")
+        .thread_stack_size(RUNTIME_STACK_BYTES)
         .build()
         .context("start async runtime")?;
     runtime.block_on(app::run(opts))?;

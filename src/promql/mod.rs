@@ -276,10 +276,38 @@ pub const MAX_NESTING: usize = 10_000;
 /// Stack for threads that parse and evaluate queries.
 pub const QUERY_STACK_BYTES: usize = 256 << 20;
 
+/// The nesting bound (see [`check_nesting`]) up to which a query is *shallow*: it
+/// parses and evaluates within [`SHALLOW_QUERY_STACK_BYTES`], so it may run on the
+/// thread at hand instead of a thread of its own. Dashboard queries are far below it
+/// (`sum by (i) (rate(m{a="b"}[5m])) / 2` counts 6).
+pub const SHALLOW_NESTING: usize = 64;
+
+/// Stack a shallow query needs at most, with room to spare: a debug build takes up to
+/// ~18 KiB per level (a chain of `label_replace` calls), 64 levels ~1.2 MiB; the test
+/// `shallow_queries_fit_their_stack` runs the deepest such queries on a thread this
+/// size. tokio's worker threads have 2 MiB.
+pub const SHALLOW_QUERY_STACK_BYTES: usize = 1536 << 10;
+
+/// Whether `query` is shallow: see [`SHALLOW_NESTING`].
+pub fn is_shallow(query: &str) -> bool {
+    nesting_bound(query) <= SHALLOW_NESTING
+}
+
 /// Refuses a query whose tree could be deeper than [`MAX_NESTING`], judged before
-/// parsing from an upper bound: the deepest parenthesis plus every operator outside
-/// strings (a chain of binary operators nests one level per operator).
+/// parsing from [`nesting_bound`].
 fn check_nesting(query: &str) -> Result<(), QueryError> {
+    if nesting_bound(query) > MAX_NESTING {
+        return Err(QueryError::BadData(format!(
+            "query too deeply nested: more than {MAX_NESTING} levels of parentheses and operators"
+        )));
+    }
+    Ok(())
+}
+
+/// An upper bound on the depth of `query`'s syntax tree: the deepest parenthesis plus
+/// every operator outside strings (a chain of binary operators nests one level per
+/// operator).
+fn nesting_bound(query: &str) -> usize {
     let (mut depth, mut max_depth, mut operators) = (0usize, 0usize, 0usize);
     let mut chars = query.chars().peekable();
     let mut word = String::new();
@@ -311,12 +339,7 @@ fn check_nesting(query: &str) -> Result<(), QueryError> {
             _ => {}
         }
     }
-    if max_depth + operators > MAX_NESTING {
-        return Err(QueryError::BadData(format!(
-            "query too deeply nested: more than {MAX_NESTING} levels of parentheses and operators"
-        )));
-    }
-    Ok(())
+    max_depth + operators
 }
 
 /// Rewrites PromQL's raw strings (`` `…` ``, where a backslash is just a backslash)
@@ -568,6 +591,60 @@ mod tests {
         };
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].points.len(), 5);
+    }
+
+    /// The deepest shallow queries of the forms that take the most stack per level
+    /// (function calls, aggregations, binary operators, subqueries) parse and evaluate
+    /// on a thread of [`SHALLOW_QUERY_STACK_BYTES`]. Too little stack aborts the test
+    /// binary, which fails the suite.
+    #[test]
+    fn shallow_queries_fit_their_stack() {
+        let s = storage(3, 60);
+        let nest = |open: &str, close: &str, levels: usize| {
+            format!("{}m{}", open.repeat(levels), close.repeat(levels))
+        };
+        let forms: [(&str, &str); 8] = [
+            ("label_replace(", r#","a","$1","i","(.*)")"#),
+            ("label_join(", r#","a",",","i","i")"#),
+            ("abs(", ")"),
+            ("vector(scalar(", "))"),
+            ("sum by (i) (", ")"),
+            ("m * on(i) (", ")"),
+            ("max_over_time((", ")[30s:1m])"),
+            ("-(", ")"),
+        ];
+        let mut queries: Vec<String> = forms
+            .iter()
+            .map(|(open, close)| {
+                let levels = (0..)
+                    .take_while(|&n| is_shallow(&nest(open, close, n + 1)))
+                    .last()
+                    .map_or(0, |n| n + 1);
+                nest(open, close, levels)
+            })
+            .collect();
+        queries.push(vec!["m"; SHALLOW_NESTING + 1].join(" or "));
+        for q in &queries {
+            assert!(is_shallow(q), "{q}");
+            assert!(nesting_bound(q) > SHALLOW_NESTING - 4, "{q}");
+        }
+        assert!(!is_shallow(&nest("abs(", ")", SHALLOW_NESTING + 1)));
+        let answers = std::thread::Builder::new()
+            .stack_size(SHALLOW_QUERY_STACK_BYTES)
+            .spawn(move || {
+                let e = Engine::default();
+                let c = CancelFlag::default();
+                queries
+                    .iter()
+                    .map(|q| (q.clone(), e.instant(&s, q, 600_000, &c).map(|_| ())))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for (q, answer) in answers {
+            assert!(answer.is_ok(), "{q}: {answer:?}");
+        }
     }
 
     #[test]
