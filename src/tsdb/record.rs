@@ -284,9 +284,26 @@ pub fn decode(
     bytes: &[u8],
     intern: &mut impl FnMut(&str) -> ArcStr,
 ) -> Result<Record, RecordError> {
+    let (record, _) = decode_resolving(bytes, intern, &mut |_| None::<(Labels, ())>)?;
+    Ok(record)
+}
+
+/// [`decode`], asking `known` about each series of a samples batch first, with its
+/// label pairs (sorted, unique) as they lie in the record: for a series the caller
+/// already has, `known` returns its [`Labels`] and a handle `S`, and the series'
+/// labels are not built again. Returns the handles, one per series of the batch
+/// (`None` for series `known` did not know; empty for a deletion).
+///
+/// WAL replay finds nearly every series already in the head; building each one's
+/// label set only to look it up and drop it was a fifth of the replay's work.
+pub fn decode_resolving<S>(
+    bytes: &[u8],
+    intern: &mut impl FnMut(&str) -> ArcStr,
+    known: &mut impl FnMut(&[(&str, &str)]) -> Option<(Labels, S)>,
+) -> Result<(Record, Vec<Option<S>>), RecordError> {
     let mut d = Decoder { buf: bytes };
     match d.u8()? {
-        RECORD_SAMPLES => decode_samples_body(d, intern),
+        RECORD_SAMPLES => decode_samples_body(d, intern, known),
         RECORD_SAMPLES_SNAPPY => {
             let n = snap::raw::decompress_len(d.buf).map_err(|_| RecordError::Snappy)?;
             if n > MAX_BODY_BYTES {
@@ -295,7 +312,7 @@ pub fn decode(
             let body = snap::raw::Decoder::new()
                 .decompress_vec(d.buf)
                 .map_err(|_| RecordError::Snappy)?;
-            decode_samples_body(Decoder { buf: &body }, intern)
+            decode_samples_body(Decoder { buf: &body }, intern, known)
         }
         RECORD_DELETION => {
             let n = d.count(3)?;
@@ -317,20 +334,22 @@ pub fn decode(
             }
             let min_t = d.varint()?;
             let max_t = d.varint()?;
-            Ok(Record::Deletion(Deletion {
+            let deletion = Deletion {
                 matchers,
                 min_t,
                 max_t,
-            }))
+            };
+            Ok((Record::Deletion(deletion), Vec::new()))
         }
         t => Err(RecordError::UnknownType(t)),
     }
 }
 
-fn decode_samples_body(
+fn decode_samples_body<S>(
     mut d: Decoder<'_>,
     intern: &mut impl FnMut(&str) -> ArcStr,
-) -> Result<Record, RecordError> {
+    known: &mut impl FnMut(&[(&str, &str)]) -> Option<(Labels, S)>,
+) -> Result<(Record, Vec<Option<S>>), RecordError> {
     let base_t = d.varint()?;
     let n_strings = d.count(1)?;
     let mut table: Vec<ArcStr> = Vec::with_capacity(n_strings);
@@ -342,21 +361,25 @@ fn decode_samples_body(
         series: Vec::with_capacity(n_series),
         samples: Vec::new(),
     };
-    let string = |d: &mut Decoder<'_>| -> Result<ArcStr, RecordError> {
+    let mut handles = Vec::with_capacity(n_series);
+    let string = |d: &mut Decoder<'_>| -> Result<&ArcStr, RecordError> {
         let i = d.uvarint()?;
         usize::try_from(i)
             .ok()
             .and_then(|i| table.get(i))
-            .cloned()
             .ok_or(RecordError::StringRef(i))
     };
+    // The current series' labels as they lie in the table, reused from one series to
+    // the next.
+    let mut refs: Vec<(&ArcStr, &ArcStr)> = Vec::new();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
     for _ in 0..n_series {
         let n_labels = d.count(2)?;
-        let mut labels = Vec::with_capacity(n_labels);
+        refs.clear();
         for _ in 0..n_labels {
             let name = string(&mut d)?;
             let value = string(&mut d)?;
-            labels.push(Label { name, value });
+            refs.push((name, value));
         }
         let n_samples = d.count(9)?;
         let start = batch.samples.len();
@@ -365,18 +388,39 @@ fn decode_samples_body(
             let v = f64::from_bits(d.u64_le()?);
             batch.samples.push(Sample { t, v });
         }
-        // Labels were sorted and unique when encoded; sort defensively anyway so
-        // a hand-made record cannot break the head's invariants.
-        if Labels::check_sorted_unique(&labels).is_err() {
-            labels.sort();
-            labels.dedup_by(|a, b| a.name == b.name);
-        }
+        pairs.clear();
+        pairs.extend(refs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let sorted_unique = pairs.windows(2).all(|w| w[0].0 < w[1].0);
+        let resolved = if sorted_unique { known(&pairs) } else { None };
+        let labels = match resolved {
+            Some((labels, handle)) => {
+                handles.push(Some(handle));
+                labels
+            }
+            None => {
+                handles.push(None);
+                let mut labels: Vec<Label> = refs
+                    .iter()
+                    .map(|&(name, value)| Label {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect();
+                // Labels were sorted and unique when encoded; sort defensively anyway
+                // so a hand-made record cannot break the head's invariants.
+                if !sorted_unique {
+                    labels.sort();
+                    labels.dedup_by(|a, b| a.name == b.name);
+                }
+                Labels::from_sorted(labels)
+            }
+        };
         batch.series.push(BatchSeries {
-            labels: Labels::from_sorted(labels),
+            labels,
             samples: start..batch.samples.len(),
         });
     }
-    Ok(Record::Samples(batch))
+    Ok((Record::Samples(batch), handles))
 }
 
 fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
@@ -517,6 +561,52 @@ mod tests {
             panic!("wrong type")
         };
         assert_eq!(got, batch);
+    }
+
+    #[test]
+    fn known_series_keep_the_callers_labels() {
+        let stored = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let mut batch = Batch::default();
+        batch.push_series(stored.clone(), &[Sample::new(1, 1.0)]);
+        batch.push_series(Labels::from_pairs([("job", "b")]), &[Sample::new(2, 2.0)]);
+        batch.push_series(stored.clone(), &[Sample::new(3, 3.0)]);
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        let mut asked = Vec::new();
+        let (record, handles) = decode_resolving(&buf, &mut no_intern, &mut |pairs| {
+            asked.push(
+                pairs
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>(),
+            );
+            stored.eq_pairs(pairs).then(|| (stored.clone(), 7))
+        })
+        .unwrap();
+        assert_eq!(handles, [Some(7), None, Some(7)]);
+        assert_eq!(asked[0], ["__name__=up", "job=a"]);
+        assert_eq!(asked[1], ["job=b"]);
+        let Record::Samples(got) = record else {
+            panic!("wrong type")
+        };
+        assert_eq!(got, batch);
+
+        // Labels out of order (a hand-made record) are never offered, and come out
+        // sorted. Strings "b", "a"; one series {b="a", a="b"}, no samples.
+        let rec = [RECORD_SAMPLES, 0, 2, 1, b'b', 1, b'a', 1, 2, 0, 1, 1, 0, 0];
+        let (record, handles) =
+            decode_resolving(&rec, &mut no_intern, &mut |_| -> Option<(Labels, ())> {
+                panic!("asked about unsorted labels")
+            })
+            .unwrap();
+        assert_eq!(handles, [None]);
+        let Record::Samples(got) = record else {
+            panic!("wrong type")
+        };
+        assert_eq!(
+            got.series[0].labels,
+            Labels::from_pairs([("a", "b"), ("b", "a")])
+        );
     }
 
     #[test]
