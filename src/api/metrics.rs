@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,51 @@ impl HttpMetrics {
             m.duration.clone(),
         );
         m
+    }
+}
+
+/// The query engine's self-metrics (`odin_engine_*`, after Prometheus's
+/// `prometheus_engine_*`).
+#[derive(Clone)]
+pub struct QueryMetrics {
+    /// Queries being parsed and evaluated now. Counted on the thread that evaluates
+    /// them, so a query whose client went away leaves it when its evaluation has in
+    /// fact stopped, not when the request ended.
+    queries: Gauge,
+    queries_concurrent_max: Gauge,
+}
+
+impl QueryMetrics {
+    pub fn new(registry: &mut Registry, max_concurrency: usize) -> Self {
+        let m = Self {
+            queries: Gauge::default(),
+            queries_concurrent_max: Gauge::default(),
+        };
+        m.queries_concurrent_max
+            .set(i64::try_from(max_concurrency).unwrap_or(i64::MAX));
+        let r = registry.sub_registry_with_prefix("odin_engine");
+        r.register("queries", "Queries being evaluated now", m.queries.clone());
+        r.register(
+            "queries_concurrent_max",
+            "Queries evaluated at once at most (--query.max-concurrency)",
+            m.queries_concurrent_max.clone(),
+        );
+        m
+    }
+
+    /// Counts a query as being evaluated until the returned guard is dropped.
+    pub fn evaluating(&self) -> EvaluatingQuery {
+        self.queries.inc();
+        EvaluatingQuery(self.queries.clone())
+    }
+}
+
+/// See [`QueryMetrics::evaluating`].
+pub struct EvaluatingQuery(Gauge);
+
+impl Drop for EvaluatingQuery {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::HttpMetrics;
+pub use metrics::{HttpMetrics, QueryMetrics};
 pub use status::{PROMETHEUS_VERSION, StatusInfo};
 
 /// Parses a series selector (`up{job="x"}`) into matchers, with the API's messages.
@@ -84,6 +84,7 @@ pub struct ApiShared {
     pub engine: Arc<Engine>,
     /// Bounds the queries evaluated at once (`--query.max-concurrency`).
     pub query_permits: Arc<tokio::sync::Semaphore>,
+    pub query_metrics: QueryMetrics,
     pub status: Arc<StatusInfo>,
     /// Asks the application to reload its configuration (`POST /-/reload`); the
     /// answer says whether the new configuration was applied.

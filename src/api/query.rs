@@ -150,7 +150,9 @@ where
     };
     let warnings = Warnings::default();
     let collected = warnings.clone();
+    let metrics = s.query_metrics.clone();
     let result = on_query_stack(query, move |query| {
+        let _evaluating = metrics.evaluating();
         f(query, queryable.as_ref(), &engine, &flag, &collected)
     })
     .await?;

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 mod sources;
 
 use crate::api::{
-    self, ApiOptions, ApiShared, ApiState, Backends, HttpMetrics, ReloadRequest, StatusInfo,
+    self, ApiOptions, ApiShared, ApiState, Backends, HttpMetrics, QueryMetrics, ReloadRequest,
+    StatusInfo,
 };
 use crate::bucketstore::{BucketStore, BucketStoreOptions, LongTermQueryable};
 use crate::collect::process::ProcessCollector;
@@ -67,6 +68,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let tsdb_metrics = TsdbMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
+    let query_metrics = QueryMetrics::new(&mut registry, opts.query_max_concurrency);
     let scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
     let storeapi_metrics = StoreApiMetrics::new(&mut registry);
     let shipper_metrics = opts
@@ -97,6 +99,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         write_permits: Arc::new(tokio::sync::Semaphore::new(write_limits.max_concurrent)),
         engine: Arc::new(Engine::new(opts.engine.clone())),
         query_permits: Arc::new(tokio::sync::Semaphore::new(opts.query_max_concurrency)),
+        query_metrics,
         status: Arc::new(StatusInfo {
             start_time_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -201,3 +201,45 @@ fn deeply_nested_queries_are_answered_or_refused_never_crash() {
     // Still serving.
     json(odin.post("/api/v1/query", FORM, b"query=1"));
 }
+
+/// A query whose client goes away is stopped, as Prometheus stops it (Grafana cancels
+/// the requests of a dashboard the user leaves): `odin_engine_queries`, counted on the
+/// evaluating thread, drops back to 0 long before the evaluation could have finished.
+#[test]
+fn a_query_stops_when_its_client_goes_away() {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use crate::common::poll_until;
+
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let evaluating = || -> Option<i64> {
+        let (_, body) = odin.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("odin_engine_queries "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(evaluating(), Some(0));
+    // 57,600 outer steps of a 3,600-step subquery: about half a minute in a release
+    // build, far longer in a debug one.
+    let body = "query=count_over_time(count_over_time(vector(1)[1h:1s])[40d:1m])&time=1795790000";
+    let mut conn = std::net::TcpStream::connect(odin.addr).unwrap();
+    write!(
+        conn,
+        "POST /api/v1/query HTTP/1.1\r\nHost: odin\r\nContent-Type: {FORM}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(
+        poll_until(Duration::from_secs(20), || evaluating() == Some(1)),
+        "the query never started"
+    );
+    drop(conn);
+    assert!(
+        poll_until(Duration::from_secs(5), || evaluating() == Some(0)),
+        "the query went on after its client had gone"
+    );
+    json(odin.post("/api/v1/query", FORM, b"query=1"));
+}
