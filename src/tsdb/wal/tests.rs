@@ -700,3 +700,36 @@ fn a_waited_on_commit_ends_the_patience() {
     assert_eq!(patient.join().unwrap(), 0);
     w.close().unwrap();
 }
+
+#[test]
+fn a_full_group_ends_the_patience() {
+    // Patient commits that join a waiting one do not wake the writer, except the one
+    // that fills the group: with a patience of ten minutes, these finish at once.
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        patience: std::time::Duration::from_secs(600),
+        max_batch_bytes: 3 * rec(0).len(),
+        ..WalOptions::default()
+    };
+    let w = Wal::open(dir.path(), options).unwrap().start(|i: usize| i);
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            // Nothing tells when the writer has gone to wait for the first one's
+            // deadline; a pause lets it, so that the others find it waiting.
+            thread::sleep(std::time::Duration::from_millis(30));
+            let w = w.clone();
+            thread::spawn(move || w.commit_patient(rec(0), i).unwrap())
+        })
+        .collect();
+    for h in &handles {
+        while !h.is_finished() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60));
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let mut done: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    done.sort_unstable();
+    assert_eq!(done, vec![0, 1, 2]);
+    w.close().unwrap();
+}

@@ -86,6 +86,8 @@ struct Shared<T, R> {
     space_async: Notify,
     max_queue_records: usize,
     max_queue_bytes: usize,
+    /// The writer's group size, past which patient commits stop waiting.
+    max_batch_bytes: usize,
 }
 
 impl<T, R> Shared<T, R> {
@@ -119,16 +121,31 @@ impl<T, R> Shared<T, R> {
         if !self.has_space(&q, len) {
             return Ok(false);
         }
-        if let Some(op) = op.take() {
-            if matches!(op, Op::Commit(_)) {
-                q.commits += 1;
-                q.bytes += len;
-            }
-            q.ops.push_back(op);
-        }
+        let wake = op.take().is_some_and(|op| self.enqueue(&mut q, op));
         drop(q);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         Ok(true)
+    }
+
+    /// Queues `op`; returns whether the writer thread must be woken for it. It need
+    /// not be for a patient commit joining other patient ones: the writer is then
+    /// waiting for the oldest one's deadline, which this one does not move (unless it
+    /// fills the group). With scrapes committing 70 times a second, waking the writer
+    /// for each only to have it wait again cost two context switches a commit.
+    fn enqueue(&self, q: &mut Queue<T, R>, op: Op<T, R>) -> bool {
+        let was_empty = q.ops.is_empty();
+        let patient = match &op {
+            Op::Commit(c) => {
+                q.commits += 1;
+                q.bytes += c.record.len();
+                c.patient_since.is_some()
+            }
+            Op::Cut(_) => false,
+        };
+        q.ops.push_back(op);
+        was_empty || !patient || q.bytes >= self.max_batch_bytes
     }
 
     /// Enqueues `op`, blocking while the queue is full (back-pressure).
@@ -145,15 +162,11 @@ impl<T, R> Shared<T, R> {
             };
             let is_commit = matches!(op, Some(Op::Commit(_)));
             if !is_commit || self.has_space(&q, len) {
-                if let Some(op) = op.take() {
-                    if is_commit {
-                        q.commits += 1;
-                        q.bytes += len;
-                    }
-                    q.ops.push_back(op);
-                }
+                let wake = op.take().is_some_and(|op| self.enqueue(&mut q, op));
                 drop(q);
-                self.work.notify_one();
+                if wake {
+                    self.work.notify_one();
+                }
                 return Ok(());
             }
             self.space.wait(&mut q);
@@ -568,6 +581,7 @@ impl<T: Send + 'static, R: Send + 'static> WalWriter<T, R> {
             space_async: Notify::new(),
             max_queue_records: cfg.max_queue_records.max(1),
             max_queue_bytes: cfg.max_queue_bytes,
+            max_batch_bytes: cfg.max_batch_bytes,
         });
         let seg = SegmentWriter::new(
             cfg.dir.clone(),
@@ -641,6 +655,22 @@ impl<T, R> WalWriter<T, R> {
     /// queue space and for durability. If the future is dropped after the
     /// record was queued, the record is still written and applied.
     pub async fn commit_async(&self, record: Vec<u8>, payload: T) -> Result<R> {
+        self.commit_awaiting(record, payload, None).await
+    }
+
+    /// [`commit_patient`](Self::commit_patient), awaiting instead of blocking: a
+    /// scrape's commit waits out the writer's patience without holding a thread.
+    pub async fn commit_patient_async(&self, record: Vec<u8>, payload: T) -> Result<R> {
+        self.commit_awaiting(record, payload, Some(Instant::now()))
+            .await
+    }
+
+    async fn commit_awaiting(
+        &self,
+        record: Vec<u8>,
+        payload: T,
+        patient_since: Option<Instant>,
+    ) -> Result<R> {
         let crc = check_record(&record)?;
         let (tx, rx) = oneshot::channel();
         let mut op = Some(Op::Commit(CommitOp {
@@ -648,7 +678,7 @@ impl<T, R> WalWriter<T, R> {
             crc,
             payload,
             reply: Reply::Async(tx),
-            patient_since: None,
+            patient_since,
         }));
         let shared = &self.inner.shared;
         loop {
