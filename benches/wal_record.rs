@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use arcstr::ArcStr;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use odin::model::{Labels, Sample};
-use odin::tsdb::record::{Batch, encode_batch};
+use odin::tsdb::record::{Batch, LabelSectionMemo, encode_batch, encode_batch_reusing};
 
 const TARGETS: usize = 200;
 const SERIES_PER_TARGET: usize = 1_153;
@@ -59,6 +59,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             encode_batch(&batches[next], &mut out);
+            next = (next + 1) % batches.len();
+            out.len()
+        })
+    });
+    // As a scrape loop commits: each target keeps the label section of its last
+    // record, and its series come back in the same order.
+    let mut memos: Vec<LabelSectionMemo> = batches.iter().map(|_| Default::default()).collect();
+    g.bench_function("encode_scrape_batch_reusing_labels", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_batch_reusing(&batches[next], Some(&mut memos[next]), &mut out);
             next = (next + 1) % batches.len();
             out.len()
         })

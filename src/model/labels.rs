@@ -153,6 +153,12 @@ impl Labels {
         &self.0.slice
     }
 
+    /// Whether both are the same allocation (clones of one label set), which implies
+    /// that they are equal; cheaper than comparing them.
+    pub fn ptr_eq(&self, other: &Labels) -> bool {
+        std::ptr::eq(self.0.ptr(), other.0.ptr())
+    }
+
     /// The value of label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
         let labels = self.as_slice();

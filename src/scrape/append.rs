@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use arcstr::ArcStr;
 
@@ -12,8 +13,8 @@ use crate::exposition::family::MetricType;
 use crate::exposition::format::{Entry, Format, Parser};
 use crate::model::{Labels, stale_nan};
 use crate::scrape::relabel::{RelabelConfig, process_labels};
-use crate::scrape::table::{Keyed, KeyedTable};
-use crate::storage::{Appender, SeriesRef};
+use crate::scrape::table::KeyedTable;
+use crate::storage::{Appender, CommitMemo, SeriesRef};
 
 /// The limits of one job; 0 means none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,9 +44,9 @@ pub struct Metadata {
     pub unit: String,
 }
 
+/// A series the target exposes, keyed by its text as exposed (name and label set as
+/// written).
 struct CacheEntry {
-    /// The series as exposed: its name and label set as written.
-    key: Box<str>,
     /// The series' labels after merging and relabeling; `None` when relabeling
     /// dropped it.
     labels: Option<Labels>,
@@ -74,12 +75,22 @@ pub struct ScrapeCache {
     /// The metadata of the last successful scrape, rebuilt only when it changed.
     metadata: HashMap<String, Metadata>,
     metadata_version: u64,
+    /// The families' HELP texts, back to back in page order: every scrape compares
+    /// each HELP line with the text it had last time, and reading them front to back
+    /// keeps that from being a cache miss per family. A changed text is appended;
+    /// the old one stays until the texts are rewritten (see `compact_help_text`).
+    help_text: String,
+    /// What the storage keeps between this target's commits (see
+    /// [`Appender::commit_patient_async`]).
+    commit_memo: CommitMemo,
 }
 
+/// A family's metadata, keyed by the family's name.
 struct MetaEntry {
-    /// The family's name.
-    name: String,
-    meta: Metadata,
+    kind: MetricType,
+    /// Where the HELP text lies in [`ScrapeCache::help_text`].
+    help: Range<usize>,
+    unit: String,
     /// The last scrape that had a metadata line for the family.
     seen: u64,
 }
@@ -131,22 +142,15 @@ pub enum AppendError {
     InvalidSeries { series: String, message: String },
 }
 
-impl Keyed for CacheEntry {
-    fn key(&self) -> &str {
-        &self.key
-    }
-}
-
-impl Keyed for MetaEntry {
-    fn key(&self) -> &str {
-        &self.name
-    }
-}
-
 impl ScrapeCache {
     /// The metadata of the last successful scrape, by family name.
     pub fn metadata(&self) -> &HashMap<String, Metadata> {
         &self.metadata
+    }
+
+    /// What the storage keeps between this target's commits.
+    pub fn commit_memo(&mut self) -> &mut CommitMemo {
+        &mut self.commit_memo
     }
 
     /// Changes whenever [`ScrapeCache::metadata`] does.
@@ -172,6 +176,7 @@ impl ScrapeCache {
         let mut meta_changed = false;
         self.entries.begin();
         self.meta.begin();
+        app.reserve(self.entries.len() + REPORT_SERIES.len());
         let mut parser = Parser::new(format, body);
         parser.defer_labels();
         let src = parser.source();
@@ -190,8 +195,10 @@ impl ScrapeCache {
                 ),
                 Entry::Help { name, help } => {
                     let m = meta_entry(&mut self.meta, name, current, &mut meta_changed);
-                    if m.help != *help {
-                        m.help = help.into_owned();
+                    if self.help_text.get(m.help.clone()) != Some(&*help) {
+                        let start = self.help_text.len();
+                        self.help_text.push_str(&help);
+                        m.help = start..self.help_text.len();
                         meta_changed = true;
                     }
                     continue;
@@ -226,6 +233,11 @@ impl ScrapeCache {
                 .find(key)
                 .and_then(|at| self.entries.get_mut(at))
             {
+                if e.seen != previous {
+                    // Missed the last scrape: the storage may have dropped the series
+                    // since (a target down for hours); find it by its labels again.
+                    e.series = None;
+                }
                 e.seen = current;
                 e.explicit_timestamp = explicit;
                 let Some(labels) = &e.labels else {
@@ -237,8 +249,7 @@ impl ScrapeCache {
                         limit: ctx.limits.sample_limit,
                     });
                 }
-                e.series = app
-                    .append_ref(e.series.as_ref(), labels, t, value)
+                app.append_ref(&mut e.series, labels, t, value)
                     .map_err(|err| AppendError::InvalidSeries {
                         series: labels.to_string(),
                         message: err.to_string(),
@@ -255,13 +266,15 @@ impl ScrapeCache {
                 check_limits(l, &ctx.limits)?;
                 counts.added += 1;
             }
-            self.entries.insert(CacheEntry {
-                key: key.into(),
-                labels: labels.clone(),
-                series: None,
-                seen: current,
-                explicit_timestamp: explicit,
-            });
+            self.entries.insert(
+                key,
+                CacheEntry {
+                    labels: labels.clone(),
+                    series: None,
+                    seen: current,
+                    explicit_timestamp: explicit,
+                },
+            );
             let Some(labels) = labels else {
                 continue;
             };
@@ -285,14 +298,43 @@ impl ScrapeCache {
         let families = self.meta.len();
         self.meta.finish(|e| e.seen == current);
         if meta_changed || self.meta.len() != families {
+            self.compact_help_text();
+            let help_text = &self.help_text;
             self.metadata = self
                 .meta
-                .values()
-                .map(|e| (e.name.clone(), e.meta.clone()))
+                .iter()
+                .map(|(name, e)| {
+                    let meta = Metadata {
+                        kind: e.kind,
+                        help: help_text
+                            .get(e.help.clone())
+                            .unwrap_or_default()
+                            .to_string(),
+                        unit: e.unit.clone(),
+                    };
+                    (name.to_string(), meta)
+                })
                 .collect();
             self.metadata_version += 1;
         }
         Ok(counts)
+    }
+
+    /// Rewrites the HELP texts without the replaced ones once those are most of it.
+    fn compact_help_text(&mut self) {
+        let live: usize = self.meta.values().map(|e| e.help.len()).sum();
+        if self.help_text.len() <= 2 * live + 4096 {
+            return;
+        }
+        let old = std::mem::take(&mut self.help_text);
+        for at in 0..self.meta.len() {
+            if let Some(e) = self.meta.get_mut(at) {
+                let start = self.help_text.len();
+                self.help_text
+                    .push_str(old.get(e.help.clone()).unwrap_or_default());
+                e.help = start..self.help_text.len();
+            }
+        }
     }
 
     /// A failed scrape, or a target that goes away: every series the last successful
@@ -324,19 +366,16 @@ fn meta_entry<'m>(
     name: &str,
     current: u64,
     changed: &mut bool,
-) -> &'m mut Metadata {
+) -> &'m mut MetaEntry {
     let (e, added) = meta.find_or_insert(name, || MetaEntry {
-        name: name.to_string(),
-        meta: Metadata {
-            kind: MetricType::Untyped,
-            help: String::new(),
-            unit: String::new(),
-        },
+        kind: MetricType::Untyped,
+        help: 0..0,
+        unit: String::new(),
         seen: current,
     });
     *changed |= added;
     e.seen = current;
-    &mut e.meta
+    e
 }
 
 /// The labels a scraped sample is stored with: the exposed ones merged with the
@@ -608,6 +647,27 @@ mod tests {
         assert_eq!(m.len(), 1, "b's metadata went with its lines");
         let a = m.get("a").unwrap();
         assert_eq!((a.kind, a.help.as_str()), (MetricType::Counter, "Two."));
+    }
+
+    #[test]
+    fn help_texts_that_change_every_scrape_do_not_pile_up() {
+        let db = MemoryStorage::new();
+        let t = target();
+        let c = ctx(&t, &[]);
+        let mut cache = ScrapeCache::default();
+        let steady = "x".repeat(100);
+        for i in 0..500 {
+            let page = format!("# HELP a {steady}\na 1\n# HELP b Scrape {i}.\nb 1\n");
+            scrape(&db, &mut cache, &c, &page, 1000 * (i + 1)).unwrap();
+            let m = cache.metadata();
+            assert_eq!(m.get("a").unwrap().help, steady);
+            assert_eq!(m.get("b").unwrap().help, format!("Scrape {i}."));
+        }
+        assert!(
+            cache.help_text.len() <= 2 * (100 + 12) + 4096 + 12,
+            "{} bytes of HELP text kept",
+            cache.help_text.len()
+        );
     }
 
     #[test]

@@ -7,15 +7,22 @@
 //! hasher, foldhash).
 
 use std::hash::BuildHasher;
+use std::ops::Range;
 
-/// An entry and the text it is found by.
-pub trait Keyed {
-    fn key(&self) -> &str;
+/// An entry and where its key lies in the table's key text.
+struct Slot<E> {
+    key: Range<usize>,
+    entry: E,
 }
 
 pub struct KeyedTable<E> {
-    entries: Vec<E>,
-    /// Positions in `entries`, by the hash of their key.
+    slots: Vec<Slot<E>>,
+    /// Every entry's key, back to back, in the order the entries were added: a page's
+    /// first scrape adds its lines in page order, so a scrape that compares its lines
+    /// with their keys reads this text front to back, which the prefetcher streams,
+    /// instead of one cold heap allocation per line.
+    keys: String,
+    /// Positions in `slots`, by the hash of their key.
     index: hashbrown::HashTable<usize>,
     hasher: hashbrown::DefaultHashBuilder,
     /// The entries in the order the last finished scrape looked them up.
@@ -27,7 +34,8 @@ pub struct KeyedTable<E> {
 impl<E> Default for KeyedTable<E> {
     fn default() -> Self {
         Self {
-            entries: Vec::new(),
+            slots: Vec::new(),
+            keys: String::new(),
             index: hashbrown::HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             order: Vec::new(),
@@ -36,74 +44,100 @@ impl<E> Default for KeyedTable<E> {
     }
 }
 
-impl<E: Keyed> KeyedTable<E> {
+impl<E> KeyedTable<E> {
     /// Starts a scrape.
     pub fn begin(&mut self) {
         self.next_order.clear();
     }
 
+    /// The key of the entry at `at` (empty for a position that holds none).
+    pub fn key(&self, at: usize) -> &str {
+        self.slots
+            .get(at)
+            .and_then(|s| self.keys.get(s.key.clone()))
+            .unwrap_or_default()
+    }
+
     /// The scrape's next lookup: the position of the entry whose key is `key`.
     pub fn find(&mut self, key: &str) -> Option<usize> {
         let at = match self.order.get(self.next_order.len()) {
-            Some(&i) if self.entries.get(i).is_some_and(|e| e.key() == key) => i,
+            Some(&i) if self.key(i) == key => i,
             _ => {
-                let entries = &self.entries;
                 let hash = self.hasher.hash_one(key);
-                *self
-                    .index
-                    .find(hash, |&i| entries.get(i).is_some_and(|e| e.key() == key))?
+                let (slots, keys) = (&self.slots, &self.keys);
+                *self.index.find(hash, |&i| {
+                    slots
+                        .get(i)
+                        .and_then(|s| keys.get(s.key.clone()))
+                        .is_some_and(|k| k == key)
+                })?
             }
         };
         self.next_order.push(at);
         Some(at)
     }
 
-    /// Adds an entry for the scrape's next lookup (one [`find`](Self::find) did not
-    /// know), returning its position.
-    pub fn insert(&mut self, entry: E) -> usize {
-        let at = self.entries.len();
-        let hash = self.hasher.hash_one(entry.key());
-        self.entries.push(entry);
+    /// Adds `entry` under `key` for the scrape's next lookup (one
+    /// [`find`](Self::find) did not know), returning its position.
+    pub fn insert(&mut self, key: &str, entry: E) -> usize {
+        let at = self.slots.len();
+        let start = self.keys.len();
+        self.keys.push_str(key);
+        self.slots.push(Slot {
+            key: start..self.keys.len(),
+            entry,
+        });
+        let hash = self.hasher.hash_one(key);
         self.index_at(hash, at);
         self.next_order.push(at);
         at
     }
 
-    /// The entry at `at`, or the one of `key` (added with `make` if new), as the
-    /// scrape's next lookup; true when it was added.
+    /// The entry of `key` (added with `make` if new), as the scrape's next lookup;
+    /// true when it was added.
     pub fn find_or_insert(&mut self, key: &str, make: impl FnOnce() -> E) -> (&mut E, bool) {
         let (at, added) = match self.find(key) {
             Some(at) => (at, false),
-            None => (self.insert(make()), true),
+            None => (self.insert(key, make()), true),
         };
         // `find` and `insert` return positions of entries.
-        (&mut self.entries[at], added)
+        (&mut self.slots[at].entry, added)
     }
 
     pub fn get_mut(&mut self, at: usize) -> Option<&mut E> {
-        self.entries.get_mut(at)
+        self.slots.get_mut(at).map(|s| &mut s.entry)
     }
 
     /// Ends a finished scrape: its order is the one the next scrape expects, and
     /// entries `keep` refuses are forgotten.
     pub fn finish(&mut self, keep: impl Fn(&E) -> bool) {
         std::mem::swap(&mut self.order, &mut self.next_order);
-        if self.entries.iter().all(&keep) {
+        if self.slots.iter().all(|s| keep(&s.entry)) {
             return;
         }
-        // Rare (lines went away): compact, and rebuild the index and the order.
-        let mut moved: Vec<Option<usize>> = Vec::with_capacity(self.entries.len());
-        let mut kept = 0;
-        for e in &self.entries {
-            moved.push(keep(e).then(|| {
-                kept += 1;
-                kept - 1
-            }));
+        // Rare (lines went away): compact the entries and their keys, and rebuild
+        // the index and the order.
+        let mut moved: Vec<Option<usize>> = Vec::with_capacity(self.slots.len());
+        let mut kept_slots = Vec::with_capacity(self.slots.len());
+        let mut kept_keys = String::with_capacity(self.keys.len());
+        for slot in std::mem::take(&mut self.slots) {
+            if !keep(&slot.entry) {
+                moved.push(None);
+                continue;
+            }
+            moved.push(Some(kept_slots.len()));
+            let start = kept_keys.len();
+            kept_keys.push_str(self.keys.get(slot.key).unwrap_or_default());
+            kept_slots.push(Slot {
+                key: start..kept_keys.len(),
+                entry: slot.entry,
+            });
         }
-        self.entries.retain(|e| keep(e));
+        self.slots = kept_slots;
+        self.keys = kept_keys;
         self.index.clear();
-        for at in 0..self.entries.len() {
-            let hash = self.hasher.hash_one(self.entries[at].key());
+        for at in 0..self.slots.len() {
+            let hash = self.hasher.hash_one(self.key(at));
             self.index_at(hash, at);
         }
         self.order = self
@@ -114,21 +148,33 @@ impl<E: Keyed> KeyedTable<E> {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
     }
 
     pub fn values(&self) -> impl Iterator<Item = &E> {
-        self.entries.iter()
+        self.slots.iter().map(|s| &s.entry)
+    }
+
+    /// (key, entry) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &E)> {
+        self.slots
+            .iter()
+            .map(|s| (self.keys.get(s.key.clone()).unwrap_or_default(), &s.entry))
     }
 
     fn index_at(&mut self, hash: u64, at: usize) {
-        let (entries, hasher) = (&self.entries, &self.hasher);
+        let (slots, keys, hasher) = (&self.slots, &self.keys, &self.hasher);
         self.index.insert_unique(hash, at, |&i| {
-            hasher.hash_one(entries.get(i).map_or("", |e| e.key()))
+            hasher.hash_one(
+                slots
+                    .get(i)
+                    .and_then(|s| keys.get(s.key.clone()))
+                    .unwrap_or_default(),
+            )
         });
     }
 }
@@ -139,12 +185,6 @@ mod tests {
     use super::*;
 
     struct E(String, u32);
-
-    impl Keyed for E {
-        fn key(&self) -> &str {
-            &self.0
-        }
-    }
 
     /// One scrape's lookups: the value found (or 0 when new) for each key.
     fn scrape(t: &mut KeyedTable<E>, keys: &[&str], round: u32) -> Vec<u32> {
@@ -157,6 +197,21 @@ mod tests {
         }
         t.finish(|e| e.1 + 1 >= round);
         out
+    }
+
+    #[test]
+    fn keys_survive_compaction() {
+        let mut t = KeyedTable::default();
+        scrape(&mut t, &["alpha", "beta", "gamma", "delta"], 1);
+        scrape(&mut t, &["gamma", "alpha"], 2);
+        // beta and delta (round 1) go at the end of round 3.
+        assert_eq!(scrape(&mut t, &["alpha", "gamma"], 3), [2, 2]);
+        let mut keys: Vec<(&str, &str)> = t.iter().map(|(k, e)| (k, e.0.as_str())).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [("alpha", "alpha"), ("gamma", "gamma")]);
+        assert_eq!(scrape(&mut t, &["beta", "gamma", "alpha"], 4), [0, 3, 3]);
+        assert_eq!(t.key(2), "beta");
+        assert_eq!(t.key(9), "");
     }
 
     #[test]

@@ -123,19 +123,26 @@ pub trait Appender: Send {
         Ok(())
     }
 
-    /// As [`Appender::append`], with the reference this backend returned for these
-    /// labels before (Prometheus's `Append(ref, …)`): a scraper keeps it per exposed
-    /// series, so the backend finds the series without hashing and comparing labels.
-    /// Returns the reference to keep, `None` when the backend has none (yet).
+    /// A hint that about `series` series are coming, so that the batch is sized once.
+    fn reserve(&mut self, series: usize) {
+        let _ = series;
+    }
+
+    /// As [`Appender::append`], with the reference this backend gave for these labels
+    /// before (Prometheus's `Append(ref, …)`): a scraper keeps it per exposed series,
+    /// so the backend finds the series without hashing and comparing labels. The
+    /// backend updates `series` in place: it sets a reference where it has one. A
+    /// caller lets go of a reference when the series missed a scrape (it may have
+    /// been dropped from the backend meanwhile). The default leaves it as it is.
     fn append_ref(
         &mut self,
-        _series: Option<&SeriesRef>,
+        series: &mut Option<SeriesRef>,
         labels: &Labels,
         t: i64,
         v: f64,
-    ) -> std::result::Result<Option<SeriesRef>, AppendError> {
-        self.append(labels, t, v)?;
-        Ok(None)
+    ) -> std::result::Result<(), AppendError> {
+        let _ = series;
+        self.append(labels, t, v)
     }
 
     /// Makes the batch durable, then visible. Blocks the calling thread until the
@@ -149,9 +156,31 @@ pub trait Appender: Send {
         self.commit()
     }
 
+    /// [`commit_patient`](Appender::commit_patient) for a writer that commits much the
+    /// same batch again and again (a scrape loop, every interval) and keeps `memo`
+    /// between its commits: the backend may leave work there to reuse next time (the
+    /// TSDB keeps the encoded labels of its WAL record). The batch is prepared on the
+    /// calling thread (call it from a blocking context); the returned future resolves
+    /// once it is durable, so the writer waits for the log without holding a thread.
+    /// The default ignores `memo` and commits before returning.
+    fn commit_patient_async(self: Box<Self>, memo: &mut CommitMemo) -> CommitFuture {
+        let _ = memo;
+        Box::pin(std::future::ready(self.commit_patient()))
+    }
+
     /// Drops the batch.
     fn rollback(self: Box<Self>);
 }
+
+/// A commit in flight (see [`Appender::commit_patient_async`]). Dropping it does not
+/// undo the commit.
+pub type CommitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendSummary>> + Send + 'static>>;
+
+/// What one writer keeps between its commits for the backend (see
+/// [`Appender::commit_patient_async`]); only the backend that filled it reads it.
+#[derive(Default)]
+pub struct CommitMemo(pub Option<Box<dyn std::any::Any + Send>>);
 
 /// A backend's handle on a stored series, handed out by [`Appender::append_ref`] and
 /// only meaningful to the backend that made it.

@@ -286,27 +286,48 @@ impl Db {
         Ok(())
     }
 
-    /// Commits a batch; the path every appender's commit takes.
+    /// Commits a batch, blocking until it is durable; the path of every appender's
+    /// blocking commit.
     fn commit_batch(
         &self,
         batch: Batch,
         hints: Vec<Option<Arc<MemSeries>>>,
         patient: bool,
     ) -> crate::storage::Result<AppendSummary> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(StorageError::Unavailable("database is closed".into()));
-        }
-        if batch.is_empty() {
+        let Some((rec, payload)) = self.prepare_commit(batch, hints, None)? else {
             return Ok(AppendSummary::default());
-        }
-        let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
-        record::encode_batch(&batch, &mut rec);
-        let payload = WalPayload::Batch(batch, hints);
+        };
         let committed = if patient {
             self.inner.wal.commit_patient(rec, payload)
         } else {
             self.inner.wal.commit(rec, payload)
         };
+        self.committed(committed)
+    }
+
+    /// The WAL record and payload of a batch; `None` for an empty one.
+    fn prepare_commit(
+        &self,
+        batch: Batch,
+        hints: Vec<Option<Arc<MemSeries>>>,
+        memo: Option<&mut record::LabelSectionMemo>,
+    ) -> crate::storage::Result<Option<(Vec<u8>, WalPayload)>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable("database is closed".into()));
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
+        record::encode_batch_reusing(&batch, memo, &mut rec);
+        Ok(Some((rec, WalPayload::Batch(batch, hints))))
+    }
+
+    /// Accounts for a commit's outcome; wakes maintenance when the head is due.
+    fn committed(
+        &self,
+        committed: std::result::Result<AppendSummary, crate::tsdb::wal::WalError>,
+    ) -> crate::storage::Result<AppendSummary> {
         match committed {
             Ok(summary) => {
                 self.inner.metrics.observe_commit(&summary);
@@ -374,38 +395,51 @@ impl Appender for DbAppender {
         Ok(())
     }
 
+    fn reserve(&mut self, series: usize) {
+        self.batch.series.reserve(series);
+        self.batch.samples.reserve(series);
+        self.hints.reserve(series);
+    }
+
     fn append_ref(
         &mut self,
-        series: Option<&crate::storage::SeriesRef>,
+        series: &mut Option<crate::storage::SeriesRef>,
         labels: &Labels,
         t: i64,
         v: f64,
-    ) -> std::result::Result<Option<crate::storage::SeriesRef>, AppendError> {
+    ) -> std::result::Result<(), AppendError> {
+        let sample = [Sample { t, v }];
+        // The common case, every scrape of a known series: the series itself is the
+        // hint, and nothing else is read (each read here is a cache miss: a thousand
+        // targets' series are touched once every interval). A series that truncation
+        // dropped since the reference was taken is found empty by the head, which
+        // then looks it up by its labels (`Head::apply_batch_with_hints`); scrapers
+        // let go of the references of series that missed a scrape, the way a
+        // scraped series comes to be truncated.
+        if let Some(s) = series
+            .as_ref()
+            .and_then(|r| r.0.clone().downcast::<MemSeries>().ok())
+        {
+            self.batch.push_series(s.labels.clone(), &sample);
+            self.hints.push(Some(s));
+            return Ok(());
+        }
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels("empty label set".into()));
         }
-        // A reference to a series truncation dropped is not used (nor kept).
-        let known = match series
-            .and_then(|r| r.0.clone().downcast::<MemSeries>().ok())
-            .filter(|s| s.has_chunks())
-        {
-            Some(s) => Some(s),
-            None => self.db.inner.head.get_by_labels(labels),
-        };
-        let sample = [Sample { t, v }];
-        match known {
+        match self.db.inner.head.get_by_labels(labels) {
             Some(s) => {
                 self.batch.push_series(s.labels.clone(), &sample);
-                let r = crate::storage::SeriesRef(s.clone());
+                *series = Some(crate::storage::SeriesRef(s.clone()));
                 self.hints.push(Some(s));
-                Ok(Some(r))
             }
             None => {
                 self.batch.push_series(labels.clone(), &sample);
+                *series = None;
                 self.hints.push(None);
-                Ok(None)
             }
         }
+        Ok(())
     }
 
     fn append_pairs(
@@ -438,6 +472,25 @@ impl Appender for DbAppender {
     fn commit_patient(self: Box<Self>) -> crate::storage::Result<AppendSummary> {
         let DbAppender { db, batch, hints } = *self;
         db.commit_batch(batch, hints, true)
+    }
+
+    fn commit_patient_async(
+        self: Box<Self>,
+        memo: &mut crate::storage::CommitMemo,
+    ) -> crate::storage::CommitFuture {
+        let DbAppender { db, batch, hints } = *self;
+        let memo = memo
+            .0
+            .get_or_insert_with(|| Box::new(record::LabelSectionMemo::default()))
+            .downcast_mut::<record::LabelSectionMemo>();
+        let prepared = db.prepare_commit(batch, hints, memo);
+        Box::pin(async move {
+            let Some((rec, payload)) = prepared? else {
+                return Ok(AppendSummary::default());
+            };
+            let committed = db.inner.wal.commit_patient_async(rec, payload).await;
+            db.committed(committed)
+        })
     }
 
     fn rollback(self: Box<Self>) {}
@@ -799,6 +852,44 @@ mod tests {
         app.append(&Labels::from_pairs([("__name__", "a")]), H, 1.0)
             .unwrap();
         assert_eq!(app.commit().unwrap().out_of_bounds, 1);
+    }
+
+    #[test]
+    fn a_reference_to_a_series_truncation_dropped_still_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        let gone = Labels::from_pairs([("__name__", "gone")]);
+        let mut series = None;
+        for t in [0, 60_000] {
+            let mut app = db.appender();
+            app.append_ref(&mut series, &gone, t, 1.0).unwrap();
+            assert_eq!(app.commit().unwrap().accepted, 1);
+        }
+        assert!(series.is_some(), "the second append found the series");
+        // The head moves on and is cut: `gone` has no chunk left and is dropped.
+        fill(&db, 0, 9 * H);
+        db.compact().unwrap();
+        let named_gone = || {
+            db.querier(9 * H, i64::MAX)
+                .unwrap()
+                .select(
+                    &SelectHints::default(),
+                    &[Matcher::equal("__name__", "gone")],
+                )
+                .unwrap()
+                .collect::<crate::storage::Result<Vec<_>>>()
+                .unwrap()
+        };
+        assert!(named_gone().is_empty());
+        assert!(db.inner.head.get_by_labels(&gone).is_none(), "dropped");
+        // The stale reference still gets the sample into the head, under a series
+        // found (here: created) by its labels.
+        let mut app = db.appender();
+        app.append_ref(&mut series, &gone, 9 * H, 2.0).unwrap();
+        assert_eq!(app.commit().unwrap().accepted, 1);
+        let found = named_gone();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].samples, vec![Sample::new(9 * H, 2.0)]);
     }
 
     #[test]

@@ -5,14 +5,18 @@
 //!
 //! ```text
 //! record      := type:u8 body
-//! type 3      := samples batch
+//! type 5      := samples batch, labels and samples in two sections (what ODIN writes)
+//!   body      := base_t:varint labels_len:uvarint snappy(labels)[labels_len] snappy(samples)
+//!   labels    := n_strings:uvarint str* n_series:uvarint (n_labels:uvarint (name:uvarint value:uvarint)*)*
+//!   samples   := (n_samples:uvarint (dt:varint v:u64le)*)*      one per series, in order
+//! type 3      := samples batch, interleaved (written only for a batch over 4 GiB)
 //!   body      := base_t:varint n_strings:uvarint str* n_series:uvarint series*
 //!   series    := n_labels:uvarint (name:uvarint value:uvarint)* n_samples:uvarint (dt:varint v:u64le)*
+//! type 4      := type 3's body, snappy-compressed (written before type 5; still read)
 //! type 2      := deletion (tombstone for the head)
 //!   body      := n_matchers:uvarint (kind:u8 name:str value:str)* min_t:varint max_t:varint
 //! str         := len:uvarint bytes (UTF-8)
 //! ```
-//! type 4      := type 3's body, snappy-compressed (what ODIN writes)
 //!
 //! A samples batch carries its label strings once, in a table at the front; series
 //! refer to them by index (a remote-write request of 2,000 series repeats the same few
@@ -20,6 +24,11 @@
 //! smaller than spelling every label out). Timestamps are deltas from the batch's
 //! first one. Values are stored as raw bits so NaN payloads (the stale marker)
 //! survive.
+//!
+//! Labels and samples lie in separate sections so that a writer committing the same
+//! series again and again (a scrape target, every interval) can reuse the compressed
+//! label section of its previous record ([`LabelSectionMemo`]): encoding and
+//! compressing every series' labels every scrape was most of what a record cost.
 
 use arcstr::ArcStr;
 use std::collections::HashMap;
@@ -31,6 +40,7 @@ use crate::model::{Label, Labels, MatchType, Matcher, Sample};
 const RECORD_DELETION: u8 = 2;
 const RECORD_SAMPLES: u8 = 3;
 const RECORD_SAMPLES_SNAPPY: u8 = 4;
+const RECORD_SAMPLES_SPLIT: u8 = 5;
 /// Largest decompressed samples body accepted when decoding.
 const MAX_BODY_BYTES: usize = 256 << 20;
 
@@ -147,6 +157,124 @@ pub enum RecordError {
 }
 
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
+    encode_batch_reusing(batch, None, out);
+}
+
+/// The label section of the last record one writer made, kept by that writer (a
+/// scrape loop) between its commits: a target exposes the same series in the same
+/// order scrape after scrape, so its records' label sections are byte for byte the
+/// same and need not be encoded and compressed again. The record stays
+/// self-contained; only the work of writing it is saved.
+#[derive(Default)]
+pub struct LabelSectionMemo {
+    /// The label sets the section was encoded from, in order.
+    series: Vec<Labels>,
+    /// The section as it lies in the record: snappy-compressed.
+    section: Vec<u8>,
+}
+
+impl LabelSectionMemo {
+    /// Whether `batch` has exactly the series the section was made from. A pointer
+    /// comparison for label sets the head handed out (every known series'); equal
+    /// values count too (a series' first scrape carries the scraper's label set, later
+    /// ones the head's; the report series are built anew each scrape). A label set
+    /// found equal by value is adopted, so that the next comparison of a series the
+    /// head knows is a pointer comparison again.
+    fn matches(&mut self, batch: &Batch) -> bool {
+        // An empty section was never filled (a compressed one is never empty).
+        if self.section.is_empty() || self.series.len() != batch.series.len() {
+            return false;
+        }
+        for (kept, s) in self.series.iter_mut().zip(&batch.series) {
+            if kept.ptr_eq(&s.labels) {
+                continue;
+            }
+            if *kept != s.labels {
+                return false;
+            }
+            *kept = s.labels.clone();
+        }
+        true
+    }
+}
+
+/// [`encode_batch`], reusing `memo`'s label section when the batch has the same
+/// series as the last batch encoded with it (and otherwise leaving this batch's
+/// section there for the next one).
+pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, out: &mut Vec<u8>) {
+    let base_t = batch.samples.first().map(|s| s.t).unwrap_or(0);
+    let start = out.len();
+    out.push(RECORD_SAMPLES_SPLIT);
+    put_varint(out, base_t);
+    let written = SCRATCH.with_borrow_mut(|body| {
+        let labels_ok = match memo {
+            Some(memo) => {
+                let reusable = memo.matches(batch) || {
+                    body.clear();
+                    encode_label_section(batch, body);
+                    memo.section.clear();
+                    memo.series.clear();
+                    let ok = compress_into(body, &mut memo.section);
+                    if ok {
+                        memo.series
+                            .extend(batch.series.iter().map(|s| s.labels.clone()));
+                    }
+                    ok
+                };
+                if reusable {
+                    put_uvarint(out, memo.section.len() as u64);
+                    out.extend_from_slice(&memo.section);
+                }
+                reusable
+            }
+            None => {
+                body.clear();
+                encode_label_section(batch, body);
+                let mut section = Vec::new();
+                let ok = compress_into(body, &mut section);
+                put_uvarint(out, section.len() as u64);
+                out.extend_from_slice(&section);
+                ok
+            }
+        };
+        body.clear();
+        encode_sample_section(batch, base_t, body);
+        let ok = labels_ok && compress_into(body, out);
+        if body.capacity() > 16 << 20 {
+            *body = Vec::new();
+        }
+        ok
+    });
+    if !written {
+        // Only sections over 4 GiB fail to compress; such a batch is written in the
+        // uncompressed interleaved form.
+        out.truncate(start);
+        out.push(RECORD_SAMPLES);
+        let (table, refs) = string_table(batch);
+        encode_samples_body(batch, base_t, &table, refs, out);
+    }
+}
+
+/// Appends `body` snappy-compressed to `out`; false (and `out` as it was) when the
+/// body is too large for snappy.
+fn compress_into(body: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    out.resize(start + snap::raw::max_compress_len(body.len()), 0);
+    match snap::raw::Encoder::new().compress(body, &mut out[start..]) {
+        Ok(n) => {
+            out.truncate(start + n);
+            true
+        }
+        Err(_) => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
+/// The batch's label strings, each once, and each series' labels as indexes into them
+/// (name, value, name, value, …, series after series).
+fn string_table(batch: &Batch) -> (Vec<&str>, Vec<u32>) {
     // The string table is keyed by the strings' addresses: label sets of the head share
     // interned strings, so equal strings are almost always the same allocation, and an
     // address is far cheaper to hash than the text. A string that is equal but not
@@ -160,8 +288,8 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
     let mut table: Vec<&str> = Vec::with_capacity(256);
     let mut refs: Vec<u32> = Vec::with_capacity(batch.series.len() * 16);
     let mut direct = [(0usize, 0u32); DIRECT_SLOTS];
-    for (labels, _) in batch.iter() {
-        for l in labels.iter() {
+    for s in &batch.series {
+        for l in s.labels.iter() {
             for s in [&*l.name, &*l.value] {
                 let addr = s.as_ptr() as usize;
                 let slot = &mut direct[direct_slot(addr)];
@@ -178,32 +306,10 @@ pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
             }
         }
     }
-    let base_t = batch.samples.first().map(|s| s.t).unwrap_or(0);
-    // The body is built in a scratch buffer and snappy-compressed: the label
-    // references of consecutive series repeat (same names in the same order), which
-    // shrinks the WAL for a few microseconds per batch.
-    SCRATCH.with_borrow_mut(|body| {
-        body.clear();
-        encode_samples_body(batch, base_t, &table, refs, body);
-        out.push(RECORD_SAMPLES_SNAPPY);
-        let start = out.len();
-        out.resize(start + snap::raw::max_compress_len(body.len()), 0);
-        match snap::raw::Encoder::new().compress(body, &mut out[start..]) {
-            Ok(n) => out.truncate(start + n),
-            Err(_) => {
-                // Only bodies over 4 GiB fail; store such a body uncompressed.
-                out.truncate(start - 1);
-                out.push(RECORD_SAMPLES);
-                out.extend_from_slice(body);
-            }
-        }
-        if body.capacity() > 16 << 20 {
-            *body = Vec::new();
-        }
-    });
+    (table, refs)
 }
 
-/// Slots of the direct-mapped string cache in [`encode_batch`] (12 KiB on the stack).
+/// Slots of the direct-mapped string cache in [`string_table`] (12 KiB on the stack).
 const DIRECT_SLOTS: usize = 1024;
 
 /// The slot of a string address: its bits above the allocator's alignment, folded.
@@ -215,6 +321,41 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Type 5's label section (before compression): the string table, then each series'
+/// labels as references into it.
+fn encode_label_section(batch: &Batch, out: &mut Vec<u8>) {
+    let (table, refs) = string_table(batch);
+    put_uvarint(out, table.len() as u64);
+    for s in &table {
+        put_str(out, s);
+    }
+    put_uvarint(out, batch.series.len() as u64);
+    let mut refs = refs.into_iter();
+    for s in &batch.series {
+        put_uvarint(out, s.labels.len() as u64);
+        for _ in 0..s.labels.len() * 2 {
+            put_uvarint(out, u64::from(refs.next().unwrap_or(0)));
+        }
+    }
+}
+
+/// Type 5's sample section (before compression): each series' samples, in the order
+/// of the label section.
+fn encode_sample_section(batch: &Batch, base_t: i64, out: &mut Vec<u8>) {
+    for (_, samples) in batch.iter() {
+        put_samples(out, samples, base_t);
+    }
+}
+
+fn put_samples(out: &mut Vec<u8>, samples: &[Sample], base_t: i64) {
+    put_uvarint(out, samples.len() as u64);
+    for sample in samples {
+        put_varint(out, sample.t.wrapping_sub(base_t));
+        out.extend_from_slice(&sample.v.to_bits().to_le_bytes());
+    }
+}
+
+/// Type 3's body: labels and samples interleaved, series after series.
 fn encode_samples_body(
     batch: &Batch,
     base_t: i64,
@@ -234,11 +375,7 @@ fn encode_samples_body(
         for _ in 0..labels.len() * 2 {
             put_uvarint(out, u64::from(refs.next().unwrap_or(0)));
         }
-        put_uvarint(out, samples.len() as u64);
-        for sample in samples {
-            put_varint(out, sample.t.wrapping_sub(base_t));
-            out.extend_from_slice(&sample.v.to_bits().to_le_bytes());
-        }
+        put_samples(out, samples, base_t);
     }
 }
 
@@ -303,16 +440,32 @@ pub fn decode_resolving<S>(
 ) -> Result<(Record, Vec<Option<S>>), RecordError> {
     let mut d = Decoder { buf: bytes };
     match d.u8()? {
-        RECORD_SAMPLES => decode_samples_body(d, intern, known),
+        RECORD_SAMPLES => {
+            let base_t = d.varint()?;
+            decode_series(base_t, d, None, intern, known)
+        }
         RECORD_SAMPLES_SNAPPY => {
-            let n = snap::raw::decompress_len(d.buf).map_err(|_| RecordError::Snappy)?;
-            if n > MAX_BODY_BYTES {
-                return Err(RecordError::Count(n as u64));
-            }
-            let body = snap::raw::Decoder::new()
-                .decompress_vec(d.buf)
-                .map_err(|_| RecordError::Snappy)?;
-            decode_samples_body(Decoder { buf: &body }, intern, known)
+            let body = decompress(d.buf)?;
+            let mut d = Decoder { buf: &body };
+            let base_t = d.varint()?;
+            decode_series(base_t, d, None, intern, known)
+        }
+        RECORD_SAMPLES_SPLIT => {
+            let base_t = d.varint()?;
+            let labels_len = d.uvarint()?;
+            let (labels, samples) = usize::try_from(labels_len)
+                .ok()
+                .and_then(|n| d.buf.split_at_checked(n))
+                .ok_or(RecordError::Truncated)?;
+            let labels = decompress(labels)?;
+            let samples = decompress(samples)?;
+            decode_series(
+                base_t,
+                Decoder { buf: &labels },
+                Some(Decoder { buf: &samples }),
+                intern,
+                known,
+            )
         }
         RECORD_DELETION => {
             let n = d.count(3)?;
@@ -345,18 +498,35 @@ pub fn decode_resolving<S>(
     }
 }
 
-fn decode_samples_body<S>(
-    mut d: Decoder<'_>,
+/// Decompresses one snappy block of a record.
+fn decompress(compressed: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let n = snap::raw::decompress_len(compressed).map_err(|_| RecordError::Snappy)?;
+    if n > MAX_BODY_BYTES {
+        return Err(RecordError::Count(n as u64));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(compressed)
+        .map_err(|_| RecordError::Snappy)
+}
+
+/// Decodes a batch's string table and series from `d`, each series' samples from
+/// `samples` (type 5) or, when that is `None`, from `d` right after its labels (types
+/// 3 and 4).
+fn decode_series<'a, S>(
+    base_t: i64,
+    mut d: Decoder<'a>,
+    mut samples: Option<Decoder<'a>>,
     intern: &mut impl FnMut(&str) -> ArcStr,
     known: &mut impl FnMut(&[(&str, &str)]) -> Option<(Labels, S)>,
 ) -> Result<(Record, Vec<Option<S>>), RecordError> {
-    let base_t = d.varint()?;
     let n_strings = d.count(1)?;
     let mut table: Vec<ArcStr> = Vec::with_capacity(n_strings);
     for _ in 0..n_strings {
         table.push(intern(d.str()?));
     }
-    let n_series = d.count(2)?;
+    // A series takes at least its label count in a type-5 label section, and a
+    // label count and a sample count when the two are interleaved.
+    let n_series = d.count(if samples.is_some() { 1 } else { 2 })?;
     let mut batch = Batch {
         series: Vec::with_capacity(n_series),
         samples: Vec::new(),
@@ -381,11 +551,15 @@ fn decode_samples_body<S>(
             let value = string(&mut d)?;
             refs.push((name, value));
         }
-        let n_samples = d.count(9)?;
+        let ds = match samples.as_mut() {
+            Some(ds) => ds,
+            None => &mut d,
+        };
+        let n_samples = ds.count(9)?;
         let start = batch.samples.len();
         for _ in 0..n_samples {
-            let t = base_t.wrapping_add(d.varint()?);
-            let v = f64::from_bits(d.u64_le()?);
+            let t = base_t.wrapping_add(ds.varint()?);
+            let v = f64::from_bits(ds.u64_le()?);
             batch.samples.push(Sample { t, v });
         }
         pairs.clear();
@@ -498,6 +672,7 @@ impl<'a> Decoder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::stale_nan;
     use proptest::prelude::*;
 
     fn no_intern(s: &str) -> ArcStr {
@@ -534,6 +709,131 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes, &mut no_intern);
+        }
+    }
+
+    fn batch_of(series: &[&Labels], t: i64, v: f64) -> Batch {
+        let mut b = Batch::default();
+        for (i, l) in series.iter().enumerate() {
+            b.push_series((*l).clone(), &[Sample::new(t + i as i64, v + i as f64)]);
+        }
+        b
+    }
+
+    fn decoded(buf: &[u8]) -> Batch {
+        let Record::Samples(got) = decode(buf, &mut no_intern).unwrap() else {
+            panic!("wrong type")
+        };
+        got
+    }
+
+    #[test]
+    fn a_memo_reuses_the_label_section_only_for_the_same_series() {
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        let c = Labels::from_pairs([("__name__", "down"), ("job", "c")]);
+        let mut memo = LabelSectionMemo::default();
+        let mut buf = Vec::new();
+        let first = batch_of(&[&a, &b], 1_000, 1.0);
+        encode_batch_reusing(&first, Some(&mut memo), &mut buf);
+        assert_eq!(decoded(&buf), first);
+
+        // The same series with other samples: the section is reused. Shown by
+        // planting another batch's section in the memo: it is what comes out.
+        let mut planted = Vec::new();
+        encode_label_section(&batch_of(&[&c, &c], 0, 0.0), &mut planted);
+        let kept = std::mem::take(&mut memo.section);
+        assert!(compress_into(&planted, &mut memo.section));
+        let second = batch_of(&[&a, &b], 16_000, 2.0);
+        buf.clear();
+        encode_batch_reusing(&second, Some(&mut memo), &mut buf);
+        let got = decoded(&buf);
+        assert_eq!(got.series[0].labels, c);
+        assert_eq!(got.samples, second.samples);
+        memo.section = kept;
+
+        // Equal label sets that are other allocations match too.
+        let a2 = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        assert!(!a2.ptr_eq(&a));
+        let third = batch_of(&[&a2, &b], 31_000, 3.0);
+        buf.clear();
+        encode_batch_reusing(&third, Some(&mut memo), &mut buf);
+        assert_eq!(decoded(&buf), third);
+        // …and are adopted: next time they are one pointer comparison.
+        assert!(memo.series[0].ptr_eq(&a2));
+
+        // Another series, one fewer, one more, another order: encoded afresh, and
+        // remembered for the next batch.
+        for series in [vec![&a, &c], vec![&a], vec![&a, &b, &c], vec![&b, &a]] {
+            let batch = batch_of(&series, 46_000, 4.0);
+            buf.clear();
+            encode_batch_reusing(&batch, Some(&mut memo), &mut buf);
+            assert_eq!(decoded(&buf), batch);
+            assert!(memo.matches(&batch));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn batches_encoded_with_a_memo_round_trip(
+            picks in proptest::collection::vec(
+                proptest::collection::vec((0usize..4, any::<u64>()), 0..6),
+                1..8,
+            )
+        ) {
+            let pool = [
+                Labels::from_pairs([("__name__", "a")]),
+                Labels::from_pairs([("__name__", "b"), ("x", "1")]),
+                Labels::from_pairs([("__name__", "b"), ("x", "2")]),
+                Labels::from_pairs([("__name__", "c"), ("x", "1"), ("y", "")]),
+            ];
+            let mut memo = LabelSectionMemo::default();
+            for (round, batch_picks) in picks.iter().enumerate() {
+                let mut batch = Batch::default();
+                for (i, (which, bits)) in batch_picks.iter().enumerate() {
+                    let t = (round * 100 + i) as i64;
+                    batch.push_series(pool[*which].clone(), &[Sample::new(t, f64::from_bits(*bits))]);
+                }
+                let mut buf = Vec::new();
+                encode_batch_reusing(&batch, Some(&mut memo), &mut buf);
+                let got = decoded(&buf);
+                prop_assert_eq!(got.series.len(), batch.series.len());
+                for ((gl, gs), (wl, ws)) in got.iter().zip(batch.iter()) {
+                    prop_assert_eq!(gl, wl);
+                    prop_assert!(gs.iter().zip(ws).all(|(a, b)| a.bit_eq(b)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn older_record_types_still_decode() {
+        let mut batch = Batch::default();
+        batch.push_series(
+            Labels::from_pairs([("__name__", "up")]),
+            &[Sample::new(5, 1.0)],
+        );
+        batch.push_series(
+            Labels::from_pairs([("job", "x")]),
+            &[Sample::new(6, stale_nan())],
+        );
+        let (table, refs) = string_table(&batch);
+        let mut body = Vec::new();
+        encode_samples_body(&batch, 5, &table, refs, &mut body);
+        let mut plain = vec![RECORD_SAMPLES];
+        plain.extend_from_slice(&body);
+        let mut snappy = vec![RECORD_SAMPLES_SNAPPY];
+        assert!(compress_into(&body, &mut snappy));
+        for rec in [plain, snappy] {
+            let got = decoded(&rec);
+            assert_eq!(got.series.len(), 2);
+            assert_eq!(got.series[0].labels, batch.series[0].labels);
+            assert!(
+                got.samples
+                    .iter()
+                    .zip(&batch.samples)
+                    .all(|(a, b)| a.bit_eq(b))
+            );
         }
     }
 
