@@ -83,6 +83,8 @@ pub struct ScrapeCache {
     /// What the storage keeps between this target's commits (see
     /// [`Appender::commit_patient_async`]).
     commit_memo: CommitMemo,
+    /// The report series (`up`, …), once the first scrape has made them.
+    report: Option<ReportSeries>,
 }
 
 /// A family's metadata, keyed by the family's name.
@@ -491,17 +493,49 @@ pub const REPORT_SERIES: [&str; 5] = [
     "scrape_series_added",
 ];
 
-/// Appends the report series with the target's labels.
-pub fn append_report(target_labels: &Labels, report: &Report, t_ms: i64, app: &mut dyn Appender) {
-    let values = [
-        if report.up { 1.0 } else { 0.0 },
-        report.duration_seconds,
-        report.counts.scraped as f64,
-        report.counts.post_relabel as f64,
-        report.counts.added as f64,
-    ];
-    for (name, v) in REPORT_SERIES.iter().zip(values) {
-        let _ = app.append(&report_labels(target_labels, name), t_ms, v);
+/// A target's report series: their labels, built once, and the storage's references.
+struct ReportSeries {
+    target_labels: Labels,
+    series: Vec<(Labels, Option<SeriesRef>)>,
+}
+
+impl ScrapeCache {
+    /// Appends the report series with the target's labels.
+    pub fn append_report(
+        &mut self,
+        target_labels: &Labels,
+        report: &Report,
+        t_ms: i64,
+        app: &mut dyn Appender,
+    ) {
+        let values = [
+            if report.up { 1.0 } else { 0.0 },
+            report.duration_seconds,
+            report.counts.scraped as f64,
+            report.counts.post_relabel as f64,
+            report.counts.added as f64,
+        ];
+        let fresh = match &self.report {
+            Some(r) => !r.target_labels.ptr_eq(target_labels) && r.target_labels != *target_labels,
+            None => true,
+        };
+        if fresh {
+            self.report = Some(ReportSeries {
+                target_labels: target_labels.clone(),
+                series: REPORT_SERIES
+                    .iter()
+                    .map(|name| (report_labels(target_labels, name), None))
+                    .collect(),
+            });
+        }
+        let Some(r) = self.report.as_mut() else {
+            return;
+        };
+        for ((labels, series), v) in r.series.iter_mut().zip(values) {
+            // Report series are written every scrape, so their references never go
+            // stale; their labels are never invalid.
+            let _ = app.append_ref(series, labels, t_ms, v);
+        }
     }
 }
 
@@ -872,7 +906,7 @@ mod tests {
         let db = MemoryStorage::new();
         let t = target();
         let mut app = db.appender();
-        append_report(
+        ScrapeCache::default().append_report(
             &t,
             &Report {
                 up: true,

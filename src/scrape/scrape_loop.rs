@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::{Labels, now_ms};
 use crate::scrape::append::{
-    AppendContext, Limits, Metadata, Report, ScrapeCache, ScrapeCounts, append_report,
-    append_report_stale,
+    AppendContext, Limits, Metadata, Report, ScrapeCache, ScrapeCounts, append_report_stale,
 };
 use crate::scrape::client::Fetcher;
 use crate::scrape::metrics::ScrapeMetrics;
@@ -346,7 +345,7 @@ fn append_scrape(
             ScrapeCounts::default()
         }
     };
-    append_report(
+    cache.append_report(
         &spec.public_labels,
         &Report {
             up: outcome.is_ok(),
