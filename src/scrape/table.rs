@@ -113,6 +113,11 @@ impl<E> KeyedTable<E> {
     pub fn finish(&mut self, keep: impl Fn(&E) -> bool) {
         std::mem::swap(&mut self.order, &mut self.next_order);
         if self.slots.iter().all(|s| keep(&s.entry)) {
+            // After the scrapes that added lines, give back what growing by doubling
+            // left spare (a thousand targets' keys are tens of megabytes).
+            if self.keys.capacity() > self.keys.len() + self.keys.len() / 4 + 4096 {
+                self.keys.shrink_to_fit();
+            }
             return;
         }
         // Rare (lines went away): compact the entries and their keys, and rebuild

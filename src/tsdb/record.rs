@@ -218,6 +218,9 @@ pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, 
                     if ok {
                         memo.series
                             .extend(batch.series.iter().map(|s| s.labels.clone()));
+                        // Kept for as long as the target is scraped, by every
+                        // target: not at snappy's worst-case size.
+                        memo.section.shrink_to_fit();
                     }
                     ok
                 };
