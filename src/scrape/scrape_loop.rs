@@ -256,10 +256,9 @@ async fn run(
 
 /// The largest body appended on the runtime's worker thread rather than on the
 /// blocking pool. A node_exporter page (~100 KB) takes about half a millisecond to
-/// parse and append, less than what handing it to a pool thread and back costs in
-/// wake-ups (two thread switches a scrape, a tenth of the scraper's CPU with a
-/// thousand targets); a larger page would hold the worker, and every task queued
-/// behind it, too long (≈2 ms at this size).
+/// parse and append, and handing it to a pool thread and back costs two thread
+/// wake-ups a scrape on top; a larger page would hold the worker, and every task
+/// queued behind it, too long (≈2 ms at this size).
 const INLINE_APPEND_MAX_BYTES: usize = 256 << 10;
 
 /// How far a scrape may start from its place on the interval grid and still be
