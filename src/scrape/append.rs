@@ -329,13 +329,11 @@ impl ScrapeCache {
             return;
         }
         let old = std::mem::take(&mut self.help_text);
-        for at in 0..self.meta.len() {
-            if let Some(e) = self.meta.get_mut(at) {
-                let start = self.help_text.len();
-                self.help_text
-                    .push_str(old.get(e.help.clone()).unwrap_or_default());
-                e.help = start..self.help_text.len();
-            }
+        for e in self.meta.values_mut() {
+            let start = self.help_text.len();
+            self.help_text
+                .push_str(old.get(e.help.clone()).unwrap_or_default());
+            e.help = start..self.help_text.len();
         }
     }
 

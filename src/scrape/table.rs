@@ -52,10 +52,7 @@ impl<E> KeyedTable<E> {
 
     /// The key of the entry at `at` (empty for a position that holds none).
     pub fn key(&self, at: usize) -> &str {
-        self.slots
-            .get(at)
-            .and_then(|s| self.keys.get(s.key.clone()))
-            .unwrap_or_default()
+        key_at(&self.slots, &self.keys, at)
     }
 
     /// The scrape's next lookup: the position of the entry whose key is `key`.
@@ -65,12 +62,7 @@ impl<E> KeyedTable<E> {
             _ => {
                 let hash = self.hasher.hash_one(key);
                 let (slots, keys) = (&self.slots, &self.keys);
-                *self.index.find(hash, |&i| {
-                    slots
-                        .get(i)
-                        .and_then(|s| keys.get(s.key.clone()))
-                        .is_some_and(|k| k == key)
-                })?
+                *self.index.find(hash, |&i| key_at(slots, keys, i) == key)?
             }
         };
         self.next_order.push(at);
@@ -164,24 +156,31 @@ impl<E> KeyedTable<E> {
         self.slots.iter().map(|s| &s.entry)
     }
 
+    /// The entries, in the order they were added (which their keys are stored in).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut E> {
+        self.slots.iter_mut().map(|s| &mut s.entry)
+    }
+
     /// (key, entry) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &E)> {
-        self.slots
-            .iter()
-            .map(|s| (self.keys.get(s.key.clone()).unwrap_or_default(), &s.entry))
+        (0..self.slots.len()).map(|at| (self.key(at), &self.slots[at].entry))
     }
 
     fn index_at(&mut self, hash: u64, at: usize) {
         let (slots, keys, hasher) = (&self.slots, &self.keys, &self.hasher);
-        self.index.insert_unique(hash, at, |&i| {
-            hasher.hash_one(
-                slots
-                    .get(i)
-                    .and_then(|s| keys.get(s.key.clone()))
-                    .unwrap_or_default(),
-            )
-        });
+        self.index
+            .insert_unique(hash, at, |&i| hasher.hash_one(key_at(slots, keys, i)));
     }
+}
+
+/// The key of the slot at `at` in `keys` (empty for a position that holds none). A
+/// function of the two fields rather than a method, so that it can be called while
+/// the index is borrowed mutably.
+fn key_at<'t, E>(slots: &'t [Slot<E>], keys: &'t str, at: usize) -> &'t str {
+    slots
+        .get(at)
+        .and_then(|s| keys.get(s.key.clone()))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

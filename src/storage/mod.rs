@@ -160,9 +160,11 @@ pub trait Appender: Send {
     /// same batch again and again (a scrape loop, every interval) and keeps `memo`
     /// between its commits: the backend may leave work there to reuse next time (the
     /// TSDB keeps the encoded labels of its WAL record). The batch is prepared on the
-    /// calling thread (call it from a blocking context); the returned future resolves
-    /// once it is durable, so the writer waits for the log without holding a thread.
-    /// The default ignores `memo` and commits before returning.
+    /// calling thread, which must not wait for disk here: a scrape loop calls this on
+    /// the async runtime. The returned future resolves once the batch is durable, so
+    /// the writer waits for the log without holding a thread. The default ignores
+    /// `memo` and commits before returning, which suits only backends whose commit
+    /// does not wait for disk (the in-memory one); the TSDB overrides it.
     fn commit_patient_async(self: Box<Self>, memo: &mut CommitMemo) -> CommitFuture {
         let _ = memo;
         Box::pin(std::future::ready(self.commit_patient()))

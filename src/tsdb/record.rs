@@ -210,11 +210,9 @@ pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, 
         let labels_ok = match memo {
             Some(memo) => {
                 let reusable = memo.matches(batch) || {
-                    body.clear();
-                    encode_label_section(batch, body);
                     memo.section.clear();
                     memo.series.clear();
-                    let ok = compress_into(body, &mut memo.section);
+                    let ok = compressed_label_section(batch, body, &mut memo.section);
                     if ok {
                         memo.series
                             .extend(batch.series.iter().map(|s| s.labels.clone()));
@@ -224,20 +222,11 @@ pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, 
                     }
                     ok
                 };
-                if reusable {
-                    put_uvarint(out, memo.section.len() as u64);
-                    out.extend_from_slice(&memo.section);
-                }
-                reusable
+                reusable && put_section(out, &memo.section)
             }
             None => {
-                body.clear();
-                encode_label_section(batch, body);
                 let mut section = Vec::new();
-                let ok = compress_into(body, &mut section);
-                put_uvarint(out, section.len() as u64);
-                out.extend_from_slice(&section);
-                ok
+                compressed_label_section(batch, body, &mut section) && put_section(out, &section)
             }
         };
         body.clear();
@@ -256,6 +245,21 @@ pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, 
         let (table, refs) = string_table(batch);
         encode_samples_body(batch, base_t, &table, refs, out);
     }
+}
+
+/// The batch's label section, compressed into `out` (`scratch` holds it before);
+/// false when it is too large for snappy.
+fn compressed_label_section(batch: &Batch, scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
+    scratch.clear();
+    encode_label_section(batch, scratch);
+    compress_into(scratch, out)
+}
+
+/// Appends a length-prefixed section; true, so that it can end a chain of steps.
+fn put_section(out: &mut Vec<u8>, section: &[u8]) -> bool {
+    put_uvarint(out, section.len() as u64);
+    out.extend_from_slice(section);
+    true
 }
 
 /// Appends `body` snappy-compressed to `out`; false (and `out` as it was) when the

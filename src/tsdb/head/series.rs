@@ -152,12 +152,6 @@ impl MemSeries {
         }
     }
 
-    /// Whether the series holds any chunk: one without is new, emptied by deletion,
-    /// or dropped by truncation (and then no longer in the head).
-    pub fn has_chunks(&self) -> bool {
-        !self.state.lock().is_empty()
-    }
-
     /// The newest sample's timestamp, if any.
     pub fn max_time(&self) -> Option<i64> {
         self.state.lock().max_time()
