@@ -11,6 +11,7 @@
 //!   (the collectors run as in-process scrape targets).
 //! * [`promql`] — the query engine, reading through the seams.
 //! * [`api`] — the HTTP surface; [`storeapi`] — the Thanos StoreAPI (gRPC).
+//! * [`supervise`] — long-lived tasks restarted (or the process stopped) when they fail.
 //! * [`config`] and [`app`] wire it all together.
 
 pub mod api;
@@ -26,4 +27,5 @@ pub mod scrape;
 pub mod shipper;
 pub mod storage;
 pub mod storeapi;
+pub mod supervise;
 pub mod tsdb;

@@ -153,6 +153,16 @@ struct RunFlags {
     /// flag; empty turns it off.
     #[arg(long = "grpc-address", default_value = odin::storeapi::DEFAULT_GRPC_ADDRESS)]
     grpc_address: String,
+    /// Maximum number of simultaneous HTTP connections (more wait to be accepted).
+    #[arg(long = "web.max-connections", default_value_t = 512)]
+    web_max_connections: usize,
+    /// Maximum duration before timing out the read of a request's body.
+    #[arg(long = "web.read-timeout", default_value = "5m")]
+    web_read_timeout: String,
+    /// Maximum duration for a request's header to arrive, and for an idle
+    /// connection to send its next request, before the connection is closed.
+    #[arg(long = "web.read-header-timeout", default_value = "30s")]
+    web_read_header_timeout: String,
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
@@ -263,7 +273,11 @@ fn run(flags: RunFlags) -> anyhow::Result<ExitCode> {
         .thread_stack_size(RUNTIME_STACK_BYTES)
         .build()
         .context("start async runtime")?;
-    runtime.block_on(app::run(opts))?;
+    let outcome = runtime.block_on(app::run(opts));
+    // A blocking task that is still running (a query that has not yet seen its
+    // cancellation) must not hold the exit up: the data is closed by now.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    outcome?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -308,6 +322,9 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         .with_context(|| format!("--web.listen-address {:?}", flags.listen_address))?;
     let grpc_listen = odin::storeapi::parse_grpc_address(&flags.grpc_address)
         .map_err(|e| anyhow::anyhow!("--grpc-address: {e}"))?;
+    let web_read_timeout_ms = positive_duration_ms("web.read-timeout", &flags.web_read_timeout)?;
+    let web_read_header_timeout_ms =
+        positive_duration_ms("web.read-header-timeout", &flags.web_read_header_timeout)?;
     let query_timeout_ms = parse_duration_ms(&flags.query_timeout)
         .map_err(|e| anyhow::anyhow!("--query.timeout: {e}"))?;
     if query_timeout_ms <= 0 {
@@ -395,6 +412,12 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             flags.shipper_backoff_max.clone(),
         ),
         ("web.listen-address", flags.listen_address.clone()),
+        ("web.max-connections", flags.web_max_connections.to_string()),
+        ("web.read-timeout", format_duration_ms(web_read_timeout_ms)),
+        (
+            "web.read-header-timeout",
+            format_duration_ms(web_read_header_timeout_ms),
+        ),
         ("grpc-address", flags.grpc_address.clone()),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
@@ -433,6 +456,12 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         },
         enable_admin_api: flags.enable_admin_api,
         enable_lifecycle: flags.enable_lifecycle,
+        serve: odin::api::ServeOptions {
+            max_connections: flags.web_max_connections.max(1),
+            read_timeout: Duration::from_millis(web_read_timeout_ms as u64),
+            read_header_timeout: Duration::from_millis(web_read_header_timeout_ms as u64),
+            ..odin::api::ServeOptions::default()
+        },
         maintenance_interval: Duration::from_secs(60),
         engine: EngineOptions {
             max_samples: flags.query_max_samples,
@@ -639,4 +668,13 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     Ok(dir)
+}
+
+/// A duration flag that must be greater than zero, in milliseconds.
+fn positive_duration_ms(flag: &str, v: &str) -> anyhow::Result<i64> {
+    let ms = parse_duration_ms(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+    if ms <= 0 {
+        bail!("--{flag} must be greater than 0");
+    }
+    Ok(ms)
 }

@@ -7,6 +7,7 @@ mod metrics;
 mod query;
 mod remote;
 pub mod response;
+mod serve;
 mod status;
 mod targets;
 
@@ -21,6 +22,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::{HttpMetrics, QueryMetrics};
+pub use serve::{ServeOptions, serve};
 pub use status::{PROMETHEUS_VERSION, StatusInfo};
 
 /// Parses a series selector (`up{job="x"}`) into matchers, with the API's messages.
@@ -89,6 +91,8 @@ pub struct ApiShared {
     /// Asks the application to reload its configuration (`POST /-/reload`); the
     /// answer says whether the new configuration was applied.
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    /// Long-lived tasks that are down (waiting to be restarted): `/-/ready` says so.
+    pub tasks: Arc<crate::supervise::TaskHealth>,
 }
 
 /// A reload request and where its outcome goes.
@@ -135,12 +139,24 @@ async fn healthy() -> impl IntoResponse {
     (StatusCode::OK, "ODIN is Healthy.\n")
 }
 
+/// 200 once storage is open and while every supervised task runs; otherwise 503,
+/// naming the tasks that are down and why.
 async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
-    if s.backends.get().is_some() {
-        (StatusCode::OK, "ODIN is Ready.\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+    if s.backends.get().is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable\n".to_string(),
+        );
     }
+    let down = s.tasks.down();
+    if down.is_empty() {
+        return (StatusCode::OK, "ODIN is Ready.\n".to_string());
+    }
+    let mut body = String::from("Service Unavailable: tasks down\n");
+    for (task, reason) in down {
+        body.push_str(&format!("{task}: {reason}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 async fn quit(State(s): State<ApiState>) -> impl IntoResponse {

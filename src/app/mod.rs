@@ -27,6 +27,7 @@ use crate::remote::WriteLimits;
 use crate::scrape::ScrapeManager;
 use crate::shipper::{ClientTuning, Shipper, ShipperMetrics, ShipperOptions};
 use crate::storeapi::{StoreApi, StoreApiMetrics, StoreApiOptions, StoreBackends};
+use crate::supervise::{Supervisor, TaskHealth, TaskMetrics, run_guarded};
 use crate::tsdb::{Db, DbOptions, TsdbMetrics};
 use sources::Sources;
 
@@ -42,6 +43,8 @@ pub struct RunOptions {
     pub db: DbOptions,
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
+    /// The HTTP listener's connection limit and timeouts.
+    pub serve: api::ServeOptions,
     /// How often maintenance (head cut, compaction, retention) runs when nothing
     /// triggers it earlier.
     pub maintenance_interval: Duration,
@@ -69,7 +72,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let tsdb_metrics = TsdbMetrics::new(&mut registry);
     let http_metrics = HttpMetrics::new(&mut registry);
     let query_metrics = QueryMetrics::new(&mut registry, opts.query_max_concurrency);
-    let scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
+    let task_metrics = TaskMetrics::new(&mut registry);
+    let mut scrape_metrics = crate::scrape::metrics::ScrapeMetrics::new(&mut registry);
+    scrape_metrics.tasks = task_metrics.clone();
     let storeapi_metrics = StoreApiMetrics::new(&mut registry);
     let shipper_metrics = opts
         .object_store
@@ -82,6 +87,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
+    let task_health = Arc::new(TaskHealth::default());
+    let supervisor = Supervisor::new(task_metrics, task_health.clone(), shutdown.clone());
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let backends: Arc<OnceLock<Backends>> = Arc::new(OnceLock::new());
     let write_limits = WriteLimits::default();
@@ -105,11 +112,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
-            config_yaml: parking_lot::RwLock::new(opts.config_yaml.clone()),
+            config_yaml: parking_lot::RwLock::new(shown_config(&opts.config_yaml)),
             storage_retention: retention_text(&opts.db),
             flags: opts.flag_values.clone(),
         }),
         reload: Some(reload_tx),
+        tasks: task_health,
     });
     let status = state.status.clone();
 
@@ -119,11 +127,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", opts.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "http server listening");
+    // Without its HTTP server the appliance cannot go on: a failure stops it.
     let server_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-            .await
+    let serve_opts = opts.serve;
+    let mut serving = Some((listener, api::router(state)));
+    let server = supervisor.spawn_critical("http_server", move || {
+        let serving = serving.take();
+        let stop = server_shutdown.clone();
+        async move {
+            let (listener, router) = serving.ok_or("the listener is gone")?;
+            api::serve(listener, router, serve_opts, stop)
+                .await
+                .map_err(|e| e.to_string())
+        }
     });
 
     // The StoreAPI starts with the HTTP server and answers `Unavailable` until
@@ -142,11 +158,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 storeapi_metrics.clone(),
                 shutdown.clone(),
             );
-            Some(tokio::spawn(crate::storeapi::serve(
-                listener,
-                api,
-                shutdown.clone(),
-            )))
+            let grpc_shutdown = shutdown.clone();
+            let mut serving = Some((listener, api));
+            Some(supervisor.spawn_critical("grpc_server", move || {
+                let serving = serving.take();
+                let stop = grpc_shutdown.clone();
+                async move {
+                    let (listener, api) = serving.ok_or("the listener is gone")?;
+                    crate::storeapi::serve(listener, api, stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }))
         }
         None => None,
     };
@@ -198,7 +221,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // With a bucket, queries (PromQL, series and labels, remote read) read the
     // blocks that live only there too; the StoreAPI stays local (see
     // `bucketstore`'s docs: Thanos reads the bucket through its own store gateway).
-    let bucket_sync = bucket.as_ref().map(|b| b.spawn(shutdown.clone()));
+    let bucket_sync = bucket.as_ref().map(|b| b.spawn(&supervisor));
     let (queryable, chunks): (
         Arc<dyn crate::storage::Queryable>,
         Arc<dyn crate::storage::ChunkQueryable>,
@@ -224,19 +247,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         queryable: Arc::new(db.clone()),
         chunks: Arc::new(db.clone()),
     });
-    let reloader = tokio::spawn(reload_loop(
-        opts.config_file.clone(),
-        sources,
-        manager.clone(),
-        status,
-        reload_rx,
-        shutdown.clone(),
-    ));
+    let reloading = Arc::new(tokio::sync::Mutex::new((sources, reload_rx)));
+    let config_file = opts.config_file.clone();
+    let (reload_manager, reload_shutdown) = (manager.clone(), shutdown.clone());
+    let reloader = supervisor.spawn("reload", move || {
+        reload_loop(
+            config_file.clone(),
+            reloading.clone(),
+            reload_manager.clone(),
+            status.clone(),
+            reload_shutdown.clone(),
+        )
+    });
 
-    let maintenance = spawn_maintenance(db.clone(), opts.maintenance_interval);
-    let shipping = shipper
-        .as_ref()
-        .map(|s| s.spawn(db.clone(), shutdown.clone()));
+    let maintenance = spawn_maintenance(
+        db.clone(),
+        opts.maintenance_interval,
+        supervisor.metrics().clone(),
+    );
+    let shipping = shipper.as_ref().map(|s| s.spawn(db.clone(), &supervisor));
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
@@ -245,17 +274,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     manager.stop().await;
     // In-flight requests (and their commits) finish before the server task ends.
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
-        Err(e) => tracing::error!(error = %e, "http server task failed"),
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "http server task failed");
     }
     if let Some(grpc) = grpc {
         // In-flight streams see the cancellation and end with `Unavailable`; a client
         // that stops reading does not hold the shutdown up for long.
         match tokio::time::timeout(GRPC_DRAIN_TIMEOUT, grpc).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "grpc server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "grpc server task failed"),
             Err(_) => tracing::warn!("grpc server did not drain in time; closing anyway"),
         }
@@ -278,6 +304,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if maintenance.join().is_err() {
         tracing::error!("maintenance thread panicked");
     }
+    if let Some(fatal) = supervisor.fatal_error() {
+        tracing::error!(error = %fatal, "shutdown complete after a critical failure");
+        anyhow::bail!("{fatal}");
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }
@@ -293,14 +323,18 @@ fn config_dir(config_file: Option<&std::path::Path>) -> PathBuf {
 /// Reloads the configuration on SIGHUP and on `POST /-/reload`. A configuration
 /// that does not load leaves the running one in place, and the error goes to the
 /// log and to the caller.
+///
+/// Its state lives behind a mutex so that the supervisor can start the loop again
+/// after a panic with the same sources and request channel.
 async fn reload_loop(
     config_file: Option<PathBuf>,
-    mut sources: Sources,
+    state: Arc<tokio::sync::Mutex<(Sources, tokio::sync::mpsc::Receiver<ReloadRequest>)>>,
     manager: Arc<ScrapeManager>,
     status: Arc<StatusInfo>,
-    mut requests: tokio::sync::mpsc::Receiver<ReloadRequest>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
+    let mut state = state.lock().await;
+    let (sources, requests) = &mut *state;
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -311,10 +345,10 @@ async fn reload_loop(
     };
     loop {
         let reply = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             r = requests.recv() => match r {
                 Some(reply) => Some(reply),
-                None => return,
+                None => return Ok(()),
             },
             Some(()) = async {
                 match hangup.as_mut() {
@@ -323,7 +357,7 @@ async fn reload_loop(
                 }
             } => None,
         };
-        let outcome = reload(config_file.as_deref(), &mut sources, &manager, &status).await;
+        let outcome = reload(config_file.as_deref(), sources, &manager, &status).await;
         match &outcome {
             Ok(()) => tracing::info!("completed loading of configuration file"),
             Err(e) => {
@@ -355,8 +389,16 @@ async fn reload(
     manager
         .apply(sources.jobs(&config), config_dir(Some(path)))
         .await;
-    *status.config_yaml.write() = text;
+    *status.config_yaml.write() = shown_config(&text);
     Ok(())
+}
+
+/// The configuration as `/api/v1/status/config` shows it: secrets as `<secret>`.
+fn shown_config(text: &str) -> String {
+    crate::config::redact_config_text(text).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the configuration is not shown at /api/v1/status/config");
+        String::new()
+    })
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.
@@ -380,15 +422,24 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
 }
 
 /// Head cuts, compaction and retention run on their own thread (they are blocking
-/// disk work), woken when the head becomes compactable or every `interval`.
-fn spawn_maintenance(db: Db, interval: Duration) -> std::thread::JoinHandle<()> {
+/// disk work), woken when the head becomes compactable or every `interval`. A round
+/// that panics is counted as a failure of the `maintenance` task and the thread
+/// goes on with the next round (a failed round leaves the database as it was:
+/// blocks are written under temporary names and swapped in whole).
+fn spawn_maintenance(
+    db: Db,
+    interval: Duration,
+    tasks: TaskMetrics,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("odin-maintenance".into())
         .spawn(move || {
             loop {
-                if let Err(e) = db.compact() {
-                    tracing::error!(error = %e, "compaction failed");
-                }
+                run_guarded("maintenance", &tasks, || {
+                    if let Err(e) = db.compact() {
+                        tracing::error!(error = %e, "compaction failed");
+                    }
+                });
                 if !db.wait_for_maintenance(interval) {
                     break;
                 }

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shipper::bucket::read_block;
 use crate::shipper::thanos::thanos_of;
+use crate::supervise::Supervisor;
 
 /// Marker the Thanos compactor puts in a block it has replaced.
 const DELETION_MARK: &str = "deletion-mark.json";
@@ -208,26 +209,36 @@ impl BucketStore {
         Ok(summary)
     }
 
-    /// Syncs now and then every `sync_interval` until `shutdown`.
-    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Syncs now and then every `sync_interval` until `supervisor` shuts down; a
+    /// loop that panics is counted and started again.
+    pub fn spawn(self: &Arc<Self>, supervisor: &Supervisor) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match store.sync().await {
-                    Ok(s) => tracing::debug!(
-                        blocks = s.blocks,
-                        opened = s.opened,
-                        dropped = s.dropped,
-                        skipped = s.skipped,
-                        "bucket store synced"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "bucket store sync failed"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(store.opts.sync_interval) => {}
-                }
+        let shutdown = supervisor.shutdown().clone();
+        supervisor.spawn("bucket_sync", move || {
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            async move {
+                store.sync_until(shutdown).await;
+                Ok(())
             }
         })
+    }
+
+    async fn sync_until(&self, shutdown: CancellationToken) {
+        loop {
+            match self.sync().await {
+                Ok(s) => tracing::debug!(
+                    blocks = s.blocks,
+                    opened = s.opened,
+                    dropped = s.dropped,
+                    skipped = s.skipped,
+                    "bucket store synced"
+                ),
+                Err(e) => tracing::warn!(error = %e, "bucket store sync failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.opts.sync_interval) => {}
+            }
+        }
     }
 }

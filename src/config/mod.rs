@@ -9,6 +9,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::model::{parse_bytes, parse_duration_ms};
 
+mod redact;
+pub use redact::{SECRET, redact_config_text};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("read {path}: {source}")]

@@ -5,12 +5,14 @@
 
 mod labels;
 mod matcher;
+mod secret;
 mod time;
 
 pub use labels::{
     Label, Labels, LabelsBuilder, METRIC_NAME, hash_label_pairs, is_valid_label_name,
 };
 pub use matcher::{MatchType, Matcher, MatcherError};
+pub use secret::Secret;
 pub use time::{format_duration_ms, parse_bytes, parse_duration_ms, parse_time_ms};
 
 /// The bit pattern Prometheus writes as a staleness marker. It is a NaN, so it must be

@@ -130,7 +130,7 @@ pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
     headers.insert(ACCEPT, HeaderValue::from_static(SCRAPE_ACCEPT_HEADER));
     if let Some(basic) = &cfg.basic_auth {
         let password = match (&basic.password, &basic.password_file) {
-            (Some(p), _) => p.0.clone(),
+            (Some(p), _) => p.expose().to_string(),
             (None, Some(f)) => read_secret(f, job, "basic_auth.password_file")?,
             (None, None) => String::new(),
         };
@@ -138,7 +138,7 @@ pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
         headers.insert(AUTHORIZATION, header_value(&format!("Basic {token}"), job)?);
     } else if let Some(auth) = cfg.effective_authorization() {
         let credentials = match (&auth.credentials, &auth.credentials_file) {
-            (Some(c), _) => c.0.clone(),
+            (Some(c), _) => c.expose().to_string(),
             (None, Some(f)) => read_secret(f, job, "authorization.credentials_file")?,
             (None, None) => String::new(),
         };

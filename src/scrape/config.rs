@@ -7,7 +7,6 @@
 //! instead of as an unknown field; keys Prometheus does not know are unknown fields.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
@@ -28,16 +27,7 @@ pub const DEFAULT_SCRAPE_TIMEOUT_MS: i64 = 10_000;
 /// Default `file_sd_configs[].refresh_interval` (5m).
 pub const DEFAULT_FILE_SD_REFRESH_MS: i64 = 300_000;
 
-/// A password or token: kept out of `Debug` output, as Prometheus shows `<secret>`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
+pub use crate::model::Secret;
 
 /// `scheme:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
+
+use crate::supervise::Supervisor;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::Labels;
@@ -155,7 +157,11 @@ impl ScrapeManager {
             }
             let cancel = CancellationToken::new();
             let stale_on_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let task = tokio::spawn(run_pool(
+            // A pool that panics drops its loops (which ends them) and starts again,
+            // re-creating them from discovery.
+            let supervisor =
+                Supervisor::new(self.metrics.tasks.clone(), Arc::default(), cancel.clone());
+            let (pool_job, appendable, metrics, dir, status, token, stale) = (
                 job.clone(),
                 self.appendable.clone(),
                 self.metrics.clone(),
@@ -163,7 +169,22 @@ impl ScrapeManager {
                 self.status.clone(),
                 cancel.clone(),
                 stale_on_stop.clone(),
-            ));
+            );
+            let task = supervisor.spawn("scrape_pool", move || {
+                let pool = run_pool(
+                    pool_job.clone(),
+                    appendable.clone(),
+                    metrics.clone(),
+                    dir.clone(),
+                    status.clone(),
+                    token.clone(),
+                    stale.clone(),
+                );
+                async move {
+                    pool.await;
+                    Ok(())
+                }
+            });
             pools.insert(
                 name,
                 RunningPool {
@@ -472,7 +493,7 @@ async fn sync_targets(
     for (key, (spec, mut active)) in wanted {
         let handle = match loops.remove(&key) {
             Some(existing) => existing,
-            None => LoopHandle::start(spec, appendable.clone()),
+            None => LoopHandle::start(spec, appendable.clone(), &metrics.tasks),
         };
         active.health = handle.health.clone();
         active.metadata = handle.metadata.clone();

@@ -15,6 +15,9 @@ pub struct ScrapeMetrics {
     samples: Family<Labels, Counter>,
     /// Targets by job and state (`active`, `dropped`).
     targets: Family<Labels, Gauge>,
+    /// Where a scrape loop or a job's pool that panicked is counted
+    /// (`odin_task_failures_total{task}`, registered by the application).
+    pub tasks: crate::supervise::TaskMetrics,
 }
 
 impl ScrapeMetrics {

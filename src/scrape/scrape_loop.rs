@@ -18,6 +18,7 @@ use crate::scrape::client::Fetcher;
 use crate::scrape::metrics::ScrapeMetrics;
 use crate::scrape::relabel::RelabelConfig;
 use crate::storage::{Appendable, CommitFuture};
+use crate::supervise::{Supervisor, TaskMetrics};
 
 /// What a loop needs to know about its target and job.
 pub struct LoopSpec {
@@ -79,29 +80,49 @@ pub struct LoopHandle {
     /// Whether stopping writes stale markers (a target that went away) or not (a
     /// reload that restarts the loop, or shutdown).
     stale_on_stop: Arc<std::sync::atomic::AtomicBool>,
-    join: JoinHandle<()>,
+    join: Option<JoinHandle<()>>,
     pub health: Arc<Mutex<TargetHealth>>,
     pub metadata: Arc<Mutex<HashMap<String, Metadata>>>,
 }
 
 impl LoopHandle {
-    pub fn start(spec: LoopSpec, appendable: Arc<dyn Appendable>) -> Self {
+    /// Starts the loop. A loop that panics is counted in `tasks` and started again
+    /// after a back-off (its target's health says so meanwhile).
+    pub fn start(spec: LoopSpec, appendable: Arc<dyn Appendable>, tasks: &TaskMetrics) -> Self {
         let cancel = CancellationToken::new();
         let stale_on_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let health = Arc::new(Mutex::new(TargetHealth::default()));
         let metadata = Arc::new(Mutex::new(HashMap::new()));
-        let join = tokio::spawn(run(
-            Arc::new(spec),
-            appendable,
+        let spec = Arc::new(spec);
+        let supervisor = Supervisor::new(tasks.clone(), Arc::default(), cancel.clone());
+        let (token, stale, h, m) = (
             cancel.clone(),
             stale_on_stop.clone(),
             health.clone(),
             metadata.clone(),
-        ));
+        );
+        let join = supervisor.spawn("scrape_loop", move || {
+            let run = run(
+                spec.clone(),
+                appendable.clone(),
+                token.clone(),
+                stale.clone(),
+                h.clone(),
+                m.clone(),
+            );
+            let h = h.clone();
+            async move {
+                // What the target page shows until the restarted loop scrapes again.
+                let mut guard = PanicNote(Some(h));
+                run.await;
+                guard.0 = None;
+                Ok(())
+            }
+        });
         Self {
             cancel,
             stale_on_stop,
-            join,
+            join: Some(join),
             health,
             metadata,
         }
@@ -109,13 +130,39 @@ impl LoopHandle {
 
     /// Stops the loop; with `mark_stale`, its series get stale markers. Returns once
     /// the loop has finished (its last commit included).
-    pub async fn stop(self, mark_stale: bool) {
+    pub async fn stop(mut self, mark_stale: bool) {
         self.stale_on_stop
             .store(mark_stale, std::sync::atomic::Ordering::Release);
         self.cancel.cancel();
-        if let Err(e) = self.join.await {
+        if let Some(join) = self.join.take()
+            && let Err(e) = join.await
+        {
             tracing::error!(error = %e, "scrape loop task failed");
         }
+    }
+}
+
+/// Sets the target's last error if the loop unwinds (a panic), so the targets page
+/// says why it stopped while the supervisor restarts it.
+struct PanicNote(Option<Arc<Mutex<TargetHealth>>>);
+
+impl Drop for PanicNote {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take()
+            && std::thread::panicking()
+        {
+            let mut h = h.lock();
+            h.health = Health::Down;
+            h.last_error = "scrape loop panicked; restarting it".to_string();
+        }
+    }
+}
+
+impl Drop for LoopHandle {
+    /// A handle dropped without [`stop`](LoopHandle::stop) (its pool task panicked)
+    /// still ends its loop, so a restarted pool never scrapes a target twice.
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

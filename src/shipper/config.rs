@@ -29,6 +29,7 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use serde::Deserialize;
 
+use crate::model::Secret;
 use crate::shipper::error::{Result, ShipperError};
 
 /// `storage.object_store` / the `--objstore.config-file` contents. The `type` is
@@ -70,10 +71,10 @@ pub struct S3Config {
     pub access_key: String,
     /// Default: `AWS_SECRET_ACCESS_KEY`.
     #[serde(default)]
-    pub secret_key: String,
+    pub secret_key: Secret,
     /// Default: `AWS_SESSION_TOKEN`.
     #[serde(default)]
-    pub session_token: String,
+    pub session_token: Secret,
     /// Plain http instead of https.
     #[serde(default)]
     pub insecure: bool,
@@ -227,10 +228,10 @@ fn build_s3(s: &S3Config, tuning: ClientTuning) -> Result<object_store::aws::Ama
     if !s.access_key.is_empty() {
         b = b
             .with_access_key_id(&s.access_key)
-            .with_secret_access_key(&s.secret_key);
+            .with_secret_access_key(s.secret_key.expose());
     }
     if !s.session_token.is_empty() {
-        b = b.with_token(&s.session_token);
+        b = b.with_token(s.session_token.expose());
     }
     let (endpoint, virtual_hosted) = s3_endpoint(s);
     if let Some(url) = &endpoint {

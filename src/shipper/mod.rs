@@ -48,7 +48,7 @@ use std::time::Duration;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ClientTuning, ObjectStoreConfig};
@@ -56,6 +56,7 @@ pub use error::{Result, ShipperError};
 pub use metrics::ShipperMetrics;
 pub use state::ShipperState;
 
+use crate::supervise::Supervisor;
 use crate::tsdb::block::BlockMeta;
 use crate::tsdb::block::meta::{META_FILENAME, encode_meta};
 use crate::tsdb::{Db, ShipTracker, ShippingHook};
@@ -161,12 +162,20 @@ impl Shipper {
         ShippingHook(self.inner.clone())
     }
 
-    /// Runs the upload loop until `shutdown`. An upload in flight at shutdown is
+    /// Runs the upload loop under `supervisor` until it shuts down: a loop that
+    /// panics is counted and started again. An upload in flight at shutdown is
     /// abandoned; its block has no meta.json in the bucket and goes up again at the
     /// next start.
-    pub fn spawn(&self, db: Db, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(&self, db: Db, supervisor: &Supervisor) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move { this.run(db, shutdown).await })
+        let shutdown = supervisor.shutdown().clone();
+        supervisor.spawn("shipper", move || {
+            let (this, db, shutdown) = (this.clone(), db.clone(), shutdown.clone());
+            async move {
+                this.run(db, shutdown).await;
+                Ok(())
+            }
+        })
     }
 
     async fn run(&self, db: Db, shutdown: CancellationToken) {
@@ -332,21 +341,60 @@ fn stage(src: &Path, staging: &Path) -> Result<(Vec<thanos::ThanosFile>, PathBuf
     Ok((files, staging.to_path_buf()))
 }
 
-/// Streams one file to the store (a single PUT when small, multipart above 16 MiB).
+/// Files up to this size go up in one PUT; larger ones as a multipart upload in
+/// parts of this size.
+const PART_BYTES: usize = 16 << 20;
+
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Streams one file to the store: a single PUT when small, a multipart upload
+/// above [`PART_BYTES`]. Any failure (the file, or the store refusing a part or the
+/// completion) is an error for this attempt, and a multipart upload that failed is
+/// aborted so the bucket keeps no parts. Written against `put_multipart` directly:
+/// object_store's `BufWriter` panics when aborted after a failed shutdown, which
+/// ended the whole shipper task on the first refused PUT.
 async fn upload_file(store: Arc<dyn ObjectStore>, from: &Path, to: ObjectPath) -> Result<()> {
-    let mut file = tokio::fs::File::open(from)
+    let io = |e: std::io::Error| ShipperError::io(format!("read {}", from.display()), e);
+    let mut file = tokio::fs::File::open(from).await.map_err(io)?;
+    let len = file.metadata().await.map_err(io)?.len();
+    if len <= PART_BYTES as u64 {
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf).await.map_err(io)?;
+        store
+            .put(&to, buf.into())
+            .await
+            .map_err(|e| ShipperError::store(format!("upload {to}"), e))?;
+        return Ok(());
+    }
+    let upload = store
+        .put_multipart(&to)
         .await
-        .map_err(|e| ShipperError::io(format!("open {}", from.display()), e))?;
-    let mut w = object_store::buffered::BufWriter::with_capacity(store, to.clone(), 16 << 20);
-    let copied = async {
-        tokio::io::copy(&mut file, &mut w).await?;
-        w.shutdown().await
+        .map_err(|e| ShipperError::store(format!("start multipart upload {to}"), e))?;
+    let mut parts = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = parts.abort().await;
+                return Err(io(e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = parts.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            let _ = parts.abort().await;
+            return Err(ShipperError::store(format!("upload {to}"), e));
+        }
+        parts.write(buf.get(..n).unwrap_or_default());
     }
-    .await;
-    if let Err(e) = copied {
-        let _ = w.abort().await;
-        return Err(ShipperError::io(format!("upload {to}"), e));
-    }
+    // `finish` aborts the upload itself when a part or the completion fails.
+    parts
+        .finish()
+        .await
+        .map_err(|e| ShipperError::store(format!("upload {to}"), e))?;
     Ok(())
 }
 
@@ -421,7 +469,8 @@ mod tests {
         std::fs::write(&bucket, b"not a directory").unwrap();
         let db = db_with_blocks(&data, &s);
         let stop = CancellationToken::new();
-        let task = s.spawn(db.clone(), stop.clone());
+        let supervisor = Supervisor::new(Default::default(), Default::default(), stop.clone());
+        let task = s.spawn(db.clone(), &supervisor);
         let m = s.inner.metrics.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while m.upload_failures.get() < 3 {

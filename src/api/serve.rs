@@ -1,0 +1,195 @@
+//! The HTTP listener: accepts connections and serves the router on each, with the
+//! bounds a server facing any client needs, which `axum::serve` does not offer:
+//!
+//! * at most `--web.max-connections` connections at once (Prometheus's flag and
+//!   default, 512): past it, new connections wait in the kernel's backlog, as
+//!   Prometheus's limited listener makes them wait;
+//! * a request's header must arrive within `--web.read-header-timeout`, which is
+//!   also how long an idle keep-alive connection stays open (hyper's header timer
+//!   runs while it waits for the next request): a client that sends half a header
+//!   and stops holds nothing for long;
+//! * a request's body must arrive within `--web.read-timeout` of its header
+//!   (Prometheus's flag and default, 5m) — a deadline for the whole body, not per
+//!   read, so dripping one byte at a time does not keep it alive;
+//! * on shutdown the listener closes, requests in flight get
+//!   [`ServeOptions::drain_timeout`] to finish, and connections still open after it
+//!   are dropped, so SIGTERM ends within its grace period whatever is running.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use bytes::Bytes;
+use http_body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+/// The HTTP listener's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// `--web.max-connections`: connections served at once.
+    pub max_connections: usize,
+    /// `--web.read-header-timeout`: time for a request's header to arrive, and for
+    /// an idle connection to send its next request.
+    pub read_header_timeout: Duration,
+    /// `--web.read-timeout`: time for a request's whole body to arrive.
+    pub read_timeout: Duration,
+    /// How long shutdown waits for requests in flight before dropping connections.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            read_header_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, then drains (see the module
+/// documentation). Fails only if the listener itself fails for good.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.read_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(opts.read_header_timeout))
+        .keep_alive_timeout(opts.read_header_timeout);
+    let read_timeout = opts.read_timeout;
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: Request, next: axum::middleware::Next| {
+            let req = req.map(|body| Body::new(DeadlineBody::new(body, read_timeout)));
+            next.run(req)
+        },
+    ));
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((stream, _)) => stream,
+                Err(e) if is_per_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin,
+                    // as Go's net/http does.
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_bytes = opts.read_header_timeout;
+        tokio::spawn(async move {
+            // The protocol is told from the first bytes, before hyper's header timer
+            // runs: a client that connects and sends nothing is bounded here.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_bytes, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                drop(slot);
+                return;
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            // Errors here are the client's (reset, timeout, bad request): hyper has
+            // answered what could be answered.
+            let _ = watcher.watch(conn).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.drain_timeout) => {
+            tracing::warn!(drain_timeout_ms = opts.drain_timeout.as_millis() as u64,
+                "http connections still open after the drain timeout; closing them");
+        }
+    }
+    Ok(())
+}
+
+/// Errors that concern one connection only (it was reset before it was accepted).
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// A request body that fails once its deadline passes, however the bytes trickle.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Body, limit: Duration) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within the read timeout")]
+struct BodyTimeout;
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
