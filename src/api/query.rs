@@ -707,6 +707,34 @@ fn write_json_str(out: &mut String, s: &str) {
 mod tests {
     use super::*;
 
+    /// Issue 14: a stored metric name with a newline injected a line of its own
+    /// (`injected_metric{job="victim"} 12345`) into `/federate`. Such series are left
+    /// out, as are invalid label names; label values are escaped.
+    #[test]
+    fn federation_never_writes_an_injected_line() {
+        let mut samples = BTreeMap::new();
+        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
+        samples.insert(
+            l(&[
+                ("__name__", "up\ninjected_metric{job=\"victim\"} 12345\nup"),
+                ("job", "x"),
+            ]),
+            (1000, 1.0),
+        );
+        samples.insert(l(&[("__name__", "ok"), ("bad\nname", "v")]), (1000, 2.0));
+        samples.insert(l(&[("__name__", "ok"), ("a b", "v")]), (1000, 2.0));
+        samples.insert(l(&[("__name__", "")]), (1000, 2.0));
+        samples.insert(l(&[("__name__", "ok"), ("v", "a\n\"b\"\\c")]), (2000, 1e6));
+        samples.insert(l(&[("__name__", "only:bad\n")]), (1000, 3.0));
+        let text = federation_text(&samples);
+        assert_eq!(
+            text,
+            "# TYPE ok untyped\nok{v=\"a\\n\\\"b\\\"\\\\c\"} 1e+06 2000\n"
+        );
+        assert!(!text.contains("injected_metric"), "{text}");
+        assert!(!text.contains("only"), "{text}");
+    }
+
     #[test]
     fn timestamps_are_written_as_prometheus_does() {
         let mut s = String::new();

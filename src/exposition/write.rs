@@ -151,6 +151,23 @@ mod tests {
             .collect()
     }
 
+    /// A name the format cannot carry is never written (a newline would start a
+    /// line of its own); its samples are left out and counted.
+    #[test]
+    fn invalid_names_are_left_out_not_written() {
+        let mut bad = MetricFamily::new("a\nb 1", MetricType::Gauge, "");
+        bad.push(vec![], 1.0);
+        let mut mixed = MetricFamily::new("good", MetricType::Gauge, "");
+        mixed
+            .push(labels(&[("x\ny", "1")]), 1.0)
+            .push(labels(&[("x", "1\n2")]), 2.0);
+        let mut out = String::new();
+        assert_eq!(write_text(&mut out, &[bad, mixed]), 2);
+        assert_eq!(out, "# TYPE good gauge\ngood{x=\"1\\n2\"} 2\n");
+        assert!(is_valid_metric_name("a:b_c9") && !is_valid_metric_name("9a"));
+        assert!(!is_valid_metric_name("") && !is_valid_metric_name("a-b"));
+    }
+
     #[test]
     fn writes_help_type_and_samples() {
         let mut cpu = MetricFamily::new(

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod fixtures;
 mod grafana;
+mod hardening_query;
 mod lifecycle;
 mod node_exporter;
 mod prometheus_compat;
