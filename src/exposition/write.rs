@@ -119,6 +119,15 @@ pub fn to_text(families: &[MetricFamily]) -> String {
     out
 }
 
+/// A label value escaped for the text format, for writers that do not escape
+/// themselves: prometheus-client 0.24 writes label values as given, so ODIN's own
+/// `/metrics` escapes a value that comes from outside (a job name) with this.
+pub fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    push_escaped(&mut out, v, true);
+    out
+}
+
 /// Escapes `\` and newline (help texts), and `"` too for label values.
 fn push_escaped(out: &mut String, s: &str, quote: bool) {
     let needs = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
