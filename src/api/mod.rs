@@ -3,6 +3,7 @@
 //! traits; errors meet HTTP in [`response`].
 
 mod admin;
+mod bounded;
 mod metrics;
 mod query;
 mod remote;

@@ -3,9 +3,6 @@
 //! `/federate` — GET and form POST alike, answers shaped exactly as Prometheus's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,9 +14,10 @@ use axum::routing::get;
 use super::ApiState;
 use super::admin::{form_params, param, parse_selector, time_param};
 use super::response::{ApiError, ErrorType, success};
-use crate::model::{Labels, Matcher, parse_duration_ms};
-use crate::promql::value::format_float;
-use crate::promql::{CancelFlag, CancelOnDrop, QueryError, Value};
+use crate::model::{Labels, MAX_TIME_MS, MIN_TIME_MS, Matcher, parse_api_duration_ms};
+use crate::promql::{CancelFlag, QueryError, Value};
+
+use super::bounded::{RequestLimits, run_bounded};
 use crate::storage::{Queryable, SelectHints, Warnings};
 
 /// Points a range query may return per series, as Prometheus.
@@ -49,25 +47,15 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A duration parameter: float seconds or a Prometheus duration (`5m`).
+/// A duration parameter: float seconds or a Prometheus duration (`5m`), within
+/// Prometheus's bounds (see [`parse_api_duration_ms`]).
 fn duration_param(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
     let Some(v) = param(params, name).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    if let Ok(secs) = v.parse::<f64>() {
-        let ms = (secs * 1000.0).round();
-        if !ms.is_finite() || ms >= i64::MAX as f64 || ms <= i64::MIN as f64 {
-            return Err(ApiError::bad_data(format!(
-                "invalid parameter {name:?}: cannot parse {v:?} to a valid duration. It overflows int64"
-            )));
-        }
-        return Ok(Some(ms as i64));
-    }
-    parse_duration_ms(v).map(Some).map_err(|_| {
-        ApiError::bad_data(format!(
-            "invalid parameter {name:?}: cannot parse {v:?} to a valid duration"
-        ))
-    })
+    parse_api_duration_ms(v)
+        .map(Some)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter {name:?}: {e}")))
 }
 
 fn matchers_param(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
@@ -103,12 +91,8 @@ impl From<QueryError> for ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorType::Internal, e.to_string())
-}
-
-/// Runs `query` through `f` under the concurrency limit. If the client goes away,
-/// this future is dropped, and the guard cancels the evaluation.
+/// Runs `query` through `f` as a query path (see [`run_bounded`]): the engine's
+/// deadline is the request's, and the client going away cancels the evaluation.
 ///
 /// Returns the value and the storage's warnings (a bucket that could not be read),
 /// which go into the response's `warnings`.
@@ -129,77 +113,26 @@ where
         + Send
         + 'static,
 {
-    let backends = s.backends()?;
-    let queryable = backends.queryable.clone();
+    let queryable = s.backends()?.queryable.clone();
     let engine = s.engine.clone();
-    let _permit = s
-        .query_permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(internal)?;
-    let flag = CancelFlag::default();
-    let guard = CancelOnDrop(flag.clone());
-    let engine = match timeout {
-        Some(ms) if ms > 0 && Duration::from_millis(ms as u64) < engine.options().timeout => {
-            let mut o = engine.options().clone();
-            o.timeout = Duration::from_millis(ms as u64);
-            Arc::new(crate::promql::Engine::new(o))
-        }
-        _ => engine,
-    };
-    let warnings = Warnings::default();
-    let collected = warnings.clone();
-    let metrics = s.query_metrics.clone();
-    let result = on_query_stack(query, move |query| {
-        let _evaluating = metrics.evaluating();
-        f(query, queryable.as_ref(), &engine, &flag, &collected)
+    let text = query.clone();
+    run_bounded(s, timeout, Some(&query), move |limits| {
+        // The engine's own deadline is the request's, which began before the wait
+        // for a permit.
+        let mut o = engine.options().clone();
+        o.timeout = limits.remaining();
+        let engine = crate::promql::Engine::new(o);
+        let warnings = Warnings::default();
+        let value = f(
+            &text,
+            queryable.as_ref(),
+            &engine,
+            &limits.cancel,
+            &warnings,
+        )?;
+        Ok((value, warnings.to_vec()))
     })
-    .await?;
-    drop(guard);
-    Ok((result?, warnings.to_vec()))
-}
-
-/// Runs `f`, which parses and may evaluate `query`, off the async scheduler, on a
-/// stack deep enough for it. A shallow query (nearly all are: see
-/// [`crate::promql::SHALLOW_NESTING`]) runs on tokio's blocking pool, whose threads
-/// are kept between calls and have the runtime's stack size; a deeper one gets a
-/// thread of its own. Starting a thread with a large stack for every query cost
-/// about 0.1 ms, more than a one-series query takes.
-///
-/// Either way this task only waits, so when the client goes away the waiting future
-/// is dropped and the caller's [`CancelOnDrop`] stops the evaluation.
-async fn on_query_stack<T, F>(query: String, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&str) -> T + Send + 'static,
-{
-    if crate::promql::is_shallow(&query) {
-        tokio::task::spawn_blocking(move || f(&query))
-            .await
-            .map_err(internal)
-    } else {
-        on_query_thread(move || f(&query)).await
-    }
-}
-
-/// Runs `f` on a thread of its own with [`crate::promql::QUERY_STACK_BYTES`] of stack:
-/// parsing and evaluation recurse once per level of the query, deeper than the
-/// runtime's threads allow for a query that is not shallow.
-async fn on_query_thread<T, F>(f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("odin-query".into())
-        .stack_size(crate::promql::QUERY_STACK_BYTES)
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .map_err(internal)?;
-    rx.await.map_err(internal)
+    .await
 }
 
 async fn query(
@@ -261,7 +194,9 @@ async fn query_range(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS_PER_SERIES {
+    // Times lie within Prometheus's bounds, whose span overflows an i64.
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS_PER_SERIES)
+    {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -280,39 +215,61 @@ async fn query_range(
 }
 
 async fn format_query(
+    State(s): State<ApiState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
     let text = param(&params, "query").unwrap_or("").to_string();
-    let pretty = on_query_stack(text, |q| crate::promql::parse(q).map(|e| e.prettify())).await?;
-    Ok(success(pretty?))
+    let query = text.clone();
+    let pretty = run_bounded(&s, None, Some(&text), move |limits| {
+        // promql-parser's prettifier is not interruptible and grows faster than
+        // cubically with depth: bounded before it starts.
+        crate::promql::check_prettify_nesting(&query)?;
+        let expr = crate::promql::parse(&query)?;
+        limits.check("query formatting")?;
+        Ok(expr.prettify())
+    })
+    .await?;
+    Ok(success(pretty))
 }
 
-/// Runs `f` with a querier over `[start, end]`, off the async scheduler.
-///
-/// On the multi-thread runtime `f` runs right on this worker, whose other tasks are
-/// handed to another thread meanwhile: a metadata call is mostly short index reads,
-/// and waking a blocking-pool thread and then this task again took most of its
-/// latency. A panic in `f` is an internal error for this request only.
-async fn with_querier<T, F>(s: &ApiState, start: i64, end: i64, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn crate::storage::Querier) -> Result<T, ApiError> + Send + 'static,
-{
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let queryable = s.backends()?.queryable.clone();
-    let run = move || {
-        let q = queryable.querier(start, end)?;
-        f(q.as_ref())
-    };
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)))
-            .map_err(|_| internal("the request's storage read panicked"))?
-    } else {
-        tokio::task::spawn_blocking(run).await.map_err(internal)?
+/// Series, label names or label values of one metadata request, held as they are
+/// collected: each counts against `--query.max-samples`, and the deadline and the
+/// cancellation are checked between series.
+struct Collected<'l, T> {
+    items: BTreeSet<T>,
+    limits: &'l RequestLimits,
+}
+
+impl<'l, T: Ord> Collected<'l, T> {
+    fn new(limits: &'l RequestLimits) -> Self {
+        Self {
+            items: BTreeSet::new(),
+            limits,
+        }
     }
+
+    fn insert(&mut self, item: T) -> Result<(), ApiError> {
+        self.limits.check("series selection")?;
+        self.items.insert(item);
+        self.limits.hold(self.items.len())?;
+        Ok(())
+    }
+
+    fn extend(&mut self, items: impl IntoIterator<Item = T>) -> Result<(), ApiError> {
+        items.into_iter().try_for_each(|i| self.insert(i))
+    }
+}
+
+/// The querier over `[start, end]` of a metadata request's work.
+fn querier(
+    queryable: &dyn Queryable,
+    start: i64,
+    end: i64,
+) -> Result<Box<dyn crate::storage::Querier>, ApiError> {
+    Ok(queryable.querier(start, end)?)
 }
 
 async fn series(
@@ -326,10 +283,12 @@ async fn series(
     if sets.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
-    let start = time_param(&params, "start", i64::MIN)?;
-    let end = time_param(&params, "end", i64::MAX)?;
+    let start = time_param(&params, "start", MIN_TIME_MS)?;
+    let end = time_param(&params, "end", MAX_TIME_MS)?;
     let limit = limit_param(&params)?;
-    let all = with_querier(&s, start, end, move |q| {
+    let queryable = s.backends()?.queryable.clone();
+    let all = run_bounded(&s, None, None, move |limits| {
+        let q = querier(queryable.as_ref(), start, end)?;
         let hints = SelectHints {
             start_ms: start,
             end_ms: end,
@@ -337,13 +296,13 @@ async fn series(
             // Collected into a sorted set.
             sorted: false,
         };
-        let mut all: BTreeSet<Labels> = BTreeSet::new();
+        let mut all = Collected::new(limits);
         for m in &sets {
             for series in q.select(&hints, m)? {
-                all.insert(series?.labels);
+                all.insert(series?.labels)?;
             }
         }
-        Ok(all)
+        Ok(all.items)
     })
     .await?;
     let mut out = String::from(r#"{"status":"success","data":["#);
@@ -365,18 +324,20 @@ async fn labels(
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
     let sets = matchers_param(&params)?;
-    let start = time_param(&params, "start", i64::MIN)?;
-    let end = time_param(&params, "end", i64::MAX)?;
+    let start = time_param(&params, "start", MIN_TIME_MS)?;
+    let end = time_param(&params, "end", MAX_TIME_MS)?;
     let limit = limit_param(&params)?;
-    let names = with_querier(&s, start, end, move |q| {
+    let queryable = s.backends()?.queryable.clone();
+    let names = run_bounded(&s, None, None, move |limits| {
+        let q = querier(queryable.as_ref(), start, end)?;
+        let mut all = Collected::new(limits);
         if sets.is_empty() {
-            return Ok(q.label_names(&[])?);
+            all.extend(q.label_names(&[])?)?;
         }
-        let mut all = BTreeSet::new();
         for m in &sets {
-            all.extend(q.label_names(m)?);
+            all.extend(q.label_names(m)?)?;
         }
-        Ok(all.into_iter().collect())
+        Ok(all.items.into_iter().collect())
     })
     .await?;
     Ok(success(truncate(names, limit)))
@@ -392,18 +353,20 @@ async fn label_values(
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
     let sets = matchers_param(&params)?;
-    let start = time_param(&params, "start", i64::MIN)?;
-    let end = time_param(&params, "end", i64::MAX)?;
+    let start = time_param(&params, "start", MIN_TIME_MS)?;
+    let end = time_param(&params, "end", MAX_TIME_MS)?;
     let limit = limit_param(&params)?;
-    let values = with_querier(&s, start, end, move |q| {
+    let queryable = s.backends()?.queryable.clone();
+    let values = run_bounded(&s, None, None, move |limits| {
+        let q = querier(queryable.as_ref(), start, end)?;
+        let mut all = Collected::new(limits);
         if sets.is_empty() {
-            return Ok(q.label_values(&name, &[])?);
+            all.extend(q.label_values(&name, &[])?)?;
         }
-        let mut all = BTreeSet::new();
         for m in &sets {
-            all.extend(q.label_values(&name, m)?);
+            all.extend(q.label_values(&name, m)?)?;
         }
-        Ok(all.into_iter().collect())
+        Ok(all.items.into_iter().collect())
     })
     .await?;
     Ok(success(truncate(values, limit)))
@@ -418,13 +381,19 @@ fn truncate(mut v: Vec<String>, limit: Option<usize>) -> Vec<String> {
 
 /// ODIN stores no exemplars: the query is checked, and the answer is an empty list.
 async fn query_exemplars(
+    State(s): State<ApiState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
     let text = param(&params, "query").unwrap_or("").to_string();
-    on_query_stack(text, |q| crate::promql::parse(q).map(drop)).await??;
+    let query = text.clone();
+    run_bounded(&s, None, Some(&text), move |_| {
+        crate::promql::parse(&query)?;
+        Ok(())
+    })
+    .await?;
     Ok(success(Vec::<()>::new()))
 }
 
@@ -435,8 +404,10 @@ async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Re
     let sets = matchers_param(&params)?;
     let now = now_ms();
     let lookback = s.engine.options().lookback_delta_ms;
-    let start = now - lookback;
-    let samples = with_querier(&s, start, now, move |q| {
+    let start = now.saturating_sub(lookback);
+    let queryable = s.backends()?.queryable.clone();
+    let body = run_bounded(&s, None, None, move |limits| {
+        let q = querier(queryable.as_ref(), start, now)?;
         let hints = SelectHints {
             start_ms: start,
             end_ms: now,
@@ -447,7 +418,11 @@ async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Re
         let mut out: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
         for m in &sets {
             for series in q.select(&hints, m)? {
+                limits.check("series selection")?;
                 let series = series?;
+                // What this request holds: a sample per series kept, and the
+                // samples of the series at hand.
+                limits.hold(out.len() + series.samples.len())?;
                 if let Some(x) = series
                     .samples
                     .iter()
@@ -459,31 +434,10 @@ async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Re
                 }
             }
         }
-        Ok(out)
+        limits.check("federation")?;
+        Ok(federation_text(&out))
     })
     .await?;
-    // Grouped by metric name, each group under one `# TYPE … untyped` line.
-    let mut by_name: BTreeMap<String, Vec<(Labels, i64, f64)>> = BTreeMap::new();
-    for (labels, (t, v)) in samples {
-        let name = labels.metric_name().unwrap_or("").to_string();
-        by_name.entry(name).or_default().push((labels, t, v));
-    }
-    let mut body = String::new();
-    for (name, series) in by_name {
-        let _ = writeln!(body, "# TYPE {name} untyped");
-        for (labels, t, v) in series {
-            body.push_str(&name);
-            let rest: Vec<String> = labels
-                .iter()
-                .filter(|l| &*l.name != crate::model::METRIC_NAME)
-                .map(|l| format!("{}=\"{}\"", l.name, escape_label_value(&l.value)))
-                .collect();
-            if !rest.is_empty() {
-                let _ = write!(body, "{{{}}}", rest.join(","));
-            }
-            let _ = writeln!(body, " {} {t}", format_float(v));
-        }
-    }
     Ok((
         StatusCode::OK,
         [(
@@ -495,10 +449,48 @@ async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Re
         .into_response())
 }
 
-fn escape_label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The federation answer: samples grouped by metric name, each group under one
+/// `# TYPE … untyped` line, written through the exposition writer (which escapes
+/// label values and leaves out a series whose name it cannot write).
+fn federation_text(samples: &BTreeMap<Labels, (i64, f64)>) -> String {
+    use crate::exposition::write::{is_valid_metric_name, write_sample_line, write_type_line};
+    let mut by_name: BTreeMap<&str, Vec<(&Labels, i64, f64)>> = BTreeMap::new();
+    for (labels, &(t, v)) in samples {
+        let name = labels.metric_name().unwrap_or("");
+        by_name.entry(name).or_default().push((labels, t, v));
+    }
+    let mut body = String::new();
+    let mut left_out = 0usize;
+    for (name, series) in by_name {
+        if !is_valid_metric_name(name) {
+            left_out += series.len();
+            continue;
+        }
+        let before = body.len();
+        write_type_line(&mut body, name, "untyped");
+        let mut written = 0;
+        for (labels, t, v) in series {
+            let rest = labels
+                .iter()
+                .filter(|l| &*l.name != crate::model::METRIC_NAME)
+                .map(|l| (&*l.name, &*l.value));
+            if write_sample_line(&mut body, name, rest, v, Some(t)) {
+                written += 1;
+            } else {
+                left_out += 1;
+            }
+        }
+        if written == 0 {
+            body.truncate(before);
+        }
+    }
+    if left_out > 0 {
+        tracing::warn!(
+            series = left_out,
+            "federate: left out series whose metric or label names cannot be written"
+        );
+    }
+    body
 }
 
 fn raw_json(body: String) -> Response {
@@ -714,6 +706,34 @@ fn write_json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: a stored metric name with a newline injected a line of its own
+    /// (`injected_metric{job="victim"} 12345`) into `/federate`. Such series are left
+    /// out, as are invalid label names; label values are escaped.
+    #[test]
+    fn federation_never_writes_an_injected_line() {
+        let mut samples = BTreeMap::new();
+        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
+        samples.insert(
+            l(&[
+                ("__name__", "up\ninjected_metric{job=\"victim\"} 12345\nup"),
+                ("job", "x"),
+            ]),
+            (1000, 1.0),
+        );
+        samples.insert(l(&[("__name__", "ok"), ("bad\nname", "v")]), (1000, 2.0));
+        samples.insert(l(&[("__name__", "ok"), ("a b", "v")]), (1000, 2.0));
+        samples.insert(l(&[("__name__", "")]), (1000, 2.0));
+        samples.insert(l(&[("__name__", "ok"), ("v", "a\n\"b\"\\c")]), (2000, 1e6));
+        samples.insert(l(&[("__name__", "only:bad\n")]), (1000, 3.0));
+        let text = federation_text(&samples);
+        assert_eq!(
+            text,
+            "# TYPE ok untyped\nok{v=\"a\\n\\\"b\\\"\\\\c\"} 1e+06 2000\n"
+        );
+        assert!(!text.contains("injected_metric"), "{text}");
+        assert!(!text.contains("only"), "{text}");
+    }
 
     #[test]
     fn timestamps_are_written_as_prometheus_does() {

@@ -94,7 +94,13 @@ const READ_CONCURRENCY: usize = 10;
 static READ_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_CONCURRENCY);
 
 /// `POST /api/v1/read`: remote read, sampled or streamed (see `crate::remote::read`).
+///
+/// A query path like the query API's (see `super::bounded`): it takes one of the
+/// `--query.max-concurrency` permits as well as a remote-read one, and
+/// `--query.timeout` bounds it; a streamed answer stops at the deadline or when the
+/// client goes away.
 pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
+    use super::bounded::{acquire_permit, request_timeout, run_bounded};
     use crate::remote::read::{
         ReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE, decode_read_request,
         sampled_response, stream_chunks,
@@ -103,7 +109,7 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
         Ok(b) => (b.queryable.clone(), b.chunks.clone()),
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
     };
-    let Ok(permit) = READ_PERMITS.acquire().await else {
+    let Ok(read_permit) = READ_PERMITS.acquire().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     };
     let external = s.options.external_labels.clone();
@@ -111,16 +117,17 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let error = |e: ReadError| match e {
-        ReadError::BadRequest(m) => text(StatusCode::BAD_REQUEST, m),
-        ReadError::Internal(m) => text(StatusCode::INTERNAL_SERVER_ERROR, m),
-    };
+    let api_error = |e: super::response::ApiError| text(e.kind.status(), e.message);
     if !read.streamed {
-        let answer = tokio::task::spawn_blocking(move || {
-            sampled_response(queryable.as_ref(), &read.queries, &external)
+        let answer = run_bounded(&s, None, None, move |_| {
+            Ok(sampled_response(
+                queryable.as_ref(),
+                &read.queries,
+                &external,
+            ))
         })
         .await;
-        drop(permit);
+        drop(read_permit);
         return match answer {
             Ok(Ok(body)) => (
                 StatusCode::OK,
@@ -131,24 +138,42 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
                 body,
             )
                 .into_response(),
-            Ok(Err(e)) => error(e),
-            Err(e) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("read task failed: {e}"),
-            ),
+            Ok(Err(ReadError::BadRequest(m))) => text(StatusCode::BAD_REQUEST, m),
+            Ok(Err(ReadError::Internal(m))) => text(StatusCode::INTERNAL_SERVER_ERROR, m),
+            Err(e) => api_error(e),
         };
     }
+    let deadline = std::time::Instant::now() + request_timeout(&s, None);
+    let permit = match acquire_permit(&s, deadline).await {
+        Ok(p) => p,
+        Err(e) => return api_error(e),
+    };
     // Frames go out as they are produced; a slow client slows the producer (the
-    // channel is small), and a client that goes away stops it.
+    // channel is small), and a client that goes away stops it, as does the deadline.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let metrics = s.query_metrics.clone();
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let mut emit = |frame: Vec<u8>| tx.blocking_send(Ok(Bytes::from(frame))).is_ok();
-        if let Err(e) = stream_chunks(chunks.as_ref(), &read.queries, &external, &mut emit) {
-            // Headers are gone already: end the body with an error, as Prometheus
-            // does by closing the stream.
+        let _permits = (permit, read_permit);
+        let _evaluating = metrics.evaluating();
+        let mut timed_out = false;
+        let mut emit = |frame: Vec<u8>| {
+            if std::time::Instant::now() > deadline {
+                timed_out = true;
+                return false;
+            }
+            tx.blocking_send(Ok(Bytes::from(frame))).is_ok()
+        };
+        let outcome = stream_chunks(chunks.as_ref(), &read.queries, &external, &mut emit);
+        // Headers are gone already: end the body with an error, as Prometheus does
+        // by closing the stream.
+        let failure = match outcome {
+            Err(e) => Some(e.to_string()),
+            Ok(_) if timed_out => Some("query timed out in remote read".to_string()),
+            Ok(_) => None,
+        };
+        if let Some(e) = failure {
             tracing::warn!(error = %e, "remote read stream failed");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -8,7 +8,11 @@
 //! gauges, which is how exporters expose them in this format), gauge histograms as
 //! `untyped`. Units are not written: the format has no UNIT line.
 //!
-//! Names are written as given; the collectors that build families use valid names.
+//! This is the one writer of exposition text (the collectors' families and
+//! `/federate` both write through it): label values and help texts are escaped here,
+//! and a metric or label name that the format cannot carry (a newline in a name
+//! would start a line of its own) is never written — its sample is left out, as
+//! Prometheus 2.42 could not have stored it in the first place.
 
 use super::family::{MetricFamily, MetricType};
 use crate::model::format_go_g;
@@ -24,9 +28,15 @@ pub fn text_type_name(kind: MetricType) -> &'static str {
     }
 }
 
-/// Appends `families` to `out` in the text format.
-pub fn write_text(out: &mut String, families: &[MetricFamily]) {
+/// Appends `families` to `out` in the text format. Returns how many samples were
+/// left out for an invalid metric or label name.
+pub fn write_text(out: &mut String, families: &[MetricFamily]) -> usize {
+    let mut skipped = 0;
     for family in families {
+        if !is_valid_metric_name(&family.name) {
+            skipped += family.samples.len();
+            continue;
+        }
         if !family.help.is_empty() {
             out.push_str("# HELP ");
             out.push_str(&family.name);
@@ -34,37 +44,87 @@ pub fn write_text(out: &mut String, families: &[MetricFamily]) {
             push_escaped(out, &family.help, false);
             out.push('\n');
         }
-        out.push_str("# TYPE ");
-        out.push_str(&family.name);
-        out.push(' ');
-        out.push_str(text_type_name(family.kind));
-        out.push('\n');
+        write_type_line(out, &family.name, text_type_name(family.kind));
         for sample in &family.samples {
-            out.push_str(&sample.name);
-            if !sample.labels.is_empty() {
-                out.push('{');
-                for (i, (name, value)) in sample.labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(name);
-                    out.push_str("=\"");
-                    push_escaped(out, value, true);
-                    out.push('"');
-                }
-                out.push('}');
+            let labels = sample.labels.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+            if !write_sample_line(out, &sample.name, labels, sample.value, None) {
+                skipped += 1;
             }
-            out.push(' ');
-            out.push_str(&format_go_g(sample.value));
-            out.push('\n');
         }
     }
+    skipped
+}
+
+/// Metric names as Prometheus 2.42 allows them: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Appends `# TYPE <name> <kind>`; `name` must be valid (see [`is_valid_metric_name`]).
+pub fn write_type_line(out: &mut String, name: &str, kind: &str) {
+    out.push_str("# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind);
+    out.push('\n');
+}
+
+/// Appends one sample line, `name{label="value",…} value [timestamp_ms]`, label
+/// values escaped. Writes nothing and returns false when the metric name or a label
+/// name is invalid.
+pub fn write_sample_line<'a>(
+    out: &mut String,
+    name: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    value: f64,
+    timestamp_ms: Option<i64>,
+) -> bool {
+    if !is_valid_metric_name(name)
+        || !labels
+            .clone()
+            .all(|(n, _)| crate::model::is_valid_label_name(n))
+    {
+        return false;
+    }
+    out.push_str(name);
+    let mut first = true;
+    for (n, v) in labels {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(n);
+        out.push_str("=\"");
+        push_escaped(out, v, true);
+        out.push('"');
+    }
+    if !first {
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&format_go_g(value));
+    if let Some(t) = timestamp_ms {
+        out.push(' ');
+        out.push_str(&t.to_string());
+    }
+    out.push('\n');
+    true
 }
 
 /// `families` in the text format, as a new string.
 pub fn to_text(families: &[MetricFamily]) -> String {
     let mut out = String::new();
-    write_text(&mut out, families);
+    // Collectors build their families from valid names; nothing is left out here.
+    let _left_out = write_text(&mut out, families);
+    out
+}
+
+/// A label value escaped for the text format, for writers that do not escape
+/// themselves: prometheus-client 0.24 writes label values as given, so ODIN's own
+/// `/metrics` escapes a value that comes from outside (a job name) with this.
+pub fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    push_escaped(&mut out, v, true);
     out
 }
 
@@ -98,6 +158,23 @@ mod tests {
             .iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// A name the format cannot carry is never written (a newline would start a
+    /// line of its own); its samples are left out and counted.
+    #[test]
+    fn invalid_names_are_left_out_not_written() {
+        let mut bad = MetricFamily::new("a\nb 1", MetricType::Gauge, "");
+        bad.push(vec![], 1.0);
+        let mut mixed = MetricFamily::new("good", MetricType::Gauge, "");
+        mixed
+            .push(labels(&[("x\ny", "1")]), 1.0)
+            .push(labels(&[("x", "1\n2")]), 2.0);
+        let mut out = String::new();
+        assert_eq!(write_text(&mut out, &[bad, mixed]), 2);
+        assert_eq!(out, "# TYPE good gauge\ngood{x=\"1\\n2\"} 2\n");
+        assert!(is_valid_metric_name("a:b_c9") && !is_valid_metric_name("9a"));
+        assert!(!is_valid_metric_name("") && !is_valid_metric_name("a-b"));
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub use labels::{
 };
 pub use matcher::{MatchType, Matcher, MatcherError};
 pub use secret::Secret;
-pub use time::{format_duration_ms, parse_bytes, parse_duration_ms, parse_time_ms};
+pub use time::{
+    MAX_DURATION_MS, MAX_TIME_MS, MIN_TIME_MS, format_duration_ms, parse_api_duration_ms,
+    parse_bytes, parse_duration_ms, parse_time_ms,
+};
 
 /// The bit pattern Prometheus writes as a staleness marker. It is a NaN, so it must be
 /// compared by bits, never by value.

@@ -9,7 +9,8 @@ use promql_parser::parser::{Call, Expr};
 
 use super::QueryError;
 use super::eval::{
-    Evaluator, StepBlock, StepVal, WindowSeries, check_unique_labels, drop_metric_name, offset_ms,
+    Evaluator, StepBlock, StepVal, WindowSeries, check_unique_labels, drop_metric_name,
+    duration_ms, reference_time,
 };
 use super::functions as f;
 use super::value::Element;
@@ -251,12 +252,12 @@ fn window_function(
     }
     let per_step = STEP_BLOCK_ELEMENTS / ev.selected_series(&ms.vs).max(1);
     let steps = ev.steps_from(ts, per_step.clamp(1, STEP_BLOCK_STEPS));
-    let range = ms.range.as_millis() as i64;
+    let range = duration_ms(ms.range);
     let windows: Vec<(i64, i64)> = steps
         .iter()
         .map(|&t| {
-            let r = ev.at_ms(&ms.vs.at).unwrap_or(t) - offset_ms(&ms.vs.offset);
-            (r - range, r)
+            let r = reference_time(ev.at_ms(&ms.vs.at).unwrap_or(t), &ms.vs.offset);
+            (r.saturating_sub(range), r)
         })
         .collect();
     let mut results: Vec<Vec<Element>> = vec![Vec::new(); steps.len()];
@@ -321,8 +322,8 @@ fn over_matrix(
     };
     match unwrap_parens(arg) {
         Expr::MatrixSelector(ms) => {
-            let r = ev.at_ms(&ms.vs.at).unwrap_or(ts) - offset_ms(&ms.vs.offset);
-            let start = r - ms.range.as_millis() as i64;
+            let r = reference_time(ev.at_ms(&ms.vs.at).unwrap_or(ts), &ms.vs.offset);
+            let start = r.saturating_sub(duration_ms(ms.range));
             ev.for_each_window(&ms.vs, start, r, |ws, pts| emit(ws, pts, start, r))?;
         }
         other => match ev.eval(other, ts)? {

@@ -93,8 +93,7 @@ pub(super) fn run(
     let mut by_identity: HashMap<usize, (Labels, usize)> = HashMap::new();
     let mut out: Vec<SeriesPoints> = Vec::new();
     let mut total = 0usize;
-    let mut t = span.start;
-    while t <= span.end {
+    for t in step_times(span.start, span.end, span.step) {
         ev.check("query evaluation")?;
         let els = match ev.eval(expr, t)? {
             StepVal::Scalar(v) => vec![Element {
@@ -137,7 +136,6 @@ pub(super) fn run(
                 s.points.push(Sample { t, v: e.v });
             }
         }
-        t += span.step;
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(out))
@@ -266,38 +264,63 @@ struct Need<'e> {
 fn picked_at_steps(samples: &[Sample], (first, last, step): (i64, i64, i64)) -> Vec<Sample> {
     let mut out: Vec<Sample> = Vec::new();
     let mut i = 0usize;
-    let mut t = first;
-    loop {
+    for t in step_times(first, last, step) {
         i = seek(samples, i, |x| x.t <= t);
         if let Some(x) = i.checked_sub(1).and_then(|j| samples.get(j))
             && out.last().is_none_or(|p| p.t != x.t)
         {
             out.push(*x);
         }
-        t += step;
-        if step <= 0 || t > last {
+        // Past the newest sample every later step picks it again.
+        if i == samples.len() {
             break;
         }
     }
     out
 }
 
+/// The times `start, start + step, …` up to `end` (only `start` when `step` is not
+/// positive; none when `start > end`). Every loop over steps — the query's, a
+/// subquery's, a selector's — iterates through this: the next time is computed
+/// checked, so a step that would pass `i64::MAX` ends the iteration instead of
+/// wrapping around to the far past and going on for ever.
+pub(super) fn step_times(start: i64, end: i64, step: i64) -> impl Iterator<Item = i64> {
+    let mut next = (start <= end).then_some(start);
+    std::iter::from_fn(move || {
+        let t = next?;
+        next = (step > 0)
+            .then(|| t.checked_add(step))
+            .flatten()
+            .filter(|n| *n <= end);
+        Some(t)
+    })
+}
+
+/// A duration from the query text in ms, saturating (promql-parser accepts
+/// durations longer than an i64 of milliseconds).
+pub(super) fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The reference time of a selector or subquery: the step time (or `@` time) moved
+/// back by the offset, saturating at the ends of the timeline (where nothing is
+/// stored, so a saturated time selects what a wrapped one must not: nothing).
+pub(super) fn reference_time(t: i64, offset: &Option<Offset>) -> i64 {
+    match offset {
+        None => t,
+        Some(Offset::Pos(d)) => t.saturating_sub(duration_ms(*d)),
+        Some(Offset::Neg(d)) => t.saturating_add(duration_ms(*d)),
+    }
+}
+
 fn node_key(vs: &VectorSelector) -> usize {
     vs as *const VectorSelector as usize
 }
 
-pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
-    match o {
-        None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
-    }
-}
-
 fn system_time_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => duration_ms(d),
+        Err(e) => duration_ms(e.duration()).saturating_neg(),
     }
 }
 
@@ -387,6 +410,8 @@ impl Evaluator<'_> {
                 selector_matchers(need.vs).map_err(|e| QueryError::BadData(e.to_string()))?;
             let mut series = Vec::new();
             for s in cq.select_chunks(&matchers)? {
+                // Reading a large selection takes long: the deadline holds here too.
+                self.check("query preparation")?;
                 let s = s?;
                 let mut cs = s.chunks;
                 cs.retain(|c| c.max_t >= need.start && c.min_t <= need.end);
@@ -430,6 +455,9 @@ impl Evaluator<'_> {
             };
             let mut series = Vec::new();
             for s in querier.select(&hints, &matchers)? {
+                // Reading and decoding a large selection takes long: the deadline
+                // holds here too.
+                self.check("query preparation")?;
                 let mut s = s?;
                 s.samples.retain(|x| x.t >= need.start && x.t <= need.end);
                 if let Some(steps) = need.steps {
@@ -460,7 +488,7 @@ impl Evaluator<'_> {
     ) {
         let refs = |at: &Option<AtModifier>, off: &Option<Offset>| {
             let (a, b) = self.at_ms(at).map_or((lo, hi), |t| (t, t));
-            (a - offset_ms(off), b - offset_ms(off))
+            (reference_time(a, off), reference_time(b, off))
         };
         match expr {
             Expr::VectorSelector(vs) => {
@@ -473,7 +501,7 @@ impl Evaluator<'_> {
                 });
                 out.push(Need {
                     vs,
-                    start: a - self.opts.lookback_delta_ms,
+                    start: a.saturating_sub(self.opts.lookback_delta_ms),
                     end: b,
                     steps,
                     streamable: !in_subquery,
@@ -483,7 +511,7 @@ impl Evaluator<'_> {
                 let (a, b) = refs(&ms.vs.at, &ms.vs.offset);
                 out.push(Need {
                     vs: &ms.vs,
-                    start: a - ms.range.as_millis() as i64,
+                    start: a.saturating_sub(duration_ms(ms.range)),
                     end: b,
                     steps: None,
                     streamable: !in_subquery,
@@ -491,7 +519,8 @@ impl Evaluator<'_> {
             }
             Expr::Subquery(sq) => {
                 let (a, b) = refs(&sq.at, &sq.offset);
-                self.collect(&sq.expr, a - sq.range.as_millis() as i64, b, true, out);
+                let from = a.saturating_sub(duration_ms(sq.range));
+                self.collect(&sq.expr, from, b, true, out);
             }
             Expr::Aggregate(a) => {
                 self.collect(&a.expr, lo, hi, in_subquery, out);
@@ -637,8 +666,8 @@ impl Evaluator<'_> {
             },
             Expr::VectorSelector(vs) => Ok(StepVal::Vector(self.select_vector(vs, ts)?)),
             Expr::MatrixSelector(ms) => {
-                let r = self.at_ms(&ms.vs.at).unwrap_or(ts) - offset_ms(&ms.vs.offset);
-                let start = r - ms.range.as_millis() as i64;
+                let r = reference_time(self.at_ms(&ms.vs.at).unwrap_or(ts), &ms.vs.offset);
+                let start = r.saturating_sub(duration_ms(ms.range));
                 let mut series = Vec::new();
                 let mut count = 0usize;
                 self.for_each_window(&ms.vs, start, r, |ws, points| {
@@ -689,8 +718,8 @@ impl Evaluator<'_> {
 
     /// The instant selector at `ts`: each series' newest sample in the lookback window.
     fn select_vector(&self, vs: &VectorSelector, ts: i64) -> Result<Vec<Element>, QueryError> {
-        let r = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
-        let from = r - self.opts.lookback_delta_ms;
+        let r = reference_time(self.at_ms(&vs.at).unwrap_or(ts), &vs.offset);
+        let from = r.saturating_sub(self.opts.lookback_delta_ms);
         let Some(series) = self.data.get(&node_key(vs)) else {
             return Ok(Vec::new());
         };
@@ -731,15 +760,14 @@ impl Evaluator<'_> {
         step > 0
             && self.subquery_depth.get() == 0
             && (start..=end).contains(&ts)
-            && (ts - start) % step == 0
+            // Widened: the span of two times may not fit an i64.
+            && (i128::from(ts) - i128::from(start)) % i128::from(step) == 0
     }
 
     /// The query's steps from `ts` on (`ts` included), at most `n`.
     pub(super) fn steps_from(&self, ts: i64, n: usize) -> Vec<i64> {
-        let step = self.span.step.max(1);
-        (0..n as i64)
-            .map(|i| ts + i * step)
-            .take_while(|t| *t <= self.span.end)
+        step_times(ts, self.span.end, self.span.step.max(1))
+            .take(n)
             .collect()
     }
 
@@ -802,22 +830,22 @@ impl Evaluator<'_> {
     fn eval_subquery(&self, sq: &SubqueryExpr, ts: i64) -> Result<StepVal, QueryError> {
         let step = sq
             .step
-            .map(|d| d.as_millis() as i64)
+            .map(duration_ms)
             .filter(|s| *s > 0)
             .unwrap_or(self.opts.default_subquery_step_ms);
-        let r = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
-        let start = r - sq.range.as_millis() as i64;
+        let r = reference_time(self.at_ms(&sq.at).unwrap_or(ts), &sq.offset);
+        let start = r.saturating_sub(duration_ms(sq.range));
         // Prometheus aligns the first step to a multiple of the step at or after the
         // range's start (Go's truncating remainder, which Rust's `%` matches).
-        let mut t = start - start % step;
-        if t < start {
-            t += step;
+        let mut first = Some(start - start % step);
+        if first.is_some_and(|t| t < start) {
+            first = first.and_then(|t| t.checked_add(step));
         }
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut series: Vec<SeriesPoints> = Vec::new();
         let mut count = 0usize;
         let _inside = InSubquery::enter(&self.subquery_depth);
-        while t <= r {
+        for t in first.map(|t| step_times(t, r, step)).into_iter().flatten() {
             self.check("subquery evaluation")?;
             let els = match self.eval(&sq.expr, t)? {
                 StepVal::Vector(v) => v,
@@ -852,7 +880,6 @@ impl Evaluator<'_> {
                     s.points.push(Sample { t, v: e.v });
                 }
             }
-            t += step;
         }
         Ok(StepVal::Matrix {
             series,
@@ -936,6 +963,27 @@ pub(super) fn check_unique_labels(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn step_times_end_where_the_next_step_would_overflow() {
+        let all = |a, b, s| step_times(a, b, s).collect::<Vec<i64>>();
+        assert_eq!(all(0, 10, 5), [0, 5, 10]);
+        assert_eq!(all(0, 9, 5), [0, 5]);
+        assert_eq!(all(3, 3, 5), [3]);
+        assert_eq!(all(3, 2, 5), Vec::<i64>::new());
+        assert_eq!(all(3, 100, 0), [3]);
+        assert_eq!(all(i64::MAX - 1, i64::MAX, i64::MAX), [i64::MAX - 1]);
+        assert_eq!(
+            all(i64::MIN, i64::MAX, i64::MAX),
+            [i64::MIN, -1, i64::MAX - 1]
+        );
+        assert_eq!(all(1_000, i64::MAX, 1 << 62).len(), 2);
+        let picked = picked_at_steps(
+            &[Sample::new(5, 1.0), Sample::new(i64::MAX, 2.0)],
+            (0, i64::MAX, 1_152_921_504_606_846_976),
+        );
+        assert_eq!(picked, [Sample::new(5, 1.0)]);
+    }
 
     proptest! {
         #[test]

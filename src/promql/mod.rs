@@ -81,7 +81,7 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    fn too_many_samples() -> Self {
+    pub(crate) fn too_many_samples() -> Self {
         QueryError::Execution(
             "query processing would load too many samples into memory in query execution".into(),
         )
@@ -269,9 +269,28 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
 
 /// The deepest syntax tree a query may have. The parser and the evaluator recurse
 /// once per level; query threads have [`QUERY_STACK_BYTES`] of stack, which this
-/// bounds with a wide margin. (Prometheus has no such limit, but no real query comes
-/// near it: it stops a `1 or 1 or …` of megabytes from taking the process down.)
-pub const MAX_NESTING: usize = 10_000;
+/// bounds with a wide margin. Parsing is not interruptible and grows quadratically
+/// with depth for some forms: in a release build (shared 2-core machine, loaded)
+/// `sum(sum(…))` 4,000 deep parsed in 0.40 s, 10,000 deep in 3.7 s; `1 or 1 or …`
+/// 0.21 s and 2.2 s. (Prometheus has no such limit, but answers a 3,000-term `or`
+/// chain, and so must ODIN.)
+pub const MAX_NESTING: usize = 4_000;
+
+/// The deepest query `/api/v1/format_query` prettifies. promql-parser's prettifier
+/// re-renders every subtree at every level (faster than cubic growth, output
+/// quadratic): `abs(abs(…))` 256 deep took 26 ms, 1,000 deep 1.2 s, 3,200 deep 50 s
+/// (release build, measured as for [`MAX_NESTING`]).
+pub const PRETTIFY_MAX_NESTING: usize = 256;
+
+/// Refuses to prettify a query deeper than [`PRETTIFY_MAX_NESTING`].
+pub fn check_prettify_nesting(query: &str) -> Result<(), QueryError> {
+    if nesting_bound(query) > PRETTIFY_MAX_NESTING {
+        return Err(QueryError::BadData(format!(
+            "query too deeply nested to format: more than {PRETTIFY_MAX_NESTING} levels of parentheses and operators"
+        )));
+    }
+    Ok(())
+}
 
 /// Stack for threads that parse and evaluate queries.
 pub const QUERY_STACK_BYTES: usize = 256 << 20;
@@ -645,6 +664,113 @@ mod tests {
         for (q, answer) in answers {
             assert!(answer.is_ok(), "{q}: {answer:?}");
         }
+    }
+
+    /// Runs `f` on a thread and fails the test if it takes more than `secs`: a
+    /// regression here is a loop that never ends.
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .stack_size(QUERY_STACK_BYTES)
+            .spawn(move || {
+                let _ = tx.send(f());
+            })
+            .unwrap();
+        rx.recv_timeout(Duration::from_secs(secs))
+            .expect("the query did not finish: a step loop runs on")
+    }
+
+    /// Issue 14: `query_range` with `end` at i64::MAX ms and a step of 1e15 s never
+    /// answered: the step loop wrapped past i64::MAX and went on from the far past.
+    /// Every step loop (the query's, selectors', range functions', subqueries') now
+    /// ends at the last step that fits.
+    #[test]
+    fn steps_near_the_end_of_time_end_instead_of_wrapping() {
+        let answers = within(20, || {
+            let s = storage(3, 200);
+            let e = Engine::default();
+            let c = CancelFlag::default();
+            let mut answers = Vec::new();
+            for step in [
+                1_000_000_000_000_000_000i64,
+                1_152_921_504_606_846_976,
+                i64::MAX,
+            ] {
+                for q in [
+                    "m",
+                    "rate(m[5m])",
+                    "max_over_time(m[10m:1m])",
+                    "max_over_time(m[10m:100000y])",
+                    "m offset -100y",
+                    "m offset 100y",
+                    "sum_over_time(m[100000y])",
+                    "m @ 100",
+                ] {
+                    for (start, end) in [(1_000_000, i64::MAX), (i64::MIN, i64::MAX)] {
+                        let r = e.range(&s, q, start, end, step, &c);
+                        answers.push((format!("{q} {start}..{end} step {step}"), r));
+                    }
+                }
+            }
+            answers
+        });
+        for (what, answer) in answers {
+            let Ok(Value::Matrix(m)) = answer else {
+                panic!("{what}: {answer:?}");
+            };
+            // 2^64 ms in steps of at least 1e18 ms.
+            assert!(m.iter().all(|s| s.points.len() <= 19), "{what}: {m:?}");
+        }
+    }
+
+    /// Offsets, `@` times and ranges at the ends of the timeline select nothing
+    /// instead of wrapping around to select something else.
+    #[test]
+    fn offsets_near_the_ends_of_time_select_nothing() {
+        let answers = within(20, || {
+            let s = storage(2, 100);
+            let e = Engine::default();
+            let c = CancelFlag::default();
+            [
+                "m offset 100000y",
+                "m offset -100000y",
+                "rate(m[5m] offset 100000y)",
+                "max_over_time(m[5m:1m] offset -100000y)",
+                "count_over_time(m[1m] offset -100000y)",
+            ]
+            .map(|q| {
+                (
+                    q,
+                    [i64::MIN + 1, -1, 600_000, i64::MAX].map(|t| e.instant(&s, q, t, &c)),
+                )
+            })
+        });
+        for (q, results) in answers {
+            for r in results {
+                match r {
+                    Ok(Value::Vector(v)) => assert!(v.is_empty(), "{q}: {v:?}"),
+                    other => panic!("{q}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Prettifying is bounded by depth before it starts; parsing by [`MAX_NESTING`].
+    #[test]
+    fn deep_queries_are_refused_before_the_costly_work() {
+        let nest = |n: usize| format!("{}m{}", "abs(".repeat(n), ")".repeat(n));
+        assert!(check_prettify_nesting(&nest(PRETTIFY_MAX_NESTING - 1)).is_ok());
+        let err = check_prettify_nesting(&nest(PRETTIFY_MAX_NESTING + 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("too deeply nested to format"),
+            "{err}"
+        );
+        let parens = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        // The issue's 10,000 levels.
+        let err = parse(&parens(10_000)).unwrap_err();
+        assert!(err.to_string().contains("too deeply nested"), "{err}");
+        let err = parse(&vec!["m"; MAX_NESTING + 2].join(" or ")).unwrap_err();
+        assert!(err.to_string().contains("too deeply nested"), "{err}");
     }
 
     #[test]

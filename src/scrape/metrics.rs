@@ -5,6 +5,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+// prometheus-client writes label values as given: a job name (from the
+// configuration) is escaped before it becomes one.
+use crate::exposition::write::escape_label_value;
+
 type Labels = Vec<(String, String)>;
 
 #[derive(Clone, Default)]
@@ -35,28 +39,49 @@ impl ScrapeMetrics {
     }
 
     pub fn scraped(&self, job: &str, ok: bool, samples: u64) {
+        let job = escape_label_value(job);
         let result = if ok { "success" } else { "failure" };
         self.scrapes
             .get_or_create(&vec![
-                ("job".into(), job.into()),
+                ("job".into(), job.clone()),
                 ("result".into(), result.into()),
             ])
             .inc();
         if samples > 0 {
             self.samples
-                .get_or_create(&vec![("job".into(), job.into())])
+                .get_or_create(&vec![("job".into(), job)])
                 .inc_by(samples);
         }
     }
 
     pub fn set_targets(&self, job: &str, active: usize, dropped: usize) {
+        let job = escape_label_value(job);
         for (state, n) in [("active", active), ("dropped", dropped)] {
             self.targets
                 .get_or_create(&vec![
-                    ("job".into(), job.into()),
+                    ("job".into(), job.clone()),
                     ("state".into(), state.into()),
                 ])
                 .set(n as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job name with a quote or a newline cannot break `/metrics` into lines of
+    /// its own.
+    #[test]
+    fn job_names_are_escaped_in_the_exposition() {
+        let mut registry = Registry::default();
+        let m = ScrapeMetrics::new(&mut registry);
+        m.scraped("a\"} 1\ninjected 2\n", true, 3);
+        m.set_targets("a\"} 1\ninjected 2\n", 1, 0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.lines().any(|l| l.starts_with("injected")), "{text}");
+        assert!(text.contains(r#"job="a\"} 1\ninjected 2\n""#), "{text}");
     }
 }

@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod fixtures;
 mod grafana;
+mod hardening_query;
 mod http_limits;
 mod lifecycle;
 mod node_exporter;
