@@ -8,7 +8,8 @@ mod matcher;
 mod time;
 
 pub use labels::{
-    Label, Labels, LabelsBuilder, METRIC_NAME, hash_label_pairs, is_valid_label_name,
+    InvalidLabels, Label, LabelSetCheck, Labels, LabelsBuilder, METRIC_NAME, check_label_pairs,
+    hash_label_pairs, is_valid_label_name, is_valid_metric_name,
 };
 pub use matcher::{MatchType, Matcher, MatcherError};
 pub use time::{format_duration_ms, parse_bytes, parse_duration_ms, parse_time_ms};
