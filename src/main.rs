@@ -153,6 +153,10 @@ struct RunFlags {
     /// flag; empty turns it off.
     #[arg(long = "grpc-address", default_value = odin::storeapi::DEFAULT_GRPC_ADDRESS)]
     grpc_address: String,
+    /// StoreAPI `Series` calls served at once, as Thanos's flag; more wait for a
+    /// turn until their deadline. 0: no limit.
+    #[arg(long = "store.grpc.series-max-concurrency", default_value_t = odin::storeapi::DEFAULT_SERIES_MAX_CONCURRENCY)]
+    series_max_concurrency: usize,
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
@@ -396,6 +400,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         ),
         ("web.listen-address", flags.listen_address.clone()),
         ("grpc-address", flags.grpc_address.clone()),
+        (
+            "store.grpc.series-max-concurrency",
+            flags.series_max_concurrency.to_string(),
+        ),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
         ("log.level", flags.log_level.clone()),
@@ -424,6 +432,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         data_dir,
         listen,
         grpc_listen,
+        storeapi: odin::storeapi::StoreApiOptions {
+            series_max_concurrency: flags.series_max_concurrency,
+            ..Default::default()
+        },
         db: DbOptions {
             retention_ms,
             retention_bytes,
