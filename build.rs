@@ -28,5 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_with_config(config, &protos, &[root, well_known])?;
     println!("cargo:rerun-if-env-changed=PROTOC");
+    // Naming any rerun-if line turns off cargo's default of rerunning on every
+    // change in the package, so the protos must be named too, or an edited proto
+    // keeps the old generated code.
+    println!("cargo:rerun-if-changed=build.rs");
+    for p in &protos {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
     Ok(())
 }

@@ -163,6 +163,10 @@ struct RunFlags {
     /// connection to send its next request, before the connection is closed.
     #[arg(long = "web.read-header-timeout", default_value = "30s")]
     web_read_header_timeout: String,
+    /// StoreAPI `Series` calls served at once, as Thanos's flag; more wait for a
+    /// turn until their deadline. 0: no limit.
+    #[arg(long = "store.grpc.series-max-concurrency", default_value_t = odin::storeapi::DEFAULT_SERIES_MAX_CONCURRENCY)]
+    series_max_concurrency: usize,
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
@@ -419,6 +423,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             format_duration_ms(web_read_header_timeout_ms),
         ),
         ("grpc-address", flags.grpc_address.clone()),
+        (
+            "store.grpc.series-max-concurrency",
+            flags.series_max_concurrency.to_string(),
+        ),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
         ("log.level", flags.log_level.clone()),
@@ -447,6 +455,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         data_dir,
         listen,
         grpc_listen,
+        storeapi: odin::storeapi::StoreApiOptions {
+            series_max_concurrency: flags.series_max_concurrency,
+            ..Default::default()
+        },
         db: DbOptions {
             retention_ms,
             retention_bytes,

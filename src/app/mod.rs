@@ -40,6 +40,7 @@ pub struct RunOptions {
     pub listen: SocketAddr,
     /// Where the Thanos StoreAPI (gRPC) listens; `None` turns it off.
     pub grpc_listen: Option<SocketAddr>,
+    pub storeapi: StoreApiOptions,
     pub db: DbOptions,
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
@@ -154,7 +155,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let api = StoreApi::new(
                 store_backends.clone(),
                 opts.config.global.external_labels.clone(),
-                StoreApiOptions::default(),
+                opts.storeapi.clone(),
                 storeapi_metrics.clone(),
                 shutdown.clone(),
             );

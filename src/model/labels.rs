@@ -14,6 +14,116 @@ pub fn is_valid_label_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Metric names as Prometheus 2.42 allows them: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// Why a label set may not be stored. Every ingest path (remote write, scrape after
+/// relabelling) checks with [`LabelSetCheck`], so that nothing stored can later be
+/// written out as exposition text that reads differently (a metric name holding a
+/// newline would forge lines in `/federate`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLabels {
+    #[error("invalid label name {0:?}")]
+    LabelName(String),
+    #[error("invalid metric name {0:?}")]
+    MetricName(String),
+    #[error("empty metric name")]
+    EmptyMetricName,
+    #[error("duplicate label name {0:?}")]
+    Duplicate(String),
+    #[error("labels not sorted: {0:?} before {1:?}")]
+    NotSorted(String, String),
+    #[error("empty label set")]
+    Empty,
+}
+
+/// Longest name an error message repeats: the client sent the rest, and a message
+/// holding a megabyte of label is a cost of its own.
+const SHOWN_NAME_BYTES: usize = 128;
+
+fn shown(s: &str) -> String {
+    if s.len() <= SHOWN_NAME_BYTES {
+        return s.to_string();
+    }
+    let mut end = SHOWN_NAME_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Checks a label set pair by pair, in the order the pairs arrive, without
+/// allocating: decoders call [`LabelSetCheck::push`] as they read each pair and stop
+/// at the first error, so no invalid set is ever materialised. The rules are
+/// Prometheus 2.42's (`labels.IsValid` and the TSDB's duplicate check): label names
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, a metric name `[a-zA-Z_:][a-zA-Z0-9_:]*`, names sorted
+/// and unique, at least one non-empty value (an empty value means the label is
+/// absent). An empty `__name__` is refused, not dropped: a sender that sends one has
+/// a bug worth hearing about.
+#[derive(Debug, Default)]
+pub struct LabelSetCheck<'a> {
+    prev: Option<&'a str>,
+    present: usize,
+}
+
+impl<'a> LabelSetCheck<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the next pair. Returns whether the pair is present (its value is not
+    /// empty).
+    pub fn push(&mut self, name: &'a str, value: &'a str) -> Result<bool, InvalidLabels> {
+        if !is_valid_label_name(name) {
+            return Err(InvalidLabels::LabelName(shown(name)));
+        }
+        if name == METRIC_NAME {
+            if value.is_empty() {
+                return Err(InvalidLabels::EmptyMetricName);
+            }
+            if !is_valid_metric_name(value) {
+                return Err(InvalidLabels::MetricName(shown(value)));
+            }
+        }
+        if let Some(prev) = self.prev {
+            match prev.cmp(name) {
+                std::cmp::Ordering::Equal => return Err(InvalidLabels::Duplicate(shown(name))),
+                std::cmp::Ordering::Greater => {
+                    return Err(InvalidLabels::NotSorted(shown(prev), shown(name)));
+                }
+                std::cmp::Ordering::Less => {}
+            }
+        }
+        self.prev = Some(name);
+        let present = !value.is_empty();
+        self.present += usize::from(present);
+        Ok(present)
+    }
+
+    /// Ends the set: refused when no label is present.
+    pub fn finish(self) -> Result<(), InvalidLabels> {
+        if self.present == 0 {
+            return Err(InvalidLabels::Empty);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a whole label set (see [`LabelSetCheck`]).
+pub fn check_label_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), InvalidLabels> {
+    let mut check = LabelSetCheck::new();
+    for (n, v) in pairs {
+        check.push(n, v)?;
+    }
+    check.finish()
+}
+
 /// One label pair. Names and values are reference-counted so that a label set can be
 /// cloned cheaply between the head, queriers and the WAL encoder. `ArcStr` is a thin
 /// (8-byte) pointer, half of `Arc<str>`: a pair costs 16 bytes, which with a million
@@ -170,6 +280,12 @@ impl Labels {
     }
 
     /// The metric name, if present.
+    /// Checks the set as every ingest path must before storing it (see
+    /// [`LabelSetCheck`]).
+    pub fn validate(&self) -> Result<(), InvalidLabels> {
+        check_label_pairs(self.iter().map(|l| (&*l.name, &*l.value)))
+    }
+
     pub fn metric_name(&self) -> Option<&str> {
         self.get(METRIC_NAME)
     }
@@ -317,6 +433,69 @@ mod tests {
         let b = Labels::from_pairs([("a", "1"), ("b", "1")]);
         let c = Labels::from_pairs([("a", "2")]);
         assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn names_are_checked_as_prometheus_2_42_checks_them() {
+        for ok in ["up", "a:b", ":x", "_", "node_cpu_seconds_total", "A9"] {
+            assert!(is_valid_metric_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "9a",
+            "a-b",
+            "a b",
+            "injected\nline",
+            "é",
+            "a{b}",
+            "a\"b",
+        ] {
+            assert!(!is_valid_metric_name(bad), "{bad:?}");
+        }
+        assert!(is_valid_label_name("_a9") && !is_valid_label_name("a:b"));
+    }
+
+    #[test]
+    fn label_set_check_names_the_first_problem() {
+        let cases: [(&[(&str, &str)], InvalidLabels); 8] = [
+            (
+                &[("__name__", "up\ninjected_metric{job=\"victim\"} 12345")],
+                { InvalidLabels::MetricName("up\ninjected_metric{job=\"victim\"} 12345".into()) },
+            ),
+            (&[("", "")], InvalidLabels::LabelName("".into())),
+            (
+                &[("__name__", "up"), ("a-b", "1")],
+                InvalidLabels::LabelName("a-b".into()),
+            ),
+            (&[("__name__", "")], InvalidLabels::EmptyMetricName),
+            (
+                &[("a", "1"), ("a", "2")],
+                InvalidLabels::Duplicate("a".into()),
+            ),
+            (
+                &[("b", "1"), ("a", "2")],
+                InvalidLabels::NotSorted("b".into(), "a".into()),
+            ),
+            (&[("a", "")], InvalidLabels::Empty),
+            (&[], InvalidLabels::Empty),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(
+                check_label_pairs(pairs.iter().copied()),
+                Err(want),
+                "{pairs:?}"
+            );
+        }
+        assert_eq!(check_label_pairs([("__name__", "up"), ("job", "")]), Ok(()));
+        // A huge name is not repeated whole in the message.
+        let long = "-".repeat(1 << 20);
+        let msg = check_label_pairs([(long.as_str(), "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 200, "{}", msg.len());
+        let labels = Labels::from_pairs([("__name__", "bad name")]);
+        assert!(labels.validate().is_err());
+        assert!(Labels::from_pairs([("__name__", "ok")]).validate().is_ok());
     }
 
     #[test]

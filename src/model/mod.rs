@@ -9,7 +9,8 @@ mod secret;
 mod time;
 
 pub use labels::{
-    Label, Labels, LabelsBuilder, METRIC_NAME, hash_label_pairs, is_valid_label_name,
+    InvalidLabels, Label, LabelSetCheck, Labels, LabelsBuilder, METRIC_NAME, check_label_pairs,
+    hash_label_pairs, is_valid_label_name, is_valid_metric_name,
 };
 pub use matcher::{MatchType, Matcher, MatcherError};
 pub use secret::Secret;

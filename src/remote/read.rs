@@ -62,13 +62,113 @@ pub struct DecodedRead {
     pub streamed: bool,
 }
 
-/// Decompresses and decodes a request body.
+/// Largest decompressed request. A request is queries of matchers and times: a
+/// Prometheus sends one query per request, so 4 MiB leaves room for the longest
+/// regex anyone writes while keeping a hostile body small.
+pub const MAX_DECODED_READ_BYTES: usize = 4 << 20;
+
+/// Queries one request may hold. Prometheus and Thanos send one.
+pub const MAX_QUERIES_PER_READ: usize = 100;
+
+/// Label matchers, and grouping labels of hints, one request may hold in all.
+pub const MAX_MATCHERS_PER_READ: usize = 1000;
+
+/// Accepted response types one request may list (there are two).
+const MAX_RESPONSE_TYPES: usize = 16;
+
+/// Counts the repeated fields of a `ReadRequest` on the wire before anything is
+/// decoded into messages: a generated decoder allocates a whole `Query` (about 130
+/// bytes) for each 2-byte empty one, so a 16 MiB body of them cost 1 GB before its
+/// 400.
+fn check_read_request_shape(raw: &[u8]) -> Result<(), ReadError> {
+    use crate::remote::decode::{LEN, Reader, VARINT};
+    let bad = |e: crate::remote::decode::DecodeError| {
+        ReadError::BadRequest(format!("decode read request: {e}"))
+    };
+    let too_many = |what: &str, limit: usize| {
+        ReadError::BadRequest(format!(
+            "read request holds more than {limit} {what}, the most ODIN accepts"
+        ))
+    };
+    let (mut queries, mut matchers, mut types) = (0usize, 0usize, 0usize);
+    let mut r = Reader { buf: raw };
+    while !r.done() {
+        let (field, wire) = r.key().map_err(bad)?;
+        match (field, wire) {
+            (1, LEN) => {
+                queries += 1;
+                if queries > MAX_QUERIES_PER_READ {
+                    return Err(too_many("queries", MAX_QUERIES_PER_READ));
+                }
+                let mut q = Reader {
+                    buf: r.bytes().map_err(bad)?,
+                };
+                while !q.done() {
+                    let (field, wire) = q.key().map_err(bad)?;
+                    match (field, wire) {
+                        (3, LEN) => {
+                            matchers += 1;
+                            q.skip(wire, field).map_err(bad)?;
+                        }
+                        (4, LEN) => {
+                            // Hints: only the grouping labels (field 5) repeat.
+                            let mut h = Reader {
+                                buf: q.bytes().map_err(bad)?,
+                            };
+                            while !h.done() {
+                                let (field, wire) = h.key().map_err(bad)?;
+                                matchers += usize::from(field == 5);
+                                h.skip(wire, field).map_err(bad)?;
+                            }
+                        }
+                        _ => q.skip(wire, field).map_err(bad)?,
+                    }
+                    if matchers > MAX_MATCHERS_PER_READ {
+                        return Err(too_many("matchers", MAX_MATCHERS_PER_READ));
+                    }
+                }
+            }
+            (2, VARINT) => {
+                types += 1;
+                r.varint().map_err(bad)?;
+            }
+            (2, LEN) => {
+                // Packed: one varint per value (a byte each at least).
+                let mut p = Reader {
+                    buf: r.bytes().map_err(bad)?,
+                };
+                while !p.done() {
+                    types += 1;
+                    if types > MAX_RESPONSE_TYPES {
+                        break;
+                    }
+                    p.varint().map_err(bad)?;
+                }
+            }
+            _ => r.skip(wire, field).map_err(bad)?,
+        }
+        if types > MAX_RESPONSE_TYPES {
+            return Err(too_many("accepted response types", MAX_RESPONSE_TYPES));
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses and decodes a request body, bounding what it may allocate: the
+/// decompressed size ([`MAX_DECODED_READ_BYTES`], checked from the snappy header
+/// before decompressing) and the count of queries and matchers (checked on the wire
+/// before decoding).
 pub fn decode_read_request(
     body: &[u8],
     external_labels: &BTreeMap<String, String>,
 ) -> Result<DecodedRead, ReadError> {
+    let limits = WriteLimits {
+        max_decoded_bytes: MAX_DECODED_READ_BYTES,
+        ..WriteLimits::default()
+    };
     let mut raw = Vec::new();
-    decompress_into(body, WriteLimits::default(), &mut raw)?;
+    decompress_into(body, limits, &mut raw)?;
+    check_read_request_shape(&raw)?;
     let req = ReadRequest::decode(raw.as_slice())
         .map_err(|e| ReadError::BadRequest(format!("decode read request: {e}")))?;
     // The first accepted type ODIN serves wins; none listed means samples.
@@ -385,6 +485,78 @@ mod tests {
         )
         .unwrap();
         assert!(resp.results[0].timeseries.is_empty());
+    }
+
+    fn compress(raw: &[u8]) -> Vec<u8> {
+        snap::raw::Encoder::new().compress_vec(raw).unwrap()
+    }
+
+    fn bad_request(body: &[u8]) -> String {
+        match decode_read_request(body, &BTreeMap::new()) {
+            Err(ReadError::BadRequest(m)) => m,
+            Err(ReadError::Internal(m)) => panic!("internal error {m}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    /// The body: 16 MiB of repeated empty `Query` messages (768 KB on the
+    /// wire) cost 1.04 GB before its 400. Now the decompressed length alone refuses
+    /// it, and a body within that length is refused by its count of queries before
+    /// any `Query` is allocated.
+    #[test]
+    fn repeated_empty_queries_are_refused_before_decoding() {
+        let empty_queries = |bytes: usize| [0x0a, 0x00].repeat(bytes / 2);
+        let m = bad_request(&compress(&empty_queries(16 << 20)));
+        assert!(m.contains("decompressed length"), "{m}");
+        for bytes in [MAX_DECODED_READ_BYTES, 2 * (MAX_QUERIES_PER_READ + 1)] {
+            let m = bad_request(&compress(&empty_queries(bytes)));
+            assert!(m.contains("more than 100 queries"), "{bytes}: {m}");
+        }
+    }
+
+    /// Other repeated fields of the same request: matchers in one query, matchers
+    /// spread over queries, grouping labels in hints, packed response types.
+    #[test]
+    fn every_repeated_field_is_counted() {
+        let query = |matchers: usize, grouping: usize| prompb::Query {
+            start_timestamp_ms: 0,
+            end_timestamp_ms: 1,
+            matchers: vec![eq("__name__", "up"); matchers],
+            hints: (grouping > 0).then(|| prompb::ReadHints {
+                grouping: vec!["job".into(); grouping],
+                ..Default::default()
+            }),
+        };
+        let cases = [
+            (
+                vec![query(MAX_MATCHERS_PER_READ + 1, 0)],
+                vec![],
+                "matchers",
+            ),
+            (
+                vec![query(MAX_MATCHERS_PER_READ / 2 + 1, 0); 2],
+                vec![],
+                "matchers",
+            ),
+            (vec![query(1, MAX_MATCHERS_PER_READ)], vec![], "matchers"),
+            (vec![query(1, 0)], vec![1; 17], "accepted response types"),
+        ];
+        for (queries, types, want) in cases {
+            let req = ReadRequest {
+                queries,
+                accepted_response_types: types,
+            };
+            let m = bad_request(&compress(&req.encode_to_vec()));
+            assert!(m.contains(want), "{m} should name {want}");
+        }
+        // At the limits: accepted.
+        let req = ReadRequest {
+            queries: vec![query(MAX_MATCHERS_PER_READ / 2, 0); 2],
+            accepted_response_types: vec![1, 0],
+        };
+        let read = decode_read_request(&compress(&req.encode_to_vec()), &BTreeMap::new()).unwrap();
+        assert_eq!(read.queries.len(), 2);
+        assert!(read.streamed);
     }
 
     #[test]

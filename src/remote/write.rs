@@ -2,14 +2,14 @@
 //!
 //! Everything a client can send is checked before anything is stored: the snappy
 //! frame's declared length against the limit (before decompressing), the protobuf,
-//! and every series' labels. A request with one bad series is refused whole with a
-//! message that names the series, so the client sees exactly what to fix.
+//! and every series' labels (see [`super::decode`]: checked as they are read, with
+//! nothing allocated). A request with one bad series is refused whole with a message
+//! that names the series, so the client sees exactly what to fix.
 
 use prost::Message;
 
-use super::decode::decode_raw;
+use super::decode::{self, DecodeError};
 use super::prompb::WriteRequest;
-use crate::model::METRIC_NAME;
 use crate::storage::{AppendSummary, Appendable};
 
 /// Bounds on one request.
@@ -51,6 +51,18 @@ pub enum WriteError {
     Storage(String),
 }
 
+impl From<DecodeError> for WriteError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::InvalidSeries { index, source } => WriteError::InvalidSeries {
+                index,
+                message: source.to_string(),
+            },
+            e => WriteError::Protobuf(e.to_string()),
+        }
+    }
+}
+
 /// What a stored request did.
 pub type WriteOutcome = AppendSummary;
 
@@ -77,78 +89,30 @@ pub fn decompress_into(
     Ok(())
 }
 
-/// Decompresses and decodes a remote-write body into owned messages (for tools and
-/// tests; the receiver itself uses the borrowing decoder).
+/// Decompresses, checks and decodes a remote-write body into owned messages (for
+/// tools and tests; the receiver itself uses the streaming decoder).
 pub fn decode_write_request(body: &[u8], limits: WriteLimits) -> Result<WriteRequest, WriteError> {
     let mut raw = Vec::new();
     decompress_into(body, limits, &mut raw)?;
+    decode::validate(&raw)?;
     WriteRequest::decode(raw.as_slice()).map_err(|e| WriteError::Protobuf(e.to_string()))
 }
 
-/// Checks one series' labels: valid names, sorted, unique, a non-empty metric name.
-/// Returns the pairs without empty values (an empty value means "label absent").
-fn validate_labels<'a>(
-    index: usize,
-    labels: &[(&'a str, &'a str)],
-    out: &mut Vec<(&'a str, &'a str)>,
-) -> Result<(), WriteError> {
-    let bad = |message: String| WriteError::InvalidSeries { index, message };
-    out.clear();
-    for (i, &(name, value)) in labels.iter().enumerate() {
-        if !crate::model::is_valid_label_name(name) {
-            return Err(bad(format!("invalid label name {name:?}")));
-        }
-        if name == METRIC_NAME && value.is_empty() {
-            return Err(bad("empty metric name".into()));
-        }
-        if let Some(&(prev, _)) = i.checked_sub(1).and_then(|p| labels.get(p)) {
-            let problem = if prev == name {
-                Some(format!("duplicate label name {name:?}"))
-            } else if prev > name {
-                Some(format!("labels not sorted: {prev:?} before {name:?}"))
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                let shown: Vec<String> = labels.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
-                return Err(bad(format!("{p} in {{{}}}", shown.join(", "))));
-            }
-        }
-        if !value.is_empty() {
-            out.push((name, value));
-        }
-    }
-    if out.is_empty() {
-        return Err(bad("empty label set".into()));
-    }
-    Ok(())
-}
-
-/// Decodes a decompressed request, validates every series, then appends them all
-/// through `storage` and commits; blocks until the batch is durable. Nothing is stored
-/// when any series is invalid.
+/// Checks every series of a decompressed request, then appends them all through
+/// `storage` and commits; blocks until the batch is durable. Nothing is stored when
+/// any series is invalid. Beyond the buffer, the request costs only what the
+/// appender keeps of its samples: the decoder's own scratch is a few KiB.
 pub fn write_decoded(storage: &dyn Appendable, raw: &[u8]) -> Result<WriteOutcome, WriteError> {
-    let req = decode_raw(raw).map_err(|e| WriteError::Protobuf(e.to_string()))?;
-    // Validate everything first; keep each series' pairs (empty values dropped).
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(req.labels.len());
-    let mut ranges: Vec<std::ops::Range<usize>> = Vec::with_capacity(req.series.len());
-    let mut scratch: Vec<(&str, &str)> = Vec::new();
-    for (index, s) in req.series.iter().enumerate() {
-        validate_labels(index, req.labels_of(s), &mut scratch)?;
-        let start = pairs.len();
-        pairs.extend_from_slice(&scratch);
-        ranges.push(start..pairs.len());
-    }
+    let shape = decode::validate(raw)?;
     let mut app = storage.appender();
-    for (s, range) in req.series.iter().zip(ranges) {
-        let samples = req.samples_of(s);
-        if samples.is_empty() {
-            continue;
-        }
-        if let Err(e) = app.append_pairs(&pairs[range], samples) {
-            app.rollback();
-            return Err(WriteError::Storage(e.to_string()));
-        }
+    app.reserve(shape.series);
+    let appended = decode::for_each_series(raw, |labels, samples| {
+        app.append_pairs(labels, samples)
+            .map_err(|e| WriteError::Storage(e.to_string()))
+    });
+    if let Err(e) = appended {
+        app.rollback();
+        return Err(e);
     }
     app.commit().map_err(|e| WriteError::Storage(e.to_string()))
 }
@@ -220,7 +184,9 @@ mod tests {
 
     #[test]
     fn invalid_label_sets_are_named() {
-        let cases: [(&[(&str, &str)], &str); 5] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (&[("__name__", "a\nb")], "invalid metric name"),
+            (&[("__name__", "up"), ("", "1")], "invalid label name"),
             (&[("b", "1"), ("a", "1")], "not sorted"),
             (&[("a", "1"), ("a", "2")], "duplicate label name"),
             (&[("__name__", ""), ("a", "1")], "empty metric name"),

@@ -434,10 +434,21 @@ fn sample_labels(
         }
     }
     let labels = Labels::from_pairs(pairs);
-    if ctx.metric_relabel.is_empty() {
-        return Ok(Some(labels));
+    let labels = if ctx.metric_relabel.is_empty() {
+        Some(labels)
+    } else {
+        process_labels(&labels, ctx.metric_relabel).filter(|l| l.metric_name().is_some())
+    };
+    // The parsers only produce valid names, but relabelling can write any value into
+    // `__name__` (`replace` with a regex group); as Prometheus's scrape loop, such a
+    // series fails the scrape instead of being stored.
+    if let Some(l) = &labels {
+        l.validate().map_err(|e| AppendError::InvalidSeries {
+            series: l.to_string(),
+            message: format!("invalid metric name or label names: {e}"),
+        })?;
     }
-    Ok(process_labels(&labels, ctx.metric_relabel).filter(|l| l.metric_name().is_some()))
+    Ok(labels)
 }
 
 fn check_limits(labels: &Labels, limits: &Limits) -> Result<(), AppendError> {
@@ -815,6 +826,59 @@ mod tests {
             ]
         );
         assert_eq!(values("d"), ["5@5000", "6@6000", "7@7000"]);
+    }
+
+    /// Relabelling can write anything into `__name__`; such a series fails the
+    /// scrape (Prometheus's "invalid metric name or label names") and nothing of it
+    /// is stored, whether the value comes from metric relabelling or from a target
+    /// label.
+    #[test]
+    fn relabelled_invalid_metric_names_fail_the_scrape() {
+        let db = MemoryStorage::new();
+        let t = target();
+        for replacement in [
+            "bad name",
+            "up\ninjected_metric{job=\"victim\"} 12345",
+            "9lives",
+        ] {
+            let yaml = format!(
+                "- source_labels: [__name__]\n  target_label: __name__\n  replacement: {replacement:?}\n"
+            );
+            let relabel: Vec<RelabelConfig> = serde_saphyr::from_str(&yaml).unwrap();
+            let c = ctx(&t, &relabel);
+            let err = scrape(&db, &mut ScrapeCache::default(), &c, "ok 1\n", 1000);
+            assert!(
+                matches!(&err, Err(AppendError::InvalidSeries { message, .. })
+                    if message.contains("invalid metric name or label names")),
+                "{replacement:?}: {err:?}"
+            );
+        }
+        let bad_target = Labels::from_pairs([("__name__", "a b"), ("job", "j")]);
+        let c = ctx(&bad_target, &[]);
+        let err = scrape(&db, &mut ScrapeCache::default(), &c, "ok 1\n", 1000);
+        assert!(
+            matches!(err, Err(AppendError::InvalidSeries { .. })),
+            "{err:?}"
+        );
+        assert!(dump(&db).is_empty(), "{:?}", dump(&db));
+        // A valid rename still goes in.
+        let relabel: Vec<RelabelConfig> = serde_saphyr::from_str(
+            "- source_labels: [__name__]\n  target_label: __name__\n  replacement: renamed:total\n",
+        )
+        .unwrap();
+        scrape(
+            &db,
+            &mut ScrapeCache::default(),
+            &ctx(&t, &relabel),
+            "ok 1\n",
+            1000,
+        )
+        .unwrap();
+        assert!(
+            dump(&db).iter().any(|l| l.contains("renamed:total")),
+            "{:?}",
+            dump(&db)
+        );
     }
 
     #[test]

@@ -54,7 +54,19 @@ pub struct StoreApiOptions {
     pub max_send_message_bytes: usize,
     /// `Series` frames read ahead of the client per request.
     pub series_channel_depth: usize,
+    /// `Series` calls served at once (Thanos's `--store.grpc.series-max-concurrency`,
+    /// 20 by default); more wait for a turn until their deadline, then fail with
+    /// `ResourceExhausted`. 0: no limit.
+    pub series_max_concurrency: usize,
+    /// Longest a `Series` call may run, waiting for its turn included, whatever
+    /// deadline (`grpc-timeout`) the client sends or when it sends none. A client
+    /// that stops reading is cut off here. Thanos Query's own `--query.timeout`
+    /// default, 2 minutes.
+    pub series_max_duration: std::time::Duration,
 }
+
+/// Thanos's default `--store.grpc.series-max-concurrency`.
+pub const DEFAULT_SERIES_MAX_CONCURRENCY: usize = 20;
 
 impl Default for StoreApiOptions {
     fn default() -> Self {
@@ -62,6 +74,8 @@ impl Default for StoreApiOptions {
             max_recv_message_bytes: 16 << 20,
             max_send_message_bytes: 256 << 20,
             series_channel_depth: 16,
+            series_max_concurrency: DEFAULT_SERIES_MAX_CONCURRENCY,
+            series_max_duration: std::time::Duration::from_secs(120),
         }
     }
 }

@@ -150,85 +150,175 @@ pub fn produce_series(
     external: &ExternalLabels,
     emit: &mut dyn FnMut(SeriesResponse) -> bool,
 ) -> Result<()> {
-    if !plan.selection.can_match {
-        return Ok(());
-    }
-    let matchers = &plan.selection.matchers;
-    // Setting the same labels on every series keeps storage's order, unless a stored
-    // series carries an external label's name: then the override can reorder (or
-    // merge) series, and the answer is sorted in memory first.
-    let resort = !external.is_empty() && {
-        let querier = queryable
-            .querier(plan.min_t, plan.max_t)
-            .map_err(|e| StoreApiError::storage("open querier", e))?;
-        let carried = |matchers: &[Matcher]| -> Result<bool> {
-            let names = querier
-                .label_names(matchers)
-                .map_err(|e| StoreApiError::storage("read label names", e))?;
-            Ok(names.iter().any(|n| external.contains_key(n)))
-        };
-        // All names first (read from the indexes' name tables, cheap); the matching
-        // series only when some series carries an external label's name.
-        carried(&[])? && carried(matchers)?
-    };
-    let querier = chunks
-        .chunk_querier(plan.min_t, plan.max_t)
-        .map_err(|e| StoreApiError::storage("open chunk querier", e))?;
-    let set = querier
-        .select_chunks(matchers)
-        .map_err(|e| StoreApiError::storage("select series", e))?;
-    let mut held: Vec<(Vec<Label>, Vec<AggrChunk>)> = Vec::new();
-    for s in set {
-        let s = s.map_err(|e| StoreApiError::storage("read series", e))?;
-        let aggr: Vec<AggrChunk> = s
-            .chunks
-            .iter()
-            .filter(|c| c.max_t >= plan.min_t && c.min_t <= plan.max_t)
-            .map(|c| AggrChunk {
-                min_time: c.min_t,
-                max_time: c.max_t,
-                raw: (!plan.skip_chunks).then(|| Chunk {
-                    r#type: chunk::Encoding::Xor as i32,
-                    data: c.bytes.clone(),
-                }),
-                ..AggrChunk::default()
-            })
-            .collect();
-        if aggr.is_empty() {
-            continue;
-        }
-        let labels = with_external(&s.labels, external);
-        if resort {
-            if held.len() >= MAX_RESORTED_SERIES {
-                return Err(StoreApiError::BadRequest(format!(
-                    "more than {MAX_RESORTED_SERIES} series match and stored series carry an external label's name; narrow the matchers"
-                )));
-            }
-            held.push((labels, aggr));
-        } else if !emit_series(labels, aggr, plan.skip_chunks, emit) {
+    let mut producer = SeriesProducer::open(queryable, chunks, plan, external)?;
+    loop {
+        let frames = producer.next_frames(64)?;
+        if frames.is_empty() {
             return Ok(());
         }
-    }
-    if resort {
-        held.sort_by(|a, b| compare_labels(&a.0, &b.0));
-        let mut it = held.into_iter().peekable();
-        while let Some((labels, mut aggr)) = it.next() {
-            // Stored series that differ only in an overridden label become one.
-            while let Some((next, _)) = it.peek() {
-                if compare_labels(next, &labels) != std::cmp::Ordering::Equal {
-                    break;
-                }
-                if let Some((_, more)) = it.next() {
-                    aggr.extend(more);
-                }
-            }
-            aggr.sort_by_key(|c| (c.min_time, c.max_time));
-            if !emit_series(labels, aggr, plan.skip_chunks, emit) {
+        for f in frames {
+            if !emit(f) {
                 return Ok(());
             }
         }
     }
-    Ok(())
+}
+
+/// Held series of an answer that is sorted in memory.
+type HeldSeries = std::iter::Peekable<std::vec::IntoIter<(Vec<Label>, Vec<AggrChunk>)>>;
+
+/// The frames of one `Series` answer, produced a few at a time: the caller takes a
+/// batch on a blocking thread, then sends it from async code, so that no thread ever
+/// waits on a client (a client that does not read held one of tokio's blocking
+/// threads for good; ~530 of them starved every other blocking task).
+pub struct SeriesProducer {
+    source: Source,
+    min_t: i64,
+    max_t: i64,
+    skip_chunks: bool,
+    external: ExternalLabels,
+}
+
+enum Source {
+    /// Series straight from storage, already in the answer's order.
+    Streaming(crate::storage::ChunkSeriesSet),
+    /// Series read whole and sorted (an external label's name is stored).
+    Held(HeldSeries),
+    Done,
+}
+
+impl SeriesProducer {
+    /// Opens the storage read of `plan` (and, when series must be re-sorted, reads
+    /// them all, up to [`MAX_RESORTED_SERIES`]).
+    pub fn open(
+        queryable: &dyn Queryable,
+        chunks: &dyn ChunkQueryable,
+        plan: &SeriesPlan,
+        external: &ExternalLabels,
+    ) -> Result<SeriesProducer> {
+        let mut producer = SeriesProducer {
+            source: Source::Done,
+            min_t: plan.min_t,
+            max_t: plan.max_t,
+            skip_chunks: plan.skip_chunks,
+            external: external.clone(),
+        };
+        if !plan.selection.can_match {
+            return Ok(producer);
+        }
+        let matchers = &plan.selection.matchers;
+        // Setting the same labels on every series keeps storage's order, unless a
+        // stored series carries an external label's name: then the override can
+        // reorder (or merge) series, and the answer is sorted in memory first.
+        let resort = !external.is_empty() && {
+            let querier = queryable
+                .querier(plan.min_t, plan.max_t)
+                .map_err(|e| StoreApiError::storage("open querier", e))?;
+            let carried = |matchers: &[Matcher]| -> Result<bool> {
+                let names = querier
+                    .label_names(matchers)
+                    .map_err(|e| StoreApiError::storage("read label names", e))?;
+                Ok(names.iter().any(|n| external.contains_key(n)))
+            };
+            // All names first (read from the indexes' name tables, cheap); the
+            // matching series only when some series carries an external label's name.
+            carried(&[])? && carried(matchers)?
+        };
+        let querier = chunks
+            .chunk_querier(plan.min_t, plan.max_t)
+            .map_err(|e| StoreApiError::storage("open chunk querier", e))?;
+        let set = querier
+            .select_chunks(matchers)
+            .map_err(|e| StoreApiError::storage("select series", e))?;
+        producer.source = Source::Streaming(set);
+        if resort {
+            let mut held: Vec<(Vec<Label>, Vec<AggrChunk>)> = Vec::new();
+            while let Some(series) = producer.next_series()? {
+                if held.len() >= MAX_RESORTED_SERIES {
+                    return Err(StoreApiError::BadRequest(format!(
+                        "more than {MAX_RESORTED_SERIES} series match and stored series carry an external label's name; narrow the matchers"
+                    )));
+                }
+                held.push(series);
+            }
+            held.sort_by(|a, b| compare_labels(&a.0, &b.0));
+            producer.source = Source::Held(held.into_iter().peekable());
+        }
+        Ok(producer)
+    }
+
+    /// The next series from storage with its chunks in range (series without any
+    /// are skipped).
+    fn next_series(&mut self) -> Result<Option<(Vec<Label>, Vec<AggrChunk>)>> {
+        let Source::Streaming(set) = &mut self.source else {
+            return Ok(None);
+        };
+        for s in set.by_ref() {
+            let s = s.map_err(|e| StoreApiError::storage("read series", e))?;
+            let aggr: Vec<AggrChunk> = s
+                .chunks
+                .iter()
+                .filter(|c| c.max_t >= self.min_t && c.min_t <= self.max_t)
+                .map(|c| AggrChunk {
+                    min_time: c.min_t,
+                    max_time: c.max_t,
+                    raw: (!self.skip_chunks).then(|| Chunk {
+                        r#type: chunk::Encoding::Xor as i32,
+                        data: c.bytes.clone(),
+                    }),
+                    ..AggrChunk::default()
+                })
+                .collect();
+            if aggr.is_empty() {
+                continue;
+            }
+            return Ok(Some((with_external(&s.labels, &self.external), aggr)));
+        }
+        self.source = Source::Done;
+        Ok(None)
+    }
+
+    /// The next frames of the answer: at least `max_frames` unless the answer ends
+    /// (a series split into several frames finishes its batch, so a batch may hold
+    /// a few more). Empty once the answer is complete.
+    pub fn next_frames(&mut self, max_frames: usize) -> Result<Vec<SeriesResponse>> {
+        let mut out = Vec::new();
+        let skip_chunks = self.skip_chunks;
+        while out.len() < max_frames.max(1) {
+            let series = match &mut self.source {
+                Source::Done => break,
+                Source::Streaming(_) => self.next_series()?,
+                Source::Held(it) => match it.next() {
+                    Some((labels, mut aggr)) => {
+                        // Stored series that differ only in an overridden label
+                        // become one.
+                        while let Some((next, _)) = it.peek() {
+                            if compare_labels(next, &labels) != std::cmp::Ordering::Equal {
+                                break;
+                            }
+                            if let Some((_, more)) = it.next() {
+                                aggr.extend(more);
+                            }
+                        }
+                        aggr.sort_by_key(|c| (c.min_time, c.max_time));
+                        Some((labels, aggr))
+                    }
+                    None => {
+                        self.source = Source::Done;
+                        None
+                    }
+                },
+            };
+            let Some((labels, aggr)) = series else {
+                break;
+            };
+            emit_series(labels, aggr, skip_chunks, &mut |f| {
+                out.push(f);
+                true
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Label sets in Prometheus's order: pair by pair, name then value; a prefix first.

@@ -1,9 +1,12 @@
 //! The tonic services: `thanos.Store` and `thanos.info.Info` over the storage seams.
-//! Storage reads run on blocking threads; a `Series` answer streams through a bounded
-//! channel, so a slow client slows the read and a gone client stops it.
+//! Storage reads run on blocking threads, a batch of frames at a time; a `Series`
+//! answer is sent from an async task through a bounded channel, so a slow client
+//! slows the read, a gone client stops it, and a client that stops reading holds no
+//! thread, only its turn, until its deadline.
 
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,8 @@ struct Inner {
     options: StoreApiOptions,
     metrics: StoreApiMetrics,
     shutdown: CancellationToken,
+    /// Turns for `Series` calls; `None` when unlimited.
+    series_turns: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl StoreApi {
@@ -50,6 +55,8 @@ impl StoreApi {
             inner: Arc::new(Inner {
                 backends,
                 external: Arc::new(external),
+                series_turns: (options.series_max_concurrency > 0)
+                    .then(|| Arc::new(tokio::sync::Semaphore::new(options.series_max_concurrency))),
                 options,
                 metrics,
                 shutdown,
@@ -113,77 +120,117 @@ impl StoreApi {
 
     fn info(&self) -> std::result::Result<info::InfoResponse, Status> {
         let (min_time, max_time) = self.time_range()?;
+        let label_set = ZLabelSet {
+            labels: self.external_labels(),
+        };
         Ok(info::InfoResponse {
-            label_sets: vec![ZLabelSet {
-                labels: self.external_labels(),
-            }],
+            label_sets: vec![label_set.clone()],
             component_type: COMPONENT_TYPE.to_string(),
             store: Some(info::StoreInfo {
                 min_time,
                 max_time,
                 supports_sharding: false,
                 supports_without_replica_labels: false,
-                guaranteed_min_time: 0,
+                // One TSDB, as the sidecar describes its Prometheus: the external
+                // labels and the range it holds.
+                tsdb_infos: vec![info::TsdbInfo {
+                    labels: Some(label_set),
+                    min_time,
+                    max_time,
+                }],
             }),
             ..Default::default()
         })
     }
 
-    fn open_series(&self, req: &SeriesRequest) -> std::result::Result<SeriesStream, Status> {
+    /// Opens a `Series` answer: waits for a turn (until the call's deadline), then
+    /// produces frames in batches on blocking threads and sends them from an async
+    /// task, never from a blocking thread. The stream ends with the call's error, if
+    /// any, even when it comes after the channel filled.
+    async fn open_series(
+        &self,
+        req: &SeriesRequest,
+        client_timeout: Option<Duration>,
+    ) -> std::result::Result<SeriesStream, Status> {
         let plan = SeriesPlan::new(req, &self.inner.external)?;
         let backends = self.backends()?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(self.inner.options.series_channel_depth);
+        let max = self.inner.options.series_max_duration;
+        let deadline = tokio::time::Instant::now() + client_timeout.map_or(max, |t| t.min(max));
+        let permit = match &self.inner.series_turns {
+            Some(turns) => {
+                match tokio::time::timeout_at(deadline, turns.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(_)) => return Err(Status::unavailable("server is shutting down")),
+                    Err(_) => {
+                        // Thanos answers so when its series gate does not open in time.
+                        return Err(Status::resource_exhausted(format!(
+                            "failed to wait for turn: {} Series calls are running (--store.grpc.series-max-concurrency)",
+                            self.inner.options.series_max_concurrency
+                        )));
+                    }
+                }
+            }
+            None => None,
+        };
+        let depth = self.inner.options.series_channel_depth.max(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SeriesResponse>(depth);
+        // The call's final error; set before `tx` is dropped, read once the channel
+        // is drained.
+        let outcome: Arc<Mutex<Option<Status>>> = Arc::new(Mutex::new(None));
         if plan.selection.can_match {
             let external = self.inner.external.clone();
             let shutdown = self.inner.shutdown.clone();
             let metrics = self.inner.metrics.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut stopped_by_shutdown = false;
-                let mut client_gone = false;
-                let mut emit = |frame: SeriesResponse| {
-                    if shutdown.is_cancelled() {
-                        stopped_by_shutdown = true;
-                        return false;
-                    }
-                    let bytes = chunk_bytes(&frame);
-                    // Blocks while the channel is full: back-pressure from the client.
-                    // Fails once the client has gone and the stream was dropped.
-                    if tx.blocking_send(Ok(frame)).is_err() {
-                        client_gone = true;
-                        return false;
-                    }
-                    metrics.sent(1, bytes);
-                    true
-                };
-                let result = series::produce_series(
-                    &*backends.queryable,
-                    &*backends.chunks,
-                    &plan,
-                    &external,
-                    &mut emit,
+            let outcome = outcome.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                // `tx` lives until the outcome and the count are in, so whoever sees
+                // the stream end sees both.
+                let code = send_series(
+                    backends, plan, external, depth, deadline, &shutdown, &tx, &metrics,
+                )
+                .await
+                .map_or_else(
+                    |status| {
+                        let code = status.code();
+                        if let Ok(mut o) = outcome.lock() {
+                            *o = Some(status);
+                        }
+                        code
+                    },
+                    |()| tonic::Code::Ok,
                 );
-                let failure = match result {
-                    Err(e) => Some(Status::from(e)),
-                    Ok(()) if stopped_by_shutdown => {
-                        Some(Status::unavailable("server is shutting down"))
-                    }
-                    Ok(()) => None,
-                };
-                let code = match &failure {
-                    _ if client_gone => tonic::Code::Cancelled,
-                    Some(status) => status.code(),
-                    None => tonic::Code::Ok,
-                };
                 metrics.request("Series", code);
-                if let Some(status) = failure {
-                    // The client must not take a cut answer for a whole one.
-                    let _ = tx.blocking_send(Err(status));
-                }
+                drop(tx);
             });
         } else {
             self.inner.metrics.request("Series", tonic::Code::Ok);
         }
-        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
+        let mut done = false;
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            use std::task::Poll;
+            if done {
+                return Poll::Ready(None);
+            }
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => {
+                    done = true;
+                    let status = outcome.lock().ok().and_then(|mut o| o.take());
+                    return Poll::Ready(status.map(Err));
+                }
+                Poll::Pending => {}
+            }
+            // Nothing to send yet: past the deadline the answer is cut off here, so
+            // a producer that is stuck in storage cannot keep the call open.
+            if sleep.as_mut().poll(cx).is_ready() {
+                done = true;
+                rx.close();
+                return Poll::Ready(Some(Err(deadline_exceeded())));
+            }
+            Poll::Pending
+        });
         Ok(Box::pin(stream))
     }
 
@@ -222,7 +269,8 @@ impl store_server::Store for StoreApi {
         request: Request<SeriesRequest>,
     ) -> std::result::Result<Response<SeriesStream>, Status> {
         // A stream that opens is counted when it ends.
-        match self.open_series(request.get_ref()) {
+        let timeout = grpc_timeout(request.metadata());
+        match self.open_series(request.get_ref(), timeout).await {
             Ok(stream) => Ok(Response::new(stream)),
             Err(status) => self.record("Series", Err(status)),
         }
@@ -294,6 +342,93 @@ impl info::info_server::Info for StoreApi {
     }
 }
 
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("Series call ran past its deadline")
+}
+
+/// Produces the frames of `plan` in batches of `depth` on blocking threads and sends
+/// them to `tx` from this async task, until the answer is complete, the client is
+/// gone (the send fails: `Cancelled`), the deadline passes or shutdown begins.
+#[allow(clippy::too_many_arguments)]
+async fn send_series(
+    backends: StoreBackends,
+    plan: SeriesPlan,
+    external: Arc<ExternalLabels>,
+    depth: usize,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+    tx: &tokio::sync::mpsc::Sender<SeriesResponse>,
+    metrics: &StoreApiMetrics,
+) -> std::result::Result<(), Status> {
+    let blocking = |f: Box<
+        dyn FnOnce() -> Result<(series::SeriesProducer, Vec<SeriesResponse>)> + Send,
+    >| async move {
+        let task = tokio::task::spawn_blocking(f);
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => Err(deadline_exceeded()),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "storeapi: series task failed");
+                Err(Status::internal("read task failed"))
+            }
+            Ok(Ok(r)) => r.map_err(Status::from),
+        }
+    };
+    let (mut producer, mut frames) = blocking(Box::new(move || {
+        let mut p = series::SeriesProducer::open(
+            &*backends.queryable,
+            &*backends.chunks,
+            &plan,
+            &external,
+        )?;
+        let frames = p.next_frames(depth)?;
+        Ok((p, frames))
+    }))
+    .await?;
+    while !frames.is_empty() {
+        for frame in frames {
+            let bytes = chunk_bytes(&frame);
+            tokio::select! {
+                sent = tx.send(frame) => {
+                    if sent.is_err() {
+                        return Err(Status::cancelled("client went away"));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Err(deadline_exceeded()),
+                _ = shutdown.cancelled() => {
+                    return Err(Status::unavailable("server is shutting down"));
+                }
+            }
+            metrics.sent(1, bytes);
+        }
+        (producer, frames) = blocking(Box::new(move || {
+            let frames = producer.next_frames(depth)?;
+            Ok((producer, frames))
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The client's deadline from the `grpc-timeout` header (gRPC over HTTP/2: up to 8
+/// digits and a unit, H M S m u n); `None` when absent or malformed.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Encoded chunk bytes in one frame.
 fn chunk_bytes(frame: &SeriesResponse) -> u64 {
     match &frame.result {
@@ -334,6 +469,174 @@ mod tests {
             metrics.clone(),
             CancellationToken::new(),
         )
+    }
+
+    fn db_with_series(n: usize) -> (tempfile::TempDir, Arc<OnceLock<StoreBackends>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
+        let mut app = db.appender();
+        for i in 0..n {
+            let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i:05}"))]);
+            app.append(&l, 1000, i as f64).unwrap();
+        }
+        app.commit().unwrap();
+        let backends = Arc::new(OnceLock::new());
+        let _ = backends.set(StoreBackends {
+            queryable: Arc::new(db.clone()),
+            chunks: Arc::new(db),
+        });
+        (dir, backends)
+    }
+
+    fn with_timeout(mut r: Request<SeriesRequest>, timeout: &str) -> Request<SeriesRequest> {
+        r.metadata_mut()
+            .insert("grpc-timeout", timeout.parse().unwrap());
+        r
+    }
+
+    /// Issue 14, item 4: ~530 `Series` streams that the client never read held all
+    /// of tokio's blocking threads. With a pool of 4 blocking threads, 50 unread
+    /// streams (no concurrency limit, so only the producer design is tested) must
+    /// leave the pool free.
+    #[test]
+    fn unread_series_streams_hold_no_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (_dir, backends) = db_with_series(200);
+            let metrics = StoreApiMetrics::default();
+            let api = StoreApi::new(
+                backends,
+                ExternalLabels::new(),
+                StoreApiOptions {
+                    series_channel_depth: 1,
+                    series_max_concurrency: 0,
+                    ..StoreApiOptions::default()
+                },
+                metrics.clone(),
+                CancellationToken::new(),
+            );
+            let mut unread = Vec::new();
+            for _ in 0..50 {
+                let s = api
+                    .series(request(vec![eq("__name__", "m")]))
+                    .await
+                    .unwrap();
+                unread.push(s.into_inner());
+            }
+            // Let every producer fill its channel.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let free =
+                tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(|| 42))
+                    .await;
+            assert_eq!(free.unwrap().unwrap(), 42, "blocking pool is held");
+            // And the streams still answer whole once read.
+            let frames: Vec<_> = unread.pop().unwrap().collect().await;
+            assert_eq!(frames.len(), 200);
+            assert!(frames.iter().all(|f| f.is_ok()));
+        });
+    }
+
+    /// `--store.grpc.series-max-concurrency`: a call waits for a turn until its
+    /// deadline, then fails `ResourceExhausted`; a stream that is not read is cut off
+    /// at its deadline, ends with `DeadlineExceeded`, and frees its turn.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn series_calls_take_turns_and_end_at_their_deadline() {
+        let (_dir, backends) = db_with_series(100);
+        let metrics = StoreApiMetrics::default();
+        let api = StoreApi::new(
+            backends,
+            ExternalLabels::new(),
+            StoreApiOptions {
+                series_channel_depth: 1,
+                series_max_concurrency: 1,
+                ..StoreApiOptions::default()
+            },
+            metrics.clone(),
+            CancellationToken::new(),
+        );
+        let started = tokio::time::Instant::now();
+        let first = api
+            .series(with_timeout(request(vec![eq("__name__", "m")]), "700m"))
+            .await
+            .unwrap()
+            .into_inner();
+        let Err(waited) = api
+            .series(with_timeout(request(vec![eq("__name__", "m")]), "200m"))
+            .await
+        else {
+            panic!("second call got a turn while the first holds it");
+        };
+        assert_eq!(waited.code(), tonic::Code::ResourceExhausted);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // The first is cut off at its deadline; its turn comes free.
+        let third = api
+            .series(with_timeout(request(vec![eq("__name__", "m")]), "5S"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            started.elapsed() >= Duration::from_millis(650),
+            "{:?}",
+            started.elapsed()
+        );
+        let frames: Vec<_> = first.collect().await;
+        let last = frames.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(last.code(), tonic::Code::DeadlineExceeded);
+        assert!(frames.len() < 100, "a cut answer must not look whole");
+        let frames: Vec<_> = third.collect().await;
+        assert_eq!(frames.len(), 100);
+        assert_eq!(metrics.requests("Series", tonic::Code::DeadlineExceeded), 1);
+        assert_eq!(
+            metrics.requests("Series", tonic::Code::ResourceExhausted),
+            1
+        );
+        assert_eq!(metrics.requests("Series", tonic::Code::Ok), 1);
+    }
+
+    #[test]
+    fn grpc_timeout_header_is_parsed() {
+        let parse = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["S", "123456789S", "1x", "-1S", ""] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Issue 14, item 13: field 6 of `StoreInfo` is released Thanos's `repeated
+    /// TSDBInfo tsdb_infos` (a length-delimited message), not a varint.
+    #[tokio::test]
+    async fn info_sends_tsdb_infos_as_released_thanos_reads_them() {
+        use prost::Message;
+        let (_dir, backends) = db_with_series(1);
+        let api = api(backends, 4, &StoreApiMetrics::default());
+        let resp = Info::info(&api, Request::new(info::InfoRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let store = resp.store.unwrap();
+        let bytes = store.encode_to_vec();
+        // Key of field 6, wire type 2 (length-delimited).
+        assert!(bytes.contains(&((6 << 3) | 2)), "{bytes:?}");
+        assert!(!bytes.contains(&(6 << 3)), "field 6 as a varint: {bytes:?}");
+        let tsdb = &store.tsdb_infos[0];
+        assert_eq!(tsdb.labels.as_ref().unwrap().labels[0].name, "cluster");
+        assert_eq!(
+            (tsdb.min_time, tsdb.max_time),
+            (store.min_time, store.max_time)
+        );
+        assert_eq!(tsdb.min_time, 1000);
     }
 
     fn request(matchers: Vec<LabelMatcher>) -> Request<SeriesRequest> {
