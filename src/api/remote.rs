@@ -39,7 +39,7 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
         let _permit = permit;
         DECOMPRESSED.with_borrow_mut(|buf| {
             decompress_into(&body, limits, buf)?;
-            let outcome = write_decoded(backends.as_ref(), buf);
+            let outcome = write_decoded(backends.as_ref(), buf, limits);
             // Keep a moderate buffer for the next request on this thread, not the
             // largest one ever seen.
             if buf.capacity() > 16 << 20 {

@@ -20,17 +20,25 @@ pub struct WriteLimits {
     /// Largest decompressed message accepted (checked from the snappy header before
     /// any decompression).
     pub max_decoded_bytes: usize,
+    /// Most samples one request may hold. Appending holds about 18 bytes a sample
+    /// until the commit, and a sample can take 2 bytes on the wire: this keeps what
+    /// one request costs near its decoded size, whatever its shape. Senders batch far
+    /// fewer (Prometheus: 2,000 a request by default).
     /// Requests decoded and appended at once; more wait their turn, so that a burst
     /// of senders cannot hold one decompressed buffer each.
     pub max_concurrent: usize,
+    pub max_samples: usize,
 }
 
 impl Default for WriteLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 32 << 20,
-            max_decoded_bytes: 256 << 20,
+            // Within the 64 MiB that one request may cost (issue 14); real batches
+            // are tens to hundreds of KiB.
+            max_decoded_bytes: 32 << 20,
             max_concurrent: 8,
+            max_samples: 1_000_000,
         }
     }
 }
@@ -45,6 +53,8 @@ pub enum WriteError {
     DecodedTooLarge(usize, usize),
     #[error("protobuf: {0}")]
     Protobuf(String),
+    #[error("request holds {0} samples, more than the limit of {1} a request")]
+    TooManySamples(usize, usize),
     #[error("series {index}: {message}")]
     InvalidSeries { index: usize, message: String },
     #[error("{0}")]
@@ -102,8 +112,15 @@ pub fn decode_write_request(body: &[u8], limits: WriteLimits) -> Result<WriteReq
 /// `storage` and commits; blocks until the batch is durable. Nothing is stored when
 /// any series is invalid. Beyond the buffer, the request costs only what the
 /// appender keeps of its samples: the decoder's own scratch is a few KiB.
-pub fn write_decoded(storage: &dyn Appendable, raw: &[u8]) -> Result<WriteOutcome, WriteError> {
+pub fn write_decoded(
+    storage: &dyn Appendable,
+    raw: &[u8],
+    limits: WriteLimits,
+) -> Result<WriteOutcome, WriteError> {
     let shape = decode::validate(raw)?;
+    if shape.samples > limits.max_samples {
+        return Err(WriteError::TooManySamples(shape.samples, limits.max_samples));
+    }
     let mut app = storage.appender();
     app.reserve(shape.series);
     let appended = decode::for_each_series(raw, |labels, samples| {
@@ -183,6 +200,31 @@ mod tests {
     }
 
     #[test]
+    fn more_samples_than_the_limit_are_refused_before_anything_is_appended() {
+        let mut r = req(&[("__name__", "up")]);
+        r.timeseries[0].samples = (0..11)
+            .map(|t| PSample {
+                value: 1.0,
+                timestamp: t,
+            })
+            .collect();
+        let raw = r.encode_to_vec();
+        let storage = crate::storage::memory::MemoryStorage::new();
+        let limits = WriteLimits {
+            max_samples: 10,
+            ..WriteLimits::default()
+        };
+        let err = write_decoded(&storage, &raw, limits).unwrap_err();
+        assert!(matches!(err, WriteError::TooManySamples(11, 10)), "{err}");
+        assert!(storage.dump().is_empty());
+        let limits = WriteLimits {
+            max_samples: 11,
+            ..WriteLimits::default()
+        };
+        assert_eq!(write_decoded(&storage, &raw, limits).unwrap().accepted, 11);
+    }
+
+    #[test]
     fn invalid_label_sets_are_named() {
         let cases: [(&[(&str, &str)], &str); 7] = [
             (&[("__name__", "a\nb")], "invalid metric name"),
@@ -196,7 +238,7 @@ mod tests {
         let storage = crate::storage::memory::MemoryStorage::new();
         for (labels, want) in cases {
             let raw = req(labels).encode_to_vec();
-            let err = write_decoded(&storage, &raw).unwrap_err().to_string();
+            let err = write_decoded(&storage, &raw, WriteLimits::default()).unwrap_err().to_string();
             assert!(err.contains(want), "{err} should mention {want}");
         }
         assert!(
@@ -204,7 +246,7 @@ mod tests {
             "nothing stored from invalid requests"
         );
         let raw = req(&[("__name__", "up"), ("job", "x")]).encode_to_vec();
-        let s = write_decoded(&storage, &raw).unwrap();
+        let s = write_decoded(&storage, &raw, WriteLimits::default()).unwrap();
         assert_eq!(s.accepted, 1);
     }
 }

@@ -19,4 +19,5 @@ mod remote_read;
 mod remote_write;
 mod scrape;
 mod shipper;
+mod soak;
 mod storeapi;

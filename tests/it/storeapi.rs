@@ -396,3 +396,77 @@ fn grpc_address_can_be_turned_off() {
     assert_eq!(odin.get("/-/ready").0, 200);
     assert_eq!(odin.stop().code(), Some(0));
 }
+
+/// Issue 14, item 4: a thousand `Series` streams whose client never reads once held
+/// every thread of the blocking pool, and remote write and queries stopped while
+/// `/-/healthy` still said 200. Now calls take turns (`--store.grpc.series-max-
+/// concurrency`) and a stream waiting on its client holds no thread: the HTTP API
+/// answers as before.
+#[test]
+fn a_thousand_unread_series_streams_starve_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(&dir.path().join("data"), &[]);
+    let grpc = odin.grpc_addr.expect("grpc address");
+    // Enough data that no answer fits in a stream's flow-control window.
+    let end = now_ms() / 1000 * 1000 - 60_000;
+    let batch: Vec<TestSeries> = (0..2_000)
+        .map(|i| {
+            TestSeries::new(
+                &[("__name__", "unread"), ("i", &i.to_string())],
+                (0..30).map(|k| (end - (29 - k) * 15_000, k as f64)).collect(),
+            )
+        })
+        .collect();
+    let (status, body) = odin.write(&batch);
+    assert_eq!(status, 204, "{body}");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let streams = rt.block_on(async {
+        let mut streams = Vec::new();
+        for _ in 0..10 {
+            let channel = Channel::from_shared(format!("http://{grpc}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            for _ in 0..100 {
+                let mut client = StoreClient::new(channel.clone());
+                let req = SeriesRequest {
+                    min_time: end - 3_600_000,
+                    max_time: end,
+                    matchers: vec![m(Type::Eq, "__name__", "unread")],
+                    ..Default::default()
+                };
+                // Started, never read.
+                let call = tokio::spawn(async move { client.series(req).await });
+                streams.push(call);
+            }
+        }
+        streams
+    });
+    // Give the server time to start the calls it lets run.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    let started = std::time::Instant::now();
+    let (status, body) = odin.write(&[TestSeries::new(
+        &[("__name__", "still_written")],
+        vec![(end, 1.0)],
+    )]);
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = odin.get("/api/v1/query?query=count(unread)");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"2000\""), "{body}");
+    let (status, body) = odin.get("/api/v1/series?match[]=still_written");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the HTTP API took {:?} under 1,000 unread streams",
+        started.elapsed()
+    );
+    drop(streams);
+    rt.shutdown_background();
+}
