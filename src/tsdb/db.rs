@@ -36,6 +36,10 @@ use crate::tsdb::record::{self, Batch, Deletion, Record};
 use crate::tsdb::shipping::ShippingHook;
 use crate::tsdb::wal::{Wal, WalOptions, WalWriter};
 
+/// Default of [`DbOptions::too_far_in_future_ms`]: 10 minutes, Mimir's
+/// `-validation.create-grace-period`.
+pub const DEFAULT_TOO_FAR_IN_FUTURE_MS: i64 = 10 * 60_000;
+
 /// How the database behaves; the defaults are Prometheus's.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
@@ -49,6 +53,12 @@ pub struct DbOptions {
     pub max_block_ms: i64,
     /// Size at which a new WAL segment is started.
     pub wal_segment_bytes: u64,
+    /// Samples newer than the wall clock plus this are refused (`too_far_in_future`),
+    /// so that one sample from a wrong clock cannot move the head's window and make
+    /// every later write out of bounds; 0 accepts any time, as Prometheus does.
+    /// Thanos Receive's `--tsdb.too-far-in-future.time-window`; the default is
+    /// Mimir's creation grace period.
+    pub too_far_in_future_ms: i64,
     /// Set when blocks ship to object storage: compaction then merges and retention
     /// deletes only blocks whose data has shipped.
     pub shipping: Option<ShippingHook>,
@@ -63,6 +73,7 @@ impl Default for DbOptions {
             min_block_ms: 2 * 3_600_000,
             max_block_ms: retention_ms / 10,
             wal_segment_bytes: 64 << 20,
+            too_far_in_future_ms: DEFAULT_TOO_FAR_IN_FUTURE_MS,
             shipping: None,
         }
     }
@@ -259,7 +270,7 @@ impl Db {
         let h = &self.inner.head;
         !h.is_empty()
             && h.min_time() != i64::MAX
-            && h.max_time() - h.min_time() > self.inner.opts.min_block_ms / 2 * 3
+            && h.max_time().saturating_sub(h.min_time()) > self.inner.opts.min_block_ms / 2 * 3
     }
 
     pub fn stats(&self) -> crate::storage::StorageStats {
@@ -294,42 +305,68 @@ impl Db {
         hints: Vec<Option<Arc<MemSeries>>>,
         patient: bool,
     ) -> crate::storage::Result<AppendSummary> {
-        let Some((rec, payload)) = self.prepare_commit(batch, hints, None)? else {
-            return Ok(AppendSummary::default());
+        let (prepared, refused) = self.prepare_commit(batch, hints, None)?;
+        let Some((rec, payload)) = prepared else {
+            return Ok(self.refused_only(refused));
         };
         let committed = if patient {
             self.inner.wal.commit_patient(rec, payload)
         } else {
             self.inner.wal.commit(rec, payload)
         };
-        self.committed(committed)
+        self.committed(committed, refused)
     }
 
-    /// The WAL record and payload of a batch; `None` for an empty one.
+    /// The outcome of a batch whose every sample was refused before the WAL.
+    fn refused_only(&self, refused: AppendSummary) -> AppendSummary {
+        if refused.rejected() > 0 {
+            self.inner.metrics.observe_commit(&refused);
+        }
+        refused
+    }
+
+    /// The WAL record and payload of a batch (`None` for an empty one), and the
+    /// samples refused before it reaches the WAL.
+    ///
+    /// Samples too far in the future are dropped here, against the wall clock at
+    /// append time, and never written: replaying the WAL later (when the clock has
+    /// moved on) then rebuilds the same head, which a check in the head's apply
+    /// would not.
+    #[allow(clippy::type_complexity)]
     fn prepare_commit(
         &self,
         batch: Batch,
         hints: Vec<Option<Arc<MemSeries>>>,
         memo: Option<&mut record::LabelSectionMemo>,
-    ) -> crate::storage::Result<Option<(Vec<u8>, WalPayload)>> {
+    ) -> crate::storage::Result<(Option<(Vec<u8>, WalPayload)>, AppendSummary)> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable("database is closed".into()));
         }
+        let mut refused = AppendSummary::default();
+        let window = self.inner.opts.too_far_in_future_ms;
+        let (batch, hints) = if window > 0 {
+            let limit = crate::model::now_ms().saturating_add(window);
+            drop_samples_after(batch, hints, limit, &mut refused)
+        } else {
+            (batch, hints)
+        };
         if batch.is_empty() {
-            return Ok(None);
+            return Ok((None, refused));
         }
         let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
         record::encode_batch_reusing(&batch, memo, &mut rec);
-        Ok(Some((rec, WalPayload::Batch(batch, hints))))
+        Ok((Some((rec, WalPayload::Batch(batch, hints))), refused))
     }
 
     /// Accounts for a commit's outcome; wakes maintenance when the head is due.
     fn committed(
         &self,
         committed: std::result::Result<AppendSummary, crate::tsdb::wal::WalError>,
+        refused: AppendSummary,
     ) -> crate::storage::Result<AppendSummary> {
         match committed {
-            Ok(summary) => {
+            Ok(mut summary) => {
+                summary.merge(&refused);
                 self.inner.metrics.observe_commit(&summary);
                 self.inner
                     .metrics
@@ -485,15 +522,53 @@ impl Appender for DbAppender {
             .downcast_mut::<record::LabelSectionMemo>();
         let prepared = db.prepare_commit(batch, hints, memo);
         Box::pin(async move {
-            let Some((rec, payload)) = prepared? else {
-                return Ok(AppendSummary::default());
+            let (prepared, refused) = prepared?;
+            let Some((rec, payload)) = prepared else {
+                return Ok(db.refused_only(refused));
             };
             let committed = db.inner.wal.commit_patient_async(rec, payload).await;
-            db.committed(committed)
+            db.committed(committed, refused)
         })
     }
 
     fn rollback(self: Box<Self>) {}
+}
+
+/// `batch` without its samples newer than `limit` (counted in `refused` as
+/// too far in the future), with `hints` kept in step with its series. The batch is
+/// returned as it is, without a copy, when no sample is that new: the usual case.
+fn drop_samples_after(
+    batch: Batch,
+    hints: Vec<Option<Arc<MemSeries>>>,
+    limit: i64,
+    refused: &mut AppendSummary,
+) -> (Batch, Vec<Option<Arc<MemSeries>>>) {
+    if batch.samples.iter().all(|s| s.t <= limit) {
+        return (batch, hints);
+    }
+    let mut kept = Batch::default();
+    let mut kept_hints = Vec::with_capacity(hints.len());
+    let mut hints = hints.into_iter();
+    for series in &batch.series {
+        let hint = hints.next().flatten();
+        let samples = batch.samples_of(series);
+        let start = kept.samples.len();
+        kept.samples
+            .extend(samples.iter().filter(|s| s.t <= limit).copied());
+        let n = kept.samples.len() - start;
+        refused.add_rejected(
+            crate::storage::RejectReason::TooFarInFuture,
+            (samples.len() - n) as u64,
+        );
+        if n > 0 {
+            kept.series.push(record::BatchSeries {
+                labels: series.labels.clone(),
+                samples: start..kept.samples.len(),
+            });
+            kept_hints.push(hint);
+        }
+    }
+    (kept, kept_hints)
 }
 
 impl Queryable for Db {
@@ -803,6 +878,142 @@ mod tests {
                 "{resolve_at_backlog}"
             );
         }
+    }
+
+    fn one(db: &Db, name: &str, t: i64) -> AppendSummary {
+        let mut app = db.appender();
+        app.append(&Labels::from_pairs([("__name__", name)]), t, 1.0)
+            .unwrap();
+        app.commit().unwrap()
+    }
+
+    /// Issue 14: one remote-written sample at now + 1 day made every later write
+    /// out of bounds until the clock caught up.
+    #[test]
+    fn a_sample_a_day_ahead_is_refused_and_later_writes_still_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = TsdbMetrics::default();
+        let db = Db::open(dir.path(), DbOptions::default(), metrics.clone()).unwrap();
+        let now = crate::model::now_ms();
+        let s = one(&db, "a", now + 86_400_000);
+        assert_eq!((s.accepted, s.too_far_in_future), (0, 1));
+        assert!(db.head().is_empty(), "the refused sample moved nothing");
+        // Normal samples, of the same and of new series, are accepted.
+        assert_eq!(one(&db, "a", now).accepted, 1);
+        assert_eq!(one(&db, "b", now + 1).accepted, 1);
+        assert_eq!(db.head().max_time(), now + 1);
+        let refused = metrics
+            .rejected_samples
+            .get_or_create(&vec![("reason".into(), "too_far_in_future".into())])
+            .get();
+        assert_eq!(refused, 1);
+    }
+
+    #[test]
+    fn future_samples_are_refused_per_sample_at_any_magnitude() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), DbOptions::default());
+        let now = crate::model::now_ms();
+        let w = DEFAULT_TOO_FAR_IN_FUTURE_MS;
+        let mut app = db.appender();
+        let a = Labels::from_pairs([("__name__", "a")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        let c = Labels::from_pairs([("__name__", "c")]);
+        // Within the window, past it by a minute, at the end of time; a series whose
+        // every sample is refused; the rest of the batch is kept.
+        app.append(&a, now - 1000, 1.0).unwrap();
+        app.append(&a, now + w - 60_000, 2.0).unwrap();
+        app.append(&a, now + w + 60_000, 3.0).unwrap();
+        app.append(&b, i64::MAX, 1.0).unwrap();
+        app.append(&c, now, 1.0).unwrap();
+        let s = app.commit().unwrap();
+        assert_eq!((s.accepted, s.too_far_in_future), (3, 2));
+        assert!(db.head().get_by_labels(&b).is_none(), "no series for b");
+        // append_pairs and append_ref go through the same commit.
+        let mut app = db.appender();
+        app.append_pairs(
+            &[("__name__", "d")],
+            &[Sample::new(now + 7 * 86_400_000, 1.0)],
+        )
+        .unwrap();
+        let mut r = None;
+        app.append_ref(&mut r, &c, now + 365 * 86_400_000, 1.0)
+            .unwrap();
+        assert_eq!(app.commit().unwrap().too_far_in_future, 2);
+        // The accepted future sample replays the same way after a restart.
+        db.close().unwrap();
+        drop(db);
+        let db = open(dir.path(), DbOptions::default());
+        assert_eq!(db.head().max_time(), now + w - 60_000);
+        assert_eq!(db.head().num_series(), 2);
+    }
+
+    #[test]
+    fn a_zero_window_accepts_future_samples_as_prometheus_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(
+            dir.path(),
+            DbOptions {
+                too_far_in_future_ms: 0,
+                ..DbOptions::default()
+            },
+        );
+        let t = crate::model::now_ms() + 86_400_000;
+        assert_eq!(one(&db, "a", t).accepted, 1);
+    }
+
+    /// Issue 14: one sample at -2^63+1 in a young head made `maxt - mint` overflow,
+    /// so the head was never cut and the WAL grew without bound.
+    #[test]
+    fn a_head_with_a_sample_at_the_start_of_time_is_still_cut() {
+        for extreme in [i64::MIN + 1, i64::MIN, -(1 << 62)] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path(), opts());
+            assert_eq!(one(&db, "old", extreme).accepted, 1, "{extreme}");
+            fill(&db, 0, 5 * H);
+            assert!(db.head_compactable(), "{extreme}");
+            db.compact().unwrap();
+            assert!(db.head().min_time() >= 0, "{extreme}: head cut");
+            assert_eq!(db.blocks()[0].meta().min_time, extreme);
+            assert!(!db.head_compactable());
+            // Nothing lost, and a restart reads the same.
+            let old = |db: &Db| {
+                db.querier(i64::MIN, i64::MAX)
+                    .unwrap()
+                    .select(
+                        &SelectHints::default(),
+                        &[Matcher::equal("__name__", "old")],
+                    )
+                    .unwrap()
+                    .collect::<crate::storage::Result<Vec<_>>>()
+                    .unwrap()
+            };
+            assert_eq!(old(&db)[0].samples, vec![Sample::new(extreme, 1.0)]);
+            db.close().unwrap();
+            drop(db);
+            let db = open(dir.path(), opts());
+            assert_eq!(old(&db).len(), 1);
+            db.compact().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_head_reaching_the_end_of_time_is_cut_without_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(
+            dir.path(),
+            DbOptions {
+                too_far_in_future_ms: 0,
+                ..opts()
+            },
+        );
+        fill(&db, 0, H);
+        assert_eq!(one(&db, "late", i64::MAX - 1).accepted, 1);
+        assert_eq!(one(&db, "late", i64::MAX).accepted, 1);
+        db.compact().unwrap();
+        assert!(db.head().min_time() > 0);
+        assert!(!db.head_compactable());
+        db.snapshot(false).unwrap();
     }
 
     #[test]
