@@ -112,8 +112,9 @@ pub(crate) struct DbInner {
 
 impl Db {
     /// Opens (or creates) the database in `dir`: loads the blocks, replays the WAL into
-    /// the head, and starts the WAL writer. Corrupt WAL tails are cut off with a warning;
-    /// a block that cannot be read is skipped (and left on disk) with an error log.
+    /// the head, and starts the WAL writer. WAL damage loses only the damaged records
+    /// (see `wal`); a block that cannot be read or whose meta is implausible is moved
+    /// to `corrupted/` with an error log.
     pub fn open(dir: &Path, opts: DbOptions, metrics: TsdbMetrics) -> Result<Db> {
         fs::create_dir_all(dir)
             .map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
@@ -138,12 +139,16 @@ impl Db {
                 ..WalOptions::default()
             },
         )?;
+        let repair = wal.repair_report().clone();
         let (replayed, undecodable, summary, replay_stats) =
             replay_wal(&wal, &head, RESOLVE_AT_BACKLOG)?;
         metrics.wal_replay_records.inc_by(replayed);
-        if replay_stats.corrupt_bytes_truncated > 0 {
-            metrics.wal_corruptions.inc();
-        }
+        metrics
+            .wal_corruptions
+            .inc_by(repair.corruptions + replay_stats.corrupt_files);
+        metrics.wal_corrupt_bytes.inc_by(repair.bytes_truncated);
+        metrics.wal_segments_missing.inc_by(repair.segments_missing);
+        metrics.wal_records_undecodable.inc_by(undecodable);
         tracing::info!(
             records = replayed,
             undecodable,
@@ -151,6 +156,7 @@ impl Db {
             series = head.num_series(),
             blocks = blocks.len(),
             corrupt_bytes_truncated = replay_stats.corrupt_bytes_truncated,
+            segments_missing = repair.segments_missing,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "wal replayed"
         );
@@ -1014,6 +1020,47 @@ mod tests {
         assert!(db.head().min_time() > 0);
         assert!(!db.head_compactable());
         db.snapshot(false).unwrap();
+    }
+
+    /// Issue 14: a flipped byte in the oldest of several WAL segments, or a missing
+    /// middle segment, lost every sample after it (0 of 40 replayed).
+    #[test]
+    fn wal_damage_loses_only_the_damaged_samples() {
+        let small_segments = || DbOptions {
+            wal_segment_bytes: 256,
+            ..opts()
+        };
+        for damage in ["flip", "remove"] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path(), small_segments());
+            for i in 0..40 {
+                assert_eq!(one(&db, "a", i * 1000).accepted, 1);
+            }
+            db.close().unwrap();
+            drop(db);
+            let wal = dir.path().join("wal");
+            let segments = crate::tsdb::wal::inspect(&wal).unwrap().segments;
+            assert!(segments.len() > 4, "{segments:?}");
+            let victim = wal.join(format!(
+                "{:08}",
+                segments[if damage == "flip" { 0 } else { 2 }]
+            ));
+            if damage == "flip" {
+                let mut b = std::fs::read(&victim).unwrap();
+                let n = b.len();
+                b[n - 3] ^= 0x20;
+                std::fs::write(&victim, b).unwrap();
+            } else {
+                std::fs::remove_file(&victim).unwrap();
+            }
+            let metrics = TsdbMetrics::default();
+            let db = Db::open(dir.path(), small_segments(), metrics.clone()).unwrap();
+            let got = all(&db)[0].samples.len();
+            assert!((35..40).contains(&got), "{damage}: {got} of 40 replayed");
+            assert_eq!(metrics.wal_corruptions.get(), 1, "{damage}");
+            let aside = wal.join(crate::tsdb::wal::CORRUPTED_DIR);
+            assert_eq!(aside.exists(), damage == "flip", "{damage}");
+        }
     }
 
     #[test]
