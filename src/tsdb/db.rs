@@ -121,13 +121,13 @@ impl Db {
         let lock = lock_dir(dir)?;
         remove_leftovers(dir)?;
 
-        let blocks = open_blocks(dir)?;
+        let blocks = open_blocks(dir, &metrics)?;
         let chunks_dir = dir.join("chunks_head");
         let head = Arc::new(
             Head::with_chunk_files(opts.min_block_ms, &chunks_dir)
                 .map_err(|e| TsdbError::io(format!("open {}", chunks_dir.display()), e))?,
         );
-        if let Some(max) = blocks.iter().map(|b| b.meta().max_time).max() {
+        if let Some(max) = trusted_blocks_end(&blocks, &opts) {
             head.set_min_valid_time(max);
         }
 
@@ -720,25 +720,109 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Opens every block directory (a ULID name with a meta.json), oldest first.
-fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>> {
+/// Where block directories that cannot be trusted are moved, under the data
+/// directory. A folder of its own rather than a suffix beside the blocks: one place
+/// to look and to clean up, and its name is no ULID, so neither ODIN nor
+/// Prometheus, Thanos or promtool ever read it as a block.
+pub const CORRUPTED_BLOCKS_DIR: &str = "corrupted";
+
+/// The end of the blocks, below which the head refuses samples (Prometheus's rule),
+/// counting only blocks that end where this database could have written them: with
+/// a future window, no later than the window plus one block span from now. A block
+/// claiming a later end is still read, but does not decide what the head accepts:
+/// trusting it would refuse every write until the clock got there. It is not moved
+/// aside either, since the clock may be the thing that is wrong (an appliance
+/// booted before its clock was set).
+fn trusted_blocks_end(blocks: &[Arc<Block>], opts: &DbOptions) -> Option<i64> {
+    let latest = (opts.too_far_in_future_ms > 0).then(|| {
+        crate::model::now_ms()
+            .saturating_add(opts.too_far_in_future_ms)
+            .saturating_add(opts.max_block_ms.max(opts.min_block_ms))
+    });
+    let mut end = None;
+    for b in blocks {
+        let m = b.meta();
+        if latest.is_some_and(|l| m.max_time > l) {
+            tracing::warn!(
+                block = %m.ulid,
+                max_time = m.max_time,
+                "block ends in the future; it is read, but does not limit what the head accepts"
+            );
+            continue;
+        }
+        end = end.max(Some(m.max_time));
+    }
+    end
+}
+
+/// Opens every block directory (a ULID name), oldest first. A block that cannot be
+/// trusted is moved to [`CORRUPTED_BLOCKS_DIR`] with an error log and counted:
+/// one without meta.json (blocks become visible only complete, so this is damage),
+/// and one whose meta.json fails
+/// [`validate_meta`](crate::tsdb::block::meta::validate_meta) or whose files do not
+/// open. A block that fails with a plain I/O error (permissions, too many open
+/// files) is skipped and left in place: nothing says it is damaged.
+fn open_blocks(dir: &Path, metrics: &TsdbMetrics) -> Result<Vec<Arc<Block>>> {
+    use crate::tsdb::block::BlockError;
     let mut blocks = Vec::new();
     let entries =
         fs::read_dir(dir).map_err(|e| TsdbError::io(format!("read {}", dir.display()), e))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if ulid::Ulid::from_string(&name).is_err() || !e.path().join("meta.json").exists() {
+        if ulid::Ulid::from_string(&name).is_err() || !e.path().is_dir() {
             continue;
         }
-        match Block::open(&e.path()) {
-            Ok(b) => blocks.push(Arc::new(b)),
-            Err(err) => {
-                tracing::error!(block = %name, error = %err, "cannot open block; skipping it")
+        let why = if !e.path().join("meta.json").exists() {
+            "no meta.json".to_string()
+        } else {
+            match Block::open(&e.path()) {
+                Ok(b) => {
+                    blocks.push(Arc::new(b));
+                    continue;
+                }
+                Err(BlockError::Io { context, source })
+                    if source.kind() != std::io::ErrorKind::NotFound =>
+                {
+                    tracing::error!(block = %name, error = %source, context, "cannot open block; skipping it");
+                    continue;
+                }
+                Err(err) => err.to_string(),
             }
+        };
+        match quarantine_block(dir, &name) {
+            Ok(to) => tracing::error!(
+                block = %name,
+                reason = %why,
+                moved_to = %to.display(),
+                "BLOCK CORRUPTION: block moved aside and not used"
+            ),
+            Err(err) => tracing::error!(
+                block = %name,
+                reason = %why,
+                error = %err,
+                "BLOCK CORRUPTION: block not used; moving it aside failed"
+            ),
         }
+        metrics.blocks_quarantined.inc();
     }
     blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
     Ok(blocks)
+}
+
+/// Moves `<dir>/<name>` to `<dir>/corrupted/<name>` (`<name>.N` if taken).
+fn quarantine_block(dir: &Path, name: &str) -> Result<PathBuf> {
+    let aside = dir.join(CORRUPTED_BLOCKS_DIR);
+    fs::create_dir_all(&aside)
+        .map_err(|e| TsdbError::io(format!("create {}", aside.display()), e))?;
+    let mut to = aside.join(name);
+    let mut n = 1;
+    while to.exists() {
+        to = aside.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    fs::rename(dir.join(name), &to)
+        .map_err(|e| TsdbError::io(format!("move {name} to {}", to.display()), e))?;
+    Ok(to)
 }
 
 impl crate::storage::StorageAdmin for Db {
@@ -1061,6 +1145,116 @@ mod tests {
             let aside = wal.join(crate::tsdb::wal::CORRUPTED_DIR);
             assert_eq!(aside.exists(), damage == "flip", "{damage}");
         }
+    }
+
+    /// A database with one block (0-2h) and samples in the head; returns the
+    /// block's directory.
+    fn one_block(dir: &Path) -> PathBuf {
+        let db = open(dir, opts());
+        fill(&db, 0, 4 * H);
+        db.compact().unwrap();
+        let block = db.blocks()[0].dir().to_path_buf();
+        db.close().unwrap();
+        block
+    }
+
+    fn edit_meta(block: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = block.join("meta.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    /// Issue 14: a block whose meta.json says maxTime = i64::MAX made replay keep
+    /// no sample and every new write out of bounds; minTime > maxTime was accepted;
+    /// a block directory without meta.json was ignored without a word.
+    #[test]
+    fn untrustworthy_blocks_are_moved_aside_and_never_limit_the_head() {
+        type Edit = Box<dyn Fn(&Path)>;
+        let meta = |f: fn(&mut serde_json::Value)| -> Edit { Box::new(move |b| edit_meta(b, f)) };
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "maxTime = i64::MAX",
+                meta(|v| v["maxTime"] = i64::MAX.into()),
+            ),
+            ("minTime > maxTime", meta(|v| v["minTime"] = (3 * H).into())),
+            ("minTime = maxTime", meta(|v| v["minTime"] = (2 * H).into())),
+            (
+                "minTime = i64::MIN",
+                meta(|v| v["minTime"] = i64::MIN.into()),
+            ),
+            ("version 2", meta(|v| v["version"] = 2.into())),
+            ("level 0", meta(|v| v["compaction"]["level"] = 0.into())),
+            (
+                "level 10^6",
+                meta(|v| v["compaction"]["level"] = 1_000_000.into()),
+            ),
+            (
+                "more series than chunks",
+                meta(|v| v["stats"]["numSeries"] = 1_000_000.into()),
+            ),
+            (
+                "another ulid",
+                meta(|v| v["ulid"] = ulid::Ulid::new().to_string().into()),
+            ),
+            (
+                "no meta.json",
+                Box::new(|b| std::fs::remove_file(b.join("meta.json")).unwrap()),
+            ),
+            (
+                "garbage meta.json",
+                Box::new(|b| std::fs::write(b.join("meta.json"), b"{\"ul").unwrap()),
+            ),
+            (
+                "no index",
+                Box::new(|b| std::fs::remove_file(b.join("index")).unwrap()),
+            ),
+        ];
+        for (what, damage) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let block = one_block(dir.path());
+            damage(&block);
+            let metrics = TsdbMetrics::default();
+            let db = Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            assert!(db.blocks().is_empty(), "{what}");
+            assert_eq!(metrics.blocks_quarantined.get(), 1, "{what}");
+            let name = block.file_name().unwrap();
+            assert!(!block.exists(), "{what}");
+            assert!(
+                dir.path().join(CORRUPTED_BLOCKS_DIR).join(name).is_dir(),
+                "{what}"
+            );
+            // The head was not limited by the block: the WAL's samples after the
+            // cut are there, and writes at the head's time are accepted.
+            assert_eq!(db.head().min_valid_time(), i64::MIN, "{what}");
+            assert_eq!(all(&db)[0].samples.len(), 12, "{what}");
+            assert_eq!(one(&db, "a", 4 * H).accepted, 1, "{what}");
+            // The next start finds nothing more to move.
+            db.close().unwrap();
+            drop(db);
+            let metrics = TsdbMetrics::default();
+            Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            assert_eq!(metrics.blocks_quarantined.get(), 0, "{what}");
+        }
+    }
+
+    /// A sound block that ends in the future (a wrong clock, here or where it was
+    /// written) is read, but does not decide what the head accepts.
+    #[test]
+    fn a_block_ending_in_the_future_is_read_but_does_not_limit_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = one_block(dir.path());
+        let day = 86_400_000;
+        let future = crate::model::now_ms() + 30 * day;
+        edit_meta(&block, |v| {
+            v["minTime"] = future.into();
+            v["maxTime"] = (future + 2 * H).into();
+        });
+        let db = open(dir.path(), DbOptions::default());
+        assert_eq!(db.blocks().len(), 1);
+        assert_eq!(db.head().min_valid_time(), i64::MIN);
+        assert_eq!(one(&db, "a", crate::model::now_ms()).accepted, 1);
     }
 
     #[test]
