@@ -146,6 +146,15 @@ struct RunFlags {
     /// Largest span compaction builds [default: 10% of the retention time].
     #[arg(long = "storage.tsdb.max-block-duration")]
     max_block_duration: Option<String>,
+    /// Samples newer than the wall clock plus this window are refused
+    /// (too_far_in_future), so one sample from a wrong clock cannot make every later
+    /// write out of bounds; 0s accepts any time (Thanos Receive's
+    /// --tsdb.too-far-in-future.time-window; default as Mimir's creation grace period).
+    #[arg(
+        long = "storage.tsdb.too-far-in-future.time-window",
+        default_value = "10m"
+    )]
+    too_far_in_future: String,
     /// Address to listen on for the web interface and API.
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
     listen_address: String,
@@ -320,6 +329,8 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         None if retention_ms > 0 => (retention_ms / 10).max(min_block_ms),
         None => 31 * 86_400_000,
     };
+    let too_far_in_future_ms = parse_duration_ms(&flags.too_far_in_future)
+        .map_err(|e| anyhow::anyhow!("--storage.tsdb.too-far-in-future.time-window: {e}"))?;
     let listen: SocketAddr = flags
         .listen_address
         .parse()
@@ -397,6 +408,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             format_duration_ms(max_block_ms),
         ),
         (
+            "storage.tsdb.too-far-in-future.time-window",
+            format_duration_ms(too_far_in_future_ms),
+        ),
+        (
             "objstore.config-file",
             flags
                 .objstore_config_file
@@ -464,6 +479,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             retention_bytes,
             min_block_ms,
             max_block_ms,
+            too_far_in_future_ms,
             ..DbOptions::default()
         },
         enable_admin_api: flags.enable_admin_api,

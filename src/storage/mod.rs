@@ -38,13 +38,17 @@ pub enum RejectReason {
     OutOfBounds,
     /// Same timestamp as the newest sample of its series, with another value.
     Duplicate,
+    /// Newer than the wall clock plus the allowed window
+    /// (`--storage.tsdb.too-far-in-future.time-window`).
+    TooFarInFuture,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::OutOfOrder,
         RejectReason::OutOfBounds,
         RejectReason::Duplicate,
+        RejectReason::TooFarInFuture,
     ];
 
     /// The label value used in `odin_tsdb_rejected_samples_total{reason=...}` and in
@@ -54,6 +58,7 @@ impl RejectReason {
             RejectReason::OutOfOrder => "out_of_order",
             RejectReason::OutOfBounds => "out_of_bounds",
             RejectReason::Duplicate => "duplicate",
+            RejectReason::TooFarInFuture => "too_far_in_future",
         }
     }
 }
@@ -69,11 +74,12 @@ pub struct AppendSummary {
     pub out_of_order: u64,
     pub out_of_bounds: u64,
     pub duplicate: u64,
+    pub too_far_in_future: u64,
 }
 
 impl AppendSummary {
     pub fn rejected(&self) -> u64 {
-        self.out_of_order + self.out_of_bounds + self.duplicate
+        self.out_of_order + self.out_of_bounds + self.duplicate + self.too_far_in_future
     }
 
     pub fn count(&self, reason: RejectReason) -> u64 {
@@ -81,6 +87,7 @@ impl AppendSummary {
             RejectReason::OutOfOrder => self.out_of_order,
             RejectReason::OutOfBounds => self.out_of_bounds,
             RejectReason::Duplicate => self.duplicate,
+            RejectReason::TooFarInFuture => self.too_far_in_future,
         }
     }
 
@@ -89,6 +96,7 @@ impl AppendSummary {
             RejectReason::OutOfOrder => self.out_of_order += n,
             RejectReason::OutOfBounds => self.out_of_bounds += n,
             RejectReason::Duplicate => self.duplicate += n,
+            RejectReason::TooFarInFuture => self.too_far_in_future += n,
         }
     }
 
@@ -98,6 +106,7 @@ impl AppendSummary {
         self.out_of_order += other.out_of_order;
         self.out_of_bounds += other.out_of_bounds;
         self.duplicate += other.duplicate;
+        self.too_far_in_future += other.too_far_in_future;
     }
 }
 

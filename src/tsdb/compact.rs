@@ -70,7 +70,9 @@ fn cut_head(db: &DbInner) -> Result<()> {
             return Ok(());
         }
         let (mint, maxt) = (head.min_time(), head.max_time());
-        if maxt - mint <= range / 2 * 3 {
+        // Saturating: one sample near i64::MIN and one now would wrap to a negative
+        // span, and the head would never be cut.
+        if maxt.saturating_sub(mint) <= range / 2 * 3 {
             return Ok(());
         }
         let end = crate::tsdb::head::range_for_timestamp(mint, range);
@@ -217,7 +219,7 @@ fn plan(blocks: &[Arc<Block>], ranges: &[i64]) -> Option<Vec<Arc<Block>>> {
         for part in split_by_range(&sorted, r) {
             let mint = part.first().map(|b| b.meta().min_time)?;
             let maxt = part.last().map(|b| b.meta().max_time)?;
-            if part.len() > 1 && (maxt - mint == r || maxt <= high_time) {
+            if part.len() > 1 && (maxt.saturating_sub(mint) == r || maxt <= high_time) {
                 return Some(part);
             }
         }
@@ -232,18 +234,21 @@ fn split_by_range(blocks: &[Arc<Block>], r: i64) -> Vec<Vec<Arc<Block>>> {
     let mut i = 0;
     while i < blocks.len() {
         let m = blocks[i].meta();
-        let start = m.min_time.div_euclid(r) * r;
-        if m.max_time > start + r {
+        // In i128: a block at the ends of the i64 range has its aligned range partly
+        // outside it.
+        let start = i128::from(m.min_time).div_euclid(i128::from(r)) * i128::from(r);
+        let end = start + i128::from(r);
+        if i128::from(m.max_time) > end {
             i += 1;
             continue;
         }
         let mut group = Vec::new();
         while i < blocks.len() {
             let m = blocks[i].meta();
-            if m.min_time >= start + r {
+            if i128::from(m.min_time) >= end {
                 break;
             }
-            if m.max_time <= start + r {
+            if i128::from(m.max_time) <= end {
                 group.push(blocks[i].clone());
             }
             i += 1;
@@ -428,7 +433,7 @@ fn apply_retention(db: &DbInner) -> Result<()> {
         if let Some(newest) = blocks.iter().map(|b| b.meta().max_time).max() {
             for b in blocks
                 .iter()
-                .filter(|b| newest - b.meta().max_time > db.opts.retention_ms)
+                .filter(|b| newest.saturating_sub(b.meta().max_time) > db.opts.retention_ms)
             {
                 if shipped(b) {
                     doomed.push(b.clone());
@@ -579,7 +584,12 @@ pub(crate) fn snapshot(db: &DbInner, skip_head: bool) -> Result<String> {
     }
     let head = &db.head;
     if !skip_head && !head.is_empty() && head.min_time() != i64::MAX {
-        write_head_block(head, &dir, head.min_time(), head.max_time() + 1)?;
+        write_head_block(
+            head,
+            &dir,
+            head.min_time(),
+            head.max_time().saturating_add(1),
+        )?;
     }
     Ok(name)
 }

@@ -34,6 +34,16 @@ pub struct TsdbMetrics {
     pub retention_blocked_bytes: Gauge,
     pub wal_replay_records: Counter,
     pub wal_corruptions: Counter,
+    /// Bytes of the WAL skipped as damaged (torn tails included).
+    pub wal_corrupt_bytes: Counter,
+    /// WAL segments missing from the numbering.
+    pub wal_segments_missing: Counter,
+    /// WAL records with a valid checksum that could not be decoded.
+    pub wal_records_undecodable: Counter,
+    /// Block directories moved to `corrupted/` at start-up.
+    pub blocks_quarantined: Counter,
+    /// Block chunks that could not be read during a query and were skipped.
+    pub corrupt_chunks: Counter,
     /// Reads the live WAL writer's counters; set once the database is open.
     pub(crate) wal: WalStatsSource,
 }
@@ -199,8 +209,33 @@ impl TsdbMetrics {
         );
         r.register(
             "wal_corruptions",
-            "Corrupt WAL tails cut off at start-up",
+            "Damaged places found in the WAL (damaged ranges and gaps in the segment numbering); only the damaged records are lost",
             m.wal_corruptions.clone(),
+        );
+        r.register(
+            "wal_corrupt_bytes",
+            "WAL bytes skipped as damaged at start-up (kept in wal/corrupted/ unless all zeros)",
+            m.wal_corrupt_bytes.clone(),
+        );
+        r.register(
+            "wal_segments_missing",
+            "WAL segments missing from the numbering at start-up",
+            m.wal_segments_missing.clone(),
+        );
+        r.register(
+            "wal_records_undecodable",
+            "WAL records with a valid checksum that could not be decoded at start-up",
+            m.wal_records_undecodable.clone(),
+        );
+        r.register(
+            "blocks_quarantined",
+            "Block directories moved to corrupted/ at start-up (unreadable, implausible meta.json, or no meta.json)",
+            m.blocks_quarantined.clone(),
+        );
+        r.register(
+            "corrupt_chunks",
+            "Block chunks that could not be read during a query and were skipped",
+            m.corrupt_chunks.clone(),
         );
         registry.register_collector(Box::new(m.wal.clone()));
         m

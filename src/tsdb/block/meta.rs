@@ -179,14 +179,71 @@ pub fn read_meta(dir: &Path) -> Result<BlockMeta, BlockError> {
     let b = fs::read(&path).map_err(|e| BlockError::io(format!("read {}", path.display()), e))?;
     let meta: BlockMeta = serde_json::from_slice(&b)
         .map_err(|e| BlockError::Meta(format!("parse {}: {e}", path.display())))?;
-    if meta.version != META_VERSION_1 {
-        return Err(BlockError::Meta(format!(
-            "{}: unexpected meta file version {}",
-            path.display(),
-            meta.version
-        )));
-    }
+    validate_meta(&meta, dir)
+        .map_err(|why| BlockError::Meta(format!("{}: {why}", path.display())))?;
     Ok(meta)
+}
+
+/// The highest compaction level believed. Prometheus's ten block ranges (and
+/// Thanos's compactor) stay far below it; a larger one is a damaged file.
+pub const MAX_COMPACTION_LEVEL: u32 = 100;
+
+/// The widest time range a block may claim: ten years. Prometheus's planner builds
+/// ten ranges, each three times the last; from 2 h the widest is 2 h × 3^9, about
+/// 4.5 years, and Thanos's compactor stops at two weeks. A wider range (say
+/// `maxTime = i64::MAX`) is damage, and believing it would make the head refuse
+/// every write.
+pub const MAX_BLOCK_SPAN_MS: i64 = 10 * 366 * 86_400_000;
+
+/// Checks what a meta.json claims before any of it is trusted: the version, the
+/// ULID against the directory's name, a non-empty time range no wider than
+/// [`MAX_BLOCK_SPAN_MS`], a plausible
+/// compaction level, and statistics that can be true (every series has a chunk,
+/// every chunk a sample). Returns why not.
+pub fn validate_meta(meta: &BlockMeta, dir: &Path) -> Result<(), String> {
+    if meta.version != META_VERSION_1 {
+        return Err(format!("unexpected meta file version {}", meta.version));
+    }
+    // Only a ULID-named directory is held to its name: a block being written
+    // lives under `<ULID>.tmp-for-creation`, a snapshot copy may be renamed.
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if let Ok(named) = Ulid::from_string(name) {
+        if named != meta.ulid {
+            return Err(format!(
+                "ulid {} does not match the directory {name}",
+                meta.ulid
+            ));
+        }
+    }
+    if meta.min_time >= meta.max_time {
+        return Err(format!(
+            "minTime {} is not before maxTime {}",
+            meta.min_time, meta.max_time
+        ));
+    }
+    match meta.max_time.checked_sub(meta.min_time) {
+        Some(span) if span <= MAX_BLOCK_SPAN_MS => {}
+        _ => {
+            return Err(format!(
+                "time range {}..{} is wider than any block ({MAX_BLOCK_SPAN_MS} ms)",
+                meta.min_time, meta.max_time
+            ));
+        }
+    }
+    let level = meta.compaction.level;
+    if level == 0 || level > MAX_COMPACTION_LEVEL {
+        return Err(format!(
+            "compaction level {level} outside 1..={MAX_COMPACTION_LEVEL}"
+        ));
+    }
+    let st = &meta.stats;
+    if st.num_chunks < st.num_series || st.num_samples < st.num_chunks {
+        return Err(format!(
+            "impossible stats: {} series, {} chunks, {} samples",
+            st.num_series, st.num_chunks, st.num_samples
+        ));
+    }
+    Ok(())
 }
 
 /// Encodes a meta as Prometheus does (`json.MarshalIndent` with a tab).

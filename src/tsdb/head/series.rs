@@ -415,19 +415,23 @@ fn warn_drain_failed(e: &std::io::Error) {
 }
 
 /// The end of the chunk range holding `t`, as Prometheus's `rangeForTimestamp`
-/// (Go's truncating division, kept for identical chunk boundaries).
+/// (Go's truncating division, kept for identical chunk boundaries). Saturates at
+/// `i64::MAX` for the last range instead of wrapping to the far past.
 pub fn range_for_timestamp(t: i64, width: i64) -> i64 {
-    (t / width) * width + width
+    ((t / width) * width).saturating_add(width)
 }
 
 /// Prometheus's `computeChunkEndTime`: the chunk is a quarter full at `cur`; spread
 /// the rest of the range evenly over chunks of about [`SAMPLES_PER_CHUNK`].
+/// Computed in i128: `start` and `max` may lie at the ends of the i64 range.
 fn compute_chunk_end_time(start: i64, cur: i64, max: i64) -> i64 {
-    let n = (max - start) / ((cur - start + 1) * 4);
+    let (start, cur, max) = (i128::from(start), i128::from(cur), i128::from(max));
+    let n = (max - start) / ((cur - start + 1) * 4).max(1);
     if n <= 1 {
-        return max;
+        return max as i64;
     }
-    start + (max - start) / n
+    // Between start and max, so it fits.
+    (start + (max - start) / n) as i64
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub use segment::MAX_RECORD_LEN;
 pub use stats::WalStats;
 pub use writer::WalWriter;
 
+pub use segment::Damage;
 use segment::{
     Next, RecordReader, checkpoint_name, list_dir, remove_path, scan_file, segment_name, sync_dir,
     truncate_file,
@@ -109,12 +110,17 @@ impl Default for WalOptions {
 /// What [`Wal::open`] had to repair.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
-    /// Corruptions found (torn tail, bad record, gap in numbering).
+    /// Corruptions found: damaged byte ranges (torn tails included) and gaps in
+    /// the segment numbering.
     pub corruptions: u64,
-    /// Bytes cut off: truncated tails plus deleted later segments.
+    /// Bytes taken out of the log: torn tails and skipped damaged ranges.
     pub bytes_truncated: u64,
-    /// Segments deleted because they followed a corruption.
-    pub segments_deleted: u64,
+    /// Segments missing from the numbering (their records are lost).
+    pub segments_missing: u64,
+    /// The missing segment numbers, as inclusive ranges.
+    pub missing: Vec<(u64, u64)>,
+    /// Copies of the damaged bytes, under `wal/corrupted/`.
+    pub kept_aside: Vec<PathBuf>,
 }
 
 /// What [`Wal::replay`] read.
@@ -132,6 +138,9 @@ pub struct ReplayStats {
     pub checkpoint_records: u64,
     /// Bytes cut off as corrupt when the WAL was opened.
     pub corrupt_bytes_truncated: u64,
+    /// Files found damaged during replay (changed since open); the rest of such a
+    /// file is skipped and replay goes on with the next.
+    pub corrupt_files: u64,
 }
 
 /// An opened, repaired WAL directory, ready to replay and then
@@ -186,95 +195,44 @@ impl Wal {
                 segments.retain(|&s| s > cp);
                 dir_dirty = true;
             }
-            // (No let-chains: the crate's MSRV is 1.85.)
-            if let Some(&first) = segments.first().filter(|&&first| first != cp + 1) {
-                tracing::warn!(
-                    checkpoint = %checkpoint_name(cp),
-                    first_segment = %segment_name(first),
-                    "wal segments between the checkpoint and the first segment are missing; \
-                     replaying what exists"
-                );
-            }
         }
 
-        // A gap in numbering: what follows cannot be replayed consistently.
-        if let Some(pos) = segments.windows(2).position(|w| w[1] != w[0] + 1) {
-            let after = segments[pos];
-            let lost = segments.split_off(pos + 1);
-            let (count, bytes) = delete_segments(&dir, &lost)?;
-            tracing::warn!(
-                after = %segment_name(after),
-                deleted_segments = count,
-                deleted_bytes = bytes,
-                "WAL CORRUPTION: gap in segment numbering; deleted every segment after it"
-            );
-            repair.corruptions += 1;
-            repair.segments_deleted += count;
-            repair.bytes_truncated += bytes;
-            dir_dirty = true;
+        // A gap in numbering loses the missing segments' records, nothing more:
+        // every record carries its series' labels, so no later record needs an
+        // earlier one to be read. Later segments are kept and replayed.
+        let expected_first = checkpoint.map(|cp| cp + 1);
+        let mut prev = expected_first.map(|f| f.wrapping_sub(1));
+        for &seq in &segments {
+            if let Some(p) = prev {
+                if seq > p + 1 {
+                    let (from, to) = (p + 1, seq - 1);
+                    tracing::error!(
+                        first_missing = %segment_name(from),
+                        last_missing = %segment_name(to),
+                        "WAL CORRUPTION: wal segments are missing; their records are lost, \
+                         later segments are still replayed"
+                    );
+                    repair.corruptions += 1;
+                    repair.segments_missing += to - from + 1;
+                    repair.missing.push((from, to));
+                }
+            }
+            prev = Some(seq);
         }
 
-        // Validate every record; the first bad one ends the log.
-        for i in 0..segments.len() {
-            let seq = segments[i];
-            let path = dir.join(segment_name(seq));
-            let scan = scan_file(&path)?;
-            let Some(corruption) = scan.corruption else {
-                continue;
-            };
-            let lost = segments.split_off(i + 1);
-            let (count, bytes) = delete_segments(&dir, &lost)?;
-            if count > 0 {
-                sync_dir(&dir)?;
+        // Validate every record; damaged ranges are skipped, the rest is kept.
+        let last = segments.last().copied();
+        for &seq in &segments {
+            let name = segment_name(seq);
+            if repair_file(&dir, &name, Some(seq) == last, &mut repair)? {
+                dir_dirty = true;
             }
-            truncate_file(&path, scan.valid_len)?;
-            let cut = scan.file_len - scan.valid_len;
-            if lost.is_empty() {
-                tracing::warn!(
-                    segment = %segment_name(seq),
-                    offset = scan.valid_len,
-                    truncated_bytes = cut,
-                    records_kept = scan.records,
-                    %corruption,
-                    "wal: torn tail of the last segment truncated"
-                );
-            } else {
-                tracing::warn!(
-                    segment = %segment_name(seq),
-                    offset = scan.valid_len,
-                    truncated_bytes = cut,
-                    records_kept = scan.records,
-                    deleted_segments = count,
-                    deleted_bytes = bytes,
-                    %corruption,
-                    "WAL CORRUPTION in an earlier segment: truncated it and deleted every later \
-                     segment; records after the corruption are lost"
-                );
-            }
-            repair.corruptions += 1;
-            repair.segments_deleted += count;
-            repair.bytes_truncated += cut + bytes;
-            dir_dirty = true;
-            break;
         }
-
-        // The checkpoint was fsynced before its rename, so damage here is
-        // media corruption; keep its readable prefix.
+        // The checkpoint was fsynced before its rename, so damage here is media
+        // corruption: it gets the same treatment as a segment's.
         if let Some(cp) = checkpoint {
-            let path = dir.join(checkpoint_name(cp));
-            let scan = scan_file(&path)?;
-            if let Some(corruption) = scan.corruption {
-                truncate_file(&path, scan.valid_len)?;
-                let cut = scan.file_len - scan.valid_len;
-                tracing::warn!(
-                    checkpoint = %checkpoint_name(cp),
-                    offset = scan.valid_len,
-                    truncated_bytes = cut,
-                    %corruption,
-                    "WAL CORRUPTION in the checkpoint: truncated it"
-                );
-                repair.corruptions += 1;
-                repair.bytes_truncated += cut;
+            if repair_file(&dir, &checkpoint_name(cp), false, &mut repair)? {
+                dir_dirty = true;
             }
         }
 
@@ -330,10 +288,9 @@ impl Wal {
     /// Calls `f` for every record in log order: the newest checkpoint's
     /// records, then every segment after it. Stops at the first error of `f`.
     ///
-    /// Open already validated the files; should one have been damaged since,
-    /// replay logs it and stops at the damage (skipping only the rest of the
-    /// checkpoint if the damage is there), so the replayed records are always
-    /// a consistent prefix.
+    /// Open already repaired the files; should one have been damaged since,
+    /// replay logs it, skips the rest of that file and goes on with the next
+    /// (records are self-contained, so later ones need nothing from it).
     pub fn replay<E: From<WalError>>(
         &self,
         mut f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
@@ -345,15 +302,18 @@ impl Wal {
         };
         if let Some(cp) = self.checkpoint {
             let path = self.dir.join(checkpoint_name(cp));
-            let (records, _) = replay_file(&path, &mut f, &mut stats)?;
+            let (records, complete) = replay_file(&path, &mut f, &mut stats)?;
             stats.checkpoint_records = records;
+            if !complete {
+                stats.corrupt_files += 1;
+            }
         }
         for &seq in &self.segments {
             let path = self.dir.join(segment_name(seq));
             stats.segments += 1;
             let (_, complete) = replay_file(&path, &mut f, &mut stats)?;
             if !complete {
-                break;
+                stats.corrupt_files += 1;
             }
         }
         Ok(stats)
@@ -404,7 +364,7 @@ fn replay_file<E: From<WalError>>(
                     offset = reader.offset(),
                     %corruption,
                     "WAL CORRUPTION found during replay (file changed since open); \
-                     stopping there, the next open repairs it"
+                     skipping the rest of the file, the next open repairs it"
                 );
                 return Ok((records, false));
             }
@@ -412,14 +372,189 @@ fn replay_file<E: From<WalError>>(
     }
 }
 
-/// Deletes `segments` highest first (so a crash midway never leaves a gap
-/// followed by valid-looking segments); returns count and bytes.
-fn delete_segments(dir: &Path, segments: &[u64]) -> Result<(u64, u64)> {
-    let mut bytes = 0;
-    for &seq in segments.iter().rev() {
-        let path = dir.join(segment_name(seq));
-        bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        remove_path(&path)?;
+/// A WAL directory as `odin tsdb check` reports it, read without changing it.
+#[derive(Debug, Default)]
+pub struct WalInspection {
+    pub checkpoint: Option<u64>,
+    /// Segments replay would read.
+    pub segments: Vec<u64>,
+    /// Valid records (checkpoint included).
+    pub records: u64,
+    /// Missing segment numbers, as inclusive ranges.
+    pub missing: Vec<(u64, u64)>,
+    /// Damaged ranges, by file name.
+    pub damage: Vec<(String, Damage)>,
+    /// Files under `corrupted/`: damage repaired at an earlier start, kept there
+    /// for inspection.
+    pub kept_aside: Vec<String>,
+}
+
+impl WalInspection {
+    /// Whether anything is wrong or was found wrong before.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.damage.is_empty() && self.kept_aside.is_empty()
     }
-    Ok((segments.len() as u64, bytes))
+}
+
+/// Reads every record of the WAL in `dir` and reports damage the way
+/// [`Wal::open`] would find it, changing nothing. Only damaged files are read
+/// whole.
+pub fn inspect(dir: &Path) -> Result<WalInspection> {
+    let listing = list_dir(dir)?;
+    let mut out = WalInspection {
+        checkpoint: listing.checkpoints.last().copied(),
+        ..WalInspection::default()
+    };
+    out.segments = listing
+        .segments
+        .iter()
+        .copied()
+        .filter(|&s| out.checkpoint.is_none_or(|cp| s > cp))
+        .collect();
+    let mut prev = out.checkpoint;
+    for &seq in &out.segments {
+        if let Some(p) = prev.filter(|&p| seq > p + 1) {
+            out.missing.push((p + 1, seq - 1));
+        }
+        prev = Some(seq);
+    }
+    let names = out
+        .checkpoint
+        .map(checkpoint_name)
+        .into_iter()
+        .chain(out.segments.iter().map(|&s| segment_name(s)));
+    for name in names {
+        let path = dir.join(&name);
+        let scan = scan_file(&path)?;
+        if scan.corruption.is_none() {
+            out.records += scan.records;
+            continue;
+        }
+        let buf =
+            fs::read(&path).map_err(|e| WalError::io(format!("read {}", path.display()), e))?;
+        let analysis = segment::analyze(&buf);
+        out.records += analysis.records;
+        out.damage
+            .extend(analysis.damage.into_iter().map(|d| (name.clone(), d)));
+    }
+    if let Ok(entries) = fs::read_dir(dir.join(CORRUPTED_DIR)) {
+        out.kept_aside = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.kept_aside.sort();
+    }
+    Ok(out)
+}
+
+/// The folder under the WAL directory where damaged bytes are kept for
+/// inspection. Its name is no segment or checkpoint name, so the WAL ignores it.
+pub const CORRUPTED_DIR: &str = "corrupted";
+
+/// Suffix of a segment or checkpoint being rewritten without its damage.
+pub(crate) const REPAIR_SUFFIX: &str = ".repair";
+
+/// Validates the record file `dir/name` and repairs it if damaged: a torn tail of
+/// the last segment (the normal trace of a crash) is cut off; any other damage is
+/// skipped, keeping every valid record before and after it. The damaged bytes are
+/// copied to `wal/corrupted/` first (the whole original file, or the torn tail
+/// unless it is all zeros). Returns whether the file was changed.
+fn repair_file(dir: &Path, name: &str, is_last: bool, repair: &mut RepairReport) -> Result<bool> {
+    let path = dir.join(name);
+    if scan_file(&path)?.corruption.is_none() {
+        return Ok(false);
+    }
+    // Only a damaged file is read whole: at most a segment (or one record of up
+    // to MAX_RECORD_LEN) in memory, once, at start-up.
+    let buf = fs::read(&path).map_err(|e| WalError::io(format!("read {}", path.display()), e))?;
+    let analysis = segment::analyze(&buf);
+    let len = buf.len() as u64;
+    let torn_tail = is_last && analysis.damage.len() == 1 && analysis.damage[0].end == len;
+    if torn_tail {
+        let d = &analysis.damage[0];
+        let kept = if d.zeroed {
+            None
+        } else {
+            let tail = usize::try_from(d.start).unwrap_or(buf.len());
+            Some(keep_aside(
+                dir,
+                &format!("{name}.tail-at-{}", d.start),
+                &buf[tail..],
+            )?)
+        };
+        truncate_file(&path, d.start)?;
+        tracing::warn!(
+            segment = name,
+            offset = d.start,
+            truncated_bytes = len - d.start,
+            records_kept = analysis.records,
+            corruption = %d.corruption,
+            kept_at = kept.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "wal: torn tail of the last segment truncated"
+        );
+        repair.kept_aside.extend(kept);
+    } else {
+        let kept = keep_aside(dir, name, &buf)?;
+        let mut out = Vec::with_capacity(buf.len());
+        let mut off = 0usize;
+        for d in &analysis.damage {
+            let (start, end) = (d.start as usize, d.end as usize);
+            out.extend_from_slice(&buf[off..start]);
+            off = end;
+            tracing::error!(
+                file = name,
+                offset = d.start,
+                skipped_bytes = d.end - d.start,
+                corruption = %d.corruption,
+                kept_at = %kept.display(),
+                "WAL CORRUPTION: skipped the damaged bytes; the records in them are lost, \
+                 every other record is kept and replayed"
+            );
+        }
+        out.extend_from_slice(&buf[off.min(buf.len())..]);
+        replace_file(dir, &path, &out)?;
+        repair.kept_aside.push(kept);
+    }
+    repair.corruptions += analysis.damage.len() as u64;
+    repair.bytes_truncated += analysis.damage.iter().map(|d| d.end - d.start).sum::<u64>();
+    Ok(true)
+}
+
+/// Writes `bytes` to `wal/corrupted/<name>` (or `<name>.N` if taken), durably, and
+/// returns the path.
+fn keep_aside(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let aside = dir.join(CORRUPTED_DIR);
+    fs::create_dir_all(&aside)
+        .map_err(|e| WalError::io(format!("create {}", aside.display()), e))?;
+    let mut path = aside.join(name);
+    let mut n = 1;
+    while path.exists() {
+        path = aside.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    write_synced(&path, bytes)?;
+    sync_dir(&aside)?;
+    Ok(path)
+}
+
+/// Writes and fsyncs a file.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    fs::File::create(path)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| WalError::io(format!("write {}", path.display()), e))
+}
+
+/// Replaces `path` with `bytes` atomically: written beside it, fsynced, renamed.
+fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(REPAIR_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+        .map_err(|e| WalError::io(format!("rename {} to {}", tmp.display(), path.display()), e))?;
+    sync_dir(dir)
 }

@@ -50,7 +50,7 @@ fn parse_seq(s: &str) -> Option<u64> {
 pub(crate) struct Listing {
     pub segments: Vec<u64>,
     pub checkpoints: Vec<u64>,
-    /// Leftover temporary checkpoints (files or directories).
+    /// Leftover temporary checkpoints (files or directories) and repairs.
     pub temps: Vec<PathBuf>,
 }
 
@@ -63,7 +63,16 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if let Some(seq) = parse_seq(name) {
+        if name.strip_suffix(super::REPAIR_SUFFIX).is_some_and(|base| {
+            parse_seq(base).is_some()
+                || base
+                    .strip_prefix(CHECKPOINT_PREFIX)
+                    .and_then(parse_seq)
+                    .is_some()
+        }) {
+            // A repair interrupted by a crash: the original is still in place.
+            listing.temps.push(entry.path());
+        } else if let Some(seq) = parse_seq(name) {
             if is_dir {
                 tracing::warn!(name, "ignoring directory with a wal segment name");
             } else {
@@ -234,10 +243,6 @@ impl RecordReader {
         self.offset
     }
 
-    pub fn file_len(&self) -> u64 {
-        self.file_len
-    }
-
     /// Makes at least `need` bytes available at `buf[start..]`; false on EOF.
     fn fill(&mut self, need: usize) -> Result<bool> {
         while self.end - self.start < need {
@@ -320,9 +325,6 @@ impl RecordReader {
 #[derive(Debug)]
 pub(crate) struct Scan {
     pub records: u64,
-    /// Length of the valid prefix.
-    pub valid_len: u64,
-    pub file_len: u64,
     pub corruption: Option<Corruption>,
 }
 
@@ -339,8 +341,120 @@ pub(crate) fn scan_file(path: &Path) -> Result<Scan> {
     };
     Ok(Scan {
         records,
-        valid_len: reader.offset(),
-        file_len: reader.file_len(),
         corruption,
     })
+}
+
+/// The framed length of the valid record at `buf[off..]`, or why there is none.
+/// The same checks as [`RecordReader::next_record`], on bytes in memory.
+pub(crate) fn record_at(buf: &[u8], off: usize) -> std::result::Result<usize, Corruption> {
+    let rest = buf.get(off..).unwrap_or(&[]);
+    let Some(h) = rest.get(..HEADER_LEN) else {
+        return Err(Corruption::TornHeader {
+            available: rest.len() as u64,
+        });
+    };
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let stored = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let len64 = u64::from(len);
+    if len == 0 {
+        return Err(Corruption::ZeroLength);
+    }
+    if len64 > MAX_RECORD_LEN as u64 {
+        return Err(Corruption::LengthTooLarge { len: len64 });
+    }
+    let available = (rest.len() - HEADER_LEN) as u64;
+    let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + len as usize) else {
+        return Err(Corruption::TornPayload {
+            len: len64,
+            available,
+        });
+    };
+    let computed = crc32c::crc32c(payload);
+    if computed != stored {
+        return Err(Corruption::CrcMismatch { stored, computed });
+    }
+    Ok(HEADER_LEN + len as usize)
+}
+
+/// Payload bytes a resynchronisation may checksum while looking for the next valid
+/// record after damage: a few hundred milliseconds of CRC work at most, whatever
+/// the damaged bytes claim as lengths.
+const RESYNC_CRC_BUDGET: u64 = 256 << 20;
+
+/// Where reading can resume after the damage at `off`: the start of the next valid
+/// record, `buf.len()` when the damaged record was exactly the last one, or `None`
+/// when nothing valid follows (a torn or zero-filled tail).
+///
+/// A flipped payload bit leaves the length intact: the next record then starts
+/// right after the damaged one, which is tried first. Otherwise every later offset
+/// is tried as a record header; a false match needs a CRC-32C collision as well as
+/// a plausible length.
+pub(crate) fn resync(buf: &[u8], off: usize, corruption: &Corruption) -> Option<usize> {
+    if let Corruption::CrcMismatch { .. } = corruption {
+        let len = buf
+            .get(off..off + 4)
+            .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)?;
+        let next = off + HEADER_LEN + len;
+        if next == buf.len() || (next < buf.len() && record_at(buf, next).is_ok()) {
+            return Some(next);
+        }
+    }
+    let mut budget = RESYNC_CRC_BUDGET;
+    let mut p = off + 1;
+    while p + HEADER_LEN <= buf.len() {
+        let h = &buf[p..p + 4];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if len > 0 && len <= MAX_RECORD_LEN && p + HEADER_LEN + len <= buf.len() {
+            budget = budget.checked_sub(len as u64)?;
+            if record_at(buf, p).is_ok() {
+                return Some(p);
+            }
+        }
+        p += 1;
+    }
+    None
+}
+
+/// A damaged byte range of a record file: `[start, end)`, with what was found at
+/// `start`. `end` is the file's length when nothing valid follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub start: u64,
+    pub end: u64,
+    pub corruption: String,
+    /// Every damaged byte is zero (a zero-filled tail holds nothing to inspect).
+    pub zeroed: bool,
+}
+
+/// A record file read to its end, skipping over damage.
+#[derive(Debug, Default)]
+pub(crate) struct Analysis {
+    pub records: u64,
+    pub damage: Vec<Damage>,
+}
+
+/// Reads every record of `buf`, resynchronising after each damaged range.
+pub(crate) fn analyze(buf: &[u8]) -> Analysis {
+    let mut out = Analysis::default();
+    let mut off = 0;
+    while off < buf.len() {
+        match record_at(buf, off) {
+            Ok(n) => {
+                out.records += 1;
+                off += n;
+            }
+            Err(c) => {
+                let end = resync(buf, off, &c).unwrap_or(buf.len());
+                out.damage.push(Damage {
+                    start: off as u64,
+                    end: end as u64,
+                    corruption: c.to_string(),
+                    zeroed: buf[off..end].iter().all(|&b| b == 0),
+                });
+                off = end;
+            }
+        }
+    }
+    out
 }

@@ -7,7 +7,7 @@ use std::thread;
 
 use parking_lot::Mutex;
 
-use super::segment::{encode_record, scan_file};
+use super::segment::{self, encode_record, scan_file};
 use super::*;
 
 fn opts(segment_size: u64) -> WalOptions {
@@ -159,71 +159,198 @@ fn torn_tail_every_offset() {
     assert_eq!(replay_all(&wal), records);
 }
 
-#[test]
-fn corrupt_crc_in_earlier_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = Wal::open(dir.path(), opts(256)).unwrap().start(|(): ()| ());
+/// Writes 100 records into 256-byte segments; returns them and the segment count.
+fn many_segments(dir: &Path) -> (Vec<Vec<u8>>, u64) {
+    let w = Wal::open(dir, opts(256)).unwrap().start(|(): ()| ());
     let records: Vec<Vec<u8>> = (0..100).map(rec).collect();
     for r in &records {
         w.commit(r.clone(), ()).unwrap();
     }
     w.close().unwrap();
-    let total_segments = Wal::open(dir.path(), opts(256)).unwrap().segments().len() as u64;
-    assert!(total_segments > 6);
+    let total = Wal::open(dir, opts(256)).unwrap().segments().len() as u64;
+    assert!(total > 6);
+    (records, total)
+}
 
-    // Records in segments 0 and 1, and the offset of segment 2's 2nd record.
-    let before: u64 = (0..2)
-        .map(|s| scan_file(&seg_path(dir.path(), s)).unwrap().records)
-        .sum();
-    let seg2 = seg_path(dir.path(), 2);
-    let mut bytes = fs::read(&seg2).unwrap();
-    let first_len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
-    let second = 8 + first_len;
-    bytes[second + 8 + 3] ^= 0x40; // flip a payload bit of the 2nd record
-    fs::write(&seg2, &bytes).unwrap();
-    let later_bytes: u64 = (3..total_segments)
-        .map(|s| fs::metadata(seg_path(dir.path(), s)).unwrap().len())
-        .sum();
+fn kept_aside(dir: &Path) -> Vec<String> {
+    match fs::read_dir(dir.join(CORRUPTED_DIR)) {
+        Ok(_) => names(&dir.join(CORRUPTED_DIR)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Issue 14: one flipped byte in the oldest segment deleted every later one (0 of
+/// 40 samples replayed). Now only the damaged record is lost.
+#[test]
+fn a_flipped_byte_in_the_oldest_segment_loses_only_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, total) = many_segments(dir.path());
+    let seg0 = seg_path(dir.path(), 0);
+    let original = fs::read(&seg0).unwrap();
+    let mut bytes = original.clone();
+    bytes[8 + 3] ^= 0x40; // a payload bit of the first record
+    fs::write(&seg0, &bytes).unwrap();
+
+    let inspected = inspect(dir.path()).unwrap();
+    assert_eq!(inspected.damage.len(), 1);
+    assert_eq!(inspected.damage[0].0, "00000000");
+    assert_eq!(inspected.records, 99);
+    assert_eq!(fs::read(&seg0).unwrap(), bytes, "inspect changes nothing");
 
     let wal = Wal::open(dir.path(), opts(256)).unwrap();
     let report = wal.repair_report().clone();
     assert_eq!(report.corruptions, 1);
-    assert_eq!(report.segments_deleted, total_segments - 3);
+    assert_eq!(report.bytes_truncated, 8 + records[0].len() as u64);
+    assert_eq!(wal.segments().len() as u64, total, "no segment deleted");
+    assert_eq!(replay_all(&wal), records[1..]);
+    // The damaged original is kept for inspection, byte for byte.
+    assert_eq!(kept_aside(dir.path()), ["00000000"]);
     assert_eq!(
-        report.bytes_truncated,
-        later_bytes + (bytes.len() - second) as u64
+        fs::read(dir.path().join(CORRUPTED_DIR).join("00000000")).unwrap(),
+        bytes
     );
-    assert_eq!(wal.segments(), &[0, 1, 2]);
-    assert_eq!(names(dir.path()), vec!["00000000", "00000001", "00000002"]);
-    assert_eq!(fs::metadata(&seg2).unwrap().len(), second as u64);
-    let expected = records[..before as usize + 1].to_vec();
-    assert_eq!(replay_all(&wal), expected);
-    let stats = wal.replay(|_: &[u8]| -> Result<()> { Ok(()) }).unwrap();
-    assert_eq!(stats.corrupt_bytes_truncated, report.bytes_truncated);
-
     let w = wal.start(|(): ()| ());
     assert_eq!(w.stats().corruptions_repaired(), 1);
     w.commit(b"new".to_vec(), ()).unwrap();
     w.close().unwrap();
+    // Repaired for good: the next open finds nothing to do.
     let wal = Wal::open(dir.path(), opts(256)).unwrap();
-    assert_eq!(wal.segments(), &[0, 1, 2, 3]);
-    let mut expected = expected;
+    assert_eq!(wal.repair_report().corruptions, 0);
+    let mut expected = records[1..].to_vec();
     expected.push(b"new".to_vec());
     assert_eq!(replay_all(&wal), expected);
 }
 
+/// The same class with other damage: a bad length (so the next record must be
+/// found by scanning), a zeroed run across records, damage in a middle segment and
+/// in the middle of the last one; every record outside the damage is replayed.
 #[test]
-fn gap_in_segments_deletes_the_rest() {
+fn damage_anywhere_loses_only_the_damaged_records() {
+    type Damager = fn(&mut Vec<u8>, usize);
+    let cases: [(&str, u64, Damager); 4] = [
+        ("length of the 2nd record", 2, |b, second| {
+            b[second + 1] ^= 0x7f
+        }),
+        ("crc of the 2nd record", 3, |b, second| b[second + 5] ^= 1),
+        ("zeros over the 2nd and 3rd records", 4, |b, second| {
+            let end = (second + 40).min(b.len());
+            b[second..end].fill(0)
+        }),
+        (
+            "payload of the 2nd record of the last segment",
+            u64::MAX,
+            |b, second| b[second + 9] ^= 0x01,
+        ),
+    ];
+    for (what, seq, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (records, total) = many_segments(dir.path());
+        let seq = if seq == u64::MAX { total - 1 } else { seq };
+        let path = seg_path(dir.path(), seq);
+        let mut bytes = fs::read(&path).unwrap();
+        let in_segment = scan_file(&path).unwrap().records as usize;
+        assert!(in_segment >= 3, "{what}");
+        let first_len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let second = 8 + first_len;
+        damage(&mut bytes, second);
+        fs::write(&path, &bytes).unwrap();
+
+        let wal = Wal::open(dir.path(), opts(256)).unwrap();
+        let got = replay_all(&wal);
+        let before = (0..seq)
+            .map(|s| {
+                fs::read(seg_path(dir.path(), s))
+                    .map(|b| segment::analyze(&b).records as usize)
+                    .unwrap()
+            })
+            .sum::<usize>();
+        // Everything before the damaged segment and after it is there; of the
+        // damaged segment only its first record and those after the damage.
+        assert_eq!(got[..before + 1], records[..before + 1], "{what}");
+        let after = before + in_segment;
+        let lost = records.len() - got.len();
+        assert!((1..=3).contains(&lost), "{what}: lost {lost}");
+        assert_eq!(
+            got[got.len() - (records.len() - after)..],
+            records[after..],
+            "{what}"
+        );
+        assert_eq!(wal.segments().len() as u64, total, "{what}");
+        assert_eq!(wal.repair_report().corruptions, 1, "{what}");
+        assert_eq!(kept_aside(dir.path()), [segment_name(seq)], "{what}");
+    }
+}
+
+/// Issue 14: a missing middle segment deleted every later one.
+#[test]
+fn a_missing_middle_segment_loses_only_its_records() {
     let dir = tempfile::tempdir().unwrap();
     write_raw_segment(dir.path(), 0, &[rec(0), rec(1)]);
     write_raw_segment(dir.path(), 1, &[rec(2)]);
     write_raw_segment(dir.path(), 3, &[rec(3)]);
+    write_raw_segment(dir.path(), 6, &[rec(4)]);
     fs::write(dir.path().join("notes.txt"), b"operator notes").unwrap();
+    let inspected = inspect(dir.path()).unwrap();
+    assert_eq!(inspected.missing, [(2, 2), (4, 5)]);
     let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    assert_eq!(wal.segments(), &[0, 1]);
-    assert_eq!(wal.repair_report().segments_deleted, 1);
-    assert_eq!(replay_all(&wal), vec![rec(0), rec(1), rec(2)]);
-    assert_eq!(names(dir.path()), vec!["00000000", "00000001", "notes.txt"]);
+    assert_eq!(wal.segments(), &[0, 1, 3, 6]);
+    let report = wal.repair_report();
+    assert_eq!((report.corruptions, report.segments_missing), (2, 3));
+    assert_eq!(report.missing, [(2, 2), (4, 5)]);
+    assert_eq!(
+        replay_all(&wal),
+        vec![rec(0), rec(1), rec(2), rec(3), rec(4)]
+    );
+    assert_eq!(
+        names(dir.path()),
+        vec!["00000000", "00000001", "00000003", "00000006", "notes.txt"]
+    );
+    // The writer goes on after the highest segment.
+    assert_eq!(wal.next_segment(), 7);
+}
+
+/// A checkpoint followed by a gap is the same case.
+#[test]
+fn a_gap_after_the_checkpoint_is_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Vec::new();
+    encode_record(&mut cp, &rec(0), crc32c::crc32c(&rec(0)));
+    fs::write(dir.path().join(checkpoint_name(4)), cp).unwrap();
+    write_raw_segment(dir.path(), 7, &[rec(1)]);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(wal.repair_report().missing, [(5, 6)]);
+    assert_eq!(replay_all(&wal), vec![rec(0), rec(1)]);
+}
+
+#[test]
+fn damage_in_the_checkpoint_loses_only_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Vec::new();
+    for i in 0..5 {
+        encode_record(&mut cp, &rec(i), crc32c::crc32c(&rec(i)));
+    }
+    let second = 8 + rec(0).len();
+    cp[second + 10] ^= 0x10;
+    fs::write(dir.path().join(checkpoint_name(2)), &cp).unwrap();
+    write_raw_segment(dir.path(), 3, &[rec(5)]);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(
+        replay_all(&wal),
+        vec![rec(0), rec(2), rec(3), rec(4), rec(5)]
+    );
+    assert_eq!(kept_aside(dir.path()), [checkpoint_name(2)]);
+}
+
+/// A crash during a repair leaves `NNNNNNNN.repair`; the original is intact and
+/// is repaired again.
+#[test]
+fn a_leftover_repair_file_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_raw_segment(dir.path(), 0, &[rec(0)]);
+    fs::write(dir.path().join("00000000.repair"), b"half").unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(names(dir.path()), vec!["00000000"]);
+    assert_eq!(replay_all(&wal), vec![rec(0)]);
 }
 
 #[test]
