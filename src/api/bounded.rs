@@ -71,7 +71,11 @@ pub async fn acquire_permit(
     deadline: Instant,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     let acquire = s.query_permits.clone().acquire_owned();
-    match tokio::time::timeout_at(deadline.into(), acquire).await {
+    let waited = tokio::select! {
+        w = tokio::time::timeout_at(deadline.into(), acquire) => w,
+        _ = s.shutdown.cancelled() => return Err(ApiError::unavailable("shutting down")),
+    };
+    match waited {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(ApiError::unavailable("shutting down")),
         Err(_) => Err(QueryError::Timeout("query queue").into()),
@@ -124,7 +128,13 @@ where
     // The work checks the same deadline and answers `timeout` itself; this bound
     // answers for it when it is inside a call that cannot be interrupted.
     let backstop = deadline + Duration::from_millis(100);
-    match tokio::time::timeout_at(backstop.into(), rx).await {
+    // On shutdown the request is answered at once and its work canceled, so SIGTERM
+    // never waits for a long query.
+    let answer = tokio::select! {
+        a = tokio::time::timeout_at(backstop.into(), rx) => a,
+        _ = s.shutdown.cancelled() => return Err(ApiError::unavailable("shutting down")),
+    };
+    match answer {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(ApiError::new(
             ErrorType::Internal,

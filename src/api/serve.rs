@@ -112,14 +112,17 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_bytes = opts.read_header_timeout;
+        let stopping = shutdown.clone();
         tokio::spawn(async move {
             // The protocol is told from the first bytes, before hyper's header timer
             // runs: a client that connects and sends nothing is bounded here.
+            // A connection still silent at shutdown is simply closed.
             let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_bytes, stream.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
+            let peeked = tokio::select! {
+                p = tokio::time::timeout(first_bytes, stream.peek(&mut first)) => p,
+                _ = stopping.cancelled() => return,
+            };
+            if !matches!(peeked, Ok(Ok(1..))) {
                 drop(slot);
                 return;
             }

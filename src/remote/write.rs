@@ -119,7 +119,10 @@ pub fn write_decoded(
 ) -> Result<WriteOutcome, WriteError> {
     let shape = decode::validate(raw)?;
     if shape.samples > limits.max_samples {
-        return Err(WriteError::TooManySamples(shape.samples, limits.max_samples));
+        return Err(WriteError::TooManySamples(
+            shape.samples,
+            limits.max_samples,
+        ));
     }
     let mut app = storage.appender();
     app.reserve(shape.series);
@@ -238,7 +241,9 @@ mod tests {
         let storage = crate::storage::memory::MemoryStorage::new();
         for (labels, want) in cases {
             let raw = req(labels).encode_to_vec();
-            let err = write_decoded(&storage, &raw, WriteLimits::default()).unwrap_err().to_string();
+            let err = write_decoded(&storage, &raw, WriteLimits::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err} should mention {want}");
         }
         assert!(

@@ -34,6 +34,49 @@ fn healthy_ready_metrics_and_clean_sigterm_exit() {
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
 }
 
+/// Issue 14: SIGTERM finishes within its grace period whatever is running — here a
+/// query that would evaluate for minutes and a client that holds a connection open.
+#[test]
+fn sigterm_ends_promptly_during_a_long_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &["--query.timeout=10m"]);
+    let url = odin.url(&format!(
+        "/api/v1/query?query={}",
+        form_urlencoded::byte_serialize(b"count_over_time(vector(1)[100y:1ms])")
+            .collect::<String>()
+    ));
+    let client = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(120)))
+            .build()
+            .into();
+        agent.get(&url).call().map(|r| r.status().as_u16())
+    });
+    // The query is being evaluated.
+    assert!(
+        crate::common::poll_until(std::time::Duration::from_secs(20), || odin
+            .get("/metrics")
+            .1
+            .lines()
+            .any(|l| l.starts_with("odin_engine_queries ") && !l.ends_with(" 0"))),
+        "the query never started"
+    );
+    let idle = std::net::TcpStream::connect(odin.addr).unwrap();
+    let started = std::time::Instant::now();
+    let status = odin.stop();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "SIGTERM took {took:?}"
+    );
+    // The query's client got an answer (503, shutting down) or a closed connection.
+    let answer = client.join().unwrap();
+    assert!(!matches!(answer, Ok(200)), "{answer:?}");
+    drop(idle);
+}
+
 #[test]
 fn quit_needs_lifecycle_flag() {
     let dir = tempfile::tempdir().unwrap();

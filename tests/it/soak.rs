@@ -62,9 +62,7 @@ fn battery() -> Vec<(&'static str, &'static str, String, &'static str, Vec<u8>)>
         &[("__name__", "soak_ancient")],
         vec![(i64::MIN + 1, 1.0)],
     )]);
-    let q = |s: &str| {
-        form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-    };
+    let q = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     vec![
         ("query_range at the end of time", "GET",
             format!("/api/v1/query_range?query=up&start={}&end=9223372036854775.807&step=1e15&timeout=1s", now_s - 60),
@@ -223,7 +221,10 @@ fn a_writer_loses_nothing_while_bad_requests_run() {
     for a in attackers {
         let (n, unanswered) = a.join().unwrap();
         answered += n;
-        assert!(unanswered.is_empty(), "not answered in time: {unanswered:?}");
+        assert!(
+            unanswered.is_empty(),
+            "not answered in time: {unanswered:?}"
+        );
     }
     let peak_kib = peak_rss_kib(odin.pid());
     eprintln!(
@@ -242,11 +243,7 @@ fn a_writer_loses_nothing_while_bad_requests_run() {
     assert!(acknowledged > 10, "the good writer made no progress");
     assert!(answered > 20, "the battery barely ran: {answered}");
     // Each bad body is bounded to tens of MiB; four at once in a debug build.
-    assert!(
-        peak_kib < 1024 * 1024,
-        "peak RSS {} MiB",
-        peak_kib / 1024
-    );
+    assert!(peak_kib < 1024 * 1024, "peak RSS {} MiB", peak_kib / 1024);
 
     // Every acknowledged sample is there, in every series.
     let (code, body) = odin.get(&format!(

@@ -413,7 +413,9 @@ fn a_thousand_unread_series_streams_starve_nothing() {
         .map(|i| {
             TestSeries::new(
                 &[("__name__", "unread"), ("i", &i.to_string())],
-                (0..30).map(|k| (end - (29 - k) * 15_000, k as f64)).collect(),
+                (0..30)
+                    .map(|k| (end - (29 - k) * 15_000, k as f64))
+                    .collect(),
             )
         })
         .collect();
