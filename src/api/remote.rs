@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use crate::remote::{WriteError, decompress_into, write_decoded};
-use crate::storage::RejectReason;
+use crate::storage::{ErrorKind, RejectReason};
 
 thread_local! {
     /// The decompression buffer of each blocking thread, reused between requests.
@@ -67,9 +67,19 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
                 ),
             )
         }
-        Ok(Err(WriteError::Storage(m))) => {
-            tracing::error!(error = %m, "remote write commit failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, format!("storage: {m}"))
+        Ok(Err(WriteError::Storage { kind, message })) => {
+            let code = match kind {
+                ErrorKind::BadData => StatusCode::BAD_REQUEST,
+                ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                // A 5xx: the sender keeps the batch and retries it, and it lands
+                // once space returns.
+                ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if code.is_server_error() {
+                tracing::error!(error = %message, "remote write commit failed");
+            }
+            text(code, format!("storage: {message}"))
         }
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => text(

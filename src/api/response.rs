@@ -74,7 +74,9 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e.kind() {
             ErrorKind::BadData => ApiError::bad_data(e.to_string()),
-            ErrorKind::Unavailable => ApiError::unavailable(e.to_string()),
+            ErrorKind::Unavailable | ErrorKind::InsufficientStorage => {
+                ApiError::unavailable(e.to_string())
+            }
             ErrorKind::Internal => {
                 // The detail goes to the log, not to the client.
                 tracing::error!(error = %e, "internal storage error");

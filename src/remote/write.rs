@@ -57,8 +57,13 @@ pub enum WriteError {
     TooManySamples(usize, usize),
     #[error("series {index}: {message}")]
     InvalidSeries { index: usize, message: String },
-    #[error("{0}")]
-    Storage(String),
+    /// Storage failed (the kind says how the API answers: 507 for a full disk, 503,
+    /// 500).
+    #[error("{message}")]
+    Storage {
+        kind: crate::storage::ErrorKind,
+        message: String,
+    },
 }
 
 impl From<DecodeError> for WriteError {
@@ -128,13 +133,19 @@ pub fn write_decoded(
     app.reserve(shape.series);
     let appended = decode::for_each_series(raw, |labels, samples| {
         app.append_pairs(labels, samples)
-            .map_err(|e| WriteError::Storage(e.to_string()))
+            .map_err(|e| WriteError::Storage {
+                kind: crate::storage::ErrorKind::BadData,
+                message: e.to_string(),
+            })
     });
     if let Err(e) = appended {
         app.rollback();
         return Err(e);
     }
-    app.commit().map_err(|e| WriteError::Storage(e.to_string()))
+    app.commit().map_err(|e| WriteError::Storage {
+        kind: e.kind(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

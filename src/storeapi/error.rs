@@ -34,7 +34,9 @@ impl From<StoreApiError> for tonic::Status {
             StoreApiError::Unavailable(msg) => tonic::Status::unavailable(msg),
             StoreApiError::Storage { context, source } => match source.kind() {
                 ErrorKind::BadData => tonic::Status::invalid_argument(source.to_string()),
-                ErrorKind::Unavailable => tonic::Status::unavailable(source.to_string()),
+                ErrorKind::Unavailable | ErrorKind::InsufficientStorage => {
+                    tonic::Status::unavailable(source.to_string())
+                }
                 ErrorKind::Internal => {
                     tracing::error!(error = %source, "storeapi: {context}");
                     tonic::Status::internal(format!("{context}: internal storage error"))

@@ -7,6 +7,7 @@ mod admin;
 mod bucket_query;
 mod common;
 mod crash;
+mod disk_full;
 mod fixtures;
 mod grafana;
 mod hardening_query;

@@ -17,7 +17,8 @@ pub enum WalError {
     Io {
         /// What was being done, with the file involved.
         context: String,
-        /// The OS error.
+        /// The OS error (the source, so that a full disk can be told apart).
+        #[source]
         cause: Arc<io::Error>,
     },
     /// The writer was closed (explicitly or because every handle was dropped).
