@@ -685,19 +685,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn series_stream_through_a_bounded_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
-        let mut app = db.appender();
-        for i in 0..100 {
-            let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i:03}"))]);
-            app.append(&l, 1000, i as f64).unwrap();
-        }
-        app.commit().unwrap();
-        let backends = Arc::new(OnceLock::new());
-        let _ = backends.set(StoreBackends {
-            queryable: Arc::new(db.clone()),
-            chunks: Arc::new(db.clone()),
-        });
+        let (_dir, backends) = db_with_series(100);
         let metrics = StoreApiMetrics::default();
         let api = api(backends, 2, &metrics);
         let stream = api
