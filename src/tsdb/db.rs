@@ -1272,7 +1272,8 @@ mod tests {
     #[test]
     fn a_damaged_chunk_is_skipped_and_reported_not_fatal() {
         use crate::storage::ChunkQueryable;
-        let cases: [(&str, fn(&mut Vec<u8>)); 2] = [
+        type Damager = fn(&mut Vec<u8>);
+        let cases: [(&str, Damager); 2] = [
             ("a flipped byte in the first chunk", |b| b[8 + 4] ^= 0xff),
             ("the file cut short", |b| b.truncate(9)),
         ];
