@@ -18,3 +18,4 @@ mod remote_write;
 mod scrape;
 mod shipper;
 mod storeapi;
+mod tsdb_hardening;
