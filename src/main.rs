@@ -123,6 +123,14 @@ enum TsdbCommand {
         #[arg(long = "match", default_value = r#"{__name__=~".+"}"#)]
         matcher: String,
     },
+    /// Report WAL damage (bad records, missing segments, damage kept aside) and block
+    /// problems (meta.json, index, every chunk) without changing anything; exits
+    /// non-zero when it finds any.
+    Check {
+        /// Data directory.
+        #[arg(default_value = "data/")]
+        path: PathBuf,
+    },
 }
 
 /// Prometheus's flags, with Prometheus's names and meanings.
@@ -243,6 +251,9 @@ fn main() -> ExitCode {
                     matcher,
                 },
         } => dump(&path, min_time.as_deref(), max_time.as_deref(), &matcher),
+        Command::Tsdb {
+            what: TsdbCommand::Check { path },
+        } => tsdb_check(&path),
         Command::Tools {
             what: ToolsCommand::Bucket { what },
         } => bucket_tool(what),
@@ -532,6 +543,23 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn tsdb_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = odin::tsdb::check::check(path)?;
+    for line in &report.info {
+        println!("{line}");
+    }
+    for p in &report.problems {
+        println!("PROBLEM: {p}");
+    }
+    if report.problems.is_empty() {
+        println!("no problems found");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problems found", report.problems.len());
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn dump(

@@ -311,7 +311,7 @@ fn merge_blocks(parent: &Path, sources: &[Arc<Block>], level: u32) -> Result<Opt
         let refs = b.index().all_postings().map_err(BlockError::from)?;
         let block = b.clone();
         sets.push(Box::new(refs.into_iter().filter_map(move |r| {
-            block_chunk_series(&block, r, i64::MIN, i64::MAX).transpose()
+            block_chunk_series(&block, r, i64::MIN, i64::MAX, None).transpose()
         })));
     }
     let merged = MergeChunkSeriesSet::merge(sets);

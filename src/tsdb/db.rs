@@ -1257,6 +1257,68 @@ mod tests {
         assert_eq!(one(&db, "a", crate::model::now_ms()).accepted, 1);
     }
 
+    fn select(db: &Db, name: &str) -> (Vec<Series>, Vec<String>) {
+        let q = db.querier(i64::MIN, i64::MAX).unwrap();
+        let set: Vec<Series> = q
+            .select(&SelectHints::default(), &[Matcher::equal("__name__", name)])
+            .unwrap()
+            .collect::<crate::storage::Result<_>>()
+            .unwrap();
+        (set, q.warnings())
+    }
+
+    /// Issue 14: a damaged chunk file failed every query over its block. The
+    /// damaged chunks are now skipped, counted and named in the warnings.
+    #[test]
+    fn a_damaged_chunk_is_skipped_and_reported_not_fatal() {
+        use crate::storage::ChunkQueryable;
+        type Damager = fn(&mut Vec<u8>);
+        let cases: [(&str, Damager); 2] = [
+            ("a flipped byte in the first chunk", |b| b[8 + 4] ^= 0xff),
+            ("the file cut short", |b| b.truncate(9)),
+        ];
+        for (what, damage) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = TsdbMetrics::default();
+            let db = Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            fill(&db, 0, 4 * H);
+            db.compact().unwrap();
+            let seg = db.blocks()[0].dir().join("chunks").join("000001");
+            db.close().unwrap();
+            drop(db);
+            let mut bytes = std::fs::read(&seg).unwrap();
+            damage(&mut bytes);
+            std::fs::write(&seg, bytes).unwrap();
+
+            let db = Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            assert_eq!(db.blocks().len(), 1, "{what}: the block itself still opens");
+            // Series a's block chunk is gone; its head samples and (for a flipped
+            // byte) series b's block samples are still answered.
+            let (a, warnings) = select(&db, "a");
+            assert_eq!(a[0].samples.len(), 12, "{what}");
+            assert_eq!(warnings.len(), 1, "{what}: {warnings:?}");
+            assert!(warnings[0].contains("damaged chunks"), "{what}");
+            let (b, _) = select(&db, "b");
+            let expect_b = if what.contains("flipped") { 24 } else { 12 };
+            assert_eq!(b[0].samples.len(), expect_b, "{what}");
+            assert!(metrics.corrupt_chunks.get() >= 1, "{what}");
+            // The chunk path (remote read, StoreAPI) the same.
+            let q = db.chunk_querier(i64::MIN, i64::MAX).unwrap();
+            let cs: Vec<_> = q
+                .select_chunks(&[Matcher::equal("__name__", "a")])
+                .unwrap()
+                .collect::<crate::storage::Result<_>>()
+                .unwrap();
+            assert_eq!(cs.len(), 1, "{what}");
+            assert!(!q.warnings().is_empty(), "{what}");
+            drop(q);
+            // Compaction does not merge the damage away silently.
+            fill(&db, 4 * H, 9 * H);
+            db.compact().unwrap_or_default();
+            assert!(seg.exists() || db.blocks().len() > 1, "{what}");
+        }
+    }
+
     #[test]
     fn reopen_replays_the_wal() {
         let dir = tempfile::tempdir().unwrap();

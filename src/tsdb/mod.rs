@@ -5,11 +5,13 @@
 //! * [`index`] and [`block`]: immutable blocks in the Prometheus on-disk format.
 //! * [`compact`]: cutting the head into blocks, merging blocks, retention.
 //! * [`ShipTracker`]: what compaction and retention ask the shipper, when shipping is on.
+//! * [`check`]: `odin tsdb check`, reporting damage without changing anything.
 //! * [`Db`] ties them together and is what `app/` constructs.
 //!
 //! Nothing above the backends imports this module except `app/`.
 
 pub mod block;
+pub mod check;
 pub mod chunkenc;
 pub mod compact;
 mod db;
@@ -25,7 +27,7 @@ pub mod record;
 mod shipping;
 pub mod wal;
 
-pub use db::{Db, DbOptions};
+pub use db::{CORRUPTED_BLOCKS_DIR, DEFAULT_TOO_FAR_IN_FUTURE_MS, Db, DbOptions};
 pub use error::{Result, TsdbError};
 pub use metrics::TsdbMetrics;
 pub use shipping::{ShipTracker, ShippingHook};

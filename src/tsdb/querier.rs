@@ -18,6 +18,8 @@ use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
 
 pub(crate) struct DbQuerier {
     head: Arc<Head>,
+    /// Where damaged block chunks are reported; the reads go on without them.
+    damage: Arc<ChunkDamage>,
     /// Keeps the head from being truncated under this querier and the iterators it
     /// hands out (each holds a clone) until they are done.
     read: Arc<ReadGuard>,
@@ -39,6 +41,7 @@ impl DbQuerier {
             .collect();
         Self {
             head: db.head.clone(),
+            damage: Arc::new(ChunkDamage::new(db.metrics.corrupt_chunks.clone())),
             read,
             blocks,
             min_t,
@@ -48,6 +51,46 @@ impl DbQuerier {
 
     fn head_in_range(&self) -> bool {
         !self.head.is_empty() && self.head.max_time() >= self.min_t
+    }
+}
+
+/// Reports block chunks that cannot be read: a damaged chunk file must not fail every
+/// query over its block. Each skipped chunk is counted
+/// (`odin_tsdb_corrupt_chunks_total`); each damaged block is logged once per querier
+/// and named in the query's warnings.
+pub(crate) struct ChunkDamage {
+    counter: prometheus_client::metrics::counter::Counter,
+    warnings: crate::storage::Warnings,
+    logged: parking_lot::Mutex<Vec<ulid::Ulid>>,
+}
+
+impl ChunkDamage {
+    pub(crate) fn new(counter: prometheus_client::metrics::counter::Counter) -> Self {
+        Self {
+            counter,
+            warnings: crate::storage::Warnings::default(),
+            logged: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn report(&self, b: &Block, chunk_ref: u64, e: &dyn std::fmt::Display) {
+        self.counter.inc();
+        let ulid = b.meta().ulid;
+        let mut logged = self.logged.lock();
+        if logged.contains(&ulid) {
+            return;
+        }
+        logged.push(ulid);
+        drop(logged);
+        tracing::error!(
+            block = %ulid,
+            chunk_ref,
+            error = %e,
+            "BLOCK CORRUPTION: damaged chunk skipped; the query is answered without it"
+        );
+        self.warnings.push(format!(
+            "block {ulid} has damaged chunks; their samples are missing from the result"
+        ));
     }
 }
 
@@ -63,6 +106,7 @@ impl Querier for DbQuerier {
                 .map_err(|e| index_err(b, e))?;
             sets.push(Box::new(BlockSeriesIter {
                 block: b.clone(),
+                damage: self.damage.clone(),
                 refs: refs.into_iter(),
                 min_t: self.min_t,
                 max_t: self.max_t,
@@ -149,6 +193,10 @@ impl Querier for DbQuerier {
         }
         Ok(sorted_union(lists))
     }
+
+    fn warnings(&self) -> Vec<String> {
+        self.damage.warnings.to_vec()
+    }
 }
 
 /// The sorted, deduplicated union of lists. One list (the head alone, the usual case
@@ -204,8 +252,9 @@ impl ChunkQuerier for DbQuerier {
                 .map_err(|e| index_err(b, e))?;
             let block = b.clone();
             let (min_t, max_t) = (self.min_t, self.max_t);
+            let damage = self.damage.clone();
             sets.push(Box::new(refs.into_iter().filter_map(move |r| {
-                block_chunk_series(&block, r, min_t, max_t).transpose()
+                block_chunk_series(&block, r, min_t, max_t, Some(&damage)).transpose()
             })));
         }
         if self.head_in_range() {
@@ -226,15 +275,22 @@ impl ChunkQuerier for DbQuerier {
         }
         Ok(MergeChunkSeriesSet::merge(sets))
     }
+
+    fn warnings(&self) -> Vec<String> {
+        self.damage.warnings.to_vec()
+    }
 }
 
 /// The chunks of block series `r` that overlap `[min_t, max_t]`. Series with
-/// tombstones are decoded and re-encoded without the deleted samples.
+/// tombstones are decoded and re-encoded without the deleted samples. A chunk that
+/// cannot be read is reported to `damage` and skipped; without `damage` (compaction,
+/// which must not write a block that silently lacks it) it fails the read.
 pub(crate) fn block_chunk_series(
     block: &Block,
     r: u64,
     min_t: i64,
     max_t: i64,
+    damage: Option<&ChunkDamage>,
 ) -> Result<Option<ChunkSeries>> {
     let (labels, metas) = block.index().series(r).map_err(|e| index_err(block, e))?;
     let deleted = block.tombstones().get(&r);
@@ -243,10 +299,14 @@ pub(crate) fn block_chunk_series(
         .iter()
         .filter(|m| m.max_t >= min_t && m.min_t <= max_t)
     {
-        let (enc, data) = block
-            .chunks()
-            .chunk(m.chunk_ref)
-            .map_err(|e| index_err(block, e))?;
+        let (enc, data) = match (block.chunks().chunk(m.chunk_ref), damage) {
+            (Ok(c), _) => c,
+            (Err(e), Some(damage)) => {
+                damage.report(block, m.chunk_ref, &e);
+                continue;
+            }
+            (Err(e), None) => return Err(index_err(block, e)),
+        };
         if enc != ENCODING_XOR {
             continue;
         }
@@ -282,6 +342,7 @@ pub(crate) fn block_chunk_series(
 /// Decodes a block's series lazily, one per `next`.
 struct BlockSeriesIter {
     block: Arc<Block>,
+    damage: Arc<ChunkDamage>,
     refs: std::vec::IntoIter<u64>,
     min_t: i64,
     max_t: i64,
@@ -308,10 +369,17 @@ impl BlockSeriesIter {
             .iter()
             .filter(|m| m.max_t >= self.min_t && m.min_t <= self.max_t)
         {
-            let (enc, data) = b.chunks().chunk(m.chunk_ref).map_err(|e| index_err(b, e))?;
+            let (enc, data) = match b.chunks().chunk(m.chunk_ref) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.damage.report(b, m.chunk_ref, &e);
+                    continue;
+                }
+            };
             if enc != ENCODING_XOR {
                 continue;
             }
+            let before = samples.len();
             let mut it = XorIterator::new(data);
             for (t, v) in it.by_ref() {
                 if t > self.max_t {
@@ -322,7 +390,9 @@ impl BlockSeriesIter {
                 }
             }
             if let Some(e) = it.err() {
-                return Err(index_err(b, format!("chunk {}: {e}", m.chunk_ref)));
+                // What was decoded before the damage is not trusted either.
+                samples.truncate(before);
+                self.damage.report(b, m.chunk_ref, &e);
             }
         }
         if samples.is_empty() {

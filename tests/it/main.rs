@@ -22,3 +22,4 @@ mod scrape;
 mod shipper;
 mod soak;
 mod storeapi;
+mod tsdb_hardening;
