@@ -63,6 +63,9 @@ pub struct RunOptions {
     pub store: BucketStoreOptions,
 }
 
+/// How often the WAL writer is checked for an unexpected stop.
+const WRITE_PATH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for gRPC calls in flight.
 const GRPC_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -261,6 +264,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         )
     });
 
+    // Without its WAL writer nothing can be stored: stop, so that a supervisor
+    // (systemd, Kubernetes) restarts the process, and replay recovers the data.
+    let (watched, watch_stop) = (db.clone(), shutdown.clone());
+    let write_path = supervisor.spawn_critical("wal_writer", move || {
+        let (db, stop) = (watched.clone(), watch_stop.clone());
+        async move {
+            loop {
+                if let Some(failure) = db.write_path_failure() {
+                    return Err(failure);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(WRITE_PATH_CHECK_INTERVAL) => {}
+                }
+            }
+        }
+    });
+
     let maintenance = spawn_maintenance(
         db.clone(),
         opts.maintenance_interval,
@@ -286,6 +307,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Ok(Err(e)) => tracing::error!(error = %e, "grpc server task failed"),
             Err(_) => tracing::warn!("grpc server did not drain in time; closing anyway"),
         }
+    }
+    if let Err(e) = write_path.await {
+        tracing::error!(error = %e, "wal writer watch task failed");
     }
     if let Some(task) = bucket_sync {
         if let Err(e) = task.await {

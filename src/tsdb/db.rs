@@ -293,6 +293,16 @@ impl Db {
         }
     }
 
+    /// Why the database can no longer take writes although nobody closed it: its
+    /// WAL writer thread is gone (a panic while applying). The appliance cannot go
+    /// on without it; `None` while all is well.
+    pub fn write_path_failure(&self) -> Option<String> {
+        self.inner
+            .wal
+            .has_stopped_unexpectedly()
+            .then(|| "the wal writer thread stopped unexpectedly".to_string())
+    }
+
     /// Stops accepting writes, lets in-flight commits finish and closes the WAL.
     pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {

@@ -770,7 +770,9 @@ fn apply_panic_stops_writer_without_hanging() {
     assert!(matches!(w.commit(rec(1), 1), Err(WalError::WriterStopped)));
     // Whether or not the thread has finished unwinding, later commits fail.
     assert!(matches!(w.commit(rec(2), 2), Err(WalError::WriterStopped)));
+    assert!(w.has_stopped_unexpectedly());
     assert!(matches!(w.close(), Err(WalError::WriterStopped)));
+    assert!(!w.has_stopped_unexpectedly(), "closed: stopped as asked");
     assert!(matches!(w.commit(rec(3), 3), Err(WalError::Closed)));
 }
 

@@ -747,6 +747,13 @@ impl<T, R> WalWriter<T, R> {
         self.inner.shared.queue.lock().close_requested
     }
 
+    /// Whether the writer thread is gone although nobody closed it (it could not
+    /// start, or `apply` panicked): every commit fails from then on.
+    pub fn has_stopped_unexpectedly(&self) -> bool {
+        let q = self.inner.shared.queue.lock();
+        q.stopped && !q.close_requested
+    }
+
     /// Commits waiting in the queue (not yet taken by the writer thread).
     pub fn pending_commits(&self) -> usize {
         self.inner.shared.queue.lock().commits
