@@ -9,7 +9,13 @@
 //! answers health checks but cannot serve is worse than one that is restarted.
 //!
 //! Threads that are not tokio tasks (maintenance) use [`run_guarded`] for each
-//! round of their work, and report through the same metric and health.
+//! round of their work: a round that panics is counted in the same metric and the
+//! next round runs as usual, so the task is never down.
+//!
+//! `/-/ready` reflects the appliance's own tasks (shipper, bucket sync, reload). A
+//! scrape loop or pool that fails is counted and restarted the same way, but it is
+//! one target's or one job's problem: it shows as that target's `lastError` on the
+//! targets page, not as the whole appliance being unready.
 //!
 //! This module depends on nothing else of ODIN.
 

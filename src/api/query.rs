@@ -222,11 +222,11 @@ async fn format_query(
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
     let text = param(&params, "query").unwrap_or("").to_string();
+    // promql-parser's prettifier is not interruptible and grows faster than
+    // cubically with depth: bounded before anything starts (a scan of the text).
+    crate::promql::check_prettify_nesting(&text)?;
     let query = text.clone();
     let pretty = run_bounded(&s, None, Some(&text), move |limits| {
-        // promql-parser's prettifier is not interruptible and grows faster than
-        // cubically with depth: bounded before it starts.
-        crate::promql::check_prettify_nesting(&query)?;
         let expr = crate::promql::parse(&query)?;
         limits.check("query formatting")?;
         Ok(expr.prettify())

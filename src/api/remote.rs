@@ -112,28 +112,49 @@ static READ_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
     use super::bounded::{acquire_permit, request_timeout, run_bounded};
     use crate::remote::read::{
-        ReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE, decode_read_request,
+        ReadBudget, ReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE, decode_read_request,
         sampled_response, stream_chunks,
     };
     let (queryable, chunks) = match s.backends() {
         Ok(b) => (b.queryable.clone(), b.chunks.clone()),
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
     };
-    let Ok(read_permit) = READ_PERMITS.acquire().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
-    };
+    let deadline = std::time::Instant::now() + request_timeout(&s, None);
+    // Decoding is bounded by the request's size (see `decode_read_request`): a bad
+    // request is refused before it waits for a turn.
     let external = s.options.external_labels.clone();
     let read = match decode_read_request(&body, &external) {
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let read_permit = tokio::select! {
+        p = tokio::time::timeout_at(deadline.into(), READ_PERMITS.acquire()) => match p {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()),
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "query timed out in remote read queue".into(),
+                );
+            }
+        },
+        _ = s.shutdown.cancelled() => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+        }
+    };
     let api_error = |e: super::response::ApiError| text(e.kind.status(), e.message);
     if !read.streamed {
-        let answer = run_bounded(&s, None, None, move |_| {
+        let answer = run_bounded(&s, None, None, move |limits| {
+            let check = || limits.check("remote read").map_err(|e| e.to_string());
+            let budget = ReadBudget {
+                check: &check,
+                max_samples: limits.max_samples,
+            };
             Ok(sampled_response(
                 queryable.as_ref(),
                 &read.queries,
                 &external,
+                &budget,
             ))
         })
         .await;
@@ -149,41 +170,65 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
             )
                 .into_response(),
             Ok(Err(ReadError::BadRequest(m))) => text(StatusCode::BAD_REQUEST, m),
+            Ok(Err(ReadError::Stopped(m))) => text(StatusCode::SERVICE_UNAVAILABLE, m),
             Ok(Err(ReadError::Internal(m))) => text(StatusCode::INTERNAL_SERVER_ERROR, m),
             Err(e) => api_error(e),
         };
     }
-    let deadline = std::time::Instant::now() + request_timeout(&s, None);
     let permit = match acquire_permit(&s, deadline).await {
         Ok(p) => p,
         Err(e) => return api_error(e),
     };
     // Frames go out as they are produced; a slow client slows the producer (the
-    // channel is small), and a client that goes away stops it, as does the deadline.
+    // channel is small). The producer waits for the client at most until the
+    // deadline or shutdown, so a client that stops reading holds its thread and its
+    // permits no longer than the query timeout; one that goes away stops it at once.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let metrics = s.query_metrics.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let stopping = s.shutdown.clone();
     tokio::task::spawn_blocking(move || {
         let _permits = (permit, read_permit);
         let _evaluating = metrics.evaluating();
-        let mut timed_out = false;
-        let mut emit = |frame: Vec<u8>| {
-            if std::time::Instant::now() > deadline {
-                timed_out = true;
-                return false;
+        let past_deadline = || std::time::Instant::now() > deadline;
+        let check = || {
+            if stopping.is_cancelled() {
+                Err("remote read stopped: shutting down".to_string())
+            } else if past_deadline() {
+                Err("query timed out in remote read".to_string())
+            } else {
+                Ok(())
             }
-            tx.blocking_send(Ok(Bytes::from(frame))).is_ok()
         };
-        let outcome = stream_chunks(chunks.as_ref(), &read.queries, &external, &mut emit);
+        let budget = ReadBudget {
+            check: &check,
+            max_samples: usize::MAX,
+        };
+        let mut emit = |frame: Vec<u8>| {
+            let send = tx.send(Ok(Bytes::from(frame)));
+            runtime.block_on(async {
+                tokio::select! {
+                    sent = tokio::time::timeout_at(deadline.into(), send) => matches!(sent, Ok(Ok(()))),
+                    _ = stopping.cancelled() => false,
+                }
+            })
+        };
+        let outcome = stream_chunks(
+            chunks.as_ref(),
+            &read.queries,
+            &external,
+            &budget,
+            &mut emit,
+        );
         // Headers are gone already: end the body with an error, as Prometheus does
         // by closing the stream.
         let failure = match outcome {
             Err(e) => Some(e.to_string()),
-            Ok(_) if timed_out => Some("query timed out in remote read".to_string()),
-            Ok(_) => None,
+            Ok(_) => check().err(),
         };
         if let Some(e) = failure {
             tracing::warn!(error = %e, "remote read stream failed");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+            let _ = tx.try_send(Err(std::io::Error::other(e)));
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

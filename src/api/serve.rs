@@ -67,6 +67,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    // Cancelled after the drain timeout: every connection task still running then
+    // drops its connection.
+    let hard_stop = CancellationToken::new();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -113,6 +116,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let first_bytes = opts.read_header_timeout;
         let stopping = shutdown.clone();
+        let dropped = hard_stop.clone();
         tokio::spawn(async move {
             // The protocol is told from the first bytes, before hyper's header timer
             // runs: a client that connects and sends nothing is bounded here.
@@ -131,7 +135,10 @@ pub async fn serve(
                 .into_owned();
             // Errors here are the client's (reset, timeout, bad request): hyper has
             // answered what could be answered.
-            let _ = watcher.watch(conn).await;
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                _ = dropped.cancelled() => {}
+            }
             drop(slot);
         });
     }
@@ -141,6 +148,11 @@ pub async fn serve(
         _ = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!(drain_timeout_ms = opts.drain_timeout.as_millis() as u64,
                 "http connections still open after the drain timeout; closing them");
+            hard_stop.cancel();
+            // Each task drops its connection at its next poll: wait until every
+            // slot is back (bounded, as a task may be inside a blocking call).
+            let all = u32::try_from(opts.max_connections.max(1)).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
         }
     }
     Ok(())

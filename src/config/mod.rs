@@ -232,6 +232,41 @@ pub struct TsdbConfig {
     pub retention_size: Option<ByteSize>,
 }
 
+/// A parser's message as ODIN shows it (log, `/-/reload`, `odin check config`): its
+/// first line (a parser may quote the offending source lines after it), with every
+/// value that stands under a secret key in `text` shown as `<secret>`. serde quotes
+/// the value it could not use (`invalid value: string "…", expected …`). When the
+/// text is not even YAML, every quoted value is elided; keys are quoted with
+/// backticks and stay, as do the line and the column.
+fn without_secrets(message: &str, text: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    match redact::secret_values(text) {
+        Some(secrets) => secrets.iter().fold(first.to_string(), |m, secret| {
+            m.replace(&format!("{secret:?}"), "\"<secret>\"")
+        }),
+        None => without_quoted_values(first),
+    }
+}
+
+fn without_quoted_values(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in line.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                out.push_str("\"…\"");
+                quoted = true;
+            }
+            (_, true) if escaped => escaped = false,
+            ('\\', true) => escaped = true,
+            ('"', true) => quoted = false,
+            (_, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    out
+}
+
 impl Config {
     /// Parses and validates YAML text; `path` is only used in messages.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
@@ -240,7 +275,7 @@ impl Config {
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
                 path: path.to_string(),
-                message: e.to_string(),
+                message: without_secrets(&e.to_string(), text),
             })?
         };
         cfg.validate(path)?;
@@ -463,5 +498,35 @@ mod tests {
         );
         let err = Config::parse(&bad, "x.yml").unwrap_err().to_string();
         assert!(err.contains("bucket"), "{err}");
+    }
+
+    #[test]
+    fn a_parse_error_never_shows_a_secret() {
+        // A value under a secret key, quoted by the parser's message.
+        let text =
+            "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u, password: hunter2}\n";
+        let m = without_secrets(
+            "line 3 column 5: invalid value: string \"hunter2\", expected x\n  3 | source",
+            text,
+        );
+        assert_eq!(
+            m,
+            "line 3 column 5: invalid value: string \"<secret>\", expected x"
+        );
+        // Not YAML at all: every quoted value goes.
+        let m = without_secrets("bad \"hunter2\\\"x\" at `key`", "password: [unclosed");
+        assert_eq!(m, "bad \"…\" at `key`");
+        // Other values stay, so that the message still helps.
+        let err = Config::parse("global:\n  scrape_interval: 15x\n", "x.yml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("15x"), "{err}");
+        for text in [
+            "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u, password: [hunter2]}\n",
+            "storage:\n  object_store:\n    type: S3\n    config: {secret_key: hunter2, bogus: 1}\n",
+        ] {
+            let e = Config::parse(text, "odin.yml").unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 }

@@ -54,6 +54,30 @@ pub fn redact_config_text(text: &str) -> Result<String, String> {
         .map_err(|_| "the configuration cannot be written back as YAML".to_string())
 }
 
+/// The values under secret keys in `text`, or `None` when it is not YAML at all.
+pub(crate) fn secret_values(text: &str) -> Option<Vec<String>> {
+    let tree: Node = serde_saphyr::from_str(text).ok()?;
+    let mut out = Vec::new();
+    collect_secrets(&tree, &mut out);
+    Some(out)
+}
+
+fn collect_secrets(node: &Node, out: &mut Vec<String>) {
+    match node {
+        Node::Map(entries) => {
+            for (k, v) in entries {
+                let secret = matches!(k, Node::Str(name) if SECRET_KEYS.contains(&name.as_str()));
+                match v {
+                    Node::Str(value) if secret && !value.is_empty() => out.push(value.clone()),
+                    _ => collect_secrets(v, out),
+                }
+            }
+        }
+        Node::Seq(items) => items.iter().for_each(|i| collect_secrets(i, out)),
+        _ => {}
+    }
+}
+
 fn redact(node: &mut Node) {
     match node {
         Node::Map(entries) => {

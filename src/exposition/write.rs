@@ -16,6 +16,7 @@
 
 use super::family::{MetricFamily, MetricType};
 use crate::model::format_go_g;
+pub use crate::model::is_valid_metric_name;
 
 /// The `# TYPE` word for `kind` in the text format.
 pub fn text_type_name(kind: MetricType) -> &'static str {
@@ -53,13 +54,6 @@ pub fn write_text(out: &mut String, families: &[MetricFamily]) -> usize {
         }
     }
     skipped
-}
-
-/// Metric names as Prometheus 2.42 allows them: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 /// Appends `# TYPE <name> <kind>`; `name` must be valid (see [`is_valid_metric_name`]).

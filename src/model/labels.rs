@@ -279,13 +279,13 @@ impl Labels {
             .map(|l| &*l.value)
     }
 
-    /// The metric name, if present.
     /// Checks the set as every ingest path must before storing it (see
     /// [`LabelSetCheck`]).
     pub fn validate(&self) -> Result<(), InvalidLabels> {
         check_label_pairs(self.iter().map(|l| (&*l.name, &*l.value)))
     }
 
+    /// The metric name, if present.
     pub fn metric_name(&self) -> Option<&str> {
         self.get(METRIC_NAME)
     }

@@ -36,6 +36,9 @@ pub enum ReadError {
     /// The request is malformed: 400.
     #[error("{0}")]
     BadRequest(String),
+    /// The read's deadline passed or its client went away (the reason says which).
+    #[error("{0}")]
+    Stopped(String),
     /// Storage failed or a limit was hit: 500, as Prometheus answers.
     #[error("{0}")]
     Internal(String),
@@ -235,13 +238,45 @@ fn with_external(labels: &Labels, external: &BTreeMap<String, String>) -> Vec<pr
 }
 
 /// The sampled answer: one snappy-compressed `ReadResponse`.
+/// What one read may use, checked between series: the caller's deadline and
+/// cancellation, and the samples an answer may hold.
+pub struct ReadBudget<'a> {
+    /// Fails, saying why, once the read must stop.
+    pub check: &'a dyn Fn() -> Result<(), String>,
+    /// Samples a sampled answer may hold (`--query.max-samples`, at most
+    /// [`SAMPLE_LIMIT`]).
+    pub max_samples: usize,
+}
+
+fn no_stop() -> Result<(), String> {
+    Ok(())
+}
+
+impl ReadBudget<'static> {
+    /// No deadline; [`SAMPLE_LIMIT`] samples.
+    pub fn unbounded() -> Self {
+        ReadBudget {
+            check: &no_stop,
+            max_samples: SAMPLE_LIMIT,
+        }
+    }
+}
+
+impl ReadBudget<'_> {
+    fn check(&self) -> Result<(), ReadError> {
+        (self.check)().map_err(ReadError::Stopped)
+    }
+}
+
 pub fn sampled_response(
     storage: &dyn Queryable,
     queries: &[ReadQuery],
     external: &BTreeMap<String, String>,
+    budget: &ReadBudget<'_>,
 ) -> Result<Vec<u8>, ReadError> {
     let mut resp = ReadResponse::default();
     let mut samples = 0usize;
+    let limit = budget.max_samples.min(SAMPLE_LIMIT);
     for q in queries {
         let mut result = QueryResult::default();
         if q.can_match {
@@ -258,6 +293,7 @@ pub fn sampled_response(
                 .select(&hints, &q.matchers)
                 .map_err(|e| ReadError::Internal(e.to_string()))?
             {
+                budget.check()?;
                 let s = s.map_err(|e| ReadError::Internal(e.to_string()))?;
                 let points: Vec<prompb::Sample> = s
                     .samples
@@ -272,9 +308,9 @@ pub fn sampled_response(
                     continue;
                 }
                 samples += points.len();
-                if samples > SAMPLE_LIMIT {
+                if samples > limit {
                     return Err(ReadError::Internal(format!(
-                        "exceeded sample limit ({SAMPLE_LIMIT})"
+                        "exceeded sample limit ({limit})"
                     )));
                 }
                 result.timeseries.push(prompb::TimeSeries {
@@ -297,6 +333,7 @@ pub fn stream_chunks(
     storage: &dyn ChunkQueryable,
     queries: &[ReadQuery],
     external: &BTreeMap<String, String>,
+    budget: &ReadBudget<'_>,
     emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Result<(), ReadError> {
     for (index, q) in queries.iter().enumerate() {
@@ -310,6 +347,7 @@ pub fn stream_chunks(
             .select_chunks(&q.matchers)
             .map_err(|e| ReadError::Internal(e.to_string()))?
         {
+            budget.check()?;
             let s = s.map_err(|e| ReadError::Internal(e.to_string()))?;
             let labels = with_external(&s.labels, external);
             let mut frame = ChunkedSeries {
@@ -415,6 +453,55 @@ mod tests {
         }
     }
 
+    /// A read stops at its deadline (or when its client goes away) between series,
+    /// and a sampled answer holds at most its budget of samples.
+    #[test]
+    fn reads_stop_when_their_budget_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
+        let mut app = db.appender();
+        for s in 0..3 {
+            let labels = Labels::from_pairs([("__name__", "up".to_string()), ("s", s.to_string())]);
+            for i in 0..10 {
+                app.append(&labels, i * 1000, i as f64).unwrap();
+            }
+        }
+        app.commit().unwrap();
+        let external = BTreeMap::new();
+        for streamed in [false, true] {
+            let read =
+                decode_read_request(&request(vec![eq("__name__", "up")], streamed), &external)
+                    .unwrap();
+            let stop = || Err("query timed out in remote read".to_string());
+            let stopped = ReadBudget {
+                check: &stop,
+                max_samples: usize::MAX,
+            };
+            let outcome = if streamed {
+                stream_chunks(&db, &read.queries, &external, &stopped, &mut |_| true)
+            } else {
+                sampled_response(&db, &read.queries, &external, &stopped).map(drop)
+            };
+            assert!(matches!(outcome, Err(ReadError::Stopped(_))), "{outcome:?}");
+        }
+        let read =
+            decode_read_request(&request(vec![eq("__name__", "up")], false), &external).unwrap();
+        let small = ReadBudget {
+            max_samples: 25,
+            ..ReadBudget::unbounded()
+        };
+        let over = sampled_response(&db, &read.queries, &external, &small);
+        assert!(
+            matches!(over, Err(ReadError::Internal(ref m)) if m.contains("25")),
+            "{over:?}"
+        );
+        let enough = ReadBudget {
+            max_samples: 30,
+            ..ReadBudget::unbounded()
+        };
+        assert!(sampled_response(&db, &read.queries, &external, &enough).is_ok());
+    }
+
     #[test]
     fn samples_and_streamed_chunks_carry_the_same_data() {
         let dir = tempfile::tempdir().unwrap();
@@ -432,7 +519,8 @@ mod tests {
         let read =
             decode_read_request(&request(vec![eq("__name__", "up")], false), &external).unwrap();
         assert!(!read.streamed);
-        let body = sampled_response(&db, &read.queries, &external).unwrap();
+        let body =
+            sampled_response(&db, &read.queries, &external, &ReadBudget::unbounded()).unwrap();
         let resp = ReadResponse::decode(
             snap::raw::Decoder::new()
                 .decompress_vec(&body)
@@ -453,10 +541,16 @@ mod tests {
         .unwrap();
         assert!(read.streamed);
         let mut body = Vec::new();
-        stream_chunks(&db, &read.queries, &external, &mut |f| {
-            body.extend(f);
-            true
-        })
+        stream_chunks(
+            &db,
+            &read.queries,
+            &external,
+            &ReadBudget::unbounded(),
+            &mut |f| {
+                body.extend(f);
+                true
+            },
+        )
         .unwrap();
         let frames = decode_frames(&body).unwrap();
         assert_eq!(frames.len(), 1);
@@ -476,7 +570,8 @@ mod tests {
             &external,
         )
         .unwrap();
-        let body = sampled_response(&db, &read.queries, &external).unwrap();
+        let body =
+            sampled_response(&db, &read.queries, &external, &ReadBudget::unbounded()).unwrap();
         let resp = ReadResponse::decode(
             snap::raw::Decoder::new()
                 .decompress_vec(&body)
@@ -494,7 +589,7 @@ mod tests {
     fn bad_request(body: &[u8]) -> String {
         match decode_read_request(body, &BTreeMap::new()) {
             Err(ReadError::BadRequest(m)) => m,
-            Err(ReadError::Internal(m)) => panic!("internal error {m}"),
+            Err(e @ (ReadError::Internal(_) | ReadError::Stopped(_))) => panic!("{e}"),
             Ok(_) => panic!("accepted"),
         }
     }

@@ -20,25 +20,27 @@ pub struct WriteLimits {
     /// Largest decompressed message accepted (checked from the snappy header before
     /// any decompression).
     pub max_decoded_bytes: usize,
+    /// Requests decoded and appended at once; more wait their turn, so that a burst
+    /// of senders cannot hold one decompressed buffer each.
+    pub max_concurrent: usize,
     /// Most samples one request may hold. Appending holds about 18 bytes a sample
     /// until the commit, and a sample can take 2 bytes on the wire: this keeps what
     /// one request costs near its decoded size, whatever its shape. Senders batch far
     /// fewer (Prometheus: 2,000 a request by default).
-    /// Requests decoded and appended at once; more wait their turn, so that a burst
-    /// of senders cannot hold one decompressed buffer each.
-    pub max_concurrent: usize,
     pub max_samples: usize,
 }
 
 impl Default for WriteLimits {
     fn default() -> Self {
         Self {
-            max_body_bytes: 32 << 20,
-            // Within the 64 MiB that one request may cost (issue 14); real batches
-            // are tens to hundreds of KiB.
-            max_decoded_bytes: 32 << 20,
+            // The body, its decoded form and the batch built from it stay within
+            // the 64 MiB one request may cost (issue 14). Real batches are tens to
+            // hundreds of KiB (Prometheus sends 2,000 samples a request; the
+            // OpenTelemetry exporter at most 3 MB).
+            max_body_bytes: 16 << 20,
+            max_decoded_bytes: 16 << 20,
             max_concurrent: 8,
-            max_samples: 1_000_000,
+            max_samples: 500_000,
         }
     }
 }
@@ -53,8 +55,6 @@ pub enum WriteError {
     DecodedTooLarge(usize, usize),
     #[error("protobuf: {0}")]
     Protobuf(String),
-    #[error("request holds {0} samples, more than the limit of {1} a request")]
-    TooManySamples(usize, usize),
     #[error("series {index}: {message}")]
     InvalidSeries { index: usize, message: String },
     /// Storage failed (the kind says how the API answers: 507 for a full disk, 503,
@@ -122,16 +122,8 @@ pub fn write_decoded(
     raw: &[u8],
     limits: WriteLimits,
 ) -> Result<WriteOutcome, WriteError> {
-    let shape = decode::validate(raw)?;
-    if shape.samples > limits.max_samples {
-        return Err(WriteError::TooManySamples(
-            shape.samples,
-            limits.max_samples,
-        ));
-    }
     let mut app = storage.appender();
-    app.reserve(shape.series);
-    let appended = decode::for_each_series(raw, |labels, samples| {
+    let appended = decode::decode_each_series(raw, limits.max_samples, |labels, samples| {
         app.append_pairs(labels, samples)
             .map_err(|e| WriteError::Storage {
                 kind: crate::storage::ErrorKind::BadData,
@@ -229,7 +221,7 @@ mod tests {
             ..WriteLimits::default()
         };
         let err = write_decoded(&storage, &raw, limits).unwrap_err();
-        assert!(matches!(err, WriteError::TooManySamples(11, 10)), "{err}");
+        assert!(err.to_string().contains("more than 10 samples"), "{err}");
         assert!(storage.dump().is_empty());
         let limits = WriteLimits {
             max_samples: 11,

@@ -154,24 +154,8 @@ impl StoreApi {
     ) -> std::result::Result<SeriesStream, Status> {
         let plan = SeriesPlan::new(req, &self.inner.external)?;
         let backends = self.backends()?;
-        let max = self.inner.options.series_max_duration;
-        let deadline = tokio::time::Instant::now() + client_timeout.map_or(max, |t| t.min(max));
-        let permit = match &self.inner.series_turns {
-            Some(turns) => {
-                match tokio::time::timeout_at(deadline, turns.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => Some(p),
-                    Ok(Err(_)) => return Err(Status::unavailable("server is shutting down")),
-                    Err(_) => {
-                        // Thanos answers so when its series gate does not open in time.
-                        return Err(Status::resource_exhausted(format!(
-                            "failed to wait for turn: {} Series calls are running (--store.grpc.series-max-concurrency)",
-                            self.inner.options.series_max_concurrency
-                        )));
-                    }
-                }
-            }
-            None => None,
-        };
+        let deadline = self.call_deadline(client_timeout);
+        let permit = self.take_turn(deadline).await?;
         let depth = self.inner.options.series_channel_depth.max(1);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<SeriesResponse>(depth);
         // The call's final error; set before `tx` is dropped, read once the channel
@@ -234,17 +218,55 @@ impl StoreApi {
         Ok(Box::pin(stream))
     }
 
-    /// Runs a blocking storage read off the async runtime.
+    /// When a call must end: the client's `grpc-timeout`, at most
+    /// `series_max_duration`.
+    fn call_deadline(&self, client_timeout: Option<Duration>) -> tokio::time::Instant {
+        let max = self.inner.options.series_max_duration;
+        tokio::time::Instant::now() + client_timeout.map_or(max, |t| t.min(max))
+    }
+
+    /// Waits for one of the `--store.grpc.series-max-concurrency` turns until
+    /// `deadline`.
+    async fn take_turn(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<Option<tokio::sync::OwnedSemaphorePermit>, Status> {
+        let Some(turns) = &self.inner.series_turns else {
+            return Ok(None);
+        };
+        match tokio::time::timeout_at(deadline, turns.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            Ok(Err(_)) => Err(Status::unavailable("server is shutting down")),
+            // Thanos answers so when its series gate does not open in time.
+            Err(_) => Err(Status::resource_exhausted(format!(
+                "failed to wait for turn: {} calls are running (--store.grpc.series-max-concurrency)",
+                self.inner.options.series_max_concurrency
+            ))),
+        }
+    }
+
+    /// Runs a blocking storage read (label names or values) off the async runtime,
+    /// under a turn and the call's deadline as a `Series` call is: the turn stays
+    /// with the read until it has really finished, so these calls cannot fill the
+    /// blocking pool either.
     async fn blocking<T: Send + 'static>(
         &self,
+        client_timeout: Option<Duration>,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> std::result::Result<T, Status> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(r) => r.map_err(Status::from),
-            Err(e) => {
+        let deadline = self.call_deadline(client_timeout);
+        let turn = self.take_turn(deadline).await?;
+        let read = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            f()
+        });
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(r)) => r.map_err(Status::from),
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "storeapi: read task failed");
                 Err(Status::internal("read task failed"))
             }
+            Err(_) => Err(Status::deadline_exceeded("the call's deadline passed")),
         }
     }
 }
@@ -280,6 +302,7 @@ impl store_server::Store for StoreApi {
         &self,
         request: Request<LabelNamesRequest>,
     ) -> std::result::Result<Response<LabelNamesResponse>, Status> {
+        let timeout = grpc_timeout(request.metadata());
         let r = async {
             let req = request.into_inner();
             let (min_t, max_t) = series::label_range(req.start, req.end)?;
@@ -287,7 +310,7 @@ impl store_server::Store for StoreApi {
             let backends = self.backends()?;
             let external = self.inner.external.clone();
             let names = self
-                .blocking(move || {
+                .blocking(timeout, move || {
                     series::label_names(&*backends.queryable, min_t, max_t, &selection, &external)
                 })
                 .await?;
@@ -304,6 +327,7 @@ impl store_server::Store for StoreApi {
         &self,
         request: Request<LabelValuesRequest>,
     ) -> std::result::Result<Response<LabelValuesResponse>, Status> {
+        let timeout = grpc_timeout(request.metadata());
         let r = async {
             let req = request.into_inner();
             let (min_t, max_t) = series::label_range(req.start, req.end)?;
@@ -311,7 +335,7 @@ impl store_server::Store for StoreApi {
             let backends = self.backends()?;
             let external = self.inner.external.clone();
             let values = self
-                .blocking(move || {
+                .blocking(timeout, move || {
                     series::label_values(
                         &*backends.queryable,
                         &req.label,

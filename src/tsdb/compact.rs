@@ -30,9 +30,11 @@ use crate::tsdb::record::{self, Deletion, Record};
 /// One round of maintenance: cut the head, compact, apply retention.
 pub(crate) fn run(db: &DbInner) -> Result<()> {
     let _m = db.maintenance.lock();
-    let result = cut_head(db)
-        .and_then(|_| compact_blocks(db))
-        .and_then(|_| apply_retention(db));
+    // Retention runs whatever the cut or the compaction did: it is what frees the
+    // disk, and a block that cannot be merged must not keep old blocks forever.
+    let result = cut_head(db).and_then(|_| compact_blocks(db));
+    let retained = apply_retention(db);
+    let result = result.and(retained);
     if result.is_err() {
         db.metrics.compactions_failed.inc();
     }
@@ -267,7 +269,15 @@ fn compact_blocks(db: &DbInner) -> Result<()> {
     );
     // Bounded: each round removes at least one block.
     for _ in 0..64 {
-        let blocks = db.blocks.read().clone();
+        let blocks: Vec<Arc<Block>> = {
+            let failed = db.compaction_failed.lock();
+            db.blocks
+                .read()
+                .iter()
+                .filter(|b| !failed.contains(&b.meta().ulid))
+                .cloned()
+                .collect()
+        };
         let Some(group) = plan(&blocks, &ranges) else {
             return Ok(());
         };
@@ -287,7 +297,18 @@ fn compact_blocks(db: &DbInner) -> Result<()> {
             .max()
             .unwrap_or(1)
             + 1;
-        let meta = merge_blocks(&db.dir, &group, level)?;
+        let meta = match merge_blocks(&db.dir, &group, level) {
+            Ok(meta) => meta,
+            Err(e) => {
+                let ulids: Vec<String> = group.iter().map(|b| b.meta().ulid.to_string()).collect();
+                tracing::error!(error = %e, blocks = ?ulids,
+                    "compaction failed; these blocks are left out of compaction from now on (they are still queried and deleted by retention)");
+                db.compaction_failed
+                    .lock()
+                    .extend(group.iter().map(|b| b.meta().ulid));
+                return Err(e);
+            }
+        };
         db.metrics.compactions.inc();
         replace_blocks(db, &group, meta.as_ref())?;
     }

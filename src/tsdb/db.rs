@@ -103,6 +103,10 @@ pub(crate) struct DbInner {
     pub(crate) metrics: TsdbMetrics,
     /// One structural change (cut, compaction, retention, deletion, snapshot) at a time.
     pub(crate) maintenance: Mutex<()>,
+    /// Blocks whose merge failed (a damaged chunk): left out of compaction plans from
+    /// then on, so one bad block never stops compaction of the others or retention
+    /// (Prometheus marks such a block `compaction.failed` in its meta).
+    pub(crate) compaction_failed: Mutex<std::collections::HashSet<ulid::Ulid>>,
     /// Set when the head has become compactable; wakes the maintenance loop early.
     compact_wanted: Mutex<bool>,
     compact_cv: Condvar,
@@ -191,6 +195,7 @@ impl Db {
             reads: Arc::default(),
             metrics,
             maintenance: Mutex::new(()),
+            compaction_failed: Mutex::new(Default::default()),
             compact_wanted: Mutex::new(false),
             compact_cv: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -1326,6 +1331,12 @@ mod tests {
             fill(&db, 4 * H, 9 * H);
             db.compact().unwrap_or_default();
             assert!(seg.exists() || db.blocks().len() > 1, "{what}");
+            // Nor does it stop for good: the group that failed is left out of the
+            // next plans, and retention runs whatever compaction did.
+            assert!(
+                db.compact().is_ok(),
+                "{what}: a damaged block stops compaction"
+            );
         }
     }
 

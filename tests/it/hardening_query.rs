@@ -166,6 +166,21 @@ fn metadata_and_federation_stop_at_the_query_timeout() {
     }
     let (code, body) = odin.get("/federate?match[]=m");
     assert_eq!(code, 503, "{body}");
+    // The work itself stopped too (the answer at the deadline does not wait for
+    // it): nothing is left evaluating, no permit held.
+    let evaluating = || {
+        odin.get("/metrics")
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix("odin_engine_queries "))
+            .map(|v| v.trim().to_string())
+    };
+    assert!(
+        crate::common::poll_until(Duration::from_secs(2), || evaluating().as_deref()
+            == Some("0")),
+        "work still running after its timeout: odin_engine_queries {:?}",
+        evaluating()
+    );
 }
 
 /// What a metadata or federation request holds counts against

@@ -88,7 +88,7 @@ fn battery() -> Vec<(&'static str, &'static str, String, &'static str, Vec<u8>)>
         ("remote read of empty queries", "POST", "/api/v1/read".into(),
             "application/x-protobuf", repeated_field(&[0x0a, 0x00], 16 << 20)),
         ("remote write of empty labels", "POST", "/api/v1/write".into(),
-            "application/x-protobuf", repeated_field(&empty_labels, 30 << 20)),
+            "application/x-protobuf", repeated_field(&empty_labels, 15 << 20)),
         ("remote write of a newline name", "POST", "/api/v1/write".into(),
             "application/x-protobuf", injected),
         ("remote write a day ahead", "POST", "/api/v1/write".into(),
@@ -242,8 +242,9 @@ fn a_writer_loses_nothing_while_bad_requests_run() {
     );
     assert!(acknowledged > 10, "the good writer made no progress");
     assert!(answered > 20, "the battery barely ran: {answered}");
-    // Each bad body is bounded to tens of MiB; four at once in a debug build.
-    assert!(peak_kib < 1024 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    // Each bad body is bounded to tens of MiB (the bodies cost a GiB each
+    // before); four at once in a debug build peak near 250 MiB.
+    assert!(peak_kib < 512 * 1024, "peak RSS {} MiB", peak_kib / 1024);
 
     // Every acknowledged sample is there, in every series.
     let (code, body) = odin.get(&format!(
