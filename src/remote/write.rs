@@ -33,12 +33,13 @@ pub struct WriteLimits {
 impl Default for WriteLimits {
     fn default() -> Self {
         Self {
-            // The body, its decoded form and the batch built from it stay within
-            // the 64 MiB one request may cost (issue 14). Real batches are tens to
-            // hundreds of KiB (Prometheus sends 2,000 samples a request; the
-            // OpenTelemetry exporter at most 3 MB).
-            max_body_bytes: 16 << 20,
-            max_decoded_bytes: 16 << 20,
+            // The body, its decoded form, the label sets and the WAL record built
+            // from it stay within the 64 MiB one request may cost (issue 14): a
+            // label value is held once by each, so 10 MiB of them cost ~50 MiB.
+            // Real batches are far smaller (Prometheus sends 2,000 samples a
+            // request; the OpenTelemetry exporter at most 3 MB; vmagent 8 MB).
+            max_body_bytes: 10 << 20,
+            max_decoded_bytes: 10 << 20,
             max_concurrent: 8,
             max_samples: 500_000,
         }

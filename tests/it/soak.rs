@@ -88,7 +88,7 @@ fn battery() -> Vec<(&'static str, &'static str, String, &'static str, Vec<u8>)>
         ("remote read of empty queries", "POST", "/api/v1/read".into(),
             "application/x-protobuf", repeated_field(&[0x0a, 0x00], 16 << 20)),
         ("remote write of empty labels", "POST", "/api/v1/write".into(),
-            "application/x-protobuf", repeated_field(&empty_labels, 15 << 20)),
+            "application/x-protobuf", repeated_field(&empty_labels, 9 << 20)),
         ("remote write of a newline name", "POST", "/api/v1/write".into(),
             "application/x-protobuf", injected),
         ("remote write a day ahead", "POST", "/api/v1/write".into(),
