@@ -478,9 +478,12 @@ mod tests {
     use info::info_server::Info;
     use store_server::Store;
 
+    /// A service with external label `cluster="eu"`, `depth` frames of channel and
+    /// `turns` Series calls at once (0: no limit).
     fn api(
         backends: Arc<OnceLock<StoreBackends>>,
         depth: usize,
+        turns: usize,
         metrics: &StoreApiMetrics,
     ) -> StoreApi {
         StoreApi::new(
@@ -488,6 +491,7 @@ mod tests {
             ExternalLabels::from([("cluster".to_string(), "eu".to_string())]),
             StoreApiOptions {
                 series_channel_depth: depth,
+                series_max_concurrency: turns,
                 ..StoreApiOptions::default()
             },
             metrics.clone(),
@@ -532,18 +536,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (_dir, backends) = db_with_series(200);
-            let metrics = StoreApiMetrics::default();
-            let api = StoreApi::new(
-                backends,
-                ExternalLabels::new(),
-                StoreApiOptions {
-                    series_channel_depth: 1,
-                    series_max_concurrency: 0,
-                    ..StoreApiOptions::default()
-                },
-                metrics.clone(),
-                CancellationToken::new(),
-            );
+            let api = api(backends, 1, 0, &StoreApiMetrics::default());
             let mut unread = Vec::new();
             for _ in 0..50 {
                 let s = api
@@ -572,17 +565,7 @@ mod tests {
     async fn series_calls_take_turns_and_end_at_their_deadline() {
         let (_dir, backends) = db_with_series(100);
         let metrics = StoreApiMetrics::default();
-        let api = StoreApi::new(
-            backends,
-            ExternalLabels::new(),
-            StoreApiOptions {
-                series_channel_depth: 1,
-                series_max_concurrency: 1,
-                ..StoreApiOptions::default()
-            },
-            metrics.clone(),
-            CancellationToken::new(),
-        );
+        let api = api(backends, 1, 1, &metrics);
         let started = tokio::time::Instant::now();
         let first = api
             .series(with_timeout(request(vec![eq("__name__", "m")]), "700m"))
@@ -644,7 +627,7 @@ mod tests {
     async fn info_sends_tsdb_infos_as_released_thanos_reads_them() {
         use prost::Message;
         let (_dir, backends) = db_with_series(1);
-        let api = api(backends, 4, &StoreApiMetrics::default());
+        let api = api(backends, 4, 20, &StoreApiMetrics::default());
         let resp = Info::info(&api, Request::new(info::InfoRequest {}))
             .await
             .unwrap()
@@ -683,7 +666,7 @@ mod tests {
     #[tokio::test]
     async fn before_storage_is_ready_calls_are_unavailable_and_bad_input_is_invalid() {
         let metrics = StoreApiMetrics::default();
-        let api = api(Arc::new(OnceLock::new()), 4, &metrics);
+        let api = api(Arc::new(OnceLock::new()), 4, 20, &metrics);
         let err = Info::info(&api, Request::new(info::InfoRequest {}))
             .await
             .unwrap_err();
@@ -711,7 +694,7 @@ mod tests {
     async fn series_stream_through_a_bounded_channel() {
         let (_dir, backends) = db_with_series(100);
         let metrics = StoreApiMetrics::default();
-        let api = api(backends, 2, &metrics);
+        let api = api(backends, 2, 20, &metrics);
         let stream = api
             .series(request(vec![eq("__name__", "m")]))
             .await
