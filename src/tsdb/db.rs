@@ -829,12 +829,7 @@ fn quarantine_block(dir: &Path, name: &str) -> Result<PathBuf> {
     let aside = dir.join(CORRUPTED_BLOCKS_DIR);
     fs::create_dir_all(&aside)
         .map_err(|e| TsdbError::io(format!("create {}", aside.display()), e))?;
-    let mut to = aside.join(name);
-    let mut n = 1;
-    while to.exists() {
-        to = aside.join(format!("{name}.{n}"));
-        n += 1;
-    }
+    let to = crate::tsdb::wal::unused_path(&aside, name);
     fs::rename(dir.join(name), &to)
         .map_err(|e| TsdbError::io(format!("move {name} to {}", to.display()), e))?;
     Ok(to)

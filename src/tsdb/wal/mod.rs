@@ -469,9 +469,11 @@ fn repair_file(dir: &Path, name: &str, is_last: bool, repair: &mut RepairReport)
     let buf = fs::read(&path).map_err(|e| WalError::io(format!("read {}", path.display()), e))?;
     let analysis = segment::analyze(&buf);
     let len = buf.len() as u64;
-    let torn_tail = is_last && analysis.damage.len() == 1 && analysis.damage[0].end == len;
-    if torn_tail {
-        let d = &analysis.damage[0];
+    let torn_tail = match analysis.damage.as_slice() {
+        [d] if is_last && d.end == len => Some(d),
+        _ => None,
+    };
+    if let Some(d) = torn_tail {
         let kept = if d.zeroed {
             None
         } else {
@@ -479,7 +481,7 @@ fn repair_file(dir: &Path, name: &str, is_last: bool, repair: &mut RepairReport)
             Some(keep_aside(
                 dir,
                 &format!("{name}.tail-at-{}", d.start),
-                &buf[tail..],
+                buf.get(tail..).unwrap_or_default(),
             )?)
         };
         truncate_file(&path, d.start)?;
@@ -499,7 +501,7 @@ fn repair_file(dir: &Path, name: &str, is_last: bool, repair: &mut RepairReport)
         let mut off = 0usize;
         for d in &analysis.damage {
             let (start, end) = (d.start as usize, d.end as usize);
-            out.extend_from_slice(&buf[off..start]);
+            out.extend_from_slice(buf.get(off..start).unwrap_or_default());
             off = end;
             tracing::error!(
                 file = name,
@@ -511,7 +513,7 @@ fn repair_file(dir: &Path, name: &str, is_last: bool, repair: &mut RepairReport)
                  every other record is kept and replayed"
             );
         }
-        out.extend_from_slice(&buf[off.min(buf.len())..]);
+        out.extend_from_slice(buf.get(off..).unwrap_or_default());
         replace_file(dir, &path, &out)?;
         repair.kept_aside.push(kept);
     }
@@ -520,18 +522,25 @@ fn repair_file(dir: &Path, name: &str, is_last: bool, repair: &mut RepairReport)
     Ok(true)
 }
 
+/// `dir/<name>`, or `dir/<name>.N` with the first `N` not taken: where damaged
+/// files and blocks are put aside without ever replacing an earlier one.
+pub(crate) fn unused_path(dir: &Path, name: &str) -> PathBuf {
+    let mut path = dir.join(name);
+    let mut n = 1;
+    while path.exists() {
+        path = dir.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    path
+}
+
 /// Writes `bytes` to `wal/corrupted/<name>` (or `<name>.N` if taken), durably, and
 /// returns the path.
 fn keep_aside(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let aside = dir.join(CORRUPTED_DIR);
     fs::create_dir_all(&aside)
         .map_err(|e| WalError::io(format!("create {}", aside.display()), e))?;
-    let mut path = aside.join(name);
-    let mut n = 1;
-    while path.exists() {
-        path = aside.join(format!("{name}.{n}"));
-        n += 1;
-    }
+    let path = unused_path(&aside, name);
     write_synced(&path, bytes)?;
     sync_dir(&aside)?;
     Ok(path)

@@ -403,8 +403,10 @@ pub(crate) fn resync(buf: &[u8], off: usize, corruption: &Corruption) -> Option<
     let mut budget = RESYNC_CRC_BUDGET;
     let mut p = off + 1;
     while p + HEADER_LEN <= buf.len() {
-        let h = &buf[p..p + 4];
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let Some(&[a, b, c, d]) = buf.get(p..p + 4) else {
+            break;
+        };
+        let len = u32::from_le_bytes([a, b, c, d]) as usize;
         if len > 0 && len <= MAX_RECORD_LEN && p + HEADER_LEN + len <= buf.len() {
             budget = budget.checked_sub(len as u64)?;
             if record_at(buf, p).is_ok() {
@@ -450,7 +452,7 @@ pub(crate) fn analyze(buf: &[u8]) -> Analysis {
                     start: off as u64,
                     end: end as u64,
                     corruption: c.to_string(),
-                    zeroed: buf[off..end].iter().all(|&b| b == 0),
+                    zeroed: buf.get(off..end).is_some_and(|d| d.iter().all(|&b| b == 0)),
                 });
                 off = end;
             }
