@@ -29,6 +29,14 @@ pub struct RequestShape {
     pub samples: usize,
 }
 
+impl RequestShape {
+    /// As a bound ([`decode_each_series`]'s `most`): no limit.
+    pub const UNBOUNDED: RequestShape = RequestShape {
+        series: usize::MAX,
+        samples: usize::MAX,
+    };
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("truncated message")]
@@ -41,8 +49,8 @@ pub enum DecodeError {
     Utf8,
     #[error("field number 0")]
     FieldZero,
-    #[error("request holds more than {0} samples, the most accepted in one request")]
-    TooManySamples(usize),
+    #[error("request holds more than {limit} {what}, the most accepted in one request")]
+    TooMany { what: &'static str, limit: usize },
     #[error("series {index}: {source}")]
     InvalidSeries {
         index: usize,
@@ -134,23 +142,25 @@ fn utf8(b: &[u8]) -> Result<&str, DecodeError> {
 /// Prometheus 2.42 checks them, and the framing of every field. Stops at the first
 /// problem. Allocates only [`decode_each_series`]'s fixed scratch.
 pub fn validate(buf: &[u8]) -> Result<RequestShape, DecodeError> {
-    decode_each_series(buf, usize::MAX, |_, _| Ok::<(), DecodeError>(()))
+    decode_each_series(buf, RequestShape::UNBOUNDED, |_, _| {
+        Ok::<(), DecodeError>(())
+    })
 }
 
-/// [`decode_each_series`] without a sample limit.
+/// [`decode_each_series`] without limits.
 pub fn for_each_series<'a, E: From<DecodeError>>(
     buf: &'a [u8],
     f: impl FnMut(&[(&'a str, &'a str)], &[Sample]) -> Result<(), E>,
 ) -> Result<(), E> {
-    decode_each_series(buf, usize::MAX, f).map(drop)
+    decode_each_series(buf, RequestShape::UNBOUNDED, f).map(drop)
 }
 
 /// Decodes a request in one pass, series by series: checks each series' labels as
 /// it reads them ([`LabelSetCheck`]), then hands `f` its present labels (those with
 /// a value; an empty value means "absent") in request order and its samples in
 /// pieces of at most [`SAMPLES_PER_CALL`] (a series without samples is checked but
-/// not handed over). The first error — a bad series, bad framing, more than
-/// `max_samples` samples in all, or `f`'s — stops the walk; what `f` was given
+/// not handed over). The first error — a bad series, bad framing, more series or
+/// samples in all than `most` allows, or `f`'s — stops the walk; what `f` was given
 /// before it is the caller's to undo (the remote-write handler rolls its appender
 /// back, so nothing of a refused request is stored).
 ///
@@ -160,7 +170,7 @@ pub fn for_each_series<'a, E: From<DecodeError>>(
 /// decoded.
 pub fn decode_each_series<'a, E: From<DecodeError>>(
     buf: &'a [u8],
-    max_samples: usize,
+    most: RequestShape,
     mut f: impl FnMut(&[(&'a str, &'a str)], &[Sample]) -> Result<(), E>,
 ) -> Result<RequestShape, E> {
     let mut shape = RequestShape::default();
@@ -191,14 +201,25 @@ pub fn decode_each_series<'a, E: From<DecodeError>>(
         }
         check.finish().map_err(invalid)?;
         shape.series += 1;
+        if shape.series > most.series {
+            return Err(DecodeError::TooMany {
+                what: "series",
+                limit: most.series,
+            }
+            .into());
+        }
         let mut r = Reader { buf: series };
         while !r.done() {
             let (field, wire) = r.key()?;
             match (field, wire) {
                 (2, LEN) => {
                     shape.samples += 1;
-                    if shape.samples > max_samples {
-                        return Err(DecodeError::TooManySamples(max_samples).into());
+                    if shape.samples > most.samples {
+                        return Err(DecodeError::TooMany {
+                            what: "samples",
+                            limit: most.samples,
+                        }
+                        .into());
                     }
                     samples.push(decode_sample(r.bytes()?)?);
                     if samples.len() == SAMPLES_PER_CALL {
