@@ -3,9 +3,9 @@
 //! requests: 2,000 samples over 2,000 series, one timestamp each.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use odin::log::record::Batch;
 use odin::model::{Labels, Sample};
 use odin::tsdb::head::Head;
-use odin::tsdb::record::Batch;
 
 const SERIES: usize = 10_000;
 const BATCH: usize = 2_000;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use arcstr::ArcStr;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use odin::log::record::{Batch, LabelSectionMemo, encode_batch, encode_batch_reusing};
 use odin::model::{Labels, Sample};
-use odin::tsdb::record::{Batch, LabelSectionMemo, encode_batch, encode_batch_reusing};
 
 const TARGETS: usize = 200;
 const SERIES_PER_TARGET: usize = 1_153;

@@ -5,12 +5,12 @@
 use std::fs;
 use std::path::Path;
 
+use crate::log::wal;
 use crate::tsdb::block::Block;
 use crate::tsdb::block::meta::read_meta;
 use crate::tsdb::chunkenc::{ENCODING_XOR, XorIterator};
 use crate::tsdb::db::CORRUPTED_BLOCKS_DIR;
 use crate::tsdb::error::{Result, TsdbError};
-use crate::tsdb::wal;
 
 /// What a check found: `info` describes what was read, `problems` is what is wrong
 /// (empty when the directory is sound).

@@ -13,6 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::log::record::{self, Deletion, Record};
 use crate::model::{Interval, Sample};
 use crate::storage::{ChunkData, ChunkSeries, ChunkSeriesSet, MergeChunkSeriesSet, merge_samples};
 use crate::tsdb::block::meta::BlockMeta;
@@ -25,7 +26,6 @@ use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::{Head, SAMPLES_PER_CHUNK};
 use crate::tsdb::matchers::postings_for_matchers;
 use crate::tsdb::querier::{BlockIndex, block_chunk_series};
-use crate::tsdb::record::{self, Deletion, Record};
 
 /// One round of maintenance: cut the head, compact, apply retention.
 pub(crate) fn run(db: &DbInner) -> Result<()> {

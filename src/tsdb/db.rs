@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::log::record::{self, Batch, Deletion, Record};
+use crate::log::wal::{Wal, WalOptions, WalWriter};
 use crate::model::{Labels, Matcher, Sample};
 use crate::storage::{
     AppendError, AppendSummary, Appendable, Appender, ChunkQuerier, ChunkQueryable, Querier,
@@ -32,9 +34,7 @@ use crate::tsdb::head::{Head, MemSeries};
 use crate::tsdb::isolation::ReadEpochs;
 use crate::tsdb::metrics::TsdbMetrics;
 use crate::tsdb::querier::DbQuerier;
-use crate::tsdb::record::{self, Batch, Deletion, Record};
 use crate::tsdb::shipping::ShippingHook;
-use crate::tsdb::wal::{Wal, WalOptions, WalWriter};
 
 /// Default of [`DbOptions::too_far_in_future_ms`]: 10 minutes, Mimir's
 /// `-validation.create-grace-period`.
@@ -382,7 +382,7 @@ impl Db {
     /// Accounts for a commit's outcome; wakes maintenance when the head is due.
     fn committed(
         &self,
-        committed: std::result::Result<AppendSummary, crate::tsdb::wal::WalError>,
+        committed: std::result::Result<AppendSummary, crate::log::wal::WalError>,
         refused: AppendSummary,
     ) -> crate::storage::Result<AppendSummary> {
         match committed {
@@ -648,7 +648,7 @@ fn replay_wal(
     wal: &Wal,
     head: &Head,
     resolve_at_backlog: usize,
-) -> Result<(u64, u64, AppendSummary, crate::tsdb::wal::ReplayStats)> {
+) -> Result<(u64, u64, AppendSummary, crate::log::wal::ReplayStats)> {
     let mut replayed = 0u64;
     let mut undecodable = 0u64;
     type Resolved = (Record, Vec<Option<Arc<MemSeries>>>);
@@ -829,7 +829,7 @@ fn quarantine_block(dir: &Path, name: &str) -> Result<PathBuf> {
     let aside = dir.join(CORRUPTED_BLOCKS_DIR);
     fs::create_dir_all(&aside)
         .map_err(|e| TsdbError::io(format!("create {}", aside.display()), e))?;
-    let to = crate::tsdb::wal::unused_path(&aside, name);
+    let to = crate::log::wal::unused_path(&aside, name);
     fs::rename(dir.join(name), &to)
         .map_err(|e| TsdbError::io(format!("move {name} to {}", to.display()), e))?;
     Ok(to)
@@ -1133,7 +1133,7 @@ mod tests {
             db.close().unwrap();
             drop(db);
             let wal = dir.path().join("wal");
-            let segments = crate::tsdb::wal::inspect(&wal).unwrap().segments;
+            let segments = crate::log::wal::inspect(&wal).unwrap().segments;
             assert!(segments.len() > 4, "{segments:?}");
             let victim = wal.join(format!(
                 "{:08}",
@@ -1152,7 +1152,7 @@ mod tests {
             let got = all(&db)[0].samples.len();
             assert!((35..40).contains(&got), "{damage}: {got} of 40 replayed");
             assert_eq!(metrics.wal_corruptions.get(), 1, "{damage}");
-            let aside = wal.join(crate::tsdb::wal::CORRUPTED_DIR);
+            let aside = wal.join(crate::log::wal::CORRUPTED_DIR);
             assert_eq!(aside.exists(), damage == "flip", "{damage}");
         }
     }

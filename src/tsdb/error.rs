@@ -1,8 +1,8 @@
 //! The TSDB's error type.
 
+use crate::log::wal::WalError;
 use crate::storage::StorageError;
 use crate::tsdb::block::BlockError;
-use crate::tsdb::wal::WalError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TsdbError {

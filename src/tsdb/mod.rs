@@ -1,6 +1,7 @@
 //! ODIN's embedded time-series database, implementing the `storage` seams.
 //!
-//! * [`wal`]: the write-ahead log with group commit; records are [`record`] batches.
+//! * [`Db`] is the state machine that applies the durable log ([`crate::log`]): it
+//!   receives its log and never builds one.
 //! * [`head`]: recent samples in memory, XOR chunks ([`chunkenc`]), postings.
 //! * [`index`] and [`block`]: immutable blocks in the Prometheus on-disk format.
 //! * [`compact`]: cutting the head into blocks, merging blocks, retention.
@@ -23,9 +24,7 @@ pub mod matchers;
 mod metrics;
 pub mod postings;
 mod querier;
-pub mod record;
 mod shipping;
-pub mod wal;
 
 pub use db::{CORRUPTED_BLOCKS_DIR, DEFAULT_TOO_FAR_IN_FUTURE_MS, Db, DbOptions};
 pub use error::{Result, TsdbError};

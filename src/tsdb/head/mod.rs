@@ -21,10 +21,10 @@ use parking_lot::{Mutex, RwLock};
 pub use chunk_files::HeadChunkFiles;
 pub use series::{AppendOutcome, MemSeries, SAMPLES_PER_CHUNK, range_for_timestamp};
 
+use crate::log::record::{Batch, Deletion};
 use crate::model::{Labels, Matcher};
 use crate::storage::{AppendSummary, ChunkData, RejectReason};
 use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
-use crate::tsdb::record::{Batch, Deletion};
 use postings::MemPostings;
 use series_table::SeriesTable;
 
