@@ -93,8 +93,20 @@ fn bench(c: &mut Criterion) {
         retention_ms: 365 * 24 * H,
         ..DbOptions::default()
     };
-    let db = Db::open(&local, opts.clone(), TsdbMetrics::default()).unwrap();
-    let nothing = Db::open(&empty, opts, TsdbMetrics::default()).unwrap();
+    let db = Db::open(
+        &local,
+        opts.clone(),
+        TsdbMetrics::default(),
+        odin::log::wal::WalLog::in_data_dir(&local),
+    )
+    .unwrap();
+    let nothing = Db::open(
+        &empty,
+        opts,
+        TsdbMetrics::default(),
+        odin::log::wal::WalLog::in_data_dir(&empty),
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

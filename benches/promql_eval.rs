@@ -17,7 +17,13 @@ const STEP_MS: i64 = 15_000;
 const SAMPLES: i64 = 480;
 
 fn storage(dir: &std::path::Path) -> Db {
-    let s = Db::open(dir, DbOptions::default(), TsdbMetrics::default()).unwrap();
+    let s = Db::open(
+        dir,
+        DbOptions::default(),
+        TsdbMetrics::default(),
+        odin::log::wal::WalLog::in_data_dir(dir),
+    )
+    .unwrap();
     let mut app = s.appender();
     for i in 0..SERIES {
         let counter = Labels::from_pairs([

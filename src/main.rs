@@ -578,7 +578,12 @@ fn dump(
     let matchers: Vec<Matcher> = odin::api::parse_selector_matchers(selector)
         .map_err(|e| anyhow::anyhow!("--match: {e}"))?;
     // Opening replays the WAL (and cuts off a torn tail, as `odin run` would).
-    let db = Db::open(path, DbOptions::default(), TsdbMetrics::default())?;
+    let db = Db::open(
+        path,
+        DbOptions::default(),
+        TsdbMetrics::default(),
+        odin::log::wal::WalLog::in_data_dir(path),
+    )?;
     let q = db.querier(min_t, max_t)?;
     let hints = SelectHints {
         start_ms: min_t,

@@ -183,6 +183,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // The shipper's state is loaded before the database opens: compaction and
     // retention ask it which blocks have shipped from the first round on.
     let mut db_opts = opts.db.clone();
+    db_opts.external_labels = opts.config.global.external_labels.clone();
     let mut bucket: Option<Arc<BucketStore>> = None;
     let shipper = match (&opts.object_store, shipper_metrics) {
         (Some(cfg), Some(metrics)) => {
@@ -206,7 +207,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let dir = opts.data_dir.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics))
+    // One node: the WAL is the log. (A cluster gives the TSDB its Raft log instead.)
+    let log = crate::log::wal::WalLog::in_data_dir(&dir);
+    let db = tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics, log))
         .await
         .context("open tsdb task")?
         .with_context(|| format!("open tsdb in {}", opts.data_dir.display()))?;

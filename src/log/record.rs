@@ -15,6 +15,8 @@
 //! type 4      := type 3's body, snappy-compressed (written before type 5; still read)
 //! type 2      := deletion (tombstone for the head)
 //!   body      := n_matchers:uvarint (kind:u8 name:str value:str)* min_t:varint max_t:varint
+//! type 6      := head cut: the head's samples before `end` become a block
+//!   body      := end:varint
 //! str         := len:uvarint bytes (UTF-8)
 //! ```
 //!
@@ -41,6 +43,7 @@ const RECORD_DELETION: u8 = 2;
 const RECORD_SAMPLES: u8 = 3;
 const RECORD_SAMPLES_SNAPPY: u8 = 4;
 const RECORD_SAMPLES_SPLIT: u8 = 5;
+const RECORD_HEAD_CUT: u8 = 6;
 /// Largest decompressed samples body accepted when decoding.
 const MAX_BODY_BYTES: usize = 256 << 20;
 
@@ -131,11 +134,21 @@ pub struct Deletion {
     pub max_t: i64,
 }
 
-/// A decoded WAL record.
+/// Cutting the head: from this entry on, samples before `end` are out of bounds, and
+/// what the head holds before `end` is written as a block. An entry of its own, so
+/// that every replica draws the line at the same place in the sequence of batches
+/// and cuts the same block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadCut {
+    pub end: i64,
+}
+
+/// A decoded log entry.
 #[derive(Debug, Clone)]
 pub enum Record {
     Samples(Batch),
     Deletion(Deletion),
+    HeadCut(HeadCut),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -422,6 +435,11 @@ pub fn encode_deletion(d: &Deletion, out: &mut Vec<u8>) {
     put_varint(out, d.max_t);
 }
 
+pub fn encode_head_cut(c: &HeadCut, out: &mut Vec<u8>) {
+    out.push(RECORD_HEAD_CUT);
+    put_varint(out, c.end);
+}
+
 /// Decodes a record. `intern` maps label strings to shared strings, so that replaying
 /// millions of records does not allocate a string per label.
 pub fn decode(
@@ -500,6 +518,10 @@ pub fn decode_resolving<S>(
                 max_t,
             };
             Ok((Record::Deletion(deletion), Vec::new()))
+        }
+        RECORD_HEAD_CUT => {
+            let end = d.varint()?;
+            Ok((Record::HeadCut(HeadCut { end }), Vec::new()))
         }
         t => Err(RecordError::UnknownType(t)),
     }

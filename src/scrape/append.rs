@@ -929,6 +929,7 @@ mod tests {
             dir.path(),
             crate::tsdb::DbOptions::default(),
             crate::tsdb::TsdbMetrics::default(),
+            crate::log::wal::WalLog::in_data_dir(dir.path()),
         )
         .unwrap();
         let t = target();

@@ -422,7 +422,13 @@ mod tests {
             shipping: Some(shipper.hook()),
             ..DbOptions::default()
         };
-        let db = Db::open(dir, opts, TsdbMetrics::default()).unwrap();
+        let db = Db::open(
+            dir,
+            opts,
+            TsdbMetrics::default(),
+            crate::log::wal::WalLog::in_data_dir(dir),
+        )
+        .unwrap();
         let mut t = 0;
         while t < 9 * H {
             let mut app = db.appender();

@@ -558,7 +558,13 @@ mod tests {
 
     fn db_with(series: &[(Labels, Vec<Sample>)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
+        let db = Db::open(
+            dir.path(),
+            DbOptions::default(),
+            TsdbMetrics::default(),
+            crate::log::wal::WalLog::in_data_dir(dir.path()),
+        )
+        .unwrap();
         let mut app = db.appender();
         for (l, samples) in series {
             for s in samples {

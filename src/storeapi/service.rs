@@ -501,7 +501,13 @@ mod tests {
 
     fn db_with_series(n: usize) -> (tempfile::TempDir, Arc<OnceLock<StoreBackends>>) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions::default(), TsdbMetrics::default()).unwrap();
+        let db = Db::open(
+            dir.path(),
+            DbOptions::default(),
+            TsdbMetrics::default(),
+            crate::log::wal::WalLog::in_data_dir(dir.path()),
+        )
+        .unwrap();
         let mut app = db.appender();
         for i in 0..n {
             let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i:05}"))]);

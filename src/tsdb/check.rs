@@ -192,10 +192,10 @@ mod tests {
             dir.path(),
             DbOptions {
                 retention_ms: 0,
-                wal_segment_bytes: 256,
                 ..DbOptions::default()
             },
             TsdbMetrics::default(),
+            crate::log::wal::WalLog::in_data_dir(dir.path()).segment_size(256),
         )
         .unwrap();
         let fill = |from: i64, to: i64| {

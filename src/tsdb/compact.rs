@@ -24,6 +24,7 @@ use crate::tsdb::chunkenc::{ENCODING_XOR, XorIterator, encode_chunks};
 use crate::tsdb::db::DbInner;
 use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::{Head, SAMPLES_PER_CHUNK};
+use crate::tsdb::machine::PendingCut;
 use crate::tsdb::matchers::postings_for_matchers;
 use crate::tsdb::querier::{BlockIndex, block_chunk_series};
 
@@ -62,68 +63,167 @@ pub fn block_ranges(min_block_ms: i64, max_block_ms: i64) -> Vec<i64> {
 /// after it is a stalled stream, and the head must not grow without bound for it.
 const READER_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Cuts every full chunk range off the head once the head spans one and a half ranges
-/// (Prometheus's rule), truncates the head and checkpoints the WAL.
+/// Cuts the head into blocks: carries out the cuts already applied, then, while the
+/// head spans more than one and a half ranges (Prometheus's rule), proposes the next
+/// cut through the log and carries it out once applied. The cut is an entry so that
+/// the bound it sets falls at the same place among the batches on every replica.
 fn cut_head(db: &DbInner) -> Result<()> {
-    let range = db.opts.min_block_ms;
+    carry_out_pending(db)?;
+    while let Some(end) = db.head_cut_due() {
+        db.propose_head_cut(end)?;
+        if db.machine.pending.lock().cuts.is_empty() {
+            // The cut was already below the head's bound; nothing to do.
+            return Ok(());
+        }
+        carry_out_cuts(db)?;
+    }
+    Ok(())
+}
+
+/// Carries out what applied entries left for maintenance: the blocks of head cuts,
+/// then the tombstones of deletions. Runs with the maintenance lock held.
+pub(crate) fn carry_out_pending(db: &DbInner) -> Result<()> {
+    carry_out_cuts(db)?;
+    carry_out_tombstones(db)
+}
+
+/// Writes the block of each applied head cut, oldest first, lists it, truncates the
+/// head and lets the log forget what the block now holds.
+fn carry_out_cuts(db: &DbInner) -> Result<()> {
     loop {
-        let head = &db.head;
-        if head.is_empty() || head.min_time() == i64::MAX {
+        let Some(cut) = db.machine.pending.lock().cuts.front().copied() else {
             return Ok(());
-        }
-        let (mint, maxt) = (head.min_time(), head.max_time());
-        // Saturating: one sample near i64::MIN and one now would wrap to a negative
-        // span, and the head would never be cut.
-        if maxt.saturating_sub(mint) <= range / 2 * 3 {
-            return Ok(());
-        }
-        let end = crate::tsdb::head::range_for_timestamp(mint, range);
-        // Refuse late samples for the range before reading it, so none can slip in
-        // between writing the block and truncating the head.
-        head.set_min_valid_time(end);
-        let written = write_head_block(head, &db.dir, mint, end)?;
-        if let Some(meta) = written {
-            let block = Block::open(&db.dir.join(meta.ulid.to_string()))?;
-            let epoch = {
-                let mut blocks = db.blocks.write();
-                blocks.push(Arc::new(block));
-                blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
-                db.reads.advance()
-            };
-            tracing::info!(ulid = %meta.ulid, min_time = meta.min_time, max_time = meta.max_time,
-                series = meta.stats.num_series, samples = meta.stats.num_samples, "head block written");
-            if let Some(hook) = &db.opts.shipping {
-                hook.0.block_written(&meta);
-            }
-            // Queriers that started before the block was listed read this range from
-            // the head only: let them finish first.
-            let open = db.reads.wait_for_older(epoch, READER_WAIT_LIMIT);
-            if open > 0 {
-                tracing::warn!(
-                    open,
-                    limit_s = READER_WAIT_LIMIT.as_secs(),
-                    "head truncated while older queriers were still reading; they may miss samples of the cut range"
-                );
-            }
-        }
-        head.truncate(end);
+        };
+        write_cut(db, cut)?;
+        db.machine.pending.lock().cuts.pop_front();
+        db.head.truncate(cut.end);
         db.metrics.head_truncations.inc();
-        checkpoint_wal(db, end)?;
+        // Tombstones before compacting the log: a deletion it forgets must already
+        // be in the blocks.
+        carry_out_tombstones(db)?;
+        compact_log(db, cut.end)?;
     }
 }
 
-/// Writes the head's chunks in `[min_t, max_t)` as a level-1 block under `parent`.
-/// Returns `None` when the range holds no samples.
+/// Writes and lists the block of one head cut, unless it exists already (the cut was
+/// replayed after a restart that came between writing the block and compacting the
+/// log).
+fn write_cut(db: &DbInner, cut: PendingCut) -> Result<()> {
+    let ulid = head_block_ulid(cut.end, &db.opts.external_labels);
+    if db.blocks.read().iter().any(|b| b.meta().ulid == ulid) {
+        return Ok(());
+    }
+    let Some(meta) = write_head_block(&db.head, &db.dir, cut.from, cut.end, ulid)? else {
+        return Ok(());
+    };
+    let block = Block::open(&db.dir.join(meta.ulid.to_string()))?;
+    let epoch = {
+        let mut blocks = db.blocks.write();
+        blocks.push(Arc::new(block));
+        blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+        db.reads.advance()
+    };
+    tracing::info!(ulid = %meta.ulid, min_time = meta.min_time, max_time = meta.max_time,
+        series = meta.stats.num_series, samples = meta.stats.num_samples, "head block written");
+    if let Some(hook) = &db.opts.shipping {
+        hook.0.block_written(&meta);
+    }
+    // Queriers that started before the block was listed read this range from the
+    // head only: let them finish before the head lets go of it.
+    let open = db.reads.wait_for_older(epoch, READER_WAIT_LIMIT);
+    if open > 0 {
+        tracing::warn!(
+            open,
+            limit_s = READER_WAIT_LIMIT.as_secs(),
+            "head truncated while older queriers were still reading; they may miss samples of the cut range"
+        );
+    }
+    Ok(())
+}
+
+/// Writes the tombstones of applied deletions into the blocks they reach.
+fn carry_out_tombstones(db: &DbInner) -> Result<()> {
+    loop {
+        let Some(d) = db.machine.pending.lock().tombstones.first().cloned() else {
+            return Ok(());
+        };
+        add_tombstones(db, &d)?;
+        db.machine.pending.lock().tombstones.remove(0);
+    }
+}
+
+/// A block's ULID, derived from what the block is instead of drawn at random, so that
+/// every replica names the same block the same and a second upload of it is a
+/// no-op. The time part is the block's end, when its data was complete (Thanos's
+/// consistency delay reads it); the random part is a hash of `identity` and the
+/// external labels.
+fn derived_ulid(
+    max_time: i64,
+    identity: &[u8],
+    external_labels: &std::collections::BTreeMap<String, String>,
+) -> ulid::Ulid {
+    let mut key = identity.to_vec();
+    for (name, value) in external_labels {
+        key.push(0xff);
+        key.extend_from_slice(name.as_bytes());
+        key.push(0);
+        key.extend_from_slice(value.as_bytes());
+    }
+    let ms = max_time.clamp(0, (1 << 48) - 1) as u64;
+    let random = xxhash_rust::xxh3::xxh3_128(&key) & ((1u128 << 80) - 1);
+    ulid::Ulid::from_parts(ms, random)
+}
+
+/// The ULID of the block cut from the head at `end`: one cut per end, ever, since
+/// the bound never moves back.
+pub(crate) fn head_block_ulid(
+    end: i64,
+    external_labels: &std::collections::BTreeMap<String, String>,
+) -> ulid::Ulid {
+    let mut identity = b"odin head block\0".to_vec();
+    identity.extend_from_slice(&end.to_be_bytes());
+    derived_ulid(end, &identity, external_labels)
+}
+
+/// The ULID of a block merged from `parents` at `level`.
+fn merged_block_ulid(
+    parents: &[Arc<Block>],
+    level: u32,
+    max_time: i64,
+    external_labels: &std::collections::BTreeMap<String, String>,
+) -> ulid::Ulid {
+    let mut identity = b"odin merged block\0".to_vec();
+    identity.extend_from_slice(&level.to_be_bytes());
+    let mut ids: Vec<ulid::Ulid> = parents.iter().map(|b| b.meta().ulid).collect();
+    ids.sort();
+    for id in ids {
+        identity.extend_from_slice(&id.to_bytes());
+    }
+    derived_ulid(max_time, &identity, external_labels)
+}
+
+/// Writes the head's chunks in `[min_t, max_t)` as a level-1 block named `ulid`
+/// under `parent`. Its meta's minimum time is the oldest sample in the range, so that
+/// the block depends only on the head's content. Returns `None` when the range holds
+/// no samples.
 fn write_head_block(
     head: &Head,
     parent: &Path,
     min_t: i64,
     max_t: i64,
+    ulid: ulid::Ulid,
 ) -> Result<Option<BlockMeta>> {
     let series = head.series_in_range(min_t, max_t);
     if series.is_empty() {
         return Ok(None);
     }
+    let oldest = series
+        .iter()
+        .filter_map(|s| head.first_sample_time(s, min_t, max_t))
+        .min();
+    let Some(oldest) = oldest else {
+        return Ok(None);
+    };
     let mut symbols = BTreeSet::new();
     for s in &series {
         for l in s.labels.iter() {
@@ -131,8 +231,7 @@ fn write_head_block(
             symbols.insert(l.value.clone());
         }
     }
-    let ulid = ulid::Ulid::new();
-    let meta = BlockMeta::new(ulid, min_t, max_t, 1, vec![ulid], Vec::new());
+    let meta = BlockMeta::new(ulid, oldest, max_t, 1, vec![ulid], Vec::new());
     // Chunks are read one series at a time as the writer asks for them.
     let iter = series.into_iter().map(|s| {
         let chunks = head.series_chunks_in_range(&s, min_t, max_t);
@@ -157,12 +256,14 @@ fn chunk_samples(c: &ChunkData) -> u64 {
     }
 }
 
-/// Rewrites the closed WAL segments into a checkpoint that keeps only what the head
-/// still holds (samples at or after `min_t`), bounding replay time.
-fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
-    let wal = db.wal();
-    let seg = wal.cut_segment()?;
-    let stats = wal.checkpoint(seg, |rec| {
+/// Lets the log forget what the blocks now hold: of the entries applied so far it
+/// keeps the samples at or after `min_t`, the deletions that may still matter, and
+/// nothing else (a head cut below `min_t` is carried out; one above cannot have been
+/// applied yet).
+fn compact_log(db: &DbInner, min_t: i64) -> Result<()> {
+    // A deletion whose tombstones are not written yet must survive a crash.
+    let tombstones_pending = !db.machine.pending.lock().tombstones.is_empty();
+    db.log().compact(&mut |rec| {
         match record::decode(rec, &mut |s| ArcStr::from(s)) {
             Ok(Record::Samples(b)) => {
                 let b = b.filtered(|x| x.t >= min_t);
@@ -174,7 +275,10 @@ fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
                 Some(out)
             }
             // Deletions only matter while the head may hold data they cover.
-            Ok(Record::Deletion(d)) => (d.max_t >= min_t).then(|| rec.to_vec()),
+            Ok(Record::Deletion(d)) => {
+                (d.max_t >= min_t || tombstones_pending).then(|| rec.to_vec())
+            }
+            Ok(Record::HeadCut(c)) => (c.end > min_t).then(|| rec.to_vec()),
             Err(e) => {
                 tracing::warn!(error = %e, "dropping undecodable wal record from checkpoint");
                 None
@@ -182,7 +286,6 @@ fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
         }
     })?;
     db.metrics.checkpoints.inc();
-    tracing::debug!(?stats, "wal checkpoint written");
     Ok(())
 }
 
@@ -297,7 +400,7 @@ fn compact_blocks(db: &DbInner) -> Result<()> {
             .max()
             .unwrap_or(1)
             + 1;
-        let meta = match merge_blocks(&db.dir, &group, level) {
+        let meta = match merge_blocks(&db.dir, &group, level, &db.opts.external_labels) {
             Ok(meta) => meta,
             Err(e) => {
                 let ulids: Vec<String> = group.iter().map(|b| b.meta().ulid.to_string()).collect();
@@ -317,7 +420,12 @@ fn compact_blocks(db: &DbInner) -> Result<()> {
 
 /// Writes the merge of `sources` as one block (tombstones applied, overlapping chunks
 /// re-encoded, duplicates dropped). Returns `None` if nothing is left.
-fn merge_blocks(parent: &Path, sources: &[Arc<Block>], level: u32) -> Result<Option<BlockMeta>> {
+fn merge_blocks(
+    parent: &Path,
+    sources: &[Arc<Block>],
+    level: u32,
+    external_labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<BlockMeta>> {
     let min_t = sources.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
     let max_t = sources.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
     let mut symbols: BTreeSet<String> = BTreeSet::new();
@@ -350,14 +458,8 @@ fn merge_blocks(parent: &Path, sources: &[Arc<Block>], level: u32) -> Result<Opt
         .iter()
         .map(|b| (b.meta().ulid, b.meta().min_time, b.meta().max_time))
         .collect();
-    let meta = BlockMeta::new(
-        ulid::Ulid::new(),
-        min_t,
-        max_t,
-        level,
-        sources_ulids,
-        parents,
-    );
+    let ulid = merged_block_ulid(sources, level, max_t, external_labels);
+    let meta = BlockMeta::new(ulid, min_t, max_t, level, sources_ulids, parents);
     let meta = write_block(parent, meta, symbols.iter().map(String::as_str), iter)?;
     if meta.stats.num_series == 0 {
         remove_block_dir(&parent.join(meta.ulid.to_string()))?;
@@ -579,7 +681,13 @@ fn normalize_intervals(ivs: &mut Vec<Interval>) {
 pub(crate) fn clean_tombstones(db: &DbInner) -> Result<()> {
     let blocks = db.blocks.read().clone();
     for b in blocks.iter().filter(|b| !b.tombstones().is_empty()) {
-        let meta = merge_blocks(&db.dir, std::slice::from_ref(b), b.meta().compaction.level)?;
+        let level = b.meta().compaction.level;
+        let meta = merge_blocks(
+            &db.dir,
+            std::slice::from_ref(b),
+            level,
+            &db.opts.external_labels,
+        )?;
         replace_blocks(db, std::slice::from_ref(b), meta.as_ref())?;
     }
     db.refresh_gauges();
@@ -605,12 +713,14 @@ pub(crate) fn snapshot(db: &DbInner, skip_head: bool) -> Result<String> {
     }
     let head = &db.head;
     if !skip_head && !head.is_empty() && head.min_time() != i64::MAX {
-        write_head_block(
-            head,
-            &dir,
-            head.min_time(),
-            head.max_time().saturating_add(1),
-        )?;
+        let end = head.max_time().saturating_add(1);
+        // Not the ULID a cut at `end` would give: a snapshot's head block is a copy
+        // with a name of its own.
+        let ulid = ulid::Ulid::from_parts(
+            end.clamp(0, (1 << 48) - 1) as u64,
+            rand::random::<u128>() & ((1u128 << 80) - 1),
+        );
+        write_head_block(head, &dir, head.min_valid_time(), end, ulid)?;
     }
     Ok(name)
 }

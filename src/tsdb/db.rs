@@ -1,5 +1,5 @@
-//! [`Db`]: the WAL, the head and the blocks of one data directory, behind the
-//! `storage` seams.
+//! [`Db`]: the head and the blocks of one data directory, fed by the log it is given
+//! (its state machine is [`DbMachine`]), behind the `storage` seams.
 //!
 //! Directory layout (Prometheus's, so `promtool tsdb` and Prometheus can open it):
 //! ```text
@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
-use crate::log::record::{self, Batch, Deletion, Record};
-use crate::log::wal::{Wal, WalOptions, WalWriter};
+use crate::log::record::{self, Batch, Deletion, HeadCut};
+use crate::log::{CommitLog, LogError, LogStore, Urgency};
 use crate::model::{Labels, Matcher, Sample};
 use crate::storage::{
     AppendError, AppendSummary, Appendable, Appender, ChunkQuerier, ChunkQueryable, Querier,
@@ -32,6 +32,7 @@ use crate::tsdb::compact;
 use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::{Head, MemSeries};
 use crate::tsdb::isolation::ReadEpochs;
+use crate::tsdb::machine::{DbEntry, DbMachine};
 use crate::tsdb::metrics::TsdbMetrics;
 use crate::tsdb::querier::DbQuerier;
 use crate::tsdb::shipping::ShippingHook;
@@ -51,8 +52,6 @@ pub struct DbOptions {
     pub min_block_ms: i64,
     /// The largest span compaction builds.
     pub max_block_ms: i64,
-    /// Size at which a new WAL segment is started.
-    pub wal_segment_bytes: u64,
     /// Samples newer than the wall clock plus this are refused (`too_far_in_future`),
     /// so that one sample from a wrong clock cannot move the head's window and make
     /// every later write out of bounds; 0 accepts any time, as Prometheus does.
@@ -62,6 +61,9 @@ pub struct DbOptions {
     /// Set when blocks ship to object storage: compaction then merges and retention
     /// deletes only blocks whose data has shipped.
     pub shipping: Option<ShippingHook>,
+    /// The external labels of the appliance (or cluster): part of every block's
+    /// identity, from which its ULID is derived.
+    pub external_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DbOptions {
@@ -72,18 +74,11 @@ impl Default for DbOptions {
             retention_bytes: 0,
             min_block_ms: 2 * 3_600_000,
             max_block_ms: retention_ms / 10,
-            wal_segment_bytes: 64 << 20,
             too_far_in_future_ms: DEFAULT_TOO_FAR_IN_FUTURE_MS,
             shipping: None,
+            external_labels: Default::default(),
         }
     }
-}
-
-/// What flows through the WAL writer to the head.
-pub(crate) enum WalPayload {
-    /// A batch and, per series, the head series it was resolved to at append time.
-    Batch(Batch, Vec<Option<Arc<MemSeries>>>),
-    Deletion(Deletion),
 }
 
 /// A handle to an open database; cheap to clone.
@@ -96,7 +91,9 @@ pub(crate) struct DbInner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: DbOptions,
     pub(crate) head: Arc<Head>,
-    wal: WalWriter<WalPayload, AppendSummary>,
+    /// The state machine the log applies to; holds the work applied entries left.
+    pub(crate) machine: Arc<DbMachine>,
+    log: Arc<dyn CommitLog<DbEntry, AppendSummary>>,
     pub(crate) blocks: RwLock<Vec<Arc<Block>>>,
     /// Open queriers by the block-list epoch they saw; a head cut waits for older ones.
     pub(crate) reads: Arc<ReadEpochs>,
@@ -107,19 +104,22 @@ pub(crate) struct DbInner {
     /// then on, so one bad block never stops compaction of the others or retention
     /// (Prometheus marks such a block `compaction.failed` in its meta).
     pub(crate) compaction_failed: Mutex<std::collections::HashSet<ulid::Ulid>>,
-    /// Set when the head has become compactable; wakes the maintenance loop early.
-    compact_wanted: Mutex<bool>,
-    compact_cv: Condvar,
     closed: AtomicBool,
     _lock: fs::File,
 }
 
 impl Db {
-    /// Opens (or creates) the database in `dir`: loads the blocks, replays the WAL into
-    /// the head, and starts the WAL writer. WAL damage loses only the damaged records
-    /// (see `wal`); a block that cannot be read or whose meta is implausible is moved
-    /// to `corrupted/` with an error log.
-    pub fn open(dir: &Path, opts: DbOptions, metrics: TsdbMetrics) -> Result<Db> {
+    /// Opens (or creates) the database in `dir`: loads the blocks, then starts `log`,
+    /// which applies what it holds to the head and from then on every entry
+    /// submitted. On one node the log is the WAL (`log::wal::WalLog`); damage to it
+    /// loses only the damaged entries. A block that cannot be read or whose meta is
+    /// implausible is moved to `corrupted/` with an error log.
+    pub fn open(
+        dir: &Path,
+        opts: DbOptions,
+        metrics: TsdbMetrics,
+        log: impl LogStore<DbMachine> + 'static,
+    ) -> Result<Db> {
         fs::create_dir_all(dir)
             .map_err(|e| TsdbError::io(format!("create {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
@@ -136,68 +136,47 @@ impl Db {
         }
 
         let started = Instant::now();
-        let wal = Wal::open(
-            dir.join("wal"),
-            WalOptions {
-                segment_size: opts.wal_segment_bytes,
-                ..WalOptions::default()
-            },
-        )?;
-        let repair = wal.repair_report().clone();
-        let (replayed, undecodable, summary, replay_stats) =
-            replay_wal(&wal, &head, RESOLVE_AT_BACKLOG)?;
-        metrics.wal_replay_records.inc_by(replayed);
-        metrics
-            .wal_corruptions
-            .inc_by(repair.corruptions + replay_stats.corrupt_files);
-        metrics.wal_corrupt_bytes.inc_by(repair.bytes_truncated);
-        metrics.wal_segments_missing.inc_by(repair.segments_missing);
-        metrics.wal_records_undecodable.inc_by(undecodable);
+        let machine = Arc::new(DbMachine::new(head.clone()));
+        let (log, recovery) = Box::new(log).start(machine.clone())?;
+        metrics.wal_replay_records.inc_by(recovery.entries);
+        metrics.wal_corruptions.inc_by(recovery.corruptions);
+        metrics.wal_corrupt_bytes.inc_by(recovery.corrupt_bytes);
+        metrics.wal_segments_missing.inc_by(recovery.missing);
+        metrics.wal_records_undecodable.inc_by(recovery.undecodable);
         tracing::info!(
-            records = replayed,
-            undecodable,
-            samples = summary.accepted,
+            entries = recovery.entries,
+            undecodable = recovery.undecodable,
             series = head.num_series(),
             blocks = blocks.len(),
-            corrupt_bytes_truncated = replay_stats.corrupt_bytes_truncated,
-            segments_missing = repair.segments_missing,
+            corrupt_bytes_truncated = recovery.corrupt_bytes,
+            segments_missing = recovery.missing,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "wal replayed"
+            "log replayed"
         );
 
-        let apply_head = head.clone();
-        let wal = wal.start(move |p: WalPayload| match p {
-            WalPayload::Batch(b, hints) => apply_head.apply_batch_with_hints(&b, &hints),
-            WalPayload::Deletion(d) => {
-                apply_head.apply_deletion(&d);
-                AppendSummary::default()
-            }
-        });
-
-        let stats_wal = wal.clone();
+        let stats_log = log.clone();
         metrics.wal.set(Box::new(move || {
-            let s = stats_wal.stats();
+            let s = stats_log.stats();
             crate::tsdb::metrics::WalReading {
-                records: s.records_written(),
-                bytes: s.bytes_written(),
-                fsyncs: s.fsyncs(),
-                fsync_seconds: s.fsync_duration_seconds_total(),
-                commit_errors: s.commit_errors(),
-                segment: s.segments_current(),
+                records: s.entries_written,
+                bytes: s.bytes_written,
+                fsyncs: s.fsyncs,
+                fsync_seconds: s.fsync_seconds,
+                commit_errors: s.write_errors,
+                segment: s.segment,
             }
         }));
         let inner = Arc::new(DbInner {
             dir: dir.to_path_buf(),
             opts,
             head,
-            wal,
+            machine,
+            log,
             blocks: RwLock::new(blocks),
             reads: Arc::default(),
             metrics,
             maintenance: Mutex::new(()),
             compaction_failed: Mutex::new(Default::default()),
-            compact_wanted: Mutex::new(false),
-            compact_cv: Condvar::new(),
             closed: AtomicBool::new(false),
             _lock: lock,
         });
@@ -223,20 +202,19 @@ impl Db {
         compact::run(&self.inner)
     }
 
-    /// Deletes the samples of the series matching `matchers` in `[min_t, max_t]`:
-    /// durable in the WAL for the head, as tombstones for the blocks.
+    /// Deletes the samples of the series matching `matchers` in `[min_t, max_t]`: an
+    /// entry in the log, applied to the head at once and to the blocks as tombstones
+    /// before this returns.
     pub fn delete_series(&self, matchers: Vec<Matcher>, min_t: i64, max_t: i64) -> Result<()> {
-        let d = Deletion {
+        let entry = DbEntry::Deletion(Deletion {
             matchers,
             min_t,
             max_t,
-        };
+        });
+        let bytes = entry.encode(None);
+        self.inner.log.submit(bytes, entry, Urgency::Now)?;
         let _m = self.inner.maintenance.lock();
-        compact::add_tombstones(&self.inner, &d)?;
-        let mut rec = Vec::new();
-        record::encode_deletion(&d, &mut rec);
-        self.inner.wal.commit(rec, WalPayload::Deletion(d))?;
-        Ok(())
+        compact::carry_out_pending(&self.inner)
     }
 
     /// Rewrites every block that has tombstones without the deleted data.
@@ -256,12 +234,9 @@ impl Db {
     /// is closed. Returns false once closed. The maintenance loop calls this between
     /// rounds of [`Db::compact`].
     pub fn wait_for_maintenance(&self, timeout: std::time::Duration) -> bool {
-        let mut wanted = self.inner.compact_wanted.lock();
-        if !*wanted && !self.inner.closed.load(Ordering::Acquire) {
-            self.inner.compact_cv.wait_for(&mut wanted, timeout);
-        }
-        *wanted = false;
-        !self.inner.closed.load(Ordering::Acquire)
+        let closed = || self.inner.closed.load(Ordering::Acquire);
+        self.inner.machine.signal.wait(timeout, closed);
+        !closed()
     }
 
     /// Asks the maintenance loop for a round soon (for example after blocks shipped,
@@ -271,17 +246,11 @@ impl Db {
     }
 
     fn wake_maintenance(&self) {
-        *self.inner.compact_wanted.lock() = true;
-        self.inner.compact_cv.notify_all();
+        self.inner.machine.signal.wake();
     }
 
-    /// True when the head spans more than one and a half chunk ranges, the point at
-    /// which Prometheus cuts a block.
     fn head_compactable(&self) -> bool {
-        let h = &self.inner.head;
-        !h.is_empty()
-            && h.min_time() != i64::MAX
-            && h.max_time().saturating_sub(h.min_time()) > self.inner.opts.min_block_ms / 2 * 3
+        self.inner.head_cut_due().is_some()
     }
 
     pub fn stats(&self) -> crate::storage::StorageStats {
@@ -302,10 +271,7 @@ impl Db {
     /// WAL writer thread is gone (a panic while applying). The appliance cannot go
     /// on without it; `None` while all is well.
     pub fn write_path_failure(&self) -> Option<String> {
-        self.inner
-            .wal
-            .has_stopped_unexpectedly()
-            .then(|| "the wal writer thread stopped unexpectedly".to_string())
+        self.inner.log.failure()
     }
 
     /// Stops accepting writes, lets in-flight commits finish and closes the WAL.
@@ -314,7 +280,7 @@ impl Db {
             return Ok(());
         }
         self.wake_maintenance();
-        self.inner.wal.close()?;
+        self.inner.log.close()?;
         Ok(())
     }
 
@@ -327,14 +293,15 @@ impl Db {
         patient: bool,
     ) -> crate::storage::Result<AppendSummary> {
         let (prepared, refused) = self.prepare_commit(batch, hints, None)?;
-        let Some((rec, payload)) = prepared else {
+        let Some((bytes, entry)) = prepared else {
             return Ok(self.refused_only(refused));
         };
-        let committed = if patient {
-            self.inner.wal.commit_patient(rec, payload)
+        let urgency = if patient {
+            Urgency::Patient
         } else {
-            self.inner.wal.commit(rec, payload)
+            Urgency::Now
         };
+        let committed = self.inner.log.submit(bytes, entry, urgency);
         self.committed(committed, refused)
     }
 
@@ -346,8 +313,8 @@ impl Db {
         refused
     }
 
-    /// The WAL record and payload of a batch (`None` for an empty one), and the
-    /// samples refused before it reaches the WAL.
+    /// The log entry of a batch, encoded and not (`None` for an empty batch), and
+    /// the samples refused before it reaches the log.
     ///
     /// Samples too far in the future are dropped here, against the wall clock at
     /// append time, and never written: replaying the WAL later (when the clock has
@@ -359,7 +326,7 @@ impl Db {
         batch: Batch,
         hints: Vec<Option<Arc<MemSeries>>>,
         memo: Option<&mut record::LabelSectionMemo>,
-    ) -> crate::storage::Result<(Option<(Vec<u8>, WalPayload)>, AppendSummary)> {
+    ) -> crate::storage::Result<(Option<(Vec<u8>, DbEntry)>, AppendSummary)> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable("database is closed".into()));
         }
@@ -374,15 +341,14 @@ impl Db {
         if batch.is_empty() {
             return Ok((None, refused));
         }
-        let mut rec = Vec::with_capacity(64 + batch.num_samples() * 48);
-        record::encode_batch_reusing(&batch, memo, &mut rec);
-        Ok((Some((rec, WalPayload::Batch(batch, hints))), refused))
+        let entry = DbEntry::Batch(batch, hints);
+        Ok((Some((entry.encode(memo), entry)), refused))
     }
 
     /// Accounts for a commit's outcome; wakes maintenance when the head is due.
     fn committed(
         &self,
-        committed: std::result::Result<AppendSummary, crate::log::wal::WalError>,
+        committed: std::result::Result<AppendSummary, LogError>,
         refused: AppendSummary,
     ) -> crate::storage::Result<AppendSummary> {
         match committed {
@@ -400,7 +366,7 @@ impl Db {
             }
             Err(e) => {
                 self.inner.metrics.commit_failures.inc();
-                Err(StorageError::internal("commit to wal", e))
+                Err(StorageError::internal("commit to the log", e))
             }
         }
     }
@@ -420,8 +386,31 @@ impl DbInner {
         }
     }
 
-    pub(crate) fn wal(&self) -> &WalWriter<WalPayload, AppendSummary> {
-        &self.wal
+    pub(crate) fn log(&self) -> &dyn CommitLog<DbEntry, AppendSummary> {
+        &*self.log
+    }
+
+    /// The end of the next block to cut from the head, once the head spans more than
+    /// one and a half chunk ranges (the point at which Prometheus cuts a block).
+    pub(crate) fn head_cut_due(&self) -> Option<i64> {
+        let h = &self.head;
+        // The bound, when a cut is applied but its block not yet carried out.
+        let (mint, maxt) = (h.min_time().max(h.min_valid_time()), h.max_time());
+        // Saturating: one sample near i64::MIN and one now would wrap to a negative
+        // span, and the head would never be cut.
+        let due = !h.is_empty()
+            && mint != i64::MAX
+            && maxt.saturating_sub(mint) > self.opts.min_block_ms / 2 * 3;
+        due.then(|| crate::tsdb::head::range_for_timestamp(mint, self.opts.min_block_ms))
+    }
+
+    /// Proposes cutting the head at `end`: returns once the cut is applied (the
+    /// bound raised, the block pending).
+    pub(crate) fn propose_head_cut(&self, end: i64) -> Result<()> {
+        let entry = DbEntry::HeadCut(HeadCut { end });
+        let bytes = entry.encode(None);
+        self.log.submit(bytes, entry, Urgency::Now)?;
+        Ok(())
     }
 }
 
@@ -547,7 +536,11 @@ impl Appender for DbAppender {
             let Some((rec, payload)) = prepared else {
                 return Ok(db.refused_only(refused));
             };
-            let committed = db.inner.wal.commit_patient_async(rec, payload).await;
+            let committed = db
+                .inner
+                .log
+                .submit_async(rec, payload, Urgency::Patient)
+                .await;
             db.committed(committed, refused)
         })
     }
@@ -626,79 +619,6 @@ impl ChunkQueryable for Db {
             (b, h) => b.or(h),
         }
     }
-}
-
-/// Records the applier must have queued before the WAL decoder finds their series
-/// itself (see [`replay_wal`]); 2 to 8 came out best, 4 in the middle.
-const RESOLVE_AT_BACKLOG: usize = 4;
-
-/// Replays the WAL into `head` in two stages on two threads: this thread reads and
-/// decodes records, a second applies them in log order.
-///
-/// Finding a record's series in the head (a hash-table probe that misses the cache,
-/// most of the work) can happen in either stage, so it goes where there is time: while
-/// the applier has [`RESOLVE_AT_BACKLOG`] records queued, the decoder finds the series
-/// (and then needs not build their label sets); otherwise it leaves them to the
-/// applier. With 1M series × 30 min on two cores, this and a one-call label hash took
-/// replay from 121 s (every lookup in the applier, every label set built) to 58 s
-/// (always in the decoder: 72 s). A series the decoder does not find, or created by a
-/// record still queued, is looked up by the applier; either way the head ends up the
-/// same.
-fn replay_wal(
-    wal: &Wal,
-    head: &Head,
-    resolve_at_backlog: usize,
-) -> Result<(u64, u64, AppendSummary, crate::log::wal::ReplayStats)> {
-    let mut replayed = 0u64;
-    let mut undecodable = 0u64;
-    type Resolved = (Record, Vec<Option<Arc<MemSeries>>>);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Resolved>(64);
-    let queued = std::sync::atomic::AtomicUsize::new(0);
-    let queued = &queued;
-    std::thread::scope(|scope| {
-        let applier = scope.spawn(move || {
-            let mut summary = AppendSummary::default();
-            for (rec, series) in rx {
-                queued.fetch_sub(1, Ordering::Relaxed);
-                match rec {
-                    Record::Samples(b) => {
-                        summary.merge(&head.apply_batch_with_hints(&b, &series));
-                    }
-                    Record::Deletion(d) => {
-                        head.apply_deletion(&d);
-                    }
-                }
-            }
-            summary
-        });
-        let stats = wal.replay(|rec| {
-            replayed += 1;
-            let resolve = queued.load(Ordering::Relaxed) >= resolve_at_backlog;
-            let known = &mut |pairs: &[(&str, &str)]| {
-                if !resolve {
-                    return None;
-                }
-                head.get_by_pairs(pairs).map(|s| (s.labels.clone(), s))
-            };
-            match record::decode_resolving(rec, &mut |s| head.intern(s), known) {
-                Ok(r) => {
-                    queued.fetch_add(1, Ordering::Relaxed);
-                    // The applier only stops early by panicking; surface that below.
-                    let _ = tx.send(r);
-                }
-                Err(e) => {
-                    undecodable += 1;
-                    tracing::warn!(error = %e, "skipping undecodable wal record");
-                }
-            }
-            Ok::<(), TsdbError>(())
-        });
-        drop(tx);
-        let summary = applier
-            .join()
-            .map_err(|_| TsdbError::Internal("wal replay: applying a record panicked".into()))?;
-        Ok((replayed, undecodable, summary, stats?))
-    })
 }
 
 /// Takes an exclusive advisory lock on `<dir>/lock`, so two processes never share a
@@ -861,12 +781,19 @@ impl crate::storage::StorageAdmin for Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::wal::{Wal, WalLog, WalOptions};
     use crate::storage::{SelectHints, Series};
 
     const H: i64 = 3_600_000;
 
     fn open(dir: &Path, opts: DbOptions) -> Db {
-        Db::open(dir, opts, TsdbMetrics::default()).unwrap()
+        Db::open(
+            dir,
+            opts,
+            TsdbMetrics::default(),
+            crate::log::wal::WalLog::in_data_dir(dir),
+        )
+        .unwrap()
     }
 
     fn opts() -> DbOptions {
@@ -953,8 +880,9 @@ mod tests {
         let wal = Wal::open(dir.path().join("wal"), WalOptions::default()).unwrap();
         let replayed = |resolve_at_backlog| {
             let chunks = tempfile::tempdir().unwrap();
-            let head = Head::with_chunk_files(2 * H, chunks.path()).unwrap();
-            replay_wal(&wal, &head, resolve_at_backlog).unwrap();
+            let head = Arc::new(Head::with_chunk_files(2 * H, chunks.path()).unwrap());
+            let machine = DbMachine::new(head.clone());
+            crate::log::wal::replay(&wal, &machine, resolve_at_backlog).unwrap();
             let mut series: Vec<(Labels, Vec<(i64, u64)>)> = head
                 .series_in_range(i64::MIN, i64::MAX)
                 .iter()
@@ -993,7 +921,13 @@ mod tests {
     fn a_sample_a_day_ahead_is_refused_and_later_writes_still_land() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = TsdbMetrics::default();
-        let db = Db::open(dir.path(), DbOptions::default(), metrics.clone()).unwrap();
+        let db = Db::open(
+            dir.path(),
+            DbOptions::default(),
+            metrics.clone(),
+            crate::log::wal::WalLog::in_data_dir(dir.path()),
+        )
+        .unwrap();
         let now = crate::model::now_ms();
         let s = one(&db, "a", now + 86_400_000);
         assert_eq!((s.accepted, s.too_far_in_future), (0, 1));
@@ -1120,13 +1054,16 @@ mod tests {
     /// middle segment, lost every sample after it (0 of 40 replayed).
     #[test]
     fn wal_damage_loses_only_the_damaged_samples() {
-        let small_segments = || DbOptions {
-            wal_segment_bytes: 256,
-            ..opts()
-        };
+        let small_segments = |dir: &Path| WalLog::in_data_dir(dir).segment_size(256);
         for damage in ["flip", "remove"] {
             let dir = tempfile::tempdir().unwrap();
-            let db = open(dir.path(), small_segments());
+            let db = Db::open(
+                dir.path(),
+                opts(),
+                TsdbMetrics::default(),
+                small_segments(dir.path()),
+            )
+            .unwrap();
             for i in 0..40 {
                 assert_eq!(one(&db, "a", i * 1000).accepted, 1);
             }
@@ -1148,7 +1085,13 @@ mod tests {
                 std::fs::remove_file(&victim).unwrap();
             }
             let metrics = TsdbMetrics::default();
-            let db = Db::open(dir.path(), small_segments(), metrics.clone()).unwrap();
+            let db = Db::open(
+                dir.path(),
+                opts(),
+                metrics.clone(),
+                small_segments(dir.path()),
+            )
+            .unwrap();
             let got = all(&db)[0].samples.len();
             assert!((35..40).contains(&got), "{damage}: {got} of 40 replayed");
             assert_eq!(metrics.wal_corruptions.get(), 1, "{damage}");
@@ -1226,7 +1169,13 @@ mod tests {
             let block = one_block(dir.path());
             damage(&block);
             let metrics = TsdbMetrics::default();
-            let db = Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            let db = Db::open(
+                dir.path(),
+                opts(),
+                metrics.clone(),
+                crate::log::wal::WalLog::in_data_dir(dir.path()),
+            )
+            .unwrap();
             assert!(db.blocks().is_empty(), "{what}");
             assert_eq!(metrics.blocks_quarantined.get(), 1, "{what}");
             let name = block.file_name().unwrap();
@@ -1244,7 +1193,13 @@ mod tests {
             db.close().unwrap();
             drop(db);
             let metrics = TsdbMetrics::default();
-            Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            Db::open(
+                dir.path(),
+                opts(),
+                metrics.clone(),
+                crate::log::wal::WalLog::in_data_dir(dir.path()),
+            )
+            .unwrap();
             assert_eq!(metrics.blocks_quarantined.get(), 0, "{what}");
         }
     }
@@ -1290,7 +1245,13 @@ mod tests {
         for (what, damage) in cases {
             let dir = tempfile::tempdir().unwrap();
             let metrics = TsdbMetrics::default();
-            let db = Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            let db = Db::open(
+                dir.path(),
+                opts(),
+                metrics.clone(),
+                crate::log::wal::WalLog::in_data_dir(dir.path()),
+            )
+            .unwrap();
             fill(&db, 0, 4 * H);
             db.compact().unwrap();
             let seg = db.blocks()[0].dir().join("chunks").join("000001");
@@ -1300,7 +1261,13 @@ mod tests {
             damage(&mut bytes);
             std::fs::write(&seg, bytes).unwrap();
 
-            let db = Db::open(dir.path(), opts(), metrics.clone()).unwrap();
+            let db = Db::open(
+                dir.path(),
+                opts(),
+                metrics.clone(),
+                crate::log::wal::WalLog::in_data_dir(dir.path()),
+            )
+            .unwrap();
             assert_eq!(db.blocks().len(), 1, "{what}: the block itself still opens");
             // Series a's block chunk is gone; its head samples and (for a flipped
             // byte) series b's block samples are still answered.
@@ -1532,8 +1499,14 @@ mod tests {
     fn overlapping_blocks_are_merged_with_deduplication() {
         let dir = tempfile::tempdir().unwrap();
         // Two databases write overlapping blocks; the second directory then holds both.
+        // Their external labels differ: blocks of the same range from one identity
+        // would have the same (derived) ULID.
         let a = tempfile::tempdir().unwrap();
-        let db = open(a.path(), opts());
+        let other = DbOptions {
+            external_labels: [("replica".to_string(), "a".to_string())].into(),
+            ..opts()
+        };
+        let db = open(a.path(), other);
         fill(&db, 0, 4 * H);
         db.compact().unwrap();
         let first = db.blocks()[0].dir().to_path_buf();
@@ -1589,7 +1562,13 @@ mod tests {
             ..DbOptions::default()
         });
         let metrics = TsdbMetrics::default();
-        let db = Db::open(dir.path(), o, metrics.clone()).unwrap();
+        let db = Db::open(
+            dir.path(),
+            o,
+            metrics.clone(),
+            crate::log::wal::WalLog::in_data_dir(dir.path()),
+        )
+        .unwrap();
         fill(&db, 0, 14 * H);
         db.compact().unwrap();
         // Six blocks cut, each reported; none shipped, so none deleted.
@@ -1652,5 +1631,130 @@ mod tests {
         // The merged block counts as shipped through its sources.
         let merged = db.blocks()[0].meta().clone();
         assert!(crate::tsdb::ShipTracker::is_shipped(&*fake, &merged));
+    }
+
+    /// Every file of a block directory, by path relative to it.
+    fn block_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    todo.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(dir).unwrap().to_path_buf();
+                    out.insert(rel, std::fs::read(e.path()).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn submit(db: &Db, entry: DbEntry) {
+        let bytes = entry.encode(None);
+        db.inner.log().submit(bytes, entry, Urgency::Now).unwrap();
+    }
+
+    /// Issue 15: the same entries make the same blocks, whenever maintenance gets to
+    /// them. One database carries out each cut and deletion at once (a leader); the
+    /// other applies more batches and the deletion before writing anything (a
+    /// follower that lags): both write byte-identical blocks under the same names.
+    #[test]
+    fn the_same_entries_cut_byte_identical_blocks_whenever_maintenance_runs() {
+        let deletion = || {
+            DbEntry::Deletion(Deletion {
+                matchers: vec![Matcher::equal("__name__", "a")],
+                min_t: H,
+                max_t: 3 * H,
+            })
+        };
+        let prompt = tempfile::tempdir().unwrap();
+        let a = open(prompt.path(), opts());
+        fill(&a, 0, 4 * H);
+        submit(&a, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        a.compact().unwrap();
+        submit(&a, deletion());
+        a.compact().unwrap();
+        fill(&a, 4 * H, 5 * H);
+        a.compact().unwrap();
+
+        let lagging = tempfile::tempdir().unwrap();
+        let b = open(lagging.path(), opts());
+        fill(&b, 0, 4 * H);
+        submit(&b, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        submit(&b, deletion());
+        fill(&b, 4 * H, 5 * H);
+        b.compact().unwrap();
+
+        let (ba, bb) = (a.blocks(), b.blocks());
+        assert!(!ba.is_empty());
+        let names = |bs: &[Arc<Block>]| bs.iter().map(|b| b.meta().ulid).collect::<Vec<_>>();
+        assert_eq!(names(&ba), names(&bb));
+        for (x, y) in ba.iter().zip(&bb) {
+            let (fx, fy) = (block_files(x.dir()), block_files(y.dir()));
+            let differ: Vec<_> = fx.keys().filter(|k| fx.get(*k) != fy.get(*k)).collect();
+            assert!(
+                fx.len() == fy.len() && differ.is_empty(),
+                "{}: {differ:?}",
+                x.meta().ulid
+            );
+        }
+        assert!(
+            !ba[0].tombstones().is_empty(),
+            "the deletion reached the block"
+        );
+        let samples = |db: &Db| -> Vec<(i64, u64)> {
+            all(db)[0]
+                .samples
+                .iter()
+                .map(|s| (s.t, s.v.to_bits()))
+                .collect()
+        };
+        assert_eq!(samples(&a), samples(&b));
+        let kept = all(&a);
+        let times: Vec<i64> = kept[0].samples.iter().map(|s| s.t).collect();
+        assert!(times.iter().all(|t| *t < H || *t > 3 * H), "{times:?}");
+    }
+
+    /// A cut applied but not carried out when the process stopped is carried out
+    /// after the restart, into the block a prompt database writes.
+    #[test]
+    fn a_cut_pending_at_a_restart_is_carried_out_after_it() {
+        let prompt = tempfile::tempdir().unwrap();
+        let a = open(prompt.path(), opts());
+        fill(&a, 0, 4 * H);
+        a.compact().unwrap();
+        let expected = a.blocks();
+        assert_eq!(expected.len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), opts());
+        fill(&b, 0, 4 * H);
+        submit(&b, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        b.close().unwrap();
+        drop(b);
+        let b = open(dir.path(), opts());
+        assert!(b.blocks().is_empty());
+        b.compact().unwrap();
+        let got = b.blocks();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].meta().ulid, expected[0].meta().ulid);
+        assert!(block_files(got[0].dir()) == block_files(expected[0].dir()));
+        // A sample before the cut is refused after the restart as before it.
+        assert_eq!(one(&b, "a", H).out_of_bounds, 1);
+    }
+
+    /// Derived ULIDs are part of the on-disk and bucket format: the same block must
+    /// get the same name from every version.
+    #[test]
+    fn head_block_ulids_are_derived_from_the_range_and_external_labels() {
+        let none = Default::default();
+        let u = compact::head_block_ulid(2 * H, &none);
+        assert_eq!(u, compact::head_block_ulid(2 * H, &none));
+        assert_eq!(u.timestamp_ms(), 2 * H as u64);
+        assert_ne!(u, compact::head_block_ulid(4 * H, &none));
+        let labels = [("cluster".to_string(), "eu".to_string())].into();
+        assert_ne!(u, compact::head_block_ulid(2 * H, &labels));
+        assert_eq!(u.to_string(), "000006VQ80Y8JGN2V4JWSRJBKY");
     }
 }

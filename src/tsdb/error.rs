@@ -1,6 +1,6 @@
 //! The TSDB's error type.
 
-use crate::log::wal::WalError;
+use crate::log::LogError;
 use crate::storage::StorageError;
 use crate::tsdb::block::BlockError;
 
@@ -12,8 +12,8 @@ pub enum TsdbError {
         #[source]
         source: std::io::Error,
     },
-    #[error("wal: {0}")]
-    Wal(#[from] WalError),
+    #[error("log: {0}")]
+    Log(#[from] LogError),
     #[error("block: {0}")]
     Block(#[from] BlockError),
     #[error("data directory {0} is locked by another process")]
@@ -32,6 +32,12 @@ impl TsdbError {
 }
 
 pub type Result<T> = std::result::Result<T, TsdbError>;
+
+impl From<crate::log::wal::WalError> for TsdbError {
+    fn from(e: crate::log::wal::WalError) -> Self {
+        TsdbError::Log(e.into())
+    }
+}
 
 impl From<TsdbError> for StorageError {
     fn from(e: TsdbError) -> Self {

@@ -20,6 +20,7 @@ mod error;
 pub mod head;
 pub mod index;
 mod isolation;
+mod machine;
 pub mod matchers;
 mod metrics;
 pub mod postings;
@@ -28,5 +29,6 @@ mod shipping;
 
 pub use db::{CORRUPTED_BLOCKS_DIR, DEFAULT_TOO_FAR_IN_FUTURE_MS, Db, DbOptions};
 pub use error::{Result, TsdbError};
+pub use machine::{DbEntry, DbMachine};
 pub use metrics::TsdbMetrics;
 pub use shipping::{ShipTracker, ShippingHook};

@@ -52,6 +52,14 @@ impl DbQuerier {
     fn head_in_range(&self) -> bool {
         !self.head.is_empty() && self.head.max_time() >= self.min_t
     }
+
+    /// Where reading the head starts: not before the head's minimum time, which a
+    /// truncation raises to the end of the block just cut. A chunk that crosses that
+    /// end keeps older samples in memory; they are the block's now, and the block's
+    /// tombstones, not the head, say which of them are deleted.
+    fn head_min_t(&self) -> i64 {
+        self.min_t.max(self.head.min_time())
+    }
 }
 
 /// Reports block chunks that cannot be read: a damaged chunk file must not fail every
@@ -120,7 +128,7 @@ impl Querier for DbQuerier {
             } else {
                 self.head.select_series_unsorted(matchers)
             };
-            let (min_t, max_t, series_only) = (self.min_t, self.max_t, hints.series_only);
+            let (min_t, max_t, series_only) = (self.head_min_t(), self.max_t, hints.series_only);
             let head = self.head.clone();
             let read = self.read.clone();
             sets.push(Box::new(series.into_iter().filter_map(move |s| {
@@ -258,7 +266,7 @@ impl ChunkQuerier for DbQuerier {
             })));
         }
         if self.head_in_range() {
-            let (min_t, max_t) = (self.min_t, self.max_t);
+            let (min_t, max_t) = (self.head_min_t(), self.max_t);
             let series = self.head.select_series(matchers);
             let head = self.head.clone();
             let read = self.read.clone();

@@ -52,6 +52,7 @@
 //! returns a [`WalWriter`] handle; see `writer.rs` for the group commit.
 
 mod checkpoint;
+mod commit_log;
 mod error;
 mod segment;
 mod stats;
@@ -66,6 +67,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 pub use checkpoint::CheckpointStats;
+pub use commit_log::WalLog;
+#[cfg(test)]
+pub(crate) use commit_log::replay;
 pub use error::{Result, WalError};
 pub use segment::MAX_RECORD_LEN;
 pub use stats::WalStats;

@@ -376,6 +376,30 @@ impl Head {
         out
     }
 
+    /// The time of the oldest sample of `series` in `[min_t, max_t)`.
+    pub fn first_sample_time(&self, series: &MemSeries, min_t: i64, max_t: i64) -> Option<i64> {
+        let st = series.state.lock();
+        let mut first = None;
+        st.for_each_chunk(
+            self.files.as_ref(),
+            min_t,
+            max_t.saturating_sub(1),
+            |lo, _, bytes| {
+                if first.is_some() {
+                    return;
+                }
+                first = if lo >= min_t {
+                    Some(lo)
+                } else {
+                    crate::tsdb::chunkenc::XorIterator::new(bytes)
+                        .map(|(t, _)| t)
+                        .find(|t| *t >= min_t && *t < max_t)
+                };
+            },
+        );
+        first.filter(|t| *t < max_t)
+    }
+
     /// The samples of `series` in `[min_t, max_t)` as chunks. Chunks inside the range
     /// are returned as they are; one that crosses a boundary (the open chunk, when a
     /// snapshot is taken during ingestion) is cut down to the range and re-encoded.
@@ -461,7 +485,10 @@ impl Head {
             // Empty head: keep max time so that bounds checks still hold.
             self.min_t.store(i64::MAX, Ordering::Release);
         } else {
-            self.min_t.store(new_min, Ordering::Release);
+            // A chunk that crosses `min_t` keeps older samples, but those are in the
+            // block now: the head starts at `min_t`, as Prometheus's does, so the next
+            // cut does not take them again.
+            self.min_t.store(new_min.max(min_t), Ordering::Release);
         }
         if let Some(files) = &self.files {
             files.truncate_before(min_t, |f| open_slot_files.contains(&f));

@@ -1,0 +1,174 @@
+//! The TSDB as the state machine of its log: what applying each entry does.
+//!
+//! Applying is deterministic: a batch goes into the head; a deletion removes head
+//! samples at or after the head's bound and leaves the range before it to the blocks
+//! as tombstones; a head cut raises the bound. The work that follows from an entry
+//! but is too slow for the log's thread (writing the cut block, writing tombstones)
+//! is queued here as [`Pending`] and carried out by maintenance, in entry order, on
+//! each replica's own schedule. What it writes depends only on the entries, so
+//! every replica writes the same blocks.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::log::record::{self, Batch, Deletion, HeadCut, Record};
+use crate::log::{LogIndex, StateMachine};
+use crate::storage::AppendSummary;
+use crate::tsdb::head::{Head, MemSeries};
+
+/// An entry of the TSDB's log, decoded.
+pub enum DbEntry {
+    /// A batch and, per series, the head series it was resolved to when it was
+    /// built (a shortcut of the node that built it; `None` where unknown).
+    Batch(Batch, Vec<Option<Arc<MemSeries>>>),
+    Deletion(Deletion),
+    HeadCut(HeadCut),
+}
+
+impl DbEntry {
+    /// The entry's bytes in the log.
+    pub(crate) fn encode(&self, memo: Option<&mut record::LabelSectionMemo>) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            DbEntry::Batch(b, _) => {
+                out.reserve(64 + b.num_samples() * 48);
+                record::encode_batch_reusing(b, memo, &mut out);
+            }
+            DbEntry::Deletion(d) => record::encode_deletion(d, &mut out),
+            DbEntry::HeadCut(c) => record::encode_head_cut(c, &mut out),
+        }
+        out
+    }
+}
+
+/// A block to cut from the head: its samples in `[from, end)`. `from` is the bound
+/// before the cut (`i64::MIN` for the first), so nothing the head still holds is
+/// left out of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingCut {
+    pub from: i64,
+    pub end: i64,
+}
+
+/// Work that applied entries left for maintenance, in entry order.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub cuts: VecDeque<PendingCut>,
+    /// Deletions whose range reaches below the head's bound: tombstones for the
+    /// blocks there, written or still to be cut.
+    pub tombstones: Vec<Deletion>,
+}
+
+/// Wakes the maintenance loop: the head became compactable, or work is pending.
+#[derive(Default)]
+pub(crate) struct MaintenanceSignal {
+    wanted: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl MaintenanceSignal {
+    pub fn wake(&self) {
+        *self.wanted.lock() = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until woken or `timeout` passes, unless `stop()` holds; clears the wish.
+    pub fn wait(&self, timeout: std::time::Duration, stop: impl Fn() -> bool) {
+        let mut wanted = self.wanted.lock();
+        if !*wanted && !stop() {
+            self.cv.wait_for(&mut wanted, timeout);
+        }
+        *wanted = false;
+    }
+}
+
+/// The TSDB's state machine: the head, and the work applied entries left pending.
+pub struct DbMachine {
+    pub(crate) head: Arc<Head>,
+    pub(crate) pending: Mutex<Pending>,
+    pub(crate) signal: Arc<MaintenanceSignal>,
+}
+
+impl DbMachine {
+    pub(crate) fn new(head: Arc<Head>) -> Self {
+        DbMachine {
+            head,
+            pending: Mutex::default(),
+            signal: Arc::default(),
+        }
+    }
+
+    fn apply_deletion(&self, d: Deletion) {
+        let bound = self.head.min_valid_time();
+        // Before the bound, samples belong to a block (written, or to be written by a
+        // pending cut from what the head holds now); removing them from the head here
+        // would make that block depend on when maintenance got to it.
+        if d.max_t >= bound {
+            self.head.apply_deletion(&Deletion {
+                matchers: d.matchers.clone(),
+                min_t: d.min_t.max(bound),
+                max_t: d.max_t,
+            });
+        }
+        if d.min_t < bound {
+            // Only below the bound: the blocks there are those cut before this
+            // entry; a block cut later holds nothing this deletion may remove.
+            let max_t = d.max_t.min(bound - 1);
+            self.pending.lock().tombstones.push(Deletion { max_t, ..d });
+            self.signal.wake();
+        }
+    }
+
+    fn apply_head_cut(&self, cut: HeadCut) {
+        let from = self.head.min_valid_time();
+        if cut.end <= from {
+            // Already below the bound: a cut replayed after its block was written.
+            return;
+        }
+        self.head.set_min_valid_time(cut.end);
+        self.pending
+            .lock()
+            .cuts
+            .push_back(PendingCut { from, end: cut.end });
+        self.signal.wake();
+    }
+}
+
+impl StateMachine for DbMachine {
+    type Entry = DbEntry;
+    type Output = AppendSummary;
+
+    fn decode(&self, bytes: &[u8], applier_busy: bool) -> Result<DbEntry, String> {
+        let head = &self.head;
+        // Finding each series in the head is most of a batch's work; the decoder
+        // takes it on while the applier has a backlog, else leaves it to the applier.
+        let known = &mut |pairs: &[(&str, &str)]| {
+            if !applier_busy {
+                return None;
+            }
+            head.get_by_pairs(pairs).map(|s| (s.labels.clone(), s))
+        };
+        match record::decode_resolving(bytes, &mut |s| head.intern(s), known) {
+            Ok((Record::Samples(b), hints)) => Ok(DbEntry::Batch(b, hints)),
+            Ok((Record::Deletion(d), _)) => Ok(DbEntry::Deletion(d)),
+            Ok((Record::HeadCut(c), _)) => Ok(DbEntry::HeadCut(c)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn apply(&self, _index: LogIndex, entry: DbEntry) -> AppendSummary {
+        match entry {
+            DbEntry::Batch(b, hints) => self.head.apply_batch_with_hints(&b, &hints),
+            DbEntry::Deletion(d) => {
+                self.apply_deletion(d);
+                AppendSummary::default()
+            }
+            DbEntry::HeadCut(c) => {
+                self.apply_head_cut(c);
+                AppendSummary::default()
+            }
+        }
+    }
+}
