@@ -24,6 +24,7 @@ pub mod log;
 pub mod model;
 pub mod promql;
 pub mod remote;
+pub mod replication;
 pub mod scrape;
 pub mod shipper;
 pub mod storage;

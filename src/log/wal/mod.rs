@@ -54,7 +54,7 @@
 mod checkpoint;
 mod commit_log;
 mod error;
-mod segment;
+pub(crate) mod segment;
 mod stats;
 mod writer;
 

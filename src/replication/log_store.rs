@@ -1,0 +1,581 @@
+//! ODIN's durable Raft log: [`RaftLogStore`], openraft's `RaftLogStorage`.
+//!
+//! # On disk
+//!
+//! ```text
+//! <dir>/00000000, 00000001, …   segments: entries in the WAL's record framing
+//!                                (length, CRC-32C, payload), in index order
+//! <dir>/vote                     the vote, JSON; replaced atomically and fsynced
+//! <dir>/committed                the last committed log id, JSON (a hint: not fsynced)
+//! <dir>/purged                   the last purged log id, JSON; fsynced before
+//!                                segments it covers are deleted
+//! ```
+//!
+//! An entry's payload is `version:u8 kind:u8 meta_len:u32le meta payload`: `meta` is
+//! the JSON of its log id (and, for a membership entry, of the membership); for a
+//! normal entry the rest is the proposal's bytes, stored as they are.
+//!
+//! # Durability
+//!
+//! An append is written and `fdatasync`ed before openraft's callback reports it
+//! flushed; openraft hands over the entries of many client writes in one append, so
+//! they share one fsync (the WAL's group commit, by other means). A truncation is
+//! synced before it returns; the vote is on disk before `save_vote` returns.
+//!
+//! # Recovery
+//!
+//! At open every segment is read. The first damaged record (torn tail, bad CRC,
+//! an index out of sequence) ends the log: its segment is cut there and later
+//! segments are deleted, as the WAL does. Entries a quorum committed also live on
+//! the other replicas, which send them again.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, LogIdOptionExt, OptionalSend, RaftLogReader};
+use parking_lot::Mutex;
+
+use super::types::{Entry, LogId, OdinRaft, Vote};
+use crate::log::wal::segment::{self, HEADER_LEN, Next, RecordReader};
+
+const ENTRY_VERSION: u8 = 1;
+const KIND_BLANK: u8 = 0;
+const KIND_NORMAL: u8 = 1;
+const KIND_MEMBERSHIP: u8 = 2;
+
+/// Default size past which a new segment starts.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Where an entry lies.
+#[derive(Debug, Clone)]
+struct Loc {
+    seq: u64,
+    /// Offset of the record's header in the segment.
+    offset: u64,
+    /// Payload length.
+    len: u32,
+    log_id: LogId,
+}
+
+struct Store {
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// Every entry held, contiguous, oldest first; `locs[0]` has index `first_index`.
+    locs: VecDeque<Loc>,
+    first_index: u64,
+    purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    /// The segment appended to and its length.
+    current: Option<(u64, File, u64)>,
+    /// Segments on disk, each with the index of its newest entry (`None`: empty).
+    segments: BTreeMap<u64, Option<u64>>,
+    readers: HashMap<u64, File>,
+    /// Set once a write failed: nothing is written after it.
+    failed: Option<String>,
+}
+
+/// The Raft log of one node; cheap to clone (clones share the store).
+#[derive(Clone)]
+pub struct RaftLogStore {
+    store: Arc<Mutex<Store>>,
+}
+
+impl RaftLogStore {
+    /// Opens (creating if needed) the log in `dir`, repairing a damaged tail.
+    pub fn open(dir: &Path) -> io::Result<RaftLogStore> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<RaftLogStore> {
+        fs::create_dir_all(dir)?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            locs: VecDeque::new(),
+            first_index: 0,
+            purged: read_json(&dir.join("purged"))?,
+            vote: read_json(&dir.join("vote"))?,
+            committed: read_json(&dir.join("committed"))?,
+            current: None,
+            segments: BTreeMap::new(),
+            readers: HashMap::new(),
+            failed: None,
+        };
+        store.first_index = store.purged.next_index();
+        store.recover()?;
+        Ok(RaftLogStore {
+            store: Arc::new(Mutex::new(store)),
+        })
+    }
+
+    /// Runs `f` on the store on the blocking pool: the store does file I/O.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&mut store.lock()))
+            .await
+            .map_err(|e| io::Error::other(format!("raft log task: {e}")))?
+    }
+}
+
+impl Store {
+    fn segment_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(segment::segment_name(seq))
+    }
+
+    /// The index the next appended entry must have.
+    fn next_index(&self) -> u64 {
+        self.first_index + self.locs.len() as u64
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        self.locs.back().map(|l| l.log_id).or(self.purged)
+    }
+
+    /// Reads every segment; see the module documentation.
+    fn recover(&mut self) -> io::Result<()> {
+        let listing = segment::list_dir(&self.dir).map_err(io::Error::other)?;
+        let mut damaged_from: Option<u64> = None;
+        for &seq in &listing.segments {
+            if damaged_from.is_some() {
+                tracing::error!(segment = seq, "raft log: removing segment after damage");
+                fs::remove_file(self.segment_path(seq))?;
+                continue;
+            }
+            let path = self.segment_path(seq);
+            let mut reader = RecordReader::open(&path).map_err(io::Error::other)?;
+            let mut newest = None;
+            loop {
+                let offset = reader.offset();
+                let why = match reader.next_record().map_err(io::Error::other)? {
+                    Next::End => break,
+                    Next::Corrupt(c) => format!("{c:?}"),
+                    Next::Record(payload) => match decode_log_id(payload) {
+                        Ok(log_id) if log_id.index < self.first_index => continue,
+                        // The first entry held may follow a purge or a snapshot.
+                        Ok(log_id) if self.locs.is_empty() || log_id.index == self.next_index() => {
+                            if self.locs.is_empty() {
+                                self.first_index = log_id.index;
+                            }
+                            newest = Some(log_id.index);
+                            self.locs.push_back(Loc {
+                                seq,
+                                offset,
+                                len: payload.len() as u32,
+                                log_id,
+                            });
+                            continue;
+                        }
+                        Ok(log_id) => format!(
+                            "entry {} where {} was expected",
+                            log_id.index,
+                            self.next_index()
+                        ),
+                        Err(e) => e.to_string(),
+                    },
+                };
+                tracing::error!(segment = seq, offset, reason = %why,
+                    "raft log: damaged entry; the log ends before it");
+                segment::truncate_file(&path, offset).map_err(io::Error::other)?;
+                damaged_from = Some(seq);
+                break;
+            }
+            self.segments.insert(seq, newest);
+        }
+        if let Some(&seq) = self.segments.keys().next_back() {
+            let path = self.segment_path(seq);
+            let file = OpenOptions::new().append(true).open(&path)?;
+            let len = file.metadata()?.len();
+            self.current = Some((seq, file, len));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(format!("raft log failed earlier: {why}")));
+        }
+        let result = self.append_entries(entries);
+        if let Err(e) = &result {
+            // What reached the files is unknown now; openraft stops on a storage
+            // error, and the next start reads back what is there.
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn append_entries(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut locs: Vec<Loc> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // An empty log starts wherever it is told (past what was purged).
+            if self.locs.is_empty() && locs.is_empty() && entry.log_id.index >= self.first_index {
+                self.first_index = entry.log_id.index;
+            }
+            let expected = self.next_index() + locs.len() as u64;
+            if entry.log_id.index != expected {
+                return Err(io::Error::other(format!(
+                    "raft log: appending entry {} where {expected} was expected",
+                    entry.log_id.index
+                )));
+            }
+            let payload = encode_entry(&entry)?;
+            let crc = segment::check_record(&payload).map_err(io::Error::other)?;
+            let full = self
+                .current
+                .as_ref()
+                .is_none_or(|(_, _, len)| len + pending.len() as u64 >= self.segment_bytes);
+            if full {
+                self.write_current(&mut pending)?;
+                self.start_segment()?;
+            }
+            let Some((seq, _, len)) = &self.current else {
+                return Err(io::Error::other("raft log: no segment to write"));
+            };
+            locs.push(Loc {
+                seq: *seq,
+                offset: len + pending.len() as u64,
+                len: payload.len() as u32,
+                log_id: entry.log_id,
+            });
+            segment::encode_record(&mut pending, &payload, crc);
+        }
+        self.write_current(&mut pending)?;
+        if let Some((_, file, _)) = &self.current {
+            file.sync_data()?;
+        }
+        for loc in locs {
+            self.segments.insert(loc.seq, Some(loc.log_id.index));
+            self.locs.push_back(loc);
+        }
+        Ok(())
+    }
+
+    /// Syncs the current segment and starts the next.
+    fn start_segment(&mut self) -> io::Result<()> {
+        let seq = match &self.current {
+            Some((seq, file, _)) => {
+                file.sync_data()?;
+                seq + 1
+            }
+            None => self.segments.keys().next_back().map_or(0, |s| s + 1),
+        };
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(self.segment_path(seq))?;
+        segment::sync_dir(&self.dir).map_err(io::Error::other)?;
+        self.segments.insert(seq, None);
+        self.current = Some((seq, file, 0));
+        Ok(())
+    }
+
+    fn write_current(&mut self, pending: &mut Vec<u8>) -> io::Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let (_, file, len) = self
+            .current
+            .as_mut()
+            .ok_or_else(|| io::Error::other("raft log: no segment to write"))?;
+        file.write_all(pending)?;
+        *len += pending.len() as u64;
+        pending.clear();
+        Ok(())
+    }
+
+    /// Deletes every entry after `last` (all of them for `None`).
+    fn truncate_after(&mut self, last: Option<LogId>) -> io::Result<()> {
+        let keep = last.next_index().max(self.first_index);
+        if keep >= self.next_index() {
+            return Ok(());
+        }
+        let cut = self.locs[(keep - self.first_index) as usize].clone();
+        self.locs.truncate((keep - self.first_index) as usize);
+        let later: Vec<u64> = self
+            .segments
+            .range(cut.seq + 1..)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in later.into_iter().rev() {
+            self.readers.remove(&seq);
+            self.segments.remove(&seq);
+            fs::remove_file(self.segment_path(seq))?;
+        }
+        let path = self.segment_path(cut.seq);
+        segment::truncate_file(&path, cut.offset).map_err(io::Error::other)?;
+        segment::sync_dir(&self.dir).map_err(io::Error::other)?;
+        let newest = self.locs.back().filter(|l| l.seq == cut.seq);
+        self.segments
+            .insert(cut.seq, newest.map(|l| l.log_id.index));
+        let file = OpenOptions::new().append(true).open(&path)?;
+        self.current = Some((cut.seq, file, cut.offset));
+        Ok(())
+    }
+
+    /// Forgets every entry up to and including `upto`.
+    fn purge(&mut self, upto: LogId) -> io::Result<()> {
+        if self.purged.as_ref().is_some_and(|p| p.index >= upto.index) {
+            return Ok(());
+        }
+        write_json(&self.dir, "purged", &upto, true)?;
+        let drop = (upto.index + 1).saturating_sub(self.first_index) as usize;
+        self.locs.drain(..drop.min(self.locs.len()));
+        self.first_index = upto.index + 1;
+        self.purged = Some(upto);
+        // Whole segments whose entries are all purged; never the one written to.
+        let current = self.current.as_ref().map(|c| c.0);
+        let gone: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(seq, newest)| {
+                Some(**seq) != current && newest.is_none_or(|n| n <= upto.index)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in gone {
+            self.readers.remove(&seq);
+            self.segments.remove(&seq);
+            fs::remove_file(self.segment_path(seq))?;
+        }
+        Ok(())
+    }
+
+    /// The entries with indices in `[from, to)` that the log holds.
+    fn read(&mut self, from: u64, to: u64) -> io::Result<Vec<Entry>> {
+        let from = from.max(self.first_index);
+        let to = to.min(self.next_index());
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for i in from..to {
+            let loc = self.locs[(i - self.first_index) as usize].clone();
+            let file = match self.readers.entry(loc.seq) {
+                std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(File::open(self.dir.join(segment::segment_name(loc.seq)))?)
+                }
+            };
+            let mut buf = vec![0u8; loc.len as usize];
+            file.read_exact_at(&mut buf, loc.offset + HEADER_LEN as u64)?;
+            let entry = decode_entry(&buf)?;
+            if entry.log_id != loc.log_id {
+                return Err(io::Error::other(format!(
+                    "raft log: entry {i} changed on disk since it was written"
+                )));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
+    let (kind, meta, body): (u8, Vec<u8>, &[u8]) = match &entry.payload {
+        EntryPayload::Blank => (KIND_BLANK, serde_json::to_vec(&entry.log_id)?, &[]),
+        EntryPayload::Normal(p) => (KIND_NORMAL, serde_json::to_vec(&entry.log_id)?, &p.bytes),
+        EntryPayload::Membership(m) => (
+            KIND_MEMBERSHIP,
+            serde_json::to_vec(&(&entry.log_id, m))?,
+            &[],
+        ),
+    };
+    let mut out = Vec::with_capacity(6 + meta.len() + body.len());
+    out.push(ENTRY_VERSION);
+    out.push(kind);
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// The parts of an entry's payload: kind, meta JSON, body.
+fn split_entry(payload: &[u8]) -> io::Result<(u8, &[u8], &[u8])> {
+    let [version, kind, a, b, c, d, rest @ ..] = payload else {
+        return Err(invalid("raft log: entry too short"));
+    };
+    if *version != ENTRY_VERSION {
+        return Err(invalid(format!("raft log: entry version {version}")));
+    }
+    let n = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+    let (meta, body) = rest
+        .split_at_checked(n)
+        .ok_or_else(|| invalid("raft log: entry meta past its end"))?;
+    Ok((*kind, meta, body))
+}
+
+fn decode_log_id(payload: &[u8]) -> io::Result<LogId> {
+    let (kind, meta, _) = split_entry(payload)?;
+    if kind == KIND_MEMBERSHIP {
+        let (log_id, _): (LogId, serde_json::Value) = serde_json::from_slice(meta)?;
+        return Ok(log_id);
+    }
+    Ok(serde_json::from_slice(meta)?)
+}
+
+fn decode_entry(payload: &[u8]) -> io::Result<Entry> {
+    let (kind, meta, body) = split_entry(payload)?;
+    let (log_id, payload) = match kind {
+        KIND_BLANK => (serde_json::from_slice(meta)?, EntryPayload::Blank),
+        KIND_NORMAL => (
+            serde_json::from_slice(meta)?,
+            EntryPayload::Normal(super::types::Proposal {
+                bytes: body.to_vec(),
+            }),
+        ),
+        KIND_MEMBERSHIP => {
+            let (log_id, m) = serde_json::from_slice(meta)?;
+            (log_id, EntryPayload::Membership(m))
+        }
+        k => return Err(invalid(format!("raft log: entry kind {k}"))),
+    };
+    Ok(Entry { log_id, payload })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `<dir>/<name>` with `value`'s JSON through a temporary file; with
+/// `durable`, fsynced (file and directory) before it returns.
+fn write_json<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+    durable: bool,
+) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(value)?)?;
+    if durable {
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    if durable {
+        segment::sync_dir(dir).map_err(io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// `[from, to)` of a range of indices.
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(&i) => i.saturating_add(1),
+        Bound::Excluded(&i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
+}
+
+impl RaftLogReader<OdinRaft> for RaftLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (from, to) = bounds(&range);
+        self.with_store(move |s| s.read(from, to)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.store.lock().vote)
+    }
+}
+
+impl RaftLogStorage<OdinRaft> for RaftLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<OdinRaft>, io::Error> {
+        let s = self.store.lock();
+        Ok(LogState {
+            last_purged_log_id: s.purged,
+            last_log_id: s.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let vote = *vote;
+        self.with_store(move |s| {
+            write_json(&s.dir, "vote", &vote, true)?;
+            s.vote = Some(vote);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // A hint that lets a restarted node apply what it knows was committed
+        // without waiting for a leader; losing it costs only that wait.
+        self.with_store(move |s| {
+            write_json(&s.dir, "committed", &committed, false)?;
+            s.committed = committed;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.store.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<OdinRaft>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let result = self.with_store(move |s| s.append(entries)).await;
+        match result {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        self.with_store(move |s| s.truncate_after(last_log_id))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.with_store(move |s| s.purge(log_id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
