@@ -64,6 +64,12 @@ pub enum LogError {
     /// The state machine panicked applying an entry while recovering.
     #[error("applying an entry panicked during recovery")]
     RecoveryPanicked,
+    /// This node does not lead the cluster: entries go to the leader.
+    #[error("not the cluster's leader (the leader is {})", leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
+    NotLeader { leader: Option<u64> },
+    /// The cluster could not commit the entry; whether it will apply later is unknown.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl LogError {
@@ -71,7 +77,7 @@ impl LogError {
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
             LogError::Wal(e) => e.io_kind(),
-            LogError::RecoveryPanicked => None,
+            LogError::RecoveryPanicked | LogError::NotLeader { .. } | LogError::Cluster(_) => None,
         }
     }
 }

@@ -11,9 +11,9 @@
 //!                                segments it covers are deleted
 //! ```
 //!
-//! An entry's payload is `version:u8 kind:u8 meta_len:u32le meta payload`: `meta` is
-//! the JSON of its log id (and, for a membership entry, of the membership); for a
-//! normal entry the rest is the proposal's bytes, stored as they are.
+//! An entry's payload is `version:u8 kind:u8 meta_len:u32le meta body`: `meta` is a
+//! JSON object with its log id, its proposer (node, number) or its membership; a
+//! normal entry's body is the proposal's bytes, stored as they are.
 //!
 //! # Durability
 //!
@@ -382,16 +382,36 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+type Membership = openraft::Membership<u64, super::types::Peer>;
+
+/// An entry's meta: its log id, and what else it carries besides a proposal's bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    log_id: LogId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proposer: Option<(u64, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    membership: Option<Membership>,
+}
+
 fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
-    let (kind, meta, body): (u8, Vec<u8>, &[u8]) = match &entry.payload {
-        EntryPayload::Blank => (KIND_BLANK, serde_json::to_vec(&entry.log_id)?, &[]),
-        EntryPayload::Normal(p) => (KIND_NORMAL, serde_json::to_vec(&entry.log_id)?, &p.bytes),
-        EntryPayload::Membership(m) => (
-            KIND_MEMBERSHIP,
-            serde_json::to_vec(&(&entry.log_id, m))?,
-            &[],
-        ),
+    let mut meta = Meta {
+        log_id: entry.log_id,
+        proposer: None,
+        membership: None,
     };
+    let (kind, body): (u8, &[u8]) = match &entry.payload {
+        EntryPayload::Blank => (KIND_BLANK, &[]),
+        EntryPayload::Normal(p) => {
+            meta.proposer = Some((p.origin, p.seq));
+            (KIND_NORMAL, &p.bytes)
+        }
+        EntryPayload::Membership(m) => {
+            meta.membership = Some(m.clone());
+            (KIND_MEMBERSHIP, &[])
+        }
+    };
+    let meta = serde_json::to_vec(&meta)?;
     let mut out = Vec::with_capacity(6 + meta.len() + body.len());
     out.push(ENTRY_VERSION);
     out.push(kind);
@@ -401,8 +421,8 @@ fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The parts of an entry's payload: kind, meta JSON, body.
-fn split_entry(payload: &[u8]) -> io::Result<(u8, &[u8], &[u8])> {
+/// The parts of an entry's payload: kind, meta, body.
+fn split_entry(payload: &[u8]) -> io::Result<(u8, Meta, &[u8])> {
     let [version, kind, a, b, c, d, rest @ ..] = payload else {
         return Err(invalid("raft log: entry too short"));
     };
@@ -413,35 +433,29 @@ fn split_entry(payload: &[u8]) -> io::Result<(u8, &[u8], &[u8])> {
     let (meta, body) = rest
         .split_at_checked(n)
         .ok_or_else(|| invalid("raft log: entry meta past its end"))?;
-    Ok((*kind, meta, body))
+    Ok((*kind, serde_json::from_slice(meta)?, body))
 }
 
 fn decode_log_id(payload: &[u8]) -> io::Result<LogId> {
-    let (kind, meta, _) = split_entry(payload)?;
-    if kind == KIND_MEMBERSHIP {
-        let (log_id, _): (LogId, serde_json::Value) = serde_json::from_slice(meta)?;
-        return Ok(log_id);
-    }
-    Ok(serde_json::from_slice(meta)?)
+    Ok(split_entry(payload)?.1.log_id)
 }
 
 fn decode_entry(payload: &[u8]) -> io::Result<Entry> {
     let (kind, meta, body) = split_entry(payload)?;
-    let (log_id, payload) = match kind {
-        KIND_BLANK => (serde_json::from_slice(meta)?, EntryPayload::Blank),
-        KIND_NORMAL => (
-            serde_json::from_slice(meta)?,
-            EntryPayload::Normal(super::types::Proposal {
-                bytes: body.to_vec(),
-            }),
-        ),
-        KIND_MEMBERSHIP => {
-            let (log_id, m) = serde_json::from_slice(meta)?;
-            (log_id, EntryPayload::Membership(m))
-        }
-        k => return Err(invalid(format!("raft log: entry kind {k}"))),
+    let payload = match (kind, meta.proposer, meta.membership) {
+        (KIND_BLANK, _, _) => EntryPayload::Blank,
+        (KIND_NORMAL, Some((origin, seq)), _) => EntryPayload::Normal(super::types::Proposal {
+            origin,
+            seq,
+            bytes: body.to_vec(),
+        }),
+        (KIND_MEMBERSHIP, _, Some(m)) => EntryPayload::Membership(m),
+        (k, _, _) => return Err(invalid(format!("raft log: malformed entry of kind {k}"))),
     };
-    Ok(Entry { log_id, payload })
+    Ok(Entry {
+        log_id: meta.log_id,
+        payload,
+    })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {

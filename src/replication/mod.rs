@@ -4,11 +4,19 @@
 //!   named.
 //! * [`log_store`]: ODIN's own durable Raft log: the WAL's record framing, an fsync
 //!   before an append is reported written, vote and commit point in small files.
+//! * [`machine`]: a `log::StateMachine` as openraft's state machine; the proposer
+//!   applies its own decoded entry, every other replica decodes the same bytes.
+//! * [`commit_log`]: [`commit_log::RaftCommitLog`], the cluster's `CommitLog`.
 //!
 //! Every openraft type stays inside this module: openraft is pinned to an alpha whose
-//! API changes between releases. Not built yet: the state machine adapter over the
-//! TSDB, the peer network (tonic), the `CommitLog` of a cluster and its wiring into
-//! `odin run`; until then ODIN runs as a single node on its WAL.
+//! API changes between releases. Not built yet: the TSDB's images as Raft snapshots
+//! (`machine::Snapshots` for the TSDB), the peer network (tonic), write forwarding,
+//! and the wiring into `odin run`; until then ODIN runs as a single node on its WAL.
 
+pub mod commit_log;
 pub mod log_store;
+pub mod machine;
 pub mod types;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -7,12 +7,22 @@ use std::fmt;
 /// it already resolved) never travel: every replica decodes the same bytes.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
+    /// The node that proposed it, and its number there: the proposer finds its own
+    /// decoded entry (and whoever waits for the outcome) by them when it applies.
+    pub origin: u64,
+    pub seq: u64,
     pub bytes: Vec<u8>,
 }
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "entry of {} bytes", self.bytes.len())
+        write!(
+            f,
+            "entry {} of node {}, {} bytes",
+            self.seq,
+            self.origin,
+            self.bytes.len()
+        )
     }
 }
 

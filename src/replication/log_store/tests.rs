@@ -136,6 +136,8 @@ fn entry(term: u64, index: u64, bytes: &[u8]) -> Entry {
     Entry {
         log_id: log_id(term, index),
         payload: EntryPayload::Normal(Proposal {
+            origin: 1,
+            seq: index,
             bytes: bytes.to_vec(),
         }),
     }

@@ -1,0 +1,304 @@
+//! Raft nodes in one process, wired through an in-memory router, around a state
+//! machine that records what it applied: the seam's cluster side, before the peer
+//! network exists. (Cluster tests of real processes come with the network.)
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{Config, OptionalSend, SnapshotPolicy};
+use parking_lot::Mutex;
+
+use super::commit_log::{Raft, RaftCommitLog};
+use super::log_store::RaftLogStore;
+use super::machine::{ClusterMachine, Proposals, Snapshots};
+use super::types::{OdinRaft, Peer, Vote};
+use crate::log::{CommitLog, LogError, LogIndex, StateMachine, Urgency};
+
+/// Applies entries by remembering them; answers the index it applied at.
+#[derive(Default)]
+struct Tally {
+    applied: Mutex<Vec<(LogIndex, Vec<u8>)>>,
+}
+
+impl StateMachine for Tally {
+    type Entry = Vec<u8>;
+    type Output = LogIndex;
+
+    fn decode(&self, bytes: &[u8], _busy: bool) -> Result<Vec<u8>, String> {
+        Ok(bytes.to_vec())
+    }
+
+    fn apply(&self, index: LogIndex, entry: Vec<u8>) -> LogIndex {
+        self.applied.lock().push((index, entry));
+        index
+    }
+}
+
+impl Snapshots for Tally {
+    type Image = Vec<(LogIndex, Vec<u8>)>;
+
+    fn capture(&self) -> io::Result<Self::Image> {
+        Ok(self.applied.lock().clone())
+    }
+
+    fn restore(&self, image: &Self::Image) -> io::Result<()> {
+        *self.applied.lock() = image.clone();
+        Ok(())
+    }
+}
+
+type TallyRaft = Raft<Tally>;
+
+/// Delivers calls between the nodes of one process; `cut` nodes reach nobody and
+/// nobody reaches them.
+#[derive(Default)]
+struct Router {
+    nodes: Mutex<HashMap<u64, TallyRaft>>,
+    cut: Mutex<HashSet<u64>>,
+}
+
+impl Router {
+    fn target(&self, from: u64, to: u64) -> Result<TallyRaft, Unreachable<OdinRaft>> {
+        let cut = self.cut.lock();
+        if cut.contains(&from) || cut.contains(&to) {
+            return Err(Unreachable::new(&io::Error::other("partitioned")));
+        }
+        self.nodes
+            .lock()
+            .get(&to)
+            .cloned()
+            .ok_or_else(|| Unreachable::new(&io::Error::other("no such node")))
+    }
+}
+
+struct Network {
+    from: u64,
+    router: Arc<Router>,
+}
+
+struct Connection {
+    from: u64,
+    to: u64,
+    router: Arc<Router>,
+}
+
+impl RaftNetworkFactory<OdinRaft> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, _node: &Peer) -> Connection {
+        Connection {
+            from: self.from,
+            to: target,
+            router: self.router.clone(),
+        }
+    }
+}
+
+impl RaftNetworkV2<OdinRaft> for Connection {
+    type SnapshotData = <Tally as Snapshots>::Image;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<OdinRaft>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<OdinRaft>, RPCError<OdinRaft>> {
+        let raft = self.router.target(self.from, self.to)?;
+        raft.append_entries(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<OdinRaft>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<OdinRaft>, RPCError<OdinRaft>> {
+        let raft = self.router.target(self.from, self.to)?;
+        raft.vote(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<OdinRaft, Self::SnapshotData>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<OdinRaft>, StreamingError<OdinRaft>> {
+        let raft = self.router.target(self.from, self.to)?;
+        raft.install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+struct Node {
+    tally: Arc<Tally>,
+    log: RaftCommitLog<Tally>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(id: u64, router: &Arc<Router>) -> Node {
+    let config = Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(20),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = RaftLogStore::open(dir.path()).unwrap();
+    let tally = Arc::new(Tally::default());
+    let proposals = Arc::new(Proposals::new(id));
+    let machine = ClusterMachine::new(tally.clone(), proposals.clone());
+    let network = Network {
+        from: id,
+        router: router.clone(),
+    };
+    let raft = TallyRaft::new(id, Arc::new(config), network, store, machine)
+        .await
+        .unwrap();
+    router.nodes.lock().insert(id, raft.clone());
+    Node {
+        tally,
+        log: RaftCommitLog::new(raft, proposals),
+        _dir: dir,
+    }
+}
+
+/// Submits `entry` to the first of `to` that takes it, retrying while none leads (as
+/// a remote-write client retries against other nodes); returns who took it and the
+/// index it applied at.
+async fn write(nodes: &[Node], to: &[u64], entry: Vec<u8>) -> (u64, LogIndex) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for &id in to {
+            let node = &nodes[(id - 1) as usize];
+            let submitted = node
+                .log
+                .submit_async(entry.clone(), entry.clone(), Urgency::Now);
+            match submitted.await {
+                Ok(index) => return (id, index),
+                Err(LogError::NotLeader { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader took the entry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn entries(n: &Node) -> Vec<Vec<u8>> {
+    n.tally
+        .applied
+        .lock()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// Entries submitted on the leader apply on every node in one order, each answered
+/// with the index it applied at; a follower refuses and names the leader; after the
+/// leader is cut off the others elect one and go on; a node that joins after the log
+/// was purged catches up from a snapshot.
+#[test]
+fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let router = Arc::new(Router::default());
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(start(id, &router).await);
+        }
+        let members: BTreeMap<u64, Peer> = (1..=3).map(|id| (id, Peer::default())).collect();
+        nodes[0].log.raft().initialize(members).await.unwrap();
+        let at = |id: u64| &nodes[(id - 1) as usize];
+
+        let mut indices = Vec::new();
+        let mut leader = 0;
+        for i in 0..30u8 {
+            let (by, index) = write(&nodes, &[1, 2, 3], vec![i]).await;
+            leader = by;
+            indices.push(index);
+        }
+        assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+        let expected: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i]).collect();
+        for n in &nodes {
+            until("all apply", Duration::from_secs(10), || {
+                entries(n) == expected
+            })
+            .await;
+        }
+
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        let refused = at(follower)
+            .log
+            .submit_async(vec![99], vec![99], Urgency::Now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, LogError::NotLeader { leader: Some(l) } if l == leader),
+            "{refused}"
+        );
+
+        // The leader is cut off: the other two elect one of them and go on. A writer
+        // retries against the nodes it can reach until one takes the entry.
+        router.cut.lock().insert(leader);
+        let rest: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+        let (new_leader, _) = write(&nodes, &rest, vec![100]).await;
+        assert_ne!(new_leader, leader);
+
+        // A fourth node joins once the log it would need is purged.
+        at(new_leader)
+            .log
+            .raft()
+            .trigger()
+            .snapshot()
+            .await
+            .unwrap();
+        let fourth = start(4, &router).await;
+        at(new_leader)
+            .log
+            .raft()
+            .add_learner(4, Peer::default(), true)
+            .await
+            .unwrap();
+        let mut want = expected.clone();
+        want.push(vec![100]);
+        until("the learner catches up", Duration::from_secs(10), || {
+            entries(&fourth) == want
+        })
+        .await;
+
+        for n in nodes.iter().chain([&fourth]) {
+            let _ = n.log.raft().shutdown().await;
+        }
+    });
+}
