@@ -1,5 +1,6 @@
 //! Generates the Thanos StoreAPI and Info API code (server and client) from
-//! `proto/thanos/` with tonic-prost-build.
+//! `proto/thanos/`, and the cluster's peer protocol from `proto/odin/`, with
+//! tonic-prost-build.
 //!
 //! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one already, so a
 //! fresh machine builds with nothing installed from apt.
@@ -26,7 +27,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_with_config(config, &protos, &[root, well_known])?;
+        .compile_with_config(config, &protos, &[root, well_known.clone()])?;
+
+    // The cluster's peer protocol (`src/replication/network.rs`).
+    let cluster = PathBuf::from("proto/odin/cluster.proto");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(match std::env::var_os("PROTOC") {
+        Some(p) => PathBuf::from(p),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    });
+    config.bytes([".odin.cluster"]);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(
+            config,
+            std::slice::from_ref(&cluster),
+            &[PathBuf::from("proto/odin"), well_known],
+        )?;
+    println!("cargo:rerun-if-changed={}", cluster.display());
     println!("cargo:rerun-if-env-changed=PROTOC");
     // Naming any rerun-if line turns off cargo's default of rerunning on every
     // change in the package, so the protos must be named too, or an edited proto

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::commit_log::{Raft, RaftCommitLog};
 use super::log_store::RaftLogStore;
 use super::machine::{ClusterMachine, Proposals, Snapshots};
+use super::network::{ClusterService, PeerNetwork, PeerNetworkFor};
 use super::types::{OdinRaft, Peer, Vote};
 use crate::log::{CommitLog, LogError, LogIndex, StateMachine, Urgency};
 
@@ -25,6 +26,7 @@ use crate::log::{CommitLog, LogError, LogIndex, StateMachine, Urgency};
 #[derive(Default)]
 struct Tally {
     applied: Mutex<Vec<(LogIndex, Vec<u8>)>>,
+    restored: std::sync::atomic::AtomicUsize,
 }
 
 impl StateMachine for Tally {
@@ -50,7 +52,17 @@ impl Snapshots for Tally {
 
     fn restore(&self, image: &Self::Image) -> io::Result<()> {
         *self.applied.lock() = image.clone();
+        self.restored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    fn encode_image(image: &Self::Image) -> io::Result<Vec<u8>> {
+        Ok(serde_json::to_vec(image)?)
+    }
+
+    fn decode_image(bytes: &[u8]) -> io::Result<Self::Image> {
+        Ok(serde_json::from_slice(bytes)?)
     }
 }
 
@@ -147,6 +159,21 @@ struct Node {
 }
 
 async fn start(id: u64, router: &Arc<Router>) -> Node {
+    let network = Network {
+        from: id,
+        router: router.clone(),
+    };
+    let node = start_with(id, network).await;
+    router.nodes.lock().insert(id, node.log.raft().clone());
+    node
+}
+
+async fn start_with<N>(id: u64, network: N) -> Node
+where
+    N: RaftNetworkFactory<OdinRaft>,
+    N::Network:
+        openraft::network::NetSnapshot<OdinRaft, SnapshotData = <Tally as Snapshots>::Image>,
+{
     let config = Config {
         heartbeat_interval: 50,
         election_timeout_min: 300,
@@ -163,14 +190,9 @@ async fn start(id: u64, router: &Arc<Router>) -> Node {
     let tally = Arc::new(Tally::default());
     let proposals = Arc::new(Proposals::new(id));
     let machine = ClusterMachine::new(tally.clone(), proposals.clone());
-    let network = Network {
-        from: id,
-        router: router.clone(),
-    };
     let raft = TallyRaft::new(id, Arc::new(config), network, store, machine)
         .await
         .unwrap();
-    router.nodes.lock().insert(id, raft.clone());
     Node {
         tally,
         log: RaftCommitLog::new(raft, proposals),
@@ -209,6 +231,10 @@ async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn installed_a_snapshot(n: &Node) -> bool {
+    n.tally.restored.load(std::sync::atomic::Ordering::Relaxed) > 0
 }
 
 fn entries(n: &Node) -> Vec<Vec<u8>> {
@@ -296,9 +322,109 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
             entries(&fourth) == want
         })
         .await;
+        assert!(
+            installed_a_snapshot(&fourth),
+            "caught up from the log, not a snapshot"
+        );
 
         for n in nodes.iter().chain([&fourth]) {
             let _ = n.log.raft().shutdown().await;
+        }
+    });
+}
+
+/// A node on its own cluster port: a gRPC server on a loopback port, peers reached
+/// through [`PeerNetwork`].
+async fn start_on_grpc(id: u64) -> (Node, Peer, tokio::task::JoinHandle<()>) {
+    let node = start_with(id, PeerNetworkFor::<Tally>::new(PeerNetwork::default())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = Peer {
+        address: listener.local_addr().unwrap().to_string(),
+    };
+    let service = ClusterService::server(node.log.raft().clone());
+    let server = tokio::spawn(async move {
+        let incoming = tokio_stream_listener(listener);
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (node, peer, server)
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |l| async move {
+        let accepted = l.accept().await.map(|(s, _)| s);
+        Some((accepted, l))
+    })
+}
+
+/// The same over gRPC on loopback ports: three nodes replicate, a late learner
+/// catches up by a snapshot sent in chunks, and a node that is down is only a
+/// peer the others cannot reach.
+#[test]
+fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut nodes = Vec::new();
+        let mut peers = BTreeMap::new();
+        let mut servers = Vec::new();
+        for id in 1..=3 {
+            let (node, peer, server) = start_on_grpc(id).await;
+            nodes.push(node);
+            peers.insert(id, peer);
+            servers.push(server);
+        }
+        nodes[0].log.raft().initialize(peers.clone()).await.unwrap();
+        let mut leader = 0;
+        for i in 0..25u8 {
+            leader = write(&nodes, &[1, 2, 3], vec![i]).await.0;
+        }
+        let expected: Vec<Vec<u8>> = (0..25u8).map(|i| vec![i]).collect();
+        for n in &nodes {
+            until("all apply", Duration::from_secs(10), || {
+                entries(n) == expected
+            })
+            .await;
+        }
+
+        let at = |id: u64| &nodes[(id - 1) as usize];
+        at(leader).log.raft().trigger().snapshot().await.unwrap();
+        let (fourth, peer, server) = start_on_grpc(4).await;
+        servers.push(server);
+        at(leader)
+            .log
+            .raft()
+            .add_learner(4, peer, true)
+            .await
+            .unwrap();
+        until("the learner catches up", Duration::from_secs(10), || {
+            entries(&fourth) == expected
+        })
+        .await;
+        assert!(
+            installed_a_snapshot(&fourth),
+            "caught up from the log, not a snapshot"
+        );
+
+        // A follower's server stops: the other two still commit.
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        servers[(follower - 1) as usize].abort();
+        let _ = at(follower).log.raft().shutdown().await;
+        let rest: Vec<u64> = (1..=3).filter(|&id| id != follower).collect();
+        write(&nodes, &rest, vec![200]).await;
+
+        for n in nodes.iter().chain([&fourth]) {
+            let _ = n.log.raft().shutdown().await;
+        }
+        for s in servers {
+            s.abort();
         }
     });
 }

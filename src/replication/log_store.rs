@@ -394,7 +394,7 @@ struct Meta {
     membership: Option<Membership>,
 }
 
-fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
+pub(crate) fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
     let mut meta = Meta {
         log_id: entry.log_id,
         proposer: None,
@@ -440,7 +440,7 @@ fn decode_log_id(payload: &[u8]) -> io::Result<LogId> {
     Ok(split_entry(payload)?.1.log_id)
 }
 
-fn decode_entry(payload: &[u8]) -> io::Result<Entry> {
+pub(crate) fn decode_entry(payload: &[u8]) -> io::Result<Entry> {
     let (kind, meta, body) = split_entry(payload)?;
     let payload = match (kind, meta.proposer, meta.membership) {
         (KIND_BLANK, _, _) => EntryPayload::Blank,

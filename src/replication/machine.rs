@@ -33,6 +33,12 @@ pub trait Snapshots: StateMachine {
 
     /// Replaces the whole state with `image`'s.
     fn restore(&self, image: &Self::Image) -> io::Result<()>;
+
+    /// An image as bytes, to send to a peer.
+    fn encode_image(image: &Self::Image) -> io::Result<Vec<u8>>;
+
+    /// An image from a peer's bytes.
+    fn decode_image(bytes: &[u8]) -> io::Result<Self::Image>;
 }
 
 /// A proposed entry, decoded, and the sender of its outcome.

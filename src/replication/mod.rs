@@ -7,15 +7,17 @@
 //! * [`machine`]: a `log::StateMachine` as openraft's state machine; the proposer
 //!   applies its own decoded entry, every other replica decodes the same bytes.
 //! * [`commit_log`]: [`commit_log::RaftCommitLog`], the cluster's `CommitLog`.
+//! * [`network`]: openraft's calls between nodes over gRPC, both sides.
 //!
 //! Every openraft type stays inside this module: openraft is pinned to an alpha whose
 //! API changes between releases. Not built yet: the TSDB's images as Raft snapshots
-//! (`machine::Snapshots` for the TSDB), the peer network (tonic), write forwarding,
+//! (`machine::Snapshots` for the TSDB), write forwarding,
 //! and the wiring into `odin run`; until then ODIN runs as a single node on its WAL.
 
 pub mod commit_log;
 pub mod log_store;
 pub mod machine;
+pub mod network;
 pub mod types;
 
 #[cfg(test)]

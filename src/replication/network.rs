@@ -1,0 +1,346 @@
+//! The peer network: openraft's calls over gRPC (`proto/odin/cluster.proto`).
+//!
+//! [`PeerNetwork`] is the calling side: one lazily connected channel per peer,
+//! shared by every call to it. [`ClusterService`] answers on the cluster port by
+//! handing each call to the local Raft node. A peer that cannot be reached is
+//! reported `Unreachable`, so openraft backs off instead of hammering it. Both sides
+//! take their transport from outside, so that mutual TLS can be added to them.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use openraft::OptionalSend;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use super::commit_log::Raft;
+use super::log_store::{decode_entry, encode_entry};
+use super::machine::Snapshots;
+use super::types::{LogId, OdinRaft, Peer, Vote};
+
+pub mod proto {
+    tonic::include_proto!("odin.cluster");
+}
+
+use proto::cluster_client::ClusterClient;
+use proto::cluster_server::{Cluster, ClusterServer};
+
+/// The largest message either side decodes: an append carries batches of at most
+/// 10 MiB each (remote write's limit), and openraft is configured to send few.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Snapshot bytes go in pieces of this size.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// How long connecting to a peer may take before the call counts it unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The fields of an append-entries request other than its entries.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AppendHead {
+    vote: Vote,
+    prev_log_id: Option<LogId>,
+    leader_commit: Option<LogId>,
+}
+
+/// The first chunk's meta of a snapshot transfer.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotHead {
+    vote: Vote,
+    meta: openraft::alias::SnapshotMetaOf<OdinRaft>,
+}
+
+/// Channels to the peers, by address; cheap to clone.
+#[derive(Clone, Default)]
+pub struct PeerNetwork {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerNetwork {
+    fn channel(&self, address: &str) -> Result<Channel, io::Error> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Calls to one peer.
+pub struct PeerConnection<I> {
+    target: u64,
+    client: Result<ClusterClient<Channel>, String>,
+    _image: std::marker::PhantomData<fn() -> I>,
+}
+
+impl<S: Snapshots> RaftNetworkFactory<OdinRaft> for PeerNetworkFor<S> {
+    type Network = PeerConnection<S>;
+
+    async fn new_client(&mut self, target: u64, node: &Peer) -> PeerConnection<S> {
+        let client = self
+            .network
+            .channel(&node.address)
+            .map(|c| ClusterClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            .map_err(|e| format!("peer {target} at {:?}: {e}", node.address));
+        PeerConnection {
+            target,
+            client,
+            _image: std::marker::PhantomData,
+        }
+    }
+}
+
+/// [`PeerNetwork`] for the Raft of one state machine type (the network's snapshot
+/// type is the machine's image).
+pub struct PeerNetworkFor<S> {
+    network: PeerNetwork,
+    _machine: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> PeerNetworkFor<S> {
+    pub fn new(network: PeerNetwork) -> Self {
+        PeerNetworkFor {
+            network,
+            _machine: std::marker::PhantomData,
+        }
+    }
+}
+
+fn unreachable(e: impl std::error::Error + 'static) -> Unreachable<OdinRaft> {
+    Unreachable::new(&e)
+}
+
+/// What a failed call means to openraft: a peer that is down or not listening is
+/// unreachable (openraft backs off); anything else is a network error.
+fn call_failed(status: tonic::Status) -> RPCError<OdinRaft> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(unreachable(status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn bad_reply(e: impl std::error::Error + 'static) -> RPCError<OdinRaft> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+/// openraft's answer in a reply, or the remote node's error.
+fn reply_json<T: serde::de::DeserializeOwned>(reply: proto::RaftReply) -> Result<T, io::Error> {
+    if !reply.error.is_empty() {
+        return Err(io::Error::other(format!("peer: {}", reply.error)));
+    }
+    serde_json::from_slice(&reply.json).map_err(io::Error::other)
+}
+
+impl<S: Snapshots> PeerConnection<S> {
+    fn client(&self) -> Result<ClusterClient<Channel>, Unreachable<OdinRaft>> {
+        self.client
+            .clone()
+            .map_err(|e| unreachable(io::Error::other(e)))
+    }
+}
+
+fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(option.hard_ttl());
+    request
+}
+
+impl<S: Snapshots> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
+    type SnapshotData = S::Image;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<OdinRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<OdinRaft>, RPCError<OdinRaft>> {
+        let head = AppendHead {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+        };
+        let entries = rpc
+            .entries
+            .iter()
+            .map(|e| encode_entry(e).map(Bytes::from))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_reply)?;
+        let request = proto::AppendEntriesRequest {
+            json: serde_json::to_vec(&head).map_err(bad_reply)?.into(),
+            entries,
+        };
+        let reply = self
+            .client()?
+            .append_entries(with_deadline(request, &option))
+            .await
+            .map_err(call_failed)?;
+        reply_json(reply.into_inner()).map_err(bad_reply)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<OdinRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<OdinRaft>, RPCError<OdinRaft>> {
+        let request = proto::RaftRequest {
+            json: serde_json::to_vec(&rpc).map_err(bad_reply)?.into(),
+        };
+        let reply = self
+            .client()?
+            .vote(with_deadline(request, &option))
+            .await
+            .map_err(call_failed)?;
+        reply_json(reply.into_inner()).map_err(bad_reply)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<OdinRaft, S::Image>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<OdinRaft>, StreamingError<OdinRaft>> {
+        let network = |e: io::Error| StreamingError::Network(NetworkError::new(&e));
+        let head = SnapshotHead {
+            vote,
+            meta: snapshot.meta,
+        };
+        let head = serde_json::to_vec(&head).map_err(|e| network(e.into()))?;
+        let data = S::encode_image(&snapshot.snapshot).map_err(network)?;
+        let mut chunks: Vec<proto::SnapshotChunk> = data
+            .chunks(SNAPSHOT_CHUNK)
+            .map(|c| proto::SnapshotChunk {
+                json: Bytes::new(),
+                data: Bytes::copy_from_slice(c),
+            })
+            .collect();
+        match chunks.first_mut() {
+            Some(first) => first.json = head.into(),
+            None => chunks.push(proto::SnapshotChunk {
+                json: head.into(),
+                data: Bytes::new(),
+            }),
+        }
+        let mut request = tonic::Request::new(futures_util::stream::iter(chunks));
+        request.set_timeout(option.hard_ttl());
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let target = self.target;
+        let sent = client.install_snapshot(request);
+        let reply = tokio::select! {
+            r = sent => r.map_err(|s| match call_failed(s) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => StreamingError::Network(NetworkError::new(&io::Error::other(format!("peer {target}: {other}")))),
+            })?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        reply_json(reply.into_inner()).map_err(network)
+    }
+}
+
+/// Answers peers' calls with the local Raft node.
+pub struct ClusterService<S: Snapshots> {
+    raft: Raft<S>,
+}
+
+impl<S: Snapshots> ClusterService<S> {
+    /// The tonic service, to add to the cluster port's server.
+    pub fn server(raft: Raft<S>) -> ClusterServer<ClusterService<S>> {
+        ClusterServer::new(ClusterService { raft }).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn reply<T: serde::Serialize, E: std::fmt::Display>(
+    result: Result<T, E>,
+) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {
+    let reply = match result {
+        Ok(v) => proto::RaftReply {
+            json: serde_json::to_vec(&v)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?
+                .into(),
+            error: String::new(),
+        },
+        Err(e) => proto::RaftReply {
+            json: Bytes::new(),
+            error: e.to_string(),
+        },
+    };
+    Ok(tonic::Response::new(reply))
+}
+
+fn bad_request(what: &str, e: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::invalid_argument(format!("{what}: {e}"))
+}
+
+#[tonic::async_trait]
+impl<S: Snapshots> Cluster for ClusterService<S> {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<proto::AppendEntriesRequest>,
+    ) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {
+        let request = request.into_inner();
+        let head: AppendHead =
+            serde_json::from_slice(&request.json).map_err(|e| bad_request("append entries", e))?;
+        let entries = request
+            .entries
+            .iter()
+            .map(|e| decode_entry(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad_request("append entries", e))?;
+        let rpc = AppendEntriesRequest {
+            vote: head.vote,
+            prev_log_id: head.prev_log_id,
+            entries,
+            leader_commit: head.leader_commit,
+        };
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<proto::RaftRequest>,
+    ) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {
+        let rpc: VoteRequest<OdinRaft> = serde_json::from_slice(&request.into_inner().json)
+            .map_err(|e| bad_request("vote", e))?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::SnapshotChunk>>,
+    ) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {
+        let mut stream = request.into_inner();
+        let mut head: Option<SnapshotHead> = None;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if head.is_none() {
+                head = Some(
+                    serde_json::from_slice(&chunk.json).map_err(|e| bad_request("snapshot", e))?,
+                );
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let head = head.ok_or_else(|| bad_request("snapshot", "no chunks"))?;
+        let image = S::decode_image(&data).map_err(|e| bad_request("snapshot", e))?;
+        let snapshot = openraft::alias::SnapshotOf::<OdinRaft, S::Image> {
+            meta: head.meta,
+            snapshot: image,
+        };
+        reply(self.raft.install_full_snapshot(head.vote, snapshot).await)
+    }
+}
