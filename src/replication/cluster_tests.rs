@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::commit_log::{Raft, RaftCommitLog};
 use super::log_store::RaftLogStore;
-use super::machine::{ClusterMachine, Proposals, Snapshots};
+use super::machine::{ClusterMachine, Proposals, Replicated};
 use super::network::{ClusterService, PeerNetwork, PeerNetworkFor};
 use super::types::{OdinRaft, Peer, Vote};
 use crate::log::{CommitLog, LogError, LogIndex, StateMachine, Urgency};
@@ -43,7 +43,7 @@ impl StateMachine for Tally {
     }
 }
 
-impl Snapshots for Tally {
+impl Replicated for Tally {
     type Image = Vec<(LogIndex, Vec<u8>)>;
 
     fn capture(&self) -> io::Result<Self::Image> {
@@ -63,6 +63,17 @@ impl Snapshots for Tally {
 
     fn decode_image(bytes: &[u8]) -> io::Result<Self::Image> {
         Ok(serde_json::from_slice(bytes)?)
+    }
+
+    fn encode_output(output: &LogIndex) -> Vec<u8> {
+        output.to_le_bytes().to_vec()
+    }
+
+    fn decode_output(bytes: &[u8]) -> io::Result<LogIndex> {
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| io::Error::other("an index is 8 bytes"))?;
+        Ok(LogIndex::from_le_bytes(bytes))
     }
 }
 
@@ -114,7 +125,7 @@ impl RaftNetworkFactory<OdinRaft> for Network {
 }
 
 impl RaftNetworkV2<OdinRaft> for Connection {
-    type SnapshotData = <Tally as Snapshots>::Image;
+    type SnapshotData = <Tally as Replicated>::Image;
 
     async fn append_entries(
         &mut self,
@@ -163,16 +174,16 @@ async fn start(id: u64, router: &Arc<Router>) -> Node {
         from: id,
         router: router.clone(),
     };
-    let node = start_with(id, network).await;
+    let node = start_with(id, network, None).await;
     router.nodes.lock().insert(id, node.log.raft().clone());
     node
 }
 
-async fn start_with<N>(id: u64, network: N) -> Node
+async fn start_with<N>(id: u64, network: N, peers: Option<PeerNetwork>) -> Node
 where
     N: RaftNetworkFactory<OdinRaft>,
     N::Network:
-        openraft::network::NetSnapshot<OdinRaft, SnapshotData = <Tally as Snapshots>::Image>,
+        openraft::network::NetSnapshot<OdinRaft, SnapshotData = <Tally as Replicated>::Image>,
 {
     let config = Config {
         heartbeat_interval: 50,
@@ -193,9 +204,17 @@ where
     let raft = TallyRaft::new(id, Arc::new(config), network, store, machine)
         .await
         .unwrap();
+    let log = RaftCommitLog::new(
+        id,
+        raft,
+        tally.clone(),
+        proposals,
+        peers,
+        Duration::from_secs(2),
+    );
     Node {
         tally,
-        log: RaftCommitLog::new(raft, proposals),
+        log,
         _dir: dir,
     }
 }
@@ -213,7 +232,8 @@ async fn write(nodes: &[Node], to: &[u64], entry: Vec<u8>) -> (u64, LogIndex) {
                 .submit_async(entry.clone(), entry.clone(), Urgency::Now);
             match submitted.await {
                 Ok(index) => return (id, index),
-                Err(LogError::NotLeader { .. }) => {}
+                // What a remote-write client sees as 503: it tries again.
+                Err(LogError::NotLeader { .. } | LogError::Cluster(_)) => {}
                 Err(e) => panic!("{e}"),
             }
         }
@@ -297,6 +317,22 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         // The leader is cut off: the other two elect one of them and go on. A writer
         // retries against the nodes it can reach until one takes the entry.
         router.cut.lock().insert(leader);
+        // The old leader cannot reach a quorum: it refuses within the write
+        // timeout, and never answers success.
+        let started = tokio::time::Instant::now();
+        let alone = at(leader)
+            .log
+            .submit_async(vec![101], vec![101], Urgency::Now)
+            .await;
+        assert!(
+            alone.is_err(),
+            "a leader without a quorum acknowledged a write"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         let rest: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
         let (new_leader, _) = write(&nodes, &rest, vec![100]).await;
         assert_ne!(new_leader, leader);
@@ -336,12 +372,13 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
 /// A node on its own cluster port: a gRPC server on a loopback port, peers reached
 /// through [`PeerNetwork`].
 async fn start_on_grpc(id: u64) -> (Node, Peer, tokio::task::JoinHandle<()>) {
-    let node = start_with(id, PeerNetworkFor::<Tally>::new(PeerNetwork::default())).await;
+    let peers = PeerNetwork::default();
+    let node = start_with(id, PeerNetworkFor::<Tally>::new(peers.clone()), Some(peers)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = Peer {
         address: listener.local_addr().unwrap().to_string(),
     };
-    let service = ClusterService::server(node.log.raft().clone());
+    let service = ClusterService::server(node.log.clone());
     let server = tokio::spawn(async move {
         let incoming = tokio_stream_listener(listener);
         let _ = tonic::transport::Server::builder()
@@ -395,6 +432,24 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         }
 
         let at = |id: u64| &nodes[(id - 1) as usize];
+
+        // A follower forwards to the leader and answers once it applied there.
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        let index = at(follower)
+            .log
+            .submit_async(vec![25], vec![25], Urgency::Now)
+            .await
+            .unwrap();
+        assert!(at(leader).tally.applied.lock().contains(&(index, vec![25])));
+        let mut expected = expected;
+        expected.push(vec![25]);
+        for n in &nodes {
+            until("all apply", Duration::from_secs(10), || {
+                entries(n) == expected
+            })
+            .await;
+        }
+
         at(leader).log.raft().trigger().snapshot().await.unwrap();
         let (fourth, peer, server) = start_on_grpc(4).await;
         servers.push(server);
@@ -414,7 +469,6 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         );
 
         // A follower's server stops: the other two still commit.
-        let follower = (1..=3).find(|&id| id != leader).unwrap();
         servers[(follower - 1) as usize].abort();
         let _ = at(follower).log.raft().shutdown().await;
         let rest: Vec<u64> = (1..=3).filter(|&id| id != follower).collect();

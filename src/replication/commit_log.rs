@@ -1,37 +1,118 @@
 //! [`RaftCommitLog`]: the cluster's Raft log behind the commit seam.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 
-use super::machine::{ClusterMachine, Proposals, Snapshots};
+use super::machine::{ClusterMachine, Proposals, Replicated};
+use super::network::PeerNetwork;
 use super::types::OdinRaft;
 use crate::log::{CommitLog, LogError, LogIndex, LogStats, Submitted, Urgency};
 
 pub type Raft<S> = openraft::Raft<OdinRaft, ClusterMachine<S>>;
 
+/// How long an entry may wait to be committed before its submitter is told it was
+/// not: a node cut off from the quorum answers within this, never with success.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Submits entries to the cluster: an entry is answered once a quorum holds it and
-/// this node applied it.
-pub struct RaftCommitLog<S: Snapshots> {
+/// the node that proposed it applied it. A node that knows another node leads
+/// forwards the entry there. Cheap to clone.
+pub struct RaftCommitLog<S: Replicated> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Replicated> Clone for RaftCommitLog<S> {
+    fn clone(&self) -> Self {
+        RaftCommitLog {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<S: Replicated> {
+    id: u64,
     raft: Raft<S>,
+    machine: Arc<S>,
     proposals: Arc<Proposals<S>>,
+    /// How to reach the leader to forward to; `None`: never forward, refuse.
+    peers: Option<PeerNetwork>,
+    write_timeout: Duration,
     runtime: tokio::runtime::Handle,
 }
 
-impl<S: Snapshots> RaftCommitLog<S> {
-    /// The log of `raft`, whose state machine shares `proposals`. Must be called
-    /// inside the runtime Raft runs on.
-    pub fn new(raft: Raft<S>, proposals: Arc<Proposals<S>>) -> Self {
+impl<S: Replicated> RaftCommitLog<S> {
+    /// The log of node `id`'s `raft`, whose state machine is `machine` and shares
+    /// `proposals`; `peers` reaches the leader to forward to (without, a node that does
+    /// not lead refuses with [`LogError::NotLeader`]). Must be called inside the
+    /// runtime Raft runs on.
+    pub fn new(
+        id: u64,
+        raft: Raft<S>,
+        machine: Arc<S>,
+        proposals: Arc<Proposals<S>>,
+        peers: Option<PeerNetwork>,
+        write_timeout: Duration,
+    ) -> Self {
         RaftCommitLog {
-            raft,
-            proposals,
-            runtime: tokio::runtime::Handle::current(),
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                machine,
+                proposals,
+                peers,
+                write_timeout,
+                runtime: tokio::runtime::Handle::current(),
+            }),
         }
     }
 
     pub fn raft(&self) -> &Raft<S> {
-        &self.raft
+        &self.inner.raft
+    }
+
+    pub(crate) fn machine(&self) -> &Arc<S> {
+        &self.inner.machine
+    }
+
+    /// Proposes an entry on this node, which must lead; never forwards.
+    pub(crate) async fn propose(
+        &self,
+        bytes: Vec<u8>,
+        entry: S::Entry,
+    ) -> Result<S::Output, LogError> {
+        let inner = &self.inner;
+        let (proposal, outcome) = inner.proposals.register(bytes, entry);
+        let seq = proposal.seq;
+        let written = tokio::time::timeout(inner.write_timeout, inner.raft.client_write(proposal));
+        match written.await {
+            Ok(Ok(_)) => outcome
+                .await
+                .map_err(|_| LogError::Cluster("the entry applied without an outcome".to_string())),
+            Ok(Err(e)) => {
+                inner.proposals.withdraw(seq);
+                Err(refusal(e))
+            }
+            Err(_) => {
+                // It may still commit; if it does, it is decoded like anyone's.
+                inner.proposals.withdraw(seq);
+                Err(LogError::Cluster(format!(
+                    "not committed by a quorum within {:?}",
+                    inner.write_timeout
+                )))
+            }
+        }
+    }
+
+    /// The leader this node knows of, when that is another node, with its address.
+    fn other_leader(&self) -> Option<(u64, String)> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow_watched();
+        let leader = m.current_leader.filter(|l| *l != self.inner.id)?;
+        let peer = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, peer.address.clone()))
     }
 }
 
@@ -45,7 +126,7 @@ fn refusal(e: RaftError<OdinRaft, ClientWriteError<OdinRaft>>) -> LogError {
     }
 }
 
-impl<S: Snapshots> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
+impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
     /// Blocks on the runtime the log was built in: call it from a thread of its own
     /// (the maintenance thread, the blocking pool), never from a task.
     fn submit(
@@ -54,7 +135,8 @@ impl<S: Snapshots> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
         entry: S::Entry,
         urgency: Urgency,
     ) -> Result<S::Output, LogError> {
-        self.runtime
+        self.inner
+            .runtime
             .block_on(self.submit_async(bytes, entry, urgency))
     }
 
@@ -64,38 +146,42 @@ impl<S: Snapshots> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
         entry: S::Entry,
         _urgency: Urgency,
     ) -> Submitted<S::Output> {
-        let (proposal, outcome) = self.proposals.register(bytes, entry);
-        let seq = proposal.seq;
-        let raft = self.raft.clone();
-        let proposals = self.proposals.clone();
+        let this = self.clone();
         Box::pin(async move {
-            match raft.client_write(proposal).await {
-                Ok(_) => outcome.await.map_err(|_| {
-                    LogError::Cluster("the entry applied without an outcome".to_string())
-                }),
-                Err(e) => {
-                    proposals.withdraw(seq);
-                    Err(refusal(e))
+            let forward_to = this
+                .inner
+                .peers
+                .as_ref()
+                .and_then(|p| Some((p, this.other_leader()?)));
+            match forward_to {
+                Some((peers, (leader, address))) => {
+                    let reply = peers
+                        .forward(leader, &address, bytes, this.inner.write_timeout)
+                        .await?;
+                    S::decode_output(&reply)
+                        .map_err(|e| LogError::Cluster(format!("leader's answer: {e}")))
                 }
+                None => this.propose(bytes, entry).await,
             }
         })
     }
 
     fn applied_index(&self) -> LogIndex {
-        let metrics = self.raft.metrics();
+        let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
         m.last_applied.map_or(0, |l| l.index)
     }
 
     /// Raft forgets entries once a snapshot covers them; this asks for one.
     fn compact(&self, _keep: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>) -> Result<(), LogError> {
-        self.runtime
-            .block_on(self.raft.trigger().snapshot())
+        self.inner
+            .runtime
+            .block_on(self.inner.raft.trigger().snapshot())
             .map_err(|e| LogError::Cluster(e.to_string()))
     }
 
     fn stats(&self) -> LogStats {
-        let metrics = self.raft.metrics();
+        let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
         LogStats {
             entries_written: m.last_log_index.unwrap_or(0),
@@ -104,14 +190,15 @@ impl<S: Snapshots> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
     }
 
     fn failure(&self) -> Option<String> {
-        let metrics = self.raft.metrics();
+        let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
         m.running_state.as_ref().err().map(|e| e.to_string())
     }
 
     fn close(&self) -> Result<(), LogError> {
-        self.runtime
-            .block_on(self.raft.shutdown())
+        self.inner
+            .runtime
+            .block_on(self.inner.raft.shutdown())
             .map_err(|e| LogError::Cluster(e.to_string()))
     }
 }

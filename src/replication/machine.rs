@@ -22,8 +22,9 @@ use super::types::{Applied, LogId, OdinRaft, Proposal};
 use crate::log::StateMachine;
 
 /// What a state machine adds to be replicated: an image of its whole state, for a
-/// replica too far behind for the log.
-pub trait Snapshots: StateMachine {
+/// replica too far behind for the log, and its outputs as bytes, for entries a
+/// follower forwards to the leader.
+pub trait Replicated: StateMachine {
     /// The image, as it travels to a replica.
     type Image: Clone + Send + Sync + 'static;
 
@@ -39,6 +40,12 @@ pub trait Snapshots: StateMachine {
 
     /// An image from a peer's bytes.
     fn decode_image(bytes: &[u8]) -> io::Result<Self::Image>;
+
+    /// An output as bytes, to answer a forwarded entry.
+    fn encode_output(output: &Self::Output) -> Vec<u8>;
+
+    /// An output from the leader's answer.
+    fn decode_output(bytes: &[u8]) -> io::Result<Self::Output>;
 }
 
 /// A proposed entry, decoded, and the sender of its outcome.
@@ -101,13 +108,13 @@ struct Progress<I: Send + 'static> {
 }
 
 /// openraft's view of a [`StateMachine`]; cheap to clone.
-pub struct ClusterMachine<S: Snapshots> {
+pub struct ClusterMachine<S: Replicated> {
     machine: Arc<S>,
     proposals: Arc<Proposals<S>>,
     progress: Arc<Mutex<Progress<S::Image>>>,
 }
 
-impl<S: Snapshots> Clone for ClusterMachine<S> {
+impl<S: Replicated> Clone for ClusterMachine<S> {
     fn clone(&self) -> Self {
         ClusterMachine {
             machine: self.machine.clone(),
@@ -117,7 +124,7 @@ impl<S: Snapshots> Clone for ClusterMachine<S> {
     }
 }
 
-impl<S: Snapshots> ClusterMachine<S> {
+impl<S: Replicated> ClusterMachine<S> {
     pub fn new(machine: Arc<S>, proposals: Arc<Proposals<S>>) -> Self {
         ClusterMachine {
             machine,
@@ -151,7 +158,7 @@ impl<S: Snapshots> ClusterMachine<S> {
     }
 }
 
-impl<S: Snapshots> RaftSnapshotBuilder<OdinRaft> for ClusterMachine<S> {
+impl<S: Replicated> RaftSnapshotBuilder<OdinRaft> for ClusterMachine<S> {
     type SnapshotData = S::Image;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<OdinRaft, S::Image>, io::Error> {
@@ -171,7 +178,7 @@ impl<S: Snapshots> RaftSnapshotBuilder<OdinRaft> for ClusterMachine<S> {
     }
 }
 
-impl<S: Snapshots> RaftStateMachine<OdinRaft> for ClusterMachine<S> {
+impl<S: Replicated> RaftStateMachine<OdinRaft> for ClusterMachine<S> {
     type SnapshotData = S::Image;
     type SnapshotBuilder = Self;
 

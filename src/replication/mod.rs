@@ -11,7 +11,7 @@
 //!
 //! Every openraft type stays inside this module: openraft is pinned to an alpha whose
 //! API changes between releases. Not built yet: the TSDB's images as Raft snapshots
-//! (`machine::Snapshots` for the TSDB), write forwarding,
+//! (`machine::Replicated` for the TSDB), write forwarding,
 //! and the wiring into `odin run`; until then ODIN runs as a single node on its WAL.
 
 pub mod commit_log;

@@ -22,10 +22,11 @@ use openraft::raft::{
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
-use super::commit_log::Raft;
+use super::commit_log::{Raft, RaftCommitLog};
 use super::log_store::{decode_entry, encode_entry};
-use super::machine::Snapshots;
+use super::machine::Replicated;
 use super::types::{LogId, OdinRaft, Peer, Vote};
+use crate::log::LogError;
 
 pub mod proto {
     tonic::include_proto!("odin.cluster");
@@ -66,6 +67,41 @@ pub struct PeerNetwork {
 }
 
 impl PeerNetwork {
+    /// Hands `entry` to the leader (node `leader` at `address`) and returns its
+    /// output's bytes once the leader applied it.
+    pub async fn forward(
+        &self,
+        leader: u64,
+        address: &str,
+        entry: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, LogError> {
+        let unreachable =
+            |e: String| LogError::Cluster(format!("leader {leader} at {address}: {e}"));
+        let channel = self
+            .channel(address)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut client = ClusterClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(proto::ForwardRequest {
+            entry: entry.into(),
+        });
+        request.set_timeout(timeout);
+        let reply = client
+            .forward(request)
+            .await
+            .map_err(|s| unreachable(s.message().to_string()))?
+            .into_inner();
+        if reply.error.is_empty() {
+            return Ok(reply.output.to_vec());
+        }
+        Err(match reply.leader {
+            0 => LogError::Cluster(format!("leader {leader}: {}", reply.error)),
+            other => LogError::NotLeader {
+                leader: Some(other),
+            },
+        })
+    }
+
     fn channel(&self, address: &str) -> Result<Channel, io::Error> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(address) {
@@ -87,7 +123,7 @@ pub struct PeerConnection<I> {
     _image: std::marker::PhantomData<fn() -> I>,
 }
 
-impl<S: Snapshots> RaftNetworkFactory<OdinRaft> for PeerNetworkFor<S> {
+impl<S: Replicated> RaftNetworkFactory<OdinRaft> for PeerNetworkFor<S> {
     type Network = PeerConnection<S>;
 
     async fn new_client(&mut self, target: u64, node: &Peer) -> PeerConnection<S> {
@@ -147,7 +183,7 @@ fn reply_json<T: serde::de::DeserializeOwned>(reply: proto::RaftReply) -> Result
     serde_json::from_slice(&reply.json).map_err(io::Error::other)
 }
 
-impl<S: Snapshots> PeerConnection<S> {
+impl<S: Replicated> PeerConnection<S> {
     fn client(&self) -> Result<ClusterClient<Channel>, Unreachable<OdinRaft>> {
         self.client
             .clone()
@@ -161,7 +197,7 @@ fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
     request
 }
 
-impl<S: Snapshots> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
+impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
     type SnapshotData = S::Image;
 
     async fn append_entries(
@@ -253,14 +289,17 @@ impl<S: Snapshots> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
 }
 
 /// Answers peers' calls with the local Raft node.
-pub struct ClusterService<S: Snapshots> {
+pub struct ClusterService<S: Replicated> {
     raft: Raft<S>,
+    log: RaftCommitLog<S>,
 }
 
-impl<S: Snapshots> ClusterService<S> {
+impl<S: Replicated> ClusterService<S> {
     /// The tonic service, to add to the cluster port's server.
-    pub fn server(raft: Raft<S>) -> ClusterServer<ClusterService<S>> {
-        ClusterServer::new(ClusterService { raft }).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn server(log: RaftCommitLog<S>) -> ClusterServer<ClusterService<S>> {
+        let raft = log.raft().clone();
+        ClusterServer::new(ClusterService { raft, log })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
 
@@ -287,7 +326,7 @@ fn bad_request(what: &str, e: impl std::fmt::Display) -> tonic::Status {
 }
 
 #[tonic::async_trait]
-impl<S: Snapshots> Cluster for ClusterService<S> {
+impl<S: Replicated> Cluster for ClusterService<S> {
     async fn append_entries(
         &self,
         request: tonic::Request<proto::AppendEntriesRequest>,
@@ -342,5 +381,35 @@ impl<S: Snapshots> Cluster for ClusterService<S> {
             snapshot: image,
         };
         reply(self.raft.install_full_snapshot(head.vote, snapshot).await)
+    }
+
+    async fn forward(
+        &self,
+        request: tonic::Request<proto::ForwardRequest>,
+    ) -> Result<tonic::Response<proto::ForwardReply>, tonic::Status> {
+        let bytes = request.into_inner().entry.to_vec();
+        let entry = self
+            .log
+            .machine()
+            .decode(&bytes, false)
+            .map_err(|e| bad_request("forwarded entry", e))?;
+        // Proposed here or refused: an entry is forwarded at most once, so a
+        // leadership change can never send it round in circles.
+        let reply = match self.log.propose(bytes, entry).await {
+            Ok(output) => proto::ForwardReply {
+                output: S::encode_output(&output).into(),
+                error: String::new(),
+                leader: 0,
+            },
+            Err(e) => proto::ForwardReply {
+                output: Bytes::new(),
+                leader: match &e {
+                    LogError::NotLeader { leader: Some(l) } => *l,
+                    _ => 0,
+                },
+                error: e.to_string(),
+            },
+        };
+        Ok(tonic::Response::new(reply))
     }
 }
