@@ -468,6 +468,37 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
             "caught up from the log, not a snapshot"
         );
 
+        // Every node tells who leads; the leader knows when each member last
+        // answered, and the learner is not a voter.
+        let status = super::status::cluster_status(at(leader).log.raft());
+        assert_eq!((status.node_id, status.role), (leader, "leader"));
+        assert_eq!(status.leader_id, Some(leader));
+        assert!(status.applied_index >= Some(index));
+        let by_id: BTreeMap<u64, &super::status::Member> =
+            status.members.iter().map(|m| (m.id, m)).collect();
+        assert_eq!(by_id.len(), 4);
+        assert!(!by_id[&4].voter && by_id[&1].voter);
+        assert!(
+            by_id
+                .values()
+                .all(|m| m.last_contact_seconds.is_some_and(|s| s < 5.0))
+        );
+        let seen = super::status::cluster_status(at(follower).log.raft());
+        assert_eq!((seen.role, seen.leader_id), ("follower", Some(leader)));
+        assert_eq!(seen.members[0].address, peers[&1].address);
+        let json = serde_json::to_value(&seen).unwrap();
+        for key in [
+            "nodeId",
+            "role",
+            "leaderId",
+            "term",
+            "commitIndex",
+            "appliedIndex",
+        ] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        assert!(json["members"][0].get("lastContactSeconds").is_some());
+
         // A follower's server stops: the other two still commit.
         servers[(follower - 1) as usize].abort();
         let _ = at(follower).log.raft().shutdown().await;

@@ -18,6 +18,7 @@ pub mod commit_log;
 pub mod log_store;
 pub mod machine;
 pub mod network;
+pub mod status;
 pub mod types;
 
 #[cfg(test)]
