@@ -24,7 +24,7 @@ use crate::tsdb::chunkenc::{ENCODING_XOR, XorIterator, encode_chunks};
 use crate::tsdb::db::DbInner;
 use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::{Head, SAMPLES_PER_CHUNK};
-use crate::tsdb::machine::PendingCut;
+use crate::tsdb::machine::{Pending, PendingCut};
 use crate::tsdb::matchers::postings_for_matchers;
 use crate::tsdb::querier::{BlockIndex, block_chunk_series};
 
@@ -71,37 +71,34 @@ fn cut_head(db: &DbInner) -> Result<()> {
     carry_out_pending(db)?;
     while let Some(end) = db.head_cut_due() {
         db.propose_head_cut(end)?;
-        if db.machine.pending.lock().cuts.is_empty() {
+        if !db.machine.pending.lock().has_cut() {
             // The cut was already below the head's bound; nothing to do.
             return Ok(());
         }
-        carry_out_cuts(db)?;
+        carry_out_pending(db)?;
     }
     Ok(())
 }
 
-/// Carries out what applied entries left for maintenance: the blocks of head cuts,
-/// then the tombstones of deletions. Runs with the maintenance lock held.
+/// Carries out what applied entries left for maintenance, oldest first: the block of
+/// a head cut (then the head is truncated and the log let go of what the block
+/// holds), the tombstones of a deletion. Runs with the maintenance lock held. An item
+/// leaves the queue only once done, so a failure leaves it for the next round.
 pub(crate) fn carry_out_pending(db: &DbInner) -> Result<()> {
-    carry_out_cuts(db)?;
-    carry_out_tombstones(db)
-}
-
-/// Writes the block of each applied head cut, oldest first, lists it, truncates the
-/// head and lets the log forget what the block now holds.
-fn carry_out_cuts(db: &DbInner) -> Result<()> {
     loop {
-        let Some(cut) = db.machine.pending.lock().cuts.front().copied() else {
+        let Some(next) = db.machine.pending.lock().queue.front().cloned() else {
             return Ok(());
         };
-        write_cut(db, cut)?;
-        db.machine.pending.lock().cuts.pop_front();
-        db.head.truncate(cut.end);
-        db.metrics.head_truncations.inc();
-        // Tombstones before compacting the log: a deletion it forgets must already
-        // be in the blocks.
-        carry_out_tombstones(db)?;
-        compact_log(db, cut.end)?;
+        match &next {
+            Pending::Cut(cut) => write_cut(db, *cut)?,
+            Pending::Tombstones(d) => add_tombstones(db, d)?,
+        }
+        db.machine.pending.lock().queue.pop_front();
+        if let Pending::Cut(cut) = next {
+            db.head.truncate(cut.end);
+            db.metrics.head_truncations.inc();
+            compact_log(db, cut.end)?;
+        }
     }
 }
 
@@ -110,8 +107,25 @@ fn carry_out_cuts(db: &DbInner) -> Result<()> {
 /// log).
 fn write_cut(db: &DbInner, cut: PendingCut) -> Result<()> {
     let ulid = head_block_ulid(cut.end, &db.opts.external_labels);
-    if db.blocks.read().iter().any(|b| b.meta().ulid == ulid) {
-        return Ok(());
+    let existing = db
+        .blocks
+        .read()
+        .iter()
+        .find(|b| b.meta().ulid == ulid)
+        .map(|b| b.meta().clone());
+    if let Some(meta) = existing {
+        // Truncating the head trusts this block to hold the range: make sure it is
+        // the block of this cut, not a foreign one that happens to share the name.
+        if meta.max_time == cut.end
+            && meta.compaction.level == 1
+            && meta.compaction.sources == [ulid]
+        {
+            return Ok(());
+        }
+        return Err(TsdbError::Internal(format!(
+            "block {ulid} exists but is not the head block ending at {}; the head is kept",
+            cut.end
+        )));
     }
     let Some(meta) = write_head_block(&db.head, &db.dir, cut.from, cut.end, ulid)? else {
         return Ok(());
@@ -139,17 +153,6 @@ fn write_cut(db: &DbInner, cut: PendingCut) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Writes the tombstones of applied deletions into the blocks they reach.
-fn carry_out_tombstones(db: &DbInner) -> Result<()> {
-    loop {
-        let Some(d) = db.machine.pending.lock().tombstones.first().cloned() else {
-            return Ok(());
-        };
-        add_tombstones(db, &d)?;
-        db.machine.pending.lock().tombstones.remove(0);
-    }
 }
 
 /// A block's ULID, derived from what the block is instead of drawn at random, so that
@@ -261,8 +264,6 @@ fn chunk_samples(c: &ChunkData) -> u64 {
 /// nothing else (a head cut below `min_t` is carried out; one above cannot have been
 /// applied yet).
 fn compact_log(db: &DbInner, min_t: i64) -> Result<()> {
-    // A deletion whose tombstones are not written yet must survive a crash.
-    let tombstones_pending = !db.machine.pending.lock().tombstones.is_empty();
     db.log().compact(&mut |rec| {
         match record::decode(rec, &mut |s| ArcStr::from(s)) {
             Ok(Record::Samples(b)) => {
@@ -274,11 +275,16 @@ fn compact_log(db: &DbInner, min_t: i64) -> Result<()> {
                 record::encode_batch(&b, &mut out);
                 Some(out)
             }
-            // Deletions only matter while the head may hold data they cover.
-            Ok(Record::Deletion(d)) => {
-                (d.max_t >= min_t || tombstones_pending).then(|| rec.to_vec())
-            }
-            Ok(Record::HeadCut(c)) => (c.end > min_t).then(|| rec.to_vec()),
+            // Deletions matter while the head may hold data they cover, and until
+            // their tombstones are in the blocks. (Asked here, after the log cut its
+            // segment: a deletion applied before the cut is queued by now.)
+            Ok(Record::Deletion(d)) => (d.max_t >= min_t
+                || db.machine.pending.lock().has_tombstones())
+            .then(|| rec.to_vec()),
+            // The cut at `min_t` stays, in its place: replay then raises the bound
+            // where it was raised, and a deletion after it clamps its tombstones
+            // where it did the first time.
+            Ok(Record::HeadCut(c)) => (c.end >= min_t).then(|| rec.to_vec()),
             Err(e) => {
                 tracing::warn!(error = %e, "dropping undecodable wal record from checkpoint");
                 None
@@ -696,6 +702,8 @@ pub(crate) fn clean_tombstones(db: &DbInner) -> Result<()> {
 
 /// Writes a snapshot: hard links of every block, plus the head as a block.
 pub(crate) fn snapshot(db: &DbInner, skip_head: bool) -> Result<String> {
+    // A pending cut's range is below the head's bound but in no block yet.
+    carry_out_pending(db)?;
     let name = format!(
         "{}-{:016x}",
         utc_stamp(crate::model::now_ms()),

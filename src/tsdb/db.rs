@@ -131,13 +131,15 @@ impl Db {
             Head::with_chunk_files(opts.min_block_ms, &chunks_dir)
                 .map_err(|e| TsdbError::io(format!("open {}", chunks_dir.display()), e))?,
         );
+        let started = Instant::now();
+        let machine = Arc::new(DbMachine::new(head.clone()));
+        // The log raises the head's bound where its cuts were applied, so replayed
+        // deletions clamp their tombstones as they did the first time. The blocks'
+        // end is a floor set afterwards, for a log that lost its cuts.
+        let (log, recovery) = Box::new(log).start(machine.clone())?;
         if let Some(max) = trusted_blocks_end(&blocks, &opts) {
             head.set_min_valid_time(max);
         }
-
-        let started = Instant::now();
-        let machine = Arc::new(DbMachine::new(head.clone()));
-        let (log, recovery) = Box::new(log).start(machine.clone())?;
         metrics.wal_replay_records.inc_by(recovery.entries);
         metrics.wal_corruptions.inc_by(recovery.corruptions);
         metrics.wal_corrupt_bytes.inc_by(recovery.corrupt_bytes);
@@ -1184,9 +1186,10 @@ mod tests {
                 dir.path().join(CORRUPTED_BLOCKS_DIR).join(name).is_dir(),
                 "{what}"
             );
-            // The head was not limited by the block: the WAL's samples after the
-            // cut are there, and writes at the head's time are accepted.
-            assert_eq!(db.head().min_valid_time(), i64::MIN, "{what}");
+            // The head was not limited by the block but by the cut the log
+            // recorded: the WAL's samples after the cut are there, and writes at the
+            // head's time are accepted.
+            assert_eq!(db.head().min_valid_time(), 2 * H, "{what}");
             assert_eq!(all(&db)[0].samples.len(), 12, "{what}");
             assert_eq!(one(&db, "a", 4 * H).accepted, 1, "{what}");
             // The next start finds nothing more to move.
@@ -1218,7 +1221,8 @@ mod tests {
         });
         let db = open(dir.path(), DbOptions::default());
         assert_eq!(db.blocks().len(), 1);
-        assert_eq!(db.head().min_valid_time(), i64::MIN);
+        // The bound is the cut the log recorded, not the block's claimed end.
+        assert_eq!(db.head().min_valid_time(), 2 * H);
         assert_eq!(one(&db, "a", crate::model::now_ms()).accepted, 1);
     }
 
@@ -1756,5 +1760,142 @@ mod tests {
         let labels = [("cluster".to_string(), "eu".to_string())].into();
         assert_ne!(u, compact::head_block_ulid(2 * H, &labels));
         assert_eq!(u.to_string(), "000006VQ80Y8JGN2V4JWSRJBKY");
+    }
+
+    /// Samples every 15 s with a little jitter: many chunks per range, cut where the
+    /// timestamps say.
+    fn fill_jitter(db: &Db, from: i64, to: i64) {
+        let (mut t, mut i) = (from, 0i64);
+        while t < to {
+            let mut app = db.appender();
+            for name in ["a", "b"] {
+                app.append(&Labels::from_pairs([("__name__", name)]), t, t as f64)
+                    .unwrap();
+            }
+            app.commit().unwrap();
+            t += 15_000 + (i * 37 % 11) * 97;
+            i += 1;
+        }
+    }
+
+    fn count_in(db: &Db, lo: i64, hi: i64) -> usize {
+        all(db).first().map_or(0, |s| {
+            s.samples.iter().filter(|x| x.t >= lo && x.t < hi).count()
+        })
+    }
+
+    /// Two cuts and then a deletion, all applied before maintenance: the deletion's
+    /// tombstones reach the second cut's block too (pending work is carried out in
+    /// entry order).
+    #[test]
+    fn a_deletion_after_two_pending_cuts_reaches_both_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, 0, 6 * H);
+        submit(&db, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        submit(&db, DbEntry::HeadCut(HeadCut { end: 4 * H }));
+        assert!(count_in(&db, 2 * H, 4 * H) > 0);
+        submit(
+            &db,
+            DbEntry::Deletion(Deletion {
+                matchers: vec![Matcher::equal("__name__", "a")],
+                min_t: H,
+                max_t: 5 * H,
+            }),
+        );
+        db.compact().unwrap();
+        assert_eq!(count_in(&db, H, 5 * H + 1), 0);
+        assert_eq!(db.blocks().len(), 2);
+    }
+
+    /// An open-ended deletion stays in the log's checkpoint; replayed after a
+    /// restart it must clamp its tombstones where it did the first time, not at the
+    /// newest block's end (which ate every sample written after it).
+    #[test]
+    fn a_deletion_replayed_after_a_restart_spares_what_came_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, 0, 4 * H);
+        db.delete_series(
+            vec![Matcher::equal("__name__", "a")],
+            3 * H + H / 2,
+            i64::MAX,
+        )
+        .unwrap();
+        fill(&db, 4 * H, 10 * H);
+        db.compact().unwrap();
+        let before = count_in(&db, 3 * H, 10 * H);
+        assert!(before > 0);
+        let mut db = db;
+        for _ in 0..2 {
+            db.close().unwrap();
+            drop(db);
+            db = open(dir.path(), opts());
+            db.compact().unwrap();
+            assert_eq!(count_in(&db, 3 * H, 10 * H), before);
+        }
+    }
+
+    /// With many chunks per range, a deletion applied while a cut is pending leaves
+    /// the cut's block as a prompt database writes it.
+    #[test]
+    fn a_deletion_while_a_cut_is_pending_leaves_the_block_as_a_prompt_one() {
+        let deletion = || {
+            DbEntry::Deletion(Deletion {
+                matchers: vec![Matcher::equal("__name__", "a")],
+                min_t: 3 * H,
+                max_t: 3 * H + H / 2,
+            })
+        };
+        let prompt = tempfile::tempdir().unwrap();
+        let a = open(prompt.path(), opts());
+        fill_jitter(&a, 0, 4 * H);
+        submit(&a, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        a.compact().unwrap();
+        submit(&a, deletion());
+        fill_jitter(&a, 4 * H, 6 * H + H / 2);
+        a.compact().unwrap();
+
+        let lagging = tempfile::tempdir().unwrap();
+        let b = open(lagging.path(), opts());
+        fill_jitter(&b, 0, 4 * H);
+        submit(&b, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        submit(&b, deletion());
+        fill_jitter(&b, 4 * H, 6 * H + H / 2);
+        b.compact().unwrap();
+
+        let (ba, bb) = (a.blocks(), b.blocks());
+        assert_eq!(ba.len(), 2);
+        assert_eq!(ba.len(), bb.len());
+        for (x, y) in ba.iter().zip(&bb) {
+            let (fx, fy) = (block_files(x.dir()), block_files(y.dir()));
+            let differ: Vec<_> = fx.keys().filter(|k| fx.get(*k) != fy.get(*k)).collect();
+            assert!(
+                fx.len() == fy.len() && differ.is_empty(),
+                "{}: {differ:?}",
+                x.meta().ulid
+            );
+        }
+        let samples = |db: &Db| -> Vec<(i64, u64)> {
+            all(db)[0]
+                .samples
+                .iter()
+                .map(|s| (s.t, s.v.to_bits()))
+                .collect()
+        };
+        assert_eq!(samples(&a), samples(&b));
+        assert_eq!(count_in(&a, 3 * H, 3 * H + H / 2 + 1), 0);
+    }
+
+    /// An admin snapshot taken while a cut is pending holds the cut's range.
+    #[test]
+    fn a_snapshot_while_a_cut_is_pending_holds_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), opts());
+        fill(&db, 0, 4 * H);
+        submit(&db, DbEntry::HeadCut(HeadCut { end: 2 * H }));
+        let name = db.snapshot(false).unwrap();
+        let copy = open(&dir.path().join("snapshots").join(name), opts());
+        assert_eq!(all(&copy)[0].samples.len(), all(&db)[0].samples.len());
     }
 }

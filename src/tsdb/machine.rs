@@ -4,8 +4,8 @@
 //! samples at or after the head's bound and leaves the range before it to the blocks
 //! as tombstones; a head cut raises the bound. The work that follows from an entry
 //! but is too slow for the log's thread (writing the cut block, writing tombstones)
-//! is queued here as [`Pending`] and carried out by maintenance, in entry order, on
-//! each replica's own schedule. What it writes depends only on the entries, so
+//! is queued here as [`Pending`] and carried out by maintenance, strictly in entry
+//! order, on each replica's own schedule. What it writes depends only on the entries, so
 //! every replica writes the same blocks.
 
 use std::collections::VecDeque;
@@ -52,13 +52,33 @@ pub(crate) struct PendingCut {
     pub end: i64,
 }
 
-/// Work that applied entries left for maintenance, in entry order.
+/// Work an applied entry left for maintenance.
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    /// Write the block of a head cut, then truncate the head.
+    Cut(PendingCut),
+    /// Write a deletion's tombstones into the blocks below the bound it met.
+    Tombstones(Deletion),
+}
+
+/// Work applied entries left for maintenance, carried out strictly in entry order:
+/// a deletion's tombstones go into the blocks of every cut before it, and of none
+/// after it.
 #[derive(Default)]
-pub(crate) struct Pending {
-    pub cuts: VecDeque<PendingCut>,
-    /// Deletions whose range reaches below the head's bound: tombstones for the
-    /// blocks there, written or still to be cut.
-    pub tombstones: Vec<Deletion>,
+pub(crate) struct PendingWork {
+    pub queue: VecDeque<Pending>,
+}
+
+impl PendingWork {
+    pub fn has_cut(&self) -> bool {
+        self.queue.iter().any(|p| matches!(p, Pending::Cut(_)))
+    }
+
+    pub fn has_tombstones(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|p| matches!(p, Pending::Tombstones(_)))
+    }
 }
 
 /// Wakes the maintenance loop: the head became compactable, or work is pending.
@@ -87,7 +107,7 @@ impl MaintenanceSignal {
 /// The TSDB's state machine: the head, and the work applied entries left pending.
 pub struct DbMachine {
     pub(crate) head: Arc<Head>,
-    pub(crate) pending: Mutex<Pending>,
+    pub(crate) pending: Mutex<PendingWork>,
     pub(crate) signal: Arc<MaintenanceSignal>,
 }
 
@@ -116,7 +136,8 @@ impl DbMachine {
             // Only below the bound: the blocks there are those cut before this
             // entry; a block cut later holds nothing this deletion may remove.
             let max_t = d.max_t.min(bound - 1);
-            self.pending.lock().tombstones.push(Deletion { max_t, ..d });
+            let tombstones = Pending::Tombstones(Deletion { max_t, ..d });
+            self.pending.lock().queue.push_back(tombstones);
             self.signal.wake();
         }
     }
@@ -128,10 +149,8 @@ impl DbMachine {
             return;
         }
         self.head.set_min_valid_time(cut.end);
-        self.pending
-            .lock()
-            .cuts
-            .push_back(PendingCut { from, end: cut.end });
+        let cut = Pending::Cut(PendingCut { from, end: cut.end });
+        self.pending.lock().queue.push_back(cut);
         self.signal.wake();
     }
 }

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use crate::model::{Labels, Sample};
 use crate::storage::{ChunkData, RejectReason};
-use crate::tsdb::chunkenc::{HEADER_LEN, XorChunk, XorIterator, encode_chunks};
+use crate::tsdb::chunkenc::{HEADER_LEN, XorChunk, XorIterator};
 
 use super::chunk_files::{ChunkSlot, DiskChunkRef, HeadChunkFiles};
 
@@ -374,33 +374,69 @@ impl SeriesState {
         }
     }
 
-    /// Removes samples in `[min_t, max_t]`. Deletions are rare, so the series is simply
-    /// re-encoded into fresh heap chunks of [`SAMPLES_PER_CHUNK`]; the newest becomes
-    /// the open chunk. (Old file chunks are left for truncation to reclaim.)
+    /// Removes samples in `[min_t, max_t]`. Each chunk holding some is re-encoded on
+    /// its own without them (a heap chunk; an emptied chunk goes), and nothing else
+    /// changes: not the other chunks, not where the open chunk will be cut. So a
+    /// deletion leaves the same chunks whatever else the head still holds (a replica
+    /// that has not yet truncated a cut range keeps it as it was). A chunk that
+    /// cannot be read is left as it is, with a warning.
     pub fn delete_range(&mut self, files: Option<&HeadChunkFiles>, min_t: i64, max_t: i64) {
-        let mut samples: Vec<Sample> = Vec::new();
-        self.for_each_chunk(files, i64::MIN, i64::MAX, |_, _, bytes| {
-            samples.extend(
-                XorIterator::new(bytes)
-                    .filter(|(t, _)| *t < min_t || *t > max_t)
-                    .map(|(t, v)| Sample { t, v }),
-            );
-        });
-        let mut closed = Vec::new();
-        self.open = None;
-        for (min_t, max_t, chunk) in encode_chunks(&samples, SAMPLES_PER_CHUNK) {
-            if let Some(prev) = self.open.take() {
-                closed.push(ClosedChunk {
-                    min_t: prev.min_t,
-                    max_t: prev.max_t(),
-                    data: ClosedData::Heap(prev.chunk.bytes().into()),
-                });
+        let hit = |lo: i64, hi: i64| hi >= min_t && lo <= max_t;
+        let kept = |bytes: &[u8]| -> Vec<Sample> {
+            XorIterator::new(bytes)
+                .filter(|(t, _)| *t < min_t || *t > max_t)
+                .map(|(t, v)| Sample { t, v })
+                .collect()
+        };
+        if self.closed.iter().any(|c| hit(c.min_t, c.max_t)) {
+            let mut out = Vec::with_capacity(self.closed.len());
+            for c in std::mem::take(&mut self.closed).into_vec() {
+                if !hit(c.min_t, c.max_t) {
+                    out.push(c);
+                    continue;
+                }
+                let samples = match &c.data {
+                    ClosedData::Heap(b) => Some(kept(b)),
+                    ClosedData::File(r) => files.and_then(|f| f.read(*r)).map(|b| kept(&b)),
+                };
+                let Some(samples) = samples else {
+                    tracing::warn!(min_t = c.min_t, "head chunk unreadable; deletion skips it");
+                    out.push(c);
+                    continue;
+                };
+                if let Some(chunk) = encode_one(&samples) {
+                    out.push(ClosedChunk {
+                        min_t: chunk.0,
+                        max_t: chunk.1,
+                        data: ClosedData::Heap(chunk.2.bytes().into()),
+                    });
+                }
             }
-            debug_assert_eq!(chunk.last_sample().map(|(t, _)| t), Some(max_t));
-            self.open = Some(OpenChunk::new(min_t, chunk));
+            self.closed = out.into_boxed_slice();
         }
-        self.closed = closed.into_boxed_slice();
+        let Some(open) = self.open.as_ref().filter(|o| hit(o.min_t, o.max_t())) else {
+            return;
+        };
+        match open.with_bytes(files, kept) {
+            None => tracing::warn!(
+                min_t = open.min_t,
+                "open head chunk unreadable; deletion skips it"
+            ),
+            Some(samples) => {
+                self.open = encode_one(&samples).map(|(lo, _, chunk)| OpenChunk::new(lo, chunk));
+            }
+        }
     }
+}
+
+/// `samples` as one chunk, with its first and last time; `None` when empty.
+fn encode_one(samples: &[Sample]) -> Option<(i64, i64, XorChunk)> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let mut chunk = XorChunk::new();
+    for s in samples {
+        chunk.append(s.t, s.v);
+    }
+    Some((first.t, last.t, chunk))
 }
 
 /// Logs the first failure to move open-chunk bytes to the files as a warning (a full
