@@ -77,33 +77,53 @@ impl<S: Replicated> RaftCommitLog<S> {
         &self.inner.machine
     }
 
-    /// Proposes an entry on this node, which must lead; never forwards.
+    /// Proposes an entry on this node, which must lead; never forwards. Returns the
+    /// output and the index the entry applied at.
     pub(crate) async fn propose(
         &self,
         bytes: Vec<u8>,
         entry: S::Entry,
-    ) -> Result<S::Output, LogError> {
+    ) -> Result<(S::Output, LogIndex), LogError> {
         let inner = &self.inner;
         let (proposal, outcome) = inner.proposals.register(bytes, entry);
-        let seq = proposal.seq;
+        // Whatever ends this call (an answer, a refusal, the caller giving up), the
+        // decoded entry does not stay behind; one that commits later is decoded like
+        // anyone's.
+        let _withdraw = Withdraw {
+            proposals: &inner.proposals,
+            seq: proposal.seq,
+        };
         let written = tokio::time::timeout(inner.write_timeout, inner.raft.client_write(proposal));
         match written.await {
-            Ok(Ok(_)) => outcome
-                .await
-                .map_err(|_| LogError::Cluster("the entry applied without an outcome".to_string())),
-            Ok(Err(e)) => {
-                inner.proposals.withdraw(seq);
-                Err(refusal(e))
+            Ok(Ok(response)) => {
+                let output = outcome.await.map_err(|_| {
+                    LogError::Cluster("the entry applied without an outcome".to_string())
+                })?;
+                Ok((output, response.log_id.index))
             }
-            Err(_) => {
-                // It may still commit; if it does, it is decoded like anyone's.
-                inner.proposals.withdraw(seq);
-                Err(LogError::Cluster(format!(
-                    "not committed by a quorum within {:?}",
-                    inner.write_timeout
-                )))
-            }
+            Ok(Err(e)) => Err(refusal(e)),
+            Err(_) => Err(LogError::Cluster(format!(
+                "not committed by a quorum within {:?}",
+                inner.write_timeout
+            ))),
         }
+    }
+
+    /// Waits until this node applied `index` (a forwarded entry), so that what the
+    /// submitter wrote is visible here when it is answered.
+    async fn applied(&self, index: LogIndex) -> Result<(), LogError> {
+        self.inner
+            .raft
+            .wait(Some(self.inner.write_timeout))
+            .applied_index_at_least(Some(index), "forwarded entry")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                LogError::Cluster(format!(
+                    "committed at {index}, but not applied here within {:?}: {e}",
+                    self.inner.write_timeout
+                ))
+            })
     }
 
     /// The leader this node knows of, when that is another node, with its address.
@@ -113,6 +133,18 @@ impl<S: Replicated> RaftCommitLog<S> {
         let leader = m.current_leader.filter(|l| *l != self.inner.id)?;
         let peer = m.membership_config.membership().get_node(&leader)?;
         Some((leader, peer.address.clone()))
+    }
+}
+
+/// Withdraws a proposal when dropped.
+struct Withdraw<'a, S: Replicated> {
+    proposals: &'a Proposals<S>,
+    seq: u64,
+}
+
+impl<S: Replicated> Drop for Withdraw<'_, S> {
+    fn drop(&mut self) {
+        self.proposals.withdraw(self.seq);
     }
 }
 
@@ -155,13 +187,15 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
                 .and_then(|p| Some((p, this.other_leader()?)));
             match forward_to {
                 Some((peers, (leader, address))) => {
-                    let reply = peers
+                    let (reply, index) = peers
                         .forward(leader, &address, bytes, this.inner.write_timeout)
                         .await?;
-                    S::decode_output(&reply)
-                        .map_err(|e| LogError::Cluster(format!("leader's answer: {e}")))
+                    let output = S::decode_output(&reply)
+                        .map_err(|e| LogError::Cluster(format!("leader's answer: {e}")))?;
+                    this.applied(index).await?;
+                    Ok(output)
                 }
-                None => this.propose(bytes, entry).await,
+                None => Ok(this.propose(bytes, entry).await?.0),
             }
         })
     }

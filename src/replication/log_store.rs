@@ -103,7 +103,11 @@ impl RaftLogStore {
             first_index: 0,
             purged: read_json(&dir.join("purged"))?,
             vote: read_json(&dir.join("vote"))?,
-            committed: read_json(&dir.join("committed"))?,
+            // A hint written without fsync: a torn one is as good as none.
+            committed: read_json(&dir.join("committed")).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "raft log: ignoring an unreadable commit hint");
+                None
+            }),
             current: None,
             segments: BTreeMap::new(),
             readers: HashMap::new(),
@@ -111,6 +115,15 @@ impl RaftLogStore {
         };
         store.first_index = store.purged.next_index();
         store.recover()?;
+        // Recovery may have cut entries the hint says were committed; the others
+        // hold them and send them again.
+        if store
+            .committed
+            .is_some_and(|c| Some(c) > store.last_log_id())
+        {
+            tracing::warn!("raft log: the commit hint is past the log's end; lowered to it");
+            store.committed = store.last_log_id();
+        }
         Ok(RaftLogStore {
             store: Arc::new(Mutex::new(store)),
         })
@@ -162,8 +175,12 @@ impl Store {
                     Next::Corrupt(c) => format!("{c:?}"),
                     Next::Record(payload) => match decode_log_id(payload) {
                         Ok(log_id) if log_id.index < self.first_index => continue,
-                        // The first entry held may follow a purge or a snapshot.
-                        Ok(log_id) if self.locs.is_empty() || log_id.index == self.next_index() => {
+                        // A log that never purged may start anywhere (after a
+                        // snapshot); one that purged goes on right after it.
+                        Ok(log_id)
+                            if log_id.index == self.next_index()
+                                || (self.locs.is_empty() && self.purged.is_none()) =>
+                        {
                             if self.locs.is_empty() {
                                 self.first_index = log_id.index;
                             }

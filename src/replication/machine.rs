@@ -64,9 +64,13 @@ pub struct Proposals<S: StateMachine> {
 
 impl<S: StateMachine> Proposals<S> {
     pub fn new(node: u64) -> Self {
+        // Numbers start at a random point of a random 2^32 block, so that an entry
+        // this node proposed before a restart, applied after it, never matches a new
+        // proposal's number.
+        let start = u64::from(rand::random::<u32>()) << 32;
         Proposals {
             node,
-            next: AtomicU64::new(1),
+            next: AtomicU64::new(start),
             waiting: Mutex::new(HashMap::new()),
         }
     }

@@ -68,14 +68,14 @@ pub struct PeerNetwork {
 
 impl PeerNetwork {
     /// Hands `entry` to the leader (node `leader` at `address`) and returns its
-    /// output's bytes once the leader applied it.
+    /// output's bytes and its index once the leader applied it.
     pub async fn forward(
         &self,
         leader: u64,
         address: &str,
         entry: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, LogError> {
+    ) -> Result<(Vec<u8>, u64), LogError> {
         let unreachable =
             |e: String| LogError::Cluster(format!("leader {leader} at {address}: {e}"));
         let channel = self
@@ -92,7 +92,7 @@ impl PeerNetwork {
             .map_err(|s| unreachable(s.message().to_string()))?
             .into_inner();
         if reply.error.is_empty() {
-            return Ok(reply.output.to_vec());
+            return Ok((reply.output.to_vec(), reply.index));
         }
         Err(match reply.leader {
             0 => LogError::Cluster(format!("leader {leader}: {}", reply.error)),
@@ -396,13 +396,15 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         // Proposed here or refused: an entry is forwarded at most once, so a
         // leadership change can never send it round in circles.
         let reply = match self.log.propose(bytes, entry).await {
-            Ok(output) => proto::ForwardReply {
+            Ok((output, index)) => proto::ForwardReply {
                 output: S::encode_output(&output).into(),
                 error: String::new(),
                 leader: 0,
+                index,
             },
             Err(e) => proto::ForwardReply {
                 output: Bytes::new(),
+                index: 0,
                 leader: match &e {
                     LogError::NotLeader { leader: Some(l) } => *l,
                     _ => 0,

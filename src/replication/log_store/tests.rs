@@ -261,3 +261,19 @@ fn an_append_out_of_sequence_is_refused() {
         assert_eq!(indices(&mut store).await.len(), 1);
     });
 }
+
+/// A torn commit hint (written without fsync) does not keep the log from opening.
+#[test]
+fn a_torn_commit_hint_is_ignored() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RaftLogStore::open(dir.path()).unwrap();
+        append(&mut store, vec![entry(1, 1, b"a")]).await;
+        store.save_committed(Some(log_id(1, 1))).await.unwrap();
+        drop(store);
+        fs::write(dir.path().join("committed"), b"{\"leader_id").unwrap();
+        let mut store = RaftLogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        assert_eq!(indices(&mut store).await.len(), 1);
+    });
+}
