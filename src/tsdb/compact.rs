@@ -7,13 +7,12 @@
 //! `<ULID>.tmp-for-deletion` first, so a crash never leaves a half-deleted block that
 //! would be read; leftovers of both kinds are removed at start-up.
 
-use arcstr::ArcStr;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::log::record::{self, Deletion, Record};
+use crate::log::record::Deletion;
 use crate::model::{Interval, Sample};
 use crate::storage::{ChunkData, ChunkSeries, ChunkSeriesSet, MergeChunkSeriesSet, merge_samples};
 use crate::tsdb::block::meta::BlockMeta;
@@ -63,7 +62,7 @@ pub fn block_ranges(min_block_ms: i64, max_block_ms: i64) -> Vec<i64> {
 const READER_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Cuts every full chunk range off the head once the head spans one and a half ranges
-/// (Prometheus's rule), truncates the head and checkpoints the WAL.
+/// (Prometheus's rule), truncates the head and takes a head image.
 fn cut_head(db: &DbInner) -> Result<()> {
     let range = db.opts.min_block_ms;
     loop {
@@ -108,7 +107,9 @@ fn cut_head(db: &DbInner) -> Result<()> {
         }
         head.truncate(end);
         db.metrics.head_truncations.inc();
-        checkpoint_wal(db, end)?;
+        // The image replaces the WAL checkpoint; it is what lets the chunk files that
+        // truncation retired be deleted.
+        crate::tsdb::recovery::take_image(db, "head cut")?;
     }
 }
 
@@ -155,35 +156,6 @@ fn chunk_samples(c: &ChunkData) -> u64 {
         Some(b) => u64::from(u16::from_be_bytes([b[0], b[1]])),
         None => 0,
     }
-}
-
-/// Rewrites the closed WAL segments into a checkpoint that keeps only what the head
-/// still holds (samples at or after `min_t`), bounding replay time.
-fn checkpoint_wal(db: &DbInner, min_t: i64) -> Result<()> {
-    let wal = db.wal();
-    let seg = wal.cut_segment()?;
-    let stats = wal.checkpoint(seg, |rec| {
-        match record::decode(rec, &mut |s| ArcStr::from(s)) {
-            Ok(Record::Samples(b)) => {
-                let b = b.filtered(|x| x.t >= min_t);
-                if b.is_empty() {
-                    return None;
-                }
-                let mut out = Vec::with_capacity(rec.len());
-                record::encode_batch(&b, &mut out);
-                Some(out)
-            }
-            // Deletions only matter while the head may hold data they cover.
-            Ok(Record::Deletion(d)) => (d.max_t >= min_t).then(|| rec.to_vec()),
-            Err(e) => {
-                tracing::warn!(error = %e, "dropping undecodable wal record from checkpoint");
-                None
-            }
-        }
-    })?;
-    db.metrics.checkpoints.inc();
-    tracing::debug!(?stats, "wal checkpoint written");
-    Ok(())
 }
 
 /// Which blocks to compact next, if any: overlapping blocks first, then Prometheus's

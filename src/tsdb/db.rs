@@ -5,7 +5,7 @@
 //! ```text
 //! <dir>/lock                      advisory lock: one process per directory
 //! <dir>/wal/…                     WAL segments and checkpoints
-//! <dir>/chunks_head/…             completed head chunks (rebuilt from the WAL at start-up)
+//! <dir>/chunks_head/…             head chunk files and head images (see `recovery`)
 //! <dir>/<ULID>/                   one block each: meta.json, index, chunks/, tombstones
 //! <dir>/<ULID>.tmp-for-creation   a block being written (removed at start-up)
 //! <dir>/<ULID>.tmp-for-deletion   a block being deleted (removed at start-up)
@@ -34,6 +34,7 @@ use crate::tsdb::head::{Head, MemSeries};
 use crate::tsdb::isolation::ReadEpochs;
 use crate::tsdb::metrics::TsdbMetrics;
 use crate::tsdb::querier::DbQuerier;
+use crate::tsdb::recovery;
 use crate::tsdb::shipping::ShippingHook;
 
 /// Default of [`DbOptions::too_far_in_future_ms`]: 10 minutes, Mimir's
@@ -98,6 +99,8 @@ pub(crate) struct DbInner {
     pub(crate) head: Arc<Head>,
     wal: WalWriter<WalPayload, AppendSummary>,
     pub(crate) blocks: RwLock<Vec<Arc<Block>>>,
+    /// The head images on disk and when the next is due.
+    pub(crate) images: recovery::HeadImages,
     /// Open queriers by the block-list epoch they saw; a head cut waits for older ones.
     pub(crate) reads: Arc<ReadEpochs>,
     pub(crate) metrics: TsdbMetrics,
@@ -127,22 +130,27 @@ impl Db {
 
         let blocks = open_blocks(dir, &metrics)?;
         let chunks_dir = dir.join("chunks_head");
-        let head = Arc::new(
-            Head::with_chunk_files(opts.min_block_ms, &chunks_dir)
-                .map_err(|e| TsdbError::io(format!("open {}", chunks_dir.display()), e))?,
-        );
+        let recovery::OpenedHead {
+            head,
+            image,
+            images,
+        } = recovery::open_head(&chunks_dir, opts.min_block_ms, &metrics)?;
+        let head = Arc::new(head);
         if let Some(max) = trusted_blocks_end(&blocks, &opts) {
             head.set_min_valid_time(max);
         }
 
         let started = Instant::now();
-        let wal = Wal::open(
+        let mut wal = Wal::open(
             dir.join("wal"),
             WalOptions {
                 segment_size: opts.wal_segment_bytes,
                 ..WalOptions::default()
             },
         )?;
+        if let Some(image) = &image {
+            wal.resume_at(image.position.segment, image.position.index);
+        }
         let repair = wal.repair_report().clone();
         let (replayed, undecodable, summary, replay_stats) =
             replay_wal(&wal, &head, RESOLVE_AT_BACKLOG)?;
@@ -192,6 +200,7 @@ impl Db {
             head,
             wal,
             blocks: RwLock::new(blocks),
+            images,
             reads: Arc::default(),
             metrics,
             maintenance: Mutex::new(()),
@@ -207,6 +216,11 @@ impl Db {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &DbInner {
+        &self.inner
     }
 
     pub fn head(&self) -> &Head {
@@ -314,8 +328,20 @@ impl Db {
             return Ok(());
         }
         self.wake_maintenance();
+        if !self.inner.wal.is_closed() && !self.inner.wal.has_stopped_unexpectedly() {
+            // A failure is logged and counted; the WAL still holds everything.
+            let _m = self.inner.maintenance.lock();
+            let _ = recovery::take_image(&self.inner, "shutdown");
+        }
         self.inner.wal.close()?;
         Ok(())
+    }
+
+    /// Takes a head image if the WAL has grown enough since the last one (see
+    /// `recovery`). Blocking; the maintenance loop calls it after [`Db::compact`].
+    pub fn take_head_image_if_due(&self) -> Result<()> {
+        let _m = self.inner.maintenance.lock();
+        recovery::take_image_if_due(&self.inner)
     }
 
     /// Commits a batch, blocking until it is durable; the path of every appender's
@@ -393,7 +419,12 @@ impl Db {
                     .metrics
                     .head_series
                     .set(self.inner.head.num_series() as i64);
-                if self.head_compactable() {
+                if self.head_compactable()
+                    || self
+                        .inner
+                        .images
+                        .due(self.inner.wal.stats().bytes_written())
+                {
                     self.wake_maintenance();
                 }
                 Ok(summary)

@@ -278,6 +278,24 @@ impl XorChunk {
         })
     }
 
+    /// [`XorChunk::from_bytes`] for a chunk whose first `drained` stream bytes were
+    /// moved elsewhere with [`XorChunk::drain_stream`] (a head chunk slot): `bytes` is
+    /// the whole chunk, and the result holds only the rest, in a buffer of at least
+    /// `capacity` bytes, exactly as the chunk that was drained did.
+    pub fn from_bytes_drained(
+        bytes: Vec<u8>,
+        drained: usize,
+        capacity: usize,
+    ) -> Result<Self, ChunkError> {
+        let mut c = Self::from_bytes(bytes)?;
+        if drained > c.finished_stream_len() {
+            return Err(ChunkError::Truncated);
+        }
+        let _ = c.drain_stream(drained, |_| Ok::<(), ChunkError>(()));
+        c.w.set_capacity(capacity);
+        Ok(c)
+    }
+
     /// Bytes of the bit stream after the header that later appends can no longer
     /// change: these may be moved elsewhere with [`XorChunk::drain_stream`].
     #[inline]

@@ -6,6 +6,7 @@
 //! the head a deterministic function of the log. Readers run concurrently.
 
 mod chunk_files;
+pub mod image;
 mod postings;
 mod series;
 mod series_table;
@@ -81,6 +82,17 @@ impl Head {
     pub fn with_chunk_files(chunk_range_ms: i64, dir: &std::path::Path) -> std::io::Result<Self> {
         let mut head = Self::new(chunk_range_ms);
         head.files = Some(HeadChunkFiles::open(dir)?);
+        Ok(head)
+    }
+
+    /// A head with the chunk files found under `dir`, for an image to be loaded into
+    /// (see [`image::load`]).
+    pub fn with_existing_chunk_files(
+        chunk_range_ms: i64,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let mut head = Self::new(chunk_range_ms);
+        head.files = Some(HeadChunkFiles::open_existing(dir)?);
         Ok(head)
     }
 
