@@ -1163,6 +1163,13 @@ mod tests {
             }
             db.close().unwrap();
             drop(db);
+            // Without the shutdown's head image, so that the start replays the WAL.
+            for image in
+                crate::tsdb::head::image::list_images(&dir.path().join("chunks_head")).unwrap()
+            {
+                let name = crate::tsdb::head::image::image_name(image);
+                std::fs::remove_file(dir.path().join("chunks_head").join(name)).unwrap();
+            }
             let wal = dir.path().join("wal");
             let segments = crate::log::wal::inspect(&wal).unwrap().segments;
             assert!(segments.len() > 4, "{segments:?}");

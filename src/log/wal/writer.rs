@@ -636,6 +636,7 @@ impl<T: Send + 'static, R: Send + 'static> WalWriter<T, R> {
         let max_batch = cfg.max_batch_bytes;
         let patience = cfg.patience;
         let first_index = cfg.first_index;
+        stats.log_index.store(first_index, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name("odin-wal".to_owned())
             .spawn(move || run(&thread_shared, seg, apply, max_batch, patience, first_index));

@@ -168,6 +168,11 @@ struct OpenImage {
 #[derive(Debug, Clone)]
 pub struct LoadedImage {
     pub position: LogPosition,
+    /// The head's out-of-bounds boundary when the image was taken. Not applied by
+    /// [`load`]: start-up takes the boundary from the blocks it trusts, as it did
+    /// before images, so that a block moved aside as damaged or dated in the future
+    /// never limits the head.
+    pub min_valid_time: i64,
     pub series: u64,
     /// The chunk files the image names.
     pub files: HashSet<u32>,
@@ -623,9 +628,9 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
         head.min_t.store(lo, Ordering::Release);
         head.max_t.store(hi, Ordering::Release);
     }
-    head.set_min_valid_time(min_valid_time);
     Ok(LoadedImage {
         position: LogPosition { segment, index },
+        min_valid_time,
         series: num_series,
         files: referenced,
     })

@@ -109,7 +109,7 @@ fn an_image_round_trips_and_the_open_chunks_go_on_as_if_never_stopped() {
     assert_eq!(loaded.position, POS);
     assert_eq!(loaded.series, 41);
     assert!(!loaded.files.is_empty());
-    assert_eq!(b.min_valid_time(), -5);
+    assert_eq!(loaded.min_valid_time, -5);
     assert_eq!((b.min_time(), b.max_time()), (a.min_time(), a.max_time()));
     assert_eq!(b.num_series(), a.num_series());
     assert_eq!(
