@@ -270,6 +270,8 @@ impl Db {
     /// is closed. Returns false once closed. The maintenance loop calls this between
     /// rounds of [`Db::compact`].
     pub fn wait_for_maintenance(&self, timeout: std::time::Duration) -> bool {
+        let written = self.inner.wal.stats().bytes_written();
+        let timeout = self.inner.images.maintenance_timeout(written, timeout);
         let mut wanted = self.inner.compact_wanted.lock();
         if !*wanted && !self.inner.closed.load(Ordering::Acquire) {
             self.inner.compact_cv.wait_for(&mut wanted, timeout);

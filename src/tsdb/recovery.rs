@@ -23,11 +23,13 @@
 //! [`WAL_BYTES_PER_IMAGE`] or by [`IMAGE_SIZE_FACTOR`] times the last image's size,
 //! whichever is more, since the last one. The first bounds the replay after a crash; the
 //! second keeps the cost of images a fixed small share of ingest whatever the number
-//! of series (an image's cost grows with the series, the WAL with the samples).
+//! of series (an image's cost grows with the series, the WAL with the samples). And
+//! once the WAL has stopped growing for [`IDLE_IMAGE_AFTER`] after a burst, so that
+//! the burst's end is not left to replay.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -39,10 +41,18 @@ use crate::tsdb::head::image::{self, LoadedImage};
 use crate::tsdb::metrics::TsdbMetrics;
 
 /// WAL bytes written after which the maintenance loop takes an image (at least).
-pub const WAL_BYTES_PER_IMAGE: u64 = 32 << 20;
+pub const WAL_BYTES_PER_IMAGE: u64 = 8 << 20;
 
 /// The WAL must also have grown by this many times the last image's size.
 pub const IMAGE_SIZE_FACTOR: u64 = 2;
+
+/// An image is also taken once the WAL has stopped growing for this long with at
+/// least [`IDLE_IMAGE_MIN_BYTES`] written since the last image: the end of a burst
+/// (a backfill, a remote-write client catching up) then leaves no WAL to replay.
+pub const IDLE_IMAGE_AFTER: Duration = Duration::from_secs(2);
+
+/// See [`IDLE_IMAGE_AFTER`].
+pub const IDLE_IMAGE_MIN_BYTES: u64 = 1 << 20;
 
 /// The images of one database and when the next is due.
 pub(crate) struct HeadImages {
@@ -58,6 +68,8 @@ struct State {
     wal_bytes_at_last: u64,
     /// Size of the last image written.
     last_image_bytes: u64,
+    /// WAL bytes written when last looked at, and since when they are unchanged.
+    observed: (u64, Instant),
 }
 
 /// A head recovered from an image, or fresh for a whole WAL replay.
@@ -144,6 +156,7 @@ impl HeadImages {
                 kept,
                 wal_bytes_at_last: 0,
                 last_image_bytes: 0,
+                observed: (0, Instant::now()),
             }),
         }
     }
@@ -154,12 +167,42 @@ impl HeadImages {
         let threshold = WAL_BYTES_PER_IMAGE.max(st.last_image_bytes * IMAGE_SIZE_FACTOR);
         wal_bytes_written.saturating_sub(st.wal_bytes_at_last) >= threshold
     }
+
+    /// Whether the WAL stopped growing [`IDLE_IMAGE_AFTER`] ago with enough written
+    /// since the last image for another.
+    fn idle_due(&self, wal_bytes_written: u64) -> bool {
+        let mut st = self.state.lock();
+        if st.observed.0 != wal_bytes_written {
+            st.observed = (wal_bytes_written, Instant::now());
+            return false;
+        }
+        wal_bytes_written.saturating_sub(st.wal_bytes_at_last) >= IDLE_IMAGE_MIN_BYTES
+            && st.observed.1.elapsed() >= IDLE_IMAGE_AFTER
+    }
+
+    /// How long the maintenance loop may sleep: shorter while an idle image may
+    /// become due.
+    pub(crate) fn maintenance_timeout(
+        &self,
+        wal_bytes_written: u64,
+        timeout: Duration,
+    ) -> Duration {
+        let st = self.state.lock();
+        if wal_bytes_written.saturating_sub(st.wal_bytes_at_last) >= IDLE_IMAGE_MIN_BYTES {
+            timeout.min(IDLE_IMAGE_AFTER / 2)
+        } else {
+            timeout
+        }
+    }
 }
 
 /// Takes an image if the WAL has grown enough since the last one. Maintenance thread.
 pub(crate) fn take_image_if_due(db: &DbInner) -> Result<()> {
-    if db.images.due(db.wal().stats().bytes_written()) {
+    let written = db.wal().stats().bytes_written();
+    if db.images.due(written) {
         take_image(db, "wal grew")?;
+    } else if db.images.idle_due(written) {
+        take_image(db, "wal idle")?;
     }
     Ok(())
 }

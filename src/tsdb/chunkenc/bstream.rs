@@ -87,6 +87,11 @@ impl BitWriter {
         self.buf = v.into_boxed_slice();
     }
 
+    /// Unused low bits of the last byte.
+    pub(super) fn free_bits(&self) -> u32 {
+        self.free
+    }
+
     pub(super) fn capacity(&self) -> usize {
         self.buf.len()
     }

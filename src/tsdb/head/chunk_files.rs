@@ -252,6 +252,14 @@ impl HeadChunkFiles {
         }
     }
 
+    /// The bytes of `file` that references may point into.
+    pub fn reserved_len(&self, file: u32) -> Option<u64> {
+        self.files
+            .read()
+            .get(&file)
+            .map(|f| f.reserved.load(Ordering::Acquire))
+    }
+
     /// Whether `r` lies within a file of the head: the check an image's reference
     /// must pass before a chunk is rebuilt from it.
     pub fn contains(&self, r: DiskChunkRef) -> bool {

@@ -34,15 +34,21 @@
 //!   u8 open chunk: 0 none, 1 inline, 2 in a slot; unless 0:
 //!     varint min_t
 //!     if 2: uvarint file, uvarint offset, uvarint len, uvarint capacity
+//!     encoder state: uvarint last_t - min_t, u64 last value bits, uvarint last
+//!       timestamp delta, u8 leading zeros (0xff: no window yet), u8 trailing zeros,
+//!       u8 unused bits of the last byte
 //!     uvarint len, bytes: the whole chunk (1), or its header and the stream bytes
 //!     after the slot's (2); the slot holds a header and the stream's first bytes
 //! crc32c u32 of everything before it
 //! ```
 //!
 //! `log_index` counts the records applied up to the position since the log began
-//! (the WAL writer's counter; a Raft log's index). The open chunk's encoder is
-//! rebuilt by decoding it (`XorChunk::from_bytes`), so appends after a restart write
-//! the same bytes as a head that never stopped.
+//! (the WAL writer's counter; a Raft log's index). The open chunk's encoder state is
+//! stored rather than recovered by decoding the chunk (`XorChunk::from_bytes`): at
+//! 100k series, decoding every open chunk (and reading its slot back) was the largest
+//! part of loading an image. Appends after a restart write the same bytes as a head
+//! that never stopped (the tests compare them, and the state with what decoding
+//! gives).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -56,7 +62,7 @@ use parking_lot::Mutex;
 
 use crate::log::wal::LogPosition;
 use crate::model::{Label, Labels};
-use crate::tsdb::chunkenc::{HEADER_LEN, XorChunk};
+use crate::tsdb::chunkenc::{HEADER_LEN, XorChunk, XorState};
 
 use super::Head;
 use super::chunk_files::{ChunkSlot, DiskChunkRef, HeadChunkFiles, sync_dir};
@@ -159,6 +165,7 @@ enum ImageData {
 
 struct OpenImage {
     min_t: i64,
+    state: XorState,
     /// The slot and its capacity.
     slot: Option<(DiskChunkRef, u32)>,
     bytes: std::ops::Range<usize>,
@@ -215,6 +222,7 @@ impl Head {
             }
             let open = st.open.as_ref().map(|o| OpenImage {
                 min_t: o.min_t,
+                state: o.chunk.state(),
                 slot: o.slot.as_ref().map(ChunkSlot::image_ref),
                 bytes: push(&mut img.arena, o.chunk.bytes()),
             });
@@ -352,6 +360,11 @@ impl HeadImage {
                         out.chunk_ref(r)?;
                         out.uvarint(u64::from(cap))?;
                     }
+                    let st = o.state;
+                    out.uvarint(st.t.wrapping_sub(o.min_t) as u64)?;
+                    out.put(&st.v.to_le_bytes())?;
+                    out.uvarint(st.t_delta)?;
+                    out.put(&[st.leading, st.trailing, st.free_bits])?;
                     out.bytes(self.arena.get(o.bytes.clone()).unwrap_or_default())?;
                 }
             }
@@ -534,12 +547,61 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
             .ok_or_else(|| damaged("symbol out of range"))
     };
     let files = head.files.as_ref();
-    let mut referenced = HashSet::new();
     let num_series = r.uvarint()?;
-    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-    let mut table = head.by_ref.write();
-    let mut postings = head.postings.write();
-    for _ in 0..num_series {
+    // The hash shards are sized once: growing them rehashes every label set.
+    let per_shard = usize::try_from(num_series / super::SHARDS as u64 + 16).unwrap_or(0);
+    if num_series <= r.buf.len() as u64 {
+        for shard in head.by_hash.iter() {
+            shard.write().reserve(per_shard, |s| s.labels.stable_hash());
+        }
+    }
+    // Two stages on two threads, as WAL replay: this one decodes series and rebuilds
+    // their chunks, a second one adds them to the head's tables (the hash-table
+    // probes and postings, most of the rest). A third of the time of one thread.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Labels, SeriesState)>>(16);
+    let (decoded, inserted) = std::thread::scope(|scope| {
+        let inserter = scope.spawn(move || insert_series(head, rx));
+        let decoded = decode_series(&mut r, num_series, &symbol, files, tx);
+        let inserted = inserter
+            .join()
+            .unwrap_or_else(|_| Err(damaged("inserting a series panicked")));
+        (decoded, inserted)
+    });
+    let referenced = decoded?;
+    let (lo, hi) = inserted?;
+    if !r.buf.is_empty() {
+        return Err(damaged("trailing bytes"));
+    }
+    head.num_series.store(num_series, Ordering::Relaxed);
+    if num_series > 0 {
+        head.min_t.store(lo, Ordering::Release);
+        head.max_t.store(hi, Ordering::Release);
+    }
+    Ok(LoadedImage {
+        position: LogPosition { segment, index },
+        min_valid_time,
+        series: num_series,
+        files: referenced,
+    })
+}
+
+/// Series handed from the decoding to the inserting stage at a time.
+const LOAD_BATCH: usize = 512;
+
+/// Decodes `n` series and sends them on in batches; returns the chunk files named.
+fn decode_series(
+    r: &mut Reader<'_>,
+    n: u64,
+    symbol: &dyn Fn(u32) -> Result<ArcStr, ImageError>,
+    files: Option<&HeadChunkFiles>,
+    tx: std::sync::mpsc::SyncSender<Vec<(Labels, SeriesState)>>,
+) -> Result<HashSet<u32>, ImageError> {
+    let mut referenced = HashSet::new();
+    // Per chunk file (by number: they are few and numbered from 1): its length, and
+    // the newest chunk end seen in it.
+    let mut file_max: FileMax = Vec::new();
+    let mut batch = Vec::with_capacity(LOAD_BATCH);
+    for _ in 0..n {
         let n = r.len()?;
         let mut labels = Vec::with_capacity(n);
         for _ in 0..n {
@@ -563,13 +625,15 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
                 0 => {
                     let c = r.chunk_ref()?;
                     let files = files.ok_or_else(|| damaged("chunk in a file, none open"))?;
-                    if !files.contains(c) {
+                    let len = file_len(files, &mut file_max, c.file)?;
+                    if u64::from(c.offset) + u64::from(c.len) > len {
                         return Err(ImageError::Damaged(format!(
-                            "chunk {c:?} lies outside the head chunk files"
+                            "chunk {c:?} lies outside its head chunk file"
                         )));
                     }
-                    files.note_max_t(c.file, max_t);
-                    referenced.insert(c.file);
+                    if let Some(Some((_, newest))) = file_max.get_mut(c.file as usize) {
+                        *newest = (*newest).max(max_t);
+                    }
                     ClosedData::File(c)
                 }
                 1 => ClosedData::Heap(r.bytes()?.into()),
@@ -588,8 +652,16 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
                 } else {
                     None
                 };
+                let state = XorState {
+                    t: min_t.wrapping_add(r.uvarint()? as i64),
+                    v: r.u64()?,
+                    t_delta: r.uvarint()?,
+                    leading: r.u8()?,
+                    trailing: r.u8()?,
+                    free_bits: r.u8()?,
+                };
                 let bytes = r.bytes()?;
-                Some(open_chunk(files, min_t, slot, bytes, &mut referenced)?)
+                Some(open_chunk(files, min_t, slot, state, bytes, &mut file_max)?)
             }
             k => return Err(ImageError::Damaged(format!("open chunk kind {k}"))),
         };
@@ -598,91 +670,121 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
             open,
             next_at,
         };
-        if let (Some(a), Some(b)) = (state.min_time(), state.max_time()) {
-            lo = lo.min(a);
-            hi = hi.max(b);
-        } else {
+        if state.is_empty() {
             return Err(damaged("series without chunks"));
         }
-        let h = labels.stable_hash();
-        let series = Arc::new(MemSeries {
-            labels,
-            state: Mutex::new(state),
-        });
-        {
-            let mut shard = head.by_hash[Head::hash_shard(h)].write();
-            if shard.find(h, |s| s.labels == series.labels).is_some() {
-                return Err(damaged("a series twice"));
-            }
-            shard.insert_unique(h, series.clone(), |s| s.labels.stable_hash());
+        batch.push((labels, state));
+        if batch.len() == LOAD_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+            tx.send(full)
+                .map_err(|_| damaged("a series twice (or the inserting stage stopped)"))?;
         }
-        let sref = head.next_ref.fetch_add(1, Ordering::Relaxed);
-        postings.add(sref, &series.labels);
-        table.insert(sref, series);
     }
-    if !r.buf.is_empty() {
-        return Err(damaged("trailing bytes"));
+    if !batch.is_empty() {
+        tx.send(batch)
+            .map_err(|_| damaged("a series twice (or the inserting stage stopped)"))?;
     }
-    head.num_series.store(num_series, Ordering::Relaxed);
-    if num_series > 0 {
-        head.min_t.store(lo, Ordering::Release);
-        head.max_t.store(hi, Ordering::Release);
+    // Truncation needs each file's newest chunk end.
+    if let Some(files) = files {
+        for (file, seen) in file_max.iter().enumerate() {
+            if let Some((_, newest)) = seen {
+                files.note_max_t(file as u32, *newest);
+                referenced.insert(file as u32);
+            }
+        }
     }
-    Ok(LoadedImage {
-        position: LogPosition { segment, index },
-        min_valid_time,
-        series: num_series,
-        files: referenced,
-    })
+    Ok(referenced)
 }
 
-/// Rebuilds an open chunk: the encoder from the whole chunk, the slot as it was.
+/// Adds decoded series to the head's tables; returns their time range.
+fn insert_series(
+    head: &Head,
+    rx: std::sync::mpsc::Receiver<Vec<(Labels, SeriesState)>>,
+) -> Result<(i64, i64), ImageError> {
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    let mut table = head.by_ref.write();
+    let mut postings = head.postings.write();
+    for batch in rx {
+        for (labels, state) in batch {
+            if let (Some(a), Some(b)) = (state.min_time(), state.max_time()) {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+            let h = labels.stable_hash();
+            let series = Arc::new(MemSeries {
+                labels,
+                state: Mutex::new(state),
+            });
+            {
+                let mut shard = head.by_hash[Head::hash_shard(h)].write();
+                if shard.find(h, |s| s.labels == series.labels).is_some() {
+                    return Err(damaged("a series twice"));
+                }
+                shard.insert_unique(h, series.clone(), |s| s.labels.stable_hash());
+            }
+            let sref = head.next_ref.fetch_add(1, Ordering::Relaxed);
+            postings.add(sref, &series.labels);
+            table.insert(sref, series);
+        }
+    }
+    Ok((lo, hi))
+}
+
+/// Rebuilds an open chunk from its state and bytes, and its slot as it was.
 fn open_chunk(
     files: Option<&HeadChunkFiles>,
     min_t: i64,
     slot: Option<(DiskChunkRef, u32)>,
+    state: XorState,
     bytes: &[u8],
-    referenced: &mut HashSet<u32>,
+    file_max: &mut FileMax,
 ) -> Result<OpenChunk, ImageError> {
     let bad =
         |e: crate::tsdb::chunkenc::ChunkError| ImageError::Damaged(format!("open chunk: {e}"));
-    let (chunk, slot) = match (slot, files) {
-        (Some((r, cap)), Some(files)) => {
-            let (header, rest) = bytes
-                .split_at_checked(HEADER_LEN)
-                .ok_or_else(|| damaged("open chunk shorter than its header"))?;
-            let in_slot = files
-                .read(r)
-                .filter(|_| files.contains(r))
-                .ok_or_else(|| damaged("open chunk slot outside the head chunk files"))?;
-            let drained = in_slot
-                .len()
-                .checked_sub(HEADER_LEN)
-                .ok_or_else(|| damaged("open chunk slot shorter than a header"))?;
-            let mut whole = in_slot;
-            whole
-                .get_mut(..HEADER_LEN)
-                .unwrap_or_default()
-                .copy_from_slice(header);
-            whole.extend_from_slice(rest);
-            let chunk =
-                XorChunk::from_bytes_drained(whole, drained, OPEN_CHUNK_CAPACITY).map_err(bad)?;
-            let slot = ChunkSlot::restore(r, cap)
-                .ok_or_else(|| damaged("open chunk slot larger than its capacity"))?;
-            referenced.insert(r.file);
-            (chunk, Some(slot))
-        }
-        (Some(_), None) => return Err(damaged("open chunk in a slot, no chunk files open")),
-        (None, Some(_)) => (
-            XorChunk::from_bytes_drained(bytes.to_vec(), 0, OPEN_CHUNK_CAPACITY).map_err(bad)?,
-            None,
-        ),
-        (None, None) => (XorChunk::from_bytes(bytes.to_vec()).map_err(bad)?, None),
+    let capacity = if files.is_some() {
+        OPEN_CHUNK_CAPACITY
+    } else {
+        bytes.len()
     };
+    let chunk = XorChunk::from_state(bytes, state, capacity).map_err(bad)?;
     if chunk.num_samples() == 0 {
         return Err(damaged("empty open chunk"));
     }
+    let slot = match (slot, files) {
+        (Some((r, cap)), Some(files)) => {
+            let len = file_len(files, file_max, r.file)?;
+            if u64::from(r.offset) + u64::from(cap) > len || r.len < HEADER_LEN as u32 {
+                return Err(damaged("open chunk slot outside its head chunk file"));
+            }
+            Some(
+                ChunkSlot::restore(r, cap)
+                    .ok_or_else(|| damaged("open chunk slot larger than its capacity"))?,
+            )
+        }
+        (Some(_), None) => return Err(damaged("open chunk in a slot, no chunk files open")),
+        (None, _) => None,
+    };
     Ok(OpenChunk { min_t, chunk, slot })
+}
+
+/// Per chunk file number: its length and the newest chunk end seen in it.
+type FileMax = Vec<Option<(u64, i64)>>;
+
+/// The length of chunk file `file`, noted in `file_max` (see `decode_series`).
+fn file_len(files: &HeadChunkFiles, file_max: &mut FileMax, file: u32) -> Result<u64, ImageError> {
+    if let Some(Some((len, _))) = file_max.get(file as usize) {
+        return Ok(*len);
+    }
+    let missing = || ImageError::Damaged(format!("chunk file {file} is missing"));
+    let len = files.reserved_len(file).ok_or_else(missing)?;
+    let i = file as usize;
+    if i >= file_max.len() {
+        file_max.resize(i + 1, None);
+    }
+    if let Some(slot) = file_max.get_mut(i) {
+        *slot = Some((len, i64::MIN));
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
 use postings::MemPostings;
 use series_table::SeriesTable;
 
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
 /// Series by label hash. A raw hash table holding the series themselves (not a
 /// vector per hash) keeps a lookup to one probe and one pointer: on the ingest path

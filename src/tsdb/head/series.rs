@@ -64,7 +64,7 @@ impl OpenChunk {
     }
 
     /// Calls `f` with the whole chunk's bytes; `None` when the slot cannot be read.
-    fn with_bytes<R>(
+    pub(super) fn with_bytes<R>(
         &self,
         files: Option<&HeadChunkFiles>,
         f: impl FnOnce(&[u8]) -> R,

@@ -46,8 +46,11 @@ fn fill(head: &Head, series: usize, from: i64, to: i64, seed: u64) {
     }
 }
 
+/// A series' labels and its chunks (min time, max time, bytes).
+type Contents = Vec<(String, Vec<(i64, i64, Vec<u8>)>)>;
+
 /// Every series' labels and chunks, byte for byte.
-fn contents(head: &Head) -> Vec<(String, Vec<(i64, i64, Vec<u8>)>)> {
+fn contents(head: &Head) -> Contents {
     head.select_series(&[])
         .iter()
         .map(|s| {
@@ -133,6 +136,17 @@ fn an_image_round_trips_and_the_open_chunks_go_on_as_if_never_stopped() {
                 .iter()
                 .all(|c| matches!(c.data, ClosedData::File(_)))
         );
+    }
+
+    // The stored encoder state is what decoding each open chunk gives.
+    for s in b.select_series(&[]) {
+        let st = s.state.lock();
+        let open = st.open.as_ref().unwrap();
+        let whole = open
+            .with_bytes(b.chunk_files(), |bytes| bytes.to_vec())
+            .unwrap();
+        let decoded = XorChunk::from_bytes(whole).unwrap();
+        assert_eq!(open.chunk.state(), decoded.state(), "{:?}", s.labels);
     }
 
     // Both heads go on the same way, across chunk cuts and a range boundary.
