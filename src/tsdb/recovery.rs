@@ -41,10 +41,10 @@ use crate::tsdb::head::image::{self, LoadedImage};
 use crate::tsdb::metrics::TsdbMetrics;
 
 /// WAL bytes written after which the maintenance loop takes an image (at least).
-pub const WAL_BYTES_PER_IMAGE: u64 = 8 << 20;
+pub const WAL_BYTES_PER_IMAGE: u64 = 16 << 20;
 
 /// The WAL must also have grown by this many times the last image's size.
-pub const IMAGE_SIZE_FACTOR: u64 = 2;
+pub const IMAGE_SIZE_FACTOR: u64 = 4;
 
 /// An image is also taken once the WAL has stopped growing for this long with at
 /// least [`IDLE_IMAGE_MIN_BYTES`] written since the last image: the end of a burst
@@ -138,6 +138,19 @@ pub(crate) fn open_head(
         image: None,
         images: HeadImages::new(chunks_dir, Vec::new()),
     })
+}
+
+/// Gives the memory an image's copy took back to the kernel. The copy is freed as a
+/// whole, but glibc keeps freed heap pages (they lie below newer allocations), and
+/// the harness measured 200 bytes more RSS per series after ingest (815 → 1,015 at
+/// 100k series) and 430 more at the peak until this was added.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages to the kernel; it is safe to call
+    // at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn remove(path: &Path) {
@@ -240,6 +253,7 @@ fn take(db: &DbInner, why: &str) -> Result<()> {
     let series = img.num_series();
     let capture = img.capture;
     drop(img);
+    release_freed_memory();
     db.metrics.head_images.inc();
 
     let mut st = images.state.lock();

@@ -23,7 +23,6 @@
 //! ```text
 //! magic "ODINHIMG" | version u8 (1)
 //! segment u64 | log_index u64 | min_valid_time i64 | chunk_range_ms i64
-//! uvarint #symbols, each: uvarint len, UTF-8 bytes
 //! uvarint #series, each:
 //!   uvarint #labels, each: uvarint name symbol, uvarint value symbol (sorted by name)
 //!   varint next_at
@@ -39,6 +38,8 @@
 //!       u8 unused bits of the last byte
 //!     uvarint len, bytes: the whole chunk (1), or its header and the stream bytes
 //!     after the slot's (2); the slot holds a header and the stream's first bytes
+//! uvarint #symbols, each: uvarint len, UTF-8 bytes (numbered from 0 as they appear)
+//! u64: offset of the symbols in the file
 //! crc32c u32 of everything before it
 //! ```
 //!
@@ -50,7 +51,7 @@
 //! that never stopped (the tests compare them, and the state with what decoding
 //! gives).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -307,32 +308,21 @@ impl HeadImage {
         out.put(&self.position.index.to_le_bytes())?;
         out.put(&self.min_valid_time.to_le_bytes())?;
         out.put(&self.chunk_range_ms.to_le_bytes())?;
-        // Symbols: the head interns its strings, so one allocation is one string.
-        let mut ids: HashMap<usize, u32> = HashMap::new();
+        // Symbols are numbered as they first appear and written after the series:
+        // the head interns its strings, so one allocation is one string.
+        let mut ids: hashbrown::HashMap<usize, u32> = hashbrown::HashMap::new();
         let mut symbols: Vec<&str> = Vec::new();
-        let mut label_ids: Vec<u32> = Vec::with_capacity(self.series.len() * 8);
+        out.uvarint(self.series.len() as u64)?;
         for s in &self.series {
+            out.uvarint(s.labels.len() as u64)?;
             for l in s.labels.iter() {
                 for part in [&l.name, &l.value] {
                     let id = *ids.entry(part.as_ptr() as usize).or_insert_with(|| {
                         symbols.push(part.as_str());
                         (symbols.len() - 1) as u32
                     });
-                    label_ids.push(id);
+                    out.uvarint(u64::from(id))?;
                 }
-            }
-        }
-        out.uvarint(symbols.len() as u64)?;
-        for sym in &symbols {
-            out.uvarint(sym.len() as u64)?;
-            out.put(sym.as_bytes())?;
-        }
-        out.uvarint(self.series.len() as u64)?;
-        let mut ids = label_ids.iter();
-        for s in &self.series {
-            out.uvarint(s.labels.len() as u64)?;
-            for _ in 0..s.labels.len() * 2 {
-                out.uvarint(u64::from(ids.next().copied().unwrap_or_default()))?;
             }
             out.varint(s.next_at)?;
             let closed = self.closed.get(s.closed.clone()).unwrap_or_default();
@@ -369,6 +359,13 @@ impl HeadImage {
                 }
             }
         }
+        let symbols_at = out.len + out.buf.len() as u64;
+        out.uvarint(symbols.len() as u64)?;
+        for sym in &symbols {
+            out.uvarint(sym.len() as u64)?;
+            out.put(sym.as_bytes())?;
+        }
+        out.put(&symbols_at.to_le_bytes())?;
         Ok(())
     }
 }
@@ -531,6 +528,18 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
             "head image was taken with another chunk range; its open chunks keep their cut times"
         );
     }
+    // The symbols, after the series: their offset is the content's last 8 bytes.
+    let (body, symbols_at) = r
+        .buf
+        .split_last_chunk::<8>()
+        .ok_or_else(|| damaged("no symbol table offset"))?;
+    let symbols_at = usize::try_from(u64::from_le_bytes(*symbols_at))
+        .ok()
+        .and_then(|at| at.checked_sub(content.len() - r.buf.len()))
+        .filter(|&at| at <= body.len())
+        .ok_or_else(|| damaged("symbol table offset out of range"))?;
+    let (series_part, symbols_part) = body.split_at(symbols_at);
+    r.buf = symbols_part;
     let n = r.len()?;
     let mut symbols: Vec<ArcStr> = Vec::with_capacity(n);
     {
@@ -540,6 +549,10 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
             symbols.push(super::intern_in(&mut interned, s));
         }
     }
+    if !r.buf.is_empty() {
+        return Err(damaged("trailing bytes after the symbols"));
+    }
+    r.buf = series_part;
     let symbol = |i: u32| -> Result<ArcStr, ImageError> {
         symbols
             .get(i as usize)
