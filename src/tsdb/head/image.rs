@@ -148,7 +148,7 @@ struct SeriesImage {
     labels: Labels,
     next_at: i64,
     /// Its closed chunks in `HeadImage::closed`.
-    closed: std::ops::Range<usize>,
+    closed: Span,
     open: Option<OpenImage>,
 }
 
@@ -161,7 +161,7 @@ struct ClosedImage {
 enum ImageData {
     File(DiskChunkRef),
     /// A range of `HeadImage::arena`.
-    Inline(std::ops::Range<usize>),
+    Inline(Span),
 }
 
 struct OpenImage {
@@ -169,7 +169,7 @@ struct OpenImage {
     state: XorState,
     /// The slot and its capacity.
     slot: Option<(DiskChunkRef, u32)>,
-    bytes: std::ops::Range<usize>,
+    bytes: Span,
 }
 
 /// What loading an image gave.
@@ -195,14 +195,22 @@ impl Head {
         let capture = self.files.as_ref().map(HeadChunkFiles::begin_capture);
         let table = self.by_ref.read();
         let n = self.num_series() as usize;
+        // Sized from the last capture: growing these by doubling made the copy's peak
+        // twice its size.
+        let hint = *self.image_sizes.lock();
+        let hint = if hint == (0, 0) {
+            (n * 4, n * 32)
+        } else {
+            hint
+        };
         let mut img = HeadImage {
             position,
             min_valid_time: self.min_valid_time(),
             chunk_range_ms: self.chunk_range_ms,
             capture,
             series: Vec::with_capacity(n),
-            closed: Vec::with_capacity(n),
-            arena: Vec::with_capacity(n * 24),
+            closed: Vec::with_capacity(hint.0 + hint.0 / 8),
+            arena: Vec::with_capacity(hint.1 + hint.1 / 8),
         };
         for (_, s) in table.iter() {
             let st = s.state.lock();
@@ -230,18 +238,44 @@ impl Head {
             img.series.push(SeriesImage {
                 labels: s.labels.clone(),
                 next_at: st.next_at,
-                closed: start..img.closed.len(),
+                closed: Span::new(start, img.closed.len() - start),
                 open,
             });
         }
+        *self.image_sizes.lock() = (img.closed.len(), img.arena.len());
         img
     }
 }
 
-fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> std::ops::Range<usize> {
+fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
     let start = arena.len();
     arena.extend_from_slice(bytes);
-    start..arena.len()
+    Span::new(start, bytes.len())
+}
+
+/// A range of `HeadImage::arena` or `HeadImage::closed`, in 8 bytes rather than a
+/// `Range<usize>`'s 16: the copy holds several per series. Past 4 GiB (some 80M
+/// series) a span is cut short, and the image then fails to load and is replaced by
+/// the previous one.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn new(start: usize, len: usize) -> Self {
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            len: u32::try_from(len).unwrap_or(0),
+        }
+    }
+
+    fn of<'a, T>(&self, v: &'a [T]) -> &'a [T] {
+        let start = self.start as usize;
+        v.get(start..start.saturating_add(self.len as usize))
+            .unwrap_or_default()
+    }
 }
 
 impl HeadImage {
@@ -325,7 +359,7 @@ impl HeadImage {
                 }
             }
             out.varint(s.next_at)?;
-            let closed = self.closed.get(s.closed.clone()).unwrap_or_default();
+            let closed = s.closed.of(&self.closed);
             out.uvarint(closed.len() as u64)?;
             for c in closed {
                 out.varint(c.min_t)?;
@@ -337,7 +371,7 @@ impl HeadImage {
                     }
                     ImageData::Inline(range) => {
                         out.put(&[1])?;
-                        out.bytes(self.arena.get(range.clone()).unwrap_or_default())?;
+                        out.bytes(range.of(&self.arena))?;
                     }
                 }
             }
@@ -355,7 +389,7 @@ impl HeadImage {
                     out.put(&st.v.to_le_bytes())?;
                     out.uvarint(st.t_delta)?;
                     out.put(&[st.leading, st.trailing, st.free_bits])?;
-                    out.bytes(self.arena.get(o.bytes.clone()).unwrap_or_default())?;
+                    out.bytes(o.bytes.of(&self.arena))?;
                 }
             }
         }

@@ -58,6 +58,8 @@ pub struct Head {
     apply_lock: Mutex<()>,
     /// Where completed chunks go; `None` keeps them on the heap.
     files: Option<HeadChunkFiles>,
+    /// Closed chunks and arena bytes of the last image's copy, to size the next.
+    image_sizes: Mutex<(usize, usize)>,
 }
 
 impl Head {
@@ -75,6 +77,7 @@ impl Head {
             min_valid_t: AtomicI64::new(i64::MIN),
             apply_lock: Mutex::new(()),
             files: None,
+            image_sizes: Mutex::new((0, 0)),
         }
     }
 
