@@ -467,6 +467,9 @@ fn spawn_maintenance(
                     if let Err(e) = db.compact() {
                         tracing::error!(error = %e, "compaction failed");
                     }
+                    if let Err(e) = db.take_head_image_if_due() {
+                        tracing::error!(error = %e, "head image failed");
+                    }
                 });
                 if !db.wait_for_maintenance(interval) {
                     break;

@@ -22,6 +22,18 @@ use std::sync::Arc;
 /// The position of an entry in its log, counted from 1 (0: nothing applied yet).
 pub type LogIndex = u64;
 
+/// A place in the log between two entries: every entry before it applied, none
+/// after. An image of the state taken there, plus the log after it, is the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Entries applied before the position, counted from the first entry the log
+    /// ever held: a Raft log's index.
+    pub index: LogIndex,
+    /// The first WAL segment holding entries after the position (all of it does);
+    /// 0 for a log without segments.
+    pub segment: u64,
+}
+
 /// How soon a submission wants its entry made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Urgency {
@@ -114,10 +126,14 @@ pub trait CommitLog<E, O>: Send + Sync {
     /// The index of the newest applied entry.
     fn applied_index(&self) -> LogIndex;
 
-    /// Lets the log forget what the state machine no longer needs: `keep` sees each
-    /// entry of the log's settled part (everything applied before the call) and
-    /// returns it, possibly rewritten, or `None` to drop it.
-    fn compact(&self, keep: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>) -> Result<(), LogError>;
+    /// Runs `f` on the applying side between two entries, at the position it gets:
+    /// what the state is there is exactly the entries before it. `f` holds up every
+    /// entry after it: it should only copy. Returns once `f` ran.
+    fn at_position(&self, f: Box<dyn FnOnce(LogPosition) + Send>) -> Result<(), LogError>;
+
+    /// Lets the log forget the entries before `position`: an image of the state
+    /// there is durable.
+    fn release_before(&self, position: LogPosition) -> Result<(), LogError>;
 
     fn stats(&self) -> LogStats;
 
@@ -146,11 +162,13 @@ pub struct Recovery {
 
 /// A log that is open but takes no entries yet.
 pub trait LogStore<S: StateMachine> {
-    /// Applies everything the log holds to `machine`, in order, then starts taking
+    /// Applies what the log holds to `machine`, in order (from `from` on when the
+    /// machine was restored from an image taken there), then starts taking
     /// submissions, which apply to `machine` too.
     #[allow(clippy::type_complexity)]
     fn start(
         self: Box<Self>,
         machine: Arc<S>,
+        from: Option<LogPosition>,
     ) -> Result<(Arc<dyn CommitLog<S::Entry, S::Output>>, Recovery), LogError>;
 }

@@ -9,7 +9,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use super::machine::{ClusterMachine, Proposals, Replicated};
 use super::network::PeerNetwork;
 use super::types::OdinRaft;
-use crate::log::{CommitLog, LogError, LogIndex, LogStats, Submitted, Urgency};
+use crate::log::{CommitLog, LogError, LogIndex, LogPosition, LogStats, Submitted, Urgency};
 
 pub type Raft<S> = openraft::Raft<OdinRaft, ClusterMachine<S>>;
 
@@ -206,11 +206,31 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
         m.last_applied.map_or(0, |l| l.index)
     }
 
-    /// Raft forgets entries once a snapshot covers them; this asks for one.
-    fn compact(&self, _keep: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>) -> Result<(), LogError> {
+    /// Runs `f` on the task that applies entries (openraft's state machine task),
+    /// between two of them.
+    fn at_position(&self, f: Box<dyn FnOnce(LogPosition) + Send>) -> Result<(), LogError> {
+        let ran = self
+            .inner
+            .raft
+            .with_state_machine(move |sm: &mut ClusterMachine<S>| {
+                let index = sm.last_applied_index();
+                Box::pin(async move {
+                    f(LogPosition { index, segment: 0 });
+                })
+            });
         self.inner
             .runtime
-            .block_on(self.inner.raft.trigger().snapshot())
+            .block_on(ran)
+            .map_err(|e| LogError::Cluster(e.to_string()))
+    }
+
+    fn release_before(&self, position: LogPosition) -> Result<(), LogError> {
+        let Some(upto) = position.index.checked_sub(1) else {
+            return Ok(());
+        };
+        self.inner
+            .runtime
+            .block_on(self.inner.raft.trigger().purge_log(upto))
             .map_err(|e| LogError::Cluster(e.to_string()))
     }
 

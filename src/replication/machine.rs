@@ -141,6 +141,11 @@ impl<S: Replicated> ClusterMachine<S> {
         }
     }
 
+    /// The index of the newest entry applied (0: none).
+    pub fn last_applied_index(&self) -> u64 {
+        self.progress.lock().last_applied.map_or(0, |l| l.index)
+    }
+
     fn apply_proposal(&self, index: u64, p: Proposal) -> io::Result<()> {
         match self.proposals.take(&p) {
             Some((entry, reply)) => {

@@ -7,13 +7,12 @@
 //! `<ULID>.tmp-for-deletion` first, so a crash never leaves a half-deleted block that
 //! would be read; leftovers of both kinds are removed at start-up.
 
-use arcstr::ArcStr;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::log::record::{self, Deletion, Record};
+use crate::log::record::Deletion;
 use crate::model::{Interval, Sample};
 use crate::storage::{ChunkData, ChunkSeries, ChunkSeriesSet, MergeChunkSeriesSet, merge_samples};
 use crate::tsdb::block::meta::BlockMeta;
@@ -81,8 +80,8 @@ fn cut_head(db: &DbInner) -> Result<()> {
 }
 
 /// Carries out what applied entries left for maintenance, oldest first: the block of
-/// a head cut (then the head is truncated and the log let go of what the block
-/// holds), the tombstones of a deletion. Runs with the maintenance lock held. An item
+/// a head cut (then the head is truncated and an image of it taken, which lets the
+/// log forget what the block holds), the tombstones of a deletion. Runs with the maintenance lock held. An item
 /// leaves the queue only once done, so a failure leaves it for the next round.
 pub(crate) fn carry_out_pending(db: &DbInner) -> Result<()> {
     loop {
@@ -97,7 +96,9 @@ pub(crate) fn carry_out_pending(db: &DbInner) -> Result<()> {
         if let Pending::Cut(cut) = next {
             db.head.truncate(cut.end);
             db.metrics.head_truncations.inc();
-            compact_log(db, cut.end)?;
+            // The image replaces the WAL checkpoint: the log before it can go, and
+            // so can the chunk files the truncation retired.
+            crate::tsdb::recovery::take_image(db, "head cut")?;
         }
     }
 }
@@ -257,42 +258,6 @@ fn chunk_samples(c: &ChunkData) -> u64 {
         Some(b) => u64::from(u16::from_be_bytes([b[0], b[1]])),
         None => 0,
     }
-}
-
-/// Lets the log forget what the blocks now hold: of the entries applied so far it
-/// keeps the samples at or after `min_t`, the deletions that may still matter, and
-/// nothing else (a head cut below `min_t` is carried out; one above cannot have been
-/// applied yet).
-fn compact_log(db: &DbInner, min_t: i64) -> Result<()> {
-    db.log().compact(&mut |rec| {
-        match record::decode(rec, &mut |s| ArcStr::from(s)) {
-            Ok(Record::Samples(b)) => {
-                let b = b.filtered(|x| x.t >= min_t);
-                if b.is_empty() {
-                    return None;
-                }
-                let mut out = Vec::with_capacity(rec.len());
-                record::encode_batch(&b, &mut out);
-                Some(out)
-            }
-            // Deletions matter while the head may hold data they cover, and until
-            // their tombstones are in the blocks. (Asked here, after the log cut its
-            // segment: a deletion applied before the cut is queued by now.)
-            Ok(Record::Deletion(d)) => (d.max_t >= min_t
-                || db.machine.pending.lock().has_tombstones())
-            .then(|| rec.to_vec()),
-            // The cut at `min_t` stays, in its place: replay then raises the bound
-            // where it was raised, and a deletion after it clamps its tombstones
-            // where it did the first time.
-            Ok(Record::HeadCut(c)) => (c.end >= min_t).then(|| rec.to_vec()),
-            Err(e) => {
-                tracing::warn!(error = %e, "dropping undecodable wal record from checkpoint");
-                None
-            }
-        }
-    })?;
-    db.metrics.checkpoints.inc();
-    Ok(())
 }
 
 /// Which blocks to compact next, if any: overlapping blocks first, then Prometheus's

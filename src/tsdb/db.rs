@@ -5,7 +5,7 @@
 //! ```text
 //! <dir>/lock                      advisory lock: one process per directory
 //! <dir>/wal/…                     WAL segments and checkpoints
-//! <dir>/chunks_head/…             completed head chunks (rebuilt from the WAL at start-up)
+//! <dir>/chunks_head/…             head chunk files and head images (see `recovery`)
 //! <dir>/<ULID>/                   one block each: meta.json, index, chunks/, tombstones
 //! <dir>/<ULID>.tmp-for-creation   a block being written (removed at start-up)
 //! <dir>/<ULID>.tmp-for-deletion   a block being deleted (removed at start-up)
@@ -35,6 +35,7 @@ use crate::tsdb::isolation::ReadEpochs;
 use crate::tsdb::machine::{DbEntry, DbMachine};
 use crate::tsdb::metrics::TsdbMetrics;
 use crate::tsdb::querier::DbQuerier;
+use crate::tsdb::recovery;
 use crate::tsdb::shipping::ShippingHook;
 
 /// Default of [`DbOptions::too_far_in_future_ms`]: 10 minutes, Mimir's
@@ -95,6 +96,8 @@ pub(crate) struct DbInner {
     pub(crate) machine: Arc<DbMachine>,
     log: Arc<dyn CommitLog<DbEntry, AppendSummary>>,
     pub(crate) blocks: RwLock<Vec<Arc<Block>>>,
+    /// The head images on disk and when the next is due.
+    pub(crate) images: recovery::HeadImages,
     /// Open queriers by the block-list epoch they saw; a head cut waits for older ones.
     pub(crate) reads: Arc<ReadEpochs>,
     pub(crate) metrics: TsdbMetrics,
@@ -127,16 +130,29 @@ impl Db {
 
         let blocks = open_blocks(dir, &metrics)?;
         let chunks_dir = dir.join("chunks_head");
-        let head = Arc::new(
-            Head::with_chunk_files(opts.min_block_ms, &chunks_dir)
-                .map_err(|e| TsdbError::io(format!("open {}", chunks_dir.display()), e))?,
-        );
+        let recovery::OpenedHead {
+            head,
+            image,
+            images,
+        } = recovery::open_head(&chunks_dir, opts.min_block_ms, &metrics)?;
+        let head = Arc::new(head);
         let started = Instant::now();
         let machine = Arc::new(DbMachine::new(head.clone()));
-        // The log raises the head's bound where its cuts were applied, so replayed
-        // deletions clamp their tombstones as they did the first time. The blocks'
-        // end is a floor set afterwards, for a log that lost its cuts.
-        let (log, recovery) = Box::new(log).start(machine.clone())?;
+        // The image (when one loaded) brought the head's bound and the pending work
+        // of its position; the log replays what came after. Its cuts raise the bound
+        // where they did the first time, so replayed deletions clamp their
+        // tombstones as they did then. The blocks' end is a floor set afterwards,
+        // for a log that lost its cuts.
+        let from = match image {
+            Some(image) => {
+                let pending = crate::tsdb::machine::PendingWork::decode(&image.extra)
+                    .map_err(|e| TsdbError::Internal(format!("head image's pending work: {e}")))?;
+                *machine.pending.lock() = pending;
+                Some(image.position)
+            }
+            None => None,
+        };
+        let (log, recovery) = Box::new(log).start(machine.clone(), from)?;
         if let Some(max) = trusted_blocks_end(&blocks, &opts) {
             head.set_min_valid_time(max);
         }
@@ -175,6 +191,7 @@ impl Db {
             machine,
             log,
             blocks: RwLock::new(blocks),
+            images,
             reads: Arc::default(),
             metrics,
             maintenance: Mutex::new(()),
@@ -188,6 +205,11 @@ impl Db {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &DbInner {
+        &self.inner
     }
 
     pub fn head(&self) -> &Head {
@@ -236,6 +258,8 @@ impl Db {
     /// is closed. Returns false once closed. The maintenance loop calls this between
     /// rounds of [`Db::compact`].
     pub fn wait_for_maintenance(&self, timeout: std::time::Duration) -> bool {
+        let written = self.inner.log.stats().bytes_written;
+        let timeout = self.inner.images.maintenance_timeout(written, timeout);
         let closed = || self.inner.closed.load(Ordering::Acquire);
         self.inner.machine.signal.wait(timeout, closed);
         !closed()
@@ -282,8 +306,20 @@ impl Db {
             return Ok(());
         }
         self.wake_maintenance();
+        if self.inner.log.failure().is_none() {
+            // A failure is logged and counted; the log still holds everything.
+            let _m = self.inner.maintenance.lock();
+            let _ = recovery::take_image(&self.inner, "shutdown");
+        }
         self.inner.log.close()?;
         Ok(())
+    }
+
+    /// Takes a head image if the WAL has grown enough since the last one (see
+    /// `recovery`). Blocking; the maintenance loop calls it after [`Db::compact`].
+    pub fn take_head_image_if_due(&self) -> Result<()> {
+        let _m = self.inner.maintenance.lock();
+        recovery::take_image_if_due(&self.inner)
     }
 
     /// Commits a batch, blocking until it is durable; the path of every appender's
@@ -361,7 +397,9 @@ impl Db {
                     .metrics
                     .head_series
                     .set(self.inner.head.num_series() as i64);
-                if self.head_compactable() {
+                if self.head_compactable()
+                    || self.inner.images.due(self.inner.log.stats().bytes_written)
+                {
                     self.wake_maintenance();
                 }
                 Ok(summary)
@@ -884,7 +922,7 @@ mod tests {
             let chunks = tempfile::tempdir().unwrap();
             let head = Arc::new(Head::with_chunk_files(2 * H, chunks.path()).unwrap());
             let machine = DbMachine::new(head.clone());
-            crate::log::wal::replay(&wal, &machine, resolve_at_backlog).unwrap();
+            crate::log::wal::replay(&wal, &machine, 0, resolve_at_backlog).unwrap();
             let mut series: Vec<(Labels, Vec<(i64, u64)>)> = head
                 .series_in_range(i64::MIN, i64::MAX)
                 .iter()
@@ -1071,6 +1109,13 @@ mod tests {
             }
             db.close().unwrap();
             drop(db);
+            // Without the shutdown's head image, so that the start replays the WAL.
+            for image in
+                crate::tsdb::head::image::list_images(&dir.path().join("chunks_head")).unwrap()
+            {
+                let name = crate::tsdb::head::image::image_name(image);
+                std::fs::remove_file(dir.path().join("chunks_head").join(name)).unwrap();
+            }
             let wal = dir.path().join("wal");
             let segments = crate::log::wal::inspect(&wal).unwrap().segments;
             assert!(segments.len() > 4, "{segments:?}");

@@ -64,20 +64,84 @@ pub(crate) enum Pending {
 /// Work applied entries left for maintenance, carried out strictly in entry order:
 /// a deletion's tombstones go into the blocks of every cut before it, and of none
 /// after it.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct PendingWork {
     pub queue: VecDeque<Pending>,
 }
 
 impl PendingWork {
-    pub fn has_cut(&self) -> bool {
-        self.queue.iter().any(|p| matches!(p, Pending::Cut(_)))
+    /// The queue as bytes, stored with a head image: the work belongs to the image's
+    /// position, and the log before it is gone once the image is durable.
+    ///
+    /// ```text
+    /// u32 #items, each: u8 kind
+    ///   0 (cut):        i64 from, i64 end
+    ///   1 (tombstones): u32 len, a deletion in the log's record format
+    /// ```
+    /// (little-endian)
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.queue.len() as u32).to_le_bytes());
+        for item in &self.queue {
+            match item {
+                Pending::Cut(c) => {
+                    out.push(0);
+                    out.extend_from_slice(&c.from.to_le_bytes());
+                    out.extend_from_slice(&c.end.to_le_bytes());
+                }
+                Pending::Tombstones(d) => {
+                    let mut rec = Vec::new();
+                    record::encode_deletion(d, &mut rec);
+                    out.push(1);
+                    out.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&rec);
+                }
+            }
+        }
+        out
     }
 
-    pub fn has_tombstones(&self) -> bool {
-        self.queue
-            .iter()
-            .any(|p| matches!(p, Pending::Tombstones(_)))
+    /// [`encode`](Self::encode)'s bytes back; empty bytes are an empty queue.
+    pub fn decode(mut bytes: &[u8]) -> Result<PendingWork, String> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+            let (head, rest) = b.split_at_checked(n).ok_or("pending work truncated")?;
+            *b = rest;
+            Ok(head)
+        }
+        let mut work = PendingWork::default();
+        if bytes.is_empty() {
+            return Ok(work);
+        }
+        let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let i64_at = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let n = u32_at(take(&mut bytes, 4)?);
+        for _ in 0..n {
+            match take(&mut bytes, 1)?[0] {
+                0 => {
+                    let from = i64_at(take(&mut bytes, 8)?);
+                    let end = i64_at(take(&mut bytes, 8)?);
+                    work.queue.push_back(Pending::Cut(PendingCut { from, end }));
+                }
+                1 => {
+                    let len = u32_at(take(&mut bytes, 4)?) as usize;
+                    let rec = take(&mut bytes, len)?;
+                    match record::decode(rec, &mut |s| s.into()) {
+                        Ok(Record::Deletion(d)) => work.queue.push_back(Pending::Tombstones(d)),
+                        Ok(_) => return Err("pending tombstones are not a deletion".into()),
+                        Err(e) => return Err(format!("pending tombstones: {e}")),
+                    }
+                }
+                k => return Err(format!("unknown pending work kind {k}")),
+            }
+        }
+        if !bytes.is_empty() {
+            return Err("trailing bytes after the pending work".into());
+        }
+        Ok(work)
+    }
+
+    pub fn has_cut(&self) -> bool {
+        self.queue.iter().any(|p| matches!(p, Pending::Cut(_)))
     }
 }
 
@@ -188,6 +252,33 @@ impl StateMachine for DbMachine {
                 self.apply_head_cut(c);
                 AppendSummary::default()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Matcher;
+
+    #[test]
+    fn pending_work_round_trips_and_damage_is_refused() {
+        let mut work = PendingWork::default();
+        work.queue.push_back(Pending::Cut(PendingCut {
+            from: i64::MIN,
+            end: 7_200_000,
+        }));
+        work.queue.push_back(Pending::Tombstones(Deletion {
+            matchers: vec![Matcher::equal("job", "node")],
+            min_t: 5,
+            max_t: 7_199_999,
+        }));
+        let bytes = work.encode();
+        let back = PendingWork::decode(&bytes).unwrap();
+        assert_eq!(format!("{:?}", back.queue), format!("{:?}", work.queue));
+        assert!(PendingWork::decode(&[]).unwrap().queue.is_empty());
+        for cut in 1..bytes.len() {
+            assert!(PendingWork::decode(&bytes[..cut]).is_err(), "{cut}");
         }
     }
 }

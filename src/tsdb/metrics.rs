@@ -27,6 +27,12 @@ pub struct TsdbMetrics {
     pub compactions_failed: Counter,
     pub head_truncations: Counter,
     pub checkpoints: Counter,
+    /// Head images written (see `head::image`).
+    pub head_images: Counter,
+    /// Head images that could not be written, or found damaged at start-up.
+    pub head_image_failures: Counter,
+    /// Microseconds the WAL writer was stopped for the last head image's copy.
+    pub head_image_pause_us: Gauge,
     pub retention_deleted_blocks: Counter,
     /// Blocks retention wanted to delete but kept because they have not shipped.
     pub retention_blocked_blocks: Gauge,
@@ -186,6 +192,17 @@ impl TsdbMetrics {
             "wal_checkpoints",
             "WAL checkpoints written",
             m.checkpoints.clone(),
+        );
+        r.register("head_images", "Head images written", m.head_images.clone());
+        r.register(
+            "head_image_failures",
+            "Head images that could not be written, or were found damaged at start-up (the start fell back to an older image or the whole WAL)",
+            m.head_image_failures.clone(),
+        );
+        r.register(
+            "head_image_pause_microseconds",
+            "How long the WAL writer stopped for the last head image's in-memory copy",
+            m.head_image_pause_us.clone(),
         );
         r.register(
             "retention_deleted_blocks",

@@ -25,6 +25,7 @@ pub mod matchers;
 mod metrics;
 pub mod postings;
 mod querier;
+mod recovery;
 mod shipping;
 
 pub use db::{CORRUPTED_BLOCKS_DIR, DEFAULT_TOO_FAR_IN_FUTURE_MS, Db, DbOptions};

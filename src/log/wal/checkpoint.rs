@@ -174,3 +174,23 @@ fn write_tmp(
         .map_err(|e| WalError::io(format!("sync {}", tmp.display()), e))?;
     Ok(bytes)
 }
+
+/// Deletes every checkpoint and every segment numbered below `segment` (what a head
+/// image made durable covers); checkpoints first, so that a crash in between never
+/// leaves a checkpoint followed by a gap. Returns the files deleted.
+pub(crate) fn remove_before(dir: &Path, segment: u64) -> Result<u64> {
+    let listing = list_dir(dir)?;
+    let mut removed = 0;
+    for &seq in &listing.checkpoints {
+        remove_path(&dir.join(checkpoint_name(seq)))?;
+        removed += 1;
+    }
+    for &seq in listing.segments.iter().filter(|&&s| s < segment) {
+        remove_path(&dir.join(segment_name(seq)))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}

@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Wal, WalError, WalOptions, WalWriter};
-use crate::log::{CommitLog, LogError, LogIndex, LogStats, LogStore, Recovery, StateMachine};
+use crate::log::{
+    CommitLog, LogError, LogIndex, LogPosition, LogStats, LogStore, Recovery, StateMachine,
+};
 use crate::log::{Submitted, Urgency};
 
 /// A WAL directory that a state machine has not started yet: it is opened and
@@ -39,10 +41,18 @@ impl<S: StateMachine> LogStore<S> for WalLog {
     fn start(
         self: Box<Self>,
         machine: Arc<S>,
+        from: Option<LogPosition>,
     ) -> Result<(Arc<dyn CommitLog<S::Entry, S::Output>>, Recovery), LogError> {
-        let wal = Wal::open(&self.dir, self.opts)?;
+        let mut wal = Wal::open(&self.dir, self.opts)?;
+        let base = match from {
+            Some(position) => {
+                wal.resume_at(position.segment, position.index);
+                position.index
+            }
+            None => 0,
+        };
         let repair = wal.repair_report().clone();
-        let (applied, undecodable, stats) = replay(&wal, &*machine, RESOLVE_AT_BACKLOG)?;
+        let (applied, undecodable, stats) = replay(&wal, &*machine, base, RESOLVE_AT_BACKLOG)?;
         let recovery = Recovery {
             entries: applied,
             undecodable,
@@ -50,23 +60,22 @@ impl<S: StateMachine> LogStore<S> for WalLog {
             corrupt_bytes: repair.bytes_truncated,
             missing: repair.segments_missing,
         };
-        let index = Arc::new(AtomicU64::new(applied));
-        let applied_index = index.clone();
+        // The writer counts on from the records replay read, in step with this
+        // closure.
+        let mut index = base + stats.records;
         let writer = wal.start(move |entry: S::Entry| {
-            let i = applied_index.load(Ordering::Relaxed) + 1;
-            let out = machine.apply(i, entry);
-            applied_index.store(i, Ordering::Release);
-            out
+            index += 1;
+            machine.apply(index, entry)
         });
-        Ok((Arc::new(WalCommitLog { writer, index }), recovery))
+        Ok((Arc::new(WalCommitLog { writer }), recovery))
     }
 }
 
 /// The running WAL behind [`CommitLog`]. Its indices count the entries applied since
-/// the oldest one the WAL still holds: a node's own log has no use for more.
+/// the oldest one the WAL held when it was first written (an image carries the count
+/// on across restarts).
 struct WalCommitLog<E, O> {
     writer: WalWriter<E, O>,
-    index: Arc<AtomicU64>,
 }
 
 impl<E: Send + 'static, O: Send + 'static> CommitLog<E, O> for WalCommitLog<E, O> {
@@ -88,13 +97,22 @@ impl<E: Send + 'static, O: Send + 'static> CommitLog<E, O> for WalCommitLog<E, O
     }
 
     fn applied_index(&self) -> LogIndex {
-        self.index.load(Ordering::Acquire)
+        self.writer.log_index()
     }
 
-    fn compact(&self, keep: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>) -> Result<(), LogError> {
-        let seg = self.writer.cut_segment()?;
-        let stats = self.writer.checkpoint(seg, keep)?;
-        tracing::debug!(?stats, "wal checkpoint written");
+    /// Cuts the segment first, so that the position is a segment boundary: the WAL
+    /// after it is whole segments, and the ones before it can be deleted whole.
+    fn at_position(&self, f: Box<dyn FnOnce(LogPosition) + Send>) -> Result<(), LogError> {
+        Ok(self.writer.cut_and_run(f)?)
+    }
+
+    fn release_before(&self, position: LogPosition) -> Result<(), LogError> {
+        let deleted = self.writer.remove_before(position.segment)?;
+        tracing::debug!(
+            deleted,
+            segment = position.segment,
+            "wal files before a head image deleted"
+        );
         Ok(())
     }
 
@@ -126,8 +144,8 @@ impl<E: Send + 'static, O: Send + 'static> CommitLog<E, O> for WalCommitLog<E, O
 const RESOLVE_AT_BACKLOG: usize = 4;
 
 /// Replays the WAL into `machine` in two stages on two threads: this thread reads and
-/// decodes entries, a second applies them in log order. Returns the entries applied,
-/// those skipped as undecodable, and what the WAL read.
+/// decodes entries, a second applies them in log order, the first at index `base + 1`.
+/// Returns the entries applied, those skipped as undecodable, and what the WAL read.
 ///
 /// Some work (for the TSDB: finding a batch's series in the head, a cache-missing
 /// probe that is most of the cost) can happen in either stage, so it goes where there
@@ -137,29 +155,33 @@ const RESOLVE_AT_BACKLOG: usize = 4;
 pub(crate) fn replay<S: StateMachine>(
     wal: &Wal,
     machine: &S,
+    base: LogIndex,
     resolve_at_backlog: usize,
 ) -> Result<(u64, u64, super::ReplayStats), LogError> {
     let mut undecodable = 0u64;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<S::Entry>(64);
+    let mut index = base;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(LogIndex, S::Entry)>(64);
     let queued = AtomicUsize::new(0);
     let queued = &queued;
     std::thread::scope(|scope| {
         let applier = scope.spawn(move || {
-            let mut index: LogIndex = 0;
-            for entry in rx {
+            let mut applied = 0;
+            for (index, entry) in rx {
                 queued.fetch_sub(1, Ordering::Relaxed);
-                index += 1;
+                applied += 1;
                 machine.apply(index, entry);
             }
-            index
+            applied
         });
         let stats = wal.replay(|bytes| {
+            // Every record is a place in the log, an undecodable one too.
+            index += 1;
             let busy = queued.load(Ordering::Relaxed) >= resolve_at_backlog;
             match machine.decode(bytes, busy) {
                 Ok(entry) => {
                     queued.fetch_add(1, Ordering::Relaxed);
                     // The applier only stops early by panicking; surfaced below.
-                    let _ = tx.send(entry);
+                    let _ = tx.send((index, entry));
                 }
                 Err(e) => {
                     undecodable += 1;

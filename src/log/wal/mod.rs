@@ -73,7 +73,7 @@ pub(crate) use commit_log::replay;
 pub use error::{Result, WalError};
 pub use segment::MAX_RECORD_LEN;
 pub use stats::WalStats;
-pub use writer::WalWriter;
+pub use writer::{LogPosition, WalWriter};
 
 pub use segment::Damage;
 use segment::{
@@ -157,6 +157,12 @@ pub struct Wal {
     segments: Vec<u64>,
     repair: RepairReport,
     stats: Arc<WalStats>,
+    /// Set by [`Wal::resume_at`]: replay starts at this segment.
+    resume_at: Option<u64>,
+    /// Records applied before the first one replay passes on.
+    base_index: u64,
+    /// Records replay passed on.
+    replayed: std::sync::atomic::AtomicU64,
 }
 
 impl Wal {
@@ -257,7 +263,27 @@ impl Wal {
             segments,
             repair,
             stats,
+            resume_at: None,
+            base_index: 0,
+            replayed: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Makes replay start at `segment`, skipping the checkpoint and earlier
+    /// segments: a head image holds everything before it (see
+    /// `tsdb::head::image`), and `index` records. The writer then starts at
+    /// `segment` or later, and counts records from `index` plus those replayed.
+    pub fn resume_at(&mut self, segment: u64, index: u64) {
+        self.resume_at = Some(segment);
+        self.base_index = index;
+    }
+
+    /// The segments replay reads: those at or after [`Wal::resume_at`]'s.
+    fn replayed_segments(&self) -> impl Iterator<Item = u64> + '_ {
+        self.segments
+            .iter()
+            .copied()
+            .filter(|&s| self.resume_at.is_none_or(|r| s >= r))
     }
 
     /// The WAL directory.
@@ -282,11 +308,12 @@ impl Wal {
 
     /// Number of the segment the writer will create first.
     pub fn next_segment(&self) -> u64 {
-        match (self.segments.last(), self.checkpoint) {
+        let next = match (self.segments.last(), self.checkpoint) {
             (Some(&s), _) => s + 1,
             (None, Some(cp)) => cp + 1,
             (None, None) => 0,
-        }
+        };
+        next.max(self.resume_at.unwrap_or(0))
     }
 
     /// Calls `f` for every record in log order: the newest checkpoint's
@@ -299,12 +326,24 @@ impl Wal {
         &self,
         mut f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<ReplayStats, E> {
+        let checkpoint = self.checkpoint.filter(|_| self.resume_at.is_none());
         let mut stats = ReplayStats {
-            checkpoint: self.checkpoint,
+            checkpoint,
             corrupt_bytes_truncated: self.repair.bytes_truncated,
             ..ReplayStats::default()
         };
-        if let Some(cp) = self.checkpoint {
+        if let Some(first) = self.resume_at
+            && let Some(found) = self.replayed_segments().next()
+            && found > first
+        {
+            tracing::error!(
+                first_missing = %segment_name(first),
+                last_missing = %segment_name(found - 1),
+                "WAL CORRUPTION: wal segments after the head image are missing; \
+                 their records are lost"
+            );
+        }
+        if let Some(cp) = checkpoint {
             let path = self.dir.join(checkpoint_name(cp));
             let (records, complete) = replay_file(&path, &mut f, &mut stats)?;
             stats.checkpoint_records = records;
@@ -312,7 +351,7 @@ impl Wal {
                 stats.corrupt_files += 1;
             }
         }
-        for &seq in &self.segments {
+        for seq in self.replayed_segments() {
             let path = self.dir.join(segment_name(seq));
             stats.segments += 1;
             let (_, complete) = replay_file(&path, &mut f, &mut stats)?;
@@ -320,6 +359,7 @@ impl Wal {
                 stats.corrupt_files += 1;
             }
         }
+        self.replayed.store(stats.records, Ordering::Relaxed);
         Ok(stats)
     }
 
@@ -339,6 +379,7 @@ impl Wal {
             patience: self.opts.patience,
             max_queue_records: self.opts.max_queue_records,
             max_queue_bytes: self.opts.max_queue_bytes,
+            first_index: self.base_index + self.replayed.load(Ordering::Relaxed),
         };
         WalWriter::spawn(cfg, self.stats, apply)
     }

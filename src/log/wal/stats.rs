@@ -17,6 +17,8 @@ pub struct WalStats {
     pub(crate) corruptions_repaired: AtomicU64,
     pub(crate) bytes_truncated: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    /// Records applied: replayed at open plus applied by the writer since.
+    pub(crate) log_index: AtomicU64,
     /// Tests: number of upcoming segment writes to fail (after writing half).
     #[cfg(test)]
     pub(crate) inject_write_failures: AtomicU64,

@@ -26,7 +26,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{Notify, oneshot};
 
-use super::checkpoint::{CheckpointStats, create_checkpoint};
+use super::checkpoint::{CheckpointStats, create_checkpoint, remove_before};
 use super::error::{Result, WalError};
 use super::segment::{HEADER_LEN, check_record, encode_record, segment_name, sync_dir};
 use super::stats::WalStats;
@@ -64,7 +64,16 @@ enum Op<T, R> {
     Commit(CommitOp<T, R>),
     /// Cut requests travel in the queue so that they are ordered with commits.
     Cut(Reply<u64>),
+    /// A cut followed by a closure run on the writer thread, between two commit
+    /// groups: see [`WalWriter::cut_and_run`].
+    CutThen(CutThen),
 }
+
+/// The closure of a [`WalWriter::cut_and_run`], given the position it runs at (or
+/// why the cut failed).
+type CutThen = Box<dyn FnOnce(Result<LogPosition>) + Send>;
+
+pub use crate::log::LogPosition;
 
 struct Queue<T, R> {
     ops: VecDeque<Op<T, R>>,
@@ -142,7 +151,7 @@ impl<T, R> Shared<T, R> {
                 q.bytes += c.record.len();
                 c.patient_since.is_some()
             }
-            Op::Cut(_) => false,
+            Op::Cut(_) | Op::CutThen(_) => false,
         };
         q.ops.push_back(op);
         was_empty || !patient || q.bytes >= self.max_batch_bytes
@@ -204,6 +213,7 @@ impl<T, R> Drop for StopGuard<'_, T, R> {
             match op {
                 Op::Commit(c) => c.reply.send(Err(WalError::WriterStopped)),
                 Op::Cut(reply) => reply.send(Err(WalError::WriterStopped)),
+                Op::CutThen(f) => f(Err(WalError::WriterStopped)),
             }
         }
     }
@@ -403,6 +413,14 @@ pub(crate) struct WriterConfig {
     pub patience: std::time::Duration,
     pub max_queue_records: usize,
     pub max_queue_bytes: usize,
+    /// Records applied before the writer starts (what replay applied).
+    pub first_index: u64,
+}
+
+/// What the writer does between two commit groups.
+enum Between {
+    Cut(Reply<u64>),
+    CutThen(CutThen),
 }
 
 fn run<T, R>(
@@ -411,8 +429,11 @@ fn run<T, R>(
     mut apply: impl FnMut(T) -> R,
     max_batch_bytes: usize,
     patience: std::time::Duration,
+    first_index: u64,
 ) -> Result<()> {
     let _guard = StopGuard(shared);
+    let mut index = first_index;
+    seg.stats.log_index.store(index, Ordering::Relaxed);
     // Create the first segment eagerly so problems show up early; a failure
     // is retried (and reported to committers) at the first write.
     if let Err(e) = seg.ensure_ready() {
@@ -443,7 +464,11 @@ fn run<T, R>(
             while let Some(op) = q.ops.pop_front() {
                 match op {
                     Op::Cut(reply) if batch.is_empty() => {
-                        cut = Some(reply);
+                        cut = Some(Between::Cut(reply));
+                        break;
+                    }
+                    Op::CutThen(f) if batch.is_empty() => {
+                        cut = Some(Between::CutThen(f));
                         break;
                     }
                     Op::Commit(c)
@@ -465,9 +490,16 @@ fn run<T, R>(
         shared.space.notify_all();
         shared.space_async.notify_waiters();
 
-        if let Some(reply) = cut {
-            reply.send(seg.cut());
-            continue;
+        match cut {
+            Some(Between::Cut(reply)) => {
+                reply.send(seg.cut());
+                continue;
+            }
+            Some(Between::CutThen(f)) => {
+                f(seg.cut().map(|segment| LogPosition { segment, index }));
+                continue;
+            }
+            None => {}
         }
         let (durable, err) = seg.write_group(&batch);
         let failed = batch.len() - durable;
@@ -479,6 +511,8 @@ fn run<T, R>(
                 }
                 _ => {
                     let out = apply(op.payload);
+                    index += 1;
+                    seg.stats.log_index.store(index, Ordering::Relaxed);
                     WalStats::add(&seg.stats.commits, 1);
                     op.reply.send(Ok(out));
                 }
@@ -592,9 +626,11 @@ impl<T: Send + 'static, R: Send + 'static> WalWriter<T, R> {
         let thread_shared = Arc::clone(&shared);
         let max_batch = cfg.max_batch_bytes;
         let patience = cfg.patience;
+        let first_index = cfg.first_index;
+        stats.log_index.store(first_index, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name("odin-wal".to_owned())
-            .spawn(move || run(&thread_shared, seg, apply, max_batch, patience));
+            .spawn(move || run(&thread_shared, seg, apply, max_batch, patience, first_index));
         let thread = match spawned {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -707,6 +743,30 @@ impl<T, R> WalWriter<T, R> {
         rx.recv().map_err(|_| WalError::WriterStopped)?
     }
 
+    /// Cuts the segment, as [`cut_segment`](Self::cut_segment), and then runs `f` on
+    /// the writer thread before the next commit group: every record committed before
+    /// this call was made is applied, none queued after it is, and all of them lie in
+    /// segments below the returned position's. Returns `f`'s result.
+    ///
+    /// `f` stops all commits while it runs: keep it to copying state. It must not
+    /// commit, cut or close (that would wait on itself).
+    pub fn cut_and_run<V: Send + 'static>(
+        &self,
+        f: impl FnOnce(LogPosition) -> V + Send + 'static,
+    ) -> Result<V> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let then: CutThen = Box::new(move |pos: Result<LogPosition>| {
+            let _ = tx.send(pos.map(f));
+        });
+        self.inner.shared.push_blocking(Op::CutThen(then))?;
+        rx.recv().map_err(|_| WalError::WriterStopped)?
+    }
+
+    /// Records applied so far (the index of the last one; see [`LogPosition`]).
+    pub fn log_index(&self) -> u64 {
+        self.inner.stats.log_index.load(Ordering::Relaxed)
+    }
+
     /// Rewrites the newest checkpoint and all segments numbered below
     /// `before_segment` through `keep` into `checkpoint.<before_segment-1>`,
     /// then deletes those segments and older checkpoints. `keep` returns the
@@ -732,6 +792,21 @@ impl<T, R> WalWriter<T, R> {
             &mut keep,
             &self.inner.stats,
         )
+    }
+
+    /// Deletes every checkpoint and every segment numbered below `segment`, once a
+    /// head image holds what they hold. `segment` must not be past the active one.
+    /// Returns the files deleted.
+    pub fn remove_before(&self, segment: u64) -> Result<u64> {
+        let active = self.inner.stats.segments_current.load(Ordering::Relaxed);
+        if segment > active {
+            return Err(WalError::SegmentNotImmutable {
+                before: segment,
+                active,
+            });
+        }
+        let _serial = self.inner.checkpoint_lock.lock();
+        remove_before(&self.inner.dir, segment)
     }
 
     /// Stops accepting commits, lets every queued commit complete normally,

@@ -78,6 +78,20 @@ impl BitWriter {
         }
     }
 
+    /// Moves the stream to a buffer of `capacity` bytes (or its length, if longer).
+    pub(super) fn set_capacity(&mut self, capacity: usize) {
+        let mut v = vec![0; capacity.max(self.len())];
+        v.get_mut(..self.len())
+            .unwrap_or_default()
+            .copy_from_slice(self.bytes());
+        self.buf = v.into_boxed_slice();
+    }
+
+    /// Unused low bits of the last byte.
+    pub(super) fn free_bits(&self) -> u32 {
+        self.free
+    }
+
     pub(super) fn capacity(&self) -> usize {
         self.buf.len()
     }

@@ -6,7 +6,7 @@
 mod bstream;
 mod xor;
 
-pub use xor::{HEADER_LEN, XorChunk, XorIterator};
+pub use xor::{HEADER_LEN, XorChunk, XorIterator, XorState};
 
 use crate::model::Sample;
 

@@ -43,6 +43,22 @@ fn header_count(bytes: &[u8]) -> Option<u16> {
         .map(|h| u16::from_be_bytes(*h))
 }
 
+/// What an appender keeps besides the bytes: see [`XorChunk::state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XorState {
+    /// Timestamp of the last sample.
+    pub t: i64,
+    /// Bits of the last value.
+    pub v: u64,
+    /// Last timestamp delta.
+    pub t_delta: u64,
+    /// The XOR window (`0xff`: none chosen yet).
+    pub leading: u8,
+    pub trailing: u8,
+    /// Unused low bits of the last byte (0..=8).
+    pub free_bits: u8,
+}
+
 /// An XOR chunk under construction (or re-opened for appending).
 ///
 /// The encoded bytes are kept complete after every append, so [`bytes`]
@@ -275,6 +291,45 @@ impl XorChunk {
             t_delta,
             leading,
             trailing,
+        })
+    }
+
+    /// The appender state [`XorChunk::from_bytes`] recovers by decoding the chunk.
+    pub fn state(&self) -> XorState {
+        XorState {
+            t: self.t,
+            v: self.v,
+            t_delta: self.t_delta,
+            leading: self.leading,
+            trailing: self.trailing,
+            free_bits: self.w.free_bits() as u8,
+        }
+    }
+
+    /// Re-opens a chunk from its bytes and the state [`XorChunk::state`] gave, without
+    /// decoding it: `bytes` is the header and the stream after what was drained (see
+    /// [`XorChunk::drain_stream`]), put in a buffer of at least `capacity` bytes.
+    /// Appending goes on exactly as on the chunk the state was taken from.
+    pub fn from_state(bytes: &[u8], state: XorState, capacity: usize) -> Result<Self, ChunkError> {
+        if bytes.len() < HEADER_LEN
+            || state.free_bits > 8
+            || (bytes.len() == HEADER_LEN && state.free_bits != 0)
+            || (state.leading != NO_WINDOW && state.leading > 31)
+            || state.trailing > 64
+        {
+            return Err(ChunkError::Truncated);
+        }
+        let mut buf = Vec::with_capacity(capacity.max(bytes.len()));
+        buf.extend_from_slice(bytes);
+        let mut w = BitWriter::from_parts(buf, u32::from(state.free_bits));
+        w.set_capacity(capacity);
+        Ok(XorChunk {
+            w,
+            t: state.t,
+            v: state.v,
+            t_delta: state.t_delta,
+            leading: state.leading,
+            trailing: state.trailing,
         })
     }
 

@@ -14,12 +14,21 @@
 //! the closed chunk: nothing is copied. With a million series, the open chunks are
 //! most of the head's data; this keeps them off the heap.
 //!
-//! The files are not a durable record: the WAL is. At start-up the directory is
-//! emptied and WAL replay writes the chunks again. A file is deleted once every chunk
-//! in it is older than the head's minimum time and no open chunk has a slot in it.
+//! The files outlive the process: a head image (see `image`) names the chunks and
+//! open-chunk slots it holds by [`DiskChunkRef`], and start-up keeps the files the
+//! image it loads refers to ([`HeadChunkFiles::open_existing`]) and removes the rest.
+//! Without an image the directory is emptied and WAL replay writes the chunks again.
+//! New chunks always go to a new file, numbered after every file found.
 //!
-//! File layout: raw chunk bytes back to back (slots leave their unused tail as zeros);
-//! a [`DiskChunkRef`] names the file, the offset and the length.
+//! A file leaves the head once every chunk in it is older than the head's minimum time
+//! and no open chunk has a slot in it ([`HeadChunkFiles::truncate_before`]), but it is
+//! only *retired* then: images taken before that still refer to it, so it is deleted
+//! from disk only once no image that start-up may load was taken before it was retired
+//! ([`HeadChunkFiles::delete_retired`]).
+//!
+//! File layout: `chunks_head/NNNNNN` (six or more decimal digits), raw chunk bytes back
+//! to back (slots leave their unused tail as zeros); a [`DiskChunkRef`] names the file,
+//! the offset and the length. Other names in the directory (the images) are left alone.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -75,6 +84,30 @@ impl ChunkSlot {
     pub fn file(&self) -> u32 {
         self.file
     }
+
+    /// What a head image keeps of the slot: its bytes so far, and its capacity.
+    pub fn image_ref(&self) -> (DiskChunkRef, u32) {
+        (
+            DiskChunkRef {
+                file: self.file,
+                offset: self.offset,
+                len: self.len,
+            },
+            self.cap.get(),
+        )
+    }
+
+    /// The slot a head image kept (see [`ChunkSlot::image_ref`]); appends go on
+    /// after its bytes. `None` when they do not fit its capacity.
+    pub fn restore(r: DiskChunkRef, cap: u32) -> Option<ChunkSlot> {
+        let cap = NonZeroU32::new(cap)?;
+        (r.len <= cap.get()).then_some(ChunkSlot {
+            file: r.file,
+            offset: r.offset,
+            cap,
+            len: r.len,
+        })
+    }
 }
 
 struct MappedFile {
@@ -100,19 +133,75 @@ pub struct HeadChunkFiles {
     file_bytes: u64,
     writer: Mutex<Writer>,
     files: RwLock<BTreeMap<u32, MappedFile>>,
+    /// Files truncation took out of the head but left on disk, each with the number
+    /// of image captures begun before it was retired.
+    retired: Mutex<Vec<(u32, u64)>>,
+    /// Image captures begun (see [`HeadChunkFiles::begin_capture`]).
+    captures: AtomicU64,
+}
+
+/// Makes a directory's entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The file number of a chunk file name (`NNNNNN`), `None` for other names.
+fn file_seq(name: &str) -> Option<u32> {
+    (name.len() >= 6 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
 }
 
 impl HeadChunkFiles {
-    /// Opens `dir`, removing whatever a previous run left there.
+    /// Opens `dir`, removing the chunk files a previous run left there.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         Self::open_with_file_bytes(dir, FILE_BYTES)
     }
 
     fn open_with_file_bytes(dir: &Path, file_bytes: u64) -> std::io::Result<Self> {
-        if dir.exists() {
-            fs::remove_dir_all(dir)?;
-        }
+        let files = Self::open_existing_with_file_bytes(dir, file_bytes)?;
+        files.retain_only(&std::collections::HashSet::new())?;
+        Ok(files)
+    }
+
+    /// Opens `dir` keeping the chunk files found there, readable through the
+    /// references an image holds; new chunks go to a file numbered after them.
+    /// [`HeadChunkFiles::retain_only`] then removes those the image does not name.
+    pub fn open_existing(dir: &Path) -> std::io::Result<Self> {
+        Self::open_existing_with_file_bytes(dir, FILE_BYTES)
+    }
+
+    fn open_existing_with_file_bytes(dir: &Path, file_bytes: u64) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let Some(seq) = entry.file_name().to_str().and_then(file_seq) else {
+                continue;
+            };
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
+            let len = file.metadata()?.len();
+            // SAFETY: as in `reserve`: private to this process, never shortened while
+            // mapped, and only bytes within its length (`reserved`) are read.
+            let map = unsafe {
+                MmapOptions::new()
+                    .len(file_bytes.max(len) as usize)
+                    .map(&file)?
+            };
+            files.insert(
+                seq,
+                MappedFile {
+                    file,
+                    map,
+                    reserved: AtomicU64::new(len),
+                    max_t: AtomicI64::new(i64::MIN),
+                },
+            );
+        }
+        let next_seq = files.keys().next_back().map_or(1, |s| s + 1);
         Ok(Self {
             dir: dir.to_path_buf(),
             file_bytes,
@@ -120,10 +209,102 @@ impl HeadChunkFiles {
                 current: None,
                 size: 0,
                 file_len: 0,
-                next_seq: 1,
+                next_seq,
             }),
-            files: RwLock::new(BTreeMap::new()),
+            files: RwLock::new(files),
+            retired: Mutex::new(Vec::new()),
+            captures: AtomicU64::new(0),
         })
+    }
+
+    /// Removes every chunk file not in `keep` (from the head and from disk).
+    pub fn retain_only(&self, keep: &std::collections::HashSet<u32>) -> std::io::Result<()> {
+        let mut files = self.files.write();
+        let doomed: Vec<u32> = files
+            .keys()
+            .filter(|s| !keep.contains(s))
+            .copied()
+            .collect();
+        for seq in &doomed {
+            files.remove(seq);
+            fs::remove_file(self.path(*seq))?;
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The directory the files are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, seq: u32) -> PathBuf {
+        self.dir.join(format!("{seq:06}"))
+    }
+
+    /// Records that a chunk ending at `max_t` lies in `file` (for truncation, when
+    /// an image brings chunks back).
+    pub fn note_max_t(&self, file: u32, max_t: i64) {
+        if let Some(f) = self.files.read().get(&file) {
+            f.max_t.fetch_max(max_t, Ordering::AcqRel);
+        }
+    }
+
+    /// The bytes of `file` that references may point into.
+    pub fn reserved_len(&self, file: u32) -> Option<u64> {
+        self.files
+            .read()
+            .get(&file)
+            .map(|f| f.reserved.load(Ordering::Acquire))
+    }
+
+    /// Whether `r` lies within a file of the head: the check an image's reference
+    /// must pass before a chunk is rebuilt from it.
+    pub fn contains(&self, r: DiskChunkRef) -> bool {
+        let end = u64::from(r.offset) + u64::from(r.len);
+        self.files
+            .read()
+            .get(&r.file)
+            .is_some_and(|f| end <= f.reserved.load(Ordering::Acquire))
+    }
+
+    /// Begins an image capture and returns its number: files retired from now on
+    /// may still be named by that image. Called with the head's writers held off.
+    pub fn begin_capture(&self) -> u64 {
+        self.captures.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Deletes the retired files that no image from capture `capture` on can name
+    /// (those retired before it began); returns how many.
+    pub fn delete_retired(&self, capture: u64) -> usize {
+        let doomed: Vec<u32> = {
+            let mut retired = self.retired.lock();
+            let (gone, kept): (Vec<_>, Vec<_>) = retired.drain(..).partition(|r| r.1 <= capture);
+            *retired = kept;
+            gone.into_iter().map(|r| r.0).collect()
+        };
+        for &seq in &doomed {
+            let path = self.path(seq);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove head chunk file");
+            }
+        }
+        doomed.len()
+    }
+
+    /// Makes the files in `seqs` durable (before an image naming them is written).
+    pub fn sync(&self, seqs: &std::collections::HashSet<u32>) -> std::io::Result<()> {
+        let files = self.files.read();
+        for seq in seqs {
+            match files.get(seq) {
+                Some(f) => f.file.sync_data()?,
+                None => File::open(self.path(*seq))?.sync_data()?,
+            }
+        }
+        drop(files);
+        sync_dir(&self.dir)
     }
 
     /// Reserves `len` bytes at the end of the current file (starting a new file when
@@ -293,9 +474,10 @@ impl HeadChunkFiles {
         f.map.get(start..end).map(<[u8]>::to_vec)
     }
 
-    /// Deletes every file whose chunks all end before `min_t`, except the one space is
+    /// Retires every file whose chunks all end before `min_t`, except the one space is
     /// reserved in and those for which `holds_open_slot` says an open chunk's slot lies
-    /// there. The caller must keep new slots from being reserved meanwhile (they would
+    /// there: it leaves the head at once and the disk once no image needs it (see
+    /// [`HeadChunkFiles::delete_retired`]). The caller must keep new slots from being reserved meanwhile (they would
     /// only go to the current file, which is kept anyway).
     pub fn truncate_before(&self, min_t: i64, holds_open_slot: impl Fn(u32) -> bool) {
         let current = self.writer.lock().current;
@@ -309,12 +491,11 @@ impl HeadChunkFiles {
             })
             .map(|(seq, _)| *seq)
             .collect();
+        let generation = self.captures.load(Ordering::Acquire);
+        let mut retired = self.retired.lock();
         for seq in doomed {
             files.remove(&seq);
-            let path = self.dir.join(format!("{seq:06}"));
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove head chunk file");
-            }
+            retired.push((seq, generation));
         }
     }
 
@@ -364,7 +545,11 @@ mod tests {
             .collect();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
         files.truncate_before(150, |_| false);
-        // Files holding chunks ending at 0 and 100 go; 200 and 300 stay.
+        // Files holding chunks ending at 0 and 100 leave the head at once, and the
+        // disk once no image can name them; 200 and 300 stay.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 4);
+        let capture = files.begin_capture();
+        assert_eq!(files.delete_retired(capture), 2);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
         assert!(files.read(refs[0]).is_none());
         assert!(files.read(refs[1]).is_none());
@@ -400,7 +585,49 @@ mod tests {
         files.truncate_before(100, |f| f == slot.file());
         assert_eq!(files.read_slot(&slot).unwrap(), b"open");
         files.truncate_before(100, |_| false);
+        files.delete_retired(files.begin_capture());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_retired_file_stays_while_an_image_taken_before_may_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HeadChunkFiles::open_with_file_bytes(dir.path(), 16).unwrap();
+        let old = files.write(&[1; 10], 100).unwrap();
+        files.write(&[2; 10], 1000).unwrap();
+        // Image A is captured while the old chunk is in the head; then the head is
+        // truncated past it, and image B is captured.
+        let a = files.begin_capture();
+        files.truncate_before(500, |_| false);
+        assert!(files.read(old).is_none(), "out of the head at once");
+        let b = files.begin_capture();
+        // B is durable; A is kept as the fallback and still names the file.
+        assert_eq!(files.delete_retired(a), 0);
+        assert!(dir.path().join(format!("{:06}", old.file)).exists());
+        // C is durable; B is the fallback now, and B was taken after the retirement.
+        files.begin_capture();
+        assert_eq!(files.delete_retired(b), 1);
+        assert!(!dir.path().join(format!("{:06}", old.file)).exists());
+    }
+
+    #[test]
+    fn open_existing_keeps_files_and_numbers_new_ones_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = HeadChunkFiles::open_with_file_bytes(dir.path(), 16).unwrap();
+        let a = files.write(b"kept chunk", 10).unwrap();
+        let b = files.write(b"dropped", 20).unwrap();
+        fs::write(dir.path().join("snapshot.00000001"), b"not a chunk file").unwrap();
+        drop(files);
+        let files = HeadChunkFiles::open_existing_with_file_bytes(dir.path(), 16).unwrap();
+        assert_eq!(files.read(a).unwrap(), b"kept chunk");
+        files
+            .retain_only(&std::collections::HashSet::from([a.file]))
+            .unwrap();
+        assert!(files.read(b).is_none());
+        assert!(dir.path().join("snapshot.00000001").exists());
+        let c = files.write(b"new", 30).unwrap();
+        assert!(c.file > b.file, "new chunks go to a new file");
+        assert_eq!(files.read(a).unwrap(), b"kept chunk");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! the head a deterministic function of the log. Readers run concurrently.
 
 mod chunk_files;
+pub mod image;
 mod postings;
 mod series;
 mod series_table;
@@ -28,7 +29,7 @@ use crate::tsdb::matchers::{PostingsIndex, postings_for_matchers};
 use postings::MemPostings;
 use series_table::SeriesTable;
 
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
 /// Series by label hash. A raw hash table holding the series themselves (not a
 /// vector per hash) keeps a lookup to one probe and one pointer: on the ingest path
@@ -57,6 +58,8 @@ pub struct Head {
     apply_lock: Mutex<()>,
     /// Where completed chunks go; `None` keeps them on the heap.
     files: Option<HeadChunkFiles>,
+    /// Closed chunks and arena bytes of the last image's copy, to size the next.
+    image_sizes: Mutex<(usize, usize)>,
 }
 
 impl Head {
@@ -74,6 +77,7 @@ impl Head {
             min_valid_t: AtomicI64::new(i64::MIN),
             apply_lock: Mutex::new(()),
             files: None,
+            image_sizes: Mutex::new((0, 0)),
         }
     }
 
@@ -81,6 +85,17 @@ impl Head {
     pub fn with_chunk_files(chunk_range_ms: i64, dir: &std::path::Path) -> std::io::Result<Self> {
         let mut head = Self::new(chunk_range_ms);
         head.files = Some(HeadChunkFiles::open(dir)?);
+        Ok(head)
+    }
+
+    /// A head with the chunk files found under `dir`, for an image to be loaded into
+    /// (see [`image::load`]).
+    pub fn with_existing_chunk_files(
+        chunk_range_ms: i64,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let mut head = Self::new(chunk_range_ms);
+        head.files = Some(HeadChunkFiles::open_existing(dir)?);
         Ok(head)
     }
 

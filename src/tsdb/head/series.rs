@@ -24,7 +24,7 @@ const DRAIN_AT: usize = 28;
 /// and the encoder's 8-byte write window always fit, so it is never reallocated.
 /// 56 bytes is glibc's 64-byte size class with its 8-byte chunk header; 64 would
 /// cost 80.
-const OPEN_CHUNK_CAPACITY: usize = 56;
+pub(super) const OPEN_CHUNK_CAPACITY: usize = 56;
 
 /// Sized with the allocator in mind: with its `Arc` counts a series is 136 bytes, in
 /// glibc's 144-byte size class (the layout test below keeps it there).
@@ -64,7 +64,7 @@ impl OpenChunk {
     }
 
     /// Calls `f` with the whole chunk's bytes; `None` when the slot cannot be read.
-    fn with_bytes<R>(
+    pub(super) fn with_bytes<R>(
         &self,
         files: Option<&HeadChunkFiles>,
         f: impl FnOnce(&[u8]) -> R,
