@@ -144,29 +144,20 @@ pub struct HeadImage {
     /// pending work), stored with the image as it is.
     pub extra: Vec<u8>,
     series: Vec<SeriesImage>,
-    closed: Vec<ClosedImage>,
-    /// Open chunks' heap bytes and inline closed chunks, back to back.
+    /// Each series' closed chunks already in the file's encoding, and the open
+    /// chunks' heap bytes, back to back. Encoding the closed chunks during the copy
+    /// holds about a third of the bytes a list of them would (a few per series).
     arena: Vec<u8>,
+    /// The head chunk files the closed chunks and open slots name.
+    files: HashSet<u32>,
 }
 
 struct SeriesImage {
     labels: Labels,
     next_at: i64,
-    /// Its closed chunks in `HeadImage::closed`.
+    /// Its closed chunks, encoded (count first), in `HeadImage::arena`.
     closed: Span,
     open: Option<OpenImage>,
-}
-
-struct ClosedImage {
-    min_t: i64,
-    max_t: i64,
-    data: ImageData,
-}
-
-enum ImageData {
-    File(DiskChunkRef),
-    /// A range of `HeadImage::arena`.
-    Inline(Span),
 }
 
 struct OpenImage {
@@ -215,25 +206,43 @@ impl Head {
             capture,
             extra: Vec::new(),
             series: Vec::with_capacity(n),
-            closed: Vec::with_capacity(hint.0 + hint.0 / 8),
             arena: Vec::with_capacity(hint.1 + hint.1 / 8),
+            files: HashSet::new(),
         };
+        let mut last_file = None;
         for (_, s) in table.iter() {
             let st = s.state.lock();
             if st.is_empty() {
                 continue;
             }
-            let start = img.closed.len();
+            let start = img.arena.len();
+            let arena = &mut img.arena;
+            put_uvarint(arena, st.closed.len() as u64);
             for c in st.closed.iter() {
-                let data = match &c.data {
-                    ClosedData::File(r) => ImageData::File(*r),
-                    ClosedData::Heap(b) => ImageData::Inline(push(&mut img.arena, b)),
-                };
-                img.closed.push(ClosedImage {
-                    min_t: c.min_t,
-                    max_t: c.max_t,
-                    data,
-                });
+                put_uvarint(arena, ((c.min_t << 1) ^ (c.min_t >> 63)) as u64);
+                put_uvarint(arena, c.max_t.wrapping_sub(c.min_t) as u64);
+                match &c.data {
+                    ClosedData::File(r) => {
+                        arena.push(0);
+                        put_uvarint(arena, u64::from(r.file));
+                        put_uvarint(arena, u64::from(r.offset));
+                        put_uvarint(arena, u64::from(r.len));
+                        // Chunks of a series mostly share one file: skip the set.
+                        if last_file != Some(r.file) {
+                            img.files.insert(r.file);
+                            last_file = Some(r.file);
+                        }
+                    }
+                    ClosedData::Heap(b) => {
+                        arena.push(1);
+                        put_uvarint(arena, b.len() as u64);
+                        arena.extend_from_slice(b);
+                    }
+                }
+            }
+            let closed = Span::new(start, img.arena.len() - start);
+            if let Some(slot) = st.open.as_ref().and_then(|o| o.slot.as_ref()) {
+                img.files.insert(slot.file());
             }
             let open = st.open.as_ref().map(|o| OpenImage {
                 min_t: o.min_t,
@@ -244,13 +253,21 @@ impl Head {
             img.series.push(SeriesImage {
                 labels: s.labels.clone(),
                 next_at: st.next_at,
-                closed: Span::new(start, img.closed.len() - start),
+                closed,
                 open,
             });
         }
-        *self.image_sizes.lock() = (img.closed.len(), img.arena.len());
+        *self.image_sizes.lock() = (0, img.arena.len());
         img
     }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
@@ -259,7 +276,7 @@ fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
     Span::new(start, bytes.len())
 }
 
-/// A range of `HeadImage::arena` or `HeadImage::closed`, in 8 bytes rather than a
+/// A range of `HeadImage::arena`, in 8 bytes rather than a
 /// `Range<usize>`'s 16: the copy holds several per series. Past 4 GiB (some 80M
 /// series) a span is cut short, and the image then fails to load and is replaced by
 /// the previous one.
@@ -292,18 +309,7 @@ impl HeadImage {
 
     /// The chunk files the image names.
     pub fn files(&self) -> HashSet<u32> {
-        let mut out = HashSet::new();
-        for c in &self.closed {
-            if let ImageData::File(r) = c.data {
-                out.insert(r.file);
-            }
-        }
-        for s in &self.series {
-            if let Some((r, _)) = s.open.as_ref().and_then(|o| o.slot) {
-                out.insert(r.file);
-            }
-        }
-        out
+        self.files.clone()
     }
 
     /// Makes the chunk files the image names durable, then writes the image into
@@ -367,22 +373,8 @@ impl HeadImage {
                 }
             }
             out.varint(s.next_at)?;
-            let closed = s.closed.of(&self.closed);
-            out.uvarint(closed.len() as u64)?;
-            for c in closed {
-                out.varint(c.min_t)?;
-                out.uvarint(c.max_t.wrapping_sub(c.min_t) as u64)?;
-                match &c.data {
-                    ImageData::File(r) => {
-                        out.put(&[0])?;
-                        out.chunk_ref(*r)?;
-                    }
-                    ImageData::Inline(range) => {
-                        out.put(&[1])?;
-                        out.bytes(range.of(&self.arena))?;
-                    }
-                }
-            }
+            // Encoded during the copy, exactly as the file has them.
+            out.put(s.closed.of(&self.arena))?;
             match &s.open {
                 None => out.put(&[0])?,
                 Some(o) => {
