@@ -69,6 +69,11 @@ impl Replicated for Tally {
         output.to_le_bytes().to_vec()
     }
 
+    fn may_forward(entry: &Vec<u8>) -> bool {
+        // Entries starting with 0xff stand for what only a leader proposes.
+        entry.first() != Some(&0xff)
+    }
+
     fn decode_output(bytes: &[u8]) -> io::Result<LogIndex> {
         let bytes: [u8; 8] = bytes
             .try_into()
@@ -443,6 +448,17 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         assert!(at(leader).tally.applied.lock().contains(&(index, vec![25])));
         let mut expected = expected;
         expected.push(vec![25]);
+
+        // What only a leader proposes is refused when forwarded, and not applied.
+        let refused = at(follower)
+            .log
+            .submit_async(vec![0xff], vec![0xff], Urgency::Now)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("only writes are forwarded"),
+            "{refused}"
+        );
         for n in &nodes {
             until("all apply", Duration::from_secs(10), || {
                 entries(n) == expected

@@ -46,6 +46,10 @@ pub trait Replicated: StateMachine {
 
     /// An output from the leader's answer.
     fn decode_output(bytes: &[u8]) -> io::Result<Self::Output>;
+
+    /// Whether a peer may hand the leader this entry to propose: writes, yes;
+    /// entries only the leader's own maintenance proposes (a head cut), never.
+    fn may_forward(entry: &Self::Entry) -> bool;
 }
 
 /// A proposed entry, decoded, and the sender of its outcome.

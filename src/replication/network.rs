@@ -42,6 +42,13 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Snapshot bytes go in pieces of this size.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
+/// Time a snapshot transfer gets per piece, beyond openraft's deadline.
+const SNAPSHOT_TIME_PER_CHUNK: Duration = Duration::from_secs(1);
+
+/// The largest snapshot a node takes in: what the receiver holds in memory until it
+/// installs it. (A TSDB snapshot will travel as files instead.)
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
 /// How long connecting to a peer may take before the call counts it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -272,8 +279,11 @@ impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
                 data: Bytes::new(),
             }),
         }
+        // openraft's deadline (`install_snapshot_timeout`, 200 ms by default) is
+        // meant per piece; the whole transfer gets it once plus a second per MiB.
+        let pieces = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
         let mut request = tonic::Request::new(futures_util::stream::iter(chunks));
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(option.hard_ttl() + SNAPSHOT_TIME_PER_CHUNK * pieces);
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
         let target = self.target;
         let sent = client.install_snapshot(request);
@@ -367,6 +377,11 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(tonic::Status::resource_exhausted(format!(
+                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
             if head.is_none() {
                 head = Some(
                     serde_json::from_slice(&chunk.json).map_err(|e| bad_request("snapshot", e))?,
@@ -388,11 +403,16 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         request: tonic::Request<proto::ForwardRequest>,
     ) -> Result<tonic::Response<proto::ForwardReply>, tonic::Status> {
         let bytes = request.into_inner().entry.to_vec();
-        let entry = self
-            .log
-            .machine()
+        let machine = self.log.machine();
+        let entry = machine
             .decode(&bytes, false)
             .map_err(|e| bad_request("forwarded entry", e))?;
+        if !S::may_forward(&entry) {
+            return Err(bad_request(
+                "forwarded entry",
+                "only writes are forwarded; this kind of entry is the leader's own",
+            ));
+        }
         // Proposed here or refused: an entry is forwarded at most once, so a
         // leadership change can never send it round in circles.
         let reply = match self.log.propose(bytes, entry).await {
