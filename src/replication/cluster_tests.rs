@@ -377,7 +377,8 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
 /// A node on its own cluster port: a gRPC server on a loopback port, peers reached
 /// through [`PeerNetwork`].
 async fn start_on_grpc(id: u64) -> (Node, Peer, tokio::task::JoinHandle<()>) {
-    let peers = PeerNetwork::default();
+    // Appends of a few hundred bytes: the leader sends most of them in parts.
+    let peers = PeerNetwork::default().with_append_budget(200);
     let node = start_with(id, PeerNetworkFor::<Tally>::new(peers.clone()), Some(peers)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = Peer {
@@ -428,26 +429,42 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         for i in 0..25u8 {
             leader = write(&nodes, &[1, 2, 3], vec![i]).await.0;
         }
-        let expected: Vec<Vec<u8>> = (0..25u8).map(|i| vec![i]).collect();
-        for n in &nodes {
-            until("all apply", Duration::from_secs(10), || {
-                entries(n) == expected
-            })
-            .await;
-        }
-
         let at = |id: u64| &nodes[(id - 1) as usize];
+        // Twenty at once: appends carry several, more than the 200-byte budget, so
+        // they go in parts.
+        let burst = (25..45u8).map(|i| at(leader).log.submit_async(vec![i], vec![i], Urgency::Now));
+        for r in futures_util::future::join_all(burst).await {
+            r.unwrap();
+        }
+        let sorted = |n: &Node| {
+            let mut got = entries(n);
+            got.sort();
+            got
+        };
+        let all: Vec<Vec<u8>> = (0..45u8).map(|i| vec![i]).collect();
+        for n in &nodes {
+            until("all apply", Duration::from_secs(10), || sorted(n) == all).await;
+        }
+        assert!(
+            super::network::PARTIAL_APPENDS.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no append was sent in parts"
+        );
+        // The burst's order is the log's, the same on every node.
+        let expected = entries(at(leader));
+        for n in &nodes {
+            assert_eq!(entries(n), expected);
+        }
 
         // A follower forwards to the leader and answers once it applied there.
         let follower = (1..=3).find(|&id| id != leader).unwrap();
         let index = at(follower)
             .log
-            .submit_async(vec![25], vec![25], Urgency::Now)
+            .submit_async(vec![45], vec![45], Urgency::Now)
             .await
             .unwrap();
-        assert!(at(leader).tally.applied.lock().contains(&(index, vec![25])));
+        assert!(at(leader).tally.applied.lock().contains(&(index, vec![45])));
         let mut expected = expected;
-        expected.push(vec![25]);
+        expected.push(vec![45]);
 
         // What only a leader proposes is refused when forwarded, and not applied.
         let refused = at(follower)

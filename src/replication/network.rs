@@ -67,13 +67,39 @@ struct SnapshotHead {
     meta: openraft::alias::SnapshotMetaOf<OdinRaft>,
 }
 
+/// The entry bytes one append carries at most, below [`MAX_MESSAGE_BYTES`] with room
+/// for the rest of the message.
+pub const APPEND_BUDGET: usize = MAX_MESSAGE_BYTES - (1 << 20);
+
+/// Appends sent in part (tests).
+#[cfg(test)]
+pub(crate) static PARTIAL_APPENDS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Channels to the peers, by address; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    append_budget: usize,
+}
+
+impl Default for PeerNetwork {
+    fn default() -> Self {
+        PeerNetwork {
+            channels: Arc::default(),
+            append_budget: APPEND_BUDGET,
+        }
+    }
 }
 
 impl PeerNetwork {
+    /// Appends carry at most `bytes` of entries (one entry always goes); the rest
+    /// follows in the next append.
+    pub fn with_append_budget(mut self, bytes: usize) -> Self {
+        self.append_budget = bytes;
+        self
+    }
+
     /// Hands `entry` to the leader (node `leader` at `address`) and returns its
     /// output's bytes and its index once the leader applied it.
     pub async fn forward(
@@ -126,6 +152,7 @@ impl PeerNetwork {
 /// Calls to one peer.
 pub struct PeerConnection<I> {
     target: u64,
+    append_budget: usize,
     client: Result<ClusterClient<Channel>, String>,
     _image: std::marker::PhantomData<fn() -> I>,
 }
@@ -141,6 +168,7 @@ impl<S: Replicated> RaftNetworkFactory<OdinRaft> for PeerNetworkFor<S> {
             .map_err(|e| format!("peer {target} at {:?}: {e}", node.address));
         PeerConnection {
             target,
+            append_budget: self.network.append_budget,
             client,
             _image: std::marker::PhantomData,
         }
@@ -217,12 +245,23 @@ impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
             prev_log_id: rpc.prev_log_id,
             leader_commit: rpc.leader_commit,
         };
-        let entries = rpc
-            .entries
-            .iter()
-            .map(|e| encode_entry(e).map(Bytes::from))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(bad_reply)?;
+        // As many entries as the budget holds (at least one): a larger message would
+        // be refused by the peer again and again, and it would never catch up.
+        let (mut entries, mut bytes, mut last_sent) = (Vec::new(), 0usize, None);
+        for e in &rpc.entries {
+            let encoded = encode_entry(e).map_err(bad_reply)?;
+            if !entries.is_empty() && bytes + encoded.len() > self.append_budget {
+                break;
+            }
+            bytes += encoded.len();
+            last_sent = Some(e.log_id);
+            entries.push(Bytes::from(encoded));
+        }
+        let partial = entries.len() < rpc.entries.len();
+        #[cfg(test)]
+        if partial {
+            PARTIAL_APPENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let request = proto::AppendEntriesRequest {
             json: serde_json::to_vec(&head).map_err(bad_reply)?.into(),
             entries,
@@ -232,7 +271,13 @@ impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
             .append_entries(with_deadline(request, &option))
             .await
             .map_err(call_failed)?;
-        reply_json(reply.into_inner()).map_err(bad_reply)
+        let response = reply_json(reply.into_inner()).map_err(bad_reply)?;
+        Ok(match response {
+            AppendEntriesResponse::Success if partial => {
+                AppendEntriesResponse::PartialSuccess(last_sent)
+            }
+            other => other,
+        })
     }
 
     async fn vote(
