@@ -13,6 +13,7 @@
 //! never both at once ("one durable record").
 
 pub mod record;
+pub mod varint;
 pub mod wal;
 
 use std::future::Future;

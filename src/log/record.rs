@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
+use crate::log::varint::{put_uvarint, put_varint, take_uvarint, unzigzag};
 use crate::model::{Label, Labels, MatchType, Matcher, Sample};
 
 const RECORD_DELETION: u8 = 2;
@@ -626,18 +627,6 @@ fn decode_series<'a, S>(
     Ok((Record::Samples(batch), handles))
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uvarint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
@@ -655,20 +644,11 @@ impl<'a> Decoder<'a> {
     }
 
     fn uvarint(&mut self) -> Result<u64, RecordError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(RecordError::Truncated)
+        take_uvarint(&mut self.buf).ok_or(RecordError::Truncated)
     }
 
     fn varint(&mut self) -> Result<i64, RecordError> {
-        let u = self.uvarint()?;
-        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+        self.uvarint().map(unzigzag)
     }
 
     /// A count of items that each take at least `min_item_bytes`: bounded by what is

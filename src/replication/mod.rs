@@ -23,3 +23,5 @@ pub mod types;
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod test_machine;

@@ -4,7 +4,7 @@
 //! Directory layout (Prometheus's, so `promtool tsdb` and Prometheus can open it):
 //! ```text
 //! <dir>/lock                      advisory lock: one process per directory
-//! <dir>/wal/…                     WAL segments and checkpoints
+//! <dir>/wal/…                     WAL segments (checkpoints of earlier versions are read)
 //! <dir>/chunks_head/…             head chunk files and head images (see `recovery`)
 //! <dir>/<ULID>/                   one block each: meta.json, index, chunks/, tombstones
 //! <dir>/<ULID>.tmp-for-creation   a block being written (removed at start-up)

@@ -26,7 +26,6 @@ pub struct TsdbMetrics {
     pub compactions: Counter,
     pub compactions_failed: Counter,
     pub head_truncations: Counter,
-    pub checkpoints: Counter,
     /// Head images written (see `head::image`).
     pub head_images: Counter,
     /// Head images that could not be written, or found damaged at start-up.
@@ -187,11 +186,6 @@ impl TsdbMetrics {
             "head_truncations",
             "Times the head was cut into a block",
             m.head_truncations.clone(),
-        );
-        r.register(
-            "wal_checkpoints",
-            "WAL checkpoints written",
-            m.checkpoints.clone(),
         );
         r.register("head_images", "Head images written", m.head_images.clone());
         r.register(

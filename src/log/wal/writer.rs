@@ -62,10 +62,9 @@ struct CommitOp<T, R> {
 
 enum Op<T, R> {
     Commit(CommitOp<T, R>),
-    /// Cut requests travel in the queue so that they are ordered with commits.
-    Cut(Reply<u64>),
     /// A cut followed by a closure run on the writer thread, between two commit
-    /// groups: see [`WalWriter::cut_and_run`].
+    /// groups (see [`WalWriter::cut_and_run`]); in the queue so that it is ordered
+    /// with commits.
     CutThen(CutThen),
 }
 
@@ -151,7 +150,7 @@ impl<T, R> Shared<T, R> {
                 q.bytes += c.record.len();
                 c.patient_since.is_some()
             }
-            Op::Cut(_) | Op::CutThen(_) => false,
+            Op::CutThen(_) => false,
         };
         q.ops.push_back(op);
         was_empty || !patient || q.bytes >= self.max_batch_bytes
@@ -212,7 +211,6 @@ impl<T, R> Drop for StopGuard<'_, T, R> {
         for op in leftover {
             match op {
                 Op::Commit(c) => c.reply.send(Err(WalError::WriterStopped)),
-                Op::Cut(reply) => reply.send(Err(WalError::WriterStopped)),
                 Op::CutThen(f) => f(Err(WalError::WriterStopped)),
             }
         }
@@ -417,12 +415,6 @@ pub(crate) struct WriterConfig {
     pub first_index: u64,
 }
 
-/// What the writer does between two commit groups.
-enum Between {
-    Cut(Reply<u64>),
-    CutThen(CutThen),
-}
-
 fn run<T, R>(
     shared: &Shared<T, R>,
     mut seg: SegmentWriter,
@@ -463,12 +455,8 @@ fn run<T, R>(
             let mut bytes = 0usize;
             while let Some(op) = q.ops.pop_front() {
                 match op {
-                    Op::Cut(reply) if batch.is_empty() => {
-                        cut = Some(Between::Cut(reply));
-                        break;
-                    }
                     Op::CutThen(f) if batch.is_empty() => {
-                        cut = Some(Between::CutThen(f));
+                        cut = Some(f);
                         break;
                     }
                     Op::Commit(c)
@@ -490,16 +478,9 @@ fn run<T, R>(
         shared.space.notify_all();
         shared.space_async.notify_waiters();
 
-        match cut {
-            Some(Between::Cut(reply)) => {
-                reply.send(seg.cut());
-                continue;
-            }
-            Some(Between::CutThen(f)) => {
-                f(seg.cut().map(|segment| LogPosition { segment, index }));
-                continue;
-            }
-            None => {}
+        if let Some(f) = cut {
+            f(seg.cut().map(|segment| LogPosition { segment, index }));
+            continue;
         }
         let (durable, err) = seg.write_group(&batch);
         let failed = batch.len() - durable;
@@ -736,11 +717,7 @@ impl<T, R> WalWriter<T, R> {
     /// precondition of [`checkpoint`](Self::checkpoint)). If the current
     /// segment holds no record yet it is kept and its number returned.
     pub fn cut_segment(&self) -> Result<u64> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.inner
-            .shared
-            .push_blocking(Op::Cut(Reply::Blocking(tx)))?;
-        rx.recv().map_err(|_| WalError::WriterStopped)?
+        self.cut_and_run(|pos| pos.segment)
     }
 
     /// Cuts the segment, as [`cut_segment`](Self::cut_segment), and then runs `f` on
@@ -778,13 +755,7 @@ impl<T, R> WalWriter<T, R> {
         before_segment: u64,
         mut keep: impl FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<CheckpointStats> {
-        let active = self.inner.stats.segments_current.load(Ordering::Relaxed);
-        if before_segment > active {
-            return Err(WalError::SegmentNotImmutable {
-                before: before_segment,
-                active,
-            });
-        }
+        self.check_sealed(before_segment)?;
         let _serial = self.inner.checkpoint_lock.lock();
         create_checkpoint(
             &self.inner.dir,
@@ -798,15 +769,18 @@ impl<T, R> WalWriter<T, R> {
     /// head image holds what they hold. `segment` must not be past the active one.
     /// Returns the files deleted.
     pub fn remove_before(&self, segment: u64) -> Result<u64> {
-        let active = self.inner.stats.segments_current.load(Ordering::Relaxed);
-        if segment > active {
-            return Err(WalError::SegmentNotImmutable {
-                before: segment,
-                active,
-            });
-        }
+        self.check_sealed(segment)?;
         let _serial = self.inner.checkpoint_lock.lock();
         remove_before(&self.inner.dir, segment)
+    }
+
+    /// Fails unless every segment below `before` is sealed (the active one is not).
+    fn check_sealed(&self, before: u64) -> Result<()> {
+        let active = self.inner.stats.segments_current.load(Ordering::Relaxed);
+        if before > active {
+            return Err(WalError::SegmentNotImmutable { before, active });
+        }
+        Ok(())
     }
 
     /// Stops accepting commits, lets every queued commit complete normally,

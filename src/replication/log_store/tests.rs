@@ -1,120 +1,26 @@
-use futures_util::TryStreamExt;
-use openraft::alias::{SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
-use openraft::{RaftSnapshotBuilder, StorageError, StoredMembership};
 
 use super::*;
-use crate::replication::types::{Applied, Proposal};
+use crate::replication::machine::{ClusterMachine, Proposals};
+use crate::replication::test_machine::Tally;
+use crate::replication::types::Proposal;
 
-/// A state machine that only remembers what it applied: the suite exercises the
-/// log store through a state machine, and this one has nothing of its own to get
-/// wrong.
-#[derive(Clone, Default)]
-struct Recorder {
-    inner: Arc<Mutex<RecorderState>>,
-}
-
-#[derive(Default, Clone)]
-struct RecorderState {
-    last_applied: Option<LogId>,
-    membership: StoredMembershipOf<OdinRaft>,
-    applied: Vec<Vec<u8>>,
-    current: Option<(SnapshotMetaOf<OdinRaft>, Vec<Vec<u8>>)>,
-}
-
-impl RaftSnapshotBuilder<OdinRaft> for Recorder {
-    type SnapshotData = Vec<Vec<u8>>;
-
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<OdinRaft, Vec<Vec<u8>>>, io::Error> {
-        let mut s = self.inner.lock();
-        let meta = SnapshotMetaOf::<OdinRaft> {
-            last_log_id: s.last_applied,
-            last_membership: s.membership.clone(),
-        };
-        let data = s.applied.clone();
-        s.current = Some((meta.clone(), data.clone()));
-        Ok(SnapshotOf::<OdinRaft, _> {
-            meta,
-            snapshot: data,
-        })
-    }
-}
-
-impl RaftStateMachine<OdinRaft> for Recorder {
-    type SnapshotData = Vec<Vec<u8>>;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembershipOf<OdinRaft>), io::Error> {
-        let s = self.inner.lock();
-        Ok((s.last_applied, s.membership.clone()))
-    }
-
-    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
-    where
-        S: futures_util::Stream<Item = Result<EntryResponder<OdinRaft>, io::Error>>
-            + Unpin
-            + OptionalSend,
-    {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            {
-                let mut s = self.inner.lock();
-                s.last_applied = Some(entry.log_id);
-                match entry.payload {
-                    EntryPayload::Blank => {}
-                    EntryPayload::Normal(p) => s.applied.push(p.bytes),
-                    EntryPayload::Membership(m) => {
-                        s.membership = StoredMembership::new(Some(entry.log_id), m);
-                    }
-                }
-            }
-            if let Some(r) = responder {
-                r.send(Applied);
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMetaOf<OdinRaft>,
-        snapshot: Vec<Vec<u8>>,
-    ) -> Result<(), io::Error> {
-        let mut s = self.inner.lock();
-        s.applied = snapshot.clone();
-        s.last_applied = meta.last_log_id;
-        s.membership = meta.last_membership.clone();
-        s.current = Some((meta.clone(), snapshot));
-        Ok(())
-    }
-
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<SnapshotOf<OdinRaft, Vec<Vec<u8>>>>, io::Error> {
-        let s = self.inner.lock();
-        Ok(s.current
-            .clone()
-            .map(|(meta, snapshot)| SnapshotOf::<OdinRaft, _> { meta, snapshot }))
-    }
-}
-
-/// Small segments, so the suite crosses segment boundaries too.
+/// Small segments, so the suite crosses segment boundaries too; the state machine is
+/// the adapter ODIN uses, around one that only remembers what it applied.
 struct Builder;
 
-impl StoreBuilder<OdinRaft, RaftLogStore, Recorder, tempfile::TempDir> for Builder {
+type Machine = ClusterMachine<Tally>;
+
+impl StoreBuilder<OdinRaft, RaftLogStore, Machine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, RaftLogStore, Recorder), StorageError<OdinRaft>> {
+    ) -> Result<(tempfile::TempDir, RaftLogStore, Machine), StorageError<OdinRaft>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = RaftLogStore::open_with_segment_bytes(dir.path(), 300).expect("open log");
-        Ok((dir, store, Recorder::default()))
+        let machine = ClusterMachine::new(Arc::default(), Arc::new(Proposals::new(1)));
+        Ok((dir, store, machine))
     }
 }
 

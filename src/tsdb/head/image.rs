@@ -64,6 +64,7 @@ use arcstr::ArcStr;
 use parking_lot::Mutex;
 
 use crate::log::LogPosition;
+use crate::log::varint::{put_uvarint, put_varint, take_uvarint, unzigzag};
 use crate::model::{Label, Labels};
 use crate::tsdb::chunkenc::{HEADER_LEN, XorChunk, XorState};
 
@@ -219,7 +220,7 @@ impl Head {
             let arena = &mut img.arena;
             put_uvarint(arena, st.closed.len() as u64);
             for c in st.closed.iter() {
-                put_uvarint(arena, ((c.min_t << 1) ^ (c.min_t >> 63)) as u64);
+                put_varint(arena, c.min_t);
                 put_uvarint(arena, c.max_t.wrapping_sub(c.min_t) as u64);
                 match &c.data {
                     ClosedData::File(r) => {
@@ -260,14 +261,6 @@ impl Head {
         *self.image_sizes.lock() = (0, img.arena.len());
         img
     }
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn push(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
@@ -429,17 +422,14 @@ impl CrcWriter {
         Ok(())
     }
 
-    fn uvarint(&mut self, mut v: u64) -> std::io::Result<()> {
-        while v >= 0x80 {
-            self.buf.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
+    fn uvarint(&mut self, v: u64) -> std::io::Result<()> {
+        put_uvarint(&mut self.buf, v);
         Ok(())
     }
 
     fn varint(&mut self, v: i64) -> std::io::Result<()> {
-        self.uvarint(((v << 1) ^ (v >> 63)) as u64)
+        put_varint(&mut self.buf, v);
+        Ok(())
     }
 
     fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
@@ -490,20 +480,11 @@ impl<'a> Reader<'a> {
     }
 
     fn uvarint(&mut self) -> Result<u64, ImageError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(damaged("varint overflows 64 bits"))
+        take_uvarint(&mut self.buf).ok_or_else(|| damaged("varint cut short or over 64 bits"))
     }
 
     fn varint(&mut self) -> Result<i64, ImageError> {
-        let u = self.uvarint()?;
-        Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+        self.uvarint().map(unzigzag)
     }
 
     fn u32(&mut self) -> Result<u32, ImageError> {

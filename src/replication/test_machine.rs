@@ -1,0 +1,69 @@
+//! A state machine for the replication tests: it remembers what it applied, and has
+//! nothing of its own to get wrong.
+
+use std::io;
+
+use parking_lot::Mutex;
+
+use super::machine::Replicated;
+use crate::log::{LogIndex, StateMachine};
+
+/// Applies entries by remembering them; answers the index it applied at.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub applied: Mutex<Vec<(LogIndex, Vec<u8>)>>,
+    pub restored: std::sync::atomic::AtomicUsize,
+}
+
+impl StateMachine for Tally {
+    type Entry = Vec<u8>;
+    type Output = LogIndex;
+
+    fn decode(&self, bytes: &[u8], _busy: bool) -> Result<Vec<u8>, String> {
+        Ok(bytes.to_vec())
+    }
+
+    fn apply(&self, index: LogIndex, entry: Vec<u8>) -> LogIndex {
+        self.applied.lock().push((index, entry));
+        index
+    }
+}
+
+impl Replicated for Tally {
+    type Image = Vec<(LogIndex, Vec<u8>)>;
+
+    fn capture(&self) -> io::Result<Self::Image> {
+        Ok(self.applied.lock().clone())
+    }
+
+    fn restore(&self, image: &Self::Image) -> io::Result<()> {
+        *self.applied.lock() = image.clone();
+        self.restored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn encode_image(image: &Self::Image) -> io::Result<Vec<u8>> {
+        Ok(serde_json::to_vec(image)?)
+    }
+
+    fn decode_image(bytes: &[u8]) -> io::Result<Self::Image> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    fn encode_output(output: &LogIndex) -> Vec<u8> {
+        output.to_le_bytes().to_vec()
+    }
+
+    fn may_forward(entry: &Vec<u8>) -> bool {
+        // Entries starting with 0xff stand for what only a leader proposes.
+        entry.first() != Some(&0xff)
+    }
+
+    fn decode_output(bytes: &[u8]) -> io::Result<LogIndex> {
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| io::Error::other("an index is 8 bytes"))?;
+        Ok(LogIndex::from_le_bytes(bytes))
+    }
+}
