@@ -880,13 +880,11 @@ mod tests {
     fn streaming_over_tsdb_blocks_and_head_equals_loading() {
         use crate::storage::Appendable;
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::tsdb::Db::open(
+        let db = crate::tsdb::Db::open_for_tests(
             dir.path(),
             crate::tsdb::DbOptions::default(),
-            crate::tsdb::TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+            &Default::default(),
+        );
         let mut app = db.appender();
         let sets: [(&str, &str, f64, f64); 4] = [
             ("1", "production", 20.0, 30.0),

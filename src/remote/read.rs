@@ -428,7 +428,7 @@ mod tests {
     use super::*;
     use crate::model::Sample;
     use crate::storage::Appendable;
-    use crate::tsdb::{Db, DbOptions, TsdbMetrics};
+    use crate::tsdb::{Db, DbOptions};
 
     fn request(matchers: Vec<prompb::LabelMatcher>, streamed: bool) -> Vec<u8> {
         let req = ReadRequest {
@@ -458,13 +458,7 @@ mod tests {
     #[test]
     fn reads_stop_when_their_budget_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path(),
-            DbOptions::default(),
-            TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir.path(), DbOptions::default(), &Default::default());
         let mut app = db.appender();
         for s in 0..3 {
             let labels = Labels::from_pairs([("__name__", "up".to_string()), ("s", s.to_string())]);
@@ -511,13 +505,7 @@ mod tests {
     #[test]
     fn samples_and_streamed_chunks_carry_the_same_data() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path(),
-            DbOptions::default(),
-            TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir.path(), DbOptions::default(), &Default::default());
         let mut app = db.appender();
         let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
         for i in 0..20 {

@@ -925,13 +925,11 @@ mod tests {
     fn later_scrapes_reach_the_tsdb_series_by_reference() {
         use crate::storage::Queryable;
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::tsdb::Db::open(
+        let db = crate::tsdb::Db::open_for_tests(
             dir.path(),
             crate::tsdb::DbOptions::default(),
-            crate::tsdb::TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+            &Default::default(),
+        );
         let t = target();
         let c = ctx(&t, &[]);
         let mut cache = ScrapeCache::default();

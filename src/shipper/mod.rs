@@ -409,7 +409,7 @@ mod tests {
     use super::*;
     use crate::model::Labels;
     use crate::storage::Appendable;
-    use crate::tsdb::{DbOptions, TsdbMetrics};
+    use crate::tsdb::DbOptions;
 
     const H: i64 = 3_600_000;
 
@@ -422,13 +422,7 @@ mod tests {
             shipping: Some(shipper.hook()),
             ..DbOptions::default()
         };
-        let db = Db::open(
-            dir,
-            opts,
-            TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir, opts, &Default::default());
         let mut t = 0;
         while t < 9 * H {
             let mut app = db.appender();

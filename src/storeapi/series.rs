@@ -414,7 +414,7 @@ mod tests {
     use crate::model::Sample;
     use crate::storage::Appendable;
     use crate::tsdb::chunkenc::XorIterator;
-    use crate::tsdb::{Db, DbOptions, TsdbMetrics};
+    use crate::tsdb::{Db, DbOptions};
 
     fn m(t: label_matcher::Type, name: &str, value: &str) -> LabelMatcher {
         LabelMatcher {
@@ -558,13 +558,7 @@ mod tests {
 
     fn db_with(series: &[(Labels, Vec<Sample>)]) -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path(),
-            DbOptions::default(),
-            TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir.path(), DbOptions::default(), &Default::default());
         let mut app = db.appender();
         for (l, samples) in series {
             for s in samples {

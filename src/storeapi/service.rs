@@ -473,7 +473,7 @@ mod tests {
     use crate::model::Labels;
     use crate::storage::Appendable;
     use crate::storeapi::proto::thanos::{LabelMatcher, label_matcher};
-    use crate::tsdb::{Db, DbOptions, TsdbMetrics};
+    use crate::tsdb::{Db, DbOptions};
     use futures_util::StreamExt;
     use info::info_server::Info;
     use store_server::Store;
@@ -501,13 +501,7 @@ mod tests {
 
     fn db_with_series(n: usize) -> (tempfile::TempDir, Arc<OnceLock<StoreBackends>>) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
-            dir.path(),
-            DbOptions::default(),
-            TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir.path(), DbOptions::default(), &Default::default());
         let mut app = db.appender();
         for i in 0..n {
             let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i:05}"))]);

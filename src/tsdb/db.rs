@@ -412,6 +412,15 @@ impl Db {
     }
 }
 
+#[cfg(test)]
+impl Db {
+    /// A database in `dir` on its own WAL, as tests across the crate want one.
+    pub(crate) fn open_for_tests(dir: &Path, opts: DbOptions, metrics: &TsdbMetrics) -> Db {
+        let log = crate::log::wal::WalLog::in_data_dir(dir);
+        Db::open(dir, opts, metrics.clone(), log).expect("open a test database")
+    }
+}
+
 impl DbInner {
     pub(crate) fn refresh_gauges(&self) {
         let blocks = self.blocks.read();
@@ -827,13 +836,7 @@ mod tests {
     const H: i64 = 3_600_000;
 
     fn open(dir: &Path, opts: DbOptions) -> Db {
-        Db::open(
-            dir,
-            opts,
-            TsdbMetrics::default(),
-            crate::log::wal::WalLog::in_data_dir(dir),
-        )
-        .unwrap()
+        Db::open_for_tests(dir, opts, &Default::default())
     }
 
     fn opts() -> DbOptions {
@@ -961,13 +964,7 @@ mod tests {
     fn a_sample_a_day_ahead_is_refused_and_later_writes_still_land() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = TsdbMetrics::default();
-        let db = Db::open(
-            dir.path(),
-            DbOptions::default(),
-            metrics.clone(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir.path(), DbOptions::default(), &metrics);
         let now = crate::model::now_ms();
         let s = one(&db, "a", now + 86_400_000);
         assert_eq!((s.accepted, s.too_far_in_future), (0, 1));
@@ -1216,13 +1213,7 @@ mod tests {
             let block = one_block(dir.path());
             damage(&block);
             let metrics = TsdbMetrics::default();
-            let db = Db::open(
-                dir.path(),
-                opts(),
-                metrics.clone(),
-                crate::log::wal::WalLog::in_data_dir(dir.path()),
-            )
-            .unwrap();
+            let db = Db::open_for_tests(dir.path(), opts(), &metrics);
             assert!(db.blocks().is_empty(), "{what}");
             assert_eq!(metrics.blocks_quarantined.get(), 1, "{what}");
             let name = block.file_name().unwrap();
@@ -1241,13 +1232,7 @@ mod tests {
             db.close().unwrap();
             drop(db);
             let metrics = TsdbMetrics::default();
-            Db::open(
-                dir.path(),
-                opts(),
-                metrics.clone(),
-                crate::log::wal::WalLog::in_data_dir(dir.path()),
-            )
-            .unwrap();
+            Db::open_for_tests(dir.path(), opts(), &metrics);
             assert_eq!(metrics.blocks_quarantined.get(), 0, "{what}");
         }
     }
@@ -1294,13 +1279,7 @@ mod tests {
         for (what, damage) in cases {
             let dir = tempfile::tempdir().unwrap();
             let metrics = TsdbMetrics::default();
-            let db = Db::open(
-                dir.path(),
-                opts(),
-                metrics.clone(),
-                crate::log::wal::WalLog::in_data_dir(dir.path()),
-            )
-            .unwrap();
+            let db = Db::open_for_tests(dir.path(), opts(), &metrics);
             fill(&db, 0, 4 * H);
             db.compact().unwrap();
             let seg = db.blocks()[0].dir().join("chunks").join("000001");
@@ -1310,13 +1289,7 @@ mod tests {
             damage(&mut bytes);
             std::fs::write(&seg, bytes).unwrap();
 
-            let db = Db::open(
-                dir.path(),
-                opts(),
-                metrics.clone(),
-                crate::log::wal::WalLog::in_data_dir(dir.path()),
-            )
-            .unwrap();
+            let db = Db::open_for_tests(dir.path(), opts(), &metrics);
             assert_eq!(db.blocks().len(), 1, "{what}: the block itself still opens");
             // Series a's block chunk is gone; its head samples and (for a flipped
             // byte) series b's block samples are still answered.
@@ -1611,13 +1584,7 @@ mod tests {
             ..DbOptions::default()
         });
         let metrics = TsdbMetrics::default();
-        let db = Db::open(
-            dir.path(),
-            o,
-            metrics.clone(),
-            crate::log::wal::WalLog::in_data_dir(dir.path()),
-        )
-        .unwrap();
+        let db = Db::open_for_tests(dir.path(), o, &metrics);
         fill(&db, 0, 14 * H);
         db.compact().unwrap();
         // Six blocks cut, each reported; none shipped, so none deleted.

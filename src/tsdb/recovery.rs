@@ -328,13 +328,7 @@ mod tests {
     }
 
     fn open(dir: &Path, metrics: &TsdbMetrics) -> Db {
-        Db::open(
-            dir,
-            opts(),
-            metrics.clone(),
-            crate::log::wal::WalLog::in_data_dir(dir),
-        )
-        .unwrap()
+        Db::open_for_tests(dir, opts(), metrics)
     }
 
     /// One sample a minute in `[from, to)` for 20 series.
