@@ -65,40 +65,53 @@ const READER_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30
 /// Cuts the head into blocks: carries out the cuts already applied, then, while the
 /// head spans more than one and a half ranges (Prometheus's rule), proposes the next
 /// cut through the log and carries it out once applied. The cut is an entry so that
-/// the bound it sets falls at the same place among the batches on every replica.
+/// the bound it sets falls at the same place among the batches on every replica. One
+/// head image follows the run of cuts.
 fn cut_head(db: &DbInner) -> Result<()> {
-    carry_out_pending(db)?;
+    let mut cut = carry_out(db)?;
     while let Some(end) = db.head_cut_due() {
         db.propose_head_cut(end)?;
         if !db.machine.pending.lock().has_cut() {
             // The cut was already below the head's bound; nothing to do.
-            return Ok(());
+            break;
         }
-        carry_out_pending(db)?;
+        cut |= carry_out(db)?;
+    }
+    if cut {
+        crate::tsdb::recovery::take_image(db, "head cut")?;
     }
     Ok(())
 }
 
-/// Carries out what applied entries left for maintenance, oldest first: the block of
-/// a head cut (then the head is truncated and an image of it taken, which lets the
-/// log forget what the block holds), the tombstones of a deletion. Runs with the maintenance lock held. An item
-/// leaves the queue only once done, so a failure leaves it for the next round.
+/// Carries out what applied entries left for maintenance, then, after a head cut,
+/// takes an image of the head, which lets the log forget what the blocks hold and
+/// the truncations' chunk files go. Runs with the maintenance lock held.
 pub(crate) fn carry_out_pending(db: &DbInner) -> Result<()> {
+    if carry_out(db)? {
+        crate::tsdb::recovery::take_image(db, "head cut")?;
+    }
+    Ok(())
+}
+
+/// Carries out the pending work, oldest first: the block of a head cut (then the
+/// head is truncated), the tombstones of a deletion. An item leaves the queue only
+/// once done, so a failure leaves it for the next round. Returns whether a cut was
+/// carried out (one image then serves a run of them).
+fn carry_out(db: &DbInner) -> Result<bool> {
+    let mut cut = false;
     loop {
         let Some(next) = db.machine.pending.lock().queue.front().cloned() else {
-            return Ok(());
+            return Ok(cut);
         };
         match &next {
-            Pending::Cut(cut) => write_cut(db, *cut)?,
+            Pending::Cut(c) => write_cut(db, *c)?,
             Pending::Tombstones(d) => add_tombstones(db, d)?,
         }
         db.machine.pending.lock().queue.pop_front();
-        if let Pending::Cut(cut) = next {
-            db.head.truncate(cut.end);
+        if let Pending::Cut(c) = next {
+            db.head.truncate(c.end);
             db.metrics.head_truncations.inc();
-            // The image replaces the WAL checkpoint: the log before it can go, and
-            // so can the chunk files the truncation retired.
-            crate::tsdb::recovery::take_image(db, "head cut")?;
+            cut = true;
         }
     }
 }

@@ -103,35 +103,37 @@ impl PendingWork {
 
     /// [`encode`](Self::encode)'s bytes back; empty bytes are an empty queue.
     pub fn decode(mut bytes: &[u8]) -> Result<PendingWork, String> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-            let (head, rest) = b.split_at_checked(n).ok_or("pending work truncated")?;
+        /// The next `N` bytes, taken off the front.
+        fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N], String> {
+            let (head, rest) = b.split_first_chunk::<N>().ok_or("pending work truncated")?;
             *b = rest;
-            Ok(head)
+            Ok(*head)
         }
         let mut work = PendingWork::default();
         if bytes.is_empty() {
             return Ok(work);
         }
-        let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let i64_at = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let n = u32_at(take(&mut bytes, 4)?);
+        let n = u32::from_le_bytes(take(&mut bytes)?);
         for _ in 0..n {
-            match take(&mut bytes, 1)?[0] {
-                0 => {
-                    let from = i64_at(take(&mut bytes, 8)?);
-                    let end = i64_at(take(&mut bytes, 8)?);
+            match take::<1>(&mut bytes)? {
+                [0] => {
+                    let from = i64::from_le_bytes(take(&mut bytes)?);
+                    let end = i64::from_le_bytes(take(&mut bytes)?);
                     work.queue.push_back(Pending::Cut(PendingCut { from, end }));
                 }
-                1 => {
-                    let len = u32_at(take(&mut bytes, 4)?) as usize;
-                    let rec = take(&mut bytes, len)?;
+                [1] => {
+                    let len = u32::from_le_bytes(take(&mut bytes)?) as usize;
+                    let (rec, rest) = bytes
+                        .split_at_checked(len)
+                        .ok_or("pending tombstones truncated")?;
+                    bytes = rest;
                     match record::decode(rec, &mut |s| s.into()) {
                         Ok(Record::Deletion(d)) => work.queue.push_back(Pending::Tombstones(d)),
                         Ok(_) => return Err("pending tombstones are not a deletion".into()),
                         Err(e) => return Err(format!("pending tombstones: {e}")),
                     }
                 }
-                k => return Err(format!("unknown pending work kind {k}")),
+                [k] => return Err(format!("unknown pending work kind {k}")),
             }
         }
         if !bytes.is_empty() {
