@@ -1,6 +1,7 @@
 //! Protobuf's base-128 varints (zigzag for signed values): the integers of the log's
 //! records and of the TSDB's head images.
 
+#[inline]
 pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -9,12 +10,14 @@ pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline]
 pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Reads a varint from the front of `buf` and advances past it; `None` when `buf`
 /// ends first or the value overflows 64 bits.
+#[inline]
 pub fn take_uvarint(buf: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
@@ -29,6 +32,7 @@ pub fn take_uvarint(buf: &mut &[u8]) -> Option<u64> {
 }
 
 /// The signed value of a zigzag-encoded varint.
+#[inline]
 pub fn unzigzag(u: u64) -> i64 {
     ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
