@@ -184,6 +184,22 @@ struct RunFlags {
     /// turn until their deadline. 0: no limit.
     #[arg(long = "store.grpc.series-max-concurrency", default_value_t = odin::storeapi::DEFAULT_SERIES_MAX_CONCURRENCY)]
     series_max_concurrency: usize,
+    /// Run as this node of a Raft cluster (ids start at 1); without the
+    /// `--cluster.*` flags (or a `cluster:` section), ODIN is a single node.
+    #[arg(long = "cluster.node-id")]
+    cluster_node_id: Option<u64>,
+    /// Address the cluster (gRPC) listener binds, for the other nodes.
+    #[arg(long = "cluster.listen-address")]
+    cluster_listen_address: Option<String>,
+    /// Address the other nodes reach this one at, when the listen address is not
+    /// reachable by them [default: the listen address].
+    #[arg(long = "cluster.advertise-address")]
+    cluster_advertise_address: Option<String>,
+    /// The members of a fresh cluster, `ID@HOST:PORT` comma-separated (etcd's
+    /// --initial-cluster); this node among them. The lowest id initialises the cluster
+    /// on its first start; restarts rejoin with what the data directory holds.
+    #[arg(long = "cluster.peers")]
+    cluster_peers: Option<String>,
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
@@ -387,6 +403,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         sync_interval: positive_ms("store.sync-interval", &flags.store_sync_interval)?,
         external_labels: config.global.external_labels.clone(),
     };
+    let cluster = cluster_options(&flags, config.cluster.as_ref())?;
     let config_yaml = match &flags.config_file {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
         None => odin::config::EMBEDDED_DEFAULT.to_string(),
@@ -453,6 +470,40 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             "store.grpc.series-max-concurrency",
             flags.series_max_concurrency.to_string(),
         ),
+        (
+            "cluster.node-id",
+            cluster
+                .as_ref()
+                .map(|c| c.node_id.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "cluster.listen-address",
+            cluster
+                .as_ref()
+                .map(|c| c.listen.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "cluster.advertise-address",
+            cluster
+                .as_ref()
+                .map(|c| c.advertise.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "cluster.peers",
+            cluster
+                .as_ref()
+                .map(|c| {
+                    c.initial_members
+                        .iter()
+                        .map(|(id, a)| format!("{id}@{a}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+        ),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
         ("log.level", flags.log_level.clone()),
@@ -515,7 +566,51 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         object_store,
         shipper,
         store,
+        cluster,
     })
+}
+
+/// The cluster settings from the `--cluster.*` flags over the config's `cluster:`
+/// section; `None` (a single node) when neither names a node id.
+fn cluster_options(
+    flags: &RunFlags,
+    file: Option<&odin::config::ClusterConfig>,
+) -> anyhow::Result<Option<odin::replication::node::ClusterOptions>> {
+    let from_file = |f: fn(&odin::config::ClusterConfig) -> Option<String>| file.and_then(f);
+    let node_id = flags.cluster_node_id.or(file.and_then(|c| c.node_id));
+    let listen = flags
+        .cluster_listen_address
+        .clone()
+        .or_else(|| from_file(|c| c.listen_address.clone()));
+    let advertise = flags
+        .cluster_advertise_address
+        .clone()
+        .or_else(|| from_file(|c| c.advertise_address.clone()));
+    let peers = flags.cluster_peers.clone().or_else(|| {
+        file.filter(|c| !c.peers.is_empty())
+            .map(|c| c.peers.join(","))
+    });
+    let Some(node_id) = node_id else {
+        if listen.is_some() || advertise.is_some() || peers.is_some() {
+            bail!("cluster: the node id (--cluster.node-id) is missing");
+        }
+        return Ok(None);
+    };
+    let listen =
+        listen.context("cluster: the listen address (--cluster.listen-address) is missing")?;
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--cluster.listen-address {listen:?}"))?;
+    if let Some(a) = &advertise {
+        odin::replication::node::check_address(a)
+            .map_err(|e| anyhow::anyhow!("--cluster.advertise-address: {e}"))?;
+    }
+    let peers = peers.context("cluster: the peers (--cluster.peers) are missing")?;
+    let peers = odin::replication::node::parse_peers(&peers)
+        .map_err(|e| anyhow::anyhow!("--cluster.peers: {e}"))?;
+    let opts = odin::replication::node::ClusterOptions::new(node_id, listen, advertise, peers)
+        .map_err(|e| anyhow::anyhow!("cluster: {e}"))?;
+    Ok(Some(opts))
 }
 
 fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {

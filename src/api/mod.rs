@@ -4,6 +4,7 @@
 
 mod admin;
 mod bounded;
+mod cluster;
 mod metrics;
 mod query;
 mod remote;
@@ -55,6 +56,8 @@ pub struct ApiOptions {
     pub write_limits: WriteLimits,
     /// `global.external_labels`: added to what remote read returns.
     pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Whether this node runs in a cluster (its handle arrives once storage opened).
+    pub clustered: bool,
 }
 
 /// What the HTTP handlers share. Handlers receive it as [`ApiState`], which axum
@@ -94,6 +97,9 @@ pub struct ApiShared {
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
     /// Long-lived tasks that are down (waiting to be restarted): `/-/ready` says so.
     pub tasks: Arc<crate::supervise::TaskHealth>,
+    /// The cluster this node belongs to, once its log started; never set on a single
+    /// node.
+    pub cluster: Arc<OnceLock<Arc<dyn crate::replication::control::ClusterControl>>>,
 }
 
 /// A reload request and where its outcome goes.
@@ -125,6 +131,7 @@ pub fn router(state: ApiState) -> Router {
             post(remote::read).layer(DefaultBodyLimit::max(limit)),
         )
         .merge(admin::routes())
+        .merge(cluster::routes())
         .merge(query::routes())
         .merge(status::routes())
         .merge(targets::routes())

@@ -24,11 +24,15 @@ use crate::collect::process::ProcessCollector;
 use crate::config::Config;
 use crate::promql::{Engine, EngineOptions};
 use crate::remote::WriteLimits;
+use crate::replication::commit_log::RaftCommitLog;
+use crate::replication::control::ClusterControl;
+use crate::replication::network::PeerNetwork;
+use crate::replication::node::ClusterLog;
 use crate::scrape::ScrapeManager;
 use crate::shipper::{ClientTuning, Shipper, ShipperMetrics, ShipperOptions};
 use crate::storeapi::{StoreApi, StoreApiMetrics, StoreApiOptions, StoreBackends};
 use crate::supervise::{Supervisor, TaskHealth, TaskMetrics, run_guarded};
-use crate::tsdb::{Db, DbOptions, TsdbMetrics};
+use crate::tsdb::{Db, DbMachine, DbOptions, TsdbMetrics};
 use sources::Sources;
 
 /// Everything `odin run` needs, after flags and config file are merged.
@@ -61,6 +65,8 @@ pub struct RunOptions {
     pub shipper: ShipperOptions,
     /// How blocks that live only in the bucket are read (when a bucket is configured).
     pub store: BucketStoreOptions,
+    /// This node's part in a Raft cluster; `None`: a single node on its WAL.
+    pub cluster: Option<crate::replication::node::ClusterOptions>,
 }
 
 /// How often the WAL writer is checked for an unexpected stop.
@@ -84,6 +90,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .object_store
         .as_ref()
         .map(|_| ShipperMetrics::new(&mut registry));
+    let raft_metrics = opts
+        .cluster
+        .as_ref()
+        .map(|_| crate::replication::metrics::RaftMetrics::new(&mut registry));
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
@@ -95,6 +105,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(task_metrics, task_health.clone(), shutdown.clone());
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     let backends: Arc<OnceLock<Backends>> = Arc::new(OnceLock::new());
+    let cluster_control: Arc<OnceLock<Arc<dyn ClusterControl>>> = Arc::new(OnceLock::new());
     let write_limits = WriteLimits::default();
     let state = ApiState::new(ApiShared {
         backends: backends.clone(),
@@ -104,6 +115,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             enable_lifecycle: opts.enable_lifecycle,
             write_limits,
             external_labels: opts.config.global.external_labels.clone(),
+            clustered: opts.cluster.is_some(),
         },
         http_metrics,
         shutdown: shutdown.clone(),
@@ -122,6 +134,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }),
         reload: Some(reload_tx),
         tasks: task_health,
+        cluster: cluster_control.clone(),
     });
     let status = state.status.clone();
 
@@ -207,17 +220,83 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let dir = opts.data_dir.clone();
-    // One node: the WAL is the log. (A cluster gives the TSDB its Raft log instead.)
-    let log = crate::log::wal::WalLog::in_data_dir(&dir);
-    let db = tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics, log))
+    // One durable record: a single node's WAL, or in a cluster the Raft log, never
+    // both.
+    let raft_log: Arc<OnceLock<RaftCommitLog<DbMachine>>> = Arc::new(OnceLock::new());
+    let opening = match &opts.cluster {
+        None => {
+            let log = crate::log::wal::WalLog::in_data_dir(&dir);
+            tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics, log))
+        }
+        Some(cluster) => {
+            tracing::info!(
+                node_id = cluster.node_id,
+                listen = %cluster.listen,
+                advertise = %cluster.advertise,
+                "running as a cluster node"
+            );
+            let counters = raft_metrics
+                .as_ref()
+                .map(|m| m.counters.clone())
+                .unwrap_or_default();
+            let log = ClusterLog::in_data_dir(
+                &dir,
+                cluster.clone(),
+                PeerNetwork::default(),
+                counters,
+                raft_log.clone(),
+            );
+            tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics, log))
+        }
+    };
+    let db = opening
         .await
         .context("open tsdb task")?
         .with_context(|| format!("open tsdb in {}", opts.data_dir.display()))?;
     tracing::info!(data_dir = %opts.data_dir.display(), "storage ready");
+    let cluster_server = match (&opts.cluster, raft_log.get()) {
+        (Some(cluster), Some(log)) => {
+            let listener = tokio::net::TcpListener::bind(cluster.listen)
+                .await
+                .with_context(|| {
+                    format!("listen on {} (--cluster.listen-address)", cluster.listen)
+                })?;
+            tracing::info!(address = %listener.local_addr()?, "cluster server listening");
+            let _ = cluster_control.set(Arc::new(log.clone()));
+            if let Some(m) = &raft_metrics {
+                m.watch(log, shutdown.clone());
+            }
+            let stop = shutdown.clone();
+            let mut serving = Some((listener, log.clone()));
+            Some(supervisor.spawn_critical("cluster_server", move || {
+                let serving = serving.take();
+                let stop = stop.clone();
+                async move {
+                    let (listener, log) = serving.ok_or("the listener is gone")?;
+                    crate::replication::network::serve(listener, log, stop)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }))
+        }
+        (Some(_), None) => anyhow::bail!("the cluster's log did not start"),
+        _ => None,
+    };
 
     // Scraping starts once storage is ready; collectors are scrape sources.
     let manager = Arc::new(ScrapeManager::new(Arc::new(db.clone()), scrape_metrics));
-    let self_instance = format!("localhost:{}", local.port());
+    // In a cluster every node's own metrics are committed to the one log: the
+    // instance names the node as its peers know it.
+    let self_instance = match &opts.cluster {
+        Some(c) => {
+            let host = c
+                .advertise
+                .rsplit_once(':')
+                .map_or(&*c.advertise, |(h, _)| h);
+            format!("{host}:{}", local.port())
+        }
+        None => format!("localhost:{}", local.port()),
+    };
     let mut sources = Sources::new(registry.clone(), self_instance);
     manager
         .apply(
@@ -301,6 +380,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // In-flight requests (and their commits) finish before the server task ends.
     if let Err(e) = server.await {
         tracing::error!(error = %e, "http server task failed");
+    }
+    if let Some(server) = cluster_server {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "cluster server task failed");
+        }
     }
     if let Some(grpc) = grpc {
         // In-flight streams see the cancellation and end with `Unavailable`; a client

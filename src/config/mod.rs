@@ -69,6 +69,9 @@ pub struct Config {
     /// The built-in collectors; each runs only when named here.
     #[serde(default)]
     pub collectors: CollectorsConfig,
+    /// Running as one node of a Raft cluster; absent: a single node on its WAL.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Prometheus sections ODIN reads but does not act on yet; each is reported by
     /// name ([`Config::warnings`]) rather than ignored silently.
     #[serde(default)]
@@ -205,6 +208,23 @@ impl Default for GlobalConfig {
             keep_dropped_targets: None,
         }
     }
+}
+
+/// `cluster:` — the same settings as the `--cluster.*` flags; a flag given on the
+/// command line wins over the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id (flag `--cluster.node-id`).
+    pub node_id: Option<u64>,
+    /// `host:port` the cluster (gRPC) listener binds (flag `--cluster.listen-address`).
+    pub listen_address: Option<String>,
+    /// `host:port` peers reach this node at (flag `--cluster.advertise-address`).
+    pub advertise_address: Option<String>,
+    /// The members a fresh cluster starts with, `ID@HOST:PORT` each (flag
+    /// `--cluster.peers`, comma-separated).
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 /// `storage:`.

@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
@@ -135,7 +136,7 @@ where
         heartbeat_interval: 50,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(20),
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
         purge_batch_size: 1,
         ..Default::default()
@@ -143,20 +144,26 @@ where
     .validate()
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = RaftLogStore::open(dir.path()).unwrap();
+    let store = RaftLogStore::open(&dir.path().join("log")).unwrap();
     let tally = Arc::new(Tally::default());
     let proposals = Arc::new(Proposals::new(id));
-    let machine = ClusterMachine::new(tally.clone(), proposals.clone());
-    let raft = TallyRaft::new(id, Arc::new(config), network, store, machine)
+    let machine = ClusterMachine::new(
+        tally.clone(),
+        proposals.clone(),
+        &dir.path().join("positions"),
+    )
+    .unwrap();
+    let raft = TallyRaft::new(id, Arc::new(config), network, store, machine.clone())
         .await
         .unwrap();
     let log = RaftCommitLog::new(
         id,
         raft,
-        tally.clone(),
+        machine,
         proposals,
         peers,
         Duration::from_secs(2),
+        Default::default(),
     );
     Node {
         tally,
@@ -197,6 +204,38 @@ async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Takes an image of the node's state as the TSDB does (a copy at a position, then
+/// "durable"), and waits until Raft made it its snapshot and purged the log before it.
+async fn take_image(n: &Node) {
+    let (log, tally) = (n.log.clone(), n.tally.clone());
+    let index = tokio::task::spawn_blocking(move || {
+        let at: Arc<Mutex<Option<crate::log::LogPosition>>> = Arc::default();
+        let slot = at.clone();
+        let copy = tally.clone();
+        log.at_position(Box::new(move |pos| {
+            let applied = copy.applied.lock().clone();
+            copy.images.lock().insert(pos.index, applied);
+            *slot.lock() = Some(pos);
+        }))
+        .unwrap();
+        let pos = at.lock().take().unwrap();
+        log.release_before(pos).unwrap();
+        pos.index
+    })
+    .await
+    .unwrap();
+    let raft = n.log.raft().clone();
+    until(
+        "the image is Raft's snapshot",
+        Duration::from_secs(10),
+        || {
+            let m = raft.metrics().borrow_watched().clone();
+            m.snapshot.is_some_and(|s| s.index >= index) && m.purged.is_some_and(|p| p.index > 0)
+        },
+    )
+    .await;
 }
 
 fn installed_a_snapshot(n: &Node) -> bool {
@@ -284,13 +323,7 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         assert_ne!(new_leader, leader);
 
         // A fourth node joins once the log it would need is purged.
-        at(new_leader)
-            .log
-            .raft()
-            .trigger()
-            .snapshot()
-            .await
-            .unwrap();
+        take_image(at(new_leader)).await;
         let fourth = start(4, &router).await;
         at(new_leader)
             .log
@@ -407,10 +440,24 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         let mut expected = expected;
         expected.push(vec![45]);
 
-        // What only a leader proposes is refused when forwarded, and not applied.
+        // What only a leader proposes is not forwarded: the follower names the
+        // leader, and a peer that forwards one anyway is refused; neither applies.
         let refused = at(follower)
             .log
             .submit_async(vec![0xff], vec![0xff], Urgency::Now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, LogError::NotLeader { leader: Some(l) } if l == leader),
+            "{refused}"
+        );
+        let refused = PeerNetwork::default()
+            .forward(
+                leader,
+                &peers[&leader].address,
+                vec![0xff],
+                Duration::from_secs(2),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -424,7 +471,7 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
             .await;
         }
 
-        at(leader).log.raft().trigger().snapshot().await.unwrap();
+        take_image(at(leader)).await;
         let (fourth, peer, server) = start_on_grpc(4).await;
         servers.push(server);
         at(leader)

@@ -7,6 +7,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 
 use super::machine::{ClusterMachine, Proposals, Replicated};
+use super::metrics::RaftCounters;
 use super::network::PeerNetwork;
 use super::types::OdinRaft;
 use crate::log::{CommitLog, LogError, LogIndex, LogPosition, LogStats, Submitted, Urgency};
@@ -36,34 +37,40 @@ struct Inner<S: Replicated> {
     id: u64,
     raft: Raft<S>,
     machine: Arc<S>,
+    /// The state machine as Raft sees it (shared with Raft's own handle).
+    cluster: ClusterMachine<S>,
     proposals: Arc<Proposals<S>>,
     /// How to reach the leader to forward to; `None`: never forward, refuse.
     peers: Option<PeerNetwork>,
     write_timeout: Duration,
+    counters: RaftCounters,
     runtime: tokio::runtime::Handle,
 }
 
 impl<S: Replicated> RaftCommitLog<S> {
-    /// The log of node `id`'s `raft`, whose state machine is `machine` and shares
-    /// `proposals`; `peers` reaches the leader to forward to (without, a node that does
-    /// not lead refuses with [`LogError::NotLeader`]). Must be called inside the
-    /// runtime Raft runs on.
+    /// The log of node `id`'s `raft`, whose state machine is `cluster` (a clone of
+    /// the one Raft was given, sharing `proposals`); `peers` reaches the leader to
+    /// forward to (without, a node that does not lead refuses with
+    /// [`LogError::NotLeader`]). Must be called inside the runtime Raft runs on.
     pub fn new(
         id: u64,
         raft: Raft<S>,
-        machine: Arc<S>,
+        cluster: ClusterMachine<S>,
         proposals: Arc<Proposals<S>>,
         peers: Option<PeerNetwork>,
         write_timeout: Duration,
+        counters: RaftCounters,
     ) -> Self {
         RaftCommitLog {
             inner: Arc::new(Inner {
                 id,
                 raft,
-                machine,
+                machine: cluster.machine().clone(),
+                cluster,
                 proposals,
                 peers,
                 write_timeout,
+                counters,
                 runtime: tokio::runtime::Handle::current(),
             }),
         }
@@ -75,6 +82,11 @@ impl<S: Replicated> RaftCommitLog<S> {
 
     pub(crate) fn machine(&self) -> &Arc<S> {
         &self.inner.machine
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Proposes an entry on this node, which must lead; never forwards. Returns the
@@ -93,20 +105,29 @@ impl<S: Replicated> RaftCommitLog<S> {
             proposals: &inner.proposals,
             seq: proposal.seq,
         };
+        let started = std::time::Instant::now();
         let written = tokio::time::timeout(inner.write_timeout, inner.raft.client_write(proposal));
-        match written.await {
-            Ok(Ok(response)) => {
-                let output = outcome.await.map_err(|_| {
-                    LogError::Cluster("the entry applied without an outcome".to_string())
-                })?;
-                Ok((output, response.log_id.index))
-            }
+        let result = match written.await {
+            Ok(Ok(response)) => outcome
+                .await
+                .map(|output| (output, response.log_id.index))
+                .map_err(|_| LogError::Cluster("the entry applied without an outcome".to_string())),
             Ok(Err(e)) => Err(refusal(e)),
             Err(_) => Err(LogError::Cluster(format!(
                 "not committed by a quorum within {:?}",
                 inner.write_timeout
             ))),
+        };
+        match &result {
+            Ok(_) => inner
+                .counters
+                .proposal_seconds
+                .observe(started.elapsed().as_secs_f64()),
+            Err(_) => {
+                inner.counters.proposals_failed.inc();
+            }
         }
+        result
     }
 
     /// Waits until this node applied `index` (a forwarded entry), so that what the
@@ -180,6 +201,15 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
     ) -> Submitted<S::Output> {
         let this = self.clone();
         Box::pin(async move {
+            if !S::may_forward(&entry)
+                && let Some((leader, _)) = this.other_leader()
+            {
+                // The leader's own kind of entry (a head cut): its maintenance
+                // proposes it there.
+                return Err(LogError::NotLeader {
+                    leader: Some(leader),
+                });
+            }
             let forward_to = this
                 .inner
                 .peers
@@ -187,13 +217,28 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
                 .and_then(|p| Some((p, this.other_leader()?)));
             match forward_to {
                 Some((peers, (leader, address))) => {
-                    let (reply, index) = peers
-                        .forward(leader, &address, bytes, this.inner.write_timeout)
-                        .await?;
-                    let output = S::decode_output(&reply)
-                        .map_err(|e| LogError::Cluster(format!("leader's answer: {e}")))?;
-                    this.applied(index).await?;
-                    Ok(output)
+                    let started = std::time::Instant::now();
+                    let counters = &this.inner.counters;
+                    counters.forwarded.inc();
+                    let forwarded = async {
+                        let (reply, index) = peers
+                            .forward(leader, &address, bytes, this.inner.write_timeout)
+                            .await?;
+                        let output = S::decode_output(&reply)
+                            .map_err(|e| LogError::Cluster(format!("leader's answer: {e}")))?;
+                        this.applied(index).await?;
+                        Ok(output)
+                    };
+                    let result = forwarded.await;
+                    match &result {
+                        Ok(_) => counters
+                            .forward_seconds
+                            .observe(started.elapsed().as_secs_f64()),
+                        Err(_) => {
+                            counters.forwards_failed.inc();
+                        }
+                    }
+                    result
                 }
                 None => Ok(this.propose(bytes, entry).await?.0),
             }
@@ -207,30 +252,55 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
     }
 
     /// Runs `f` on the task that applies entries (openraft's state machine task),
-    /// between two of them.
+    /// between two of them, once Raft's side of the position (its log id and
+    /// membership) is durable: an image taken there can be resumed from.
     fn at_position(&self, f: Box<dyn FnOnce(LogPosition) + Send>) -> Result<(), LogError> {
+        let recorded: Arc<parking_lot::Mutex<Option<std::io::Result<()>>>> = Arc::default();
+        let slot = recorded.clone();
         let ran = self
             .inner
             .raft
             .with_state_machine(move |sm: &mut ClusterMachine<S>| {
-                let index = sm.last_applied_index();
-                Box::pin(async move {
-                    f(LogPosition { index, segment: 0 });
-                })
+                let outcome = sm.record_position().map(|index| {
+                    // A Raft log has no segments: the index names the position.
+                    f(LogPosition {
+                        index,
+                        segment: index,
+                    })
+                });
+                *slot.lock() = Some(outcome);
+                Box::pin(async {})
             });
         self.inner
             .runtime
             .block_on(ran)
-            .map_err(|e| LogError::Cluster(e.to_string()))
+            .map_err(|e| LogError::Cluster(e.to_string()))?;
+        match recorded.lock().take() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(LogError::Cluster(format!(
+                "record the Raft position of an image: {e}"
+            ))),
+            None => Err(LogError::Cluster(
+                "the state machine task did not run the image's copy".into(),
+            )),
+        }
     }
 
+    /// The image at `position` is durable: it becomes Raft's snapshot, and Raft
+    /// purges the log before it (keeping what its settings keep for followers that
+    /// lag a little).
     fn release_before(&self, position: LogPosition) -> Result<(), LogError> {
-        let Some(upto) = position.index.checked_sub(1) else {
+        if position.index == 0 {
             return Ok(());
-        };
+        }
+        self.inner
+            .cluster
+            .image_durable(position.index)
+            .map_err(|e| LogError::Cluster(format!("image at {}: {e}", position.index)))?;
+        self.inner.counters.snapshots.inc();
         self.inner
             .runtime
-            .block_on(self.inner.raft.trigger().purge_log(upto))
+            .block_on(self.inner.raft.trigger().snapshot())
             .map_err(|e| LogError::Cluster(e.to_string()))
     }
 

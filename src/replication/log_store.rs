@@ -129,6 +129,13 @@ impl RaftLogStore {
         })
     }
 
+    /// Whether nothing was ever written: no vote, no entry. A fresh cluster starts
+    /// from such logs, and only then is it initialised.
+    pub fn is_fresh(&self) -> bool {
+        let store = self.store.lock();
+        store.vote.is_none() && store.last_log_id().is_none()
+    }
+
     /// Runs `f` on the store on the blocking pool: the store does file I/O.
     async fn with_store<T: Send + 'static>(
         &self,

@@ -7,7 +7,8 @@
 //! entry applies at the same index everywhere.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,21 +20,34 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::types::{Applied, LogId, OdinRaft, Proposal};
-use crate::log::StateMachine;
+use crate::log::{LogIndex, StateMachine};
 
-/// What a state machine adds to be replicated: an image of its whole state, for a
-/// replica too far behind for the log, and its outputs as bytes, for entries a
-/// follower forwards to the leader.
+/// What a state machine adds to be replicated: images of its whole state, for a
+/// restart and for a replica too far behind for the log, and its outputs as bytes,
+/// for entries a follower forwards to the leader.
+///
+/// Images are the state machine's own: it takes them on its schedule through
+/// `CommitLog::at_position` and tells the log once one is durable
+/// (`CommitLog::release_before`). Raft's snapshot is then the newest such image, so
+/// the log behind it can be purged.
 pub trait Replicated: StateMachine {
-    /// The image, as it travels to a replica.
+    /// An image, as Raft hands it around: a handle to a durable one on this node, or
+    /// one received from a peer.
     type Image: Clone + Send + Sync + 'static;
 
-    /// An image of the state after every entry applied so far. Called between two
-    /// applies, never during one.
-    fn capture(&self) -> io::Result<Self::Image>;
+    /// The durable image this node took at `index`.
+    fn durable_image(&self, index: LogIndex) -> io::Result<Self::Image>;
 
-    /// Replaces the whole state with `image`'s.
-    fn restore(&self, image: &Self::Image) -> io::Result<()>;
+    /// An image of the state now, after the entry at `index`, for a machine that
+    /// can take one on demand; `None` for one that takes images on its own schedule
+    /// only (the TSDB).
+    fn image_now(&self, _index: LogIndex) -> Option<io::Result<Self::Image>> {
+        None
+    }
+
+    /// Replaces the whole state with `image`'s, taken at `index`, and keeps it
+    /// durable.
+    fn restore(&self, index: LogIndex, image: &Self::Image) -> io::Result<()>;
 
     /// An image as bytes, to send to a peer.
     fn encode_image(image: &Self::Image) -> io::Result<Vec<u8>>;
@@ -112,7 +126,65 @@ impl<S: StateMachine> Proposals<S> {
 struct Progress<I: Send + 'static> {
     last_applied: Option<LogId>,
     membership: StoredMembershipOf<OdinRaft>,
+    /// Raft's snapshot: the newest image the state machine reported durable.
     current: Option<SnapshotOf<OdinRaft, I>>,
+}
+
+/// What Raft must know of an image besides the state machine's content: the log id
+/// and membership at its position. Written next to the Raft log when an image is
+/// taken (`<dir>/<index>.json`), read back at a restart from the image's position.
+struct Positions {
+    dir: PathBuf,
+}
+
+impl Positions {
+    fn path(&self, index: LogIndex) -> PathBuf {
+        self.dir.join(format!("{index:020}.json"))
+    }
+
+    fn record(&self, meta: &SnapshotMetaOf<OdinRaft>) -> io::Result<()> {
+        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        let path = self.path(index);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(meta)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn load(&self, index: LogIndex) -> io::Result<SnapshotMetaOf<OdinRaft>> {
+        let path = self.path(index);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} (the Raft position of the image at {index}): {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Forgets the positions before `index`: no image there is kept any more.
+    fn forget_before(&self, index: LogIndex) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if stem.parse::<u64>().is_ok_and(|i| i < index)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an old Raft position");
+            }
+        }
+    }
 }
 
 /// openraft's view of a [`StateMachine`]; cheap to clone.
@@ -120,6 +192,7 @@ pub struct ClusterMachine<S: Replicated> {
     machine: Arc<S>,
     proposals: Arc<Proposals<S>>,
     progress: Arc<Mutex<Progress<S::Image>>>,
+    positions: Arc<Positions>,
 }
 
 impl<S: Replicated> Clone for ClusterMachine<S> {
@@ -128,13 +201,20 @@ impl<S: Replicated> Clone for ClusterMachine<S> {
             machine: self.machine.clone(),
             proposals: self.proposals.clone(),
             progress: self.progress.clone(),
+            positions: self.positions.clone(),
         }
     }
 }
 
 impl<S: Replicated> ClusterMachine<S> {
-    pub fn new(machine: Arc<S>, proposals: Arc<Proposals<S>>) -> Self {
-        ClusterMachine {
+    /// The machine, with the Raft positions of its images kept in `positions_dir`.
+    pub fn new(
+        machine: Arc<S>,
+        proposals: Arc<Proposals<S>>,
+        positions_dir: &Path,
+    ) -> io::Result<Self> {
+        std::fs::create_dir_all(positions_dir)?;
+        Ok(ClusterMachine {
             machine,
             proposals,
             progress: Arc::new(Mutex::new(Progress {
@@ -142,12 +222,61 @@ impl<S: Replicated> ClusterMachine<S> {
                 membership: StoredMembership::default(),
                 current: None,
             })),
-        }
+            positions: Arc::new(Positions {
+                dir: positions_dir.to_path_buf(),
+            }),
+        })
+    }
+
+    /// Starts from the image the state machine was restored from, taken at `index`:
+    /// Raft applies only what follows it, and offers it as its snapshot.
+    pub fn resume_from(&self, index: LogIndex) -> io::Result<()> {
+        let meta = self.positions.load(index)?;
+        let image = self.machine.durable_image(index)?;
+        let mut p = self.progress.lock();
+        p.last_applied = meta.last_log_id;
+        p.membership = meta.last_membership.clone();
+        p.current = Some(SnapshotOf::<OdinRaft, S::Image> {
+            meta,
+            snapshot: image,
+        });
+        Ok(())
+    }
+
+    pub fn machine(&self) -> &Arc<S> {
+        &self.machine
     }
 
     /// The index of the newest entry applied (0: none).
     pub fn last_applied_index(&self) -> u64 {
         self.progress.lock().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Records Raft's side of an image about to be taken here, between two applies;
+    /// returns its index.
+    pub(crate) fn record_position(&self) -> io::Result<LogIndex> {
+        let meta = {
+            let p = self.progress.lock();
+            SnapshotMetaOf::<OdinRaft> {
+                last_log_id: p.last_applied,
+                last_membership: p.membership.clone(),
+            }
+        };
+        self.positions.record(&meta)?;
+        Ok(meta.last_log_id.map_or(0, |l| l.index))
+    }
+
+    /// The image taken at `index` is durable: it becomes Raft's snapshot, and the
+    /// positions of older ones are forgotten.
+    pub(crate) fn image_durable(&self, index: LogIndex) -> io::Result<()> {
+        let meta = self.positions.load(index)?;
+        let image = self.machine.durable_image(index)?;
+        self.progress.lock().current = Some(SnapshotOf::<OdinRaft, S::Image> {
+            meta,
+            snapshot: image,
+        });
+        self.positions.forget_before(index);
+        Ok(())
     }
 
     fn apply_proposal(&self, index: u64, p: Proposal) -> io::Result<()> {
@@ -174,20 +303,14 @@ impl<S: Replicated> ClusterMachine<S> {
 impl<S: Replicated> RaftSnapshotBuilder<OdinRaft> for ClusterMachine<S> {
     type SnapshotData = S::Image;
 
+    /// The newest durable image: the state machine takes images on its own schedule
+    /// (they are its restart images too), so building one is only picking it.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<OdinRaft, S::Image>, io::Error> {
-        // openraft builds snapshots on the task that applies, so nothing applies while
-        // the image is captured.
-        let image = self.machine.capture()?;
-        let mut progress = self.progress.lock();
-        let snapshot = SnapshotOf::<OdinRaft, S::Image> {
-            meta: SnapshotMetaOf::<OdinRaft> {
-                last_log_id: progress.last_applied,
-                last_membership: progress.membership.clone(),
-            },
-            snapshot: image,
-        };
-        progress.current = Some(snapshot.clone());
-        Ok(snapshot)
+        self.progress
+            .lock()
+            .current
+            .clone()
+            .ok_or_else(|| io::Error::other("no durable image yet"))
     }
 }
 
@@ -225,6 +348,41 @@ impl<S: Replicated> RaftStateMachine<OdinRaft> for ClusterMachine<S> {
         Ok(())
     }
 
+    /// The newest durable image; before there is one, nothing to offer, and Raft
+    /// keeps the whole log. Forced, an image is taken now where the machine can take
+    /// one on demand.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self> {
+        let has_current = self.progress.lock().current.is_some();
+        if !force {
+            return has_current.then(|| self.clone());
+        }
+        let meta = {
+            let p = self.progress.lock();
+            SnapshotMetaOf::<OdinRaft> {
+                last_log_id: p.last_applied,
+                last_membership: p.membership.clone(),
+            }
+        };
+        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        let image = match self.machine.image_now(index) {
+            None => return has_current.then(|| self.clone()),
+            Some(Ok(image)) => image,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, index, "raft: cannot take an image on demand");
+                return has_current.then(|| self.clone());
+            }
+        };
+        if let Err(e) = self.positions.record(&meta) {
+            tracing::error!(error = %e, index, "raft: cannot record an image's position");
+            return None;
+        }
+        self.progress.lock().current = Some(SnapshotOf::<OdinRaft, S::Image> {
+            meta,
+            snapshot: image,
+        });
+        Some(self.clone())
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
@@ -234,7 +392,11 @@ impl<S: Replicated> RaftStateMachine<OdinRaft> for ClusterMachine<S> {
         meta: &SnapshotMetaOf<OdinRaft>,
         image: S::Image,
     ) -> Result<(), io::Error> {
-        self.machine.restore(&image)?;
+        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        // The position first: once the state machine keeps the image durable, a
+        // restart loads it and looks its position up.
+        self.positions.record(meta)?;
+        self.machine.restore(index, &image)?;
         let mut p = self.progress.lock();
         p.last_applied = meta.last_log_id;
         p.membership = meta.last_membership.clone();
@@ -242,6 +404,8 @@ impl<S: Replicated> RaftStateMachine<OdinRaft> for ClusterMachine<S> {
             meta: meta.clone(),
             snapshot: image,
         });
+        drop(p);
+        self.positions.forget_before(index);
         Ok(())
     }
 

@@ -358,6 +358,22 @@ impl<S: Replicated> ClusterService<S> {
     }
 }
 
+/// Serves the cluster port on `listener` until `shutdown`: peers' Raft calls and
+/// forwarded writes, answered by `log`'s node.
+pub async fn serve<S: Replicated>(
+    listener: tokio::net::TcpListener,
+    log: RaftCommitLog<S>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(ClusterService::server(log))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+}
+
 fn reply<T: serde::Serialize, E: std::fmt::Display>(
     result: Result<T, E>,
 ) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {

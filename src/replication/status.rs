@@ -75,7 +75,7 @@ pub fn cluster_status<S: Replicated>(raft: &Raft<S>) -> ClusterStatus {
         role: role(m.state),
         leader_id: m.current_leader,
         term: m.current_term,
-        commit_index: m.cluster_committed.map(|l| l.index),
+        commit_index: m.local_committed.max(m.cluster_committed).map(|l| l.index),
         applied_index: m.last_applied.map(|l| l.index),
         members,
     }

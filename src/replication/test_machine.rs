@@ -8,11 +8,16 @@ use parking_lot::Mutex;
 use super::machine::Replicated;
 use crate::log::{LogIndex, StateMachine};
 
+/// What a tally applied, by index: its whole state.
+pub(crate) type TallyImage = Vec<(LogIndex, Vec<u8>)>;
+
 /// Applies entries by remembering them; answers the index it applied at.
 #[derive(Default)]
 pub(crate) struct Tally {
     pub applied: Mutex<Vec<(LogIndex, Vec<u8>)>>,
     pub restored: std::sync::atomic::AtomicUsize,
+    /// Images taken (by the tests, at a position), by index.
+    pub images: Mutex<std::collections::BTreeMap<LogIndex, TallyImage>>,
 }
 
 impl StateMachine for Tally {
@@ -30,13 +35,24 @@ impl StateMachine for Tally {
 }
 
 impl Replicated for Tally {
-    type Image = Vec<(LogIndex, Vec<u8>)>;
+    type Image = TallyImage;
 
-    fn capture(&self) -> io::Result<Self::Image> {
-        Ok(self.applied.lock().clone())
+    fn durable_image(&self, index: LogIndex) -> io::Result<Self::Image> {
+        self.images
+            .lock()
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| io::Error::other(format!("no image at {index}")))
     }
 
-    fn restore(&self, image: &Self::Image) -> io::Result<()> {
+    fn image_now(&self, index: LogIndex) -> Option<io::Result<Self::Image>> {
+        let image = self.applied.lock().clone();
+        self.images.lock().insert(index, image.clone());
+        Some(Ok(image))
+    }
+
+    fn restore(&self, index: LogIndex, image: &Self::Image) -> io::Result<()> {
+        self.images.lock().insert(index, image.clone());
         *self.applied.lock() = image.clone();
         self.restored
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

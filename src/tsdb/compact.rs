@@ -70,7 +70,13 @@ const READER_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30
 fn cut_head(db: &DbInner) -> Result<()> {
     let mut cut = carry_out(db)?;
     while let Some(end) = db.head_cut_due() {
-        db.propose_head_cut(end)?;
+        match db.propose_head_cut(end) {
+            Ok(()) => {}
+            // In a cluster, the leader's maintenance cuts; this replica applies the
+            // cut when it arrives, at the same place in the log as everyone.
+            Err(crate::tsdb::TsdbError::Log(crate::log::LogError::NotLeader { .. })) => break,
+            Err(e) => return Err(e),
+        }
         if !db.machine.pending.lock().has_cut() {
             // The cut was already below the head's bound; nothing to do.
             break;

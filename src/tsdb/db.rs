@@ -137,7 +137,7 @@ impl Db {
         } = recovery::open_head(&chunks_dir, opts.min_block_ms, &metrics)?;
         let head = Arc::new(head);
         let started = Instant::now();
-        let machine = Arc::new(DbMachine::new(head.clone()));
+        let machine = Arc::new(DbMachine::new(head.clone(), Some(chunks_dir.clone())));
         // The image (when one loaded) brought the head's bound and the pending work
         // of its position; the log replays what came after. Its cuts raise the bound
         // where they did the first time, so replayed deletions clamp their
@@ -406,7 +406,15 @@ impl Db {
             }
             Err(e) => {
                 self.inner.metrics.commit_failures.inc();
-                Err(StorageError::internal("commit to the log", e))
+                match e {
+                    // The cluster could not commit it (no leader, no quorum within
+                    // the write timeout): the client should try again, here or at
+                    // another node.
+                    LogError::NotLeader { .. } | LogError::Cluster(_) => {
+                        Err(StorageError::Unavailable(format!("not committed: {e}")))
+                    }
+                    e => Err(StorageError::internal("commit to the log", e)),
+                }
             }
         }
     }
@@ -924,7 +932,7 @@ mod tests {
         let replayed = |resolve_at_backlog| {
             let chunks = tempfile::tempdir().unwrap();
             let head = Arc::new(Head::with_chunk_files(2 * H, chunks.path()).unwrap());
-            let machine = DbMachine::new(head.clone());
+            let machine = DbMachine::new(head.clone(), None);
             crate::log::wal::replay(&wal, &machine, 0, resolve_at_backlog).unwrap();
             let mut series: Vec<(Labels, Vec<(i64, u64)>)> = head
                 .series_in_range(i64::MIN, i64::MAX)

@@ -175,14 +175,17 @@ pub struct DbMachine {
     pub(crate) head: Arc<Head>,
     pub(crate) pending: Mutex<PendingWork>,
     pub(crate) signal: Arc<MaintenanceSignal>,
+    /// Where the head images are kept (`chunks_head`).
+    pub(crate) images_dir: Option<std::path::PathBuf>,
 }
 
 impl DbMachine {
-    pub(crate) fn new(head: Arc<Head>) -> Self {
+    pub(crate) fn new(head: Arc<Head>, images_dir: Option<std::path::PathBuf>) -> Self {
         DbMachine {
             head,
             pending: Mutex::default(),
             signal: Arc::default(),
+            images_dir,
         }
     }
 

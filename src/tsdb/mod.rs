@@ -26,6 +26,7 @@ mod metrics;
 pub mod postings;
 mod querier;
 mod recovery;
+mod replicated;
 mod shipping;
 
 pub use db::{CORRUPTED_BLOCKS_DIR, DEFAULT_TOO_FAR_IN_FUTURE_MS, Db, DbOptions};

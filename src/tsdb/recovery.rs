@@ -63,7 +63,7 @@ pub(crate) struct HeadImages {
 struct State {
     /// Images on disk that start-up may load, oldest first: the segment each resumes
     /// at, and its chunk-file capture number (`None`: loaded at start-up).
-    kept: Vec<(u64, Option<u64>)>,
+    kept: Vec<(LogPosition, Option<u64>)>,
     /// WAL bytes written (by this process) when the last image was captured.
     wal_bytes_at_last: u64,
     /// Size of the last image written.
@@ -110,10 +110,11 @@ pub(crate) fn open_head(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "head image loaded"
                 );
+                let position = loaded.position;
                 return Ok(OpenedHead {
                     head,
                     image: Some(loaded),
-                    images: HeadImages::new(chunks_dir, vec![(segment, None)]),
+                    images: HeadImages::new(chunks_dir, vec![(position, None)]),
                 });
             }
             Err(e) => {
@@ -162,7 +163,7 @@ fn remove(path: &Path) {
 }
 
 impl HeadImages {
-    fn new(dir: &Path, kept: Vec<(u64, Option<u64>)>) -> Self {
+    fn new(dir: &Path, kept: Vec<(LogPosition, Option<u64>)>) -> Self {
         Self {
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
@@ -271,21 +272,22 @@ fn take(db: &DbInner, why: &str) -> Result<()> {
     st.last_image_bytes = bytes;
     // An image at the same segment as the newest (nothing written since, the head
     // only truncated) replaced it under the same name.
-    if st.kept.last().is_some_and(|k| k.0 == position.segment) {
+    if st
+        .kept
+        .last()
+        .is_some_and(|k| k.0.segment == position.segment)
+    {
         st.kept.pop();
     }
-    st.kept.push((position.segment, capture));
+    st.kept.push((position, capture));
     while st.kept.len() > 2 {
         let (old, _) = st.kept.remove(0);
-        remove(&images.dir.join(image::image_name(old)));
+        remove(&images.dir.join(image::image_name(old.segment)));
     }
     let mut files_deleted = 0;
     if let [(oldest, oldest_capture), _] = st.kept[..] {
         // The older image is the fallback: keep the WAL from its segment on.
-        log.release_before(LogPosition {
-            index: 0,
-            segment: oldest,
-        })?;
+        log.release_before(oldest)?;
         if let (Some(c), Some(files)) = (oldest_capture, db.head.chunk_files()) {
             files_deleted = files.delete_retired(c);
         }

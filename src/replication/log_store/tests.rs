@@ -18,8 +18,14 @@ impl StoreBuilder<OdinRaft, RaftLogStore, Machine, tempfile::TempDir> for Builde
         &self,
     ) -> Result<(tempfile::TempDir, RaftLogStore, Machine), StorageError<OdinRaft>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = RaftLogStore::open_with_segment_bytes(dir.path(), 300).expect("open log");
-        let machine = ClusterMachine::new(Arc::default(), Arc::new(Proposals::new(1)));
+        let store =
+            RaftLogStore::open_with_segment_bytes(&dir.path().join("log"), 300).expect("open log");
+        let machine = ClusterMachine::new(
+            Arc::default(),
+            Arc::new(Proposals::new(1)),
+            &dir.path().join("positions"),
+        )
+        .expect("positions");
         Ok((dir, store, machine))
     }
 }

@@ -1,0 +1,102 @@
+//! The cluster's HTTP side: `GET /api/v1/status/cluster` (this node's view, in the
+//! Prometheus envelope) and, behind `--web.enable-admin-api`, membership changes:
+//! `POST /api/v1/admin/cluster/add?id=N&address=HOST:PORT` (a learner until it caught
+//! up, then a voter) and `POST /api/v1/admin/cluster/remove?id=N`. Both answer the
+//! status after the change.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::ApiState;
+use super::admin::{form_params, param};
+use super::response::{ApiError, ErrorType, success};
+use crate::replication::control::{ClusterControl, MembershipError};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/status/cluster", get(status))
+        .route("/api/v1/admin/cluster/add", post(add).put(add))
+        .route("/api/v1/admin/cluster/remove", post(remove).put(remove))
+}
+
+fn cluster(s: &ApiState) -> Result<std::sync::Arc<dyn ClusterControl>, ApiError> {
+    s.cluster.get().cloned().ok_or_else(|| {
+        if s.options.clustered {
+            ApiError::unavailable("the cluster is starting (opening the data directory)")
+        } else {
+            ApiError::new(
+                ErrorType::NotFound,
+                "this node runs on its own: no cluster is configured (--cluster.*)",
+            )
+        }
+    })
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    match cluster(&s) {
+        Ok(c) => success(c.status()),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn membership_error(e: MembershipError) -> ApiError {
+    match e {
+        MembershipError::Invalid(m) => ApiError::bad_data(m),
+        e => ApiError::unavailable(e.to_string()),
+    }
+}
+
+fn node_id(params: &[(String, String)]) -> Result<u64, ApiError> {
+    let id = param(params, "id").ok_or_else(|| ApiError::bad_data("missing parameter id"))?;
+    id.parse()
+        .map_err(|_| ApiError::bad_data(format!("id {id:?} is not a node id")))
+}
+
+async fn add(
+    State(s): State<ApiState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        if !s.options.enable_admin_api {
+            return Err(ApiError::unavailable("admin APIs disabled"));
+        }
+        let params = form_params(query.as_deref(), &headers, &body);
+        let id = node_id(&params)?;
+        let address = param(&params, "address")
+            .ok_or_else(|| ApiError::bad_data("missing parameter address (HOST:PORT)"))?
+            .to_string();
+        let c = cluster(&s)?;
+        c.add_member(id, address).await.map_err(membership_error)
+    };
+    match run.await {
+        Ok(status) => success(status),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        if !s.options.enable_admin_api {
+            return Err(ApiError::unavailable("admin APIs disabled"));
+        }
+        let params = form_params(query.as_deref(), &headers, &body);
+        let id = node_id(&params)?;
+        let c = cluster(&s)?;
+        c.remove_member(id).await.map_err(membership_error)
+    };
+    match run.await {
+        Ok(status) => success(status),
+        Err(e) => e.into_response(),
+    }
+}
