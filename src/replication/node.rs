@@ -75,8 +75,8 @@ impl ClusterOptions {
             listen,
             advertise,
             initial_members,
-            heartbeat: Duration::from_millis(150),
-            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(600), Duration::from_millis(1200)),
             write_timeout: super::commit_log::DEFAULT_WRITE_TIMEOUT,
             log_entries_kept: 10_000,
         })

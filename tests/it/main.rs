@@ -5,6 +5,7 @@
 
 mod admin;
 mod bucket_query;
+mod cluster;
 mod common;
 mod crash;
 mod disk_full;
