@@ -47,10 +47,48 @@ enum Command {
         #[command(subcommand)]
         what: TsdbCommand,
     },
+    /// Look at and change a running cluster through a node's HTTP API (adding and
+    /// removing members needs `--web.enable-admin-api` on that node, the leader).
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCommand,
+    },
     /// Tools for the object storage bucket blocks ship to.
     Tools {
         #[command(subcommand)]
         what: ToolsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the node's view of the cluster: role, leader, term, indices, members.
+    Status {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "http://localhost:9090")]
+        url: String,
+    },
+    /// Add a node: a learner until it caught up with the log, then a voter. Start it
+    /// first, with `--cluster.peers` naming the cluster and itself.
+    Add {
+        /// The leader's HTTP address.
+        #[arg(long, default_value = "http://localhost:9090")]
+        url: String,
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// `HOST:PORT` of the new node's cluster listener, as the others reach it.
+        #[arg(long)]
+        address: String,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// The leader's HTTP address.
+        #[arg(long, default_value = "http://localhost:9090")]
+        url: String,
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -273,6 +311,7 @@ fn main() -> ExitCode {
         Command::Tools {
             what: ToolsCommand::Bucket { what },
         } => bucket_tool(what),
+        Command::Cluster { what } => cluster_tool(what),
     };
     match result {
         Ok(code) => code,
@@ -833,4 +872,54 @@ fn positive_duration_ms(flag: &str, v: &str) -> anyhow::Result<i64> {
         bail!("--{flag} must be greater than 0");
     }
     Ok(ms)
+}
+
+/// `odin cluster …`: one call to a node's HTTP API; prints the cluster status it
+/// answers as indented JSON, or its error.
+fn cluster_tool(what: ClusterCommand) -> anyhow::Result<ExitCode> {
+    let (request, url) = match what {
+        ClusterCommand::Status { url } => (
+            None,
+            format!("{}/api/v1/status/cluster", url.trim_end_matches('/')),
+        ),
+        ClusterCommand::Add { url, id, address } => (
+            Some(vec![("id", id.to_string()), ("address", address)]),
+            format!("{}/api/v1/admin/cluster/add", url.trim_end_matches('/')),
+        ),
+        ClusterCommand::Remove { url, id } => (
+            Some(vec![("id", id.to_string())]),
+            format!("{}/api/v1/admin/cluster/remove", url.trim_end_matches('/')),
+        ),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    let (status, body) = runtime
+        .block_on(async {
+            // Adding a member waits for it to catch up with the log.
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()?;
+            let response = match request {
+                None => client.get(&url).send().await?,
+                Some(form) => client.post(&url).form(&form).send().await?,
+            };
+            let status = response.status();
+            let body = response.text().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        })
+        .with_context(|| format!("call {url}"))?;
+    let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    match parsed {
+        Some(v) if v["status"] == "success" => {
+            println!("{}", serde_json::to_string_pretty(&v["data"])?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(v) => bail!(
+            "{url} answered {status}: {}",
+            v["error"].as_str().unwrap_or(&body)
+        ),
+        None => bail!("{url} answered {status}: {}", body.trim()),
+    }
 }

@@ -360,3 +360,201 @@ fn killing_the_leader_under_load_ten_times_loses_no_acknowledged_sample() {
     }
     eprintln!("elections after a leader kill: {elections:?}");
 }
+
+/// `odin cluster …` against a node; returns the exit status's success and the output.
+fn cluster_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(crate::common::BIN)
+        .arg("cluster")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_fourth_node_joins_as_learner_becomes_a_voter_and_a_node_is_removed() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(Duration::from_secs(20));
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let base = (now_ms() / 1000 - 30) * 1000;
+    let before = vec![TestSeries::new(
+        &[("__name__", "membership_test"), ("phase", "before")],
+        (0..10).map(|k| (base + k * 1000, k as f64)).collect(),
+    )];
+    let (code, body) = cluster.node(leader).write(&before);
+    assert!((200..300).contains(&code), "{code} {body}");
+
+    // The fourth node starts knowing the cluster; it is not a member until added.
+    cluster.dirs.push(tempfile::tempdir().unwrap());
+    cluster.cluster_ports.push(free_port());
+    cluster.nodes.push(None);
+    cluster.start_node(3);
+    let leader_url = cluster.node(leader).url("");
+    let address = format!("127.0.0.1:{}", cluster.cluster_ports[3]);
+
+    // Changes go to the leader; a follower says who leads.
+    let (ok, out) = cluster_cli(&[
+        "add",
+        "--url",
+        &cluster.node(follower).url(""),
+        "--id",
+        "4",
+        "--address",
+        &address,
+    ]);
+    assert!(!ok && out.contains("does not lead"), "{out}");
+    let (ok, out) = cluster_cli(&[
+        "add",
+        "--url",
+        &leader_url,
+        "--id",
+        "4",
+        "--address",
+        "nohost",
+    ]);
+    assert!(!ok && out.contains("no port"), "{out}");
+
+    let (ok, out) = cluster_cli(&[
+        "add",
+        "--url",
+        &leader_url,
+        "--id",
+        "4",
+        "--address",
+        &address,
+    ]);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 4, "{status}");
+    assert!(members.iter().all(|m| m["voter"] == true), "{status}");
+    // It caught up with what was written before it joined, and takes writes.
+    let on_new = || samples(cluster.node(3), "membership_test", base, base + 9_000);
+    assert!(poll_until(Duration::from_secs(5), || on_new().len() == 1));
+    let after = vec![TestSeries::new(
+        &[("__name__", "membership_test"), ("phase", "after")],
+        (0..10).map(|k| (base + k * 1000, k as f64)).collect(),
+    )];
+    let (code, body) = cluster.node(3).write(&after);
+    assert!((200..300).contains(&code), "{code} {body}");
+    for i in 0..4 {
+        let n = cluster.node(i);
+        assert!(poll_until(Duration::from_secs(2), || samples(
+            n,
+            "membership_test",
+            base,
+            base + 9_000
+        )
+        .len()
+            == 2));
+    }
+    let (ok, out) = cluster_cli(&["status", "--url", &cluster.node(3).url("")]);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["nodeId"], 4);
+    assert_eq!(status["role"], "follower");
+
+    // A node that is not the leader leaves; an unknown one is refused by name.
+    let (ok, out) = cluster_cli(&["remove", "--url", &leader_url, "--id", "9"]);
+    assert!(!ok && out.contains("node 9 is not a member"), "{out}");
+    let gone = (0..3).find(|&i| i != leader).unwrap();
+    let (ok, out) = cluster_cli(&[
+        "remove",
+        "--url",
+        &leader_url,
+        "--id",
+        &(gone + 1).to_string(),
+    ]);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<u64> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{status}");
+    assert!(!ids.contains(&((gone + 1) as u64)), "{status}");
+    // The three members go on committing without it.
+    cluster.nodes[gone].take().unwrap().kill9();
+    let (code, body) = cluster.node(3).write(&[TestSeries::new(
+        &[("__name__", "membership_test"), ("phase", "removed")],
+        vec![(base, 1.0)],
+    )]);
+    assert!((200..300).contains(&code), "{code} {body}");
+}
+
+#[test]
+fn membership_changes_need_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let n = Odin::start(
+        dir.path(),
+        &[
+            "--cluster.node-id=1",
+            &format!("--cluster.listen-address=127.0.0.1:{port}"),
+            &format!("--cluster.peers=1@127.0.0.1:{port}"),
+            "--grpc-address=",
+        ],
+    );
+    let (code, body) = n.post(
+        "/api/v1/admin/cluster/add?id=2&address=127.0.0.1:1",
+        "",
+        b"",
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("admin APIs disabled"), "{body}");
+    // A single-node cluster leads itself.
+    assert!(poll_until(Duration::from_secs(10), || n
+        .get("/api/v1/status/cluster")
+        .1
+        .contains(r#""role":"leader""#)));
+
+    // Without --cluster.* there is no cluster to report.
+    let single = tempfile::tempdir().unwrap();
+    let n = Odin::start(single.path(), &["--grpc-address="]);
+    let (code, body) = n.get("/api/v1/status/cluster");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no cluster is configured"), "{body}");
+}
+
+#[test]
+fn cluster_flags_that_do_not_fit_are_refused_at_start() {
+    for (args, says) in [
+        (vec!["--cluster.node-id=1"], "listen address"),
+        (
+            vec![
+                "--cluster.node-id=2",
+                "--cluster.listen-address=127.0.0.1:1",
+                "--cluster.peers=1@127.0.0.1:1",
+            ],
+            "not among the peers",
+        ),
+        (
+            vec![
+                "--cluster.node-id=1",
+                "--cluster.listen-address=127.0.0.1:1",
+                "--cluster.peers=1@127.0.0.1",
+            ],
+            "no port",
+        ),
+        (vec!["--cluster.peers=1@127.0.0.1:1"], "node id"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(crate::common::BIN)
+            .arg("run")
+            .arg(format!("--storage.tsdb.path={}", dir.path().display()))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
