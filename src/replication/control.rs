@@ -11,7 +11,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 
 use super::commit_log::RaftCommitLog;
 use super::machine::Replicated;
-use super::status::{ClusterStatus, cluster_status};
+use super::status::{ClusterStatus, cluster_status, leads_now, lease};
 use super::types::{OdinRaft, Peer};
 
 /// How long adding a member may take: the learner catching up included.
@@ -71,7 +71,7 @@ impl<S: Replicated> ClusterControl for RaftCommitLog<S> {
     fn is_leader(&self) -> bool {
         let metrics = self.raft().metrics();
         let m = metrics.borrow_watched();
-        m.current_leader == Some(self.id()) && m.state == openraft::ServerState::Leader
+        leads_now(&m, lease(self.raft()))
     }
 
     fn add_member(

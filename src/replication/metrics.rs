@@ -197,14 +197,16 @@ impl RaftMetrics {
         stop: tokio_util::sync::CancellationToken,
     ) {
         let raft = log.raft().clone();
-        let id = log.id();
+        let lease = super::status::lease(&raft);
         let reader: StateReader = Arc::new(move || {
             let metrics = raft.metrics();
             let m = metrics.borrow_watched();
+            let leads = super::status::leads_now(&m, lease);
+            let stepped_down = m.state == openraft::ServerState::Leader && !leads;
             RaftState {
                 term: m.current_term,
-                is_leader: m.current_leader == Some(id) && m.state == openraft::ServerState::Leader,
-                has_leader: m.current_leader.is_some(),
+                is_leader: leads,
+                has_leader: m.current_leader.is_some() && !stepped_down,
                 commit_index: m
                     .local_committed
                     .max(m.cluster_committed)

@@ -2,10 +2,13 @@
 //! openraft's metrics, in the camelCase of Prometheus's status endpoints.
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{Instant, ServerState};
+use std::time::Duration;
+
+use openraft::{Instant, RaftMetrics, ServerState};
 
 use super::commit_log::Raft;
 use super::machine::Replicated;
+use super::types::OdinRaft;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,10 +48,35 @@ pub fn role(state: ServerState) -> &'static str {
     }
 }
 
+/// Whether the node of `m` leads and may commit now: openraft's state is leader, and
+/// a quorum acknowledged it within the lease (the longest election timeout), or it is
+/// the only voter. A leader cut off from the quorum keeps openraft's leader state
+/// until it hears of a newer term, but refuses every write once the lease ran out;
+/// it reports itself as a follower without a leader, as etcd's CheckQuorum steps
+/// such a leader down.
+pub fn leads_now(m: &RaftMetrics<OdinRaft>, lease: Duration) -> bool {
+    if m.state != ServerState::Leader || m.current_leader != Some(m.id) {
+        return false;
+    }
+    let mut voters = m.membership_config.membership().voter_ids();
+    if voters.next() == Some(m.id) && voters.next().is_none() {
+        return true;
+    }
+    m.last_quorum_acked
+        .as_ref()
+        .is_some_and(|at| at.elapsed() < lease)
+}
+
+/// The lease of `raft`'s leadership (see [`leads_now`]).
+pub fn lease<S: Replicated>(raft: &Raft<S>) -> Duration {
+    Duration::from_millis(raft.config().election_timeout_max)
+}
+
 /// The status of `raft`'s node now.
 pub fn cluster_status<S: Replicated>(raft: &Raft<S>) -> ClusterStatus {
     let metrics = raft.metrics();
     let m = metrics.borrow_watched();
+    let stepped_down = m.state == ServerState::Leader && !leads_now(&m, lease(raft));
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
     let members = membership
@@ -72,8 +100,12 @@ pub fn cluster_status<S: Replicated>(raft: &Raft<S>) -> ClusterStatus {
         .collect();
     ClusterStatus {
         node_id: m.id,
-        role: role(m.state),
-        leader_id: m.current_leader,
+        role: if stepped_down {
+            "follower"
+        } else {
+            role(m.state)
+        },
+        leader_id: if stepped_down { None } else { m.current_leader },
         term: m.current_term,
         commit_index: m.local_committed.max(m.cluster_committed).map(|l| l.index),
         applied_index: m.last_applied.map(|l| l.index),

@@ -558,3 +558,263 @@ fn cluster_flags_that_do_not_fit_are_refused_at_start() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A network made outside ODIN for partition tests: each node in its own network
+/// namespace, its peer link a veth pair to a bridge in a hub namespace, so taking a
+/// node's bridge port down cuts it off from its peers for real. The test reaches each
+/// node through a second veth pair from its own namespace (a management link, on
+/// another subnet), which a partition leaves up. Deleting the namespaces (on drop)
+/// deletes every link with them.
+struct Net {
+    tag: String,
+    nodes: usize,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Net {
+    fn create(nodes: usize) -> Net {
+        let tag = format!("{}", std::process::id() % 100_000);
+        let net = Net { tag, nodes };
+        let hub = net.hub();
+        ip(&["netns", "add", &hub]);
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..nodes {
+            let ns = net.ns(i);
+            ip(&["netns", "add", &ns]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            // The peer link: node side in the node's namespace, bridge side in the hub.
+            let (to_hub, at_hub) = (net.link("p", i), net.link("h", i));
+            ip(&[
+                "link", "add", &to_hub, "type", "veth", "peer", "name", &at_hub,
+            ]);
+            ip(&["link", "set", &to_hub, "netns", &ns]);
+            ip(&["link", "set", &at_hub, "netns", &hub]);
+            ip(&["-n", &hub, "link", "set", &at_hub, "master", "br0"]);
+            ip(&["-n", &hub, "link", "set", &at_hub, "up"]);
+            let peer_cidr = format!("{}/24", net.peer_ip(i));
+            ip(&["-n", &ns, "addr", "add", &peer_cidr, "dev", &to_hub]);
+            ip(&["-n", &ns, "link", "set", &to_hub, "up"]);
+            // The management link: the test's side stays in its own namespace.
+            let (mine, theirs) = (net.link("m", i), net.link("n", i));
+            ip(&[
+                "link", "add", &mine, "type", "veth", "peer", "name", &theirs,
+            ]);
+            ip(&["link", "set", &theirs, "netns", &ns]);
+            ip(&[
+                "addr",
+                "add",
+                &format!("10.232.{}.1/30", i + 1),
+                "dev",
+                &mine,
+            ]);
+            ip(&["link", "set", &mine, "up"]);
+            let mgmt_cidr = format!("{}/30", net.mgmt_ip(i));
+            ip(&["-n", &ns, "addr", "add", &mgmt_cidr, "dev", &theirs]);
+            ip(&["-n", &ns, "link", "set", &theirs, "up"]);
+        }
+        net
+    }
+
+    fn hub(&self) -> String {
+        format!("odin-{}-hub", self.tag)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("odin-{}-n{}", self.tag, i + 1)
+    }
+
+    /// An interface name (at most 15 characters).
+    fn link(&self, kind: &str, i: usize) -> String {
+        format!("o{kind}{}x{}", self.tag, i + 1)
+    }
+
+    fn peer_ip(&self, i: usize) -> String {
+        format!("10.231.0.{}", i + 1)
+    }
+
+    fn mgmt_ip(&self, i: usize) -> String {
+        format!("10.232.{}.2", i + 1)
+    }
+
+    /// Cuts node `i` off from every peer (its bridge port down), or heals it.
+    fn set_cut(&self, i: usize, cut: bool) {
+        let state = if cut { "down" } else { "up" };
+        ip(&["-n", &self.hub(), "link", "set", &self.link("h", i), state]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..self.nodes {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.ns(i)])
+                .status();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.hub()])
+            .status();
+    }
+}
+
+/// The node every node in `among` names as leader (and that says it leads), once
+/// they agree.
+fn agreed_leader(nodes: &[Odin], among: &[usize], timeout: Duration) -> Option<usize> {
+    let status = |i: usize| -> serde_json::Value {
+        let (_, body) = nodes[i].get("/api/v1/status/cluster");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["data"].clone()
+    };
+    let mut found = None;
+    poll_until(timeout, || {
+        let ids: Vec<Option<u64>> = among
+            .iter()
+            .map(|&i| status(i)["leaderId"].as_u64())
+            .collect();
+        match ids.first() {
+            Some(Some(id)) if ids.iter().all(|x| *x == Some(*id)) => {
+                let l = (*id - 1) as usize;
+                let leads = status(l)["role"] == "leader";
+                found = leads.then_some(l);
+                leads
+            }
+            _ => false,
+        }
+    });
+    found
+}
+
+#[test]
+fn a_partitioned_leader_steps_down_the_majority_goes_on_and_all_agree_after_healing() {
+    let net = Net::create(3);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let peers = (0..3)
+        .map(|i| format!("{}@{}:9095", i + 1, net.peer_ip(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes: Vec<Odin> = (0..3)
+        .map(|i| {
+            let bare = dirs[i].path().join("bare.yml");
+            std::fs::write(&bare, "global: {}\n").unwrap();
+            let args = vec![
+                format!(
+                    "--storage.tsdb.path={}",
+                    dirs[i].path().join("data").display()
+                ),
+                format!("--config.file={}", bare.display()),
+                "--web.listen-address=0.0.0.0:9090".to_string(),
+                "--grpc-address=".to_string(),
+                format!("--cluster.node-id={}", i + 1),
+                format!("--cluster.listen-address={}:9095", net.peer_ip(i)),
+                format!("--cluster.peers={peers}"),
+            ];
+            let ns = net.ns(i);
+            let addr = format!("{}:9090", net.mgmt_ip(i)).parse().unwrap();
+            Odin::start_under(&["ip", "netns", "exec", &ns], &args, addr)
+        })
+        .collect();
+    let all = [0, 1, 2];
+    let old = agreed_leader(&nodes, &all, Duration::from_secs(20)).expect("a leader");
+    let base = (now_ms() / 1000 - 120) * 1000;
+    let batch = |phase: &str, k: i64| {
+        vec![TestSeries::new(
+            &[("__name__", "partition_test"), ("phase", phase)],
+            vec![(base + k * 1000, k as f64)],
+        )]
+    };
+    let mut acked: Vec<(String, i64)> = Vec::new();
+    for k in 0..5 {
+        let (code, body) = nodes[old].write(&batch("before", k));
+        assert!((200..300).contains(&code), "{code} {body}");
+        acked.push(("before".into(), k));
+    }
+
+    // Cut the leader off. It can no longer commit: every write it gets is refused
+    // (503, saying why), never acknowledged.
+    net.set_cut(old, true);
+    let cut_at = Instant::now();
+    let (code, body) = nodes[old].write(&batch("old_leader", 0));
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        cut_at.elapsed()
+    );
+
+    // The other two elect a leader among themselves and go on taking writes.
+    let rest: Vec<usize> = all.iter().copied().filter(|&i| i != old).collect();
+    let new = agreed_leader(&nodes, &rest, Duration::from_secs(10)).expect("a new leader");
+    assert_ne!(new, old);
+    let follower = rest.iter().copied().find(|&i| i != new).unwrap();
+    for (k, to) in (0..5).zip([new, follower].iter().cycle()) {
+        let (code, body) = nodes[*to].write(&batch("during", k));
+        assert!((200..300).contains(&code), "{code} {body}");
+        acked.push(("during".into(), k));
+    }
+    // The old leader still refuses, and no longer calls itself leader: never two
+    // nodes acknowledging writes at once.
+    for k in 1..3 {
+        let (code, body) = nodes[old].write(&batch("old_leader", k));
+        assert_eq!(code, 503, "{body}");
+    }
+    let (_, body) = nodes[old].get("/api/v1/status/cluster");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["data"]["role"], "follower", "{s}");
+    assert!(s["data"]["leaderId"].is_null(), "{s}");
+    let (_, metrics) = nodes[old].get("/metrics");
+    assert!(metrics.contains("odin_raft_is_leader 0"));
+    let (_, body) = nodes[new].get("/api/v1/status/cluster");
+    let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        t["data"]["term"].as_u64() > s["data"]["term"].as_u64(),
+        "{t} {s}"
+    );
+
+    // Healed: all three follow one leader and hold the same data, every
+    // acknowledged sample included.
+    net.set_cut(old, false);
+    agreed_leader(&nodes, &all, Duration::from_secs(20)).expect("one leader after healing");
+    let window = 200;
+    let at = base + 10_000;
+    let want: BTreeMap<String, Vec<i64>> = {
+        let mut m: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (phase, k) in &acked {
+            let key = format!(r#"{{"__name__":"partition_test","phase":"{phase}"}}"#);
+            m.entry(key).or_default().push(base + k * 1000);
+        }
+        m
+    };
+    let reference = raw(&nodes[new], "partition_test", at, window);
+    for (key, ts) in &want {
+        let got = reference.get(key).cloned().unwrap_or_default();
+        for t in ts {
+            assert!(
+                got.contains(t),
+                "acknowledged sample {key}@{t} missing: {got:?}"
+            );
+        }
+    }
+    for i in all {
+        let same = poll_until(Duration::from_secs(10), || {
+            raw(&nodes[i], "partition_test", at, window) == reference
+        });
+        assert!(
+            same,
+            "node {} differs after healing: {:?} vs {:?}",
+            i + 1,
+            raw(&nodes[i], "partition_test", at, window),
+            reference
+        );
+    }
+}

@@ -111,6 +111,41 @@ impl Odin {
         odin
     }
 
+    /// Starts `odin run` under `prefix` (for example `ip netns exec NS`, to run it in
+    /// a network namespace) with exactly `args`, and waits until it answers ready at
+    /// `addr`, where the test reaches its HTTP listener.
+    pub fn start_under(prefix: &[&str], args: &[String], addr: SocketAddr) -> Odin {
+        let mut cmd = Command::new(prefix[0]);
+        let mut child = cmd
+            .args(&prefix[1..])
+            .arg(BIN)
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn odin");
+        let stderr = child.stderr.take().expect("stderr");
+        // Read the log so that the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ODIN_TEST_LOG").is_some() {
+                    eprintln!("odin: {line}");
+                }
+            }
+        });
+        let odin = Odin {
+            child: Some(child),
+            addr,
+            grpc_addr: None,
+            agent: agent(),
+        };
+        odin.wait_ready();
+        odin
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
