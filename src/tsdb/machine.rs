@@ -189,6 +189,14 @@ impl DbMachine {
         }
     }
 
+    /// Whether the head spans more than one and a half chunk ranges (see
+    /// `DbInner::head_cut_due`, which also picks the cut).
+    fn head_cut_due(&self) -> bool {
+        let h = &self.head;
+        let (mint, maxt) = (h.min_time().max(h.min_valid_time()), h.max_time());
+        mint != i64::MAX && maxt.saturating_sub(mint) > h.chunk_range_ms() / 2 * 3
+    }
+
     fn apply_deletion(&self, d: Deletion) {
         let bound = self.head.min_valid_time();
         // Before the bound, samples belong to a block (written, or to be written by a
@@ -248,7 +256,16 @@ impl StateMachine for DbMachine {
 
     fn apply(&self, _index: LogIndex, entry: DbEntry) -> AppendSummary {
         match entry {
-            DbEntry::Batch(b, hints) => self.head.apply_batch_with_hints(&b, &hints),
+            DbEntry::Batch(b, hints) => {
+                let summary = self.head.apply_batch_with_hints(&b, &hints);
+                // On a replica that did not take the write (in a cluster, the leader
+                // applying a follower's batch) this is the only place that sees the
+                // head become due for a cut.
+                if self.head_cut_due() {
+                    self.signal.wake();
+                }
+                summary
+            }
             DbEntry::Deletion(d) => {
                 self.apply_deletion(d);
                 AppendSummary::default()
