@@ -285,6 +285,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Scraping starts once storage is ready; collectors are scrape sources.
     let manager = Arc::new(ScrapeManager::new(Arc::new(db.clone()), scrape_metrics));
+    // In a cluster the leader scrapes the configured targets; every node runs its
+    // own collectors.
+    let leadership = match cluster_control.get() {
+        Some(control) => {
+            manager.set_scrapes_targets(false).await;
+            Some(spawn_leadership_watch(
+                control.clone(),
+                manager.clone(),
+                shutdown.clone(),
+            ))
+        }
+        None => None,
+    };
     // In a cluster every node's own metrics are committed to the one log: the
     // instance names the node as its peers know it.
     let self_instance = match &opts.cluster {
@@ -375,6 +388,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Err(e) = reloader.await {
         tracing::error!(error = %e, "reload task failed");
+    }
+    if let Some(task) = leadership {
+        let _ = task.await;
     }
     manager.stop().await;
     // In-flight requests (and their commits) finish before the server task ends.
@@ -510,6 +526,32 @@ fn shown_config(text: &str) -> String {
     crate::config::redact_config_text(text).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the configuration is not shown at /api/v1/status/config");
         String::new()
+    })
+}
+
+/// How often a cluster node checks whether it leads (for leader-only work).
+const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Hands the leader-only work to this node while it leads, and takes it away when
+/// it stops leading: today, scraping the configured targets.
+fn spawn_leadership_watch(
+    control: Arc<dyn ClusterControl>,
+    manager: Arc<ScrapeManager>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut leads = false;
+        loop {
+            let now = control.is_leader();
+            if now != leads {
+                leads = now;
+                manager.set_scrapes_targets(leads).await;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(LEADERSHIP_CHECK_INTERVAL) => {}
+            }
+        }
     })
 }
 

@@ -7,6 +7,11 @@
 //! Applying a new set of jobs keeps the pools whose job is unchanged, restarts the
 //! changed ones without staleness (as Prometheus's reload does) and stops the removed
 //! ones with stale markers.
+//!
+//! In a cluster only the leader scrapes the `scrape_configs` targets (every node runs
+//! its own collectors): [`ScrapeManager::set_scrapes_targets`] hands those pools over
+//! when leadership moves, stopping them *without* stale markers, since the new
+//! leader goes on with the same series.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -114,6 +119,10 @@ pub struct ScrapeManager {
     config_dir: RwLock<PathBuf>,
     pools: tokio::sync::Mutex<BTreeMap<String, RunningPool>>,
     status: Arc<RwLock<BTreeMap<String, PoolStatus>>>,
+    /// The jobs last applied, all of them, whether they run here or not.
+    wanted: tokio::sync::Mutex<Vec<Job>>,
+    /// Whether the `scrape_configs` jobs run here (false on a cluster's followers).
+    scrapes_targets: std::sync::atomic::AtomicBool,
 }
 
 impl ScrapeManager {
@@ -124,15 +133,48 @@ impl ScrapeManager {
             config_dir: RwLock::new(PathBuf::from(".")),
             pools: tokio::sync::Mutex::new(BTreeMap::new()),
             status: Arc::new(RwLock::new(BTreeMap::new())),
+            wanted: tokio::sync::Mutex::new(Vec::new()),
+            scrapes_targets: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether the `scrape_configs` jobs run here: a cluster's leader scrapes them,
+    /// its followers do not. Turning them off stops their pools without stale
+    /// markers (another node takes them over); turning them on starts them.
+    pub async fn set_scrapes_targets(&self, on: bool) {
+        use std::sync::atomic::Ordering;
+        if self.scrapes_targets.swap(on, Ordering::AcqRel) == on {
+            return;
+        }
+        tracing::info!(
+            scrapes_targets = on,
+            "scrape targets {}",
+            if on { "taken over" } else { "handed over" }
+        );
+        let jobs = self.wanted.lock().await.clone();
+        let dir = self.config_dir.read().clone();
+        self.apply(jobs, dir).await;
     }
 
     /// Runs exactly `jobs` from now on (see the module documentation).
     pub async fn apply(&self, jobs: Vec<Job>, config_dir: PathBuf) {
         *self.config_dir.write() = config_dir.clone();
+        let mut wanted_all = self.wanted.lock().await;
+        *wanted_all = jobs.clone();
         let mut pools = self.pools.lock().await;
+        drop(wanted_all);
+        let targets_here = self
+            .scrapes_targets
+            .load(std::sync::atomic::Ordering::Acquire);
+        // Jobs that run on another node: their pools stop here without staleness.
+        let elsewhere: std::collections::BTreeSet<String> = jobs
+            .iter()
+            .filter(|j| matches!(j, Job::Config(_)) && !targets_here)
+            .map(|j| j.name().to_string())
+            .collect();
         let wanted: BTreeMap<String, Job> = jobs
             .into_iter()
+            .filter(|j| !elsewhere.contains(j.name()))
             .map(|j| (j.name().to_string(), j))
             .collect();
         let names: Vec<String> = pools.keys().cloned().collect();
@@ -145,7 +187,7 @@ impl ScrapeManager {
             }
             if let Some(pool) = pools.remove(&name) {
                 let removed = !wanted.contains_key(&name);
-                stop_pool(pool, removed).await;
+                stop_pool(pool, removed && !elsewhere.contains(&name)).await;
                 if removed {
                     self.status.write().remove(&name);
                 }

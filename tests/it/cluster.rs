@@ -17,14 +17,21 @@ struct Cluster {
     dirs: Vec<tempfile::TempDir>,
     cluster_ports: Vec<u16>,
     nodes: Vec<Option<Odin>>,
+    /// More flags for every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, extra: &[String]) -> Cluster {
         let mut c = Cluster {
             dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
             cluster_ports: (0..n).map(|_| free_port()).collect(),
             nodes: (0..n).map(|_| None).collect(),
+            extra: extra.to_vec(),
         };
         for i in 0..n {
             c.start_node(i);
@@ -52,7 +59,7 @@ impl Cluster {
             "--grpc-address=".to_string(),
             "--web.enable-admin-api".to_string(),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().chain(&self.extra).map(String::as_str).collect();
         self.nodes[i] = Some(Odin::start(self.dirs[i].path(), &args));
     }
 
@@ -894,4 +901,106 @@ fn every_replica_cuts_byte_identical_blocks() {
         answers[0]
     );
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+}
+
+/// An exporter on 127.0.0.1 that counts the scrapes it answers.
+fn counting_exporter() -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = scrapes.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let n = counted.fetch_add(1, Ordering::Relaxed) + 1;
+            let body = format!("ext_scrapes_total {n}\n");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, scrapes)
+}
+
+#[test]
+fn only_the_leader_scrapes_targets_and_a_new_leader_takes_them_over() {
+    let (port, scrapes) = counting_exporter();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n\
+             scrape_configs:\n- job_name: ext\n  static_configs:\n  - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let mut cluster =
+        Cluster::start_with(3, &[format!("--config.file={}", config.path().display())]);
+    let leader = cluster.leader(Duration::from_secs(20));
+    let up = |c: &Cluster, i: usize| -> Vec<i64> {
+        raw(c.node(i), "up{job=\"ext\"}", now_ms(), 60)
+            .into_values()
+            .next()
+            .unwrap_or_default()
+    };
+    assert!(poll_until(Duration::from_secs(10), || up(&cluster, leader)
+        .len()
+        >= 6));
+    // One scraper: every scrape the exporter answered is one `up` sample, and
+    // samples are an interval apart, not three scrapers' interleaved.
+    let seen = up(&cluster, leader);
+    let answered = scrapes.load(Ordering::Relaxed) as usize;
+    assert!(
+        answered <= seen.len() + 2,
+        "{answered} scrapes, {} samples",
+        seen.len()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] - w[0] >= 400),
+        "samples closer than the interval: {seen:?}"
+    );
+    for i in 0..3 {
+        assert!(poll_until(Duration::from_secs(2), || up(&cluster, i).len()
+            >= seen.len()));
+    }
+
+    // The leader dies; the new one scrapes within an interval of taking over.
+    cluster.nodes[leader].take().unwrap().kill9();
+    let new = cluster.leader(Duration::from_secs(10));
+    let elected = now_ms();
+    let resumed = poll_until(Duration::from_secs(3), || {
+        up(&cluster, new).last().is_some_and(|&t| t >= elected)
+    });
+    assert!(
+        resumed,
+        "the new leader does not scrape: {:?}",
+        up(&cluster, new)
+    );
+    let after: Vec<i64> = up(&cluster, new)
+        .into_iter()
+        .filter(|&t| t >= elected)
+        .collect();
+    assert!(
+        after[0] - elected <= 1_000,
+        "first scrape {} ms after the election",
+        after[0] - elected
+    );
+    assert!(poll_until(Duration::from_secs(5), || up(&cluster, new)
+        .iter()
+        .filter(|&&t| t >= elected)
+        .count()
+        >= 3));
+    let later = up(&cluster, new);
+    assert!(
+        later.windows(2).all(|w| w[1] - w[0] >= 400),
+        "two scrapers after the leader change: {later:?}"
+    );
 }
