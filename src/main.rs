@@ -238,6 +238,10 @@ struct RunFlags {
     /// on its first start; restarts rejoin with what the data directory holds.
     #[arg(long = "cluster.peers")]
     cluster_peers: Option<String>,
+    /// Raft log entries kept behind the newest durable head image, for followers
+    /// that lag a little; one further behind catches up from a snapshot.
+    #[arg(long = "cluster.log-entries-kept", default_value_t = 10_000)]
+    cluster_log_entries_kept: u64,
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
@@ -323,8 +327,17 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+    let mut spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| level.to_string());
+    // openraft warns about a peer that is down on every heartbeat (ten times a
+    // second); `/api/v1/status/cluster` and `odin_raft_*` say it once. Its errors
+    // still show, and RUST_LOG can name it to see more.
+    if !spec.contains("openraft") {
+        spec.push_str(",openraft=error");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .with_context(|| format!("invalid --log.level {level:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -543,6 +556,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
                 })
                 .unwrap_or_default(),
         ),
+        (
+            "cluster.log-entries-kept",
+            flags.cluster_log_entries_kept.to_string(),
+        ),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
         ("log.level", flags.log_level.clone()),
@@ -647,8 +664,9 @@ fn cluster_options(
     let peers = peers.context("cluster: the peers (--cluster.peers) are missing")?;
     let peers = odin::replication::node::parse_peers(&peers)
         .map_err(|e| anyhow::anyhow!("--cluster.peers: {e}"))?;
-    let opts = odin::replication::node::ClusterOptions::new(node_id, listen, advertise, peers)
+    let mut opts = odin::replication::node::ClusterOptions::new(node_id, listen, advertise, peers)
         .map_err(|e| anyhow::anyhow!("cluster: {e}"))?;
+    opts.log_entries_kept = flags.cluster_log_entries_kept;
     Ok(Some(opts))
 }
 

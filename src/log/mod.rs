@@ -136,6 +136,13 @@ pub trait CommitLog<E, O>: Send + Sync {
     /// there is durable.
     fn release_before(&self, position: LogPosition) -> Result<(), LogError>;
 
+    /// Makes the calls now waiting in [`at_position`](Self::at_position) give up with
+    /// an error. The state machine calls it before it waits for something such a
+    /// caller holds (installing a snapshot waits for maintenance, which may be
+    /// waiting to take an image). A log whose positions never wait on the applying
+    /// side has nothing to do.
+    fn interrupt_positions(&self) {}
+
     fn stats(&self) -> LogStats;
 
     /// Why the log can no longer take entries although nobody closed it; `None`

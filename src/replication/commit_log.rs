@@ -6,6 +6,7 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 
+use super::log_store::WrittenStats;
 use super::machine::{ClusterMachine, Proposals, Replicated};
 use super::metrics::RaftCounters;
 use super::network::PeerNetwork;
@@ -44,6 +45,10 @@ struct Inner<S: Replicated> {
     peers: Option<PeerNetwork>,
     write_timeout: Duration,
     counters: RaftCounters,
+    /// Wakes `at_position` calls to give up (see `CommitLog::interrupt_positions`).
+    interrupt: tokio::sync::Notify,
+    /// What the log store wrote (`None`: a store that does not say).
+    written: Option<Arc<WrittenStats>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -71,9 +76,20 @@ impl<S: Replicated> RaftCommitLog<S> {
                 peers,
                 write_timeout,
                 counters,
+                interrupt: tokio::sync::Notify::new(),
+                written: None,
                 runtime: tokio::runtime::Handle::current(),
             }),
         }
+    }
+
+    /// The log as `new` makes it, reporting what `written` counts as its stats.
+    /// Call before cloning.
+    pub fn reporting(mut self, written: Arc<WrittenStats>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.written = Some(written);
+        }
+        self
     }
 
     pub fn raft(&self) -> &Raft<S> {
@@ -271,10 +287,15 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
                 *slot.lock() = Some(outcome);
                 Box::pin(async {})
             });
-        self.inner
-            .runtime
-            .block_on(ran)
-            .map_err(|e| LogError::Cluster(e.to_string()))?;
+        let interrupted = self.inner.interrupt.notified();
+        self.inner.runtime.block_on(async {
+            tokio::select! {
+                ran = ran => ran.map_err(|e| LogError::Cluster(e.to_string())),
+                () = interrupted => Err(LogError::Cluster(
+                    "interrupted: the state machine is installing a snapshot".into(),
+                )),
+            }
+        })?;
         match recorded.lock().take() {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(LogError::Cluster(format!(
@@ -304,12 +325,30 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
             .map_err(|e| LogError::Cluster(e.to_string()))
     }
 
+    fn interrupt_positions(&self) {
+        self.inner.interrupt.notify_waiters();
+    }
+
     fn stats(&self) -> LogStats {
         let metrics = self.inner.raft.metrics();
         let m = metrics.borrow_watched();
-        LogStats {
-            entries_written: m.last_log_index.unwrap_or(0),
-            ..LogStats::default()
+        match &self.inner.written {
+            Some(w) => {
+                let get =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                LogStats {
+                    entries_written: get(&w.entries),
+                    bytes_written: get(&w.bytes),
+                    fsyncs: get(&w.fsyncs),
+                    fsync_seconds: get(&w.fsync_nanos) as f64 / 1e9,
+                    write_errors: get(&w.write_errors),
+                    segment: 0,
+                }
+            }
+            None => LogStats {
+                entries_written: m.last_log_index.unwrap_or(0),
+                ..LogStats::default()
+            },
         }
     }
 

@@ -80,12 +80,25 @@ struct Store {
     readers: HashMap<u64, File>,
     /// Set once a write failed: nothing is written after it.
     failed: Option<String>,
+    written: Arc<WrittenStats>,
 }
 
 /// The Raft log of one node; cheap to clone (clones share the store).
 #[derive(Clone)]
 pub struct RaftLogStore {
     store: Arc<Mutex<Store>>,
+}
+
+/// What a log store wrote, for the self metrics and the TSDB's image policy (an
+/// image is due once the log grew enough past the last one).
+#[derive(Debug, Default)]
+pub struct WrittenStats {
+    pub entries: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub fsyncs: std::sync::atomic::AtomicU64,
+    /// Nanoseconds spent in fsyncs.
+    pub fsync_nanos: std::sync::atomic::AtomicU64,
+    pub write_errors: std::sync::atomic::AtomicU64,
 }
 
 impl RaftLogStore {
@@ -112,6 +125,7 @@ impl RaftLogStore {
             segments: BTreeMap::new(),
             readers: HashMap::new(),
             failed: None,
+            written: Arc::default(),
         };
         store.first_index = store.purged.next_index();
         store.recover()?;
@@ -127,6 +141,11 @@ impl RaftLogStore {
         Ok(RaftLogStore {
             store: Arc::new(Mutex::new(store)),
         })
+    }
+
+    /// What this store wrote since it was opened.
+    pub fn written(&self) -> Arc<WrittenStats> {
+        self.store.lock().written.clone()
     }
 
     /// Whether nothing was ever written: no vote, no entry. A fresh cluster starts
@@ -231,6 +250,9 @@ impl Store {
         }
         let result = self.append_entries(entries);
         if let Err(e) = &result {
+            self.written
+                .write_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // What reached the files is unknown now; openraft stops on a storage
             // error, and the next start reads back what is there.
             self.failed = Some(e.to_string());
@@ -276,8 +298,18 @@ impl Store {
         }
         self.write_current(&mut pending)?;
         if let Some((_, file, _)) = &self.current {
+            let started = std::time::Instant::now();
             file.sync_data()?;
+            let w = &self.written;
+            w.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            w.fsync_nanos.fetch_add(
+                started.elapsed().as_nanos() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
+        self.written
+            .entries
+            .fetch_add(locs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for loc in locs {
             self.segments.insert(loc.seq, Some(loc.log_id.index));
             self.locs.push_back(loc);
@@ -314,6 +346,9 @@ impl Store {
             .ok_or_else(|| io::Error::other("raft log: no segment to write"))?;
         file.write_all(pending)?;
         *len += pending.len() as u64;
+        self.written
+            .bytes
+            .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
         pending.clear();
         Ok(())
     }

@@ -49,11 +49,16 @@ pub trait Replicated: StateMachine {
     /// durable.
     fn restore(&self, index: LogIndex, image: &Self::Image) -> io::Result<()>;
 
-    /// An image as bytes, to send to a peer.
-    fn encode_image(image: &Self::Image) -> io::Result<Vec<u8>>;
+    /// An image as the bytes a peer receives (read as they are sent, so that an image
+    /// larger than memory can travel), and their length.
+    fn encode_image(image: &Self::Image) -> io::Result<(Box<dyn io::Read + Send>, u64)>;
 
-    /// An image from a peer's bytes.
-    fn decode_image(bytes: &[u8]) -> io::Result<Self::Image>;
+    /// A file to write an image arriving from a peer into, before it is decoded.
+    fn incoming_image_path(&self) -> PathBuf;
+
+    /// The image a peer sent, whose bytes are in the file at `path` (the machine
+    /// owns the file from now on).
+    fn decode_image(&self, path: &Path) -> io::Result<Self::Image>;
 
     /// An output as bytes, to answer a forwarded entry.
     fn encode_output(output: &Self::Output) -> Vec<u8>;
@@ -397,12 +402,14 @@ impl<S: Replicated> RaftStateMachine<OdinRaft> for ClusterMachine<S> {
         // restart loads it and looks its position up.
         self.positions.record(meta)?;
         self.machine.restore(index, &image)?;
+        // From now on the machine keeps the image as its own.
+        let kept = self.machine.durable_image(index)?;
         let mut p = self.progress.lock();
         p.last_applied = meta.last_log_id;
         p.membership = meta.last_membership.clone();
         p.current = Some(SnapshotOf::<OdinRaft, S::Image> {
             meta: meta.clone(),
-            snapshot: image,
+            snapshot: kept,
         });
         drop(p);
         self.positions.forget_before(index);

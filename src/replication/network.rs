@@ -7,7 +7,7 @@
 //! take their transport from outside, so that mutual TLS can be added to them.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,9 +45,9 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Time a snapshot transfer gets per piece, beyond openraft's deadline.
 const SNAPSHOT_TIME_PER_CHUNK: Duration = Duration::from_secs(1);
 
-/// The largest snapshot a node takes in: what the receiver holds in memory until it
-/// installs it. (A TSDB snapshot will travel as files instead.)
-pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// The largest snapshot a node takes in (it goes to a file, not to memory): a bound
+/// against a peer that never stops sending.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 /// How long connecting to a peer may take before the call counts it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -309,28 +309,55 @@ impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
             meta: snapshot.meta,
         };
         let head = serde_json::to_vec(&head).map_err(|e| network(e.into()))?;
-        let data = S::encode_image(&snapshot.snapshot).map_err(network)?;
-        let mut chunks: Vec<proto::SnapshotChunk> = data
-            .chunks(SNAPSHOT_CHUNK)
-            .map(|c| proto::SnapshotChunk {
-                json: Bytes::new(),
-                data: Bytes::copy_from_slice(c),
-            })
-            .collect();
-        match chunks.first_mut() {
-            Some(first) => first.json = head.into(),
-            None => chunks.push(proto::SnapshotChunk {
-                json: head.into(),
-                data: Bytes::new(),
-            }),
-        }
+        let image = snapshot.snapshot;
+        let (reader, len) = tokio::task::spawn_blocking(move || S::encode_image(&image))
+            .await
+            .map_err(|e| network(io::Error::other(e)))?
+            .map_err(network)?;
+        let pieces = u32::try_from(len.div_ceil(SNAPSHOT_CHUNK as u64).max(1)).unwrap_or(u32::MAX);
+        let target = self.target;
+        // Pieces are read (on a blocking thread) as they are sent; the meta rides on
+        // the first. A read that fails ends the stream early, which the receiver's
+        // check refuses.
+        let (tx, rx) = tokio::sync::mpsc::channel::<proto::SnapshotChunk>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut head = Some(head);
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            tracing::error!(peer = target, error = %e, "reading the snapshot to send failed");
+                            return;
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                if buf.is_empty() && head.is_none() {
+                    return;
+                }
+                let chunk = proto::SnapshotChunk {
+                    json: head.take().map(Bytes::from).unwrap_or_default(),
+                    data: buf.into(),
+                };
+                if tx.blocking_send(chunk).is_err() || filled < SNAPSHOT_CHUNK {
+                    return;
+                }
+            }
+        });
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
         // openraft's deadline (`install_snapshot_timeout`, 200 ms by default) is
         // meant per piece; the whole transfer gets it once plus a second per MiB.
-        let pieces = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
-        let mut request = tonic::Request::new(futures_util::stream::iter(chunks));
+        let mut request = tonic::Request::new(chunks);
         request.set_timeout(option.hard_ttl() + SNAPSHOT_TIME_PER_CHUNK * pieces);
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
-        let target = self.target;
         let sent = client.install_snapshot(request);
         let reply = tokio::select! {
             r = sent => r.map_err(|s| match call_failed(s) {
@@ -392,6 +419,23 @@ fn reply<T: serde::Serialize, E: std::fmt::Display>(
     Ok(tonic::Response::new(reply))
 }
 
+/// Removes a file when dropped, unless kept.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl RemoveOnDrop {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 fn bad_request(what: &str, e: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::invalid_argument(format!("{what}: {e}"))
 }
@@ -435,10 +479,17 @@ impl<S: Replicated> Cluster for ClusterService<S> {
     ) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {
         let mut stream = request.into_inner();
         let mut head: Option<SnapshotHead> = None;
-        let mut data = Vec::new();
+        let machine = self.log.machine().clone();
+        let path = machine.incoming_image_path();
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| tonic::Status::internal(format!("{}: {e}", path.display())))?;
+        let removing = RemoveOnDrop(Some(path.clone()));
+        let mut received: u64 = 0;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+            received += chunk.data.len() as u64;
+            if received > MAX_SNAPSHOT_BYTES {
                 return Err(tonic::Status::resource_exhausted(format!(
                     "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
                 )));
@@ -448,10 +499,21 @@ impl<S: Replicated> Cluster for ClusterService<S> {
                     serde_json::from_slice(&chunk.json).map_err(|e| bad_request("snapshot", e))?,
                 );
             }
-            data.extend_from_slice(&chunk.data);
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk.data)
+                .await
+                .map_err(|e| tonic::Status::internal(format!("{}: {e}", path.display())))?;
         }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| tonic::Status::internal(format!("{}: {e}", path.display())))?;
+        drop(file);
         let head = head.ok_or_else(|| bad_request("snapshot", "no chunks"))?;
-        let image = S::decode_image(&data).map_err(|e| bad_request("snapshot", e))?;
+        let decoding = path.clone();
+        let image = tokio::task::spawn_blocking(move || machine.decode_image(&decoding))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(|e| bad_request("snapshot", e))?;
+        removing.keep();
         let snapshot = openraft::alias::SnapshotOf::<OdinRaft, S::Image> {
             meta: head.meta,
             snapshot: image,

@@ -194,6 +194,9 @@ impl<S: Replicated> LogStore<S> for ClusterLog<S> {
         let store = RaftLogStore::open(&self.dir.join("log"))
             .map_err(|e| failed("open the raft log", &e))?;
         let fresh = store.is_fresh();
+        let written = store.written();
+        // Snapshots that arrived but were not installed before a stop.
+        let _ = std::fs::remove_dir_all(self.dir.join("incoming"));
         let proposals = Arc::new(Proposals::new(opts.node_id));
         let cluster = ClusterMachine::new(machine, proposals.clone(), &self.dir.join("positions"))
             .map_err(|e| failed("raft positions", &e))?;
@@ -243,7 +246,8 @@ impl<S: Replicated> LogStore<S> for ClusterLog<S> {
             Some(self.network.clone()),
             opts.write_timeout,
             self.counters.clone(),
-        );
+        )
+        .reporting(written);
         let _ = self.started.set(log.clone());
         let recovery = Recovery {
             entries: applied.saturating_sub(from_index),

@@ -59,12 +59,20 @@ impl Replicated for Tally {
         Ok(())
     }
 
-    fn encode_image(image: &Self::Image) -> io::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(image)?)
+    fn encode_image(image: &Self::Image) -> io::Result<(Box<dyn io::Read + Send>, u64)> {
+        let bytes = serde_json::to_vec(image)?;
+        let len = bytes.len() as u64;
+        Ok((Box::new(io::Cursor::new(bytes)), len))
     }
 
-    fn decode_image(bytes: &[u8]) -> io::Result<Self::Image> {
-        Ok(serde_json::from_slice(bytes)?)
+    fn incoming_image_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("odin-tally-image-{}", rand::random::<u64>()))
+    }
+
+    fn decode_image(&self, path: &std::path::Path) -> io::Result<Self::Image> {
+        let bytes = std::fs::read(path)?;
+        std::fs::remove_file(path)?;
+        Ok(serde_json::from_slice(&bytes)?)
     }
 
     fn encode_output(output: &LogIndex) -> Vec<u8> {

@@ -200,6 +200,16 @@ impl Db {
             _lock: lock,
         });
         inner.refresh_gauges();
+        let weak = Arc::downgrade(&inner);
+        let _ = inner
+            .machine
+            .installer
+            .set(Box::new(move |index, archive: &Path| {
+                match weak.upgrade() {
+                    Some(db) => recovery::install_snapshot(&db, index, archive),
+                    None => Err(std::io::Error::other("the database is closed")),
+                }
+            }));
         Ok(Db { inner })
     }
 
@@ -258,11 +268,22 @@ impl Db {
     /// is closed. Returns false once closed. The maintenance loop calls this between
     /// rounds of [`Db::compact`].
     pub fn wait_for_maintenance(&self, timeout: std::time::Duration) -> bool {
-        let written = self.inner.log.stats().bytes_written;
-        let timeout = self.inner.images.maintenance_timeout(written, timeout);
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        self.inner.machine.signal.wait(timeout, closed);
-        !closed()
+        let deadline = Instant::now() + timeout;
+        // Look at the log every little while (a few atomic reads): nothing wakes the
+        // loop when a burst of writes ends, and its head image is due shortly after.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let step = left.min(recovery::IDLE_IMAGE_AFTER / 2);
+            let woken = self.inner.machine.signal.wait(step, closed);
+            if closed() {
+                return false;
+            }
+            let written = self.inner.log.stats().bytes_written;
+            if woken || Instant::now() >= deadline || self.inner.images.image_due(written) {
+                return true;
+            }
+        }
     }
 
     /// Asks the maintenance loop for a round soon (for example after blocks shipped,

@@ -161,12 +161,13 @@ impl MaintenanceSignal {
     }
 
     /// Waits until woken or `timeout` passes, unless `stop()` holds; clears the wish.
-    pub fn wait(&self, timeout: std::time::Duration, stop: impl Fn() -> bool) {
+    /// Returns whether it was woken.
+    pub fn wait(&self, timeout: std::time::Duration, stop: impl Fn() -> bool) -> bool {
         let mut wanted = self.wanted.lock();
         if !*wanted && !stop() {
             self.cv.wait_for(&mut wanted, timeout);
         }
-        *wanted = false;
+        std::mem::replace(&mut *wanted, false)
     }
 }
 
@@ -177,6 +178,8 @@ pub struct DbMachine {
     pub(crate) signal: Arc<MaintenanceSignal>,
     /// Where the head images are kept (`chunks_head`).
     pub(crate) images_dir: Option<std::path::PathBuf>,
+    /// Installs a snapshot a peer sent (set once the database is open).
+    pub(crate) installer: std::sync::OnceLock<crate::tsdb::replicated::Installer>,
 }
 
 impl DbMachine {
@@ -186,6 +189,7 @@ impl DbMachine {
             pending: Mutex::default(),
             signal: Arc::default(),
             images_dir,
+            installer: std::sync::OnceLock::new(),
         }
     }
 

@@ -1,31 +1,371 @@
 //! The TSDB as a replicated state machine: its head images are the cluster's Raft
 //! snapshots, and a forwarded write's answer travels as bytes.
+//!
+//! A snapshot travels as an archive: the head image with every chunk in it (the
+//! receiver knows nothing of the sender's head chunk files), then every file of
+//! every block. The receiver checks the whole archive, then replaces its state with
+//! it: the blocks it lacks are written, the ones the sender no longer has go, and the
+//! head is emptied and loaded from the image, which is kept as its own newest image.
+//!
+//! ```text
+//! magic "ODINSNAP" | version u8 (1)
+//! entries, each: u8 kind
+//!   1 (head image): u64 len, the image (`head::image` format, chunks inline)
+//!   2 (block file): u16 len, name "<ULID>/<path in the block>", u64 len, bytes
+//! u8 0 | crc32c u32 of every byte before it
+//! ```
+//! (little-endian)
 
-use std::io;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::log::LogIndex;
 use crate::replication::machine::Replicated;
 use crate::storage::AppendSummary;
-use crate::tsdb::head::image::image_name;
+use crate::tsdb::head::image::{image_name, portable};
 use crate::tsdb::machine::{DbEntry, DbMachine};
 
-/// A head image this node keeps durable (`chunks_head/snapshot.<index>`; in a
-/// cluster, images are named by their Raft index).
+const MAGIC: &[u8; 8] = b"ODINSNAP";
+const VERSION: u8 = 1;
+const HEAD_IMAGE: u8 = 1;
+const BLOCK_FILE: u8 = 2;
+const END: u8 = 0;
+
+/// An image of the TSDB as Raft hands it around.
 #[derive(Debug, Clone)]
-pub struct DbImage {
-    pub path: PathBuf,
+pub enum DbImage {
+    /// A head image this node keeps durable (`chunks_head/snapshot.<index>`; in a
+    /// cluster images are named by their Raft index), with the blocks of the data
+    /// directory it lies in.
+    Local { path: PathBuf },
+    /// An archive a peer sent, checked, in a file of its own.
+    Received { archive: PathBuf },
 }
 
-/// Not built yet: sending the TSDB's state to a replica that lags behind the log's
-/// start. Such a replica stays behind (the leader retries, and logs why); the log
-/// keeps `cluster.log_entries_kept` entries behind the newest image for it.
-fn transfer_not_built() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "sending the TSDB's state as a Raft snapshot is not built yet: a replica that \
-         lags behind the start of the leader's log cannot catch up",
-    )
+/// What installing a snapshot needs of the database beyond the state machine: its
+/// blocks and its image bookkeeping. Set once the database is open.
+pub(crate) type Installer = Box<dyn Fn(LogIndex, &Path) -> io::Result<()> + Send + Sync>;
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// The data directory an image in `<data>/chunks_head/` belongs to.
+fn data_dir_of(image: &Path) -> io::Result<(&Path, &Path)> {
+    let chunks = image
+        .parent()
+        .ok_or_else(|| io::Error::other("a head image outside a directory"))?;
+    let data = chunks
+        .parent()
+        .ok_or_else(|| io::Error::other("a head image outside a data directory"))?;
+    Ok((data, chunks))
+}
+
+/// Every file of every block in `data_dir`: (archive name, path, length).
+fn block_files(data_dir: &Path) -> io::Result<Vec<(String, PathBuf, u64)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(data_dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if ulid::Ulid::from_string(&name).is_err()
+            || !e.path().is_dir()
+            || !e.path().join("meta.json").exists()
+        {
+            continue;
+        }
+        let mut stack = vec![e.path()];
+        while let Some(dir) = stack.pop() {
+            for f in fs::read_dir(&dir)? {
+                let f = f?;
+                let path = f.path();
+                if f.file_type()?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(e.path())
+                    .map_err(io::Error::other)?
+                    .to_string_lossy()
+                    .to_string();
+                out.push((format!("{name}/{rel}"), path, f.metadata()?.len()));
+            }
+        }
+    }
+    // meta.json last in each block: a block is complete once its meta arrives.
+    out.sort_by(|a, b| {
+        let key = |n: &str| {
+            let (block, rel) = n.split_once('/').unwrap_or((n, ""));
+            (block.to_string(), rel == "meta.json", rel.to_string())
+        };
+        key(&a.0).cmp(&key(&b.0))
+    });
+    Ok(out)
+}
+
+/// A part of an archive being sent.
+enum Part {
+    Bytes(Vec<u8>),
+    File(PathBuf, u64),
+}
+
+/// Reads an archive's parts in turn, keeping the checksum of what it gave, and ends
+/// with the checksum.
+struct ArchiveReader {
+    parts: VecDeque<Part>,
+    current: Option<Box<dyn Read + Send>>,
+    crc: u32,
+    trailer: Option<io::Cursor<Vec<u8>>>,
+}
+
+impl Read for ArchiveReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(t) = &mut self.trailer {
+                return t.read(buf);
+            }
+            if let Some(r) = &mut self.current {
+                let n = r.read(buf)?;
+                if n > 0 {
+                    self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            match self.parts.pop_front() {
+                Some(Part::Bytes(b)) => self.current = Some(Box::new(io::Cursor::new(b))),
+                Some(Part::File(path, len)) => {
+                    let f = File::open(&path).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
+                    // Exactly the announced length: a file that shrank since is an
+                    // error the receiver sees as a bad archive.
+                    self.current = Some(Box::new(ExactRead {
+                        inner: f.take(len),
+                        left: len,
+                        path,
+                    }));
+                }
+                None => {
+                    let mut t = vec![END];
+                    let crc = crc32c::crc32c_append(self.crc, &t);
+                    t.extend_from_slice(&crc.to_le_bytes());
+                    self.trailer = Some(io::Cursor::new(t));
+                }
+            }
+        }
+    }
+}
+
+/// A reader that fails when its source ends before `left` bytes.
+struct ExactRead<R> {
+    inner: R,
+    left: u64,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for ExactRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while being sent", self.path.display()),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The archive of the image at `path` and the blocks beside it, as a reader, and its
+/// length.
+fn archive(path: &Path) -> io::Result<(Box<dyn Read + Send>, u64)> {
+    let (data, chunks) = data_dir_of(path)?;
+    let head = portable(path, chunks).map_err(io::Error::other)?;
+    let mut parts = VecDeque::new();
+    let mut first = Vec::with_capacity(32);
+    first.extend_from_slice(MAGIC);
+    first.push(VERSION);
+    first.push(HEAD_IMAGE);
+    first.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    let mut len = first.len() as u64 + head.len() as u64;
+    parts.push_back(Part::Bytes(first));
+    parts.push_back(Part::Bytes(head));
+    for (name, path, size) in block_files(data)? {
+        let mut h = vec![BLOCK_FILE];
+        h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(&size.to_le_bytes());
+        len += h.len() as u64 + size;
+        parts.push_back(Part::Bytes(h));
+        parts.push_back(Part::File(path, size));
+    }
+    len += 5;
+    let reader = ArchiveReader {
+        parts,
+        current: None,
+        crc: 0,
+        trailer: None,
+    };
+    Ok((Box::new(reader), len))
+}
+
+/// A block file's name in an archive, checked: `<ULID>/<path>` with plain path
+/// components, so that nothing is written outside the block.
+fn check_name(name: &str) -> io::Result<(ulid::Ulid, &str)> {
+    let (block, rel) = name
+        .split_once('/')
+        .ok_or_else(|| invalid(format!("block file {name:?} without a block")))?;
+    let ulid = ulid::Ulid::from_string(block)
+        .map_err(|_| invalid(format!("block file {name:?}: not a ULID")))?;
+    let plain = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    if !rel.split('/').all(plain) || rel.split('/').count() > 2 {
+        return Err(invalid(format!("block file {name:?}: not a plain path")));
+    }
+    Ok((ulid, rel))
+}
+
+/// Walks an archive: `head` gets the head image's length and reader, `file` each
+/// block file's name, length and reader (each must read exactly its part). The
+/// checksum is checked at the end: a caller writes to staging places only.
+fn walk(
+    path: &Path,
+    head: &mut dyn FnMut(u64, &mut dyn Read) -> io::Result<()>,
+    file: &mut dyn FnMut(&str, u64, &mut dyn Read) -> io::Result<()>,
+) -> io::Result<()> {
+    struct Crc<R> {
+        inner: R,
+        crc: u32,
+    }
+    impl<R: Read> Read for Crc<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+            Ok(n)
+        }
+    }
+    let f = File::open(path)?;
+    let mut r = Crc {
+        inner: BufReader::with_capacity(1 << 20, f),
+        crc: 0,
+    };
+    let exact = |r: &mut dyn Read, n: usize| -> io::Result<Vec<u8>> {
+        let mut b = vec![0; n];
+        r.read_exact(&mut b)
+            .map_err(|_| invalid("the snapshot archive is cut short"))?;
+        Ok(b)
+    };
+    if exact(&mut r, 9)? != [&MAGIC[..], &[VERSION]].concat() {
+        return Err(invalid("not a snapshot archive of this version"));
+    }
+    let mut seen_head = false;
+    loop {
+        match exact(&mut r, 1)?[0] {
+            HEAD_IMAGE if !seen_head => {
+                let len = u64::from_le_bytes(exact(&mut r, 8)?.try_into().unwrap_or_default());
+                let mut part = (&mut r).take(len);
+                head(len, &mut part)?;
+                if part.limit() != 0 {
+                    return Err(invalid("the head image part was not read whole"));
+                }
+                seen_head = true;
+            }
+            BLOCK_FILE if seen_head => {
+                let n = u16::from_le_bytes(exact(&mut r, 2)?.try_into().unwrap_or_default());
+                let name = String::from_utf8(exact(&mut r, n as usize)?)
+                    .map_err(|_| invalid("a block file name that is not UTF-8"))?;
+                check_name(&name)?;
+                let len = u64::from_le_bytes(exact(&mut r, 8)?.try_into().unwrap_or_default());
+                let mut part = (&mut r).take(len);
+                file(&name, len, &mut part)?;
+                if part.limit() != 0 {
+                    return Err(invalid("a block file part was not read whole"));
+                }
+            }
+            END if seen_head => {
+                let want = r.crc;
+                let crc =
+                    u32::from_le_bytes(exact(&mut r.inner, 4)?.try_into().unwrap_or_default());
+                if crc != want {
+                    return Err(invalid("the snapshot archive's checksum does not match"));
+                }
+                let mut rest = [0u8; 1];
+                if r.inner.read(&mut rest)? != 0 {
+                    return Err(invalid("bytes after the snapshot archive's end"));
+                }
+                return Ok(());
+            }
+            k => {
+                return Err(invalid(format!(
+                    "snapshot archive entry kind {k} out of place"
+                )));
+            }
+        }
+    }
+}
+
+/// Checks a received archive whole (structure, names, checksum) without writing.
+fn check_archive(path: &Path) -> io::Result<()> {
+    let mut sink = |_: u64, r: &mut dyn Read| io::copy(r, &mut io::sink()).map(|_| ());
+    let mut files = |_: &str, _: u64, r: &mut dyn Read| io::copy(r, &mut io::sink()).map(|_| ());
+    walk(path, &mut sink, &mut files)
+}
+
+/// Writes `bytes` of `r` to `path` durably.
+fn write_file(path: &Path, r: &mut dyn Read) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut f = File::create(path)?;
+    io::copy(r, &mut f)?;
+    f.flush()?;
+    f.sync_all()
+}
+
+/// What an archive unpacked into: the head image (in its place among the images)
+/// and the staged blocks, by ULID.
+pub(crate) struct Unpacked {
+    pub image: PathBuf,
+    pub blocks: BTreeMap<ulid::Ulid, PathBuf>,
+}
+
+/// Unpacks the archive at `archive` for installing at `index`: the head image as
+/// `chunks_dir/snapshot.<index>`, each block under `data_dir/<ULID>.tmp-for-creation`
+/// (where start-up removes leftovers).
+pub(crate) fn unpack(
+    archive: &Path,
+    index: LogIndex,
+    data_dir: &Path,
+    chunks_dir: &Path,
+) -> io::Result<Unpacked> {
+    let image = chunks_dir.join(image_name(index));
+    let staged_image = chunks_dir.join(format!("{}.tmp", image_name(index)));
+    let mut blocks: BTreeMap<ulid::Ulid, PathBuf> = BTreeMap::new();
+    let mut head = |_: u64, r: &mut dyn Read| write_file(&staged_image, r);
+    let mut file = |name: &str, _: u64, r: &mut dyn Read| {
+        let (ulid, rel) = check_name(name)?;
+        let dir = blocks
+            .entry(ulid)
+            .or_insert_with(|| data_dir.join(format!("{ulid}.tmp-for-creation")));
+        write_file(&dir.join(rel), r)
+    };
+    walk(archive, &mut head, &mut file)?;
+    fs::rename(&staged_image, &image)?;
+    for dir in blocks.values() {
+        if let Ok(d) = File::open(dir) {
+            d.sync_all()?;
+        }
+    }
+    File::open(chunks_dir)?.sync_all()?;
+    Ok(Unpacked { image, blocks })
 }
 
 impl Replicated for DbMachine {
@@ -42,19 +382,50 @@ impl Replicated for DbMachine {
                 format!("no head image {}", path.display()),
             ));
         }
-        Ok(DbImage { path })
+        Ok(DbImage::Local { path })
     }
 
-    fn restore(&self, _index: LogIndex, _image: &DbImage) -> io::Result<()> {
-        Err(transfer_not_built())
+    fn restore(&self, index: LogIndex, image: &DbImage) -> io::Result<()> {
+        let DbImage::Received { archive } = image else {
+            // This node's own image: nothing to replace.
+            return Ok(());
+        };
+        let installed = match self.installer.get() {
+            Some(install) => install(index, archive),
+            None => Err(io::Error::other(
+                "a snapshot arrived before the database finished opening",
+            )),
+        };
+        let _ = fs::remove_file(archive);
+        installed
     }
 
-    fn encode_image(_image: &DbImage) -> io::Result<Vec<u8>> {
-        Err(transfer_not_built())
+    fn encode_image(image: &DbImage) -> io::Result<(Box<dyn Read + Send>, u64)> {
+        match image {
+            DbImage::Local { path } => archive(path),
+            DbImage::Received { archive } => {
+                let f = File::open(archive)?;
+                let len = f.metadata()?.len();
+                Ok((Box::new(f), len))
+            }
+        }
     }
 
-    fn decode_image(_bytes: &[u8]) -> io::Result<DbImage> {
-        Err(transfer_not_built())
+    fn incoming_image_path(&self) -> PathBuf {
+        let base = self
+            .images_dir
+            .as_ref()
+            .and_then(|d| d.parent())
+            .map_or_else(std::env::temp_dir, |d| d.join("raft").join("incoming"));
+        let _ = fs::create_dir_all(&base);
+        base.join(format!("snapshot-{:016x}", rand::random::<u64>()))
+    }
+
+    fn decode_image(&self, path: &Path) -> io::Result<DbImage> {
+        check_archive(path)?;
+        Ok(DbImage::Received {
+            archive: path.to_path_buf(),
+        })
     }
 
     /// Six little-endian u64 counters.
@@ -73,22 +444,21 @@ impl Replicated for DbMachine {
     }
 
     fn decode_output(bytes: &[u8]) -> io::Result<AppendSummary> {
-        let field = |i: usize| -> io::Result<u64> {
-            let b = bytes
-                .get(i * 8..i * 8 + 8)
-                .ok_or_else(|| io::Error::other("an append summary is 48 bytes"))?;
-            Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        };
         if bytes.len() != 48 {
             return Err(io::Error::other("an append summary is 48 bytes"));
         }
+        let field = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
         Ok(AppendSummary {
-            accepted: field(0)?,
-            unchanged: field(1)?,
-            out_of_order: field(2)?,
-            out_of_bounds: field(3)?,
-            duplicate: field(4)?,
-            too_far_in_future: field(5)?,
+            accepted: field(0),
+            unchanged: field(1),
+            out_of_order: field(2),
+            out_of_bounds: field(3),
+            duplicate: field(4),
+            too_far_in_future: field(5),
         })
     }
 
@@ -117,5 +487,23 @@ mod tests {
         assert_eq!(DbMachine::decode_output(&bytes).unwrap(), s);
         assert!(DbMachine::decode_output(&bytes[..47]).is_err());
         assert!(DbMachine::decode_output(&[]).is_err());
+    }
+
+    #[test]
+    fn block_file_names_stay_inside_their_block() {
+        let u = "01HZZZZZZZZZZZZZZZZZZZZZZZ";
+        assert!(check_name(&format!("{u}/meta.json")).is_ok());
+        assert!(check_name(&format!("{u}/chunks/000001")).is_ok());
+        for bad in [
+            format!("{u}/../x"),
+            format!("{u}//x"),
+            format!("{u}/chunks/../../x"),
+            "notaulid/meta.json".to_string(),
+            u.to_string(),
+            format!("{u}/a/b/c"),
+            format!("{u}/./x"),
+        ] {
+            assert!(check_name(&bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1004,3 +1004,156 @@ fn only_the_leader_scrapes_targets_and_a_new_leader_takes_them_over() {
         "two scrapers after the leader change: {later:?}"
     );
 }
+
+/// A value of node `n`'s `/metrics` (first sample of `name`).
+fn metric(n: &Odin, name: &str) -> f64 {
+    let (_, text) = n.get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+#[test]
+fn a_node_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
+    // No log kept behind an image: whatever an image covers is purged.
+    let mut cluster = Cluster::start_with(3, &["--cluster.log-entries-kept=0".to_string()]);
+    let leader = cluster.leader(Duration::from_secs(20));
+    let away = (0..3).find(|&i| i != leader).unwrap();
+    let stayed = (0..3).find(|&i| i != leader && i != away).unwrap();
+    let away_applied = cluster.status(away)["appliedIndex"].as_u64().unwrap_or(0);
+    cluster.nodes[away].take().unwrap().stop();
+
+    // Five hours of data (the leader cuts blocks from it), then two more bursts of
+    // over a megabyte each: each burst's end is followed by a head image, and the
+    // second image lets Raft purge the log the first one covers.
+    let now = now_ms();
+    // `minutes` of samples `step_s` apart, ending now, for 200 series.
+    // (One request: a head cut between two would refuse the older samples.)
+    let burst = |c: &Cluster, name: &str, minutes: i64, step_s: i64| {
+        let series: Vec<TestSeries> = (0..200)
+            .map(|s| {
+                let s = s.to_string();
+                TestSeries::new(
+                    &[("__name__", name), ("series", &s)],
+                    (0..minutes * 60 / step_s)
+                        .map(|k| (now - minutes * 60_000 + k * step_s * 1000, (k % 13) as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        let (code, body) = c.node(leader).write(&series);
+        assert!((200..300).contains(&code), "{code} {body}");
+    };
+    burst(&cluster, "snap_blocks", 300, 60);
+    let purged = |c: &Cluster| metric(c.node(leader), "odin_raft_purged_index");
+    for round in 0..3 {
+        if purged(&cluster) > away_applied as f64 {
+            break;
+        }
+        // The end of a burst: an image once the log has been idle for a while.
+        std::thread::sleep(Duration::from_secs(3));
+        // The head's bound is at least an hour old after the cuts: these fit.
+        burst(&cluster, &format!("snap_more_{round}"), 30, 1);
+    }
+    assert!(
+        poll_until(Duration::from_secs(30), || purged(&cluster)
+            > away_applied as f64),
+        "the leader did not purge its log past node {}'s position ({away_applied}): purged {}",
+        away + 1,
+        purged(&cluster)
+    );
+
+    // Back: the leader no longer has the entries it lacks, so it sends a snapshot:
+    // the blocks and the head.
+    cluster.start_node(away);
+    // Per series: how many samples, their sum, first and last timestamp.
+    let at = now + 1;
+    let summary = |n: &Odin| {
+        let mut all = BTreeMap::new();
+        let names = ["snap_blocks", "snap_more_0", "snap_more_1", "snap_more_2"];
+        for (f, name) in ["count_over_time", "sum_over_time", "timestamp"]
+            .into_iter()
+            .flat_map(|f| names.map(|n| (f, n)))
+        {
+            let q = match f {
+                "timestamp" => format!("timestamp({name})"),
+                f => format!("{f}({name}[6h])"),
+            };
+            let path = format!(
+                "/api/v1/query?query={}&time={}",
+                urlencode(&q),
+                at as f64 / 1000.0
+            );
+            let (code, body) = n.get(&path);
+            assert_eq!(code, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            for r in v["data"]["result"].as_array().unwrap() {
+                all.insert(
+                    format!("{f} {name} {}", r["metric"]),
+                    r["value"][1].to_string(),
+                );
+            }
+        }
+        all
+    };
+    let reference = summary(cluster.node(stayed));
+    assert!(reference.len() >= 3 * 800, "{}", reference.len());
+    let caught_up = poll_until(Duration::from_secs(30), || {
+        summary(cluster.node(away)) == reference
+    });
+    if !caught_up {
+        let got = summary(cluster.node(away));
+        let differ: Vec<(&String, &String, Option<&String>)> = reference
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .map(|(k, v)| (k, v, got.get(k)))
+            .take(5)
+            .collect();
+        let probe = |n: &Odin| {
+            let mut out = Vec::new();
+            for m in [
+                "odin_tsdb_head_series",
+                "odin_tsdb_head_min_time",
+                "odin_tsdb_head_max_time",
+                "odin_tsdb_blocks_loaded",
+            ] {
+                out.push(format!("{m}={}", metric(n, m)));
+            }
+            for w in ["1h", "2h", "3h", "4h", "5h", "6h"] {
+                let q = format!("count_over_time(snap_blocks{{series=\"0\"}}[{w}])");
+                let path = format!(
+                    "/api/v1/query?query={}&time={}",
+                    urlencode(&q),
+                    at as f64 / 1000.0
+                );
+                out.push(format!("{w}: {}", n.get(&path).1));
+            }
+            out
+        };
+        panic!(
+            "node {} did not catch up: {} answers of {}; differ: {differ:?}\naway {:?}\nstayed {:?}",
+            away + 1,
+            got.len(),
+            reference.len(),
+            probe(cluster.node(away)),
+            probe(cluster.node(stayed))
+        );
+    }
+    assert!(metric(cluster.node(away), "odin_raft_snapshot_index") > away_applied as f64);
+    // It holds the leader's blocks, byte for byte.
+    let blocks = |i: usize| block_files(cluster.dirs[i].path());
+    assert!(poll_until(Duration::from_secs(20), || {
+        let b = blocks(leader);
+        !b.is_empty() && blocks(away) == b
+    }));
+    // And it goes on applying what comes next.
+    let (code, body) = cluster.node(stayed).write(&[TestSeries::new(
+        &[("__name__", "snap_after")],
+        vec![(now, 1.0)],
+    )]);
+    assert!((200..300).contains(&code), "{code} {body}");
+    assert!(poll_until(Duration::from_secs(2), || {
+        raw(cluster.node(away), "snap_after", at, 60).len() == 1
+    }));
+}

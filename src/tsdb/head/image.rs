@@ -513,6 +513,128 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The image at `path` with every chunk in it: closed chunks read out of the head
+/// chunk files in `chunks_dir`, open chunks without their slots. Another node loads
+/// it into its own head (a Raft snapshot), which knows nothing of this node's chunk
+/// files; its chunks then live on the heap until they are cut into a block.
+pub fn portable(path: &Path, chunks_dir: &Path) -> Result<Vec<u8>, ImageError> {
+    let buf = fs::read(path).map_err(io(format!("read {}", path.display())))?;
+    let (content, crc) = buf
+        .split_last_chunk::<4>()
+        .ok_or_else(|| damaged("shorter than its checksum"))?;
+    if crc32c::crc32c(content) != u32::from_le_bytes(*crc) {
+        return Err(damaged("checksum mismatch"));
+    }
+    let mut r = Reader { buf: content };
+    let mut out: Vec<u8> = Vec::with_capacity(content.len() * 2);
+    // Magic, version, segment, index, min valid time, chunk range: as they are.
+    out.extend_from_slice(r.take(MAGIC.len() + 1 + 4 * 8)?);
+    if out[..MAGIC.len()] != MAGIC[..] || out[MAGIC.len()] != VERSION {
+        return Err(damaged("not a head image of this version"));
+    }
+    let extra = r.bytes()?;
+    put_uvarint(&mut out, extra.len() as u64);
+    out.extend_from_slice(extra);
+    let (body, symbols_at) = r
+        .buf
+        .split_last_chunk::<8>()
+        .ok_or_else(|| damaged("no symbol table offset"))?;
+    let symbols_at = usize::try_from(u64::from_le_bytes(*symbols_at))
+        .ok()
+        .and_then(|at| at.checked_sub(content.len() - r.buf.len()))
+        .filter(|&at| at <= body.len())
+        .ok_or_else(|| damaged("symbol table offset out of range"))?;
+    let (series_part, symbols_part) = body.split_at(symbols_at);
+    let mut files: std::collections::HashMap<u32, File> = std::collections::HashMap::new();
+    let mut read_chunk = |c: DiskChunkRef| -> Result<Vec<u8>, ImageError> {
+        use std::os::unix::fs::FileExt;
+        let f = match files.entry(c.file) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let path = chunks_dir.join(format!("{:06}", c.file));
+                e.insert(File::open(&path).map_err(io(format!("open {}", path.display())))?)
+            }
+        };
+        let mut bytes = vec![0; c.len as usize];
+        f.read_exact_at(&mut bytes, u64::from(c.offset))
+            .map_err(io(format!("read chunk {c:?}")))?;
+        Ok(bytes)
+    };
+    r.buf = series_part;
+    let n = r.uvarint()?;
+    put_uvarint(&mut out, n);
+    for _ in 0..n {
+        let labels = r.len()?;
+        put_uvarint(&mut out, labels as u64);
+        for _ in 0..labels * 2 {
+            put_uvarint(&mut out, r.uvarint()?);
+        }
+        put_varint(&mut out, r.varint()?);
+        let closed = r.len()?;
+        put_uvarint(&mut out, closed as u64);
+        for _ in 0..closed {
+            put_varint(&mut out, r.varint()?);
+            put_uvarint(&mut out, r.uvarint()?);
+            let bytes = match r.u8()? {
+                0 => read_chunk(r.chunk_ref()?)?,
+                1 => r.bytes()?.to_vec(),
+                k => return Err(ImageError::Damaged(format!("closed chunk kind {k}"))),
+            };
+            out.push(1);
+            put_uvarint(&mut out, bytes.len() as u64);
+            out.extend_from_slice(&bytes);
+        }
+        match r.u8()? {
+            0 => out.push(0),
+            kind @ (1 | 2) => {
+                out.push(1);
+                put_varint(&mut out, r.varint()?);
+                // In a slot, the chunk's finished bytes are in this node's file: the
+                // whole chunk is the image's header, the slot past its header, then
+                // the image's bytes past the header (see `OpenChunk::with_bytes`).
+                let slot = if kind == 2 {
+                    let c = r.chunk_ref()?;
+                    r.uvarint()?;
+                    Some(read_chunk(c)?)
+                } else {
+                    None
+                };
+                put_uvarint(&mut out, r.uvarint()?);
+                out.extend_from_slice(r.take(8)?);
+                put_uvarint(&mut out, r.uvarint()?);
+                out.extend_from_slice(r.take(3)?);
+                let bytes = r.bytes()?;
+                let whole = match slot {
+                    None => bytes.to_vec(),
+                    Some(mut whole) => {
+                        let (header, rest) = bytes
+                            .split_at_checked(HEADER_LEN)
+                            .ok_or_else(|| damaged("open chunk shorter than its header"))?;
+                        whole
+                            .get_mut(..HEADER_LEN)
+                            .ok_or_else(|| damaged("open chunk slot shorter than a header"))?
+                            .copy_from_slice(header);
+                        whole.extend_from_slice(rest);
+                        whole
+                    }
+                };
+                put_uvarint(&mut out, whole.len() as u64);
+                out.extend_from_slice(&whole);
+            }
+            k => return Err(ImageError::Damaged(format!("open chunk kind {k}"))),
+        }
+    }
+    if !r.buf.is_empty() {
+        return Err(damaged("trailing bytes"));
+    }
+    let symbols_at = out.len() as u64;
+    out.extend_from_slice(symbols_part);
+    out.extend_from_slice(&symbols_at.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
 /// Loads the image at `path` into `head`, which must be empty, with its chunk files
 /// opened by `HeadChunkFiles::open_existing`. On an error the head holds part of the
 /// image and must be dropped.

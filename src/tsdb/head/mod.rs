@@ -518,6 +518,29 @@ impl Head {
     }
 }
 
+impl Head {
+    /// Empties the head, to load another node's image in its place (a Raft
+    /// snapshot): every series, posting and bound goes. Chunk files leave the head
+    /// as truncation retires them (deleted once no kept image needs them). A query
+    /// running meanwhile keeps the series it already holds.
+    pub fn clear(&self) {
+        let _apply = self.apply_lock.lock();
+        for shard in self.by_hash.iter() {
+            shard.write().clear();
+        }
+        *self.by_ref.write() = SeriesTable::default();
+        *self.postings.write() = MemPostings::default();
+        self.symbols.lock().clear();
+        self.num_series.store(0, Ordering::Relaxed);
+        self.min_t.store(i64::MAX, Ordering::Release);
+        self.max_t.store(i64::MIN, Ordering::Release);
+        self.min_valid_t.store(i64::MIN, Ordering::Release);
+        if let Some(files) = &self.files {
+            files.truncate_before(i64::MAX, |_| false);
+        }
+    }
+}
+
 /// The shared copy of `s` in `symbols`, added if new.
 fn intern_in(symbols: &mut HashSet<ArcStr>, s: &str) -> ArcStr {
     if let Some(a) = symbols.get(s) {

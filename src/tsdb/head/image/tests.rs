@@ -172,6 +172,69 @@ fn an_image_without_chunk_files_keeps_every_chunk_inline() {
 }
 
 #[test]
+fn a_portable_image_carries_every_chunk_to_a_head_without_those_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = Head::with_chunk_files(RANGE, &dir_a).unwrap();
+    // Closed chunks in files, open ones in slots, one heap chunk (a deletion) and
+    // an open chunk without a slot.
+    fill(&a, 30, 0, 3_000_000, 5);
+    a.apply_deletion(&crate::log::record::Deletion {
+        matchers: vec![crate::model::Matcher::equal("instance", "host-2")],
+        min_t: 100_000,
+        max_t: 200_000,
+    });
+    let mut b = Batch::default();
+    b.push_series(
+        Labels::from_pairs([("__name__", "lonely")]),
+        &[Sample::new(2_999_000, 2.5)],
+    );
+    a.apply_batch(&b);
+    a.set_min_valid_time(-7);
+    let (path, _) = a.capture_image(POS).write(&dir_a, a.chunk_files()).unwrap();
+    let bytes = portable(&path, &dir_a).unwrap();
+
+    // Another node's head, with chunk files of its own (none of a's).
+    let b = Head::with_chunk_files(RANGE, &dir_b).unwrap();
+    let path_b = dir_b.join("snapshot.00000007");
+    fs::write(&path_b, &bytes).unwrap();
+    let loaded = load(&b, &path_b).unwrap();
+    assert!(loaded.files.is_empty(), "{:?}", loaded.files);
+    assert_eq!(loaded.position, POS);
+    assert_eq!(loaded.min_valid_time, -7);
+    assert_eq!(contents(&b), contents(&a));
+    // Both go on the same way.
+    fill(&a, 30, 3_000_000, 8_000_000, 6);
+    fill(&b, 30, 3_000_000, 8_000_000, 6);
+    assert_eq!(contents(&b), contents(&a));
+    // A damaged file or a missing chunk file is refused.
+    fs::remove_file(dir_a.join("000001")).unwrap();
+    assert!(portable(&path, &dir_a).is_err());
+}
+
+#[test]
+fn clearing_a_head_leaves_it_empty_and_ready_for_an_image() {
+    let a = Head::new(RANGE);
+    fill(&a, 10, 0, 1_000_000, 8);
+    a.set_min_valid_time(5);
+    a.clear();
+    assert_eq!(a.num_series(), 0);
+    assert!(a.select_series(&[]).is_empty());
+    assert!(a.label_values("instance", &[]).is_empty());
+    assert_eq!(a.min_valid_time(), i64::MIN);
+    let other = Head::new(RANGE);
+    fill(&other, 4, 0, 500_000, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = other.capture_image(POS).write(dir.path(), None).unwrap();
+    load(&a, &path).unwrap();
+    assert_eq!(contents(&a), contents(&other));
+    assert_eq!(
+        (a.min_time(), a.max_time()),
+        (other.min_time(), other.max_time())
+    );
+}
+
+#[test]
 fn a_damaged_image_is_refused_whatever_the_damage() {
     let dir = tempfile::tempdir().unwrap();
     let a = Head::with_chunk_files(RANGE, dir.path()).unwrap();
