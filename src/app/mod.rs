@@ -290,9 +290,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let leadership = match cluster_control.get() {
         Some(control) => {
             manager.set_scrapes_targets(false).await;
+            if let Some(s) = &shipper {
+                s.set_uploads(false);
+            }
             Some(spawn_leadership_watch(
                 control.clone(),
                 manager.clone(),
+                shipper.clone(),
                 shutdown.clone(),
             ))
         }
@@ -533,10 +537,11 @@ fn shown_config(text: &str) -> String {
 const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Hands the leader-only work to this node while it leads, and takes it away when
-/// it stops leading: today, scraping the configured targets.
+/// it stops leading: scraping the configured targets and uploading blocks.
 fn spawn_leadership_watch(
     control: Arc<dyn ClusterControl>,
     manager: Arc<ScrapeManager>,
+    shipper: Option<Shipper>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -546,6 +551,9 @@ fn spawn_leadership_watch(
             if now != leads {
                 leads = now;
                 manager.set_scrapes_targets(leads).await;
+                if let Some(s) = &shipper {
+                    s.set_uploads(leads);
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

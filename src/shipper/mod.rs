@@ -99,6 +99,9 @@ struct Inner {
     wake: tokio::sync::Notify,
     metrics: ShipperMetrics,
     opts: ShipperOptions,
+    /// Whether this node uploads (a cluster's leader; a single node always). A node
+    /// that does not only marks the blocks it finds in the bucket as shipped.
+    uploads: std::sync::atomic::AtomicBool,
 }
 
 impl ShipTracker for Inner {
@@ -153,8 +156,33 @@ impl Shipper {
                 wake: tokio::sync::Notify::new(),
                 metrics,
                 opts,
+                uploads: std::sync::atomic::AtomicBool::new(true),
             }),
         })
+    }
+
+    /// In a cluster only the leader uploads: every replica cuts the same blocks
+    /// (same names, same bytes), and the bucket is the record of what has shipped.
+    /// A node that does not upload looks for its blocks in the bucket and counts those
+    /// it finds as shipped (so that its compaction and retention go on); one that
+    /// takes over uploads what is not there yet, and never uploads a block twice.
+    pub fn set_uploads(&self, on: bool) {
+        let was = self
+            .inner
+            .uploads
+            .swap(on, std::sync::atomic::Ordering::AcqRel);
+        if was != on {
+            tracing::info!(
+                uploads = on,
+                "block uploads {}",
+                if on {
+                    "taken over"
+                } else {
+                    "left to the leader"
+                }
+            );
+            self.inner.wake.notify_one();
+        }
     }
 
     /// What the database asks before compacting or deleting a block.
@@ -235,7 +263,18 @@ impl Shipper {
         self.inner.metrics.blocks_pending.set(pending.len() as i64);
         let mut landed = 0;
         for meta in &pending {
-            let outcome = self.upload_block(meta).await?;
+            let uploads = self
+                .inner
+                .uploads
+                .load(std::sync::atomic::Ordering::Acquire);
+            let outcome = if uploads {
+                self.upload_block(meta).await?
+            } else if self.in_bucket(meta).await? {
+                Uploaded::AlreadyThere
+            } else {
+                // The leader has not uploaded it yet.
+                continue;
+            };
             self.mark_uploaded(db, meta).await?;
             landed += 1;
             self.inner.metrics.blocks_pending.dec();
@@ -280,6 +319,16 @@ impl Shipper {
         tokio::task::spawn_blocking(move || snapshot.save(&dir))
             .await
             .map_err(|e| ShipperError::Corrupt(format!("save shipper state task: {e}")))?
+    }
+
+    /// Whether the bucket holds the block (its meta.json goes up last).
+    async fn in_bucket(&self, meta: &BlockMeta) -> Result<bool> {
+        let meta_path = ObjectPath::from(format!("{}/{META_FILENAME}", meta.ulid));
+        match self.inner.store.head(&meta_path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(ShipperError::store(format!("check {meta_path}"), e)),
+        }
     }
 
     /// Uploads one block: chunk segments and index, then meta.json with the `thanos`

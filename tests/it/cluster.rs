@@ -1157,3 +1157,93 @@ fn a_node_away_longer_than_the_log_keeps_catches_up_from_a_snapshot() {
         raw(cluster.node(away), "snap_after", at, 60).len() == 1
     }));
 }
+
+#[test]
+fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let config = tmp.path().join("odin.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  external_labels: {{cluster: c1}}\n\
+             storage:\n  object_store:\n    type: FILESYSTEM\n    config:\n      directory: {}\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            format!("--config.file={}", config.display()),
+            "--shipper.upload-interval=200ms".to_string(),
+        ],
+    );
+    let leader = cluster.leader(Duration::from_secs(20));
+    let now = now_ms();
+    // Nine hours: the leader cuts the head into blocks, which every replica writes.
+    let write = |c: &Cluster, to: usize, from_h: i64, to_h: i64| {
+        let series: Vec<TestSeries> = (0..20)
+            .map(|s| {
+                let s = s.to_string();
+                TestSeries::new(
+                    &[("__name__", "ship_test"), ("series", &s)],
+                    (from_h * 60..to_h * 60)
+                        .map(|k| (now - 9 * 3_600_000 + k * 60_000, k as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        let (code, body) = c.node(to).write(&series);
+        assert!((200..300).contains(&code), "{code} {body}");
+    };
+    write(&cluster, leader, 0, 5);
+    let bucket_blocks = || crate::shipper::fs_bucket_blocks(&bucket);
+    assert!(
+        poll_until(Duration::from_secs(30), || !bucket_blocks().is_empty()),
+        "nothing shipped"
+    );
+
+    // The leader dies; the new one ships what the first had not.
+    cluster.nodes[leader].take().unwrap().kill9();
+    let new = cluster.leader(Duration::from_secs(10));
+    write(&cluster, new, 5, 9);
+    let local = |i: usize| -> std::collections::BTreeSet<String> {
+        crate::common::block_dirs(cluster.dirs[i].path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+            .collect()
+    };
+    let shipped_all = poll_until(Duration::from_secs(30), || {
+        let l = local(new);
+        l.len() >= 3 && l.is_subset(&bucket_blocks())
+    });
+    assert!(
+        shipped_all,
+        "local {:?}, bucket {:?}",
+        local(new),
+        bucket_blocks()
+    );
+    // Each block once (names are derived from the content, so a second upload would
+    // be the same name), every replica with the same blocks.
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &survivors {
+        assert!(poll_until(Duration::from_secs(10), || block_files(
+            cluster.dirs[i].path()
+        ) == block_files(
+            cluster.dirs[new].path()
+        )));
+    }
+    // Followers never upload: they find the blocks in the bucket.
+    let follower = survivors.iter().copied().find(|&i| i != new).unwrap();
+    assert_eq!(
+        metric(cluster.node(follower), "odin_shipper_uploads_total"),
+        0.0
+    );
+    assert!(poll_until(Duration::from_secs(10), || metric(
+        cluster.node(follower),
+        "odin_shipper_blocks_pending"
+    ) == 0.0));
+    let uploads = metric(cluster.node(new), "odin_shipper_uploads_total");
+    assert!(uploads >= 1.0, "{uploads}");
+}
