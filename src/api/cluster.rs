@@ -56,6 +56,19 @@ fn node_id(params: &[(String, String)]) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_data(format!("id {id:?} is not a node id")))
 }
 
+/// The request's parameters, once the admin API is on.
+fn admin_params(
+    s: &ApiState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ApiError> {
+    if !s.options.enable_admin_api {
+        return Err(ApiError::unavailable("admin APIs disabled"));
+    }
+    Ok(form_params(query, headers, body))
+}
+
 async fn add(
     State(s): State<ApiState>,
     RawQuery(query): RawQuery,
@@ -63,10 +76,7 @@ async fn add(
     body: Bytes,
 ) -> Response {
     let run = async {
-        if !s.options.enable_admin_api {
-            return Err(ApiError::unavailable("admin APIs disabled"));
-        }
-        let params = form_params(query.as_deref(), &headers, &body);
+        let params = admin_params(&s, query.as_deref(), &headers, &body)?;
         let id = node_id(&params)?;
         let address = param(&params, "address")
             .ok_or_else(|| ApiError::bad_data("missing parameter address (HOST:PORT)"))?
@@ -87,10 +97,7 @@ async fn remove(
     body: Bytes,
 ) -> Response {
     let run = async {
-        if !s.options.enable_admin_api {
-            return Err(ApiError::unavailable("admin APIs disabled"));
-        }
-        let params = form_params(query.as_deref(), &headers, &body);
+        let params = admin_params(&s, query.as_deref(), &headers, &body)?;
         let id = node_id(&params)?;
         let c = cluster(&s)?;
         c.remove_member(id).await.map_err(membership_error)

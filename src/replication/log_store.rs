@@ -17,10 +17,12 @@
 //!
 //! # Durability
 //!
-//! An append is written and `fdatasync`ed before openraft's callback reports it
-//! flushed; openraft hands over the entries of many client writes in one append, so
-//! they share one fsync (the WAL's group commit, by other means). A truncation is
-//! synced before it returns; the vote is on disk before `save_vote` returns.
+//! An append is written (readable at once, so that the leader replicates it while it
+//! is being made durable) and handed to the store's flusher thread, which
+//! `fdatasync`s and only then reports it flushed to openraft. Appends that arrive
+//! while an fsync runs share the next one: the WAL's group commit. A truncation is
+//! synced before it returns; the vote is on disk before `save_vote` returns. The
+//! commit hint is written at most every [`COMMITTED_HINT_EVERY`].
 //!
 //! # Recovery
 //!
@@ -53,6 +55,18 @@ const KIND_MEMBERSHIP: u8 = 2;
 /// Default size past which a new segment starts.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// How often the commit hint is written at most (it is a hint: a restart that finds
+/// an older one waits for the leader to say more).
+pub const COMMITTED_HINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Appended entries waiting to be made durable: the segment they were written to
+/// (its number and a handle on it), and whom to tell.
+struct Flush {
+    seq: u64,
+    file: File,
+    callback: IOFlushed<OdinRaft>,
+}
+
 /// Where an entry lies.
 #[derive(Debug, Clone)]
 struct Loc {
@@ -81,12 +95,16 @@ struct Store {
     /// Set once a write failed: nothing is written after it.
     failed: Option<String>,
     written: Arc<WrittenStats>,
+    /// When the commit hint was last written.
+    committed_written: Option<std::time::Instant>,
 }
 
 /// The Raft log of one node; cheap to clone (clones share the store).
 #[derive(Clone)]
 pub struct RaftLogStore {
     store: Arc<Mutex<Store>>,
+    /// The flusher thread's queue; it ends once every clone is dropped.
+    flushes: std::sync::mpsc::Sender<Flush>,
 }
 
 /// What a log store wrote, for the self metrics and the TSDB's image policy (an
@@ -126,6 +144,7 @@ impl RaftLogStore {
             readers: HashMap::new(),
             failed: None,
             written: Arc::default(),
+            committed_written: None,
         };
         store.first_index = store.purged.next_index();
         store.recover()?;
@@ -138,9 +157,14 @@ impl RaftLogStore {
             tracing::warn!("raft log: the commit hint is past the log's end; lowered to it");
             store.committed = store.last_log_id();
         }
-        Ok(RaftLogStore {
-            store: Arc::new(Mutex::new(store)),
-        })
+        let written = store.written.clone();
+        let store = Arc::new(Mutex::new(store));
+        let (flushes, queue) = std::sync::mpsc::channel();
+        let failing = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("odin-raft-flush".into())
+            .spawn(move || flush_loop(queue, written, failing))?;
+        Ok(RaftLogStore { store, flushes })
     }
 
     /// What this store wrote since it was opened.
@@ -297,16 +321,6 @@ impl Store {
             segment::encode_record(&mut pending, &payload, crc);
         }
         self.write_current(&mut pending)?;
-        if let Some((_, file, _)) = &self.current {
-            let started = std::time::Instant::now();
-            file.sync_data()?;
-            let w = &self.written;
-            w.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            w.fsync_nanos.fetch_add(
-                started.elapsed().as_nanos() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
         self.written
             .entries
             .fetch_add(locs.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -315,6 +329,15 @@ impl Store {
             self.locs.push_back(loc);
         }
         Ok(())
+    }
+
+    /// The segment appended to and a handle on it, for the flusher.
+    fn current_for_flush(&self) -> io::Result<(u64, File)> {
+        let (seq, file, _) = self
+            .current
+            .as_ref()
+            .ok_or_else(|| io::Error::other("raft log: no segment written"))?;
+        Ok((*seq, file.try_clone()?))
     }
 
     /// Syncs the current segment and starts the next.
@@ -434,6 +457,54 @@ impl Store {
             out.push(entry);
         }
         Ok(out)
+    }
+}
+
+/// Makes appended entries durable, as many at a time as are waiting, and reports
+/// each append flushed (or failed) in order.
+fn flush_loop(
+    queue: std::sync::mpsc::Receiver<Flush>,
+    written: Arc<WrittenStats>,
+    store: std::sync::Weak<Mutex<Store>>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let started = std::time::Instant::now();
+        // Each segment once, newest handle first (a rotation synced the older ones
+        // already, but syncing again is harmless).
+        let mut synced: Vec<u64> = Vec::new();
+        let mut failure: Option<io::Error> = None;
+        for f in batch.iter().rev() {
+            if synced.contains(&f.seq) {
+                continue;
+            }
+            synced.push(f.seq);
+            if let Err(e) = f.file.sync_data() {
+                failure = Some(e);
+                break;
+            }
+        }
+        written.fsyncs.fetch_add(synced.len() as u64, Relaxed);
+        written
+            .fsync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        if let Some(e) = &failure {
+            written.write_errors.fetch_add(1, Relaxed);
+            // What reached the disk is unknown now: nothing more is written, and
+            // the next start reads back what is there.
+            if let Some(store) = store.upgrade() {
+                store.lock().failed = Some(format!("fsync: {e}"));
+            }
+        }
+        for f in batch {
+            let result = match &failure {
+                None => Ok(()),
+                Some(e) => Err(io::Error::new(e.kind(), format!("raft log fsync: {e}"))),
+            };
+            f.callback.io_completed(result);
+        }
     }
 }
 
@@ -605,12 +676,22 @@ impl RaftLogStorage<OdinRaft> for RaftLogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // A hint that lets a restarted node apply what it knows was committed
         // without waiting for a leader; losing it costs only that wait.
-        self.with_store(move |s| {
-            write_json(&s.dir, "committed", &committed, false)?;
-            s.committed = committed;
-            Ok(())
-        })
-        .await
+        let due = {
+            let mut store = self.store.lock();
+            store.committed = committed;
+            let due = store
+                .committed_written
+                .is_none_or(|at| at.elapsed() >= COMMITTED_HINT_EVERY);
+            if due {
+                store.committed_written = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if !due {
+            return Ok(());
+        }
+        self.with_store(move |s| write_json(&s.dir, "committed", &s.committed, false))
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -627,10 +708,25 @@ impl RaftLogStorage<OdinRaft> for RaftLogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = self.with_store(move |s| s.append(entries)).await;
+        let result = self
+            .with_store(move |s| {
+                s.append(entries)?;
+                s.current_for_flush()
+            })
+            .await;
         match result {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
+            Ok((seq, file)) => {
+                let flush = Flush {
+                    seq,
+                    file,
+                    callback,
+                };
+                if let Err(std::sync::mpsc::SendError(f)) = self.flushes.send(flush) {
+                    let gone = io::Error::other("raft log: the flusher thread is gone");
+                    f.callback
+                        .io_completed(Err(io::Error::new(gone.kind(), gone.to_string())));
+                    return Err(gone);
+                }
                 Ok(())
             }
             Err(e) => {

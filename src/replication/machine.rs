@@ -292,7 +292,10 @@ impl<S: Replicated> ClusterMachine<S> {
             None => {
                 // The proposer's bytes are the entry; a replica that cannot decode
                 // them cannot stay identical to the others, so it stops here.
-                let entry = self.machine.decode(&p.bytes, false).map_err(|e| {
+                // Decoding and applying share this task: the decoder finds the
+                // series it already holds as it reads them (`applier_busy`), which
+                // spares building their labels only to look them up again.
+                let entry = self.machine.decode(&p.bytes, true).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("entry {index} does not decode: {e}"),

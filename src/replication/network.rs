@@ -14,8 +14,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use openraft::OptionalSend;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
@@ -36,8 +38,12 @@ use proto::cluster_client::ClusterClient;
 use proto::cluster_server::{Cluster, ClusterServer};
 
 /// The largest message either side decodes: an append carries batches of at most
-/// 10 MiB each (remote write's limit), and openraft is configured to send few.
+/// 10 MiB each (remote write's limit), and at most [`MAX_PAYLOAD_ENTRIES`] of them.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Entries openraft puts in one append at most (its `max_payload_entries`): with
+/// batches of at most 10 MiB, an append stays below [`MAX_MESSAGE_BYTES`].
+pub const MAX_PAYLOAD_ENTRIES: u64 = 24;
 
 /// Snapshot bytes go in pieces of this size.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -67,39 +73,13 @@ struct SnapshotHead {
     meta: openraft::alias::SnapshotMetaOf<OdinRaft>,
 }
 
-/// The entry bytes one append carries at most, below [`MAX_MESSAGE_BYTES`] with room
-/// for the rest of the message.
-pub const APPEND_BUDGET: usize = MAX_MESSAGE_BYTES - (1 << 20);
-
-/// Appends sent in part (tests).
-#[cfg(test)]
-pub(crate) static PARTIAL_APPENDS: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(0);
-
 /// Channels to the peers, by address; cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    append_budget: usize,
-}
-
-impl Default for PeerNetwork {
-    fn default() -> Self {
-        PeerNetwork {
-            channels: Arc::default(),
-            append_budget: APPEND_BUDGET,
-        }
-    }
 }
 
 impl PeerNetwork {
-    /// Appends carry at most `bytes` of entries (one entry always goes); the rest
-    /// follows in the next append.
-    pub fn with_append_budget(mut self, bytes: usize) -> Self {
-        self.append_budget = bytes;
-        self
-    }
-
     /// Hands `entry` to the leader (node `leader` at `address`) and returns its
     /// output's bytes and its index once the leader applied it.
     pub async fn forward(
@@ -152,7 +132,6 @@ impl PeerNetwork {
 /// Calls to one peer.
 pub struct PeerConnection<I> {
     target: u64,
-    append_budget: usize,
     client: Result<ClusterClient<Channel>, String>,
     _image: std::marker::PhantomData<fn() -> I>,
 }
@@ -168,7 +147,6 @@ impl<S: Replicated> RaftNetworkFactory<OdinRaft> for PeerNetworkFor<S> {
             .map_err(|e| format!("peer {target} at {:?}: {e}", node.address));
         PeerConnection {
             target,
-            append_budget: self.network.append_budget,
             client,
             _image: std::marker::PhantomData,
         }
@@ -226,6 +204,43 @@ impl<S: Replicated> PeerConnection<S> {
     }
 }
 
+/// An append as it travels: its head as JSON, its entries in the log's encoding.
+fn encode_append(rpc: &AppendEntriesRequest<OdinRaft>) -> io::Result<proto::AppendEntriesRequest> {
+    let head = AppendHead {
+        vote: rpc.vote,
+        prev_log_id: rpc.prev_log_id,
+        leader_commit: rpc.leader_commit,
+    };
+    let entries = rpc
+        .entries
+        .iter()
+        .map(|e| encode_entry(e).map(Bytes::from))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(proto::AppendEntriesRequest {
+        json: serde_json::to_vec(&head)?.into(),
+        entries,
+    })
+}
+
+/// [`encode_append`]'s message back.
+fn decode_append(
+    request: &proto::AppendEntriesRequest,
+) -> Result<AppendEntriesRequest<OdinRaft>, String> {
+    let head: AppendHead = serde_json::from_slice(&request.json).map_err(|e| e.to_string())?;
+    let entries = request
+        .entries
+        .iter()
+        .map(|e| decode_entry(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(AppendEntriesRequest {
+        vote: head.vote,
+        prev_log_id: head.prev_log_id,
+        entries,
+        leader_commit: head.leader_commit,
+    })
+}
+
 fn with_deadline<T>(message: T, option: &RPCOption) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(option.hard_ttl());
@@ -240,43 +255,60 @@ impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
         rpc: AppendEntriesRequest<OdinRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<OdinRaft>, RPCError<OdinRaft>> {
-        let head = AppendHead {
-            vote: rpc.vote,
-            prev_log_id: rpc.prev_log_id,
-            leader_commit: rpc.leader_commit,
-        };
-        // As many entries as the budget holds (at least one): a larger message would
-        // be refused by the peer again and again, and it would never catch up.
-        let (mut entries, mut bytes, mut last_sent) = (Vec::new(), 0usize, None);
-        for e in &rpc.entries {
-            let encoded = encode_entry(e).map_err(bad_reply)?;
-            if !entries.is_empty() && bytes + encoded.len() > self.append_budget {
-                break;
-            }
-            bytes += encoded.len();
-            last_sent = Some(e.log_id);
-            entries.push(Bytes::from(encoded));
-        }
-        let partial = entries.len() < rpc.entries.len();
-        #[cfg(test)]
-        if partial {
-            PARTIAL_APPENDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let request = proto::AppendEntriesRequest {
-            json: serde_json::to_vec(&head).map_err(bad_reply)?.into(),
-            entries,
-        };
+        let request = encode_append(&rpc).map_err(bad_reply)?;
         let reply = self
             .client()?
             .append_entries(with_deadline(request, &option))
             .await
             .map_err(call_failed)?;
-        let response = reply_json(reply.into_inner()).map_err(bad_reply)?;
-        Ok(match response {
-            AppendEntriesResponse::Success if partial => {
-                AppendEntriesResponse::PartialSuccess(last_sent)
-            }
-            other => other,
+        reply_json(reply.into_inner()).map_err(bad_reply)
+    }
+
+    /// Pipelined: requests go out as openraft makes them, over one gRPC stream per
+    /// follower, and the answers come back in order. Requests carry at most
+    /// `MAX_PAYLOAD_ENTRIES` entries of at most 10 MiB each, within the message limit.
+    fn stream_append<'s, St>(
+        &'s mut self,
+        input: St,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<OdinRaft>, RPCError<OdinRaft>>>,
+            RPCError<OdinRaft>,
+        >,
+    >
+    where
+        St: futures_util::Stream<Item = AppendEntriesRequest<OdinRaft>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let target = self.target;
+            // A request that cannot be encoded ends the stream: the follower sees it
+            // end, and openraft starts a new one.
+            let requests = input
+                .map(move |rpc| match encode_append(&rpc) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(peer = target, error = %e, "cannot encode an append");
+                        None
+                    }
+                })
+                .take_while(|r| std::future::ready(r.is_some()))
+                .filter_map(std::future::ready);
+            let replies = client
+                .stream_append(tonic::Request::new(requests))
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            let answers = replies.map(|reply| match reply {
+                Ok(reply) => reply_json::<StreamAppendResult<OdinRaft>>(reply).map_err(bad_reply),
+                Err(status) => Err(call_failed(status)),
+            });
+            Ok(Box::pin(answers) as BoxStream<'s, _>)
         })
     }
 
@@ -446,22 +478,46 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         &self,
         request: tonic::Request<proto::AppendEntriesRequest>,
     ) -> Result<tonic::Response<proto::RaftReply>, tonic::Status> {
-        let request = request.into_inner();
-        let head: AppendHead =
-            serde_json::from_slice(&request.json).map_err(|e| bad_request("append entries", e))?;
-        let entries = request
-            .entries
-            .iter()
-            .map(|e| decode_entry(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad_request("append entries", e))?;
-        let rpc = AppendEntriesRequest {
-            vote: head.vote,
-            prev_log_id: head.prev_log_id,
-            entries,
-            leader_commit: head.leader_commit,
-        };
+        let rpc =
+            decode_append(&request.into_inner()).map_err(|e| bad_request("append entries", e))?;
         reply(self.raft.append_entries(rpc).await)
+    }
+
+    type StreamAppendStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<proto::RaftReply, tonic::Status>> + Send>,
+    >;
+
+    async fn stream_append(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::AppendEntriesRequest>>,
+    ) -> Result<tonic::Response<Self::StreamAppendStream>, tonic::Status> {
+        // The first request that fails to arrive or to decode ends the input, and
+        // with it the answers: the leader starts a new stream.
+        let requests = request
+            .into_inner()
+            .map(|r| match r.map(|m| decode_append(&m)) {
+                Ok(Ok(rpc)) => Some(rpc),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a peer's append does not decode");
+                    None
+                }
+                Err(_) => None,
+            })
+            .take_while(|r| std::future::ready(r.is_some()))
+            .filter_map(std::future::ready);
+        let answers = self
+            .raft
+            .stream_append(requests)
+            .map(|answer| match answer {
+                Ok(result) => serde_json::to_vec(&result)
+                    .map(|json| proto::RaftReply {
+                        json: json.into(),
+                        error: String::new(),
+                    })
+                    .map_err(|e| tonic::Status::internal(e.to_string())),
+                Err(fatal) => Err(tonic::Status::unavailable(fatal.to_string())),
+            });
+        Ok(tonic::Response::new(Box::pin(answers)))
     }
 
     async fn vote(
@@ -528,7 +584,7 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         let bytes = request.into_inner().entry.to_vec();
         let machine = self.log.machine();
         let entry = machine
-            .decode(&bytes, false)
+            .decode(&bytes, true)
             .map_err(|e| bad_request("forwarded entry", e))?;
         if !S::may_forward(&entry) {
             return Err(bad_request(

@@ -93,6 +93,7 @@ impl ClusterOptions {
             // restart images) and reports each durable one, which then purges the log.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.log_entries_kept,
+            max_payload_entries: super::network::MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()

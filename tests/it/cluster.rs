@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::common::{Odin, TestSeries, encode_write, free_port, poll_until};
+use crate::common::{Odin, TestSeries, encode_write, free_port, now_ms, poll_until};
 
 /// A cluster of test nodes, each with its own data directory and cluster port (kept
 /// across restarts: the peers know the node by it).
@@ -161,13 +161,6 @@ fn raw(n: &Odin, selector: &str, at_ms: i64, window_s: i64) -> BTreeMap<String, 
         out.insert(s["metric"].to_string(), ts);
     }
     out
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]

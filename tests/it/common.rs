@@ -334,6 +334,14 @@ pub fn block_dirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The wall clock in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prost::Message;
 
-use crate::common::{Odin, TestSeries, agent, free_port, have_prometheus, poll_until};
+use crate::common::{Odin, TestSeries, agent, free_port, have_prometheus, now_ms, poll_until};
 use odin::remote::prompb;
 
 struct Killed(Child);
@@ -17,13 +17,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]

@@ -513,18 +513,41 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The image at `path` with every chunk in it: closed chunks read out of the head
-/// chunk files in `chunks_dir`, open chunks without their slots. Another node loads
-/// it into its own head (a Raft snapshot), which knows nothing of this node's chunk
-/// files; its chunks then live on the heap until they are cut into a block.
-pub fn portable(path: &Path, chunks_dir: &Path) -> Result<Vec<u8>, ImageError> {
-    let buf = fs::read(path).map_err(io(format!("read {}", path.display())))?;
+/// The bytes of an image file before its checksum, once the checksum matches.
+fn checked_content(buf: &[u8]) -> Result<&[u8], ImageError> {
     let (content, crc) = buf
         .split_last_chunk::<4>()
         .ok_or_else(|| damaged("shorter than its checksum"))?;
     if crc32c::crc32c(content) != u32::from_le_bytes(*crc) {
         return Err(damaged("checksum mismatch"));
     }
+    Ok(content)
+}
+
+/// Splits what follows an image's header (`rest`, the end of `content`) into the
+/// series and the symbol table, whose offset is the content's last 8 bytes.
+fn series_and_symbols<'a>(
+    content: &[u8],
+    rest: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8]), ImageError> {
+    let (body, symbols_at) = rest
+        .split_last_chunk::<8>()
+        .ok_or_else(|| damaged("no symbol table offset"))?;
+    let symbols_at = usize::try_from(u64::from_le_bytes(*symbols_at))
+        .ok()
+        .and_then(|at| at.checked_sub(content.len() - rest.len()))
+        .filter(|&at| at <= body.len())
+        .ok_or_else(|| damaged("symbol table offset out of range"))?;
+    Ok(body.split_at(symbols_at))
+}
+
+/// The image at `path` with every chunk in it: closed chunks read out of the head
+/// chunk files in `chunks_dir`, open chunks without their slots. Another node loads
+/// it into its own head (a Raft snapshot), which knows nothing of this node's chunk
+/// files; its chunks then live on the heap until they are cut into a block.
+pub fn portable(path: &Path, chunks_dir: &Path) -> Result<Vec<u8>, ImageError> {
+    let buf = fs::read(path).map_err(io(format!("read {}", path.display())))?;
+    let content = checked_content(&buf)?;
     let mut r = Reader { buf: content };
     let mut out: Vec<u8> = Vec::with_capacity(content.len() * 2);
     // Magic, version, segment, index, min valid time, chunk range: as they are.
@@ -535,16 +558,7 @@ pub fn portable(path: &Path, chunks_dir: &Path) -> Result<Vec<u8>, ImageError> {
     let extra = r.bytes()?;
     put_uvarint(&mut out, extra.len() as u64);
     out.extend_from_slice(extra);
-    let (body, symbols_at) = r
-        .buf
-        .split_last_chunk::<8>()
-        .ok_or_else(|| damaged("no symbol table offset"))?;
-    let symbols_at = usize::try_from(u64::from_le_bytes(*symbols_at))
-        .ok()
-        .and_then(|at| at.checked_sub(content.len() - r.buf.len()))
-        .filter(|&at| at <= body.len())
-        .ok_or_else(|| damaged("symbol table offset out of range"))?;
-    let (series_part, symbols_part) = body.split_at(symbols_at);
+    let (series_part, symbols_part) = series_and_symbols(content, r.buf)?;
     let mut files: std::collections::HashMap<u32, File> = std::collections::HashMap::new();
     let mut read_chunk = |c: DiskChunkRef| -> Result<Vec<u8>, ImageError> {
         use std::os::unix::fs::FileExt;
@@ -640,12 +654,7 @@ pub fn portable(path: &Path, chunks_dir: &Path) -> Result<Vec<u8>, ImageError> {
 /// image and must be dropped.
 pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
     let buf = fs::read(path).map_err(io(format!("read {}", path.display())))?;
-    let (content, crc) = buf
-        .split_last_chunk::<4>()
-        .ok_or_else(|| damaged("shorter than its checksum"))?;
-    if crc32c::crc32c(content) != u32::from_le_bytes(*crc) {
-        return Err(damaged("checksum mismatch"));
-    }
+    let content = checked_content(&buf)?;
     let mut r = Reader { buf: content };
     if r.take(MAGIC.len())? != MAGIC {
         return Err(damaged("not a head image (magic)"));
@@ -666,17 +675,8 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
             "head image was taken with another chunk range; its open chunks keep their cut times"
         );
     }
-    // The symbols, after the series: their offset is the content's last 8 bytes.
-    let (body, symbols_at) = r
-        .buf
-        .split_last_chunk::<8>()
-        .ok_or_else(|| damaged("no symbol table offset"))?;
-    let symbols_at = usize::try_from(u64::from_le_bytes(*symbols_at))
-        .ok()
-        .and_then(|at| at.checked_sub(content.len() - r.buf.len()))
-        .filter(|&at| at <= body.len())
-        .ok_or_else(|| damaged("symbol table offset out of range"))?;
-    let (series_part, symbols_part) = body.split_at(symbols_at);
+    // The symbols, after the series.
+    let (series_part, symbols_part) = series_and_symbols(content, r.buf)?;
     r.buf = symbols_part;
     let n = r.len()?;
     let mut symbols: Vec<ArcStr> = Vec::with_capacity(n);
