@@ -75,6 +75,10 @@ const WRITE_PATH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for gRPC calls in flight.
 const GRPC_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long shutdown waits for the cluster port's calls in flight (peers keep
+/// streams open; a write in flight is answered by the leader either way).
+const CLUSTER_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Runs the appliance until a signal or `/-/quit`; returns once everything has shut
 /// down cleanly.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -402,8 +406,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracing::error!(error = %e, "http server task failed");
     }
     if let Some(server) = cluster_server {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "cluster server task failed");
+        // The leader keeps its append stream to this node open: the server stops
+        // taking calls at once, and what is in flight gets a moment only.
+        match tokio::time::timeout(CLUSTER_DRAIN_TIMEOUT, server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cluster server task failed"),
+            Err(_) => tracing::debug!("cluster server connections closed at shutdown"),
         }
     }
     if let Some(grpc) = grpc {

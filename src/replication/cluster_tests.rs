@@ -357,7 +357,7 @@ async fn start_on_grpc(id: u64) -> (Node, Peer, tokio::task::JoinHandle<()>) {
     let peer = Peer {
         address: listener.local_addr().unwrap().to_string(),
     };
-    let service = ClusterService::server(node.log.clone());
+    let service = ClusterService::server(node.log.clone(), Default::default());
     let server = tokio::spawn(async move {
         let incoming = tokio_stream_listener(listener);
         let _ = tonic::transport::Server::builder()

@@ -406,13 +406,20 @@ impl<S: Replicated> RaftNetworkV2<OdinRaft> for PeerConnection<S> {
 pub struct ClusterService<S: Replicated> {
     raft: Raft<S>,
     log: RaftCommitLog<S>,
+    /// Ends the long-lived append streams, so that a graceful shutdown does not wait
+    /// for the leader to close them.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl<S: Replicated> ClusterService<S> {
-    /// The tonic service, to add to the cluster port's server.
-    pub fn server(log: RaftCommitLog<S>) -> ClusterServer<ClusterService<S>> {
+    /// The tonic service, to add to the cluster port's server; its streams end when
+    /// `stop` is cancelled.
+    pub fn server(
+        log: RaftCommitLog<S>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> ClusterServer<ClusterService<S>> {
         let raft = log.raft().clone();
-        ClusterServer::new(ClusterService { raft, log })
+        ClusterServer::new(ClusterService { raft, log, stop })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
@@ -425,7 +432,7 @@ pub async fn serve<S: Replicated>(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(ClusterService::server(log))
+        .add_service(ClusterService::server(log, shutdown.clone()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown.cancelled_owned(),
@@ -517,6 +524,7 @@ impl<S: Replicated> Cluster for ClusterService<S> {
                     .map_err(|e| tonic::Status::internal(e.to_string())),
                 Err(fatal) => Err(tonic::Status::unavailable(fatal.to_string())),
             });
+        let answers = answers.take_until(self.stop.clone().cancelled_owned());
         Ok(tonic::Response::new(Box::pin(answers)))
     }
 
