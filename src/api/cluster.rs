@@ -69,25 +69,47 @@ fn admin_params(
     Ok(form_params(query, headers, body))
 }
 
+/// A membership change.
+enum Change {
+    /// Add the node (`address` names its cluster listener).
+    Add,
+    Remove,
+}
+
+async fn change(
+    s: ApiState,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    what: Change,
+) -> Response {
+    let run = async {
+        let params = admin_params(&s, query.as_deref(), &headers, &body)?;
+        let id = node_id(&params)?;
+        let c = cluster(&s)?;
+        let changed = match what {
+            Change::Add => {
+                let address = param(&params, "address")
+                    .ok_or_else(|| ApiError::bad_data("missing parameter address (HOST:PORT)"))?;
+                c.add_member(id, address.to_string()).await
+            }
+            Change::Remove => c.remove_member(id).await,
+        };
+        changed.map_err(membership_error)
+    };
+    match run.await {
+        Ok(status) => success(status),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn add(
     State(s): State<ApiState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let run = async {
-        let params = admin_params(&s, query.as_deref(), &headers, &body)?;
-        let id = node_id(&params)?;
-        let address = param(&params, "address")
-            .ok_or_else(|| ApiError::bad_data("missing parameter address (HOST:PORT)"))?
-            .to_string();
-        let c = cluster(&s)?;
-        c.add_member(id, address).await.map_err(membership_error)
-    };
-    match run.await {
-        Ok(status) => success(status),
-        Err(e) => e.into_response(),
-    }
+    change(s, query, headers, body, Change::Add).await
 }
 
 async fn remove(
@@ -96,14 +118,5 @@ async fn remove(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let run = async {
-        let params = admin_params(&s, query.as_deref(), &headers, &body)?;
-        let id = node_id(&params)?;
-        let c = cluster(&s)?;
-        c.remove_member(id).await.map_err(membership_error)
-    };
-    match run.await {
-        Ok(status) => success(status),
-        Err(e) => e.into_response(),
-    }
+    change(s, query, headers, body, Change::Remove).await
 }

@@ -63,6 +63,15 @@ impl Cluster {
         self.nodes[i] = Some(Odin::start(self.dirs[i].path(), &args));
     }
 
+    /// The leader, once the nodes agree on one, and a follower.
+    fn leader_and_follower(&self) -> (usize, usize) {
+        let leader = self.leader(Duration::from_secs(20));
+        let follower = (0..self.nodes.len())
+            .find(|&i| i != leader && self.nodes[i].is_some())
+            .unwrap();
+        (leader, follower)
+    }
+
     fn node(&self, i: usize) -> &Odin {
         self.nodes[i].as_ref().expect("node running")
     }
@@ -166,8 +175,7 @@ fn raw(n: &Odin, selector: &str, at_ms: i64, window_s: i64) -> BTreeMap<String, 
 #[test]
 fn three_nodes_answer_the_same_for_a_write_a_follower_acknowledged() {
     let cluster = Cluster::start(3);
-    let leader = cluster.leader(Duration::from_secs(20));
-    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let (leader, follower) = cluster.leader_and_follower();
 
     // 50 series of 20 samples, written to a follower, which forwards to the leader
     // and answers once the quorum committed and it applied the batch itself.
@@ -379,8 +387,7 @@ fn cluster_cli(args: &[&str]) -> (bool, String) {
 #[test]
 fn a_fourth_node_joins_as_learner_becomes_a_voter_and_a_node_is_removed() {
     let mut cluster = Cluster::start(3);
-    let leader = cluster.leader(Duration::from_secs(20));
-    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let (leader, follower) = cluster.leader_and_follower();
     let base = (now_ms() / 1000 - 30) * 1000;
     let before = vec![TestSeries::new(
         &[("__name__", "membership_test"), ("phase", "before")],
@@ -843,8 +850,7 @@ fn block_files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn every_replica_cuts_byte_identical_blocks() {
     let cluster = Cluster::start(3);
-    let leader = cluster.leader(Duration::from_secs(20));
-    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let (leader, follower) = cluster.leader_and_follower();
     // Five hours of samples, a minute apart, written to a follower: more than one
     // and a half block ranges, so the leader's maintenance cuts the head into
     // two-hour blocks, and every replica writes them from the same entries.
