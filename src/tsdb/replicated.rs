@@ -489,6 +489,83 @@ mod tests {
         assert!(DbMachine::decode_output(&[]).is_err());
     }
 
+    /// A data directory with a head image at index 5 (closed chunks in files) and
+    /// one block of two files; returns the image's path.
+    fn data_dir_with_an_image(dir: &Path) -> PathBuf {
+        use crate::log::record::Batch;
+        use crate::model::{Labels, Sample};
+        let chunks = dir.join("chunks_head");
+        let head = crate::tsdb::head::Head::with_chunk_files(7_200_000, &chunks).unwrap();
+        for t in 0..400i64 {
+            let mut b = Batch::default();
+            for s in 0..5 {
+                let v = s.to_string();
+                b.push_series(
+                    Labels::from_pairs([("__name__", "m"), ("s", v.as_str())]),
+                    &[Sample::new(t * 15_000, (t * s) as f64)],
+                );
+            }
+            head.apply_batch(&b);
+        }
+        let pos = crate::log::LogPosition {
+            index: 5,
+            segment: 5,
+        };
+        let (path, _) = head
+            .capture_image(pos)
+            .write(&chunks, head.chunk_files())
+            .unwrap();
+        let block = dir.join("01HZZZZZZZZZZZZZZZZZZZZZZZ");
+        fs::create_dir_all(block.join("chunks")).unwrap();
+        fs::write(block.join("meta.json"), b"{\"ulid\": \"x\"}").unwrap();
+        fs::write(block.join("chunks").join("000001"), vec![7u8; 3000]).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_archive_unpacks_to_the_same_files_and_damage_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        let image = data_dir_with_an_image(&from);
+        let (mut reader, len) = archive(&image).unwrap();
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        let file = tmp.path().join("archive");
+        fs::write(&file, &bytes).unwrap();
+        check_archive(&file).unwrap();
+
+        fs::create_dir_all(to.join("chunks_head")).unwrap();
+        let unpacked = unpack(&file, 5, &to, &to.join("chunks_head")).unwrap();
+        assert_eq!(unpacked.image, to.join("chunks_head").join(image_name(5)));
+        let staged =
+            &unpacked.blocks[&ulid::Ulid::from_string("01HZZZZZZZZZZZZZZZZZZZZZZZ").unwrap()];
+        assert_eq!(
+            fs::read(staged.join("chunks").join("000001")).unwrap(),
+            vec![7u8; 3000]
+        );
+        // The head image that arrives loads into a head without the sender's files.
+        let head = crate::tsdb::head::Head::new(7_200_000);
+        let loaded = crate::tsdb::head::image::load(&head, &unpacked.image).unwrap();
+        assert_eq!(loaded.series, 5);
+
+        // Any damage: a flipped byte, a cut, bytes after the end.
+        for at in [3, 40, bytes.len() / 2, bytes.len() - 2] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x5a;
+            fs::write(&file, &bad).unwrap();
+            assert!(check_archive(&file).is_err(), "flipped at {at}");
+        }
+        for cut in [0, 5, 20, bytes.len() - 1] {
+            fs::write(&file, &bytes[..cut]).unwrap();
+            assert!(check_archive(&file).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        fs::write(&file, &longer).unwrap();
+        assert!(check_archive(&file).is_err());
+    }
+
     #[test]
     fn block_file_names_stay_inside_their_block() {
         let u = "01HZZZZZZZZZZZZZZZZZZZZZZZ";
