@@ -66,6 +66,21 @@ pub trait Replicated: StateMachine {
     /// An output from the leader's answer.
     fn decode_output(bytes: &[u8]) -> io::Result<Self::Output>;
 
+    /// A write a peer forwarded, as the leader proposes it: what the leader's own
+    /// checks refuse (samples too far in the future by its clock) taken out, the
+    /// bytes re-encoded where that changed them, and the refusals as an output to
+    /// add to the answer.
+    fn admit_forwarded(
+        &self,
+        bytes: Vec<u8>,
+        entry: Self::Entry,
+    ) -> (Vec<u8>, Self::Entry, Option<Self::Output>) {
+        (bytes, entry, None)
+    }
+
+    /// Adds `refused` (from [`admit_forwarded`](Self::admit_forwarded)) to `output`.
+    fn add_refused(_output: &mut Self::Output, _refused: Self::Output) {}
+
     /// Whether a peer may hand the leader this entry to propose: writes, yes;
     /// entries only the leader's own maintenance proposes (a head cut), never.
     fn may_forward(entry: &Self::Entry) -> bool;

@@ -600,15 +600,21 @@ impl<S: Replicated> Cluster for ClusterService<S> {
                 "only writes are forwarded; this kind of entry is the leader's own",
             ));
         }
+        let (bytes, entry, refused) = machine.admit_forwarded(bytes, entry);
         // Proposed here or refused: an entry is forwarded at most once, so a
         // leadership change can never send it round in circles.
         let reply = match self.log.propose(bytes, entry).await {
-            Ok((output, index)) => proto::ForwardReply {
-                output: S::encode_output(&output).into(),
-                error: String::new(),
-                leader: 0,
-                index,
-            },
+            Ok((mut output, index)) => {
+                if let Some(refused) = refused {
+                    S::add_refused(&mut output, refused);
+                }
+                proto::ForwardReply {
+                    output: S::encode_output(&output).into(),
+                    error: String::new(),
+                    leader: 0,
+                    index,
+                }
+            }
             Err(e) => proto::ForwardReply {
                 output: Bytes::new(),
                 index: 0,

@@ -138,6 +138,9 @@ impl Db {
         let head = Arc::new(head);
         let started = Instant::now();
         let machine = Arc::new(DbMachine::new(head.clone(), Some(chunks_dir.clone())));
+        machine
+            .too_far_in_future_ms
+            .store(opts.too_far_in_future_ms, Ordering::Relaxed);
         // The image (when one loaded) brought the head's bound and the pending work
         // of its position; the log replays what came after. Its cuts raise the bound
         // where they did the first time, so replayed deletions clamp their
@@ -629,7 +632,7 @@ impl Appender for DbAppender {
 /// `batch` without its samples newer than `limit` (counted in `refused` as
 /// too far in the future), with `hints` kept in step with its series. The batch is
 /// returned as it is, without a copy, when no sample is that new: the usual case.
-fn drop_samples_after(
+pub(crate) fn drop_samples_after(
     batch: Batch,
     hints: Vec<Option<Arc<MemSeries>>>,
     limit: i64,

@@ -180,6 +180,9 @@ pub struct DbMachine {
     pub(crate) images_dir: Option<std::path::PathBuf>,
     /// Installs a snapshot a peer sent (set once the database is open).
     pub(crate) installer: std::sync::OnceLock<crate::tsdb::replicated::Installer>,
+    /// Samples newer than the clock plus this are refused where a write enters
+    /// (0: any time); the leader checks a forwarded write again with its own clock.
+    pub(crate) too_far_in_future_ms: std::sync::atomic::AtomicI64,
 }
 
 impl DbMachine {
@@ -190,6 +193,7 @@ impl DbMachine {
             signal: Arc::default(),
             images_dir,
             installer: std::sync::OnceLock::new(),
+            too_far_in_future_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 

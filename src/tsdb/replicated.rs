@@ -462,6 +462,40 @@ impl Replicated for DbMachine {
         })
     }
 
+    /// The node that took the write checked its samples against its own clock; the
+    /// leader checks again with its own, so that one node with a clock far ahead
+    /// cannot put every replica's head out of reach of the others' writes.
+    fn admit_forwarded(
+        &self,
+        bytes: Vec<u8>,
+        entry: DbEntry,
+    ) -> (Vec<u8>, DbEntry, Option<AppendSummary>) {
+        let window = self
+            .too_far_in_future_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let DbEntry::Batch(batch, hints) = entry else {
+            return (bytes, entry, None);
+        };
+        if window <= 0 {
+            return (bytes, DbEntry::Batch(batch, hints), None);
+        }
+        let limit = crate::model::now_ms().saturating_add(window);
+        let mut refused = AppendSummary::default();
+        let (batch, hints) = crate::tsdb::db::drop_samples_after(batch, hints, limit, &mut refused);
+        let entry = DbEntry::Batch(batch, hints);
+        if refused.too_far_in_future == 0 {
+            return (bytes, entry, None);
+        }
+        // An emptied batch still goes through the log: the answer waits for it like
+        // any other, and applying nothing is harmless.
+        let bytes = entry.encode(None);
+        (bytes, entry, Some(refused))
+    }
+
+    fn add_refused(output: &mut AppendSummary, refused: AppendSummary) {
+        output.merge(&refused);
+    }
+
     /// Head cuts are the leader's maintenance's own; writes and deletions come from
     /// clients of any node.
     fn may_forward(entry: &DbEntry) -> bool {
@@ -564,6 +598,55 @@ mod tests {
         longer.push(0);
         fs::write(&file, &longer).unwrap();
         assert!(check_archive(&file).is_err());
+    }
+
+    #[test]
+    fn the_leader_refuses_forwarded_samples_too_far_ahead_of_its_clock() {
+        use crate::log::StateMachine;
+        use crate::log::record::Batch;
+        use crate::model::{Labels, Sample};
+        let head = std::sync::Arc::new(crate::tsdb::head::Head::new(7_200_000));
+        let machine = DbMachine::new(head, None);
+        let now = crate::model::now_ms();
+        let mut b = Batch::default();
+        b.push_series(
+            Labels::from_pairs([("__name__", "m")]),
+            &[Sample::new(now, 1.0), Sample::new(now + 86_400_000, 2.0)],
+        );
+        let entry = DbEntry::Batch(b, vec![None]);
+        let bytes = entry.encode(None);
+        // Off: as it came.
+        let (same, entry, refused) = machine.admit_forwarded(bytes.clone(), entry);
+        assert_eq!(same, bytes);
+        assert!(refused.is_none());
+        // On: the day-ahead sample goes, the bytes say so, the answer counts it.
+        machine
+            .too_far_in_future_ms
+            .store(600_000, std::sync::atomic::Ordering::Relaxed);
+        let (bytes, entry, refused) = machine.admit_forwarded(bytes, entry);
+        assert_eq!(refused.unwrap().too_far_in_future, 1);
+        let DbEntry::Batch(kept, _) = &entry else {
+            panic!("not a batch")
+        };
+        assert_eq!(kept.num_samples(), 1);
+        let DbEntry::Batch(decoded, _) = machine.decode(&bytes, false).unwrap() else {
+            panic!("not a batch")
+        };
+        assert_eq!(decoded.num_samples(), 1);
+        let mut out = AppendSummary::default();
+        DbMachine::add_refused(&mut out, refused.unwrap());
+        assert_eq!(out.too_far_in_future, 1);
+        // Nothing left: an empty batch, which decodes and applies as nothing.
+        let mut b = Batch::default();
+        b.push_series(
+            Labels::from_pairs([("__name__", "m")]),
+            &[Sample::new(now + 86_400_000, 3.0)],
+        );
+        let entry = DbEntry::Batch(b, vec![None]);
+        let (bytes, _, refused) = machine.admit_forwarded(entry.encode(None), entry);
+        assert_eq!(refused.unwrap().too_far_in_future, 1);
+        let decoded = machine.decode(&bytes, false).unwrap();
+        assert_eq!(machine.apply(1, decoded), AppendSummary::default());
     }
 
     #[test]
