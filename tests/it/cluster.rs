@@ -851,17 +851,18 @@ fn block_files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
 fn every_replica_cuts_byte_identical_blocks() {
     let cluster = Cluster::start(3);
     let (leader, follower) = cluster.leader_and_follower();
-    // Five hours of samples, a minute apart, written to a follower: more than one
-    // and a half block ranges, so the leader's maintenance cuts the head into
-    // two-hour blocks, and every replica writes them from the same entries.
+    // Seven hours of samples, a minute apart, written to a follower: the leader's
+    // maintenance cuts the head into two-hour blocks until it spans no more than
+    // three hours (at least two cuts, wherever the hour falls), and every replica
+    // writes them from the same entries.
     let now = now_ms();
     let series: Vec<TestSeries> = (0..20)
         .map(|s| {
             let s = s.to_string();
             TestSeries::new(
                 &[("__name__", "block_test"), ("series", &s)],
-                (0..300)
-                    .map(|k| (now - 5 * 3_600_000 + k * 60_000, (k % 17) as f64))
+                (0..420)
+                    .map(|k| (now - 7 * 3_600_000 + k * 60_000, (k % 17) as f64))
                     .collect(),
             )
         })
@@ -887,15 +888,15 @@ fn every_replica_cuts_byte_identical_blocks() {
             .collect::<Vec<_>>()
     );
     // Queries on each replica read those blocks and agree.
-    let from = (now - 5 * 3_600_000) / 60_000 * 60_000;
+    let from = (now - 7 * 3_600_000) / 60_000 * 60_000;
     let q = format!(
         "/api/v1/query?query={}&time={}",
-        urlencode("count_over_time(block_test[6h])"),
+        urlencode("count_over_time(block_test[8h])"),
         now / 1000
     );
     let answers: Vec<String> = (0..3).map(|i| cluster.node(i).get(&q).1).collect();
     assert!(
-        answers[0].contains(r#""300""#),
+        answers[0].contains(r#""420""#),
         "{} (from {from})",
         answers[0]
     );
