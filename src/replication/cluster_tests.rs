@@ -514,6 +514,40 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         }
         assert!(json["members"][0].get("lastContactSeconds").is_some());
 
+        // Garbage on a follower's cluster port (an append stream whose requests do
+        // not decode, an append with bad JSON) is refused or ends its stream, a
+        // forward to a node that does not lead is refused, and the cluster goes on.
+        {
+            use super::network::proto;
+            use super::network::proto::cluster_client::ClusterClient;
+            let address = format!("http://{}", peers[&follower].address);
+            let mut client = ClusterClient::connect(address).await.unwrap();
+            let junk = proto::AppendEntriesRequest {
+                json: b"{not json".to_vec().into(),
+                entries: vec![b"\x00\x01".to_vec().into()],
+            };
+            let answers = client
+                .stream_append(futures_util::stream::iter(vec![junk.clone(), junk.clone()]))
+                .await;
+            if let Ok(answers) = answers {
+                let mut answers = answers.into_inner();
+                use futures_util::StreamExt;
+                while let Some(Ok(_)) = answers.next().await {}
+            }
+            let refused = client.append_entries(junk).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+            let refused = client
+                .forward(proto::ForwardRequest {
+                    entry: b"no entry".to_vec().into(),
+                })
+                .await;
+            assert!(
+                refused.is_err() || !refused.unwrap().into_inner().error.is_empty(),
+                "a follower took a forwarded entry"
+            );
+        }
+        write(&nodes, &[1, 2, 3], vec![150]).await;
+
         // A follower's server stops: the other two still commit.
         servers[(follower - 1) as usize].abort();
         let _ = at(follower).log.raft().shutdown().await;
