@@ -708,12 +708,13 @@ impl RaftLogStorage<OdinRaft> for RaftLogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = self
-            .with_store(move |s| {
-                s.append(entries)?;
-                s.current_for_flush()
-            })
-            .await;
+        // Written here rather than on the blocking pool: a write into the page cache
+        // is short (the fsync is the flusher's), and a thread hop per append costs
+        // commit latency. A new segment now and then syncs the last one here.
+        let result = {
+            let mut s = self.store.lock();
+            s.append(entries).and_then(|()| s.current_for_flush())
+        };
         match result {
             Ok((seq, file)) => {
                 let flush = Flush {
