@@ -157,13 +157,13 @@ where
         .await
         .unwrap();
     let log = RaftCommitLog::new(
-        id,
         raft,
         machine,
         proposals,
         peers,
         Duration::from_secs(2),
         Default::default(),
+        None,
     );
     Node {
         tally,

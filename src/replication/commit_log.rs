@@ -53,19 +53,22 @@ struct Inner<S: Replicated> {
 }
 
 impl<S: Replicated> RaftCommitLog<S> {
-    /// The log of node `id`'s `raft`, whose state machine is `cluster` (a clone of
+    /// The log of `raft`'s node, whose state machine is `cluster` (a clone of
     /// the one Raft was given, sharing `proposals`); `peers` reaches the leader to
     /// forward to (without, a node that does not lead refuses with
-    /// [`LogError::NotLeader`]). Must be called inside the runtime Raft runs on.
+    /// [`LogError::NotLeader`]); `written`, what the log store wrote, is what
+    /// [`CommitLog::stats`] reports. Must be called inside the runtime Raft runs on.
     pub fn new(
-        id: u64,
         raft: Raft<S>,
         cluster: ClusterMachine<S>,
         proposals: Arc<Proposals<S>>,
         peers: Option<PeerNetwork>,
         write_timeout: Duration,
         counters: RaftCounters,
+        written: Option<Arc<WrittenStats>>,
     ) -> Self {
+        // The node's id is Raft's.
+        let id = raft.metrics().borrow_watched().id;
         RaftCommitLog {
             inner: Arc::new(Inner {
                 id,
@@ -77,19 +80,10 @@ impl<S: Replicated> RaftCommitLog<S> {
                 write_timeout,
                 counters,
                 interrupt: tokio::sync::Notify::new(),
-                written: None,
+                written,
                 runtime: tokio::runtime::Handle::current(),
             }),
         }
-    }
-
-    /// The log as `new` makes it, reporting what `written` counts as its stats.
-    /// Call before cloning.
-    pub fn reporting(mut self, written: Arc<WrittenStats>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.written = Some(written);
-        }
-        self
     }
 
     pub fn raft(&self) -> &Raft<S> {

@@ -240,15 +240,14 @@ impl<S: Replicated> LogStore<S> for ClusterLog<S> {
         }
         let applied = cluster.last_applied_index();
         let log = RaftCommitLog::new(
-            opts.node_id,
             raft,
             cluster,
             proposals,
             Some(self.network.clone()),
             opts.write_timeout,
             self.counters.clone(),
-        )
-        .reporting(written);
+            Some(written),
+        );
         let _ = self.started.set(log.clone());
         let recovery = Recovery {
             entries: applied.saturating_sub(from_index),

@@ -520,7 +520,7 @@ fn replace_blocks(db: &DbInner, old: &[Arc<Block>], new: Option<&BlockMeta>) -> 
 }
 
 /// Deletes a block directory by renaming it out of the way first.
-fn remove_block_dir(dir: &Path) -> Result<()> {
+pub(crate) fn remove_block_dir(dir: &Path) -> Result<()> {
     let mut tmp = dir.as_os_str().to_owned();
     tmp.push(".tmp-for-deletion");
     fs::rename(dir, &tmp).map_err(|e| TsdbError::io(format!("rename {}", dir.display()), e))?;

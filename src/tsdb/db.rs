@@ -137,10 +137,11 @@ impl Db {
         } = recovery::open_head(&chunks_dir, opts.min_block_ms, &metrics)?;
         let head = Arc::new(head);
         let started = Instant::now();
-        let machine = Arc::new(DbMachine::new(head.clone(), Some(chunks_dir.clone())));
-        machine
-            .too_far_in_future_ms
-            .store(opts.too_far_in_future_ms, Ordering::Relaxed);
+        let machine = Arc::new(DbMachine::new(
+            head.clone(),
+            Some(chunks_dir.clone()),
+            opts.too_far_in_future_ms,
+        ));
         // The image (when one loaded) brought the head's bound and the pending work
         // of its position; the log replays what came after. Its cuts raise the bound
         // where they did the first time, so replayed deletions clamp their
@@ -956,7 +957,7 @@ mod tests {
         let replayed = |resolve_at_backlog| {
             let chunks = tempfile::tempdir().unwrap();
             let head = Arc::new(Head::with_chunk_files(2 * H, chunks.path()).unwrap());
-            let machine = DbMachine::new(head.clone(), None);
+            let machine = DbMachine::new(head.clone(), None, 0);
             crate::log::wal::replay(&wal, &machine, 0, resolve_at_backlog).unwrap();
             let mut series: Vec<(Labels, Vec<(i64, u64)>)> = head
                 .series_in_range(i64::MIN, i64::MAX)
@@ -1682,6 +1683,28 @@ mod tests {
     }
 
     /// Every file of a block directory, by path relative to it.
+    /// Blocks pairwise identical, file by file.
+    fn assert_same_block_files(ba: &[Arc<Block>], bb: &[Arc<Block>]) {
+        for (x, y) in ba.iter().zip(bb) {
+            let (fx, fy) = (block_files(x.dir()), block_files(y.dir()));
+            let differ: Vec<_> = fx.keys().filter(|k| fx.get(*k) != fy.get(*k)).collect();
+            assert!(
+                fx.len() == fy.len() && differ.is_empty(),
+                "{}: {differ:?}",
+                x.meta().ulid
+            );
+        }
+    }
+
+    /// The first series' samples (time, value bits).
+    fn first_series_samples(db: &Db) -> Vec<(i64, u64)> {
+        all(db)[0]
+            .samples
+            .iter()
+            .map(|s| (s.t, s.v.to_bits()))
+            .collect()
+    }
+
     fn block_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         let mut out = std::collections::BTreeMap::new();
         let mut todo = vec![dir.to_path_buf()];
@@ -1738,27 +1761,12 @@ mod tests {
         assert!(!ba.is_empty());
         let names = |bs: &[Arc<Block>]| bs.iter().map(|b| b.meta().ulid).collect::<Vec<_>>();
         assert_eq!(names(&ba), names(&bb));
-        for (x, y) in ba.iter().zip(&bb) {
-            let (fx, fy) = (block_files(x.dir()), block_files(y.dir()));
-            let differ: Vec<_> = fx.keys().filter(|k| fx.get(*k) != fy.get(*k)).collect();
-            assert!(
-                fx.len() == fy.len() && differ.is_empty(),
-                "{}: {differ:?}",
-                x.meta().ulid
-            );
-        }
+        assert_same_block_files(&ba, &bb);
         assert!(
             !ba[0].tombstones().is_empty(),
             "the deletion reached the block"
         );
-        let samples = |db: &Db| -> Vec<(i64, u64)> {
-            all(db)[0]
-                .samples
-                .iter()
-                .map(|s| (s.t, s.v.to_bits()))
-                .collect()
-        };
-        assert_eq!(samples(&a), samples(&b));
+        assert_eq!(first_series_samples(&a), first_series_samples(&b));
         let kept = all(&a);
         let times: Vec<i64> = kept[0].samples.iter().map(|s| s.t).collect();
         assert!(times.iter().all(|t| *t < H || *t > 3 * H), "{times:?}");
@@ -1911,23 +1919,8 @@ mod tests {
         let (ba, bb) = (a.blocks(), b.blocks());
         assert_eq!(ba.len(), 2);
         assert_eq!(ba.len(), bb.len());
-        for (x, y) in ba.iter().zip(&bb) {
-            let (fx, fy) = (block_files(x.dir()), block_files(y.dir()));
-            let differ: Vec<_> = fx.keys().filter(|k| fx.get(*k) != fy.get(*k)).collect();
-            assert!(
-                fx.len() == fy.len() && differ.is_empty(),
-                "{}: {differ:?}",
-                x.meta().ulid
-            );
-        }
-        let samples = |db: &Db| -> Vec<(i64, u64)> {
-            all(db)[0]
-                .samples
-                .iter()
-                .map(|s| (s.t, s.v.to_bits()))
-                .collect()
-        };
-        assert_eq!(samples(&a), samples(&b));
+        assert_same_block_files(&ba, &bb);
+        assert_eq!(first_series_samples(&a), first_series_samples(&b));
         assert_eq!(count_in(&a, 3 * H, 3 * H + H / 2 + 1), 0);
     }
 

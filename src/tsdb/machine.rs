@@ -182,18 +182,22 @@ pub struct DbMachine {
     pub(crate) installer: std::sync::OnceLock<crate::tsdb::replicated::Installer>,
     /// Samples newer than the clock plus this are refused where a write enters
     /// (0: any time); the leader checks a forwarded write again with its own clock.
-    pub(crate) too_far_in_future_ms: std::sync::atomic::AtomicI64,
+    pub(crate) too_far_in_future_ms: i64,
 }
 
 impl DbMachine {
-    pub(crate) fn new(head: Arc<Head>, images_dir: Option<std::path::PathBuf>) -> Self {
+    pub(crate) fn new(
+        head: Arc<Head>,
+        images_dir: Option<std::path::PathBuf>,
+        too_far_in_future_ms: i64,
+    ) -> Self {
         DbMachine {
             head,
             pending: Mutex::default(),
             signal: Arc::default(),
             images_dir,
             installer: std::sync::OnceLock::new(),
-            too_far_in_future_ms: std::sync::atomic::AtomicI64::new(0),
+            too_far_in_future_ms,
         }
     }
 

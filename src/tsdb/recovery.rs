@@ -167,10 +167,7 @@ pub(crate) fn install_snapshot(db: &DbInner, index: u64, archive: &Path) -> std:
         if place.exists() {
             // The same block (names are derived from content) or one the sender
             // rewrote (tombstones): the sender's copy is the state.
-            let mut aside = place.as_os_str().to_owned();
-            aside.push(".tmp-for-deletion");
-            std::fs::rename(&place, &aside)?;
-            std::fs::remove_dir_all(&aside)?;
+            crate::tsdb::compact::remove_block_dir(&place).map_err(std::io::Error::other)?;
         }
         std::fs::rename(staged, &place)?;
         let block = crate::tsdb::block::Block::open(&place).map_err(std::io::Error::other)?;
@@ -180,12 +177,10 @@ pub(crate) fn install_snapshot(db: &DbInner, index: u64, archive: &Path) -> std:
     opened.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
     let old = std::mem::replace(&mut *db.blocks.write(), opened);
     for b in old {
-        if !unpacked.blocks.contains_key(&b.meta().ulid) {
-            let mut aside = b.dir().as_os_str().to_owned();
-            aside.push(".tmp-for-deletion");
-            if std::fs::rename(b.dir(), &aside).is_ok() {
-                let _ = std::fs::remove_dir_all(&aside);
-            }
+        if !unpacked.blocks.contains_key(&b.meta().ulid)
+            && let Err(e) = crate::tsdb::compact::remove_block_dir(b.dir())
+        {
+            tracing::warn!(block = %b.dir().display(), error = %e, "cannot remove a block the snapshot no longer has");
         }
     }
 

@@ -470,9 +470,7 @@ impl Replicated for DbMachine {
         bytes: Vec<u8>,
         entry: DbEntry,
     ) -> (Vec<u8>, DbEntry, Option<AppendSummary>) {
-        let window = self
-            .too_far_in_future_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let window = self.too_far_in_future_ms;
         let DbEntry::Batch(batch, hints) = entry else {
             return (bytes, entry, None);
         };
@@ -606,7 +604,8 @@ mod tests {
         use crate::log::record::Batch;
         use crate::model::{Labels, Sample};
         let head = std::sync::Arc::new(crate::tsdb::head::Head::new(7_200_000));
-        let machine = DbMachine::new(head, None);
+        let off = DbMachine::new(head.clone(), None, 0);
+        let machine = DbMachine::new(head, None, 600_000);
         let now = crate::model::now_ms();
         let mut b = Batch::default();
         b.push_series(
@@ -616,13 +615,10 @@ mod tests {
         let entry = DbEntry::Batch(b, vec![None]);
         let bytes = entry.encode(None);
         // Off: as it came.
-        let (same, entry, refused) = machine.admit_forwarded(bytes.clone(), entry);
+        let (same, entry, refused) = off.admit_forwarded(bytes.clone(), entry);
         assert_eq!(same, bytes);
         assert!(refused.is_none());
         // On: the day-ahead sample goes, the bytes say so, the answer counts it.
-        machine
-            .too_far_in_future_ms
-            .store(600_000, std::sync::atomic::Ordering::Relaxed);
         let (bytes, entry, refused) = machine.admit_forwarded(bytes, entry);
         assert_eq!(refused.unwrap().too_far_in_future, 1);
         let DbEntry::Batch(kept, _) = &entry else {
