@@ -289,23 +289,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Scraping starts once storage is ready; collectors are scrape sources.
     let manager = Arc::new(ScrapeManager::new(Arc::new(db.clone()), scrape_metrics));
-    // In a cluster the leader scrapes the configured targets; every node runs its
-    // own collectors.
-    let leadership = match cluster_control.get() {
-        Some(control) => {
-            manager.set_scrapes_targets(false).await;
-            if let Some(s) = &shipper {
-                s.set_uploads(false);
-            }
-            Some(spawn_leadership_watch(
-                control.clone(),
-                manager.clone(),
-                shipper.clone(),
-                shutdown.clone(),
-            ))
+    if cluster_control.get().is_some() {
+        // Until the leadership watch says otherwise, another node is the leader.
+        manager.set_scrapes_targets(false).await;
+        if let Some(s) = &shipper {
+            s.set_uploads(false);
         }
-        None => None,
-    };
+    }
     // In a cluster every node's own metrics are committed to the one log: the
     // instance names the node as its peers know it.
     let self_instance = match &opts.cluster {
@@ -325,6 +315,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             config_dir(opts.config_file.as_deref()),
         )
         .await;
+    // In a cluster the leader scrapes the configured targets; every node runs its
+    // own collectors. The watch hands them over (by reapplying the jobs the manager
+    // holds), so it starts once the manager holds the configured ones.
+    let leadership = match cluster_control.get() {
+        Some(control) => Some(spawn_leadership_watch(
+            control.clone(),
+            manager.clone(),
+            shipper.clone(),
+            shutdown.clone(),
+        )),
+        None => None,
+    };
     // With a bucket, queries (PromQL, series and labels, remote read) read the
     // blocks that live only there too; the StoreAPI stays local (see
     // `bucketstore`'s docs: Thanos reads the bucket through its own store gateway).

@@ -19,6 +19,46 @@ pub struct Odin {
     /// The StoreAPI (gRPC) address; `None` when started with `--grpc-address=`.
     pub grpc_addr: Option<SocketAddr>,
     agent: ureq::Agent,
+    log: LogTail,
+}
+
+/// The last lines a child wrote to stderr, for the message of a test that fails
+/// because the child did not come up.
+#[derive(Clone, Default)]
+struct LogTail(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl LogTail {
+    const LINES: usize = 40;
+
+    /// Reads `stderr` to its end on a thread of its own (so that the child never
+    /// blocks on a full pipe), keeping the last lines, echoing them with
+    /// `ODIN_TEST_LOG` set, and handing each line to `watch`.
+    fn follow(
+        &self,
+        stderr: impl std::io::Read + Send + 'static,
+        mut watch: impl FnMut(&str) + Send + 'static,
+    ) {
+        let tail = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ODIN_TEST_LOG").is_some() {
+                    eprintln!("odin: {line}");
+                }
+                watch(&line);
+                let mut lines = tail.0.lock().unwrap();
+                if lines.len() == Self::LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        let lines = self.0.lock().unwrap();
+        lines.iter().map(|l| format!("  {l}\n")).collect()
+    }
 }
 
 pub fn agent() -> ureq::Agent {
@@ -67,45 +107,44 @@ impl Odin {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel::<SocketAddr>();
         let (grpc_tx, grpc_rx) = mpsc::channel::<SocketAddr>();
-        std::thread::spawn(move || {
+        let log = LogTail::default();
+        let (mut sent, mut grpc_sent) = (false, false);
+        log.follow(stderr, move |line| {
             let address = |line: &str| -> Option<SocketAddr> {
                 line.split_whitespace()
                     .find_map(|w| w.strip_prefix("address="))
                     .and_then(|a| a.parse().ok())
             };
-            let (mut sent, mut grpc_sent) = (false, false);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("ODIN_TEST_LOG").is_some() {
-                    eprintln!("odin: {line}");
+            if !sent && line.contains("http server listening") {
+                if let Some(a) = address(line) {
+                    let _ = tx.send(a);
+                    sent = true;
                 }
-                if !sent && line.contains("http server listening") {
-                    if let Some(a) = address(&line) {
-                        let _ = tx.send(a);
-                        sent = true;
-                    }
-                }
-                if !grpc_sent && line.contains("grpc server listening") {
-                    if let Some(a) = address(&line) {
-                        let _ = grpc_tx.send(a);
-                        grpc_sent = true;
-                    }
+            }
+            if !grpc_sent && line.contains("grpc server listening") {
+                if let Some(a) = address(line) {
+                    let _ = grpc_tx.send(a);
+                    grpc_sent = true;
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("odin did not report its listen address");
-        let grpc_addr = grpc_on.then(|| {
-            grpc_rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("odin did not report its grpc address")
-        });
-        let odin = Odin {
+        let reported = |what: &str, rx: &mpsc::Receiver<SocketAddr>| -> SocketAddr {
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "odin did not report its {what} address; its log ends:\n{}",
+                        log.text()
+                    )
+                })
+        };
+        let addr = reported("listen", &rx);
+        let grpc_addr = grpc_on.then(|| reported("grpc", &grpc_rx));
+        let mut odin = Odin {
             child: Some(child),
             addr,
             grpc_addr,
             agent: agent(),
+            log,
         };
         odin.wait_ready();
         odin
@@ -126,21 +165,14 @@ impl Odin {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn odin");
-        let stderr = child.stderr.take().expect("stderr");
-        // Read the log so that the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("ODIN_TEST_LOG").is_some() {
-                    eprintln!("odin: {line}");
-                }
-            }
-        });
-        let odin = Odin {
+        let log = LogTail::default();
+        log.follow(child.stderr.take().expect("stderr"), |_| {});
+        let mut odin = Odin {
             child: Some(child),
             addr,
             grpc_addr: None,
             agent: agent(),
+            log,
         };
         odin.wait_ready();
         odin
@@ -150,17 +182,36 @@ impl Odin {
         format!("http://{}{}", self.addr, path)
     }
 
-    fn wait_ready(&self) {
+    /// Polls `/-/ready` until it answers 200; fails at once, with the child's last
+    /// log lines, when the child exits first.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::from("no answer");
         while Instant::now() < deadline {
-            if let Ok(r) = self.agent.get(&self.url("/-/ready")).call() {
+            if let Ok(mut r) = self.agent.get(&self.url("/-/ready")).call() {
                 if r.status() == 200 {
                     return;
                 }
+                last = format!(
+                    "{}: {}",
+                    r.status(),
+                    r.body_mut().read_to_string().unwrap_or_default().trim()
+                );
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                // Give the log reader a moment to take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "odin exited ({status}) before it was ready; its log ends:\n{}",
+                    self.log.text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("odin did not become ready");
+        panic!(
+            "odin did not become ready in 60 s (last answer {last}); its log ends:\n{}",
+            self.log.text()
+        );
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -355,11 +406,29 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A free loopback port (for programs that cannot report the port they bound).
+/// A loopback port that a child process is told to listen on.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up on Linux): a port
+/// from `bind(":0")` is handed out again to the next `bind(":0")` or outgoing
+/// connection of any test running alongside, so a process started a few seconds later
+/// could find it taken. Below that range only this function hands ports out, and its
+/// counter never repeats one within the test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test processes that follow each other start at different offsets, so that a
+    // port still in TIME_WAIT from the last run is not the first one tried.
+    let seed = std::process::id().wrapping_mul(97) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (seed + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// Whether Debian's Prometheus tools are installed (the test script installs them).
