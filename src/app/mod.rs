@@ -318,15 +318,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // In a cluster the leader scrapes the configured targets; every node runs its
     // own collectors. The watch hands them over (by reapplying the jobs the manager
     // holds), so it starts once the manager holds the configured ones.
-    let leadership = match cluster_control.get() {
-        Some(control) => Some(spawn_leadership_watch(
+    let leadership = cluster_control.get().map(|control| {
+        spawn_leadership_watch(
             control.clone(),
             manager.clone(),
             shipper.clone(),
             shutdown.clone(),
-        )),
-        None => None,
-    };
+        )
+    });
     // With a bucket, queries (PromQL, series and labels, remote read) read the
     // blocks that live only there too; the StoreAPI stays local (see
     // `bucketstore`'s docs: Thanos reads the bucket through its own store gateway).
