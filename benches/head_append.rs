@@ -77,6 +77,63 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+
+    // Finding series by label pairs among 100k (larger than the caches), as the
+    // remote-write receiver and a replica's log decoder do: one at a time, and with
+    // each lookup prepared eight series ahead.
+    let many: Vec<Labels> = (0..100_000).map(labels_wide).collect();
+    let head = Head::new(7_200_000);
+    for b in batches(&many, 1_700_000_000_000) {
+        head.apply_batch(&b);
+    }
+    let pairs: Vec<Vec<(&str, &str)>> = (0..BATCH)
+        .map(|i| {
+            many[(i * 7_919) % many.len()]
+                .iter()
+                .map(|l| (&*l.name, &*l.value))
+                .collect()
+        })
+        .collect();
+    let mut g = c.benchmark_group("series_lookup_100k");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("one_at_a_time", |bench| {
+        bench.iter(|| {
+            pairs
+                .iter()
+                .filter(|p| head.get_by_pairs(p).is_some())
+                .count()
+        })
+    });
+    g.bench_function("prepared_ahead", |bench| {
+        bench.iter(|| {
+            const AHEAD: usize = 8;
+            let mut keys: std::collections::VecDeque<u64> = pairs[..AHEAD]
+                .iter()
+                .map(|p| head.prefetch_pairs(p))
+                .collect();
+            let mut found = 0;
+            for (i, p) in pairs.iter().enumerate() {
+                if let Some(next) = pairs.get(i + AHEAD) {
+                    keys.push_back(head.prefetch_pairs(next));
+                }
+                if let Some(key) = keys.pop_front() {
+                    found += usize::from(head.get_by_pairs_hashed(key, p).is_some());
+                }
+            }
+            found
+        })
+    });
+    g.finish();
+}
+
+/// Labels shaped like node_exporter's, spread over many hosts.
+fn labels_wide(i: usize) -> Labels {
+    Labels::from_pairs([
+        ("__name__", format!("node_metric_{}", i % 400)),
+        ("instance", format!("host-{}:9100", i / 600)),
+        ("job", "node".to_string()),
+        ("device", format!("dev{}", i % 13)),
+    ])
 }
 
 criterion_group!(benches, bench);

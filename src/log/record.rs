@@ -447,23 +447,63 @@ pub fn decode(
     bytes: &[u8],
     intern: &mut impl FnMut(&str) -> ArcStr,
 ) -> Result<Record, RecordError> {
-    let (record, _) = decode_resolving(bytes, intern, &mut |_| None::<(Labels, ())>)?;
+    let (record, _) =
+        decode_resolving(
+            bytes,
+            intern,
+            &mut |_: &[(&str, &str)]| None::<(Labels, ())>,
+        )?;
     Ok(record)
 }
 
+/// How [`decode_resolving`] asks its caller about the series of a samples batch.
+pub trait SeriesLookup {
+    /// What the caller hands back for a series it has.
+    type Handle;
+
+    /// Called for each series (with its label pairs, sorted and unique) a few series
+    /// before [`SeriesLookup::find`]: a lookup that waits on memory starts fetching
+    /// it here, so that the waits of several series overlap. Returns the key `find`
+    /// gets with the same pairs (a hash, say).
+    fn prepare(&mut self, _pairs: &[(&str, &str)]) -> u64 {
+        0
+    }
+
+    /// For a series the caller already has, its [`Labels`] and a handle.
+    fn find(&mut self, key: u64, pairs: &[(&str, &str)]) -> Option<(Labels, Self::Handle)>;
+}
+
+impl<S, F> SeriesLookup for F
+where
+    F: FnMut(&[(&str, &str)]) -> Option<(Labels, S)>,
+{
+    type Handle = S;
+
+    fn find(&mut self, _key: u64, pairs: &[(&str, &str)]) -> Option<(Labels, S)> {
+        self(pairs)
+    }
+}
+
+/// A decoded record and, per series of a samples batch, the caller's handle for it.
+pub type Resolved<H> = (Record, Vec<Option<H>>);
+
+/// How many series ahead of its lookup [`decode_resolving`] prepares one: enough
+/// to cover a cache miss's latency with the work on the series in between.
+const LOOKUP_AHEAD: usize = 8;
+
 /// [`decode`], asking `known` about each series of a samples batch first, with its
 /// label pairs (sorted, unique) as they lie in the record: for a series the caller
-/// already has, `known` returns its [`Labels`] and a handle `S`, and the series'
+/// already has, `known` returns its [`Labels`] and a handle, and the series'
 /// labels are not built again. Returns the handles, one per series of the batch
 /// (`None` for series `known` did not know; empty for a deletion).
 ///
 /// WAL replay finds nearly every series already in the head; building each one's
 /// label set only to look it up and drop it was a fifth of the replay's work.
-pub fn decode_resolving<S>(
+pub fn decode_resolving<K: SeriesLookup>(
     bytes: &[u8],
     intern: &mut impl FnMut(&str) -> ArcStr,
-    known: &mut impl FnMut(&[(&str, &str)]) -> Option<(Labels, S)>,
-) -> Result<(Record, Vec<Option<S>>), RecordError> {
+    known: &mut K,
+) -> Result<Resolved<K::Handle>, RecordError> {
     let mut d = Decoder { buf: bytes };
     match d.u8()? {
         RECORD_SAMPLES => {
@@ -542,13 +582,13 @@ fn decompress(compressed: &[u8]) -> Result<Vec<u8>, RecordError> {
 /// Decodes a batch's string table and series from `d`, each series' samples from
 /// `samples` (type 5) or, when that is `None`, from `d` right after its labels (types
 /// 3 and 4).
-fn decode_series<'a, S>(
+fn decode_series<'a, K: SeriesLookup>(
     base_t: i64,
     mut d: Decoder<'a>,
     mut samples: Option<Decoder<'a>>,
     intern: &mut impl FnMut(&str) -> ArcStr,
-    known: &mut impl FnMut(&[(&str, &str)]) -> Option<(Labels, S)>,
-) -> Result<(Record, Vec<Option<S>>), RecordError> {
+    known: &mut K,
+) -> Result<Resolved<K::Handle>, RecordError> {
     let n_strings = d.count(1)?;
     let mut table: Vec<ArcStr> = Vec::with_capacity(n_strings);
     for _ in 0..n_strings {
@@ -561,7 +601,6 @@ fn decode_series<'a, S>(
         series: Vec::with_capacity(n_series),
         samples: Vec::new(),
     };
-    let mut handles = Vec::with_capacity(n_series);
     let string = |d: &mut Decoder<'_>| -> Result<&ArcStr, RecordError> {
         let i = d.uvarint()?;
         usize::try_from(i)
@@ -569,17 +608,22 @@ fn decode_series<'a, S>(
             .and_then(|i| table.get(i))
             .ok_or(RecordError::StringRef(i))
     };
-    // The current series' labels as they lie in the table, reused from one series to
-    // the next.
+    // First every series' labels as they lie in the table (and its samples), then
+    // the lookups: each prepared `LOOKUP_AHEAD` series before it is made.
     let mut refs: Vec<(&ArcStr, &ArcStr)> = Vec::new();
     let mut pairs: Vec<(&str, &str)> = Vec::new();
+    // Per series: its labels in `refs` and `pairs`, whether they are sorted and
+    // unique, and its samples in the batch.
+    type Decoded = (std::ops::Range<usize>, bool, std::ops::Range<usize>);
+    let mut decoded: Vec<Decoded> = Vec::with_capacity(n_series);
     for _ in 0..n_series {
         let n_labels = d.count(2)?;
-        refs.clear();
+        let first = refs.len();
         for _ in 0..n_labels {
             let name = string(&mut d)?;
             let value = string(&mut d)?;
             refs.push((name, value));
+            pairs.push((name.as_str(), value.as_str()));
         }
         let ds = match samples.as_mut() {
             Some(ds) => ds,
@@ -592,10 +636,25 @@ fn decode_series<'a, S>(
             let v = f64::from_bits(ds.u64_le()?);
             batch.samples.push(Sample { t, v });
         }
-        pairs.clear();
-        pairs.extend(refs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let sorted_unique = pairs.windows(2).all(|w| w[0].0 < w[1].0);
-        let resolved = if sorted_unique { known(&pairs) } else { None };
+        let labels = first..refs.len();
+        let sorted_unique = pairs[labels.clone()].windows(2).all(|w| w[0].0 < w[1].0);
+        decoded.push((labels, sorted_unique, start..batch.samples.len()));
+    }
+    let mut handles = Vec::with_capacity(n_series);
+    let mut keys = std::collections::VecDeque::with_capacity(LOOKUP_AHEAD + 1);
+    let prepare = |known: &mut K, i: usize| {
+        let (labels, sorted_unique, _) = &decoded[i];
+        sorted_unique.then(|| known.prepare(&pairs[labels.clone()]))
+    };
+    for i in 0..n_series.min(LOOKUP_AHEAD) {
+        keys.push_back(prepare(known, i));
+    }
+    for (i, (labels, sorted_unique, samples)) in decoded.iter().enumerate() {
+        if i + LOOKUP_AHEAD < n_series {
+            keys.push_back(prepare(known, i + LOOKUP_AHEAD));
+        }
+        let key = keys.pop_front().flatten();
+        let resolved = key.and_then(|key| known.find(key, &pairs[labels.clone()]));
         let labels = match resolved {
             Some((labels, handle)) => {
                 handles.push(Some(handle));
@@ -603,7 +662,7 @@ fn decode_series<'a, S>(
             }
             None => {
                 handles.push(None);
-                let mut labels: Vec<Label> = refs
+                let mut labels: Vec<Label> = refs[labels.clone()]
                     .iter()
                     .map(|&(name, value)| Label {
                         name: name.clone(),
@@ -621,7 +680,7 @@ fn decode_series<'a, S>(
         };
         batch.series.push(BatchSeries {
             labels,
-            samples: start..batch.samples.len(),
+            samples: samples.clone(),
         });
     }
     Ok((Record::Samples(batch), handles))
@@ -872,6 +931,57 @@ mod tests {
         assert_eq!(got, batch);
     }
 
+    /// Each lookup gets the key its own series was prepared with, every series is
+    /// prepared exactly once, ahead of its lookup, and the handles come back in order.
+    #[test]
+    fn lookups_are_prepared_ahead_with_their_own_keys() {
+        struct Recorder {
+            prepared: Vec<u64>,
+            found: Vec<u64>,
+        }
+        fn key(pairs: &[(&str, &str)]) -> u64 {
+            crate::model::hash_label_pairs(pairs.iter().copied())
+        }
+        impl SeriesLookup for Recorder {
+            type Handle = u64;
+            fn prepare(&mut self, pairs: &[(&str, &str)]) -> u64 {
+                self.prepared.push(key(pairs));
+                key(pairs)
+            }
+            fn find(&mut self, k: u64, pairs: &[(&str, &str)]) -> Option<(Labels, u64)> {
+                assert_eq!(k, key(pairs), "a lookup got another series' key");
+                assert!(self.prepared.contains(&k), "looked up before prepared");
+                self.found.push(k);
+                (k % 2 == 0).then(|| (Labels::from_pairs(pairs.iter().copied()), k))
+            }
+        }
+        let mut batch = Batch::default();
+        let n = 3 * LOOKUP_AHEAD + 2;
+        for i in 0..n {
+            let labels = Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]);
+            batch.push_series(labels, &[Sample::new(i as i64, 1.0)]);
+        }
+        let mut buf = Vec::new();
+        encode_batch(&batch, &mut buf);
+        let mut lookup = Recorder {
+            prepared: Vec::new(),
+            found: Vec::new(),
+        };
+        let (record, handles) = decode_resolving(&buf, &mut no_intern, &mut lookup).unwrap();
+        assert_eq!(lookup.prepared, lookup.found);
+        assert_eq!(lookup.found.len(), n);
+        let want: Vec<Option<u64>> = lookup
+            .found
+            .iter()
+            .map(|&k| (k % 2 == 0).then_some(k))
+            .collect();
+        assert_eq!(handles, want);
+        let Record::Samples(got) = record else {
+            panic!("wrong type")
+        };
+        assert_eq!(got, batch);
+    }
+
     #[test]
     fn known_series_keep_the_callers_labels() {
         let stored = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
@@ -882,16 +992,17 @@ mod tests {
         let mut buf = Vec::new();
         encode_batch(&batch, &mut buf);
         let mut asked = Vec::new();
-        let (record, handles) = decode_resolving(&buf, &mut no_intern, &mut |pairs| {
-            asked.push(
-                pairs
-                    .iter()
-                    .map(|(n, v)| format!("{n}={v}"))
-                    .collect::<Vec<_>>(),
-            );
-            stored.eq_pairs(pairs).then(|| (stored.clone(), 7))
-        })
-        .unwrap();
+        let (record, handles) =
+            decode_resolving(&buf, &mut no_intern, &mut |pairs: &[(&str, &str)]| {
+                asked.push(
+                    pairs
+                        .iter()
+                        .map(|(n, v)| format!("{n}={v}"))
+                        .collect::<Vec<_>>(),
+                );
+                stored.eq_pairs(pairs).then(|| (stored.clone(), 7))
+            })
+            .unwrap();
         assert_eq!(handles, [Some(7), None, Some(7)]);
         assert_eq!(asked[0], ["__name__=up", "job=a"]);
         assert_eq!(asked[1], ["job=b"]);
@@ -904,9 +1015,13 @@ mod tests {
         // sorted. Strings "b", "a"; one series {b="a", a="b"}, no samples.
         let rec = [RECORD_SAMPLES, 0, 2, 1, b'b', 1, b'a', 1, 2, 0, 1, 1, 0, 0];
         let (record, handles) =
-            decode_resolving(&rec, &mut no_intern, &mut |_| -> Option<(Labels, ())> {
-                panic!("asked about unsorted labels")
-            })
+            decode_resolving(
+                &rec,
+                &mut no_intern,
+                &mut |_: &[(&str, &str)]| -> Option<(Labels, ())> {
+                    panic!("asked about unsorted labels")
+                },
+            )
             .unwrap();
         assert_eq!(handles, [None]);
         let Record::Samples(got) = record else {

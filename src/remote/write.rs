@@ -10,7 +10,8 @@ use prost::Message;
 
 use super::decode::{self, DecodeError};
 use super::prompb::WriteRequest;
-use crate::storage::{AppendSummary, Appendable};
+use crate::model::Sample;
+use crate::storage::{AppendSummary, Appendable, Appender};
 
 /// Bounds on one request.
 #[derive(Debug, Clone, Copy)]
@@ -137,13 +138,11 @@ pub fn write_decoded(
         series: limits.max_series,
         samples: limits.max_samples,
     };
+    let mut ahead = LookAhead::default();
     let appended = decode::decode_each_series(raw, most, |labels, samples| {
-        app.append_pairs(labels, samples)
-            .map_err(|e| WriteError::Storage {
-                kind: crate::storage::ErrorKind::BadData,
-                message: e.to_string(),
-            })
-    });
+        ahead.push(app.as_mut(), labels, samples)
+    })
+    .and_then(|_| ahead.finish(app.as_mut()));
     if let Err(e) = appended {
         app.rollback();
         return Err(e);
@@ -152,6 +151,69 @@ pub fn write_decoded(
         kind: e.kind(),
         message: e.to_string(),
     })
+}
+
+/// How many series ahead of its append a series is prepared
+/// ([`Appender::prepare_pairs`]): enough to cover a cache miss with the work on the
+/// series in between.
+const LOOKUP_AHEAD: usize = 8;
+
+/// Series decoded but not appended yet: each is prepared when decoded and appended
+/// [`LOOKUP_AHEAD`] series later, so that the storage's lookups overlap their waits
+/// on memory. Emptied series are reused, so a request allocates only the first few.
+#[derive(Default)]
+struct LookAhead<'a> {
+    queue: std::collections::VecDeque<Decoded<'a>>,
+    spare: Vec<Decoded<'a>>,
+}
+
+#[derive(Default)]
+struct Decoded<'a> {
+    key: u64,
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<Sample>,
+}
+
+impl<'a> LookAhead<'a> {
+    fn push(
+        &mut self,
+        app: &mut dyn Appender,
+        labels: &[(&'a str, &'a str)],
+        samples: &[Sample],
+    ) -> Result<(), WriteError> {
+        let mut next = self.spare.pop().unwrap_or_default();
+        next.key = app.prepare_pairs(labels);
+        next.labels.clear();
+        next.labels.extend_from_slice(labels);
+        next.samples.clear();
+        next.samples.extend_from_slice(samples);
+        self.queue.push_back(next);
+        if self.queue.len() > LOOKUP_AHEAD {
+            self.append_oldest(app)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, app: &mut dyn Appender) -> Result<(), WriteError> {
+        while !self.queue.is_empty() {
+            self.append_oldest(app)?;
+        }
+        Ok(())
+    }
+
+    fn append_oldest(&mut self, app: &mut dyn Appender) -> Result<(), WriteError> {
+        let Some(d) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        let appended = app
+            .append_pairs_prepared(d.key, &d.labels, &d.samples)
+            .map_err(|e| WriteError::Storage {
+                kind: crate::storage::ErrorKind::BadData,
+                message: e.to_string(),
+            });
+        self.spare.push(d);
+        appended
+    }
 }
 
 #[cfg(test)]
@@ -301,5 +363,75 @@ mod tests {
         let raw = req(&[("__name__", "up"), ("job", "x")]).encode_to_vec();
         let s = write_decoded(&storage, &raw, WriteLimits::default()).unwrap();
         assert_eq!(s.accepted, 1);
+    }
+
+    /// The receiver finds each series a few series after decoding it (see
+    /// `LookAhead`): every series of a request larger than that window, new and
+    /// known, and one split over several decoder calls, lands whole and in order.
+    #[test]
+    fn every_series_lands_through_the_look_ahead() {
+        use crate::storage::{Queryable, SelectHints};
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::tsdb::Db::open_for_tests(
+            dir.path(),
+            crate::tsdb::DbOptions::default(),
+            &Default::default(),
+        );
+        let now = crate::model::now_ms();
+        let request = |round: i64| {
+            let mut timeseries: Vec<TimeSeries> = (0..3 * LOOKUP_AHEAD + 1)
+                .map(|i| TimeSeries {
+                    labels: vec![
+                        PLabel {
+                            name: "__name__".into(),
+                            value: "m".into(),
+                        },
+                        PLabel {
+                            name: "i".into(),
+                            value: format!("{i:03}"),
+                        },
+                    ],
+                    samples: vec![PSample {
+                        value: i as f64,
+                        timestamp: now + round,
+                    }],
+                })
+                .collect();
+            // More samples than one decoder call carries.
+            let long = decode::SAMPLES_PER_CALL as i64 + 5;
+            timeseries[LOOKUP_AHEAD].samples = (0..long)
+                .map(|t| PSample {
+                    value: t as f64,
+                    timestamp: now - 4 * long + 2 * t + 2 * long * round,
+                })
+                .collect();
+            WriteRequest { timeseries }.encode_to_vec()
+        };
+        let first = write_decoded(&db, &request(0), WriteLimits::default()).unwrap();
+        let second = write_decoded(&db, &request(1), WriteLimits::default()).unwrap();
+        let per_request = 3 * LOOKUP_AHEAD as u64 + decode::SAMPLES_PER_CALL as u64 + 5;
+        assert_eq!(
+            (first.accepted, second.accepted),
+            (per_request, per_request)
+        );
+        let q = db.querier(i64::MIN, i64::MAX).unwrap();
+        let got: Vec<_> = q
+            .select(
+                &SelectHints::default(),
+                &[crate::model::Matcher::equal("__name__", "m")],
+            )
+            .unwrap()
+            .collect::<crate::storage::Result<_>>()
+            .unwrap();
+        assert_eq!(got.len(), 3 * LOOKUP_AHEAD + 1);
+        for (i, series) in got.iter().enumerate() {
+            assert_eq!(series.labels.get("i"), Some(format!("{i:03}").as_str()));
+            let values: Vec<f64> = series.samples.iter().map(|s| s.v).collect();
+            if i == LOOKUP_AHEAD {
+                assert_eq!(values.len(), 2 * (decode::SAMPLES_PER_CALL + 5));
+            } else {
+                assert_eq!(values, [i as f64, i as f64], "series {i}");
+            }
+        }
     }
 }

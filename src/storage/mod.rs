@@ -132,6 +132,27 @@ pub trait Appender: Send {
         Ok(())
     }
 
+    /// Called with the labels of a series a few series before
+    /// [`Appender::append_pairs_prepared`] is called with them: a backend whose
+    /// lookup waits on memory starts fetching it here, so that the waits of several
+    /// series overlap. Returns the key the later call gets (a hash, say).
+    fn prepare_pairs(&mut self, labels: &[(&str, &str)]) -> u64 {
+        let _ = labels;
+        0
+    }
+
+    /// [`Appender::append_pairs`] for labels [`Appender::prepare_pairs`] was called
+    /// with, and the key it returned.
+    fn append_pairs_prepared(
+        &mut self,
+        key: u64,
+        labels: &[(&str, &str)],
+        samples: &[Sample],
+    ) -> std::result::Result<(), AppendError> {
+        let _ = key;
+        self.append_pairs(labels, samples)
+    }
+
     /// A hint that about `series` series are coming, so that the batch is sized once.
     fn reserve(&mut self, series: usize) {
         let _ = series;

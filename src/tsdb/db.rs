@@ -576,11 +576,25 @@ impl Appender for DbAppender {
         labels: &[(&str, &str)],
         samples: &[Sample],
     ) -> std::result::Result<(), AppendError> {
+        let key = self.prepare_pairs(labels);
+        self.append_pairs_prepared(key, labels, samples)
+    }
+
+    fn prepare_pairs(&mut self, labels: &[(&str, &str)]) -> u64 {
+        self.db.inner.head.prefetch_pairs(labels)
+    }
+
+    fn append_pairs_prepared(
+        &mut self,
+        key: u64,
+        labels: &[(&str, &str)],
+        samples: &[Sample],
+    ) -> std::result::Result<(), AppendError> {
         if labels.is_empty() {
             return Err(AppendError::InvalidLabels("empty label set".into()));
         }
         let head = &self.db.inner.head;
-        match head.get_by_pairs(labels) {
+        match head.get_by_pairs_hashed(key, labels) {
             Some(series) => {
                 self.batch.push_series(series.labels.clone(), samples);
                 self.hints.push(Some(series));

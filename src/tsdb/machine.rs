@@ -15,6 +15,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::log::record::{self, Batch, Deletion, HeadCut, Record};
 use crate::log::{LogIndex, StateMachine};
+use crate::model::Labels;
 use crate::storage::AppendSummary;
 use crate::tsdb::head::{Head, MemSeries};
 
@@ -244,6 +245,33 @@ impl DbMachine {
     }
 }
 
+/// Finds a record's series in the head, each lookup's memory fetched a few series
+/// ahead (see [`Head::prefetch_pairs`]); with `on` false, finds nothing.
+struct HeadLookup<'a> {
+    head: &'a Head,
+    on: bool,
+}
+
+impl record::SeriesLookup for HeadLookup<'_> {
+    type Handle = Arc<MemSeries>;
+
+    fn prepare(&mut self, pairs: &[(&str, &str)]) -> u64 {
+        if self.on {
+            self.head.prefetch_pairs(pairs)
+        } else {
+            0
+        }
+    }
+
+    fn find(&mut self, key: u64, pairs: &[(&str, &str)]) -> Option<(Labels, Arc<MemSeries>)> {
+        if !self.on {
+            return None;
+        }
+        let s = self.head.get_by_pairs_hashed(key, pairs)?;
+        Some((s.labels.clone(), s))
+    }
+}
+
 impl StateMachine for DbMachine {
     type Entry = DbEntry;
     type Output = AppendSummary;
@@ -252,11 +280,9 @@ impl StateMachine for DbMachine {
         let head = &self.head;
         // Finding each series in the head is most of a batch's work; the decoder
         // takes it on while the applier has a backlog, else leaves it to the applier.
-        let known = &mut |pairs: &[(&str, &str)]| {
-            if !applier_busy {
-                return None;
-            }
-            head.get_by_pairs(pairs).map(|s| (s.labels.clone(), s))
+        let known = &mut HeadLookup {
+            head,
+            on: applier_busy,
         };
         match record::decode_resolving(bytes, &mut |s| head.intern(s), known) {
             Ok((Record::Samples(b), hints)) => Ok(DbEntry::Batch(b, hints)),

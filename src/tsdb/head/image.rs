@@ -703,7 +703,7 @@ pub fn load(head: &Head, path: &Path) -> Result<LoadedImage, ImageError> {
     let per_shard = usize::try_from(num_series / super::SHARDS as u64 + 16).unwrap_or(0);
     if num_series <= r.buf.len() as u64 {
         for shard in head.by_hash.iter() {
-            shard.write().reserve(per_shard, |s| s.labels.stable_hash());
+            shard.write().reserve(per_shard);
         }
     }
     // Two stages on two threads, as WAL replay: this one decodes series and rebuilds
@@ -873,7 +873,7 @@ fn insert_series(
                 if shard.find(h, |s| s.labels == series.labels).is_some() {
                     return Err(damaged("a series twice"));
                 }
-                shard.insert_unique(h, series.clone(), |s| s.labels.stable_hash());
+                shard.insert_unique(h, series.clone());
             }
             let sref = head.next_ref.fetch_add(1, Ordering::Relaxed);
             postings.add(sref, &series.labels);

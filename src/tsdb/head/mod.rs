@@ -7,6 +7,7 @@
 
 mod chunk_files;
 pub mod image;
+mod label_index;
 mod postings;
 mod series;
 mod series_table;
@@ -16,7 +17,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
 pub use chunk_files::HeadChunkFiles;
@@ -31,15 +31,12 @@ use series_table::SeriesTable;
 
 pub(crate) const SHARDS: usize = 64;
 
-/// Series by label hash. A raw hash table holding the series themselves (not a
-/// vector per hash) keeps a lookup to one probe and one pointer: on the ingest path
-/// this lookup is a cache miss per series, so every indirection counts.
-type HashShard = RwLock<HashTable<Arc<MemSeries>>>;
+use label_index::LabelShard;
 
 pub struct Head {
     chunk_range_ms: i64,
-    /// Series by label hash; a vector per hash for collisions.
-    by_hash: Box<[HashShard]>,
+    /// Series by label hash (see [`label_index`]).
+    by_hash: Box<[LabelShard]>,
     /// Series by ref; also the list of every live series (in ref order) that matchers
     /// selecting by absence start from.
     by_ref: RwLock<SeriesTable>,
@@ -66,7 +63,7 @@ impl Head {
     pub fn new(chunk_range_ms: i64) -> Self {
         Self {
             chunk_range_ms,
-            by_hash: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            by_hash: (0..SHARDS).map(|_| LabelShard::default()).collect(),
             by_ref: RwLock::new(SeriesTable::default()),
             postings: RwLock::new(MemPostings::default()),
             symbols: Mutex::new(HashSet::new()),
@@ -140,10 +137,9 @@ impl Head {
         intern_in(&mut self.symbols.lock(), s)
     }
 
-    /// The `by_hash` shard for a label hash, picked by middle bits: the hash table
-    /// inside the shard takes its bucket from the low bits and its tag from the top
-    /// seven, and a shard choice sharing either would leave those bits the same for
-    /// every series in the shard.
+    /// The `by_hash` shard for a label hash, picked by middle bits: the table inside
+    /// the shard takes its slot from the low bits, and a shard choice sharing them
+    /// would leave them the same for every series in the shard.
     fn hash_shard(h: u64) -> usize {
         ((h >> 32) as usize) % SHARDS
     }
@@ -163,7 +159,21 @@ impl Head {
     /// building a [`Labels`], which is what keeps ingestion of known series
     /// allocation-free.
     pub fn get_by_pairs(&self, pairs: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
+        self.get_by_pairs_hashed(self.prefetch_pairs(pairs), pairs)
+    }
+
+    /// The hash [`Head::get_by_pairs_hashed`] takes for these pairs; also starts
+    /// fetching the memory where its lookup begins. A caller resolving many series
+    /// calls this a few series ahead of each lookup, so that their cache misses
+    /// overlap instead of following one another.
+    pub fn prefetch_pairs(&self, pairs: &[(&str, &str)]) -> u64 {
         let h = crate::model::hash_label_pairs(pairs.iter().copied());
+        self.by_hash[Self::hash_shard(h)].prefetch(h);
+        h
+    }
+
+    /// [`Head::get_by_pairs`] with the hash from [`Head::prefetch_pairs`].
+    pub fn get_by_pairs_hashed(&self, h: u64, pairs: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
         let shard = self.by_hash[Self::hash_shard(h)].read();
         shard.find(h, |s| s.labels.eq_pairs(pairs)).cloned()
     }
@@ -196,9 +206,7 @@ impl Head {
         }
         let r = self.next_ref.fetch_add(1, Ordering::Relaxed);
         let series = Arc::new(MemSeries::new(interned));
-        // The table rehashes only when it grows; recomputing the hash then is cheaper
-        // than keeping eight bytes in every series.
-        shard.insert_unique(h, series.clone(), |s| s.labels.stable_hash());
+        shard.insert_unique(h, series.clone());
         drop(shard);
         self.by_ref.write().insert(r, series.clone());
         self.postings.write().add(r, &series.labels);
@@ -487,10 +495,9 @@ impl Head {
         };
         for series in &removed_series {
             let h = series.labels.stable_hash();
-            let mut shard = self.by_hash[Self::hash_shard(h)].write();
-            if let Ok(entry) = shard.find_entry(h, |s| Arc::ptr_eq(s, series)) {
-                entry.remove();
-            }
+            self.by_hash[Self::hash_shard(h)]
+                .write()
+                .remove(h, |s| Arc::ptr_eq(s, series));
         }
         removed.sort_by_key(|(r, _)| *r);
         self.postings.write().delete(&removed);
