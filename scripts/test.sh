@@ -3,7 +3,8 @@
 # make network namespaces): installs what the tests need (Debian's `prometheus`
 # package, for promtool and Prometheus 2.42, and `prometheus-node-exporter` 1.5, which
 # tests/it/node_exporter.rs compares the node collector with, iproute2 for the
-# partition tests, plus python3-venv where moto needs it), installs moto's S3 server
+# partition tests, openssl and curl for the TLS tests, plus python3-venv where moto
+# needs it), installs moto's S3 server
 # from PyPI into ~/.cache/odin-moto (tests/it/shipper.rs ships blocks to it), then
 # runs every unit and integration test. CI (.ci/run) calls exactly this script.
 set -euo pipefail
@@ -19,6 +20,14 @@ fi
 # tests/it/cluster.rs partitions a cluster with network namespaces and veth pairs.
 if ! command -v ip >/dev/null 2>&1; then
   packages+=(iproute2)
+fi
+# tests/it/security.rs makes certificates with openssl and talks TLS through curl
+# and `openssl s_client`.
+if ! command -v openssl >/dev/null 2>&1; then
+  packages+=(openssl)
+fi
+if ! command -v curl >/dev/null 2>&1; then
+  packages+=(curl ca-certificates)
 fi
 moto_venv="$HOME/.cache/odin-moto"
 need_moto=

@@ -26,6 +26,7 @@ pub mod promql;
 pub mod remote;
 pub mod replication;
 pub mod scrape;
+pub mod security;
 pub mod shipper;
 pub mod storage;
 pub mod storeapi;

@@ -208,6 +208,11 @@ struct RunFlags {
     /// flag; empty turns it off.
     #[arg(long = "grpc-address", default_value = odin::storeapi::DEFAULT_GRPC_ADDRESS)]
     grpc_address: String,
+    /// Path to a web configuration file (Prometheus's format): TLS
+    /// (`tls_server_config`), response headers and basic-auth users, plus ODIN's
+    /// `odin:` section for the users' roles.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
     /// Maximum number of simultaneous HTTP connections (more wait to be accepted).
     #[arg(long = "web.max-connections", default_value_t = 512)]
     web_max_connections: usize,
@@ -408,6 +413,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         None if retention_ms > 0 => (retention_ms / 10).max(min_block_ms),
         None => 31 * 86_400_000,
     };
+    let web = match &flags.web_config_file {
+        Some(path) => odin::security::web_config::WebConfig::load(path)?,
+        None => odin::security::web_config::WebConfig::default(),
+    };
     let too_far_in_future_ms = parse_duration_ms(&flags.too_far_in_future)
         .map_err(|e| anyhow::anyhow!("--storage.tsdb.too-far-in-future.time-window: {e}"))?;
     let listen: SocketAddr = flags
@@ -602,6 +611,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         },
         enable_admin_api: flags.enable_admin_api,
         enable_lifecycle: flags.enable_lifecycle,
+        web,
         serve: odin::api::ServeOptions {
             max_connections: flags.web_max_connections.max(1),
             read_timeout: Duration::from_millis(web_read_timeout_ms as u64),

@@ -100,6 +100,10 @@ pub struct ApiShared {
     /// The cluster this node belongs to, once its log started; never set on a single
     /// node.
     pub cluster: Arc<OnceLock<Arc<dyn crate::replication::control::ClusterControl>>>,
+    /// Who may call which route (see [`crate::security::auth`]).
+    pub auth: Arc<crate::security::auth::Authenticator>,
+    /// Headers the web config adds to every response.
+    pub response_headers: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
 /// A reload request and where its outcome goes.
@@ -135,12 +139,34 @@ pub fn router(state: ApiState) -> Router {
         .merge(query::routes())
         .merge(status::routes())
         .merge(targets::routes())
+        // After routing, on every route: the role it needs (see `security::auth`).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            crate::security::auth::require_role,
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            add_response_headers,
+        ))
         .with_state(state)
+}
+
+/// Adds the web config's `http_server_config.headers` to every answer.
+async fn add_response_headers(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(req).await;
+    for (name, value) in &s.response_headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 async fn healthy() -> impl IntoResponse {

@@ -64,6 +64,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     opts: ServeOptions,
+    tls: Option<Arc<crate::security::tls::ServerTls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
@@ -117,6 +118,11 @@ pub async fn serve(
         let first_bytes = opts.read_header_timeout;
         let stopping = shutdown.clone();
         let dropped = hard_stop.clone();
+        // The configuration current now: a certificate rotated later serves the
+        // connections accepted after it.
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
         tokio::spawn(async move {
             // The protocol is told from the first bytes, before hyper's header timer
             // runs: a client that connects and sends nothing is bounded here.
@@ -130,14 +136,41 @@ pub async fn serve(
                 drop(slot);
                 return;
             }
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            // Errors here are the client's (reset, timeout, bad request): hyper has
-            // answered what could be answered.
-            tokio::select! {
-                _ = watcher.watch(conn) => {}
-                _ = dropped.cancelled() => {}
+            match acceptor {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    // Errors here are the client's (reset, timeout, bad request):
+                    // hyper has answered what could be answered.
+                    tokio::select! {
+                        _ = watcher.watch(conn) => {}
+                        _ = dropped.cancelled() => {}
+                    }
+                }
+                Some(acceptor) => {
+                    // The handshake is bounded like a header: a client that starts
+                    // one and stops holds its slot for that long at most.
+                    let handshake = tokio::select! {
+                        h = tokio::time::timeout(first_bytes, acceptor.accept(stream)) => h,
+                        _ = stopping.cancelled() => return,
+                    };
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    tokio::select! {
+                        _ = watcher.watch(conn) => {}
+                        _ = dropped.cancelled() => {}
+                    }
+                }
             }
             drop(slot);
         });

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub db: DbOptions,
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
+    /// `--web.config.file`: TLS and users; the default is plain HTTP for anyone.
+    pub web: crate::security::web_config::WebConfig,
     /// The HTTP listener's connection limit and timeouts.
     pub serve: api::ServeOptions,
     /// How often maintenance (head cut, compaction, retention) runs when nothing
@@ -111,6 +113,36 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let backends: Arc<OnceLock<Backends>> = Arc::new(OnceLock::new());
     let cluster_control: Arc<OnceLock<Arc<dyn ClusterControl>>> = Arc::new(OnceLock::new());
     let write_limits = WriteLimits::default();
+    let auth = crate::security::auth::Authenticator::new(&opts.web);
+    let http_tls = match &opts.web.tls_server_config {
+        Some(tls) => {
+            let http2 = opts.web.http_server_config.http2.unwrap_or(true);
+            let tls = crate::security::tls::ServerTls::new(tls.clone(), http2)
+                .map_err(|e| anyhow::anyhow!("--web.config.file: {e}"))?;
+            tls.spawn_reloader(shutdown.clone());
+            Some(tls)
+        }
+        None => None,
+    };
+    if !auth.required() && !opts.listen.ip().is_loopback() {
+        tracing::warn!(
+            address = %opts.listen,
+            "listening beyond loopback without authentication: anyone who reaches this port can read and write every series (set basic_auth_users in --web.config.file)"
+        );
+    }
+    let response_headers = opts
+        .web
+        .http_server_config
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            Ok((
+                axum::http::HeaderName::try_from(name.as_str())?,
+                axum::http::HeaderValue::try_from(value.as_str())?,
+            ))
+        })
+        .collect::<Result<Vec<_>, axum::http::Error>>()
+        .map_err(|e| anyhow::anyhow!("--web.config.file: http_server_config.headers: {e}"))?;
     let state = ApiState::new(ApiShared {
         backends: backends.clone(),
         registry: registry.clone(),
@@ -139,6 +171,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         reload: Some(reload_tx),
         tasks: task_health,
         cluster: cluster_control.clone(),
+        auth,
+        response_headers,
     });
     let status = state.status.clone();
 
@@ -155,9 +189,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let server = supervisor.spawn_critical("http_server", move || {
         let serving = serving.take();
         let stop = server_shutdown.clone();
+        let tls = http_tls.clone();
         async move {
             let (listener, router) = serving.ok_or("the listener is gone")?;
-            api::serve(listener, router, serve_opts, stop)
+            api::serve(listener, router, serve_opts, tls, stop)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -88,6 +88,17 @@ impl Odin {
     /// the embedded default then runs).
     /// The gRPC server listens on a free loopback port unless `extra` names one.
     pub fn start_args(dir: &Path, extra: &[String]) -> Odin {
+        Self::start_args_probing(dir, extra, &Odin::ready_over_http)
+    }
+
+    /// [`Odin::start_args`], with `ready` telling when the process is ready (`Err`
+    /// with the last answer while it is not): for a listener the test's HTTP agent
+    /// cannot talk to, TLS say.
+    pub fn start_args_probing(
+        dir: &Path,
+        extra: &[String],
+        ready: &dyn Fn(&Odin) -> Result<(), String>,
+    ) -> Odin {
         let mut cmd = Command::new(BIN);
         cmd.arg("run")
             .arg(format!("--storage.tsdb.path={}", dir.display()))
@@ -146,7 +157,7 @@ impl Odin {
             agent: agent(),
             log,
         };
-        odin.wait_ready();
+        odin.wait_ready(ready);
         odin
     }
 
@@ -174,7 +185,7 @@ impl Odin {
             agent: agent(),
             log,
         };
-        odin.wait_ready();
+        odin.wait_ready(&Odin::ready_over_http);
         odin
     }
 
@@ -182,21 +193,28 @@ impl Odin {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Polls `/-/ready` until it answers 200; fails at once, with the child's last
-    /// log lines, when the child exits first.
-    fn wait_ready(&mut self) {
+    /// Whether `/-/ready` answers 200 over plain HTTP.
+    pub fn ready_over_http(&self) -> Result<(), String> {
+        match self.agent.get(&self.url("/-/ready")).call() {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(mut r) => Err(format!(
+                "{}: {}",
+                r.status(),
+                r.body_mut().read_to_string().unwrap_or_default().trim()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Polls `ready` until it holds; fails at once, with the child's last log
+    /// lines, when the child exits first.
+    fn wait_ready(&mut self, ready: &dyn Fn(&Odin) -> Result<(), String>) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last = String::from("no answer");
         while Instant::now() < deadline {
-            if let Ok(mut r) = self.agent.get(&self.url("/-/ready")).call() {
-                if r.status() == 200 {
-                    return;
-                }
-                last = format!(
-                    "{}: {}",
-                    r.status(),
-                    r.body_mut().read_to_string().unwrap_or_default().trim()
-                );
+            match ready(self) {
+                Ok(()) => return,
+                Err(e) => last = e,
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 // Give the log reader a moment to take the last lines.

@@ -20,6 +20,7 @@ mod promql_diff;
 mod remote_read;
 mod remote_write;
 mod scrape;
+mod security;
 mod shipper;
 mod soak;
 mod storeapi;

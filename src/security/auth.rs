@@ -1,0 +1,363 @@
+//! Who is asking, and whether they may.
+//!
+//! Every HTTP route is listed in [`ROUTE_ROLES`] with the role it needs; the check
+//! runs after routing, on the route's pattern, for every request. A route missing
+//! from the table is refused (500, logged) with or without authentication
+//! configured, so a new route cannot go out unguarded: the first test that calls it
+//! fails.
+//!
+//! Credentials are basic-auth users from the web config (bcrypt hashes, as
+//! Prometheus stores them). bcrypt is slow on purpose (tens of milliseconds), so a
+//! verified user, password and hash are remembered (by a SHA-256 of the three, never
+//! the password) and the next request with them costs a hash; an unknown user is
+//! checked against a hash too, so that the answer's timing does not tell which
+//! users exist. Answers: no or bad credentials → 401 with `WWW-Authenticate`; the
+//! wrong role → 403; neither says more.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use super::web_config::WebConfig;
+use super::{Role, RoleSet};
+
+/// The role each route needs (`None`: open to anyone), by axum route pattern.
+pub const ROUTE_ROLES: &[(&str, Option<Role>)] = &[
+    ("/-/healthy", None),
+    ("/-/ready", None),
+    ("/-/quit", Some(Role::Admin)),
+    ("/-/reload", Some(Role::Admin)),
+    ("/metrics", Some(Role::Read)),
+    ("/federate", Some(Role::Read)),
+    ("/api/v1/write", Some(Role::Write)),
+    ("/api/v1/read", Some(Role::Read)),
+    ("/api/v1/query", Some(Role::Read)),
+    ("/api/v1/query_range", Some(Role::Read)),
+    ("/api/v1/query_exemplars", Some(Role::Read)),
+    ("/api/v1/format_query", Some(Role::Read)),
+    ("/api/v1/series", Some(Role::Read)),
+    ("/api/v1/labels", Some(Role::Read)),
+    ("/api/v1/label/{name}/values", Some(Role::Read)),
+    ("/api/v1/metadata", Some(Role::Read)),
+    ("/api/v1/targets", Some(Role::Read)),
+    ("/api/v1/targets/metadata", Some(Role::Read)),
+    ("/api/v1/status/buildinfo", Some(Role::Read)),
+    ("/api/v1/status/config", Some(Role::Read)),
+    ("/api/v1/status/flags", Some(Role::Read)),
+    ("/api/v1/status/runtimeinfo", Some(Role::Read)),
+    ("/api/v1/status/tsdb", Some(Role::Read)),
+    ("/api/v1/status/cluster", Some(Role::Read)),
+    ("/api/v1/admin/tsdb/delete_series", Some(Role::Admin)),
+    ("/api/v1/admin/tsdb/clean_tombstones", Some(Role::Admin)),
+    ("/api/v1/admin/tsdb/snapshot", Some(Role::Admin)),
+    ("/api/v1/admin/cluster/add", Some(Role::Admin)),
+    ("/api/v1/admin/cluster/remove", Some(Role::Admin)),
+];
+
+/// Whom a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `None` when authentication is not configured.
+    pub name: Option<String>,
+    pub roles: RoleSet,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No credentials, or wrong ones: 401.
+    Unauthenticated,
+    /// Authenticated, without the role: 403.
+    Forbidden,
+}
+
+/// Verified (user, password, hash) triples remembered at most: past it the memory
+/// starts over (a client cycling through passwords gains nothing by it).
+const VERIFIED_KEPT: usize = 4096;
+
+/// Checks credentials against the web config's users.
+pub struct Authenticator {
+    /// User → (bcrypt hash, roles). Empty: authentication is not configured.
+    users: HashMap<String, (String, RoleSet)>,
+    verified: Mutex<HashSet<[u8; 32]>>,
+    /// A hash of the users' cost that an unknown user's password is checked against.
+    decoy: OnceLock<String>,
+}
+
+impl Authenticator {
+    pub fn new(cfg: &WebConfig) -> Arc<Authenticator> {
+        let users = cfg
+            .basic_auth_users
+            .iter()
+            .map(|(user, hash)| (user.clone(), (hash.clone(), cfg.roles_of(user))))
+            .collect();
+        Arc::new(Authenticator {
+            users,
+            verified: Mutex::new(HashSet::new()),
+            decoy: OnceLock::new(),
+        })
+    }
+
+    /// No authentication: every request may do everything.
+    pub fn open() -> Arc<Authenticator> {
+        Self::new(&WebConfig::default())
+    }
+
+    pub fn required(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// The principal these headers name. Blocks for a bcrypt check the first time a
+    /// user's password is seen: call it off the async workers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denied> {
+        if !self.required() {
+            return Ok(Principal {
+                name: None,
+                roles: RoleSet::ALL,
+            });
+        }
+        let (user, password) = basic_credentials(headers).ok_or(Denied::Unauthenticated)?;
+        let Some((hash, roles)) = self.users.get(&user) else {
+            // The same work as for a known user, so timing does not tell.
+            let decoy = self.decoy.get_or_init(|| {
+                let cost = self
+                    .users
+                    .values()
+                    .next()
+                    .and_then(|(h, _)| h.get(4..6)?.parse().ok())
+                    .unwrap_or(bcrypt::DEFAULT_COST);
+                bcrypt::hash("odin decoy password", cost).unwrap_or_default()
+            });
+            let _ = bcrypt::verify(&password, decoy);
+            return Err(Denied::Unauthenticated);
+        };
+        let key: [u8; 32] = {
+            let mut h = Sha256::new();
+            for part in [user.as_bytes(), password.as_bytes(), hash.as_bytes()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            h.finalize().into()
+        };
+        let known = self.verified.lock().contains(&key);
+        if !known {
+            if !bcrypt::verify(&password, hash).unwrap_or(false) {
+                return Err(Denied::Unauthenticated);
+            }
+            let mut verified = self.verified.lock();
+            if verified.len() >= VERIFIED_KEPT {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        Ok(Principal {
+            name: Some(user),
+            roles: *roles,
+        })
+    }
+
+    /// Whether a principal with these headers may use a route needing `role`.
+    pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<Principal, Denied> {
+        let principal = self.authenticate(headers)?;
+        if principal.roles.has(role) {
+            Ok(principal)
+        } else {
+            Err(Denied::Forbidden)
+        }
+    }
+}
+
+/// The user and password of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// What a route (an axum route pattern) needs, from [`ROUTE_ROLES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAccess {
+    Open,
+    Needs(Role),
+    /// Not in the table: refused.
+    Unlisted,
+}
+
+pub fn access_of(route: &str) -> RouteAccess {
+    match ROUTE_ROLES.iter().find(|(r, _)| *r == route) {
+        Some((_, None)) => RouteAccess::Open,
+        Some((_, Some(role))) => RouteAccess::Needs(*role),
+        None => RouteAccess::Unlisted,
+    }
+}
+
+/// The route layer that checks every request (see the module documentation).
+pub async fn require_role(
+    State(auth): State<Arc<Authenticator>>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched.as_ref().map_or("", |m| m.as_str());
+    let role = match access_of(route) {
+        RouteAccess::Open => return next.run(req).await,
+        RouteAccess::Needs(role) => role,
+        RouteAccess::Unlisted => {
+            tracing::error!(
+                route,
+                "route has no role in security::auth::ROUTE_ROLES; refused"
+            );
+            return (StatusCode::INTERNAL_SERVER_ERROR, "route without a role\n").into_response();
+        }
+    };
+    let verdict = if auth.required() {
+        let (auth, headers) = (auth.clone(), req.headers().clone());
+        tokio::task::spawn_blocking(move || auth.authorize(&headers, role))
+            .await
+            .unwrap_or(Err(Denied::Unauthenticated))
+    } else {
+        auth.authorize(req.headers(), role)
+    };
+    match verdict {
+        Ok(principal) => {
+            let mut req = req;
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(Denied::Unauthenticated) => {
+            let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ODIN\""),
+            );
+            r
+        }
+        Err(Denied::Forbidden) => (StatusCode::FORBIDDEN, "Forbidden\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
+        );
+        h
+    }
+
+    fn authenticator() -> Arc<Authenticator> {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let cfg = WebConfig::parse(
+            &format!(
+                "basic_auth_users:\n  alice: '{hash}'\n  reader: '{hash}'\n\
+                 odin:\n  users:\n    reader: {{ roles: [read] }}\n"
+            ),
+            "web.yml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        Authenticator::new(&cfg)
+    }
+
+    #[test]
+    fn users_passwords_and_roles() {
+        let auth = authenticator();
+        assert!(auth.required());
+        let alice = auth
+            .authorize(&basic("alice", "s3cret"), Role::Admin)
+            .unwrap();
+        assert_eq!(alice.name.as_deref(), Some("alice"));
+        // Remembered: the second check of the same credentials is the same answer.
+        assert!(
+            auth.authorize(&basic("alice", "s3cret"), Role::Write)
+                .is_ok()
+        );
+        assert_eq!(
+            auth.authorize(&basic("alice", "wrong"), Role::Read),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            auth.authorize(&basic("mallory", "s3cret"), Role::Read),
+            Err(Denied::Unauthenticated)
+        );
+        assert!(
+            auth.authorize(&basic("reader", "s3cret"), Role::Read)
+                .is_ok()
+        );
+        assert_eq!(
+            auth.authorize(&basic("reader", "s3cret"), Role::Write),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            auth.authorize(&HeaderMap::new(), Role::Read),
+            Err(Denied::Unauthenticated)
+        );
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(
+            auth.authorize(&bearer, Role::Read),
+            Err(Denied::Unauthenticated)
+        );
+        // Without users, everyone may do everything.
+        let open = Authenticator::open();
+        assert!(open.authorize(&HeaderMap::new(), Role::Admin).is_ok());
+    }
+
+    /// A route nobody gave a role is refused, with or without users configured.
+    #[tokio::test]
+    async fn a_route_without_a_role_is_refused() {
+        use tower::ServiceExt;
+        for auth in [Authenticator::open(), authenticator()] {
+            let app = axum::Router::new()
+                .route("/-/ready", axum::routing::get(|| async { "ok" }))
+                .route("/api/v1/new_thing", axum::routing::get(|| async { "leak" }))
+                .route_layer(axum::middleware::from_fn_with_state(auth, require_role));
+            let call = |path: &'static str| {
+                let app = app.clone();
+                async move {
+                    let req = Request::builder().uri(path).body(axum::body::Body::empty());
+                    app.oneshot(req.unwrap()).await.unwrap().status()
+                }
+            };
+            assert_eq!(call("/-/ready").await, StatusCode::OK);
+            assert_eq!(
+                call("/api/v1/new_thing").await,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+    }
+
+    #[test]
+    fn every_route_in_the_table_once() {
+        let mut seen = HashSet::new();
+        for (route, _) in ROUTE_ROLES {
+            assert!(seen.insert(*route), "{route} twice");
+        }
+        assert_eq!(access_of("/-/ready"), RouteAccess::Open);
+        assert_eq!(access_of("/api/v1/write"), RouteAccess::Needs(Role::Write));
+        assert_eq!(access_of("/api/v1/new_thing"), RouteAccess::Unlisted);
+    }
+}

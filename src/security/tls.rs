@@ -1,0 +1,300 @@
+//! rustls server configurations from a web config's `tls_server_config`, and their
+//! rotation: the files are checked every [`RELOAD_CHECK_INTERVAL`] (and on
+//! [`ServerTls::reload`]), a changed certificate, key or CA is loaded for the
+//! connections that start from then on, and open connections keep theirs. A set of
+//! files that does not load (a key that does not match its certificate, a file
+//! half-written) is logged and the previous configuration stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::RwLock;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ServerConfig, SupportedCipherSuite};
+use tokio_util::sync::CancellationToken;
+
+use super::web_config::{ClientAuth, TlsServerConfig, TlsVersion};
+
+/// How often the certificate files are checked for a change.
+pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Go's names of the TLS 1.2 suites rustls offers, and rustls's.
+const TLS12_SUITES: [(&str, &str); 6] = [
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// Go's curve names and the key exchange groups they are in rustls.
+const GROUPS: [(&str, rustls::NamedGroup); 4] = [
+    ("X25519", rustls::NamedGroup::X25519),
+    ("CurveP256", rustls::NamedGroup::secp256r1),
+    ("CurveP384", rustls::NamedGroup::secp384r1),
+    ("X25519MLKEM768", rustls::NamedGroup::X25519MLKEM768),
+];
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// The suites for `names` (Go's, or rustls's): every TLS 1.3 suite, and the named
+/// TLS 1.2 ones (all of them when none are named), in the order given.
+pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, String> {
+    let all = provider().cipher_suites;
+    let mut chosen: Vec<SupportedCipherSuite> = all
+        .iter()
+        .filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
+        .copied()
+        .collect();
+    if names.is_empty() {
+        chosen = all;
+        return Ok(chosen);
+    }
+    for name in names {
+        let rustls_name = TLS12_SUITES
+            .iter()
+            .find(|(go, ours)| go == name || ours == name)
+            .map(|(_, ours)| *ours)
+            .ok_or_else(|| {
+                format!(
+                    "cipher_suites: {name} is not offered (offered: {})",
+                    TLS12_SUITES.map(|(go, _)| go).join(", ")
+                )
+            })?;
+        if let Some(s) = all.iter().find(|s| s.suite().as_str() == Some(rustls_name)) {
+            chosen.push(*s);
+        }
+    }
+    Ok(chosen)
+}
+
+/// The key exchange groups for Go's curve names (all of rustls's when none named).
+pub fn key_exchange_groups(
+    names: &[String],
+) -> Result<Vec<&'static dyn rustls::crypto::SupportedKxGroup>, String> {
+    let all = provider().kx_groups;
+    if names.is_empty() {
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|name| {
+            let group = GROUPS
+                .iter()
+                .find(|(go, _)| go == name)
+                .map(|(_, g)| *g)
+                .ok_or_else(|| {
+                    format!(
+                        "curve_preferences: {name} is not offered (offered: {})",
+                        GROUPS.map(|(go, _)| go).join(", ")
+                    )
+                })?;
+            all.iter()
+                .find(|g| g.name() == group)
+                .copied()
+                .ok_or_else(|| format!("curve_preferences: {name} is not offered"))
+        })
+        .collect()
+}
+
+/// Builds the server configuration the files name now.
+pub fn server_config(tls: &TlsServerConfig, http2: bool) -> Result<ServerConfig, String> {
+    let mut provider = provider();
+    provider.cipher_suites = cipher_suites(&tls.cipher_suites)?;
+    provider.kx_groups = key_exchange_groups(&tls.curve_preferences)?;
+    let provider = Arc::new(provider);
+    let min = tls.min_version.unwrap_or(TlsVersion::Tls12);
+    let max = tls.max_version.unwrap_or(TlsVersion::Tls13);
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, p)| p)
+    .collect();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = match (tls.client_auth_type, &tls.client_ca_file) {
+        (ClientAuth::NoClientCert, _) => builder.with_no_client_auth(),
+        (mode, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let verifier = match mode {
+                ClientAuth::VerifyClientCertIfGiven => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?,
+            )
+        }
+        (mode, None) => return Err(format!("client_auth_type {mode:?} needs client_ca_file")),
+    };
+    let certs = read_certs(&tls.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .map_err(|e| format!("key_file {}: {e}", tls.key_file.display()))?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert_file {} and key_file: {e}", tls.cert_file.display()))?;
+    config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(false);
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A listener's TLS configuration, current as of the last change of its files.
+pub struct ServerTls {
+    settings: TlsServerConfig,
+    http2: bool,
+    current: RwLock<Loaded>,
+}
+
+struct Loaded {
+    config: Arc<ServerConfig>,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl ServerTls {
+    /// Loads the files now; an error names the file that did not load.
+    pub fn new(settings: TlsServerConfig, http2: bool) -> Result<Arc<ServerTls>, String> {
+        let stamps = stamps(&settings);
+        let config = Arc::new(server_config(&settings, http2)?);
+        Ok(Arc::new(ServerTls {
+            settings,
+            http2,
+            current: RwLock::new(Loaded { config, stamps }),
+        }))
+    }
+
+    /// The configuration new connections get.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.read().config.clone()
+    }
+
+    /// Loads the files again if any changed since the last load. Returns whether a
+    /// new configuration is in use; a failure keeps the old one and is logged.
+    pub fn reload(&self) -> bool {
+        let now = stamps(&self.settings);
+        if self.current.read().stamps == now {
+            return false;
+        }
+        match server_config(&self.settings, self.http2) {
+            Ok(config) => {
+                *self.current.write() = Loaded {
+                    config: Arc::new(config),
+                    stamps: now,
+                };
+                tracing::info!(
+                    cert_file = %self.settings.cert_file.display(),
+                    "TLS certificate reloaded"
+                );
+                true
+            }
+            Err(e) => {
+                // Half-written files are retried at the next change (or check:
+                // the stamps stay old, so the next check tries again).
+                tracing::error!(error = %e, "TLS certificate reload failed; keeping the previous one");
+                false
+            }
+        }
+    }
+
+    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
+    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => {}
+                }
+                let tls = tls.clone();
+                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+            }
+        });
+    }
+}
+
+fn stamps(settings: &TlsServerConfig) -> Vec<Option<SystemTime>> {
+    let files: Vec<&PathBuf> = [&settings.cert_file, &settings.key_file]
+        .into_iter()
+        .chain(settings.client_ca_file.as_ref())
+        .collect();
+    files
+        .into_iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_and_groups_by_go_names() {
+        let all = cipher_suites(&[]).unwrap();
+        let one = cipher_suites(&["TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305".into()]).unwrap();
+        let tls13 = one
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
+            .count();
+        assert_eq!(
+            one.len(),
+            tls13 + 1,
+            "every TLS 1.3 suite and the named one"
+        );
+        assert!(all.len() > one.len());
+        assert!(cipher_suites(&["TLS_RSA_WITH_AES_128_CBC_SHA".into()]).is_err());
+        let groups = key_exchange_groups(&["CurveP384".into(), "X25519".into()]).unwrap();
+        assert_eq!(groups[0].name(), rustls::NamedGroup::secp384r1);
+        assert_eq!(groups[1].name(), rustls::NamedGroup::X25519);
+        assert!(key_exchange_groups(&["CurveP521".into()]).is_err());
+    }
+}

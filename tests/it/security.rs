@@ -1,0 +1,476 @@
+//! Issue 16: TLS and authentication on the HTTP port, with real clients (curl and
+//! `openssl s_client` for TLS) against the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use odin::security::Role;
+use odin::security::auth::ROUTE_ROLES;
+
+use crate::common::{Odin, agent, poll_until};
+
+/// A web config with these users: `admin` (every role), `reader` (read), `writer`
+/// (write) and `nobody` (no role), all with the password `pw` (bcrypt, cost 4).
+fn users_config() -> String {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    format!(
+        "basic_auth_users:\n  admin: '{hash}'\n  reader: '{hash}'\n  writer: '{hash}'\n  nobody: '{hash}'\n\
+         odin:\n  users:\n    reader: {{ roles: [read] }}\n    writer: {{ roles: [write] }}\n    nobody: {{ roles: [] }}\n"
+    )
+}
+
+fn basic(user: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+    format!("Basic {token}")
+}
+
+/// One request: (status, `WWW-Authenticate` present, body).
+fn call(odin: &Odin, post: bool, path: &str, authorization: Option<&str>) -> (u16, bool, String) {
+    let agent = agent();
+    let url = odin.url(path);
+    let mut response = if post {
+        let mut req = agent.post(&url);
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        req.send(&[][..])
+    } else {
+        let mut req = agent.get(&url);
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        req.call()
+    }
+    .expect("request");
+    let challenged = response.headers().contains_key("www-authenticate");
+    let status = response.status().as_u16();
+    (
+        status,
+        challenged,
+        response.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+/// Every route of the HTTP API, from the table the server checks: no credentials
+/// or a wrong password → 401 with a challenge; a user without the route's role →
+/// 403; a user with it → served (whatever the handler then says about the request).
+#[test]
+fn every_route_answers_by_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, users_config()).unwrap();
+    let data = dir.path().join("data");
+    let odin = Odin::start(
+        &data,
+        &[
+            &format!("--web.config.file={}", web.display()),
+            "--web.enable-admin-api",
+        ],
+    );
+    for &(route, role) in ROUTE_ROLES {
+        let path = route.replace("{name}", "__name__");
+        let post = matches!(role, Some(Role::Write | Role::Admin)) || path == "/api/v1/read";
+        let Some(role) = role else {
+            for who in [None, Some(basic("nobody")).as_deref()] {
+                let (status, _, body) = call(&odin, post, &path, who);
+                assert_eq!(status, 200, "{route} is open: {body}");
+            }
+            continue;
+        };
+        let (status, challenged, body) = call(&odin, post, &path, None);
+        assert_eq!(
+            (status, challenged),
+            (401, true),
+            "{route} without credentials"
+        );
+        assert_eq!(body, "Unauthorized\n", "{route}: nothing else in a refusal");
+        let wrong = format!("Basic {}", "YWRtaW46bm90LXB3"); // admin:not-pw
+        assert_eq!(
+            call(&odin, post, &path, Some(&wrong)).0,
+            401,
+            "{route} wrong password"
+        );
+        let (status, _, body) = call(&odin, post, &path, Some(&basic("nobody")));
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "Forbidden\n"),
+            "{route} by nobody"
+        );
+        let lacking = if role == Role::Read {
+            "writer"
+        } else {
+            "reader"
+        };
+        assert_eq!(
+            call(&odin, post, &path, Some(&basic(lacking))).0,
+            403,
+            "{route} by {lacking}"
+        );
+        let holder = match role {
+            Role::Read => "reader",
+            Role::Write => "writer",
+            Role::Admin => "admin",
+        };
+        let (status, _, body) = call(&odin, post, &path, Some(&basic(holder)));
+        assert!(
+            ![401, 500].contains(&status) && body != "Forbidden\n",
+            "{route} by {holder}: {status} {body}"
+        );
+        if role == Role::Read && !post && path.starts_with("/api/v1/") && !path.contains("cluster")
+        {
+            // A read route with no required parameters answers 200; the others
+            // name what is missing.
+            assert!(
+                status == 200 || (status == 400 && body.contains("error")),
+                "{route} by {holder}: {status} {body}"
+            );
+        }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate from it, and
+/// a client certificate from another CA, made with the openssl command line.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
+        pki.ca("ca");
+        pki.ca("other-ca");
+        pki.leaf("server", "ca", "odin-server", true);
+        pki.leaf("client", "ca", "grafana", false);
+        pki.leaf("foreign", "other-ca", "intruder", false);
+        pki
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    /// A certificate `name` signed by `ca`, for a server at 127.0.0.1 or a client.
+    fn leaf(&self, name: &str, ca: &str, cn: &str, server: bool) {
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        let ext = if server {
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n"
+        } else {
+            "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n"
+        };
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+/// curl to `path` over TLS, trusting the test CA; returns the status, or `Err` with
+/// curl's complaint when the request did not complete.
+fn curl(
+    odin: &Odin,
+    pki: &Pki,
+    path: &str,
+    client: Option<&str>,
+    user: Option<&str>,
+) -> Result<u16, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ])
+    .args(["--cacert", &pki.path("ca.crt")]);
+    if let Some(c) = client {
+        cmd.args([
+            "--cert",
+            &pki.path(&format!("{c}.crt")),
+            "--key",
+            &pki.path(&format!("{c}.key")),
+        ]);
+    }
+    if let Some(u) = user {
+        cmd.args(["-u", &format!("{u}:pw")]);
+    }
+    let out = cmd
+        .arg(format!("https://{}{path}", odin.addr))
+        .output()
+        .expect("run curl");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .parse()
+        .map_err(|e| format!("curl printed no status: {e}"))
+}
+
+/// What `openssl s_client` reports for a handshake with these extra arguments.
+fn s_client(odin: &Odin, pki: &Pki, extra: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &odin.addr.to_string(),
+            "-CAfile",
+            &pki.path("ca.crt"),
+        ])
+        .args([
+            "-cert",
+            &pki.path("client.crt"),
+            "-key",
+            &pki.path("client.key"),
+        ])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn tls_with_client_certificates_users_and_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n\
+             http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n{}",
+            users_config()
+        ),
+    )
+    .unwrap();
+    let probe = |odin: &Odin| match curl(odin, &pki, "/-/ready", Some("client"), None) {
+        Ok(200) => Ok(()),
+        Ok(s) => Err(format!("status {s}")),
+        Err(e) => Err(e),
+    };
+    let data = dir.path().join("data");
+    let odin = Odin::start_args_probing(
+        &data,
+        &[
+            format!("--web.config.file={}", web.display()),
+            format!("--config.file={}", write_bare(dir.path()).display()),
+        ],
+        &probe,
+    );
+
+    // Users on top of the client certificate.
+    assert_eq!(
+        curl(
+            &odin,
+            &pki,
+            "/api/v1/query?query=1",
+            Some("client"),
+            Some("reader")
+        ),
+        Ok(200)
+    );
+    assert_eq!(
+        curl(&odin, &pki, "/api/v1/query?query=1", Some("client"), None),
+        Ok(401)
+    );
+    assert_eq!(
+        curl(
+            &odin,
+            &pki,
+            "/api/v1/query?query=1",
+            Some("client"),
+            Some("writer")
+        ),
+        Ok(403)
+    );
+    // No client certificate, or one from another CA: no connection at all.
+    assert!(
+        curl(&odin, &pki, "/-/ready", None, None).is_err(),
+        "served without a client certificate"
+    );
+    assert!(
+        curl(&odin, &pki, "/-/ready", Some("foreign"), None).is_err(),
+        "served a certificate from another CA"
+    );
+    // Nothing in plaintext.
+    let plain = agent().get(&odin.url("/-/ready")).call();
+    assert!(
+        !matches!(plain, Ok(ref r) if r.status() == 200),
+        "served over plain HTTP"
+    );
+    // Headers from the web config.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &pki.path("ca.crt"),
+        ])
+        .args([
+            "--cert",
+            &pki.path("client.crt"),
+            "--key",
+            &pki.path("client.key"),
+        ])
+        .arg(format!("https://{}/-/healthy", odin.addr))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        headers.contains("strict-transport-security: max-age=31536000"),
+        "{headers}"
+    );
+
+    // TLS 1.2 and 1.3 only.
+    let old = s_client(&odin, &pki, &["-tls1_1"]);
+    assert!(
+        !old.contains("Cipher is ECDHE") && !old.contains("New, TLSv1.1"),
+        "TLS 1.1 accepted:\n{old}"
+    );
+    let v12 = s_client(&odin, &pki, &["-tls1_2"]);
+    assert!(v12.contains("New, TLSv1.2"), "TLS 1.2 refused:\n{v12}");
+    let v13 = s_client(&odin, &pki, &["-tls1_3"]);
+    assert!(v13.contains("New, TLSv1.3"), "TLS 1.3 refused:\n{v13}");
+    assert!(
+        v13.contains("CN=odin-server") || v13.contains("CN = odin-server"),
+        "{v13}"
+    );
+
+    // Rotation: a new certificate on disk serves the next connections, no restart.
+    pki.leaf("server", "ca", "odin-rotated", true);
+    assert!(
+        poll_until(Duration::from_secs(10), || {
+            let now = s_client(&odin, &pki, &[]);
+            now.contains("CN=odin-rotated") || now.contains("CN = odin-rotated")
+        }),
+        "the rotated certificate is not served"
+    );
+    assert_eq!(
+        curl(
+            &odin,
+            &pki,
+            "/api/v1/query?query=1",
+            Some("client"),
+            Some("reader")
+        ),
+        Ok(200)
+    );
+}
+
+fn write_bare(dir: &Path) -> PathBuf {
+    let bare = dir.join("bare.yml");
+    std::fs::write(&bare, "global: {}\n").unwrap();
+    bare
+}
+
+#[test]
+fn a_bad_web_config_stops_the_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    for (text, named) in [
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n",
+            "missing.crt",
+        ),
+        ("basic_auth_users:\n  alice: plaintext\n", "bcrypt"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS11\n",
+            "TLS11",
+        ),
+    ] {
+        std::fs::write(&web, text).unwrap();
+        let out = Command::new(crate::common::BIN)
+            .arg("run")
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg("--grpc-address=")
+            .arg(format!("--web.config.file={}", web.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(named),
+            "{text:?}: {err}"
+        );
+    }
+}
