@@ -250,6 +250,16 @@ struct RunFlags {
     /// Enable the admin API endpoints.
     #[arg(long = "web.enable-admin-api")]
     enable_admin_api: bool,
+    /// Accept remote-write requests on /api/v1/write (on by default, unlike
+    /// Prometheus; `=false` for an appliance that only scrapes).
+    #[arg(
+        long = "web.enable-remote-write-receiver",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    enable_remote_write_receiver: bool,
     /// Enable shutdown via HTTP (`/-/quit`).
     #[arg(long = "web.enable-lifecycle")]
     enable_lifecycle: bool,
@@ -611,6 +621,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         },
         enable_admin_api: flags.enable_admin_api,
         enable_lifecycle: flags.enable_lifecycle,
+        remote_write_receiver: flags.enable_remote_write_receiver,
         web,
         serve: odin::api::ServeOptions {
             max_connections: flags.web_max_connections.max(1),

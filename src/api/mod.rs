@@ -53,6 +53,8 @@ pub struct Backends {
 pub struct ApiOptions {
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
+    /// `--web.enable-remote-write-receiver` (on unless turned off).
+    pub remote_write_receiver: bool,
     pub write_limits: WriteLimits,
     /// `global.external_labels`: added to what remote read returns.
     pub external_labels: std::collections::BTreeMap<String, String>,

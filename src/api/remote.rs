@@ -19,6 +19,14 @@ thread_local! {
 /// refused as out of order, out of bounds or duplicate — the rest of the batch is
 /// stored); 5xx when storage failed and a retry may succeed.
 pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !s.options.remote_write_receiver {
+        // Prometheus's answer with its receiver off.
+        return text(
+            StatusCode::NOT_FOUND,
+            "remote write receiver needs to be enabled with --web.enable-remote-write-receiver"
+                .into(),
+        );
+    }
     let backends = match s.backends() {
         Ok(b) => b.appendable.clone(),
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),

@@ -7,7 +7,8 @@
 //! fails.
 //!
 //! Credentials are basic-auth users from the web config (bcrypt hashes, as
-//! Prometheus stores them). bcrypt is slow on purpose (tens of milliseconds), so a
+//! Prometheus stores them), and bearer tokens (`odin.tokens`: SHA-256 hashes,
+//! compared in constant time against every stored one). bcrypt is slow on purpose (tens of milliseconds), so a
 //! verified user, password and hash are remembered (by a SHA-256 of the three, never
 //! the password) and the next request with them costs a hash; an unknown user is
 //! checked against a hash too, so that the answer's timing does not tell which
@@ -89,6 +90,8 @@ pub struct Authenticator {
     verified: Mutex<HashSet<[u8; 32]>>,
     /// A hash of the users' cost that an unknown user's password is checked against.
     decoy: OnceLock<String>,
+    /// SHA-256 of each bearer token, with its holder's name and roles.
+    tokens: Vec<([u8; 32], String, RoleSet)>,
 }
 
 impl Authenticator {
@@ -98,10 +101,23 @@ impl Authenticator {
             .iter()
             .map(|(user, hash)| (user.clone(), (hash.clone(), cfg.roles_of(user))))
             .collect();
+        let tokens = cfg
+            .odin
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let mut hash = [0u8; 32];
+                for (i, byte) in hash.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(t.sha256.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some((hash, t.name.clone(), t.roles.iter().copied().collect()))
+            })
+            .collect();
         Arc::new(Authenticator {
             users,
             verified: Mutex::new(HashSet::new()),
             decoy: OnceLock::new(),
+            tokens,
         })
     }
 
@@ -111,7 +127,7 @@ impl Authenticator {
     }
 
     pub fn required(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_empty() || !self.tokens.is_empty()
     }
 
     /// The principal these headers name. Blocks for a bcrypt check the first time a
@@ -122,6 +138,9 @@ impl Authenticator {
                 name: None,
                 roles: RoleSet::ALL,
             });
+        }
+        if let Some(token) = bearer_token(headers) {
+            return self.token_holder(token).ok_or(Denied::Unauthenticated);
         }
         let (user, password) = basic_credentials(headers).ok_or(Denied::Unauthenticated)?;
         let Some((hash, roles)) = self.users.get(&user) else {
@@ -172,6 +191,36 @@ impl Authenticator {
             Err(Denied::Forbidden)
         }
     }
+}
+
+impl Authenticator {
+    /// The holder of a bearer token. Every stored hash is compared, each in constant
+    /// time, so the time taken tells nothing about which one (or how much of one)
+    /// matched.
+    fn token_holder(&self, token: &str) -> Option<Principal> {
+        use subtle::ConstantTimeEq;
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (hash, name, roles) in &self.tokens {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some(Principal {
+                    name: Some(name.clone()),
+                    roles: *roles,
+                });
+            }
+        }
+        found
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The user and password of an `Authorization: Basic` header.
@@ -243,7 +292,7 @@ pub async fn require_role(
             let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"ODIN\""),
+                HeaderValue::from_static("Basic realm=\"ODIN\", Bearer realm=\"ODIN\""),
             );
             r
         }
@@ -267,10 +316,15 @@ mod tests {
 
     fn authenticator() -> Arc<Authenticator> {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let token_hash: String = Sha256::digest(b"tok-123")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let cfg = WebConfig::parse(
             &format!(
                 "basic_auth_users:\n  alice: '{hash}'\n  reader: '{hash}'\n\
-                 odin:\n  users:\n    reader: {{ roles: [read] }}\n"
+                 odin:\n  users:\n    reader: {{ roles: [read] }}\n  \
+                 tokens:\n  - {{ name: grafana, sha256: {token_hash}, roles: [read] }}\n"
             ),
             "web.yml",
             std::path::Path::new("."),

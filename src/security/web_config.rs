@@ -128,6 +128,20 @@ pub struct OdinSection {
     /// Prometheus web config, where any user may do anything, keeps its meaning).
     #[serde(default)]
     pub users: BTreeMap<String, UserSection>,
+    /// Bearer tokens, stored as the SHA-256 of the token (a token is a long random
+    /// string, so a fast hash is enough; the token itself stays with its holder).
+    #[serde(default)]
+    pub tokens: Vec<TokenSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// Who holds it, for the logs.
+    pub name: String,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    pub roles: Vec<Role>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +218,15 @@ impl WebConfig {
                 )));
             }
         }
+        for token in &cfg.odin.tokens {
+            let hex = &token.sha256;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "odin.tokens {}: sha256 must be 64 hex digits (the token's SHA-256)",
+                    token.name
+                )));
+            }
+        }
         for user in cfg.odin.users.keys() {
             if !cfg.basic_auth_users.contains_key(user) {
                 return Err(invalid(format!(
@@ -216,7 +239,7 @@ impl WebConfig {
 
     /// Whether requests must carry credentials.
     pub fn requires_auth(&self) -> bool {
-        !self.basic_auth_users.is_empty()
+        !self.basic_auth_users.is_empty() || !self.odin.tokens.is_empty()
     }
 
     /// The roles of a basic-auth user (every role unless `odin.users` says).
@@ -258,7 +281,9 @@ mod tests {
              curve_preferences: [X25519, CurveP256]\n  prefer_server_cipher_suites: true\n\
              http_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n\
              basic_auth_users:\n  alice: '{HASH}'\n  bob: '{HASH}'\n\
-             odin:\n  users:\n    bob: {{ roles: [read] }}\n"
+             odin:\n  users:\n    bob: {{ roles: [read] }}\n  tokens:\n  - name: grafana\n    \
+             sha256: {}\n    roles: [read]\n",
+            "ab".repeat(32)
         ))
         .unwrap();
         let tls = cfg.tls_server_config.as_ref().unwrap();
@@ -314,6 +339,10 @@ mod tests {
             ("basic_auth_users:\n  alice: plaintext\n", "bcrypt"),
             ("odin:\n  users:\n    carol: { roles: [read] }\n", "carol"),
             ("odin:\n  users:\n    carol: { roles: [root] }\n", "root"),
+            (
+                "odin:\n  tokens:\n  - { name: t, sha256: abc, roles: [read] }\n",
+                "64 hex",
+            ),
             ("rate_limit: 1\n", "rate_limit"),
         ];
         for (text, named) in cases {

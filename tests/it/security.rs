@@ -474,3 +474,131 @@ fn a_bad_web_config_stops_the_start_with_its_reason() {
         );
     }
 }
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Prometheus 2.42 as a real client of a secured ODIN: it scrapes ODIN's `/metrics`
+/// over TLS with a bearer token (`read`), and remote-writes what it scraped to ODIN
+/// over TLS with basic auth (`write`). ODIN then holds `up{job="odin"} == 1`.
+#[test]
+fn prometheus_scrapes_and_remote_writes_over_tls_with_credentials() {
+    assert!(
+        crate::common::have_prometheus(),
+        "prometheus (Debian's 2.42) is needed: scripts/test.sh installs it"
+    );
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let token = "scraper-token-0123456789";
+    let token_hash: String = sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}  \
+             tokens:\n  - {{ name: prometheus, sha256: {token_hash}, roles: [read] }}\n",
+            users_config()
+        ),
+    )
+    .unwrap();
+    let probe = |odin: &Odin| match curl(odin, &pki, "/-/ready", None, None) {
+        Ok(200) => Ok(()),
+        Ok(s) => Err(format!("status {s}")),
+        Err(e) => Err(e),
+    };
+    let odin = Odin::start_args_probing(
+        &dir.path().join("odin"),
+        &[
+            format!("--web.config.file={}", web.display()),
+            format!("--config.file={}", write_bare(dir.path()).display()),
+        ],
+        &probe,
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    let ca = pki.path("ca.crt");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n- job_name: odin\n  scheme: https\n  tls_config: {{ ca_file: {ca} }}\n  \
+             authorization: {{ credentials: {token} }}\n  static_configs: [{{ targets: ['{addr}'] }}]\n\
+             remote_write:\n- url: https://{addr}/api/v1/write\n  tls_config: {{ ca_file: {ca} }}\n  \
+             basic_auth: {{ username: writer, password: pw }}\n  \
+             queue_config: {{ batch_send_deadline: 1s }}\n",
+            addr = odin.addr
+        ),
+    )
+    .unwrap();
+    let port = crate::common::free_port();
+    let _prom = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // What ODIN holds, read over TLS as the read-only user.
+    let up = || -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert", &ca, "-u", "reader:pw"])
+            .arg(format!(
+                "https://{}/api/v1/query?query=up%7Bjob%3D%22odin%22%7D",
+                odin.addr
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        poll_until(Duration::from_secs(60), || up().contains(r#""value":["#)
+            && up().contains(r#""1"]"#)),
+        "up{{job=\"odin\"}} never reached ODIN: {}",
+        up()
+    );
+}
+
+/// `--web.enable-remote-write-receiver=false`: an appliance that only scrapes takes
+/// no samples from outside (Prometheus's 404 and message); the bare flag, as
+/// Prometheus users write it, keeps the receiver on.
+#[test]
+fn the_remote_write_receiver_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = || {
+        vec![crate::common::TestSeries::new(
+            &[("__name__", "pushed")],
+            vec![(crate::common::now_ms(), 1.0)],
+        )]
+    };
+    let off = Odin::start(
+        &dir.path().join("off"),
+        &["--web.enable-remote-write-receiver=false"],
+    );
+    let (status, body) = off.write(&sample());
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("--web.enable-remote-write-receiver"),
+        "{body}"
+    );
+    let on = Odin::start(
+        &dir.path().join("on"),
+        &["--web.enable-remote-write-receiver"],
+    );
+    let (status, body) = on.write(&sample());
+    assert_eq!(status, 204, "{body}");
+}
