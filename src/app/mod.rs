@@ -188,6 +188,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Without its HTTP server the appliance cannot go on: a failure stops it.
     let server_shutdown = shutdown.clone();
     let serve_opts = opts.serve;
+    // The StoreAPI port takes the web config's TLS and credentials too.
+    let grpc_security = crate::storeapi::GrpcSecurity {
+        tls: http_tls.clone(),
+        auth: state.auth.clone(),
+        handshake_timeout: opts.serve.read_header_timeout,
+    };
     let mut serving = Some((listener, api::router(state)));
     let server = supervisor.spawn_critical("http_server", move || {
         let serving = serving.take();
@@ -222,9 +228,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Some(supervisor.spawn_critical("grpc_server", move || {
                 let serving = serving.take();
                 let stop = grpc_shutdown.clone();
+                let security = grpc_security.clone();
                 async move {
                     let (listener, api) = serving.ok_or("the listener is gone")?;
-                    crate::storeapi::serve(listener, api, stop)
+                    crate::storeapi::serve(listener, api, security, stop)
                         .await
                         .map_err(|e| e.to_string())
                 }

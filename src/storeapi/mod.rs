@@ -80,11 +80,36 @@ impl Default for StoreApiOptions {
     }
 }
 
+/// Who may call the StoreAPI, and over what: the HTTP port's web config applies
+/// here too.
+#[derive(Clone)]
+pub struct GrpcSecurity {
+    /// TLS (the web config's certificates, rotated with them); `None`: plaintext.
+    pub tls: Option<Arc<crate::security::tls::ServerTls>>,
+    /// Credentials: every call needs the `read` role, from a bearer token or basic
+    /// auth in the metadata, or from a client certificate the TLS layer verified.
+    pub auth: Arc<crate::security::auth::Authenticator>,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl GrpcSecurity {
+    /// Plaintext, no credentials.
+    pub fn open() -> GrpcSecurity {
+        GrpcSecurity {
+            tls: None,
+            auth: crate::security::auth::Authenticator::open(),
+            handshake_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves both services on `listener` until `shutdown` is cancelled, then lets
 /// in-flight calls finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: StoreApi,
+    security: GrpcSecurity,
     shutdown: CancellationToken,
 ) -> std::result::Result<(), tonic::transport::Error> {
     let o = api.options().clone();
@@ -99,14 +124,66 @@ pub async fn serve(
         .max_decoding_message_size(o.max_recv_message_bytes)
         .max_encoding_message_size(o.max_send_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
-    tonic::transport::Server::builder()
-        .add_service(store)
-        .add_service(info)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await
+    let guard = read_guard(security.auth.clone());
+    let router = tonic::transport::Server::builder()
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            store,
+            guard.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            info, guard,
+        ));
+    match security.tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await
+        }
+        Some(tls) => {
+            let incoming = crate::security::tls::incoming(
+                listener,
+                tls,
+                security.handshake_timeout,
+                shutdown.clone(),
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+    }
+}
+
+/// The interceptor every StoreAPI call passes: the `read` role (see
+/// [`GrpcSecurity::auth`]). A bcrypt check runs the first time a basic-auth password
+/// is seen (then it is remembered); tokens and certificates cost a hash.
+fn read_guard(
+    auth: Arc<crate::security::auth::Authenticator>,
+) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> + Clone
+{
+    use crate::security::{Role, auth::Denied};
+    move |req: tonic::Request<()>| {
+        if !auth.required() {
+            return Ok(req);
+        }
+        // A certificate the TLS layer verified against the client CA names a
+        // client the operator issued it to.
+        if req.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+            return Ok(req);
+        }
+        let headers = req.metadata().clone().into_headers();
+        match auth.authorize(&headers, Role::Read) {
+            Ok(_) => Ok(req),
+            Err(Denied::Unauthenticated) => Err(tonic::Status::unauthenticated(
+                "credentials needed: a bearer token or basic auth with the read role",
+            )),
+            Err(Denied::Forbidden) => {
+                Err(tonic::Status::permission_denied("the read role is needed"))
+            }
+        }
+    }
 }
 
 /// Parses `--grpc-address`; an empty value turns the gRPC server off.

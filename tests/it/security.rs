@@ -602,3 +602,128 @@ fn the_remote_write_receiver_can_be_turned_off() {
     let (status, body) = on.write(&sample());
     assert_eq!(status, 204, "{body}");
 }
+
+/// The StoreAPI port takes the web config's TLS and credentials: a client
+/// certificate the CA issued, or a bearer token / basic auth with the `read` role in
+/// the metadata; nothing in plaintext, nothing with a certificate from another CA.
+#[test]
+fn the_storeapi_takes_tls_and_credentials() {
+    use odin::storeapi::proto::thanos::info::{InfoRequest, info_client::InfoClient};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = dir.path().join("web.yml");
+    let token_hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"grpc-token-0123456789")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n{}  \
+             tokens:\n  - {{ name: thanos, sha256: {token_hash}, roles: [read] }}\n",
+            users_config()
+        ),
+    )
+    .unwrap();
+    let probe = |odin: &Odin| match curl(odin, &pki, "/-/ready", None, None) {
+        Ok(200) => Ok(()),
+        Ok(s) => Err(format!("status {s}")),
+        Err(e) => Err(e),
+    };
+    let odin = Odin::start_args_probing(
+        &dir.path().join("odin"),
+        &[
+            format!("--web.config.file={}", web.display()),
+            format!("--config.file={}", write_bare(dir.path()).display()),
+        ],
+        &probe,
+    );
+    let grpc = odin.grpc_addr.expect("grpc address");
+    let read = |name: &str| std::fs::read(pki.dir.join(name)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = |client: Option<&str>| {
+            let mut t = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read("ca.crt")))
+                .domain_name("127.0.0.1");
+            if let Some(c) = client {
+                t = t.identity(Identity::from_pem(
+                    read(&format!("{c}.crt")),
+                    read(&format!("{c}.key")),
+                ));
+            }
+            t
+        };
+        let channel = |client: Option<&str>| {
+            let tls = tls(client);
+            async move {
+                Channel::from_shared(format!("https://{grpc}"))
+                    .unwrap()
+                    .tls_config(tls)
+                    .unwrap()
+                    .connect()
+                    .await
+            }
+        };
+        let info = |channel: Channel, authorization: Option<String>| async move {
+            let mut req = tonic::Request::new(InfoRequest {});
+            if let Some(a) = authorization {
+                req.metadata_mut()
+                    .insert("authorization", a.parse().unwrap());
+            }
+            InfoClient::new(channel)
+                .info(req)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        };
+        // A client certificate from the CA is enough.
+        let with_cert = channel(Some("client")).await.unwrap();
+        assert_eq!(info(with_cert, None).await, Ok(()));
+        // Without one: credentials in the metadata, with the read role.
+        let bare = channel(None).await.unwrap();
+        assert_eq!(
+            info(bare.clone(), None).await,
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            info(bare.clone(), Some("Bearer grpc-token-0123456789".into())).await,
+            Ok(())
+        );
+        assert_eq!(
+            info(bare.clone(), Some("Bearer wrong".into())).await,
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(info(bare.clone(), Some(basic("reader"))).await, Ok(()));
+        assert_eq!(
+            info(bare, Some(basic("writer"))).await,
+            Err(tonic::Code::PermissionDenied)
+        );
+        // A certificate from another CA, or plaintext: no call gets through.
+        let foreign = match channel(Some("foreign")).await {
+            Ok(ch) => info(ch, Some(basic("reader"))).await,
+            Err(_) => Err(tonic::Code::Unavailable),
+        };
+        assert!(
+            foreign.is_err(),
+            "a certificate from another CA was accepted"
+        );
+        let plain = match Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(ch) => info(ch, Some(basic("reader"))).await,
+            Err(_) => Err(tonic::Code::Unavailable),
+        };
+        assert!(plain.is_err(), "served in plaintext");
+    });
+}
