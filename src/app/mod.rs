@@ -272,6 +272,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // One durable record: a single node's WAL, or in a cluster the Raft log, never
     // both.
     let raft_log: Arc<OnceLock<RaftCommitLog<DbMachine>>> = Arc::new(OnceLock::new());
+    // Cluster peers talk mutual TLS whenever TLS is configured: the server side
+    // (rotated with its files) and this node's client identity.
+    let cluster_tls = match (&opts.cluster, opts.web.cluster_tls()) {
+        (None, _) => None,
+        (Some(_), Err(e)) => anyhow::bail!("--web.config.file: {e}"),
+        (Some(_), Ok(None)) => None,
+        (Some(_), Ok(Some(c))) => {
+            let server = crate::security::tls::cluster_server(&c)
+                .map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
+            server.spawn_reloader(shutdown.clone());
+            let client = crate::security::tls::PeerClientTls::load(&c)
+                .map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
+            tracing::info!(cert_file = %c.cert_file.display(), "cluster peers talk mutual TLS");
+            Some((server, client))
+        }
+    };
     let opening = match &opts.cluster {
         None => {
             let log = crate::log::wal::WalLog::in_data_dir(&dir);
@@ -288,13 +304,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 .as_ref()
                 .map(|m| m.counters.clone())
                 .unwrap_or_default();
-            let log = ClusterLog::in_data_dir(
-                &dir,
-                cluster.clone(),
-                PeerNetwork::default(),
-                counters,
-                raft_log.clone(),
-            );
+            let peers = match &cluster_tls {
+                Some((_, client)) => PeerNetwork::with_tls(client.clone()),
+                None => PeerNetwork::default(),
+            };
+            let log =
+                ClusterLog::in_data_dir(&dir, cluster.clone(), peers, counters, raft_log.clone());
             tokio::task::spawn_blocking(move || Db::open(&dir, db_opts, tsdb_metrics, log))
         }
     };
@@ -317,12 +332,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
             let stop = shutdown.clone();
             let mut serving = Some((listener, log.clone()));
+            let server_tls = cluster_tls.as_ref().map(|(server, _)| server.clone());
             Some(supervisor.spawn_critical("cluster_server", move || {
                 let serving = serving.take();
                 let stop = stop.clone();
+                let tls = server_tls.clone();
                 async move {
                     let (listener, log) = serving.ok_or("the listener is gone")?;
-                    crate::replication::network::serve(listener, log, stop)
+                    crate::replication::network::serve(listener, log, tls, stop)
                         .await
                         .map_err(|e| e.to_string())
                 }

@@ -77,9 +77,20 @@ struct SnapshotHead {
 #[derive(Clone, Default)]
 pub struct PeerNetwork {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Mutual TLS to the peers; `None`: plain gRPC.
+    tls: Option<Arc<crate::security::tls::PeerClientTls>>,
 }
 
 impl PeerNetwork {
+    /// Peers reached over mutual TLS: each must present a certificate from the
+    /// cluster's CA for its host, and this node presents its own.
+    pub fn with_tls(tls: crate::security::tls::PeerClientTls) -> PeerNetwork {
+        PeerNetwork {
+            channels: Arc::default(),
+            tls: Some(Arc::new(tls)),
+        }
+    }
+
     /// Hands `entry` to the leader (node `leader` at `address`) and returns its
     /// output's bytes and its index once the leader applied it.
     pub async fn forward(
@@ -120,9 +131,26 @@ impl PeerNetwork {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = &self.tls {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            // The peer's certificate must name the host it is reached at.
+            let host = address
+                .rsplit_once(':')
+                .map_or(address, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .domain_name(host);
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
@@ -426,18 +454,34 @@ impl<S: Replicated> ClusterService<S> {
 
 /// Serves the cluster port on `listener` until `shutdown`: peers' Raft calls and
 /// forwarded writes, answered by `log`'s node.
+///
+/// With `tls`, only peers presenting a certificate from the cluster's CA connect
+/// (mutual TLS; see [`crate::security::tls::cluster_server`]).
 pub async fn serve<S: Replicated>(
     listener: tokio::net::TcpListener,
     log: RaftCommitLog<S>,
+    tls: Option<Arc<crate::security::tls::ServerTls>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_service(ClusterService::server(log, shutdown.clone()))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await
+    let router = tonic::transport::Server::builder()
+        .add_service(ClusterService::server(log, shutdown.clone()));
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await
+        }
+        Some(tls) => {
+            let incoming =
+                crate::security::tls::incoming(listener, tls, CONNECT_TIMEOUT, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
 
 fn reply<T: serde::Serialize, E: std::fmt::Display>(

@@ -17,7 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ServerConfig, SupportedCipherSuite};
 use tokio_util::sync::CancellationToken;
 
-use super::web_config::{ClientAuth, TlsServerConfig, TlsVersion};
+use super::web_config::{ClientAuth, ClusterTlsSection, TlsServerConfig, TlsVersion};
 
 /// How often the certificate files are checked for a change.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -259,6 +259,45 @@ impl ServerTls {
                 let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
             }
         });
+    }
+}
+
+/// The cluster port's side of mutual TLS: the node's certificate, and every peer
+/// must present one from the cluster's CA.
+pub fn cluster_server(c: &ClusterTlsSection) -> Result<Arc<ServerTls>, String> {
+    ServerTls::new(
+        TlsServerConfig {
+            cert_file: c.cert_file.clone(),
+            key_file: c.key_file.clone(),
+            client_auth_type: ClientAuth::RequireAndVerifyClientCert,
+            client_ca_file: Some(c.ca_file.clone()),
+            min_version: None,
+            max_version: None,
+            cipher_suites: Vec::new(),
+            curve_preferences: Vec::new(),
+            prefer_server_cipher_suites: None,
+        },
+        true,
+    )
+}
+
+/// The calling side of the cluster's mutual TLS: the CA that issued the peers'
+/// certificates, and this node's certificate and key as its client identity.
+#[derive(Clone)]
+pub struct PeerClientTls {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl PeerClientTls {
+    pub fn load(c: &ClusterTlsSection) -> Result<PeerClientTls, String> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        Ok(PeerClientTls {
+            ca_pem: read(&c.ca_file)?,
+            cert_pem: read(&c.cert_file)?,
+            key_pem: read(&c.key_file)?,
+        })
     }
 }
 

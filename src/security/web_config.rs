@@ -132,6 +132,20 @@ pub struct OdinSection {
     /// string, so a fast hash is enough; the token itself stays with its holder).
     #[serde(default)]
     pub tokens: Vec<TokenSection>,
+    /// The cluster port's mutual TLS; by default the `tls_server_config`
+    /// certificate, key and `client_ca_file` (see [`WebConfig::cluster_tls`]).
+    #[serde(default)]
+    pub cluster_tls: Option<ClusterTlsSection>,
+}
+
+/// A node's certificate (used as server and as client: both key usages), its key,
+/// and the CA that issued every peer's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsSection {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +232,11 @@ impl WebConfig {
                 )));
             }
         }
+        if let Some(c) = &mut cfg.odin.cluster_tls {
+            for p in [&mut c.cert_file, &mut c.key_file, &mut c.ca_file] {
+                *p = base.join(&*p);
+            }
+        }
         for token in &cfg.odin.tokens {
             let hex = &token.sha256;
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -235,6 +254,27 @@ impl WebConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// The cluster port's mutual TLS: `odin.cluster_tls`, else the HTTP port's
+    /// certificate and client CA. `Ok(None)`: no TLS configured, peers talk plain
+    /// gRPC. An error when TLS is configured without a CA to verify peers by.
+    pub fn cluster_tls(&self) -> Result<Option<ClusterTlsSection>, String> {
+        if let Some(c) = &self.odin.cluster_tls {
+            return Ok(Some(c.clone()));
+        }
+        let Some(tls) = &self.tls_server_config else {
+            return Ok(None);
+        };
+        let ca_file = tls.client_ca_file.clone().ok_or(
+            "cluster peers need mutual TLS when TLS is configured: set client_ca_file (the \
+             CA of every peer's certificate) or odin.cluster_tls",
+        )?;
+        Ok(Some(ClusterTlsSection {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            ca_file,
+        }))
     }
 
     /// Whether requests must carry credentials.

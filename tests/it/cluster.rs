@@ -1288,3 +1288,62 @@ fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
     let uploads = metric(cluster.node(new), "odin_shipper_uploads_total");
     assert!(uploads >= 1.0, "{uploads}");
 }
+
+/// Peers talk mutual TLS (`odin.cluster_tls`): two nodes with certificates from the
+/// cluster's CA form the cluster; a third with a certificate from another CA is
+/// refused by both, so it never hears of a leader nor receives a write.
+#[test]
+fn peers_need_a_certificate_from_the_cluster_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::security::Pki::new(dir.path());
+    pki.leaf("peer", "ca", "odin-peer", "serverAuth,clientAuth");
+    pki.leaf(
+        "stranger",
+        "other-ca",
+        "odin-stranger",
+        "serverAuth,clientAuth",
+    );
+    let web = |name: &str, cert: &str, ca: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "odin:\n  cluster_tls:\n    cert_file: {cert}.crt\n    key_file: {cert}.key\n    ca_file: {ca}.crt\n"
+            ),
+        )
+        .unwrap();
+        format!("--web.config.file={}", path.display())
+    };
+    let member = web("member.yml", "peer", "ca");
+    let stranger = web("stranger.yml", "stranger", "other-ca");
+    let mut c = Cluster {
+        dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
+        cluster_ports: (0..3).map(|_| free_port()).collect(),
+        nodes: (0..3).map(|_| None).collect(),
+        extra: vec![member.clone()],
+    };
+    c.start_node(0);
+    c.start_node(1);
+    c.extra = vec![stranger];
+    c.start_node(2);
+    // The members agree on a leader among themselves and commit a write.
+    let members = Cluster {
+        dirs: Vec::new(),
+        cluster_ports: Vec::new(),
+        nodes: vec![c.nodes[0].take(), c.nodes[1].take()],
+        extra: Vec::new(),
+    };
+    let leader = members.leader(Duration::from_secs(20));
+    let now = now_ms();
+    let (status, body) = members
+        .node(leader)
+        .write(&[TestSeries::new(&[("__name__", "mtls")], vec![(now, 1.0)])]);
+    assert_eq!(status, 204, "{body}");
+    // The stranger knows no leader and holds nothing, however long it waits.
+    std::thread::sleep(Duration::from_secs(2));
+    let stranger_status = c.status(2);
+    assert!(stranger_status["leaderId"].is_null(), "{stranger_status}");
+    assert!(raw(c.node(2), "mtls", now_ms(), 60).is_empty());
+    let seen = raw(members.node(1 - leader), "mtls", now_ms(), 60);
+    assert_eq!(seen.len(), 1, "the other member holds the write");
+}

@@ -20,7 +20,7 @@ mod promql_diff;
 mod remote_read;
 mod remote_write;
 mod scrape;
-mod security;
+pub(crate) mod security;
 mod shipper;
 mod soak;
 mod storeapi;

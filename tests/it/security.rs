@@ -132,24 +132,24 @@ fn every_route_answers_by_role() {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate from it, and
 /// a client certificate from another CA, made with the openssl command line.
-struct Pki {
-    dir: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: PathBuf,
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         let pki = Pki {
             dir: dir.to_path_buf(),
         };
         pki.ca("ca");
         pki.ca("other-ca");
-        pki.leaf("server", "ca", "odin-server", true);
-        pki.leaf("client", "ca", "grafana", false);
-        pki.leaf("foreign", "other-ca", "intruder", false);
+        pki.leaf("server", "ca", "odin-server", "serverAuth");
+        pki.leaf("client", "ca", "grafana", "clientAuth");
+        pki.leaf("foreign", "other-ca", "intruder", "clientAuth");
         pki
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
 
@@ -190,8 +190,9 @@ impl Pki {
         ]);
     }
 
-    /// A certificate `name` signed by `ca`, for a server at 127.0.0.1 or a client.
-    fn leaf(&self, name: &str, ca: &str, cn: &str, server: bool) {
+    /// A certificate `name` signed by `ca` with these extended key usages
+    /// (`serverAuth` ones name 127.0.0.1).
+    pub(crate) fn leaf(&self, name: &str, ca: &str, cn: &str, usages: &str) {
         self.openssl(&[
             "req",
             "-newkey",
@@ -206,11 +207,12 @@ impl Pki {
             "-subj",
             &format!("/CN={cn}"),
         ]);
-        let ext = if server {
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n"
+        let san = if usages.contains("serverAuth") {
+            "subjectAltName=IP:127.0.0.1\n"
         } else {
-            "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n"
+            ""
         };
+        let ext = format!("{san}extendedKeyUsage={usages}\nkeyUsage=digitalSignature\n");
         std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
         self.openssl(&[
             "x509",
@@ -414,7 +416,7 @@ fn tls_with_client_certificates_users_and_rotation() {
     );
 
     // Rotation: a new certificate on disk serves the next connections, no restart.
-    pki.leaf("server", "ca", "odin-rotated", true);
+    pki.leaf("server", "ca", "odin-rotated", "serverAuth");
     assert!(
         poll_until(Duration::from_secs(10), || {
             let now = s_client(&odin, &pki, &[]);
