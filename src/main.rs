@@ -53,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         what: ClusterCommand,
     },
+    /// Make the certificates a deployment needs: a CA, then each node's and each
+    /// client's certificate, signed by it.
+    #[command(long_about = CERTS_HELP)]
+    Certs {
+        #[command(subcommand)]
+        what: CertsCommand,
+    },
     /// Tools for the object storage bucket blocks ship to.
     Tools {
         #[command(subcommand)]
@@ -137,6 +144,83 @@ enum BucketCommand {
         #[arg(long = "id")]
         id: Option<String>,
     },
+}
+
+const CERTS_HELP: &str = "Make the certificates a deployment needs: a CA, then each node's and \
+each client's certificate, signed by it. Keys are ECDSA P-256, written with mode 0600.
+
+The whole flow, for a three-node cluster with Grafana as a client:
+
+  odin certs ca                                    # certs/ca.crt, certs/ca.key
+  odin certs node --name odin-1 --host odin-1.example --host 10.0.0.1
+  odin certs node --name odin-2 --host odin-2.example --host 10.0.0.2
+  odin certs node --name odin-3 --host odin-3.example --host 10.0.0.3
+  odin certs client --name grafana                 # certs/grafana.crt, .key
+
+Copy ca.crt and a node's .crt and .key to that node, and point its web config at them:
+
+  tls_server_config:
+    cert_file: odin-1.crt
+    key_file: odin-1.key
+    client_auth_type: RequireAndVerifyClientCert   # or VerifyClientCertIfGiven
+    client_ca_file: ca.crt
+
+  odin run --web.config.file=web.yml --cluster.node-id=1 ...
+
+A node's certificate serves its HTTP, StoreAPI and cluster ports (serverAuth) and is its \
+identity towards its peers (clientAuth): the cluster's peers talk mutual TLS with it. \
+Give Grafana (or Prometheus, or Thanos Query) ca.crt to trust the nodes, and its client \
+certificate where client certificates are required. Keep ca.key offline once the \
+certificates are made.";
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// A CA (ca.crt, ca.key) that signs the others and that nodes and clients trust.
+    Ca {
+        #[command(flatten)]
+        common: CertsCommon,
+        /// Common name of the CA.
+        #[arg(long, default_value = "ODIN CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// A node's certificate (NAME.crt, NAME.key): server and peer identity.
+    Node {
+        #[command(flatten)]
+        common: CertsCommon,
+        /// Common name, and the files' name.
+        #[arg(long)]
+        name: String,
+        /// A DNS name or IP address the node is reached at (repeat for more).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// A client's certificate (NAME.crt, NAME.key), for Grafana, Prometheus, Thanos.
+    Client {
+        #[command(flatten)]
+        common: CertsCommon,
+        /// Common name, and the files' name.
+        #[arg(long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+#[derive(Args)]
+struct CertsCommon {
+    /// Folder of the CA and the certificates.
+    #[arg(long, default_value = "certs")]
+    dir: PathBuf,
+    /// Replace files that exist.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -331,6 +415,7 @@ fn main() -> ExitCode {
             what: ToolsCommand::Bucket { what },
         } => bucket_tool(what),
         Command::Cluster { what } => cluster_tool(what),
+        Command::Certs { what } => certs_tool(what),
     };
     match result {
         Ok(code) => code,
@@ -339,6 +424,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn certs_tool(what: CertsCommand) -> anyhow::Result<ExitCode> {
+    use odin::security::certs::{Request, make};
+    let (common, request) = match &what {
+        CertsCommand::Ca { common, name, days } => (common, Request::Ca { name, days: *days }),
+        CertsCommand::Node {
+            common,
+            name,
+            hosts,
+            days,
+        } => (
+            common,
+            Request::Node {
+                name,
+                hosts,
+                days: *days,
+            },
+        ),
+        CertsCommand::Client { common, name, days } => {
+            (common, Request::Client { name, days: *days })
+        }
+    };
+    let written = make(&common.dir, &request, common.force).map_err(|e| anyhow::anyhow!(e))?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //!   and the per-route role check of the HTTP API ([`auth::ROUTE_ROLES`]).
 
 pub mod auth;
+pub mod certs;
 pub mod tls;
 pub mod web_config;
 

@@ -1289,33 +1289,41 @@ fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
     assert!(uploads >= 1.0, "{uploads}");
 }
 
-/// Peers talk mutual TLS (`odin.cluster_tls`): two nodes with certificates from the
-/// cluster's CA form the cluster; a third with a certificate from another CA is
-/// refused by both, so it never hears of a leader nor receives a write.
+/// Peers talk mutual TLS (`odin.cluster_tls`) with certificates from `odin certs`:
+/// two nodes with certificates from the cluster's CA form the cluster; a third with
+/// a certificate from another CA is refused by both, so it never hears of a leader
+/// nor receives a write.
 #[test]
 fn peers_need_a_certificate_from_the_cluster_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = crate::security::Pki::new(dir.path());
-    pki.leaf("peer", "ca", "odin-peer", "serverAuth,clientAuth");
-    pki.leaf(
-        "stranger",
-        "other-ca",
-        "odin-stranger",
-        "serverAuth,clientAuth",
-    );
-    let web = |name: &str, cert: &str, ca: &str| {
-        let path = dir.path().join(name);
+    let certs = |folder: &str, args: &[&str]| {
+        let out = std::process::Command::new(crate::common::BIN)
+            .args(["certs"])
+            .args(args)
+            .arg(format!("--dir={}", dir.path().join(folder).display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "odin certs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certs("cluster", &["ca"]);
+    certs("cluster", &["node", "--name=peer", "--host=127.0.0.1"]);
+    certs("elsewhere", &["ca"]);
+    certs("elsewhere", &["node", "--name=peer", "--host=127.0.0.1"]);
+    let web = |folder: &str| {
+        let path = dir.path().join(folder).join("web.yml");
         std::fs::write(
             &path,
-            format!(
-                "odin:\n  cluster_tls:\n    cert_file: {cert}.crt\n    key_file: {cert}.key\n    ca_file: {ca}.crt\n"
-            ),
+            "odin:\n  cluster_tls:\n    cert_file: peer.crt\n    key_file: peer.key\n    ca_file: ca.crt\n",
         )
         .unwrap();
         format!("--web.config.file={}", path.display())
     };
-    let member = web("member.yml", "peer", "ca");
-    let stranger = web("stranger.yml", "stranger", "other-ca");
+    let member = web("cluster");
+    let stranger = web("elsewhere");
     let mut c = Cluster {
         dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
         cluster_ports: (0..3).map(|_| free_port()).collect(),
