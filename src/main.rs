@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -350,6 +350,11 @@ struct RunFlags {
     /// Only log messages at this level or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
+    /// Write the audit log (denials, admin actions, configuration reloads: who,
+    /// what, from where, when) to this file as JSON lines, appended; without it
+    /// the audit events go to the main log under the `odin::audit` target.
+    #[arg(long = "audit.log-file")]
+    audit_log_file: Option<PathBuf>,
     /// Log format: logfmt or json.
     #[arg(long = "log.format", default_value = "logfmt")]
     log_format: String,
@@ -454,7 +459,10 @@ fn certs_tool(what: CertsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+fn init_logging(level: &str, format: &str, audit_file: Option<&Path>) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let mut spec = std::env::var("RUST_LOG")
         .ok()
         .filter(|s| !s.is_empty())
@@ -465,17 +473,39 @@ fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
     if !spec.contains("openraft") {
         spec.push_str(",openraft=error");
     }
+    // With an audit file, the audit events go there only.
+    if audit_file.is_some() {
+        spec.push_str(",odin::audit=off");
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .with_context(|| format!("invalid --log.level {level:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let main = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        "json" => builder.json().init(),
-        "logfmt" => builder.init(),
+    let main = match format {
+        "json" => main.json().with_filter(filter).boxed(),
+        "logfmt" => main.with_filter(filter).boxed(),
         other => bail!("invalid --log.format {other:?}: use logfmt or json"),
-    }
+    };
+    let audit = match audit_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("--audit.log-file {}", path.display()))?;
+            let only_audit = tracing_subscriber::filter::Targets::new()
+                .with_target(odin::security::auth::AUDIT, tracing::Level::INFO);
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(only_audit),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(main).with(audit).init();
     Ok(())
 }
 
@@ -485,7 +515,11 @@ const RUNTIME_STACK_BYTES: usize = 2 << 20;
 const _: () = assert!(RUNTIME_STACK_BYTES >= odin::promql::SHALLOW_QUERY_STACK_BYTES);
 
 fn run(flags: RunFlags) -> anyhow::Result<ExitCode> {
-    init_logging(&flags.log_level, &flags.log_format)?;
+    init_logging(
+        &flags.log_level,
+        &flags.log_format,
+        flags.audit_log_file.as_deref(),
+    )?;
     let opts = run_options(flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -97,9 +97,9 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) if is_per_connection_error(&e) => continue,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin,
@@ -112,7 +112,12 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Where the request came from, for the audit log and failed-login limits.
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(crate::security::auth::ClientAddr(peer))),
+        );
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_bytes = opts.read_header_timeout;

@@ -561,6 +561,15 @@ async fn reload_loop(
             } => None,
         };
         let outcome = reload(config_file.as_deref(), sources, &manager, &status).await;
+        tracing::info!(
+            target: crate::security::auth::AUDIT,
+            event = "reload",
+            by = if reply.is_some() { "POST /-/reload" } else { "SIGHUP" },
+            outcome = match &outcome {
+                Ok(()) => "applied".to_string(),
+                Err(e) => format!("refused: {e}"),
+            },
+        );
         match &outcome {
             Ok(()) => tracing::info!("completed loading of configuration file"),
             Err(e) => {

@@ -77,6 +77,44 @@ pub enum Denied {
     Unauthenticated,
     /// Authenticated, without the role: 403.
     Forbidden,
+    /// Too many failed attempts from this client address lately: 429, without
+    /// looking at the credentials (a bcrypt check each would be a way to burn CPU).
+    TooManyFailures,
+}
+
+/// The address a request came from, put in its extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// Failed attempts a client address may make per [`FAILURE_WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+/// The window failed attempts are counted over.
+pub const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Addresses remembered at most; past it the oldest windows go.
+const FAILING_ADDRESSES_KEPT: usize = 10_000;
+
+/// Failed attempts per client address, in fixed windows.
+#[derive(Default)]
+struct Failures(Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>);
+
+impl Failures {
+    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let map = self.0.lock();
+        map.get(&ip)
+            .is_some_and(|(since, n)| since.elapsed() < FAILURE_WINDOW && *n >= MAX_FAILURES)
+    }
+
+    fn record(&self, ip: std::net::IpAddr) {
+        let mut map = self.0.lock();
+        if map.len() >= FAILING_ADDRESSES_KEPT {
+            map.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
 }
 
 /// Verified (user, password, hash) triples remembered at most: past it the memory
@@ -92,6 +130,7 @@ pub struct Authenticator {
     decoy: OnceLock<String>,
     /// SHA-256 of each bearer token, with its holder's name and roles.
     tokens: Vec<([u8; 32], String, RoleSet)>,
+    failures: Failures,
 }
 
 impl Authenticator {
@@ -118,6 +157,7 @@ impl Authenticator {
             verified: Mutex::new(HashSet::new()),
             decoy: OnceLock::new(),
             tokens,
+            failures: Failures::default(),
         })
     }
 
@@ -182,6 +222,37 @@ impl Authenticator {
         })
     }
 
+    /// [`Authenticator::authorize`] for a request from `client`, whose failed
+    /// attempts are counted and, past [`MAX_FAILURES`] in [`FAILURE_WINDOW`],
+    /// refused unseen. Denials go to the audit log (`odin::audit`) with who, what and
+    /// from where; `what` names the route or call.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        role: Role,
+        client: Option<std::net::SocketAddr>,
+        what: &str,
+    ) -> Result<Principal, Denied> {
+        let ip = client.map(|c| c.ip());
+        if ip.is_some_and(|ip| self.failures.blocked(ip)) {
+            audit_denial(headers, Denied::TooManyFailures, client, what);
+            return Err(Denied::TooManyFailures);
+        }
+        let verdict = self.authorize(headers, role);
+        if let Err(denied) = verdict {
+            // A request without credentials is how a client learns it needs them
+            // (a browser's first try): only credentials that fail count.
+            let presented = headers.contains_key(header::AUTHORIZATION);
+            if denied == Denied::Unauthenticated && presented {
+                if let Some(ip) = ip {
+                    self.failures.record(ip);
+                }
+            }
+            audit_denial(headers, denied, client, what);
+        }
+        verdict
+    }
+
     /// Whether a principal with these headers may use a route needing `role`.
     pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<Principal, Denied> {
         let principal = self.authenticate(headers)?;
@@ -212,6 +283,38 @@ impl Authenticator {
         found
     }
 }
+
+/// Who a refused request claimed to be, for the audit log: the basic-auth user, or
+/// that a token was shown (never the token or a password).
+fn claimed(headers: &HeaderMap) -> String {
+    if let Some((user, _)) = basic_credentials(headers) {
+        return user;
+    }
+    if bearer_token(headers).is_some() {
+        return "<bearer token>".into();
+    }
+    "<none>".into()
+}
+
+fn audit_denial(
+    headers: &HeaderMap,
+    denied: Denied,
+    client: Option<std::net::SocketAddr>,
+    what: &str,
+) {
+    let client = client.map_or_else(|| "-".to_string(), |c| c.to_string());
+    tracing::warn!(
+        target: AUDIT,
+        event = "denied",
+        reason = ?denied,
+        user = %claimed(headers),
+        client = %client,
+        what,
+    );
+}
+
+/// The audit log's tracing target: denials, admin actions, configuration reloads.
+pub const AUDIT: &str = "odin::audit";
 
 /// The token of an `Authorization: Bearer` header.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -274,20 +377,36 @@ pub async fn require_role(
             return (StatusCode::INTERNAL_SERVER_ERROR, "route without a role\n").into_response();
         }
     };
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    let what = format!("{} {}", req.method(), req.uri().path());
     let verdict = if auth.required() {
-        let (auth, headers) = (auth.clone(), req.headers().clone());
-        tokio::task::spawn_blocking(move || auth.authorize(&headers, role))
+        let (auth, headers, what) = (auth.clone(), req.headers().clone(), what.clone());
+        tokio::task::spawn_blocking(move || auth.check(&headers, role, client, &what))
             .await
             .unwrap_or(Err(Denied::Unauthenticated))
     } else {
-        auth.authorize(req.headers(), role)
+        auth.check(req.headers(), role, client, &what)
     };
     match verdict {
         Ok(principal) => {
+            if role == Role::Admin {
+                tracing::info!(
+                    target: AUDIT,
+                    event = "admin",
+                    user = principal.name.as_deref().unwrap_or("<no authentication>"),
+                    client = %client.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                    what,
+                );
+            }
             let mut req = req;
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
+        Err(Denied::TooManyFailures) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed attempts; try again later\n",
+        )
+            .into_response(),
         Err(Denied::Unauthenticated) => {
             let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
             r.headers_mut().insert(
@@ -400,6 +519,52 @@ mod tests {
             assert_eq!(
                 call("/api/v1/new_thing").await,
                 StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+    }
+
+    #[test]
+    fn failed_attempts_from_one_address_are_cut_off() {
+        let auth = authenticator();
+        let mallory: std::net::SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let alice: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                auth.check(&basic("alice", "guess"), Role::Read, Some(mallory), "GET /"),
+                Err(Denied::Unauthenticated)
+            );
+        }
+        // Now even the right password from there is refused unseen ...
+        assert_eq!(
+            auth.check(
+                &basic("alice", "s3cret"),
+                Role::Read,
+                Some(mallory),
+                "GET /"
+            ),
+            Err(Denied::TooManyFailures)
+        );
+        // ... and other addresses are not affected.
+        assert!(
+            auth.check(&basic("alice", "s3cret"), Role::Read, Some(alice), "GET /")
+                .is_ok()
+        );
+        // Neither a request without credentials nor a wrong role is a failed login.
+        for _ in 0..2 * MAX_FAILURES {
+            assert_eq!(
+                auth.check(&HeaderMap::new(), Role::Read, Some(alice), "GET /"),
+                Err(Denied::Unauthenticated)
+            );
+        }
+        for _ in 0..2 * MAX_FAILURES {
+            assert_eq!(
+                auth.check(
+                    &basic("reader", "s3cret"),
+                    Role::Admin,
+                    Some(alice),
+                    "GET /"
+                ),
+                Err(Denied::Forbidden)
             );
         }
     }

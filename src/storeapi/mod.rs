@@ -174,7 +174,7 @@ fn read_guard(
             return Ok(req);
         }
         let headers = req.metadata().clone().into_headers();
-        match auth.authorize(&headers, Role::Read) {
+        match auth.check(&headers, Role::Read, req.remote_addr(), "StoreAPI call") {
             Ok(_) => Ok(req),
             Err(Denied::Unauthenticated) => Err(tonic::Status::unauthenticated(
                 "credentials needed: a bearer token or basic auth with the read role",
@@ -182,6 +182,9 @@ fn read_guard(
             Err(Denied::Forbidden) => {
                 Err(tonic::Status::permission_denied("the read role is needed"))
             }
+            Err(Denied::TooManyFailures) => Err(tonic::Status::resource_exhausted(
+                "too many failed attempts; try again later",
+            )),
         }
     }
 }
