@@ -770,6 +770,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         enable_lifecycle: flags.enable_lifecycle,
         remote_write_receiver: flags.enable_remote_write_receiver,
         web,
+        web_config_file: flags.web_config_file.clone(),
         serve: odin::api::ServeOptions {
             max_connections: flags.web_max_connections.max(1),
             read_timeout: Duration::from_millis(web_read_timeout_ms as u64),

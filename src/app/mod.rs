@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub remote_write_receiver: bool,
     /// `--web.config.file`: TLS and users; the default is plain HTTP for anyone.
     pub web: crate::security::web_config::WebConfig,
+    /// Where `web` came from, to read it again on reload.
+    pub web_config_file: Option<PathBuf>,
     /// The HTTP listener's connection limit and timeouts.
     pub serve: api::ServeOptions,
     /// How often maintenance (head cut, compaction, retention) runs when nothing
@@ -116,6 +118,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cluster_control: Arc<OnceLock<Arc<dyn ClusterControl>>> = Arc::new(OnceLock::new());
     let write_limits = WriteLimits::default();
     let auth = crate::security::auth::Authenticator::new(&opts.web);
+    let web_auth = auth.clone();
     let http_tls = match &opts.web.tls_server_config {
         Some(tls) => {
             let http2 = opts.web.http_server_config.http2.unwrap_or(true);
@@ -188,6 +191,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Without its HTTP server the appliance cannot go on: a failure stops it.
     let server_shutdown = shutdown.clone();
     let serve_opts = opts.serve;
+    let http_tls_for_reload = http_tls.clone();
     // The StoreAPI port takes the web config's TLS and credentials too.
     let grpc_security = crate::storeapi::GrpcSecurity {
         tls: http_tls.clone(),
@@ -420,9 +424,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let reloading = Arc::new(tokio::sync::Mutex::new((sources, reload_rx)));
     let config_file = opts.config_file.clone();
     let (reload_manager, reload_shutdown) = (manager.clone(), shutdown.clone());
+    let web_tls: Vec<_> = http_tls_for_reload
+        .into_iter()
+        .chain(cluster_tls.as_ref().map(|(server, _)| server.clone()))
+        .collect();
+    let web_reload = opts.web_config_file.clone().map(|path| WebReload {
+        path,
+        auth: web_auth.clone(),
+        tls: web_tls,
+    });
     let reloader = supervisor.spawn("reload", move || {
         reload_loop(
             config_file.clone(),
+            web_reload.clone(),
             reloading.clone(),
             reload_manager.clone(),
             status.clone(),
@@ -531,6 +545,7 @@ fn config_dir(config_file: Option<&std::path::Path>) -> PathBuf {
 /// after a panic with the same sources and request channel.
 async fn reload_loop(
     config_file: Option<PathBuf>,
+    web: Option<WebReload>,
     state: Arc<tokio::sync::Mutex<(Sources, tokio::sync::mpsc::Receiver<ReloadRequest>)>>,
     manager: Arc<ScrapeManager>,
     status: Arc<StatusInfo>,
@@ -560,7 +575,13 @@ async fn reload_loop(
                 }
             } => None,
         };
-        let outcome = reload(config_file.as_deref(), sources, &manager, &status).await;
+        let mut outcome = reload(config_file.as_deref(), sources, &manager, &status).await;
+        if let Some(web) = &web {
+            let reloaded = web.reload().await;
+            if outcome.is_ok() {
+                outcome = reloaded;
+            }
+        }
         tracing::info!(
             target: crate::security::auth::AUDIT,
             event = "reload",
@@ -641,6 +662,33 @@ fn spawn_leadership_watch(
             }
         }
     })
+}
+
+/// What a reload re-reads of `--web.config.file`: the users and tokens (replaced
+/// whole), and the certificates (also re-read on their own when they change). The
+/// certificate paths and TLS settings themselves are read at start.
+#[derive(Clone)]
+struct WebReload {
+    path: PathBuf,
+    auth: Arc<crate::security::auth::Authenticator>,
+    tls: Vec<Arc<crate::security::tls::ServerTls>>,
+}
+
+impl WebReload {
+    async fn reload(&self) -> Result<(), String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let cfg = crate::security::web_config::WebConfig::load(&this.path)
+                .map_err(|e| e.to_string())?;
+            this.auth.replace(&cfg);
+            for tls in &this.tls {
+                tls.reload();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("web config reload: {e}"))?
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

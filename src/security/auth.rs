@@ -121,8 +121,15 @@ impl Failures {
 /// starts over (a client cycling through passwords gains nothing by it).
 const VERIFIED_KEPT: usize = 4096;
 
-/// Checks credentials against the web config's users.
+/// Checks credentials against the web config's users and tokens; both are replaced
+/// whole when the web config is reloaded ([`Authenticator::replace`]).
 pub struct Authenticator {
+    credentials: parking_lot::RwLock<Arc<Credentials>>,
+    failures: Failures,
+}
+
+/// One web config's users and tokens.
+struct Credentials {
     /// User → (bcrypt hash, roles). Empty: authentication is not configured.
     users: HashMap<String, (String, RoleSet)>,
     verified: Mutex<HashSet<[u8; 32]>>,
@@ -130,11 +137,82 @@ pub struct Authenticator {
     decoy: OnceLock<String>,
     /// SHA-256 of each bearer token, with its holder's name and roles.
     tokens: Vec<([u8; 32], String, RoleSet)>,
-    failures: Failures,
 }
 
 impl Authenticator {
     pub fn new(cfg: &WebConfig) -> Arc<Authenticator> {
+        Arc::new(Authenticator {
+            credentials: parking_lot::RwLock::new(Arc::new(Credentials::new(cfg))),
+            failures: Failures::default(),
+        })
+    }
+
+    /// From now on, the users and tokens of `cfg` (a reloaded web config); requests
+    /// being checked finish with the old ones.
+    pub fn replace(&self, cfg: &WebConfig) {
+        *self.credentials.write() = Arc::new(Credentials::new(cfg));
+    }
+
+    /// No authentication: every request may do everything.
+    pub fn open() -> Arc<Authenticator> {
+        Self::new(&WebConfig::default())
+    }
+
+    pub fn required(&self) -> bool {
+        self.credentials.read().required()
+    }
+
+    /// The principal these headers name. Blocks for a bcrypt check the first time a
+    /// user's password is seen: call it off the async workers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denied> {
+        let credentials = self.credentials.read().clone();
+        credentials.authenticate(headers)
+    }
+
+    /// [`Authenticator::authorize`] for a request from `client`, whose failed
+    /// attempts are counted and, past [`MAX_FAILURES`] in [`FAILURE_WINDOW`],
+    /// refused unseen. Denials go to the audit log (`odin::audit`) with who, what and
+    /// from where; `what` names the route or call.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        role: Role,
+        client: Option<std::net::SocketAddr>,
+        what: &str,
+    ) -> Result<Principal, Denied> {
+        let ip = client.map(|c| c.ip());
+        if ip.is_some_and(|ip| self.failures.blocked(ip)) {
+            audit_denial(headers, Denied::TooManyFailures, client, what);
+            return Err(Denied::TooManyFailures);
+        }
+        let verdict = self.authorize(headers, role);
+        if let Err(denied) = verdict {
+            // A request without credentials is how a client learns it needs them
+            // (a browser's first try): only credentials that fail count.
+            let presented = headers.contains_key(header::AUTHORIZATION);
+            if denied == Denied::Unauthenticated && presented {
+                if let Some(ip) = ip {
+                    self.failures.record(ip);
+                }
+            }
+            audit_denial(headers, denied, client, what);
+        }
+        verdict
+    }
+
+    /// Whether a principal with these headers may use a route needing `role`.
+    pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<Principal, Denied> {
+        let principal = self.authenticate(headers)?;
+        if principal.roles.has(role) {
+            Ok(principal)
+        } else {
+            Err(Denied::Forbidden)
+        }
+    }
+}
+
+impl Credentials {
+    fn new(cfg: &WebConfig) -> Credentials {
         let users = cfg
             .basic_auth_users
             .iter()
@@ -152,27 +230,19 @@ impl Authenticator {
                 Some((hash, t.name.clone(), t.roles.iter().copied().collect()))
             })
             .collect();
-        Arc::new(Authenticator {
+        Credentials {
             users,
             verified: Mutex::new(HashSet::new()),
             decoy: OnceLock::new(),
             tokens,
-            failures: Failures::default(),
-        })
+        }
     }
 
-    /// No authentication: every request may do everything.
-    pub fn open() -> Arc<Authenticator> {
-        Self::new(&WebConfig::default())
-    }
-
-    pub fn required(&self) -> bool {
+    fn required(&self) -> bool {
         !self.users.is_empty() || !self.tokens.is_empty()
     }
 
-    /// The principal these headers name. Blocks for a bcrypt check the first time a
-    /// user's password is seen: call it off the async workers.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denied> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denied> {
         if !self.required() {
             return Ok(Principal {
                 name: None,
@@ -221,50 +291,9 @@ impl Authenticator {
             roles: *roles,
         })
     }
-
-    /// [`Authenticator::authorize`] for a request from `client`, whose failed
-    /// attempts are counted and, past [`MAX_FAILURES`] in [`FAILURE_WINDOW`],
-    /// refused unseen. Denials go to the audit log (`odin::audit`) with who, what and
-    /// from where; `what` names the route or call.
-    pub fn check(
-        &self,
-        headers: &HeaderMap,
-        role: Role,
-        client: Option<std::net::SocketAddr>,
-        what: &str,
-    ) -> Result<Principal, Denied> {
-        let ip = client.map(|c| c.ip());
-        if ip.is_some_and(|ip| self.failures.blocked(ip)) {
-            audit_denial(headers, Denied::TooManyFailures, client, what);
-            return Err(Denied::TooManyFailures);
-        }
-        let verdict = self.authorize(headers, role);
-        if let Err(denied) = verdict {
-            // A request without credentials is how a client learns it needs them
-            // (a browser's first try): only credentials that fail count.
-            let presented = headers.contains_key(header::AUTHORIZATION);
-            if denied == Denied::Unauthenticated && presented {
-                if let Some(ip) = ip {
-                    self.failures.record(ip);
-                }
-            }
-            audit_denial(headers, denied, client, what);
-        }
-        verdict
-    }
-
-    /// Whether a principal with these headers may use a route needing `role`.
-    pub fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<Principal, Denied> {
-        let principal = self.authenticate(headers)?;
-        if principal.roles.has(role) {
-            Ok(principal)
-        } else {
-            Err(Denied::Forbidden)
-        }
-    }
 }
 
-impl Authenticator {
+impl Credentials {
     /// The holder of a bearer token. Every stored hash is compared, each in constant
     /// time, so the time taken tells nothing about which one (or how much of one)
     /// matched.

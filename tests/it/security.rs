@@ -818,3 +818,57 @@ fn denials_admin_actions_and_reloads_are_audited_and_guessing_is_cut_off() {
         "{text}"
     );
 }
+
+/// Users and tokens follow the web config on SIGHUP and `/-/reload`; a web config
+/// that does not load is refused and the running users stay.
+#[test]
+fn users_follow_the_web_config_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, users_config()).unwrap();
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[
+            &format!("--web.config.file={}", web.display()),
+            "--web.enable-lifecycle",
+        ],
+    );
+    let carol = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("carol:pw")
+        )
+    };
+    assert_eq!(call(&odin, false, "/api/v1/labels", Some(&carol)).0, 401);
+    // Carol added, by SIGHUP.
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "basic_auth_users:\n  admin: '{hash}'\n  carol: '{hash}'\n\
+             odin:\n  users:\n    carol: {{ roles: [read] }}\n"
+        ),
+    )
+    .unwrap();
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(odin.pid(), libc::SIGHUP) };
+    assert!(
+        poll_until(Duration::from_secs(10), || call(
+            &odin,
+            false,
+            "/api/v1/labels",
+            Some(&carol)
+        )
+        .0 == 200),
+        "carol not admitted after SIGHUP"
+    );
+    // Roles follow too: carol reads, and may not write.
+    assert_eq!(call(&odin, true, "/api/v1/write", Some(&carol)).0, 403);
+    // A broken web config: refused, carol and admin stay.
+    std::fs::write(&web, "basic_auth_users:\n  carol: plaintext\n").unwrap();
+    let (status, _, body) = call(&odin, true, "/-/reload", Some(&basic("admin")));
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("bcrypt"), "{body}");
+    assert_eq!(call(&odin, false, "/api/v1/labels", Some(&carol)).0, 200);
+}

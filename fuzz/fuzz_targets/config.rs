@@ -1,0 +1,21 @@
+//! Runs the main configuration parser (`--config.file`, Prometheus's format) over
+//! arbitrary text: an error naming the key and line, or a configuration; never a
+//! panic.
+//!
+//! ```text
+//! mkdir -p fuzz/corpus/config
+//! cargo +nightly fuzz run config fuzz/corpus/config fuzz/seeds/config -- -max_total_time=600
+//! ```
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use odin::config::Config;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(cfg) = Config::parse(text, "fuzz.yml") {
+            let _ = cfg.warnings();
+        }
+    }
+});

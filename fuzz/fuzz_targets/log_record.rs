@@ -1,0 +1,28 @@
+//! Runs the log record decoder (WAL records and Raft entries share it) over arbitrary
+//! bytes. It must end with an error or a record, never panic; a samples record it
+//! accepts must encode again to bytes that decode to the same batch (what a replica
+//! applies is what the leader meant).
+//!
+//! ```text
+//! mkdir -p fuzz/corpus/log_record
+//! cargo +nightly fuzz run log_record fuzz/corpus/log_record -- -max_total_time=600
+//! ```
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use odin::log::record::{Record, decode, encode_batch};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(record) = decode(data, &mut |s| s.into()) else {
+        return;
+    };
+    if let Record::Samples(batch) = record {
+        let mut again = Vec::new();
+        encode_batch(&batch, &mut again);
+        match decode(&again, &mut |s| s.into()) {
+            Ok(Record::Samples(b)) => assert_eq!(b, batch),
+            other => panic!("re-encoded batch did not decode: {other:?}"),
+        }
+    }
+});
