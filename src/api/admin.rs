@@ -63,7 +63,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, ApiError> {
     let bad = |e: &dyn std::fmt::Display| {
         ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))
     };
-    let expr = promql_parser::parser::parse(s).map_err(|e| bad(&e))?;
+    let expr = crate::promql::parse_expr(s).map_err(|e| bad(&e))?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(ApiError::bad_data(format!(
             "invalid parameter \"match[]\": {s:?} is not a series selector"

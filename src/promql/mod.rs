@@ -262,9 +262,45 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     register_2_42_functions();
     check_nesting(query)?;
     let query = raw_strings_as_quoted(query);
-    let expr = promql_parser::parser::parse(&query).map_err(QueryError::BadData)?;
+    let expr = parse_expr(&query).map_err(QueryError::BadData)?;
     check_2_42(&expr)?;
     Ok(expr)
+}
+
+/// promql-parser's `parse`, with its panics turned into errors: some inputs make it
+/// panic (a duration of 10^40 seconds overflows `Duration::from_secs_f64`, found by
+/// the `promql_parse` fuzz target), and a query is the client's text, so whatever
+/// it holds is a bad query (400), not a failure of the server.
+pub fn parse_expr(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(parsed) => parsed,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the parser gave up".to_string());
+            Err(format!("invalid query: {why}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    /// Inputs the fuzzer found that made promql-parser panic are bad queries.
+    #[test]
+    fn parser_panics_are_bad_queries() {
+        for q in [
+            "rate(x[4444444444444444444444444444444444444440])",
+            "x offset 1e300",
+            "x[5m:4444444444444444444444444444444444444440]",
+        ] {
+            match super::parse(q) {
+                Err(super::QueryError::BadData(e)) => assert!(!e.is_empty(), "{q}"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+    }
 }
 
 /// The deepest syntax tree a query may have. The parser and the evaluator recurse
