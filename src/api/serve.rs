@@ -141,18 +141,8 @@ pub async fn serve(
                 drop(slot);
                 return;
             }
-            match acceptor {
-                None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    // Errors here are the client's (reset, timeout, bad request):
-                    // hyper has answered what could be answered.
-                    tokio::select! {
-                        _ = watcher.watch(conn) => {}
-                        _ = dropped.cancelled() => {}
-                    }
-                }
+            let io: Box<dyn Connection> = match acceptor {
+                None => Box::new(stream),
                 Some(acceptor) => {
                     // The handshake is bounded like a header: a client that starts
                     // one and stops holds its slot for that long at most.
@@ -160,22 +150,24 @@ pub async fn serve(
                         h = tokio::time::timeout(first_bytes, acceptor.accept(stream)) => h,
                         _ = stopping.cancelled() => return,
                     };
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
+                    match handshake {
+                        Ok(Ok(stream)) => Box::new(stream),
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
-                    };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    tokio::select! {
-                        _ = watcher.watch(conn) => {}
-                        _ = dropped.cancelled() => {}
                     }
                 }
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            // Errors here are the client's (reset, timeout, bad request): hyper has
+            // answered what could be answered.
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                _ = dropped.cancelled() => {}
             }
             drop(slot);
         });
@@ -195,6 +187,11 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// A client connection, plain TCP or TLS over it.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
 
 /// Errors that concern one connection only (it was reset before it was accepted).
 fn is_per_connection_error(e: &std::io::Error) -> bool {

@@ -2,22 +2,15 @@
 //! queries with ODIN's data (it asks for streamed XOR chunks), and the sampled form
 //! and bad requests over plain HTTP.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prost::Message;
 
-use crate::common::{Odin, TestSeries, agent, free_port, have_prometheus, now_ms, poll_until};
+use crate::common::{
+    Killed, Odin, TestSeries, agent, free_port, have_prometheus, now_ms, poll_until,
+};
 use odin::remote::prompb;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn prometheus_reads_odin_through_remote_read() {

@@ -325,20 +325,7 @@ fn tls_with_client_certificates_users_and_rotation() {
         ),
     )
     .unwrap();
-    let probe = |odin: &Odin| match curl(odin, &pki, "/-/ready", Some("client"), None) {
-        Ok(200) => Ok(()),
-        Ok(s) => Err(format!("status {s}")),
-        Err(e) => Err(e),
-    };
-    let data = dir.path().join("data");
-    let odin = Odin::start_args_probing(
-        &data,
-        &[
-            format!("--web.config.file={}", web.display()),
-            format!("--config.file={}", write_bare(dir.path()).display()),
-        ],
-        &probe,
-    );
+    let odin = start_tls(dir.path(), &web, &pki, Some("client"));
 
     // Users on top of the client certificate.
     assert_eq!(
@@ -442,6 +429,33 @@ fn tls_with_client_certificates_users_and_rotation() {
     );
 }
 
+/// Hex SHA-256 of a bearer token, as `odin.tokens` stores it.
+fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Starts ODIN over TLS with the web config `web` (in `dir`, beside `pki`'s
+/// files), ready once curl gets `/-/ready` with `client`'s certificate (or none).
+fn start_tls(dir: &Path, web: &Path, pki: &Pki, client: Option<&str>) -> Odin {
+    let probe = |odin: &Odin| match curl(odin, pki, "/-/ready", client, None) {
+        Ok(200) => Ok(()),
+        Ok(s) => Err(format!("status {s}")),
+        Err(e) => Err(e),
+    };
+    Odin::start_args_probing(
+        &dir.join("odin"),
+        &[
+            format!("--web.config.file={}", web.display()),
+            format!("--config.file={}", write_bare(dir).display()),
+        ],
+        &probe,
+    )
+}
+
 fn write_bare(dir: &Path) -> PathBuf {
     let bare = dir.join("bare.yml");
     std::fs::write(&bare, "global: {}\n").unwrap();
@@ -483,15 +497,6 @@ fn a_bad_web_config_stops_the_start_with_its_reason() {
     }
 }
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Prometheus 2.42 as a real client of a secured ODIN: it scrapes ODIN's `/metrics`
 /// over TLS with a bearer token (`read`), and remote-writes what it scraped to ODIN
 /// over TLS with basic auth (`write`). ODIN then holds `up{job="odin"} == 1`.
@@ -501,14 +506,10 @@ fn prometheus_scrapes_and_remote_writes_over_tls_with_credentials() {
         crate::common::have_prometheus(),
         "prometheus (Debian's 2.42) is needed: scripts/test.sh installs it"
     );
-    use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let token = "scraper-token-0123456789";
-    let token_hash: String = sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token_hash = token_sha256(token);
     let web = dir.path().join("web.yml");
     std::fs::write(
         &web,
@@ -519,19 +520,7 @@ fn prometheus_scrapes_and_remote_writes_over_tls_with_credentials() {
         ),
     )
     .unwrap();
-    let probe = |odin: &Odin| match curl(odin, &pki, "/-/ready", None, None) {
-        Ok(200) => Ok(()),
-        Ok(s) => Err(format!("status {s}")),
-        Err(e) => Err(e),
-    };
-    let odin = Odin::start_args_probing(
-        &dir.path().join("odin"),
-        &[
-            format!("--web.config.file={}", web.display()),
-            format!("--config.file={}", write_bare(dir.path()).display()),
-        ],
-        &probe,
-    );
+    let odin = start_tls(dir.path(), &web, &pki, None);
     let cfg = dir.path().join("prometheus.yml");
     let ca = pki.path("ca.crt");
     std::fs::write(
@@ -548,7 +537,7 @@ fn prometheus_scrapes_and_remote_writes_over_tls_with_credentials() {
     )
     .unwrap();
     let port = crate::common::free_port();
-    let _prom = Killed(
+    let _prom = crate::common::Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
@@ -621,13 +610,7 @@ fn the_storeapi_takes_tls_and_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let web = dir.path().join("web.yml");
-    let token_hash: String = {
-        use sha2::Digest;
-        sha2::Sha256::digest(b"grpc-token-0123456789")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let token_hash = token_sha256("grpc-token-0123456789");
     std::fs::write(
         &web,
         format!(
@@ -638,19 +621,7 @@ fn the_storeapi_takes_tls_and_credentials() {
         ),
     )
     .unwrap();
-    let probe = |odin: &Odin| match curl(odin, &pki, "/-/ready", None, None) {
-        Ok(200) => Ok(()),
-        Ok(s) => Err(format!("status {s}")),
-        Err(e) => Err(e),
-    };
-    let odin = Odin::start_args_probing(
-        &dir.path().join("odin"),
-        &[
-            format!("--web.config.file={}", web.display()),
-            format!("--config.file={}", write_bare(dir.path()).display()),
-        ],
-        &probe,
-    );
+    let odin = start_tls(dir.path(), &web, &pki, None);
     let grpc = odin.grpc_addr.expect("grpc address");
     let read = |name: &str| std::fs::read(pki.dir.join(name)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
