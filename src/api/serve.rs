@@ -112,12 +112,17 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        // Where the request came from, for the audit log and failed-login limits.
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(crate::security::auth::ClientAddr(peer))),
-        );
+        // Where the request came from, for the audit log and failed-login limits:
+        // set on each request as it arrives (the router itself is not re-layered
+        // per connection).
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: axum::http::Request<_>| {
+                req.extensions_mut()
+                    .insert(crate::security::auth::ClientAddr(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_bytes = opts.read_header_timeout;

@@ -159,7 +159,8 @@ impl Head {
     /// building a [`Labels`], which is what keeps ingestion of known series
     /// allocation-free.
     pub fn get_by_pairs(&self, pairs: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
-        self.get_by_pairs_hashed(self.prefetch_pairs(pairs), pairs)
+        let h = crate::model::hash_label_pairs(pairs.iter().copied());
+        self.get_by_pairs_hashed(h, pairs)
     }
 
     /// The hash [`Head::get_by_pairs_hashed`] takes for these pairs; also starts
