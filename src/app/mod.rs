@@ -119,6 +119,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let write_limits = WriteLimits::default();
     let auth = crate::security::auth::Authenticator::new(&opts.web);
     let web_auth = auth.clone();
+    {
+        let (auth, stop) = (auth.clone(), shutdown.clone());
+        supervisor.spawn("oidc-keys", move || {
+            let (auth, stop) = (auth.clone(), stop.clone());
+            async move {
+                auth.refresh_oidc_keys(stop).await;
+                Ok(())
+            }
+        });
+    }
     let http_tls = match &opts.web.tls_server_config {
         Some(tls) => {
             let http2 = opts.web.http_server_config.http2.unwrap_or(true);

@@ -161,50 +161,26 @@ pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
         builder = builder.http1_only();
     }
     let tls = &cfg.tls_config;
-    if let Some(ca) = &tls.ca_file {
-        let pem =
-            std::fs::read(ca).map_err(|e| format!("job {job:?}: tls_config.ca_file {ca}: {e}"))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("job {job:?}: tls_config.ca_file {ca}: {e}"))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| format!("job {job:?}: tls_config.cert_file {cert}: {e}"))?;
-            pem.extend(
-                std::fs::read(key)
-                    .map_err(|e| format!("job {job:?}: tls_config.key_file {key}: {e}"))?,
-            );
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| format!("job {job:?}: tls_config client certificate: {e}"))?;
-            builder = builder.identity(identity);
-        }
-        (None, None) => {}
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+        (None, None) => None,
         _ => {
             return Err(format!(
                 "job {job:?}: tls_config needs both cert_file and key_file"
             ));
         }
-    }
-    if tls.server_name.is_some() {
-        return Err(format!(
-            "job {job:?}: tls_config.server_name is not supported by ODIN yet"
-        ));
-    }
-    if tls.insecure_skip_verify {
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    if let Some(v) = &tls.min_version {
-        builder = builder.min_tls_version(match v {
-            TlsVersion::Tls10 => reqwest::tls::Version::TLS_1_0,
-            TlsVersion::Tls11 => reqwest::tls::Version::TLS_1_1,
-            TlsVersion::Tls12 => reqwest::tls::Version::TLS_1_2,
-            TlsVersion::Tls13 => reqwest::tls::Version::TLS_1_3,
-        });
-    }
+    };
+    let settings = crate::security::tls::ClientTlsSettings {
+        ca_file: tls.ca_file.as_ref().map(Into::into),
+        identity,
+        server_name: tls.server_name.clone(),
+        insecure_skip_verify: tls.insecure_skip_verify,
+        tls13_only: tls.min_version == Some(TlsVersion::Tls13),
+        http2: cfg.enable_http2,
+    };
+    let tls = crate::security::tls::client_config(&settings)
+        .map_err(|e| format!("job {job:?}: tls_config.{e}"))?;
+    builder = builder.use_preconfigured_tls(tls);
     builder
         .build()
         .map_err(|e| format!("job {job:?}: http client: {e}"))

@@ -8,7 +8,8 @@
 //!
 //! Credentials are basic-auth users from the web config (bcrypt hashes, as
 //! Prometheus stores them), and bearer tokens (`odin.tokens`: SHA-256 hashes,
-//! compared in constant time against every stored one). bcrypt is slow on purpose (tens of milliseconds), so a
+//! compared in constant time against every stored one), and OpenID Connect JWTs
+//! ([`super::oidc`]) for bearer tokens that are none of those. bcrypt is slow on purpose (tens of milliseconds), so a
 //! verified user, password and hash are remembered (by a SHA-256 of the three, never
 //! the password) and the next request with them costs a hash; an unknown user is
 //! checked against a hash too, so that the answer's timing does not tell which
@@ -26,6 +27,7 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
+use super::oidc::Oidc;
 use super::web_config::WebConfig;
 use super::{Role, RoleSet};
 
@@ -137,12 +139,14 @@ struct Credentials {
     decoy: OnceLock<String>,
     /// SHA-256 of each bearer token, with its holder's name and roles.
     tokens: Vec<([u8; 32], String, RoleSet)>,
+    /// JWTs from an identity provider: bearer tokens that are not one of `tokens`.
+    oidc: Option<Arc<Oidc>>,
 }
 
 impl Authenticator {
     pub fn new(cfg: &WebConfig) -> Arc<Authenticator> {
         Arc::new(Authenticator {
-            credentials: parking_lot::RwLock::new(Arc::new(Credentials::new(cfg))),
+            credentials: parking_lot::RwLock::new(Arc::new(Credentials::new(cfg, None))),
             failures: Failures::default(),
         })
     }
@@ -150,7 +154,64 @@ impl Authenticator {
     /// From now on, the users and tokens of `cfg` (a reloaded web config); requests
     /// being checked finish with the old ones.
     pub fn replace(&self, cfg: &WebConfig) {
-        *self.credentials.write() = Arc::new(Credentials::new(cfg));
+        let mut current = self.credentials.write();
+        let next = Credentials::new(cfg, current.oidc.as_deref());
+        *current = Arc::new(next);
+    }
+
+    /// The OIDC verifier of the current web config, if it has one.
+    pub fn oidc(&self) -> Option<Arc<Oidc>> {
+        self.credentials.read().oidc.clone()
+    }
+
+    /// Keeps the OIDC keys fresh (see [`super::oidc`]) until `stop`, following the
+    /// verifier through web config reloads.
+    pub async fn refresh_oidc_keys(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let client = match reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "odin.oidc: no HTTP client for the JWKS");
+                return;
+            }
+        };
+        let mut failed = false;
+        loop {
+            let Some(oidc) = self.oidc() else {
+                // No OIDC now; a reload may bring it.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = oidc.due(failed) => {}
+                // A reload replaced the verifier: start over with the new one.
+                _ = async {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        if !self.oidc().is_some_and(|o| Arc::ptr_eq(&o, &oidc)) {
+                            return;
+                        }
+                    }
+                } => continue,
+            }
+            match oidc.refresh(&client).await {
+                Ok(n) => {
+                    if failed {
+                        tracing::info!(keys = n, "odin.oidc: JWKS loaded again");
+                    }
+                    failed = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "odin.oidc: JWKS refresh failed; the keys there are stay");
+                    failed = true;
+                }
+            }
+        }
     }
 
     /// No authentication: every request may do everything.
@@ -188,9 +249,14 @@ impl Authenticator {
         let verdict = self.authorize(headers, role);
         if let Err(denied) = verdict {
             // A request without credentials is how a client learns it needs them
-            // (a browser's first try): only credentials that fail count.
+            // (a browser's first try): only credentials that fail count. A refused
+            // JWT does not either: its signature cannot be guessed, and refusals
+            // (an expired token, a key being rotated) are everyday events for a
+            // Grafana that forwards all its users' tokens from one address.
             let presented = headers.contains_key(header::AUTHORIZATION);
-            if denied == Denied::Unauthenticated && presented {
+            let jwt = self.credentials.read().oidc.is_some()
+                && bearer_token(headers).is_some_and(|t| t.split('.').count() == 3);
+            if denied == Denied::Unauthenticated && presented && !jwt {
                 if let Some(ip) = ip {
                     self.failures.record(ip);
                 }
@@ -212,7 +278,7 @@ impl Authenticator {
 }
 
 impl Credentials {
-    fn new(cfg: &WebConfig) -> Credentials {
+    fn new(cfg: &WebConfig, previous_oidc: Option<&Oidc>) -> Credentials {
         let users = cfg
             .basic_auth_users
             .iter()
@@ -235,11 +301,16 @@ impl Credentials {
             verified: Mutex::new(HashSet::new()),
             decoy: OnceLock::new(),
             tokens,
+            oidc: cfg
+                .odin
+                .oidc
+                .as_ref()
+                .map(|o| Arc::new(Oidc::new(o, previous_oidc))),
         }
     }
 
     fn required(&self) -> bool {
-        !self.users.is_empty() || !self.tokens.is_empty()
+        !self.users.is_empty() || !self.tokens.is_empty() || self.oidc.is_some()
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denied> {
@@ -250,7 +321,21 @@ impl Credentials {
             });
         }
         if let Some(token) = bearer_token(headers) {
-            return self.token_holder(token).ok_or(Denied::Unauthenticated);
+            if let Some(holder) = self.token_holder(token) {
+                return Ok(holder);
+            }
+            let oidc = self.oidc.as_ref().ok_or(Denied::Unauthenticated)?;
+            return match oidc.verify(token) {
+                Ok((name, roles)) => Ok(Principal {
+                    name: Some(name),
+                    roles,
+                }),
+                Err(refused) => {
+                    // The denial itself is audited by the caller; this says why.
+                    tracing::info!(target: AUDIT, event = "jwt_refused", reason = %refused);
+                    Err(Denied::Unauthenticated)
+                }
+            };
         }
         let (user, password) = basic_credentials(headers).ok_or(Denied::Unauthenticated)?;
         let Some((hash, roles)) = self.users.get(&user) else {
@@ -554,6 +639,56 @@ mod tests {
                 StatusCode::INTERNAL_SERVER_ERROR
             );
         }
+    }
+
+    #[test]
+    fn refused_jwts_are_no_failed_logins_but_wrong_static_tokens_are() {
+        use crate::security::oidc::tests::{Signer, jwks};
+        let dir = tempfile::tempdir().unwrap();
+        let key = Signer::es256("k1");
+        std::fs::write(dir.path().join("jwks.json"), jwks(&[&key])).unwrap();
+        let cfg = WebConfig::parse(
+            "odin:\n  oidc:\n    issuer: https://idp\n    audience: odin\n    jwks_file: jwks.json\n",
+            "web.yml",
+            dir.path(),
+        )
+        .unwrap();
+        let auth = Authenticator::new(&cfg);
+        let grafana: std::net::SocketAddr = "10.0.0.3:5000".parse().unwrap();
+        let bearer = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            );
+            h
+        };
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = |exp: u64| serde_json::json!({ "iss": "https://idp", "aud": "odin", "sub": "s", "roles": ["read"], "exp": exp });
+        // Many expired tokens from one Grafana do not lock its other users out.
+        let expired = key.sign(&claims(exp - 3600));
+        for _ in 0..3 * MAX_FAILURES {
+            assert_eq!(
+                auth.check(&bearer(&expired), Role::Read, Some(grafana), "GET /"),
+                Err(Denied::Unauthenticated)
+            );
+        }
+        let valid = key.sign(&claims(exp + 300));
+        assert!(
+            auth.check(&bearer(&valid), Role::Read, Some(grafana), "GET /")
+                .is_ok()
+        );
+        // Guessed static tokens count.
+        for _ in 0..MAX_FAILURES {
+            let _ = auth.check(&bearer("guess"), Role::Read, Some(grafana), "GET /");
+        }
+        assert_eq!(
+            auth.check(&bearer(&valid), Role::Read, Some(grafana), "GET /"),
+            Err(Denied::TooManyFailures)
+        );
     }
 
     #[test]

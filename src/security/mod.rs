@@ -5,9 +5,12 @@
 //!   certificate files change, and the TLS acceptor every HTTP connection goes through.
 //! * [`auth`]: credentials (basic auth with bcrypt hashes) to a principal with roles,
 //!   and the per-route role check of the HTTP API ([`auth::ROUTE_ROLES`]).
+//! * [`oidc`]: OpenID Connect JWTs (an identity provider's bearer tokens) checked
+//!   against its published keys, with roles from a claim.
 
 pub mod auth;
 pub mod certs;
+pub mod oidc;
 pub mod tls;
 pub mod web_config;
 

@@ -381,3 +381,179 @@ mod tests {
         assert!(key_exchange_groups(&["CurveP521".into()]).is_err());
     }
 }
+
+/// What an outbound TLS client (a scrape, for now) is configured with, as
+/// Prometheus's `tls_config` says it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTlsSettings {
+    /// Trust only these CAs (else the public web roots).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key, for servers that ask for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name the server's certificate must carry, when it is not the URL's host
+    /// (a target addressed by IP whose certificate names a service).
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+    /// TLS 1.3 only, rather than 1.2 and 1.3 (rustls speaks nothing older).
+    pub tls13_only: bool,
+    pub http2: bool,
+}
+
+/// A rustls client configuration for `s`.
+///
+/// `server_name` changes the name the certificate is verified against; the SNI the
+/// client sends stays the URL's host (none for an IP address), as the HTTP client
+/// picks it from the URL.
+pub fn client_config(s: &ClientTlsSettings) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if s.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if s.insecure_skip_verify {
+        Arc::new(AnyCertificate(provider.clone()))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &s.ca_file {
+            Some(ca) => {
+                for cert in read_certs(ca).map_err(|e| format!("ca_file {e}"))? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("ca_file: {e}"))?;
+        let name = s
+            .server_name
+            .as_ref()
+            .map(|n| {
+                rustls::pki_types::ServerName::try_from(n.clone())
+                    .map_err(|e| format!("server_name {n:?}: {e}"))
+            })
+            .transpose()?;
+        Arc::new(NamedVerifier { webpki, name })
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match &s.identity {
+        Some((cert, key)) => {
+            let certs = read_certs(cert).map_err(|e| format!("cert_file {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("key_file {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("cert_file {} and key_file: {e}", cert.display()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = if s.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+/// The web PKI's verification, against `name` rather than the URL's host when set.
+#[derive(Debug)]
+struct NamedVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let name = self.name.as_ref().unwrap_or(server_name);
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// `insecure_skip_verify`: any certificate is taken; the handshake's signatures are
+/// still checked, so the connection is at least with the certificate's key holder.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

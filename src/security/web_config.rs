@@ -136,6 +136,9 @@ pub struct OdinSection {
     /// certificate, key and `client_ca_file` (see [`WebConfig::cluster_tls`]).
     #[serde(default)]
     pub cluster_tls: Option<ClusterTlsSection>,
+    /// OpenID Connect JWTs as bearer tokens (see [`super::oidc`]).
+    #[serde(default)]
+    pub oidc: Option<super::oidc::OidcSection>,
 }
 
 /// A node's certificate (used as server and as client: both key usages), its key,
@@ -246,6 +249,9 @@ impl WebConfig {
                 )));
             }
         }
+        if let Some(oidc) = &mut cfg.odin.oidc {
+            oidc.validate(base).map_err(invalid)?;
+        }
         for user in cfg.odin.users.keys() {
             if !cfg.basic_auth_users.contains_key(user) {
                 return Err(invalid(format!(
@@ -279,7 +285,9 @@ impl WebConfig {
 
     /// Whether requests must carry credentials.
     pub fn requires_auth(&self) -> bool {
-        !self.basic_auth_users.is_empty() || !self.odin.tokens.is_empty()
+        !self.basic_auth_users.is_empty()
+            || !self.odin.tokens.is_empty()
+            || self.odin.oidc.is_some()
     }
 
     /// The roles of a basic-auth user (every role unless `odin.users` says).

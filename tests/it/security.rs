@@ -199,6 +199,19 @@ impl Pki {
     /// A certificate `name` signed by `ca` with these extended key usages
     /// (`serverAuth` ones name 127.0.0.1).
     pub(crate) fn leaf(&self, name: &str, ca: &str, cn: &str, usages: &str) {
+        let san = usages.contains("serverAuth").then_some("IP:127.0.0.1");
+        self.leaf_with_san(name, ca, cn, usages, san);
+    }
+
+    /// [`Pki::leaf`] with these subject alternative names (openssl's syntax).
+    pub(crate) fn leaf_with_san(
+        &self,
+        name: &str,
+        ca: &str,
+        cn: &str,
+        usages: &str,
+        san: Option<&str>,
+    ) {
         self.openssl(&[
             "req",
             "-newkey",
@@ -213,11 +226,7 @@ impl Pki {
             "-subj",
             &format!("/CN={cn}"),
         ]);
-        let san = if usages.contains("serverAuth") {
-            "subjectAltName=IP:127.0.0.1\n"
-        } else {
-            ""
-        };
+        let san = san.map_or(String::new(), |s| format!("subjectAltName={s}\n"));
         let ext = format!("{san}extendedKeyUsage={usages}\nkeyUsage=digitalSignature\n");
         std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
         self.openssl(&[
@@ -842,4 +851,269 @@ fn users_follow_the_web_config_on_reload() {
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("bcrypt"), "{body}");
     assert_eq!(call(&odin, false, "/api/v1/labels", Some(&carol)).0, 200);
+}
+
+/// A JWKS endpoint, as an identity provider publishes one: serves whatever `keys`
+/// holds, and counts the fetches.
+struct JwksServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    fn start(keys: String) -> JwksServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/keys", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(keys));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = served.lock().unwrap().clone();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        JwksServer { url, keys, fetches }
+    }
+}
+
+/// A signing key of the test's identity provider.
+struct IdpKey {
+    key: jsonwebtoken::EncodingKey,
+    kid: String,
+}
+
+impl IdpKey {
+    fn new(kid: &str) -> IdpKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        IdpKey {
+            key: jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+            kid: kid.into(),
+        }
+    }
+
+    fn jwks(keys: &[&IdpKey]) -> String {
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
+                    &k.key,
+                    jsonwebtoken::Algorithm::ES256,
+                )
+                .unwrap();
+                jwk.common.key_id = Some(k.kid.clone());
+                jwk
+            })
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    /// `Bearer <JWT>` for a user in `groups`, expiring `exp_in` seconds from now.
+    fn bearer(&self, aud: &str, groups: &[&str], exp_in: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = serde_json::json!({
+            "iss": "https://idp.test", "aud": aud, "sub": "u-7",
+            "preferred_username": "grace", "groups": groups, "exp": now + exp_in,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+        )
+    }
+}
+
+/// OpenID Connect: tokens an identity provider signed are accepted with the roles
+/// their `groups` claim maps to; a wrong audience, an expired token or an unknown
+/// signer is a 401; a key the provider rotated in is fetched when a token names it.
+#[test]
+fn identity_provider_tokens_authenticate_with_mapped_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, k2) = (IdpKey::new("k1"), IdpKey::new("k2"));
+    let idp = JwksServer::start(IdpKey::jwks(&[&k1]));
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "odin:\n  oidc:\n    issuer: https://idp.test\n    audience: odin\n    \
+             jwks_url: {}\n    roles_claim: groups\n    role_mapping:\n      \
+             ops: [read, write, admin]\n      viewers: [read]\n",
+            idp.url
+        ),
+    )
+    .unwrap();
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[&format!("--web.config.file={}", web.display())],
+    );
+    let viewer = k1.bearer("odin", &["viewers"], 300);
+    // The keys are fetched in the background after the start.
+    assert!(
+        poll_until(Duration::from_secs(10), || call(
+            &odin,
+            false,
+            "/api/v1/labels",
+            Some(&viewer)
+        )
+        .0 == 200),
+        "a valid token was not accepted"
+    );
+    assert_eq!(call(&odin, true, "/api/v1/write", Some(&viewer)).0, 403);
+    let ops = k1.bearer("odin", &["ops"], 300);
+    // Past the role check: the handler refuses the empty body.
+    assert_eq!(call(&odin, true, "/api/v1/write", Some(&ops)).0, 400);
+    for refused in [
+        k1.bearer("grafana", &["ops"], 300),
+        k1.bearer("odin", &["ops"], -600),
+        IdpKey::new("k1").bearer("odin", &["ops"], 300),
+        "Bearer not.a.jwt".to_string(),
+    ] {
+        let (status, challenged, body) = call(&odin, false, "/api/v1/labels", Some(&refused));
+        assert_eq!((status, challenged), (401, true), "{refused}: {body}");
+        assert!(!body.contains("series"), "{body}");
+    }
+    // No group that maps to a role: authenticated, allowed nothing.
+    assert_eq!(
+        call(
+            &odin,
+            false,
+            "/api/v1/labels",
+            Some(&k1.bearer("odin", &["interns"], 300))
+        )
+        .0,
+        403
+    );
+    // The provider rotates to k2: a token signed with it makes ODIN fetch the keys
+    // again (at most every 10 s), after which it is accepted and k1's are not.
+    *idp.keys.lock().unwrap() = IdpKey::jwks(&[&k2]);
+    let fetched = idp.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let rotated = k2.bearer("odin", &["viewers"], 300);
+    assert!(
+        poll_until(Duration::from_secs(20), || call(
+            &odin,
+            false,
+            "/api/v1/labels",
+            Some(&rotated)
+        )
+        .0 == 200),
+        "the rotated key was not fetched"
+    );
+    assert!(idp.fetches.load(std::sync::atomic::Ordering::SeqCst) > fetched);
+    assert_eq!(call(&odin, false, "/api/v1/labels", Some(&viewer)).0, 401);
+}
+
+/// ODIN scraping a target over TLS as Prometheus's `tls_config` says: the target's
+/// CA, a client certificate where the target asks for one, and `server_name` when
+/// the certificate names a service rather than the address scraped.
+#[test]
+fn scrapes_verify_targets_by_ca_and_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // A certificate for a service name only: 127.0.0.1 is not in it.
+    pki.leaf_with_san(
+        "named",
+        "ca",
+        "metrics",
+        "serverAuth",
+        Some("DNS:metrics.internal"),
+    );
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: named.crt\n  key_file: named.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    .unwrap();
+    let target = Odin::start_args_probing(
+        &dir.path().join("target"),
+        &[
+            format!("--web.config.file={}", web.display()),
+            format!("--config.file={}", write_bare(dir.path()).display()),
+        ],
+        &|_: &Odin| Ok(()),
+    );
+    let addr = target.addr;
+    let (ca, cert, key) = (
+        pki.path("ca.crt"),
+        pki.path("client.crt"),
+        pki.path("client.key"),
+    );
+    let job = |name: &str, tls: &str| {
+        format!(
+            "- job_name: {name}\n  scheme: https\n  scrape_interval: 1s\n  tls_config: {{ {tls} }}\n  \
+             static_configs: [{{ targets: ['{addr}'] }}]\n"
+        )
+    };
+    let config = dir.path().join("scraper.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n{}{}{}{}",
+            job(
+                "named",
+                &format!("ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: metrics.internal")
+            ),
+            job(
+                "by_address",
+                &format!("ca_file: {ca}, cert_file: {cert}, key_file: {key}")
+            ),
+            job(
+                "wrong_name",
+                &format!("ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: other.internal")
+            ),
+            job("no_client_cert", &format!("ca_file: {ca}, server_name: metrics.internal")),
+        ),
+    )
+    .unwrap();
+    let scraper = Odin::start(
+        &dir.path().join("scraper"),
+        &[&format!("--config.file={}", config.display())],
+    );
+    let health = |job: &str| -> Option<(String, String)> {
+        let (_, body) = scraper.get("/api/v1/targets");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .find(|t| t["labels"]["job"] == job)
+            .map(|t| {
+                (
+                    t["health"].as_str().unwrap_or("").to_string(),
+                    t["lastError"].as_str().unwrap_or("").to_string(),
+                )
+            })
+    };
+    let settled = poll_until(Duration::from_secs(15), || {
+        ["named", "by_address", "wrong_name", "no_client_cert"]
+            .iter()
+            .all(|j| health(j).is_some_and(|(h, _)| h != "unknown"))
+    });
+    assert!(settled, "targets never scraped");
+    assert_eq!(health("named").unwrap().0, "up", "{:?}", health("named"));
+    for refused in ["by_address", "wrong_name", "no_client_cert"] {
+        let (h, err) = health(refused).unwrap();
+        assert_eq!(h, "down", "{refused}: {err}");
+        assert!(!err.is_empty(), "{refused}: no error shown");
+    }
+    // What the scrape fetched is stored.
+    assert!(poll_until(Duration::from_secs(10), || {
+        scraper
+            .get("/api/v1/query?query=up%7Bjob%3D%22named%22%7D")
+            .1
+            .contains("\"1\"]")
+    }));
 }
