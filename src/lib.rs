@@ -20,6 +20,7 @@ pub mod bucketstore;
 pub mod collect;
 pub mod config;
 pub mod exposition;
+pub mod fuzzing;
 pub mod log;
 pub mod model;
 pub mod promql;

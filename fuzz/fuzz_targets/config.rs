@@ -10,12 +10,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use odin::config::Config;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(cfg) = Config::parse(text, "fuzz.yml") {
-            let _ = cfg.warnings();
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| odin::fuzzing::config(data));

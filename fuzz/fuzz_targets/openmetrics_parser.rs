@@ -13,27 +13,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use odin::exposition::format::{Entry, Format, Parser};
 
-fuzz_target!(|data: &[u8]| {
-    let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
-    let mut parser = Parser::new(Format::OpenMetrics, data);
-    loop {
-        match parser.next() {
-            Ok(Some(Entry::Series(series))) => {
-                assert!(!series.name.is_empty());
-                assert!(series.labels.iter().all(|(name, _)| *name != "__name__"));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                assert!(matches!(parser.next(), Ok(None)));
-                break;
-            }
-            Err(err) => {
-                assert!(err.line >= 1 && err.line <= lines, "{err} in {lines} lines");
-                assert_eq!(parser.next().err(), Some(err));
-                break;
-            }
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| odin::fuzzing::openmetrics_parser(data));

@@ -10,8 +10,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = odin::promql::parse(text);
-    }
-});
+fuzz_target!(|data: &[u8]| odin::fuzzing::promql_parse(data));

@@ -12,20 +12,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use odin::model::check_label_pairs;
-use odin::remote::decode::{DecodeError, SAMPLES_PER_CALL, for_each_series, validate};
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(shape) = validate(data) else {
-        return;
-    };
-    let mut samples = 0;
-    let walked = for_each_series(data, |labels, s| {
-        assert!(check_label_pairs(labels.iter().copied()).is_ok(), "{labels:?}");
-        assert!(!s.is_empty() && s.len() <= SAMPLES_PER_CALL);
-        samples += s.len();
-        Ok::<(), DecodeError>(())
-    });
-    assert!(walked.is_ok(), "validated but not walked: {walked:?}");
-    assert_eq!(samples, shape.samples);
-});
+fuzz_target!(|data: &[u8]| odin::fuzzing::remote_write_decoder(data));

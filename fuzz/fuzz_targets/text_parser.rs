@@ -14,33 +14,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use odin::exposition::format::{Entry, Format, Parser, parse_families};
-use odin::exposition::write::to_text;
 
-fuzz_target!(|data: &[u8]| {
-    let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
-    let mut parser = Parser::new(Format::Text, data);
-    loop {
-        match parser.next() {
-            Ok(Some(Entry::Series(series))) => {
-                assert!(!series.name.is_empty());
-                assert!(series.labels.iter().all(|(name, _)| *name != "__name__"));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(err) => {
-                assert!(err.line >= 1 && err.line <= lines, "{err} in {lines} lines");
-                break;
-            }
-        }
-    }
-
-    if let Ok(families) = parse_families(Format::Text, data) {
-        let once = to_text(&families);
-        let again = match parse_families(Format::Text, once.as_bytes()) {
-            Ok(families) => families,
-            Err(err) => panic!("written page does not parse: {err}\n{once}"),
-        };
-        assert_eq!(once, to_text(&again));
-    }
-});
+fuzz_target!(|data: &[u8]| odin::fuzzing::text_parser(data));

@@ -10,15 +10,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use odin::security::auth::Authenticator;
-use odin::security::web_config::WebConfig;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(cfg) = WebConfig::parse(text, "fuzz.yml", std::path::Path::new("/nonexistent")) {
-        let _ = Authenticator::new(&cfg).required();
-        let _ = cfg.cluster_tls();
-    }
-});
+fuzz_target!(|data: &[u8]| odin::fuzzing::web_config(data));

@@ -10,6 +10,7 @@ mod common;
 mod crash;
 mod disk_full;
 mod fixtures;
+mod fuzz_smoke;
 mod grafana;
 mod hardening_query;
 mod http_limits;
