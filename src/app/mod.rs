@@ -298,6 +298,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             server.spawn_reloader(shutdown.clone());
             let client = crate::security::tls::PeerClientTls::load(&c)
                 .map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
+            client.spawn_reloader(shutdown.clone());
             tracing::info!(cert_file = %c.cert_file.display(), "cluster peers talk mutual TLS");
             Some((server, client))
         }
@@ -442,6 +443,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         path,
         auth: web_auth.clone(),
         tls: web_tls,
+        peer_client: cluster_tls.as_ref().map(|(_, client)| client.clone()),
     });
     let reloader = supervisor.spawn("reload", move || {
         reload_loop(
@@ -675,13 +677,16 @@ fn spawn_leadership_watch(
 }
 
 /// What a reload re-reads of `--web.config.file`: the users and tokens (replaced
-/// whole), and the certificates (also re-read on their own when they change). The
+/// whole), and the certificates, the cluster's client identity among them (also
+/// re-read on their own when they change). The
 /// certificate paths and TLS settings themselves are read at start.
 #[derive(Clone)]
 struct WebReload {
     path: PathBuf,
     auth: Arc<crate::security::auth::Authenticator>,
     tls: Vec<Arc<crate::security::tls::ServerTls>>,
+    /// The cluster's calling side (its client identity).
+    peer_client: Option<Arc<crate::security::tls::PeerClientTls>>,
 }
 
 impl WebReload {
@@ -693,6 +698,9 @@ impl WebReload {
             this.auth.replace(&cfg);
             for tls in &this.tls {
                 tls.reload();
+            }
+            if let Some(client) = &this.peer_client {
+                client.reload();
             }
             Ok(())
         })

@@ -76,18 +76,20 @@ struct SnapshotHead {
 /// Channels to the peers, by address; cheap to clone.
 #[derive(Clone, Default)]
 pub struct PeerNetwork {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Each with the generation of the client identity it was made with.
+    channels: Arc<Mutex<HashMap<String, (u64, Channel)>>>,
     /// Mutual TLS to the peers; `None`: plain gRPC.
     tls: Option<Arc<crate::security::tls::PeerClientTls>>,
 }
 
 impl PeerNetwork {
     /// Peers reached over mutual TLS: each must present a certificate from the
-    /// cluster's CA for its host, and this node presents its own.
-    pub fn with_tls(tls: crate::security::tls::PeerClientTls) -> PeerNetwork {
+    /// cluster's CA for its host, and this node presents its own. When the files
+    /// change, calls from then on go over new connections made with the new ones.
+    pub fn with_tls(tls: Arc<crate::security::tls::PeerClientTls>) -> PeerNetwork {
         PeerNetwork {
             channels: Arc::default(),
-            tls: Some(Arc::new(tls)),
+            tls: Some(tls),
         }
     }
 
@@ -126,16 +128,22 @@ impl PeerNetwork {
         })
     }
 
+    /// The channel to `address`, made again when the client identity changed since
+    /// it was made (connections of the old one close once their calls end).
     fn channel(&self, address: &str) -> Result<Channel, io::Error> {
+        let pem = self.tls.as_ref().map(|t| t.current());
+        let generation = pem.as_ref().map_or(0, |p| p.generation);
         let mut channels = self.channels.lock();
-        if let Some(c) = channels.get(address) {
-            return Ok(c.clone());
+        if let Some((made_with, c)) = channels.get(address) {
+            if *made_with == generation {
+                return Ok(c.clone());
+            }
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let scheme = if pem.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = &pem {
             use tonic::transport::{Certificate, ClientTlsConfig, Identity};
             // The peer's certificate must name the host it is reached at.
             let host = address
@@ -152,7 +160,7 @@ impl PeerNetwork {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let channel = endpoint.connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
+        channels.insert(address.to_string(), (generation, channel.clone()));
         Ok(channel)
     }
 }
@@ -160,7 +168,8 @@ impl PeerNetwork {
 /// Calls to one peer.
 pub struct PeerConnection<I> {
     target: u64,
-    client: Result<ClusterClient<Channel>, String>,
+    address: String,
+    network: PeerNetwork,
     _image: std::marker::PhantomData<fn() -> I>,
 }
 
@@ -168,14 +177,10 @@ impl<S: Replicated> RaftNetworkFactory<OdinRaft> for PeerNetworkFor<S> {
     type Network = PeerConnection<S>;
 
     async fn new_client(&mut self, target: u64, node: &Peer) -> PeerConnection<S> {
-        let client = self
-            .network
-            .channel(&node.address)
-            .map(|c| ClusterClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
-            .map_err(|e| format!("peer {target} at {:?}: {e}", node.address));
         PeerConnection {
             target,
-            client,
+            address: node.address.clone(),
+            network: self.network.clone(),
             _image: std::marker::PhantomData,
         }
     }
@@ -225,10 +230,17 @@ fn reply_json<T: serde::de::DeserializeOwned>(reply: proto::RaftReply) -> Result
 }
 
 impl<S: Replicated> PeerConnection<S> {
+    /// A client on the peer's current channel (see [`PeerNetwork::channel`]).
     fn client(&self) -> Result<ClusterClient<Channel>, Unreachable<OdinRaft>> {
-        self.client
-            .clone()
-            .map_err(|e| unreachable(io::Error::other(e)))
+        self.network
+            .channel(&self.address)
+            .map(|c| ClusterClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            .map_err(|e| {
+                unreachable(io::Error::other(format!(
+                    "peer {} at {:?}: {e}",
+                    self.target, self.address
+                )))
+            })
     }
 }
 

@@ -282,23 +282,124 @@ pub fn cluster_server(c: &ClusterTlsSection) -> Result<Arc<ServerTls>, String> {
 }
 
 /// The calling side of the cluster's mutual TLS: the CA that issued the peers'
-/// certificates, and this node's certificate and key as its client identity.
-#[derive(Clone)]
+/// certificates, and this node's certificate and key as its client identity; re-read
+/// when the files change, as the server side is ([`PeerClientTls::reload`]).
 pub struct PeerClientTls {
+    section: ClusterTlsSection,
+    current: RwLock<(Arc<PeerClientPem>, Vec<Option<SystemTime>>)>,
+}
+
+/// One loaded set of the calling side's files. `generation` grows with every load,
+/// so that a caller holding connections made with an older set knows to make new
+/// ones.
+#[derive(Clone)]
+pub struct PeerClientPem {
     pub ca_pem: Vec<u8>,
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    pub generation: u64,
 }
 
 impl PeerClientTls {
-    pub fn load(c: &ClusterTlsSection) -> Result<PeerClientTls, String> {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        Ok(PeerClientTls {
-            ca_pem: read(&c.ca_file)?,
-            cert_pem: read(&c.cert_file)?,
-            key_pem: read(&c.key_file)?,
-        })
+    /// Loads the files now; an error names the one that did not load.
+    pub fn load(c: &ClusterTlsSection) -> Result<Arc<PeerClientTls>, String> {
+        let stamps = client_stamps(c);
+        let pem = read_client_pem(c, 1)?;
+        Ok(Arc::new(PeerClientTls {
+            section: c.clone(),
+            current: RwLock::new((Arc::new(pem), stamps)),
+        }))
     }
+
+    /// The files as last loaded.
+    pub fn current(&self) -> Arc<PeerClientPem> {
+        self.current.read().0.clone()
+    }
+
+    /// Loads the files again if any changed since the last load; a set that does not
+    /// load (half-written, a key that is not the certificate's) is logged and the
+    /// previous one stays. Returns whether a new set is in use.
+    pub fn reload(&self) -> bool {
+        let now = client_stamps(&self.section);
+        let generation = {
+            let current = self.current.read();
+            if current.1 == now {
+                return false;
+            }
+            current.0.generation + 1
+        };
+        match read_client_pem(&self.section, generation) {
+            Ok(pem) => {
+                *self.current.write() = (Arc::new(pem), now);
+                tracing::info!(
+                    cert_file = %self.section.cert_file.display(),
+                    "cluster client certificate reloaded"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cluster client certificate reload failed; keeping the previous one");
+                false
+            }
+        }
+    }
+
+    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
+    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => {}
+                }
+                let tls = tls.clone();
+                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+            }
+        });
+    }
+}
+
+/// Reads and checks the calling side's files: the CA parses, and the certificate
+/// and key make a client identity (rustls refuses a key that is not the
+/// certificate's).
+fn read_client_pem(c: &ClusterTlsSection, generation: u64) -> Result<PeerClientPem, String> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let pem = PeerClientPem {
+        ca_pem: read(&c.ca_file)?,
+        cert_pem: read(&c.cert_file)?,
+        key_pem: read(&c.key_file)?,
+        generation,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(&c.ca_file)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", c.ca_file.display()))?;
+    }
+    let certs = read_certs(&c.cert_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem.key_pem)
+        .map_err(|e| format!("{}: {e}", c.key_file.display()))?;
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "{} and {}: {e}",
+                c.cert_file.display(),
+                c.key_file.display()
+            )
+        })?;
+    Ok(pem)
+}
+
+fn client_stamps(c: &ClusterTlsSection) -> Vec<Option<SystemTime>> {
+    [&c.cert_file, &c.key_file, &c.ca_file]
+        .into_iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// TLS connections accepted on `listener` for a server that takes a stream of

@@ -1355,3 +1355,87 @@ fn peers_need_a_certificate_from_the_cluster_ca() {
     let seen = raw(members.node(1 - leader), "mtls", now_ms(), 60);
     assert_eq!(seen.len(), 1, "the other member holds the write");
 }
+
+/// The cluster's certificates rotate without a restart: the CA is replaced (first
+/// both CAs trusted, then the new one's certificates, then the new CA alone), and a
+/// follower that restarts afterwards (it trusts the new CA only) catches up from
+/// the leader, which could not reach it with its old client certificate.
+#[test]
+fn cluster_certificates_rotate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = |folder: &str, args: &[&str]| {
+        let out = std::process::Command::new(crate::common::BIN)
+            .args(["certs"])
+            .args(args)
+            .arg(format!("--dir={}", dir.path().join(folder).display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for folder in ["old", "new"] {
+        certs(folder, &["ca"]);
+        certs(folder, &["node", "--name=peer", "--host=127.0.0.1"]);
+    }
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let file =
+        |folder: &str, name: &str| std::fs::read(dir.path().join(folder).join(name)).unwrap();
+    // Replaced as a tool would: a new file renamed over the old one.
+    let put = |name: &str, bytes: &[u8]| {
+        let tmp = live.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, live.join(name)).unwrap();
+    };
+    put("ca.crt", &file("old", "ca.crt"));
+    put("peer.crt", &file("old", "peer.crt"));
+    put("peer.key", &file("old", "peer.key"));
+    let web = live.join("web.yml");
+    std::fs::write(
+        &web,
+        "odin:\n  cluster_tls:\n    cert_file: peer.crt\n    key_file: peer.key\n    ca_file: ca.crt\n",
+    )
+    .unwrap();
+    let mut c = Cluster::start_with(3, &[format!("--web.config.file={}", web.display())]);
+    let leader = c.leader(Duration::from_secs(20));
+    let write = |c: &Cluster, name: &str| {
+        let (status, body) = c.node(leader).write(&[TestSeries::new(
+            &[("__name__", name)],
+            vec![(now_ms(), 1.0)],
+        )]);
+        assert_eq!(status, 204, "{name}: {body}");
+    };
+    write(&c, "before_rotation");
+    // Files are checked every second; each step waits a little more than that.
+    let settle = || std::thread::sleep(Duration::from_millis(2500));
+    let mut both = file("old", "ca.crt");
+    both.extend(file("new", "ca.crt"));
+    put("ca.crt", &both);
+    settle();
+    put("peer.key", &file("new", "peer.key"));
+    put("peer.crt", &file("new", "peer.crt"));
+    settle();
+    put("ca.crt", &file("new", "ca.crt"));
+    settle();
+    write(&c, "after_rotation");
+    // A follower restarts: it knows only the new CA, so the leader reaches it only
+    // with its new certificate.
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    c.nodes[follower].take().unwrap().stop();
+    write(&c, "while_away");
+    c.start_node(follower);
+    assert!(
+        poll_until(Duration::from_secs(20), || raw(
+            c.node(follower),
+            "while_away",
+            now_ms(),
+            120
+        )
+        .len()
+            == 1),
+        "the restarted follower never caught up: the leader did not reconnect with its new certificate"
+    );
+}
