@@ -461,6 +461,74 @@ fn stamps(settings: &TlsServerConfig) -> Vec<Option<SystemTime>> {
 mod tests {
     use super::*;
 
+    /// A node's files from `odin certs`, in `dir` (`ca.crt`, `peer.crt`, `peer.key`).
+    fn node_files(dir: &Path) -> ClusterTlsSection {
+        use crate::security::certs::{Request, make};
+        make(
+            dir,
+            &Request::Ca {
+                name: "ca",
+                days: 2,
+            },
+            true,
+        )
+        .unwrap();
+        let hosts = ["127.0.0.1".to_string()];
+        make(
+            dir,
+            &Request::Node {
+                name: "peer",
+                hosts: &hosts,
+                days: 2,
+            },
+            true,
+        )
+        .unwrap();
+        ClusterTlsSection {
+            cert_file: dir.join("peer.crt"),
+            key_file: dir.join("peer.key"),
+            ca_file: dir.join("ca.crt"),
+        }
+    }
+
+    #[test]
+    fn the_cluster_client_identity_reloads_only_a_set_that_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = node_files(dir.path());
+        let client = PeerClientTls::load(&section).unwrap();
+        let first = client.current();
+        assert_eq!(first.generation, 1);
+        assert!(!client.reload(), "nothing changed");
+        // A key that is not the certificate's (another node's): refused, the old
+        // set stays.
+        let other = tempfile::tempdir().unwrap();
+        node_files(other.path());
+        std::fs::copy(other.path().join("peer.key"), &section.key_file).unwrap();
+        bump_mtime(&section.key_file);
+        assert!(!client.reload());
+        assert_eq!(client.current().generation, 1);
+        assert_eq!(client.current().key_pem, first.key_pem);
+        // A half-written certificate: refused too.
+        std::fs::write(&section.cert_file, b"-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+        assert!(!client.reload());
+        // The matching pair from the other node: taken, as a new generation.
+        std::fs::copy(other.path().join("peer.crt"), &section.cert_file).unwrap();
+        std::fs::copy(other.path().join("ca.crt"), &section.ca_file).unwrap();
+        bump_mtime(&section.cert_file);
+        assert!(client.reload());
+        let now = client.current();
+        assert_eq!(now.generation, 2);
+        assert_ne!(now.cert_pem, first.cert_pem);
+    }
+
+    /// Moves a file's modification time forward (tests run faster than some file
+    /// systems' timestamp granularity).
+    fn bump_mtime(path: &Path) {
+        let f = std::fs::File::options().append(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
+    }
+
     #[test]
     fn suites_and_groups_by_go_names() {
         let all = cipher_suites(&[]).unwrap();
