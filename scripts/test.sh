@@ -67,6 +67,13 @@ fi
 
 # A target directory outside the clone spares CI a full rebuild each time.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/odin-target}"
+# Incremental caches pile up there build after build (28 GB once filled the disk and
+# a link failed): past 8 GB they are dropped, at the cost of one slower build.
+incremental="$CARGO_TARGET_DIR/debug/incremental"
+if [ -d "$incremental" ] && [ "$(du -sm "$incremental" | cut -f1)" -gt 8192 ]; then
+  echo "dropping $incremental (over 8 GB)"
+  rm -rf "$incremental"
+fi
 # The criterion benches run once each in test mode (so they cannot rot), then the unit
 # and integration tests.
 cargo test --locked --benches

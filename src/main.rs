@@ -311,6 +311,10 @@ struct RunFlags {
     /// turn until their deadline. 0: no limit.
     #[arg(long = "store.grpc.series-max-concurrency", default_value_t = odin::storeapi::DEFAULT_SERIES_MAX_CONCURRENCY)]
     series_max_concurrency: usize,
+    /// StoreAPI (gRPC) connections open at once; more wait in the kernel's backlog
+    /// (as --web.max-connections for HTTP).
+    #[arg(long = "grpc.max-connections", default_value_t = odin::storeapi::DEFAULT_MAX_CONNECTIONS)]
+    grpc_max_connections: usize,
     /// Run as this node of a Raft cluster (ids start at 1); without the
     /// `--cluster.*` flags (or a `cluster:` section), ODIN is a single node.
     #[arg(long = "cluster.node-id")]
@@ -685,6 +689,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         ),
         ("grpc-address", flags.grpc_address.clone()),
         (
+            "grpc.max-connections",
+            flags.grpc_max_connections.to_string(),
+        ),
+        (
             "store.grpc.series-max-concurrency",
             flags.series_max_concurrency.to_string(),
         ),
@@ -777,6 +785,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             read_header_timeout: Duration::from_millis(web_read_header_timeout_ms as u64),
             ..odin::api::ServeOptions::default()
         },
+        grpc_max_connections: flags.grpc_max_connections.max(1),
         maintenance_interval: Duration::from_secs(60),
         engine: EngineOptions {
             max_samples: flags.query_max_samples,

@@ -1,9 +1,11 @@
-//! The HTTP listener: accepts connections and serves the router on each, with the
-//! bounds a server facing any client needs, which `axum::serve` does not offer:
+//! The HTTP server: serves the router on each connection of the port's listener
+//! ([`crate::security::listen`], as every port), with the bounds a server facing
+//! any client needs, which `axum::serve` does not offer:
 //!
 //! * at most `--web.max-connections` connections at once (Prometheus's flag and
 //!   default, 512): past it, new connections wait in the kernel's backlog, as
-//!   Prometheus's limited listener makes them wait;
+//!   Prometheus's limited listener makes them wait; a connection silent for
+//!   `--web.read-header-timeout` after connecting is closed;
 //! * a request's header must arrive within `--web.read-header-timeout`, which is
 //!   also how long an idle keep-alive connection stays open (hyper's header timer
 //!   runs while it waits for the next request): a client that sends half a header
@@ -67,7 +69,18 @@ pub async fn serve(
     tls: Option<Arc<crate::security::tls::ServerTls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    use futures_util::StreamExt;
+    // The connection bounds and TLS are the listener's, as on every port.
+    let listener = crate::security::listen::Listener::new(
+        listener,
+        tls,
+        crate::security::listen::ListenOptions {
+            max_connections: opts.max_connections,
+            first_bytes_timeout: opts.read_header_timeout,
+        },
+    );
+    let (slots, all_slots) = listener.slots();
+    let mut incoming = std::pin::pin!(listener.incoming(shutdown.clone()));
     // Cancelled after the drain timeout: every connection task still running then
     // drops its connection.
     let hard_stop = CancellationToken::new();
@@ -90,28 +103,15 @@ pub async fn serve(
         },
     ));
     loop {
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
+        let conn = tokio::select! {
+            c = incoming.next() => match c {
+                Some(Ok(conn)) => conn,
+                Some(Err(_)) => continue,
+                None => break,
             },
             _ = shutdown.cancelled() => break,
         };
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(accepted) => accepted,
-                Err(e) if is_per_connection_error(&e) => continue,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin,
-                    // as Go's net/http does.
-                    tracing::warn!(error = %e, "accepting a connection failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
+        let peer = conn.info().remote;
         // Where the request came from, for the audit log and failed-login limits:
         // set on each request as it arrives (the router itself is not re-layered
         // per connection).
@@ -125,48 +125,11 @@ pub async fn serve(
         ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let first_bytes = opts.read_header_timeout;
-        let stopping = shutdown.clone();
         let dropped = hard_stop.clone();
-        // The configuration current now: a certificate rotated later serves the
-        // connections accepted after it.
-        let acceptor = tls
-            .as_ref()
-            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
         tokio::spawn(async move {
-            // The protocol is told from the first bytes, before hyper's header timer
-            // runs: a client that connects and sends nothing is bounded here.
-            // A connection still silent at shutdown is simply closed.
-            let mut first = [0u8; 1];
-            let peeked = tokio::select! {
-                p = tokio::time::timeout(first_bytes, stream.peek(&mut first)) => p,
-                _ = stopping.cancelled() => return,
-            };
-            if !matches!(peeked, Ok(Ok(1..))) {
-                drop(slot);
-                return;
-            }
-            let io: Box<dyn Connection> = match acceptor {
-                None => Box::new(stream),
-                Some(acceptor) => {
-                    // The handshake is bounded like a header: a client that starts
-                    // one and stops holds its slot for that long at most.
-                    let handshake = tokio::select! {
-                        h = tokio::time::timeout(first_bytes, acceptor.accept(stream)) => h,
-                        _ = stopping.cancelled() => return,
-                    };
-                    match handshake {
-                        Ok(Ok(stream)) => Box::new(stream),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                }
-            };
+            // The connection holds its listener slot until it is dropped here.
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .serve_connection_with_upgrades(TokioIo::new(conn), service)
                 .into_owned();
             // Errors here are the client's (reset, timeout, bad request): hyper has
             // answered what could be answered.
@@ -174,10 +137,8 @@ pub async fn serve(
                 _ = watcher.watch(conn) => {}
                 _ = dropped.cancelled() => {}
             }
-            drop(slot);
         });
     }
-    drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(opts.drain_timeout) => {
@@ -186,25 +147,11 @@ pub async fn serve(
             hard_stop.cancel();
             // Each task drops its connection at its next poll: wait until every
             // slot is back (bounded, as a task may be inside a blocking call).
-            let all = u32::try_from(opts.max_connections.max(1)).unwrap_or(u32::MAX);
+            let all = u32::try_from(all_slots).unwrap_or(u32::MAX);
             let _ = tokio::time::timeout(Duration::from_secs(1), slots.acquire_many(all)).await;
         }
     }
     Ok(())
-}
-
-/// A client connection, plain TCP or TLS over it.
-trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
-
-/// Errors that concern one connection only (it was reset before it was accepted).
-fn is_per_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
 }
 
 /// A request body that fails once its deadline passes, however the bytes trickle.

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub web_config_file: Option<PathBuf>,
     /// The HTTP listener's connection limit and timeouts.
     pub serve: api::ServeOptions,
+    /// `--grpc.max-connections`: the StoreAPI listener's connection limit.
+    pub grpc_max_connections: usize,
     /// How often maintenance (head cut, compaction, retention) runs when nothing
     /// triggers it earlier.
     pub maintenance_interval: Duration,
@@ -206,7 +208,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let grpc_security = crate::storeapi::GrpcSecurity {
         tls: http_tls.clone(),
         auth: state.auth.clone(),
-        handshake_timeout: opts.serve.read_header_timeout,
+        listen: crate::security::listen::ListenOptions {
+            max_connections: opts.grpc_max_connections,
+            first_bytes_timeout: opts.serve.read_header_timeout,
+        },
     };
     let mut serving = Some((listener, api::router(state)));
     let server = supervisor.spawn_critical("http_server", move || {

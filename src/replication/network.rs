@@ -57,6 +57,9 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 /// How long connecting to a peer may take before the call counts it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections the cluster port holds at once: a few per peer (each node keeps one
+/// channel to each peer), with room for restarts and `odin cluster` calls.
+const MAX_PEER_CONNECTIONS: usize = 256;
 
 /// The fields of an append-entries request other than its entries.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -477,23 +480,18 @@ pub async fn serve<S: Replicated>(
 ) -> Result<(), tonic::transport::Error> {
     let router = tonic::transport::Server::builder()
         .add_service(ClusterService::server(log, shutdown.clone()));
-    match tls {
-        None => {
-            router
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    shutdown.cancelled_owned(),
-                )
-                .await
-        }
-        Some(tls) => {
-            let incoming =
-                crate::security::tls::incoming(listener, tls, CONNECT_TIMEOUT, shutdown.clone());
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                .await
-        }
-    }
+    let incoming = crate::security::listen::Listener::new(
+        listener,
+        tls,
+        crate::security::listen::ListenOptions {
+            max_connections: MAX_PEER_CONNECTIONS,
+            first_bytes_timeout: CONNECT_TIMEOUT,
+        },
+    )
+    .incoming(shutdown.clone());
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
 }
 
 fn reply<T: serde::Serialize, E: std::fmt::Display>(

@@ -2,7 +2,10 @@
 //!
 //! * [`web_config`]: `--web.config.file`, Prometheus's web configuration format.
 //! * [`tls`]: rustls server configurations built from it, re-read when the
-//!   certificate files change, and the TLS acceptor every HTTP connection goes through.
+//!   certificate files change; the cluster's client identity; outbound client
+//!   configurations (scrapes).
+//! * [`listen`]: every port's listener (HTTP, StoreAPI, cluster): connection
+//!   bounds, first-byte and handshake deadlines, TLS.
 //! * [`auth`]: credentials (basic auth with bcrypt hashes) to a principal with roles,
 //!   and the per-route role check of the HTTP API ([`auth::ROUTE_ROLES`]).
 //! * [`oidc`]: OpenID Connect JWTs (an identity provider's bearer tokens) checked
@@ -10,6 +13,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod listen;
 pub mod oidc;
 pub mod tls;
 pub mod web_config;

@@ -402,50 +402,6 @@ fn client_stamps(c: &ClusterTlsSection) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-/// TLS connections accepted on `listener` for a server that takes a stream of
-/// connections (tonic). Handshakes run on their own tasks, each bounded by
-/// `handshake_timeout`, so a client that stalls in one holds up nobody else; failed
-/// ones are dropped (logged at debug). Ends when `stop` is cancelled.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-    tls: Arc<ServerTls>,
-    handshake_timeout: Duration,
-    stop: CancellationToken,
-) -> impl futures_util::Stream<
-    Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accepting a TLS connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stop.cancelled() => return,
-                _ = tx.closed() => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let _ = tx.send(Ok(tls_stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
-}
-
 fn stamps(settings: &TlsServerConfig) -> Vec<Option<SystemTime>> {
     let files: Vec<&PathBuf> = [&settings.cert_file, &settings.key_file]
         .into_iter()

@@ -67,6 +67,9 @@ pub struct StoreApiOptions {
 
 /// Thanos's default `--store.grpc.series-max-concurrency`.
 pub const DEFAULT_SERIES_MAX_CONCURRENCY: usize = 20;
+/// `--grpc.max-connections`: StoreAPI connections open at once (as
+/// `--web.max-connections` for HTTP).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 impl Default for StoreApiOptions {
     fn default() -> Self {
@@ -89,8 +92,9 @@ pub struct GrpcSecurity {
     /// Credentials: every call needs the `read` role, from a bearer token or basic
     /// auth in the metadata, or from a client certificate the TLS layer verified.
     pub auth: Arc<crate::security::auth::Authenticator>,
-    /// How long a TLS handshake may take.
-    pub handshake_timeout: std::time::Duration,
+    /// The listener's bounds: connections at once, time for a first byte and a
+    /// TLS handshake.
+    pub listen: crate::security::listen::ListenOptions,
 }
 
 impl GrpcSecurity {
@@ -99,7 +103,10 @@ impl GrpcSecurity {
         GrpcSecurity {
             tls: None,
             auth: crate::security::auth::Authenticator::open(),
-            handshake_timeout: std::time::Duration::from_secs(10),
+            listen: crate::security::listen::ListenOptions {
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                first_bytes_timeout: std::time::Duration::from_secs(10),
+            },
         }
     }
 }
@@ -133,27 +140,11 @@ pub async fn serve(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             info, guard,
         ));
-    match security.tls {
-        None => {
-            router
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    shutdown.cancelled_owned(),
-                )
-                .await
-        }
-        Some(tls) => {
-            let incoming = crate::security::tls::incoming(
-                listener,
-                tls,
-                security.handshake_timeout,
-                shutdown.clone(),
-            );
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                .await
-        }
-    }
+    let incoming = crate::security::listen::Listener::new(listener, security.tls, security.listen)
+        .incoming(shutdown.clone());
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
 }
 
 /// The interceptor every StoreAPI call passes: the `read` role (see
@@ -168,13 +159,26 @@ fn read_guard(
         if !auth.required() {
             return Ok(req);
         }
+        let conn = req
+            .extensions()
+            .get::<crate::security::listen::ConnInfo>()
+            .cloned();
         // A certificate the TLS layer verified against the client CA names a
         // client the operator issued it to.
-        if req.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+        if conn
+            .as_ref()
+            .and_then(|c| c.peer_certs.as_ref())
+            .is_some_and(|certs| !certs.is_empty())
+        {
             return Ok(req);
         }
         let headers = req.metadata().clone().into_headers();
-        match auth.check(&headers, Role::Read, req.remote_addr(), "StoreAPI call") {
+        match auth.check(
+            &headers,
+            Role::Read,
+            conn.map(|c| c.remote),
+            "StoreAPI call",
+        ) {
             Ok(_) => Ok(req),
             Err(Denied::Unauthenticated) => Err(tonic::Status::unauthenticated(
                 "credentials needed: a bearer token or basic auth with the read role",

@@ -472,3 +472,63 @@ fn a_thousand_unread_series_streams_starve_nothing() {
     drop(streams);
     rt.shutdown_background();
 }
+
+/// The StoreAPI port is bounded like the HTTP port: `--grpc.max-connections` open
+/// at once (more wait in the backlog), and a connection that never sends a byte is
+/// closed after the first-bytes deadline (`--web.read-header-timeout`), giving its
+/// slot back.
+#[test]
+fn grpc_connections_are_bounded_and_silent_ones_closed() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let odin = Odin::start(
+        tmp.path(),
+        &["--grpc.max-connections=2", "--web.read-header-timeout=2s"],
+    );
+    let addr = odin.grpc_addr.expect("grpc address");
+    let url = format!("http://{addr}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info_within = |limit: std::time::Duration| {
+        rt.block_on(async {
+            let call = async {
+                let mut client = InfoClient::connect(url.clone()).await?;
+                client
+                    .info(info::InfoRequest::default())
+                    .await
+                    .map_err(|s| Box::new(s) as Box<dyn std::error::Error + Send + Sync>)?;
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            };
+            matches!(tokio::time::timeout(limit, call).await, Ok(Ok(())))
+        })
+    };
+    assert!(
+        info_within(std::time::Duration::from_secs(5)),
+        "a first call"
+    );
+    // Two clients that connect and say nothing take both slots...
+    let silent: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !info_within(std::time::Duration::from_millis(700)),
+        "served past --grpc.max-connections"
+    );
+    // ...until the server closes them for their silence.
+    for mut s in silent {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0)),
+            "silent connection left open"
+        );
+    }
+    assert!(
+        info_within(std::time::Duration::from_secs(5)),
+        "slots not given back"
+    );
+}
