@@ -36,42 +36,12 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("jwt", jwt),
 ];
 
-/// The exposition text parser: errors name a line of the input; a page that parses
-/// is written back the same way when read again.
-pub fn text_parser(data: &[u8]) {
-    use crate::exposition::format::{Entry, Format, Parser, parse_families};
-    use crate::exposition::write::to_text;
+/// Walks a page with the streaming parser: series have names and no `__name__`
+/// label, an error names a line of the input and, like the end, repeats.
+fn walk_page(format: crate::exposition::format::Format, data: &[u8]) {
+    use crate::exposition::format::{Entry, Parser};
     let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
-    let mut parser = Parser::new(Format::Text, data);
-    loop {
-        match parser.next() {
-            Ok(Some(Entry::Series(series))) => {
-                assert!(!series.name.is_empty());
-                assert!(series.labels.iter().all(|(name, _)| *name != "__name__"));
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(err) => {
-                assert!(err.line >= 1 && err.line <= lines, "{err} in {lines} lines");
-                break;
-            }
-        }
-    }
-    if let Ok(families) = parse_families(Format::Text, data) {
-        let once = to_text(&families);
-        let again = match parse_families(Format::Text, once.as_bytes()) {
-            Ok(families) => families,
-            Err(err) => panic!("written page does not parse: {err}\n{once}"),
-        };
-        assert_eq!(once, to_text(&again));
-    }
-}
-
-/// The OpenMetrics parser: as the text parser, and an error or the end repeats.
-pub fn openmetrics_parser(data: &[u8]) {
-    use crate::exposition::format::{Entry, Format, Parser};
-    let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
-    let mut parser = Parser::new(Format::OpenMetrics, data);
+    let mut parser = Parser::new(format, data);
     loop {
         match parser.next() {
             Ok(Some(Entry::Series(series))) => {
@@ -90,6 +60,27 @@ pub fn openmetrics_parser(data: &[u8]) {
             }
         }
     }
+}
+
+/// The exposition text parser (see [`walk_page`]); a page that parses is written
+/// back the same way when read again.
+pub fn text_parser(data: &[u8]) {
+    use crate::exposition::format::{Format, parse_families};
+    use crate::exposition::write::to_text;
+    walk_page(Format::Text, data);
+    if let Ok(families) = parse_families(Format::Text, data) {
+        let once = to_text(&families);
+        let again = match parse_families(Format::Text, once.as_bytes()) {
+            Ok(families) => families,
+            Err(err) => panic!("written page does not parse: {err}\n{once}"),
+        };
+        assert_eq!(once, to_text(&again));
+    }
+}
+
+/// The OpenMetrics parser (see [`walk_page`]).
+pub fn openmetrics_parser(data: &[u8]) {
+    walk_page(crate::exposition::format::Format::OpenMetrics, data);
 }
 
 /// The remote-write decoder: what validates walks, with valid labels and the

@@ -22,6 +22,30 @@ use super::web_config::{ClientAuth, ClusterTlsSection, TlsServerConfig, TlsVersi
 /// How often the certificate files are checked for a change.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Runs `reload` (a blocking file check) every [`RELOAD_CHECK_INTERVAL`] until `stop`.
+fn spawn_reload_checks(
+    reload: impl Fn() -> bool + Clone + Send + 'static,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => {}
+            }
+            let _ = tokio::task::spawn_blocking(reload.clone()).await;
+        }
+    });
+}
+
+/// The files' modification times, to tell that one changed.
+fn file_stamps(files: &[&Path]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
 /// Go's names of the TLS 1.2 suites rustls offers, and rustls's.
 const TLS12_SUITES: [(&str, &str); 6] = [
     (
@@ -249,16 +273,7 @@ impl ServerTls {
     /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
     pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
         let tls = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => {}
-                }
-                let tls = tls.clone();
-                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
-            }
-        });
+        spawn_reload_checks(move || tls.reload(), stop);
     }
 }
 
@@ -347,16 +362,7 @@ impl PeerClientTls {
     /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
     pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
         let tls = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => {}
-                }
-                let tls = tls.clone();
-                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
-            }
-        });
+        spawn_reload_checks(move || tls.reload(), stop);
     }
 }
 
@@ -396,21 +402,13 @@ fn read_client_pem(c: &ClusterTlsSection, generation: u64) -> Result<PeerClientP
 }
 
 fn client_stamps(c: &ClusterTlsSection) -> Vec<Option<SystemTime>> {
-    [&c.cert_file, &c.key_file, &c.ca_file]
-        .into_iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .collect()
+    file_stamps(&[&c.cert_file, &c.key_file, &c.ca_file])
 }
 
 fn stamps(settings: &TlsServerConfig) -> Vec<Option<SystemTime>> {
-    let files: Vec<&PathBuf> = [&settings.cert_file, &settings.key_file]
-        .into_iter()
-        .chain(settings.client_ca_file.as_ref())
-        .collect();
-    files
-        .into_iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .collect()
+    let mut files: Vec<&Path> = vec![&settings.cert_file, &settings.key_file];
+    files.extend(settings.client_ca_file.as_deref());
+    file_stamps(&files)
 }
 
 #[cfg(test)]

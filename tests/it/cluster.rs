@@ -1289,6 +1289,21 @@ fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
     assert!(uploads >= 1.0, "{uploads}");
 }
 
+/// `odin certs ARGS --dir=DIR`, which must succeed.
+fn odin_certs(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["certs"])
+        .args(args)
+        .arg(format!("--dir={}", dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "odin certs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Peers talk mutual TLS (`odin.cluster_tls`) with certificates from `odin certs`:
 /// two nodes with certificates from the cluster's CA form the cluster; a third with
 /// a certificate from another CA is refused by both, so it never hears of a leader
@@ -1296,19 +1311,7 @@ fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
 #[test]
 fn peers_need_a_certificate_from_the_cluster_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = |folder: &str, args: &[&str]| {
-        let out = std::process::Command::new(crate::common::BIN)
-            .args(["certs"])
-            .args(args)
-            .arg(format!("--dir={}", dir.path().join(folder).display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "odin certs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let certs = |folder: &str, args: &[&str]| odin_certs(&dir.path().join(folder), args);
     certs("cluster", &["ca"]);
     certs("cluster", &["node", "--name=peer", "--host=127.0.0.1"]);
     certs("elsewhere", &["ca"]);
@@ -1363,19 +1366,7 @@ fn peers_need_a_certificate_from_the_cluster_ca() {
 #[test]
 fn cluster_certificates_rotate_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = |folder: &str, args: &[&str]| {
-        let out = std::process::Command::new(crate::common::BIN)
-            .args(["certs"])
-            .args(args)
-            .arg(format!("--dir={}", dir.path().join(folder).display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let certs = |folder: &str, args: &[&str]| odin_certs(&dir.path().join(folder), args);
     for folder in ["old", "new"] {
         certs(folder, &["ca"]);
         certs(folder, &["node", "--name=peer", "--host=127.0.0.1"]);
