@@ -39,7 +39,7 @@ fn spawn_reload_checks(
 }
 
 /// The files' modification times, to tell that one changed.
-fn file_stamps(files: &[&Path]) -> Vec<Option<SystemTime>> {
+fn file_stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
     files
         .iter()
         .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
@@ -213,61 +213,88 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// A listener's TLS configuration, current as of the last change of its files.
-pub struct ServerTls {
-    settings: TlsServerConfig,
-    http2: bool,
-    current: RwLock<Loaded>,
+/// Something loaded from files and loaded again when they change: what it is
+/// (`what`, for the log), as of its last good load. A load that fails (a
+/// half-written file, a key that is not the certificate's) is logged and the
+/// previous value stays; the files' stamps stay old too, so the next check tries
+/// again.
+struct FileBacked<T> {
+    what: &'static str,
+    files: Vec<PathBuf>,
+    load: Box<dyn Fn(u64) -> Result<T, String> + Send + Sync>,
+    /// The value, the files' stamps it was loaded at, its generation (from 1).
+    current: RwLock<(Arc<T>, Vec<Option<SystemTime>>, u64)>,
 }
 
-struct Loaded {
-    config: Arc<ServerConfig>,
-    stamps: Vec<Option<SystemTime>>,
+impl<T> FileBacked<T> {
+    /// Loads now; `load` gets the generation it loads.
+    fn new(
+        what: &'static str,
+        files: Vec<PathBuf>,
+        load: impl Fn(u64) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let stamps = file_stamps(&files);
+        let value = load(1)?;
+        Ok(FileBacked {
+            what,
+            files,
+            load: Box::new(load),
+            current: RwLock::new((Arc::new(value), stamps, 1)),
+        })
+    }
+
+    fn current(&self) -> Arc<T> {
+        self.current.read().0.clone()
+    }
+
+    /// Loads again if a file changed since the last load; whether a new value is in
+    /// use.
+    fn reload(&self) -> bool {
+        let now = file_stamps(&self.files);
+        let generation = {
+            let current = self.current.read();
+            if current.1 == now {
+                return false;
+            }
+            current.2 + 1
+        };
+        match (self.load)(generation) {
+            Ok(value) => {
+                *self.current.write() = (Arc::new(value), now, generation);
+                tracing::info!(what = self.what, file = %self.files[0].display(), "reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(what = self.what, error = %e, "reload failed; keeping the previous one");
+                false
+            }
+        }
+    }
 }
+
+/// A listener's TLS configuration, current as of the last change of its files.
+pub struct ServerTls(FileBacked<ServerConfig>);
 
 impl ServerTls {
     /// Loads the files now; an error names the file that did not load.
     pub fn new(settings: TlsServerConfig, http2: bool) -> Result<Arc<ServerTls>, String> {
-        let stamps = stamps(&settings);
-        let config = Arc::new(server_config(&settings, http2)?);
-        Ok(Arc::new(ServerTls {
-            settings,
-            http2,
-            current: RwLock::new(Loaded { config, stamps }),
-        }))
+        let mut files = vec![settings.cert_file.clone(), settings.key_file.clone()];
+        files.extend(settings.client_ca_file.clone());
+        let loaded = FileBacked::new("TLS certificate", files, move |_| {
+            server_config(&settings, http2)
+        })?;
+        Ok(Arc::new(ServerTls(loaded)))
     }
 
     /// The configuration new connections get.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.current.read().config.clone()
+        self.0.current()
     }
 
     /// Loads the files again if any changed since the last load. Returns whether a
     /// new configuration is in use; a failure keeps the old one and is logged.
     pub fn reload(&self) -> bool {
-        let now = stamps(&self.settings);
-        if self.current.read().stamps == now {
-            return false;
-        }
-        match server_config(&self.settings, self.http2) {
-            Ok(config) => {
-                *self.current.write() = Loaded {
-                    config: Arc::new(config),
-                    stamps: now,
-                };
-                tracing::info!(
-                    cert_file = %self.settings.cert_file.display(),
-                    "TLS certificate reloaded"
-                );
-                true
-            }
-            Err(e) => {
-                // Half-written files are retried at the next change (or check:
-                // the stamps stay old, so the next check tries again).
-                tracing::error!(error = %e, "TLS certificate reload failed; keeping the previous one");
-                false
-            }
-        }
+        self.0.reload()
     }
 
     /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
@@ -299,10 +326,7 @@ pub fn cluster_server(c: &ClusterTlsSection) -> Result<Arc<ServerTls>, String> {
 /// The calling side of the cluster's mutual TLS: the CA that issued the peers'
 /// certificates, and this node's certificate and key as its client identity; re-read
 /// when the files change, as the server side is ([`PeerClientTls::reload`]).
-pub struct PeerClientTls {
-    section: ClusterTlsSection,
-    current: RwLock<(Arc<PeerClientPem>, Vec<Option<SystemTime>>)>,
-}
+pub struct PeerClientTls(FileBacked<PeerClientPem>);
 
 /// One loaded set of the calling side's files. `generation` grows with every load,
 /// so that a caller holding connections made with an older set knows to make new
@@ -318,45 +342,24 @@ pub struct PeerClientPem {
 impl PeerClientTls {
     /// Loads the files now; an error names the one that did not load.
     pub fn load(c: &ClusterTlsSection) -> Result<Arc<PeerClientTls>, String> {
-        let stamps = client_stamps(c);
-        let pem = read_client_pem(c, 1)?;
-        Ok(Arc::new(PeerClientTls {
-            section: c.clone(),
-            current: RwLock::new((Arc::new(pem), stamps)),
-        }))
+        let files = vec![c.cert_file.clone(), c.key_file.clone(), c.ca_file.clone()];
+        let section = c.clone();
+        let loaded = FileBacked::new("cluster client certificate", files, move |generation| {
+            read_client_pem(&section, generation)
+        })?;
+        Ok(Arc::new(PeerClientTls(loaded)))
     }
 
     /// The files as last loaded.
     pub fn current(&self) -> Arc<PeerClientPem> {
-        self.current.read().0.clone()
+        self.0.current()
     }
 
     /// Loads the files again if any changed since the last load; a set that does not
     /// load (half-written, a key that is not the certificate's) is logged and the
     /// previous one stays. Returns whether a new set is in use.
     pub fn reload(&self) -> bool {
-        let now = client_stamps(&self.section);
-        let generation = {
-            let current = self.current.read();
-            if current.1 == now {
-                return false;
-            }
-            current.0.generation + 1
-        };
-        match read_client_pem(&self.section, generation) {
-            Ok(pem) => {
-                *self.current.write() = (Arc::new(pem), now);
-                tracing::info!(
-                    cert_file = %self.section.cert_file.display(),
-                    "cluster client certificate reloaded"
-                );
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cluster client certificate reload failed; keeping the previous one");
-                false
-            }
-        }
+        self.0.reload()
     }
 
     /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
@@ -399,16 +402,6 @@ fn read_client_pem(c: &ClusterTlsSection, generation: u64) -> Result<PeerClientP
             )
         })?;
     Ok(pem)
-}
-
-fn client_stamps(c: &ClusterTlsSection) -> Vec<Option<SystemTime>> {
-    file_stamps(&[&c.cert_file, &c.key_file, &c.ca_file])
-}
-
-fn stamps(settings: &TlsServerConfig) -> Vec<Option<SystemTime>> {
-    let mut files: Vec<&Path> = vec![&settings.cert_file, &settings.key_file];
-    files.extend(settings.client_ca_file.as_deref());
-    file_stamps(&files)
 }
 
 #[cfg(test)]
