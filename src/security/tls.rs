@@ -218,7 +218,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// half-written file, a key that is not the certificate's) is logged and the
 /// previous value stays; the files' stamps stay old too, so the next check tries
 /// again.
-struct FileBacked<T> {
+pub struct FileBacked<T> {
     what: &'static str,
     files: Vec<PathBuf>,
     load: Box<dyn Fn(u64) -> Result<T, String> + Send + Sync>,
@@ -226,9 +226,9 @@ struct FileBacked<T> {
     current: RwLock<(Arc<T>, Vec<Option<SystemTime>>, u64)>,
 }
 
-impl<T> FileBacked<T> {
+impl<T: Send + Sync + 'static> FileBacked<T> {
     /// Loads now; `load` gets the generation it loads.
-    fn new(
+    fn load_from(
         what: &'static str,
         files: Vec<PathBuf>,
         load: impl Fn(u64) -> Result<T, String> + Send + Sync + 'static,
@@ -243,13 +243,14 @@ impl<T> FileBacked<T> {
         })
     }
 
-    fn current(&self) -> Arc<T> {
+    /// The value as last loaded (what new connections get).
+    pub fn current(&self) -> Arc<T> {
         self.current.read().0.clone()
     }
 
     /// Loads again if a file changed since the last load; whether a new value is in
-    /// use.
-    fn reload(&self) -> bool {
+    /// use. A failure keeps the old one and is logged.
+    pub fn reload(&self) -> bool {
         let now = file_stamps(&self.files);
         let generation = {
             let current = self.current.read();
@@ -270,37 +271,26 @@ impl<T> FileBacked<T> {
             }
         }
     }
+
+    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
+    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
+        let this = self.clone();
+        spawn_reload_checks(move || this.reload(), stop);
+    }
 }
 
 /// A listener's TLS configuration, current as of the last change of its files.
-pub struct ServerTls(FileBacked<ServerConfig>);
+pub type ServerTls = FileBacked<ServerConfig>;
 
 impl ServerTls {
     /// Loads the files now; an error names the file that did not load.
     pub fn new(settings: TlsServerConfig, http2: bool) -> Result<Arc<ServerTls>, String> {
         let mut files = vec![settings.cert_file.clone(), settings.key_file.clone()];
         files.extend(settings.client_ca_file.clone());
-        let loaded = FileBacked::new("TLS certificate", files, move |_| {
+        let loaded = FileBacked::load_from("TLS certificate", files, move |_| {
             server_config(&settings, http2)
         })?;
-        Ok(Arc::new(ServerTls(loaded)))
-    }
-
-    /// The configuration new connections get.
-    pub fn current(&self) -> Arc<ServerConfig> {
-        self.0.current()
-    }
-
-    /// Loads the files again if any changed since the last load. Returns whether a
-    /// new configuration is in use; a failure keeps the old one and is logged.
-    pub fn reload(&self) -> bool {
-        self.0.reload()
-    }
-
-    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
-    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
-        let tls = self.clone();
-        spawn_reload_checks(move || tls.reload(), stop);
+        Ok(Arc::new(loaded))
     }
 }
 
@@ -325,8 +315,8 @@ pub fn cluster_server(c: &ClusterTlsSection) -> Result<Arc<ServerTls>, String> {
 
 /// The calling side of the cluster's mutual TLS: the CA that issued the peers'
 /// certificates, and this node's certificate and key as its client identity; re-read
-/// when the files change, as the server side is ([`PeerClientTls::reload`]).
-pub struct PeerClientTls(FileBacked<PeerClientPem>);
+/// when the files change, as the server side is ([`FileBacked::reload`]).
+pub type PeerClientTls = FileBacked<PeerClientPem>;
 
 /// One loaded set of the calling side's files. `generation` grows with every load,
 /// so that a caller holding connections made with an older set knows to make new
@@ -344,28 +334,11 @@ impl PeerClientTls {
     pub fn load(c: &ClusterTlsSection) -> Result<Arc<PeerClientTls>, String> {
         let files = vec![c.cert_file.clone(), c.key_file.clone(), c.ca_file.clone()];
         let section = c.clone();
-        let loaded = FileBacked::new("cluster client certificate", files, move |generation| {
-            read_client_pem(&section, generation)
-        })?;
-        Ok(Arc::new(PeerClientTls(loaded)))
-    }
-
-    /// The files as last loaded.
-    pub fn current(&self) -> Arc<PeerClientPem> {
-        self.0.current()
-    }
-
-    /// Loads the files again if any changed since the last load; a set that does not
-    /// load (half-written, a key that is not the certificate's) is logged and the
-    /// previous one stays. Returns whether a new set is in use.
-    pub fn reload(&self) -> bool {
-        self.0.reload()
-    }
-
-    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] until `stop`.
-    pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
-        let tls = self.clone();
-        spawn_reload_checks(move || tls.reload(), stop);
+        let loaded =
+            FileBacked::load_from("cluster client certificate", files, move |generation| {
+                read_client_pem(&section, generation)
+            })?;
+        Ok(Arc::new(loaded))
     }
 }
 
@@ -530,34 +503,34 @@ pub fn client_config(s: &ClientTlsSettings) -> Result<rustls::ClientConfig, Stri
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| format!("TLS versions: {e}"))?;
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if s.insecure_skip_verify {
-        Arc::new(AnyCertificate(provider.clone()))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &s.ca_file {
-            Some(ca) => {
-                for cert in read_certs(ca).map_err(|e| format!("ca_file {e}"))? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-                }
+    let mut roots = rustls::RootCertStore::empty();
+    match &s.ca_file {
+        Some(ca) => {
+            for cert in read_certs(ca).map_err(|e| format!("ca_file {e}"))? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let webpki =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("ca_file: {e}"))?;
-        let name = s
-            .server_name
-            .as_ref()
-            .map(|n| {
-                rustls::pki_types::ServerName::try_from(n.clone())
-                    .map_err(|e| format!("server_name {n:?}: {e}"))
-            })
-            .transpose()?;
-        Arc::new(NamedVerifier { webpki, name })
-    };
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("ca_file: {e}"))?;
+    let name = s
+        .server_name
+        .as_ref()
+        .map(|n| {
+            rustls::pki_types::ServerName::try_from(n.clone())
+                .map_err(|e| format!("server_name {n:?}: {e}"))
+        })
+        .transpose()?;
+    let verifier = Arc::new(NamedVerifier {
+        webpki,
+        name,
+        any_certificate: s.insecure_skip_verify,
+    });
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
@@ -581,10 +554,14 @@ pub fn client_config(s: &ClientTlsSettings) -> Result<rustls::ClientConfig, Stri
 }
 
 /// The web PKI's verification, against `name` rather than the URL's host when set.
+/// With `any_certificate` (`insecure_skip_verify`) any certificate is taken; the
+/// handshake's signatures are still checked, so the connection is at least with the
+/// certificate's key holder.
 #[derive(Debug)]
 struct NamedVerifier {
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
     name: Option<rustls::pki_types::ServerName<'static>>,
+    any_certificate: bool,
 }
 
 impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
@@ -596,6 +573,9 @@ impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
         ocsp_response: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.any_certificate {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
         let name = self.name.as_ref().unwrap_or(server_name);
         self.webpki
             .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
@@ -621,55 +601,5 @@ impl rustls::client::danger::ServerCertVerifier for NamedVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.webpki.supported_verify_schemes()
-    }
-}
-
-/// `insecure_skip_verify`: any certificate is taken; the handshake's signatures are
-/// still checked, so the connection is at least with the certificate's key holder.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -1076,6 +1076,9 @@ fn scrapes_verify_targets_by_ca_and_server_name() {
                 &format!("ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: other.internal")
             ),
             job("no_client_cert", &format!("ca_file: {ca}, server_name: metrics.internal")),
+        ) + &job(
+            "insecure",
+            &format!("insecure_skip_verify: true, cert_file: {cert}, key_file: {key}"),
         ),
     )
     .unwrap();
@@ -1098,12 +1101,25 @@ fn scrapes_verify_targets_by_ca_and_server_name() {
             })
     };
     let settled = poll_until(Duration::from_secs(15), || {
-        ["named", "by_address", "wrong_name", "no_client_cert"]
-            .iter()
-            .all(|j| health(j).is_some_and(|(h, _)| h != "unknown"))
+        [
+            "named",
+            "by_address",
+            "wrong_name",
+            "no_client_cert",
+            "insecure",
+        ]
+        .iter()
+        .all(|j| health(j).is_some_and(|(h, _)| h != "unknown"))
     });
     assert!(settled, "targets never scraped");
     assert_eq!(health("named").unwrap().0, "up", "{:?}", health("named"));
+    // insecure_skip_verify takes the certificate unverified (neither CA nor name).
+    assert_eq!(
+        health("insecure").unwrap().0,
+        "up",
+        "{:?}",
+        health("insecure")
+    );
     for refused in ["by_address", "wrong_name", "no_client_cert"] {
         let (h, err) = health(refused).unwrap();
         assert_eq!(h, "down", "{refused}: {err}");
