@@ -9,12 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Serialize;
 
-use super::ApiState;
+use super::Storage;
 use super::response::{ApiError, success};
 use crate::model::{Matcher, parse_time_ms};
 use crate::storage::StorageAdmin;
 
-pub fn routes() -> Router<ApiState> {
+/// The TSDB admin area: off unless `--web.enable-admin-api`.
+#[derive(Clone)]
+pub struct AdminApi {
+    pub storage: Storage,
+    pub enabled: bool,
+}
+
+pub fn routes(state: AdminApi) -> Router {
     Router::new()
         .route(
             "/api/v1/admin/tsdb/delete_series",
@@ -25,6 +32,7 @@ pub fn routes() -> Router<ApiState> {
             post(clean_tombstones).put(clean_tombstones),
         )
         .route("/api/v1/admin/tsdb/snapshot", post(snapshot).put(snapshot))
+        .with_state(state)
 }
 
 /// Request parameters from the query string and, for form posts, the body — as Go's
@@ -50,11 +58,11 @@ pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
         .map(|(_, v)| v.as_str())
 }
 
-fn admin(s: &ApiState) -> Result<std::sync::Arc<dyn StorageAdmin>, ApiError> {
-    if !s.options.enable_admin_api {
+fn admin(s: &AdminApi) -> Result<std::sync::Arc<dyn StorageAdmin>, ApiError> {
+    if !s.enabled {
         return Err(ApiError::unavailable("admin APIs disabled"));
     }
-    Ok(s.backends()?.admin.clone())
+    Ok(s.storage.get()?.admin.clone())
 }
 
 /// Parses a series selector such as `up{job="node"}` into matchers.
@@ -96,7 +104,7 @@ pub(super) fn time_param(
 }
 
 async fn delete_series(
-    State(s): State<ApiState>,
+    State(s): State<AdminApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -128,7 +136,7 @@ async fn delete_series(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn clean_tombstones(State(s): State<ApiState>) -> Result<Response, ApiError> {
+async fn clean_tombstones(State(s): State<AdminApi>) -> Result<Response, ApiError> {
     let admin = admin(&s)?;
     tokio::task::spawn_blocking(move || admin.clean_tombstones())
         .await
@@ -142,7 +150,7 @@ struct SnapshotData {
 }
 
 async fn snapshot(
-    State(s): State<ApiState>,
+    State(s): State<AdminApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,

@@ -14,9 +14,19 @@
 
 use std::time::{Duration, Instant};
 
-use super::ApiState;
 use super::response::{ApiError, ErrorType};
 use crate::promql::{CancelFlag, CancelOnDrop, QueryError};
+
+/// What every query path shares: the engine (its timeout and sample limit), the
+/// `--query.max-concurrency` permits, the query metrics, and the shutdown that
+/// answers waiting requests at once.
+#[derive(Clone)]
+pub struct QueryGate {
+    pub engine: std::sync::Arc<crate::promql::Engine>,
+    pub permits: std::sync::Arc<tokio::sync::Semaphore>,
+    pub metrics: super::QueryMetrics,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
 
 /// What a query path's work must stay within: checked by the work itself.
 #[derive(Debug, Clone)]
@@ -57,7 +67,7 @@ impl RequestLimits {
 
 /// The timeout of a request: `--query.timeout`, or the request's `timeout`
 /// parameter (ms) where it is shorter and positive, as Prometheus.
-pub fn request_timeout(s: &ApiState, timeout_ms: Option<i64>) -> Duration {
+pub fn request_timeout(s: &QueryGate, timeout_ms: Option<i64>) -> Duration {
     let limit = s.engine.options().timeout;
     match timeout_ms {
         Some(ms) if ms > 0 => limit.min(Duration::from_millis(ms.unsigned_abs())),
@@ -67,10 +77,10 @@ pub fn request_timeout(s: &ApiState, timeout_ms: Option<i64>) -> Duration {
 
 /// Waits for one of the `--query.max-concurrency` permits until `deadline`.
 pub async fn acquire_permit(
-    s: &ApiState,
+    s: &QueryGate,
     deadline: Instant,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let acquire = s.query_permits.clone().acquire_owned();
+    let acquire = s.permits.clone().acquire_owned();
     let waited = tokio::select! {
         w = tokio::time::timeout_at(deadline.into(), acquire) => w,
         _ = s.shutdown.cancelled() => return Err(ApiError::unavailable("shutting down")),
@@ -88,7 +98,7 @@ pub async fn acquire_permit(
 /// (see [`crate::promql::SHALLOW_NESTING`]); the permit bounds how many such threads
 /// exist.
 pub async fn run_bounded<T, F>(
-    s: &ApiState,
+    s: &QueryGate,
     timeout_ms: Option<i64>,
     query: Option<&str>,
     work: F,
@@ -106,7 +116,7 @@ where
     };
     // Dropped when this future is (the client went away) or when it stops waiting.
     let _cancel = CancelOnDrop(limits.cancel.clone());
-    let metrics = s.query_metrics.clone();
+    let metrics = s.metrics.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job = move || {
         let _permit = permit;

@@ -11,21 +11,35 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::ApiState;
 use super::admin::{form_params, param};
 use super::response::{ApiError, ErrorType, success};
+use std::sync::{Arc, OnceLock};
+
 use crate::replication::control::{ClusterControl, MembershipError};
 
-pub fn routes() -> Router<ApiState> {
+/// The cluster area: status, and membership changes (admin API).
+#[derive(Clone)]
+pub struct ClusterApi {
+    /// The cluster this node belongs to, once its log started; never set on a
+    /// single node.
+    pub cluster: Arc<OnceLock<Arc<dyn ClusterControl>>>,
+    /// Whether this node runs in a cluster (its handle arrives once storage opened).
+    pub clustered: bool,
+    /// `--web.enable-admin-api`: membership changes.
+    pub admin_enabled: bool,
+}
+
+pub fn routes(state: ClusterApi) -> Router {
     Router::new()
         .route("/api/v1/status/cluster", get(status))
         .route("/api/v1/admin/cluster/add", post(add).put(add))
         .route("/api/v1/admin/cluster/remove", post(remove).put(remove))
+        .with_state(state)
 }
 
-fn cluster(s: &ApiState) -> Result<std::sync::Arc<dyn ClusterControl>, ApiError> {
+fn cluster(s: &ClusterApi) -> Result<std::sync::Arc<dyn ClusterControl>, ApiError> {
     s.cluster.get().cloned().ok_or_else(|| {
-        if s.options.clustered {
+        if s.clustered {
             ApiError::unavailable("the cluster is starting (opening the data directory)")
         } else {
             ApiError::new(
@@ -36,7 +50,7 @@ fn cluster(s: &ApiState) -> Result<std::sync::Arc<dyn ClusterControl>, ApiError>
     })
 }
 
-async fn status(State(s): State<ApiState>) -> Response {
+async fn status(State(s): State<ClusterApi>) -> Response {
     match cluster(&s) {
         Ok(c) => success(c.status()),
         Err(e) => e.into_response(),
@@ -58,12 +72,12 @@ fn node_id(params: &[(String, String)]) -> Result<u64, ApiError> {
 
 /// The request's parameters, once the admin API is on.
 fn admin_params(
-    s: &ApiState,
+    s: &ClusterApi,
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<(String, String)>, ApiError> {
-    if !s.options.enable_admin_api {
+    if !s.admin_enabled {
         return Err(ApiError::unavailable("admin APIs disabled"));
     }
     Ok(form_params(query, headers, body))
@@ -77,7 +91,7 @@ enum Change {
 }
 
 async fn change(
-    s: ApiState,
+    s: ClusterApi,
     query: Option<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -104,7 +118,7 @@ async fn change(
 }
 
 async fn add(
-    State(s): State<ApiState>,
+    State(s): State<ClusterApi>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -113,7 +127,7 @@ async fn add(
 }
 
 async fn remove(
-    State(s): State<ApiState>,
+    State(s): State<ClusterApi>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,

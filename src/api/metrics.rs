@@ -1,5 +1,6 @@
 //! `/metrics` and the HTTP self-metrics (`odin_http_*`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,8 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use super::ApiState;
 
 type HandlerCode = Vec<(String, String)>;
 
@@ -93,7 +92,7 @@ impl Drop for EvaluatingQuery {
 
 /// Counts and times every request by its route pattern (never the raw path, which
 /// would let clients create unbounded label values).
-pub async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+pub async fn track(State(s): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let handler = req
         .extensions()
         .get::<MatchedPath>()
@@ -102,23 +101,21 @@ pub async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     let start = Instant::now();
     let resp = next.run(req).await;
     let code = resp.status().as_u16().to_string();
-    s.http_metrics
-        .requests
+    s.requests
         .get_or_create(&vec![
             ("handler".into(), handler.clone()),
             ("code".into(), code),
         ])
         .inc();
-    s.http_metrics
-        .duration
+    s.duration
         .get_or_create(&vec![("handler".into(), handler)])
         .observe(start.elapsed().as_secs_f64());
     resp
 }
 
-pub async fn serve(State(s): State<ApiState>) -> Response {
+pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
     let mut body = String::new();
-    if let Err(e) = encode(&mut body, &s.registry) {
+    if let Err(e) = encode(&mut body, &registry) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encode metrics: {e}"),

@@ -1,6 +1,10 @@
-//! The HTTP surface (axum): health and readiness, `/metrics`, the remote-write
-//! receiver and the Prometheus admin API. It sees storage only through the `storage`
-//! traits; errors meet HTTP in [`response`].
+//! The HTTP surface (axum), in areas that each have their own state and routes:
+//! lifecycle (health, readiness, quit, reload), `/metrics`, remote write and read
+//! (`remote`), queries (`query`, every path through the query gate of `bounded`),
+//! the TSDB admin API (`admin`), the cluster (`cluster`), status (`status`) and
+//! targets (`targets`). [`router`] puts them together under the one role check
+//! ([`crate::security::auth::ROUTE_ROLES`]). It sees storage only through the
+//! `storage` traits; errors meet HTTP in [`response`].
 
 mod admin;
 mod bounded;
@@ -16,7 +20,7 @@ mod targets;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -62,24 +66,31 @@ pub struct ApiOptions {
     pub clustered: bool,
 }
 
-/// What the HTTP handlers share. Handlers receive it as [`ApiState`], which axum
-/// clones for every request: one reference count, not every field.
+/// The storage the API serves: empty until start-up opened it (WAL replay); every
+/// area that reads or writes series holds one.
 #[derive(Clone)]
-pub struct ApiState(Arc<ApiShared>);
+pub struct Storage(Arc<OnceLock<Backends>>);
 
-impl ApiState {
-    pub fn new(shared: ApiShared) -> Self {
-        Self(Arc::new(shared))
+impl Storage {
+    pub fn new(cell: Arc<OnceLock<Backends>>) -> Self {
+        Self(cell)
+    }
+
+    /// The backends, or a 503 while start-up (WAL replay) is still running.
+    fn get(&self) -> Result<&Backends, response::ApiError> {
+        self.0.get().ok_or_else(|| {
+            response::ApiError::unavailable("storage is not ready yet (replaying the WAL)")
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.get().is_some()
     }
 }
 
-impl std::ops::Deref for ApiState {
-    type Target = ApiShared;
-    fn deref(&self) -> &ApiShared {
-        &self.0
-    }
-}
-
+/// What the HTTP API is built from. Each area of the API (queries, remote
+/// write and read, admin, cluster, status, targets, lifecycle, `/metrics`) takes
+/// only its part of it as its own state ([`router`]).
 pub struct ApiShared {
     pub backends: Arc<OnceLock<Backends>>,
     pub registry: Arc<Registry>,
@@ -111,61 +122,95 @@ pub struct ApiShared {
 /// A reload request and where its outcome goes.
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
 
-impl ApiShared {
-    /// The backends, or a 503 while start-up (WAL replay) is still running.
-    fn backends(&self) -> Result<&Backends, response::ApiError> {
-        self.backends.get().ok_or_else(|| {
-            response::ApiError::unavailable("storage is not ready yet (replaying the WAL)")
-        })
-    }
+/// Health, readiness and the lifecycle API (`--web.enable-lifecycle`).
+#[derive(Clone)]
+struct LifecycleApi {
+    storage: Storage,
+    tasks: Arc<crate::supervise::TaskHealth>,
+    shutdown: CancellationToken,
+    reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    enabled: bool,
 }
 
-pub fn router(state: ApiState) -> Router {
-    let limit = state.options.write_limits.max_body_bytes;
+/// The HTTP API: each area with its own state and routes, then, on every route,
+/// the role it needs ([`crate::security::auth::ROUTE_ROLES`]), request metrics and
+/// the web config's response headers.
+pub fn router(a: ApiShared) -> Router {
+    let storage = Storage::new(a.backends.clone());
+    let gate = bounded::QueryGate {
+        engine: a.engine.clone(),
+        permits: a.query_permits.clone(),
+        metrics: a.query_metrics.clone(),
+        shutdown: a.shutdown.clone(),
+    };
+    let lifecycle = LifecycleApi {
+        storage: storage.clone(),
+        tasks: a.tasks.clone(),
+        shutdown: a.shutdown.clone(),
+        reload: a.reload.clone(),
+        enabled: a.options.enable_lifecycle,
+    };
+    let response_headers = Arc::new(a.response_headers);
     Router::new()
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .route("/-/quit", post(quit).put(quit))
         .route("/-/reload", post(reload).put(reload))
-        .route("/metrics", get(metrics::serve))
+        .with_state(lifecycle)
         .route(
-            "/api/v1/write",
-            post(remote::write).layer(DefaultBodyLimit::max(limit)),
+            "/metrics",
+            get(metrics::serve).with_state(a.registry.clone()),
         )
-        .route(
-            "/api/v1/read",
-            post(remote::read).layer(DefaultBodyLimit::max(limit)),
-        )
-        .merge(admin::routes())
-        .merge(cluster::routes())
-        .merge(query::routes())
-        .merge(status::routes())
-        .merge(targets::routes())
+        .merge(remote::routes(remote::RemoteApi {
+            storage: storage.clone(),
+            gate: gate.clone(),
+            receiver: a.options.remote_write_receiver,
+            write_limits: a.options.write_limits,
+            write_permits: a.write_permits.clone(),
+            external_labels: Arc::new(a.options.external_labels.clone()),
+        }))
+        .merge(admin::routes(admin::AdminApi {
+            storage: storage.clone(),
+            enabled: a.options.enable_admin_api,
+        }))
+        .merge(cluster::routes(cluster::ClusterApi {
+            cluster: a.cluster.clone(),
+            clustered: a.options.clustered,
+            admin_enabled: a.options.enable_admin_api,
+        }))
+        .merge(query::routes(query::QueryApi {
+            storage: storage.clone(),
+            gate,
+        }))
+        .merge(status::routes(status::StatusApi {
+            storage: storage.clone(),
+            status: a.status.clone(),
+        }))
+        .merge(targets::routes(targets::TargetsApi { storage }))
         // After routing, on every route: the role it needs (see `security::auth`).
         .route_layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
+            a.auth.clone(),
             crate::security::auth::require_role,
         ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            a.http_metrics.clone(),
             metrics::track,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            response_headers,
             add_response_headers,
         ))
-        .with_state(state)
 }
 
 /// Adds the web config's `http_server_config.headers` to every answer.
 async fn add_response_headers(
-    State(s): State<ApiState>,
+    State(headers): State<Arc<Vec<(header::HeaderName, header::HeaderValue)>>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let mut response = next.run(req).await;
-    for (name, value) in &s.response_headers {
+    for (name, value) in headers.iter() {
         response.headers_mut().insert(name.clone(), value.clone());
     }
     response
@@ -177,8 +222,8 @@ async fn healthy() -> impl IntoResponse {
 
 /// 200 once storage is open and while every supervised task runs; otherwise 503,
 /// naming the tasks that are down and why.
-async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
-    if s.backends.get().is_none() {
+async fn ready(State(s): State<LifecycleApi>) -> impl IntoResponse {
+    if !s.storage.is_open() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "Service Unavailable\n".to_string(),
@@ -195,16 +240,16 @@ async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
     (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
-async fn quit(State(s): State<ApiState>) -> impl IntoResponse {
-    if !s.options.enable_lifecycle {
+async fn quit(State(s): State<LifecycleApi>) -> impl IntoResponse {
+    if !s.enabled {
         return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n");
     }
     s.shutdown.cancel();
     (StatusCode::OK, "Requesting termination... Goodbye!\n")
 }
 
-async fn reload(State(s): State<ApiState>) -> impl IntoResponse {
-    if !s.options.enable_lifecycle {
+async fn reload(State(s): State<LifecycleApi>) -> impl IntoResponse {
+    if !s.enabled {
         return (
             StatusCode::FORBIDDEN,
             "Lifecycle API is not enabled.\n".to_string(),

@@ -11,19 +11,27 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::ApiState;
+use super::Storage;
 use super::admin::{form_params, param, parse_selector, time_param};
 use super::response::{ApiError, ErrorType, success};
 use crate::model::{Labels, MAX_TIME_MS, MIN_TIME_MS, Matcher, parse_api_duration_ms};
 use crate::promql::{CancelFlag, QueryError, Value};
 
-use super::bounded::{RequestLimits, run_bounded};
+use super::bounded::{QueryGate, RequestLimits, run_bounded};
 use crate::storage::{Queryable, SelectHints, Warnings};
 
 /// Points a range query may return per series, as Prometheus.
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
-pub fn routes() -> Router<ApiState> {
+/// The query area: PromQL, series, labels, federation; every path through the
+/// query gate (see `bounded`).
+#[derive(Clone)]
+pub struct QueryApi {
+    pub storage: Storage,
+    pub gate: QueryGate,
+}
+
+pub fn routes(state: QueryApi) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -36,6 +44,7 @@ pub fn routes() -> Router<ApiState> {
             get(query_exemplars).post(query_exemplars),
         )
         .route("/federate", get(federate))
+        .with_state(state)
 }
 
 type Params = Vec<(String, String)>;
@@ -97,7 +106,7 @@ impl From<QueryError> for ApiError {
 /// Returns the value and the storage's warnings (a bucket that could not be read),
 /// which go into the response's `warnings`.
 async fn run_query<F>(
-    s: &ApiState,
+    s: &QueryApi,
     query: String,
     timeout: Option<i64>,
     f: F,
@@ -113,10 +122,10 @@ where
         + Send
         + 'static,
 {
-    let queryable = s.backends()?.queryable.clone();
-    let engine = s.engine.clone();
+    let queryable = s.storage.get()?.queryable.clone();
+    let engine = s.gate.engine.clone();
     let text = query.clone();
-    run_bounded(s, timeout, Some(&query), move |limits| {
+    run_bounded(&s.gate, timeout, Some(&query), move |limits| {
         // The engine's own deadline is the request's, which began before the wait
         // for a permit.
         let mut o = engine.options().clone();
@@ -136,7 +145,7 @@ where
 }
 
 async fn query(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -158,7 +167,7 @@ async fn query(
 }
 
 async fn query_range(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -215,7 +224,7 @@ async fn query_range(
 }
 
 async fn format_query(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -226,7 +235,7 @@ async fn format_query(
     // cubically with depth: bounded before anything starts (a scan of the text).
     crate::promql::check_prettify_nesting(&text)?;
     let query = text.clone();
-    let pretty = run_bounded(&s, None, Some(&text), move |limits| {
+    let pretty = run_bounded(&s.gate, None, Some(&text), move |limits| {
         let expr = crate::promql::parse(&query)?;
         limits.check("query formatting")?;
         Ok(expr.prettify())
@@ -273,7 +282,7 @@ fn querier(
 }
 
 async fn series(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -286,8 +295,8 @@ async fn series(
     let start = time_param(&params, "start", MIN_TIME_MS)?;
     let end = time_param(&params, "end", MAX_TIME_MS)?;
     let limit = limit_param(&params)?;
-    let queryable = s.backends()?.queryable.clone();
-    let all = run_bounded(&s, None, None, move |limits| {
+    let queryable = s.storage.get()?.queryable.clone();
+    let all = run_bounded(&s.gate, None, None, move |limits| {
         let q = querier(queryable.as_ref(), start, end)?;
         let hints = SelectHints {
             start_ms: start,
@@ -317,7 +326,7 @@ async fn series(
 }
 
 async fn labels(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -327,8 +336,8 @@ async fn labels(
     let start = time_param(&params, "start", MIN_TIME_MS)?;
     let end = time_param(&params, "end", MAX_TIME_MS)?;
     let limit = limit_param(&params)?;
-    let queryable = s.backends()?.queryable.clone();
-    let names = run_bounded(&s, None, None, move |limits| {
+    let queryable = s.storage.get()?.queryable.clone();
+    let names = run_bounded(&s.gate, None, None, move |limits| {
         let q = querier(queryable.as_ref(), start, end)?;
         let mut all = Collected::new(limits);
         if sets.is_empty() {
@@ -344,7 +353,7 @@ async fn labels(
 }
 
 async fn label_values(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -356,8 +365,8 @@ async fn label_values(
     let start = time_param(&params, "start", MIN_TIME_MS)?;
     let end = time_param(&params, "end", MAX_TIME_MS)?;
     let limit = limit_param(&params)?;
-    let queryable = s.backends()?.queryable.clone();
-    let values = run_bounded(&s, None, None, move |limits| {
+    let queryable = s.storage.get()?.queryable.clone();
+    let values = run_bounded(&s.gate, None, None, move |limits| {
         let q = querier(queryable.as_ref(), start, end)?;
         let mut all = Collected::new(limits);
         if sets.is_empty() {
@@ -381,7 +390,7 @@ fn truncate(mut v: Vec<String>, limit: Option<usize>) -> Vec<String> {
 
 /// ODIN stores no exemplars: the query is checked, and the answer is an empty list.
 async fn query_exemplars(
-    State(s): State<ApiState>,
+    State(s): State<QueryApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -389,7 +398,7 @@ async fn query_exemplars(
     let params = form_params(q.as_deref(), &headers, &body);
     let text = param(&params, "query").unwrap_or("").to_string();
     let query = text.clone();
-    run_bounded(&s, None, Some(&text), move |_| {
+    run_bounded(&s.gate, None, Some(&text), move |_| {
         crate::promql::parse(&query)?;
         Ok(())
     })
@@ -399,14 +408,14 @@ async fn query_exemplars(
 
 /// `/federate?match[]=…`: the newest sample of every matching series in the text
 /// exposition format.
-async fn federate(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn federate(State(s): State<QueryApi>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
     let sets = matchers_param(&params)?;
     let now = now_ms();
-    let lookback = s.engine.options().lookback_delta_ms;
+    let lookback = s.gate.engine.options().lookback_delta_ms;
     let start = now.saturating_sub(lookback);
-    let queryable = s.backends()?.queryable.clone();
-    let body = run_bounded(&s, None, None, move |limits| {
+    let queryable = s.storage.get()?.queryable.clone();
+    let body = run_bounded(&s.gate, None, None, move |limits| {
         let q = querier(queryable.as_ref(), start, now)?;
         let hints = SelectHints {
             start_ms: start,

@@ -1,13 +1,45 @@
-//! `POST /api/v1/write`: remote write 1.0.
+//! `POST /api/v1/write`: remote write 1.0; `POST /api/v1/read`: remote read.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
+use super::Storage;
+use super::bounded::QueryGate;
 use crate::remote::{WriteError, decompress_into, write_decoded};
 use crate::storage::{ErrorKind, RejectReason};
+
+/// The remote area: the remote-write receiver and remote read (a query path,
+/// through the query gate).
+#[derive(Clone)]
+pub struct RemoteApi {
+    pub storage: Storage,
+    pub gate: QueryGate,
+    /// `--web.enable-remote-write-receiver`.
+    pub receiver: bool,
+    pub write_limits: crate::remote::WriteLimits,
+    /// Bounds the remote-write requests being decoded and appended at once.
+    pub write_permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// `global.external_labels`: added to what remote read returns.
+    pub external_labels: std::sync::Arc<std::collections::BTreeMap<String, String>>,
+}
+
+pub fn routes(state: RemoteApi) -> axum::Router {
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::post;
+    let limit = state.write_limits.max_body_bytes;
+    axum::Router::new()
+        .route(
+            "/api/v1/write",
+            post(write).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/api/v1/read",
+            post(read).layer(DefaultBodyLimit::max(limit)),
+        )
+        .with_state(state)
+}
 
 thread_local! {
     /// The decompression buffer of each blocking thread, reused between requests.
@@ -18,8 +50,8 @@ thread_local! {
 /// text reason for input that must not be retried (bad encoding, bad labels, samples
 /// refused as out of order, out of bounds or duplicate — the rest of the batch is
 /// stored); 5xx when storage failed and a retry may succeed.
-pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !s.options.remote_write_receiver {
+async fn write(State(s): State<RemoteApi>, headers: HeaderMap, body: Bytes) -> Response {
+    if !s.receiver {
         // Prometheus's answer with its receiver off.
         return text(
             StatusCode::NOT_FOUND,
@@ -27,7 +59,7 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
                 .into(),
         );
     }
-    let backends = match s.backends() {
+    let backends = match s.storage.get() {
         Ok(b) => b.appendable.clone(),
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
     };
@@ -39,7 +71,7 @@ pub async fn write(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -
             );
         }
     }
-    let limits = s.options.write_limits;
+    let limits = s.write_limits;
     let Ok(permit) = s.write_permits.clone().acquire_owned().await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
     };
@@ -117,20 +149,20 @@ static READ_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// `--query.max-concurrency` permits as well as a remote-read one, and
 /// `--query.timeout` bounds it; a streamed answer stops at the deadline or when the
 /// client goes away.
-pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
+async fn read(State(s): State<RemoteApi>, body: Bytes) -> Response {
     use super::bounded::{acquire_permit, request_timeout, run_bounded};
     use crate::remote::read::{
         ReadBudget, ReadError, SAMPLES_CONTENT_TYPE, STREAMED_CONTENT_TYPE, decode_read_request,
         sampled_response, stream_chunks,
     };
-    let (queryable, chunks) = match s.backends() {
+    let (queryable, chunks) = match s.storage.get() {
         Ok(b) => (b.queryable.clone(), b.chunks.clone()),
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
     };
-    let deadline = std::time::Instant::now() + request_timeout(&s, None);
+    let deadline = std::time::Instant::now() + request_timeout(&s.gate, None);
     // Decoding is bounded by the request's size (see `decode_read_request`): a bad
     // request is refused before it waits for a turn.
-    let external = s.options.external_labels.clone();
+    let external = s.external_labels.clone();
     let read = match decode_read_request(&body, &external) {
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -146,13 +178,13 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
                 );
             }
         },
-        _ = s.shutdown.cancelled() => {
+        _ = s.gate.shutdown.cancelled() => {
             return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
         }
     };
     let api_error = |e: super::response::ApiError| text(e.kind.status(), e.message);
     if !read.streamed {
-        let answer = run_bounded(&s, None, None, move |limits| {
+        let answer = run_bounded(&s.gate, None, None, move |limits| {
             let check = || limits.check("remote read").map_err(|e| e.to_string());
             let budget = ReadBudget {
                 check: &check,
@@ -183,7 +215,7 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
             Err(e) => api_error(e),
         };
     }
-    let permit = match acquire_permit(&s, deadline).await {
+    let permit = match acquire_permit(&s.gate, deadline).await {
         Ok(p) => p,
         Err(e) => return api_error(e),
     };
@@ -192,9 +224,9 @@ pub async fn read(State(s): State<ApiState>, body: Bytes) -> Response {
     // deadline or shutdown, so a client that stops reading holds its thread and its
     // permits no longer than the query timeout; one that goes away stops it at once.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let metrics = s.query_metrics.clone();
+    let metrics = s.gate.metrics.clone();
     let runtime = tokio::runtime::Handle::current();
-    let stopping = s.shutdown.clone();
+    let stopping = s.gate.shutdown.clone();
     tokio::task::spawn_blocking(move || {
         let _permits = (permit, read_permit);
         let _evaluating = metrics.evaluating();

@@ -2,6 +2,7 @@
 //! Prometheus's shapes (Grafana reads buildinfo to decide how to talk to a server).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -10,7 +11,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Serialize;
 
-use super::ApiState;
+use super::Storage;
 use super::admin::form_params;
 use super::response::{ApiError, success};
 
@@ -31,13 +32,22 @@ pub struct StatusInfo {
     pub storage_retention: String,
 }
 
-pub fn routes() -> Router<ApiState> {
+/// The status area: build and runtime information, flags, configuration, TSDB
+/// statistics.
+#[derive(Clone)]
+pub struct StatusApi {
+    pub storage: Storage,
+    pub status: Arc<StatusInfo>,
+}
+
+pub fn routes(state: StatusApi) -> Router {
     Router::new()
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/runtimeinfo", get(runtimeinfo))
         .route("/api/v1/status/flags", get(flags))
         .route("/api/v1/status/config", get(config))
         .route("/api/v1/status/tsdb", get(tsdb))
+        .with_state(state)
 }
 
 #[derive(Serialize)]
@@ -90,7 +100,7 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn runtimeinfo(State(s): State<ApiState>) -> Response {
+async fn runtimeinfo(State(s): State<StatusApi>) -> Response {
     let threads = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(0);
@@ -111,7 +121,7 @@ async fn runtimeinfo(State(s): State<ApiState>) -> Response {
     })
 }
 
-async fn flags(State(s): State<ApiState>) -> Response {
+async fn flags(State(s): State<StatusApi>) -> Response {
     success(&s.status.flags)
 }
 
@@ -120,7 +130,7 @@ struct ConfigBody<'a> {
     yaml: &'a str,
 }
 
-async fn config(State(s): State<ApiState>) -> Response {
+async fn config(State(s): State<StatusApi>) -> Response {
     success(ConfigBody {
         yaml: &s.status.config_yaml.read(),
     })
@@ -153,7 +163,7 @@ struct TsdbStatus {
 }
 
 /// Cardinality statistics of the head, top 10 of each (`limit` changes that).
-async fn tsdb(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn tsdb(State(s): State<StatusApi>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
     let limit = match params
         .iter()
@@ -166,7 +176,7 @@ async fn tsdb(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Respon
             _ => return Err(ApiError::bad_data("limit must be a positive number")),
         },
     };
-    let admin = s.backends()?.admin.clone();
+    let admin = s.storage.get()?.admin.clone();
     let stats = tokio::task::spawn_blocking(move || admin.stats())
         .await
         .map_err(|e| ApiError::new(super::response::ErrorType::Internal, e.to_string()))?;

@@ -11,18 +11,25 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use super::ApiState;
+use super::Storage;
 use super::admin::{form_params, param};
 use super::query::limit_param;
 use super::response::{ApiError, success};
 use crate::model::{Labels, Matcher};
 use crate::scrape::manager::{ActiveTarget, PoolStatus, format_last_scrape};
 
-pub fn routes() -> Router<ApiState> {
+/// The targets area: scrape targets and metric metadata.
+#[derive(Clone)]
+pub struct TargetsApi {
+    pub storage: Storage,
+}
+
+pub fn routes(state: TargetsApi) -> Router {
     Router::new()
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/targets/metadata", get(targets_metadata))
         .route("/api/v1/metadata", get(metadata))
+        .with_state(state)
 }
 
 fn labels_json(labels: &Labels) -> Value {
@@ -75,15 +82,16 @@ fn active_json(t: &ActiveTarget) -> Value {
     })
 }
 
-fn pools(s: &ApiState) -> Result<BTreeMap<String, PoolStatus>, ApiError> {
-    Ok(s.backends()?
+fn pools(s: &TargetsApi) -> Result<BTreeMap<String, PoolStatus>, ApiError> {
+    Ok(s.storage
+        .get()?
         .scrape
         .as_ref()
         .map(|m| m.status())
         .unwrap_or_default())
 }
 
-async fn targets(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn targets(State(s): State<TargetsApi>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
     let state = param(&params, "state")
         .unwrap_or("any")
@@ -131,7 +139,7 @@ fn target_matchers(params: &[(String, String)]) -> Result<Vec<Matcher>, ApiError
 }
 
 async fn targets_metadata(
-    State(s): State<ApiState>,
+    State(s): State<TargetsApi>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
@@ -177,7 +185,10 @@ async fn targets_metadata(
 }
 
 /// Metadata per metric name across all targets, distinct entries only.
-async fn metadata(State(s): State<ApiState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn metadata(
+    State(s): State<TargetsApi>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &HeaderMap::new(), &[]);
     let limit = limit_param(&params)?;
     let per_metric = match param(&params, "limit_per_metric") {

@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod sources;
 
 use crate::api::{
-    self, ApiOptions, ApiShared, ApiState, Backends, HttpMetrics, QueryMetrics, ReloadRequest,
-    StatusInfo,
+    self, ApiOptions, ApiShared, Backends, HttpMetrics, QueryMetrics, ReloadRequest, StatusInfo,
 };
 use crate::bucketstore::{BucketStore, BucketStoreOptions, LongTermQueryable};
 use crate::collect::process::ProcessCollector;
@@ -160,7 +159,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         })
         .collect::<Result<Vec<_>, axum::http::Error>>()
         .map_err(|e| anyhow::anyhow!("--web.config.file: http_server_config.headers: {e}"))?;
-    let state = ApiState::new(ApiShared {
+    let state = ApiShared {
         backends: backends.clone(),
         registry: registry.clone(),
         options: ApiOptions {
@@ -191,7 +190,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         cluster: cluster_control.clone(),
         auth,
         response_headers,
-    });
+    };
     let status = state.status.clone();
 
     // Serve health checks while the WAL replays; readiness follows the replay.

@@ -1133,3 +1133,148 @@ fn scrapes_verify_targets_by_ca_and_server_name() {
             .contains("\"1\"]")
     }));
 }
+
+/// A keep-alive HTTPS connection that trusts the test CA, with rustls, for tests
+/// that must hold one connection open across a certificate rotation.
+struct KeepAlive {
+    stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(odin: &Odin, pki: &Pki) -> KeepAlive {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            rustls::pki_types::CertificateDer::pem_file_iter(pki.dir.join("ca.crt")).unwrap()
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect(odin.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        KeepAlive {
+            stream: rustls::StreamOwned::new(conn, tcp),
+        }
+    }
+
+    /// `GET path` on this connection: the status, or why it failed.
+    fn get(&mut self, path: &str) -> Result<u16, String> {
+        use std::io::{BufRead, Read, Write};
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut reader = std::io::BufReader::new(&mut self.stream);
+        let mut status_line = String::new();
+        reader
+            .read_line(&mut status_line)
+            .map_err(|e| e.to_string())?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad length {line:?}"))?;
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+
+    /// The common name of the certificate the server presented (after a request:
+    /// the handshake happens on first use).
+    fn server_cn(&self) -> String {
+        let certs = self.stream.conn.peer_certificates().unwrap_or_default();
+        let der = certs
+            .first()
+            .map(|c| c.as_ref().to_vec())
+            .unwrap_or_default();
+        // The test CA's names are plain ASCII: find them in the DER.
+        ["odin-server", "odin-rotated"]
+            .iter()
+            .find(|n| der.windows(n.len()).any(|w| w == n.as_bytes()))
+            .map_or_else(String::new, |n| n.to_string())
+    }
+}
+
+/// Certificate rotation under load: while clients keep making requests, on new
+/// connections and on one kept open, the certificate is replaced on disk. New
+/// connections get the new certificate, the open one goes on with its session, and
+/// no request fails.
+#[test]
+fn certificate_rotation_under_load_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let odin = start_tls(dir.path(), &web, &pki, None);
+    let mut kept = KeepAlive::open(&odin, &pki);
+    assert_eq!(kept.get("/-/healthy"), Ok(200));
+    assert_eq!(kept.server_cn(), "odin-server");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (done, failures) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut done, mut failures) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = KeepAlive::open(&odin, &pki);
+                for _ in 0..5 {
+                    match c.get("/-/healthy") {
+                        Ok(200) => done += 1,
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+            }
+            (done, failures)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        pki.leaf("server", "ca", "odin-rotated", "serverAuth");
+        let rotated = poll_until(Duration::from_secs(10), || {
+            let mut fresh = KeepAlive::open(&odin, &pki);
+            fresh.get("/-/healthy") == Ok(200) && fresh.server_cn() == "odin-rotated"
+        });
+        // The connection opened before the rotation goes on.
+        for _ in 0..20 {
+            assert_eq!(kept.get("/-/healthy"), Ok(200));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(rotated, "new connections never got the rotated certificate");
+        load.join().unwrap()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(done > 20, "only {done} requests under load");
+    assert_eq!(
+        kept.server_cn(),
+        "odin-server",
+        "the open connection keeps its session"
+    );
+}
