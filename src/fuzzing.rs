@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("config", config),
     ("web_config", web_config),
     ("promql_parse", promql_parse),
+    ("promql_eval", promql_eval),
     ("block_index", block_index),
     ("block_chunks", block_chunks),
     ("block_meta", block_meta),
@@ -199,6 +200,42 @@ pub fn promql_parse(data: &[u8]) {
         if let Err(panic) = parsed {
             std::panic::resume_unwind(panic);
         }
+    }
+}
+
+/// PromQL evaluation: an instant and a range query over a few GPU series, within
+/// small limits (samples, time), on a thread with the stack a deep query gets in
+/// production (`QUERY_STACK_BYTES`). Any input is an answer or a clean error.
+pub fn promql_eval(data: &[u8]) {
+    use crate::promql::{CancelFlag, Engine, EngineOptions};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    static STORE: OnceLock<crate::storage::memory::MemoryStorage> = OnceLock::new();
+    let store = STORE.get_or_init(small_store);
+    let text = text.to_string();
+    let eval = move || {
+        let engine = Engine::new(EngineOptions {
+            max_samples: 100_000,
+            timeout: std::time::Duration::from_millis(200),
+            ..EngineOptions::default()
+        });
+        let cancel = CancelFlag::default();
+        let _ = engine.instant(store, &text, 150_000, &cancel);
+        let _ = engine.range(store, &text, 0, 150_000, 15_000, &cancel);
+    };
+    // promql-parser's own panics are answered 400 by ODIN (see `promql_parse`).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(crate::promql::QUERY_STACK_BYTES)
+            .spawn_scoped(scope, eval)
+            .map(|t| t.join())
+    });
+    std::panic::set_hook(hook);
+    if let Ok(Err(panic)) = outcome {
+        std::panic::resume_unwind(panic);
     }
 }
 
