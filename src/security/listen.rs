@@ -14,6 +14,7 @@
 //! A connection comes with where it came from and, over mutual TLS, the client's
 //! certificates ([`ConnInfo`]; tonic puts it in each request's extensions).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,8 +51,18 @@ pub struct ConnInfo {
 pub struct Conn {
     io: Io,
     info: ConnInfo,
+    /// Until [`OPENING_BYTES`] have been read, reads fail once this passes (see
+    /// [`Conn::poll_read`]).
+    opening: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
     _slot: OwnedSemaphorePermit,
 }
+
+/// Bytes a client must send within the first-bytes deadline: the length of the
+/// HTTP/2 connection preface. Both hyper's protocol detection (HTTP/1 or 2) and an
+/// HTTP/2 server's wait for the preface read without a timer of their own, so a
+/// client that sends `P` and stops would otherwise hold its slot for good. Any
+/// HTTP/1 request but the smallest is longer.
+const OPENING_BYTES: usize = 24;
 
 enum Io {
     Plain(TcpStream),
@@ -129,8 +140,12 @@ impl Listener {
                     .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
                 let (tx, stop, limit) = (tx.clone(), stop.clone(), self.opts.first_bytes_timeout);
                 tokio::spawn(async move {
+                    // The handshake gets the deadline, and so does the opening of
+                    // the protocol once it is done (see `OPENING_BYTES`).
+                    let opening_deadline = tokio::time::Instant::now() + 2 * limit;
+                    let opened = open(stream, remote, acceptor, slot, opening_deadline);
                     let ready = tokio::select! {
-                        r = tokio::time::timeout(limit, open(stream, remote, acceptor, slot)) => r,
+                        r = tokio::time::timeout(limit, opened) => r,
                         _ = stop.cancelled() => return,
                     };
                     match ready {
@@ -156,6 +171,7 @@ async fn open(
     remote: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     slot: OwnedSemaphorePermit,
+    opening_deadline: tokio::time::Instant,
 ) -> Option<Conn> {
     let mut first = [0u8; 1];
     if !matches!(stream.peek(&mut first).await, Ok(1..)) {
@@ -181,6 +197,10 @@ async fn open(
     Some(Conn {
         io,
         info: ConnInfo { remote, peer_certs },
+        opening: Some((
+            Box::pin(tokio::time::sleep_until(opening_deadline)),
+            OPENING_BYTES,
+        )),
         _slot: slot,
     })
 }
@@ -200,10 +220,28 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some((deadline, _)) = &mut this.opening {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.opening = None;
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client did not open its protocol in time",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if let Some((_, left)) = &mut this.opening {
+            *left = left.saturating_sub(buf.filled().len() - before);
+            if *left == 0 {
+                this.opening = None;
+            }
         }
+        read
     }
 }
 

@@ -120,8 +120,26 @@ impl OidcSection {
             (None, Some(url)) => {
                 let parsed = reqwest::Url::parse(url)
                     .map_err(|e| format!("odin.oidc.jwks_url {url:?}: {e}"))?;
-                if !matches!(parsed.scheme(), "https" | "http") {
-                    return Err(format!("odin.oidc.jwks_url {url:?}: not an http(s) URL"));
+                // Over plain HTTP anyone on the path could hand ODIN their own keys;
+                // only a provider on this host may be reached that way.
+                let loopback = match parsed.host_str() {
+                    Some("localhost") => true,
+                    Some(host) => host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()),
+                    None => false,
+                };
+                match parsed.scheme() {
+                    "https" => {}
+                    "http" if loopback => {}
+                    "http" => {
+                        return Err(format!(
+                            "odin.oidc.jwks_url {url:?}: must be https (plain http only to this host)"
+                        ));
+                    }
+                    _ => return Err(format!("odin.oidc.jwks_url {url:?}: not an https URL")),
                 }
             }
         }
@@ -338,6 +356,9 @@ impl Oidc {
             return Ok(self.keys.read().len());
         }
         let Some(url) = &self.cfg.jwks_url else {
+            // Not reached (a section has a file or a URL); marked fetched so that
+            // `due` waits its interval rather than returning at once.
+            *self.fetched_at.lock() = Some(Instant::now());
             return Ok(0);
         };
         *self.fetched_at.lock() = Some(Instant::now());
@@ -626,6 +647,8 @@ pub(crate) mod tests {
         let base = "issuer: https://idp\naudience: odin\n";
         assert!(parse(base).unwrap_err().contains("exactly one of"));
         assert!(parse(&format!("{base}jwks_url: ftp://x/keys\n")).is_err());
+        assert!(parse(&format!("{base}jwks_url: http://idp.example/keys\n")).is_err());
+        assert!(parse(&format!("{base}jwks_url: http://127.0.0.1:8080/keys\n")).is_ok());
         assert!(parse(&format!("{base}jwks_file: missing.json\n")).is_err());
         assert!(parse(&format!("{base}jwks_url: https://idp/keys\nwhat: 1\n")).is_err());
         assert!(

@@ -38,11 +38,19 @@ fn spawn_reload_checks(
     });
 }
 
-/// The files' modification times, to tell that one changed.
-fn file_stamps(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+/// What tells that a file changed: its modification time, size and inode (a file
+/// renamed into place with an old timestamp, or rewritten within the file system's
+/// timestamp granularity, still counts); `None` when it cannot be read.
+type FileStamp = Option<(SystemTime, u64, u64)>;
+
+fn file_stamps(files: &[PathBuf]) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
     files
         .iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((m.modified().ok()?, m.len(), m.ino()))
+        })
         .collect()
 }
 
@@ -223,7 +231,10 @@ pub struct FileBacked<T> {
     files: Vec<PathBuf>,
     load: Box<dyn Fn(u64) -> Result<T, String> + Send + Sync>,
     /// The value, the files' stamps it was loaded at, its generation (from 1).
-    current: RwLock<(Arc<T>, Vec<Option<SystemTime>>, u64)>,
+    current: RwLock<(Arc<T>, Vec<FileStamp>, u64)>,
+    /// One reload at a time (the periodic check and a SIGHUP may meet), so that two
+    /// loads never share a generation.
+    reloading: parking_lot::Mutex<()>,
 }
 
 impl<T: Send + Sync + 'static> FileBacked<T> {
@@ -240,6 +251,7 @@ impl<T: Send + Sync + 'static> FileBacked<T> {
             files,
             load: Box::new(load),
             current: RwLock::new((Arc::new(value), stamps, 1)),
+            reloading: parking_lot::Mutex::new(()),
         })
     }
 
@@ -251,6 +263,7 @@ impl<T: Send + Sync + 'static> FileBacked<T> {
     /// Loads again if a file changed since the last load; whether a new value is in
     /// use. A failure keeps the old one and is logged.
     pub fn reload(&self) -> bool {
+        let _one_at_a_time = self.reloading.lock();
         let now = file_stamps(&self.files);
         let generation = {
             let current = self.current.read();
@@ -353,13 +366,24 @@ fn read_client_pem(c: &ClusterTlsSection, generation: u64) -> Result<PeerClientP
         key_pem: read(&c.key_file)?,
         generation,
     };
+    // The bytes kept are the bytes checked (a second read could catch a file
+    // being rewritten).
+    let certs_in = |bytes: &[u8], path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+        Ok(certs)
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in read_certs(&c.ca_file)? {
+    for cert in certs_in(&pem.ca_pem, &c.ca_file)? {
         roots
             .add(cert)
             .map_err(|e| format!("{}: {e}", c.ca_file.display()))?;
     }
-    let certs = read_certs(&c.cert_file)?;
+    let certs = certs_in(&pem.cert_pem, &c.cert_file)?;
     let key = PrivateKeyDer::from_pem_slice(&pem.key_pem)
         .map_err(|e| format!("{}: {e}", c.key_file.display()))?;
     rustls::ClientConfig::builder_with_provider(Arc::new(provider()))

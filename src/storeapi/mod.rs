@@ -173,12 +173,19 @@ fn read_guard(
             return Ok(req);
         }
         let headers = req.metadata().clone().into_headers();
-        match auth.check(
-            &headers,
-            Role::Read,
-            conn.map(|c| c.remote),
-            "StoreAPI call",
-        ) {
+        let remote = conn.map(|c| c.remote);
+        let check = || auth.check(&headers, Role::Read, remote, "StoreAPI call");
+        // A password seen for the first time costs a bcrypt check (tens of ms):
+        // the worker thread hands its other tasks on meanwhile (interceptors are
+        // synchronous, so this is the way off the async scheduler here).
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let verdict = if multi_thread {
+            tokio::task::block_in_place(check)
+        } else {
+            check()
+        };
+        match verdict {
             Ok(_) => Ok(req),
             Err(Denied::Unauthenticated) => Err(tonic::Status::unauthenticated(
                 "credentials needed: a bearer token or basic auth with the read role",

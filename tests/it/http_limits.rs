@@ -48,6 +48,14 @@ fn a_half_sent_header_and_an_idle_connection_are_closed_after_the_header_timeout
     let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(10));
     assert!(closed.is_some(), "an idle connection stays open");
 
+    // So is one that starts the HTTP/2 preface and stops (the protocol detection
+    // has no timer of its own).
+    let mut preface = TcpStream::connect(odin.addr).unwrap();
+    preface.write_all(b"PRI * HT").unwrap();
+    let (_, closed) = read_until_closed(&mut preface, Duration::from_secs(10));
+    let closed = closed.expect("a started HTTP/2 preface keeps its connection open");
+    assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+
     // Whole requests are unaffected.
     assert_eq!(odin.get("/-/healthy").0, 200);
 }
