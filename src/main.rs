@@ -315,6 +315,10 @@ struct RunFlags {
     /// (as --web.max-connections for HTTP).
     #[arg(long = "grpc.max-connections", default_value_t = odin::storeapi::DEFAULT_MAX_CONNECTIONS)]
     grpc_max_connections: usize,
+    /// A StoreAPI connection that moves no byte for this long is closed (its client
+    /// reconnects when it next calls), so idle connections cannot hold every slot.
+    #[arg(long = "grpc.max-connection-idle", default_value = "15m")]
+    grpc_max_connection_idle: String,
     /// Run as this node of a Raft cluster (ids start at 1); without the
     /// `--cluster.*` flags (or a `cluster:` section), ODIN is a single node.
     #[arg(long = "cluster.node-id")]
@@ -589,6 +593,8 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
     let web_read_timeout_ms = positive_duration_ms("web.read-timeout", &flags.web_read_timeout)?;
     let web_read_header_timeout_ms =
         positive_duration_ms("web.read-header-timeout", &flags.web_read_header_timeout)?;
+    let grpc_max_connection_idle_ms =
+        positive_duration_ms("grpc.max-connection-idle", &flags.grpc_max_connection_idle)?;
     let query_timeout_ms = parse_duration_ms(&flags.query_timeout)
         .map_err(|e| anyhow::anyhow!("--query.timeout: {e}"))?;
     if query_timeout_ms <= 0 {
@@ -693,6 +699,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             flags.grpc_max_connections.to_string(),
         ),
         (
+            "grpc.max-connection-idle",
+            format_duration_ms(grpc_max_connection_idle_ms),
+        ),
+        (
             "store.grpc.series-max-concurrency",
             flags.series_max_concurrency.to_string(),
         ),
@@ -786,6 +796,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             ..odin::api::ServeOptions::default()
         },
         grpc_max_connections: flags.grpc_max_connections.max(1),
+        grpc_max_connection_idle: Duration::from_millis(grpc_max_connection_idle_ms as u64),
         maintenance_interval: Duration::from_secs(60),
         engine: EngineOptions {
             max_samples: flags.query_max_samples,

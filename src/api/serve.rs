@@ -77,6 +77,8 @@ pub async fn serve(
         crate::security::listen::ListenOptions {
             max_connections: opts.max_connections,
             first_bytes_timeout: opts.read_header_timeout,
+            // HTTP/1's idle keep-alive connections end at the header timeout.
+            idle_timeout: None,
         },
     );
     let (slots, all_slots) = listener.slots();

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub serve: api::ServeOptions,
     /// `--grpc.max-connections`: the StoreAPI listener's connection limit.
     pub grpc_max_connections: usize,
+    /// `--grpc.max-connection-idle`: a StoreAPI connection idle this long is closed.
+    pub grpc_max_connection_idle: Duration,
     /// How often maintenance (head cut, compaction, retention) runs when nothing
     /// triggers it earlier.
     pub maintenance_interval: Duration,
@@ -210,6 +212,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         listen: crate::security::listen::ListenOptions {
             max_connections: opts.grpc_max_connections,
             first_bytes_timeout: opts.serve.read_header_timeout,
+            idle_timeout: Some(opts.grpc_max_connection_idle),
         },
     };
     let mut serving = Some((listener, api::router(state)));

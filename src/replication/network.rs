@@ -486,6 +486,9 @@ pub async fn serve<S: Replicated>(
         crate::security::listen::ListenOptions {
             max_connections: MAX_PEER_CONNECTIONS,
             first_bytes_timeout: CONNECT_TIMEOUT,
+            // Peers talk many times a second (heartbeats); a connection silent this
+            // long is not a peer's.
+            idle_timeout: Some(Duration::from_secs(300)),
         },
     )
     .incoming(shutdown.clone());

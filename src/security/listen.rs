@@ -36,6 +36,9 @@ pub struct ListenOptions {
     pub max_connections: usize,
     /// Time for a new connection's first byte and its TLS handshake, each.
     pub first_bytes_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed (`None`:
+    /// never): an HTTP/2 client that opened and then idles holds a slot no longer.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Where a connection came from, and the certificates its client presented (only
@@ -54,7 +57,19 @@ pub struct Conn {
     /// Until [`OPENING_BYTES`] have been read, reads fail once this passes (see
     /// [`Conn::poll_read`]).
     opening: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    idle: Option<Idle>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// The idle timer: bytes moved are counted, and when the timer fires a count that
+/// moved since the last firing re-arms it, so a busy connection pays a counter per
+/// read or write rather than a timer reset (it is closed between one and two
+/// periods after its last byte).
+struct Idle {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    after: Duration,
+    moved: u64,
+    moved_at_last_check: u64,
 }
 
 /// Bytes a client must send within the first-bytes deadline: the length of the
@@ -72,6 +87,13 @@ enum Io {
 impl Conn {
     pub fn info(&self) -> &ConnInfo {
         &self.info
+    }
+
+    /// Counts a read or write that moved bytes (see [`Idle`]).
+    fn moved(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.moved = idle.moved.wrapping_add(1);
+        }
     }
 }
 
@@ -139,11 +161,12 @@ impl Listener {
                     .as_ref()
                     .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
                 let (tx, stop, limit) = (tx.clone(), stop.clone(), self.opts.first_bytes_timeout);
+                let idle = self.opts.idle_timeout;
                 tokio::spawn(async move {
                     // The handshake gets the deadline, and so does the opening of
                     // the protocol once it is done (see `OPENING_BYTES`).
                     let opening_deadline = tokio::time::Instant::now() + 2 * limit;
-                    let opened = open(stream, remote, acceptor, slot, opening_deadline);
+                    let opened = open(stream, remote, acceptor, slot, opening_deadline, idle);
                     let ready = tokio::select! {
                         r = tokio::time::timeout(limit, opened) => r,
                         _ = stop.cancelled() => return,
@@ -172,6 +195,7 @@ async fn open(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     slot: OwnedSemaphorePermit,
     opening_deadline: tokio::time::Instant,
+    idle_timeout: Option<Duration>,
 ) -> Option<Conn> {
     let mut first = [0u8; 1];
     if !matches!(stream.peek(&mut first).await, Ok(1..)) {
@@ -201,6 +225,12 @@ async fn open(
             Box::pin(tokio::time::sleep_until(opening_deadline)),
             OPENING_BYTES,
         )),
+        idle: idle_timeout.map(|after| Idle {
+            timer: Box::pin(tokio::time::sleep(after)),
+            after,
+            moved: 0,
+            moved_at_last_check: 0,
+        }),
         _slot: slot,
     })
 }
@@ -230,11 +260,27 @@ impl AsyncRead for Conn {
                 )));
             }
         }
+        if let Some(idle) = &mut this.idle {
+            while idle.timer.as_mut().poll(cx).is_ready() {
+                if idle.moved == idle.moved_at_last_check {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection idle too long",
+                    )));
+                }
+                idle.moved_at_last_check = idle.moved;
+                let next = tokio::time::Instant::now() + idle.after;
+                idle.timer.as_mut().reset(next);
+            }
+        }
         let before = buf.filled().len();
         let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
+        if buf.filled().len() > before {
+            this.moved();
+        }
         if let Some((_, left)) = &mut this.opening {
             *left = left.saturating_sub(buf.filled().len() - before);
             if *left == 0 {
@@ -251,10 +297,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let written = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            this.moved();
         }
+        written
     }
 
     fn poll_write_vectored(
@@ -262,10 +313,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let written = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        };
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            this.moved();
         }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

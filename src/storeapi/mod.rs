@@ -70,6 +70,11 @@ pub const DEFAULT_SERIES_MAX_CONCURRENCY: usize = 20;
 /// `--grpc.max-connections`: StoreAPI connections open at once (as
 /// `--web.max-connections` for HTTP).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// `--grpc.max-connection-idle`: a StoreAPI connection that moves no byte for this
+/// long is closed (grpc-go's `MaxConnectionIdle`; clients reconnect when they next
+/// call).
+pub const DEFAULT_MAX_CONNECTION_IDLE: std::time::Duration =
+    std::time::Duration::from_secs(15 * 60);
 
 impl Default for StoreApiOptions {
     fn default() -> Self {
@@ -106,6 +111,7 @@ impl GrpcSecurity {
             listen: crate::security::listen::ListenOptions {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 first_bytes_timeout: std::time::Duration::from_secs(10),
+                idle_timeout: Some(DEFAULT_MAX_CONNECTION_IDLE),
             },
         }
     }

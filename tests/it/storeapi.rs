@@ -539,3 +539,48 @@ fn grpc_connections_are_bounded_and_silent_ones_closed() {
         "slots not given back"
     );
 }
+
+/// An HTTP/2 client that opens its connection properly (preface and SETTINGS) and
+/// then says nothing is closed after `--grpc.max-connection-idle`, so idle
+/// connections cannot hold every slot; its slot then serves a real client.
+#[test]
+fn idle_grpc_connections_are_closed() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let odin = Odin::start(
+        tmp.path(),
+        &["--grpc.max-connections=1", "--grpc.max-connection-idle=1s"],
+    );
+    let addr = odin.grpc_addr.expect("grpc address");
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame.
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let end = idle.read_to_end(&mut got);
+    assert!(
+        !matches!(&end, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "an idle HTTP/2 connection stayed open ({end:?})"
+    );
+    assert!(!got.is_empty(), "the server never answered the preface");
+    let after = started.elapsed();
+    assert!(
+        after >= std::time::Duration::from_millis(900) && after < std::time::Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+    // Its slot is free again: a real client is served.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = InfoClient::connect(format!("http://{addr}")).await.unwrap();
+        for _ in 0..3 {
+            client.info(info::InfoRequest::default()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+    });
+}
