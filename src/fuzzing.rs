@@ -326,20 +326,12 @@ pub fn block_chunks(data: &[u8]) {
                         bytes.len()
                     );
                 }
-                off += 1 + bytes.len() as u64 + 4 + uvarint_len(bytes.len() as u64);
+                let len_bytes = crate::tsdb::index::encoding::uvarint_len(bytes.len() as u64);
+                off += (len_bytes + 1 + bytes.len() + 4) as u64;
             }
             Err(_) => off += 1,
         }
     }
-}
-
-fn uvarint_len(mut v: u64) -> u64 {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
 }
 
 /// A block's `meta.json` (first byte even) or `tombstones` (odd).

@@ -89,6 +89,17 @@ impl Conn {
         &self.info
     }
 
+    /// Counts a write that moved bytes, passing its outcome on.
+    fn count_written(
+        &mut self,
+        written: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            self.moved();
+        }
+        written
+    }
+
     /// Counts a read or write that moved bytes (see [`Idle`]).
     fn moved(&mut self) {
         if let Some(idle) = &mut self.idle {
@@ -302,10 +313,7 @@ impl AsyncWrite for Conn {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         };
-        if matches!(written, Poll::Ready(Ok(1..))) {
-            this.moved();
-        }
-        written
+        this.count_written(written)
     }
 
     fn poll_write_vectored(
@@ -318,10 +326,7 @@ impl AsyncWrite for Conn {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         };
-        if matches!(written, Poll::Ready(Ok(1..))) {
-            this.moved();
-        }
-        written
+        this.count_written(written)
     }
 
     fn is_write_vectored(&self) -> bool {

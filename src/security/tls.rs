@@ -212,8 +212,14 @@ pub fn server_config(tls: &TlsServerConfig, http2: bool) -> Result<ServerConfig,
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_certs(&bytes, path)
+}
+
+/// The certificates in PEM `bytes` (read from `path`, which errors name); at least one.
+fn parse_certs(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate in it", path.display()));
@@ -275,7 +281,7 @@ impl<T: Send + Sync + 'static> FileBacked<T> {
         match (self.load)(generation) {
             Ok(value) => {
                 *self.current.write() = (Arc::new(value), now, generation);
-                tracing::info!(what = self.what, file = %self.files[0].display(), "reloaded");
+                tracing::info!(what = self.what, files = ?self.files, "reloaded");
                 true
             }
             Err(e) => {
@@ -368,22 +374,13 @@ fn read_client_pem(c: &ClusterTlsSection, generation: u64) -> Result<PeerClientP
     };
     // The bytes kept are the bytes checked (a second read could catch a file
     // being rewritten).
-    let certs_in = |bytes: &[u8], path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate in it", path.display()));
-        }
-        Ok(certs)
-    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in certs_in(&pem.ca_pem, &c.ca_file)? {
+    for cert in parse_certs(&pem.ca_pem, &c.ca_file)? {
         roots
             .add(cert)
             .map_err(|e| format!("{}: {e}", c.ca_file.display()))?;
     }
-    let certs = certs_in(&pem.cert_pem, &c.cert_file)?;
+    let certs = parse_certs(&pem.cert_pem, &c.cert_file)?;
     let key = PrivateKeyDer::from_pem_slice(&pem.key_pem)
         .map_err(|e| format!("{}: {e}", c.key_file.display()))?;
     rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
