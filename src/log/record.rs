@@ -17,6 +17,16 @@
 //!   body      := n_matchers:uvarint (kind:u8 name:str value:str)* min_t:varint max_t:varint
 //! type 6      := head cut: the head's samples before `end` become a block
 //!   body      := end:varint
+//! type 7      := samples batch naming its series by the log's series dictionary
+//!   body      := flags:u8 [token:u64le] base_t:varint defs_len:uvarint snappy(defs)[defs_len] snappy(by_ref)
+//!   flags     := bit 0: reset: the dictionary is emptied before this entry's definitions
+//!                are added (token: the reset's number, by which its proposer sees it applied)
+//!   defs      := type 5's labels: the label sets this entry adds to the dictionary's end
+//!                (absent when defs_len is 0)
+//!   by_ref    := n_series:uvarint (ref:uvarint n_samples:uvarint (dt:varint v:u64le)*)*
+//!   ref       := 0: the entry's next definition (each used once, in order);
+//!                k > 0: the dictionary's series prev + 1 + unzigzag(k - 1), prev being the
+//!                id the last such ref named (-1 before the first)
 //! str         := len:uvarint bytes (UTF-8)
 //! ```
 //!
@@ -26,6 +36,12 @@
 //! smaller than spelling every label out). Timestamps are deltas from the batch's
 //! first one. Values are stored as raw bits so NaN payloads (the stale marker)
 //! survive.
+//!
+//! Type 7 is written to a replicated log only (see `tsdb::dictionary`): every
+//! replica applies the same entries, so it can keep the same dictionary of label
+//! sets, and an entry names a series the dictionary holds by its id alone. Such an
+//! entry is not self-contained: it decodes only against the dictionary that the
+//! entries before it built.
 //!
 //! Labels and samples lie in separate sections so that a writer committing the same
 //! series again and again (a scrape target, every interval) can reuse the compressed
@@ -37,7 +53,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
-use crate::log::varint::{put_uvarint, put_varint, take_uvarint, unzigzag};
+use crate::log::varint::{put_uvarint, put_varint, take_uvarint, unzigzag, zigzag};
 use crate::model::{Label, Labels, MatchType, Matcher, Sample};
 
 const RECORD_DELETION: u8 = 2;
@@ -45,6 +61,9 @@ const RECORD_SAMPLES: u8 = 3;
 const RECORD_SAMPLES_SNAPPY: u8 = 4;
 const RECORD_SAMPLES_SPLIT: u8 = 5;
 const RECORD_HEAD_CUT: u8 = 6;
+const RECORD_SAMPLES_BY_REF: u8 = 7;
+/// Type 7's flag: the dictionary starts anew.
+const FLAG_RESET: u8 = 1;
 /// Largest decompressed samples body accepted when decoding.
 const MAX_BODY_BYTES: usize = 256 << 20;
 
@@ -144,10 +163,26 @@ pub struct HeadCut {
     pub end: i64,
 }
 
+/// A samples batch naming its series by the log's series dictionary (type 7).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IdBatch {
+    /// The dictionary is emptied before this entry's definitions: the reset's
+    /// number.
+    pub reset: Option<u64>,
+    /// The label sets this entry adds to the dictionary's end.
+    pub defined: Vec<Labels>,
+    /// Per series: the dictionary id it names (`None`: the entry's next
+    /// definition), and where its samples lie in `samples`.
+    pub series: Vec<(Option<u32>, Range<usize>)>,
+    pub samples: Vec<Sample>,
+}
+
 /// A decoded log entry.
 #[derive(Debug, Clone)]
 pub enum Record {
     Samples(Batch),
+    /// Handles [`decode_resolving`] returns with it are those of `defined`.
+    SamplesById(IdBatch),
     Deletion(Deletion),
     HeadCut(HeadCut),
 }
@@ -168,6 +203,8 @@ pub enum RecordError {
     StringRef(u64),
     #[error("corrupt snappy body")]
     Snappy,
+    #[error("invalid series dictionary reference: {0}")]
+    Dictionary(String),
 }
 
 pub fn encode_batch(batch: &Batch, out: &mut Vec<u8>) {
@@ -256,7 +293,7 @@ pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, 
         // uncompressed interleaved form.
         out.truncate(start);
         out.push(RECORD_SAMPLES);
-        let (table, refs) = string_table(batch);
+        let (table, refs) = string_table(batch.series.iter().map(|s| &s.labels));
         encode_samples_body(batch, base_t, &table, refs, out);
     }
 }
@@ -265,7 +302,7 @@ pub fn encode_batch_reusing(batch: &Batch, memo: Option<&mut LabelSectionMemo>, 
 /// false when it is too large for snappy.
 fn compressed_label_section(batch: &Batch, scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
     scratch.clear();
-    encode_label_section(batch, scratch);
+    encode_label_section(batch.series.iter().map(|s| &s.labels), scratch);
     compress_into(scratch, out)
 }
 
@@ -295,7 +332,7 @@ fn compress_into(body: &[u8], out: &mut Vec<u8>) -> bool {
 
 /// The batch's label strings, each once, and each series' labels as indexes into them
 /// (name, value, name, value, …, series after series).
-fn string_table(batch: &Batch) -> (Vec<&str>, Vec<u32>) {
+fn string_table<'a>(sets: impl Iterator<Item = &'a Labels>) -> (Vec<&'a str>, Vec<u32>) {
     // The string table is keyed by the strings' addresses: label sets of the head share
     // interned strings, so equal strings are almost always the same allocation, and an
     // address is far cheaper to hash than the text. A string that is equal but not
@@ -307,10 +344,10 @@ fn string_table(batch: &Batch) -> (Vec<&str>, Vec<u32>) {
     let mut ids: HashMap<usize, u32, BuildHasherDefault<AddrHasher>> =
         HashMap::with_capacity_and_hasher(256, BuildHasherDefault::default());
     let mut table: Vec<&str> = Vec::with_capacity(256);
-    let mut refs: Vec<u32> = Vec::with_capacity(batch.series.len() * 16);
+    let mut refs: Vec<u32> = Vec::with_capacity(sets.size_hint().0 * 16);
     let mut direct = [(0usize, 0u32); DIRECT_SLOTS];
-    for s in &batch.series {
-        for l in s.labels.iter() {
+    for labels in sets {
+        for l in labels.iter() {
             for s in [&*l.name, &*l.value] {
                 let addr = s.as_ptr() as usize;
                 let slot = &mut direct[direct_slot(addr)];
@@ -342,19 +379,22 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Type 5's label section (before compression): the string table, then each series'
-/// labels as references into it.
-fn encode_label_section(batch: &Batch, out: &mut Vec<u8>) {
-    let (table, refs) = string_table(batch);
+/// Type 5's label section (before compression): the string table, then each label
+/// set as references into it.
+pub(crate) fn encode_label_section<'a>(
+    sets: impl Iterator<Item = &'a Labels> + Clone,
+    out: &mut Vec<u8>,
+) {
+    let (table, refs) = string_table(sets.clone());
     put_uvarint(out, table.len() as u64);
     for s in &table {
         put_str(out, s);
     }
-    put_uvarint(out, batch.series.len() as u64);
+    put_uvarint(out, sets.clone().count() as u64);
     let mut refs = refs.into_iter();
-    for s in &batch.series {
-        put_uvarint(out, s.labels.len() as u64);
-        for _ in 0..s.labels.len() * 2 {
+    for labels in sets {
+        put_uvarint(out, labels.len() as u64);
+        for _ in 0..labels.len() * 2 {
             put_uvarint(out, u64::from(refs.next().unwrap_or(0)));
         }
     }
@@ -417,6 +457,178 @@ impl Hasher for AddrHasher {
     fn write_usize(&mut self, v: usize) {
         self.0 = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+}
+
+/// Encodes `batch` as a type-7 entry: its series `i` names dictionary id `refs[i]`,
+/// or, where that is `None`, is defined by the entry (with its labels, in batch
+/// order); `reset` empties the dictionary first. False (and `out` as it was) when a
+/// section is too large for snappy.
+pub fn encode_batch_by_ref(
+    batch: &Batch,
+    refs: &[Option<u32>],
+    reset: Option<u64>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
+    let base_t = batch.samples.first().map(|s| s.t).unwrap_or(0);
+    out.push(RECORD_SAMPLES_BY_REF);
+    match reset {
+        Some(token) => {
+            out.push(FLAG_RESET);
+            out.extend_from_slice(&token.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    put_varint(out, base_t);
+    let defined = batch
+        .series
+        .iter()
+        .zip(refs)
+        .filter(|(_, r)| r.is_none())
+        .map(|(s, _)| &s.labels);
+    let written = SCRATCH.with_borrow_mut(|body| {
+        let defs_ok = if defined.clone().next().is_none() {
+            put_uvarint(out, 0);
+            true
+        } else {
+            let mut section = Vec::new();
+            compressed_sets(defined, body, &mut section) && put_section(out, &section)
+        };
+        body.clear();
+        put_uvarint(body, batch.series.len() as u64);
+        let mut prev: i64 = -1;
+        for ((_, samples), r) in batch.iter().zip(refs) {
+            match r {
+                None => put_uvarint(body, 0),
+                Some(id) => {
+                    let gap = i64::from(*id) - (prev + 1);
+                    put_uvarint(body, zigzag(gap) + 1);
+                    prev = i64::from(*id);
+                }
+            }
+            put_samples(body, samples, base_t);
+        }
+        let ok = defs_ok && compress_into(body, out);
+        if body.capacity() > 16 << 20 {
+            *body = Vec::new();
+        }
+        ok
+    });
+    if !written {
+        out.truncate(start);
+    }
+    written
+}
+
+/// Label sets as type 5's label section, compressed into `out` (`scratch` holds it
+/// before); false when it is too large for snappy.
+fn compressed_sets<'a>(
+    sets: impl Iterator<Item = &'a Labels> + Clone,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> bool {
+    scratch.clear();
+    encode_label_section(sets, scratch);
+    compress_into(scratch, out)
+}
+
+/// Label sets from [`encode_label_section`]'s bytes (uncompressed), their strings
+/// interned.
+pub(crate) fn decode_label_section(
+    bytes: &[u8],
+    intern: &mut impl FnMut(&str) -> ArcStr,
+) -> Result<Vec<Labels>, RecordError> {
+    let no_lookup = &mut |_: &[(&str, &str)]| None::<(Labels, ())>;
+    let (record, _) = decode_series(
+        0,
+        Decoder { buf: bytes },
+        SampleSource::Absent,
+        intern,
+        no_lookup,
+    )?;
+    match record {
+        Record::Samples(b) => Ok(b.series.into_iter().map(|s| s.labels).collect()),
+        _ => unreachable!("decode_series decodes a samples batch"),
+    }
+}
+
+/// Type 7's body after its type byte.
+fn decode_by_ref<K: SeriesLookup>(
+    mut d: Decoder<'_>,
+    intern: &mut impl FnMut(&str) -> ArcStr,
+    known: &mut K,
+) -> Result<Resolved<K::Handle>, RecordError> {
+    let flags = d.u8()?;
+    if flags & !FLAG_RESET != 0 {
+        return Err(RecordError::Dictionary(format!("unknown flags {flags:#x}")));
+    }
+    let reset = if flags & FLAG_RESET != 0 {
+        Some(d.u64_le()?)
+    } else {
+        None
+    };
+    let base_t = d.varint()?;
+    let defs_len = d.uvarint()?;
+    let (defs, by_ref) = usize::try_from(defs_len)
+        .ok()
+        .and_then(|n| d.buf.split_at_checked(n))
+        .ok_or(RecordError::Truncated)?;
+    let (defined, handles) = if defs.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let body = decompress(defs)?;
+        match decode_series(
+            0,
+            Decoder { buf: &body },
+            SampleSource::Absent,
+            intern,
+            known,
+        )? {
+            (Record::Samples(b), handles) => (
+                b.series.into_iter().map(|s| s.labels).collect::<Vec<_>>(),
+                handles,
+            ),
+            _ => unreachable!("decode_series decodes a samples batch"),
+        }
+    };
+    let body = decompress(by_ref)?;
+    let mut d = Decoder { buf: &body };
+    // A series takes at least its ref and its sample count.
+    let n_series = d.count(2)?;
+    let mut batch = IdBatch {
+        reset,
+        defined,
+        series: Vec::with_capacity(n_series),
+        samples: Vec::new(),
+    };
+    let mut prev: i64 = -1;
+    let mut definitions = 0;
+    for _ in 0..n_series {
+        let id = match d.uvarint()? {
+            0 => {
+                definitions += 1;
+                None
+            }
+            k => {
+                let id = (prev + 1)
+                    .checked_add(unzigzag(k - 1))
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| RecordError::Dictionary("an id out of range".into()))?;
+                prev = i64::from(id);
+                Some(id)
+            }
+        };
+        let start = batch.samples.len();
+        take_samples(&mut d, base_t, &mut batch.samples)?;
+        batch.series.push((id, start..batch.samples.len()));
+    }
+    if definitions != batch.defined.len() {
+        return Err(RecordError::Dictionary(format!(
+            "{} definitions, {definitions} series naming one",
+            batch.defined.len()
+        )));
+    }
+    Ok((Record::SamplesById(batch), handles))
 }
 
 pub fn encode_deletion(d: &Deletion, out: &mut Vec<u8>) {
@@ -508,13 +720,13 @@ pub fn decode_resolving<K: SeriesLookup>(
     match d.u8()? {
         RECORD_SAMPLES => {
             let base_t = d.varint()?;
-            decode_series(base_t, d, None, intern, known)
+            decode_series(base_t, d, SampleSource::Interleaved, intern, known)
         }
         RECORD_SAMPLES_SNAPPY => {
             let body = decompress(d.buf)?;
             let mut d = Decoder { buf: &body };
             let base_t = d.varint()?;
-            decode_series(base_t, d, None, intern, known)
+            decode_series(base_t, d, SampleSource::Interleaved, intern, known)
         }
         RECORD_SAMPLES_SPLIT => {
             let base_t = d.varint()?;
@@ -528,7 +740,7 @@ pub fn decode_resolving<K: SeriesLookup>(
             decode_series(
                 base_t,
                 Decoder { buf: &labels },
-                Some(Decoder { buf: &samples }),
+                SampleSource::Apart(Decoder { buf: &samples }),
                 intern,
                 known,
             )
@@ -564,6 +776,7 @@ pub fn decode_resolving<K: SeriesLookup>(
             let end = d.varint()?;
             Ok((Record::HeadCut(HeadCut { end }), Vec::new()))
         }
+        RECORD_SAMPLES_BY_REF => decode_by_ref(d, intern, known),
         t => Err(RecordError::UnknownType(t)),
     }
 }
@@ -579,13 +792,38 @@ fn decompress(compressed: &[u8]) -> Result<Vec<u8>, RecordError> {
         .map_err(|_| RecordError::Snappy)
 }
 
+/// Where [`decode_series`] finds each series' samples.
+enum SampleSource<'a> {
+    /// Right after the series' labels (types 3 and 4).
+    Interleaved,
+    /// In a section of their own, series after series (type 5).
+    Apart(Decoder<'a>),
+    /// Nowhere: a section of label sets only (type 7's definitions).
+    Absent,
+}
+
+/// One series' samples: a count, then (time delta from `base_t`, value bits) each.
+fn take_samples(
+    d: &mut Decoder<'_>,
+    base_t: i64,
+    out: &mut Vec<Sample>,
+) -> Result<(), RecordError> {
+    let n_samples = d.count(9)?;
+    out.reserve(n_samples);
+    for _ in 0..n_samples {
+        let t = base_t.wrapping_add(d.varint()?);
+        let v = f64::from_bits(d.u64_le()?);
+        out.push(Sample { t, v });
+    }
+    Ok(())
+}
+
 /// Decodes a batch's string table and series from `d`, each series' samples from
-/// `samples` (type 5) or, when that is `None`, from `d` right after its labels (types
-/// 3 and 4).
+/// where `samples` says.
 fn decode_series<'a, K: SeriesLookup>(
     base_t: i64,
     mut d: Decoder<'a>,
-    mut samples: Option<Decoder<'a>>,
+    mut samples: SampleSource<'a>,
     intern: &mut impl FnMut(&str) -> ArcStr,
     known: &mut K,
 ) -> Result<Resolved<K::Handle>, RecordError> {
@@ -596,7 +834,10 @@ fn decode_series<'a, K: SeriesLookup>(
     }
     // A series takes at least its label count in a type-5 label section, and a
     // label count and a sample count when the two are interleaved.
-    let n_series = d.count(if samples.is_some() { 1 } else { 2 })?;
+    let n_series = d.count(match samples {
+        SampleSource::Interleaved => 2,
+        SampleSource::Apart(_) | SampleSource::Absent => 1,
+    })?;
     let mut batch = Batch {
         series: Vec::with_capacity(n_series),
         samples: Vec::new(),
@@ -625,16 +866,14 @@ fn decode_series<'a, K: SeriesLookup>(
             refs.push((name, value));
             pairs.push((name.as_str(), value.as_str()));
         }
-        let ds = match samples.as_mut() {
-            Some(ds) => ds,
-            None => &mut d,
-        };
-        let n_samples = ds.count(9)?;
         let start = batch.samples.len();
-        for _ in 0..n_samples {
-            let t = base_t.wrapping_add(ds.varint()?);
-            let v = f64::from_bits(ds.u64_le()?);
-            batch.samples.push(Sample { t, v });
+        let ds = match &mut samples {
+            SampleSource::Apart(ds) => Some(ds),
+            SampleSource::Interleaved => Some(&mut d),
+            SampleSource::Absent => None,
+        };
+        if let Some(ds) = ds {
+            take_samples(ds, base_t, &mut batch.samples)?;
         }
         let labels = first..refs.len();
         let sorted_unique = pairs[labels.clone()].windows(2).all(|w| w[0].0 < w[1].0);
@@ -809,7 +1048,7 @@ mod tests {
         // The same series with other samples: the section is reused. Shown by
         // planting another batch's section in the memo: it is what comes out.
         let mut planted = Vec::new();
-        encode_label_section(&batch_of(&[&c, &c], 0, 0.0), &mut planted);
+        encode_label_section([&c, &c].into_iter(), &mut planted);
         let kept = std::mem::take(&mut memo.section);
         assert!(compress_into(&planted, &mut memo.section));
         let second = batch_of(&[&a, &b], 16_000, 2.0);
@@ -885,7 +1124,7 @@ mod tests {
             Labels::from_pairs([("job", "x")]),
             &[Sample::new(6, stale_nan())],
         );
-        let (table, refs) = string_table(&batch);
+        let (table, refs) = string_table(batch.series.iter().map(|s| &s.labels));
         let mut body = Vec::new();
         encode_samples_body(&batch, 5, &table, refs, &mut body);
         let mut plain = vec![RECORD_SAMPLES];
@@ -1068,5 +1307,68 @@ mod tests {
         for n in 0..buf.len() {
             assert!(decode(&buf[..n], &mut no_intern).is_err(), "prefix {n}");
         }
+    }
+
+    #[test]
+    fn batches_by_reference_round_trip() {
+        let mut batch = Batch::default();
+        let sets: Vec<Labels> = (0..5)
+            .map(|i| Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]))
+            .collect();
+        for (i, l) in sets.iter().enumerate() {
+            batch.push_series(
+                l.clone(),
+                &[
+                    Sample::new(1_000 + i as i64, i as f64),
+                    Sample::new(2_000, stale_nan()),
+                ],
+            );
+        }
+        let refs = [None, Some(5), Some(6), None, Some(2)];
+        for reset in [None, Some(77)] {
+            let mut buf = Vec::new();
+            assert!(encode_batch_by_ref(&batch, &refs, reset, &mut buf));
+            let Record::SamplesById(b) = decode(&buf, &mut no_intern).unwrap() else {
+                panic!("not a batch by reference")
+            };
+            assert_eq!(b.reset, reset);
+            assert_eq!(b.defined, vec![sets[0].clone(), sets[3].clone()]);
+            assert_eq!(
+                b.series.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                refs.to_vec()
+            );
+            for ((_, range), s) in b.series.iter().zip(&batch.series) {
+                let got = &b.samples[range.clone()];
+                let want = batch.samples_of(s);
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(want) {
+                    assert_eq!((g.t, g.v.to_bits()), (w.t, w.v.to_bits()));
+                }
+            }
+            for n in 0..buf.len() {
+                assert!(decode(&buf[..n], &mut no_intern).is_err(), "prefix {n}");
+            }
+        }
+        // Unknown flags, and definitions no series uses, are refused.
+        let mut buf = Vec::new();
+        assert!(encode_batch_by_ref(&batch, &refs, None, &mut buf));
+        let mut bad = buf.clone();
+        bad[1] = 0x80;
+        assert!(decode(&bad, &mut no_intern).is_err());
+        let mut one = Batch::default();
+        one.push_series(sets[0].clone(), &[Sample::new(1, 1.0)]);
+        let mut unused = Vec::new();
+        assert!(encode_batch_by_ref(&one, &[None], None, &mut unused));
+        let mut by_id = Vec::new();
+        assert!(encode_batch_by_ref(&one, &[Some(0)], None, &mut by_id));
+        // The definitions of the first with the series of the second: type, flags,
+        // base time and the definitions' length take a byte each here.
+        assert!(unused[3] < 0x80 && by_id[3] == 0);
+        let defs_end = 4 + unused[3] as usize;
+        let ids_start = 4;
+        let mut mixed = unused[..defs_end].to_vec();
+        mixed.extend_from_slice(&by_id[ids_start..]);
+        let err = decode(&mixed, &mut no_intern).unwrap_err();
+        assert!(err.to_string().contains("definitions"), "{err}");
     }
 }

@@ -12,7 +12,13 @@ pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 
 #[inline]
 pub fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+    put_uvarint(out, zigzag(v));
+}
+
+/// A signed value as zigzag encodes it (0, -1, 1, -2, … as 0, 1, 2, 3, …).
+#[inline]
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
 }
 
 /// Reads a varint from the front of `buf` and advances past it; `None` when `buf`

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::ClientWriteError;
+use openraft::impls::ProgressResponder;
 
 use super::log_store::WrittenStats;
 use super::machine::{ClusterMachine, Proposals, Replicated};
@@ -41,6 +42,8 @@ struct Inner<S: Replicated> {
     /// The state machine as Raft sees it (shared with Raft's own handle).
     cluster: ClusterMachine<S>,
     proposals: Arc<Proposals<S>>,
+    /// Held while an entry is encoded and handed to Raft (see `propose_once`).
+    proposing: tokio::sync::Mutex<()>,
     /// How to reach the leader to forward to; `None`: never forward, refuse.
     peers: Option<PeerNetwork>,
     write_timeout: Duration,
@@ -76,6 +79,7 @@ impl<S: Replicated> RaftCommitLog<S> {
                 machine: cluster.machine().clone(),
                 cluster,
                 proposals,
+                proposing: tokio::sync::Mutex::new(()),
                 peers,
                 write_timeout,
                 counters,
@@ -107,27 +111,8 @@ impl<S: Replicated> RaftCommitLog<S> {
         entry: S::Entry,
     ) -> Result<(S::Output, LogIndex), LogError> {
         let inner = &self.inner;
-        let (proposal, outcome) = inner.proposals.register(bytes, entry);
-        // Whatever ends this call (an answer, a refusal, the caller giving up), the
-        // decoded entry does not stay behind; one that commits later is decoded like
-        // anyone's.
-        let _withdraw = Withdraw {
-            proposals: &inner.proposals,
-            seq: proposal.seq,
-        };
         let started = std::time::Instant::now();
-        let written = tokio::time::timeout(inner.write_timeout, inner.raft.client_write(proposal));
-        let result = match written.await {
-            Ok(Ok(response)) => outcome
-                .await
-                .map(|output| (output, response.log_id.index))
-                .map_err(|_| LogError::Cluster("the entry applied without an outcome".to_string())),
-            Ok(Err(e)) => Err(refusal(e)),
-            Err(_) => Err(LogError::Cluster(format!(
-                "not committed by a quorum within {:?}",
-                inner.write_timeout
-            ))),
-        };
+        let result = self.propose_once(bytes, entry).await;
         match &result {
             Ok(_) => inner
                 .counters
@@ -138,6 +123,82 @@ impl<S: Replicated> RaftCommitLog<S> {
             }
         }
         result
+    }
+
+    async fn propose_once(
+        &self,
+        bytes: Vec<u8>,
+        entry: S::Entry,
+    ) -> Result<(S::Output, LogIndex), LogError> {
+        let inner = &self.inner;
+        // Encoding and handing to Raft happen under one lock, so that entries reach
+        // the log in the order the state machine encoded them, and only in the term
+        // they were encoded for (`with_leader`): see `Replicated::encode_proposal`.
+        let (seq, outcome, written) = {
+            let _order = inner.proposing.lock().await;
+            let leader = inner.raft.as_leader().map_err(|f| LogError::NotLeader {
+                leader: f.leader_id,
+            })?;
+            let leader_id = leader.to_committed_leader_id();
+            let settled = inner
+                .cluster
+                .last_applied()
+                .is_some_and(|l| *l.committed_leader_id() == leader_id);
+            let (encoded, entry) = inner
+                .machine
+                .encode_proposal(entry, (leader_id.term, settled));
+            let (proposal, outcome) = inner.proposals.register(encoded.unwrap_or(bytes), entry);
+            let seq = proposal.seq;
+            let (responder, written) = ProgressResponder::complete_only();
+            let handed = inner
+                .raft
+                .write(proposal)
+                .with_leader(leader_id)
+                .responder(responder)
+                .await;
+            if let Err(fatal) = handed {
+                self.refused(seq);
+                return Err(LogError::Cluster(fatal.to_string()));
+            }
+            (seq, outcome, written)
+        };
+        // Whatever ends this call (an answer, a refusal, the caller giving up), the
+        // decoded entry does not stay behind; one that commits later is decoded like
+        // anyone's.
+        let _withdraw = Withdraw {
+            proposals: &inner.proposals,
+            seq,
+        };
+        match tokio::time::timeout(inner.write_timeout, written).await {
+            Ok(Ok(Ok(response))) => outcome
+                .await
+                .map(|output| (output, response.log_id.index))
+                .map_err(|_| LogError::Cluster("the entry applied without an outcome".to_string())),
+            Ok(Ok(Err(e))) => {
+                // Not appended: it never applies.
+                self.refused(seq);
+                Err(match e {
+                    ClientWriteError::ForwardToLeader(f) => LogError::NotLeader {
+                        leader: f.leader_id,
+                    },
+                    other => LogError::Cluster(other.to_string()),
+                })
+            }
+            Ok(Err(_)) => Err(LogError::Cluster(
+                "Raft stopped before answering".to_string(),
+            )),
+            Err(_) => Err(LogError::Cluster(format!(
+                "not committed by a quorum within {:?}",
+                inner.write_timeout
+            ))),
+        }
+    }
+
+    /// Tells the state machine that the proposal `seq` was refused.
+    fn refused(&self, seq: u64) {
+        if let Some(entry) = self.inner.proposals.withdraw(seq) {
+            self.inner.machine.proposal_refused(&entry);
+        }
     }
 
     /// Waits until this node applied `index` (a forwarded entry), so that what the
@@ -175,17 +236,8 @@ struct Withdraw<'a, S: Replicated> {
 
 impl<S: Replicated> Drop for Withdraw<'_, S> {
     fn drop(&mut self) {
-        self.proposals.withdraw(self.seq);
-    }
-}
-
-/// What Raft's refusal means for the submitter.
-fn refusal(e: RaftError<OdinRaft, ClientWriteError<OdinRaft>>) -> LogError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => LogError::NotLeader {
-            leader: f.leader_id,
-        },
-        other => LogError::Cluster(other.to_string()),
+        // A proposal whose submitter gave up may still apply: nothing to tell.
+        let _ = self.proposals.withdraw(self.seq);
     }
 }
 

@@ -81,6 +81,26 @@ pub trait Replicated: StateMachine {
     /// Adds `refused` (from [`admit_forwarded`](Self::admit_forwarded)) to `output`.
     fn add_refused(_output: &mut Self::Output, _refused: Self::Output) {}
 
+    /// An entry this node proposes as the leader, encoded for the log right before
+    /// it goes in. Entries reach the log in the order they are encoded here, and
+    /// only in the term they were encoded in: `leadership` is that term, and
+    /// whether the last entry applied here is of it (every entry of earlier terms
+    /// applied). So an entry may name what the state machine has applied, by a
+    /// shorter name than the entry would carry on its own (the TSDB's series
+    /// dictionary). Returns the bytes to propose (`None`: those the entry came
+    /// with) and the entry as it then applies.
+    fn encode_proposal(
+        &self,
+        entry: Self::Entry,
+        _leadership: (u64, bool),
+    ) -> (Option<Vec<u8>>, Self::Entry) {
+        (None, entry)
+    }
+
+    /// An entry from [`encode_proposal`](Self::encode_proposal) was refused: it is
+    /// not in the log and never applies.
+    fn proposal_refused(&self, _entry: &Self::Entry) {}
+
     /// Whether a peer may hand the leader this entry to propose: writes, yes;
     /// entries only the leader's own maintenance proposes (a head cut), never.
     fn may_forward(entry: &Self::Entry) -> bool;
@@ -130,9 +150,10 @@ impl<S: StateMachine> Proposals<S> {
         (proposal, rx)
     }
 
-    /// Forgets a proposal Raft refused; if it applies after all, it is decoded.
-    pub fn withdraw(&self, seq: u64) {
-        self.waiting.lock().remove(&seq);
+    /// Forgets a proposal whose submitter gave up; if it applies after all, it is
+    /// decoded. Returns its entry, where it was still waiting.
+    pub fn withdraw(&self, seq: u64) -> Option<S::Entry> {
+        self.waiting.lock().remove(&seq).map(|(entry, _)| entry)
     }
 
     fn take(&self, p: &Proposal) -> Option<Waiting<S>> {
@@ -265,6 +286,11 @@ impl<S: Replicated> ClusterMachine<S> {
 
     pub fn machine(&self) -> &Arc<S> {
         &self.machine
+    }
+
+    /// The id of the newest entry applied.
+    pub(crate) fn last_applied(&self) -> Option<LogId> {
+        self.progress.lock().last_applied
     }
 
     /// The index of the newest entry applied (0: none).

@@ -149,9 +149,10 @@ impl Db {
         // for a log that lost its cuts.
         let from = match image {
             Some(image) => {
-                let pending = crate::tsdb::machine::PendingWork::decode(&image.extra)
-                    .map_err(|e| TsdbError::Internal(format!("head image's pending work: {e}")))?;
-                *machine.pending.lock() = pending;
+                let state = crate::tsdb::machine::MachineState::decode(&image.extra, &head)
+                    .map_err(|e| TsdbError::Internal(format!("head image's machine state: {e}")))?;
+                *machine.pending.lock() = state.pending;
+                machine.dictionary.lock().restore(state.dictionary);
                 Some(image.position)
             }
             None => None,

@@ -17,6 +17,7 @@ use crate::log::record::{self, Batch, Deletion, HeadCut, Record};
 use crate::log::{LogIndex, StateMachine};
 use crate::model::Labels;
 use crate::storage::AppendSummary;
+use crate::tsdb::dictionary::{self, DictionaryProposer, DictionaryUpdate, SeriesDictionary};
 use crate::tsdb::head::{Head, MemSeries};
 
 /// An entry of the TSDB's log, decoded.
@@ -26,6 +27,10 @@ pub enum DbEntry {
     Batch(Batch, Vec<Option<Arc<MemSeries>>>),
     Deletion(Deletion),
     HeadCut(HeadCut),
+    /// A batch that names its series by the log's series dictionary (a cluster
+    /// leader's entry; see `tsdb::dictionary`), resolved: the batch with its labels,
+    /// a hint per series, and what the entry adds to the dictionary.
+    ByReference(Batch, Vec<Option<Arc<MemSeries>>>, DictionaryUpdate),
 }
 
 impl DbEntry {
@@ -33,7 +38,9 @@ impl DbEntry {
     pub(crate) fn encode(&self, memo: Option<&mut record::LabelSectionMemo>) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            DbEntry::Batch(b, _) => {
+            // A batch by reference still has its labels: written out, it is the
+            // batch it names.
+            DbEntry::Batch(b, _) | DbEntry::ByReference(b, _, _) => {
                 out.reserve(64 + b.num_samples() * 48);
                 record::encode_batch_reusing(b, memo, &mut out);
             }
@@ -103,7 +110,17 @@ impl PendingWork {
     }
 
     /// [`encode`](Self::encode)'s bytes back; empty bytes are an empty queue.
-    pub fn decode(mut bytes: &[u8]) -> Result<PendingWork, String> {
+    #[cfg(test)]
+    pub fn decode(bytes: &[u8]) -> Result<PendingWork, String> {
+        let (work, rest) = Self::decode_prefix(bytes)?;
+        if !rest.is_empty() {
+            return Err("trailing bytes after the pending work".into());
+        }
+        Ok(work)
+    }
+
+    /// [`encode`](Self::encode)'s bytes at the front of `bytes`, and what follows.
+    fn decode_prefix(mut bytes: &[u8]) -> Result<(PendingWork, &[u8]), String> {
         /// The next `N` bytes, taken off the front.
         fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N], String> {
             let (head, rest) = b.split_first_chunk::<N>().ok_or("pending work truncated")?;
@@ -112,7 +129,7 @@ impl PendingWork {
         }
         let mut work = PendingWork::default();
         if bytes.is_empty() {
-            return Ok(work);
+            return Ok((work, bytes));
         }
         let n = u32::from_le_bytes(take(&mut bytes)?);
         for _ in 0..n {
@@ -137,14 +154,53 @@ impl PendingWork {
                 [k] => return Err(format!("unknown pending work kind {k}")),
             }
         }
-        if !bytes.is_empty() {
-            return Err("trailing bytes after the pending work".into());
-        }
-        Ok(work)
+        Ok((work, bytes))
     }
 
     pub fn has_cut(&self) -> bool {
         self.queue.iter().any(|p| matches!(p, Pending::Cut(_)))
+    }
+}
+
+/// What of the state machine's own state is stored with a head image, besides the
+/// head: the work pending at its position and, in a cluster, the series dictionary.
+///
+/// ```text
+/// pending work (`PendingWork::encode`)
+/// [u8 1 | the dictionary's label sets (`dictionary::encode_sets`)]   only when not empty
+/// ```
+pub(crate) struct MachineState {
+    pub pending: PendingWork,
+    pub dictionary: Vec<Labels>,
+}
+
+const STATE_DICTIONARY: u8 = 1;
+
+impl MachineState {
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut out = self.pending.encode();
+        if !self.dictionary.is_empty() {
+            out.push(STATE_DICTIONARY);
+            dictionary::encode_sets(&self.dictionary, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// [`encode`](Self::encode)'s bytes back, the dictionary's strings interned by
+    /// `head`.
+    pub fn decode(bytes: &[u8], head: &Head) -> Result<MachineState, String> {
+        let (pending, rest) = PendingWork::decode_prefix(bytes)?;
+        let dictionary = match rest.split_first() {
+            None => Vec::new(),
+            Some((&STATE_DICTIONARY, sets)) => dictionary::decode_sets(sets, head)?,
+            Some((k, _)) => {
+                return Err(format!("unknown state section {k} after the pending work"));
+            }
+        };
+        Ok(MachineState {
+            pending,
+            dictionary,
+        })
     }
 }
 
@@ -176,6 +232,10 @@ impl MaintenanceSignal {
 pub struct DbMachine {
     pub(crate) head: Arc<Head>,
     pub(crate) pending: Mutex<PendingWork>,
+    /// The series dictionary of a replicated log, as applied (empty for a WAL).
+    pub(crate) dictionary: Mutex<SeriesDictionary>,
+    /// The leader's side of the dictionary: used only while this node proposes.
+    pub(crate) proposer: Mutex<DictionaryProposer>,
     pub(crate) signal: Arc<MaintenanceSignal>,
     /// Where the head images are kept (`chunks_head`).
     pub(crate) images_dir: Option<std::path::PathBuf>,
@@ -195,6 +255,8 @@ impl DbMachine {
         DbMachine {
             head,
             pending: Mutex::default(),
+            dictionary: Mutex::default(),
+            proposer: Mutex::default(),
             signal: Arc::default(),
             images_dir,
             installer: std::sync::OnceLock::new(),
@@ -286,6 +348,15 @@ impl StateMachine for DbMachine {
         };
         match record::decode_resolving(bytes, &mut |s| head.intern(s), known) {
             Ok((Record::Samples(b), hints)) => Ok(DbEntry::Batch(b, hints)),
+            Ok((Record::SamplesById(b), def_hints)) => {
+                // Entries apply in order right after they decode, so the dictionary
+                // is the one this entry was written against.
+                let (batch, hints, update) =
+                    self.dictionary
+                        .lock()
+                        .resolve(b, def_hints, head, applier_busy)?;
+                Ok(DbEntry::ByReference(batch, hints, update))
+            }
             Ok((Record::Deletion(d), _)) => Ok(DbEntry::Deletion(d)),
             Ok((Record::HeadCut(c), _)) => Ok(DbEntry::HeadCut(c)),
             Err(e) => Err(e.to_string()),
@@ -294,16 +365,12 @@ impl StateMachine for DbMachine {
 
     fn apply(&self, _index: LogIndex, entry: DbEntry) -> AppendSummary {
         match entry {
-            DbEntry::Batch(b, hints) => {
-                let summary = self.head.apply_batch_with_hints(&b, &hints);
-                // On a replica that did not take the write (in a cluster, the leader
-                // applying a follower's batch) this is the only place that sees the
-                // head become due for a cut.
-                if self.head_cut_due() {
-                    self.signal.wake();
-                }
+            DbEntry::ByReference(b, hints, update) => {
+                let summary = self.apply_batch(&b, &hints);
+                self.dictionary.lock().apply(update, &self.head);
                 summary
             }
+            DbEntry::Batch(b, hints) => self.apply_batch(&b, &hints),
             DbEntry::Deletion(d) => {
                 self.apply_deletion(d);
                 AppendSummary::default()
@@ -312,6 +379,49 @@ impl StateMachine for DbMachine {
                 self.apply_head_cut(c);
                 AppendSummary::default()
             }
+        }
+    }
+}
+
+impl DbMachine {
+    fn apply_batch(&self, b: &Batch, hints: &[Option<Arc<MemSeries>>]) -> AppendSummary {
+        let summary = self.head.apply_batch_with_hints(b, hints);
+        // On a replica that did not take the write (in a cluster, the leader
+        // applying a follower's batch) this is the only place that sees the head
+        // become due for a cut.
+        if self.head_cut_due() {
+            self.signal.wake();
+        }
+        summary
+    }
+
+    /// The leader's encoding of a batch it is about to propose (see
+    /// `tsdb::dictionary`): the batch by reference, or as it came when it cannot go
+    /// so. `leadership`: the leader's term, and whether the last applied entry is
+    /// of it.
+    pub(crate) fn encode_by_reference(
+        &self,
+        entry: DbEntry,
+        leadership: (u64, bool),
+    ) -> (Option<Vec<u8>>, DbEntry) {
+        let DbEntry::Batch(batch, hints) = entry else {
+            return (None, entry);
+        };
+        let head_series = self.head.num_series() as usize;
+        let encoded =
+            self.proposer
+                .lock()
+                .encode(&self.dictionary, &batch, &hints, leadership, head_series);
+        match encoded {
+            Some((bytes, update)) => (Some(bytes), DbEntry::ByReference(batch, hints, update)),
+            None => (None, DbEntry::Batch(batch, hints)),
+        }
+    }
+
+    /// An entry this node proposed was refused, never to apply.
+    pub(crate) fn proposal_refused(&self, entry: &DbEntry) {
+        if let DbEntry::ByReference(_, _, update) = entry {
+            self.proposer.lock().refused(update);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod check;
 pub mod chunkenc;
 pub mod compact;
 mod db;
+mod dictionary;
 mod error;
 pub mod head;
 pub mod index;

@@ -38,6 +38,7 @@ use crate::tsdb::db::DbInner;
 use crate::tsdb::error::{Result, TsdbError};
 use crate::tsdb::head::Head;
 use crate::tsdb::head::image::{self, HeadImage, LoadedImage};
+use crate::tsdb::machine::MachineState;
 use crate::tsdb::metrics::TsdbMetrics;
 
 /// WAL bytes written after which the maintenance loop takes an image (at least).
@@ -186,9 +187,10 @@ pub(crate) fn install_snapshot(db: &DbInner, index: u64, archive: &Path) -> std:
 
     db.head.clear();
     let loaded = image::load(&db.head, &unpacked.image).map_err(std::io::Error::other)?;
-    let pending =
-        crate::tsdb::machine::PendingWork::decode(&loaded.extra).map_err(std::io::Error::other)?;
-    *db.machine.pending.lock() = pending;
+    let state = crate::tsdb::machine::MachineState::decode(&loaded.extra, &db.head)
+        .map_err(std::io::Error::other)?;
+    *db.machine.pending.lock() = state.pending;
+    db.machine.dictionary.lock().restore(state.dictionary);
     {
         let mut st = db.images.state.lock();
         for (old, _) in st.kept.drain(..) {
@@ -307,18 +309,26 @@ fn take(db: &DbInner, why: &str) -> Result<()> {
     let wal_bytes = log.stats().bytes_written;
     // The copy runs on the log's applying side, between two entries: the head and
     // the work pending there belong to exactly that position.
-    let taken: Arc<Mutex<Option<(HeadImage, Duration)>>> = Arc::default();
+    let taken: Arc<Mutex<Option<(HeadImage, MachineState, Duration)>>> = Arc::default();
     let slot = taken.clone();
     log.at_position(Box::new(move |pos: LogPosition| {
         let t = Instant::now();
-        let mut img = head.capture_image(pos);
-        img.extra = machine.pending.lock().encode();
-        *slot.lock() = Some((img, t.elapsed()));
+        let img = head.capture_image(pos);
+        let state = MachineState {
+            pending: machine.pending.lock().clone(),
+            dictionary: machine.dictionary.lock().label_sets(),
+        };
+        *slot.lock() = Some((img, state, t.elapsed()));
     }))?;
-    let (img, pause) = taken
+    let (mut img, state, pause) = taken
         .lock()
         .take()
         .ok_or_else(|| TsdbError::Internal("head image: the copy did not run".into()))?;
+    // Encoded after the copy, off the applying side.
+    img.extra = state
+        .encode()
+        .map_err(|e| TsdbError::Internal(format!("head image: {e}")))?;
+    drop(state);
     db.metrics
         .head_image_pause_us
         .set(pause.as_micros().min(i64::MAX as u128) as i64);

@@ -494,6 +494,18 @@ impl Replicated for DbMachine {
         output.merge(&refused);
     }
 
+    fn encode_proposal(
+        &self,
+        entry: DbEntry,
+        leadership: (u64, bool),
+    ) -> (Option<Vec<u8>>, DbEntry) {
+        self.encode_by_reference(entry, leadership)
+    }
+
+    fn proposal_refused(&self, entry: &DbEntry) {
+        DbMachine::proposal_refused(self, entry);
+    }
+
     /// Head cuts are the leader's maintenance's own; writes and deletions come from
     /// clients of any node.
     fn may_forward(entry: &DbEntry) -> bool {

@@ -1,0 +1,550 @@
+//! The series dictionary of a replicated log: series named by a number instead of
+//! their labels (record type 7), as Prometheus's WAL names them by reference after
+//! one series record.
+//!
+//! In a cluster every replica applies the same entries in the same order, so each
+//! can keep the same dictionary of label sets, built by applying: an entry defines
+//! ids (their label sets travel in it, once) and names series by ids that it or an
+//! entry before it defined. Followers then find a series by indexing a vector, not
+//! by hashing and comparing its labels, and the log carries a few bytes per series
+//! instead of its labels.
+//!
+//! Every replica applies the same entries in the same order, so every replica
+//! builds the same dictionary: an entry appends label sets to it (each becomes the
+//! next id) and names earlier ones by id. Only the leader writes entries, and it
+//! names by id only what its own replica has *applied* (with the head series each
+//! id was defined for, so that finding a batch's ids costs a pointer lookup), never
+//! what an entry in flight defines: an entry the cluster refuses, or that a new
+//! leader drops from the log, then takes nothing with it. Two rules keep the ids
+//! it names valid where the entry applies, after the entries still in flight:
+//! - only once the last applied entry is of the leader's own term (its first one,
+//!   the blank entry Raft appends, applied), so that no entry of another leader
+//!   lies in between;
+//! - a *reset* (the dictionary emptied; the leader asks for one when the dictionary
+//!   outgrows twice the head's series, so that churn does not grow it without
+//!   bound) is the one entry that invalidates ids: after proposing one, the leader
+//!   names nothing by id until it has applied it, or until it is refused.
+//!
+//! The dictionary is state-machine state: a head image carries its label sets in id
+//! order, so that a restarted or restored replica continues it.
+//!
+//! A slot also caches the head series its labels resolved to. A series truncation
+//! dropped is found again by its labels when samples come for it (as any stale
+//! hint is, in `Head::apply_batch_with_hints`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::log::record::{self, Batch, BatchSeries, IdBatch};
+use crate::model::Labels;
+use crate::tsdb::head::{Head, MemSeries};
+
+/// A head series as a batch refers to it (`None`: not resolved yet).
+type Hint = Option<Arc<MemSeries>>;
+
+/// What a type-7 entry does to the dictionary, applied with its batch.
+#[derive(Clone)]
+pub struct DictionaryUpdate {
+    /// The dictionary is emptied first (the reset's number).
+    pub reset: Option<u64>,
+    /// The label sets appended, with their head series where known.
+    pub defined: Vec<(Labels, Hint)>,
+}
+
+struct Slot {
+    labels: Labels,
+    series: Hint,
+}
+
+/// The dictionary as applying builds it; the same on every replica at the same log
+/// index (the cached series aside).
+#[derive(Default)]
+pub struct SeriesDictionary {
+    slots: Vec<Slot>,
+    /// Id by the address of the head series its slot holds (the slot's reference
+    /// keeps the address from being reused while the entry is here).
+    by_series: HashMap<usize, u32>,
+    /// The number of the last reset applied.
+    last_reset: Option<u64>,
+}
+
+impl SeriesDictionary {
+    /// The batch a type-7 entry names, with a hint per series, against the dictionary
+    /// as it stands before the entry. `def_hints` are the head series of the entry's
+    /// definitions where its decoding found them. With `resolve`, slots that have no
+    /// series yet are looked up in `head` (and keep what was found).
+    ///
+    /// An entry that names an id the dictionary does not hold is an error: applying
+    /// it could not be the same everywhere.
+    pub fn resolve(
+        &mut self,
+        entry: IdBatch,
+        def_hints: Vec<Hint>,
+        head: &Head,
+        resolve: bool,
+    ) -> Result<(Batch, Vec<Hint>, DictionaryUpdate), String> {
+        let IdBatch {
+            reset,
+            defined,
+            series,
+            samples,
+        } = entry;
+        let known = if reset.is_some() { 0 } else { self.slots.len() };
+        let mut def_hints = def_hints;
+        def_hints.resize(defined.len(), None);
+        let mut batch = Batch {
+            series: Vec::with_capacity(series.len()),
+            samples,
+        };
+        let mut hints = Vec::with_capacity(series.len());
+        let mut next_def = 0;
+        for (id, range) in series {
+            let (labels, hint) = match id {
+                None => {
+                    let k = next_def;
+                    next_def += 1;
+                    let labels = defined.get(k).ok_or("more series than definitions")?;
+                    (labels.clone(), def_hints[k].clone())
+                }
+                Some(id) if (id as usize) < known => {
+                    let slot = &mut self.slots[id as usize];
+                    if slot.series.is_none() && resolve {
+                        slot.series = head.get_by_labels(&slot.labels);
+                        if let Some(s) = &slot.series {
+                            self.by_series.insert(Arc::as_ptr(s) as usize, id);
+                        }
+                    }
+                    (slot.labels.clone(), slot.series.clone())
+                }
+                Some(id) => {
+                    return Err(format!(
+                        "names series id {id}, but the dictionary holds {known}"
+                    ));
+                }
+            };
+            batch.series.push(BatchSeries {
+                labels,
+                samples: range,
+            });
+            hints.push(hint);
+        }
+        let update = DictionaryUpdate {
+            reset,
+            defined: defined.into_iter().zip(def_hints).collect(),
+        };
+        Ok((batch, hints, update))
+    }
+
+    /// Applies an entry's definitions (and its reset), once its batch applied to
+    /// `head`: a series the batch created is found there now, so that the leader
+    /// can name it by id from the next entry on.
+    pub fn apply(&mut self, update: DictionaryUpdate, head: &Head) {
+        if let Some(token) = update.reset {
+            self.slots.clear();
+            self.by_series.clear();
+            self.last_reset = Some(token);
+        }
+        for (labels, series) in update.defined {
+            let series = series.or_else(|| head.get_by_labels(&labels));
+            let id = self.slots.len() as u32;
+            if let Some(s) = &series {
+                self.by_series.insert(Arc::as_ptr(s) as usize, id);
+            }
+            self.slots.push(Slot { labels, series });
+        }
+    }
+
+    /// The id of a head series, where a slot holds it.
+    fn id_of(&self, series: &Arc<MemSeries>) -> Option<u32> {
+        self.by_series.get(&(Arc::as_ptr(series) as usize)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The label sets in id order: what a head image keeps of the dictionary.
+    /// Only copies (a reference count per set): it runs between two entries.
+    pub fn label_sets(&self) -> Vec<Labels> {
+        self.slots.iter().map(|s| s.labels.clone()).collect()
+    }
+
+    /// Replaces the dictionary with label sets in id order (from a head image); their
+    /// series are found when first named.
+    pub fn restore(&mut self, sets: Vec<Labels>) {
+        self.by_series.clear();
+        self.slots = sets
+            .into_iter()
+            .map(|labels| Slot {
+                labels,
+                series: None,
+            })
+            .collect();
+    }
+}
+
+/// How much larger than the head's series count the dictionary may grow before the
+/// leader resets it (plus [`GROWTH_SLACK`]).
+const GROWTH_FACTOR: usize = 2;
+const GROWTH_SLACK: usize = 4096;
+
+/// Batches larger than this many samples are proposed with their labels: their
+/// sections could exceed what snappy compresses in one block.
+const MAX_SAMPLES_BY_REF: usize = 16 << 20;
+
+/// The leader's side: the reset it waits for, if any.
+#[derive(Default)]
+pub struct DictionaryProposer {
+    /// A reset proposed and not yet applied: its number and the term it was
+    /// proposed in. Until it applies, entries name nothing by id.
+    awaiting: Option<(u64, u64)>,
+}
+
+impl DictionaryProposer {
+    /// The type-7 entry of `batch` (with `hints`, its series in the head where
+    /// known), and what it does to the dictionary; `None` for a batch that goes
+    /// with its labels instead (too large). `dict` is the dictionary as applied,
+    /// `term` the leader's, and `settled` whether the last applied entry is of that
+    /// term (see the module documentation); `head_series` bounds the dictionary.
+    pub fn encode(
+        &mut self,
+        dict: &Mutex<SeriesDictionary>,
+        batch: &Batch,
+        hints: &[Hint],
+        (term, settled): (u64, bool),
+        head_series: usize,
+    ) -> Option<(Vec<u8>, DictionaryUpdate)> {
+        if batch.num_samples() > MAX_SAMPLES_BY_REF {
+            return None;
+        }
+        // The dictionary is held only to find the ids: the applying side waits on it.
+        let dict = dict.lock();
+        if let Some((token, reset_term)) = self.awaiting {
+            // Applied; or proposed in an earlier term, while every entry up to
+            // this term's first has applied: it applied or never will.
+            if dict.last_reset == Some(token) || (settled && reset_term != term) {
+                self.awaiting = None;
+            }
+        }
+        let mut reset = None;
+        if self.awaiting.is_none()
+            && dict.len() > head_series.saturating_mul(GROWTH_FACTOR) + GROWTH_SLACK
+        {
+            let token = rand::random::<u64>();
+            self.awaiting = Some((token, term));
+            reset = Some(token);
+        }
+        let by_id = settled && self.awaiting.is_none();
+        let refs: Vec<Option<u32>> = (0..batch.series.len())
+            .map(|i| {
+                let hint = hints.get(i)?.as_ref()?;
+                by_id.then(|| dict.id_of(hint)).flatten()
+            })
+            .collect();
+        drop(dict);
+        let mut out = Vec::with_capacity(32 + batch.num_samples() * 12);
+        if !record::encode_batch_by_ref(batch, &refs, reset, &mut out) {
+            if reset.is_some() {
+                self.awaiting = None;
+            }
+            return None;
+        }
+        let defined = batch
+            .series
+            .iter()
+            .zip(&refs)
+            .enumerate()
+            .filter(|(_, (_, r))| r.is_none())
+            .map(|(i, (s, _))| (s.labels.clone(), hints.get(i).cloned().flatten()))
+            .collect();
+        Some((out, DictionaryUpdate { reset, defined }))
+    }
+
+    /// An entry of this leader's was refused, never to apply: a reset in it is
+    /// waited for no longer.
+    pub fn refused(&mut self, update: &DictionaryUpdate) {
+        if update.reset.is_some() && self.awaiting.map(|(t, _)| t) == update.reset {
+            self.awaiting = None;
+        }
+    }
+}
+
+/// The dictionary as a head image stores it, after the pending work: type 5's label
+/// section, snappy-compressed, of the label sets in id order.
+pub fn encode_sets(sets: &[Labels], out: &mut Vec<u8>) -> Result<(), String> {
+    let mut section = Vec::new();
+    record::encode_label_section(sets.iter(), &mut section);
+    let compressed = snap::raw::Encoder::new()
+        .compress_vec(&section)
+        .map_err(|e| format!("series dictionary of {} series: {e}", sets.len()))?;
+    out.extend_from_slice(&(compressed.len() as u64).to_le_bytes());
+    out.extend_from_slice(&compressed);
+    Ok(())
+}
+
+/// [`encode_sets`]'s bytes back, strings interned by `head`.
+pub fn decode_sets(bytes: &[u8], head: &Head) -> Result<Vec<Labels>, String> {
+    let (len, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or("series dictionary truncated")?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|e| e.to_string())?;
+    if rest.len() != len {
+        return Err(format!(
+            "series dictionary: {} bytes where {len} were announced",
+            rest.len()
+        ));
+    }
+    let section = snap::raw::Decoder::new()
+        .decompress_vec(rest)
+        .map_err(|e| format!("series dictionary: {e}"))?;
+    record::decode_label_section(&section, &mut |s| head.intern(s))
+        .map_err(|e| format!("series dictionary: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::StateMachine;
+    use crate::model::Sample;
+    use crate::tsdb::machine::{DbEntry, DbMachine, MachineState, PendingWork};
+
+    fn machine() -> DbMachine {
+        DbMachine::new(Arc::new(Head::new(7_200_000)), None, 0)
+    }
+
+    fn labels(name: &str, i: usize) -> Labels {
+        Labels::from_pairs([("__name__", name), ("i", &i.to_string())])
+    }
+
+    /// A batch of `series` as the leader's appender builds it: each series with the
+    /// head's label set and series where the head has it.
+    fn batch(head: &Head, series: &[Labels], t: i64) -> DbEntry {
+        let mut b = Batch::default();
+        let mut hints = Vec::new();
+        for (i, l) in series.iter().enumerate() {
+            let known = head.get_by_labels(l);
+            let l = known
+                .as_ref()
+                .map_or_else(|| l.clone(), |s| s.labels.clone());
+            b.push_series(l, &[Sample::new(t, i as f64)]);
+            hints.push(known);
+        }
+        DbEntry::Batch(b, hints)
+    }
+
+    /// Proposes `entry` on `leader` and applies it there and on `followers` (from
+    /// its bytes); returns the bytes.
+    fn replicate(
+        leader: &DbMachine,
+        followers: &[&DbMachine],
+        index: u64,
+        entry: DbEntry,
+        leadership: (u64, bool),
+    ) -> Vec<u8> {
+        let (bytes, entry) = leader.encode_by_reference(entry, leadership);
+        let bytes = bytes.expect("encoded by reference");
+        leader.apply(index, entry);
+        for f in followers {
+            let decoded = f.decode(&bytes, true).expect("decodes on a follower");
+            f.apply(index, decoded);
+        }
+        bytes
+    }
+
+    fn series_of(m: &DbMachine, entry_bytes: &[u8]) -> Vec<(Labels, bool)> {
+        match m.decode(entry_bytes, true).unwrap() {
+            DbEntry::ByReference(b, hints, _) => b
+                .series
+                .iter()
+                .zip(&hints)
+                .map(|(s, h)| (s.labels.clone(), h.is_some()))
+                .collect(),
+            _ => panic!("not a batch by reference"),
+        }
+    }
+
+    #[test]
+    fn followers_resolve_ids_the_leader_applied_and_the_log_shrinks() {
+        let (leader, f1, f2) = (machine(), machine(), machine());
+        let set: Vec<Labels> = (0..50).map(|i| labels("up", i)).collect();
+        // Not settled (the leader's term has no applied entry yet): all defined.
+        let first = replicate(
+            &leader,
+            &[&f1],
+            1,
+            batch(&leader.head, &set, 1_000),
+            (3, false),
+        );
+        assert_eq!(leader.dictionary.lock().len(), 50);
+        // Settled: every series by id, no label in the entry.
+        let second = replicate(
+            &leader,
+            &[&f1],
+            2,
+            batch(&leader.head, &set, 2_000),
+            (3, true),
+        );
+        assert!(
+            second.len() < first.len(),
+            "{} bytes by id, {} with labels",
+            second.len(),
+            first.len()
+        );
+        assert_eq!(leader.dictionary.lock().len(), 50, "nothing defined twice");
+        // The follower finds each series by its id, already resolved to its head
+        // series, and with the labels the leader wrote.
+        let named = series_of(&f1, &second);
+        assert_eq!(
+            named.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+            set
+        );
+        assert!(named.iter().all(|(_, resolved)| *resolved));
+        assert_eq!(f1.head.num_series(), 50);
+
+        // A replica restored from an image taken after the first entry continues:
+        // the dictionary travels with it.
+        let state = MachineState {
+            pending: PendingWork::default(),
+            dictionary: f1.dictionary.lock().label_sets(),
+        };
+        let bytes = state.encode().unwrap();
+        let back = MachineState::decode(&bytes, &f2.head).unwrap();
+        assert_eq!(back.dictionary, set);
+        f2.dictionary.lock().restore(back.dictionary);
+        let decoded = f2.decode(&second, true).unwrap();
+        f2.apply(2, decoded);
+        assert_eq!(f2.head.num_series(), 50);
+    }
+
+    #[test]
+    fn a_new_series_is_defined_and_later_named_by_id() {
+        let (leader, f) = (machine(), machine());
+        let mut set: Vec<Labels> = (0..3).map(|i| labels("a", i)).collect();
+        replicate(
+            &leader,
+            &[&f],
+            1,
+            batch(&leader.head, &set, 1_000),
+            (1, true),
+        );
+        set.push(labels("b", 0));
+        let mixed = replicate(
+            &leader,
+            &[&f],
+            2,
+            batch(&leader.head, &set, 2_000),
+            (1, true),
+        );
+        assert_eq!(series_of(&f, &mixed).len(), 4);
+        assert_eq!(leader.dictionary.lock().len(), 4);
+        assert_eq!(f.dictionary.lock().len(), 4);
+        let DbEntry::ByReference(b, _, update) = f.decode(&mixed, true).unwrap() else {
+            panic!("not by reference")
+        };
+        assert_eq!(update.defined.len(), 1, "only the new series is defined");
+        assert_eq!(b.series[3].labels, labels("b", 0));
+    }
+
+    #[test]
+    fn a_reset_empties_the_dictionary_and_nothing_is_named_until_it_applied() {
+        let (leader, f) = (machine(), machine());
+        let a: Vec<Labels> = (0..10).map(|i| labels("a", i)).collect();
+        replicate(&leader, &[&f], 1, batch(&leader.head, &a, 1_000), (1, true));
+        // Grow the dictionary past its bound without growing the head: a follower
+        // that defined them all anew each time (as a new leader's first entries do).
+        {
+            let mut d = leader.dictionary.lock();
+            let mut fd = f.dictionary.lock();
+            let junk: Vec<(Labels, Hint)> = (0..GROWTH_SLACK + 30)
+                .map(|i| (labels("gone", i), None))
+                .collect();
+            for (dict, head) in [(&mut *d, &leader.head), (&mut *fd, &f.head)] {
+                dict.apply(
+                    DictionaryUpdate {
+                        reset: None,
+                        defined: junk.clone(),
+                    },
+                    head,
+                );
+            }
+        }
+        // Encoded: a reset, naming nothing by id.
+        let (bytes, reset_entry) =
+            leader.encode_by_reference(batch(&leader.head, &a, 2_000), (1, true));
+        let bytes = bytes.unwrap();
+        let DbEntry::ByReference(_, _, update) = &reset_entry else {
+            panic!("not by reference")
+        };
+        assert!(update.reset.is_some());
+        assert_eq!(update.defined.len(), 10);
+        // While it is in flight, entries name nothing by id either.
+        let (_, waiting) = leader.encode_by_reference(batch(&leader.head, &a, 3_000), (1, true));
+        let DbEntry::ByReference(_, _, w) = &waiting else {
+            panic!("not by reference")
+        };
+        assert!(w.reset.is_none() && w.defined.len() == 10);
+        // Applied (the waiting entry after it, as the log orders them): ids again.
+        leader.apply(2, reset_entry);
+        let decoded = f.decode(&bytes, true).unwrap();
+        f.apply(2, decoded);
+        assert_eq!(f.dictionary.lock().len(), 10);
+        let (_, after) = leader.encode_by_reference(batch(&leader.head, &a, 4_000), (1, true));
+        let DbEntry::ByReference(_, _, u) = &after else {
+            panic!("not by reference")
+        };
+        assert!(u.defined.is_empty(), "named by id once the reset applied");
+    }
+
+    #[test]
+    fn a_refused_reset_is_waited_for_no_longer() {
+        let leader = machine();
+        let a: Vec<Labels> = (0..5).map(|i| labels("a", i)).collect();
+        let (_, e) = leader.encode_by_reference(batch(&leader.head, &a, 1_000), (1, true));
+        leader.apply(1, e);
+        leader.dictionary.lock().apply(
+            DictionaryUpdate {
+                reset: None,
+                defined: (0..GROWTH_SLACK + 20)
+                    .map(|i| (labels("gone", i), None))
+                    .collect(),
+            },
+            &leader.head,
+        );
+        let (_, reset) = leader.encode_by_reference(batch(&leader.head, &a, 2_000), (1, true));
+        leader.proposal_refused(&reset);
+        // The next entry resets again (the dictionary is still too large).
+        let (_, again) = leader.encode_by_reference(batch(&leader.head, &a, 3_000), (1, true));
+        let DbEntry::ByReference(_, _, u) = &again else {
+            panic!("not by reference")
+        };
+        let token = u.reset;
+        assert!(token.is_some());
+        // In flight: waited for (no second reset, nothing by id).
+        let (_, e) = leader.encode_by_reference(batch(&leader.head, &a, 4_000), (1, true));
+        let DbEntry::ByReference(_, _, u) = &e else {
+            panic!("not by reference")
+        };
+        assert!(u.reset.is_none() && u.defined.len() == 5);
+        // A reset of an earlier term is waited for no longer once the new term
+        // settled (it applied or never will): the dictionary, still too large, is
+        // reset anew.
+        let (_, e) = leader.encode_by_reference(batch(&leader.head, &a, 5_000), (2, true));
+        let DbEntry::ByReference(_, _, u) = &e else {
+            panic!("not by reference")
+        };
+        assert!(u.reset.is_some() && u.reset != token);
+    }
+
+    #[test]
+    fn entries_naming_ids_the_dictionary_lacks_are_refused() {
+        let (leader, f) = (machine(), machine());
+        let a: Vec<Labels> = (0..5).map(|i| labels("a", i)).collect();
+        replicate(&leader, &[], 1, batch(&leader.head, &a, 1_000), (1, true));
+        let (bytes, _) = leader.encode_by_reference(batch(&leader.head, &a, 2_000), (1, true));
+        // `f` never saw the first entry.
+        let err = f.decode(&bytes.unwrap(), true).err().unwrap();
+        assert!(err.contains("dictionary holds 0"), "{err}");
+    }
+}
