@@ -65,6 +65,10 @@ pub trait StateMachine: Send + Sync + 'static {
 
     /// Applies the entry at `index`; indices arrive in order, without gaps.
     fn apply(&self, index: LogIndex, entry: Self::Entry) -> Self::Output;
+
+    /// The entry's bytes, self-contained (what [`decode`](Self::decode) reads on any
+    /// node), for a submission that came without them.
+    fn encode(&self, entry: &Self::Entry) -> Vec<u8>;
 }
 
 /// Why a submission failed. Nothing was applied for it; whether its bytes reached
@@ -112,17 +116,20 @@ pub struct LogStats {
 
 /// The commit seam: "submit an entry, get an answer once it is durable and applied".
 ///
-/// `bytes` is the entry as the log stores and replicates it ([`record`]'s codec);
-/// `entry` is the same entry already decoded, with the proposer's shortcuts, so the
-/// node that proposes it does not decode its own bytes again. Entries apply in the
+/// `bytes` is the entry as the log stores and replicates it ([`record`]'s codec),
+/// where the submitter has them (a scrape reuses most of its last entry's); `None`
+/// lets the log encode the entry ([`StateMachine::encode`]) if it needs those bytes:
+/// a cluster's leader writes batches in a shorter form of its own. `entry` is the
+/// same entry decoded, with the proposer's shortcuts, so the node that proposes it
+/// does not decode its own bytes again. Entries apply in the
 /// order the log fixes, which for concurrent submitters is not their call order.
 pub trait CommitLog<E, O>: Send + Sync {
     /// Submits and blocks until the entry is durable and applied.
-    fn submit(&self, bytes: Vec<u8>, entry: E, urgency: Urgency) -> Result<O, LogError>;
+    fn submit(&self, bytes: Option<Vec<u8>>, entry: E, urgency: Urgency) -> Result<O, LogError>;
 
     /// Submits without holding a thread. Once the entry is queued, dropping the
     /// future does not withdraw it.
-    fn submit_async(&self, bytes: Vec<u8>, entry: E, urgency: Urgency) -> Submitted<O>;
+    fn submit_async(&self, bytes: Option<Vec<u8>>, entry: E, urgency: Urgency) -> Submitted<O>;
 
     /// The index of the newest applied entry.
     fn applied_index(&self) -> LogIndex;

@@ -182,7 +182,7 @@ async fn write(nodes: &[Node], to: &[u64], entry: Vec<u8>) -> (u64, LogIndex) {
             let node = &nodes[(id - 1) as usize];
             let submitted = node
                 .log
-                .submit_async(entry.clone(), entry.clone(), Urgency::Now);
+                .submit_async(Some(entry.clone()), entry.clone(), Urgency::Now);
             match submitted.await {
                 Ok(index) => return (id, index),
                 // What a remote-write client sees as 503: it tries again.
@@ -291,7 +291,7 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         let follower = (1..=3).find(|&id| id != leader).unwrap();
         let refused = at(follower)
             .log
-            .submit_async(vec![99], vec![99], Urgency::Now)
+            .submit_async(Some(vec![99]), vec![99], Urgency::Now)
             .await
             .unwrap_err();
         assert!(
@@ -307,7 +307,7 @@ fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
         let started = tokio::time::Instant::now();
         let alone = at(leader)
             .log
-            .submit_async(vec![101], vec![101], Urgency::Now)
+            .submit_async(Some(vec![101]), vec![101], Urgency::Now)
             .await;
         assert!(
             alone.is_err(),
@@ -404,7 +404,11 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         }
         let at = |id: u64| &nodes[(id - 1) as usize];
         // Twenty at once: they go out pipelined on each follower's append stream.
-        let burst = (25..45u8).map(|i| at(leader).log.submit_async(vec![i], vec![i], Urgency::Now));
+        let burst = (25..45u8).map(|i| {
+            at(leader)
+                .log
+                .submit_async(Some(vec![i]), vec![i], Urgency::Now)
+        });
         for r in futures_util::future::join_all(burst).await {
             r.unwrap();
         }
@@ -427,7 +431,7 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         let follower = (1..=3).find(|&id| id != leader).unwrap();
         let index = at(follower)
             .log
-            .submit_async(vec![45], vec![45], Urgency::Now)
+            .submit_async(Some(vec![45]), vec![45], Urgency::Now)
             .await
             .unwrap();
         assert!(at(leader).tally.applied.lock().contains(&(index, vec![45])));
@@ -438,7 +442,7 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
         // leader, and a peer that forwards one anyway is refused; neither applies.
         let refused = at(follower)
             .log
-            .submit_async(vec![0xff], vec![0xff], Urgency::Now)
+            .submit_async(Some(vec![0xff]), vec![0xff], Urgency::Now)
             .await
             .unwrap_err();
         assert!(

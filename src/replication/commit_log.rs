@@ -103,11 +103,12 @@ impl<S: Replicated> RaftCommitLog<S> {
         self.inner.id
     }
 
-    /// Proposes an entry on this node, which must lead; never forwards. Returns the
-    /// output and the index the entry applied at.
+    /// Proposes an entry on this node, which must lead; never forwards. `bytes`:
+    /// the entry's own, where the submitter has them. Returns the output and the
+    /// index the entry applied at.
     pub(crate) async fn propose(
         &self,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         entry: S::Entry,
     ) -> Result<(S::Output, LogIndex), LogError> {
         let inner = &self.inner;
@@ -127,7 +128,7 @@ impl<S: Replicated> RaftCommitLog<S> {
 
     async fn propose_once(
         &self,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         entry: S::Entry,
     ) -> Result<(S::Output, LogIndex), LogError> {
         let inner = &self.inner;
@@ -147,7 +148,11 @@ impl<S: Replicated> RaftCommitLog<S> {
             let (encoded, entry) = inner
                 .machine
                 .encode_proposal(entry, (leader_id.term, settled));
-            let (proposal, outcome) = inner.proposals.register(encoded.unwrap_or(bytes), entry);
+            let bytes = match encoded.or(bytes) {
+                Some(bytes) => bytes,
+                None => inner.machine.encode(&entry),
+            };
+            let (proposal, outcome) = inner.proposals.register(bytes, entry);
             let seq = proposal.seq;
             let (responder, written) = ProgressResponder::complete_only();
             let handed = inner
@@ -246,7 +251,7 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
     /// (the maintenance thread, the blocking pool), never from a task.
     fn submit(
         &self,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         entry: S::Entry,
         urgency: Urgency,
     ) -> Result<S::Output, LogError> {
@@ -257,7 +262,7 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
 
     fn submit_async(
         &self,
-        bytes: Vec<u8>,
+        bytes: Option<Vec<u8>>,
         entry: S::Entry,
         _urgency: Urgency,
     ) -> Submitted<S::Output> {
@@ -282,6 +287,11 @@ impl<S: Replicated> CommitLog<S::Entry, S::Output> for RaftCommitLog<S> {
                     let started = std::time::Instant::now();
                     let counters = &this.inner.counters;
                     counters.forwarded.inc();
+                    let bytes = match bytes {
+                        Some(bytes) => bytes,
+                        None => this.inner.machine.encode(&entry),
+                    };
+                    drop(entry);
                     let forwarded = async {
                         let (reply, index) = peers
                             .forward(leader, &address, bytes, this.inner.write_timeout)

@@ -660,7 +660,7 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         let (bytes, entry, refused) = machine.admit_forwarded(bytes, entry);
         // Proposed here or refused: an entry is forwarded at most once, so a
         // leadership change can never send it round in circles.
-        let reply = match self.log.propose(bytes, entry).await {
+        let reply = match self.log.propose(Some(bytes), entry).await {
             Ok((mut output, index)) => {
                 if let Some(refused) = refused {
                     S::add_refused(&mut output, refused);

@@ -250,8 +250,7 @@ impl Db {
             min_t,
             max_t,
         });
-        let bytes = entry.encode(None);
-        self.inner.log.submit(bytes, entry, Urgency::Now)?;
+        self.inner.log.submit(None, entry, Urgency::Now)?;
         let _m = self.inner.maintenance.lock();
         compact::carry_out_pending(&self.inner)
     }
@@ -377,8 +376,9 @@ impl Db {
         refused
     }
 
-    /// The log entry of a batch, encoded and not (`None` for an empty batch), and
-    /// the samples refused before it reaches the log.
+    /// The log entry of a batch (`None` for an empty batch), with its bytes where a
+    /// `memo` makes them cheap (else the log encodes it if it needs them), and the
+    /// samples refused before it reaches the log.
     ///
     /// Samples too far in the future are dropped here, against the wall clock at
     /// append time, and never written: replaying the WAL later (when the clock has
@@ -390,7 +390,7 @@ impl Db {
         batch: Batch,
         hints: Vec<Option<Arc<MemSeries>>>,
         memo: Option<&mut record::LabelSectionMemo>,
-    ) -> crate::storage::Result<(Option<(Vec<u8>, DbEntry)>, AppendSummary)> {
+    ) -> crate::storage::Result<(Option<(Option<Vec<u8>>, DbEntry)>, AppendSummary)> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Unavailable("database is closed".into()));
         }
@@ -406,7 +406,8 @@ impl Db {
             return Ok((None, refused));
         }
         let entry = DbEntry::Batch(batch, hints);
-        Ok((Some((entry.encode(memo), entry)), refused))
+        let bytes = memo.map(|memo| entry.encode(Some(memo)));
+        Ok((Some((bytes, entry)), refused))
     }
 
     /// Accounts for a commit's outcome; wakes maintenance when the head is due.
@@ -491,8 +492,7 @@ impl DbInner {
     /// bound raised, the block pending).
     pub(crate) fn propose_head_cut(&self, end: i64) -> Result<()> {
         let entry = DbEntry::HeadCut(HeadCut { end });
-        let bytes = entry.encode(None);
-        self.log.submit(bytes, entry, Urgency::Now)?;
+        self.log.submit(None, entry, Urgency::Now)?;
         Ok(())
     }
 }
@@ -1737,8 +1737,7 @@ mod tests {
     }
 
     fn submit(db: &Db, entry: DbEntry) {
-        let bytes = entry.encode(None);
-        db.inner.log().submit(bytes, entry, Urgency::Now).unwrap();
+        db.inner.log().submit(None, entry, Urgency::Now).unwrap();
     }
 
     /// Issue 15: the same entries make the same blocks, whenever maintenance gets to

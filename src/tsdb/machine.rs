@@ -363,6 +363,10 @@ impl StateMachine for DbMachine {
         }
     }
 
+    fn encode(&self, entry: &DbEntry) -> Vec<u8> {
+        entry.encode(None)
+    }
+
     fn apply(&self, _index: LogIndex, entry: DbEntry) -> AppendSummary {
         match entry {
             DbEntry::ByReference(b, hints, update) => {

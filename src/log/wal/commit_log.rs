@@ -63,11 +63,13 @@ impl<S: StateMachine> LogStore<S> for WalLog {
         // The writer counts on from the records replay read, in step with this
         // closure.
         let mut index = base + stats.records;
+        let encoder = machine.clone();
         let writer = wal.start(move |entry: S::Entry| {
             index += 1;
             machine.apply(index, entry)
         });
-        Ok((Arc::new(WalCommitLog { writer }), recovery))
+        let encode = Box::new(move |entry: &S::Entry| encoder.encode(entry));
+        Ok((Arc::new(WalCommitLog { writer, encode }), recovery))
     }
 }
 
@@ -76,17 +78,24 @@ impl<S: StateMachine> LogStore<S> for WalLog {
 /// on across restarts).
 struct WalCommitLog<E, O> {
     writer: WalWriter<E, O>,
+    /// Encodes an entry submitted without its bytes (on the submitter's thread).
+    encode: Encoder<E>,
 }
 
+/// The state machine's [`StateMachine::encode`], without its type.
+type Encoder<E> = Box<dyn Fn(&E) -> Vec<u8> + Send + Sync>;
+
 impl<E: Send + 'static, O: Send + 'static> CommitLog<E, O> for WalCommitLog<E, O> {
-    fn submit(&self, bytes: Vec<u8>, entry: E, urgency: Urgency) -> Result<O, LogError> {
+    fn submit(&self, bytes: Option<Vec<u8>>, entry: E, urgency: Urgency) -> Result<O, LogError> {
+        let bytes = bytes.unwrap_or_else(|| (self.encode)(&entry));
         Ok(match urgency {
             Urgency::Now => self.writer.commit(bytes, entry)?,
             Urgency::Patient => self.writer.commit_patient(bytes, entry)?,
         })
     }
 
-    fn submit_async(&self, bytes: Vec<u8>, entry: E, urgency: Urgency) -> Submitted<O> {
+    fn submit_async(&self, bytes: Option<Vec<u8>>, entry: E, urgency: Urgency) -> Submitted<O> {
+        let bytes = bytes.unwrap_or_else(|| (self.encode)(&entry));
         let writer = self.writer.clone();
         Box::pin(async move {
             Ok(match urgency {
