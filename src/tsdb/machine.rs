@@ -38,11 +38,20 @@ impl DbEntry {
     pub(crate) fn encode(&self, memo: Option<&mut record::LabelSectionMemo>) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            // A batch by reference still has its labels: written out, it is the
-            // batch it names.
-            DbEntry::Batch(b, _) | DbEntry::ByReference(b, _, _) => {
+            DbEntry::Batch(b, _) => {
                 out.reserve(64 + b.num_samples() * 48);
                 record::encode_batch_reusing(b, memo, &mut out);
+            }
+            // Written out on its own, a batch by reference is the batch it names:
+            // a series resolved to its head series has that series' labels.
+            DbEntry::ByReference(b, hints, _) => {
+                let mut named = b.clone();
+                for (s, hint) in named.series.iter_mut().zip(hints) {
+                    if let Some(h) = hint {
+                        s.labels = h.labels.clone();
+                    }
+                }
+                record::encode_batch_reusing(&named, None, &mut out);
             }
             DbEntry::Deletion(d) => record::encode_deletion(d, &mut out),
             DbEntry::HeadCut(c) => record::encode_head_cut(c, &mut out),

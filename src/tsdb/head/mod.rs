@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 pub use chunk_files::HeadChunkFiles;
+pub(crate) use label_index::prefetch_line;
 pub use series::{AppendOutcome, MemSeries, SAMPLES_PER_CHUNK, range_for_timestamp};
 
 use crate::log::record::{Batch, Deletion};
@@ -226,7 +227,8 @@ impl Head {
     /// As [`Head::apply_batch`], with the series each batch entry was resolved to when
     /// it was appended (`hints[i]` for `batch.series[i]`; missing or `None` entries are
     /// looked up). A hint to a series that truncation removed in between is ignored,
-    /// so the outcome is the same as without hints.
+    /// so the outcome is the same as without hints. A hinted series is its hint's
+    /// labels: the batch's are not read for it (and may be left empty).
     pub fn apply_batch_with_hints(
         &self,
         batch: &Batch,
@@ -255,9 +257,11 @@ impl Head {
             }
             // A hinted series without chunks may have been dropped by truncation since
             // the hint was taken (truncation runs under the apply lock, so not now):
-            // look it up again, which finds it if it is in fact still live.
-            // One lock of the hinted series serves both the check and the appends.
-            let hinted = hints.get(i).and_then(Option::as_ref).and_then(|s| {
+            // look it up again by its own labels, which finds it if it is in fact
+            // still live. One lock of the hinted series serves both the check and
+            // the appends.
+            let hint = hints.get(i).and_then(Option::as_ref);
+            let hinted = hint.and_then(|s| {
                 let st = s.state.lock();
                 (!st.is_empty()).then_some(st)
             });
@@ -265,7 +269,7 @@ impl Head {
             let mut st = match hinted {
                 Some(st) => st,
                 None => {
-                    created = self.get_or_create(labels);
+                    created = self.get_or_create(hint.map_or(labels, |s| &s.labels));
                     created.state.lock()
                 }
             };
@@ -701,5 +705,23 @@ mod tests {
                 .is_none()
         );
         assert_eq!(head.label_values("__name__", &[]), ["new"]);
+    }
+
+    #[test]
+    fn a_hint_truncation_dropped_is_found_again_by_its_own_labels() {
+        let head = Head::new(RANGE);
+        head.apply_batch(&batch(&[(&[("__name__", "old")], &[(1000, 1.0)])]));
+        let old = Labels::from_pairs([("__name__", "old")]);
+        let hint = head.get_by_labels(&old).unwrap();
+        head.apply_batch(&batch(&[(&[("__name__", "new")], &[(RANGE * 2, 1.0)])]));
+        assert_eq!(head.truncate(RANGE), 1);
+        // The batch names the hinted series without labels; the hint's are used.
+        let mut b = Batch::default();
+        b.push_series(Labels::default(), &[Sample::new(RANGE * 2, 5.0)]);
+        let s = head.apply_batch_with_hints(&b, &[Some(hint)]);
+        assert_eq!(s.accepted, 1);
+        let again = head.get_by_labels(&old).expect("created again");
+        assert_eq!(again.labels, old);
+        assert!(head.get_by_labels(&Labels::default()).is_none());
     }
 }
