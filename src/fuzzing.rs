@@ -140,12 +140,46 @@ pub fn remote_read_request(data: &[u8]) {
 }
 
 /// WAL records and Raft entries: a batch that decodes encodes to bytes that decode
-/// to the same batch (values compared by bits: a stale marker is a NaN).
+/// to the same batch (values compared by bits: a stale marker is a NaN); so does a
+/// batch by reference.
 pub fn log_record(data: &[u8]) {
-    use crate::log::record::{Batch, Record, decode, encode_batch};
+    use crate::log::record::{Batch, Record, decode, encode_batch, encode_batch_by_ref};
     let Ok(record) = decode(data, &mut |s| s.into()) else {
         return;
     };
+    if let Record::SamplesById(by_ref) = &record {
+        // The same series, samples and references; the labels of the definitions.
+        let mut defined = by_ref.defined.iter();
+        let mut batch = Batch::default();
+        let mut refs = Vec::new();
+        for (id, range) in &by_ref.series {
+            let labels = match id {
+                None => defined
+                    .next()
+                    .cloned()
+                    .expect("a definition per series naming one"),
+                Some(_) => crate::model::Labels::default(),
+            };
+            batch.push_series(labels, &by_ref.samples[range.clone()]);
+            refs.push(*id);
+        }
+        let mut again = Vec::new();
+        assert!(encode_batch_by_ref(&batch, &refs, by_ref.reset, &mut again));
+        match decode(&again, &mut |s| s.into()) {
+            Ok(Record::SamplesById(b)) => {
+                assert_eq!((&b.reset, &b.defined), (&by_ref.reset, &by_ref.defined));
+                let ids = |b: &crate::log::record::IdBatch| -> Vec<Option<u32>> {
+                    b.series.iter().map(|(id, _)| *id).collect()
+                };
+                assert_eq!(ids(&b), ids(by_ref));
+                let bits = |s: &[crate::model::Sample]| -> Vec<(i64, u64)> {
+                    s.iter().map(|s| (s.t, s.v.to_bits())).collect()
+                };
+                assert_eq!(bits(&b.samples), bits(&by_ref.samples));
+            }
+            other => panic!("re-encoded batch by reference did not decode: {other:?}"),
+        }
+    }
     if let Record::Samples(batch) = record {
         let mut again = Vec::new();
         encode_batch(&batch, &mut again);

@@ -299,6 +299,15 @@ fn log_record_seeds(put: &dyn Fn(&str, &str, &[u8])) {
     let mut b = Vec::new();
     encode_batch(&batch, &mut b);
     put("log_record", "batch", &b);
+    // A cluster leader's entry: one series defined, one named by its id, after a reset.
+    let mut by_ref = Vec::new();
+    assert!(odin::log::record::encode_batch_by_ref(
+        &batch,
+        &[None, Some(7)],
+        Some(42),
+        &mut by_ref
+    ));
+    put("log_record", "batch_by_ref", &by_ref);
     let mut d = Vec::new();
     encode_deletion(
         &Deletion {
