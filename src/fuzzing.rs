@@ -154,10 +154,10 @@ pub fn log_record(data: &[u8]) {
         let mut refs = Vec::new();
         for (id, range) in &by_ref.series {
             let labels = match id {
-                None => defined
-                    .next()
-                    .cloned()
-                    .expect("a definition per series naming one"),
+                None => match defined.next() {
+                    Some(labels) => labels.clone(),
+                    None => panic!("decoded with fewer definitions than series naming one"),
+                },
                 Some(_) => crate::model::Labels::default(),
             };
             batch.push_series(labels, &by_ref.samples[range.clone()]);
