@@ -654,7 +654,7 @@ impl<S: Replicated> Cluster for ClusterService<S> {
         if !S::may_forward(&entry) {
             return Err(bad_request(
                 "forwarded entry",
-                "only writes are forwarded; this kind of entry is the leader's own",
+                "only self-contained writes are forwarded; this kind of entry is the leader's own",
             ));
         }
         let (bytes, entry, refused) = machine.admit_forwarded(bytes, entry);

@@ -543,6 +543,10 @@ mod tests {
         );
         assert!(named.iter().all(|(_, resolved)| *resolved));
         assert_eq!(f1.head.num_series(), 50);
+        // Such an entry is the leader's own: a peer may not forward one.
+        use crate::replication::machine::Replicated;
+        assert!(!DbMachine::may_forward(&f1.decode(&second, true).unwrap()));
+        assert!(DbMachine::may_forward(&batch(&leader.head, &set, 3_000)));
 
         // A replica restored from an image taken after the first entry continues:
         // the dictionary travels with it.

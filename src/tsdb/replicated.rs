@@ -507,9 +507,11 @@ impl Replicated for DbMachine {
     }
 
     /// Head cuts are the leader's maintenance's own; writes and deletions come from
-    /// clients of any node.
+    /// clients of any node. A batch by reference is the leader's own too: its ids
+    /// hold only against the dictionary where the leader put it in the log, so a
+    /// forwarded one (no follower writes one) could stop every replica.
     fn may_forward(entry: &DbEntry) -> bool {
-        !matches!(entry, DbEntry::HeadCut(_))
+        !matches!(entry, DbEntry::HeadCut(_) | DbEntry::ByReference(..))
     }
 }
 
