@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("block_meta", block_meta),
     ("storeapi_request", storeapi_request),
     ("jwt", jwt),
+    ("loki_push", loki_push),
 ];
 
 /// Walks a page with the streaming parser: series have names and no `__name__`
@@ -194,6 +195,45 @@ pub fn log_record(data: &[u8]) {
             other => panic!("re-encoded batch did not decode: {other:?}"),
         }
     }
+}
+
+/// Loki push bodies: the first byte picks the content type and encoding (JSON,
+/// snappy protobuf; plain, gzip). Decoding ends in streams or an error, checking
+/// keeps no more lines than came, and every dropped stream or entry says why.
+pub fn loki_push(data: &[u8]) {
+    use crate::logs::push::{PushLimits, check, decode, decompress, grouped_errors};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let content_type = if selector & 1 == 0 {
+        "application/json"
+    } else {
+        "application/x-protobuf"
+    };
+    let encoding = (selector & 2 != 0).then_some("gzip");
+    // A protobuf body is snappy-compressed; let the fuzzer write the raw message.
+    let framed;
+    let body = if selector & 1 == 1 && selector & 4 != 0 {
+        framed = snap::raw::Encoder::new()
+            .compress_vec(body)
+            .unwrap_or_default();
+        &framed[..]
+    } else {
+        body
+    };
+    let Ok((format, plain)) = decompress(Some(content_type), encoding, body, 1 << 20) else {
+        return;
+    };
+    let Ok(streams) = decode(format, &plain) else {
+        return;
+    };
+    let sent: usize = streams.iter().map(|s| s.entries.len()).sum();
+    let with_entries = streams.iter().filter(|s| !s.entries.is_empty()).count();
+    let checked = check(streams, &PushLimits::default(), 1_700_000_000_000_000_000);
+    assert!(checked.lines <= sent);
+    assert!(checked.streams.len() <= with_entries);
+    assert!(checked.lines + checked.errors.len() >= sent.min(1) * with_entries.min(1));
+    let _ = grouped_errors(&checked.errors);
 }
 
 /// The main configuration file.

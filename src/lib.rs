@@ -10,6 +10,8 @@
 //! * [`scrape`], [`remote`], [`collect`] — sources that write through the seams
 //!   (the collectors run as in-process scrape targets).
 //! * [`promql`] — the query engine, reading through the seams.
+//! * [`logs`] — Loki push requests, decoded and checked (the log store and LogQL
+//!   are not built yet).
 //! * [`api`] — the HTTP surface; [`storeapi`] — the Thanos StoreAPI (gRPC).
 //! * [`supervise`] — long-lived tasks restarted (or the process stopped) when they fail.
 //! * [`config`] and [`app`] wire it all together.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod exposition;
 pub mod fuzzing;
 pub mod log;
+pub mod logs;
 pub mod model;
 pub mod promql;
 pub mod remote;

@@ -142,6 +142,38 @@ fn regenerate_fuzz_seeds() {
     storeapi_seeds(&put);
     jwt_seeds(&put);
     log_record_seeds(&put);
+    loki_push_seeds(&put);
+}
+
+/// A JSON push and a Promtail-style protobuf push (its raw message: the target
+/// compresses it), each selected by the first byte.
+fn loki_push_seeds(put: &dyn Fn(&str, &str, &[u8])) {
+    let mut json = vec![0u8];
+    json.extend_from_slice(
+        br#"{"streams":[{"stream":{"job":"varlogs","app":"x"},"values":[["1700000000000000000","level=error msg="disk full""],["1700000000000000001","ok",{"trace_id":"abc"}]]}]}"#,
+    );
+    put("loki_push", "json", &json);
+    // PushRequest{streams: [{labels: `{job="varlogs"}`, entries: [{timestamp: {seconds,
+    // nanos}, line, structuredMetadata: [{name, value}]}]}]}, written by hand.
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push(number << 3 | 2);
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let ts = [0x08, 0x80, 0xe2, 0xcf, 0xaa, 0x06, 0x10, 0x05];
+    let mut meta = Vec::new();
+    field(&mut meta, 1, b"trace_id");
+    field(&mut meta, 2, b"abc");
+    let mut entry = Vec::new();
+    field(&mut entry, 1, &ts);
+    field(&mut entry, 2, b"kernel: NVRM: Xid 79");
+    field(&mut entry, 3, &meta);
+    let mut stream = Vec::new();
+    field(&mut stream, 1, br#"{job="varlogs"}"#);
+    field(&mut stream, 2, &entry);
+    let mut request = vec![0b101u8];
+    field(&mut request, 1, &stream);
+    put("loki_push", "protobuf", &request);
 }
 
 fn block_seeds(put: &dyn Fn(&str, &str, &[u8])) {
