@@ -148,6 +148,14 @@ pub fn log_record(data: &[u8]) {
     let Ok(record) = decode(data, &mut |s| s.into()) else {
         return;
     };
+    if let Record::LogLines(lines) = &record {
+        let mut again = Vec::new();
+        assert!(crate::log::record::encode_log_batch(lines, &mut again));
+        match decode(&again, &mut |s| s.into()) {
+            Ok(Record::LogLines(b)) => assert_eq!(&b, lines),
+            other => panic!("re-encoded log lines did not decode: {other:?}"),
+        }
+    }
     if let Record::SamplesById(by_ref) = &record {
         // The same series, samples and references; the labels of the definitions.
         let mut defined = by_ref.defined.iter();

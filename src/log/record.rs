@@ -27,6 +27,10 @@
 //!   ref       := 0: the entry's next definition (each used once, in order);
 //!                k > 0: the dictionary's series prev + 1 + unzigzag(k - 1), prev being the
 //!                id the last such ref named (-1 before the first)
+//! type 8      := log lines of one tenant
+//!   body      := tenant:str base_ns:varint snappy(streams)
+//!   streams   := n_streams:uvarint (n_labels:uvarint (name:str value:str)* n_lines:uvarint line*)*
+//!   line      := dt_ns:varint text:str n_meta:uvarint (name:str value:str)*
 //! str         := len:uvarint bytes (UTF-8)
 //! ```
 //!
@@ -62,6 +66,7 @@ const RECORD_SAMPLES_SNAPPY: u8 = 4;
 const RECORD_SAMPLES_SPLIT: u8 = 5;
 const RECORD_HEAD_CUT: u8 = 6;
 const RECORD_SAMPLES_BY_REF: u8 = 7;
+const RECORD_LOG_LINES: u8 = 8;
 /// Type 7's flag: the dictionary starts anew.
 const FLAG_RESET: u8 = 1;
 /// Largest decompressed samples body accepted when decoding.
@@ -177,9 +182,33 @@ pub struct IdBatch {
     pub samples: Vec<Sample>,
 }
 
+/// Log lines of one tenant: what one push (or one tailer's read) made durable.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogBatch {
+    pub tenant: String,
+    pub streams: Vec<LogStream>,
+}
+
+/// The lines of one stream, in the order they came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogStream {
+    pub labels: Labels,
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Unix nanoseconds.
+    pub ts_ns: i64,
+    pub text: String,
+    /// Structured metadata: (name, value).
+    pub metadata: Vec<(String, String)>,
+}
+
 /// A decoded log entry.
 #[derive(Debug, Clone)]
 pub enum Record {
+    LogLines(LogBatch),
     Samples(Batch),
     /// Handles [`decode_resolving`] returns with it are those of `defined`.
     SamplesById(IdBatch),
@@ -648,6 +677,108 @@ pub fn encode_deletion(d: &Deletion, out: &mut Vec<u8>) {
     put_varint(out, d.max_t);
 }
 
+/// Encodes log lines (type 8). False (and `out` as it was) when the streams are too
+/// large for one snappy block.
+pub fn encode_log_batch(batch: &LogBatch, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let base_ns = batch
+        .streams
+        .iter()
+        .flat_map(|s| s.lines.first())
+        .map(|l| l.ts_ns)
+        .min()
+        .unwrap_or(0);
+    out.push(RECORD_LOG_LINES);
+    put_str(out, &batch.tenant);
+    put_varint(out, base_ns);
+    let mut body = Vec::with_capacity(
+        batch
+            .streams
+            .iter()
+            .flat_map(|s| &s.lines)
+            .map(|l| l.text.len() + 8)
+            .sum::<usize>()
+            + 64,
+    );
+    put_uvarint(&mut body, batch.streams.len() as u64);
+    for s in &batch.streams {
+        put_uvarint(&mut body, s.labels.len() as u64);
+        for l in s.labels.iter() {
+            put_str(&mut body, &l.name);
+            put_str(&mut body, &l.value);
+        }
+        put_uvarint(&mut body, s.lines.len() as u64);
+        for line in &s.lines {
+            put_varint(&mut body, line.ts_ns.wrapping_sub(base_ns));
+            put_str(&mut body, &line.text);
+            put_uvarint(&mut body, line.metadata.len() as u64);
+            for (name, value) in &line.metadata {
+                put_str(&mut body, name);
+                put_str(&mut body, value);
+            }
+        }
+    }
+    if !compress_into(&body, out) {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// Type 8's body after its type byte.
+fn decode_log_batch(mut d: Decoder<'_>) -> Result<LogBatch, RecordError> {
+    let tenant = d.str()?.to_string();
+    let base_ns = d.varint()?;
+    let body = decompress(d.buf)?;
+    let mut d = Decoder { buf: &body };
+    // A stream takes at least its label count and its line count; a line its time,
+    // its text's length and its metadata count.
+    let n_streams = d.count(2)?;
+    let mut batch = LogBatch {
+        tenant,
+        streams: Vec::with_capacity(n_streams),
+    };
+    for _ in 0..n_streams {
+        let n_labels = d.count(2)?;
+        let mut labels = Vec::with_capacity(n_labels);
+        for _ in 0..n_labels {
+            let name = d.str()?;
+            let value = d.str()?;
+            labels.push(Label {
+                name: name.into(),
+                value: value.into(),
+            });
+        }
+        // Sorted and unique when written; made so for a hand-made record.
+        labels.sort();
+        labels.dedup_by(|a, b| a.name == b.name);
+        let n_lines = d.count(3)?;
+        let mut lines = Vec::with_capacity(n_lines);
+        for _ in 0..n_lines {
+            let ts_ns = base_ns.wrapping_add(d.varint()?);
+            let text = d.str()?.to_string();
+            let n_meta = d.count(2)?;
+            let mut metadata = Vec::with_capacity(n_meta);
+            for _ in 0..n_meta {
+                metadata.push((d.str()?.to_string(), d.str()?.to_string()));
+            }
+            lines.push(LogLine {
+                ts_ns,
+                text,
+                metadata,
+            });
+        }
+        batch.streams.push(LogStream {
+            labels: Labels::from_sorted(labels),
+            lines,
+        });
+    }
+    if !d.buf.is_empty() {
+        return Err(RecordError::Count(d.buf.len() as u64));
+    }
+    Ok(batch)
+}
+
 pub fn encode_head_cut(c: &HeadCut, out: &mut Vec<u8>) {
     out.push(RECORD_HEAD_CUT);
     put_varint(out, c.end);
@@ -777,6 +908,7 @@ pub fn decode_resolving<K: SeriesLookup>(
             Ok((Record::HeadCut(HeadCut { end }), Vec::new()))
         }
         RECORD_SAMPLES_BY_REF => decode_by_ref(d, intern, known),
+        RECORD_LOG_LINES => Ok((Record::LogLines(decode_log_batch(d)?), Vec::new())),
         t => Err(RecordError::UnknownType(t)),
     }
 }
@@ -1370,5 +1502,50 @@ mod tests {
         mixed.extend_from_slice(&by_id[ids_start..]);
         let err = decode(&mixed, &mut no_intern).unwrap_err();
         assert!(err.to_string().contains("definitions"), "{err}");
+    }
+
+    #[test]
+    fn log_batches_round_trip() {
+        let batch = LogBatch {
+            tenant: "team-a".into(),
+            streams: vec![
+                LogStream {
+                    labels: Labels::from_pairs([("app", "api"), ("level", "error")]),
+                    lines: vec![
+                        LogLine {
+                            ts_ns: 1_700_000_000_000_000_005,
+                            text: "{\"msg\":\"disk full\"}".into(),
+                            metadata: vec![("trace_id".into(), "abc".into())],
+                        },
+                        LogLine {
+                            ts_ns: 1_700_000_000_000_000_001,
+                            text: String::new(),
+                            metadata: vec![],
+                        },
+                    ],
+                },
+                LogStream {
+                    labels: Labels::from_pairs([("job", "kernel")]),
+                    lines: vec![LogLine {
+                        ts_ns: -5,
+                        text: "NVRM: Xid 79 é".into(),
+                        metadata: vec![],
+                    }],
+                },
+            ],
+        };
+        let mut buf = Vec::new();
+        assert!(encode_log_batch(&batch, &mut buf));
+        match decode(&buf, &mut no_intern).unwrap() {
+            Record::LogLines(b) => assert_eq!(b, batch),
+            other => panic!("not log lines: {other:?}"),
+        }
+        for n in 0..buf.len() {
+            assert!(decode(&buf[..n], &mut no_intern).is_err(), "prefix {n}");
+        }
+        let empty = LogBatch::default();
+        let mut buf = Vec::new();
+        assert!(encode_log_batch(&empty, &mut buf));
+        assert!(matches!(decode(&buf, &mut no_intern), Ok(Record::LogLines(b)) if b == empty));
     }
 }

@@ -367,6 +367,11 @@ impl StateMachine for DbMachine {
                 Ok(DbEntry::ByReference(batch, hints, update))
             }
             Ok((Record::Deletion(d), _)) => Ok(DbEntry::Deletion(d)),
+            // Nothing writes log lines yet: the log store that applies them is not
+            // built (docs/design/logs.md).
+            Ok((Record::LogLines(_), _)) => {
+                Err("log lines: this node has no log store to apply them to".into())
+            }
             Ok((Record::HeadCut(c), _)) => Ok(DbEntry::HeadCut(c)),
             Err(e) => Err(e.to_string()),
         }

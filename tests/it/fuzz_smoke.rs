@@ -340,6 +340,22 @@ fn log_record_seeds(put: &dyn Fn(&str, &str, &[u8])) {
         &mut by_ref
     ));
     put("log_record", "batch_by_ref", &by_ref);
+    let mut lines = Vec::new();
+    assert!(odin::log::record::encode_log_batch(
+        &odin::log::record::LogBatch {
+            tenant: "fake".into(),
+            streams: vec![odin::log::record::LogStream {
+                labels: Labels::from_pairs([("job", "varlogs")]),
+                lines: vec![odin::log::record::LogLine {
+                    ts_ns: 1_700_000_000_000_000_000,
+                    text: "level=error msg=\"disk full\"".into(),
+                    metadata: vec![("trace_id".into(), "abc".into())],
+                }],
+            }],
+        },
+        &mut lines
+    ));
+    put("log_record", "log_lines", &lines);
     let mut d = Vec::new();
     encode_deletion(
         &Deletion {
