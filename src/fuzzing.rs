@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("storeapi_request", storeapi_request),
     ("jwt", jwt),
     ("loki_push", loki_push),
+    ("logql_parse", logql_parse),
 ];
 
 /// Walks a page with the streaming parser: series have names and no `__name__`
@@ -242,6 +243,18 @@ pub fn loki_push(data: &[u8]) {
     assert!(checked.streams.len() <= with_entries);
     assert!(checked.lines + checked.errors.len() >= sent.min(1) * with_entries.min(1));
     let _ = grouped_errors(&checked.errors);
+}
+
+/// LogQL queries: parsing ends in a tree or an error that points inside the query.
+pub fn logql_parse(data: &[u8]) {
+    let Ok(query) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = crate::logs::logql::parse(query) {
+        let lines = query.matches('\n').count() + 1;
+        assert!(e.line >= 1 && e.line <= lines, "{e} for {query:?}");
+        assert!(e.col >= 1, "{e}");
+    }
 }
 
 /// The main configuration file.

@@ -92,6 +92,14 @@ impl Matcher {
     }
 }
 
+/// Matchers are equal when they match alike: the same kind, name and value (the
+/// regex follows from the value).
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.name == other.name && self.value == other.value
+    }
+}
+
 impl fmt::Debug for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
