@@ -1,0 +1,851 @@
+//! A log pipeline run on one line at a time, with Loki's semantics
+//! (`pkg/logql/log`): line filters, the `json` and `logfmt` parsers, `regexp`, label
+//! filters, `drop`, `keep` and `decolorize`.
+//!
+//! What Loki does, and so this does:
+//! - Parsed labels that collide with a stream label (or structured metadata) get the
+//!   suffix `_extracted`; within a parser the last value of a key wins.
+//! - A parser that fails keeps the line, with `__error__` (`JSONParserErr`,
+//!   `LogfmtParserErr`) and `__error_details__`; a label filter that cannot convert
+//!   its label keeps the line with `LabelFilterErr` (unless an error is already
+//!   set) and counts as passed; a comparison with a missing label fails.
+//!   `| __error__=""` drops lines with errors.
+//! - `keep` always keeps `__error__` and `__error_details__`.
+//!
+//! Not built yet (compiling a pipeline with them is an error that says so):
+//! `pattern`, `unpack`, `line_format`, `label_format`, `ip()` filters, and `json` or
+//! `logfmt` with parameters.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use super::ast::*;
+
+/// Where a label of a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Stream,
+    Metadata,
+    Parsed,
+}
+
+/// A line's labels as the pipeline builds them.
+#[derive(Debug, Clone, Default)]
+struct LineLabels {
+    labels: BTreeMap<String, (String, Origin)>,
+    error: Option<String>,
+    details: Option<String>,
+}
+
+impl LineLabels {
+    fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "__error__" => self.error.as_deref(),
+            "__error_details__" => self.details.as_deref(),
+            _ => self.labels.get(name).map(|(v, _)| v.as_str()),
+        }
+    }
+
+    /// Sets a parsed label, renamed `<name>_extracted` when it would replace a label
+    /// of the stream or the structured metadata.
+    fn set_parsed(&mut self, name: String, value: String) {
+        let name = match self.labels.get(&name) {
+            Some((_, Origin::Stream | Origin::Metadata)) => format!("{name}_extracted"),
+            _ => name,
+        };
+        self.labels.insert(name, (value, Origin::Parsed));
+    }
+
+    fn set_error(&mut self, error: &str, details: String) {
+        if self.error.is_none() {
+            self.error = Some(error.to_string());
+            self.details = Some(details);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        match name {
+            "__error__" => self.error = None,
+            "__error_details__" => self.details = None,
+            _ => {
+                self.labels.remove(name);
+            }
+        }
+    }
+
+    fn into_pairs(self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> =
+            self.labels.into_iter().map(|(k, (v, _))| (k, v)).collect();
+        if let Some(e) = self.error {
+            out.push(("__error__".into(), e));
+        }
+        if let Some(d) = self.details {
+            out.push(("__error_details__".into(), d));
+        }
+        out.sort();
+        out
+    }
+}
+
+enum Compiled {
+    Line(LineFilter),
+    Json,
+    Logfmt { strict: bool, keep_empty: bool },
+    Regexp(Regex),
+    Labels(LabelFilter),
+    Drop(Vec<NameOrMatcher>),
+    Keep(Vec<NameOrMatcher>),
+    Decolorize(Regex),
+}
+
+/// A line filter, its alternatives compiled.
+struct LineFilter {
+    negated: bool,
+    tests: Vec<LineTest>,
+}
+
+enum LineTest {
+    Contains(String),
+    Regex(Regex),
+}
+
+/// A pipeline ready to run.
+pub struct Pipeline {
+    stages: Vec<Compiled>,
+}
+
+/// The ANSI escape sequences `decolorize` removes (the pattern Loki uses, from
+/// acarl005/stripansi).
+const ANSI: &str = r"[\x1B\x{9B}][\[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[a-zA-Z\d]*)*)?\x07)|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PRZcf-ntqry=><~]))";
+
+impl Pipeline {
+    /// Compiles `stages`; a stage not built yet is an error naming it.
+    pub fn new(stages: &[Stage]) -> Result<Pipeline, String> {
+        let mut compiled = Vec::with_capacity(stages.len());
+        for stage in stages {
+            compiled.push(match stage {
+                Stage::LineFilter { op, values } => Compiled::Line(line_filter(*op, values)?),
+                Stage::Json(params) if params.is_empty() => Compiled::Json,
+                Stage::Logfmt {
+                    strict,
+                    keep_empty,
+                    params,
+                } if params.is_empty() => Compiled::Logfmt {
+                    strict: *strict,
+                    keep_empty: *keep_empty,
+                },
+                Stage::Regexp(re) => {
+                    let re = Regex::new(re).map_err(|e| format!("invalid regexp {re:?}: {e}"))?;
+                    if re.capture_names().flatten().next().is_none() {
+                        return Err("at least one named capture must be supplied".into());
+                    }
+                    Compiled::Regexp(re)
+                }
+                Stage::LabelFilter(f) => {
+                    check_label_filter(f)?;
+                    Compiled::Labels(f.clone())
+                }
+                Stage::Drop(d) => Compiled::Drop(d.clone()),
+                Stage::Keep(k) => Compiled::Keep(k.clone()),
+                Stage::Decolorize => Compiled::Decolorize(ansi_regex()?),
+                other => return Err(format!("not supported yet: {}", stage_name(other))),
+            });
+        }
+        Ok(Pipeline { stages: compiled })
+    }
+
+    /// Runs the pipeline on one line of a stream with `stream` labels and the
+    /// entry's structured metadata: the line's labels (sorted, `__error__` and
+    /// `__error_details__` among them where set) and its text, or `None` when a
+    /// filter dropped it.
+    pub fn process(
+        &self,
+        stream: &[(String, String)],
+        metadata: &[(String, String)],
+        line: &str,
+    ) -> Option<(Vec<(String, String)>, String)> {
+        let mut labels = LineLabels::default();
+        for (k, v) in stream {
+            labels.labels.insert(k.clone(), (v.clone(), Origin::Stream));
+        }
+        for (k, v) in metadata {
+            labels
+                .labels
+                .insert(k.clone(), (v.clone(), Origin::Metadata));
+        }
+        let mut line = std::borrow::Cow::Borrowed(line);
+        for stage in &self.stages {
+            match stage {
+                Compiled::Line(f) => {
+                    let hit = f.tests.iter().any(|t| match t {
+                        LineTest::Contains(s) => line.contains(s.as_str()),
+                        LineTest::Regex(re) => re.is_match(&line),
+                    });
+                    if hit == f.negated {
+                        return None;
+                    }
+                }
+                Compiled::Json => json(&line, &mut labels),
+                Compiled::Logfmt { strict, keep_empty } => {
+                    logfmt(&line, *strict, *keep_empty, &mut labels);
+                }
+                Compiled::Regexp(re) => {
+                    if let Some(caps) = re.captures(&line) {
+                        for name in re.capture_names().flatten() {
+                            let value = caps.name(name).map_or("", |m| m.as_str());
+                            labels.set_parsed(name.to_string(), value.to_string());
+                        }
+                    }
+                }
+                Compiled::Labels(f) => {
+                    if !label_filter(f, &mut labels) {
+                        return None;
+                    }
+                }
+                Compiled::Drop(items) => {
+                    for item in items {
+                        match item {
+                            NameOrMatcher::Name(n) => labels.remove(n),
+                            NameOrMatcher::Matcher(m) => {
+                                if m.matches(labels.get(&m.name).unwrap_or("")) {
+                                    labels.remove(&m.name);
+                                }
+                            }
+                        }
+                    }
+                }
+                Compiled::Keep(items) => {
+                    if !items.is_empty() {
+                        let keep = |name: &str, value: &str| {
+                            items.iter().any(|i| match i {
+                                NameOrMatcher::Name(n) => n == name,
+                                NameOrMatcher::Matcher(m) => m.name == name && m.matches(value),
+                            })
+                        };
+                        labels.labels.retain(|k, (v, _)| keep(k, v));
+                    }
+                }
+                Compiled::Decolorize(ansi) => {
+                    if let std::borrow::Cow::Owned(s) = ansi.replace_all(&line, "") {
+                        line = std::borrow::Cow::Owned(s);
+                    }
+                }
+            }
+        }
+        Some((labels.into_pairs(), line.into_owned()))
+    }
+}
+
+fn ansi_regex() -> Result<Regex, String> {
+    Regex::new(ANSI).map_err(|e| format!("decolorize: {e}"))
+}
+
+fn stage_name(stage: &Stage) -> &'static str {
+    match stage {
+        Stage::Json(_) => "json with parameters",
+        Stage::Logfmt { .. } => "logfmt with parameters",
+        Stage::Pattern(_) => "pattern",
+        Stage::Unpack => "unpack",
+        Stage::LineFormat(_) => "line_format",
+        Stage::LabelFormat(_) => "label_format",
+        _ => "this stage",
+    }
+}
+
+fn line_filter(op: LineFilterOp, values: &[LineFilterValue]) -> Result<LineFilter, String> {
+    let (negated, regex) = match op {
+        LineFilterOp::Contains => (false, false),
+        LineFilterOp::NotContains => (true, false),
+        LineFilterOp::Matches => (false, true),
+        LineFilterOp::NotMatches => (true, true),
+        LineFilterOp::Pattern | LineFilterOp::NotPattern => {
+            return Err("not supported yet: pattern line filters (|> and !>)".into());
+        }
+    };
+    let tests = values
+        .iter()
+        .map(|v| match v {
+            LineFilterValue::Ip(_) => Err("not supported yet: ip() line filters".to_string()),
+            LineFilterValue::Text(t) if regex => Regex::new(t)
+                .map(LineTest::Regex)
+                .map_err(|e| format!("invalid regexp {t:?}: {e}")),
+            LineFilterValue::Text(t) => Ok(LineTest::Contains(t.clone())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LineFilter { negated, tests })
+}
+
+fn check_label_filter(f: &LabelFilter) -> Result<(), String> {
+    match f {
+        LabelFilter::And(a, b) | LabelFilter::Or(a, b) => {
+            check_label_filter(a)?;
+            check_label_filter(b)
+        }
+        LabelFilter::Ip { .. } => Err("not supported yet: ip() label filters".into()),
+        LabelFilter::String(_) | LabelFilter::Compare { .. } => Ok(()),
+    }
+}
+
+/// Whether the line passes. A comparison with a missing label fails; one whose
+/// label does not convert passes, with `LabelFilterErr`.
+fn label_filter(f: &LabelFilter, labels: &mut LineLabels) -> bool {
+    match f {
+        LabelFilter::Or(a, b) => label_filter(a, labels) || label_filter(b, labels),
+        LabelFilter::And(a, b) => {
+            // Both sides run (a conversion error on either is recorded).
+            let left = label_filter(a, labels);
+            let right = label_filter(b, labels);
+            left && right
+        }
+        LabelFilter::String(m) => m.matches(labels.get(&m.name).unwrap_or("")),
+        LabelFilter::Compare { name, op, value } => {
+            let Some(text) = labels.get(name).map(str::to_string) else {
+                return false;
+            };
+            let ordering = match value {
+                CompareValue::Number(want) => match text.trim().parse::<f64>() {
+                    Ok(have) => have.partial_cmp(want),
+                    Err(_) => {
+                        labels.set_error(
+                            "LabelFilterErr",
+                            format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
+                        );
+                        return true;
+                    }
+                },
+                CompareValue::Duration(want) => match super::parser::parse_duration(&text) {
+                    Some(have) => have.partial_cmp(want),
+                    None => {
+                        labels.set_error(
+                            "LabelFilterErr",
+                            format!("time: invalid duration {text:?}"),
+                        );
+                        return true;
+                    }
+                },
+                CompareValue::Bytes(want) => match super::parser::parse_bytes(&text) {
+                    Some(have) => Some(have.cmp(want)),
+                    None => {
+                        labels.set_error(
+                            "LabelFilterErr",
+                            format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
+                        );
+                        return true;
+                    }
+                },
+            };
+            use std::cmp::Ordering::*;
+            match (op, ordering) {
+                (_, None) => false,
+                (CompareOp::Eq, Some(o)) => o == Equal,
+                (CompareOp::Ne, Some(o)) => o != Equal,
+                (CompareOp::Gt, Some(o)) => o == Greater,
+                (CompareOp::Ge, Some(o)) => o != Less,
+                (CompareOp::Lt, Some(o)) => o == Less,
+                (CompareOp::Le, Some(o)) => o != Greater,
+            }
+        }
+        LabelFilter::Ip { .. } => true,
+    }
+}
+
+/// A key as Loki sanitizes it: every character outside `[a-zA-Z0-9_]` becomes `_`,
+/// and a leading digit gets a `_` before it (`lead`: only for the first segment).
+fn sanitize_into(key: &str, lead: bool, out: &mut String) {
+    let key = key.trim();
+    if lead && key.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        out.push('_');
+    }
+    for c in key.chars() {
+        out.push(if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        });
+    }
+}
+
+// ---- json ----
+
+/// `| json`: every string, number and boolean of the line's object, nested keys
+/// joined with `_`; arrays and nulls skipped.
+fn json(line: &str, labels: &mut LineLabels) {
+    let mut p = Json {
+        s: line.as_bytes(),
+        at: 0,
+    };
+    p.space();
+    if p.peek() != Some(b'{') {
+        labels.set_error(
+            "JSONParserErr",
+            "Value looks like object, but can't find closing '}' symbol".into(),
+        );
+        return;
+    }
+    let mut found = Vec::new();
+    if p.object(&mut String::new(), &mut found).is_none() {
+        labels.set_error("JSONParserErr", "Malformed JSON error".into());
+    }
+    for (k, v) in found {
+        labels.set_parsed(k, v);
+    }
+}
+
+struct Json<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl Json<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.at).copied()
+    }
+
+    fn space(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    /// An object at `at`, its leaves appended to `out` under `prefix`.
+    fn object(&mut self, prefix: &mut String, out: &mut Vec<(String, String)>) -> Option<()> {
+        self.at += 1; // '{'
+        self.space();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.space();
+            let key = self.string()?;
+            self.space();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.at += 1;
+            self.space();
+            let base = prefix.len();
+            if !key.trim().is_empty() {
+                if !prefix.is_empty() {
+                    prefix.push('_');
+                }
+                sanitize_into(&key, base == 0, prefix);
+            }
+            match self.peek()? {
+                b'{' => self.object(prefix, out)?,
+                b'[' => self.skip_array()?,
+                b'"' => {
+                    let v = self.string().unwrap_or_default().replace('\u{fffd}', " ");
+                    out.push((prefix.clone(), v));
+                }
+                _ => {
+                    let start = self.at;
+                    while self.peek().is_some_and(|c| {
+                        !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace()
+                    }) {
+                        self.at += 1;
+                    }
+                    let raw = std::str::from_utf8(&self.s[start..self.at]).ok()?;
+                    match raw {
+                        "null" => {}
+                        "true" | "false" => out.push((prefix.clone(), raw.to_string())),
+                        _ if raw.parse::<f64>().is_ok() => {
+                            out.push((prefix.clone(), raw.to_string()))
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            prefix.truncate(base);
+            self.space();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn skip_array(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                    continue;
+                }
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.at += 1;
+                        return Some(());
+                    }
+                }
+                _ => {}
+            }
+            self.at += 1;
+        }
+    }
+
+    /// A JSON string at `at`, unescaped.
+    fn string(&mut self) -> Option<String> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.at;
+        self.at += 1;
+        loop {
+            match self.peek()? {
+                b'\\' => self.at += 2,
+                b'"' => {
+                    self.at += 1;
+                    break;
+                }
+                _ => self.at += 1,
+            }
+        }
+        let raw = std::str::from_utf8(&self.s[start..self.at]).ok()?;
+        Some(serde_json::from_str::<String>(raw).unwrap_or_default())
+    }
+}
+
+// ---- logfmt ----
+
+/// `| logfmt`: `key=value` pairs (values bare or quoted with JSON escapes); bare
+/// keys and empty values only with `keep_empty`. Non-strict, a malformed pair is
+/// skipped to the next blank; strict, the first one stops with `LogfmtParserErr`.
+fn logfmt(line: &str, strict: bool, keep_empty: bool, labels: &mut LineLabels) {
+    let s = line.as_bytes();
+    let mut at = 0;
+    let mut found: Vec<(String, String)> = Vec::new();
+    let error = |pos: usize, msg: &str| format!("logfmt syntax error at pos {} : {msg}", pos + 1);
+    'pairs: while at < s.len() {
+        while at < s.len() && s[at] <= b' ' {
+            at += 1;
+        }
+        if at >= s.len() {
+            break;
+        }
+        let key_start = at;
+        while at < s.len() && s[at] > b' ' && s[at] != b'=' {
+            if s[at] == b'"' {
+                if strict {
+                    labels.set_error("LogfmtParserErr", error(at, "unexpected '\"'"));
+                    break 'pairs;
+                }
+                while at < s.len() && s[at] > b' ' {
+                    at += 1;
+                }
+                continue 'pairs;
+            }
+            at += 1;
+        }
+        let key = &line[key_start..at];
+        if key.is_empty() {
+            // `=value` without a key.
+            if strict {
+                labels.set_error("LogfmtParserErr", error(at, "unexpected '='"));
+                break;
+            }
+            while at < s.len() && s[at] > b' ' {
+                at += 1;
+            }
+            continue;
+        }
+        let value: Option<String> = if at < s.len() && s[at] == b'=' {
+            at += 1;
+            if at < s.len() && s[at] == b'"' {
+                let start = at;
+                at += 1;
+                let mut escaped = false;
+                loop {
+                    if at >= s.len() {
+                        if strict {
+                            labels.set_error(
+                                "LogfmtParserErr",
+                                error(at, "unterminated quoted value"),
+                            );
+                            break 'pairs;
+                        }
+                        break 'pairs;
+                    }
+                    match s[at] {
+                        b'\\' => {
+                            escaped = true;
+                            at += 2;
+                        }
+                        b'"' => {
+                            at += 1;
+                            break;
+                        }
+                        _ => at += 1,
+                    }
+                }
+                let raw = &line[start..at.min(s.len())];
+                if escaped {
+                    match serde_json::from_str::<String>(raw) {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            if strict {
+                                labels.set_error(
+                                    "LogfmtParserErr",
+                                    error(at, "invalid quoted value"),
+                                );
+                                break 'pairs;
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    Some(raw[1..raw.len() - 1].to_string())
+                }
+            } else {
+                let start = at;
+                while at < s.len() && s[at] > b' ' {
+                    if s[at] == b'=' || s[at] == b'"' {
+                        if strict {
+                            let what = if s[at] == b'=' {
+                                "unexpected '='"
+                            } else {
+                                "unexpected '\"'"
+                            };
+                            labels.set_error("LogfmtParserErr", error(at, what));
+                            break 'pairs;
+                        }
+                        while at < s.len() && s[at] > b' ' {
+                            at += 1;
+                        }
+                        continue 'pairs;
+                    }
+                    at += 1;
+                }
+                Some(line[start..at].to_string())
+            }
+        } else {
+            None
+        };
+        let value = value.unwrap_or_default();
+        if value.is_empty() && !keep_empty {
+            continue;
+        }
+        let mut name = String::new();
+        sanitize_into(key, true, &mut name);
+        if name.is_empty() {
+            continue;
+        }
+        found.push((name, value.replace('\u{fffd}', " ")));
+    }
+    for (k, v) in found {
+        labels.set_parsed(k, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::logql::parse;
+
+    /// Runs the pipeline of `query` (`{job="x"} …`) on `line` of a stream labelled
+    /// `job="x"`.
+    fn run(query: &str, line: &str) -> Option<(Vec<(String, String)>, String)> {
+        let Ok(Expr::Log(log)) = parse(query) else {
+            panic!("{query}")
+        };
+        let pipeline = Pipeline::new(&log.pipeline).unwrap_or_else(|e| panic!("{query}: {e}"));
+        pipeline.process(&[("job".into(), "x".into())], &[], line)
+    }
+
+    fn labels(query: &str, line: &str) -> Vec<(String, String)> {
+        run(query, line)
+            .map(|(l, _)| l)
+            .unwrap_or_else(|| panic!("{query} dropped {line:?}"))
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = p
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn line_filters() {
+        let q = r#"{job="x"} |= "err" != "timeout" |~ "code=5\\d\\d""#;
+        assert!(run(q, "err code=503").is_some());
+        assert!(run(q, "err timeout code=503").is_none());
+        assert!(run(q, "ERR code=503").is_none(), "case-sensitive");
+        assert!(run(q, "err code=404").is_none());
+        assert!(run(r#"{job="x"} |= "a" or "b""#, "xbx").is_some());
+        assert!(run(r#"{job="x"} != "a" or "b""#, "xbx").is_none());
+        assert!(run(r#"{job="x"} != "a" or "b""#, "xcx").is_some());
+        assert!(run(r#"{job="x"} |= """#, "anything").is_some());
+        assert!(run(r#"{job="x"} != """#, "anything").is_none());
+        assert!(run(r#"{job="x"} |~ "(?i)warn""#, "a WARNing").is_some());
+    }
+
+    #[test]
+    fn json_flattens_sanitizes_and_marks_collisions() {
+        let line = r#"{"level":"info","job":"y","req":{"method":"GET","1st":1,"x-y":true,"tags":["a"],"n":null,"size":1e3},"1a":{"b":2}," ":{"foo":"bar"},"msg":"a \"q\" \u00e9"}"#;
+        assert_eq!(
+            labels(r#"{job="x"} | json"#, line),
+            pairs(&[
+                ("_1a_b", "2"),
+                ("foo", "bar"),
+                ("job", "x"),
+                ("job_extracted", "y"),
+                ("level", "info"),
+                ("msg", "a \"q\" é"),
+                ("req_1st", "1"),
+                ("req_method", "GET"),
+                ("req_size", "1e3"),
+                ("req_x_y", "true"),
+            ])
+        );
+        // A bad line is kept, with Loki's error labels; later stages can drop it.
+        assert_eq!(
+            labels(r#"{job="x"} | json"#, "not json"),
+            pairs(&[
+                ("job", "x"),
+                ("__error__", "JSONParserErr"),
+                (
+                    "__error_details__",
+                    "Value looks like object, but can't find closing '}' symbol"
+                )
+            ])
+        );
+        assert_eq!(
+            labels(r#"{job="x"} | json"#, r#"{"a":1,"b":"#)
+                .iter()
+                .find(|(k, _)| k == "__error_details__")
+                .map(|(_, v)| v.as_str()),
+            Some("Malformed JSON error")
+        );
+        assert!(run(r#"{job="x"} | json | __error__="""#, "not json").is_none());
+        // The last value of a key wins.
+        assert!(
+            labels(r#"{job="x"} | json"#, r#"{"a":1,"a":2}"#).contains(&("a".into(), "2".into()))
+        );
+    }
+
+    #[test]
+    fn logfmt_as_loki_reads_it() {
+        let line = r#"level=info msg="hello \"world\"" job=y empty= bare dur=1.5s 1x=2 a-b=c"#;
+        assert_eq!(
+            labels(r#"{job="x"} | logfmt"#, line),
+            pairs(&[
+                ("_1x", "2"),
+                ("a_b", "c"),
+                ("dur", "1.5s"),
+                ("job", "x"),
+                ("job_extracted", "y"),
+                ("level", "info"),
+                ("msg", "hello \"world\""),
+            ])
+        );
+        let kept = labels(r#"{job="x"} | logfmt --keep-empty"#, "foo bar=buzz e=");
+        assert!(kept.contains(&("foo".into(), String::new())));
+        assert!(kept.contains(&("e".into(), String::new())));
+        // Non-strict skips a malformed pair; strict stops with an error.
+        let loose = labels(r#"{job="x"} | logfmt"#, r#"bar=bu=zz foo="foo bar""#);
+        assert_eq!(loose, pairs(&[("foo", "foo bar"), ("job", "x")]));
+        let strict = labels(
+            r#"{job="x"} | logfmt --strict"#,
+            r#"bar=bu=zz foo="foo bar""#,
+        );
+        assert_eq!(
+            strict,
+            pairs(&[
+                ("job", "x"),
+                ("__error__", "LogfmtParserErr"),
+                (
+                    "__error_details__",
+                    "logfmt syntax error at pos 7 : unexpected '='"
+                )
+            ])
+        );
+    }
+
+    #[test]
+    fn label_filters_compare_convert_and_record_errors() {
+        let q = r#"{job="x"} | logfmt | status >= 500 and latency > 250ms or size > 1KB"#;
+        assert!(run(q, "status=503 latency=300ms").is_some());
+        assert!(run(q, "status=503 latency=200ms").is_none());
+        assert!(run(q, "status=200 latency=1s size=2000").is_some());
+        assert!(
+            run(q, "size=500").is_none(),
+            "missing labels fail their comparisons"
+        );
+        // A label that does not convert passes, with LabelFilterErr.
+        let l = labels(r#"{job="x"} | logfmt | status >= 500"#, "status=abc");
+        assert!(l.contains(&("__error__".into(), "LabelFilterErr".into())));
+        assert!(l.contains(&(
+            "__error_details__".into(),
+            "strconv.ParseFloat: parsing \"abc\": invalid syntax".into()
+        )));
+        assert!(
+            run(
+                r#"{job="x"} | logfmt | status >= 500 | __error__="""#,
+                "status=abc"
+            )
+            .is_none()
+        );
+        // String matchers read a missing label as empty.
+        assert!(run(r#"{job="x"} | level="""#, "x").is_some());
+        assert!(run(r#"{job="x"} | logfmt | level=~"warn|error""#, "level=warn").is_some());
+        assert!(run(r#"{job="x"} | logfmt | level!="info""#, "level=info").is_none());
+    }
+
+    #[test]
+    fn regexp_drop_keep_and_decolorize() {
+        let l = labels(
+            r#"{job="x"} | regexp "(?P<ip>\\S+) - (?P<user>\\S+)" | drop user"#,
+            "10.0.0.1 - alice GET /",
+        );
+        assert_eq!(l, pairs(&[("ip", "10.0.0.1"), ("job", "x")]));
+        let l = labels(
+            r#"{job="x"} | logfmt | keep level, status="500""#,
+            "level=error status=404 msg=x",
+        );
+        assert_eq!(l, pairs(&[("level", "error")]), "stream labels go too");
+        // keep always keeps the error labels; drop can remove them.
+        let l = labels(r#"{job="x"} | json | keep job"#, "oops");
+        assert!(l.iter().any(|(k, _)| k == "__error__"));
+        let l = labels(
+            r#"{job="x"} | json | drop __error__, __error_details__"#,
+            "oops",
+        );
+        assert_eq!(l, pairs(&[("job", "x")]));
+        let (_, line) = run(
+            r#"{job="x"} | decolorize"#,
+            "\x1b[31mred\x1b[0m and \x1b[1;32mgreen\x1b[0m",
+        )
+        .unwrap();
+        assert_eq!(line, "red and green");
+    }
+
+    #[test]
+    fn stages_not_built_yet_are_refused_by_name() {
+        for (q, what) in [
+            (r#"{job="x"} | line_format "{{.a}}""#, "line_format"),
+            (r#"{job="x"} | pattern "<a> <_>""#, "pattern"),
+            (r#"{job="x"} |> "<_> GET""#, "pattern line filters"),
+            (r#"{job="x"} |= ip("10.0.0.1")"#, "ip() line filters"),
+            (r#"{job="x"} | json a="b""#, "json with parameters"),
+        ] {
+            let Ok(Expr::Log(log)) = parse(q) else {
+                panic!("{q}")
+            };
+            let err = Pipeline::new(&log.pipeline)
+                .err()
+                .unwrap_or_else(|| panic!("{q} compiled"));
+            assert!(err.contains(what), "{q}: {err}");
+        }
+    }
+}
