@@ -245,15 +245,38 @@ pub fn loki_push(data: &[u8]) {
     let _ = grouped_errors(&checked.errors);
 }
 
-/// LogQL queries: parsing ends in a tree or an error that points inside the query.
+/// LogQL queries: parsing ends in a tree or an error that points inside the query;
+/// a log query's pipeline, where it compiles, runs on a few lines (JSON, logfmt,
+/// colours, garbage) and keeps the stream's labels unless it drops or `keep`s them.
 pub fn logql_parse(data: &[u8]) {
+    use crate::logs::logql::ast::Expr;
     let Ok(query) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = crate::logs::logql::parse(query) {
-        let lines = query.matches('\n').count() + 1;
-        assert!(e.line >= 1 && e.line <= lines, "{e} for {query:?}");
-        assert!(e.col >= 1, "{e}");
+    match crate::logs::logql::parse(query) {
+        Err(e) => {
+            let lines = query.matches('\n').count() + 1;
+            assert!(e.line >= 1 && e.line <= lines, "{e} for {query:?}");
+            assert!(e.col >= 1, "{e}");
+        }
+        Ok(Expr::Log(log)) => {
+            let Ok(pipeline) = crate::logs::logql::pipeline::Pipeline::new(&log.pipeline) else {
+                return;
+            };
+            let stream = [("job".to_string(), "x".to_string())];
+            for line in [
+                r#"{"level":"error","req":{"status":503,"path":"/a"},"tags":[1,2]}"#,
+                r#"level=warn status=404 latency=250ms size=2KB msg="a \"b\"""#,
+                "\x1b[31mred\x1b[0m 10.0.0.1 - alice",
+                "{\"",
+                "",
+            ] {
+                if let Some((labels, _)) = pipeline.process(&stream, &[], line) {
+                    assert!(labels.windows(2).all(|w| w[0] < w[1]), "{labels:?}");
+                }
+            }
+        }
+        Ok(Expr::Metric(_)) => {}
     }
 }
 

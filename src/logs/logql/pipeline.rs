@@ -74,7 +74,14 @@ impl LineLabels {
         }
     }
 
-    fn into_pairs(self) -> Vec<(String, String)> {
+    fn into_pairs(mut self) -> Vec<(String, String)> {
+        // A parsed label of the same name gives way to the pipeline's own error.
+        if self.error.is_some() {
+            self.labels.remove("__error__");
+        }
+        if self.details.is_some() {
+            self.labels.remove("__error_details__");
+        }
         let mut out: Vec<(String, String)> =
             self.labels.into_iter().map(|(k, (v, _))| (k, v)).collect();
         if let Some(e) = self.error {
@@ -828,6 +835,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(line, "red and green");
+    }
+
+    #[test]
+    fn a_parsed_error_label_gives_way_to_the_pipeline_s_error() {
+        let l = labels(
+            r#"{job="x"} | json | n > 1"#,
+            r#"{"__error__":"mine","n":"x"}"#,
+        );
+        assert_eq!(l.iter().filter(|(k, _)| k == "__error__").count(), 1);
+        assert!(l.contains(&("__error__".into(), "LabelFilterErr".into())));
     }
 
     #[test]
