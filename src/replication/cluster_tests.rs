@@ -459,7 +459,9 @@ fn three_nodes_replicate_over_grpc_and_a_learner_gets_a_snapshot() {
             .await
             .unwrap_err();
         assert!(
-            refused.to_string().contains("only writes are forwarded"),
+            refused
+                .to_string()
+                .contains("only self-contained writes are forwarded"),
             "{refused}"
         );
         for n in &nodes {
