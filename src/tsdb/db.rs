@@ -152,7 +152,7 @@ impl Db {
                 let state = crate::tsdb::machine::MachineState::decode(&image.extra, &head)
                     .map_err(|e| TsdbError::Internal(format!("head image's machine state: {e}")))?;
                 *machine.pending.lock() = state.pending;
-                machine.dictionary.lock().restore(state.dictionary);
+                machine.dictionary.lock().restore(state.dictionary, &head);
                 Some(image.position)
             }
             None => None,

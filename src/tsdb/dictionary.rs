@@ -229,17 +229,21 @@ impl SeriesDictionary {
         self.slots.iter().map(|s| s.labels.clone()).collect()
     }
 
-    /// Replaces the dictionary with label sets in id order (from a head image); their
-    /// series are found when first named.
-    pub fn restore(&mut self, sets: Vec<Labels>) {
+    /// Replaces the dictionary with label sets in id order (from a head image),
+    /// each resolved to its series in `head` (loaded from the same image) where it
+    /// has one: a node that leads after a restart names them by id at once, rather
+    /// than defining every series again.
+    pub fn restore(&mut self, sets: Vec<Labels>, head: &Head) {
         self.by_series.clear();
-        self.slots = sets
-            .into_iter()
-            .map(|labels| Slot {
-                labels,
-                series: None,
-            })
-            .collect();
+        self.slots = Vec::with_capacity(sets.len());
+        for labels in sets {
+            let series = head.get_by_labels(&labels);
+            if let Some(s) = &series {
+                self.by_series
+                    .insert(Arc::as_ptr(s) as usize, self.slots.len() as u32);
+            }
+            self.slots.push(Slot { labels, series });
+        }
     }
 }
 
@@ -557,10 +561,26 @@ mod tests {
         let bytes = state.encode().unwrap();
         let back = MachineState::decode(&bytes, &f2.head).unwrap();
         assert_eq!(back.dictionary, set);
-        f2.dictionary.lock().restore(back.dictionary);
+        f2.dictionary.lock().restore(back.dictionary, &f2.head);
         let decoded = f2.decode(&second, true).unwrap();
         f2.apply(2, decoded);
         assert_eq!(f2.head.num_series(), 50);
+    }
+
+    #[test]
+    fn a_restarted_leader_names_restored_series_by_id_at_once() {
+        let leader = machine();
+        let set: Vec<Labels> = (0..20).map(|i| labels("up", i)).collect();
+        let (_, e) = leader.encode_by_reference(batch(&leader.head, &set, 1_000), (1, true));
+        leader.apply(1, e);
+        // A restart: the head as the image had it, the dictionary from its label sets.
+        let sets = leader.dictionary.lock().label_sets();
+        leader.dictionary.lock().restore(sets, &leader.head);
+        let (_, e) = leader.encode_by_reference(batch(&leader.head, &set, 2_000), (2, true));
+        let DbEntry::ByReference(_, _, update) = &e else {
+            panic!("not by reference")
+        };
+        assert!(update.defined.is_empty(), "every series named by id");
     }
 
     #[test]

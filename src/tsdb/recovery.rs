@@ -190,7 +190,10 @@ pub(crate) fn install_snapshot(db: &DbInner, index: u64, archive: &Path) -> std:
     let state = crate::tsdb::machine::MachineState::decode(&loaded.extra, &db.head)
         .map_err(std::io::Error::other)?;
     *db.machine.pending.lock() = state.pending;
-    db.machine.dictionary.lock().restore(state.dictionary);
+    db.machine
+        .dictionary
+        .lock()
+        .restore(state.dictionary, &db.head);
     {
         let mut st = db.images.state.lock();
         for (old, _) in st.kept.drain(..) {
