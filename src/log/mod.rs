@@ -1,8 +1,9 @@
 //! The durable, ordered log that every change to stored content passes through.
 //!
-//! * [`record`]: the entry codec: sample batches that carry their labels, deletions
-//!   and head cuts. An entry is self-contained (no node-local series references), so
-//!   the same bytes apply identically on every replica.
+//! * [`record`]: the entry codec: sample batches (with their labels, or in a cluster
+//!   by the replicated series dictionary), log lines, deletions and head cuts. No
+//!   entry holds a node-local series reference, so the same bytes apply identically
+//!   on every replica.
 //! * [`wal`]: the single-node log, a write-ahead log with group commit, and
 //!   [`wal::WalLog`], its [`CommitLog`].
 //!

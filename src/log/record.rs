@@ -1,7 +1,9 @@
-//! The WAL's record format: batches that carry their labels.
+//! The log's record format: sample batches, log lines, deletions and head cuts.
 //!
-//! A record is self-contained (no node-local series refs), so the same bytes can later
-//! be the payload of a Raft log entry and apply identically on every replica.
+//! No record holds a node-local series reference, so the same bytes are the payload
+//! of a Raft log entry and apply identically on every replica. All but type 7 are
+//! self-contained; type 7 names series by a dictionary that every replica builds
+//! alike from the entries before it.
 //!
 //! ```text
 //! record      := type:u8 body
