@@ -13,8 +13,8 @@
 //! - `keep` always keeps `__error__` and `__error_details__`.
 //!
 //! Not built yet (compiling a pipeline with them is an error that says so):
-//! `pattern`, `unpack`, `line_format`, `label_format`, `ip()` filters, and `json` or
-//! `logfmt` with parameters.
+//! `unpack`, `line_format`, `label_format`, `ip()` and pattern (`|>`) line
+//! filters, and `json` or `logfmt` with parameters.
 
 use std::collections::BTreeMap;
 
@@ -100,6 +100,7 @@ enum Compiled {
     Json,
     Logfmt { strict: bool, keep_empty: bool },
     Regexp(Regex),
+    Pattern(Pattern),
     Labels(LabelFilter),
     Drop(Vec<NameOrMatcher>),
     Keep(Vec<NameOrMatcher>),
@@ -149,6 +150,7 @@ impl Pipeline {
                     }
                     Compiled::Regexp(re)
                 }
+                Stage::Pattern(p) => Compiled::Pattern(Pattern::new(p)?),
                 Stage::LabelFilter(f) => {
                     check_label_filter(f)?;
                     Compiled::Labels(f.clone())
@@ -205,6 +207,11 @@ impl Pipeline {
                         }
                     }
                 }
+                Compiled::Pattern(p) => {
+                    for (name, value) in p.captures(&line) {
+                        labels.set_parsed(name.to_string(), value.to_string());
+                    }
+                }
                 Compiled::Labels(f) => {
                     if !label_filter(f, &mut labels) {
                         return None;
@@ -244,6 +251,119 @@ impl Pipeline {
     }
 }
 
+/// A `| pattern` expression: literals and captures (`<name>`, or `<_>` for text
+/// to skip), as Loki matches them (`pkg/logql/log/pattern`): a leading literal must
+/// start the line; each capture takes the text up to the next occurrence of the
+/// literal after it; a capture whose literal is not found, or that ends the
+/// pattern, takes the rest of the line, and matching stops there.
+struct Pattern {
+    parts: Vec<PatternPart>,
+}
+
+#[derive(Debug, PartialEq)]
+enum PatternPart {
+    Literal(String),
+    /// `None`: `<_>`.
+    Capture(Option<String>),
+}
+
+impl Pattern {
+    fn new(text: &str) -> Result<Pattern, String> {
+        let mut parts: Vec<PatternPart> = Vec::new();
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            let capture = (c == '<')
+                .then(|| {
+                    let end = rest.find('>')?;
+                    let name = &rest[1..end];
+                    let first = name.chars().next()?;
+                    (first.is_ascii_alphabetic() || first == '_')
+                        .then_some(())
+                        .filter(|_| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                        .map(|_| (name, end))
+                })
+                .flatten();
+            match capture {
+                Some((name, end)) => {
+                    parts.push(PatternPart::Capture(
+                        (name != "_").then(|| name.to_string()),
+                    ));
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    match parts.last_mut() {
+                        Some(PatternPart::Literal(l)) => l.push(c),
+                        _ => parts.push(PatternPart::Literal(c.to_string())),
+                    }
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        let names: Vec<&String> = parts
+            .iter()
+            .filter_map(|p| match p {
+                PatternPart::Capture(Some(n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        if names.is_empty() {
+            return Err("at least one capture is required".into());
+        }
+        // Loki checks the parts pairwise from the first (0 and 1, 2 and 3, …).
+        for pair in parts.chunks(2) {
+            if let [PatternPart::Capture(_), PatternPart::Capture(_)] = pair {
+                return Err("found consecutive capture: invalid expression".into());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            if !seen.insert(n) {
+                return Err(format!("duplicate capture name ({n}): invalid expression"));
+            }
+        }
+        Ok(Pattern { parts })
+    }
+
+    /// The named captures `line` gives, in order; none for an empty line or one
+    /// that does not start with the pattern's leading literal.
+    fn captures<'l>(&self, line: &'l str) -> Vec<(&str, &'l str)> {
+        let mut out = Vec::new();
+        if line.is_empty() {
+            return out;
+        }
+        let mut parts = self.parts.as_slice();
+        let mut rest = line;
+        if let Some(PatternPart::Literal(first)) = parts.first() {
+            if !rest.starts_with(first.as_str()) {
+                return out;
+            }
+            rest = &rest[first.len()..];
+            parts = &parts[1..];
+        }
+        while let Some(PatternPart::Capture(name)) = parts.first() {
+            let Some(PatternPart::Literal(next)) = parts.get(1) else {
+                // The pattern ends with this capture: the rest of the line.
+                if let Some(n) = name {
+                    out.push((n.as_str(), rest));
+                }
+                return out;
+            };
+            let Some(at) = rest.find(next.as_str()) else {
+                if let Some(n) = name {
+                    out.push((n.as_str(), rest));
+                }
+                return out;
+            };
+            if let Some(n) = name {
+                out.push((n.as_str(), &rest[..at]));
+            }
+            rest = &rest[at + next.len()..];
+            parts = &parts[2..];
+        }
+        out
+    }
+}
+
 fn ansi_regex() -> Result<Regex, String> {
     Regex::new(ANSI).map_err(|e| format!("decolorize: {e}"))
 }
@@ -252,7 +372,6 @@ fn stage_name(stage: &Stage) -> &'static str {
     match stage {
         Stage::Json(_) => "json with parameters",
         Stage::Logfmt { .. } => "logfmt with parameters",
-        Stage::Pattern(_) => "pattern",
         Stage::Unpack => "unpack",
         Stage::LineFormat(_) => "line_format",
         Stage::LabelFormat(_) => "label_format",
@@ -838,6 +957,48 @@ mod tests {
     }
 
     #[test]
+    fn pattern_captures_as_loki_matches_them() {
+        let q =
+            r#"{job="x"} | pattern "<ip> - <_> [<ts>] \"<method> <path> <_>\" <status> <size>""#;
+        let l = labels(
+            q,
+            r#"10.0.0.1 - frank [10/Oct/2000:13:55:36] "GET /a.gif HTTP/1.0" 200 2326"#,
+        );
+        assert_eq!(
+            l,
+            pairs(&[
+                ("ip", "10.0.0.1"),
+                ("job", "x"),
+                ("method", "GET"),
+                ("path", "/a.gif"),
+                ("size", "2326"),
+                ("status", "200"),
+                ("ts", "10/Oct/2000:13:55:36"),
+            ])
+        );
+        // A literal not found: the capture takes the rest, and matching stops.
+        let l = labels(r#"{job="x"} | pattern "<a> <b>,<c>""#, "one two three");
+        assert_eq!(l, pairs(&[("a", "one"), ("b", "two three"), ("job", "x")]));
+        // A leading literal must start the line.
+        let l = labels(r#"{job="x"} | pattern "GET <path>""#, "POST /x GET /y");
+        assert_eq!(l, pairs(&[("job", "x")]));
+        // Collisions with the stream get `_extracted`; `<1>` is literal text.
+        let l = labels(r#"{job="x"} | pattern "<job> <1> <n>""#, "a <1> b");
+        assert_eq!(
+            l,
+            pairs(&[("job", "x"), ("job_extracted", "a"), ("n", "b")])
+        );
+        for (bad, why) in [
+            ("<_> x", "at least one capture"),
+            ("<a><b>", "consecutive capture"),
+            ("<a> <a>", "duplicate capture name (a)"),
+        ] {
+            let err = Pattern::new(bad).err().unwrap();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_parsed_error_label_gives_way_to_the_pipeline_s_error() {
         let l = labels(
             r#"{job="x"} | json | n > 1"#,
@@ -851,7 +1012,6 @@ mod tests {
     fn stages_not_built_yet_are_refused_by_name() {
         for (q, what) in [
             (r#"{job="x"} | line_format "{{.a}}""#, "line_format"),
-            (r#"{job="x"} | pattern "<a> <_>""#, "pattern"),
             (r#"{job="x"} |> "<_> GET""#, "pattern line filters"),
             (r#"{job="x"} |= ip("10.0.0.1")"#, "ip() line filters"),
             (r#"{job="x"} | json a="b""#, "json with parameters"),
