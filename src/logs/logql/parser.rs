@@ -445,26 +445,18 @@ impl<'a> Parser<'a> {
         Ok(LineFilterValue::Text(value))
     }
 
-    /// `name="path", …` after `json` or `logfmt`, or nothing.
+    /// `name="path"` or a bare `name` (its own path), comma-separated, after `json`
+    /// or `logfmt`; or nothing. (Nothing else can follow those stages directly.)
     fn extraction_params(&mut self) -> Result<Vec<(String, String)>, ParseError> {
         let mut params = Vec::new();
-        loop {
-            let save = self.at;
-            let Some(name) = self.peek_ident().map(str::to_string) else {
-                break;
-            };
+        while let Some(name) = self.peek_ident().map(str::to_string) {
             self.at += name.len();
-            if !self.eat("=") || self.rest().starts_with('=') || self.rest().starts_with('~') {
-                self.at = save;
-                break;
-            }
-            params.push((
-                name.clone(),
-                match self.peek_string_start() {
-                    true => self.string()?,
-                    false => name,
-                },
-            ));
+            let path = if self.eat("=") {
+                self.string()?
+            } else {
+                name.clone()
+            };
+            params.push((name, path));
             if !self.eat(",") {
                 break;
             }

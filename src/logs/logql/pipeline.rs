@@ -14,7 +14,7 @@
 //!
 //! Not built yet (compiling a pipeline with them is an error that says so):
 //! `unpack`, `line_format`, `label_format`, `ip()` and pattern (`|>`) line
-//! filters, and `json` or `logfmt` with parameters.
+//! filters, and `json` with parameters.
 
 use std::collections::BTreeMap;
 
@@ -98,7 +98,12 @@ impl LineLabels {
 enum Compiled {
     Line(LineFilter),
     Json,
-    Logfmt { strict: bool, keep_empty: bool },
+    Logfmt {
+        strict: bool,
+        keep_empty: bool,
+        /// (label, key): only these keys, under these names.
+        params: Vec<(String, String)>,
+    },
     Regexp(Regex),
     Pattern(Pattern),
     Labels(LabelFilter),
@@ -139,9 +144,10 @@ impl Pipeline {
                     strict,
                     keep_empty,
                     params,
-                } if params.is_empty() => Compiled::Logfmt {
+                } => Compiled::Logfmt {
                     strict: *strict,
                     keep_empty: *keep_empty,
+                    params: params.clone(),
                 },
                 Stage::Regexp(re) => {
                     let re = Regex::new(re).map_err(|e| format!("invalid regexp {re:?}: {e}"))?;
@@ -196,9 +202,11 @@ impl Pipeline {
                     }
                 }
                 Compiled::Json => json(&line, &mut labels),
-                Compiled::Logfmt { strict, keep_empty } => {
-                    logfmt(&line, *strict, *keep_empty, &mut labels);
-                }
+                Compiled::Logfmt {
+                    strict,
+                    keep_empty,
+                    params,
+                } => logfmt(&line, *strict, *keep_empty, params, &mut labels),
                 Compiled::Regexp(re) => {
                     if let Some(caps) = re.captures(&line) {
                         for name in re.capture_names().flatten() {
@@ -371,7 +379,6 @@ fn ansi_regex() -> Result<Regex, String> {
 fn stage_name(stage: &Stage) -> &'static str {
     match stage {
         Stage::Json(_) => "json with parameters",
-        Stage::Logfmt { .. } => "logfmt with parameters",
         Stage::Unpack => "unpack",
         Stage::LineFormat(_) => "line_format",
         Stage::LabelFormat(_) => "label_format",
@@ -645,10 +652,46 @@ impl Json<'_> {
 /// `| logfmt`: `key=value` pairs (values bare or quoted with JSON escapes); bare
 /// keys and empty values only with `keep_empty`. Non-strict, a malformed pair is
 /// skipped to the next blank; strict, the first one stops with `LogfmtParserErr`.
-fn logfmt(line: &str, strict: bool, keep_empty: bool, labels: &mut LineLabels) {
+/// With `params` (label, key), only those keys, under those names, and a key the
+/// line lacks gives an empty label (unless the name is a stream label's).
+fn logfmt(
+    line: &str,
+    strict: bool,
+    keep_empty: bool,
+    params: &[(String, String)],
+    labels: &mut LineLabels,
+) {
+    let pairs = logfmt_pairs(line, strict, params.is_empty() && !keep_empty, labels);
+    if params.is_empty() {
+        for (key, value) in pairs {
+            let mut name = String::new();
+            sanitize_into(key, true, &mut name);
+            if !name.is_empty() {
+                labels.set_parsed(name, value.replace('\u{fffd}', " "));
+            }
+        }
+        return;
+    }
+    for (name, key) in params {
+        match pairs.iter().rev().find(|(k, _)| k == key) {
+            Some((_, value)) => labels.set_parsed(name.clone(), value.replace('\u{fffd}', "")),
+            None if matches!(labels.labels.get(name), Some((_, Origin::Stream))) => {}
+            None => labels.set_parsed(name.clone(), String::new()),
+        }
+    }
+}
+
+/// The (raw key, value) pairs of a logfmt line; `skip_empty` leaves out bare keys
+/// and empty values. Errors in strict mode are set on `labels`.
+fn logfmt_pairs<'l>(
+    line: &'l str,
+    strict: bool,
+    skip_empty: bool,
+    labels: &mut LineLabels,
+) -> Vec<(&'l str, String)> {
     let s = line.as_bytes();
     let mut at = 0;
-    let mut found: Vec<(String, String)> = Vec::new();
+    let mut found: Vec<(&str, String)> = Vec::new();
     let error = |pos: usize, msg: &str| format!("logfmt syntax error at pos {} : {msg}", pos + 1);
     'pairs: while at < s.len() {
         while at < s.len() && s[at] <= b' ' {
@@ -756,19 +799,12 @@ fn logfmt(line: &str, strict: bool, keep_empty: bool, labels: &mut LineLabels) {
             None
         };
         let value = value.unwrap_or_default();
-        if value.is_empty() && !keep_empty {
+        if value.is_empty() && skip_empty {
             continue;
         }
-        let mut name = String::new();
-        sanitize_into(key, true, &mut name);
-        if name.is_empty() {
-            continue;
-        }
-        found.push((name, value.replace('\u{fffd}', " ")));
+        found.push((key, value));
     }
-    for (k, v) in found {
-        labels.set_parsed(k, v);
-    }
+    found
 }
 
 #[cfg(test)]
@@ -899,6 +935,27 @@ mod tests {
     }
 
     #[test]
+    fn logfmt_parameters_pick_keys_and_name_them() {
+        let q = r#"{job="x"} | logfmt lvl="level", status, missing, job"#;
+        let l = labels(q, "level=warn status=503 msg=hi job=y");
+        assert_eq!(
+            l,
+            pairs(&[
+                ("job", "x"),
+                ("job_extracted", "y"),
+                ("lvl", "warn"),
+                ("missing", ""),
+                ("status", "503"),
+            ])
+        );
+        // A stream label's name with no key in the line is left alone.
+        let l = labels(q, "level=warn");
+        assert!(!l.iter().any(|(k, _)| k == "job_extracted"));
+        // Bare identifiers parse after json too.
+        assert!(parse(r#"{job="x"} | json a, b="c.d" | a="1""#).is_ok());
+    }
+
+    #[test]
     fn label_filters_compare_convert_and_record_errors() {
         let q = r#"{job="x"} | logfmt | status >= 500 and latency > 250ms or size > 1KB"#;
         assert!(run(q, "status=503 latency=300ms").is_some());
@@ -1015,6 +1072,7 @@ mod tests {
             (r#"{job="x"} |> "<_> GET""#, "pattern line filters"),
             (r#"{job="x"} |= ip("10.0.0.1")"#, "ip() line filters"),
             (r#"{job="x"} | json a="b""#, "json with parameters"),
+            (r#"{job="x"} | unpack"#, "unpack"),
         ] {
             let Ok(Expr::Log(log)) = parse(q) else {
                 panic!("{q}")
