@@ -570,17 +570,14 @@ pub(crate) fn decode_label_section(
     intern: &mut impl FnMut(&str) -> ArcStr,
 ) -> Result<Vec<Labels>, RecordError> {
     let no_lookup = &mut |_: &[(&str, &str)]| None::<(Labels, ())>;
-    let (record, _) = decode_series(
+    let (batch, _) = decode_series(
         0,
         Decoder { buf: bytes },
         SampleSource::Absent,
         intern,
         no_lookup,
     )?;
-    match record {
-        Record::Samples(b) => Ok(b.series.into_iter().map(|s| s.labels).collect()),
-        _ => unreachable!("decode_series decodes a samples batch"),
-    }
+    Ok(batch.series.into_iter().map(|s| s.labels).collect())
 }
 
 /// Type 7's body after its type byte.
@@ -608,19 +605,17 @@ fn decode_by_ref<K: SeriesLookup>(
         (Vec::new(), Vec::new())
     } else {
         let body = decompress(defs)?;
-        match decode_series(
+        let (b, handles) = decode_series(
             0,
             Decoder { buf: &body },
             SampleSource::Absent,
             intern,
             known,
-        )? {
-            (Record::Samples(b), handles) => (
-                b.series.into_iter().map(|s| s.labels).collect::<Vec<_>>(),
-                handles,
-            ),
-            _ => unreachable!("decode_series decodes a samples batch"),
-        }
+        )?;
+        (
+            b.series.into_iter().map(|s| s.labels).collect::<Vec<_>>(),
+            handles,
+        )
     };
     let body = decompress(by_ref)?;
     let mut d = Decoder { buf: &body };
@@ -832,6 +827,9 @@ where
 /// A decoded record and, per series of a samples batch, the caller's handle for it.
 pub type Resolved<H> = (Record, Vec<Option<H>>);
 
+/// A batch's (or a section of label sets') series and the caller's handle for each.
+type ResolvedBatch<H> = (Batch, Vec<Option<H>>);
+
 /// How many series ahead of its lookup [`decode_resolving`] prepares one: enough
 /// to cover a cache miss's latency with the work on the series in between.
 const LOOKUP_AHEAD: usize = 8;
@@ -853,13 +851,13 @@ pub fn decode_resolving<K: SeriesLookup>(
     match d.u8()? {
         RECORD_SAMPLES => {
             let base_t = d.varint()?;
-            decode_series(base_t, d, SampleSource::Interleaved, intern, known)
+            decode_series(base_t, d, SampleSource::Interleaved, intern, known).map(samples_record)
         }
         RECORD_SAMPLES_SNAPPY => {
             let body = decompress(d.buf)?;
             let mut d = Decoder { buf: &body };
             let base_t = d.varint()?;
-            decode_series(base_t, d, SampleSource::Interleaved, intern, known)
+            decode_series(base_t, d, SampleSource::Interleaved, intern, known).map(samples_record)
         }
         RECORD_SAMPLES_SPLIT => {
             let base_t = d.varint()?;
@@ -877,6 +875,7 @@ pub fn decode_resolving<K: SeriesLookup>(
                 intern,
                 known,
             )
+            .map(samples_record)
         }
         RECORD_DELETION => {
             let n = d.count(3)?;
@@ -960,7 +959,7 @@ fn decode_series<'a, K: SeriesLookup>(
     mut samples: SampleSource<'a>,
     intern: &mut impl FnMut(&str) -> ArcStr,
     known: &mut K,
-) -> Result<Resolved<K::Handle>, RecordError> {
+) -> Result<ResolvedBatch<K::Handle>, RecordError> {
     let n_strings = d.count(1)?;
     let mut table: Vec<ArcStr> = Vec::with_capacity(n_strings);
     for _ in 0..n_strings {
@@ -1056,7 +1055,12 @@ fn decode_series<'a, K: SeriesLookup>(
             samples: samples.clone(),
         });
     }
-    Ok((Record::Samples(batch), handles))
+    Ok((batch, handles))
+}
+
+/// A samples batch and its handles as a record.
+fn samples_record<H>((batch, handles): ResolvedBatch<H>) -> Resolved<H> {
+    (Record::Samples(batch), handles)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

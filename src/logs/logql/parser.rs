@@ -1003,7 +1003,9 @@ fn vector_op(name: &str) -> Option<VectorOp> {
 }
 
 /// A duration as Go's `time.ParseDuration` reads one (`1h30m`, `1.5s`, `300ms`,
-/// `2µs`), plus Prometheus's `d`, `w` and `y`: seconds, or `None`.
+/// `2µs`), plus Prometheus's `d`, `w` and `y`: seconds, or `None`. (Not
+/// `model::parse_duration_ms`: Prometheus's form has no fractions and no units
+/// below milliseconds, and LogQL's label filters take Go's.)
 pub fn parse_duration(text: &str) -> Option<f64> {
     if text.is_empty() {
         return None;
@@ -1042,7 +1044,8 @@ pub fn parse_duration(text: &str) -> Option<f64> {
 }
 
 /// A byte size as go-humanize's `ParseBytes` reads one (`20MB`, `1.5 KiB`, `42`):
-/// SI units in powers of 1000, IEC in powers of 1024, any case.
+/// SI units in powers of 1000, IEC in powers of 1024, any case. (Not
+/// `model::parse_bytes`, Prometheus's retention sizes, where `MB` is 2^20.)
 pub fn parse_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
     let n = text
