@@ -363,6 +363,7 @@ fn compress_into(body: &[u8], out: &mut Vec<u8>) -> bool {
 
 /// The batch's label strings, each once, and each series' labels as indexes into them
 /// (name, value, name, value, …, series after series).
+#[inline]
 fn string_table<'a>(sets: impl Iterator<Item = &'a Labels>) -> (Vec<&'a str>, Vec<u32>) {
     // The string table is keyed by the strings' addresses: label sets of the head share
     // interned strings, so equal strings are almost always the same allocation, and an
@@ -412,6 +413,7 @@ thread_local! {
 
 /// Type 5's label section (before compression): the string table, then each label
 /// set as references into it.
+#[inline]
 pub(crate) fn encode_label_section<'a>(
     sets: impl Iterator<Item = &'a Labels> + Clone,
     out: &mut Vec<u8>,
