@@ -152,6 +152,7 @@ impl Db {
                 let state = crate::tsdb::machine::MachineState::decode(&image.extra, &head)
                     .map_err(|e| TsdbError::Internal(format!("head image's machine state: {e}")))?;
                 *machine.pending.lock() = state.pending;
+                machine.logs.restore(state.logs);
                 machine.dictionary.lock().restore(state.dictionary, &head);
                 Some(image.position)
             }
@@ -431,19 +432,71 @@ impl Db {
                 }
                 Ok(summary)
             }
-            Err(e) => {
-                self.inner.metrics.commit_failures.inc();
-                match e {
-                    // The cluster could not commit it (no leader, no quorum within
-                    // the write timeout): the client should try again, here or at
-                    // another node.
-                    LogError::NotLeader { .. } | LogError::Cluster(_) => {
-                        Err(StorageError::Unavailable(format!("not committed: {e}")))
-                    }
-                    e => Err(StorageError::internal("commit to the log", e)),
-                }
-            }
+            Err(e) => Err(self.commit_failed(e)),
         }
+    }
+
+    fn commit_failed(&self, e: LogError) -> StorageError {
+        self.inner.metrics.commit_failures.inc();
+        match e {
+            // The cluster could not commit it (no leader, no quorum within the write
+            // timeout): the client should try again, here or at another node.
+            LogError::NotLeader { .. } | LogError::Cluster(_) => {
+                StorageError::Unavailable(format!("not committed: {e}"))
+            }
+            e => StorageError::internal("commit to the log", e),
+        }
+    }
+}
+
+/// Log lines go through the same log as samples; the log store beside the head
+/// applies them (`logs::store`).
+impl crate::logs::LogStorage for Db {
+    fn push(&self, batch: crate::log::record::LogBatch) -> crate::logs::Pushed {
+        let db = self.clone();
+        Box::pin(async move {
+            let committed = db
+                .inner
+                .log
+                .submit_async(None, DbEntry::Logs(batch), Urgency::Now)
+                .await;
+            match committed {
+                Ok(summary) => {
+                    if db.inner.images.due(db.inner.log.stats().bytes_written) {
+                        db.wake_maintenance();
+                    }
+                    Ok(summary)
+                }
+                Err(e) => Err(db.commit_failed(e)),
+            }
+        })
+    }
+
+    fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> crate::storage::Result<Vec<crate::logs::store::Selected>> {
+        Ok(self
+            .inner
+            .machine
+            .logs
+            .select(tenant, matchers, start_ns, end_ns))
+    }
+
+    fn streams(
+        &self,
+        tenant: &str,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> crate::storage::Result<Vec<Labels>> {
+        Ok(self.inner.machine.logs.streams(tenant, start_ns, end_ns))
+    }
+
+    fn active_streams(&self, tenant: &str) -> usize {
+        self.inner.machine.logs.active_streams(tenant)
     }
 }
 

@@ -556,6 +556,7 @@ mod tests {
         // the dictionary travels with it.
         let state = MachineState {
             pending: PendingWork::default(),
+            logs: Default::default(),
             dictionary: f1.dictionary.lock().label_sets(),
         };
         let bytes = state.encode().unwrap();

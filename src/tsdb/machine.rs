@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::log::record::{self, Batch, Deletion, HeadCut, Record};
+use crate::log::record::{self, Batch, Deletion, HeadCut, LogBatch, Record};
 use crate::log::{LogIndex, StateMachine};
+use crate::logs::store::{LogStore, StoreImage};
 use crate::model::Labels;
 use crate::storage::AppendSummary;
 use crate::tsdb::dictionary::{self, DictionaryProposer, DictionaryUpdate, SeriesDictionary};
@@ -31,6 +32,8 @@ pub enum DbEntry {
     /// leader's entry; see `tsdb::dictionary`), resolved: the batch with its labels,
     /// a hint per series, and what the entry adds to the dictionary.
     ByReference(Batch, Vec<Option<Arc<MemSeries>>>, DictionaryUpdate),
+    /// Log lines, for the log store beside the head.
+    Logs(LogBatch),
 }
 
 impl DbEntry {
@@ -55,6 +58,12 @@ impl DbEntry {
             }
             DbEntry::Deletion(d) => record::encode_deletion(d, &mut out),
             DbEntry::HeadCut(c) => record::encode_head_cut(c, &mut out),
+            // A push is bounded far below a snappy block (`logs::push`), so this
+            // holds; an empty record would be refused by every decoder rather than
+            // misapplied.
+            DbEntry::Logs(b) => {
+                let _ = record::encode_log_batch(b, &mut out);
+            }
         }
         out
     }
@@ -172,22 +181,33 @@ impl PendingWork {
 }
 
 /// What of the state machine's own state is stored with a head image, besides the
-/// head: the work pending at its position and, in a cluster, the series dictionary.
+/// head: the work pending at its position, the log store's lines not yet written
+/// out, and, in a cluster, the series dictionary.
 ///
 /// ```text
 /// pending work (`PendingWork::encode`)
+/// [u8 2 | u64 len | the log store's image (`StoreImage::encode`)]   only when not empty
 /// [u8 1 | the dictionary's label sets (`dictionary::encode_sets`)]   only when not empty
 /// ```
+/// (little-endian)
 pub(crate) struct MachineState {
     pub pending: PendingWork,
+    pub logs: StoreImage,
     pub dictionary: Vec<Labels>,
 }
 
 const STATE_DICTIONARY: u8 = 1;
+const STATE_LOGS: u8 = 2;
 
 impl MachineState {
     pub fn encode(&self) -> Result<Vec<u8>, String> {
         let mut out = self.pending.encode();
+        if !self.logs.is_empty() {
+            let logs = self.logs.encode()?;
+            out.push(STATE_LOGS);
+            out.extend_from_slice(&(logs.len() as u64).to_le_bytes());
+            out.extend_from_slice(&logs);
+        }
         if !self.dictionary.is_empty() {
             out.push(STATE_DICTIONARY);
             dictionary::encode_sets(&self.dictionary, &mut out)?;
@@ -198,7 +218,19 @@ impl MachineState {
     /// [`encode`](Self::encode)'s bytes back, the dictionary's strings interned by
     /// `head`.
     pub fn decode(bytes: &[u8], head: &Head) -> Result<MachineState, String> {
-        let (pending, rest) = PendingWork::decode_prefix(bytes)?;
+        let (pending, mut rest) = PendingWork::decode_prefix(bytes)?;
+        let mut logs = StoreImage::default();
+        if let Some((&STATE_LOGS, after)) = rest.split_first() {
+            let (len, after) = after
+                .split_first_chunk::<8>()
+                .ok_or("log store section truncated")?;
+            let (section, after) = usize::try_from(u64::from_le_bytes(*len))
+                .ok()
+                .and_then(|n| after.split_at_checked(n))
+                .ok_or("log store section truncated")?;
+            logs = StoreImage::decode(section)?;
+            rest = after;
+        }
         let dictionary = match rest.split_first() {
             None => Vec::new(),
             Some((&STATE_DICTIONARY, sets)) => dictionary::decode_sets(sets, head)?,
@@ -208,6 +240,7 @@ impl MachineState {
         };
         Ok(MachineState {
             pending,
+            logs,
             dictionary,
         })
     }
@@ -245,6 +278,8 @@ pub struct DbMachine {
     pub(crate) dictionary: Mutex<SeriesDictionary>,
     /// The leader's side of the dictionary: used only while this node proposes.
     pub(crate) proposer: Mutex<DictionaryProposer>,
+    /// Log lines not yet written out as segments.
+    pub(crate) logs: Arc<LogStore>,
     pub(crate) signal: Arc<MaintenanceSignal>,
     /// Where the head images are kept (`chunks_head`).
     pub(crate) images_dir: Option<std::path::PathBuf>,
@@ -266,6 +301,7 @@ impl DbMachine {
             pending: Mutex::default(),
             dictionary: Mutex::default(),
             proposer: Mutex::default(),
+            logs: Arc::default(),
             signal: Arc::default(),
             images_dir,
             installer: std::sync::OnceLock::new(),
@@ -310,6 +346,7 @@ impl DbMachine {
             return;
         }
         self.head.set_min_valid_time(cut.end);
+        self.logs.apply_head_cut(cut.end);
         let cut = Pending::Cut(PendingCut { from, end: cut.end });
         self.pending.lock().queue.push_back(cut);
         self.signal.wake();
@@ -367,11 +404,7 @@ impl StateMachine for DbMachine {
                 Ok(DbEntry::ByReference(batch, hints, update))
             }
             Ok((Record::Deletion(d), _)) => Ok(DbEntry::Deletion(d)),
-            // Nothing writes log lines yet: the log store that applies them is not
-            // built (docs/design/logs.md).
-            Ok((Record::LogLines(_), _)) => {
-                Err("log lines: this node has no log store to apply them to".into())
-            }
+            Ok((Record::LogLines(b), _)) => Ok(DbEntry::Logs(b)),
             Ok((Record::HeadCut(c), _)) => Ok(DbEntry::HeadCut(c)),
             Err(e) => Err(e.to_string()),
         }
@@ -396,6 +429,13 @@ impl StateMachine for DbMachine {
             DbEntry::HeadCut(c) => {
                 self.apply_head_cut(c);
                 AppendSummary::default()
+            }
+            DbEntry::Logs(b) => {
+                let summary = self.logs.apply(b);
+                if self.logs.has_sealing() {
+                    self.signal.wake();
+                }
+                summary
             }
         }
     }

@@ -190,6 +190,7 @@ pub(crate) fn install_snapshot(db: &DbInner, index: u64, archive: &Path) -> std:
     let state = crate::tsdb::machine::MachineState::decode(&loaded.extra, &db.head)
         .map_err(std::io::Error::other)?;
     *db.machine.pending.lock() = state.pending;
+    db.machine.logs.restore(state.logs);
     db.machine
         .dictionary
         .lock()
@@ -319,6 +320,7 @@ fn take(db: &DbInner, why: &str) -> Result<()> {
         let img = head.capture_image(pos);
         let state = MachineState {
             pending: machine.pending.lock().clone(),
+            logs: machine.logs.capture(),
             dictionary: machine.dictionary.lock().label_sets(),
         };
         *slot.lock() = Some((img, state, t.elapsed()));
