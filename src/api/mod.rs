@@ -9,6 +9,7 @@
 mod admin;
 mod bounded;
 mod cluster;
+mod loki;
 mod metrics;
 mod query;
 mod remote;
@@ -47,6 +48,8 @@ pub struct Backends {
     pub admin: Arc<dyn StorageAdmin>,
     /// Chunk-level reads (remote read's streamed answers).
     pub chunks: Arc<dyn crate::storage::ChunkQueryable>,
+    /// Log lines: Loki's push and queries.
+    pub logs: Arc<dyn crate::logs::LogStorage>,
     /// The scrape manager, for `/api/v1/targets` and metadata; `None` in tests that
     /// run the API without scraping.
     pub scrape: Option<Arc<crate::scrape::ScrapeManager>>,
@@ -154,6 +157,8 @@ pub fn router(a: ApiShared) -> Router {
     Router::new()
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
+        // Loki's readiness path, for clients and probes set up for Loki.
+        .route("/ready", get(ready).head(ready))
         .route("/-/quit", post(quit).put(quit))
         .route("/-/reload", post(reload).put(reload))
         .with_state(lifecycle)
@@ -177,6 +182,13 @@ pub fn router(a: ApiShared) -> Router {
             cluster: a.cluster.clone(),
             clustered: a.options.clustered,
             admin_enabled: a.options.enable_admin_api,
+        }))
+        .merge(loki::routes(loki::LokiApi {
+            storage: storage.clone(),
+            gate: gate.clone(),
+            limiter: Arc::new(crate::logs::tenant::IngestionLimiter::new(4.0, 6.0)),
+            limits: Arc::default(),
+            max_body_bytes: a.options.write_limits.max_body_bytes,
         }))
         .merge(query::routes(query::QueryApi {
             storage: storage.clone(),

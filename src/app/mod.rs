@@ -432,6 +432,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         appendable: Arc::new(db.clone()),
         queryable,
         admin: Arc::new(db.clone()),
+        logs: Arc::new(db.clone()),
         chunks,
         scrape: Some(manager.clone()),
     });

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use crate::log::record::LogLine;
-use crate::logs::logql::ast::LogExpr;
 use crate::logs::logql::pipeline::Pipeline;
 use crate::logs::store::Selected;
 
@@ -97,19 +96,15 @@ impl Cursor {
     }
 }
 
-/// Runs `expr`'s pipeline over `selected` (the streams its selector chose, sorted by
+/// Runs `pipeline` over `selected` (the streams a query's selector chose, sorted by
 /// labels) within `range`. `keep_going` is asked now and then whether to go on (a
 /// deadline, a canceled request); its error ends the query.
 pub fn run<E>(
-    expr: &LogExpr,
+    pipeline: &Pipeline,
     selected: Vec<Selected>,
     range: &LogRange,
     mut keep_going: impl FnMut() -> Result<(), E>,
-) -> Result<(Vec<StreamResult>, ReadStats), E>
-where
-    E: From<String>,
-{
-    let pipeline = Pipeline::new(&expr.pipeline).map_err(E::from)?;
+) -> Result<(Vec<StreamResult>, ReadStats), E> {
     let mut cursors: Vec<Cursor> = selected
         .into_iter()
         .map(|s| Cursor::new(s, range))
@@ -219,7 +214,8 @@ mod tests {
             limit,
             direction,
         };
-        run::<String>(&expr, sel, &range, || Ok(())).unwrap().0
+        let pipeline = Pipeline::new(&expr.pipeline).unwrap();
+        run::<()>(&pipeline, sel, &range, || Ok(())).unwrap().0
     }
 
     fn flat(r: &[StreamResult]) -> Vec<(String, i64, String)> {

@@ -15,6 +15,7 @@ mod grafana;
 mod hardening_query;
 mod http_limits;
 mod lifecycle;
+mod loki;
 mod node_exporter;
 mod prometheus_compat;
 mod promql_diff;

@@ -1,0 +1,666 @@
+//! Loki's HTTP API, as far as it is built: `POST /loki/api/v1/push`, and the log
+//! queries of `query_range`, with `labels`, `label/<name>/values` and `series`.
+//! Answers and errors are Loki's: JSON in Loki's shapes, errors as plain text with
+//! Loki's status codes and wording. Every request belongs to the tenant its
+//! `X-Scope-OrgID` names (none: `fake`), and sees only that tenant's streams.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::Storage;
+use super::admin::form_params;
+use super::bounded::{QueryGate, run_bounded};
+use super::response::{ApiError, ErrorType};
+use crate::log::record::{LogBatch, LogLine, LogStream};
+use crate::logs::logql::ast::Expr;
+use crate::logs::logql::parser::{parse, parse_duration};
+use crate::logs::logql::pipeline::Pipeline;
+use crate::logs::push::{self, PushLimits};
+use crate::logs::query::{self, Direction, LogRange, ReadStats, StreamResult};
+use crate::logs::tenant::{IngestionLimiter, tenant_of};
+use crate::model::Matcher;
+
+/// `max_entries_limit_per_query`.
+pub const MAX_ENTRIES_LIMIT_PER_QUERY: usize = 5000;
+/// `max_query_length`: 30 days and an hour.
+pub const MAX_QUERY_LENGTH_NS: i64 = 721 * 3600 * NS;
+/// `max_global_streams_per_user`.
+pub const MAX_STREAMS_PER_TENANT: usize = 5000;
+/// The largest push body once decompressed.
+const MAX_PUSH_BYTES: usize = 64 << 20;
+
+const NS: i64 = 1_000_000_000;
+
+/// The Loki area: push and queries of log lines.
+#[derive(Clone)]
+pub struct LokiApi {
+    pub storage: Storage,
+    pub gate: QueryGate,
+    pub limiter: Arc<IngestionLimiter>,
+    pub limits: Arc<PushLimits>,
+    /// The largest push body as sent (compressed).
+    pub max_body_bytes: usize,
+}
+
+pub fn routes(state: LokiApi) -> Router {
+    use axum::extract::DefaultBodyLimit;
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route(
+            "/loki/api/v1/push",
+            post(push_lines).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/loki/api/v1/query_range",
+            get(query_range).post(query_range),
+        )
+        .route("/loki/api/v1/labels", get(labels).post(labels))
+        .route("/loki/api/v1/label/{name}/values", get(label_values))
+        .route("/loki/api/v1/series", get(series).post(series))
+        .with_state(state)
+}
+
+/// An error as Loki answers it: plain text.
+fn text(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut msg = msg.into();
+    msg.push('\n');
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg,
+    )
+        .into_response()
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    text(StatusCode::BAD_REQUEST, msg)
+}
+
+/// An error of the shared query gate (timeout, overload, shutdown) in Loki's form.
+fn gate_error(e: ApiError) -> Response {
+    let code = match e.kind {
+        ErrorType::BadData => StatusCode::BAD_REQUEST,
+        ErrorType::Timeout | ErrorType::Canceled => StatusCode::GATEWAY_TIMEOUT,
+        ErrorType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    text(code, e.message)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn tenant(headers: &HeaderMap) -> Result<String, Response> {
+    tenant_of(header_str(headers, "x-scope-orgid")).map_err(bad_request)
+}
+
+/// `POST /loki/api/v1/push`: 204 once every line is durable; 400 naming what was
+/// dropped (bad labels, too old, too long, …) after storing the rest, as Loki's
+/// distributor; 429 over the tenant's rate or stream limit (nothing stored).
+async fn push_lines(State(s): State<LokiApi>, headers: HeaderMap, body: Bytes) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let storage = match s.storage.get() {
+        Ok(b) => b.logs.clone(),
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.message),
+    };
+    let content_type = header_str(&headers, "content-type").map(str::to_string);
+    let content_encoding = header_str(&headers, "content-encoding").map(str::to_string);
+    let limits = s.limits.clone();
+    let limiter = s.limiter.clone();
+    let tenant_for_check = tenant.clone();
+    // Decoding and checking are CPU work on the request's bytes: off the scheduler.
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare_push(
+            &tenant_for_check,
+            content_type.as_deref(),
+            content_encoding.as_deref(),
+            &body,
+            &limits,
+            &limiter,
+            storage.as_ref(),
+        )
+    })
+    .await;
+    let (batch, errors) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(refused)) => return refused,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("push task failed: {e}"),
+            );
+        }
+    };
+    let mut errors = errors;
+    if !batch.streams.is_empty() {
+        let storage = match s.storage.get() {
+            Ok(b) => b.logs.clone(),
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.message),
+        };
+        match storage.push(batch).await {
+            Ok(summary) => {
+                if summary.out_of_order > 0 {
+                    errors.push(format!(
+                        "{} entries too far behind their stream: older than its newest entry by more than {}",
+                        summary.out_of_order,
+                        humantime(crate::logs::store::OUT_OF_ORDER_WINDOW_NS)
+                    ));
+                }
+                if summary.out_of_bounds > 0 {
+                    errors.push(format!(
+                        "{} entries have timestamps too old: their time window is already sealed",
+                        summary.out_of_bounds
+                    ));
+                }
+            }
+            Err(e) => {
+                let code = match e.kind() {
+                    crate::storage::ErrorKind::BadData => StatusCode::BAD_REQUEST,
+                    crate::storage::ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    crate::storage::ErrorKind::InsufficientStorage => {
+                        StatusCode::INSUFFICIENT_STORAGE
+                    }
+                    crate::storage::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                if code.is_server_error() {
+                    tracing::error!(tenant, error = %e, "log push not committed");
+                }
+                return text(code, format!("storage: {e}"));
+            }
+        }
+    }
+    if errors.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    bad_request(push::grouped_errors(&errors))
+}
+
+/// A push's lines as one log entry, and the messages of what was dropped; or the
+/// answer refusing it whole.
+fn prepare_push(
+    tenant: &str,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    limits: &PushLimits,
+    limiter: &IngestionLimiter,
+    storage: &dyn crate::logs::LogStorage,
+) -> Result<(LogBatch, Vec<String>), Response> {
+    let (format, plain) = push::decompress(content_type, content_encoding, body, MAX_PUSH_BYTES)
+        .map_err(|e| match e {
+            push::PushError::Encoding(_) => text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
+            e => bad_request(e.to_string()),
+        })?;
+    let streams = push::decode(format, &plain).map_err(|e| bad_request(e.to_string()))?;
+    let checked = push::check(
+        streams,
+        limits,
+        crate::model::now_ms().saturating_mul(1_000_000),
+    );
+    if checked.lines > 0 {
+        limiter
+            .admit(tenant, checked.lines, checked.bytes, Instant::now())
+            .map_err(|m| text(StatusCode::TOO_MANY_REQUESTS, m))?;
+    }
+    // Streams the tenant does not have yet count against its limit (checked here,
+    // before the entry: two pushes at once may pass it by a few streams).
+    let known = storage
+        .streams(tenant, i64::MIN, i64::MAX)
+        .unwrap_or_default();
+    let known: std::collections::HashSet<_> = known.into_iter().collect();
+    let mut active = storage.active_streams(tenant);
+    let mut batch = LogBatch {
+        tenant: tenant.to_string(),
+        streams: Vec::with_capacity(checked.streams.len()),
+    };
+    for stream in checked.streams {
+        if !known.contains(&stream.labels) {
+            if active >= MAX_STREAMS_PER_TENANT {
+                return Err(text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Maximum active stream limit exceeded when trying to create stream {}, reduce the number of active streams (reduce labels or reduce label values), or contact your Loki administrator to see if the limit can be increased, user: '{tenant}'",
+                        stream.labels
+                    ),
+                ));
+            }
+            active += 1;
+        }
+        let lines = stream
+            .entries
+            .into_iter()
+            .map(|e| LogLine {
+                ts_ns: e.ts_ns,
+                text: e.line.into_owned(),
+                metadata: e
+                    .metadata
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
+            })
+            .collect();
+        batch.streams.push(LogStream {
+            labels: stream.labels,
+            lines,
+        });
+    }
+    Ok((batch, checked.errors))
+}
+
+/// A duration in Go's form (`1h0m0s`), for messages.
+fn humantime(ns: i64) -> String {
+    let s = ns / NS;
+    format!("{}h{}m{}s", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// A time parameter as Loki reads one: a float of seconds when it has a `.`, an
+/// integer (seconds with at most 10 digits, else nanoseconds), or RFC 3339.
+pub fn loki_time(value: &str) -> Result<i64, String> {
+    if value.contains('.')
+        && let Ok(f) = value.parse::<f64>()
+    {
+        let secs = f.trunc();
+        let frac = ((f - secs) * 1000.0).round() / 1000.0;
+        return Ok((secs as i64)
+            .saturating_mul(NS)
+            .saturating_add((frac * NS as f64) as i64));
+    }
+    match value.parse::<i64>() {
+        Ok(n) if value.trim_start_matches('-').len() <= 10 => Ok(n.saturating_mul(NS)),
+        Ok(n) => Ok(n),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(value)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .ok_or_else(|| format!("cannot parse \"{value}\" to a valid timestamp")),
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// `start`, `end` and `since` as Loki combines them: `end` defaults to now, `start`
+/// to `end` minus `since` (or `default_since`).
+fn bounds(params: &[(String, String)], default_since_ns: i64) -> Result<(i64, i64), String> {
+    let now = crate::model::now_ms().saturating_mul(1_000_000);
+    let end = param(params, "end")
+        .map(loki_time)
+        .transpose()?
+        .unwrap_or(now);
+    let since = match param(params, "since") {
+        Some(d) => {
+            let secs =
+                parse_duration(d).ok_or_else(|| format!("cannot parse \"{d}\": not a duration"))?;
+            (secs * NS as f64) as i64
+        }
+        None => default_since_ns,
+    };
+    let start = param(params, "start")
+        .map(loki_time)
+        .transpose()?
+        .unwrap_or(end.saturating_sub(since));
+    Ok((start, end))
+}
+
+/// `GET|POST /loki/api/v1/query_range` with a log query: the `streams` result.
+async fn query_range(
+    State(s): State<LokiApi>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match tenant(&headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let params = form_params(q.as_deref(), &headers, &body);
+    let request = match range_request(&params) {
+        Ok(r) => r,
+        Err(m) => return bad_request(m),
+    };
+    let (expr, range) = request;
+    let Expr::Log(expr) = expr else {
+        return bad_request(
+            "metric queries are not supported by this server yet; only log queries are",
+        );
+    };
+    let pipeline = match Pipeline::new(&expr.pipeline) {
+        Ok(p) => p,
+        Err(m) => return bad_request(m),
+    };
+    let storage = match s.storage.get() {
+        Ok(b) => b.logs.clone(),
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.message),
+    };
+    let started = Instant::now();
+    let answer = run_bounded(&s.gate, None, None, move |limits| {
+        let selected = storage
+            .select(&tenant, &expr.selector, range.start_ns, range.end_ns)
+            .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))?;
+        query::run::<ApiError>(&pipeline, selected, &range, || {
+            limits.check("log query").map_err(ApiError::from)
+        })
+    })
+    .await;
+    match answer {
+        Ok((streams, stats)) => streams_json(&streams, &stats, started.elapsed().as_secs_f64()),
+        Err(e) => gate_error(e),
+    }
+}
+
+/// The query, range, limit and direction of a `query_range` request, checked as
+/// Loki checks them.
+fn range_request(params: &[(String, String)]) -> Result<(Expr, LogRange), String> {
+    let text = param(params, "query").unwrap_or("");
+    let expr = parse(text).map_err(|e| e.to_string())?;
+    let limit = match param(params, "limit") {
+        Some(l) => {
+            l.parse::<u32>()
+                .map_err(|_| format!("cannot parse \"{l}\" to a valid limit"))? as usize
+        }
+        None => 100,
+    };
+    if limit == 0 {
+        return Err("limit must be a positive value".into());
+    }
+    if limit > MAX_ENTRIES_LIMIT_PER_QUERY {
+        return Err(format!(
+            "max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {MAX_ENTRIES_LIMIT_PER_QUERY})"
+        ));
+    }
+    let (start_ns, end_ns) = bounds(params, 3600 * NS)?;
+    if end_ns < start_ns {
+        return Err("end timestamp must not be before or equal to start time".into());
+    }
+    if end_ns - start_ns > MAX_QUERY_LENGTH_NS {
+        return Err(format!(
+            "the query time range exceeds the limit (query length: {}, limit: {})",
+            humantime(end_ns - start_ns),
+            humantime(MAX_QUERY_LENGTH_NS)
+        ));
+    }
+    let direction = match param(params, "direction")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("backward") => Direction::Backward,
+        Some("forward") => Direction::Forward,
+        Some(d) => return Err(format!("invalid direction '{d}'")),
+    };
+    Ok((
+        expr,
+        LogRange {
+            start_ns,
+            end_ns,
+            limit,
+            direction,
+        },
+    ))
+}
+
+fn json(value: serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn labels_object(pairs: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// Loki's answer to a log query, with the summary of its statistics.
+fn streams_json(streams: &[StreamResult], stats: &ReadStats, seconds: f64) -> Response {
+    let result: Vec<serde_json::Value> = streams
+        .iter()
+        .map(|s| {
+            let values: Vec<serde_json::Value> = s
+                .entries
+                .iter()
+                .map(|(ts, line)| serde_json::json!([ts.to_string(), line]))
+                .collect();
+            serde_json::json!({"stream": labels_object(&s.labels), "values": values})
+        })
+        .collect();
+    let per_second = |n: u64| {
+        if seconds > 0.0 {
+            (n as f64 / seconds) as u64
+        } else {
+            0
+        }
+    };
+    json(serde_json::json!({
+        "status": "success",
+        "data": {
+            "resultType": "streams",
+            "result": result,
+            "stats": {
+                "summary": {
+                    "bytesProcessedPerSecond": per_second(stats.bytes_processed),
+                    "linesProcessedPerSecond": per_second(stats.lines_processed),
+                    "totalBytesProcessed": stats.bytes_processed,
+                    "totalLinesProcessed": stats.lines_processed,
+                    "totalStructuredMetadataBytesProcessed": stats.structured_metadata_bytes,
+                    "totalEntriesReturned": stats.lines_returned,
+                    "totalPostFilterLines": stats.lines_returned,
+                    "execTime": seconds,
+                    "queueTime": 0,
+                    "subqueries": 0,
+                    "splits": 0,
+                    "shards": 0
+                }
+            }
+        }
+    }))
+}
+
+/// The label sets of the tenant's streams in the request's range (6 h by default),
+/// kept where `selectors` is empty or one of them matches.
+async fn stream_sets(
+    s: &LokiApi,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    selectors: Vec<Vec<Matcher>>,
+) -> Result<Vec<crate::model::Labels>, Response> {
+    let tenant = tenant(headers)?;
+    let (start, end) = bounds(params, 6 * 3600 * NS).map_err(bad_request)?;
+    let storage = match s.storage.get() {
+        Ok(b) => b.logs.clone(),
+        Err(e) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, e.message)),
+    };
+    run_bounded(&s.gate, None, None, move |_| {
+        let all = storage
+            .streams(&tenant, start, end.saturating_add(1))
+            .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))?;
+        Ok(all
+            .into_iter()
+            .filter(|l| {
+                selectors.is_empty()
+                    || selectors
+                        .iter()
+                        .any(|ms| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+            })
+            .collect())
+    })
+    .await
+    .map_err(gate_error)
+}
+
+/// A stream selector parameter (`{a="b"}`), parsed as LogQL parses one.
+fn selector(text: &str) -> Result<Vec<Matcher>, Response> {
+    match parse(text) {
+        Ok(Expr::Log(l)) => Ok(l.selector),
+        Ok(Expr::Metric(_)) => Err(bad_request(format!("{text} is not a stream selector"))),
+        Err(e) => Err(bad_request(e.to_string())),
+    }
+}
+
+/// `GET|POST /loki/api/v1/labels`: label names (`query`: only of matching streams).
+async fn labels(
+    State(s): State<LokiApi>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let selectors = match param(&params, "query").map(selector).transpose() {
+        Ok(m) => m.into_iter().collect(),
+        Err(r) => return r,
+    };
+    match stream_sets(&s, &headers, &params, selectors).await {
+        Ok(sets) => {
+            let names: std::collections::BTreeSet<&str> = sets
+                .iter()
+                .flat_map(|l| l.iter().map(|l| &*l.name))
+                .collect();
+            json(serde_json::json!({"status": "success", "data": names}))
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /loki/api/v1/label/<name>/values` (`query`: only of matching streams).
+async fn label_values(
+    State(s): State<LokiApi>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = form_params(q.as_deref(), &headers, &[]);
+    let selectors = match param(&params, "query").map(selector).transpose() {
+        Ok(m) => m.into_iter().collect(),
+        Err(r) => return r,
+    };
+    match stream_sets(&s, &headers, &params, selectors).await {
+        Ok(sets) => {
+            let values: std::collections::BTreeSet<&str> =
+                sets.iter().filter_map(|l| l.get(&name)).collect();
+            json(serde_json::json!({"status": "success", "data": values}))
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET|POST /loki/api/v1/series`: the label sets of streams matching any
+/// `match[]` (all streams without one).
+async fn series(
+    State(s): State<LokiApi>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let mut selectors = Vec::new();
+    for (k, v) in &params {
+        if k == "match[]" || k == "match" {
+            match selector(v) {
+                Ok(m) => selectors.push(m),
+                Err(r) => return r,
+            }
+        }
+    }
+    match stream_sets(&s, &headers, &params, selectors).await {
+        Ok(sets) => {
+            let data: Vec<serde_json::Value> = sets
+                .iter()
+                .map(|l| {
+                    let pairs: Vec<(String, String)> = l
+                        .iter()
+                        .map(|l| (l.name.to_string(), l.value.to_string()))
+                        .collect();
+                    labels_object(&pairs)
+                })
+                .collect();
+            json(serde_json::json!({"status": "success", "data": data}))
+        }
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_read_as_loki_reads_them() {
+        assert_eq!(loki_time("1700000000").unwrap(), 1_700_000_000 * NS);
+        assert_eq!(
+            loki_time("1700000000000000001").unwrap(),
+            1_700_000_000_000_000_001
+        );
+        assert_eq!(
+            loki_time("1700000000.5").unwrap(),
+            1_700_000_000 * NS + NS / 2
+        );
+        assert_eq!(
+            loki_time("2023-11-14T22:13:20.000000001Z").unwrap(),
+            1_700_000_000_000_000_001
+        );
+        assert!(loki_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn a_range_request_is_checked_as_loki_checks_it() {
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = range_request(&p(&[
+            ("query", "{a=\"b\"}"),
+            ("start", "100"),
+            ("end", "200"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (ok.1.start_ns, ok.1.end_ns, ok.1.limit),
+            (100 * NS, 200 * NS, 100)
+        );
+        assert_eq!(ok.1.direction, Direction::Backward);
+        let err = |pairs: &[(&str, &str)]| range_request(&p(pairs)).unwrap_err();
+        assert_eq!(
+            err(&[("query", "{a=\"b\"}"), ("limit", "0")]),
+            "limit must be a positive value"
+        );
+        assert!(
+            err(&[("query", "{a=\"b\"}"), ("limit", "5001")])
+                .starts_with("max entries limit per query exceeded")
+        );
+        assert!(
+            err(&[("query", "{a=\"b\"}"), ("start", "200"), ("end", "100")])
+                .starts_with("end timestamp")
+        );
+        assert!(
+            err(&[("query", "{a=\"b\"}"), ("start", "0"), ("end", "100000000")])
+                .starts_with("the query time range exceeds the limit")
+        );
+        assert_eq!(
+            err(&[("query", "{a=\"b\"}"), ("direction", "up")]),
+            "invalid direction 'up'"
+        );
+        assert!(err(&[("query", "{a=}")]).starts_with("parse error at line 1, col"));
+    }
+}

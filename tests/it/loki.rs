@@ -1,0 +1,326 @@
+//! Loki's push and query API against the real binary: Promtail's protobuf and
+//! Loki's JSON pushes, tenants, log queries, label and series lookups, restarts,
+//! and bad input.
+
+use crate::common::{Odin, agent, now_ms};
+
+/// A protobuf field of wire type 2 (length-delimited).
+fn field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    varint(out, u64::from(number << 3 | 2));
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// `logproto.PushRequest` as Promtail sends it: snappy-compressed protobuf.
+/// Streams: (label text, [(ns, line, structured metadata)]).
+pub fn promtail_request(streams: &[(&str, Vec<(i64, String, Vec<(&str, &str)>)>)]) -> Vec<u8> {
+    let mut request = Vec::new();
+    for (labels, entries) in streams {
+        let mut stream = Vec::new();
+        field(&mut stream, 1, labels.as_bytes());
+        for (ns, line, meta) in entries {
+            let mut ts = Vec::new();
+            varint(&mut ts, 1 << 3);
+            varint(&mut ts, (ns / 1_000_000_000) as u64);
+            varint(&mut ts, 2 << 3);
+            varint(&mut ts, (ns % 1_000_000_000) as u64);
+            let mut entry = Vec::new();
+            field(&mut entry, 1, &ts);
+            field(&mut entry, 2, line.as_bytes());
+            for (k, v) in meta {
+                let mut pair = Vec::new();
+                field(&mut pair, 1, k.as_bytes());
+                field(&mut pair, 2, v.as_bytes());
+                field(&mut entry, 3, &pair);
+            }
+            field(&mut stream, 2, &entry);
+        }
+        field(&mut request, 1, &stream);
+    }
+    snap::raw::Encoder::new().compress_vec(&request).unwrap()
+}
+
+/// POSTs a push; (status, body).
+fn push(
+    odin: &Odin,
+    tenant: Option<&str>,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut req = agent()
+        .post(&odin.url("/loki/api/v1/push"))
+        .header("Content-Type", content_type);
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    if let Some(e) = encoding {
+        req = req.header("Content-Encoding", e);
+    }
+    let mut r = req.send(body).expect("push");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// GETs a Loki API path with query parameters as `tenant`; (status, body).
+fn get(odin: &Odin, tenant: Option<&str>, path: &str, params: &[(&str, &str)]) -> (u16, String) {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let mut req = agent().get(&odin.url(&format!("{path}?{query}")));
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let mut r = req.call().expect("GET");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// The lines a log query returns, flattened: (stream labels as JSON, ns, line).
+fn lines(
+    odin: &Odin,
+    tenant: Option<&str>,
+    query: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, i64, String)> {
+    let start = ((now_ms() - 3_600_000) * 1_000_000).to_string();
+    let end = ((now_ms() + 60_000) * 1_000_000).to_string();
+    let mut params = vec![("query", query), ("start", &start), ("end", &end)];
+    params.extend_from_slice(extra);
+    let (code, body) = get(odin, tenant, "/loki/api/v1/query_range", &params);
+    assert_eq!(code, 200, "{query}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["resultType"], "streams");
+    let mut out = Vec::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        for e in s["values"].as_array().unwrap() {
+            out.push((
+                s["stream"].to_string(),
+                e[0].as_str().unwrap().parse().unwrap(),
+                e[1].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    // The answer groups lines by stream; in one list they go by time, in the
+    // query's direction.
+    out.sort_by_key(|e| e.1);
+    if !extra.contains(&("direction", "forward")) {
+        out.reverse();
+    }
+    out
+}
+
+fn texts(found: &[(String, i64, String)]) -> Vec<&str> {
+    found.iter().map(|(_, _, l)| l.as_str()).collect()
+}
+
+#[test]
+fn promtail_and_json_pushes_are_queryable_per_tenant_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let t0 = (now_ms() - 60_000) * 1_000_000;
+    // Promtail's protobuf, with structured metadata.
+    let body = promtail_request(&[
+        (
+            r#"{job="varlogs", host="gpu1"}"#,
+            vec![
+                (t0, "level=info msg=\"started\" took=15ms".into(), vec![]),
+                (
+                    t0 + 1_000,
+                    "level=error msg=\"disk full\" took=2s".into(),
+                    vec![("trace_id", "abc")],
+                ),
+            ],
+        ),
+        (
+            r#"{job="kernel"}"#,
+            vec![(
+                t0 + 2_000,
+                "NVRM: Xid 79, GPU has fallen off the bus".into(),
+                vec![],
+            )],
+        ),
+    ]);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &body).0,
+        204
+    );
+    // Loki's JSON, gzip-compressed, for another tenant.
+    let json = format!(
+        r#"{{"streams":[{{"stream":{{"job":"varlogs","host":"gpu2"}},"values":[["{}","tenant b line"]]}}]}}"#,
+        t0 + 3_000
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, json.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    assert_eq!(
+        push(&odin, Some("team-b"), "application/json", Some("gzip"), &gz).0,
+        204
+    );
+
+    // Backward by default: newest first.
+    let all = lines(&odin, None, r#"{job=~".+"}"#, &[]);
+    assert_eq!(
+        texts(&all),
+        [
+            "NVRM: Xid 79, GPU has fallen off the bus",
+            "level=error msg=\"disk full\" took=2s",
+            "level=info msg=\"started\" took=15ms"
+        ]
+    );
+    assert_eq!(all[2].1, t0);
+    let forward = lines(
+        &odin,
+        None,
+        r#"{job="varlogs"}"#,
+        &[("direction", "forward"), ("limit", "1")],
+    );
+    assert_eq!(texts(&forward), ["level=info msg=\"started\" took=15ms"]);
+    // A line filter, a parser and a label filter; the structured metadata is a label.
+    let errors = lines(
+        &odin,
+        None,
+        r#"{job="varlogs"} |= "disk" | logfmt | took > 1s"#,
+        &[],
+    );
+    assert_eq!(texts(&errors), ["level=error msg=\"disk full\" took=2s"]);
+    let stream: serde_json::Value = serde_json::from_str(&errors[0].0).unwrap();
+    assert_eq!(stream["trace_id"], "abc");
+    assert_eq!(stream["level"], "error");
+    assert_eq!(stream["host"], "gpu1");
+    // Tenants never see each other's lines.
+    assert_eq!(
+        texts(&lines(&odin, Some("team-b"), r#"{job=~".+"}"#, &[])),
+        ["tenant b line"]
+    );
+    assert!(lines(&odin, Some("nobody"), r#"{job=~".+"}"#, &[]).is_empty());
+
+    // Labels, values and series, per tenant.
+    let (code, body) = get(&odin, None, "/loki/api/v1/labels", &[]);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], serde_json::json!(["host", "job"]));
+    let (_, body) = get(&odin, None, "/loki/api/v1/label/job/values", &[]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], serde_json::json!(["kernel", "varlogs"]));
+    let (_, body) = get(&odin, Some("team-b"), "/loki/api/v1/label/host/values", &[]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], serde_json::json!(["gpu2"]));
+    let (_, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/series",
+        &[("match[]", r#"{job="varlogs"}"#)],
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"host": "gpu1", "job": "varlogs"}])
+    );
+
+    // A clean restart, then a kill: every acknowledged line is there, once.
+    let before = lines(&odin, None, r#"{job=~".+"}"#, &[]);
+    assert_eq!(odin.stop().code(), Some(0));
+    let odin = Odin::start(dir.path(), &[]);
+    assert_eq!(lines(&odin, None, r#"{job=~".+"}"#, &[]), before);
+    let more = promtail_request(&[(
+        r#"{job="kernel"}"#,
+        vec![(t0 + 5_000, "after restart".into(), vec![])],
+    )]);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &more).0,
+        204
+    );
+    odin.kill9();
+    let odin = Odin::start(dir.path(), &[]);
+    let after = lines(&odin, None, r#"{job="kernel"}"#, &[]);
+    assert_eq!(
+        texts(&after),
+        ["after restart", "NVRM: Xid 79, GPU has fallen off the bus"]
+    );
+    assert_eq!(
+        texts(&lines(&odin, Some("team-b"), r#"{job=~".+"}"#, &[])),
+        ["tenant b line"]
+    );
+}
+
+#[test]
+fn bad_pushes_and_queries_get_lokis_errors_and_nothing_half_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let now = now_ms() * 1_000_000;
+    // Malformed JSON, a broken protobuf, an unknown encoding: refused whole.
+    let (code, body) = push(&odin, None, "application/json", None, b"{\"streams\": [");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = push(
+        &odin,
+        None,
+        "application/x-protobuf",
+        None,
+        b"\xff\xff\xff garbage",
+    );
+    assert_eq!(code, 400);
+    let (code, _) = push(&odin, None, "application/json", Some("br"), b"{}");
+    assert_eq!(code, 415);
+    let (code, body) = push(&odin, Some("a|b"), "application/json", None, b"{}");
+    assert_eq!((code, body.trim()), (400, "multiple org IDs present"));
+    // A huge line and a label bomb are dropped with Loki's messages; the good line
+    // of the same request is stored.
+    let huge = "x".repeat(300 * 1024);
+    let bomb: String = (0..20).map(|i| format!("l{i}=\"v\",")).collect();
+    let json = format!(
+        r#"{{"streams":[
+            {{"stream":{{"job":"ok"}},"values":[["{now}","fine"],["{later}","{huge}"]]}},
+            {{"stream":{{{bomb_json}}},"values":[["{now}","bomb"]]}}]}}"#,
+        later = now + 1,
+        bomb_json = bomb
+            .trim_end_matches(',')
+            .split(',')
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                format!("\"{k}\":{v}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (code, body) = push(&odin, None, "application/json", None, json.as_bytes());
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("Max entry size '262144' bytes exceeded"),
+        "{body}"
+    );
+    assert!(body.contains("has 20 label names; limit 15"), "{body}");
+    // The good line is stored; the rest is not.
+    assert_eq!(texts(&lines(&odin, None, r#"{job=~".+"}"#, &[])), ["fine"]);
+    // Bad queries: Loki's parse errors and parameter checks, as 400 plain text.
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query_range",
+        &[("query", "{job=}")],
+    );
+    assert_eq!(code, 400);
+    assert!(body.starts_with("parse error at line 1, col"), "{body}");
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query_range",
+        &[("query", "{job=\"ok\"}"), ("limit", "100000")],
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("max entries limit per query exceeded"),
+        "{body}"
+    );
+    // The process stays up.
+    assert_eq!(odin.get("/ready").0, 200);
+}
