@@ -67,24 +67,32 @@ pub fn routes(state: LokiApi) -> Router {
         .with_state(state)
 }
 
-/// An error as Loki answers it: plain text.
-fn text(code: StatusCode, msg: impl Into<String>) -> Response {
-    let mut msg = msg.into();
-    msg.push('\n');
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg,
-    )
-        .into_response()
+/// An error as Loki answers it: a status and a plain-text message.
+struct LokiError(StatusCode, String);
+
+impl IntoResponse for LokiError {
+    fn into_response(self) -> Response {
+        let LokiError(code, mut msg) = self;
+        msg.push('\n');
+        (
+            code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            msg,
+        )
+            .into_response()
+    }
 }
 
-fn bad_request(msg: impl Into<String>) -> Response {
+fn text(code: StatusCode, msg: impl Into<String>) -> LokiError {
+    LokiError(code, msg.into())
+}
+
+fn bad_request(msg: impl Into<String>) -> LokiError {
     text(StatusCode::BAD_REQUEST, msg)
 }
 
 /// An error of the shared query gate (timeout, overload, shutdown) in Loki's form.
-fn gate_error(e: ApiError) -> Response {
+fn gate_error(e: ApiError) -> LokiError {
     let code = match e.kind {
         ErrorType::BadData => StatusCode::BAD_REQUEST,
         ErrorType::Timeout | ErrorType::Canceled => StatusCode::GATEWAY_TIMEOUT,
@@ -98,21 +106,25 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn tenant(headers: &HeaderMap) -> Result<String, Response> {
+fn tenant(headers: &HeaderMap) -> Result<String, LokiError> {
     tenant_of(header_str(headers, "x-scope-orgid")).map_err(bad_request)
 }
 
 /// `POST /loki/api/v1/push`: 204 once every line is durable; 400 naming what was
 /// dropped (bad labels, too old, too long, …) after storing the rest, as Loki's
 /// distributor; 429 over the tenant's rate or stream limit (nothing stored).
-async fn push_lines(State(s): State<LokiApi>, headers: HeaderMap, body: Bytes) -> Response {
+async fn push_lines(
+    State(s): State<LokiApi>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, LokiError> {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return Err(r),
     };
     let storage = match s.storage.get() {
         Ok(b) => b.logs.clone(),
-        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.message),
+        Err(e) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, e.message)),
     };
     let content_type = header_str(&headers, "content-type").map(str::to_string);
     let content_encoding = header_str(&headers, "content-encoding").map(str::to_string);
@@ -134,19 +146,19 @@ async fn push_lines(State(s): State<LokiApi>, headers: HeaderMap, body: Bytes) -
     .await;
     let (batch, errors) = match prepared {
         Ok(Ok(p)) => p,
-        Ok(Err(refused)) => return refused,
+        Ok(Err(refused)) => return Err(refused),
         Err(e) => {
-            return text(
+            return Err(text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("push task failed: {e}"),
-            );
+            ));
         }
     };
     let mut errors = errors;
     if !batch.streams.is_empty() {
         let storage = match s.storage.get() {
             Ok(b) => b.logs.clone(),
-            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.message),
+            Err(e) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, e.message)),
         };
         match storage.push(batch).await {
             Ok(summary) => {
@@ -176,14 +188,14 @@ async fn push_lines(State(s): State<LokiApi>, headers: HeaderMap, body: Bytes) -
                 if code.is_server_error() {
                     tracing::error!(tenant, error = %e, "log push not committed");
                 }
-                return text(code, format!("storage: {e}"));
+                return Err(text(code, format!("storage: {e}")));
             }
         }
     }
     if errors.is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    bad_request(push::grouped_errors(&errors))
+    Err(bad_request(push::grouped_errors(&errors)))
 }
 
 /// A push's lines as one log entry, and the messages of what was dropped; or the
@@ -196,7 +208,7 @@ fn prepare_push(
     limits: &PushLimits,
     limiter: &IngestionLimiter,
     storage: &dyn crate::logs::LogStorage,
-) -> Result<(LogBatch, Vec<String>), Response> {
+) -> Result<(LogBatch, Vec<String>), LokiError> {
     let (format, plain) = push::decompress(content_type, content_encoding, body, MAX_PUSH_BYTES)
         .map_err(|e| match e {
             push::PushError::Encoding(_) => text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
@@ -323,29 +335,29 @@ async fn query_range(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, LokiError> {
     let tenant = match tenant(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return Err(r),
     };
     let params = form_params(q.as_deref(), &headers, &body);
     let request = match range_request(&params) {
         Ok(r) => r,
-        Err(m) => return bad_request(m),
+        Err(m) => return Err(bad_request(m)),
     };
     let (expr, range) = request;
     let Expr::Log(expr) = expr else {
-        return bad_request(
+        return Err(bad_request(
             "metric queries are not supported by this server yet; only log queries are",
-        );
+        ));
     };
     let pipeline = match Pipeline::new(&expr.pipeline) {
         Ok(p) => p,
-        Err(m) => return bad_request(m),
+        Err(m) => return Err(bad_request(m)),
     };
     let storage = match s.storage.get() {
         Ok(b) => b.logs.clone(),
-        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.message),
+        Err(e) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, e.message)),
     };
     let started = Instant::now();
     let answer = run_bounded(&s.gate, None, None, move |limits| {
@@ -358,8 +370,12 @@ async fn query_range(
     })
     .await;
     match answer {
-        Ok((streams, stats)) => streams_json(&streams, &stats, started.elapsed().as_secs_f64()),
-        Err(e) => gate_error(e),
+        Ok((streams, stats)) => Ok(streams_json(
+            &streams,
+            &stats,
+            started.elapsed().as_secs_f64(),
+        )),
+        Err(e) => Err(gate_error(e)),
     }
 }
 
@@ -483,7 +499,7 @@ async fn stream_sets(
     headers: &HeaderMap,
     params: &[(String, String)],
     selectors: Vec<Vec<Matcher>>,
-) -> Result<Vec<crate::model::Labels>, Response> {
+) -> Result<Vec<crate::model::Labels>, LokiError> {
     let tenant = tenant(headers)?;
     let (start, end) = bounds(params, 6 * 3600 * NS).map_err(bad_request)?;
     let storage = match s.storage.get() {
@@ -509,7 +525,7 @@ async fn stream_sets(
 }
 
 /// A stream selector parameter (`{a="b"}`), parsed as LogQL parses one.
-fn selector(text: &str) -> Result<Vec<Matcher>, Response> {
+fn selector(text: &str) -> Result<Vec<Matcher>, LokiError> {
     match parse(text) {
         Ok(Expr::Log(l)) => Ok(l.selector),
         Ok(Expr::Metric(_)) => Err(bad_request(format!("{text} is not a stream selector"))),
@@ -523,11 +539,11 @@ async fn labels(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, LokiError> {
     let params = form_params(q.as_deref(), &headers, &body);
     let selectors = match param(&params, "query").map(selector).transpose() {
         Ok(m) => m.into_iter().collect(),
-        Err(r) => return r,
+        Err(r) => return Err(r),
     };
     match stream_sets(&s, &headers, &params, selectors).await {
         Ok(sets) => {
@@ -535,9 +551,11 @@ async fn labels(
                 .iter()
                 .flat_map(|l| l.iter().map(|l| &*l.name))
                 .collect();
-            json(serde_json::json!({"status": "success", "data": names}))
+            Ok(json(
+                serde_json::json!({"status": "success", "data": names}),
+            ))
         }
-        Err(r) => r,
+        Err(r) => Err(r),
     }
 }
 
@@ -547,19 +565,21 @@ async fn label_values(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, LokiError> {
     let params = form_params(q.as_deref(), &headers, &[]);
     let selectors = match param(&params, "query").map(selector).transpose() {
         Ok(m) => m.into_iter().collect(),
-        Err(r) => return r,
+        Err(r) => return Err(r),
     };
     match stream_sets(&s, &headers, &params, selectors).await {
         Ok(sets) => {
             let values: std::collections::BTreeSet<&str> =
                 sets.iter().filter_map(|l| l.get(&name)).collect();
-            json(serde_json::json!({"status": "success", "data": values}))
+            Ok(json(
+                serde_json::json!({"status": "success", "data": values}),
+            ))
         }
-        Err(r) => r,
+        Err(r) => Err(r),
     }
 }
 
@@ -570,14 +590,14 @@ async fn series(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, LokiError> {
     let params = form_params(q.as_deref(), &headers, &body);
     let mut selectors = Vec::new();
     for (k, v) in &params {
         if k == "match[]" || k == "match" {
             match selector(v) {
                 Ok(m) => selectors.push(m),
-                Err(r) => return r,
+                Err(r) => return Err(r),
             }
         }
     }
@@ -593,9 +613,9 @@ async fn series(
                     labels_object(&pairs)
                 })
                 .collect();
-            json(serde_json::json!({"status": "success", "data": data}))
+            Ok(json(serde_json::json!({"status": "success", "data": data})))
         }
-        Err(r) => r,
+        Err(r) => Err(r),
     }
 }
 

@@ -19,9 +19,12 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// One entry of a push: (ns, line, structured metadata).
+pub type Entry<'a> = (i64, String, Vec<(&'a str, &'a str)>);
+
 /// `logproto.PushRequest` as Promtail sends it: snappy-compressed protobuf.
-/// Streams: (label text, [(ns, line, structured metadata)]).
-pub fn promtail_request(streams: &[(&str, Vec<(i64, String, Vec<(&str, &str)>)>)]) -> Vec<u8> {
+/// Streams: (label text, entries).
+pub fn promtail_request(streams: &[(&str, Vec<Entry<'_>>)]) -> Vec<u8> {
     let mut request = Vec::new();
     for (labels, entries) in streams {
         let mut stream = Vec::new();
