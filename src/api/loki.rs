@@ -362,7 +362,13 @@ async fn query_range(
     let started = Instant::now();
     let answer = run_bounded(&s.gate, None, None, move |limits| {
         let selected = storage
-            .select(&tenant, &expr.selector, range.start_ns, range.end_ns)
+            .select(
+                &tenant,
+                &expr.selector,
+                range.start_ns,
+                range.end_ns,
+                &query::needles(&expr.pipeline),
+            )
             .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))?;
         query::run::<ApiError>(&pipeline, selected, &range, || {
             limits.check("log query").map_err(ApiError::from)

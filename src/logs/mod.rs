@@ -8,6 +8,7 @@
 pub mod logql;
 pub mod push;
 pub mod query;
+pub mod segment;
 pub mod store;
 pub mod tenant;
 
@@ -29,12 +30,15 @@ pub trait LogStorage: Send + Sync {
     fn push(&self, batch: LogBatch) -> Pushed;
 
     /// The streams of `tenant` matching `matchers` with lines in `[start_ns, end_ns)`.
+    /// Lines that do not contain every one of `needles` may be left out (the
+    /// segments' index answers them); the caller still filters.
     fn select(
         &self,
         tenant: &str,
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
+        needles: &[String],
     ) -> crate::storage::Result<Vec<store::Selected>>;
 
     /// The label sets of `tenant`'s streams with lines in `[start_ns, end_ns)`.

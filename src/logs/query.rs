@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use crate::log::record::LogLine;
+use crate::logs::logql::ast::{LineFilterOp, LineFilterValue, Stage};
 use crate::logs::logql::pipeline::Pipeline;
 use crate::logs::store::Selected;
 
@@ -154,6 +155,28 @@ pub fn run<E>(
         .map(|(labels, entries)| StreamResult { labels, entries })
         .collect();
     Ok((streams, stats))
+}
+
+/// Substrings every line a pipeline lets through contains: the texts of its `|=`
+/// filters (those without `or`) before any stage that rewrites the line. Storage may
+/// use them to skip lines (the segments' index); the pipeline still filters.
+pub fn needles(stages: &[Stage]) -> Vec<String> {
+    let mut out = Vec::new();
+    for stage in stages {
+        match stage {
+            Stage::LineFilter {
+                op: LineFilterOp::Contains,
+                values,
+            } => {
+                if let [LineFilterValue::Text(t)] = values.as_slice() {
+                    out.push(t.clone());
+                }
+            }
+            Stage::LineFormat(_) | Stage::Decolorize => break,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A line's place in reading order: ascending going forward, descending going

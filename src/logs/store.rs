@@ -20,11 +20,13 @@
 //! an image or a query copies only the unfrozen tail.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use crate::log::record::{self, LogBatch, LogLine, LogStream, Record};
+use crate::logs::segment::{self, Segment};
 use crate::model::{Label, Labels, Matcher};
 use crate::storage::AppendSummary;
 
@@ -202,16 +204,145 @@ pub struct Selected {
     pub chunks: Vec<Arc<[LogLine]>>,
 }
 
-/// The lines of every tenant not yet written out, and the bookkeeping that decides
-/// what a new line may do.
+/// The lines of every tenant: those not yet written out, the bookkeeping that
+/// decides what a new line may do, and the sealed segments on disk.
 #[derive(Default)]
 pub struct LogStore {
     tenants: RwLock<BTreeMap<String, Tenant>>,
+    /// `<data>/logs`; `None`: nothing is written out (tests of the apply rules).
+    dir: Option<PathBuf>,
+    /// Sealed segments by tenant and window start.
+    segments: RwLock<BTreeMap<String, BTreeMap<i64, Arc<Segment>>>>,
+}
+
+/// What one round of [`LogStore::maintain`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Maintained {
+    pub segments_written: usize,
+    pub segments_deleted: usize,
 }
 
 impl LogStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The store of a data directory: the segments under `dir` opened, what a crash
+    /// left half-written or half-deleted removed. A segment that cannot be opened is
+    /// moved aside to `<data>/corrupted/logs/`, as a damaged block is.
+    pub fn open(dir: &Path) -> std::io::Result<LogStore> {
+        std::fs::create_dir_all(dir)?;
+        let mut segments: BTreeMap<String, BTreeMap<i64, Arc<Segment>>> = BTreeMap::new();
+        for tenant in std::fs::read_dir(dir)? {
+            let tenant = tenant?;
+            if !tenant.file_type()?.is_dir() {
+                continue;
+            }
+            let tenant_name = tenant.file_name().to_string_lossy().to_string();
+            for e in std::fs::read_dir(tenant.path())? {
+                let path = e?.path();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                if name.ends_with(".tmp-for-creation") || name.ends_with(".tmp-for-deletion") {
+                    std::fs::remove_dir_all(&path)?;
+                    continue;
+                }
+                match Segment::open(&path) {
+                    Ok(seg) if seg.meta.tenant == tenant_name => {
+                        segments
+                            .entry(tenant_name.clone())
+                            .or_default()
+                            .insert(seg.meta.window_start, Arc::new(seg));
+                    }
+                    Ok(_) | Err(_) => {
+                        let aside = dir
+                            .parent()
+                            .unwrap_or(dir)
+                            .join("corrupted")
+                            .join("logs")
+                            .join(&tenant_name);
+                        std::fs::create_dir_all(&aside)?;
+                        tracing::error!(segment = %path.display(), moved_to = %aside.display(), "log segment unreadable; moved aside");
+                        std::fs::rename(&path, aside.join(&name))?;
+                    }
+                }
+            }
+        }
+        Ok(LogStore {
+            tenants: RwLock::default(),
+            dir: Some(dir.to_path_buf()),
+            segments: RwLock::new(segments),
+        })
+    }
+
+    /// Writes out the sealed windows (each becomes a segment and leaves memory) and
+    /// deletes the segments whose window ended before `retain_after_ns`. A window
+    /// that fails to be written stays in memory for the next round.
+    pub fn maintain(&self, retain_after_ns: i64) -> std::io::Result<Maintained> {
+        let Some(dir) = &self.dir else {
+            return Ok(Maintained::default());
+        };
+        let mut done = Maintained::default();
+        let mut failure = None;
+        for sealed in self.sealing() {
+            let tenant_dir = dir.join(&sealed.tenant);
+            let written =
+                segment::write(&tenant_dir, &sealed.tenant, sealed.start_ns, &sealed.window)
+                    .and_then(|path| Segment::open(&path));
+            match written {
+                Ok(seg) => {
+                    self.segments
+                        .write()
+                        .entry(sealed.tenant.clone())
+                        .or_default()
+                        .insert(sealed.start_ns, Arc::new(seg));
+                    self.written_out(&sealed.tenant, sealed.start_ns);
+                    done.segments_written += 1;
+                }
+                Err(e) => {
+                    tracing::error!(tenant = sealed.tenant, window_start_ns = sealed.start_ns, error = %e, "log segment not written; its lines stay in memory");
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        let expired: Vec<Arc<Segment>> = {
+            let mut segments = self.segments.write();
+            let mut out = Vec::new();
+            for per_tenant in segments.values_mut() {
+                let keys: Vec<i64> = per_tenant
+                    .iter()
+                    .filter(|(_, s)| s.meta.window_end <= retain_after_ns)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in keys {
+                    out.extend(per_tenant.remove(&k));
+                }
+            }
+            out
+        };
+        for seg in expired {
+            let deleting = seg.dir.with_extension("tmp-for-deletion");
+            let removed = std::fs::rename(&seg.dir, &deleting)
+                .and_then(|_| std::fs::remove_dir_all(&deleting));
+            match removed {
+                Ok(()) => done.segments_deleted += 1,
+                Err(e) => {
+                    tracing::warn!(segment = %seg.dir.display(), error = %e, "cannot delete an expired log segment");
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Segments on disk, over every tenant.
+    pub fn num_segments(&self) -> usize {
+        self.segments.read().values().map(|s| s.len()).sum()
     }
 
     /// Applies a log entry: every line stored, except those refused (counted as out
@@ -324,17 +455,38 @@ impl LogStore {
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
-    ) -> Vec<Selected> {
+        needles: &[String],
+    ) -> std::io::Result<Vec<Selected>> {
+        let mut by_labels: BTreeMap<Labels, Vec<Arc<[LogLine]>>> = BTreeMap::new();
+        let on_disk: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .get(tenant)
+            .map(|s| {
+                s.values()
+                    .filter(|s| s.meta.window_start < end_ns && s.meta.window_end > start_ns)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let written: std::collections::HashSet<i64> =
+            on_disk.iter().map(|s| s.meta.window_start).collect();
+        for seg in &on_disk {
+            for sel in seg.select(matchers, start_ns, end_ns, needles)? {
+                by_labels.entry(sel.labels).or_default().extend(sel.chunks);
+            }
+        }
         let tenants = self.tenants.read();
         let Some(t) = tenants.get(tenant) else {
-            return Vec::new();
+            return Ok(collect_selected(by_labels));
         };
-        let mut by_labels: BTreeMap<Labels, Vec<Arc<[LogLine]>>> = BTreeMap::new();
         let windows = t
             .sealing
             .iter()
             .map(|(s, w)| (*s, &**w))
-            .chain(t.open.iter().map(|(s, w)| (*s, w)));
+            .chain(t.open.iter().map(|(s, w)| (*s, w)))
+            // A sealed window replayed after its segment was written is read there.
+            .filter(|(s, _)| !written.contains(s));
         for (start, window) in windows {
             if start >= end_ns || start.saturating_add(WINDOW_NS) <= start_ns {
                 continue;
@@ -349,28 +501,35 @@ impl LogStore {
                     .extend(s.chunks());
             }
         }
-        by_labels
-            .into_iter()
-            .map(|(labels, chunks)| Selected { labels, chunks })
-            .collect()
+        Ok(collect_selected(by_labels))
     }
 
     /// The label sets of `tenant`'s streams in memory with lines in `[start_ns,
     /// end_ns)`.
     pub fn streams(&self, tenant: &str, start_ns: i64, end_ns: i64) -> Vec<Labels> {
+        let mut out: Vec<Labels> = Vec::new();
+        if let Some(segs) = self.segments.read().get(tenant) {
+            for seg in segs.values() {
+                if seg.meta.max_time >= start_ns && seg.meta.min_time < end_ns {
+                    out.extend(seg.stream_labels().cloned());
+                }
+            }
+        }
         let tenants = self.tenants.read();
         let Some(t) = tenants.get(tenant) else {
-            return Vec::new();
+            out.sort();
+            out.dedup();
+            return out;
         };
-        let mut out: Vec<Labels> = t
-            .sealing
-            .iter()
-            .map(|(s, w)| (*s, &**w))
-            .chain(t.open.iter().map(|(s, w)| (*s, w)))
-            .flat_map(|(_, w)| w.streams.iter())
-            .filter(|s| s.max_ns >= start_ns && s.min_ns < end_ns)
-            .map(|s| s.labels.clone())
-            .collect();
+        out.extend(
+            t.sealing
+                .iter()
+                .map(|(s, w)| (*s, &**w))
+                .chain(t.open.iter().map(|(s, w)| (*s, w)))
+                .flat_map(|(_, w)| w.streams.iter())
+                .filter(|s| s.max_ns >= start_ns && s.min_ns < end_ns)
+                .map(|s| s.labels.clone()),
+        );
         out.sort();
         out.dedup();
         out
@@ -404,6 +563,13 @@ impl LogStore {
     pub fn restore(&self, image: StoreImage) {
         *self.tenants.write() = image.tenants;
     }
+}
+
+fn collect_selected(by_labels: BTreeMap<Labels, Vec<Arc<[LogLine]>>>) -> Vec<Selected> {
+    by_labels
+        .into_iter()
+        .map(|(labels, chunks)| Selected { labels, chunks })
+        .collect()
 }
 
 fn matches(labels: &Labels, matchers: &[Matcher]) -> bool {
@@ -662,7 +828,8 @@ mod tests {
 
     fn texts(store: &LogStore, tenant: &str) -> Vec<String> {
         let mut out: Vec<(i64, String)> = store
-            .select(tenant, &[], i64::MIN, i64::MAX)
+            .select(tenant, &[], i64::MIN, i64::MAX, &[])
+            .unwrap()
             .iter()
             .flat_map(|s| s.chunks.iter().flat_map(|c| c.iter()))
             .map(|l| (l.ts_ns, l.text.clone()))

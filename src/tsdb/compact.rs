@@ -34,12 +34,36 @@ pub(crate) fn run(db: &DbInner) -> Result<()> {
     // disk, and a block that cannot be merged must not keep old blocks forever.
     let result = cut_head(db).and_then(|_| compact_blocks(db));
     let retained = apply_retention(db);
-    let result = result.and(retained);
+    let result = result.and(retained).and(write_out_logs(db));
     if result.is_err() {
         db.metrics.compactions_failed.inc();
     }
     db.refresh_gauges();
     result
+}
+
+/// Writes the sealed log windows out as segments and drops the segments past
+/// retention (the TSDB's time retention; 0 keeps them).
+fn write_out_logs(db: &DbInner) -> Result<()> {
+    let retain_after_ns = match db.opts.retention_ms {
+        0 => i64::MIN,
+        ms => crate::model::now_ms()
+            .saturating_sub(ms)
+            .saturating_mul(1_000_000),
+    };
+    let done = db
+        .machine
+        .logs
+        .maintain(retain_after_ns)
+        .map_err(|e| TsdbError::io("write out log segments".to_string(), e))?;
+    if done.segments_written + done.segments_deleted > 0 {
+        tracing::info!(
+            written = done.segments_written,
+            deleted = done.segments_deleted,
+            "log segments"
+        );
+    }
+    Ok(())
 }
 
 /// The ranges compaction builds: Prometheus's `ExponentialBlockRanges(min, 10, 3)`,

@@ -137,11 +137,17 @@ impl Db {
         } = recovery::open_head(&chunks_dir, opts.min_block_ms, &metrics)?;
         let head = Arc::new(head);
         let started = Instant::now();
-        let machine = Arc::new(DbMachine::new(
+        let mut machine = DbMachine::new(
             head.clone(),
             Some(chunks_dir.clone()),
             opts.too_far_in_future_ms,
-        ));
+        );
+        let logs_dir = dir.join("logs");
+        machine.logs = Arc::new(
+            crate::logs::store::LogStore::open(&logs_dir)
+                .map_err(|e| TsdbError::io(format!("open {}", logs_dir.display()), e))?,
+        );
+        let machine = Arc::new(machine);
         // The image (when one loaded) brought the head's bound and the pending work
         // of its position; the log replays what came after. Its cuts raise the bound
         // where they did the first time, so replayed deletions clamp their
@@ -478,12 +484,13 @@ impl crate::logs::LogStorage for Db {
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
+        needles: &[String],
     ) -> crate::storage::Result<Vec<crate::logs::store::Selected>> {
-        Ok(self
-            .inner
+        self.inner
             .machine
             .logs
-            .select(tenant, matchers, start_ns, end_ns))
+            .select(tenant, matchers, start_ns, end_ns, needles)
+            .map_err(|e| StorageError::internal("read log segments", e))
     }
 
     fn streams(

@@ -1,0 +1,739 @@
+//! Sealed log segments: one tenant's lines of one two-hour window, on disk.
+//!
+//! ```text
+//! <data>/logs/<tenant>/<ULID>/
+//!   meta.json  what the segment holds (version, tenant, window, times, counts)
+//!   lines      frames, each zstd-compressed: up to FRAME_BYTES of one stream's
+//!              lines in time order
+//!   streams    the stream table: each stream's labels and frames (offset, length,
+//!              times, lines, ordinal of its first line), then a CRC32C
+//!   index/     a tantivy index with one document per line: the text as trigrams,
+//!              the line's ordinal as a fast field
+//! ```
+//!
+//! Streams are chosen by the table (a selector matches labels exactly, as Loki's
+//! index does); a `|=` filter of three characters or more is answered by the index
+//! first: only lines holding every trigram of the needle are read, and the filter
+//! itself still runs on them. The ULID is derived from the tenant and the window,
+//! so every replica writes the same segment under the same name, and a window
+//! written out before a crash is recognised when its lines are replayed.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::record::LogLine;
+use crate::logs::store::{Selected, WINDOW_NS, Window};
+use crate::model::{Label, Labels, Matcher};
+
+/// Uncompressed bytes of lines per frame.
+const FRAME_BYTES: usize = 64 * 1024;
+const VERSION: u32 = 1;
+const META: &str = "meta.json";
+const LINES: &str = "lines";
+const STREAMS: &str = "streams";
+const INDEX: &str = "index";
+/// The tantivy tokenizer of the line field.
+const TRIGRAMS: &str = "odin_trigram";
+/// The indexer's memory budget (tantivy wants at least 15 MB per thread).
+const INDEX_BUDGET_BYTES: usize = 32 << 20;
+
+/// What a segment holds (`meta.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentMeta {
+    pub version: u32,
+    pub ulid: String,
+    pub tenant: String,
+    /// The window, `[start, end)`, in Unix nanoseconds.
+    pub window_start: i64,
+    pub window_end: i64,
+    /// The oldest and newest line.
+    pub min_time: i64,
+    pub max_time: i64,
+    pub streams: u64,
+    pub lines: u64,
+    /// Bytes of line text.
+    pub bytes: u64,
+}
+
+/// One stream's frames in the `lines` file.
+#[derive(Debug, Clone, PartialEq)]
+struct Frame {
+    offset: u64,
+    len: u32,
+    min_ns: i64,
+    max_ns: i64,
+    lines: u32,
+    /// The ordinal (document) of the frame's first line.
+    first: u32,
+}
+
+#[derive(Debug, Clone)]
+struct StreamEntry {
+    labels: Labels,
+    frames: Vec<Frame>,
+}
+
+/// The segment of `tenant`'s window starting at `start_ns`: its name.
+pub fn segment_ulid(tenant: &str, start_ns: i64) -> ulid::Ulid {
+    let digest = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"odin log segment\0");
+        h.update(tenant.as_bytes());
+        h.update([0]);
+        h.update(start_ns.to_be_bytes());
+        h.finalize()
+    };
+    let mut random = [0u8; 16];
+    random.copy_from_slice(&digest[..16]);
+    let ms = u64::try_from(start_ns / 1_000_000).unwrap_or(0);
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(random))
+}
+
+fn io(context: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{context}: {e}"))
+}
+
+fn schema() -> (
+    tantivy::schema::Schema,
+    tantivy::schema::Field,
+    tantivy::schema::Field,
+) {
+    use tantivy::schema::{FAST, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TRIGRAMS)
+            .set_index_option(IndexRecordOption::Basic),
+    );
+    let line = b.add_text_field("line", text);
+    let ordinal = b.add_u64_field("ordinal", FAST);
+    (b.build(), line, ordinal)
+}
+
+fn register_tokenizer(index: &tantivy::Index) -> std::io::Result<()> {
+    let trigrams = tantivy::tokenizer::NgramTokenizer::new(3, 3, false)
+        .map_err(|e| io("trigram tokenizer", e))?;
+    index
+        .tokenizers()
+        .register(TRIGRAMS, tantivy::tokenizer::TextAnalyzer::from(trigrams));
+    Ok(())
+}
+
+/// The trigrams of `needle`, as the index's tokenizer cuts a line.
+fn trigrams(needle: &str) -> Vec<String> {
+    let chars: Vec<char> = needle.chars().collect();
+    let mut out: Vec<String> = chars.windows(3).map(|w| w.iter().collect()).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Appends one line to a frame's bytes.
+fn put_line(out: &mut Vec<u8>, base_ns: i64, line: &LogLine) {
+    use crate::log::varint::{put_uvarint, put_varint};
+    put_varint(out, line.ts_ns.wrapping_sub(base_ns));
+    put_uvarint(out, line.text.len() as u64);
+    out.extend_from_slice(line.text.as_bytes());
+    put_uvarint(out, line.metadata.len() as u64);
+    for (k, v) in &line.metadata {
+        put_uvarint(out, k.len() as u64);
+        out.extend_from_slice(k.as_bytes());
+        put_uvarint(out, v.len() as u64);
+        out.extend_from_slice(v.as_bytes());
+    }
+}
+
+/// Writes `window` of `tenant` as a segment under `tenant_dir`, unless it exists.
+/// Written under `<ULID>.tmp-for-creation` and renamed, so a segment is either
+/// whole or absent.
+pub fn write(
+    tenant_dir: &Path,
+    tenant: &str,
+    start_ns: i64,
+    window: &Window,
+) -> std::io::Result<PathBuf> {
+    let ulid = segment_ulid(tenant, start_ns);
+    let place = tenant_dir.join(ulid.to_string());
+    if place.join(META).exists() {
+        return Ok(place);
+    }
+    fs::create_dir_all(tenant_dir)?;
+    let staged = tenant_dir.join(format!("{ulid}.tmp-for-creation"));
+    if staged.exists() {
+        fs::remove_dir_all(&staged)?;
+    }
+    fs::create_dir_all(staged.join(INDEX))?;
+
+    let (schema, line_field, ordinal_field) = schema();
+    let index = tantivy::Index::create_in_dir(staged.join(INDEX), schema)
+        .map_err(|e| io("create the line index", e))?;
+    register_tokenizer(&index)?;
+    let mut writer: tantivy::IndexWriter = index
+        .writer_with_num_threads(1, INDEX_BUDGET_BYTES)
+        .map_err(|e| io("line index writer", e))?;
+
+    let mut lines_file = std::io::BufWriter::new(File::create(staged.join(LINES))?);
+    let mut offset = 0u64;
+    let mut ordinal = 0u32;
+    let mut table = Vec::new();
+    let (mut min_time, mut max_time, mut total_bytes) = (i64::MAX, i64::MIN, 0u64);
+    let streams = window.sorted_streams();
+    for (labels, lines) in &streams {
+        let mut frames = Vec::new();
+        for group in frame_groups(lines) {
+            let base = group[0].ts_ns;
+            let mut raw = Vec::with_capacity(FRAME_BYTES + 1024);
+            for (i, line) in group.iter().enumerate() {
+                put_line(&mut raw, base, line);
+                let mut doc = tantivy::TantivyDocument::default();
+                doc.add_text(line_field, &line.text);
+                doc.add_u64(ordinal_field, u64::from(ordinal) + i as u64);
+                writer
+                    .add_document(doc)
+                    .map_err(|e| io("index a line", e))?;
+                total_bytes += line.text.len() as u64;
+            }
+            let compressed = zstd::bulk::compress(&raw, 3).map_err(|e| io("compress lines", e))?;
+            lines_file.write_all(&compressed)?;
+            let frame = Frame {
+                offset,
+                len: compressed.len() as u32,
+                min_ns: group.iter().map(|l| l.ts_ns).min().unwrap_or(base),
+                max_ns: group.iter().map(|l| l.ts_ns).max().unwrap_or(base),
+                lines: group.len() as u32,
+                first: ordinal,
+            };
+            min_time = min_time.min(frame.min_ns);
+            max_time = max_time.max(frame.max_ns);
+            offset += compressed.len() as u64;
+            ordinal += group.len() as u32;
+            frames.push(frame);
+        }
+        table.push(StreamEntry {
+            labels: labels.clone(),
+            frames,
+        });
+    }
+    writer
+        .commit()
+        .map_err(|e| io("commit the line index", e))?;
+    writer
+        .wait_merging_threads()
+        .map_err(|e| io("finish the line index", e))?;
+    let lines_file = lines_file.into_inner().map_err(|e| e.into_error())?;
+    lines_file.sync_all()?;
+
+    let mut table_bytes = Vec::new();
+    encode_table(&table, &mut table_bytes);
+    let mut f = File::create(staged.join(STREAMS))?;
+    f.write_all(&table_bytes)?;
+    f.sync_all()?;
+    let meta = SegmentMeta {
+        version: VERSION,
+        ulid: ulid.to_string(),
+        tenant: tenant.to_string(),
+        window_start: start_ns,
+        window_end: start_ns + WINDOW_NS,
+        min_time,
+        max_time,
+        streams: table.len() as u64,
+        lines: u64::from(ordinal),
+        bytes: total_bytes,
+    };
+    let mut f = File::create(staged.join(META))?;
+    f.write_all(&serde_json::to_vec_pretty(&meta).map_err(|e| io("segment meta", e))?)?;
+    f.sync_all()?;
+    for dir in [staged.join(INDEX), staged.clone()] {
+        File::open(&dir)?.sync_all()?;
+    }
+    fs::rename(&staged, &place)?;
+    File::open(tenant_dir)?.sync_all()?;
+    Ok(place)
+}
+
+/// A stream's lines cut into frames of about [`FRAME_BYTES`].
+fn frame_groups(lines: &[LogLine]) -> Vec<&[LogLine]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, l) in lines.iter().enumerate() {
+        bytes += l.text.len() + 16;
+        if bytes >= FRAME_BYTES {
+            out.push(&lines[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < lines.len() {
+        out.push(&lines[start..]);
+    }
+    out
+}
+
+/// ```text
+/// u32 #streams, each: u32 #labels, (str name, str value)…, u32 #frames,
+///   each: u64 offset, u32 len, i64 min_ns, i64 max_ns, u32 lines, u32 first
+/// u32 crc32c of everything before        (str: u32 len, UTF-8; little-endian)
+/// ```
+fn encode_table(table: &[StreamEntry], out: &mut Vec<u8>) {
+    let put_str = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    out.extend_from_slice(&(table.len() as u32).to_le_bytes());
+    for s in table {
+        out.extend_from_slice(&(s.labels.len() as u32).to_le_bytes());
+        for l in s.labels.iter() {
+            put_str(out, &l.name);
+            put_str(out, &l.value);
+        }
+        out.extend_from_slice(&(s.frames.len() as u32).to_le_bytes());
+        for f in &s.frames {
+            out.extend_from_slice(&f.offset.to_le_bytes());
+            out.extend_from_slice(&f.len.to_le_bytes());
+            out.extend_from_slice(&f.min_ns.to_le_bytes());
+            out.extend_from_slice(&f.max_ns.to_le_bytes());
+            out.extend_from_slice(&f.lines.to_le_bytes());
+            out.extend_from_slice(&f.first.to_le_bytes());
+        }
+    }
+    let crc = crc32c::crc32c(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+fn decode_table(bytes: &[u8]) -> Result<Vec<StreamEntry>, String> {
+    let (body, crc) = bytes
+        .split_last_chunk::<4>()
+        .ok_or("stream table truncated")?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+        return Err("stream table checksum mismatch".into());
+    }
+    let mut r = Reader { buf: body };
+    let mut out = Vec::new();
+    for _ in 0..r.count(8)? {
+        let mut labels = Vec::new();
+        for _ in 0..r.count(8)? {
+            labels.push(Label::new(r.str()?, r.str()?));
+        }
+        Labels::check_sorted_unique(&labels)?;
+        let mut frames = Vec::new();
+        for _ in 0..r.count(36)? {
+            frames.push(Frame {
+                offset: r.u64()?,
+                len: r.u32()?,
+                min_ns: r.u64()? as i64,
+                max_ns: r.u64()? as i64,
+                lines: r.u32()?,
+                first: r.u32()?,
+            });
+        }
+        out.push(StreamEntry {
+            labels: Labels::from_sorted(labels),
+            frames,
+        });
+    }
+    if !r.buf.is_empty() {
+        return Err("stream table: trailing bytes".into());
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let (h, rest) = self
+            .buf
+            .split_at_checked(n)
+            .ok_or("stream table truncated")?;
+        self.buf = rest;
+        Ok(h)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+    fn count(&mut self, min_bytes: usize) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > self.buf.len() / min_bytes {
+            return Err(format!("stream table: count {n} beyond its bytes"));
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> Result<&'a str, String> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).map_err(|_| "stream table: invalid UTF-8".to_string())
+    }
+}
+
+/// A frame's lines back.
+fn decode_frame(raw: &[u8], base_ns: i64, n: usize) -> Result<Vec<LogLine>, String> {
+    use crate::log::varint::{take_uvarint, unzigzag};
+    let take_varint = |b: &mut &[u8]| take_uvarint(b).map(unzigzag);
+    let mut buf = raw;
+    let mut out = Vec::with_capacity(n);
+    let str_of = |buf: &mut &[u8]| -> Result<String, String> {
+        let len = take_uvarint(buf).ok_or("frame truncated")? as usize;
+        let (s, rest) = buf.split_at_checked(len).ok_or("frame truncated")?;
+        *buf = rest;
+        String::from_utf8(s.to_vec()).map_err(|_| "frame: invalid UTF-8".to_string())
+    };
+    for _ in 0..n {
+        let ts_ns = base_ns.wrapping_add(take_varint(&mut buf).ok_or("frame truncated")?);
+        let text = str_of(&mut buf)?;
+        let n_meta = take_uvarint(&mut buf).ok_or("frame truncated")? as usize;
+        let mut metadata = Vec::with_capacity(n_meta.min(128));
+        for _ in 0..n_meta {
+            let k = str_of(&mut buf)?;
+            let v = str_of(&mut buf)?;
+            metadata.push((k, v));
+        }
+        out.push(LogLine {
+            ts_ns,
+            text,
+            metadata,
+        });
+    }
+    if !buf.is_empty() {
+        return Err("frame: trailing bytes".into());
+    }
+    Ok(out)
+}
+
+/// A segment opened for queries.
+pub struct Segment {
+    pub dir: PathBuf,
+    pub meta: SegmentMeta,
+    streams: Vec<StreamEntry>,
+    index: tantivy::Index,
+    line_field: tantivy::schema::Field,
+}
+
+impl Segment {
+    pub fn open(dir: &Path) -> std::io::Result<Segment> {
+        let meta: SegmentMeta = serde_json::from_slice(&fs::read(dir.join(META))?)
+            .map_err(|e| io("segment meta", e))?;
+        if meta.version != VERSION {
+            return Err(io(
+                "segment meta",
+                format!("version {} unknown", meta.version),
+            ));
+        }
+        let streams = decode_table(&fs::read(dir.join(STREAMS))?).map_err(|e| io("segment", e))?;
+        let index =
+            tantivy::Index::open_in_dir(dir.join(INDEX)).map_err(|e| io("line index", e))?;
+        register_tokenizer(&index)?;
+        let line_field = index
+            .schema()
+            .get_field("line")
+            .map_err(|e| io("line index", e))?;
+        Ok(Segment {
+            dir: dir.to_path_buf(),
+            meta,
+            streams,
+            index,
+            line_field,
+        })
+    }
+
+    /// The label sets of the segment's streams.
+    pub fn stream_labels(&self) -> impl Iterator<Item = &Labels> {
+        self.streams.iter().map(|s| &s.labels)
+    }
+
+    /// The ordinals of the lines holding every trigram of every needle (`None`: no
+    /// needle long enough to narrow anything).
+    fn candidates(&self, needles: &[String]) -> std::io::Result<Option<HashSet<u32>>> {
+        use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+        use tantivy::schema::IndexRecordOption;
+        let grams: Vec<String> = needles.iter().flat_map(|n| trigrams(n)).collect();
+        if grams.is_empty() {
+            return Ok(None);
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = grams
+            .iter()
+            .map(|g| {
+                let term = tantivy::Term::from_field_text(self.line_field, g);
+                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+                (Occur::Must, q)
+            })
+            .collect();
+        let query = BooleanQuery::new(clauses);
+        let reader = self.index.reader().map_err(|e| io("line index", e))?;
+        let searcher = reader.searcher();
+        let docs = searcher
+            .search(&query, &tantivy::collector::DocSetCollector)
+            .map_err(|e| io("line index search", e))?;
+        let mut out = HashSet::with_capacity(docs.len());
+        let mut columns = Vec::new();
+        for seg in searcher.segment_readers() {
+            let col = seg
+                .fast_fields()
+                .u64("ordinal")
+                .map_err(|e| io("line index ordinals", e))?;
+            columns.push(col);
+        }
+        for addr in docs {
+            if let Some(ord) = columns[addr.segment_ord as usize].first(addr.doc_id) {
+                out.insert(ord as u32);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The streams matching `matchers` with their lines in `[start_ns, end_ns)`;
+    /// where `needles` narrow it, only lines that may hold all of them.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        needles: &[String],
+    ) -> std::io::Result<Vec<Selected>> {
+        let wanted: Vec<&StreamEntry> = self
+            .streams
+            .iter()
+            .filter(|s| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+            })
+            .collect();
+        if wanted.is_empty() || self.meta.max_time < start_ns || self.meta.min_time >= end_ns {
+            return Ok(Vec::new());
+        }
+        let candidates = self.candidates(needles)?;
+        let lines = fs::read(self.dir.join(LINES))?;
+        let mut out = Vec::new();
+        for s in wanted {
+            let mut chunks = Vec::new();
+            for f in &s.frames {
+                if f.max_ns < start_ns || f.min_ns >= end_ns {
+                    continue;
+                }
+                if let Some(c) = &candidates
+                    && !(f.first..f.first + f.lines).any(|o| c.contains(&o))
+                {
+                    continue;
+                }
+                let start = f.offset as usize;
+                let bytes = lines
+                    .get(start..start + f.len as usize)
+                    .ok_or_else(|| io("segment lines", "a frame beyond the file"))?;
+                let raw = zstd::stream::decode_all(bytes).map_err(|e| io("segment lines", e))?;
+                // A frame's lines are in time order: the first is its base.
+                let mut decoded = decode_frame(&raw, f.min_ns, f.lines as usize)
+                    .map_err(|e| io("segment lines", e))?;
+                if let Some(c) = &candidates {
+                    let mut ord = f.first;
+                    decoded.retain(|_| {
+                        let keep = c.contains(&ord);
+                        ord += 1;
+                        keep
+                    });
+                }
+                chunks.push(Arc::from(decoded));
+            }
+            if !chunks.is_empty() {
+                out.push(Selected {
+                    labels: s.labels.clone(),
+                    chunks,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{LogBatch, LogStream};
+    use crate::logs::store::LogStore;
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_700_000_000 * S / WINDOW_NS * WINDOW_NS;
+
+    fn batch(app: &str, lines: impl IntoIterator<Item = (i64, String)>) -> LogBatch {
+        LogBatch {
+            tenant: "t".into(),
+            streams: vec![LogStream {
+                labels: Labels::from_pairs([("app", app)]),
+                lines: lines
+                    .into_iter()
+                    .map(|(ts_ns, text)| LogLine {
+                        ts_ns,
+                        metadata: if text.contains("trace") {
+                            vec![("trace_id".into(), "42".into())]
+                        } else {
+                            Vec::new()
+                        },
+                        text,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn texts(sel: &[Selected]) -> Vec<String> {
+        let mut out: Vec<(i64, String)> = sel
+            .iter()
+            .flat_map(|s| s.chunks.iter().flat_map(|c| c.iter()))
+            .map(|l| (l.ts_ns, l.text.clone()))
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// A store with a sealed window of two streams (several frames for `a`), and
+    /// the lines it holds.
+    fn sealed_store(dir: &Path) -> (LogStore, Vec<Selected>) {
+        let store = LogStore::open(dir).unwrap();
+        // Enough text for several frames; one needle line among them.
+        store.apply(batch(
+            "a",
+            (0..3000).map(|i| {
+                let text = if i == 1234 {
+                    "GPU 3: Xid 79 fallen off the bus trace".to_string()
+                } else {
+                    format!("request {i} served in {}ms {}", i % 97, "x".repeat(40))
+                };
+                (T0 + i * S, text)
+            }),
+        ));
+        store.apply(batch("b", [(T0 + 5 * S, "b line".to_string())]));
+        let before = store.select("t", &[], i64::MIN, i64::MAX, &[]).unwrap();
+        // An hour past the window: it seals.
+        store.apply(batch("c", [(T0 + 3 * 3600 * S, "later".to_string())]));
+        assert_eq!(store.sealing().len(), 1);
+        (store, before)
+    }
+
+    #[test]
+    fn a_sealed_window_is_written_read_back_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, before) = sealed_store(dir.path());
+        let done = store.maintain(i64::MIN).unwrap();
+        assert_eq!(done.segments_written, 1);
+        assert!(store.sealing().is_empty());
+        assert_eq!(store.num_segments(), 1);
+        let sel = store
+            .select("t", &[Matcher::equal("app", "a")], i64::MIN, i64::MAX, &[])
+            .unwrap();
+        let want: Vec<Selected> = before
+            .into_iter()
+            .filter(|s| s.labels.get("app") == Some("a"))
+            .collect();
+        assert_eq!(texts(&sel), texts(&want));
+        // Metadata survives.
+        let meta: Vec<_> = sel
+            .iter()
+            .flat_map(|s| s.chunks.iter().flat_map(|c| c.iter()))
+            .filter(|l| !l.metadata.is_empty())
+            .map(|l| l.metadata.clone())
+            .collect();
+        assert_eq!(meta, [vec![("trace_id".to_string(), "42".to_string())]]);
+        // A needle: the index narrows the lines to those holding its trigrams.
+        // (Lines in memory are not narrowed: the range leaves the open window out.)
+        let hit = store
+            .select("t", &[], i64::MIN, T0 + WINDOW_NS, &["Xid 79".to_string()])
+            .unwrap();
+        assert_eq!(texts(&hit), ["GPU 3: Xid 79 fallen off the bus trace"]);
+        assert!(
+            store
+                .select("t", &[], i64::MIN, T0 + WINDOW_NS, &["Xid 80".into()])
+                .unwrap()
+                .iter()
+                .all(|s| s.chunks.iter().all(|c| c.is_empty()))
+        );
+        // A time range inside the window.
+        let ranged = store
+            .select(
+                "t",
+                &[Matcher::equal("app", "a")],
+                T0 + 10 * S,
+                T0 + 12 * S,
+                &[],
+            )
+            .unwrap();
+        let in_range: Vec<String> = texts(&ranged)
+            .into_iter()
+            .filter(|t| t.starts_with("request 1"))
+            .collect();
+        assert!(in_range.iter().any(|t| t.starts_with("request 10 ")));
+        // Labels of sealed streams are still listed.
+        let labels = store.streams("t", i64::MIN, i64::MAX);
+        assert_eq!(labels.len(), 3);
+        // Reopened, the segment is found; past retention it goes.
+        drop(store);
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.num_segments(), 1);
+        let done = store.maintain(T0 + WINDOW_NS).unwrap();
+        assert_eq!(done.segments_deleted, 1);
+        assert_eq!(store.num_segments(), 0);
+        assert!(
+            store
+                .select("t", &[], i64::MIN, i64::MAX, &[])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_window_replayed_after_its_segment_was_written_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sealed_store(dir.path());
+        // The image before the segment was written: the window is still sealing.
+        let image = store.capture().encode().unwrap();
+        store.maintain(i64::MIN).unwrap();
+        drop(store);
+        let store = LogStore::open(dir.path()).unwrap();
+        store.restore(crate::logs::store::StoreImage::decode(&image).unwrap());
+        let n = |s: &LogStore| {
+            texts(
+                &s.select("t", &[Matcher::equal("app", "b")], i64::MIN, i64::MAX, &[])
+                    .unwrap(),
+            )
+            .len()
+        };
+        assert_eq!(n(&store), 1);
+        assert_eq!(store.maintain(i64::MIN).unwrap().segments_written, 1);
+        assert!(store.sealing().is_empty());
+        assert_eq!(n(&store), 1);
+    }
+
+    #[test]
+    fn a_damaged_segment_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let (store, _) = sealed_store(&logs);
+        store.maintain(i64::MIN).unwrap();
+        drop(store);
+        let seg = logs.join("t").join(segment_ulid("t", T0).to_string());
+        let mut table = fs::read(seg.join(STREAMS)).unwrap();
+        table[5] ^= 0xff;
+        fs::write(seg.join(STREAMS), table).unwrap();
+        let store = LogStore::open(&logs).unwrap();
+        assert_eq!(store.num_segments(), 0);
+        assert!(
+            dir.path()
+                .join("corrupted/logs/t")
+                .join(segment_ulid("t", T0).to_string())
+                .exists()
+        );
+        assert!(decode_table(&[1, 2, 3]).is_err());
+    }
+}
