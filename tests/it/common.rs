@@ -22,6 +22,13 @@ pub struct Odin {
     log: LogTail,
 }
 
+impl Odin {
+    /// The last lines the process logged, for a failing test's message.
+    pub fn log_text(&self) -> String {
+        self.log.text()
+    }
+}
+
 /// The last lines a child wrote to stderr, for the message of a test that fails
 /// because the child did not come up.
 #[derive(Clone, Default)]

@@ -327,3 +327,86 @@ fn bad_pushes_and_queries_get_lokis_errors_and_nothing_half_stored() {
     // The process stays up.
     assert_eq!(odin.get("/ready").0, 200);
 }
+
+/// Lines of a window an hour past its end are sealed and written out as a segment
+/// (zstd lines, tantivy index); queries read them there, also after a restart.
+#[test]
+fn sealed_windows_are_written_out_and_stay_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let old = (now_ms() - 5 * 3_600_000) * 1_000_000;
+    let now = now_ms() * 1_000_000;
+    let body = promtail_request(&[(
+        r#"{job="old"}"#,
+        (0..200)
+            .map(|i| {
+                (
+                    old + i * 1_000_000,
+                    format!("old line {i} status=200"),
+                    vec![],
+                )
+            })
+            .chain([(old + 500_000_000, "kernel: Xid 48 DBE".to_string(), vec![])])
+            .collect(),
+    )]);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &body).0,
+        204
+    );
+    let body = promtail_request(&[(r#"{job="new"}"#, vec![(now, "new line".into(), vec![])])]);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &body).0,
+        204
+    );
+    let tenant_dir = dir.path().join("logs").join("fake");
+    let written = || {
+        std::fs::read_dir(&tenant_dir)
+            .map(|d| d.flatten().any(|e| e.path().join("meta.json").exists()))
+            .unwrap_or(false)
+    };
+    assert!(
+        crate::common::poll_until(std::time::Duration::from_secs(30), written),
+        "no segment written; log:\n{}",
+        odin.log_text()
+    );
+    let range = [
+        (
+            "start",
+            ((now_ms() - 6 * 3_600_000) * 1_000_000).to_string(),
+        ),
+        ("end", ((now_ms() + 60_000) * 1_000_000).to_string()),
+    ];
+    let q = |odin: &Odin, query: &str| {
+        let (code, body) = get(
+            odin,
+            None,
+            "/loki/api/v1/query_range",
+            &[
+                ("query", query),
+                ("limit", "1000"),
+                ("start", &range[0].1),
+                ("end", &range[1].1),
+            ],
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["values"].as_array().unwrap().len())
+            .sum::<usize>()
+    };
+    assert_eq!(q(&odin, r#"{job="old"}"#), 201);
+    assert_eq!(q(&odin, r#"{job="old"} |= "Xid 48""#), 1);
+    assert_eq!(q(&odin, r#"{job=~".+"} != "status=200""#), 2);
+    // Late lines for the sealed window are refused, with a reason.
+    let late = promtail_request(&[(r#"{job="old"}"#, vec![(old + 2, "late".into(), vec![])])]);
+    let (code, body) = push(&odin, None, "application/x-protobuf", None, &late);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("too old"), "{body}");
+    assert_eq!(odin.stop().code(), Some(0));
+    let odin = Odin::start(dir.path(), &[]);
+    assert_eq!(q(&odin, r#"{job="old"}"#), 201);
+    assert_eq!(q(&odin, r#"{job="new"}"#), 1);
+}
