@@ -19,9 +19,12 @@ use super::admin::form_params;
 use super::bounded::{QueryGate, run_bounded};
 use super::response::{ApiError, ErrorType};
 use crate::log::record::{LogBatch, LogLine, LogStream};
-use crate::logs::logql::ast::Expr;
+use crate::logs::logql::ast::{Expr, MetricExpr, VectorOp};
 use crate::logs::logql::parser::{parse, parse_duration};
 use crate::logs::logql::pipeline::Pipeline;
+use crate::logs::metric::{
+    Context as MetricContext, Evaluated, MAX_POINTS, MetricError, StepSeries, Steps, evaluate,
+};
 use crate::logs::push::{self, PushLimits};
 use crate::logs::query::{self, Direction, LogRange, ReadStats, StreamResult};
 use crate::logs::tenant::{IngestionLimiter, tenant_of};
@@ -61,6 +64,7 @@ pub fn routes(state: LokiApi) -> Router {
             "/loki/api/v1/query_range",
             get(query_range).post(query_range),
         )
+        .route("/loki/api/v1/query", get(instant_query).post(instant_query))
         .route("/loki/api/v1/labels", get(labels).post(labels))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
         .route("/loki/api/v1/series", get(series).post(series))
@@ -329,60 +333,337 @@ fn bounds(params: &[(String, String)], default_since_ns: i64) -> Result<(i64, i6
     Ok((start, end))
 }
 
-/// `GET|POST /loki/api/v1/query_range` with a log query: the `streams` result.
+/// `GET|POST /loki/api/v1/query_range`: a log query's `streams`, or a metric
+/// query's `matrix` evaluated at every step.
 async fn query_range(
     State(s): State<LokiApi>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, LokiError> {
-    let tenant = match tenant(&headers) {
-        Ok(t) => t,
-        Err(r) => return Err(r),
-    };
+    let tenant = tenant(&headers)?;
     let params = form_params(q.as_deref(), &headers, &body);
-    let request = match range_request(&params) {
-        Ok(r) => r,
-        Err(m) => return Err(bad_request(m)),
-    };
-    let (expr, range) = request;
-    let Expr::Log(expr) = expr else {
-        return Err(bad_request(
-            "metric queries are not supported by this server yet; only log queries are",
-        ));
-    };
-    let pipeline = match Pipeline::new(&expr.pipeline) {
-        Ok(p) => p,
-        Err(m) => return Err(bad_request(m)),
-    };
-    let storage = match s.storage.get() {
-        Ok(b) => b.logs.clone(),
-        Err(e) => return Err(text(StatusCode::SERVICE_UNAVAILABLE, e.message)),
-    };
+    let (expr, range) = range_request(&params).map_err(bad_request)?;
+    let storage = s.storage.get().map_err(unavailable)?.logs.clone();
     let started = Instant::now();
-    let answer = run_bounded(&s.gate, None, None, move |limits| {
-        let selected = storage
-            .select(
-                &tenant,
-                &expr.selector,
-                range.start_ns,
-                range.end_ns,
-                &query::needles(&expr.pipeline),
-            )
-            .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))?;
-        query::run::<ApiError>(&pipeline, selected, &range, || {
-            limits.check("log query").map_err(ApiError::from)
-        })
-    })
-    .await;
-    match answer {
-        Ok((streams, stats)) => Ok(streams_json(
-            &streams,
-            &stats,
-            started.elapsed().as_secs_f64(),
-        )),
-        Err(e) => Err(gate_error(e)),
+    let expr = match expr {
+        Expr::Log(expr) => {
+            let pipeline = Pipeline::new(&expr.pipeline).map_err(bad_request)?;
+            let interval_ns = interval_param(&params)?;
+            let answer = run_bounded(&s.gate, None, None, move |limits| {
+                let selected = storage
+                    .select(
+                        &tenant,
+                        &expr.selector,
+                        range.start_ns,
+                        range.end_ns,
+                        &query::needles(&expr.pipeline),
+                    )
+                    .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))?;
+                query::run::<ApiError>(&pipeline, selected, &range, interval_ns, || {
+                    limits.check("log query").map_err(ApiError::from)
+                })
+            })
+            .await
+            .map_err(gate_error)?;
+            let (streams, stats) = answer;
+            return Ok(streams_json(
+                &streams,
+                &stats,
+                started.elapsed().as_secs_f64(),
+            ));
+        }
+        Expr::Metric(m) => m,
+    };
+    let step_ns = step_param(&params, range.start_ns, range.end_ns)?;
+    let steps = Steps {
+        start_ns: range.start_ns,
+        end_ns: range.end_ns,
+        step_ns,
+    };
+    let sorting = sorting_of(&expr);
+    let (value, processed) = evaluate_metric(&s, tenant, expr, steps, storage).await?;
+    Ok(metric_json(
+        &value,
+        &steps,
+        false,
+        sorting,
+        processed,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// `GET|POST /loki/api/v1/query`: a metric query at one time (`time`, default now):
+/// a `vector` (or a `scalar`). Log queries are refused, as Loki refuses them.
+async fn instant_query(
+    State(s): State<LokiApi>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, LokiError> {
+    let tenant = tenant(&headers)?;
+    let params = form_params(q.as_deref(), &headers, &body);
+    let text = param(&params, "query").unwrap_or("");
+    let expr = match parse(text).map_err(|e| bad_request(e.to_string()))? {
+        Expr::Log(_) => {
+            return Err(bad_request(
+                "log queries are not supported as an instant query type, please change your query to a range query type",
+            ));
+        }
+        Expr::Metric(m) => m,
+    };
+    let now = crate::model::now_ms().saturating_mul(1_000_000);
+    let t = param(&params, "time")
+        .map(loki_time)
+        .transpose()
+        .map_err(bad_request)?
+        .unwrap_or(now);
+    let storage = s.storage.get().map_err(unavailable)?.logs.clone();
+    let started = Instant::now();
+    let steps = Steps::instant(t);
+    let sorting = sorting_of(&expr);
+    let (value, processed) = evaluate_metric(&s, tenant, expr, steps, storage).await?;
+    Ok(metric_json(
+        &value,
+        &steps,
+        true,
+        sorting,
+        processed,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// How an instant vector's answer is ordered: by labels, or by value where the
+/// query ends in `sort` (ascending) or `sort_desc`.
+fn sorting_of(expr: &MetricExpr) -> Option<bool> {
+    match expr {
+        MetricExpr::Vector {
+            op: VectorOp::Sort, ..
+        } => Some(false),
+        MetricExpr::Vector {
+            op: VectorOp::SortDesc,
+            ..
+        } => Some(true),
+        _ => None,
     }
+}
+
+fn unavailable(e: ApiError) -> LokiError {
+    text(StatusCode::SERVICE_UNAVAILABLE, e.message)
+}
+
+/// Evaluates a metric query under the query gate: the value and the lines and
+/// bytes it read.
+async fn evaluate_metric(
+    s: &LokiApi,
+    tenant: String,
+    expr: MetricExpr,
+    steps: Steps,
+    storage: Arc<dyn crate::logs::LogStorage>,
+) -> Result<(Evaluated, (u64, u64)), LokiError> {
+    let max_points = s.gate.engine.options().max_samples;
+    let answer = run_bounded(&s.gate, None, None, move |limits| {
+        let select = |m: &[Matcher], lo: i64, hi: i64, needles: &[String]| {
+            storage
+                .select(&tenant, m, lo, hi, needles)
+                .map_err(|e| e.to_string())
+        };
+        let keep_going = || limits.check("metric query").map_err(|e| e.to_string());
+        let ctx = MetricContext {
+            select: &select,
+            keep_going: &keep_going,
+            max_points,
+            processed: Default::default(),
+        };
+        match evaluate(&expr, &steps, &ctx) {
+            Ok(v) => Ok(Ok((v, ctx.processed.get()))),
+            Err(e) => Ok(Err(e)),
+        }
+    })
+    .await
+    .map_err(gate_error)?;
+    answer.map_err(|e| match e {
+        MetricError::BadQuery(m) => bad_request(m),
+        MetricError::Failed(m) => text(StatusCode::UNPROCESSABLE_ENTITY, m),
+    })
+}
+
+/// `step`: seconds (a float) or a duration; by default Loki's: the range over 250,
+/// at least a second. At most [`MAX_POINTS`] steps.
+fn step_param(params: &[(String, String)], start_ns: i64, end_ns: i64) -> Result<i64, LokiError> {
+    let step_ns = match param(params, "step") {
+        Some(v) => match v.parse::<f64>() {
+            Ok(secs) => (secs * NS as f64) as i64,
+            Err(_) => parse_duration(v)
+                .map(|secs| (secs * NS as f64) as i64)
+                .ok_or_else(|| bad_request(format!("cannot parse \"{v}\" to a valid duration")))?,
+        },
+        None => ((end_ns - start_ns) / NS / 250).max(1) * NS,
+    };
+    if step_ns <= 0 {
+        return Err(bad_request(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end_ns - start_ns) / step_ns > MAX_POINTS {
+        return Err(bad_request(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    Ok(step_ns)
+}
+
+/// `interval` of a log query: at most one line per interval, as Loki thins them.
+fn interval_param(params: &[(String, String)]) -> Result<i64, LokiError> {
+    match param(params, "interval") {
+        None => Ok(0),
+        Some(v) => {
+            let secs = v
+                .parse::<f64>()
+                .ok()
+                .or_else(|| parse_duration(v))
+                .ok_or_else(|| bad_request(format!("cannot parse \"{v}\" to a valid duration")))?;
+            if secs < 0.0 {
+                return Err(bad_request("interval must be positive"));
+            }
+            Ok((secs * NS as f64) as i64)
+        }
+    }
+}
+
+/// A time in seconds as Prometheus's JSON writes one: `1700000000` or
+/// `1700000000.5` (millisecond precision).
+fn seconds_json(ns: i64) -> String {
+    let ms = ns.div_euclid(1_000_000);
+    let (s, frac) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    if frac == 0 {
+        return s.to_string();
+    }
+    let f = format!("{frac:03}");
+    format!("{s}.{}", f.trim_end_matches('0'))
+}
+
+/// A sample value as Go's `FormatFloat(v, 'f', -1, 64)` writes it.
+fn value_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn metric_json(
+    value: &Evaluated,
+    steps: &Steps,
+    instant: bool,
+    sorting: Option<bool>,
+    processed: (u64, u64),
+    seconds: f64,
+) -> Response {
+    let per_second = |n: u64| {
+        if seconds > 0.0 {
+            (n as f64 / seconds) as u64
+        } else {
+            0
+        }
+    };
+    let stats = serde_json::json!({"summary": {
+        "bytesProcessedPerSecond": per_second(processed.1),
+        "linesProcessedPerSecond": per_second(processed.0),
+        "totalBytesProcessed": processed.1,
+        "totalLinesProcessed": processed.0,
+        "execTime": seconds,
+    }});
+    let (kind, result) = match value {
+        Evaluated::Scalar(v) if instant => (
+            "scalar",
+            format!(
+                "[{},{}]",
+                seconds_json(steps.start_ns),
+                serde_json::Value::from(value_text(*v))
+            ),
+        ),
+        Evaluated::Scalar(v) => {
+            let points: Vec<String> = (0..steps.len())
+                .map(|i| {
+                    format!(
+                        "[{},{}]",
+                        seconds_json(steps.at(i)),
+                        serde_json::Value::from(value_text(*v))
+                    )
+                })
+                .collect();
+            (
+                "matrix",
+                format!("[{{\"metric\":{{}},\"values\":[{}]}}]", points.join(",")),
+            )
+        }
+        Evaluated::Vector(series) if instant => {
+            let mut present: Vec<(&StepSeries, f64)> = series
+                .iter()
+                .filter_map(|s| s.points.first().copied().flatten().map(|v| (s, v)))
+                .collect();
+            match sorting {
+                Some(false) => present.sort_by(|a, b| a.1.total_cmp(&b.1)),
+                Some(true) => present.sort_by(|a, b| b.1.total_cmp(&a.1)),
+                None => {}
+            }
+            let items: Vec<String> = present
+                .iter()
+                .map(|(s, v)| {
+                    format!(
+                        "{{\"metric\":{},\"value\":[{},{}]}}",
+                        labels_object(&s.labels),
+                        seconds_json(steps.start_ns),
+                        serde_json::Value::from(value_text(*v))
+                    )
+                })
+                .collect();
+            ("vector", format!("[{}]", items.join(",")))
+        }
+        Evaluated::Vector(series) => {
+            let items: Vec<String> = series
+                .iter()
+                .map(|s| {
+                    let points: Vec<String> = s
+                        .points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| {
+                            p.map(|v| {
+                                format!(
+                                    "[{},{}]",
+                                    seconds_json(steps.at(i)),
+                                    serde_json::Value::from(value_text(v))
+                                )
+                            })
+                        })
+                        .collect();
+                    format!(
+                        "{{\"metric\":{},\"values\":[{}]}}",
+                        labels_object(&s.labels),
+                        points.join(",")
+                    )
+                })
+                .collect();
+            ("matrix", format!("[{}]", items.join(",")))
+        }
+    };
+    let body = format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"{kind}\",\"result\":{result},\"stats\":{stats}}}}}"
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// The query, range, limit and direction of a `query_range` request, checked as

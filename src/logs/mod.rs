@@ -6,6 +6,7 @@
 //! WAL, or Raft in a cluster), and the log store beside the TSDB's head applies it.
 
 pub mod logql;
+pub mod metric;
 pub mod push;
 pub mod query;
 pub mod segment;

@@ -100,10 +100,13 @@ impl Cursor {
 /// Runs `pipeline` over `selected` (the streams a query's selector chose, sorted by
 /// labels) within `range`. `keep_going` is asked now and then whether to go on (a
 /// deadline, a canceled request); its error ends the query.
+/// With `interval_ns` above 0, a line is returned only `interval_ns` or more after
+/// (before, going backward) the last one returned, as Loki's `interval`.
 pub fn run<E>(
     pipeline: &Pipeline,
     selected: Vec<Selected>,
     range: &LogRange,
+    interval_ns: i64,
     mut keep_going: impl FnMut() -> Result<(), E>,
 ) -> Result<(Vec<StreamResult>, ReadStats), E> {
     let mut cursors: Vec<Cursor> = selected
@@ -122,6 +125,7 @@ pub fn run<E>(
     let mut stats = ReadStats::default();
     let mut out: BTreeMap<LabelPairs, Vec<(i64, String)>> = BTreeMap::new();
     let mut returned = 0usize;
+    let mut last_returned: Option<i64> = None;
     while returned < range.limit {
         let Some(Reverse((_, i))) = heap.pop() else {
             break;
@@ -140,9 +144,18 @@ pub fn run<E>(
         if stats.lines_processed % 4096 == 0 {
             keep_going()?;
         }
-        if let Some((labels, text)) = pipeline.process(&cursor.stream, &line.metadata, &line.text) {
+        let thinned = interval_ns > 0
+            && last_returned.is_some_and(|last: i64| match range.direction {
+                Direction::Forward => line.ts_ns < last.saturating_add(interval_ns),
+                Direction::Backward => line.ts_ns > last.saturating_sub(interval_ns),
+            });
+        if !thinned
+            && let Some((labels, text)) =
+                pipeline.process(&cursor.stream, &line.metadata, &line.text)
+        {
             out.entry(labels).or_default().push((line.ts_ns, text));
             returned += 1;
+            last_returned = Some(line.ts_ns);
         }
         cursor.next += 1;
         if let Some(l) = cursor.peek() {
@@ -238,7 +251,7 @@ mod tests {
             direction,
         };
         let pipeline = Pipeline::new(&expr.pipeline).unwrap();
-        run::<()>(&pipeline, sel, &range, || Ok(())).unwrap().0
+        run::<()>(&pipeline, sel, &range, 0, || Ok(())).unwrap().0
     }
 
     fn flat(r: &[StreamResult]) -> Vec<(String, i64, String)> {

@@ -43,6 +43,7 @@ pub const ROUTE_ROLES: &[(&str, Option<Role>)] = &[
     ("/api/v1/write", Some(Role::Write)),
     ("/loki/api/v1/push", Some(Role::Write)),
     ("/loki/api/v1/query_range", Some(Role::Read)),
+    ("/loki/api/v1/query", Some(Role::Read)),
     ("/loki/api/v1/labels", Some(Role::Read)),
     ("/loki/api/v1/label/{name}/values", Some(Role::Read)),
     ("/loki/api/v1/series", Some(Role::Read)),

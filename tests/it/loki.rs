@@ -410,3 +410,126 @@ fn sealed_windows_are_written_out_and_stay_queryable() {
     assert_eq!(q(&odin, r#"{job="old"}"#), 201);
     assert_eq!(q(&odin, r#"{job="new"}"#), 1);
 }
+
+/// Metric queries as Grafana's Loki datasource sends them: `query` (instant, a
+/// vector) and `query_range` (a matrix at every step); a log query is no instant
+/// query.
+#[test]
+fn metric_queries_answer_vectors_and_matrices() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    // Whole seconds, 60 lines a second apart ending 10 s ago; every third an error.
+    let end_s = now_ms() / 1000 - 10;
+    let entries: Vec<Entry<'_>> = (0..60)
+        .map(|i| {
+            let level = if i % 3 == 0 { "error" } else { "info" };
+            (
+                (end_s - 59 + i) * 1_000_000_000,
+                format!("level={level} took={}ms", i + 1),
+                vec![],
+            )
+        })
+        .collect();
+    let body = promtail_request(&[(r#"{job="m", host="h1"}"#, entries)]);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &body).0,
+        204
+    );
+    let t = end_s.to_string();
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[
+            (
+                "query",
+                r#"sum by (level) (count_over_time({job="m"} | logfmt [1m]))"#,
+            ),
+            ("time", &t),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["resultType"], "vector");
+    assert_eq!(
+        v["data"]["result"],
+        serde_json::json!([
+            {"metric": {"level": "error"}, "value": [end_s, "20"]},
+            {"metric": {"level": "info"}, "value": [end_s, "40"]}
+        ])
+    );
+    // A range query: at end-30 s and at the end, with an unwrap and a comparison.
+    let start = (end_s - 30).to_string();
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query_range",
+        &[
+            (
+                "query",
+                r#"max_over_time({job="m"} | logfmt | unwrap duration(took) [30s]) by (host) > 0.01"#,
+            ),
+            ("start", &start),
+            ("end", &t),
+            ("step", "30s"),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["resultType"], "matrix");
+    assert_eq!(
+        v["data"]["result"],
+        serde_json::json!([{"metric": {"host": "h1"}, "values": [[end_s - 30, "0.03"], [end_s, "0.06"]]}])
+    );
+    // Sorted by value where the query asks.
+    let (_, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[
+            (
+                "query",
+                r#"sort_desc(sum by (level) (count_over_time({job="m"} | logfmt [1m])))"#,
+            ),
+            ("time", &t),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["result"][0]["metric"]["level"], "info");
+    // Errors: a log query on /query, a parse error, a pipeline error.
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[("query", r#"{job="m"}"#)],
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.starts_with("log queries are not supported as an instant query type"),
+        "{body}"
+    );
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[("query", "rate({job=\"m\"}[1x])")],
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[
+            (
+                "query",
+                r#"sum(sum_over_time({job="m"} | logfmt | unwrap level [1m]))"#,
+            ),
+            ("time", &t),
+        ],
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.starts_with("pipeline error: 'SampleExtractionErr'"),
+        "{body}"
+    );
+}

@@ -182,7 +182,15 @@ impl Pipeline {
     ) -> Option<(Vec<(String, String)>, String)> {
         let mut labels = LineLabels::default();
         for (k, v) in stream {
-            labels.labels.insert(k.clone(), (v.clone(), Origin::Stream));
+            // Labels that already carry an error (a pipeline run again on a
+            // sample's labels, after `unwrap`) keep it as the error.
+            match k.as_str() {
+                "__error__" => labels.error = Some(v.clone()),
+                "__error_details__" => labels.details = Some(v.clone()),
+                _ => {
+                    labels.labels.insert(k.clone(), (v.clone(), Origin::Stream));
+                }
+            }
         }
         for (k, v) in metadata {
             labels
