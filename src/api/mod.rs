@@ -189,6 +189,7 @@ pub fn router(a: ApiShared) -> Router {
             limiter: Arc::new(crate::logs::tenant::IngestionLimiter::new(4.0, 6.0)),
             limits: Arc::default(),
             max_body_bytes: a.options.write_limits.max_body_bytes,
+            tails: Arc::new(tokio::sync::Semaphore::new(loki::MAX_CONCURRENT_TAILS)),
         }))
         .merge(query::routes(query::QueryApi {
             storage: storage.clone(),

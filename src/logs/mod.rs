@@ -52,4 +52,7 @@ pub trait LogStorage: Send + Sync {
 
     /// How many streams of `tenant` may still take lines.
     fn active_streams(&self, tenant: &str) -> usize;
+
+    /// The lines of every entry applied from now on, all tenants (live tails).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<LogBatch>>;
 }

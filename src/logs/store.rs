@@ -213,6 +213,21 @@ pub struct LogStore {
     dir: Option<PathBuf>,
     /// Sealed segments by tenant and window start.
     segments: RwLock<BTreeMap<String, BTreeMap<i64, Arc<Segment>>>>,
+    /// The lines of every applied entry that stored any, for live tails (only
+    /// while someone listens).
+    tail: Tail,
+}
+
+/// Applied lines, broadcast to the tails listening.
+pub struct Tail(tokio::sync::broadcast::Sender<Arc<LogBatch>>);
+
+/// Applied entries a slow tail may fall behind by before it loses lines.
+const TAIL_BACKLOG: usize = 1024;
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail(tokio::sync::broadcast::channel(TAIL_BACKLOG).0)
+    }
 }
 
 /// What one round of [`LogStore::maintain`] did.
@@ -274,6 +289,7 @@ impl LogStore {
             tenants: RwLock::default(),
             dir: Some(dir.to_path_buf()),
             segments: RwLock::new(segments),
+            tail: Tail::default(),
         })
     }
 
@@ -340,6 +356,11 @@ impl LogStore {
         }
     }
 
+    /// Every entry's stored lines from now on (see [`Tail`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogBatch>> {
+        self.tail.0.subscribe()
+    }
+
     /// Segments on disk, over every tenant.
     pub fn num_segments(&self) -> usize {
         self.segments.read().values().map(|s| s.len()).sum()
@@ -350,10 +371,25 @@ impl LogStore {
     /// or dropped as repeats (counted unchanged).
     pub fn apply(&self, batch: LogBatch) -> AppendSummary {
         let mut summary = AppendSummary::default();
+        let tailing = self.tail.0.receiver_count() > 0;
+        let mut tailed = LogBatch {
+            tenant: if tailing {
+                batch.tenant.clone()
+            } else {
+                String::new()
+            },
+            streams: Vec::new(),
+        };
         let mut tenants = self.tenants.write();
         let tenant = tenants.entry(batch.tenant).or_default();
         for stream in batch.streams {
             let LogStream { labels, lines } = stream;
+            if tailing {
+                tailed.streams.push(LogStream {
+                    labels: labels.clone(),
+                    lines: Vec::new(),
+                });
+            }
             for line in lines {
                 let ts = line.ts_ns;
                 if ts < tenant.sealed_before_ns {
@@ -389,6 +425,9 @@ impl LogStore {
                     }
                 }
                 tenant.newest_ns = tenant.newest_ns.max(ts);
+                if let Some(s) = tailed.streams.last_mut() {
+                    s.lines.push(line.clone());
+                }
                 tenant
                     .open
                     .entry(window_start(ts))
@@ -397,6 +436,11 @@ impl LogStore {
                     .push(line);
                 summary.accepted += 1;
             }
+        }
+        if tailing && summary.accepted > 0 {
+            tailed.streams.retain(|s| !s.lines.is_empty());
+            // A send fails only when every listener left meanwhile.
+            let _ = self.tail.0.send(Arc::new(tailed));
         }
         let due = tenant.newest_ns.saturating_sub(OUT_OF_ORDER_WINDOW_NS);
         if tenant

@@ -505,6 +505,12 @@ impl crate::logs::LogStorage for Db {
     fn active_streams(&self, tenant: &str) -> usize {
         self.inner.machine.logs.active_streams(tenant)
     }
+
+    fn subscribe(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::log::record::LogBatch>> {
+        self.inner.machine.logs.subscribe()
+    }
 }
 
 #[cfg(test)]

@@ -533,3 +533,129 @@ fn metric_queries_answer_vectors_and_matrices() {
         "{body}"
     );
 }
+
+/// Grafana's other calls: build info, the query size estimate (`index/stats`),
+/// log volumes (`index/volume`), and a live tail over a websocket.
+#[test]
+fn tail_stats_volume_and_buildinfo() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let t0 = (now_ms() - 30_000) * 1_000_000;
+    let body = promtail_request(&[
+        (
+            r#"{job="a", pod="p1"}"#,
+            vec![(t0, "12345".into(), vec![]), (t0 + 1, "123".into(), vec![])],
+        ),
+        (r#"{job="b", pod="p2"}"#, vec![(t0 + 2, "1".into(), vec![])]),
+    ]);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &body).0,
+        204
+    );
+    let (code, body) = get(&odin, None, "/loki/api/v1/status/buildinfo", &[]);
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["version"].as_str().unwrap().starts_with('3'), "{body}");
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/index/stats",
+        &[("query", r#"{job=~".+"}"#)],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            v["streams"].as_u64(),
+            v["entries"].as_u64(),
+            v["bytes"].as_u64()
+        ),
+        (Some(2), Some(3), Some(9))
+    );
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/index/volume",
+        &[("query", r#"{job=~".+"}"#)],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let result = &v["data"]["result"];
+    assert_eq!(result[0]["metric"], serde_json::json!({"job": "a"}));
+    assert_eq!(result[0]["value"][1], "8");
+    assert_eq!(result[1]["value"][1], "1");
+    let (code, _) = get(
+        &odin,
+        None,
+        "/loki/api/v1/index/volume",
+        &[("query", r#"{job=~".+"}"#), ("targetLabels", "pod")],
+    );
+    assert_eq!(code, 200);
+
+    // A tail: the history since `start` first, then lines as they arrive, through
+    // the pipeline, for its tenant only.
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", r#"{job="a"} |= "1""#)
+        .append_pair("start", &(t0 - 1).to_string())
+        .finish();
+    let url = format!("ws://{}/loki/api/v1/tail?{query}", odin.addr);
+    let (mut socket, _) = tungstenite::connect(url).expect("websocket");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_mut() {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+    }
+    let mut next = || -> serde_json::Value {
+        loop {
+            match socket.read().expect("a tail message") {
+                tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                _ => continue,
+            }
+        }
+    };
+    let history = next();
+    assert_eq!(
+        history["streams"][0]["values"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    let live = promtail_request(&[
+        (
+            r#"{job="a", pod="p1"}"#,
+            vec![
+                (t0 + 10, "live 1".into(), vec![]),
+                (t0 + 11, "no match".into(), vec![]),
+            ],
+        ),
+        (
+            r#"{job="b", pod="p2"}"#,
+            vec![(t0 + 12, "other stream 1".into(), vec![])],
+        ),
+    ]);
+    assert_eq!(
+        push(
+            &odin,
+            Some("other-tenant"),
+            "application/x-protobuf",
+            None,
+            &live
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &live).0,
+        204
+    );
+    let m = next();
+    assert_eq!(m["streams"].as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(
+        m["streams"][0]["values"],
+        serde_json::json!([[(t0 + 10).to_string(), "live 1"]])
+    );
+    // A metric query is no tail.
+    let url = format!(
+        "ws://{}/loki/api/v1/tail?query=count_over_time(%7Bjob%3D%22a%22%7D%5B1m%5D)",
+        odin.addr
+    );
+    assert!(tungstenite::connect(url).is_err());
+}

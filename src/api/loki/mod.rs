@@ -4,6 +4,11 @@
 //! Loki's status codes and wording. Every request belongs to the tenant its
 //! `X-Scope-OrgID` names (none: `fake`), and sees only that tenant's streams.
 
+mod index;
+mod tail;
+
+pub use tail::MAX_CONCURRENT_TAILS;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,7 +55,13 @@ pub struct LokiApi {
     pub limits: Arc<PushLimits>,
     /// The largest push body as sent (compressed).
     pub max_body_bytes: usize,
+    /// Bounds the live tails open at once.
+    pub tails: Arc<tokio::sync::Semaphore>,
 }
+
+/// The Loki version whose API this one answers as, for clients that gate features
+/// on it (Grafana's Loki datasource reads it from `status/buildinfo`).
+pub const LOKI_API_VERSION: &str = "3.0.0";
 
 pub fn routes(state: LokiApi) -> Router {
     use axum::extract::DefaultBodyLimit;
@@ -68,7 +79,29 @@ pub fn routes(state: LokiApi) -> Router {
         .route("/loki/api/v1/labels", get(labels).post(labels))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
         .route("/loki/api/v1/series", get(series).post(series))
+        .route("/loki/api/v1/tail", get(tail::tail))
+        .route(
+            "/loki/api/v1/index/stats",
+            get(index::stats).post(index::stats),
+        )
+        .route(
+            "/loki/api/v1/index/volume",
+            get(index::volume).post(index::volume),
+        )
+        .route("/loki/api/v1/status/buildinfo", get(buildinfo))
         .with_state(state)
+}
+
+/// `GET /loki/api/v1/status/buildinfo`, as Loki's (not wrapped in `data`).
+async fn buildinfo() -> Response {
+    json(serde_json::json!({
+        "version": LOKI_API_VERSION,
+        "revision": format!("odin-{}", env!("CARGO_PKG_VERSION")),
+        "branch": "odin",
+        "buildUser": "odin",
+        "buildDate": "",
+        "goVersion": "none (ODIN is written in Rust)",
+    }))
 }
 
 /// An error as Loki answers it: a status and a plain-text message.
