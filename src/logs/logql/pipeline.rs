@@ -98,6 +98,9 @@ impl LineLabels {
 enum Compiled {
     Line(LineFilter),
     Json,
+    /// `| json name="path", …`: (label, path).
+    JsonParams(Vec<(String, Vec<JsonStep>)>),
+    Unpack,
     Logfmt {
         strict: bool,
         keep_empty: bool,
@@ -119,6 +122,10 @@ struct LineFilter {
 }
 
 enum LineTest {
+    /// `ip("…")`: the line holds an address the pattern matches.
+    Ip(IpPattern),
+    /// `|> "<_> GET <_>"`: the whole line matches the pattern.
+    Pattern(Pattern),
     Contains(String),
     Regex(Regex),
 }
@@ -140,6 +147,13 @@ impl Pipeline {
             compiled.push(match stage {
                 Stage::LineFilter { op, values } => Compiled::Line(line_filter(*op, values)?),
                 Stage::Json(params) if params.is_empty() => Compiled::Json,
+                Stage::Json(params) => Compiled::JsonParams(
+                    params
+                        .iter()
+                        .map(|(label, path)| Ok((label.clone(), json_path(path)?)))
+                        .collect::<Result<_, String>>()?,
+                ),
+                Stage::Unpack => Compiled::Unpack,
                 Stage::Logfmt {
                     strict,
                     keep_empty,
@@ -204,12 +218,20 @@ impl Pipeline {
                     let hit = f.tests.iter().any(|t| match t {
                         LineTest::Contains(s) => line.contains(s.as_str()),
                         LineTest::Regex(re) => re.is_match(&line),
+                        LineTest::Ip(ip) => ip.in_line(&line),
+                        LineTest::Pattern(p) => p.matches(&line),
                     });
                     if hit == f.negated {
                         return None;
                     }
                 }
                 Compiled::Json => json(&line, &mut labels),
+                Compiled::JsonParams(params) => json_params(&line, params, &mut labels),
+                Compiled::Unpack => {
+                    if let Some(entry) = unpack(&line, &mut labels) {
+                        line = std::borrow::Cow::Owned(entry);
+                    }
+                }
                 Compiled::Logfmt {
                     strict,
                     keep_empty,
@@ -284,7 +306,8 @@ enum PatternPart {
 }
 
 impl Pattern {
-    fn new(text: &str) -> Result<Pattern, String> {
+    /// The literals and captures of a pattern's text.
+    fn parts(text: &str) -> Vec<PatternPart> {
         let mut parts: Vec<PatternPart> = Vec::new();
         let mut rest = text;
         while let Some(c) = rest.chars().next() {
@@ -315,6 +338,11 @@ impl Pattern {
                 }
             }
         }
+        parts
+    }
+
+    fn new(text: &str) -> Result<Pattern, String> {
+        let parts = Pattern::parts(text);
         let names: Vec<&String> = parts
             .iter()
             .filter_map(|p| match p {
@@ -338,6 +366,48 @@ impl Pattern {
             }
         }
         Ok(Pattern { parts })
+    }
+
+    /// A pattern of a `|>` line filter: `<_>` (or named captures, which capture
+    /// nothing here) between literals; no capture is required.
+    fn for_filter(text: &str) -> Result<Pattern, String> {
+        let parts = Pattern::parts(text);
+        if parts
+            .windows(2)
+            .any(|w| matches!(w, [PatternPart::Capture(_), PatternPart::Capture(_)]))
+        {
+            return Err("found consecutive capture: invalid expression".into());
+        }
+        Ok(Pattern { parts })
+    }
+
+    /// Whether the whole line matches: a leading literal starts it, each later
+    /// literal follows in order, and a trailing literal ends it.
+    fn matches(&self, line: &str) -> bool {
+        let mut rest = line;
+        let mut parts = self.parts.as_slice();
+        if let Some(PatternPart::Literal(first)) = parts.first() {
+            let Some(after) = rest.strip_prefix(first.as_str()) else {
+                return false;
+            };
+            rest = after;
+            parts = &parts[1..];
+        }
+        while let Some(part) = parts.first() {
+            match part {
+                PatternPart::Capture(_) => parts = &parts[1..],
+                PatternPart::Literal(l) if parts.len() == 1 => return rest.ends_with(l.as_str()),
+                PatternPart::Literal(l) => match rest.find(l.as_str()) {
+                    Some(at) => {
+                        rest = &rest[at + l.len()..];
+                        parts = &parts[1..];
+                    }
+                    None => return false,
+                },
+            }
+        }
+        // Ends with a capture (which takes the rest), or with a literal met above.
+        !matches!(self.parts.last(), Some(PatternPart::Literal(_))) || rest.is_empty()
     }
 
     /// The named captures `line` gives, in order; none for an empty line or one
@@ -395,23 +465,28 @@ fn stage_name(stage: &Stage) -> &'static str {
 }
 
 fn line_filter(op: LineFilterOp, values: &[LineFilterValue]) -> Result<LineFilter, String> {
-    let (negated, regex) = match op {
-        LineFilterOp::Contains => (false, false),
-        LineFilterOp::NotContains => (true, false),
-        LineFilterOp::Matches => (false, true),
-        LineFilterOp::NotMatches => (true, true),
-        LineFilterOp::Pattern | LineFilterOp::NotPattern => {
-            return Err("not supported yet: pattern line filters (|> and !>)".into());
-        }
-    };
+    let negated = matches!(
+        op,
+        LineFilterOp::NotContains | LineFilterOp::NotMatches | LineFilterOp::NotPattern
+    );
     let tests = values
         .iter()
-        .map(|v| match v {
-            LineFilterValue::Ip(_) => Err("not supported yet: ip() line filters".to_string()),
-            LineFilterValue::Text(t) if regex => Regex::new(t)
-                .map(LineTest::Regex)
-                .map_err(|e| format!("invalid regexp {t:?}: {e}")),
-            LineFilterValue::Text(t) => Ok(LineTest::Contains(t.clone())),
+        .map(|v| match (op, v) {
+            (LineFilterOp::Contains | LineFilterOp::NotContains, LineFilterValue::Ip(p)) => {
+                IpPattern::new(p).map(LineTest::Ip)
+            }
+            (_, LineFilterValue::Ip(_)) => {
+                Err("ip() can only be used with the |= and != line filters".to_string())
+            }
+            (LineFilterOp::Matches | LineFilterOp::NotMatches, LineFilterValue::Text(t)) => {
+                Regex::new(t)
+                    .map(LineTest::Regex)
+                    .map_err(|e| format!("invalid regexp {t:?}: {e}"))
+            }
+            (LineFilterOp::Pattern | LineFilterOp::NotPattern, LineFilterValue::Text(t)) => {
+                Pattern::for_filter(t).map(LineTest::Pattern)
+            }
+            (_, LineFilterValue::Text(t)) => Ok(LineTest::Contains(t.clone())),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(LineFilter { negated, tests })
@@ -423,7 +498,7 @@ fn check_label_filter(f: &LabelFilter) -> Result<(), String> {
             check_label_filter(a)?;
             check_label_filter(b)
         }
-        LabelFilter::Ip { .. } => Err("not supported yet: ip() label filters".into()),
+        LabelFilter::Ip { pattern, .. } => IpPattern::new(pattern).map(|_| ()),
         LabelFilter::String(_) | LabelFilter::Compare { .. } => Ok(()),
     }
 }
@@ -487,7 +562,16 @@ fn label_filter(f: &LabelFilter, labels: &mut LineLabels) -> bool {
                 (CompareOp::Le, Some(o)) => o != Greater,
             }
         }
-        LabelFilter::Ip { .. } => true,
+        LabelFilter::Ip {
+            name,
+            negated,
+            pattern,
+        } => {
+            // Checked when the pipeline was compiled.
+            let hit = IpPattern::new(pattern)
+                .is_ok_and(|p| labels.get(name).is_some_and(|v| p.matches_text(v.trim())));
+            hit != *negated
+        }
     }
 }
 
@@ -505,6 +589,182 @@ fn sanitize_into(key: &str, lead: bool, out: &mut String) {
             '_'
         });
     }
+}
+
+// ---- ip() ----
+
+/// An `ip("…")` pattern: one address, a range `a-b`, or a CIDR block, IPv4 or IPv6.
+#[derive(Debug, Clone)]
+struct IpPattern {
+    low: std::net::IpAddr,
+    high: std::net::IpAddr,
+}
+
+impl IpPattern {
+    fn new(text: &str) -> Result<IpPattern, String> {
+        use std::net::IpAddr;
+        let bad = || {
+            format!("invalid ip pattern {text:?}: a single address, a range (a-b) or a CIDR block")
+        };
+        let text = text.trim();
+        if let Some((addr, bits)) = text.split_once('/') {
+            let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+            let bits: u32 = bits.trim().parse().map_err(|_| bad())?;
+            return match addr {
+                IpAddr::V4(a) if bits <= 32 => {
+                    let mask = if bits == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - bits)
+                    };
+                    let low = u32::from(a) & mask;
+                    Ok(IpPattern {
+                        low: IpAddr::V4(low.into()),
+                        high: IpAddr::V4((low | !mask).into()),
+                    })
+                }
+                IpAddr::V6(a) if bits <= 128 => {
+                    let mask = if bits == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - bits)
+                    };
+                    let low = u128::from(a) & mask;
+                    Ok(IpPattern {
+                        low: IpAddr::V6(low.into()),
+                        high: IpAddr::V6((low | !mask).into()),
+                    })
+                }
+                _ => Err(bad()),
+            };
+        }
+        if let Some((a, b)) = text.split_once('-') {
+            let low: IpAddr = a.trim().parse().map_err(|_| bad())?;
+            let high: IpAddr = b.trim().parse().map_err(|_| bad())?;
+            if low.is_ipv4() != high.is_ipv4() || low > high {
+                return Err(bad());
+            }
+            return Ok(IpPattern { low, high });
+        }
+        let one: IpAddr = text.parse().map_err(|_| bad())?;
+        Ok(IpPattern {
+            low: one,
+            high: one,
+        })
+    }
+
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        ip.is_ipv4() == self.low.is_ipv4() && self.low <= ip && ip <= self.high
+    }
+
+    /// Whether `text` is an address the pattern matches.
+    fn matches_text(&self, text: &str) -> bool {
+        text.parse().is_ok_and(|ip| self.contains(ip))
+    }
+
+    /// Whether the line holds an address the pattern matches: every run of hex
+    /// digits, dots and colons is tried as an address.
+    fn in_line(&self, line: &str) -> bool {
+        line.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
+            .filter(|t| t.len() >= 2 && (t.contains('.') || t.contains(':')))
+            .any(|t| {
+                // An IPv6 address whole, or an IPv4 one beside a port or a full stop.
+                self.matches_text(t)
+                    || t.split(':')
+                        .any(|piece| self.matches_text(piece.trim_matches('.')))
+            })
+    }
+}
+
+// ---- json with parameters, unpack ----
+
+/// One step of a `| json` parameter's path: a field or an array index.
+#[derive(Debug, Clone, PartialEq)]
+enum JsonStep {
+    Field(String),
+    Index(usize),
+}
+
+/// A `| json` parameter's path as Loki reads one: `a.b`, `a[0]`, `["key with.dot"]`,
+/// combined (`servers[0].addr`).
+fn json_path(text: &str) -> Result<Vec<JsonStep>, String> {
+    let bad = || format!("invalid json path {text:?}");
+    let mut steps = Vec::new();
+    let mut rest = text.trim();
+    let mut first = true;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('[') {
+            let end = after.find(']').ok_or_else(bad)?;
+            let inner = after[..end].trim();
+            if let Some(q) = inner.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+                steps.push(JsonStep::Field(q.to_string()));
+            } else {
+                steps.push(JsonStep::Index(inner.parse().map_err(|_| bad())?));
+            }
+            rest = &after[end + 1..];
+        } else {
+            if !first {
+                rest = rest.strip_prefix('.').ok_or_else(bad)?;
+            }
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            if end == 0 {
+                return Err(bad());
+            }
+            steps.push(JsonStep::Field(rest[..end].to_string()));
+            rest = &rest[end..];
+        }
+        first = false;
+    }
+    if steps.is_empty() {
+        return Err(bad());
+    }
+    Ok(steps)
+}
+
+/// `| json name="path", …`: each label is the value at its path (a string
+/// unquoted, anything else as JSON text), empty where the path leads nowhere.
+fn json_params(line: &str, params: &[(String, Vec<JsonStep>)], labels: &mut LineLabels) {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(line) else {
+        labels.set_error("JSONParserErr", "Malformed JSON error".into());
+        return;
+    };
+    for (name, path) in params {
+        let mut at = Some(&doc);
+        for step in path {
+            at = at.and_then(|v| match step {
+                JsonStep::Field(f) => v.get(f.as_str()),
+                JsonStep::Index(i) => v.get(*i),
+            });
+        }
+        let value = match at {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        };
+        labels.set_parsed(name.clone(), value);
+    }
+}
+
+/// `| unpack`: the string fields of a JSON object (what Promtail's `pack` stage
+/// wrote) become labels, and `_entry` becomes the line, which is returned.
+fn unpack(line: &str, labels: &mut LineLabels) -> Option<String> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line)
+    else {
+        labels.set_error("JSONParserErr", "Malformed JSON error".into());
+        return None;
+    };
+    let mut entry = None;
+    for (k, v) in fields {
+        let serde_json::Value::String(v) = v else {
+            continue;
+        };
+        if k == "_entry" {
+            entry = Some(v);
+        } else {
+            labels.set_parsed(k, v);
+        }
+    }
+    entry
 }
 
 // ---- json ----
@@ -1074,21 +1334,80 @@ mod tests {
     }
 
     #[test]
-    fn stages_not_built_yet_are_refused_by_name() {
-        for (q, what) in [
-            (r#"{job="x"} | line_format "{{.a}}""#, "line_format"),
-            (r#"{job="x"} |> "<_> GET""#, "pattern line filters"),
-            (r#"{job="x"} |= ip("10.0.0.1")"#, "ip() line filters"),
-            (r#"{job="x"} | json a="b""#, "json with parameters"),
-            (r#"{job="x"} | unpack"#, "unpack"),
-        ] {
-            let Ok(Expr::Log(log)) = parse(q) else {
-                panic!("{q}")
-            };
-            let err = Pipeline::new(&log.pipeline)
+    fn ip_filters_match_addresses_ranges_and_blocks() {
+        let q = |filter: &str, line: &str| run(&format!("{{job=\"x\"}} {filter}"), line).is_some();
+        assert!(q(r#"|= ip("10.0.0.0/8")"#, "conn from 10.1.2.3:443 closed"));
+        assert!(!q(r#"|= ip("10.0.0.0/8")"#, "conn from 11.1.2.3 closed"));
+        assert!(q(r#"!= ip("10.0.0.0/8")"#, "conn from 11.1.2.3 closed"));
+        assert!(q(
+            r#"|= ip("192.168.0.1-192.168.0.9")"#,
+            "peer=192.168.0.5."
+        ));
+        assert!(q(r#"|= ip("::1")"#, "bound [::1]:80"));
+        assert!(q(r#"| logfmt | addr = ip("10.0.0.0/24")"#, "addr=10.0.0.7"));
+        assert!(!q(
+            r#"| logfmt | addr != ip("10.0.0.0/24")"#,
+            "addr=10.0.0.7"
+        ));
+        let Ok(Expr::Log(log)) = parse(r#"{job="x"} |= ip("10.0.0.0/99")"#) else {
+            panic!()
+        };
+        assert!(
+            Pipeline::new(&log.pipeline)
                 .err()
-                .unwrap_or_else(|| panic!("{q} compiled"));
-            assert!(err.contains(what), "{q}: {err}");
-        }
+                .unwrap()
+                .contains("invalid ip pattern")
+        );
+    }
+
+    #[test]
+    fn pattern_line_filters_match_the_whole_line() {
+        let q = |filter: &str, line: &str| run(&format!("{{job=\"x\"}} {filter}"), line).is_some();
+        assert!(q(r#"|> "<_> GET <_>""#, "10.0.0.1 GET /index.html"));
+        assert!(!q(r#"|> "<_> GET <_>""#, "10.0.0.1 POST /index.html"));
+        assert!(q(r#"!> "<_> GET <_>""#, "10.0.0.1 POST /index.html"));
+        assert!(q(r#"|> "GET <_>""#, "GET /"));
+        assert!(!q(r#"|> "GET <_>""#, "x GET /"));
+        assert!(q(r#"|> "<_> done""#, "job 7 done"));
+        assert!(!q(r#"|> "<_> done""#, "job 7 done twice"));
+        assert!(q(r#"|> "<_> GET <_>" or "<_> PUT <_>""#, "a PUT b"));
+    }
+
+    #[test]
+    fn json_parameters_and_unpack() {
+        let line = r#"{"a":{"b":"x","n":3},"servers":[{"addr":"h1"},{"addr":"h2"}],"dot.key":"d"}"#;
+        assert_eq!(
+            labels(
+                r#"{job="x"} | json b="a.b", n="a.n", s="servers[1].addr", d="[\"dot.key\"]", obj="a", none="zz""#,
+                line
+            ),
+            pairs(&[
+                ("b", "x"),
+                ("d", "d"),
+                ("job", "x"),
+                ("n", "3"),
+                ("none", ""),
+                ("obj", r#"{"b":"x","n":3}"#),
+                ("s", "h2")
+            ])
+        );
+        assert_eq!(
+            labels(r#"{job="x"} | json b="a.b""#, "not json"),
+            pairs(&[
+                ("__error__", "JSONParserErr"),
+                ("__error_details__", "Malformed JSON error"),
+                ("job", "x")
+            ])
+        );
+        let (l, text) = run(
+            r#"{job="x"} | unpack"#,
+            r#"{"container":"api","_entry":"GET / 200","n":1}"#,
+        )
+        .unwrap();
+        assert_eq!(text, "GET / 200");
+        assert_eq!(l, pairs(&[("container", "api"), ("job", "x")]));
+        // A label of the stream gets the parsed one beside it.
+        let (l, _) = run(r#"{job="x"} | unpack"#, r#"{"job":"y","_entry":"e"}"#).unwrap();
+        assert_eq!(l, pairs(&[("job", "x"), ("job_extracted", "y")]));
     }
 }
