@@ -356,6 +356,40 @@ impl LogStore {
         }
     }
 
+    /// Replaces the sealed segments with a snapshot's (staged by tenant and ULID):
+    /// each is moved into place and opened; the segments the snapshot lacks go.
+    pub fn install_segments(
+        &self,
+        staged: &BTreeMap<(String, ulid::Ulid), PathBuf>,
+    ) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let mut installed: BTreeMap<String, BTreeMap<i64, Arc<Segment>>> = BTreeMap::new();
+        for ((tenant, ulid), from) in staged {
+            let place = dir.join(tenant).join(ulid.to_string());
+            if place.exists() {
+                std::fs::remove_dir_all(&place)?;
+            }
+            std::fs::rename(from, &place)?;
+            let seg = Segment::open(&place)?;
+            installed
+                .entry(tenant.clone())
+                .or_default()
+                .insert(seg.meta.window_start, Arc::new(seg));
+        }
+        let old = std::mem::replace(&mut *self.segments.write(), installed);
+        for seg in old.values().flat_map(|s| s.values()) {
+            let kept = staged
+                .keys()
+                .any(|(t, u)| *t == seg.meta.tenant && u.to_string() == seg.meta.ulid);
+            if !kept && let Err(e) = std::fs::remove_dir_all(&seg.dir) {
+                tracing::warn!(segment = %seg.dir.display(), error = %e, "cannot remove a log segment the snapshot no longer has");
+            }
+        }
+        Ok(())
+    }
+
     /// Every entry's stored lines from now on (see [`Tail`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogBatch>> {
         self.tail.0.subscribe()

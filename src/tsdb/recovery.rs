@@ -185,6 +185,8 @@ pub(crate) fn install_snapshot(db: &DbInner, index: u64, archive: &Path) -> std:
         }
     }
 
+    db.machine.logs.install_segments(&unpacked.log_segments)?;
+
     db.head.clear();
     let loaded = image::load(&db.head, &unpacked.image).map_err(std::io::Error::other)?;
     let state = crate::tsdb::machine::MachineState::decode(&loaded.extra, &db.head)

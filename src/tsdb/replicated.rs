@@ -7,11 +7,15 @@
 //! it: the blocks it lacks are written, the ones the sender no longer has go, and the
 //! head is emptied and loaded from the image, which is kept as its own newest image.
 //!
+//! The log store's sealed segments travel the same way, after the blocks.
+//!
 //! ```text
-//! magic "ODINSNAP" | version u8 (1)
+//! magic "ODINSNAP" | version u8 (2)
 //! entries, each: u8 kind
 //!   1 (head image): u64 len, the image (`head::image` format, chunks inline)
 //!   2 (block file): u16 len, name "<ULID>/<path in the block>", u64 len, bytes
+//!   3 (log segment file): u16 len, name "<tenant>/<ULID>/<path in the segment>",
+//!     u64 len, bytes
 //! u8 0 | crc32c u32 of every byte before it
 //! ```
 //! (little-endian)
@@ -28,9 +32,10 @@ use crate::tsdb::head::image::{image_name, portable};
 use crate::tsdb::machine::{DbEntry, DbMachine};
 
 const MAGIC: &[u8; 8] = b"ODINSNAP";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEAD_IMAGE: u8 = 1;
 const BLOCK_FILE: u8 = 2;
+const LOG_SEGMENT_FILE: u8 = 3;
 const END: u8 = 0;
 
 /// An image of the TSDB as Raft hands it around.
@@ -102,6 +107,96 @@ fn block_files(data_dir: &Path) -> io::Result<Vec<(String, PathBuf, u64)>> {
         key(&a.0).cmp(&key(&b.0))
     });
     Ok(out)
+}
+
+/// Every file of every sealed log segment under `logs_dir` (`<tenant>/<ULID>/…`):
+/// (archive name, path, length), each segment's `meta.json` last.
+fn log_segment_files(logs_dir: &Path) -> io::Result<Vec<(String, PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let Ok(tenants) = fs::read_dir(logs_dir) else {
+        return Ok(out);
+    };
+    for tenant in tenants {
+        let tenant = tenant?;
+        if !tenant.file_type()?.is_dir() {
+            continue;
+        }
+        let tenant_name = tenant.file_name().to_string_lossy().to_string();
+        for seg in fs::read_dir(tenant.path())? {
+            let seg = seg?;
+            let name = seg.file_name().to_string_lossy().to_string();
+            if ulid::Ulid::from_string(&name).is_err() || !seg.path().join("meta.json").exists() {
+                continue;
+            }
+            let mut stack = vec![seg.path()];
+            while let Some(dir) = stack.pop() {
+                for f in fs::read_dir(&dir)? {
+                    let f = f?;
+                    let path = f.path();
+                    if f.file_type()?.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    let rel = path
+                        .strip_prefix(seg.path())
+                        .map_err(io::Error::other)?
+                        .to_string_lossy()
+                        .to_string();
+                    out.push((
+                        format!("{tenant_name}/{name}/{rel}"),
+                        path,
+                        f.metadata()?.len(),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        let key = |n: &str| {
+            let mut it = n.splitn(3, '/');
+            let (t, u, rel) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
+            (
+                t.to_string(),
+                u.to_string(),
+                rel == "meta.json",
+                rel.to_string(),
+            )
+        };
+        key(&a.0).cmp(&key(&b.0))
+    });
+    Ok(out)
+}
+
+/// A log segment file's name in an archive, checked: `<tenant>/<ULID>/<path>` with
+/// a valid tenant and plain path components.
+fn check_log_name(name: &str) -> io::Result<(&str, ulid::Ulid, &str)> {
+    let mut it = name.splitn(3, '/');
+    let (Some(tenant), Some(seg), Some(rel)) = (it.next(), it.next(), it.next()) else {
+        return Err(invalid(format!(
+            "log segment file {name:?} without a segment"
+        )));
+    };
+    crate::logs::tenant::check_tenant_id(tenant)
+        .map_err(|e| invalid(format!("log segment file {name:?}: {e}")))?;
+    let ulid = ulid::Ulid::from_string(seg)
+        .map_err(|_| invalid(format!("log segment file {name:?}: not a ULID")))?;
+    let plain = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    if !rel.split('/').all(plain) || rel.split('/').count() > 2 {
+        return Err(invalid(format!(
+            "log segment file {name:?}: not a plain path"
+        )));
+    }
+    Ok((tenant, ulid, rel))
 }
 
 /// A part of an archive being sent.
@@ -202,6 +297,15 @@ fn archive(path: &Path) -> io::Result<(Box<dyn Read + Send>, u64)> {
         parts.push_back(Part::Bytes(h));
         parts.push_back(Part::File(path, size));
     }
+    for (name, path, size) in log_segment_files(&data.join("logs"))? {
+        let mut h = vec![LOG_SEGMENT_FILE];
+        h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(&size.to_le_bytes());
+        len += h.len() as u64 + size;
+        parts.push_back(Part::Bytes(h));
+        parts.push_back(Part::File(path, size));
+    }
     len += 5;
     let reader = ArchiveReader {
         parts,
@@ -240,6 +344,7 @@ fn walk(
     path: &Path,
     head: &mut dyn FnMut(u64, &mut dyn Read) -> io::Result<()>,
     file: &mut dyn FnMut(&str, u64, &mut dyn Read) -> io::Result<()>,
+    log_file: &mut dyn FnMut(&str, u64, &mut dyn Read) -> io::Result<()>,
 ) -> io::Result<()> {
     struct Crc<R> {
         inner: R,
@@ -290,6 +395,18 @@ fn walk(
                     return Err(invalid("a block file part was not read whole"));
                 }
             }
+            LOG_SEGMENT_FILE if seen_head => {
+                let n = u16::from_le_bytes(exact(&mut r, 2)?.try_into().unwrap_or_default());
+                let name = String::from_utf8(exact(&mut r, n as usize)?)
+                    .map_err(|_| invalid("a log segment file name that is not UTF-8"))?;
+                check_log_name(&name)?;
+                let len = u64::from_le_bytes(exact(&mut r, 8)?.try_into().unwrap_or_default());
+                let mut part = (&mut r).take(len);
+                log_file(&name, len, &mut part)?;
+                if part.limit() != 0 {
+                    return Err(invalid("a log segment file part was not read whole"));
+                }
+            }
             END if seen_head => {
                 let want = r.crc;
                 let crc =
@@ -316,7 +433,8 @@ fn walk(
 fn check_archive(path: &Path) -> io::Result<()> {
     let mut sink = |_: u64, r: &mut dyn Read| io::copy(r, &mut io::sink()).map(|_| ());
     let mut files = |_: &str, _: u64, r: &mut dyn Read| io::copy(r, &mut io::sink()).map(|_| ());
-    walk(path, &mut sink, &mut files)
+    let mut logs = |_: &str, _: u64, r: &mut dyn Read| io::copy(r, &mut io::sink()).map(|_| ());
+    walk(path, &mut sink, &mut files, &mut logs)
 }
 
 /// Writes `bytes` of `r` to `path` durably.
@@ -335,6 +453,8 @@ fn write_file(path: &Path, r: &mut dyn Read) -> io::Result<()> {
 pub(crate) struct Unpacked {
     pub image: PathBuf,
     pub blocks: BTreeMap<ulid::Ulid, PathBuf>,
+    /// Staged log segments: (tenant, ULID) → `logs/<tenant>/<ULID>.tmp-for-creation`.
+    pub log_segments: BTreeMap<(String, ulid::Ulid), PathBuf>,
 }
 
 /// Unpacks the archive at `archive` for installing at `index`: the head image as
@@ -357,15 +477,32 @@ pub(crate) fn unpack(
             .or_insert_with(|| data_dir.join(format!("{ulid}.tmp-for-creation")));
         write_file(&dir.join(rel), r)
     };
-    walk(archive, &mut head, &mut file)?;
+    let mut log_segments: BTreeMap<(String, ulid::Ulid), PathBuf> = BTreeMap::new();
+    let mut log_file = |name: &str, _: u64, r: &mut dyn Read| {
+        let (tenant, ulid, rel) = check_log_name(name)?;
+        let dir = log_segments
+            .entry((tenant.to_string(), ulid))
+            .or_insert_with(|| {
+                data_dir
+                    .join("logs")
+                    .join(tenant)
+                    .join(format!("{ulid}.tmp-for-creation"))
+            });
+        write_file(&dir.join(rel), r)
+    };
+    walk(archive, &mut head, &mut file, &mut log_file)?;
     fs::rename(&staged_image, &image)?;
-    for dir in blocks.values() {
+    for dir in blocks.values().chain(log_segments.values()) {
         if let Ok(d) = File::open(dir) {
             d.sync_all()?;
         }
     }
     File::open(chunks_dir)?.sync_all()?;
-    Ok(Unpacked { image, blocks })
+    Ok(Unpacked {
+        image,
+        blocks,
+        log_segments,
+    })
 }
 
 impl Replicated for DbMachine {
@@ -565,6 +702,27 @@ mod tests {
         fs::create_dir_all(block.join("chunks")).unwrap();
         fs::write(block.join("meta.json"), b"{\"ulid\": \"x\"}").unwrap();
         fs::write(block.join("chunks").join("000001"), vec![7u8; 3000]).unwrap();
+        // A sealed log segment beside the blocks.
+        let logs = crate::logs::store::LogStore::open(&dir.join("logs")).unwrap();
+        let t0 = 1_700_000_000_000_000_000i64 / crate::logs::store::WINDOW_NS
+            * crate::logs::store::WINDOW_NS;
+        for (ts, text) in [
+            (t0, "sealed line"),
+            (t0 + 3 * 3_600_000_000_000, "open line"),
+        ] {
+            logs.apply(crate::log::record::LogBatch {
+                tenant: "team-a".into(),
+                streams: vec![crate::log::record::LogStream {
+                    labels: Labels::from_pairs([("job", "x")]),
+                    lines: vec![crate::log::record::LogLine {
+                        ts_ns: ts,
+                        text: text.into(),
+                        metadata: Vec::new(),
+                    }],
+                }],
+            });
+        }
+        assert_eq!(logs.maintain(i64::MIN).unwrap().segments_written, 1);
         path
     }
 
@@ -582,6 +740,8 @@ mod tests {
         check_archive(&file).unwrap();
 
         fs::create_dir_all(to.join("chunks_head")).unwrap();
+        // The receiver's store is open (start-up removes staged leftovers).
+        let receiver = crate::logs::store::LogStore::open(&to.join("logs")).unwrap();
         let unpacked = unpack(&file, 5, &to, &to.join("chunks_head")).unwrap();
         assert_eq!(unpacked.image, to.join("chunks_head").join(image_name(5)));
         let staged =
@@ -590,6 +750,14 @@ mod tests {
             fs::read(staged.join("chunks").join("000001")).unwrap(),
             vec![7u8; 3000]
         );
+        // The log segment arrives whole and opens where the receiver keeps them.
+        assert_eq!(unpacked.log_segments.len(), 1);
+        receiver.install_segments(&unpacked.log_segments).unwrap();
+        let found = receiver
+            .select("team-a", &[], i64::MIN, i64::MAX, &["sealed".into()])
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(&*found[0].chunks[0][0].text, "sealed line");
         // The head image that arrives loads into a head without the sender's files.
         let head = crate::tsdb::head::Head::new(7_200_000);
         let loaded = crate::tsdb::head::image::load(&head, &unpacked.image).unwrap();
@@ -657,6 +825,21 @@ mod tests {
         assert_eq!(refused.unwrap().too_far_in_future, 1);
         let decoded = machine.decode(&bytes, false).unwrap();
         assert_eq!(machine.apply(1, decoded), AppendSummary::default());
+    }
+
+    #[test]
+    fn log_segment_file_names_stay_inside_their_segment() {
+        assert!(check_log_name("team-a/01HZZZZZZZZZZZZZZZZZZZZZZZ/index/meta.json").is_ok());
+        for bad in [
+            "team-a/01HZZZZZZZZZZZZZZZZZZZZZZZ/../x",
+            "../01HZZZZZZZZZZZZZZZZZZZZZZZ/lines",
+            "team a/01HZZZZZZZZZZZZZZZZZZZZZZZ/lines",
+            "team-a/nope/lines",
+            "team-a/01HZZZZZZZZZZZZZZZZZZZZZZZ",
+            "team-a/01HZZZZZZZZZZZZZZZZZZZZZZZ/a/b/c",
+        ] {
+            assert!(check_log_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1430,3 +1430,107 @@ fn cluster_certificates_rotate_without_a_restart() {
         "the restarted follower never caught up: the leader did not reconnect with its new certificate"
     );
 }
+
+/// Issue 17: log lines go through the same Raft log as samples. Lines pushed to a
+/// follower are readable on every node, sealed windows are written out on every
+/// replica, and killing the leader loses no acknowledged line.
+#[test]
+fn logs_pushed_to_a_follower_are_on_every_node_and_survive_a_leader_kill() {
+    use crate::loki::{lines, promtail_request, push, texts};
+    let mut cluster = Cluster::start(3);
+    let (leader, follower) = cluster.leader_and_follower();
+    let old = (now_ms() - 5 * 3_600_000) * 1_000_000;
+    let now = (now_ms() - 60_000) * 1_000_000;
+    // An old window (sealed once the new line arrives) and a new one.
+    let body = promtail_request(&[(r#"{job="old"}"#, vec![(old, "old line".into(), vec![])])]);
+    assert_eq!(
+        push(
+            cluster.node(follower),
+            None,
+            "application/x-protobuf",
+            None,
+            &body
+        )
+        .0,
+        204
+    );
+    let body = promtail_request(&[(
+        r#"{job="new"}"#,
+        (0..20)
+            .map(|i| (now + i, format!("new line {i}"), vec![]))
+            .collect(),
+    )]);
+    assert_eq!(
+        push(
+            cluster.node(follower),
+            None,
+            "application/x-protobuf",
+            None,
+            &body
+        )
+        .0,
+        204
+    );
+    let all = |n: &Odin| {
+        let start = ((now_ms() - 6 * 3_600_000) * 1_000_000).to_string();
+        let mut t: Vec<String> = texts(&lines(
+            n,
+            None,
+            r#"{job=~".+"}"#,
+            &[("start", start.as_str()), ("limit", "1000")],
+        ))
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        t.sort();
+        t
+    };
+    let want = all(cluster.node(follower));
+    assert_eq!(want.len(), 21, "{want:?}");
+    for i in 0..3 {
+        assert!(
+            poll_until(Duration::from_secs(2), || all(cluster.node(i)) == want),
+            "node {} lacks lines",
+            i + 1
+        );
+        // Every replica writes the sealed window out itself.
+        let tenant_dir = cluster.dirs[i].path().join("logs").join("fake");
+        assert!(
+            poll_until(Duration::from_secs(20), || std::fs::read_dir(&tenant_dir)
+                .map(|d| d.flatten().any(|e| e.path().join("meta.json").exists()))
+                .unwrap_or(false)),
+            "node {} wrote no segment",
+            i + 1
+        );
+    }
+    // The leader dies; what was acknowledged stays, and pushes go on.
+    cluster.nodes[leader].take().unwrap().kill9();
+    let new_leader = cluster.leader(Duration::from_secs(20));
+    let body = promtail_request(&[(
+        r#"{job="new"}"#,
+        vec![(now + 100, "after the kill".into(), vec![])],
+    )]);
+    let survivor = (0..3).find(|&i| i != leader && i != new_leader).unwrap();
+    assert_eq!(
+        push(
+            cluster.node(survivor),
+            None,
+            "application/x-protobuf",
+            None,
+            &body
+        )
+        .0,
+        204
+    );
+    let mut want = want;
+    want.push("after the kill".into());
+    want.sort();
+    for i in [new_leader, survivor] {
+        assert!(
+            poll_until(Duration::from_secs(2), || all(cluster.node(i)) == want),
+            "node {} lost lines: {:?}",
+            i + 1,
+            all(cluster.node(i))
+        );
+    }
+}

@@ -52,7 +52,7 @@ pub fn promtail_request(streams: &[(&str, Vec<Entry<'_>>)]) -> Vec<u8> {
 }
 
 /// POSTs a push; (status, body).
-fn push(
+pub fn push(
     odin: &Odin,
     tenant: Option<&str>,
     content_type: &str,
@@ -74,7 +74,12 @@ fn push(
 }
 
 /// GETs a Loki API path with query parameters as `tenant`; (status, body).
-fn get(odin: &Odin, tenant: Option<&str>, path: &str, params: &[(&str, &str)]) -> (u16, String) {
+pub fn get(
+    odin: &Odin,
+    tenant: Option<&str>,
+    path: &str,
+    params: &[(&str, &str)],
+) -> (u16, String) {
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();
@@ -88,7 +93,7 @@ fn get(odin: &Odin, tenant: Option<&str>, path: &str, params: &[(&str, &str)]) -
 }
 
 /// The lines a log query returns, flattened: (stream labels as JSON, ns, line).
-fn lines(
+pub fn lines(
     odin: &Odin,
     tenant: Option<&str>,
     query: &str,
@@ -96,8 +101,9 @@ fn lines(
 ) -> Vec<(String, i64, String)> {
     let start = ((now_ms() - 3_600_000) * 1_000_000).to_string();
     let end = ((now_ms() + 60_000) * 1_000_000).to_string();
-    let mut params = vec![("query", query), ("start", &start), ("end", &end)];
-    params.extend_from_slice(extra);
+    // The caller's parameters first: the server reads the first of a name.
+    let mut params = extra.to_vec();
+    params.extend_from_slice(&[("query", query), ("start", &start), ("end", &end)]);
     let (code, body) = get(odin, tenant, "/loki/api/v1/query_range", &params);
     assert_eq!(code, 200, "{query}: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -122,7 +128,7 @@ fn lines(
     out
 }
 
-fn texts(found: &[(String, i64, String)]) -> Vec<&str> {
+pub fn texts(found: &[(String, i64, String)]) -> Vec<&str> {
     found.iter().map(|(_, _, l)| l.as_str()).collect()
 }
 
