@@ -189,6 +189,10 @@ pub struct IdBatch {
 pub struct LogBatch {
     pub tenant: String,
     pub streams: Vec<LogStream>,
+    /// Where the built-in sources that read these lines stand after them: (source,
+    /// position), opaque to the log. Applied with the lines, so a source resumes
+    /// exactly after what is durable: nothing lost, nothing read twice.
+    pub positions: Vec<(String, String)>,
 }
 
 /// The lines of one stream, in the order they came.
@@ -717,6 +721,14 @@ pub fn encode_log_batch(batch: &LogBatch, out: &mut Vec<u8>) -> bool {
             }
         }
     }
+    // Written only when there are any, so a push's record is as it always was.
+    if !batch.positions.is_empty() {
+        put_uvarint(&mut body, batch.positions.len() as u64);
+        for (source, position) in &batch.positions {
+            put_str(&mut body, source);
+            put_str(&mut body, position);
+        }
+    }
     if !compress_into(&body, out) {
         out.truncate(start);
         return false;
@@ -736,6 +748,7 @@ fn decode_log_batch(mut d: Decoder<'_>) -> Result<LogBatch, RecordError> {
     let mut batch = LogBatch {
         tenant,
         streams: Vec::with_capacity(n_streams),
+        positions: Vec::new(),
     };
     for _ in 0..n_streams {
         let n_labels = d.count(2)?;
@@ -771,6 +784,13 @@ fn decode_log_batch(mut d: Decoder<'_>) -> Result<LogBatch, RecordError> {
             labels: Labels::from_sorted(labels),
             lines,
         });
+    }
+    if !d.buf.is_empty() {
+        for _ in 0..d.count(2)? {
+            batch
+                .positions
+                .push((d.str()?.to_string(), d.str()?.to_string()));
+        }
     }
     if !d.buf.is_empty() {
         return Err(RecordError::Count(d.buf.len() as u64));
@@ -1516,6 +1536,7 @@ mod tests {
     fn log_batches_round_trip() {
         let batch = LogBatch {
             tenant: "team-a".into(),
+            positions: Vec::new(),
             streams: vec![
                 LogStream {
                     labels: Labels::from_pairs([("app", "api"), ("level", "error")]),
@@ -1555,5 +1576,19 @@ mod tests {
         let mut buf = Vec::new();
         assert!(encode_log_batch(&empty, &mut buf));
         assert!(matches!(decode(&buf, &mut no_intern), Ok(Record::LogLines(b)) if b == empty));
+        // A tailer's entry carries where its sources stand.
+        let positioned = LogBatch {
+            positions: vec![
+                ("local/file:/var/log/syslog".into(), "2049:131:4096".into()),
+                ("local/journald".into(), "s=abc;i=1".into()),
+            ],
+            ..batch
+        };
+        let mut buf = Vec::new();
+        assert!(encode_log_batch(&positioned, &mut buf));
+        match decode(&buf, &mut no_intern).unwrap() {
+            Record::LogLines(b) => assert_eq!(b, positioned),
+            other => panic!("not log lines: {other:?}"),
+        }
     }
 }

@@ -570,6 +570,7 @@ mod tests {
     fn batch(app: &str, lines: impl IntoIterator<Item = (i64, String)>) -> LogBatch {
         LogBatch {
             tenant: "t".into(),
+            positions: Vec::new(),
             streams: vec![LogStream {
                 labels: Labels::from_pairs([("app", app)]),
                 lines: lines

@@ -216,6 +216,8 @@ pub struct LogStore {
     /// The lines of every applied entry that stored any, for live tails (only
     /// while someone listens).
     tail: Tail,
+    /// Where each built-in source stands (see `LogBatch::positions`), as applied.
+    positions: RwLock<BTreeMap<String, String>>,
 }
 
 /// Applied lines, broadcast to the tails listening.
@@ -290,6 +292,7 @@ impl LogStore {
             dir: Some(dir.to_path_buf()),
             segments: RwLock::new(segments),
             tail: Tail::default(),
+            positions: RwLock::default(),
         })
     }
 
@@ -390,6 +393,16 @@ impl LogStore {
         Ok(())
     }
 
+    /// The positions of the sources whose names start with `prefix`.
+    pub fn positions(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.positions
+            .read()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Every entry's stored lines from now on (see [`Tail`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<LogBatch>> {
         self.tail.0.subscribe()
@@ -413,7 +426,11 @@ impl LogStore {
                 String::new()
             },
             streams: Vec::new(),
+            positions: Vec::new(),
         };
+        if !batch.positions.is_empty() {
+            self.positions.write().extend(batch.positions);
+        }
         let mut tenants = self.tenants.write();
         let tenant = tenants.entry(batch.tenant).or_default();
         for stream in batch.streams {
@@ -634,12 +651,14 @@ impl LogStore {
     pub fn capture(&self) -> StoreImage {
         StoreImage {
             tenants: self.tenants.read().clone(),
+            positions: self.positions.read().clone(),
         }
     }
 
     /// Replaces the state with an image's.
     pub fn restore(&self, image: StoreImage) {
         *self.tenants.write() = image.tenants;
+        *self.positions.write() = image.positions;
     }
 }
 
@@ -661,21 +680,23 @@ fn matches(labels: &Labels, matchers: &[Matcher]) -> bool {
 #[derive(Default)]
 pub struct StoreImage {
     tenants: BTreeMap<String, Tenant>,
+    positions: BTreeMap<String, String>,
 }
 
-/// The image's format version.
-const IMAGE_VERSION: u8 = 1;
+/// The image's format version (1: without the sources' positions).
+const IMAGE_VERSION: u8 = 2;
 
 impl StoreImage {
     pub fn is_empty(&self) -> bool {
-        self.tenants.is_empty()
+        self.tenants.is_empty() && self.positions.is_empty()
     }
 
     /// The image as bytes; lines go as log records (type 8: snappy-compressed), one
     /// per chunk of a stream.
     ///
     /// ```text
-    /// u8 version (1), u32 #tenants, each:
+    /// u8 version (2), u32 #positions, each: str source, str position
+    /// u32 #tenants, each:
     ///   str tenant, i64 sealed_before_ns, i64 newest_ns,
     ///   u32 #stream heads, each: labels, i64 newest_ns, i64 last_ts_ns, str last_text
     ///   u32 #windows, each: i64 start_ns, u8 sealing (0|1),
@@ -685,6 +706,11 @@ impl StoreImage {
     /// (little-endian)
     pub fn encode(&self) -> Result<Vec<u8>, String> {
         let mut out = vec![IMAGE_VERSION];
+        put_u32(&mut out, self.positions.len())?;
+        for (source, position) in &self.positions {
+            put_str(&mut out, source)?;
+            put_str(&mut out, position)?;
+        }
         put_u32(&mut out, self.tenants.len())?;
         for (name, t) in &self.tenants {
             put_str(&mut out, name)?;
@@ -719,6 +745,7 @@ impl StoreImage {
                 for (labels, chunk) in chunks {
                     let batch = LogBatch {
                         tenant: String::new(),
+                        positions: Vec::new(),
                         streams: vec![LogStream {
                             labels: labels.clone(),
                             lines: chunk.to_vec(),
@@ -740,8 +767,14 @@ impl StoreImage {
     pub fn decode(bytes: &[u8]) -> Result<StoreImage, String> {
         let mut r = ImageReader { buf: bytes };
         let version = r.u8()?;
-        if version != IMAGE_VERSION {
+        if version != 1 && version != IMAGE_VERSION {
             return Err(format!("log store image version {version} unknown"));
+        }
+        let mut positions = BTreeMap::new();
+        if version >= 2 {
+            for _ in 0..r.count(8)? {
+                positions.insert(r.str()?.to_string(), r.str()?.to_string());
+            }
         }
         let mut tenants = BTreeMap::new();
         for _ in 0..r.count(20)? {
@@ -796,7 +829,7 @@ impl StoreImage {
         if !r.buf.is_empty() {
             return Err("log store image: trailing bytes".into());
         }
-        Ok(StoreImage { tenants })
+        Ok(StoreImage { tenants, positions })
     }
 }
 
@@ -897,6 +930,7 @@ mod tests {
     fn batch(tenant: &str, labels: &[(&str, &str)], lines: Vec<LogLine>) -> LogBatch {
         LogBatch {
             tenant: tenant.into(),
+            positions: Vec::new(),
             streams: vec![LogStream {
                 labels: Labels::from_pairs(labels.iter().copied()),
                 lines,

@@ -712,6 +712,7 @@ mod tests {
         ] {
             logs.apply(crate::log::record::LogBatch {
                 tenant: "team-a".into(),
+                positions: Vec::new(),
                 streams: vec![crate::log::record::LogStream {
                     labels: Labels::from_pairs([("job", "x")]),
                     lines: vec![crate::log::record::LogLine {

@@ -352,6 +352,7 @@ fn log_record_seeds(put: &dyn Fn(&str, &str, &[u8])) {
                     metadata: vec![("trace_id".into(), "abc".into())],
                 }],
             }],
+            positions: vec![("local/file:/var/log/syslog".into(), "2049:131:4096".into())],
         },
         &mut lines
     ));

@@ -271,6 +271,7 @@ fn prepare_push(
     let mut active = storage.active_streams(tenant);
     let mut batch = LogBatch {
         tenant: tenant.to_string(),
+        positions: Vec::new(),
         streams: Vec::with_capacity(checked.streams.len()),
     };
     for stream in checked.streams {
