@@ -392,7 +392,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         None => format!("localhost:{}", local.port()),
     };
-    let mut sources = Sources::new(registry.clone(), self_instance);
+    let origin = match &opts.cluster {
+        Some(c) => format!("node-{}", c.node_id),
+        None => "local".to_string(),
+    };
+    let mut sources = Sources::new(registry.clone(), self_instance, &origin);
     manager
         .apply(
             sources.jobs(&opts.config),
@@ -439,6 +443,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _ = store_backends.set(StoreBackends {
         queryable: Arc::new(db.clone()),
         chunks: Arc::new(db.clone()),
+    });
+    // The log sources: each round's lines go through the commit seam with the
+    // positions after them; a new source resumes where the store says.
+    let (log_sources, log_db, prefix) = (sources.logs.clone(), db.clone(), format!("{origin}/"));
+    let sources_stop = shutdown.clone();
+    let log_sources_task = supervisor.spawn("log_sources", move || {
+        let positions_db = log_db.clone();
+        let prefix = prefix.clone();
+        crate::logs::sources::run(
+            Arc::new(log_db.clone()),
+            log_sources.clone(),
+            move || crate::logs::LogStorage::positions(&positions_db, &prefix),
+            sources_stop.clone(),
+        )
     });
     let reloading = Arc::new(tokio::sync::Mutex::new((sources, reload_rx)));
     let config_file = opts.config_file.clone();
@@ -493,6 +511,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Err(e) = reloader.await {
         tracing::error!(error = %e, "reload task failed");
+    }
+    // A round in flight finishes its push before the log closes.
+    if let Err(e) = log_sources_task.await {
+        tracing::error!(error = %e, "log sources task failed");
     }
     if let Some(task) = leadership {
         let _ = task.await;

@@ -50,22 +50,31 @@ pub struct Sources {
     self_metrics: Arc<dyn LocalSource>,
     node: Option<Arc<dyn LocalSource>>,
     gpu: Option<Arc<dyn LocalSource>>,
+    /// The log sources (files, pod logs), told of each configuration.
+    pub logs: Arc<parking_lot::Mutex<crate::logs::sources::LogSources>>,
 }
 
 impl Sources {
-    pub fn new(registry: Arc<Registry>, self_instance: String) -> Self {
+    /// `origin` names this node's log sources' positions (`local`, `node-<id>`).
+    pub fn new(registry: Arc<Registry>, self_instance: String, origin: &str) -> Self {
         Self {
             hostname: hostname(),
             self_instance,
             self_metrics: Arc::new(SelfSource(registry)),
             node: None,
             gpu: None,
+            logs: Arc::new(parking_lot::Mutex::new(
+                crate::logs::sources::LogSources::new(origin, Default::default()),
+            )),
         }
     }
 
     /// The jobs `config` asks for: its `scrape_configs`, then each enabled collector.
     /// Collectors are started the first time a configuration enables them.
     pub fn jobs(&mut self, config: &Config) -> Vec<Job> {
+        self.logs
+            .lock()
+            .reconfigure(config.collectors.log_sources());
         let mut jobs: Vec<Job> = config
             .scrape_configs
             .iter()

@@ -110,6 +110,21 @@ pub struct CollectorsConfig {
     pub node: Option<CollectorConfig>,
     /// dcgm-exporter's metrics from NVML, job `gpu`.
     pub gpu: Option<CollectorConfig>,
+    /// Log files to follow (globs, labels, multi-line joining).
+    #[serde(default)]
+    pub files: Vec<crate::logs::sources::FileSourceConfig>,
+    /// Kubernetes pod logs (`/var/log/pods`, CRI format).
+    pub pods: Option<crate::logs::sources::PodSourceConfig>,
+}
+
+impl CollectorsConfig {
+    /// The log sources named here.
+    pub fn log_sources(&self) -> crate::logs::sources::SourcesConfig {
+        crate::logs::sources::SourcesConfig {
+            files: self.files.clone(),
+            pods: self.pods.clone(),
+        }
+    }
 }
 
 /// One collector's settings.
@@ -394,6 +409,10 @@ impl Config {
             check_external_labels_for_shipping(&self.global.external_labels)
                 .map_err(|e| invalid("global.external_labels", e))?;
         }
+        self.collectors
+            .log_sources()
+            .validate()
+            .map_err(|e| invalid("collectors", e))?;
         let collectors = [
             ("collectors.self", &self.collectors.self_metrics),
             ("collectors.node", &self.collectors.node),

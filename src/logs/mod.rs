@@ -10,6 +10,7 @@ pub mod metric;
 pub mod push;
 pub mod query;
 pub mod segment;
+pub mod sources;
 pub mod store;
 pub mod tenant;
 
@@ -52,6 +53,9 @@ pub trait LogStorage: Send + Sync {
 
     /// How many streams of `tenant` may still take lines.
     fn active_streams(&self, tenant: &str) -> usize;
+
+    /// Where the built-in sources whose names start with `prefix` stand, as applied.
+    fn positions(&self, prefix: &str) -> std::collections::BTreeMap<String, String>;
 
     /// The lines of every entry applied from now on, all tenants (live tails).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<LogBatch>>;

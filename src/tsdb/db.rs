@@ -506,6 +506,10 @@ impl crate::logs::LogStorage for Db {
         self.inner.machine.logs.active_streams(tenant)
     }
 
+    fn positions(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        self.inner.machine.logs.positions(prefix)
+    }
+
     fn subscribe(
         &self,
     ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::log::record::LogBatch>> {

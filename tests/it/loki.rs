@@ -665,3 +665,163 @@ fn tail_stats_volume_and_buildinfo() {
     );
     assert!(tungstenite::connect(url).is_err());
 }
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The built-in sources: files followed through appends, a rotation by rename
+/// and a truncation, multi-line entries joined, pod logs in the CRI format, and a
+/// restart that neither loses nor repeats a line.
+#[test]
+fn files_and_pod_logs_are_followed_through_rotation_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs-in");
+    for sub in ["app", "ml", "pods/default_web-1_0c7a/nginx"] {
+        std::fs::create_dir_all(logs.join(sub)).unwrap();
+    }
+    let config = dir.path().join("odin.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "collectors:\n  files:\n    - paths: [\"{d}/app/*.log\"]\n      labels: {{job: app}}\n    - paths: [\"{d}/ml/*.log\"]\n      labels: {{job: ml}}\n      multiline: {{firstline: '^\\d{{4}}-', max_wait_time: 1s}}\n  pods:\n    path: {d}/pods\n",
+            d = logs.display()
+        ),
+    )
+    .unwrap();
+    let app = logs.join("app/a.log");
+    append(&app, "one\ntwo\nthree\n");
+    let data = dir.path().join("data");
+    let args = [format!("--config.file={}", config.display())];
+    let odin = Odin::start_args(&data, &args);
+    let app_lines = |odin: &Odin| -> Vec<String> {
+        let mut t: Vec<String> = lines(odin, None, r#"{job="app"}"#, &[("direction", "forward")])
+            .into_iter()
+            .map(|(_, _, l)| l)
+            .collect();
+        t.sort();
+        t
+    };
+    let until = |odin: &Odin, want: &[&str]| {
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let ok = crate::common::poll_until(std::time::Duration::from_secs(20), || {
+            app_lines(odin) == want
+        });
+        assert!(ok, "have {:?}, want {want:?}", app_lines(odin));
+    };
+    until(&odin, &["one", "two", "three"]);
+    // Rotation by rename: the old file's last lines, then the new file's.
+    append(&app, "four\n");
+    std::fs::rename(&app, logs.join("app/a.log.1")).unwrap();
+    append(&app, "five\n");
+    until(&odin, &["one", "two", "three", "four", "five"]);
+    // Truncation in place.
+    // (Shorter than what was read of the file: the tail sees the truncation.)
+    std::fs::write(&app, "").unwrap();
+    append(&app, "six\n");
+    until(&odin, &["one", "two", "three", "four", "five", "six"]);
+    let streams: Vec<String> = lines(&odin, None, r#"{job="app"}"#, &[])
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
+    assert!(
+        streams
+            .iter()
+            .all(|s| s.contains(&format!("\"filename\":\"{}\"", app.display()))),
+        "{streams:?}"
+    );
+
+    // Multi-line entries.
+    append(
+        &logs.join("ml/m.log"),
+        "2024-01-01 start one\n  at frame 1\n  at frame 2\n2024-01-01 start two\n",
+    );
+    let ml = |odin: &Odin| -> Vec<String> {
+        let mut t: Vec<String> = lines(odin, None, r#"{job="ml"}"#, &[])
+            .into_iter()
+            .map(|(_, _, l)| l)
+            .collect();
+        t.sort();
+        t
+    };
+    assert!(
+        crate::common::poll_until(std::time::Duration::from_secs(20), || ml(&odin).len() == 2),
+        "{:?}",
+        ml(&odin)
+    );
+    assert_eq!(
+        ml(&odin),
+        [
+            "2024-01-01 start one\n  at frame 1\n  at frame 2",
+            "2024-01-01 start two"
+        ]
+    );
+
+    // Pod logs: labels from the path, the CRI stream as a label, split lines joined.
+    let t0 = (now_ms() - 60_000) * 1_000_000 + 1;
+    let at = |ns: i64| {
+        chrono::DateTime::from_timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    };
+    append(
+        &logs.join("pods/default_web-1_0c7a/nginx/0.log"),
+        &format!(
+            "{} stdout P GET /index\n{} stdout F .html 200\n{} stderr F warn: slow\n",
+            at(t0),
+            at(t0 + 1),
+            at(t0 + 1_000_000_000)
+        ),
+    );
+    let start = (t0 - 1_000_000_000).to_string();
+    let start = start.as_str();
+    let pods = |odin: &Odin| {
+        lines(
+            odin,
+            None,
+            r#"{namespace="default", pod="web-1", container="nginx"}"#,
+            &[("start", start)],
+        )
+    };
+    assert!(crate::common::poll_until(
+        std::time::Duration::from_secs(20),
+        || pods(&odin).len() == 2
+    ));
+    let found = pods(&odin);
+    assert!(
+        found
+            .iter()
+            .any(|(s, t, l)| s.contains("\"stream\":\"stdout\"")
+                && *t == t0
+                && l == "GET /index.html 200"),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(s, _, l)| s.contains("\"stream\":\"stderr\"") && l == "warn: slow"),
+        "{found:?}"
+    );
+
+    // A restart: lines written while stopped come once, nothing twice.
+    assert_eq!(odin.stop().code(), Some(0));
+    append(&app, "seven\neight\n");
+    let odin = Odin::start_args(&data, &args);
+    until(
+        &odin,
+        &[
+            "one", "two", "three", "four", "five", "six", "seven", "eight",
+        ],
+    );
+    // A round later, still each line once.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(app_lines(&odin).len(), 8);
+    assert_eq!(ml(&odin).len(), 2);
+    assert_eq!(pods(&odin).len(), 2);
+}
