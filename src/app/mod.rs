@@ -458,6 +458,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             sources_stop.clone(),
         )
     });
+    let journald_task = opts.config.collectors.journald.clone().map(|cfg| {
+        let (db, stop, source) = (db.clone(), shutdown.clone(), format!("{origin}/journald"));
+        supervisor.spawn("journald", move || {
+            crate::logs::sources::journald::run(
+                Arc::new(db.clone()),
+                cfg.clone(),
+                source.clone(),
+                stop.clone(),
+            )
+        })
+    });
     let reloading = Arc::new(tokio::sync::Mutex::new((sources, reload_rx)));
     let config_file = opts.config_file.clone();
     let (reload_manager, reload_shutdown) = (manager.clone(), shutdown.clone());
@@ -515,6 +526,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // A round in flight finishes its push before the log closes.
     if let Err(e) = log_sources_task.await {
         tracing::error!(error = %e, "log sources task failed");
+    }
+    if let Some(task) = journald_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "journald task failed");
     }
     if let Some(task) = leadership {
         let _ = task.await;

@@ -97,6 +97,7 @@ collectors:
   self: {}
   node: {}
   gpu: {}
+  journald: {}
 ";
 
 /// `collectors:` — ODIN's in-process sources, each shown as a target of its own job.
@@ -115,6 +116,8 @@ pub struct CollectorsConfig {
     pub files: Vec<crate::logs::sources::FileSourceConfig>,
     /// Kubernetes pod logs (`/var/log/pods`, CRI format).
     pub pods: Option<crate::logs::sources::PodSourceConfig>,
+    /// The systemd journal (read at start; a reload does not change it).
+    pub journald: Option<crate::logs::sources::journald::JournaldConfig>,
 }
 
 impl CollectorsConfig {
@@ -413,6 +416,20 @@ impl Config {
             .log_sources()
             .validate()
             .map_err(|e| invalid("collectors", e))?;
+        if let Some(j) = &self.collectors.journald {
+            if let Some(t) = &j.tenant {
+                crate::logs::tenant::check_tenant_id(t)
+                    .map_err(|e| invalid("collectors.journald.tenant", e))?;
+            }
+            for name in j.labels.keys() {
+                if !crate::model::is_valid_label_name(name) {
+                    return Err(invalid(
+                        "collectors.journald.labels",
+                        format!("invalid label name {name:?}"),
+                    ));
+                }
+            }
+        }
         let collectors = [
             ("collectors.self", &self.collectors.self_metrics),
             ("collectors.node", &self.collectors.node),

@@ -825,3 +825,75 @@ fn files_and_pod_logs_are_followed_through_rotation_and_restarts() {
     assert_eq!(ml(&odin).len(), 2);
     assert_eq!(pods(&odin).len(), 2);
 }
+
+/// The journald source: entries of journalctl's JSON become lines of their unit;
+/// after a restart journalctl is asked for what follows the committed cursor, so
+/// nothing comes twice. (A stand-in journalctl plays the journal: this machine has
+/// none.)
+#[test]
+fn journald_entries_are_read_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = dir.path().join("entries");
+    let calls = dir.path().join("calls");
+    let fake = dir.path().join("journalctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nafter=\"\"\nfor a in \"$@\"; do case \"$a\" in --after-cursor=*) after=\"${{a#--after-cursor=}}\";; esac; done\necho \"after=$after\" >> {calls}\nawk -v after=\"$after\" 'BEGIN{{p = (after == \"\")}} {{ if (p) print; if (index($0, \"\\\"__CURSOR\\\":\\\"\" after \"\\\"\")) p = 1 }}' {entries}\nexec sleep 3600\n",
+            calls = calls.display(),
+            entries = entries.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let us = (now_ms() - 60_000) * 1000;
+    let entry = |i: i64| {
+        format!(
+            "{{\"__CURSOR\":\"c{i}\",\"__REALTIME_TIMESTAMP\":\"{}\",\"MESSAGE\":\"message {i}\",\"_SYSTEMD_UNIT\":\"app.service\",\"PRIORITY\":\"6\"}}\n",
+            us + i
+        )
+    };
+    append(&entries, &(entry(1) + &entry(2)));
+    let config = dir.path().join("odin.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "collectors:\n  journald:\n    journalctl: {}\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [format!("--config.file={}", config.display())];
+    let got = |odin: &Odin| -> Vec<String> {
+        let mut t: Vec<String> = lines(
+            odin,
+            None,
+            r#"{job="systemd-journal", unit="app.service"}"#,
+            &[],
+        )
+        .into_iter()
+        .map(|(_, _, l)| l)
+        .collect();
+        t.sort();
+        t
+    };
+    let odin = Odin::start_args(&data, &args);
+    assert!(
+        crate::common::poll_until(std::time::Duration::from_secs(20), || got(&odin).len() == 2),
+        "{:?}",
+        got(&odin)
+    );
+    assert_eq!(odin.stop().code(), Some(0));
+    append(&entries, &entry(3));
+    let odin = Odin::start_args(&data, &args);
+    assert!(
+        crate::common::poll_until(std::time::Duration::from_secs(20), || got(&odin).len() == 3),
+        "{:?}",
+        got(&odin)
+    );
+    assert_eq!(got(&odin), ["message 1", "message 2", "message 3"]);
+    let asked = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(asked.lines().collect::<Vec<_>>(), ["after=", "after=c2"]);
+}

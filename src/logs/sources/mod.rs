@@ -11,6 +11,7 @@
 //! cluster, which each tail their own files, keep their positions apart.
 
 pub mod cri;
+pub mod journald;
 pub mod tail;
 
 use std::collections::BTreeMap;
