@@ -270,6 +270,10 @@ struct RunFlags {
     /// Maximum number of bytes of blocks and WAL (units: B, KB, MB, GB, TB, PB, EB; base 2).
     #[arg(long = "storage.tsdb.retention.size")]
     retention_size: Option<String>,
+    /// How long to keep sealed log segments (0: forever) [default: the samples'
+    /// retention time].
+    #[arg(long = "logs.retention.time")]
+    logs_retention_time: Option<String>,
     /// Span of a block cut from the head.
     #[arg(long = "storage.tsdb.min-block-duration", default_value = "2h")]
     min_block_duration: String,
@@ -560,6 +564,12 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             .map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.time: {e}"))?,
         None => t.retention_time.map(|d| d.0).unwrap_or(7 * 86_400_000),
     };
+    let logs_retention_ms = flags
+        .logs_retention_time
+        .as_deref()
+        .map(parse_duration_ms)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--logs.retention.time: {e}"))?;
     let retention_bytes = match &flags.retention_size {
         Some(s) => {
             parse_bytes(s).map_err(|e| anyhow::anyhow!("--storage.tsdb.retention.size: {e}"))?
@@ -654,6 +664,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         (
             "storage.tsdb.retention.size",
             flags.retention_size.clone().unwrap_or_else(|| "0B".into()),
+        ),
+        (
+            "logs.retention.time",
+            format_duration_ms(logs_retention_ms.unwrap_or(retention_ms)),
         ),
         (
             "storage.tsdb.min-block-duration",
@@ -779,6 +793,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         db: DbOptions {
             retention_ms,
             retention_bytes,
+            logs_retention_ms,
             min_block_ms,
             max_block_ms,
             too_far_in_future_ms,

@@ -43,9 +43,10 @@ pub(crate) fn run(db: &DbInner) -> Result<()> {
 }
 
 /// Writes the sealed log windows out as segments and drops the segments past
-/// retention (the TSDB's time retention; 0 keeps them).
+/// retention (`--logs.retention.time`, by default the TSDB's; 0 keeps them).
 fn write_out_logs(db: &DbInner) -> Result<()> {
-    let retain_after_ns = match db.opts.retention_ms {
+    let retention_ms = db.opts.logs_retention_ms.unwrap_or(db.opts.retention_ms);
+    let retain_after_ns = match retention_ms {
         0 => i64::MIN,
         ms => crate::model::now_ms()
             .saturating_sub(ms)

@@ -49,6 +49,9 @@ pub struct DbOptions {
     pub retention_ms: i64,
     /// Blocks are deleted, oldest first, while all blocks together exceed this; 0 = no limit.
     pub retention_bytes: u64,
+    /// Sealed log segments whose window ended longer ago than this are deleted;
+    /// `None`: as `retention_ms`; 0 = never (`--logs.retention.time`).
+    pub logs_retention_ms: Option<i64>,
     /// The head's chunk range and the span of a block cut from the head.
     pub min_block_ms: i64,
     /// The largest span compaction builds.
@@ -73,6 +76,7 @@ impl Default for DbOptions {
         Self {
             retention_ms,
             retention_bytes: 0,
+            logs_retention_ms: None,
             min_block_ms: 2 * 3_600_000,
             max_block_ms: retention_ms / 10,
             too_far_in_future_ms: DEFAULT_TOO_FAR_IN_FUTURE_MS,
