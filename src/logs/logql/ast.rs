@@ -173,15 +173,41 @@ pub enum RangeOp {
 }
 
 impl RangeOp {
-    /// Whether the operation needs `| unwrap`.
-    pub fn needs_unwrap(self) -> bool {
+    /// Whether the operation takes `| unwrap` (Loki's `RangeAggregationExpr`
+    /// validation).
+    pub fn allows_unwrap(self) -> bool {
         !matches!(
+            self,
+            RangeOp::CountOverTime | RangeOp::BytesRate | RangeOp::BytesOverTime
+        )
+    }
+
+    /// Whether the operation works on lines alone, without `| unwrap`.
+    pub fn allows_lines(self) -> bool {
+        matches!(
             self,
             RangeOp::Rate
                 | RangeOp::CountOverTime
                 | RangeOp::BytesRate
                 | RangeOp::BytesOverTime
                 | RangeOp::AbsentOverTime
+        )
+    }
+
+    /// Whether the operation takes `by`/`without` (Loki's documentation: the
+    /// unwrapped aggregations except `sum_over_time`, `absent_over_time`, `rate` and
+    /// `rate_counter`).
+    pub fn allows_grouping(self) -> bool {
+        matches!(
+            self,
+            RangeOp::AvgOverTime
+                | RangeOp::MaxOverTime
+                | RangeOp::MinOverTime
+                | RangeOp::StdvarOverTime
+                | RangeOp::StddevOverTime
+                | RangeOp::QuantileOverTime
+                | RangeOp::FirstOverTime
+                | RangeOp::LastOverTime
         )
     }
 }

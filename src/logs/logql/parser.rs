@@ -833,18 +833,17 @@ impl<'a> Parser<'a> {
             };
             let range = self.log_range()?;
             self.expect(")")?;
-            if op.needs_unwrap() != range.unwrap.is_some() {
-                return Err(self.error_at(
-                    start,
-                    if op.needs_unwrap() {
-                        format!("invalid aggregation {name} without unwrap")
-                    } else {
-                        format!("invalid aggregation {name} with unwrap")
-                    },
-                ));
+            let unwrapped = range.unwrap.is_some();
+            if unwrapped && !op.allows_unwrap() {
+                return Err(self.error_at(start, format!("invalid aggregation {name} with unwrap")));
+            }
+            if !unwrapped && !op.allows_lines() {
+                return Err(
+                    self.error_at(start, format!("invalid aggregation {name} without unwrap"))
+                );
             }
             let grouping = self.grouping()?;
-            if grouping.is_some() && !op.needs_unwrap() {
+            if grouping.is_some() && !op.allows_grouping() {
                 return Err(self.error_at(
                     start,
                     format!("grouping not allowed for {name} aggregation"),
@@ -1403,8 +1402,14 @@ mod tests {
             "{e}"
         );
         assert!(err("{}").message.contains("at least one"));
-        let e = err("rate({a=\"b\"} | unwrap x [1m])");
-        assert_eq!(e.message, "invalid aggregation rate with unwrap");
+        let e = err("count_over_time({a=\"b\"} | unwrap x [1m])");
+        assert_eq!(e.message, "invalid aggregation count_over_time with unwrap");
+        let e = err("sum_over_time({a=\"b\"} | unwrap x [1m]) by (a)");
+        assert_eq!(
+            e.message,
+            "grouping not allowed for sum_over_time aggregation"
+        );
+        assert!(parse("rate({a=\"b\"} | unwrap x [1m])").is_ok());
         let e = err("sum_over_time({a=\"b\"}[1m])");
         assert_eq!(
             e.message,
