@@ -271,7 +271,7 @@ pub fn logql_parse(data: &[u8]) {
                 "{\"",
                 "",
             ] {
-                if let Some((labels, _)) = pipeline.process(&stream, &[], line) {
+                if let Some((labels, _)) = pipeline.process(0, &stream, &[], line) {
                     assert!(labels.windows(2).all(|w| w[0] < w[1]), "{labels:?}");
                 }
             }

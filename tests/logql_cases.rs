@@ -23,6 +23,8 @@
 //! Log queries read all of time (`[0, 10^6)` seconds), an `error` case's metric
 //! query is evaluated at 40 s; values compare within 1e-9 relative.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use odin::log::record::LogLine;

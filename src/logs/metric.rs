@@ -223,7 +223,9 @@ fn samples(
             if seen % 4096 == 0 {
                 (ctx.keep_going)().map_err(MetricError::Failed)?;
             }
-            let Some((labels, text)) = pipeline.process(&stream, &line.metadata, &line.text) else {
+            let Some((labels, text)) =
+                pipeline.process(line.ts_ns, &stream, &line.metadata, &line.text)
+            else {
                 continue;
             };
             let Some((labels, value)) = sample_of(op, range, post.as_ref(), labels, &text, line)
@@ -257,7 +259,7 @@ fn sample_of(
     post: Option<&Pipeline>,
     mut labels: LabelPairs,
     text: &str,
-    _line: &LogLine,
+    line: &LogLine,
 ) -> Option<(LabelPairs, f64)> {
     let Some(u) = &range.unwrap else {
         let value = match op {
@@ -293,7 +295,9 @@ fn sample_of(
     };
     match post {
         None => Some((labels, value)),
-        Some(p) => p.process(&labels, &[], "").map(|(l, _)| (l, value)),
+        Some(p) => p
+            .process(line.ts_ns, &labels, &[], "")
+            .map(|(l, _)| (l, value)),
     }
 }
 

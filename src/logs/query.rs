@@ -151,7 +151,7 @@ pub fn run<E>(
             });
         if !thinned
             && let Some((labels, text)) =
-                pipeline.process(&cursor.stream, &line.metadata, &line.text)
+                pipeline.process(line.ts_ns, &cursor.stream, &line.metadata, &line.text)
         {
             out.entry(labels).or_default().push((line.ts_ns, text));
             returned += 1;

@@ -183,7 +183,8 @@ impl Tailer {
                 .collect();
             for line in &stream.lines {
                 if let Some((labels, text)) =
-                    self.pipeline.process(&pairs, &line.metadata, &line.text)
+                    self.pipeline
+                        .process(line.ts_ns, &pairs, &line.metadata, &line.text)
                 {
                     if sent.contains(&(labels.clone(), line.ts_ns, text.clone())) {
                         continue;

@@ -5,5 +5,6 @@
 pub mod ast;
 pub mod parser;
 pub mod pipeline;
+pub mod template;
 
 pub use parser::{ParseError, parse};

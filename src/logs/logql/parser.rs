@@ -15,7 +15,11 @@ pub struct ParseError {
 
 /// Parses a LogQL query.
 pub fn parse(query: &str) -> Result<Expr, ParseError> {
-    let mut p = Parser { src: query, at: 0 };
+    let mut p = Parser {
+        src: query,
+        at: 0,
+        depth: 0,
+    };
     p.space();
     let expr = if p.peek() == Some(b'{') {
         let log = p.log_expr(false)?;
@@ -33,7 +37,14 @@ pub fn parse(query: &str) -> Result<Expr, ParseError> {
 struct Parser<'a> {
     src: &'a str,
     at: usize,
+    /// How deeply the expression being parsed nests (parentheses, operators):
+    /// bounded, so that a crafted query cannot overflow the stack here or in the
+    /// evaluation that walks the tree.
+    depth: usize,
 }
+
+/// The deepest nesting a query may have.
+pub const MAX_DEPTH: usize = 100;
 
 /// What a stage of a pipeline may be, past the plain log stages.
 type Pipeline = (Vec<Stage>, Option<Unwrap>);
@@ -585,7 +596,9 @@ impl<'a> Parser<'a> {
 
     fn label_filter_primary(&mut self) -> Result<LabelFilter, ParseError> {
         if self.eat("(") {
+            self.enter()?;
             let inner = self.label_filter_or()?;
+            self.depth -= 1;
             self.expect(")")?;
             return Ok(inner);
         }
@@ -682,7 +695,25 @@ impl<'a> Parser<'a> {
 
     // ---- metric queries ----
 
+    /// One level deeper, or an error past [`MAX_DEPTH`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error_here(format!(
+                "expression nested too deeply (more than {MAX_DEPTH} levels)"
+            )));
+        }
+        Ok(())
+    }
+
     fn metric(&mut self, min_precedence: u8) -> Result<MetricExpr, ParseError> {
+        self.enter()?;
+        let parsed = self.metric_inner(min_precedence);
+        self.depth -= 1;
+        parsed
+    }
+
+    fn metric_inner(&mut self, min_precedence: u8) -> Result<MetricExpr, ParseError> {
         let mut lhs = self.metric_unary()?;
         loop {
             let save = self.at;
@@ -1382,6 +1413,34 @@ mod tests {
             metric(r#"label_replace(rate({a="b"}[1m]), "dst", "$1", "src", "(.*)")"#),
             MetricExpr::LabelReplace { .. }
         ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}vector(1){}", "(".repeat(100_000), ")".repeat(100_000));
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nested too deeply"), "{e}");
+        let pow = format!("vector(1){}", "^1".repeat(100_000));
+        assert!(
+            parse(&pow)
+                .unwrap_err()
+                .message
+                .contains("nested too deeply")
+        );
+        let filters = format!(
+            "{{a=\"b\"}} | {}x=\"1\"{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(
+            parse(&filters)
+                .unwrap_err()
+                .message
+                .contains("nested too deeply")
+        );
+        // Within the bound, parsed as usual.
+        let ok = format!("{}vector(1){}", "(".repeat(50), ")".repeat(50));
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

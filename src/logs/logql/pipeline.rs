@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use super::ast::*;
+use super::template::{Fields, Template};
 
 /// Where a label of a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,16 @@ enum Compiled {
     Drop(Vec<NameOrMatcher>),
     Keep(Vec<NameOrMatcher>),
     Decolorize(Regex),
+    LineFormat(Template),
+    /// (label, what it becomes), every one computed from the labels before it.
+    LabelFormat(Vec<(String, LabelSource)>),
+}
+
+/// What `label_format` sets a label to.
+enum LabelSource {
+    /// `dst=src`: another label's value, which goes.
+    Rename(String),
+    Template(Template),
 }
 
 /// A line filter, its alternatives compiled.
@@ -178,7 +189,8 @@ impl Pipeline {
                 Stage::Drop(d) => Compiled::Drop(d.clone()),
                 Stage::Keep(k) => Compiled::Keep(k.clone()),
                 Stage::Decolorize => Compiled::Decolorize(ansi_regex()?),
-                other => return Err(format!("not supported yet: {}", stage_name(other))),
+                Stage::LineFormat(t) => Compiled::LineFormat(Template::parse(t)?),
+                Stage::LabelFormat(items) => Compiled::LabelFormat(label_format(items)?),
             });
         }
         Ok(Pipeline { stages: compiled })
@@ -190,6 +202,7 @@ impl Pipeline {
     /// filter dropped it.
     pub fn process(
         &self,
+        ts_ns: i64,
         stream: &[(String, String)],
         metadata: &[(String, String)],
         line: &str,
@@ -281,6 +294,43 @@ impl Pipeline {
                 Compiled::Decolorize(ansi) => {
                     if let std::borrow::Cow::Owned(s) = ansi.replace_all(&line, "") {
                         line = std::borrow::Cow::Owned(s);
+                    }
+                }
+                // A template that fails leaves the line as it was and says why.
+                Compiled::LineFormat(t) => match t.render(&labels, &line, ts_ns) {
+                    Ok(formatted) => line = std::borrow::Cow::Owned(formatted),
+                    Err(e) => labels.set_error("TemplateFormatErr", e),
+                },
+                Compiled::LabelFormat(items) => {
+                    let mut set: Vec<(&str, Option<String>)> = Vec::with_capacity(items.len());
+                    let mut renamed: Vec<&str> = Vec::new();
+                    for (dst, source) in items {
+                        match source {
+                            LabelSource::Rename(src) => {
+                                if let Some(v) = labels.get(src) {
+                                    set.push((dst, Some(v.to_string())));
+                                    renamed.push(src);
+                                }
+                            }
+                            LabelSource::Template(t) => match t.render(&labels, &line, ts_ns) {
+                                Ok(v) => set.push((dst, Some(v))),
+                                Err(e) => {
+                                    labels.set_error("TemplateFormatErr", e);
+                                    set.push((dst, None));
+                                }
+                            },
+                        }
+                    }
+                    for src in renamed {
+                        labels.remove(src);
+                    }
+                    for (dst, value) in set {
+                        match value {
+                            Some(v) => {
+                                labels.labels.insert(dst.to_string(), (v, Origin::Parsed));
+                            }
+                            None => labels.remove(dst),
+                        }
                     }
                 }
             }
@@ -454,13 +504,29 @@ fn ansi_regex() -> Result<Regex, String> {
     Regex::new(ANSI).map_err(|e| format!("decolorize: {e}"))
 }
 
-fn stage_name(stage: &Stage) -> &'static str {
-    match stage {
-        Stage::Json(_) => "json with parameters",
-        Stage::Unpack => "unpack",
-        Stage::LineFormat(_) => "line_format",
-        Stage::LabelFormat(_) => "label_format",
-        _ => "this stage",
+/// `label_format`'s items compiled; a label named twice is an error, as in Loki.
+fn label_format(items: &[LabelFormat]) -> Result<Vec<(String, LabelSource)>, String> {
+    let mut out: Vec<(String, LabelSource)> = Vec::with_capacity(items.len());
+    for item in items {
+        let (dst, source) = match item {
+            LabelFormat::Rename { dst, src } => (dst, LabelSource::Rename(src.clone())),
+            LabelFormat::Template { dst, template } => {
+                (dst, LabelSource::Template(Template::parse(template)?))
+            }
+        };
+        if out.iter().any(|(d, _)| d == dst) {
+            return Err(format!(
+                "multiple label name '{dst}' not allowed in a single format operation"
+            ));
+        }
+        out.push((dst.clone(), source));
+    }
+    Ok(out)
+}
+
+impl Fields for LineLabels {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.get(name)
     }
 }
 
@@ -1087,7 +1153,7 @@ mod tests {
             panic!("{query}")
         };
         let pipeline = Pipeline::new(&log.pipeline).unwrap_or_else(|e| panic!("{query}: {e}"));
-        pipeline.process(&[("job".into(), "x".into())], &[], line)
+        pipeline.process(0, &[("job".into(), "x".into())], &[], line)
     }
 
     fn labels(query: &str, line: &str) -> Vec<(String, String)> {
