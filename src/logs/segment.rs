@@ -413,6 +413,17 @@ fn decode_frame(raw: &[u8], base_ns: i64, n: usize) -> Result<Vec<LogLine>, Stri
     Ok(out)
 }
 
+/// The error of a query that would read more lines than it may.
+pub fn too_many_lines() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "the query would read more than {} log lines; narrow its selector or its time range",
+            crate::logs::store::MAX_LINES_PER_QUERY
+        ),
+    )
+}
+
 /// A segment opened for queries.
 pub struct Segment {
     pub dir: PathBuf,
@@ -496,12 +507,15 @@ impl Segment {
 
     /// The streams matching `matchers` with their lines in `[start_ns, end_ns)`;
     /// where `needles` narrow it, only lines that may hold all of them.
+    /// `budget` is what is left of the lines a query may read: each frame read
+    /// takes its lines from it, and a frame beyond it is an `InvalidInput` error.
     pub fn select(
         &self,
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
         needles: &[String],
+        budget: &mut usize,
     ) -> std::io::Result<Vec<Selected>> {
         let wanted: Vec<&StreamEntry> = self
             .streams
@@ -529,6 +543,9 @@ impl Segment {
                 {
                     continue;
                 }
+                *budget = budget
+                    .checked_sub(f.lines as usize)
+                    .ok_or_else(too_many_lines)?;
                 let start = f.offset as usize;
                 let bytes = lines
                     .get(start..start + f.len as usize)
@@ -660,6 +677,13 @@ mod tests {
                 .iter()
                 .all(|s| s.chunks.iter().all(|c| c.is_empty()))
         );
+        // A query may read only so many lines, from segments and memory alike.
+        let err = store
+            .select_within("t", &[], i64::MIN, i64::MAX, &[], 100)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("narrow its selector"), "{err}");
         // A time range inside the window.
         let ranged = store
             .select(

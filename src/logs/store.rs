@@ -37,6 +37,10 @@ pub const WINDOW_NS: i64 = 2 * 3_600 * 1_000_000_000;
 /// `max_chunk_age`).
 pub const OUT_OF_ORDER_WINDOW_NS: i64 = 3_600 * 1_000_000_000;
 
+/// The most lines one query may read (from memory and segments together): a
+/// query over more fails with a clear error instead of exhausting memory.
+pub const MAX_LINES_PER_QUERY: usize = 5_000_000;
+
 /// Lines per frozen chunk of a stream.
 pub const CHUNK_LINES: usize = 128;
 
@@ -543,7 +547,8 @@ impl LogStore {
     }
 
     /// The streams of `tenant` matching `matchers` with lines in `[start_ns,
-    /// end_ns)`, from the windows in memory (open and sealing).
+    /// end_ns)`, from the segments and the windows in memory, at most
+    /// [`MAX_LINES_PER_QUERY`] lines (more: an `InvalidInput` error).
     pub fn select(
         &self,
         tenant: &str,
@@ -551,6 +556,26 @@ impl LogStore {
         start_ns: i64,
         end_ns: i64,
         needles: &[String],
+    ) -> std::io::Result<Vec<Selected>> {
+        self.select_within(
+            tenant,
+            matchers,
+            start_ns,
+            end_ns,
+            needles,
+            MAX_LINES_PER_QUERY,
+        )
+    }
+
+    /// [`select`](Self::select) with a budget of `max_lines`.
+    pub fn select_within(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        needles: &[String],
+        max_lines: usize,
     ) -> std::io::Result<Vec<Selected>> {
         let mut by_labels: BTreeMap<Labels, Vec<Arc<[LogLine]>>> = BTreeMap::new();
         let on_disk: Vec<Arc<Segment>> = self
@@ -566,8 +591,9 @@ impl LogStore {
             .unwrap_or_default();
         let written: std::collections::HashSet<i64> =
             on_disk.iter().map(|s| s.meta.window_start).collect();
+        let mut budget = max_lines;
         for seg in &on_disk {
-            for sel in seg.select(matchers, start_ns, end_ns, needles)? {
+            for sel in seg.select(matchers, start_ns, end_ns, needles, &mut budget)? {
                 by_labels.entry(sel.labels).or_default().extend(sel.chunks);
             }
         }
@@ -590,6 +616,9 @@ impl LogStore {
                 if s.max_ns < start_ns || s.min_ns >= end_ns || !matches(&s.labels, matchers) {
                     continue;
                 }
+                budget = budget
+                    .checked_sub(s.num_lines())
+                    .ok_or_else(crate::logs::segment::too_many_lines)?;
                 by_labels
                     .entry(s.labels.clone())
                     .or_default()

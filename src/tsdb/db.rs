@@ -494,7 +494,10 @@ impl crate::logs::LogStorage for Db {
             .machine
             .logs
             .select(tenant, matchers, start_ns, end_ns, needles)
-            .map_err(|e| StorageError::internal("read log segments", e))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidInput => StorageError::BadData(e.to_string()),
+                _ => StorageError::internal("read log segments", e),
+            })
     }
 
     fn streams(

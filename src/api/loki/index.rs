@@ -15,7 +15,6 @@ use super::{
 };
 use crate::api::admin::form_params;
 use crate::api::bounded::run_bounded;
-use crate::api::response::{ApiError, ErrorType};
 use crate::logs::store::Selected;
 
 /// The selected streams of the request's selector and range (6 h by default).
@@ -31,7 +30,7 @@ async fn selected(
     let found = run_bounded(&s.gate, None, None, move |_| {
         storage
             .select(&tenant, &matchers, start, end.saturating_add(1), &[])
-            .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))
+            .map_err(super::storage_error)
     })
     .await
     .map_err(super::gate_error)?;

@@ -104,6 +104,15 @@ async fn buildinfo() -> Response {
     }))
 }
 
+/// A storage error of a query: what the query asked wrong (too many lines) is the
+/// client's (400), the rest the server's.
+fn storage_error(e: crate::storage::StorageError) -> ApiError {
+    match e.kind() {
+        crate::storage::ErrorKind::BadData => ApiError::new(ErrorType::BadData, e.to_string()),
+        _ => ApiError::new(ErrorType::Internal, e.to_string()),
+    }
+}
+
 /// An error as Loki answers it: a status and a plain-text message.
 struct LokiError(StatusCode, String);
 
@@ -393,7 +402,7 @@ async fn query_range(
                         range.end_ns,
                         &query::needles(&expr.pipeline),
                     )
-                    .map_err(|e| ApiError::new(ErrorType::Internal, e.to_string()))?;
+                    .map_err(storage_error)?;
                 query::run::<ApiError>(&pipeline, selected, &range, interval_ns, || {
                     limits.check("log query").map_err(ApiError::from)
                 })

@@ -86,7 +86,7 @@ pub(super) async fn tail(
     let needles = query::needles(&expr.pipeline);
     let selected = storage
         .select(&tenant, &expr.selector, start, now, &needles)
-        .map_err(|e| super::text(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| super::gate_error(super::storage_error(e)))?;
     let history = if limit == 0 {
         Vec::new()
     } else {
