@@ -276,8 +276,60 @@ pub fn logql_parse(data: &[u8]) {
                 }
             }
         }
-        Ok(Expr::Metric(_)) => {}
+        Ok(Expr::Metric(metric)) => evaluate_on_sample_lines(&metric),
     }
+}
+
+/// Evaluates a metric query over a minute of a few lines: whatever the query, an
+/// answer or an error, never a panic (the points are bounded as a server bounds
+/// them).
+fn evaluate_on_sample_lines(metric: &crate::logs::logql::ast::MetricExpr) {
+    use crate::log::record::LogLine;
+    use crate::logs::metric::{Context, Steps, evaluate};
+    use crate::logs::store::Selected;
+    const S: i64 = 1_000_000_000;
+    let lines: Vec<LogLine> = [
+        "level=warn status=404 latency=250ms size=2KB",
+        r#"{"level":"error","status":503,"latency":"1.5s"}"#,
+        "level=info status=200 latency=bad size=x",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, text)| LogLine {
+        ts_ns: (i as i64 + 1) * 10 * S,
+        text: text.to_string(),
+        metadata: vec![("trace_id".into(), "t1".into())],
+    })
+    .collect();
+    let data = [Selected {
+        labels: crate::model::Labels::from_pairs([("job", "x")]),
+        chunks: vec![lines.into()],
+    }];
+    let select = |m: &[crate::model::Matcher], _: i64, _: i64, _: &[String]| {
+        Ok(data
+            .iter()
+            .filter(|s| {
+                m.iter()
+                    .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+            })
+            .map(|s| Selected {
+                labels: s.labels.clone(),
+                chunks: s.chunks.clone(),
+            })
+            .collect())
+    };
+    let ctx = Context {
+        select: &select,
+        keep_going: &|| Ok(()),
+        max_points: 100_000,
+        processed: Default::default(),
+    };
+    let steps = Steps {
+        start_ns: 0,
+        end_ns: 60 * S,
+        step_ns: 10 * S,
+    };
+    let _ = evaluate(metric, &steps, &ctx);
 }
 
 /// The main configuration file.
