@@ -472,6 +472,7 @@ impl crate::logs::LogStorage for Db {
                 .await;
             match committed {
                 Ok(summary) => {
+                    db.inner.metrics.observe_log_push(&summary);
                     if db.inner.images.due(db.inner.log.stats().bytes_written) {
                         db.wake_maintenance();
                     }
@@ -541,6 +542,11 @@ impl DbInner {
             .blocks_bytes
             .set(blocks.iter().map(|b| b.size_bytes()).sum::<u64>() as i64);
         self.metrics.head_series.set(self.head.num_series() as i64);
+        let logs = &self.machine.logs;
+        self.metrics
+            .log_lines_in_memory
+            .set(logs.lines_in_memory() as i64);
+        self.metrics.log_segments.set(logs.num_segments() as i64);
         if !self.head.is_empty() {
             self.metrics.head_min_time.set(self.head.min_time());
             self.metrics.head_max_time.set(self.head.max_time());

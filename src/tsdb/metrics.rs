@@ -32,6 +32,13 @@ pub struct TsdbMetrics {
     pub head_image_failures: Counter,
     /// Microseconds the WAL writer was stopped for the last head image's copy.
     pub head_image_pause_us: Gauge,
+    /// Log lines stored, and refused by reason (see `logs::store`).
+    pub log_lines_appended: Counter,
+    pub log_lines_rejected: Family<Vec<(String, String)>, Counter>,
+    /// Log lines in memory (open and sealed windows not yet written out).
+    pub log_lines_in_memory: Gauge,
+    /// Sealed log segments on disk.
+    pub log_segments: Gauge,
     pub retention_deleted_blocks: Counter,
     /// Blocks retention wanted to delete but kept because they have not shipped.
     pub retention_blocked_blocks: Gauge,
@@ -199,6 +206,26 @@ impl TsdbMetrics {
             m.head_image_pause_us.clone(),
         );
         r.register(
+            "log_lines_appended",
+            "Log lines stored",
+            m.log_lines_appended.clone(),
+        );
+        r.register(
+            "log_lines_rejected",
+            "Log lines refused when applied, by reason (out_of_order: too far behind their stream; out_of_bounds: their window is sealed; duplicate: a repeat of their stream's last line)",
+            m.log_lines_rejected.clone(),
+        );
+        r.register(
+            "log_lines_in_memory",
+            "Log lines in memory, not yet written out as segments",
+            m.log_lines_in_memory.clone(),
+        );
+        r.register(
+            "log_segments",
+            "Sealed log segments on disk",
+            m.log_segments.clone(),
+        );
+        r.register(
             "retention_deleted_blocks",
             "Blocks deleted by retention",
             m.retention_deleted_blocks.clone(),
@@ -250,6 +277,22 @@ impl TsdbMetrics {
         );
         registry.register_collector(Box::new(m.wal.clone()));
         m
+    }
+
+    /// What applying a log entry did.
+    pub fn observe_log_push(&self, s: &AppendSummary) {
+        self.log_lines_appended.inc_by(s.accepted);
+        for (reason, n) in [
+            ("out_of_order", s.out_of_order),
+            ("out_of_bounds", s.out_of_bounds),
+            ("duplicate", s.unchanged),
+        ] {
+            if n > 0 {
+                self.log_lines_rejected
+                    .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                    .inc_by(n);
+            }
+        }
     }
 
     pub fn observe_commit(&self, s: &AppendSummary) {

@@ -236,6 +236,13 @@ fn promtail_and_json_pushes_are_queryable_per_tenant_and_survive_restarts() {
         serde_json::json!([{"host": "gpu1", "job": "varlogs"}])
     );
 
+    // The self metrics count what was stored.
+    let (_, metrics) = odin.get("/metrics");
+    assert!(
+        metrics.contains("odin_tsdb_log_lines_appended_total 4"),
+        "{metrics}"
+    );
+
     // A clean restart, then a kill: every acknowledged line is there, once.
     let before = lines(&odin, None, r#"{job=~".+"}"#, &[]);
     assert_eq!(odin.stop().code(), Some(0));
