@@ -5,6 +5,7 @@
 //! Lines travel as samples do: a push becomes one entry of the commit seam (the
 //! WAL, or Raft in a cluster), and the log store beside the TSDB's head applies it.
 
+mod bytes;
 pub mod logql;
 pub mod metric;
 pub mod push;

@@ -27,8 +27,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::log::record::LogLine;
+use crate::logs::bytes::ByteReader;
 use crate::logs::store::{Selected, WINDOW_NS, Window};
-use crate::model::{Label, Labels, Matcher};
+use crate::model::{Labels, Matcher};
 
 /// Uncompressed bytes of lines per frame.
 const FRAME_BYTES: usize = 64 * 1024;
@@ -314,69 +315,27 @@ fn decode_table(bytes: &[u8]) -> Result<Vec<StreamEntry>, String> {
     if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
         return Err("stream table checksum mismatch".into());
     }
-    let mut r = Reader { buf: body };
+    let mut r = ByteReader::new(body, "stream table");
     let mut out = Vec::new();
     for _ in 0..r.count(8)? {
-        let mut labels = Vec::new();
-        for _ in 0..r.count(8)? {
-            labels.push(Label::new(r.str()?, r.str()?));
-        }
-        Labels::check_sorted_unique(&labels)?;
+        let labels = r.labels()?;
         let mut frames = Vec::new();
         for _ in 0..r.count(36)? {
             frames.push(Frame {
                 offset: r.u64()?,
                 len: r.u32()?,
-                min_ns: r.u64()? as i64,
-                max_ns: r.u64()? as i64,
+                min_ns: r.i64()?,
+                max_ns: r.i64()?,
                 lines: r.u32()?,
                 first: r.u32()?,
             });
         }
-        out.push(StreamEntry {
-            labels: Labels::from_sorted(labels),
-            frames,
-        });
+        out.push(StreamEntry { labels, frames });
     }
     if !r.buf.is_empty() {
         return Err("stream table: trailing bytes".into());
     }
     Ok(out)
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let (h, rest) = self
-            .buf
-            .split_at_checked(n)
-            .ok_or("stream table truncated")?;
-        self.buf = rest;
-        Ok(h)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(b))
-    }
-    fn count(&mut self, min_bytes: usize) -> Result<usize, String> {
-        let n = self.u32()? as usize;
-        if n > self.buf.len() / min_bytes {
-            return Err(format!("stream table: count {n} beyond its bytes"));
-        }
-        Ok(n)
-    }
-    fn str(&mut self) -> Result<&'a str, String> {
-        let n = self.u32()? as usize;
-        std::str::from_utf8(self.take(n)?).map_err(|_| "stream table: invalid UTF-8".to_string())
-    }
 }
 
 /// A frame's lines back.

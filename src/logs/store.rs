@@ -26,8 +26,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::log::record::{self, LogBatch, LogLine, LogStream, Record};
+use crate::logs::bytes::ByteReader;
 use crate::logs::segment::{self, Segment};
-use crate::model::{Label, Labels, Matcher};
+use crate::model::{Labels, Matcher};
 use crate::storage::AppendSummary;
 
 /// A window's length: the TSDB's block range (2 h), in nanoseconds.
@@ -794,7 +795,7 @@ impl StoreImage {
 
     /// [`encode`](Self::encode)'s bytes back.
     pub fn decode(bytes: &[u8]) -> Result<StoreImage, String> {
-        let mut r = ImageReader { buf: bytes };
+        let mut r = ByteReader::new(bytes, "log store image");
         let version = r.u8()?;
         if version != 1 && version != IMAGE_VERSION {
             return Err(format!("log store image version {version} unknown"));
@@ -881,64 +882,6 @@ fn put_labels(out: &mut Vec<u8>, labels: &Labels) -> Result<(), String> {
         put_str(out, &l.value)?;
     }
     Ok(())
-}
-
-/// Reads an image, every count bounded by what is left.
-struct ImageReader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> ImageReader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let (head, rest) = self
-            .buf
-            .split_at_checked(n)
-            .ok_or("log store image truncated")?;
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<usize, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-
-    fn i64(&mut self) -> Result<i64, String> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(i64::from_le_bytes(b))
-    }
-
-    /// A count of items of at least `min_bytes` each.
-    fn count(&mut self, min_bytes: usize) -> Result<usize, String> {
-        let n = self.u32()?;
-        if n > self.buf.len() / min_bytes {
-            return Err(format!("log store image: count {n} beyond its bytes"));
-        }
-        Ok(n)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()?;
-        self.take(n)
-    }
-
-    fn str(&mut self) -> Result<&'a str, String> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| "log store image: invalid UTF-8".into())
-    }
-
-    fn labels(&mut self) -> Result<Labels, String> {
-        let mut labels = Vec::new();
-        for _ in 0..self.count(8)? {
-            labels.push(Label::new(self.str()?, self.str()?));
-        }
-        Labels::check_sorted_unique(&labels)?;
-        Ok(Labels::from_sorted(labels))
-    }
 }
 
 #[cfg(test)]

@@ -80,23 +80,7 @@ fn block_files(data_dir: &Path) -> io::Result<Vec<(String, PathBuf, u64)>> {
         {
             continue;
         }
-        let mut stack = vec![e.path()];
-        while let Some(dir) = stack.pop() {
-            for f in fs::read_dir(&dir)? {
-                let f = f?;
-                let path = f.path();
-                if f.file_type()?.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let rel = path
-                    .strip_prefix(e.path())
-                    .map_err(io::Error::other)?
-                    .to_string_lossy()
-                    .to_string();
-                out.push((format!("{name}/{rel}"), path, f.metadata()?.len()));
-            }
-        }
+        files_under(&e.path(), &name, &mut out)?;
     }
     // meta.json last in each block: a block is complete once its meta arrives.
     out.sort_by(|a, b| {
@@ -107,6 +91,29 @@ fn block_files(data_dir: &Path) -> io::Result<Vec<(String, PathBuf, u64)>> {
         key(&a.0).cmp(&key(&b.0))
     });
     Ok(out)
+}
+
+/// Every file under `root`, recursively, as (`<prefix>/<path under root>`, path,
+/// length).
+fn files_under(root: &Path, prefix: &str, out: &mut Vec<(String, PathBuf, u64)>) -> io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for f in fs::read_dir(&dir)? {
+            let f = f?;
+            let path = f.path();
+            if f.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .map_err(io::Error::other)?
+                .to_string_lossy()
+                .to_string();
+            out.push((format!("{prefix}/{rel}"), path, f.metadata()?.len()));
+        }
+    }
+    Ok(())
 }
 
 /// Every file of every sealed log segment under `logs_dir` (`<tenant>/<ULID>/…`):
@@ -128,27 +135,7 @@ fn log_segment_files(logs_dir: &Path) -> io::Result<Vec<(String, PathBuf, u64)>>
             if ulid::Ulid::from_string(&name).is_err() || !seg.path().join("meta.json").exists() {
                 continue;
             }
-            let mut stack = vec![seg.path()];
-            while let Some(dir) = stack.pop() {
-                for f in fs::read_dir(&dir)? {
-                    let f = f?;
-                    let path = f.path();
-                    if f.file_type()?.is_dir() {
-                        stack.push(path);
-                        continue;
-                    }
-                    let rel = path
-                        .strip_prefix(seg.path())
-                        .map_err(io::Error::other)?
-                        .to_string_lossy()
-                        .to_string();
-                    out.push((
-                        format!("{tenant_name}/{name}/{rel}"),
-                        path,
-                        f.metadata()?.len(),
-                    ));
-                }
-            }
+            files_under(&seg.path(), &format!("{tenant_name}/{name}"), &mut out)?;
         }
     }
     out.sort_by(|a, b| {
@@ -184,14 +171,7 @@ fn check_log_name(name: &str) -> io::Result<(&str, ulid::Ulid, &str)> {
         .map_err(|e| invalid(format!("log segment file {name:?}: {e}")))?;
     let ulid = ulid::Ulid::from_string(seg)
         .map_err(|_| invalid(format!("log segment file {name:?}: not a ULID")))?;
-    let plain = |c: &str| {
-        !c.is_empty()
-            && c != "."
-            && c != ".."
-            && c.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-    };
-    if !rel.split('/').all(plain) || rel.split('/').count() > 2 {
+    if !plain_path(rel) {
         return Err(invalid(format!(
             "log segment file {name:?}: not a plain path"
         )));
@@ -316,6 +296,19 @@ fn archive(path: &Path) -> io::Result<(Box<dyn Read + Send>, u64)> {
     Ok((Box::new(reader), len))
 }
 
+/// A path of at most two plain components (letters, digits, `_`, `-`, `.`; never
+/// `.` or `..`): nothing it names lies outside its block or segment.
+fn plain_path(rel: &str) -> bool {
+    let plain = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    rel.split('/').all(plain) && rel.split('/').count() <= 2
+}
+
 /// A block file's name in an archive, checked: `<ULID>/<path>` with plain path
 /// components, so that nothing is written outside the block.
 fn check_name(name: &str) -> io::Result<(ulid::Ulid, &str)> {
@@ -324,14 +317,7 @@ fn check_name(name: &str) -> io::Result<(ulid::Ulid, &str)> {
         .ok_or_else(|| invalid(format!("block file {name:?} without a block")))?;
     let ulid = ulid::Ulid::from_string(block)
         .map_err(|_| invalid(format!("block file {name:?}: not a ULID")))?;
-    let plain = |c: &str| {
-        !c.is_empty()
-            && c != "."
-            && c != ".."
-            && c.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-    };
-    if !rel.split('/').all(plain) || rel.split('/').count() > 2 {
+    if !plain_path(rel) {
         return Err(invalid(format!("block file {name:?}: not a plain path")));
     }
     Ok((ulid, rel))
