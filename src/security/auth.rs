@@ -51,6 +51,7 @@ pub const ROUTE_ROLES: &[(&str, Option<Role>)] = &[
     ("/loki/api/v1/index/stats", Some(Role::Read)),
     ("/loki/api/v1/index/volume", Some(Role::Read)),
     ("/loki/api/v1/status/buildinfo", Some(Role::Read)),
+    ("/loki/api/v1/format_query", Some(Role::Read)),
     ("/api/v1/read", Some(Role::Read)),
     ("/api/v1/query", Some(Role::Read)),
     ("/api/v1/query_range", Some(Role::Read)),

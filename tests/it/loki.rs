@@ -337,6 +337,24 @@ fn bad_pushes_and_queries_get_lokis_errors_and_nothing_half_stored() {
         body.contains("max entries limit per query exceeded"),
         "{body}"
     );
+    // format_query writes a query canonically, or says why it cannot.
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/format_query",
+        &[("query", "sum by(job)(rate({job=\"ok\"}|=`x`[5m]))")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], r#"sum by (job) (rate({job="ok"} |= "x" [5m]))"#);
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/format_query",
+        &[("query", "sum(")],
+    );
+    assert_eq!(code, 400);
+    assert!(body.starts_with("parse error"), "{body}");
     // The process stays up.
     assert_eq!(odin.get("/ready").0, 200);
 }

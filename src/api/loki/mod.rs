@@ -89,7 +89,27 @@ pub fn routes(state: LokiApi) -> Router {
             get(index::volume).post(index::volume),
         )
         .route("/loki/api/v1/status/buildinfo", get(buildinfo))
+        .route(
+            "/loki/api/v1/format_query",
+            get(format_query).post(format_query),
+        )
         .with_state(state)
+}
+
+/// `GET|POST /loki/api/v1/format_query`: the query written canonically on one line
+/// (`logql::format`); a query that does not parse is a 400 with where and why.
+async fn format_query(
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, LokiError> {
+    let params = form_params(q.as_deref(), &headers, &body);
+    let expr =
+        parse(param(&params, "query").unwrap_or("")).map_err(|e| bad_request(e.to_string()))?;
+    Ok(json(serde_json::json!({
+        "status": "success",
+        "data": crate::logs::logql::format::format(&expr),
+    })))
 }
 
 /// `GET /loki/api/v1/status/buildinfo`, as Loki's (not wrapped in `data`).

@@ -3,6 +3,7 @@
 //! (docs/design/logs.md).
 
 pub mod ast;
+pub mod format;
 pub mod parser;
 pub mod pipeline;
 pub mod template;
