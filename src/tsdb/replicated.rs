@@ -369,28 +369,30 @@ fn walk(
                 }
                 seen_head = true;
             }
-            BLOCK_FILE if seen_head => {
+            kind @ (BLOCK_FILE | LOG_SEGMENT_FILE) if seen_head => {
+                let block = kind == BLOCK_FILE;
+                let what = if block {
+                    "block file"
+                } else {
+                    "log segment file"
+                };
                 let n = u16::from_le_bytes(exact(&mut r, 2)?.try_into().unwrap_or_default());
                 let name = String::from_utf8(exact(&mut r, n as usize)?)
-                    .map_err(|_| invalid("a block file name that is not UTF-8"))?;
-                check_name(&name)?;
-                let len = u64::from_le_bytes(exact(&mut r, 8)?.try_into().unwrap_or_default());
-                let mut part = (&mut r).take(len);
-                file(&name, len, &mut part)?;
-                if part.limit() != 0 {
-                    return Err(invalid("a block file part was not read whole"));
+                    .map_err(|_| invalid(format!("a {what} name that is not UTF-8")))?;
+                if block {
+                    check_name(&name)?;
+                } else {
+                    check_log_name(&name)?;
                 }
-            }
-            LOG_SEGMENT_FILE if seen_head => {
-                let n = u16::from_le_bytes(exact(&mut r, 2)?.try_into().unwrap_or_default());
-                let name = String::from_utf8(exact(&mut r, n as usize)?)
-                    .map_err(|_| invalid("a log segment file name that is not UTF-8"))?;
-                check_log_name(&name)?;
                 let len = u64::from_le_bytes(exact(&mut r, 8)?.try_into().unwrap_or_default());
                 let mut part = (&mut r).take(len);
-                log_file(&name, len, &mut part)?;
+                if block {
+                    file(&name, len, &mut part)?;
+                } else {
+                    log_file(&name, len, &mut part)?;
+                }
                 if part.limit() != 0 {
-                    return Err(invalid("a log segment file part was not read whole"));
+                    return Err(invalid(format!("a {what} part was not read whole")));
                 }
             }
             END if seen_head => {
