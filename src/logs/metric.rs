@@ -47,7 +47,9 @@ impl Steps {
     }
 
     pub fn len(&self) -> usize {
-        ((self.end_ns - self.start_ns) / self.step_ns.max(1) + 1).max(0) as usize
+        (self.end_ns.saturating_sub(self.start_ns) / self.step_ns.max(1))
+            .saturating_add(1)
+            .max(0) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,7 +57,8 @@ impl Steps {
     }
 
     pub fn at(&self, i: usize) -> i64 {
-        self.start_ns + i as i64 * self.step_ns
+        self.start_ns
+            .saturating_add((i as i64).saturating_mul(self.step_ns))
     }
 }
 
@@ -200,8 +203,13 @@ fn samples(
     let range_ns = range.range_ms.saturating_mul(1_000_000);
     let offset_ns = range.offset_ms.saturating_mul(1_000_000);
     // Every window is (t - offset - range, t - offset]: selected as [lo, hi).
-    let lo = steps.start_ns - offset_ns - range_ns + 1;
-    let hi = steps.end_ns - offset_ns + 1;
+    // Saturating: a range or offset of centuries reaches the ends of time, not past.
+    let lo = steps
+        .start_ns
+        .saturating_sub(offset_ns)
+        .saturating_sub(range_ns)
+        .saturating_add(1);
+    let hi = steps.end_ns.saturating_sub(offset_ns).saturating_add(1);
     let selected = (ctx.select)(&range.log.selector, lo, hi, &needles(&range.log.pipeline))
         .map_err(MetricError::Failed)?;
     let mut out: BTreeMap<LabelPairs, Vec<(i64, f64)>> = BTreeMap::new();
@@ -342,8 +350,8 @@ fn range_aggregation(
         let mut points = vec![Some(1.0); n];
         for samples in by_series.values() {
             for (i, p) in points.iter_mut().enumerate() {
-                let t = steps.at(i) - offset_ns;
-                if !window(samples, t - range_ns, t).is_empty() {
+                let t = steps.at(i).saturating_sub(offset_ns);
+                if !window(samples, t.saturating_sub(range_ns), t).is_empty() {
                     *p = None;
                 }
             }
@@ -369,12 +377,13 @@ fn range_aggregation(
         let mut points = vec![None; n];
         let mut any = false;
         for (i, p) in points.iter_mut().enumerate() {
-            let t = steps.at(i) - offset_ns;
-            let w = window(&samples, t - range_ns, t);
+            let t = steps.at(i).saturating_sub(offset_ns);
+            let from = t.saturating_sub(range_ns);
+            let w = window(&samples, from, t);
             if w.is_empty() {
                 continue;
             }
-            *p = range_function(op, param, w, range_s, t - range_ns, t);
+            *p = range_function(op, param, w, range_s, from, t);
             any |= p.is_some();
         }
         if any {

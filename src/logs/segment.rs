@@ -343,7 +343,8 @@ fn decode_frame(raw: &[u8], base_ns: i64, n: usize) -> Result<Vec<LogLine>, Stri
     use crate::log::varint::{take_uvarint, unzigzag};
     let take_varint = |b: &mut &[u8]| take_uvarint(b).map(unzigzag);
     let mut buf = raw;
-    let mut out = Vec::with_capacity(n);
+    // `n` comes from disk: it sizes nothing beyond what the bytes can hold.
+    let mut out = Vec::with_capacity(n.min(raw.len() / 2));
     let str_of = |buf: &mut &[u8]| -> Result<String, String> {
         let len = take_uvarint(buf).ok_or("frame truncated")? as usize;
         let (s, rest) = buf.split_at_checked(len).ok_or("frame truncated")?;

@@ -99,12 +99,7 @@ pub(super) async fn volume(
             "aggregateBy={a} is not supported: volumes are aggregated by series"
         )));
     }
-    let limit = match param(&params, "limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| bad_request(format!("cannot parse \"{l}\" to a valid limit")))?,
-        None => 100,
-    };
+    let limit = super::limit_param(&params)?;
     let matchers = selector(param(&params, "query").unwrap_or(""))?;
     let targets: Vec<String> = match param(&params, "targetLabels") {
         Some(t) => t

@@ -561,14 +561,14 @@ fn step_param(params: &[(String, String)], start_ns: i64, end_ns: i64) -> Result
                 .map(|secs| (secs * NS as f64) as i64)
                 .ok_or_else(|| bad_request(format!("cannot parse \"{v}\" to a valid duration")))?,
         },
-        None => ((end_ns - start_ns) / NS / 250).max(1) * NS,
+        None => (end_ns.saturating_sub(start_ns) / NS / 250).max(1) * NS,
     };
     if step_ns <= 0 {
         return Err(bad_request(
             "zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end_ns - start_ns) / step_ns > MAX_POINTS {
+    if end_ns.saturating_sub(start_ns) / step_ns > MAX_POINTS {
         return Err(bad_request(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -729,18 +729,23 @@ fn metric_json(
         .into_response()
 }
 
+/// `limit` (default 100) as Loki reads it.
+fn limit_param(params: &[(String, String)]) -> Result<usize, LokiError> {
+    match param(params, "limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .map(|n| n as usize)
+            .map_err(|_| bad_request(format!("cannot parse \"{l}\" to a valid limit"))),
+        None => Ok(100),
+    }
+}
+
 /// The query, range, limit and direction of a `query_range` request, checked as
 /// Loki checks them.
 fn range_request(params: &[(String, String)]) -> Result<(Expr, LogRange), String> {
     let text = param(params, "query").unwrap_or("");
     let expr = parse(text).map_err(|e| e.to_string())?;
-    let limit = match param(params, "limit") {
-        Some(l) => {
-            l.parse::<u32>()
-                .map_err(|_| format!("cannot parse \"{l}\" to a valid limit"))? as usize
-        }
-        None => 100,
-    };
+    let limit = limit_param(params).map_err(|e| e.1)?;
     if limit == 0 {
         return Err("limit must be a positive value".into());
     }
@@ -753,10 +758,10 @@ fn range_request(params: &[(String, String)]) -> Result<(Expr, LogRange), String
     if end_ns < start_ns {
         return Err("end timestamp must not be before or equal to start time".into());
     }
-    if end_ns - start_ns > MAX_QUERY_LENGTH_NS {
+    if end_ns.saturating_sub(start_ns) > MAX_QUERY_LENGTH_NS {
         return Err(format!(
             "the query time range exceeds the limit (query length: {}, limit: {})",
-            humantime(end_ns - start_ns),
+            humantime(end_ns.saturating_sub(start_ns)),
             humantime(MAX_QUERY_LENGTH_NS)
         ));
     }
@@ -1031,6 +1036,13 @@ mod tests {
             err(&[("query", "{a=\"b\"}"), ("direction", "up")]),
             "invalid direction 'up'"
         );
+        // Times at the ends of i64: a clear error, no overflow.
+        let extremes = [
+            ("query", "{a=\"b\"}"),
+            ("start", "-9223372036854775808"),
+            ("end", "9223372036854775807"),
+        ];
+        assert!(err(&extremes).starts_with("the query time range exceeds the limit"));
         assert!(err(&[("query", "{a=}")]).starts_with("parse error at line 1, col"));
     }
 }

@@ -41,12 +41,7 @@ pub(super) async fn tail(
         Err(e) => return Err(bad_request(e.to_string())),
     };
     let pipeline = Pipeline::new(&expr.pipeline).map_err(bad_request)?;
-    let limit = match param(&params, "limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| bad_request(format!("cannot parse \"{l}\" to a valid limit")))?,
-        None => 100,
-    };
+    let limit = super::limit_param(&params)?;
     if limit > super::MAX_ENTRIES_LIMIT_PER_QUERY {
         return Err(bad_request(format!(
             "max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {})",

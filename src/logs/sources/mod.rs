@@ -458,6 +458,13 @@ pub async fn run(
 ) -> Result<(), String> {
     let mut failures = 0u32;
     loop {
+        // Nothing configured (the usual case): no round, no thread taken.
+        if sources.lock().config.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(POLL) => continue,
+            }
+        }
         let committed = positions();
         let round_sources = sources.clone();
         let batches =
