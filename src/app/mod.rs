@@ -417,6 +417,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // With a bucket, queries (PromQL, series and labels, remote read) read the
     // blocks that live only there too; the StoreAPI stays local (see
     // `bucketstore`'s docs: Thanos reads the bucket through its own store gateway).
+    // Log segments likewise: those that live only in the bucket stay queryable.
+    let logs: Arc<dyn crate::logs::LogStorage> = match &bucket {
+        Some(b) => {
+            let cached = b
+                .logs(&opts.data_dir.join("bucket-cache").join("logs"))
+                .context("bucket log segment cache")?;
+            Arc::new(crate::bucketstore::logs::LongTermLogs::new(
+                Arc::new(db.clone()),
+                cached,
+            ))
+        }
+        None => Arc::new(db.clone()),
+    };
     let bucket_sync = bucket.as_ref().map(|b| b.spawn(&supervisor));
     let (queryable, chunks): (
         Arc<dyn crate::storage::Queryable>,
@@ -436,7 +449,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         appendable: Arc::new(db.clone()),
         queryable,
         admin: Arc::new(db.clone()),
-        logs: Arc::new(db.clone()),
+        logs,
         chunks,
         scrape: Some(manager.clone()),
     });

@@ -32,6 +32,7 @@ pub mod block;
 pub mod cache;
 mod error;
 pub mod fixture;
+pub mod logs;
 mod querier;
 #[cfg(test)]
 mod tests;
@@ -96,6 +97,8 @@ pub struct BucketStore {
     /// Open blocks, by ULID order (= time order for blocks cut in order).
     blocks: RwLock<Vec<Arc<BucketBlockReader>>>,
     last_sync_error: Mutex<Option<String>>,
+    /// The log segments of the same bucket, listed with the blocks.
+    logs: std::sync::OnceLock<Arc<logs::BucketLogs>>,
 }
 
 impl BucketStore {
@@ -109,7 +112,24 @@ impl BucketStore {
             opts,
             blocks: RwLock::new(Vec::new()),
             last_sync_error: Mutex::new(None),
+            logs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The bucket's log segments, read with downloads cached under `cache_dir`;
+    /// listed at every sync from now on.
+    pub fn logs(&self, cache_dir: &std::path::Path) -> std::io::Result<Arc<logs::BucketLogs>> {
+        if let Some(l) = self.logs.get() {
+            return Ok(l.clone());
+        }
+        let l = logs::BucketLogs::new(
+            self.store.clone(),
+            self.handle.clone(),
+            cache_dir,
+            self.opts.cache_bytes,
+            self.opts.external_labels.clone(),
+        )?;
+        Ok(self.logs.get_or_init(|| l).clone())
     }
 
     /// The open blocks.
@@ -234,6 +254,18 @@ impl BucketStore {
                     "bucket store synced"
                 ),
                 Err(e) => tracing::warn!(error = %e, "bucket store sync failed"),
+            }
+            if let Some(logs) = self.logs.get() {
+                match logs.sync().await {
+                    Ok(s) => tracing::debug!(
+                        segments = s.segments,
+                        added = s.added,
+                        dropped = s.dropped,
+                        skipped = s.skipped,
+                        "bucket log segments synced"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "bucket log segments sync failed"),
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

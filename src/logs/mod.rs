@@ -55,9 +55,16 @@ pub trait LogStorage: Send + Sync {
     /// How many streams of `tenant` may still take lines.
     fn active_streams(&self, tenant: &str) -> usize;
 
+    /// Whether this stream of `tenant` is one of those.
+    fn is_active_stream(&self, tenant: &str, labels: &Labels) -> bool;
+
     /// Where the built-in sources whose names start with `prefix` stand, as applied.
     fn positions(&self, prefix: &str) -> std::collections::BTreeMap<String, String>;
 
     /// The lines of every entry applied from now on, all tenants (live tails).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<LogBatch>>;
+
+    /// The time of `tenant`'s oldest line held (`None`: none): what is older is
+    /// only in the bucket, if anywhere.
+    fn oldest_ns(&self, tenant: &str) -> Option<i64>;
 }

@@ -60,6 +60,32 @@ pub struct SegmentMeta {
     pub lines: u64,
     /// Bytes of line text.
     pub bytes: u64,
+    /// Set on a segment merged from others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<SegmentCompaction>,
+    /// Set in the bucket's copy only: the external labels of the ODIN that shipped
+    /// it (a shared bucket's other segments are not this one's history).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub external_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Where a merged segment comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentCompaction {
+    /// 1 for a window written out, one more than its highest source when merged.
+    pub level: u32,
+    /// The ULIDs of the window segments (level 1) it holds.
+    pub sources: Vec<String>,
+}
+
+impl SegmentMeta {
+    /// The window segments (level 1) this segment holds: itself, or its sources.
+    pub fn level1(&self) -> Vec<&str> {
+        match &self.compaction {
+            Some(c) => c.sources.iter().map(String::as_str).collect(),
+            None => vec![self.ulid.as_str()],
+        }
+    }
 }
 
 /// One stream's frames in the `lines` file.
@@ -72,6 +98,15 @@ struct Frame {
     lines: u32,
     /// The ordinal (document) of the frame's first line.
     first: u32,
+}
+
+impl Frame {
+    /// The frame's lines from its compressed bytes.
+    fn decode(&self, compressed: &[u8]) -> std::io::Result<Vec<LogLine>> {
+        let raw = zstd::stream::decode_all(compressed).map_err(|e| io("segment lines", e))?;
+        // A frame's lines are in time order: the first is its base.
+        decode_frame(&raw, self.min_ns, self.lines as usize).map_err(|e| io("segment lines", e))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +124,25 @@ pub fn segment_ulid(tenant: &str, start_ns: i64) -> ulid::Ulid {
         h.update(tenant.as_bytes());
         h.update([0]);
         h.update(start_ns.to_be_bytes());
+        h.finalize()
+    };
+    let mut random = [0u8; 16];
+    random.copy_from_slice(&digest[..16]);
+    let ms = u64::try_from(start_ns / 1_000_000).unwrap_or(0);
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(random))
+}
+
+/// The segment merging `tenant`'s windows in `[start_ns, end_ns)`: its name, the
+/// same on every replica.
+pub fn compacted_ulid(tenant: &str, start_ns: i64, end_ns: i64) -> ulid::Ulid {
+    let digest = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"odin compacted log segment\0");
+        h.update(tenant.as_bytes());
+        h.update([0]);
+        h.update(start_ns.to_be_bytes());
+        h.update(end_ns.to_be_bytes());
         h.finalize()
     };
     let mut random = [0u8; 16];
@@ -161,102 +215,234 @@ pub fn write(
     window: &Window,
 ) -> std::io::Result<PathBuf> {
     let ulid = segment_ulid(tenant, start_ns);
-    let place = tenant_dir.join(ulid.to_string());
-    if place.join(META).exists() {
-        return Ok(place);
-    }
-    fs::create_dir_all(tenant_dir)?;
-    let staged = tenant_dir.join(format!("{ulid}.tmp-for-creation"));
-    if staged.exists() {
-        fs::remove_dir_all(&staged)?;
-    }
-    fs::create_dir_all(staged.join(INDEX))?;
-
-    let (schema, line_field, ordinal_field) = schema();
-    let index = tantivy::Index::create_in_dir(staged.join(INDEX), schema)
-        .map_err(|e| io("create the line index", e))?;
-    register_tokenizer(&index)?;
-    let mut writer: tantivy::IndexWriter = index
-        .writer_with_num_threads(1, INDEX_BUDGET_BYTES)
-        .map_err(|e| io("line index writer", e))?;
-
-    let mut lines_file = std::io::BufWriter::new(File::create(staged.join(LINES))?);
-    let mut offset = 0u64;
-    let mut ordinal = 0u32;
-    let mut table = Vec::new();
-    let (mut min_time, mut max_time, mut total_bytes) = (i64::MAX, i64::MIN, 0u64);
-    let streams = window.sorted_streams();
-    for (labels, lines) in &streams {
-        let mut frames = Vec::new();
-        for group in frame_groups(lines) {
+    let Some(mut b) = Builder::create(tenant_dir, ulid)? else {
+        return Ok(tenant_dir.join(ulid.to_string()));
+    };
+    for (labels, lines) in window.sorted_streams() {
+        b.stream(labels);
+        for group in frame_groups(&lines) {
             let base = group[0].ts_ns;
             let mut raw = Vec::with_capacity(FRAME_BYTES + 1024);
-            for (i, line) in group.iter().enumerate() {
+            for line in group {
                 put_line(&mut raw, base, line);
-                let mut doc = tantivy::TantivyDocument::default();
-                doc.add_text(line_field, &line.text);
-                doc.add_u64(ordinal_field, u64::from(ordinal) + i as u64);
-                writer
-                    .add_document(doc)
-                    .map_err(|e| io("index a line", e))?;
-                total_bytes += line.text.len() as u64;
             }
             let compressed = zstd::bulk::compress(&raw, 3).map_err(|e| io("compress lines", e))?;
-            lines_file.write_all(&compressed)?;
-            let frame = Frame {
-                offset,
-                len: compressed.len() as u32,
-                min_ns: group.iter().map(|l| l.ts_ns).min().unwrap_or(base),
-                max_ns: group.iter().map(|l| l.ts_ns).max().unwrap_or(base),
-                lines: group.len() as u32,
-                first: ordinal,
-            };
-            min_time = min_time.min(frame.min_ns);
-            max_time = max_time.max(frame.max_ns);
-            offset += compressed.len() as u64;
-            ordinal += group.len() as u32;
-            frames.push(frame);
+            b.frame(&compressed, group)?;
         }
-        table.push(StreamEntry {
-            labels: labels.clone(),
-            frames,
+    }
+    b.finish(tenant, start_ns, start_ns + WINDOW_NS, None)
+}
+
+/// Merges `sources` (segments of one tenant, of disjoint windows within `[start_ns,
+/// end_ns)`) into one segment under `tenant_dir`, unless it exists. Frames are
+/// copied as they are (each stream's frames in window order, so its lines stay in
+/// time order); only the index is built again, for the new ordinals.
+pub fn compact(
+    tenant_dir: &Path,
+    tenant: &str,
+    start_ns: i64,
+    end_ns: i64,
+    sources: &[Arc<Segment>],
+) -> std::io::Result<PathBuf> {
+    let ulid = compacted_ulid(tenant, start_ns, end_ns);
+    let Some(mut b) = Builder::create(tenant_dir, ulid)? else {
+        return Ok(tenant_dir.join(ulid.to_string()));
+    };
+    let mut sources: Vec<&Arc<Segment>> = sources.iter().collect();
+    sources.sort_by_key(|s| s.meta.window_start);
+    let mut labels: Vec<&Labels> = sources.iter().flat_map(|s| s.stream_labels()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut level = 1;
+    let mut names = Vec::new();
+    for s in &sources {
+        let c = s.meta.compaction.as_ref();
+        level = level.max(c.map_or(1, |c| c.level) + 1);
+        match c {
+            Some(c) => names.extend(c.sources.iter().cloned()),
+            None => names.push(s.meta.ulid.clone()),
+        }
+    }
+    for l in labels {
+        b.stream(l.clone());
+        for s in &sources {
+            let Some(entry) = s.streams.iter().find(|e| &e.labels == l) else {
+                continue;
+            };
+            let ranges: Vec<std::ops::Range<u64>> = entry
+                .frames
+                .iter()
+                .map(|f| f.offset..f.offset + u64::from(f.len))
+                .collect();
+            let raws = s.lines.read(&ranges)?;
+            for (f, compressed) in entry.frames.iter().zip(raws) {
+                let lines = f.decode(&compressed)?;
+                b.frame(&compressed, &lines)?;
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    b.finish(
+        tenant,
+        start_ns,
+        end_ns,
+        Some(SegmentCompaction {
+            level,
+            sources: names,
+        }),
+    )
+}
+
+/// A segment being written: frames go to `lines` and their lines to the index as
+/// they come, the stream table and meta.json at the end.
+struct Builder {
+    tenant_dir: PathBuf,
+    ulid: ulid::Ulid,
+    staged: PathBuf,
+    writer: tantivy::IndexWriter,
+    line_field: tantivy::schema::Field,
+    ordinal_field: tantivy::schema::Field,
+    lines_file: std::io::BufWriter<File>,
+    offset: u64,
+    ordinal: u32,
+    table: Vec<StreamEntry>,
+    min_time: i64,
+    max_time: i64,
+    total_bytes: u64,
+}
+
+impl Builder {
+    /// `None`: the segment exists already.
+    fn create(tenant_dir: &Path, ulid: ulid::Ulid) -> std::io::Result<Option<Builder>> {
+        let place = tenant_dir.join(ulid.to_string());
+        if place.join(META).exists() {
+            return Ok(None);
+        }
+        fs::create_dir_all(tenant_dir)?;
+        let staged = tenant_dir.join(format!("{ulid}.tmp-for-creation"));
+        if staged.exists() {
+            fs::remove_dir_all(&staged)?;
+        }
+        fs::create_dir_all(staged.join(INDEX))?;
+        let (schema, line_field, ordinal_field) = schema();
+        let index = tantivy::Index::create_in_dir(staged.join(INDEX), schema)
+            .map_err(|e| io("create the line index", e))?;
+        register_tokenizer(&index)?;
+        let writer: tantivy::IndexWriter = index
+            .writer_with_num_threads(1, INDEX_BUDGET_BYTES)
+            .map_err(|e| io("line index writer", e))?;
+        let lines_file = std::io::BufWriter::new(File::create(staged.join(LINES))?);
+        Ok(Some(Builder {
+            tenant_dir: tenant_dir.to_path_buf(),
+            ulid,
+            staged,
+            writer,
+            line_field,
+            ordinal_field,
+            lines_file,
+            offset: 0,
+            ordinal: 0,
+            table: Vec::new(),
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            total_bytes: 0,
+        }))
+    }
+
+    /// Starts the next stream (streams come in label order).
+    fn stream(&mut self, labels: Labels) {
+        self.table.push(StreamEntry {
+            labels,
+            frames: Vec::new(),
         });
     }
-    writer
-        .commit()
-        .map_err(|e| io("commit the line index", e))?;
-    writer
-        .wait_merging_threads()
-        .map_err(|e| io("finish the line index", e))?;
-    let lines_file = lines_file.into_inner().map_err(|e| e.into_error())?;
-    lines_file.sync_all()?;
 
-    let mut table_bytes = Vec::new();
-    encode_table(&table, &mut table_bytes);
-    let mut f = File::create(staged.join(STREAMS))?;
-    f.write_all(&table_bytes)?;
-    f.sync_all()?;
-    let meta = SegmentMeta {
-        version: VERSION,
-        ulid: ulid.to_string(),
-        tenant: tenant.to_string(),
-        window_start: start_ns,
-        window_end: start_ns + WINDOW_NS,
-        min_time,
-        max_time,
-        streams: table.len() as u64,
-        lines: u64::from(ordinal),
-        bytes: total_bytes,
-    };
-    let mut f = File::create(staged.join(META))?;
-    f.write_all(&serde_json::to_vec_pretty(&meta).map_err(|e| io("segment meta", e))?)?;
-    f.sync_all()?;
-    for dir in [staged.join(INDEX), staged.clone()] {
-        File::open(&dir)?.sync_all()?;
+    /// Appends one frame of the current stream: `compressed` holds `lines`.
+    fn frame(&mut self, compressed: &[u8], lines: &[LogLine]) -> std::io::Result<()> {
+        let (Some(first), Some(entry)) = (lines.first(), self.table.last_mut()) else {
+            return Ok(());
+        };
+        let n = u32::try_from(lines.len())
+            .ok()
+            .and_then(|n| self.ordinal.checked_add(n).map(|_| n))
+            .ok_or_else(|| io("segment", "more than 2^32 lines"))?;
+        for (i, line) in lines.iter().enumerate() {
+            let mut doc = tantivy::TantivyDocument::default();
+            doc.add_text(self.line_field, &line.text);
+            doc.add_u64(self.ordinal_field, u64::from(self.ordinal) + i as u64);
+            self.writer
+                .add_document(doc)
+                .map_err(|e| io("index a line", e))?;
+            self.total_bytes += line.text.len() as u64;
+        }
+        self.lines_file.write_all(compressed)?;
+        let len = u32::try_from(compressed.len()).map_err(|e| io("segment frame", e))?;
+        let frame = Frame {
+            offset: self.offset,
+            len,
+            // A frame's lines are in time order: the first is its base.
+            min_ns: first.ts_ns,
+            max_ns: lines.iter().map(|l| l.ts_ns).max().unwrap_or(first.ts_ns),
+            lines: n,
+            first: self.ordinal,
+        };
+        self.min_time = self.min_time.min(frame.min_ns);
+        self.max_time = self.max_time.max(frame.max_ns);
+        self.offset += u64::from(len);
+        self.ordinal += n;
+        entry.frames.push(frame);
+        Ok(())
     }
-    fs::rename(&staged, &place)?;
-    File::open(tenant_dir)?.sync_all()?;
-    Ok(place)
+
+    /// Commits the index, writes the table and meta.json, and moves the segment
+    /// into place.
+    fn finish(
+        mut self,
+        tenant: &str,
+        window_start: i64,
+        window_end: i64,
+        compaction: Option<SegmentCompaction>,
+    ) -> std::io::Result<PathBuf> {
+        self.writer
+            .commit()
+            .map_err(|e| io("commit the line index", e))?;
+        self.writer
+            .wait_merging_threads()
+            .map_err(|e| io("finish the line index", e))?;
+        let lines_file = self.lines_file.into_inner().map_err(|e| e.into_error())?;
+        lines_file.sync_all()?;
+        let staged = self.staged;
+        let mut table_bytes = Vec::new();
+        encode_table(&self.table, &mut table_bytes);
+        let mut f = File::create(staged.join(STREAMS))?;
+        f.write_all(&table_bytes)?;
+        f.sync_all()?;
+        let meta = SegmentMeta {
+            version: VERSION,
+            ulid: self.ulid.to_string(),
+            tenant: tenant.to_string(),
+            window_start,
+            window_end,
+            min_time: self.min_time,
+            max_time: self.max_time,
+            streams: self.table.len() as u64,
+            lines: u64::from(self.ordinal),
+            bytes: self.total_bytes,
+            compaction,
+            external_labels: Default::default(),
+        };
+        let mut f = File::create(staged.join(META))?;
+        f.write_all(&serde_json::to_vec_pretty(&meta).map_err(|e| io("segment meta", e))?)?;
+        f.sync_all()?;
+        for dir in [staged.join(INDEX), staged.clone()] {
+            File::open(&dir)?.sync_all()?;
+        }
+        let place = self.tenant_dir.join(self.ulid.to_string());
+        fs::rename(&staged, &place)?;
+        File::open(&self.tenant_dir)?.sync_all()?;
+        Ok(place)
+    }
 }
 
 /// A stream's lines cut into frames of about [`FRAME_BYTES`].
@@ -384,6 +570,31 @@ pub fn too_many_lines() -> std::io::Error {
     )
 }
 
+/// Where a segment's `lines` file is read: the local file, or the bucket's object.
+pub trait LinesSource: Send + Sync {
+    /// The bytes of each range, in order.
+    fn read(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<bytes::Bytes>>;
+}
+
+/// The `lines` file of a segment on local disk, read with positioned reads.
+struct LocalLines(File);
+
+impl LinesSource for LocalLines {
+    fn read(&self, ranges: &[std::ops::Range<u64>]) -> std::io::Result<Vec<bytes::Bytes>> {
+        use std::os::unix::fs::FileExt;
+        ranges
+            .iter()
+            .map(|r| {
+                let len = usize::try_from(r.end.saturating_sub(r.start))
+                    .map_err(|e| io("segment lines", e))?;
+                let mut buf = vec![0u8; len];
+                self.0.read_exact_at(&mut buf, r.start)?;
+                Ok(buf.into())
+            })
+            .collect()
+    }
+}
+
 /// A segment opened for queries.
 pub struct Segment {
     pub dir: PathBuf,
@@ -391,10 +602,32 @@ pub struct Segment {
     streams: Vec<StreamEntry>,
     index: tantivy::Index,
     line_field: tantivy::schema::Field,
+    lines: Arc<dyn LinesSource>,
 }
 
+/// The files of a segment other than `lines` (which a bucket segment reads by
+/// range): what must be at hand to open it.
+pub fn files_to_open(index_files: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = vec![META.to_string(), STREAMS.to_string()];
+    out.extend(index_files.into_iter().map(|f| format!("{INDEX}/{f}")));
+    out
+}
+
+/// The name of a segment's lines file.
+pub const LINES_FILE: &str = LINES;
+/// The name of a segment's meta file.
+pub const META_FILE: &str = META;
+
 impl Segment {
+    /// Opens the segment in `dir`, its lines read from the local file.
     pub fn open(dir: &Path) -> std::io::Result<Segment> {
+        let lines = File::open(dir.join(LINES))?;
+        Self::open_with_lines(dir, Arc::new(LocalLines(lines)))
+    }
+
+    /// Opens the segment whose meta, stream table and index are in `dir`, its lines
+    /// read from `lines`.
+    pub fn open_with_lines(dir: &Path, lines: Arc<dyn LinesSource>) -> std::io::Result<Segment> {
         let meta: SegmentMeta = serde_json::from_slice(&fs::read(dir.join(META))?)
             .map_err(|e| io("segment meta", e))?;
         if meta.version != VERSION {
@@ -417,6 +650,7 @@ impl Segment {
             streams,
             index,
             line_field,
+            lines,
         })
     }
 
@@ -469,6 +703,7 @@ impl Segment {
     /// where `needles` narrow it, only lines that may hold all of them.
     /// `budget` is what is left of the lines a query may read: each frame read
     /// takes its lines from it, and a frame beyond it is an `InvalidInput` error.
+    /// Only the frames wanted are read, in one call to the lines source.
     pub fn select(
         &self,
         matchers: &[Matcher],
@@ -477,6 +712,9 @@ impl Segment {
         needles: &[String],
         budget: &mut usize,
     ) -> std::io::Result<Vec<Selected>> {
+        if self.meta.max_time < start_ns || self.meta.min_time >= end_ns {
+            return Ok(Vec::new());
+        }
         let wanted: Vec<&StreamEntry> = self
             .streams
             .iter()
@@ -486,14 +724,13 @@ impl Segment {
                     .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
             })
             .collect();
-        if wanted.is_empty() || self.meta.max_time < start_ns || self.meta.min_time >= end_ns {
+        if wanted.is_empty() {
             return Ok(Vec::new());
         }
         let candidates = self.candidates(needles)?;
-        let lines = fs::read(self.dir.join(LINES))?;
-        let mut out = Vec::new();
-        for s in wanted {
-            let mut chunks = Vec::new();
+        // (stream, frame) of every frame to read.
+        let mut plan: Vec<(usize, &Frame)> = Vec::new();
+        for (i, s) in wanted.iter().enumerate() {
             for f in &s.frames {
                 if f.max_ns < start_ns || f.min_ns >= end_ns {
                     continue;
@@ -506,32 +743,36 @@ impl Segment {
                 *budget = budget
                     .checked_sub(f.lines as usize)
                     .ok_or_else(too_many_lines)?;
-                let start = f.offset as usize;
-                let bytes = lines
-                    .get(start..start + f.len as usize)
-                    .ok_or_else(|| io("segment lines", "a frame beyond the file"))?;
-                let raw = zstd::stream::decode_all(bytes).map_err(|e| io("segment lines", e))?;
-                // A frame's lines are in time order: the first is its base.
-                let mut decoded = decode_frame(&raw, f.min_ns, f.lines as usize)
-                    .map_err(|e| io("segment lines", e))?;
-                if let Some(c) = &candidates {
-                    let mut ord = f.first;
-                    decoded.retain(|_| {
-                        let keep = c.contains(&ord);
-                        ord += 1;
-                        keep
-                    });
-                }
-                chunks.push(Arc::from(decoded));
-            }
-            if !chunks.is_empty() {
-                out.push(Selected {
-                    labels: s.labels.clone(),
-                    chunks,
-                });
+                plan.push((i, f));
             }
         }
-        Ok(out)
+        let ranges: Vec<std::ops::Range<u64>> = plan
+            .iter()
+            .map(|(_, f)| f.offset..f.offset + u64::from(f.len))
+            .collect();
+        let raws = self.lines.read(&ranges)?;
+        let mut chunks: Vec<Vec<Arc<[LogLine]>>> = vec![Vec::new(); wanted.len()];
+        for ((i, f), compressed) in plan.into_iter().zip(raws) {
+            let mut decoded = f.decode(&compressed)?;
+            if let Some(c) = &candidates {
+                let mut ord = f.first;
+                decoded.retain(|_| {
+                    let keep = c.contains(&ord);
+                    ord += 1;
+                    keep
+                });
+            }
+            chunks[i].push(Arc::from(decoded));
+        }
+        Ok(wanted
+            .into_iter()
+            .zip(chunks)
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(s, chunks)| Selected {
+                labels: s.labels.clone(),
+                chunks,
+            })
+            .collect())
     }
 }
 
@@ -698,6 +939,133 @@ mod tests {
         assert_eq!(store.maintain(i64::MIN).unwrap().segments_written, 1);
         assert!(store.sealing().is_empty());
         assert_eq!(n(&store), 1);
+    }
+
+    /// Lines of `app` in the first three windows of a day, one needle among them,
+    /// then a line of the next day that closes it.
+    fn three_windows_and_the_next_day(store: &LogStore) -> (i64, Vec<String>) {
+        use crate::logs::store::MERGED_NS;
+        let d0 = T0.div_euclid(MERGED_NS) * MERGED_NS;
+        for w in 0..3 {
+            store.apply(batch(
+                "a",
+                (0..200).map(|i| {
+                    let text = if w == 1 && i == 7 {
+                        "Xid 79 fallen off the bus".to_string()
+                    } else {
+                        format!("window {w} line {i}")
+                    };
+                    (d0 + w * WINDOW_NS + i * S, text)
+                }),
+            ));
+        }
+        store.apply(batch("b", [(d0 + WINDOW_NS + 3 * S, "b".to_string())]));
+        let before = texts(&store.select("t", &[], d0, d0 + MERGED_NS, &[]).unwrap());
+        store.apply(batch(
+            "a",
+            [(d0 + MERGED_NS + 2 * 3600 * S, "next day".into())],
+        ));
+        (d0, before)
+    }
+
+    #[test]
+    fn a_closed_day_s_window_segments_merge_into_one_once_shipped() {
+        use crate::logs::store::MERGED_NS;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let (d0, before) = three_windows_and_the_next_day(&store);
+        // Not shipped: written out, neither merged nor deleted by retention.
+        let done = store.maintain_shipped(i64::MAX, &|_| false).unwrap();
+        assert_eq!(
+            (
+                done.segments_written,
+                done.segments_merged,
+                done.segments_deleted
+            ),
+            (3, 0, 0)
+        );
+        assert_eq!(store.num_segments(), 3);
+        let sources: Vec<String> = store
+            .segments()
+            .iter()
+            .map(|s| s.meta.ulid.clone())
+            .collect();
+        // Shipped: the day's three segments become one.
+        let done = store.maintain(i64::MIN).unwrap();
+        assert_eq!(done.segments_merged, 3);
+        assert_eq!(store.num_segments(), 1);
+        let merged = store.segments().remove(0);
+        assert_eq!(
+            (merged.meta.window_start, merged.meta.window_end),
+            (d0, d0 + MERGED_NS)
+        );
+        let c = merged.meta.compaction.clone().unwrap();
+        assert_eq!(c.level, 2);
+        let mut want = sources.clone();
+        want.sort();
+        assert_eq!(c.sources, want);
+        assert_eq!(
+            merged.meta.level1(),
+            want.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        for u in &sources {
+            assert!(!dir.path().join("t").join(u).exists(), "source {u} left");
+        }
+        // The same lines, and the index (built again for the new ordinals) narrows.
+        let after = texts(&store.select("t", &[], d0, d0 + MERGED_NS, &[]).unwrap());
+        assert_eq!(after, before);
+        let hit = store
+            .select("t", &[], d0, d0 + MERGED_NS, &["Xid 79".to_string()])
+            .unwrap();
+        assert_eq!(texts(&hit), ["Xid 79 fallen off the bus"]);
+        // A crash between the merge and the deletion of its sources: on open, the
+        // merged segment wins and the leftover goes.
+        drop(store);
+        let leftover = dir.path().join("t").join(&sources[0]);
+        std::fs::create_dir_all(&leftover).unwrap();
+        let copy = |f: &str| std::fs::copy(merged.dir.join(f), leftover.join(f)).unwrap();
+        copy(STREAMS);
+        copy(LINES);
+        let mut meta = merged.meta.clone();
+        meta.ulid = sources[0].clone();
+        meta.compaction = None;
+        std::fs::write(leftover.join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
+        copy_dir(&merged.dir.join(INDEX), &leftover.join(INDEX));
+        let store = LogStore::open(dir.path()).unwrap();
+        assert!(!leftover.exists());
+        assert_eq!(store.num_segments(), 1);
+        assert_eq!(
+            texts(&store.select("t", &[], d0, d0 + MERGED_NS, &[]).unwrap()),
+            before
+        );
+        // Retention drops the merged day as a whole.
+        let done = store.maintain(d0 + MERGED_NS).unwrap();
+        assert_eq!(done.segments_deleted, 1);
+        assert_eq!(store.num_segments(), 0);
+    }
+
+    /// Copies a flat directory (a segment's index).
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_day_still_open_or_not_written_whole_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        // Two windows sealed, the day still open (its third window takes lines).
+        let d0 = T0.div_euclid(crate::logs::store::MERGED_NS) * crate::logs::store::MERGED_NS;
+        for w in 0..3 {
+            store.apply(batch("a", [(d0 + w * WINDOW_NS + S, format!("w{w}"))]));
+        }
+        store.apply(batch("a", [(d0 + 2 * WINDOW_NS + 3700 * S, "late".into())]));
+        let done = store.maintain(i64::MIN).unwrap();
+        assert_eq!((done.segments_written, done.segments_merged), (2, 0));
+        assert_eq!(store.num_segments(), 2);
     }
 
     #[test]

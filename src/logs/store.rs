@@ -19,7 +19,7 @@
 //! Memory: a stream's lines are frozen in shared chunks of [`CHUNK_LINES`], so that
 //! an image or a query copies only the unfrozen tail.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 
 use crate::log::record::{self, LogBatch, LogLine, LogStream, Record};
 use crate::logs::bytes::ByteReader;
-use crate::logs::segment::{self, Segment};
+use crate::logs::segment::{self, Segment, SegmentMeta};
 use crate::model::{Labels, Matcher};
 use crate::storage::AppendSummary;
 
@@ -44,6 +44,9 @@ pub const MAX_LINES_PER_QUERY: usize = 5_000_000;
 
 /// Lines per frozen chunk of a stream.
 pub const CHUNK_LINES: usize = 128;
+
+/// The span window segments are merged into once closed: a day, aligned.
+pub const MERGED_NS: i64 = 12 * WINDOW_NS;
 
 /// The start of the window holding `ts_ns`.
 pub fn window_start(ts_ns: i64) -> i64 {
@@ -241,6 +244,8 @@ impl Default for Tail {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Maintained {
     pub segments_written: usize,
+    /// Window segments merged into day segments.
+    pub segments_merged: usize,
     pub segments_deleted: usize,
 }
 
@@ -261,6 +266,7 @@ impl LogStore {
                 continue;
             }
             let tenant_name = tenant.file_name().to_string_lossy().to_string();
+            let mut found = Vec::new();
             for e in std::fs::read_dir(tenant.path())? {
                 let path = e?.path();
                 let name = path
@@ -272,12 +278,7 @@ impl LogStore {
                     continue;
                 }
                 match Segment::open(&path) {
-                    Ok(seg) if seg.meta.tenant == tenant_name => {
-                        segments
-                            .entry(tenant_name.clone())
-                            .or_default()
-                            .insert(seg.meta.window_start, Arc::new(seg));
-                    }
+                    Ok(seg) if seg.meta.tenant == tenant_name => found.push(seg),
                     Ok(_) | Err(_) => {
                         let aside = dir
                             .parent()
@@ -291,6 +292,23 @@ impl LogStore {
                     }
                 }
             }
+            // A crash between a merge and the deletion of what it merged leaves
+            // both: the merged segment holds the lines, its sources go.
+            let merged: HashSet<String> = found
+                .iter()
+                .filter_map(|s| s.meta.compaction.as_ref())
+                .flat_map(|c| c.sources.iter().cloned())
+                .collect();
+            for seg in found {
+                if seg.meta.compaction.is_none() && merged.contains(&seg.meta.ulid) {
+                    delete_segment(&seg.dir)?;
+                    continue;
+                }
+                segments
+                    .entry(tenant_name.clone())
+                    .or_default()
+                    .insert(seg.meta.window_start, Arc::new(seg));
+            }
         }
         Ok(LogStore {
             tenants: RwLock::default(),
@@ -301,10 +319,23 @@ impl LogStore {
         })
     }
 
-    /// Writes out the sealed windows (each becomes a segment and leaves memory) and
-    /// deletes the segments whose window ended before `retain_after_ns`. A window
-    /// that fails to be written stays in memory for the next round.
+    /// [`maintain_shipped`](Self::maintain_shipped) with every segment counted as
+    /// shipped (no object storage).
     pub fn maintain(&self, retain_after_ns: i64) -> std::io::Result<Maintained> {
+        self.maintain_shipped(retain_after_ns, &|_| true)
+    }
+
+    /// One round of maintenance: writes out the sealed windows (each becomes a
+    /// segment and leaves memory), merges the window segments of each closed day
+    /// into one, and deletes the segments whose window ended before
+    /// `retain_after_ns`. With object storage, `shipped` says whether a segment's
+    /// lines are in the bucket: only those are merged or deleted. A window that
+    /// fails to be written stays in memory for the next round.
+    pub fn maintain_shipped(
+        &self,
+        retain_after_ns: i64,
+        shipped: &dyn Fn(&SegmentMeta) -> bool,
+    ) -> std::io::Result<Maintained> {
         let Some(dir) = &self.dir else {
             return Ok(Maintained::default());
         };
@@ -331,13 +362,41 @@ impl LogStore {
                 }
             }
         }
+        for (tenant, start, sources) in self.mergeable(shipped) {
+            let end = start + MERGED_NS;
+            let merged = segment::compact(&dir.join(&tenant), &tenant, start, end, &sources)
+                .and_then(|path| Segment::open(&path));
+            match merged {
+                Ok(seg) => {
+                    {
+                        let mut segments = self.segments.write();
+                        let per_tenant = segments.entry(tenant.clone()).or_default();
+                        for s in &sources {
+                            per_tenant.remove(&s.meta.window_start);
+                        }
+                        per_tenant.insert(start, Arc::new(seg));
+                    }
+                    done.segments_merged += sources.len();
+                    for s in &sources {
+                        if let Err(e) = delete_segment(&s.dir) {
+                            tracing::warn!(segment = %s.dir.display(), error = %e, "cannot delete a merged log segment");
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(tenant, day_start_ns = start, error = %e, "log segments not merged");
+                    failure.get_or_insert(e);
+                }
+            }
+        }
         let expired: Vec<Arc<Segment>> = {
             let mut segments = self.segments.write();
             let mut out = Vec::new();
             for per_tenant in segments.values_mut() {
                 let keys: Vec<i64> = per_tenant
                     .iter()
-                    .filter(|(_, s)| s.meta.window_end <= retain_after_ns)
+                    .filter(|(_, s)| s.meta.window_end <= retain_after_ns && shipped(&s.meta))
                     .map(|(k, _)| *k)
                     .collect();
                 for k in keys {
@@ -347,10 +406,7 @@ impl LogStore {
             out
         };
         for seg in expired {
-            let deleting = seg.dir.with_extension("tmp-for-deletion");
-            let removed = std::fs::rename(&seg.dir, &deleting)
-                .and_then(|_| std::fs::remove_dir_all(&deleting));
-            match removed {
+            match delete_segment(&seg.dir) {
                 Ok(()) => done.segments_deleted += 1,
                 Err(e) => {
                     tracing::warn!(segment = %seg.dir.display(), error = %e, "cannot delete an expired log segment");
@@ -362,6 +418,52 @@ impl LogStore {
             Some(e) => Err(e),
             None => Ok(done),
         }
+    }
+
+    /// The days whose window segments may be merged: closed (no line may enter
+    /// them any more), written out whole, at least two segments, none merged yet,
+    /// every one shipped.
+    fn mergeable(
+        &self,
+        shipped: &dyn Fn(&SegmentMeta) -> bool,
+    ) -> Vec<(String, i64, Vec<Arc<Segment>>)> {
+        let tenants = self.tenants.read();
+        let segments = self.segments.read();
+        let mut out = Vec::new();
+        for (tenant, per_tenant) in segments.iter() {
+            let state = tenants.get(tenant);
+            let closed_before = per_tenant
+                .values()
+                .map(|s| s.meta.window_end)
+                .chain(state.map(|t| t.sealed_before_ns))
+                .max()
+                .unwrap_or(i64::MIN);
+            let mut days: BTreeMap<i64, Vec<Arc<Segment>>> = BTreeMap::new();
+            for seg in per_tenant.values() {
+                days.entry(seg.meta.window_start.div_euclid(MERGED_NS) * MERGED_NS)
+                    .or_default()
+                    .push(seg.clone());
+            }
+            for (day, segs) in days {
+                let pending = state.is_some_and(|t| {
+                    t.sealing
+                        .keys()
+                        .any(|&w| w >= day && w < day.saturating_add(MERGED_NS))
+                });
+                if day.saturating_add(MERGED_NS) > closed_before
+                    || pending
+                    || segs.len() < 2
+                    || segs
+                        .iter()
+                        .any(|s| s.meta.compaction.is_some() || !shipped(&s.meta))
+                    || segs.iter().map(|s| s.meta.lines).sum::<u64>() > u64::from(u32::MAX)
+                {
+                    continue;
+                }
+                out.push((tenant.clone(), day, segs));
+            }
+        }
+        out
     }
 
     /// Replaces the sealed segments with a snapshot's (staged by tenant and ULID):
@@ -590,8 +692,10 @@ impl LogStore {
                     .collect()
             })
             .unwrap_or_default();
-        let written: std::collections::HashSet<i64> =
-            on_disk.iter().map(|s| s.meta.window_start).collect();
+        let written: Vec<(i64, i64)> = on_disk
+            .iter()
+            .map(|s| (s.meta.window_start, s.meta.window_end))
+            .collect();
         let mut budget = max_lines;
         for seg in &on_disk {
             for sel in seg.select(matchers, start_ns, end_ns, needles, &mut budget)? {
@@ -608,7 +712,7 @@ impl LogStore {
             .map(|(s, w)| (*s, &**w))
             .chain(t.open.iter().map(|(s, w)| (*s, w)))
             // A sealed window replayed after its segment was written is read there.
-            .filter(|(s, _)| !written.contains(s));
+            .filter(|(s, _)| !written.iter().any(|(from, to)| from <= s && s < to));
         for (start, window) in windows {
             if start >= end_ns || start.saturating_add(WINDOW_NS) <= start_ns {
                 continue;
@@ -666,6 +770,43 @@ impl LogStore {
         self.tenants.read().get(tenant).map_or(0, |t| t.heads.len())
     }
 
+    /// The time of `tenant`'s oldest line held here (segments and memory): before
+    /// it, the bucket answers.
+    pub fn oldest_ns(&self, tenant: &str) -> Option<i64> {
+        let on_disk = self
+            .segments
+            .read()
+            .get(tenant)
+            .and_then(|s| s.values().map(|s| s.meta.min_time).min());
+        let tenants = self.tenants.read();
+        let in_memory = tenants.get(tenant).and_then(|t| {
+            t.sealing
+                .values()
+                .map(|w| &**w)
+                .chain(t.open.values())
+                .flat_map(|w| w.streams.iter().map(|s| s.min_ns))
+                .min()
+        });
+        on_disk.into_iter().chain(in_memory).min()
+    }
+
+    /// The segments on disk, every tenant's (for the shipper).
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .values()
+            .flat_map(|s| s.values().cloned())
+            .collect()
+    }
+
+    /// Whether the stream is one of `tenant`'s active streams.
+    pub fn is_active_stream(&self, tenant: &str, labels: &Labels) -> bool {
+        self.tenants
+            .read()
+            .get(tenant)
+            .is_some_and(|t| t.heads.contains_key(labels))
+    }
+
     /// Lines in memory, over every tenant (for the self metrics).
     pub fn lines_in_memory(&self) -> usize {
         let tenants = self.tenants.read();
@@ -690,6 +831,14 @@ impl LogStore {
         *self.tenants.write() = image.tenants;
         *self.positions.write() = image.positions;
     }
+}
+
+/// Removes a segment's directory: renamed first, so a crash leaves no half of it
+/// under its own name.
+fn delete_segment(dir: &Path) -> std::io::Result<()> {
+    let deleting = dir.with_extension("tmp-for-deletion");
+    std::fs::rename(dir, &deleting)?;
+    std::fs::remove_dir_all(&deleting)
 }
 
 fn collect_selected(by_labels: BTreeMap<Labels, Vec<Arc<[LogLine]>>>) -> Vec<Selected> {

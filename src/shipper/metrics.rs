@@ -14,6 +14,10 @@ pub struct ShipperMetrics {
     pub upload_failures: Counter,
     /// Local blocks not in the bucket yet.
     pub blocks_pending: Gauge,
+    /// Log segments uploaded (meta.json written last).
+    pub log_segment_uploads: Counter,
+    /// Local log segments not in the bucket yet.
+    pub log_segments_pending: Gauge,
     /// When the last block landed (Unix seconds).
     pub last_success_timestamp_seconds: Gauge<f64, AtomicU64>,
 }
@@ -36,6 +40,16 @@ impl ShipperMetrics {
             "blocks_pending",
             "Local blocks not uploaded yet",
             m.blocks_pending.clone(),
+        );
+        r.register(
+            "log_segment_uploads",
+            "Log segments uploaded to object storage",
+            m.log_segment_uploads.clone(),
+        );
+        r.register(
+            "log_segments_pending",
+            "Local log segments not uploaded yet",
+            m.log_segments_pending.clone(),
         );
         r.register(
             "last_success_timestamp_seconds",

@@ -50,12 +50,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
+use ulid::Ulid;
 
 pub use config::{ClientTuning, ObjectStoreConfig};
 pub use error::{Result, ShipperError};
 pub use metrics::ShipperMetrics;
 pub use state::ShipperState;
 
+use crate::logs::segment::{Segment, SegmentMeta};
 use crate::supervise::Supervisor;
 use crate::tsdb::block::BlockMeta;
 use crate::tsdb::block::meta::{META_FILENAME, encode_meta};
@@ -110,6 +112,17 @@ impl ShipTracker for Inner {
     }
 
     fn block_written(&self, _meta: &BlockMeta) {
+        self.wake.notify_one();
+    }
+
+    fn is_log_segment_shipped(&self, meta: &SegmentMeta) -> bool {
+        let state = self.state.lock();
+        meta.level1()
+            .iter()
+            .all(|u| Ulid::from_string(u).is_ok_and(|u| state.log_segments.contains(&u)))
+    }
+
+    fn segments_written(&self) {
         self.wake.notify_one();
     }
 }
@@ -293,7 +306,131 @@ impl Shipper {
                 }
             }
         }
+        Ok(landed + self.sync_log_segments(db).await?)
+    }
+
+    /// Uploads every local window segment that has not shipped, oldest first
+    /// (merged segments are not: their sources are in the bucket). Returns how many
+    /// landed.
+    async fn sync_log_segments(&self, db: &Db) -> Result<usize> {
+        let pending: Vec<Arc<Segment>> = {
+            let state = self.inner.state.lock();
+            let mut p: Vec<Arc<Segment>> = db
+                .log_segments()
+                .into_iter()
+                .filter(|s| s.meta.compaction.is_none())
+                .filter(|s| {
+                    Ulid::from_string(&s.meta.ulid).is_ok_and(|u| !state.log_segments.contains(&u))
+                })
+                .collect();
+            p.sort_by_key(|s| (s.meta.window_start, s.meta.ulid.clone()));
+            p
+        };
+        let metrics = &self.inner.metrics;
+        metrics.log_segments_pending.set(pending.len() as i64);
+        let mut landed = 0;
+        for seg in &pending {
+            let uploads = self
+                .inner
+                .uploads
+                .load(std::sync::atomic::Ordering::Acquire);
+            let meta_path = segment_object(&seg.meta, crate::logs::segment::META_FILE);
+            let outcome = if uploads {
+                self.upload_log_segment(seg).await?
+            } else if self.object_exists(&meta_path).await? {
+                Uploaded::AlreadyThere
+            } else {
+                continue;
+            };
+            self.mark_log_segment_uploaded(db, &seg.meta).await?;
+            landed += 1;
+            metrics.log_segments_pending.dec();
+            if outcome == Uploaded::Uploaded {
+                metrics.log_segment_uploads.inc();
+                metrics
+                    .last_success_timestamp_seconds
+                    .set(crate::model::now_ms() as f64 / 1000.0);
+                tracing::info!(
+                    tenant = seg.meta.tenant,
+                    ulid = seg.meta.ulid,
+                    window_start_ns = seg.meta.window_start,
+                    "log segment uploaded"
+                );
+            }
+        }
         Ok(landed)
+    }
+
+    /// Uploads one window segment to `logs/<tenant>/<ULID>/`: lines, stream table
+    /// and index, then meta.json (with the external labels). The segment's files
+    /// never change, and it is not merged or deleted before it has shipped, so
+    /// they are read in place.
+    async fn upload_log_segment(&self, seg: &Segment) -> Result<Uploaded> {
+        let store = &self.inner.store;
+        let meta_path = segment_object(&seg.meta, crate::logs::segment::META_FILE);
+        if self.object_exists(&meta_path).await? {
+            return Ok(Uploaded::AlreadyThere);
+        }
+        let dir = seg.dir.clone();
+        let files = tokio::task::spawn_blocking(move || relative_files(&dir))
+            .await
+            .map_err(|e| ShipperError::Corrupt(format!("list segment task: {e}")))??;
+        for rel in files
+            .iter()
+            .filter(|f| f.as_str() != crate::logs::segment::META_FILE)
+        {
+            upload_file(
+                store.clone(),
+                &seg.dir.join(rel),
+                segment_object(&seg.meta, rel),
+            )
+            .await?;
+        }
+        let mut meta = seg.meta.clone();
+        meta.external_labels = self.inner.labels.clone();
+        let bytes = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| ShipperError::Corrupt(format!("encode segment meta: {e}")))?;
+        store
+            .put(&meta_path, bytes.into())
+            .await
+            .map_err(|e| ShipperError::store(format!("upload {meta_path}"), e))?;
+        Ok(Uploaded::Uploaded)
+    }
+
+    /// Records the window segment as uploaded and writes the state; entries no
+    /// local segment refers to any more are dropped.
+    async fn mark_log_segment_uploaded(&self, db: &Db, meta: &SegmentMeta) -> Result<()> {
+        let snapshot = {
+            let mut state = self.inner.state.lock();
+            if let Ok(u) = Ulid::from_string(&meta.ulid) {
+                state.log_segments.insert(u);
+            }
+            let referenced: BTreeSet<String> = db
+                .log_segments()
+                .iter()
+                .flat_map(|s| s.meta.level1().into_iter().map(str::to_string))
+                .collect();
+            state
+                .log_segments
+                .retain(|u| referenced.contains(&u.to_string()));
+            state.clone()
+        };
+        self.save_state(snapshot).await
+    }
+
+    async fn save_state(&self, snapshot: ShipperState) -> Result<()> {
+        let dir = self.inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || snapshot.save(&dir))
+            .await
+            .map_err(|e| ShipperError::Corrupt(format!("save shipper state task: {e}")))?
+    }
+
+    async fn object_exists(&self, path: &ObjectPath) -> Result<bool> {
+        match self.inner.store.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(ShipperError::store(format!("check {path}"), e)),
+        }
     }
 
     /// Records the block (and the level-1 blocks it holds) as uploaded and writes the
@@ -315,20 +452,13 @@ impl Shipper {
             state.uploaded.retain(|u| referenced.contains(u));
             state.clone()
         };
-        let dir = self.inner.data_dir.clone();
-        tokio::task::spawn_blocking(move || snapshot.save(&dir))
-            .await
-            .map_err(|e| ShipperError::Corrupt(format!("save shipper state task: {e}")))?
+        self.save_state(snapshot).await
     }
 
     /// Whether the bucket holds the block (its meta.json goes up last).
     async fn in_bucket(&self, meta: &BlockMeta) -> Result<bool> {
-        let meta_path = ObjectPath::from(format!("{}/{META_FILENAME}", meta.ulid));
-        match self.inner.store.head(&meta_path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(ShipperError::store(format!("check {meta_path}"), e)),
-        }
+        self.object_exists(&ObjectPath::from(format!("{}/{META_FILENAME}", meta.ulid)))
+            .await
     }
 
     /// Uploads one block: chunk segments and index, then meta.json with the `thanos`
@@ -369,6 +499,43 @@ impl Shipper {
         let _ = tokio::fs::remove_dir_all(&staging).await;
         result
     }
+}
+
+/// Where a log segment's file lives in the bucket: `logs/<tenant>/<ULID>/<rel>`.
+pub fn segment_object(meta: &SegmentMeta, rel: &str) -> ObjectPath {
+    ObjectPath::from_iter(
+        [LOGS_PREFIX, meta.tenant.as_str(), meta.ulid.as_str()]
+            .into_iter()
+            .chain(rel.split('/')),
+    )
+}
+
+/// The bucket's top-level folder of log segments, beside the blocks' ULIDs.
+pub const LOGS_PREFIX: &str = "logs";
+
+/// The files under `dir`, as `/`-separated paths relative to it.
+fn relative_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| ShipperError::io(format!("list {}", d.display()), e))?;
+        for e in entries {
+            let e = e.map_err(|e| ShipperError::io(format!("list {}", d.display()), e))?;
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().to_string())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Hard-links the block's files into `staging` and lists them (sizes from the links).

@@ -22,6 +22,9 @@ const STATE_VERSION: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipperState {
     pub uploaded: BTreeSet<Ulid>,
+    /// The log segments uploaded (window segments; a merged one has shipped when
+    /// all of its sources have). ODIN's own key; Thanos has no logs.
+    pub log_segments: BTreeSet<Ulid>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -30,6 +33,8 @@ struct StateFile {
     /// Go writes an empty list as `null`.
     #[serde(default)]
     uploaded: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_segments: Option<Vec<String>>,
 }
 
 pub fn state_path(data_dir: &Path) -> PathBuf {
@@ -55,14 +60,23 @@ impl ShipperState {
                 f.version
             )));
         }
-        let mut uploaded = BTreeSet::new();
-        for s in f.uploaded.iter().flatten() {
-            let u = Ulid::from_string(s).map_err(|e| {
-                ShipperError::Corrupt(format!("{}: invalid ulid {s:?}: {e}", path.display()))
-            })?;
-            uploaded.insert(u);
-        }
-        Ok(Self { uploaded })
+        let parse = |list: &Option<Vec<String>>| -> Result<BTreeSet<Ulid>> {
+            list.iter()
+                .flatten()
+                .map(|s| {
+                    Ulid::from_string(s).map_err(|e| {
+                        ShipperError::Corrupt(format!(
+                            "{}: invalid ulid {s:?}: {e}",
+                            path.display()
+                        ))
+                    })
+                })
+                .collect()
+        };
+        Ok(Self {
+            uploaded: parse(&f.uploaded)?,
+            log_segments: parse(&f.log_segments)?,
+        })
     }
 
     /// Writes the state atomically.
@@ -72,6 +86,8 @@ impl ShipperState {
         let f = StateFile {
             version: STATE_VERSION,
             uploaded: Some(self.uploaded.iter().map(Ulid::to_string).collect()),
+            log_segments: (!self.log_segments.is_empty())
+                .then(|| self.log_segments.iter().map(Ulid::to_string).collect()),
         };
         let data = serde_json::to_vec_pretty(&f)
             .map_err(|e| ShipperError::Corrupt(format!("encode shipper state: {e}")))?;
@@ -109,6 +125,14 @@ mod tests {
             .insert(Ulid::from_string("01H8XGJWBWBA1RCK2ZQFWTR400").unwrap());
         s.save(dir.path()).unwrap();
         assert!(!dir.path().join("thanos.shipper.json.tmp").exists());
+        assert_eq!(ShipperState::load(dir.path()).unwrap(), s);
+        // Log segments add ODIN's own key, which the sidecar's reader ignores.
+        s.log_segments
+            .insert(Ulid::from_string("01H8XGJWBWBA1RCK2ZQFWTR401").unwrap());
+        s.save(dir.path()).unwrap();
+        assert_eq!(ShipperState::load(dir.path()).unwrap(), s);
+        s.log_segments.clear();
+        s.save(dir.path()).unwrap();
         assert_eq!(ShipperState::load(dir.path()).unwrap(), s);
         let raw: serde_json::Value =
             serde_json::from_slice(&std::fs::read(state_path(dir.path())).unwrap()).unwrap();

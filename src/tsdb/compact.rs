@@ -42,8 +42,9 @@ pub(crate) fn run(db: &DbInner) -> Result<()> {
     result
 }
 
-/// Writes the sealed log windows out as segments and drops the segments past
-/// retention (`--logs.retention.time`, by default the TSDB's; 0 keeps them).
+/// Writes the sealed log windows out as segments, merges closed days, and drops the
+/// segments past retention (`--logs.retention.time`, by default the TSDB's; 0 keeps
+/// them). With shipping on, only shipped segments are merged or dropped.
 fn write_out_logs(db: &DbInner) -> Result<()> {
     let retention_ms = db.opts.logs_retention_ms.unwrap_or(db.opts.retention_ms);
     let retain_after_ns = match retention_ms {
@@ -52,17 +53,29 @@ fn write_out_logs(db: &DbInner) -> Result<()> {
             .saturating_sub(ms)
             .saturating_mul(1_000_000),
     };
+    let shipped = |meta: &crate::logs::segment::SegmentMeta| {
+        db.opts
+            .shipping
+            .as_ref()
+            .is_none_or(|hook| hook.0.is_log_segment_shipped(meta))
+    };
     let done = db
         .machine
         .logs
-        .maintain(retain_after_ns)
+        .maintain_shipped(retain_after_ns, &shipped)
         .map_err(|e| TsdbError::io("write out log segments".to_string(), e))?;
-    if done.segments_written + done.segments_deleted > 0 {
+    if done.segments_written + done.segments_merged + done.segments_deleted > 0 {
         tracing::info!(
             written = done.segments_written,
+            merged = done.segments_merged,
             deleted = done.segments_deleted,
             "log segments"
         );
+    }
+    if done.segments_written > 0
+        && let Some(hook) = &db.opts.shipping
+    {
+        hook.0.segments_written();
     }
     Ok(())
 }

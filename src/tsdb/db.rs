@@ -514,6 +514,10 @@ impl crate::logs::LogStorage for Db {
         self.inner.machine.logs.active_streams(tenant)
     }
 
+    fn is_active_stream(&self, tenant: &str, labels: &Labels) -> bool {
+        self.inner.machine.logs.is_active_stream(tenant, labels)
+    }
+
     fn positions(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
         self.inner.machine.logs.positions(prefix)
     }
@@ -522,6 +526,17 @@ impl crate::logs::LogStorage for Db {
         &self,
     ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::log::record::LogBatch>> {
         self.inner.machine.logs.subscribe()
+    }
+
+    fn oldest_ns(&self, tenant: &str) -> Option<i64> {
+        self.inner.machine.logs.oldest_ns(tenant)
+    }
+}
+
+impl Db {
+    /// The log segments on disk (for the shipper).
+    pub fn log_segments(&self) -> Vec<Arc<crate::logs::segment::Segment>> {
+        self.inner.machine.logs.segments()
     }
 }
 
@@ -1695,6 +1710,10 @@ mod tests {
         fn block_written(&self, meta: &crate::tsdb::block::BlockMeta) {
             self.written.lock().push(meta.ulid);
         }
+        fn is_log_segment_shipped(&self, _meta: &crate::logs::segment::SegmentMeta) -> bool {
+            true
+        }
+        fn segments_written(&self) {}
     }
 
     fn with_shipper(opts: DbOptions) -> (DbOptions, Arc<FakeShipper>) {

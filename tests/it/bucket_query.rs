@@ -107,3 +107,117 @@ fn bucket_only_blocks_answer_queries_and_an_unreadable_bucket_is_a_warning() {
     );
     second.stop();
 }
+
+/// The lines of a log query over `[start_ns, end_ns]`, oldest first.
+fn log_lines(odin: &crate::common::Odin, query: &str, start_ns: i64, end_ns: i64) -> Vec<String> {
+    let (start, end) = (start_ns.to_string(), end_ns.to_string());
+    let params = [
+        ("query", query),
+        ("start", start.as_str()),
+        ("end", end.as_str()),
+        ("limit", "5000"),
+        ("direction", "forward"),
+    ];
+    let (code, body) = crate::loki::get(odin, None, "/loki/api/v1/query_range", &params);
+    assert_eq!(code, 200, "{query}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut out: Vec<(i64, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["values"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e[0].as_str().unwrap().parse().unwrap(),
+                e[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, l)| l).collect()
+}
+
+#[test]
+fn log_segments_ship_to_the_bucket_and_answer_from_there() {
+    const S: i64 = 1_000_000_000;
+    const WINDOW: i64 = 2 * 3600 * S;
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let config = config_with_store(
+        tmp.path(),
+        &format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}",
+            bucket.display()
+        ),
+    );
+    // A first ODIN takes a window of lines five days ago; a line three hours later
+    // seals it, maintenance writes it out and the shipper uploads it.
+    let first = start(&tmp.path().join("a"), &config, &[]);
+    let now_ns = crate::common::now_ms() * 1_000_000;
+    let base = (now_ns - 5 * 24 * 3600 * S).div_euclid(WINDOW) * WINDOW;
+    let written: Vec<String> = (0..300)
+        .map(|i| {
+            if i == 200 {
+                "kernel: NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus".to_string()
+            } else {
+                format!("job {i} finished step {}", i % 7)
+            }
+        })
+        .collect();
+    let entries: Vec<crate::loki::Entry<'_>> = written
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (base + i as i64 * S, l.clone(), Vec::new()))
+        .collect();
+    let later = vec![(base + 3 * 3600 * S, "later".to_string(), Vec::new())];
+    for body in [
+        crate::loki::promtail_request(&[("{job=\"train\"}", entries)]),
+        crate::loki::promtail_request(&[("{job=\"train\"}", later)]),
+    ] {
+        let (code, text) = crate::loki::push(&first, None, "application/x-protobuf", None, &body);
+        assert_eq!(code, 204, "{text}");
+    }
+    settled(&first, "odin_shipper_log_segment_uploads_total", 1.0);
+    let shipped: Vec<_> = std::fs::read_dir(bucket.join("logs/fake"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(shipped.len(), 1, "{shipped:?}");
+    for f in ["meta.json", "lines", "streams", "index/meta.json"] {
+        assert!(shipped[0].join(f).exists(), "{f} not shipped");
+    }
+    first.stop();
+
+    // A second ODIN on an empty disk answers that window from the bucket, the
+    // index narrowing a line filter there too.
+    let second = start(&tmp.path().join("b"), &config, &[]);
+    let mut got = Vec::new();
+    let found = poll_until(Duration::from_secs(20), || {
+        got = log_lines(&second, "{job=\"train\"}", base, base + WINDOW - 1);
+        got.len() == written.len()
+    });
+    assert!(found, "{} lines", got.len());
+    assert_eq!(got, written);
+    assert_eq!(
+        log_lines(
+            &second,
+            "{job=\"train\"} |= \"fallen off\"",
+            base,
+            base + WINDOW - 1
+        ),
+        [written[200].clone()]
+    );
+    let (code, body) = crate::loki::get(
+        &second,
+        None,
+        "/loki/api/v1/label/job/values",
+        &[
+            ("start", &base.to_string()),
+            ("end", &(base + WINDOW).to_string()),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"train\""), "{body}");
+    second.stop();
+}

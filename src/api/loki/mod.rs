@@ -293,10 +293,6 @@ fn prepare_push(
     }
     // Streams the tenant does not have yet count against its limit (checked here,
     // before the entry: two pushes at once may pass it by a few streams).
-    let known = storage
-        .streams(tenant, i64::MIN, i64::MAX)
-        .unwrap_or_default();
-    let known: std::collections::HashSet<_> = known.into_iter().collect();
     let mut active = storage.active_streams(tenant);
     let mut batch = LogBatch {
         tenant: tenant.to_string(),
@@ -304,7 +300,7 @@ fn prepare_push(
         streams: Vec::with_capacity(checked.streams.len()),
     };
     for stream in checked.streams {
-        if !known.contains(&stream.labels) {
+        if !storage.is_active_stream(tenant, &stream.labels) {
             if active >= MAX_STREAMS_PER_TENANT {
                 return Err(text(
                     StatusCode::TOO_MANY_REQUESTS,
