@@ -8,13 +8,15 @@
 //!   streams    the stream table: each stream's labels and frames (offset, length,
 //!              times, lines, ordinal of its first line), then a CRC32C
 //!   index/     a tantivy index with one document per line: the text as trigrams,
-//!              the line's ordinal as a fast field
+//!              the stream's labels as `name=value` terms, the line's time and
+//!              its ordinal as fast fields
 //! ```
 //!
 //! Streams are chosen by the table (a selector matches labels exactly, as Loki's
 //! index does); a `|=` filter of three characters or more is answered by the index
-//! first: only lines holding every trigram of the needle are read, and the filter
-//! itself still runs on them. The ULID is derived from the tenant and the window,
+//! first (with the selector's equality matchers and the query's time range): only
+//! lines holding every trigram of the needle are read, and the filter itself still
+//! runs on them. The ULID is derived from the tenant and the window,
 //! so every replica writes the same segment under the same name, and a window
 //! written out before a crash is recognised when its lines are replayed.
 
@@ -33,7 +35,10 @@ use crate::model::{Labels, Matcher};
 
 /// Uncompressed bytes of lines per frame.
 const FRAME_BYTES: usize = 64 * 1024;
-const VERSION: u32 = 1;
+/// 2: the index holds the stream labels and the line times too.
+const VERSION: u32 = 2;
+/// The oldest version still read.
+const OLDEST_VERSION: u32 = 1;
 const META: &str = "meta.json";
 const LINES: &str = "lines";
 const STREAMS: &str = "streams";
@@ -155,11 +160,20 @@ fn io(context: &str, e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("{context}: {e}"))
 }
 
-fn schema() -> (
-    tantivy::schema::Schema,
-    tantivy::schema::Field,
-    tantivy::schema::Field,
-) {
+/// The index's fields.
+#[derive(Clone, Copy)]
+struct Fields {
+    /// The line's text, as character trigrams.
+    line: tantivy::schema::Field,
+    /// The line's ordinal in the segment (fast): what ties a document to its frame.
+    ordinal: tantivy::schema::Field,
+    /// The stream's labels, one `name=value` term each (version 2 on).
+    labels: Option<tantivy::schema::Field>,
+    /// The line's time, Unix nanoseconds (fast; version 2 on).
+    ts: Option<tantivy::schema::Field>,
+}
+
+fn schema() -> (tantivy::schema::Schema, Fields) {
     use tantivy::schema::{FAST, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
     let mut b = Schema::builder();
     let text = TextOptions::default().set_indexing_options(
@@ -169,7 +183,36 @@ fn schema() -> (
     );
     let line = b.add_text_field("line", text);
     let ordinal = b.add_u64_field("ordinal", FAST);
-    (b.build(), line, ordinal)
+    let raw = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("raw")
+            .set_index_option(IndexRecordOption::Basic),
+    );
+    let labels = b.add_text_field("labels", raw);
+    let ts = b.add_i64_field("ts", FAST);
+    (
+        b.build(),
+        Fields {
+            line,
+            ordinal,
+            labels: Some(labels),
+            ts: Some(ts),
+        },
+    )
+}
+
+impl Fields {
+    /// The fields of an opened index (a version 1 index has no labels or times).
+    fn of(schema: &tantivy::schema::Schema) -> std::io::Result<Fields> {
+        Ok(Fields {
+            line: schema.get_field("line").map_err(|e| io("line index", e))?,
+            ordinal: schema
+                .get_field("ordinal")
+                .map_err(|e| io("line index", e))?,
+            labels: schema.get_field("labels").ok(),
+            ts: schema.get_field("ts").ok(),
+        })
+    }
 }
 
 fn register_tokenizer(index: &tantivy::Index) -> std::io::Result<()> {
@@ -179,6 +222,11 @@ fn register_tokenizer(index: &tantivy::Index) -> std::io::Result<()> {
         .tokenizers()
         .register(TRIGRAMS, tantivy::tokenizer::TextAnalyzer::from(trigrams));
     Ok(())
+}
+
+/// A label's term in the index's `labels` field.
+fn label_term(name: &str, value: &str) -> String {
+    format!("{name}={value}")
 }
 
 /// The trigrams of `needle`, as the index's tokenizer cuts a line.
@@ -301,8 +349,9 @@ struct Builder {
     ulid: ulid::Ulid,
     staged: PathBuf,
     writer: tantivy::IndexWriter,
-    line_field: tantivy::schema::Field,
-    ordinal_field: tantivy::schema::Field,
+    fields: Fields,
+    /// The current stream's `name=value` terms.
+    label_terms: Vec<String>,
     lines_file: std::io::BufWriter<File>,
     offset: u64,
     ordinal: u32,
@@ -325,7 +374,7 @@ impl Builder {
             fs::remove_dir_all(&staged)?;
         }
         fs::create_dir_all(staged.join(INDEX))?;
-        let (schema, line_field, ordinal_field) = schema();
+        let (schema, fields) = schema();
         let index = tantivy::Index::create_in_dir(staged.join(INDEX), schema)
             .map_err(|e| io("create the line index", e))?;
         register_tokenizer(&index)?;
@@ -338,8 +387,8 @@ impl Builder {
             ulid,
             staged,
             writer,
-            line_field,
-            ordinal_field,
+            fields,
+            label_terms: Vec::new(),
             lines_file,
             offset: 0,
             ordinal: 0,
@@ -352,6 +401,10 @@ impl Builder {
 
     /// Starts the next stream (streams come in label order).
     fn stream(&mut self, labels: Labels) {
+        self.label_terms = labels
+            .iter()
+            .map(|l| label_term(&l.name, &l.value))
+            .collect();
         self.table.push(StreamEntry {
             labels,
             frames: Vec::new(),
@@ -369,8 +422,16 @@ impl Builder {
             .ok_or_else(|| io("segment", "more than 2^32 lines"))?;
         for (i, line) in lines.iter().enumerate() {
             let mut doc = tantivy::TantivyDocument::default();
-            doc.add_text(self.line_field, &line.text);
-            doc.add_u64(self.ordinal_field, u64::from(self.ordinal) + i as u64);
+            doc.add_text(self.fields.line, &line.text);
+            doc.add_u64(self.fields.ordinal, u64::from(self.ordinal) + i as u64);
+            if let Some(f) = self.fields.labels {
+                for t in &self.label_terms {
+                    doc.add_text(f, t);
+                }
+            }
+            if let Some(f) = self.fields.ts {
+                doc.add_i64(f, line.ts_ns);
+            }
             self.writer
                 .add_document(doc)
                 .map_err(|e| io("index a line", e))?;
@@ -601,7 +662,7 @@ pub struct Segment {
     pub meta: SegmentMeta,
     streams: Vec<StreamEntry>,
     index: tantivy::Index,
-    line_field: tantivy::schema::Field,
+    fields: Fields,
     lines: Arc<dyn LinesSource>,
 }
 
@@ -630,7 +691,7 @@ impl Segment {
     pub fn open_with_lines(dir: &Path, lines: Arc<dyn LinesSource>) -> std::io::Result<Segment> {
         let meta: SegmentMeta = serde_json::from_slice(&fs::read(dir.join(META))?)
             .map_err(|e| io("segment meta", e))?;
-        if meta.version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&meta.version) {
             return Err(io(
                 "segment meta",
                 format!("version {} unknown", meta.version),
@@ -640,16 +701,13 @@ impl Segment {
         let index =
             tantivy::Index::open_in_dir(dir.join(INDEX)).map_err(|e| io("line index", e))?;
         register_tokenizer(&index)?;
-        let line_field = index
-            .schema()
-            .get_field("line")
-            .map_err(|e| io("line index", e))?;
+        let fields = Fields::of(&index.schema())?;
         Ok(Segment {
             dir: dir.to_path_buf(),
             meta,
             streams,
             index,
-            line_field,
+            fields,
             lines,
         })
     }
@@ -659,23 +717,52 @@ impl Segment {
         self.streams.iter().map(|s| &s.labels)
     }
 
-    /// The ordinals of the lines holding every trigram of every needle (`None`: no
-    /// needle long enough to narrow anything).
-    fn candidates(&self, needles: &[String]) -> std::io::Result<Option<HashSet<u32>>> {
-        use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+    /// The ordinals of the lines holding every trigram of every needle, of a
+    /// stream with the selector's exact labels, in `[start_ns, end_ns)` (`None`: no
+    /// needle long enough to narrow anything; the stream table and the frames'
+    /// times answer the rest).
+    fn candidates(
+        &self,
+        needles: &[String],
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> std::io::Result<Option<HashSet<u32>>> {
+        use std::ops::Bound;
+        use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
         use tantivy::schema::IndexRecordOption;
         let grams: Vec<String> = needles.iter().flat_map(|n| trigrams(n)).collect();
         if grams.is_empty() {
             return Ok(None);
         }
-        let clauses: Vec<(Occur, Box<dyn Query>)> = grams
+        let term_query = |field, text: &str| -> (Occur, Box<dyn Query>) {
+            let term = tantivy::Term::from_field_text(field, text);
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            )
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = grams
             .iter()
-            .map(|g| {
-                let term = tantivy::Term::from_field_text(self.line_field, g);
-                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
-                (Occur::Must, q)
-            })
+            .map(|g| term_query(self.fields.line, g))
             .collect();
+        if let Some(f) = self.fields.labels {
+            clauses.extend(
+                matchers
+                    .iter()
+                    .filter(|m| m.kind == crate::model::MatchType::Equal && !m.value.is_empty())
+                    .map(|m| term_query(f, &label_term(&m.name, &m.value))),
+            );
+        }
+        if let Some(f) = self.fields.ts
+            && (start_ns > self.meta.min_time || end_ns <= self.meta.max_time)
+        {
+            let range = RangeQuery::new(
+                Bound::Included(tantivy::Term::from_field_i64(f, start_ns)),
+                Bound::Excluded(tantivy::Term::from_field_i64(f, end_ns)),
+            );
+            clauses.push((Occur::Must, Box::new(range)));
+        }
         let query = BooleanQuery::new(clauses);
         let reader = self.index.reader().map_err(|e| io("line index", e))?;
         let searcher = reader.searcher();
@@ -727,7 +814,7 @@ impl Segment {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let candidates = self.candidates(needles)?;
+        let candidates = self.candidates(needles, matchers, start_ns, end_ns)?;
         // (stream, frame) of every frame to read.
         let mut plan: Vec<(usize, &Frame)> = Vec::new();
         for (i, s) in wanted.iter().enumerate() {
@@ -915,6 +1002,33 @@ mod tests {
                 .select("t", &[], i64::MIN, i64::MAX, &[])
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_index_narrows_by_needle_stream_labels_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = sealed_store(dir.path());
+        store.maintain(i64::MIN).unwrap();
+        let seg = store.segments().remove(0);
+        let needle = ["Xid 79".to_string()];
+        let a = [Matcher::equal("app", "a")];
+        let b = [Matcher::equal("app", "b")];
+        let hits = |m: &[Matcher], from: i64, to: i64| {
+            seg.candidates(&needle, m, from, to).unwrap().unwrap().len()
+        };
+        // The needle line is app="a"'s 1234th, at T0 + 1234 s.
+        assert_eq!(hits(&[], i64::MIN, i64::MAX), 1);
+        assert_eq!(hits(&a, i64::MIN, i64::MAX), 1);
+        assert_eq!(hits(&b, i64::MIN, i64::MAX), 0);
+        assert_eq!(hits(&a, T0 + 1234 * S, T0 + 1235 * S), 1);
+        assert_eq!(hits(&a, T0, T0 + 1234 * S), 0);
+        assert_eq!(hits(&a, T0 + 1235 * S, i64::MAX), 0);
+        // Short needles do not narrow.
+        assert!(
+            seg.candidates(&["Xi".into()], &a, T0, T0 + S)
+                .unwrap()
+                .is_none()
         );
     }
 
