@@ -274,6 +274,17 @@ struct RunFlags {
     /// retention time].
     #[arg(long = "logs.retention.time")]
     logs_retention_time: Option<String>,
+    /// Per tenant, MB of log lines a second a push may bring (Loki's
+    /// `ingestion_rate_mb`).
+    #[arg(long = "logs.ingestion-rate-mb", default_value_t = 4.0)]
+    logs_ingestion_rate_mb: f64,
+    /// Per tenant, the most MB of log lines at once (Loki's `ingestion_burst_size_mb`).
+    #[arg(long = "logs.ingestion-burst-size-mb", default_value_t = 6.0)]
+    logs_ingestion_burst_size_mb: f64,
+    /// Active log streams per tenant (Loki's `max_global_streams_per_user`; 0: no
+    /// limit).
+    #[arg(long = "logs.max-streams-per-tenant", default_value_t = 5000)]
+    logs_max_streams_per_tenant: usize,
     /// Span of a block cut from the head.
     #[arg(long = "storage.tsdb.min-block-duration", default_value = "2h")]
     min_block_duration: String,
@@ -670,6 +681,18 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
             format_duration_ms(logs_retention_ms.unwrap_or(retention_ms)),
         ),
         (
+            "logs.ingestion-rate-mb",
+            flags.logs_ingestion_rate_mb.to_string(),
+        ),
+        (
+            "logs.ingestion-burst-size-mb",
+            flags.logs_ingestion_burst_size_mb.to_string(),
+        ),
+        (
+            "logs.max-streams-per-tenant",
+            flags.logs_max_streams_per_tenant.to_string(),
+        ),
+        (
             "storage.tsdb.min-block-duration",
             format_duration_ms(min_block_ms),
         ),
@@ -780,7 +803,25 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    for (name, mb) in [
+        ("--logs.ingestion-rate-mb", flags.logs_ingestion_rate_mb),
+        (
+            "--logs.ingestion-burst-size-mb",
+            flags.logs_ingestion_burst_size_mb,
+        ),
+    ] {
+        if !(mb.is_finite() && mb > 0.0) {
+            anyhow::bail!("{name}: must be a positive number of MB, got {mb}");
+        }
+    }
+    let log_limits = odin::logs::push::PushLimits {
+        ingestion_rate_mb: flags.logs_ingestion_rate_mb,
+        ingestion_burst_size_mb: flags.logs_ingestion_burst_size_mb,
+        max_streams_per_tenant: flags.logs_max_streams_per_tenant,
+        ..Default::default()
+    };
     Ok(RunOptions {
+        log_limits,
         config,
         config_file: flags.config_file,
         data_dir,

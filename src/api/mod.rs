@@ -67,6 +67,8 @@ pub struct ApiOptions {
     pub external_labels: std::collections::BTreeMap<String, String>,
     /// Whether this node runs in a cluster (its handle arrives once storage opened).
     pub clustered: bool,
+    /// Loki's per-tenant limits on pushes (`--logs.*` flags).
+    pub log_limits: crate::logs::push::PushLimits,
 }
 
 /// The storage the API serves: empty until start-up opened it (WAL replay); every
@@ -186,8 +188,11 @@ pub fn router(a: ApiShared) -> Router {
         .merge(loki::routes(loki::LokiApi {
             storage: storage.clone(),
             gate: gate.clone(),
-            limiter: Arc::new(crate::logs::tenant::IngestionLimiter::new(4.0, 6.0)),
-            limits: Arc::default(),
+            limiter: Arc::new(crate::logs::tenant::IngestionLimiter::new(
+                a.options.log_limits.ingestion_rate_mb,
+                a.options.log_limits.ingestion_burst_size_mb,
+            )),
+            limits: Arc::new(a.options.log_limits.clone()),
             max_body_bytes: a.options.write_limits.max_body_bytes,
             tails: Arc::new(tokio::sync::Semaphore::new(loki::MAX_CONCURRENT_TAILS)),
         }))

@@ -76,6 +76,8 @@ pub struct RunOptions {
     pub store: BucketStoreOptions,
     /// This node's part in a Raft cluster; `None`: a single node on its WAL.
     pub cluster: Option<crate::replication::node::ClusterOptions>,
+    /// Loki's per-tenant push limits (`--logs.ingestion-rate-mb`, …).
+    pub log_limits: crate::logs::push::PushLimits,
 }
 
 /// How often the WAL writer is checked for an unexpected stop.
@@ -171,6 +173,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             write_limits,
             external_labels: opts.config.global.external_labels.clone(),
             clustered: opts.cluster.is_some(),
+            log_limits: opts.log_limits.clone(),
         },
         http_metrics,
         shutdown: shutdown.clone(),

@@ -461,24 +461,27 @@ impl LogStorage for LongTermLogs {
                 &mut budget,
             )
             .map_err(bucket_error)?;
+        let mut by_labels: BTreeMap<Labels, Vec<Arc<[crate::log::record::LogLine]>>> =
+            found.drain(..).map(|s| (s.labels, s.chunks)).collect();
         // Frames may hold lines past the cut, which the local store answers.
-        for mut sel in older {
-            for chunk in &mut sel.chunks {
-                if chunk.iter().any(|l| l.ts_ns >= cut) {
-                    *chunk = chunk.iter().filter(|l| l.ts_ns < cut).cloned().collect();
+        for sel in older {
+            let chunks = by_labels.entry(sel.labels).or_default();
+            for chunk in sel.chunks {
+                if chunk.iter().all(|l| l.ts_ns < cut) {
+                    chunks.push(chunk);
+                } else {
+                    let kept: Vec<_> = chunk.iter().filter(|l| l.ts_ns < cut).cloned().collect();
+                    if !kept.is_empty() {
+                        chunks.push(kept.into());
+                    }
                 }
             }
-            sel.chunks.retain(|c| !c.is_empty());
-            if sel.chunks.is_empty() {
-                continue;
-            }
-            match found.iter_mut().find(|s| s.labels == sel.labels) {
-                Some(s) => s.chunks.extend(sel.chunks),
-                None => found.push(sel),
-            }
         }
-        found.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(found)
+        Ok(by_labels
+            .into_iter()
+            .filter(|(_, chunks)| !chunks.is_empty())
+            .map(|(labels, chunks)| Selected { labels, chunks })
+            .collect())
     }
 
     fn streams(

@@ -579,6 +579,12 @@ pub struct PushLimits {
     pub max_structured_metadata_size: usize,
     /// `max_structured_metadata_entries_count`: 128.
     pub max_structured_metadata_entries: usize,
+    /// `ingestion_rate_mb` (4) and `ingestion_burst_size_mb` (6): per tenant, MB
+    /// of lines a second and the most at once.
+    pub ingestion_rate_mb: f64,
+    pub ingestion_burst_size_mb: f64,
+    /// `max_global_streams_per_user`: 5000 active streams per tenant; 0: no limit.
+    pub max_streams_per_tenant: usize,
 }
 
 impl Default for PushLimits {
@@ -596,6 +602,9 @@ impl Default for PushLimits {
             allow_structured_metadata: true,
             max_structured_metadata_size: 64 * 1024,
             max_structured_metadata_entries: 128,
+            ingestion_rate_mb: 4.0,
+            ingestion_burst_size_mb: 6.0,
+            max_streams_per_tenant: 5000,
         }
     }
 }

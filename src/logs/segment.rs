@@ -35,6 +35,10 @@ use crate::model::{Labels, Matcher};
 
 /// Uncompressed bytes of lines per frame.
 const FRAME_BYTES: usize = 64 * 1024;
+/// The most a frame may decompress to: a frame closes at [`FRAME_BYTES`], so it
+/// holds at most that plus one line (and its metadata), which push limits bound
+/// far below this.
+const MAX_FRAME_RAW_BYTES: usize = 64 << 20;
 /// 2: the index holds the stream labels and the line times too.
 const VERSION: u32 = 2;
 /// The oldest version still read.
@@ -108,7 +112,15 @@ struct Frame {
 impl Frame {
     /// The frame's lines from its compressed bytes.
     fn decode(&self, compressed: &[u8]) -> std::io::Result<Vec<LogLine>> {
-        let raw = zstd::stream::decode_all(compressed).map_err(|e| io("segment lines", e))?;
+        // Bounded: a damaged (or hostile) frame must not inflate without limit. The
+        // writer records each frame's size in its header.
+        let size = zstd::zstd_safe::get_frame_content_size(compressed)
+            .ok()
+            .flatten()
+            .filter(|&n| n <= MAX_FRAME_RAW_BYTES as u64)
+            .ok_or_else(|| io("segment lines", "a frame without a size, or too large"))?;
+        let raw = zstd::bulk::decompress(compressed, size as usize)
+            .map_err(|e| io("segment lines", e))?;
         // A frame's lines are in time order: the first is its base.
         decode_frame(&raw, self.min_ns, self.lines as usize).map_err(|e| io("segment lines", e))
     }
@@ -1030,6 +1042,31 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_frame_that_would_inflate_beyond_its_bound_is_refused() {
+        let frame = Frame {
+            offset: 0,
+            len: 0,
+            min_ns: 0,
+            max_ns: 0,
+            lines: 1,
+            first: 0,
+        };
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_FRAME_RAW_BYTES + 1], 3).unwrap();
+        assert!(bomb.len() < 64 << 10);
+        let err = frame.decode(&bomb).err().unwrap();
+        assert!(err.to_string().contains("too large"), "{err}");
+        // A frame whose header does not say its size is not one ODIN wrote.
+        let unsized_frame = zstd::stream::encode_all(&b"abc"[..], 3).unwrap();
+        if zstd::zstd_safe::get_frame_content_size(&unsized_frame)
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            assert!(frame.decode(&unsized_frame).is_err());
+        }
     }
 
     #[test]

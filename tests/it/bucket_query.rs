@@ -219,5 +219,20 @@ fn log_segments_ship_to_the_bucket_and_answer_from_there() {
     );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"train\""), "{body}");
+    // The bucket loses the lines: the query fails with 503, it is not answered short.
+    std::fs::remove_file(shipped[0].join("lines")).unwrap();
+    let (start, end) = (base.to_string(), (base + WINDOW - 1).to_string());
+    let (code, body) = crate::loki::get(
+        &second,
+        None,
+        "/loki/api/v1/query_range",
+        &[
+            ("query", "{job=\"train\"}"),
+            ("start", &start),
+            ("end", &end),
+        ],
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("bucket"), "{body}");
     second.stop();
 }

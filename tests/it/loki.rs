@@ -359,6 +359,75 @@ fn bad_pushes_and_queries_get_lokis_errors_and_nothing_half_stored() {
     assert_eq!(odin.get("/ready").0, 200);
 }
 
+/// The tenant limits are flags: the active-stream limit and the ingestion rate
+/// refuse with 429 and Loki's messages, per tenant, and store nothing of the push.
+#[test]
+fn tenant_limits_are_set_by_flags_and_refuse_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(
+        dir.path(),
+        &[
+            "--logs.max-streams-per-tenant=2",
+            "--logs.ingestion-rate-mb=0.01",
+            "--logs.ingestion-burst-size-mb=0.02",
+        ],
+    );
+    let now = now_ms() * 1_000_000;
+    let body = |streams: &[&str], line: &str| {
+        let entries: Vec<(&str, Vec<Entry<'_>>)> = streams
+            .iter()
+            .map(|s| (*s, vec![(now, line.to_string(), Vec::new())]))
+            .collect();
+        promtail_request(&entries)
+    };
+    let ok = body(&["{app=\"a\"}", "{app=\"b\"}"], "x");
+    let (code, text) = push(&odin, None, "application/x-protobuf", None, &ok);
+    assert_eq!(code, 204, "{text}");
+    // A third stream is one too many for this tenant; nothing of the push is kept.
+    let third = body(&["{app=\"a\"}", "{app=\"c\"}"], "y");
+    let (code, text) = push(&odin, None, "application/x-protobuf", None, &third);
+    assert_eq!(code, 429, "{text}");
+    assert!(
+        text.contains("Maximum active stream limit exceeded"),
+        "{text}"
+    );
+    assert_eq!(
+        texts(&lines(&odin, None, r#"{app=~".+"}"#, &[])),
+        ["x", "x"]
+    );
+    // Known streams still take lines; another tenant has its own count.
+    let (code, text) = push(
+        &odin,
+        None,
+        "application/x-protobuf",
+        None,
+        &body(&["{app=\"a\"}"], "z"),
+    );
+    assert_eq!(code, 204, "{text}");
+    let (code, text) = push(&odin, Some("other"), "application/x-protobuf", None, &third);
+    assert_eq!(code, 204, "{text}");
+    // 20 KB at once is over the 0.02 MB burst.
+    let big = body(&["{app=\"a\"}"], &"w".repeat(30_000));
+    let (code, text) = push(&odin, None, "application/x-protobuf", None, &big);
+    assert_eq!(code, 429, "{text}");
+    assert!(text.contains("Ingestion rate limit exceeded"), "{text}");
+    // A limit that makes no sense is refused at start.
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["run", "--logs.ingestion-rate-mb=0"])
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("x").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--logs.ingestion-rate-mb"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Lines of a window an hour past its end are sealed and written out as a segment
 /// (zstd lines, tantivy index); queries read them there, also after a restart.
 #[test]

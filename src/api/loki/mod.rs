@@ -39,8 +39,6 @@ use crate::model::Matcher;
 pub const MAX_ENTRIES_LIMIT_PER_QUERY: usize = 5000;
 /// `max_query_length`: 30 days and an hour.
 pub const MAX_QUERY_LENGTH_NS: i64 = 721 * 3600 * NS;
-/// `max_global_streams_per_user`.
-pub const MAX_STREAMS_PER_TENANT: usize = 5000;
 /// The largest push body once decompressed.
 const MAX_PUSH_BYTES: usize = 64 << 20;
 
@@ -129,6 +127,10 @@ async fn buildinfo() -> Response {
 fn storage_error(e: crate::storage::StorageError) -> ApiError {
     match e.kind() {
         crate::storage::ErrorKind::BadData => ApiError::new(ErrorType::BadData, e.to_string()),
+        // The bucket (or the cluster) cannot answer now: a client may retry.
+        crate::storage::ErrorKind::Unavailable => {
+            ApiError::new(ErrorType::Unavailable, e.to_string())
+        }
         _ => ApiError::new(ErrorType::Internal, e.to_string()),
     }
 }
@@ -301,7 +303,7 @@ fn prepare_push(
     };
     for stream in checked.streams {
         if !storage.is_active_stream(tenant, &stream.labels) {
-            if active >= MAX_STREAMS_PER_TENANT {
+            if limits.max_streams_per_tenant > 0 && active >= limits.max_streams_per_tenant {
                 return Err(text(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
