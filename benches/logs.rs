@@ -178,6 +178,31 @@ fn bench(c: &mut Criterion) {
     store.apply(window.clone());
     store.apply(corpus(1, 0).with_time(T0 + WINDOW_NS + 3600 * S));
     store.maintain(i64::MIN).expect("write");
+    // What a window costs on disk, by part.
+    let seg = store.segments().remove(0);
+    let size = |p: &std::path::Path| -> u64 {
+        if p.is_dir() {
+            std::fs::read_dir(p)
+                .expect("read_dir")
+                .flatten()
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        } else {
+            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        }
+    };
+    let (lines, index, table) = (
+        size(&seg.dir.join("lines")),
+        size(&seg.dir.join("index")),
+        size(&seg.dir.join("streams")),
+    );
+    eprintln!(
+        "segment of {WINDOW_LINES} lines ({} bytes of text): lines {lines} B ({:.1} B/line), \
+         index {index} B ({:.1} B/line), stream table {table} B",
+        seg.meta.bytes,
+        lines as f64 / WINDOW_LINES as f64,
+        index as f64 / WINDOW_LINES as f64,
+    );
     let store = Arc::new(store);
     g.throughput(Throughput::Elements(1));
     g.sample_size(20);

@@ -214,12 +214,17 @@ fn samples(
         .map_err(MetricError::Failed)?;
     let mut out: BTreeMap<LabelPairs, Vec<(i64, f64)>> = BTreeMap::new();
     let mut seen = 0usize;
+    // Line filters only and no unwrap: a kept line without metadata has its
+    // stream's labels, so its series is worked out once per stream (by the full
+    // path, on the first such line) and the other lines only pass the filters.
+    let plain = pipeline.only_filters_lines() && range.unwrap.is_none();
     for s in selected {
         let stream: LabelPairs = s
             .labels
             .iter()
             .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect();
+        let mut plain_key: Option<LabelPairs> = None;
         for line in s.chunks.iter().flat_map(|c| c.iter()) {
             if line.ts_ns < lo || line.ts_ns >= hi {
                 continue;
@@ -230,6 +235,24 @@ fn samples(
                 .set((lines + 1, bytes + line.text.len() as u64));
             if seen % 4096 == 0 {
                 (ctx.keep_going)().map_err(MetricError::Failed)?;
+            }
+            if plain
+                && line.metadata.is_empty()
+                && let Some(key) = &plain_key
+            {
+                if pipeline.keeps_line(&line.text) {
+                    let value = match op {
+                        RangeOp::BytesRate | RangeOp::BytesOverTime => line.text.len() as f64,
+                        _ => 1.0,
+                    };
+                    match out.get_mut(key) {
+                        Some(points) => points.push((line.ts_ns, value)),
+                        None => {
+                            out.insert(key.clone(), vec![(line.ts_ns, value)]);
+                        }
+                    }
+                }
+                continue;
             }
             let Some((labels, text)) =
                 pipeline.process(line.ts_ns, &stream, &line.metadata, &line.text)
@@ -250,6 +273,9 @@ fn samples(
                 Some(_) => group_key(&labels, grouping),
                 None => labels,
             };
+            if plain && line.metadata.is_empty() {
+                plain_key = Some(key.clone());
+            }
             out.entry(key).or_default().push((line.ts_ns, value));
         }
     }
@@ -982,6 +1008,27 @@ mod tests {
                 s.points[0].map(|p| (l.join(","), p))
             })
             .collect()
+    }
+
+    #[test]
+    fn line_filter_only_pipelines_take_the_per_stream_path_with_the_same_answer() {
+        // `| drop nosuch` changes nothing but sends every line down the full path.
+        for q in [
+            r#"count_over_time({app=~".+"} |= "error" [30s])"#,
+            r#"sum by (app) (bytes_over_time({app=~".+"} != "error" [1m]))"#,
+            r#"rate({app="a"} |~ "latency=[0-9]+0ms" [20s])"#,
+            r#"count_over_time({app=~".+"}[15s])"#,
+        ] {
+            let at_range = q.rfind('[').unwrap();
+            let full = format!("{}| drop nosuch {}", &q[..at_range], &q[at_range..]);
+            for t in [20, 45, 60] {
+                assert_eq!(
+                    vector(eval(q, at(t)).unwrap()),
+                    vector(eval(&full, at(t)).unwrap()),
+                    "{q} at {t}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1287,6 +1287,74 @@ fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
     ) == 0.0));
     let uploads = metric(cluster.node(new), "odin_shipper_uploads_total");
     assert!(uploads >= 1.0, "{uploads}");
+
+    // Log segments ship the same way: a window of lines five days ago, sealed by a
+    // line three hours later, is written out by every replica and uploaded once, by
+    // the leader; the follower finds it in the bucket and counts it shipped.
+    const S: i64 = 1_000_000_000;
+    const WINDOW: i64 = 2 * 3600 * S;
+    let base = (now * 1_000_000 - 5 * 24 * 3600 * S).div_euclid(WINDOW) * WINDOW;
+    let entries: Vec<crate::loki::Entry<'_>> = (0..50)
+        .map(|i| (base + i * S, format!("line {i}"), Vec::new()))
+        .collect();
+    let sealing = vec![(base + 3 * 3600 * S, "later".to_string(), Vec::new())];
+    for body in [
+        crate::loki::promtail_request(&[("{job=\"x\"}", entries)]),
+        crate::loki::promtail_request(&[("{job=\"x\"}", sealing)]),
+    ] {
+        let (code, text) = crate::loki::push(
+            cluster.node(follower),
+            None,
+            "application/x-protobuf",
+            None,
+            &body,
+        );
+        assert_eq!(code, 204, "{text}");
+    }
+    let segments = || -> Vec<String> {
+        std::fs::read_dir(bucket.join("logs/fake"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("meta.json").exists())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        poll_until(Duration::from_secs(30), || segments().len() == 1),
+        "{:?}",
+        segments()
+    );
+    let state_has = |i: usize, ulid: &str| {
+        std::fs::read_to_string(cluster.dirs[i].path().join("thanos.shipper.json"))
+            .is_ok_and(|s| s.contains(ulid))
+    };
+    let ulid = segments()[0].clone();
+    for &i in &survivors {
+        assert!(
+            poll_until(Duration::from_secs(30), || state_has(i, &ulid)),
+            "node {i} does not count {ulid} shipped"
+        );
+    }
+    assert!(
+        cluster.dirs[follower]
+            .path()
+            .join("logs/fake")
+            .join(&ulid)
+            .exists()
+    );
+    assert_eq!(
+        metric(cluster.node(new), "odin_shipper_log_segment_uploads_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            cluster.node(follower),
+            "odin_shipper_log_segment_uploads_total"
+        ),
+        0.0
+    );
 }
 
 /// `odin certs ARGS --dir=DIR`, which must succeed.

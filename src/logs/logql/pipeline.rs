@@ -132,6 +132,19 @@ struct LineFilter {
     tests: Vec<LineTest>,
 }
 
+impl LineFilter {
+    /// Whether the line passes: one alternative holds (none, when negated).
+    fn keeps(&self, line: &str) -> bool {
+        let hit = self.tests.iter().any(|t| match t {
+            LineTest::Contains(s) => line.contains(s.as_str()),
+            LineTest::Regex(re) => re.is_match(line),
+            LineTest::Ip(ip) => ip.in_line(line),
+            LineTest::Pattern(p) => p.matches(line),
+        });
+        hit != self.negated
+    }
+}
+
 enum LineTest {
     /// `ip("…")`: the line holds an address the pattern matches.
     Ip(IpPattern),
@@ -196,6 +209,30 @@ impl Pipeline {
         Ok(Pipeline { stages: compiled })
     }
 
+    /// How many stages at the start are line filters.
+    fn leading_line_filters(&self) -> usize {
+        self.stages
+            .iter()
+            .take_while(|s| matches!(s, Compiled::Line(_)))
+            .count()
+    }
+
+    /// Whether every stage is a line filter: then a line the pipeline keeps keeps
+    /// its text, and its labels are its stream's and its metadata.
+    pub fn only_filters_lines(&self) -> bool {
+        self.leading_line_filters() == self.stages.len()
+    }
+
+    /// Whether `line` passes the pipeline's leading line filters.
+    pub fn keeps_line(&self, line: &str) -> bool {
+        self.stages[..self.leading_line_filters()]
+            .iter()
+            .all(|s| match s {
+                Compiled::Line(f) => f.keeps(line),
+                _ => true,
+            })
+    }
+
     /// Runs the pipeline on one line of a stream with `stream` labels and the
     /// entry's structured metadata: the line's labels (sorted, `__error__` and
     /// `__error_details__` among them where set) and its text, or `None` when a
@@ -207,6 +244,15 @@ impl Pipeline {
         metadata: &[(String, String)],
         line: &str,
     ) -> Option<(Vec<(String, String)>, String)> {
+        // The leading line filters read only the line: most lines a filtered query
+        // reads stop there, before any label is copied.
+        let leading = self.leading_line_filters();
+        if !self.stages[..leading].iter().all(|s| match s {
+            Compiled::Line(f) => f.keeps(line),
+            _ => true,
+        }) {
+            return None;
+        }
         let mut labels = LineLabels::default();
         for (k, v) in stream {
             // Labels that already carry an error (a pipeline run again on a
@@ -225,16 +271,10 @@ impl Pipeline {
                 .insert(k.clone(), (v.clone(), Origin::Metadata));
         }
         let mut line = std::borrow::Cow::Borrowed(line);
-        for stage in &self.stages {
+        for stage in &self.stages[leading..] {
             match stage {
                 Compiled::Line(f) => {
-                    let hit = f.tests.iter().any(|t| match t {
-                        LineTest::Contains(s) => line.contains(s.as_str()),
-                        LineTest::Regex(re) => re.is_match(&line),
-                        LineTest::Ip(ip) => ip.in_line(&line),
-                        LineTest::Pattern(p) => p.matches(&line),
-                    });
-                    if hit == f.negated {
+                    if !f.keeps(&line) {
                         return None;
                     }
                 }
