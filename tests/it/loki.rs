@@ -991,3 +991,171 @@ fn journald_entries_are_read_once_across_restarts() {
     let asked = std::fs::read_to_string(&calls).unwrap();
     assert_eq!(asked.lines().collect::<Vec<_>>(), ["after=", "after=c2"]);
 }
+
+/// What Grafana's Loki datasource asks, in its order: the health check (an instant
+/// `vector(1)+vector(1)`, and the labels call of older versions), the label browser
+/// (labels, values, values narrowed by a selector, series), Explore's log query with
+/// its logs-volume companion and the query-size estimate (`index/stats`), a metric
+/// query over a range, and the live tail with Grafana's parameters.
+#[test]
+fn grafana_loki_datasource_request_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let now = now_ms() * 1_000_000;
+    let t0 = now - 10 * 60 * 1_000_000_000;
+    let entries = |level: &str, n: i64| -> Vec<Entry<'static>> {
+        (0..n)
+            .map(|i| {
+                (
+                    t0 + i * 1_000_000_000,
+                    format!("level={level} msg=\"request {i}\" status={}", 200 + i % 3),
+                    vec![],
+                )
+            })
+            .collect()
+    };
+    let body = promtail_request(&[
+        (r#"{app="api", level="info", pod="api-1"}"#, entries("info", 30)),
+        (r#"{app="api", level="error", pod="api-2"}"#, entries("error", 5)),
+        (r#"{app="db", level="info", pod="db-1"}"#, entries("info", 10)),
+    ]);
+    assert_eq!(push(&odin, None, "application/x-protobuf", None, &body).0, 204);
+    let (start, end) = ((t0 - 60_000_000_000).to_string(), now.to_string());
+    let json = |code: u16, body: &str| -> serde_json::Value {
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        v
+    };
+    let range = |q: &str, extra: &[(&str, &str)]| -> serde_json::Value {
+        let mut params = vec![("query", q), ("start", start.as_str()), ("end", end.as_str())];
+        params.extend_from_slice(extra);
+        let (code, body) = get(&odin, None, "/loki/api/v1/query_range", &params);
+        json(code, &body)
+    };
+
+    // Save & test.
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[("query", "vector(1)+vector(1)"), ("time", &end)],
+    );
+    let v = json(code, &body);
+    assert_eq!(v["data"]["resultType"], "vector", "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "2", "{v}");
+    let (code, body) = get(&odin, None, "/loki/api/v1/labels", &[("start", &start), ("end", &end)]);
+    let v = json(code, &body);
+    assert_eq!(v["data"], serde_json::json!(["app", "level", "pod"]), "{v}");
+
+    // The label browser.
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/label/app/values",
+        &[("start", &start), ("end", &end)],
+    );
+    assert_eq!(json(code, &body)["data"], serde_json::json!(["api", "db"]));
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/label/pod/values",
+        &[("start", &start), ("end", &end), ("query", r#"{app="api"}"#)],
+    );
+    assert_eq!(json(code, &body)["data"], serde_json::json!(["api-1", "api-2"]));
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/series",
+        &[("match[]", r#"{app="api"}"#), ("start", &start), ("end", &end)],
+    );
+    assert_eq!(json(code, &body)["data"].as_array().unwrap().len(), 2);
+
+    // Explore: the query-size estimate, the log query, its logs volume.
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/index/stats",
+        &[("query", r#"{app="api"}"#), ("start", &start), ("end", &end)],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["streams"].as_u64(), v["entries"].as_u64()), (Some(2), Some(35)));
+    let logs = range(
+        r#"{app="api"} |= "request""#,
+        &[("limit", "1000"), ("direction", "backward"), ("step", "1")],
+    );
+    assert_eq!(logs["data"]["resultType"], "streams");
+    let lines: usize = logs["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["values"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(lines, 35);
+    assert!(logs["data"]["stats"]["summary"].is_object(), "{logs}");
+    let volume = range(
+        r#"sum by (level) (count_over_time({app="api"} | drop __error__[1m]))"#,
+        &[("step", "60")],
+    );
+    assert_eq!(volume["data"]["resultType"], "matrix");
+    let mut totals: Vec<(String, f64)> = volume["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let level = s["metric"]["level"].as_str().unwrap().to_string();
+            // Each 1m window counts its lines once; steps are a minute apart.
+            let sum = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[1].as_str().unwrap().parse::<f64>().unwrap())
+                .sum();
+            (level, sum)
+        })
+        .collect();
+    totals.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(totals, [("error".to_string(), 5.0), ("info".to_string(), 30.0)]);
+
+    // A metric query in Explore: error rate by pod, parsed with logfmt.
+    let rate = range(
+        r#"sum by (pod) (rate({app=~".+"} | logfmt | level="error" [5m]))"#,
+        &[("step", "30")],
+    );
+    let series = rate["data"]["result"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{rate}");
+    assert_eq!(series[0]["metric"]["pod"], "api-2");
+
+    // Live tail, as Grafana opens it.
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", r#"{app="db"}"#)
+        .append_pair("delay_for", "0")
+        .append_pair("limit", "1000")
+        .append_pair("start", &(now - 1_000_000_000).to_string())
+        .finish();
+    let url = format!("ws://{}/loki/api/v1/tail?{query}", odin.addr);
+    let (mut socket, _) = tungstenite::connect(url).expect("websocket");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_mut() {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+    }
+    let live = promtail_request(&[(
+        r#"{app="db", level="info", pod="db-1"}"#,
+        vec![(now_ms() * 1_000_000, "live line".into(), vec![])],
+    )]);
+    assert_eq!(push(&odin, None, "application/x-protobuf", None, &live).0, 204);
+    let got = loop {
+        match socket.read().expect("a tail message") {
+            tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if !v["streams"].as_array().is_some_and(|s| s.is_empty()) {
+                    break v;
+                }
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(got["streams"][0]["values"][0][1], "live line", "{got}");
+    assert_eq!(got["streams"][0]["stream"]["pod"], "db-1", "{got}");
+}
