@@ -1015,11 +1015,23 @@ fn grafana_loki_datasource_request_sequence() {
             .collect()
     };
     let body = promtail_request(&[
-        (r#"{app="api", level="info", pod="api-1"}"#, entries("info", 30)),
-        (r#"{app="api", level="error", pod="api-2"}"#, entries("error", 5)),
-        (r#"{app="db", level="info", pod="db-1"}"#, entries("info", 10)),
+        (
+            r#"{app="api", level="info", pod="api-1"}"#,
+            entries("info", 30),
+        ),
+        (
+            r#"{app="api", level="error", pod="api-2"}"#,
+            entries("error", 5),
+        ),
+        (
+            r#"{app="db", level="info", pod="db-1"}"#,
+            entries("info", 10),
+        ),
     ]);
-    assert_eq!(push(&odin, None, "application/x-protobuf", None, &body).0, 204);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &body).0,
+        204
+    );
     let (start, end) = ((t0 - 60_000_000_000).to_string(), now.to_string());
     let json = |code: u16, body: &str| -> serde_json::Value {
         assert_eq!(code, 200, "{body}");
@@ -1028,7 +1040,11 @@ fn grafana_loki_datasource_request_sequence() {
         v
     };
     let range = |q: &str, extra: &[(&str, &str)]| -> serde_json::Value {
-        let mut params = vec![("query", q), ("start", start.as_str()), ("end", end.as_str())];
+        let mut params = vec![
+            ("query", q),
+            ("start", start.as_str()),
+            ("end", end.as_str()),
+        ];
         params.extend_from_slice(extra);
         let (code, body) = get(&odin, None, "/loki/api/v1/query_range", &params);
         json(code, &body)
@@ -1044,7 +1060,12 @@ fn grafana_loki_datasource_request_sequence() {
     let v = json(code, &body);
     assert_eq!(v["data"]["resultType"], "vector", "{v}");
     assert_eq!(v["data"]["result"][0]["value"][1], "2", "{v}");
-    let (code, body) = get(&odin, None, "/loki/api/v1/labels", &[("start", &start), ("end", &end)]);
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/labels",
+        &[("start", &start), ("end", &end)],
+    );
     let v = json(code, &body);
     assert_eq!(v["data"], serde_json::json!(["app", "level", "pod"]), "{v}");
 
@@ -1060,14 +1081,25 @@ fn grafana_loki_datasource_request_sequence() {
         &odin,
         None,
         "/loki/api/v1/label/pod/values",
-        &[("start", &start), ("end", &end), ("query", r#"{app="api"}"#)],
+        &[
+            ("start", &start),
+            ("end", &end),
+            ("query", r#"{app="api"}"#),
+        ],
     );
-    assert_eq!(json(code, &body)["data"], serde_json::json!(["api-1", "api-2"]));
+    assert_eq!(
+        json(code, &body)["data"],
+        serde_json::json!(["api-1", "api-2"])
+    );
     let (code, body) = get(
         &odin,
         None,
         "/loki/api/v1/series",
-        &[("match[]", r#"{app="api"}"#), ("start", &start), ("end", &end)],
+        &[
+            ("match[]", r#"{app="api"}"#),
+            ("start", &start),
+            ("end", &end),
+        ],
     );
     assert_eq!(json(code, &body)["data"].as_array().unwrap().len(), 2);
 
@@ -1076,11 +1108,18 @@ fn grafana_loki_datasource_request_sequence() {
         &odin,
         None,
         "/loki/api/v1/index/stats",
-        &[("query", r#"{app="api"}"#), ("start", &start), ("end", &end)],
+        &[
+            ("query", r#"{app="api"}"#),
+            ("start", &start),
+            ("end", &end),
+        ],
     );
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["streams"].as_u64(), v["entries"].as_u64()), (Some(2), Some(35)));
+    assert_eq!(
+        (v["streams"].as_u64(), v["entries"].as_u64()),
+        (Some(2), Some(35))
+    );
     let logs = range(
         r#"{app="api"} |= "request""#,
         &[("limit", "1000"), ("direction", "backward"), ("step", "1")],
@@ -1116,7 +1155,10 @@ fn grafana_loki_datasource_request_sequence() {
         })
         .collect();
     totals.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(totals, [("error".to_string(), 5.0), ("info".to_string(), 30.0)]);
+    assert_eq!(
+        totals,
+        [("error".to_string(), 5.0), ("info".to_string(), 30.0)]
+    );
 
     // A metric query in Explore: error rate by pod, parsed with logfmt.
     let rate = range(
@@ -1144,7 +1186,10 @@ fn grafana_loki_datasource_request_sequence() {
         r#"{app="db", level="info", pod="db-1"}"#,
         vec![(now_ms() * 1_000_000, "live line".into(), vec![])],
     )]);
-    assert_eq!(push(&odin, None, "application/x-protobuf", None, &live).0, 204);
+    assert_eq!(
+        push(&odin, None, "application/x-protobuf", None, &live).0,
+        204
+    );
     let got = loop {
         match socket.read().expect("a tail message") {
             tungstenite::Message::Text(t) => {
