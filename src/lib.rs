@@ -29,6 +29,7 @@ pub mod model;
 pub mod promql;
 pub mod remote;
 pub mod replication;
+pub mod rules;
 pub mod scrape;
 pub mod security;
 pub mod shipper;

@@ -227,6 +227,9 @@ struct CertsCommon {
 enum CheckCommand {
     /// Validate a configuration file; errors name the key and the line.
     Config { files: Vec<PathBuf> },
+    /// Validate rule files as `promtool check rules` does: errors name the file,
+    /// the line, the group and the rule.
+    Rules { files: Vec<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -427,6 +430,9 @@ fn main() -> ExitCode {
         Command::Check {
             what: CheckCommand::Config { files },
         } => check_config(&files),
+        Command::Check {
+            what: CheckCommand::Rules { files },
+        } => check_rules(&files),
         Command::Tsdb {
             what:
                 TsdbCommand::Dump {
@@ -927,7 +933,24 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 for w in c.warnings() {
                     println!("  WARNING: {w}");
                 }
+                let base = f.parent().unwrap_or(std::path::Path::new("."));
+                let mut rule_files = Vec::new();
+                for pattern in &c.rule_files {
+                    let full = base.join(pattern);
+                    match odin::scrape::discovery::glob(&full) {
+                        Ok(found) => rule_files.extend(found),
+                        Err(e) => {
+                            println!("  FAILED: rule_files {pattern:?}: {e}");
+                            failed = true;
+                        }
+                    }
+                }
+                if !rule_files.is_empty() {
+                    println!("  SUCCESS: {} rule files found", rule_files.len());
+                }
                 println!("  SUCCESS: {} is valid", f.display());
+                println!();
+                failed |= !check_rule_files(&rule_files);
             }
             Err(e) => {
                 println!("  FAILED: {e}");
@@ -940,6 +963,54 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn check_rules(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if files.is_empty() {
+        bail!("no rule file given");
+    }
+    Ok(if check_rule_files(files) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Checks each rule file as promtool does, printing what it finds; true when all
+/// are valid.
+fn check_rule_files(files: &[PathBuf]) -> bool {
+    let mut ok = true;
+    for f in files {
+        println!("Checking {}", f.display());
+        let name = f.display().to_string();
+        let parsed = std::fs::read_to_string(f)
+            .map_err(|e| vec![format!("{name}: {e}")])
+            .and_then(|text| odin::rules::file::parse(&text, &name));
+        match parsed {
+            Ok(file) => {
+                let rules: Vec<_> = file.groups.iter().flat_map(|g| g.rules.iter()).collect();
+                let alerting = rules
+                    .iter()
+                    .filter(|r| r.kind == odin::rules::file::RuleKind::Alerting)
+                    .count();
+                if alerting > 0 {
+                    println!(
+                        "  WARNING: {alerting} alerting rules are read but not evaluated by this version of ODIN"
+                    );
+                }
+                println!("  SUCCESS: {} rules found", rules.len());
+            }
+            Err(errors) => {
+                println!("  FAILED:");
+                for e in errors {
+                    println!("{e}");
+                }
+                ok = false;
+            }
+        }
+        println!();
+    }
+    ok
 }
 
 fn tsdb_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {

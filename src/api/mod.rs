@@ -14,6 +14,7 @@ mod metrics;
 mod query;
 mod remote;
 pub mod response;
+mod rules;
 mod serve;
 mod status;
 mod targets;
@@ -53,6 +54,8 @@ pub struct Backends {
     /// The scrape manager, for `/api/v1/targets` and metadata; `None` in tests that
     /// run the API without scraping.
     pub scrape: Option<Arc<crate::scrape::ScrapeManager>>,
+    /// The rule groups, for `/api/v1/rules`; `None` where nothing evaluates rules.
+    pub rules: Option<Arc<crate::rules::RuleManager>>,
 }
 
 /// Switches that Prometheus exposes as flags.
@@ -203,6 +206,9 @@ pub fn router(a: ApiShared) -> Router {
         .merge(status::routes(status::StatusApi {
             storage: storage.clone(),
             status: a.status.clone(),
+        }))
+        .merge(rules::routes(rules::RulesApi {
+            storage: storage.clone(),
         }))
         .merge(targets::routes(targets::TargetsApi { storage }))
         // After routing, on every route: the role it needs (see `security::auth`).

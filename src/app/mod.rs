@@ -109,11 +109,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .cluster
         .as_ref()
         .map(|_| crate::replication::metrics::RaftMetrics::new(&mut registry));
+    let rule_metrics = crate::rules::RuleMetrics::new(&mut registry);
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
         tracing::warn!("{w}");
     }
+    // Rule files that do not load stop the start, as in Prometheus.
+    let rule_files = load_rules(&opts.config, opts.config_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
 
     let shutdown = CancellationToken::new();
     let task_health = Arc::new(TaskHealth::default());
@@ -409,11 +413,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // In a cluster the leader scrapes the configured targets; every node runs its
     // own collectors. The watch hands them over (by reapplying the jobs the manager
     // holds), so it starts once the manager holds the configured ones.
+    // Rules read and write this node's storage; in a cluster only the leader
+    // evaluates (the watch below hands it over), so nothing is recorded twice.
+    let rules = crate::rules::RuleManager::new(
+        crate::rules::Evaluator {
+            engine: Arc::new(Engine::new(opts.engine.clone())),
+            queryable: Arc::new(db.clone()),
+            appendable: Arc::new(db.clone()),
+        },
+        rule_metrics,
+        shutdown.clone(),
+    );
+    rules.set_active(opts.cluster.is_none());
+    rules.update(rule_files, opts.config.global.evaluation_interval.0);
     let leadership = cluster_control.get().map(|control| {
         spawn_leadership_watch(
             control.clone(),
             manager.clone(),
             shipper.clone(),
+            rules.clone(),
             shutdown.clone(),
         )
     });
@@ -455,6 +473,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         logs,
         chunks,
         scrape: Some(manager.clone()),
+        rules: Some(rules.clone()),
     });
     let _ = store_backends.set(StoreBackends {
         queryable: Arc::new(db.clone()),
@@ -487,7 +506,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let reloading = Arc::new(tokio::sync::Mutex::new((sources, reload_rx)));
     let config_file = opts.config_file.clone();
-    let (reload_manager, reload_shutdown) = (manager.clone(), shutdown.clone());
+    let (reload_manager, reload_rules, reload_shutdown) =
+        (manager.clone(), rules.clone(), shutdown.clone());
     let web_tls: Vec<_> = http_tls_for_reload
         .into_iter()
         .chain(cluster_tls.as_ref().map(|(server, _)| server.clone()))
@@ -504,6 +524,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             web_reload.clone(),
             reloading.clone(),
             reload_manager.clone(),
+            reload_rules.clone(),
             status.clone(),
             reload_shutdown.clone(),
         )
@@ -604,6 +625,27 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// The directory relative file_sd paths are resolved against.
+/// The configuration's rule files, loaded; alerting rules are named in a warning
+/// (read and checked, not evaluated yet).
+fn load_rules(
+    config: &Config,
+    config_file: Option<&std::path::Path>,
+) -> Result<Vec<(String, crate::rules::file::RuleFile)>, String> {
+    let files = crate::rules::load_files(&config.rule_files, &config_dir(config_file))?;
+    let alerting = files
+        .iter()
+        .flat_map(|(_, f)| f.groups.iter().flat_map(|g| g.rules.iter()))
+        .filter(|r| r.kind == crate::rules::file::RuleKind::Alerting)
+        .count();
+    if alerting > 0 {
+        tracing::warn!(
+            alerting,
+            "alerting rules are read but not evaluated by this version of ODIN"
+        );
+    }
+    Ok(files)
+}
+
 fn config_dir(config_file: Option<&std::path::Path>) -> PathBuf {
     config_file
         .and_then(|p| p.parent())
@@ -622,6 +664,7 @@ async fn reload_loop(
     web: Option<WebReload>,
     state: Arc<tokio::sync::Mutex<(Sources, tokio::sync::mpsc::Receiver<ReloadRequest>)>>,
     manager: Arc<ScrapeManager>,
+    rules: Arc<crate::rules::RuleManager>,
     status: Arc<StatusInfo>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -649,7 +692,7 @@ async fn reload_loop(
                 }
             } => None,
         };
-        let mut outcome = reload(config_file.as_deref(), sources, &manager, &status).await;
+        let mut outcome = reload(config_file.as_deref(), sources, &manager, &rules, &status).await;
         if let Some(web) = &web {
             let reloaded = web.reload().await;
             if outcome.is_ok() {
@@ -681,6 +724,7 @@ async fn reload(
     config_file: Option<&std::path::Path>,
     sources: &mut Sources,
     manager: &ScrapeManager,
+    rules: &crate::rules::RuleManager,
     status: &StatusInfo,
 ) -> Result<(), String> {
     let Some(path) = config_file else {
@@ -693,9 +737,12 @@ async fn reload(
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    // Rules that do not load refuse the whole reload: nothing of it is applied.
+    let rule_files = load_rules(&config, Some(path)).map_err(|e| format!("rule_files: {e}"))?;
     manager
         .apply(sources.jobs(&config), config_dir(Some(path)))
         .await;
+    rules.update(rule_files, config.global.evaluation_interval.0);
     *status.config_yaml.write() = shown_config(&text);
     Ok(())
 }
@@ -712,11 +759,13 @@ fn shown_config(text: &str) -> String {
 const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Hands the leader-only work to this node while it leads, and takes it away when
-/// it stops leading: scraping the configured targets and uploading blocks.
+/// it stops leading: scraping the configured targets, uploading blocks, evaluating
+/// rules.
 fn spawn_leadership_watch(
     control: Arc<dyn ClusterControl>,
     manager: Arc<ScrapeManager>,
     shipper: Option<Shipper>,
+    rules: Arc<crate::rules::RuleManager>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -729,6 +778,7 @@ fn spawn_leadership_watch(
                 if let Some(s) = &shipper {
                     s.set_uploads(leads);
                 }
+                rules.set_active(leads);
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

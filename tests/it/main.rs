@@ -21,6 +21,7 @@ mod prometheus_compat;
 mod promql_diff;
 mod remote_read;
 mod remote_write;
+mod rules;
 mod scrape;
 pub(crate) mod security;
 mod shipper;

@@ -1,0 +1,214 @@
+//! Rules (issue 18): Prometheus's rule files, evaluated on the PromQL engine.
+//!
+//! * [`file`]: the rule file format and its checks (`odin check rules`).
+//! * [`group`]: one group's evaluation: rules in order at aligned times, recording
+//!   rules' samples written through the storage seam (so a later rule reads them),
+//!   stale markers for series a rule stopped producing.
+//! * [`RuleManager`]: the groups of the configured `rule_files`, each on its own
+//!   task; a reload keeps an unchanged group (and its state) running. In a cluster
+//!   only the leader evaluates, so no recorded sample is written twice.
+//!
+//! Built so far: recording rules. Alerting rules are read and checked, not yet
+//! evaluated (README, "Not built yet").
+
+pub mod file;
+pub mod group;
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+pub use group::{Evaluator, Group, GroupState, Health};
+pub use metrics::RuleMetrics;
+
+use metrics::GroupLabel;
+
+/// Reads the rule files the patterns name (globs, relative to `base`), in order,
+/// each once. Any file that does not load fails the whole set, as Prometheus
+/// refuses a configuration whose rules do not load.
+pub fn load_files(
+    patterns: &[String],
+    base: &Path,
+) -> Result<Vec<(String, file::RuleFile)>, String> {
+    let mut out: Vec<(String, file::RuleFile)> = Vec::new();
+    for pattern in patterns {
+        let full = if Path::new(pattern).is_absolute() {
+            PathBuf::from(pattern)
+        } else {
+            base.join(pattern)
+        };
+        let paths = crate::scrape::discovery::glob(&full)
+            .map_err(|e| format!("rule_files {pattern:?}: {e}"))?;
+        for path in paths {
+            let name = path.display().to_string();
+            if out.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("read {name}: {e}"))?;
+            let parsed = file::parse(&text, &name).map_err(|errors| errors.join("\n"))?;
+            out.push((name, parsed));
+        }
+    }
+    Ok(out)
+}
+
+fn group_label(g: &Group) -> GroupLabel {
+    GroupLabel {
+        rule_group: format!("{};{}", g.file, g.spec.name),
+    }
+}
+
+/// The running groups.
+pub struct RuleManager {
+    evaluator: Evaluator,
+    /// Whether this node evaluates (a cluster's leader; a single node always).
+    active: Arc<AtomicBool>,
+    groups: Mutex<Vec<Running>>,
+    shutdown: CancellationToken,
+    metrics: RuleMetrics,
+}
+
+struct Running {
+    group: Arc<Group>,
+    stop: CancellationToken,
+}
+
+impl RuleManager {
+    pub fn new(
+        evaluator: Evaluator,
+        metrics: RuleMetrics,
+        shutdown: CancellationToken,
+    ) -> Arc<RuleManager> {
+        Arc::new(RuleManager {
+            evaluator,
+            active: Arc::new(AtomicBool::new(true)),
+            groups: Mutex::new(Vec::new()),
+            shutdown,
+            metrics,
+        })
+    }
+
+    /// In a cluster only the leader evaluates; a node that takes over goes on at
+    /// the next aligned time of each group.
+    pub fn set_active(&self, on: bool) {
+        if self.active.swap(on, Ordering::AcqRel) != on {
+            tracing::info!(
+                evaluates = on,
+                "rule evaluation {}",
+                if on {
+                    "taken over"
+                } else {
+                    "left to the leader"
+                }
+            );
+        }
+    }
+
+    /// The groups now, in file and group order.
+    pub fn groups(&self) -> Vec<Arc<Group>> {
+        self.groups.lock().iter().map(|r| r.group.clone()).collect()
+    }
+
+    /// Replaces the groups with those of `files`: a group whose file, name, rules
+    /// and interval are unchanged keeps running with its state; the others start
+    /// (or stop). Must be called from within the runtime.
+    pub fn update(&self, files: Vec<(String, file::RuleFile)>, default_interval_ms: i64) {
+        let mut running = self.groups.lock();
+        let mut old: Vec<Running> = std::mem::take(&mut *running);
+        for (name, f) in files {
+            for spec in f.groups {
+                let fresh = Group::new(name.clone(), spec, default_interval_ms);
+                match old.iter().position(|r| r.group.same_as(&fresh)) {
+                    Some(i) => running.push(old.remove(i)),
+                    None => {
+                        let group = Arc::new(fresh);
+                        let stop = self.shutdown.child_token();
+                        self.spawn(group.clone(), stop.clone());
+                        running.push(Running { group, stop });
+                    }
+                }
+            }
+        }
+        for gone in old {
+            gone.stop.cancel();
+            let label = group_label(&gone.group);
+            for f in [
+                &self.metrics.last_duration_seconds,
+                &self.metrics.interval_seconds,
+            ] {
+                f.remove(&label);
+            }
+            self.metrics.rules.remove(&label);
+        }
+    }
+
+    fn spawn(&self, group: Arc<Group>, stop: CancellationToken) {
+        let (evaluator, active) = (self.evaluator.clone(), self.active.clone());
+        let metrics = self.metrics.clone();
+        let label = group_label(&group);
+        metrics
+            .interval_seconds
+            .get_or_create(&label)
+            .set(group.interval_ms as f64 / 1000.0);
+        metrics
+            .rules
+            .get_or_create(&label)
+            .set(group.spec.rules.len() as i64);
+        tokio::spawn(async move {
+            let interval = group.interval_ms;
+            let offset = group.spec.query_offset_ms.unwrap_or(0);
+            let mut next = group.eval_timestamp_ms(crate::model::now_ms());
+            loop {
+                let now = crate::model::now_ms();
+                if next <= now - interval {
+                    // Evaluations missed (a stall): counted, then on from the latest.
+                    let latest = group.eval_timestamp_ms(now);
+                    let missed = (latest - next) / interval;
+                    metrics
+                        .iterations_missed
+                        .get_or_create(&label)
+                        .inc_by(u64::try_from(missed).unwrap_or(0));
+                    next = latest;
+                }
+                let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                if active.load(Ordering::Acquire) {
+                    let (g, ev) = (group.clone(), evaluator.clone());
+                    let at = next;
+                    let started = std::time::Instant::now();
+                    let evaluated =
+                        tokio::task::spawn_blocking(move || g.evaluate(&ev, at, offset)).await;
+                    match evaluated {
+                        Ok(done) => {
+                            metrics
+                                .evaluations
+                                .get_or_create(&label)
+                                .inc_by(done.rules as u64);
+                            metrics
+                                .evaluation_failures
+                                .get_or_create(&label)
+                                .inc_by(done.failed as u64);
+                        }
+                        Err(e) => {
+                            metrics.evaluation_failures.get_or_create(&label).inc();
+                            tracing::error!(group = group.spec.name, error = %e, "rule group evaluation panicked");
+                        }
+                    }
+                    metrics
+                        .last_duration_seconds
+                        .get_or_create(&label)
+                        .set(started.elapsed().as_secs_f64());
+                }
+                next += interval;
+            }
+        });
+    }
+}
