@@ -1602,3 +1602,58 @@ fn logs_pushed_to_a_follower_are_on_every_node_and_survive_a_leader_kill() {
         );
     }
 }
+
+/// Summed over its label sets: a counter of node `n`'s `/metrics`.
+fn counter_sum(n: &Odin, name: &str) -> f64 {
+    let (_, text) = n.get("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn only_the_leader_evaluates_rules_and_a_new_leader_takes_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("rules.yml"),
+        "groups:\n  - name: c\n    interval: 1s\n    rules:\n      - record: cluster:rule_input:sum\n        expr: sum(rule_input)\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("odin.yml");
+    std::fs::write(&config, "rule_files: [rules.yml]\n").unwrap();
+    let mut cluster = Cluster::start_with(3, &[format!("--config.file={}", config.display())]);
+    let leader = cluster.leader(Duration::from_secs(20));
+    let (code, body) = cluster.node(leader).write(&[TestSeries::new(
+        &[("__name__", "rule_input"), ("i", "1")],
+        vec![(now_ms(), 3.0)],
+    )]);
+    assert!((200..300).contains(&code), "{code} {body}");
+    let recorded = |n: &Odin| {
+        let (_, body) = n.get("/api/v1/query?query=cluster:rule_input:sum");
+        body.contains(r#""value":["#) && body.contains(r#","3"]"#)
+    };
+    for (i, n) in cluster.running() {
+        assert!(
+            poll_until(Duration::from_secs(20), || recorded(n)),
+            "node {i} has no recorded series"
+        );
+    }
+    let evaluations = |n: &Odin| counter_sum(n, "prometheus_rule_evaluations_total");
+    assert!(evaluations(cluster.node(leader)) > 0.0);
+    for (i, n) in cluster.running() {
+        if i != leader {
+            assert_eq!(evaluations(n), 0.0, "follower {i} evaluated");
+        }
+    }
+    // The leader dies: the new one evaluates from then on.
+    cluster.nodes[leader].take().unwrap().kill9();
+    let new = cluster.leader(Duration::from_secs(10));
+    assert!(
+        poll_until(Duration::from_secs(20), || evaluations(cluster.node(new))
+            > 0.0),
+        "the new leader does not evaluate"
+    );
+    let other = (0..3).find(|&i| i != leader && i != new).unwrap();
+    assert_eq!(evaluations(cluster.node(other)), 0.0);
+}
