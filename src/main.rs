@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         what: CheckCommand,
     },
+    /// Run tests.
+    Test {
+        #[command(subcommand)]
+        what: TestCommand,
+    },
     /// Inspect a data directory.
     Tsdb {
         #[command(subcommand)]
@@ -221,6 +226,12 @@ struct CertsCommon {
     /// Replace files that exist.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run rule unit tests in promtool's format (`promtool test rules`).
+    Rules { files: Vec<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -433,6 +444,9 @@ fn main() -> ExitCode {
         Command::Check {
             what: CheckCommand::Rules { files },
         } => check_rules(&files),
+        Command::Test {
+            what: TestCommand::Rules { files },
+        } => test_rules(&files),
         Command::Tsdb {
             what:
                 TsdbCommand::Dump {
@@ -962,6 +976,27 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn test_rules(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if files.is_empty() {
+        bail!("no test file given");
+    }
+    let mut ok = true;
+    for f in files {
+        match odin::rules::unittest::run_file(f) {
+            Ok(passed) => ok &= passed,
+            Err(e) => {
+                println!("  FAILED:\n{e}\n");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

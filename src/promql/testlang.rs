@@ -594,6 +594,21 @@ fn is_alnum(c: char) -> bool {
     is_alpha(c) || c.is_ascii_digit()
 }
 
+/// A series and its values as a `load` line gives them (promtool's `input_series`
+/// is read the same way): the labels (name included, empty values dropped) and one
+/// entry per step, `None` where a step is skipped.
+pub fn parse_series(description: &str) -> Result<(Labels, Vec<Option<f64>>), String> {
+    let d = parse_series_desc(description)?;
+    let mut pairs = d.pairs;
+    if let Some(name) = d.name {
+        pairs.push(("__name__".to_string(), name));
+    }
+    Ok((
+        Labels::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        d.values,
+    ))
+}
+
 /// Parses a series description as Prometheus 2.42's `parser.ParseSeriesDesc`.
 fn parse_series_desc(line: &str) -> Result<SeriesDesc, String> {
     let mut cur = Cursor { s: line, pos: 0 };

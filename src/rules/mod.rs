@@ -14,6 +14,7 @@
 pub mod file;
 pub mod group;
 pub mod metrics;
+pub mod unittest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -227,3 +227,95 @@ fn a_rule_file_that_does_not_load_stops_the_start() {
     assert!(err.contains("rule_files"), "{err}");
     assert!(err.contains("could not parse expression"), "{err}");
 }
+
+const UNIT_RULES: &str = r#"groups:
+  - name: node
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+      - record: job:requests:rate1m
+        expr: sum by (job) (rate(requests_total[1m]))
+"#;
+
+fn unit_test(expected_up: &str, expected_rate: &str) -> String {
+    format!(
+        r#"rule_files: [unit_rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{{job="node", instance="a"}}'
+        values: '1 1 1 0 0'
+      - series: 'up{{job="node", instance="b"}}'
+        values: '1 1 _ 1 stale'
+      - series: 'requests_total{{job="node", instance="a"}}'
+        values: '0+60x10'
+    promql_expr_test:
+      - expr: job:up:sum
+        eval_time: 1m
+        exp_samples:
+          - labels: 'job:up:sum{{job="node"}}'
+            value: {expected_up}
+      - expr: job:up:sum
+        eval_time: 4m
+        exp_samples:
+          - labels: 'job:up:sum{{job="node"}}'
+            value: 0
+      - expr: job:requests:rate1m
+        eval_time: 5m
+        exp_samples:
+          - labels: 'job:requests:rate1m{{job="node"}}'
+            value: {expected_rate}
+"#
+    )
+}
+
+#[test]
+fn rule_unit_tests_run_as_promtool_runs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("unit_rules.yml"), UNIT_RULES).unwrap();
+    let good = dir.path().join("good_test.yml");
+    let bad = dir.path().join("bad_test.yml");
+    std::fs::write(&good, unit_test("2", "1")).unwrap();
+    std::fs::write(&bad, unit_test("3", "1")).unwrap();
+    let (ok, text) = check(&["test", "rules"], &[&good]);
+    assert!(ok, "{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+    let (ok, text) = check(&["test", "rules"], &[&bad]);
+    assert!(!ok, "{text}");
+    assert!(text.contains(r#"expr: "job:up:sum", time: 1m,"#), "{text}");
+    assert!(
+        text.contains(r#"exp: [{__name__="job:up:sum", job="node"} 3]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"got: [{__name__="job:up:sum", job="node"} 2]"#),
+        "{text}"
+    );
+    // A test of alerts cannot pass: alerting rules are not evaluated yet.
+    let alerts = dir.path().join("alert_test.yml");
+    std::fs::write(
+        &alerts,
+        "rule_files: [unit_rules.yml]\ntests:\n  - input_series: []\n    alert_rule_test:\n      - eval_time: 1m\n        alertname: X\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&["test", "rules"], &[&alerts]);
+    assert!(!ok && text.contains("not evaluated"), "{text}");
+    // promtool, where installed, judges the same files the same way.
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        for (file, want) in [(&good, true), (&bad, false)] {
+            let out = Command::new("promtool")
+                .args(["test", "rules"])
+                .arg(file)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.success(),
+                want,
+                "promtool on {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}

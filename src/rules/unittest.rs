@@ -1,0 +1,316 @@
+//! `odin test rules FILE…`: promtool's rule unit tests (`promtool test rules`), read
+//! in its format and run on ODIN's engine, so existing rule tests run unchanged:
+//!
+//! ```yaml
+//! rule_files: [rules.yml]          # relative to the test file
+//! evaluation_interval: 1m
+//! group_eval_order: [g1, g2]       # optional
+//! tests:
+//!   - interval: 1m                 # of the input series (default: evaluation_interval)
+//!     input_series:
+//!       - series: 'up{job="node"}'
+//!         values: '1 1 0 0'        # the `load` notation: 1+1x10, _, stale …
+//!     promql_expr_test:
+//!       - expr: job:up:sum
+//!         eval_time: 3m
+//!         exp_samples:
+//!           - labels: 'job:up:sum{job="node"}'
+//!             value: 0
+//! ```
+//!
+//! As promtool does, every group is evaluated at every `evaluation_interval` from 0
+//! to the latest `eval_time`, then each expression is queried at its time and its
+//! samples compared, sorted by labels, value for value. A rule that fails to
+//! evaluate fails the test. `alert_rule_test` needs alerting rules, which this
+//! version does not evaluate: a test that has one fails, saying so.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::model::{Labels, parse_duration_ms};
+use crate::promql::{CancelFlag, Engine, EngineOptions, Value};
+use crate::rules::{Evaluator, Group, Health};
+use crate::storage::Appendable;
+use crate::storage::memory::MemoryStorage;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    #[serde(default)]
+    rule_files: Vec<String>,
+    #[serde(default)]
+    evaluation_interval: Option<String>,
+    #[serde(default)]
+    group_eval_order: Vec<String>,
+    #[serde(default)]
+    tests: Vec<TestGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestGroup {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    input_series: Vec<InputSeries>,
+    #[serde(default)]
+    alert_rule_test: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    promql_expr_test: Vec<ExprTest>,
+    // Read so that promtool's files load; they matter to alert templates only,
+    // which are not built yet.
+    #[serde(default, rename = "external_labels")]
+    _external_labels: BTreeMap<String, String>,
+    #[serde(default, rename = "external_url")]
+    _external_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSeries {
+    series: String,
+    values: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExprTest {
+    expr: String,
+    eval_time: String,
+    #[serde(default)]
+    exp_samples: Vec<ExpSample>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpSample {
+    #[serde(default)]
+    labels: String,
+    value: f64,
+}
+
+/// A duration as Prometheus's `model.Duration` prints it (`1m30s`, `0s`).
+fn show_duration(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut left = ms;
+    for (unit, size) in [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if left >= size {
+            out.push_str(&format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    out
+}
+
+fn duration(what: &str, text: &str) -> Result<i64, String> {
+    parse_duration_ms(text).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Runs the tests of one file, printing as promtool does; `Ok(true)` when all pass.
+pub fn run_file(path: &Path) -> Result<bool, String> {
+    let name = path.display().to_string();
+    println!("Unit Testing:  {name}");
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read {name}: {e}"))?;
+    let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let eval_interval = match &file.evaluation_interval {
+        Some(s) => duration("evaluation_interval", s)?,
+        None => 60_000,
+    };
+    if eval_interval <= 0 {
+        return Err(format!("{name}: evaluation_interval must be above 0"));
+    }
+    let rule_files = crate::rules::load_files(&file.rule_files, base)?;
+    let mut errors = Vec::new();
+    for test in &file.tests {
+        errors.extend(run_test(test, &file, &rule_files, eval_interval)?);
+    }
+    if errors.is_empty() {
+        println!("  SUCCESS");
+        println!();
+        Ok(true)
+    } else {
+        println!("  FAILED:");
+        for e in &errors {
+            println!("{e}");
+        }
+        println!();
+        Ok(false)
+    }
+}
+
+/// One test group; returns its failures, each as promtool words it.
+fn run_test(
+    test: &TestGroup,
+    file: &TestFile,
+    rule_files: &[(String, crate::rules::file::RuleFile)],
+    eval_interval: i64,
+) -> Result<Vec<String>, String> {
+    let prefix = test
+        .name
+        .as_deref()
+        .map(|n| format!("    name: {n},\n"))
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    if !test.alert_rule_test.is_empty() {
+        errors.push(format!(
+            "{prefix}    alert_rule_test: alerting rules are not evaluated by this version of ODIN"
+        ));
+    }
+    let interval = match &test.interval {
+        Some(s) => duration("interval", s)?,
+        None => eval_interval,
+    };
+    // The input series, at step i × interval from Unix time 0.
+    let storage = MemoryStorage::new();
+    let mut app = storage.appender();
+    for s in &test.input_series {
+        let (labels, values) =
+            crate::promql::testlang::parse_series(&format!("{} {}", s.series, s.values))
+                .map_err(|e| format!("input_series {:?}: {e}", s.series))?;
+        for (i, v) in values.iter().enumerate() {
+            if let Some(v) = v {
+                app.append(&labels, i as i64 * interval, *v)
+                    .map_err(|e| format!("input_series {:?}: {e}", s.series))?;
+            }
+        }
+    }
+    app.commit().map_err(|e| e.to_string())?;
+    let engine = Arc::new(Engine::new(EngineOptions {
+        default_subquery_step_ms: eval_interval,
+        ..EngineOptions::default()
+    }));
+    let ev = Evaluator {
+        engine: engine.clone(),
+        queryable: Arc::new(storage.clone()),
+        appendable: Arc::new(storage.clone()),
+    };
+    // The groups, in group_eval_order when given, else as the files list them.
+    let mut groups: Vec<Group> = rule_files
+        .iter()
+        .flat_map(|(f, rf)| {
+            rf.groups
+                .iter()
+                .map(|g| Group::new(f.clone(), g.clone(), eval_interval))
+        })
+        .collect();
+    if !file.group_eval_order.is_empty() {
+        let mut ordered = Vec::new();
+        for n in &file.group_eval_order {
+            match groups.iter().position(|g| &g.spec.name == n) {
+                Some(i) => ordered.push(groups.remove(i)),
+                None => return Err(format!("group_eval_order: no group named {n:?}")),
+            }
+        }
+        if !groups.is_empty() {
+            return Err("group_eval_order must name every group".to_string());
+        }
+        groups = ordered;
+    }
+    let mut tests = Vec::new();
+    for t in &test.promql_expr_test {
+        tests.push((duration("eval_time", &t.eval_time)?, t));
+    }
+    let max = tests.iter().map(|(t, _)| *t).max().unwrap_or(0);
+    let mut ts = 0;
+    while ts <= max {
+        for g in &groups {
+            g.evaluate(&ev, ts, 0);
+            let state = g.state();
+            for (rule, rs) in g.spec.rules.iter().zip(&state.rules) {
+                if rs.health == Health::Err {
+                    errors.push(format!(
+                        "{prefix}    rule: {}, time: {}, err: {}",
+                        rule.name,
+                        show_duration(ts),
+                        rs.last_error.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
+        ts += eval_interval;
+    }
+    for (at, t) in tests {
+        let got = match engine.instant(&*ev.queryable, &t.expr, at, &CancelFlag::default()) {
+            Ok(Value::Vector(v)) => v.into_iter().map(|e| (e.labels, e.v)).collect(),
+            Ok(Value::Scalar { v, .. }) => vec![(Labels::default(), v)],
+            Ok(other) => {
+                errors.push(format!(
+                    "{prefix}    expr: {:?}, time: {}, err: unexpected result type {}",
+                    t.expr,
+                    show_duration(at),
+                    other.type_name()
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(format!(
+                    "{prefix}    expr: {:?}, time: {}, err: {e}",
+                    t.expr,
+                    show_duration(at)
+                ));
+                continue;
+            }
+        };
+        let mut want = Vec::new();
+        for s in &t.exp_samples {
+            let (labels, _) = crate::promql::testlang::parse_series(&s.labels)
+                .map_err(|e| format!("exp_samples labels {:?}: {e}", s.labels))?;
+            want.push((labels, s.value));
+        }
+        let mut got: Vec<(Labels, f64)> = got;
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let same = got.len() == want.len()
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.0 == w.0 && (g.1 == w.1 || g.1.to_bits() == w.1.to_bits()));
+        if !same {
+            let show = |s: &[(Labels, f64)]| -> String {
+                let items: Vec<String> = s
+                    .iter()
+                    .map(|(l, v)| format!("{l} {}", crate::promql::value::format_float(*v)))
+                    .collect();
+                format!("[{}]", items.join(", "))
+            };
+            errors.push(format!(
+                "{prefix}    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
+                t.expr,
+                show_duration(at),
+                show(&want),
+                show(&got)
+            ));
+        }
+    }
+    Ok(errors)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_prometheus_prints_them() {
+        assert_eq!(show_duration(0), "0s");
+        assert_eq!(show_duration(90_000), "1m30s");
+        assert_eq!(show_duration(3_600_000), "1h");
+    }
+}
