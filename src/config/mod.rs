@@ -95,6 +95,7 @@ pub const EMBEDDED_DEFAULT: &str = "\
 global:
   scrape_interval: 15s
   scrape_timeout: 10s
+rule_files: [builtin:gpu-server]
 collectors:
   self: {}
   node: {}

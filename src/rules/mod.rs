@@ -29,15 +29,34 @@ pub use metrics::RuleMetrics;
 
 use metrics::GroupLabel;
 
-/// Reads the rule files the patterns name (globs, relative to `base`), in order,
-/// each once. Any file that does not load fails the whole set, as Prometheus
-/// refuses a configuration whose rules do not load.
+/// The rule packs built into ODIN, by the name `rule_files` gives them
+/// (`builtin:<name>`).
+pub const BUILTIN_PACKS: &[(&str, &str)] =
+    &[("gpu-server", include_str!("../../rules/gpu-server.yml"))];
+
+/// Reads the rule files the patterns name (globs, relative to `base`, or
+/// `builtin:<pack>`), in order, each once. Any file that does not load fails the
+/// whole set, as Prometheus refuses a configuration whose rules do not load.
 pub fn load_files(
     patterns: &[String],
     base: &Path,
 ) -> Result<Vec<(String, file::RuleFile)>, String> {
     let mut out: Vec<(String, file::RuleFile)> = Vec::new();
     for pattern in patterns {
+        if let Some(pack) = pattern.strip_prefix("builtin:") {
+            let Some((_, text)) = BUILTIN_PACKS.iter().find(|(n, _)| *n == pack) else {
+                let known: Vec<&str> = BUILTIN_PACKS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "no built-in rule pack {pack:?} (there is: {})",
+                    known.join(", ")
+                ));
+            };
+            if !out.iter().any(|(n, _)| n == pattern) {
+                let parsed = file::parse(text, pattern).map_err(|errors| errors.join("\n"))?;
+                out.push((pattern.clone(), parsed));
+            }
+            continue;
+        }
         let full = if Path::new(pattern).is_absolute() {
             PathBuf::from(pattern)
         } else {
@@ -211,5 +230,41 @@ impl RuleManager {
                 next += interval;
             }
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_packs_load_by_name_and_an_unknown_one_is_an_error() {
+        let files = load_files(&["builtin:gpu-server".to_string()], Path::new(".")).unwrap();
+        assert_eq!(files.len(), 1);
+        let names: Vec<&str> = files[0]
+            .1
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(|r| r.name.as_str()))
+            .collect();
+        for want in [
+            "instance:node_cpu_utilisation:rate5m",
+            "instance:node_memory_utilisation:ratio",
+            "instance:node_filesystem_utilisation:ratio",
+            "instance:node_network_receive_bytes:rate5m",
+            "instance:node_network_transmit_bytes:rate5m",
+            "gpu:utilization:mean5m",
+            "gpu:memory_used:mean5m",
+            "gpu:temperature:max5m",
+            "gpu:power_usage:mean5m",
+        ] {
+            assert!(names.contains(&want), "{want} missing: {names:?}");
+        }
+        let err = load_files(&["builtin:nope".to_string()], Path::new(".")).unwrap_err();
+        assert!(err.contains("gpu-server"), "{err}");
+        // The embedded default runs the pack.
+        let default = crate::config::Config::embedded_default().unwrap();
+        assert_eq!(default.rule_files, ["builtin:gpu-server"]);
     }
 }

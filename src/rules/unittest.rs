@@ -118,6 +118,26 @@ fn show_duration(ms: i64) -> String {
     out
 }
 
+/// Go's `strconv.FormatFloat(v, 'E', -1, 64)`, as promtool prints sample values:
+/// `8E+01`, `7.5E-01`, `0E+00`, `+Inf`, `NaN`.
+fn go_format_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let s = format!("{v:E}");
+    let Some((mantissa, exp)) = s.split_once('E') else {
+        return s;
+    };
+    let (sign, digits) = match exp.strip_prefix('-') {
+        Some(d) => ('-', d),
+        None => ('+', exp),
+    };
+    format!("{mantissa}E{sign}{digits:0>2}")
+}
+
 fn duration(what: &str, text: &str) -> Result<i64, String> {
     parse_duration_ms(text).map_err(|e| format!("{what}: {e}"))
 }
@@ -284,11 +304,10 @@ fn run_test(
                 .all(|(g, w)| g.0 == w.0 && (g.1 == w.1 || g.1.to_bits() == w.1.to_bits()));
         if !same {
             let show = |s: &[(Labels, f64)]| -> String {
-                let items: Vec<String> = s
-                    .iter()
-                    .map(|(l, v)| format!("{l} {}", crate::promql::value::format_float(*v)))
-                    .collect();
-                format!("[{}]", items.join(", "))
+                s.iter()
+                    .map(|(l, v)| format!("{l} {}", go_format_e(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             errors.push(format!(
                 "{prefix}    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
@@ -312,5 +331,15 @@ mod tests {
         assert_eq!(show_duration(0), "0s");
         assert_eq!(show_duration(90_000), "1m30s");
         assert_eq!(show_duration(3_600_000), "1h");
+    }
+
+    #[test]
+    fn values_print_as_go_prints_them_in_e_notation() {
+        assert_eq!(go_format_e(80.0), "8E+01");
+        assert_eq!(go_format_e(75.0), "7.5E+01");
+        assert_eq!(go_format_e(0.25), "2.5E-01");
+        assert_eq!(go_format_e(0.0), "0E+00");
+        assert_eq!(go_format_e(-1e-300), "-1E-300");
+        assert_eq!(go_format_e(f64::INFINITY), "+Inf");
     }
 }

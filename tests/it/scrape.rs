@@ -352,6 +352,17 @@ fn the_embedded_default_scrapes_itself_and_the_node() {
     assert!(!query(&odin, "process_resident_memory_bytes{job=\"odin\"}").is_empty());
     let (_, cfg) = odin.get("/api/v1/status/config");
     assert!(cfg.contains("collectors"), "{cfg}");
+    // The built-in rule pack runs: its groups are listed.
+    let (_, rules) = odin.get("/api/v1/rules");
+    let v: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let groups: Vec<&str> = v["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["odin-node", "odin-gpu"], "{rules}");
+    assert_eq!(v["data"]["groups"][0]["file"], "builtin:gpu-server");
 }
 
 #[test]
