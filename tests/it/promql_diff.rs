@@ -132,13 +132,13 @@ fn env_number(name: &str) -> Option<u64> {
 
 /// Debian's Prometheus 2.42 on a loopback port with its own data directory, stopped
 /// when dropped (also when the test panics).
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Prometheus {
-    fn start(dir: &Path, config: &Path) -> Prometheus {
+    pub(crate) fn start(dir: &Path, config: &Path) -> Prometheus {
         std::fs::create_dir_all(dir).unwrap();
         let log_path = dir.join("prometheus.log");
         let log = std::fs::File::create(&log_path).unwrap();

@@ -341,3 +341,215 @@ fn the_built_in_pack_passes_its_unit_tests_in_odin_and_promtool() {
         );
     }
 }
+
+/// `rule[window]` at `at_ms` on a server: series (labels as text) -> (ms, value).
+fn recorded(
+    base: &str,
+    rule: &str,
+    at_ms: i64,
+    window_s: i64,
+) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+    let url = format!(
+        "{base}/api/v1/query?query={}&time={}.{:03}",
+        form_urlencoded::byte_serialize(format!("{rule}[{window_s}s]").as_bytes())
+            .collect::<String>(),
+        at_ms / 1000,
+        at_ms % 1000
+    );
+    let mut r = crate::common::agent().get(&url).call().expect("query");
+    let body = r.body_mut().read_to_string().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for s in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+        let mut labels: Vec<(String, String)> = s["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        labels.sort();
+        let points = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                    p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                )
+            })
+            .collect();
+        out.insert(format!("{labels:?}"), points);
+    }
+    out
+}
+
+/// The same rule file and the same remote-written data in Prometheus 2.42 and ODIN:
+/// the same recorded series, at the same aligned timestamps, with the same values.
+#[test]
+fn recorded_series_match_prometheus() {
+    assert!(
+        crate::common::have_prometheus(),
+        "promtool and prometheus (Debian's 2.42) are needed: scripts/test.sh installs them"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("diff_rules.yml");
+    std::fs::write(
+        &rules,
+        r#"groups:
+  - name: diff
+    interval: 1s
+    rules:
+      - record: job:req:rate30s
+        expr: sum by (job) (rate(req_total[30s]))
+      - record: job:req:doubled
+        expr: job:req:rate30s * 2
+      - record: instance:lat:max20s
+        expr: max_over_time(lat_seconds[20s])
+      - record: job:lat:avg
+        expr: avg by (job) (lat_seconds) > 0.08
+  - name: diff-2
+    interval: 2s
+    rules:
+      - record: job:req:increase1m
+        expr: sum without (instance) (increase(req_total[1m]))
+"#,
+    )
+    .unwrap();
+    // The same file path in both: the group's place in its interval comes from it.
+    let config = dir.path().join("diff.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  evaluation_interval: 1s\nrule_files: ['{}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let prometheus = crate::promql_diff::Prometheus::start(&dir.path().join("prom"), &config);
+    let odin = Odin::start(
+        &dir.path().join("odin"),
+        &[&format!("--config.file={}", config.display())],
+    );
+    // A second of data for two minutes back and forty seconds ahead, all written
+    // before the rules read it, so both servers see the same samples.
+    let now = now_ms() / 1000 * 1000;
+    let series: Vec<TestSeries> = (0..4)
+        .flat_map(|i| {
+            let instance = format!("i{i}");
+            let job = if i < 2 { "api" } else { "db" };
+            let req: Vec<(i64, f64)> = (-120..40)
+                .map(|s| (now + s * 1000, ((s + 120) * (i + 1) + (s * s) % 7) as f64))
+                .collect();
+            let lat: Vec<(i64, f64)> = (-120..40)
+                .map(|s| {
+                    (
+                        now + s * 1000,
+                        0.05 + ((s * 31 + i * 17).rem_euclid(23)) as f64 / 100.0,
+                    )
+                })
+                .collect();
+            [
+                TestSeries::new(
+                    &[
+                        ("__name__", "req_total"),
+                        ("job", job),
+                        ("instance", &instance),
+                    ],
+                    req,
+                ),
+                TestSeries::new(
+                    &[
+                        ("__name__", "lat_seconds"),
+                        ("job", job),
+                        ("instance", &instance),
+                    ],
+                    lat,
+                ),
+            ]
+        })
+        .collect();
+    let body = crate::common::encode_write(&series);
+    for base in [prometheus.base.clone(), odin.url("")] {
+        let mut r = crate::common::agent()
+            .post(&format!("{}/api/v1/write", base.trim_end_matches('/')))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .send(&body[..])
+            .expect("remote write");
+        assert_eq!(
+            r.status().as_u16(),
+            204,
+            "{base}: {}",
+            r.body_mut().read_to_string().unwrap_or_default()
+        );
+    }
+    // Both evaluate for a while: until each has recorded every rule several times
+    // in the window compared.
+    let rules_recorded = [
+        "job:req:rate30s",
+        "job:req:doubled",
+        "instance:lat:max20s",
+        "job:lat:avg",
+        "job:req:increase1m",
+    ];
+    let odin_base = odin.url("");
+    let filled = |base: &str, at: i64| {
+        rules_recorded.iter().all(|rule| {
+            recorded(base, rule, at, 8)
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                >= 3
+        })
+    };
+    let mut at = 0;
+    assert!(
+        poll_until(Duration::from_secs(30), || {
+            at = now_ms() - 2_000;
+            filled(&prometheus.base, at) && filled(&odin_base, at)
+        }),
+        "the servers did not record every rule"
+    );
+    for rule in rules_recorded {
+        let p = recorded(&prometheus.base, rule, at, 8);
+        let o = recorded(&odin_base, rule, at, 8);
+        assert!(!p.is_empty(), "Prometheus recorded no {rule}");
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            o.keys().collect::<Vec<_>>(),
+            "{rule}: series differ"
+        );
+        let mut compared = 0;
+        for (series, want) in &p {
+            let got = &o[series];
+            let common: Vec<(&(i64, f64), &(i64, f64))> = want
+                .iter()
+                .filter_map(|w| got.iter().find(|g| g.0 == w.0).map(|g| (w, g)))
+                .collect();
+            compared += common.len();
+            for (w, g) in common {
+                let scale = w.1.abs().max(g.1.abs()).max(1e-300);
+                assert!(
+                    (w.1 - g.1).abs() / scale <= 1e-9,
+                    "{rule} {series} at {}: Prometheus {}, ODIN {}",
+                    w.0,
+                    w.1,
+                    g.1
+                );
+            }
+            // Same place in the interval: every ODIN timestamp is one Prometheus
+            // would use.
+            let offset = want[0].0.rem_euclid(1000);
+            assert!(
+                got.iter().all(|g| g.0.rem_euclid(1000) == offset),
+                "{rule}: {want:?} vs {got:?}"
+            );
+        }
+        assert!(
+            compared >= 3,
+            "{rule}: only {compared} samples at common timestamps"
+        );
+    }
+}
