@@ -342,6 +342,9 @@ fn the_built_in_pack_passes_its_unit_tests_in_odin_and_promtool() {
     }
 }
 
+/// A recorded sample: Unix ms and value.
+type Point = (i64, f64);
+
 /// `rule[window]` at `at_ms` on a server: series (labels as text) -> (ms, value).
 fn recorded(
     base: &str,
@@ -524,7 +527,7 @@ fn recorded_series_match_prometheus() {
         let mut compared = 0;
         for (series, want) in &p {
             let got = &o[series];
-            let common: Vec<(&(i64, f64), &(i64, f64))> = want
+            let common: Vec<(&Point, &Point)> = want
                 .iter()
                 .filter_map(|w| got.iter().find(|g| g.0 == w.0).map(|g| (w, g)))
                 .collect();
