@@ -95,6 +95,31 @@ impl Cursor {
         let &(c, i) = self.order.get(self.next)?;
         Some(&self.lines[c as usize][i as usize])
     }
+
+    /// Moves past the lines the pipeline's leading line filters drop, counting them
+    /// as read: only lines that may be returned enter the merge.
+    fn skip_filtered(&mut self, pipeline: &Pipeline, stats: &mut ReadStats) {
+        while let Some(line) = self.peek() {
+            if pipeline.keeps_line(&line.text) {
+                return;
+            }
+            stats.count(line);
+            self.next += 1;
+        }
+    }
+}
+
+impl ReadStats {
+    /// One line read.
+    fn count(&mut self, line: &LogLine) {
+        self.lines_processed += 1;
+        self.bytes_processed += line.text.len() as u64;
+        self.structured_metadata_bytes += line
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum::<u64>();
+    }
 }
 
 /// Runs `pipeline` over `selected` (the streams a query's selector chose, sorted by
@@ -114,15 +139,17 @@ pub fn run<E>(
         .map(|s| Cursor::new(s, range))
         .filter(|c| !c.order.is_empty())
         .collect();
-    // The next line of every stream, ordered for the direction; ties by stream
-    // (the streams came sorted by labels).
+    let mut stats = ReadStats::default();
+    // The next line of every stream that passes the line filters, ordered for the
+    // direction; ties by stream (the streams came sorted by labels).
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
-    for (i, c) in cursors.iter().enumerate() {
+    for (i, c) in cursors.iter_mut().enumerate() {
+        c.skip_filtered(pipeline, &mut stats);
+        keep_going()?;
         if let Some(l) = c.peek() {
             heap.push(Reverse((order_key(range.direction, l.ts_ns), i)));
         }
     }
-    let mut stats = ReadStats::default();
     let mut out: BTreeMap<LabelPairs, Vec<(i64, String)>> = BTreeMap::new();
     let mut returned = 0usize;
     let mut last_returned: Option<i64> = None;
@@ -134,13 +161,7 @@ pub fn run<E>(
         let Some(line) = cursor.peek() else {
             continue;
         };
-        stats.lines_processed += 1;
-        stats.bytes_processed += line.text.len() as u64;
-        stats.structured_metadata_bytes += line
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum::<u64>();
+        stats.count(line);
         if stats.lines_processed % 4096 == 0 {
             keep_going()?;
         }
@@ -158,6 +179,12 @@ pub fn run<E>(
             last_returned = Some(line.ts_ns);
         }
         cursor.next += 1;
+        let before = stats.lines_processed;
+        cursor.skip_filtered(pipeline, &mut stats);
+        // A long run of dropped lines still lets the deadline be checked.
+        if stats.lines_processed / 4096 != before / 4096 {
+            keep_going()?;
+        }
         if let Some(l) = cursor.peek() {
             heap.push(Reverse((order_key(range.direction, l.ts_ns), i)));
         }
