@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::model::{Labels, parse_duration_ms};
+use crate::model::{Labels, format_duration_ms, parse_duration_ms};
 use crate::promql::{CancelFlag, Engine, EngineOptions, Value};
 use crate::rules::{Evaluator, Group, Health};
 use crate::storage::Appendable;
@@ -92,30 +92,6 @@ struct ExpSample {
     #[serde(default)]
     labels: String,
     value: f64,
-}
-
-/// A duration as Prometheus's `model.Duration` prints it (`1m30s`, `0s`).
-fn show_duration(ms: i64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    let mut left = ms;
-    for (unit, size) in [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ] {
-        if left >= size {
-            out.push_str(&format!("{}{unit}", left / size));
-            left %= size;
-        }
-    }
-    out
 }
 
 /// Go's `strconv.FormatFloat(v, 'E', -1, 64)`, as promtool prints sample values:
@@ -258,7 +234,7 @@ fn run_test(
                     errors.push(format!(
                         "{prefix}    rule: {}, time: {}, err: {}",
                         rule.name,
-                        show_duration(ts),
+                        format_duration_ms(ts),
                         rs.last_error.as_deref().unwrap_or("")
                     ));
                 }
@@ -274,7 +250,7 @@ fn run_test(
                 errors.push(format!(
                     "{prefix}    expr: {:?}, time: {}, err: unexpected result type {}",
                     t.expr,
-                    show_duration(at),
+                    format_duration_ms(at),
                     other.type_name()
                 ));
                 continue;
@@ -283,7 +259,7 @@ fn run_test(
                 errors.push(format!(
                     "{prefix}    expr: {:?}, time: {}, err: {e}",
                     t.expr,
-                    show_duration(at)
+                    format_duration_ms(at)
                 ));
                 continue;
             }
@@ -312,7 +288,7 @@ fn run_test(
             errors.push(format!(
                 "{prefix}    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
                 t.expr,
-                show_duration(at),
+                format_duration_ms(at),
                 show(&want),
                 show(&got)
             ));
@@ -325,13 +301,6 @@ fn run_test(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_print_as_prometheus_prints_them() {
-        assert_eq!(show_duration(0), "0s");
-        assert_eq!(show_duration(90_000), "1m30s");
-        assert_eq!(show_duration(3_600_000), "1h");
-    }
 
     #[test]
     fn values_print_as_go_prints_them_in_e_notation() {

@@ -1311,15 +1311,11 @@ fn only_the_leader_uploads_and_a_new_leader_neither_uploads_twice_nor_skips() {
         );
         assert_eq!(code, 204, "{text}");
     }
+    // A tenant's folder of segments lists as the bucket's top level of blocks does.
     let segments = || -> Vec<String> {
-        std::fs::read_dir(bucket.join("logs/fake"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| e.path().join("meta.json").exists())
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::shipper::fs_bucket_blocks(&bucket.join("logs/fake"))
+            .into_iter()
+            .collect()
     };
     assert!(
         poll_until(Duration::from_secs(30), || segments().len() == 1),
