@@ -127,10 +127,13 @@ struct BucketFlags {
 
 #[derive(Subcommand)]
 enum BucketCommand {
-    /// List the blocks: ULID, time range (RFC 3339), labels, size, level.
+    /// List the blocks: ULID, time range (RFC 3339), labels, size, level. With
+    /// `--logs`, the log segments instead (`logs/<tenant>/<ULID>/`).
     Ls {
         #[command(flatten)]
         bucket: BucketFlags,
+        #[arg(long)]
+        logs: bool,
     },
     /// Print one block's meta.json and its files.
     Inspect {
@@ -1136,7 +1139,45 @@ fn bucket_tool(cmd: BucketCommand) -> anyhow::Result<ExitCode> {
         .context("start async runtime")?;
     runtime.block_on(async move {
         match cmd {
-            BucketCommand::Ls { bucket } => {
+            BucketCommand::Ls { bucket, logs: true } => {
+                let store = bucket_store(&bucket)?;
+                let segments = bucket::list_log_segments(&store).await?;
+                println!("SEGMENT\tFROM\tUNTIL\tSTREAMS\tLINES\tLABELS\tSIZE_BYTES");
+                let ms = |ns: i64| rfc3339(ns.div_euclid(1_000_000));
+                for s in &segments {
+                    match &s.meta {
+                        Some(m) => {
+                            let labels: Vec<String> = m
+                                .external_labels
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v:?}"))
+                                .collect();
+                            println!(
+                                "{}\t{}\t{}\t{}\t{}\t{{{}}}\t{}",
+                                s.name,
+                                ms(m.min_time),
+                                ms(m.max_time),
+                                m.streams,
+                                m.lines,
+                                labels.join(","),
+                                s.size_bytes
+                            );
+                        }
+                        None => println!(
+                            "{}\t-\t-\t-\t-\t-\t{}\t{}",
+                            s.name,
+                            s.size_bytes,
+                            s.meta_error.as_deref().unwrap_or("")
+                        ),
+                    }
+                }
+                eprintln!("{} log segments", segments.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            BucketCommand::Ls {
+                bucket,
+                logs: false,
+            } => {
                 let store = bucket_store(&bucket)?;
                 let blocks = bucket::list_blocks(&store).await?;
                 println!("ULID\tFROM\tUNTIL\tLABELS\tSIZE_BYTES\tLEVEL\tSOURCE");

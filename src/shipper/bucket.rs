@@ -52,6 +52,65 @@ pub async fn list_block_ids(
     Ok(ids)
 }
 
+/// One log segment under `logs/<tenant>/<ULID>/`.
+#[derive(Debug, Clone)]
+pub struct BucketLogSegment {
+    /// `<tenant>/<ULID>` as listed.
+    pub name: String,
+    /// The parsed meta.json; `None` when missing or unreadable (see `meta_error`).
+    pub meta: Option<crate::logs::segment::SegmentMeta>,
+    pub meta_error: Option<String>,
+    pub size_bytes: u64,
+}
+
+/// Every log segment of the bucket, by tenant and ULID.
+pub async fn list_log_segments(store: &Arc<dyn ObjectStore>) -> Result<Vec<BucketLogSegment>> {
+    let root = ObjectPath::from(crate::shipper::LOGS_PREFIX);
+    // By `<tenant>/<ULID>`: the segment's folder as listed, and its bytes.
+    let mut found: BTreeMap<String, (ObjectPath, u64)> = BTreeMap::new();
+    let mut listed = store.list(Some(&root));
+    while let Some(o) = listed.next().await {
+        let o = o.map_err(|e| ShipperError::store("list logs/", e))?;
+        let parts: Vec<String> = o
+            .location
+            .prefix_match(&root)
+            .map(|p| p.map(|part| part.as_ref().to_string()).collect())
+            .unwrap_or_default();
+        if let [tenant, ulid, _, ..] = parts.as_slice() {
+            // The folder from the listed parts themselves (already encoded).
+            let folder: ObjectPath = o.location.parts().take(3).collect();
+            found
+                .entry(format!("{tenant}/{ulid}"))
+                .or_insert((folder, 0))
+                .1 += o.size;
+        }
+    }
+    let mut out = Vec::with_capacity(found.len());
+    for (name, (folder, size_bytes)) in found {
+        let path = folder.join(META_FILENAME);
+        let (meta, meta_error) = match store.get(&path).await {
+            Ok(got) => match got.bytes().await {
+                Ok(b) => match serde_json::from_slice(&b) {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => (None, Some(format!("meta.json: {e}"))),
+                },
+                Err(e) => (None, Some(format!("meta.json: {e}"))),
+            },
+            Err(object_store::Error::NotFound { .. }) => {
+                (None, Some("incomplete: no meta.json".to_string()))
+            }
+            Err(e) => return Err(ShipperError::store(format!("read {path}"), e)),
+        };
+        out.push(BucketLogSegment {
+            name,
+            meta,
+            meta_error,
+            size_bytes,
+        });
+    }
+    Ok(out)
+}
+
 /// Every block directory of the bucket (top-level names that are ULIDs), oldest
 /// first by ULID.
 pub async fn list_blocks(store: &Arc<dyn ObjectStore>) -> Result<Vec<BucketBlock>> {

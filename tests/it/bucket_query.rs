@@ -187,6 +187,25 @@ fn log_segments_ship_to_the_bucket_and_answer_from_there() {
     for f in ["meta.json", "lines", "streams", "index/meta.json"] {
         assert!(shipped[0].join(f).exists(), "{f} not shipped");
     }
+    // `odin tools bucket ls --logs` lists it, with its lines and labels.
+    let (ok, out) = crate::shipper::bucket_tool(&[
+        "ls",
+        "--logs",
+        &format!("--config.file={}", config.display()),
+    ]);
+    assert!(ok, "{out}");
+    let ulid = shipped[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("fake/{ulid}\t")))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = row.split('\t').collect();
+    assert_eq!((cols[3], cols[4]), ("1", "300"), "{row}");
+    assert!(cols[5].contains("replica=\"a\""), "{row}");
     first.stop();
 
     // A second ODIN on an empty disk answers that window from the bucket, the

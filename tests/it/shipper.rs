@@ -118,7 +118,7 @@ fn promtool_analyze(block: &Path) {
     assert!(stdout.contains(&format!("Block ID: {id}")), "{stdout}");
 }
 
-fn bucket_tool(args: &[&str]) -> (bool, String) {
+pub(crate) fn bucket_tool(args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["tools", "bucket"])
         .args(args)
