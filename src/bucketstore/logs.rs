@@ -55,6 +55,9 @@ pub struct BucketLogs {
     external_labels: BTreeMap<String, String>,
     /// By tenant, then window start.
     segments: RwLock<BTreeMap<String, BTreeMap<i64, Arc<BucketSegment>>>>,
+    /// Segment folders found to be another's (other external labels) or unreadable:
+    /// segments never change, so they are not read again.
+    skipped: Mutex<HashSet<String>>,
     uses: AtomicU64,
 }
 
@@ -115,6 +118,7 @@ impl BucketLogs {
             cache_bytes,
             external_labels,
             segments: RwLock::new(BTreeMap::new()),
+            skipped: Mutex::new(HashSet::new()),
             uses: AtomicU64::new(0),
         }))
     }
@@ -145,6 +149,10 @@ impl BucketLogs {
                 .await
                 .map_err(store_error(format!("list {tenant_prefix}")))?;
             for prefix in listed.common_prefixes {
+                if self.skipped.lock().contains(prefix.as_ref()) {
+                    summary.skipped += 1;
+                    continue;
+                }
                 let seg = match known.get(prefix.as_ref()) {
                     Some(s) => s.clone(),
                     None => match self.read_meta(&prefix).await? {
@@ -201,12 +209,16 @@ impl BucketLogs {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(segment = %prefix, error = %e, "bucket log segment's meta.json unreadable; skipped");
+                self.skipped.lock().insert(prefix.to_string());
                 return Ok(None);
             }
         };
         let ours = meta.external_labels == self.external_labels
             && prefix.as_ref().ends_with(&meta.ulid)
             && crate::logs::tenant::check_tenant_id(&meta.tenant).is_ok();
+        if !ours {
+            self.skipped.lock().insert(prefix.to_string());
+        }
         Ok(ours.then_some(meta))
     }
 
@@ -390,9 +402,11 @@ impl BucketLogs {
     /// Closes a segment and removes its downloaded files (a query still reading it
     /// keeps its open files).
     fn evict(&self, seg: &BucketSegment) {
-        let was = seg.opened.lock().take();
+        // Under the lock: a query opening the segment again waits until the old
+        // files are gone before it downloads into the same place.
+        let mut opened = seg.opened.lock();
         seg.cached_bytes.store(0, Ordering::Relaxed);
-        if let Some(s) = was
+        if let Some(s) = opened.take()
             && let Err(e) = std::fs::remove_dir_all(&s.dir)
         {
             tracing::warn!(dir = %s.dir.display(), error = %e, "cannot remove a cached bucket log segment");
@@ -437,10 +451,22 @@ impl LogStorage for LongTermLogs {
         end_ns: i64,
         needles: &[String],
     ) -> crate::storage::Result<Vec<Selected>> {
-        let mut found = self
-            .local
-            .select(tenant, matchers, start_ns, end_ns, needles)?;
-        let cut = self.cut(tenant);
+        // The cut read before and after the local read: retention deleting the
+        // oldest local segment in between would move it and have its lines come from
+        // both sides. Read again then.
+        let mut tries = 0;
+        let (mut found, cut) = loop {
+            let before = self.cut(tenant);
+            let found = self
+                .local
+                .select(tenant, matchers, start_ns, end_ns, needles)?;
+            let after = self.cut(tenant);
+            tries += 1;
+            // An earlier cut (older lines applied meanwhile) duplicates nothing.
+            if after <= before || tries == 3 {
+                break (found, before.min(after));
+            }
+        };
         if start_ns >= cut {
             return Ok(found);
         }

@@ -35,6 +35,8 @@ use crate::model::{Labels, Matcher};
 
 /// Uncompressed bytes of lines per frame.
 const FRAME_BYTES: usize = 64 * 1024;
+/// Frames read at once while merging (each at most a few hundred KiB compressed).
+const MERGE_READ_FRAMES: usize = 16;
 /// The most a frame may decompress to: a frame closes at [`FRAME_BYTES`], so it
 /// holds at most that plus one line (and its metadata), which push limits bound
 /// far below this.
@@ -323,21 +325,28 @@ pub fn compact(
             None => names.push(s.meta.ulid.clone()),
         }
     }
+    // Each source's streams by labels: one lookup per stream and source.
+    let tables: Vec<std::collections::HashMap<&Labels, &StreamEntry>> = sources
+        .iter()
+        .map(|s| s.streams.iter().map(|e| (&e.labels, e)).collect())
+        .collect();
     for l in labels {
         b.stream(l.clone());
-        for s in &sources {
-            let Some(entry) = s.streams.iter().find(|e| &e.labels == l) else {
+        for (s, table) in sources.iter().zip(&tables) {
+            let Some(entry) = table.get(l) else {
                 continue;
             };
-            let ranges: Vec<std::ops::Range<u64>> = entry
-                .frames
-                .iter()
-                .map(|f| f.offset..f.offset + u64::from(f.len))
-                .collect();
-            let raws = s.lines.read(&ranges)?;
-            for (f, compressed) in entry.frames.iter().zip(raws) {
-                let lines = f.decode(&compressed)?;
-                b.frame(&compressed, &lines)?;
+            // A few frames at a time: a busy stream's window may be large.
+            for batch in entry.frames.chunks(MERGE_READ_FRAMES) {
+                let ranges: Vec<std::ops::Range<u64>> = batch
+                    .iter()
+                    .map(|f| f.offset..f.offset + u64::from(f.len))
+                    .collect();
+                let raws = s.lines.read(&ranges)?;
+                for (f, compressed) in batch.iter().zip(raws) {
+                    let lines = f.decode(&compressed)?;
+                    b.frame(&compressed, &lines)?;
+                }
             }
         }
     }
@@ -673,7 +682,9 @@ pub struct Segment {
     pub dir: PathBuf,
     pub meta: SegmentMeta,
     streams: Vec<StreamEntry>,
-    index: tantivy::Index,
+    /// Opened once: the index never changes, so no reload (and no watcher thread),
+    /// and a query holds its files even when the segment is deleted meanwhile.
+    reader: tantivy::IndexReader,
     fields: Fields,
     lines: Arc<dyn LinesSource>,
 }
@@ -714,11 +725,16 @@ impl Segment {
             tantivy::Index::open_in_dir(dir.join(INDEX)).map_err(|e| io("line index", e))?;
         register_tokenizer(&index)?;
         let fields = Fields::of(&index.schema())?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| io("line index", e))?;
         Ok(Segment {
             dir: dir.to_path_buf(),
             meta,
             streams,
-            index,
+            reader,
             fields,
             lines,
         })
@@ -776,8 +792,7 @@ impl Segment {
             clauses.push((Occur::Must, Box::new(range)));
         }
         let query = BooleanQuery::new(clauses);
-        let reader = self.index.reader().map_err(|e| io("line index", e))?;
-        let searcher = reader.searcher();
+        let searcher = self.reader.searcher();
         let docs = searcher
             .search(&query, &tantivy::collector::DocSetCollector)
             .map_err(|e| io("line index search", e))?;

@@ -342,6 +342,19 @@ impl LogStore {
         let mut done = Maintained::default();
         let mut failure = None;
         for sealed in self.sealing() {
+            // A window an older image brought back after its day was merged is in
+            // the merged segment already.
+            let covered = self.segments.read().get(&sealed.tenant).is_some_and(|s| {
+                s.values().any(|seg| {
+                    seg.meta.compaction.is_some()
+                        && seg.meta.window_start <= sealed.start_ns
+                        && sealed.start_ns < seg.meta.window_end
+                })
+            });
+            if covered {
+                self.written_out(&sealed.tenant, sealed.start_ns);
+                continue;
+            }
             let tenant_dir = dir.join(&sealed.tenant);
             let written =
                 segment::write(&tenant_dir, &sealed.tenant, sealed.start_ns, &sealed.window)

@@ -153,19 +153,20 @@ pub fn parse(text: &str, file: &str) -> Result<RuleFile, Vec<String>> {
                 }
             })
         };
-        let interval_ms = duration("interval", &g.interval, &mut errors);
-        if interval_ms == Some(0) {
-            errors.push(format!(
-                "{file}: group \"{}\": interval must be above 0",
-                g.name
-            ));
-        }
+        // 0 is "not set", as in Prometheus: the global interval applies.
+        let interval_ms = duration("interval", &g.interval, &mut errors).filter(|&ms| ms > 0);
         let query_offset_ms = duration("query_offset", &g.query_offset, &mut errors);
         let mut rules = Vec::new();
         for (i, spanned) in g.rules.into_iter().enumerate() {
             let at = (spanned.referenced.line(), spanned.referenced.column());
             let r = spanned.value;
-            let shown = r.record.clone().or(r.alert.clone()).unwrap_or_default();
+            // Prometheus names a rule by its alert, else its record.
+            let shown = r
+                .alert
+                .clone()
+                .filter(|a| !a.is_empty())
+                .or(r.record.clone())
+                .unwrap_or_default();
             let mut fail = |what: String| {
                 errors.push(format!(
                     "{file}: {}:{}: group \"{}\", rule {}, \"{shown}\": {what}",
@@ -198,16 +199,18 @@ pub fn parse(text: &str, file: &str) -> Result<RuleFile, Vec<String>> {
 /// Prometheus's `RuleNode.Validate`, in its order and words.
 fn check_rule(r: RuleNode) -> Result<Rule, Vec<String>> {
     let mut errors = Vec::new();
-    let (kind, name) = match (&r.record, &r.alert) {
-        (Some(_), Some(_)) => {
+    let record = r.record.clone().unwrap_or_default();
+    let alert = r.alert.clone().unwrap_or_default();
+    let (kind, name) = match (record.is_empty(), alert.is_empty()) {
+        (false, false) => {
             errors.push("only one of 'record' and 'alert' must be set".to_string());
-            (RuleKind::Recording, String::new())
+            (RuleKind::Alerting, alert)
         }
-        (Some(rec), None) if !rec.is_empty() => (RuleKind::Recording, rec.clone()),
-        (None, Some(a)) if !a.is_empty() => (RuleKind::Alerting, a.clone()),
-        _ => {
+        (false, true) => (RuleKind::Recording, record),
+        (true, false) => (RuleKind::Alerting, alert),
+        (true, true) => {
             errors.push("one of 'record' or 'alert' must be set".to_string());
-            (RuleKind::Recording, String::new())
+            (RuleKind::Alerting, String::new())
         }
     };
     let expr = r.expr.map(ExprText::into_string).unwrap_or_default();
@@ -228,14 +231,14 @@ fn check_rule(r: RuleNode) -> Result<Rule, Vec<String>> {
     };
     let for_ms = duration("for", &r.for_, &mut errors);
     let keep_firing_for_ms = duration("keep_firing_for", &r.keep_firing_for, &mut errors);
-    if kind == RuleKind::Recording && r.record.is_some() {
+    if kind == RuleKind::Recording {
         if !r.annotations.is_empty() {
             errors.push("invalid field 'annotations' in recording rule".to_string());
         }
-        if r.for_.is_some() {
+        if for_ms != 0 {
             errors.push("invalid field 'for' in recording rule".to_string());
         }
-        if r.keep_firing_for.is_some() {
+        if keep_firing_for_ms != 0 {
             errors.push("invalid field 'keep_firing_for' in recording rule".to_string());
         }
         if !is_valid_metric_name(&name) {
@@ -334,7 +337,7 @@ groups:
         let want = [
             "bad.yml: 4:9: group \"g\", rule 1, \"not a name\": invalid field 'for' in recording rule",
             "bad.yml: 4:9: group \"g\", rule 1, \"not a name\": invalid recording rule name: not a name",
-            "bad.yml: 7:9: group \"g\", rule 2, \"b\": only one of 'record' and 'alert' must be set",
+            "bad.yml: 7:9: group \"g\", rule 2, \"A\": only one of 'record' and 'alert' must be set",
             "bad.yml: groupname: \"g\" is repeated in the same file",
             "bad.yml: 15:9: group \"g\", rule 1, \"C\": field 'expr' must be set in rule",
         ];
@@ -364,6 +367,8 @@ groups:
         // Unknown keys and broken YAML are errors too.
         assert!(parse("groups:\n  - name: x\n    rulez: []\n", "u.yml").is_err());
         assert!(parse("groups: [", "y.yml").is_err());
-        assert!(parse("groups:\n  - name: x\n    interval: 0s\n", "i.yml").is_err());
+        // `interval: 0s` means "the global one", as in Prometheus.
+        let zero = parse("groups:\n  - name: x\n    interval: 0s\n", "i.yml").unwrap();
+        assert_eq!(zero.groups[0].interval_ms, None);
     }
 }

@@ -87,7 +87,16 @@ pub struct Evaluated {
 
 impl Group {
     pub fn new(file: String, spec: RuleGroup, default_interval_ms: i64) -> Group {
-        let interval_ms = spec.interval_ms.unwrap_or(default_interval_ms).max(1);
+        // A global interval of 0 is Prometheus's default, a minute.
+        let default_interval_ms = if default_interval_ms > 0 {
+            default_interval_ms
+        } else {
+            60_000
+        };
+        let interval_ms = spec
+            .interval_ms
+            .filter(|&ms| ms > 0)
+            .unwrap_or(default_interval_ms);
         let rules = vec![RuleState::default(); spec.rules.len()];
         Group {
             file,
@@ -108,6 +117,32 @@ impl Group {
 
     pub fn state(&self) -> GroupState {
         self.state.lock().clone()
+    }
+
+    /// The series each rule wrote last, by rule name (taken: the group is being
+    /// replaced).
+    pub fn take_written(&self) -> Vec<(String, HashSet<Labels>)> {
+        let mut state = self.state.lock();
+        self.spec
+            .rules
+            .iter()
+            .zip(state.rules.iter_mut())
+            .map(|(r, s)| (r.name.clone(), std::mem::take(&mut s.written)))
+            .collect()
+    }
+
+    /// Takes over what the group this one replaces wrote, rule by rule name;
+    /// returns the series of rules this group no longer has.
+    pub fn inherit(&self, written: Vec<(String, HashSet<Labels>)>) -> Vec<HashSet<Labels>> {
+        let mut state = self.state.lock();
+        let mut leftovers = Vec::new();
+        for (name, series) in written {
+            match self.spec.rules.iter().position(|r| r.name == name) {
+                Some(i) if state.rules[i].written.is_empty() => state.rules[i].written = series,
+                _ => leftovers.push(series),
+            }
+        }
+        leftovers
     }
 
     /// Prometheus's `Group.hash`: the xxhash of the labels `{file, name}`, which

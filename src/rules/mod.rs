@@ -21,10 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use group::{Evaluator, Group, GroupState, Health};
+
+use crate::model::Labels;
 pub use metrics::RuleMetrics;
 
 use metrics::GroupLabel;
@@ -140,31 +144,96 @@ impl RuleManager {
     pub fn update(&self, files: Vec<(String, file::RuleFile)>, default_interval_ms: i64) {
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
+        let mut fresh_groups = Vec::new();
         for (name, f) in files {
             for spec in f.groups {
                 let fresh = Group::new(name.clone(), spec, default_interval_ms);
                 match old.iter().position(|r| r.group.same_as(&fresh)) {
                     Some(i) => running.push(old.remove(i)),
-                    None => {
-                        let group = Arc::new(fresh);
-                        let stop = self.shutdown.child_token();
-                        self.spawn(group.clone(), stop.clone());
-                        running.push(Running { group, stop });
-                    }
+                    None => fresh_groups.push(fresh),
                 }
             }
         }
-        for gone in old {
+        // What the replaced groups wrote: a changed group's rules take over their
+        // series (by name), so a series they stop producing is marked stale as
+        // usual; the series of rules and groups that are gone are marked now.
+        for gone in &old {
             gone.stop.cancel();
+        }
+        let mut leftovers: Vec<HashSet<Labels>> = Vec::new();
+        let mut previous: Vec<(String, String, Vec<(String, HashSet<Labels>)>)> = old
+            .iter()
+            .map(|r| {
+                (
+                    r.group.file.clone(),
+                    r.group.spec.name.clone(),
+                    r.group.take_written(),
+                )
+            })
+            .collect();
+        for fresh in fresh_groups {
+            if let Some(i) = previous
+                .iter()
+                .position(|(f, n, _)| *f == fresh.file && *n == fresh.spec.name)
+            {
+                let (_, _, written) = previous.remove(i);
+                leftovers.extend(fresh.inherit(written));
+            }
+            let group = Arc::new(fresh);
+            let stop = self.shutdown.child_token();
+            self.spawn(group.clone(), stop.clone());
+            running.push(Running { group, stop });
+        }
+        leftovers.extend(
+            previous
+                .into_iter()
+                .flat_map(|(_, _, w)| w.into_iter().map(|(_, series)| series)),
+        );
+        self.mark_stale(leftovers);
+        // The self-metrics of groups that are gone (a changed group keeps its own).
+        let kept: HashSet<GroupLabel> = running.iter().map(|r| group_label(&r.group)).collect();
+        for gone in old {
             let label = group_label(&gone.group);
+            if kept.contains(&label) {
+                continue;
+            }
             for f in [
                 &self.metrics.last_duration_seconds,
                 &self.metrics.interval_seconds,
             ] {
                 f.remove(&label);
             }
+            for f in [
+                &self.metrics.evaluations,
+                &self.metrics.evaluation_failures,
+                &self.metrics.iterations_missed,
+            ] {
+                f.remove(&label);
+            }
             self.metrics.rules.remove(&label);
         }
+    }
+
+    /// Writes a stale marker now for each series (of rules that are gone), where
+    /// this node evaluates; off the async workers.
+    fn mark_stale(&self, series: Vec<HashSet<Labels>>) {
+        let series: Vec<Labels> = series.into_iter().flatten().collect();
+        if series.is_empty() || !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        let appendable = self.evaluator.appendable.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = crate::model::now_ms();
+            let mut app = appendable.appender();
+            for s in &series {
+                if let Err(e) = app.append(s, now, crate::model::stale_nan()) {
+                    tracing::warn!(series = %s, error = %e, "cannot mark a removed rule's series stale");
+                }
+            }
+            if let Err(e) = app.commit() {
+                tracing::warn!(error = %e, "cannot mark removed rules' series stale");
+            }
+        });
     }
 
     fn spawn(&self, group: Arc<Group>, stop: CancellationToken) {
@@ -182,7 +251,9 @@ impl RuleManager {
         tokio::spawn(async move {
             let interval = group.interval_ms;
             let offset = group.spec.query_offset_ms.unwrap_or(0);
-            let mut next = group.eval_timestamp_ms(crate::model::now_ms());
+            // The next slot, as Prometheus starts a group: the current one may have
+            // been evaluated already (by the group this one replaces).
+            let mut next = group.eval_timestamp_ms(crate::model::now_ms()) + interval;
             loop {
                 let now = crate::model::now_ms();
                 if next <= now - interval {

@@ -206,19 +206,21 @@ fn run_test(
                 .map(|g| Group::new(f.clone(), g.clone(), eval_interval))
         })
         .collect();
-    if !file.group_eval_order.is_empty() {
-        let mut ordered = Vec::new();
-        for n in &file.group_eval_order {
-            match groups.iter().position(|g| &g.spec.name == n) {
-                Some(i) => ordered.push(groups.remove(i)),
-                None => return Err(format!("group_eval_order: no group named {n:?}")),
-            }
+    // As promtool: the groups named first, in that order, then the others as
+    // listed; names of no group are ignored, a name given twice is an error.
+    let mut named = std::collections::HashSet::new();
+    for n in &file.group_eval_order {
+        if !named.insert(n) {
+            return Err(format!("group_eval_order: group {n:?} is listed twice"));
         }
-        if !groups.is_empty() {
-            return Err("group_eval_order must name every group".to_string());
-        }
-        groups = ordered;
     }
+    let place = |g: &Group| {
+        file.group_eval_order
+            .iter()
+            .position(|n| *n == g.spec.name)
+            .unwrap_or(usize::MAX)
+    };
+    groups.sort_by_key(|g| place(g));
     let mut tests = Vec::new();
     for t in &test.promql_expr_test {
         tests.push((duration("eval_time", &t.eval_time)?, t));
@@ -227,7 +229,7 @@ fn run_test(
     let mut ts = 0;
     while ts <= max {
         for g in &groups {
-            g.evaluate(&ev, ts, 0);
+            g.evaluate(&ev, ts, g.spec.query_offset_ms.unwrap_or(0));
             let state = g.state();
             for (rule, rs) in g.spec.rules.iter().zip(&state.rules) {
                 if rs.health == Health::Err {
@@ -239,6 +241,10 @@ fn run_test(
                     ));
                 }
             }
+        }
+        // promtool stops at the first evaluation time with errors.
+        if !errors.is_empty() {
+            return Ok(errors);
         }
         ts += eval_interval;
     }

@@ -203,6 +203,16 @@ fn evaluated_listed_and_reloaded(odin: &Odin, rules: &std::path::Path) {
     }));
     let (_, body) = odin.get("/api/v1/rules");
     assert!(!body.contains("job:demo_requests:doubled"), "{body}");
+    // The removed rules' series were marked stale: gone at once, not five minutes
+    // later.
+    assert!(
+        poll_until(Duration::from_secs(10), || query(
+            odin,
+            "job:demo_requests:doubled"
+        )
+        .is_empty()),
+        "a removed rule's series is still there"
+    );
 }
 
 #[test]

@@ -79,16 +79,29 @@ pub(super) async fn tail(
         direction: Direction::Forward,
     };
     let needles = query::needles(&expr.pipeline);
-    let selected = storage
-        .select(&tenant, &expr.selector, start, now, &needles)
-        .map_err(|e| super::gate_error(super::storage_error(e)))?;
-    let history = if limit == 0 {
-        Vec::new()
-    } else {
-        query::run::<()>(&pipeline, selected, &range, 0, || Ok(()))
-            .map(|(streams, _)| streams)
-            .unwrap_or_default()
-    };
+    // Reading may wait on the bucket (segments older than the local ones): off the
+    // async workers, as every other read.
+    let (read_tenant, selector, stages) =
+        (tenant.clone(), expr.selector.clone(), expr.pipeline.clone());
+    let history = tokio::task::spawn_blocking(move || {
+        let read_pipeline = Pipeline::new(&stages).map_err(bad_request)?;
+        let selected = storage
+            .select(&read_tenant, &selector, start, now, &needles)
+            .map_err(|e| super::gate_error(super::storage_error(e)))?;
+        Ok::<_, LokiError>(if limit == 0 {
+            Vec::new()
+        } else {
+            query::run::<()>(&read_pipeline, selected, &range, 0, || Ok(()))
+                .map(|(streams, _)| streams)
+                .unwrap_or_default()
+        })
+    })
+    .await
+    .map_err(|e| {
+        unavailable(crate::api::response::ApiError::unavailable(format!(
+            "tail history: {e}"
+        )))
+    })??;
     let shutdown = s.gate.shutdown.clone();
     Ok(ws.on_upgrade(move |socket| async move {
         let _permit = permit;
