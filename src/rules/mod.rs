@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 pub use group::{Evaluator, Group, GroupState, Health};
 
 use crate::model::Labels;
+
+/// What a group's rules wrote last, by rule name.
+type Written = Vec<(String, HashSet<Labels>)>;
 pub use metrics::RuleMetrics;
 
 use metrics::GroupLabel;
@@ -161,7 +164,7 @@ impl RuleManager {
             gone.stop.cancel();
         }
         let mut leftovers: Vec<HashSet<Labels>> = Vec::new();
-        let mut previous: Vec<(String, String, Vec<(String, HashSet<Labels>)>)> = old
+        let mut previous: Vec<(String, String, Written)> = old
             .iter()
             .map(|r| {
                 (
