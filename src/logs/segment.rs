@@ -112,6 +112,11 @@ struct Frame {
 }
 
 impl Frame {
+    /// Where the frame's compressed bytes lie in the `lines` file.
+    fn bytes(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + u64::from(self.len)
+    }
+
     /// The frame's lines from its compressed bytes.
     fn decode(&self, compressed: &[u8]) -> std::io::Result<Vec<LogLine>> {
         // Bounded: a damaged (or hostile) frame must not inflate without limit. The
@@ -338,10 +343,7 @@ pub fn compact(
             };
             // A few frames at a time: a busy stream's window may be large.
             for batch in entry.frames.chunks(MERGE_READ_FRAMES) {
-                let ranges: Vec<std::ops::Range<u64>> = batch
-                    .iter()
-                    .map(|f| f.offset..f.offset + u64::from(f.len))
-                    .collect();
+                let ranges: Vec<std::ops::Range<u64>> = batch.iter().map(|f| f.bytes()).collect();
                 let raws = s.lines.read(&ranges)?;
                 for (f, compressed) in batch.iter().zip(raws) {
                     let lines = f.decode(&compressed)?;
@@ -589,14 +591,24 @@ fn decode_table(bytes: &[u8]) -> Result<Vec<StreamEntry>, String> {
         let labels = r.labels()?;
         let mut frames = Vec::new();
         for _ in 0..r.count(36)? {
-            frames.push(Frame {
+            let f = Frame {
                 offset: r.u64()?,
                 len: r.u32()?,
                 min_ns: r.i64()?,
                 max_ns: r.i64()?,
                 lines: r.u32()?,
                 first: r.u32()?,
-            });
+            };
+            // The table may come from a damaged disk or a bucket: what it says is
+            // bounded here, so reading it later neither overflows nor allocates
+            // without limit.
+            if f.offset.checked_add(u64::from(f.len)).is_none()
+                || f.len as usize > MAX_FRAME_RAW_BYTES
+                || f.first.checked_add(f.lines).is_none()
+            {
+                return Err("stream table: a frame out of range".into());
+            }
+            frames.push(f);
         }
         out.push(StreamEntry { labels, frames });
     }
@@ -860,10 +872,7 @@ impl Segment {
                 plan.push((i, f));
             }
         }
-        let ranges: Vec<std::ops::Range<u64>> = plan
-            .iter()
-            .map(|(_, f)| f.offset..f.offset + u64::from(f.len))
-            .collect();
+        let ranges: Vec<std::ops::Range<u64>> = plan.iter().map(|(_, f)| f.bytes()).collect();
         let raws = self.lines.read(&ranges)?;
         let mut chunks: Vec<Vec<Arc<[LogLine]>>> = vec![Vec::new(); wanted.len()];
         for ((i, f), compressed) in plan.into_iter().zip(raws) {
@@ -1057,6 +1066,38 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_stream_table_with_frames_out_of_range_is_refused() {
+        let frame = |offset: u64, len: u32, lines: u32, first: u32| Frame {
+            offset,
+            len,
+            min_ns: 0,
+            max_ns: 0,
+            lines,
+            first,
+        };
+        let table = |f: Frame| {
+            let mut out = Vec::new();
+            encode_table(
+                &[StreamEntry {
+                    labels: Labels::from_pairs([("app", "a")]),
+                    frames: vec![f],
+                }],
+                &mut out,
+            );
+            out
+        };
+        assert!(decode_table(&table(frame(0, 10, 1, 0))).is_ok());
+        for bad in [
+            frame(u64::MAX, 10, 1, 0),
+            frame(0, u32::MAX, 1, 0),
+            frame(0, 10, u32::MAX, 1),
+        ] {
+            let err = decode_table(&table(bad)).err().unwrap();
+            assert!(err.contains("out of range"), "{err}");
+        }
     }
 
     #[test]

@@ -453,9 +453,14 @@ impl LogStore {
                 .unwrap_or(i64::MIN);
             let mut days: BTreeMap<i64, Vec<Arc<Segment>>> = BTreeMap::new();
             for seg in per_tenant.values() {
-                days.entry(seg.meta.window_start.div_euclid(MERGED_NS) * MERGED_NS)
-                    .or_default()
-                    .push(seg.clone());
+                days.entry(
+                    seg.meta
+                        .window_start
+                        .div_euclid(MERGED_NS)
+                        .saturating_mul(MERGED_NS),
+                )
+                .or_default()
+                .push(seg.clone());
             }
             for (day, segs) in days {
                 let pending = state.is_some_and(|t| {

@@ -182,7 +182,7 @@ fn run_test(
                 .map_err(|e| format!("input_series {:?}: {e}", s.series))?;
         for (i, v) in values.iter().enumerate() {
             if let Some(v) = v {
-                app.append(&labels, i as i64 * interval, *v)
+                app.append(&labels, (i as i64).saturating_mul(interval), *v)
                     .map_err(|e| format!("input_series {:?}: {e}", s.series))?;
             }
         }
