@@ -585,15 +585,7 @@ mod tests {
         }
     }
 
-    fn texts(sel: &[Selected]) -> Vec<String> {
-        let mut out: Vec<(i64, String)> = sel
-            .iter()
-            .flat_map(|s| s.chunks.iter().flat_map(|c| c.iter()))
-            .map(|l| (l.ts_ns, l.text.clone()))
-            .collect();
-        out.sort();
-        out.into_iter().map(|(_, t)| t).collect()
-    }
+    use crate::logs::store::texts_by_time as texts;
 
     #[test]
     fn segments_gone_from_local_disk_are_read_from_the_bucket() {

@@ -212,6 +212,18 @@ pub struct Selected {
     pub chunks: Vec<Arc<[LogLine]>>,
 }
 
+/// For tests: the texts of the selected lines, by time.
+#[cfg(test)]
+pub fn texts_by_time(sel: &[Selected]) -> Vec<String> {
+    let mut out: Vec<(i64, String)> = sel
+        .iter()
+        .flat_map(|s| s.chunks.iter().flat_map(|c| c.iter()))
+        .map(|l| (l.ts_ns, l.text.clone()))
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
 /// The lines of every tenant: those not yet written out, the bookkeeping that
 /// decides what a new line may do, and the sealed segments on disk.
 #[derive(Default)]
@@ -1078,15 +1090,7 @@ mod tests {
     }
 
     fn texts(store: &LogStore, tenant: &str) -> Vec<String> {
-        let mut out: Vec<(i64, String)> = store
-            .select(tenant, &[], i64::MIN, i64::MAX, &[])
-            .unwrap()
-            .iter()
-            .flat_map(|s| s.chunks.iter().flat_map(|c| c.iter()))
-            .map(|l| (l.ts_ns, l.text.clone()))
-            .collect();
-        out.sort();
-        out.into_iter().map(|(_, t)| t).collect()
+        texts_by_time(&store.select(tenant, &[], i64::MIN, i64::MAX, &[]).unwrap())
     }
 
     #[test]
