@@ -36,4 +36,5 @@ pub mod shipper;
 pub mod storage;
 pub mod storeapi;
 pub mod supervise;
+pub mod template;
 pub mod tsdb;

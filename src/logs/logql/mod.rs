@@ -6,6 +6,5 @@ pub mod ast;
 pub mod format;
 pub mod parser;
 pub mod pipeline;
-pub mod template;
 
 pub use parser::{ParseError, parse};

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use super::ast::*;
-use super::template::{Fields, Template};
+use crate::template::{Fields, Template};
 
 /// Where a label of a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

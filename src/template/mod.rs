@@ -1,6 +1,9 @@
-//! The templates of LogQL's `line_format` and `label_format` stages: a subset of Go's
-//! `text/template` with Loki's template functions (`pkg/logql/log/fmt.go`).
+//! Go's `text/template`, in the two dialects ODIN meets it in: the templates of
+//! LogQL's `line_format` and `label_format` stages, with Loki's template functions
+//! (`pkg/logql/log/fmt.go`), and the labels and annotations of Prometheus's alerting
+//! rules, with Prometheus's functions ([`prometheus`]).
 //!
+//! The Loki dialect:
 //! Loki parses each template with `template.New("line").Option("missingkey=zero")`
 //! and runs it over the line's labels as a `map[string]string`, so this does the same
 //! and a template renders — or fails, with the same words — as it does in Loki:
@@ -18,6 +21,11 @@
 //! - `range`, `define`, `template`, `block`, `break` and `continue` are refused when
 //!   the template is parsed: over a map of labels they have nothing to do.
 //!
+//! The Prometheus dialect (see [`prometheus`] for its data and functions) has `range`
+//! (over query results and maps, with `break` and `continue`) and Go's `index`, but
+//! neither Loki's nor Sprig's functions; `define`, `template` and `block` are refused
+//! in both.
+//!
 //! Where this knowingly differs from Go (each a corner no LogQL query should reach):
 //! time is always UTC (Loki formats in the server's zone, UTC in its images);
 //! `.` and `$` alone — the whole label map — can only be read through, as a
@@ -31,9 +39,12 @@
 //! template `line` (Loki names `label_format`'s `label`); and `Title` is there as
 //! well as Sprig's `title`.
 
+pub mod prometheus;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use base64::Engine as _;
 use regex::Regex;
@@ -50,20 +61,63 @@ impl Fields for BTreeMap<String, String> {
     }
 }
 
-/// A parsed template, ready to render any number of lines.
+/// The language a template is written in: which functions it may call and which
+/// actions it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// LogQL's `line_format` and `label_format`: Loki's and Sprig's functions, no
+    /// `range`.
+    Loki,
+    /// The labels and annotations of Prometheus's alerting rules: Prometheus's
+    /// functions, `range`, `break`, `continue` and `index`.
+    Prometheus,
+}
+
+impl Dialect {
+    fn has_range(self) -> bool {
+        self == Dialect::Prometheus
+    }
+
+    /// The functions this dialect adds to Go's builtins.
+    fn functions(self) -> &'static [Func] {
+        match self {
+            Dialect::Loki => LOKI_FUNCS,
+            Dialect::Prometheus => PROMETHEUS_FUNCS,
+        }
+    }
+
+    /// What the parser says about an action the dialect does not have.
+    fn unsupported_in(self) -> &'static str {
+        match self {
+            Dialect::Loki => "LogQL templates",
+            Dialect::Prometheus => "ODIN's rule templates",
+        }
+    }
+}
+
+/// A parsed template, ready to render any number of times.
 #[derive(Clone)]
 pub struct Template {
+    name: String,
     source: String,
     root: Vec<Item>,
 }
 
 impl Template {
-    /// Parses; errors worded as Go's, e.g. `template: line:1: function "foo" not defined`,
+    /// Parses a LogQL template; errors worded as Go's, e.g.
+    /// `template: line:1: function "foo" not defined`,
     /// `template: line:1: unexpected "}" in operand`, `template: line:1: unexpected EOF`.
     pub fn parse(text: &str) -> Result<Template, String> {
-        let mut parser = Parser::new(lex(text));
+        Template::parse_in(Dialect::Loki, NAME, text)
+    }
+
+    /// Parses `text` in `dialect`, under `name`: the name errors give the template
+    /// (Go's `template.New(name)`).
+    pub fn parse_in(dialect: Dialect, name: &str, text: &str) -> Result<Template, String> {
+        let mut parser = Parser::new(lex(text), dialect, name);
         let root = parser.parse()?;
         Ok(Template {
+            name: name.to_string(),
             source: text.to_string(),
             root,
         })
@@ -74,16 +128,49 @@ impl Template {
     /// argument types, integer divide by zero) is an Err with Go-like text.
     pub fn render(&self, fields: &dyn Fields, line: &str, ts_ns: i64) -> Result<String, String> {
         let mut state = State {
+            name: &self.name,
             src: &self.source,
             fields,
             line,
             ts: Time::from_unix_nanos(ts_ns),
+            env: None,
             vars: vec![("$", Value::Labels)],
             out: String::new(),
             at: At::None,
         };
         state.walk_list(&Value::Labels, &self.root)?;
         Ok(state.out)
+    }
+
+    /// Renders over `dot` (also `$`), with Prometheus's environment for `query`,
+    /// `externalURL` and `pathPrefix`.
+    fn render_over<'a>(
+        &'a self,
+        dot: Value<'a>,
+        env: &'a prometheus::Environment<'a>,
+    ) -> Result<String, String> {
+        let mut state = State {
+            name: &self.name,
+            src: &self.source,
+            fields: &NoFields,
+            line: "",
+            ts: Time::ZERO,
+            env: Some(env),
+            vars: vec![("$", dot.clone())],
+            out: String::new(),
+            at: At::None,
+        };
+        state.walk_list(&dot, &self.root)?;
+        Ok(state.out)
+    }
+}
+
+/// The labels of a template that has none (a Prometheus template reads its data).
+struct NoFields;
+
+impl Fields for NoFields {
+    fn field(&self, _: &str) -> Option<&str> {
+        None
     }
 }
 
@@ -699,6 +786,10 @@ enum Item {
     Action(Pipe),
     If(Box<Branch>),
     With(Box<Branch>),
+    /// `{{range pipeline}}`: the list once per element, the else list when none.
+    Range(Box<Branch>),
+    Break,
+    Continue,
 }
 
 #[derive(Clone, Debug)]
@@ -906,10 +997,15 @@ struct Parser {
     /// Line of the `{{` of the action being parsed, 0 between actions.
     action_line: usize,
     depth: usize,
+    /// How many `range` lists enclose the action being parsed (`break` and
+    /// `continue` need one).
+    range_depth: usize,
+    dialect: Dialect,
+    name: String,
 }
 
 impl Parser {
-    fn new(toks: Vec<Token>) -> Parser {
+    fn new(toks: Vec<Token>, dialect: Dialect, name: &str) -> Parser {
         Parser {
             toks,
             i: 0,
@@ -917,6 +1013,9 @@ impl Parser {
             vars: vec!["$".to_string()],
             action_line: 0,
             depth: 0,
+            range_depth: 0,
+            dialect,
+            name: name.to_string(),
         }
     }
 
@@ -965,14 +1064,14 @@ impl Parser {
 
     fn errorf(&self, msg: impl std::fmt::Display) -> String {
         let line = self.tok(self.seen.saturating_sub(1)).line;
-        format!("template: {NAME}:{line}: {msg}")
+        format!("template: {}:{line}: {msg}", self.name)
     }
 
     fn unexpected(&self, tok: &Token, context: &str) -> String {
         if tok.typ == Tk::Error {
             let mut extra = String::new();
             if self.action_line != 0 && self.action_line != tok.line {
-                extra = format!(" in action started at {NAME}:{}", self.action_line);
+                extra = format!(" in action started at {}:{}", self.name, self.action_line);
                 if tok.val.ends_with(" action") {
                     extra = extra[" in action".len()..].to_string();
                 }
@@ -1031,10 +1130,25 @@ impl Parser {
     fn action(&mut self) -> Result<Parsed, String> {
         let t = self.next_non_space();
         match t.typ {
+            Tk::Range if self.dialect.has_range() => Ok(Parsed::Item(Item::Range(Box::new(
+                self.parse_control("range")?,
+            )))),
+            Tk::Break | Tk::Continue if self.dialect.has_range() => {
+                self.expect(Tk::RightDelim, &format!("{{{{{}}}}}", t.val))?;
+                if self.range_depth == 0 {
+                    return Err(self.errorf(format!("{{{{{}}}}} outside {{{{range}}}}", t.val)));
+                }
+                Ok(Parsed::Item(if t.typ == Tk::Break {
+                    Item::Break
+                } else {
+                    Item::Continue
+                }))
+            }
             Tk::Block | Tk::Break | Tk::Continue | Tk::Define | Tk::Range | Tk::Template => {
                 Err(self.errorf(format!(
-                    "{{{{{}}}}} is not supported in LogQL templates",
-                    t.val
+                    "{{{{{}}}}} is not supported in {}",
+                    t.val,
+                    self.dialect.unsupported_in()
                 )))
             }
             Tk::Else => self.else_control(),
@@ -1079,7 +1193,11 @@ impl Parser {
 
     fn parse_control_inner(&mut self, context: &str) -> Result<Branch, String> {
         let pipe = self.pipeline(context, Tk::RightDelim)?;
-        let (list, next) = self.item_list()?;
+        let in_range = context == "range";
+        self.range_depth += usize::from(in_range);
+        let listed = self.item_list();
+        self.range_depth -= usize::from(in_range);
+        let (list, next) = listed?;
         let mut else_list = None;
         if let Parsed::Else = next {
             let peek = self.peek();
@@ -1117,10 +1235,14 @@ impl Parser {
             is_assign: false,
             cmds: Vec::new(),
         };
-        let v = self.peek_non_space();
-        if v.typ == Tk::Variable {
+        // Declarations: `$x :=`, `$x =`, and in a range `$i, $e :=`.
+        loop {
+            let v = self.peek_non_space();
+            if v.typ != Tk::Variable {
+                break;
+            }
             let at_variable = self.i;
-            self.next_tok();
+            self.next_non_space();
             let next = self.peek_non_space();
             match next.typ {
                 Tk::Assign | Tk::Declare => {
@@ -1130,12 +1252,26 @@ impl Parser {
                         name: v.val.clone(),
                     });
                     self.vars.push(v.val);
+                    break;
                 }
                 Tk::Char if next.val == "," => {
                     self.next_non_space();
+                    pipe.decl.push(Decl {
+                        name: v.val.clone(),
+                    });
+                    self.vars.push(v.val);
+                    if context == "range" && pipe.decl.len() < 2 {
+                        match self.peek_non_space().typ {
+                            Tk::Variable | Tk::RightDelim | Tk::RightParen => continue,
+                            _ => return Err(self.errorf("range can only initialize variables")),
+                        }
+                    }
                     return Err(self.errorf(format!("too many declarations in {context}")));
                 }
-                _ => self.i = at_variable,
+                _ => {
+                    self.i = at_variable;
+                    break;
+                }
             }
         }
         loop {
@@ -1201,7 +1337,11 @@ impl Parser {
             (Some(Node::Identifier { func, .. }), Some(Node::Str { text, .. }))
                 if matches!(
                     func.id,
-                    F::RegexReplaceAll | F::RegexReplaceAllLiteral | F::Count
+                    F::RegexReplaceAll
+                        | F::RegexReplaceAllLiteral
+                        | F::Count
+                        | F::ReReplaceAll
+                        | F::Match
                 ) =>
             {
                 Some(go_regex(text))
@@ -1249,7 +1389,7 @@ impl Parser {
         let t = self.next_non_space();
         let pos = t.pos;
         Ok(Some(match t.typ {
-            Tk::Identifier => match lookup_func(&t.val) {
+            Tk::Identifier => match lookup_func(self.dialect, &t.val) {
                 Some(func) => Node::Identifier { pos, func },
                 None => {
                     return Err(self.errorf(format!("function {} not defined", go_quote(&t.val))));
@@ -1383,8 +1523,19 @@ enum Value<'a> {
     Time(Time),
     /// Go's untyped nil, and what a field read through nil gives.
     Nil,
-    /// The label map itself: `.` and `$` at the top of a template.
+    /// The label map itself: `.` and `$` at the top of a LogQL template.
     Labels,
+    /// A Go `map[string]string`: an alert's labels or external labels, a sample's
+    /// labels. A missing key reads as the empty string (`missingkey=zero`).
+    StrMap(Rc<BTreeMap<String, String>>),
+    /// A Go `map[string]interface{}`, which `args` builds.
+    AnyMap(Rc<BTreeMap<String, Value<'a>>>),
+    /// What Prometheus's `query` returns (its `queryResult`, a `[]*sample`).
+    Samples(Rc<Vec<Rc<prometheus::Sample>>>),
+    /// One sample of a query result (`*sample`).
+    Sample(Rc<prometheus::Sample>),
+    /// The data an alert's templates run over.
+    AlertData(Rc<prometheus::AlertData>),
 }
 
 impl Value<'_> {
@@ -1398,7 +1549,11 @@ impl Value<'_> {
             Value::Bool(_) => "bool",
             Value::Time(_) => "time.Time",
             Value::Nil => "<nil>",
-            Value::Labels => "map[string]string",
+            Value::Labels | Value::StrMap(_) => "map[string]string",
+            Value::AnyMap(_) => "map[string]interface {}",
+            Value::Samples(_) => "template.queryResult",
+            Value::Sample(_) => "*template.sample",
+            Value::AlertData(_) => prometheus::ALERT_DATA_TYPE,
         }
     }
 }
@@ -1418,7 +1573,10 @@ fn truth(v: &Value) -> bool {
         Value::Int(n, _) => *n != 0,
         Value::Float(f) => *f != 0.0,
         Value::Bool(b) => *b,
-        Value::Time(_) | Value::Labels => true,
+        Value::Time(_) | Value::Labels | Value::Sample(_) | Value::AlertData(_) => true,
+        Value::StrMap(m) => !m.is_empty(),
+        Value::AnyMap(m) => !m.is_empty(),
+        Value::Samples(v) => !v.is_empty(),
         Value::Nil => false,
     }
 }
@@ -1430,6 +1588,10 @@ enum P {
     Int,
     Float,
     Time,
+    /// Prometheus's `queryResult`.
+    Samples,
+    /// Prometheus's `*sample`.
+    Sample,
     /// `interface{}` (or, for Go's builtins, `reflect.Value`): anything.
     Any,
 }
@@ -1441,9 +1603,19 @@ impl P {
             P::Int => "int",
             P::Float => "float64",
             P::Time => "time.Time",
+            P::Samples => "template.queryResult",
+            P::Sample => "*template.sample",
             P::Any => "interface {}",
         }
     }
+}
+
+/// How a list ended: run through, or stopped by `{{break}}` or `{{continue}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Next,
+    Break,
+    Continue,
 }
 
 /// The node being evaluated, which an execution error names (Go's `state.at`).
@@ -1498,10 +1670,14 @@ struct Call<'a> {
 }
 
 struct State<'a> {
+    /// The template's name, which errors give.
+    name: &'a str,
     src: &'a str,
     fields: &'a dyn Fields,
     line: &'a str,
     ts: Time,
+    /// Prometheus's `query`, `externalURL` and `pathPrefix` (the Prometheus dialect).
+    env: Option<&'a prometheus::Environment<'a>>,
     vars: Vec<(&'a str, Value<'a>)>,
     out: String,
     at: At<'a>,
@@ -1510,8 +1686,9 @@ struct State<'a> {
 impl<'a> State<'a> {
     /// An execution error in Go's words: where, in which template, at which node.
     fn errorf(&self, msg: impl std::fmt::Display) -> String {
+        let name = self.name;
         let Some(pos) = self.at.pos() else {
-            return format!("template: {NAME}: {msg}");
+            return format!("template: {name}: {msg}");
         };
         let before = &self.src[..pos.min(self.src.len())];
         let (line, col) = match before.rfind('\n') {
@@ -1519,28 +1696,40 @@ impl<'a> State<'a> {
             Some(nl) => (1 + before.matches('\n').count(), pos - (nl + 1)),
         };
         format!(
-            "template: {NAME}:{line}:{col}: executing {} at <{}>: {msg}",
-            go_quote(NAME),
+            "template: {name}:{line}:{col}: executing {} at <{}>: {msg}",
+            go_quote(name),
             self.at.context()
         )
     }
 
-    fn walk_list(&mut self, dot: &Value<'a>, list: &'a [Item]) -> Result<(), String> {
+    /// Runs the items of a list; a `break` or `continue` stops it and is handed up to
+    /// the enclosing `range`.
+    fn walk_list(&mut self, dot: &Value<'a>, list: &'a [Item]) -> Result<Flow, String> {
         for item in list {
-            match item {
-                Item::Text(t) => self.out.push_str(t),
+            let flow = match item {
+                Item::Text(t) => {
+                    self.out.push_str(t);
+                    Flow::Next
+                }
                 Item::Action(pipe) => {
                     let v = self.eval_pipeline(dot, pipe)?;
                     if pipe.decl.is_empty() {
                         self.at = At::Action(pipe);
                         self.print_value(&v)?;
                     }
+                    Flow::Next
                 }
                 Item::If(b) => self.walk_if_or_with(false, dot, b)?,
                 Item::With(b) => self.walk_if_or_with(true, dot, b)?,
+                Item::Range(b) => self.walk_range(dot, b)?,
+                Item::Break => Flow::Break,
+                Item::Continue => Flow::Continue,
+            };
+            if flow != Flow::Next {
+                return Ok(flow);
             }
         }
-        Ok(())
+        Ok(Flow::Next)
     }
 
     fn walk_if_or_with(
@@ -1548,20 +1737,84 @@ impl<'a> State<'a> {
         with: bool,
         dot: &Value<'a>,
         branch: &'a Branch,
-    ) -> Result<(), String> {
+    ) -> Result<Flow, String> {
         let mark = self.vars.len();
         let val = self.eval_pipeline(dot, &branch.pipe)?;
-        if truth(&val) {
+        let flow = if truth(&val) {
             if with {
-                self.walk_list(&val, &branch.list)?;
+                self.walk_list(&val, &branch.list)?
             } else {
-                self.walk_list(dot, &branch.list)?;
+                self.walk_list(dot, &branch.list)?
             }
         } else if let Some(list) = &branch.else_list {
-            self.walk_list(dot, list)?;
+            self.walk_list(dot, list)?
+        } else {
+            Flow::Next
+        };
+        self.vars.truncate(mark);
+        Ok(flow)
+    }
+
+    /// `{{range}}` as Go's `walkRange`: over a query result's samples in order, or a
+    /// map's values in key order; nil or empty runs the else list. With one variable
+    /// it holds the element; with two, the index (or key) and the element.
+    fn walk_range(&mut self, dot: &Value<'a>, branch: &'a Branch) -> Result<Flow, String> {
+        let mark = self.vars.len();
+        let val = self.eval_pipeline(dot, &branch.pipe)?;
+        let elements: Vec<(Value<'a>, Value<'a>)> = match &val {
+            Value::Samples(samples) => samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (int(i), Value::Sample(Rc::clone(s))))
+                .collect(),
+            Value::StrMap(m) => m
+                .iter()
+                .map(|(k, v)| (string(k.clone()), string(v.clone())))
+                .collect(),
+            Value::AnyMap(m) => m
+                .iter()
+                .map(|(k, v)| (string(k.clone()), v.clone()))
+                .collect(),
+            Value::Nil => Vec::new(),
+            v => {
+                let mut shown = String::new();
+                print_arg(&mut shown, &Flags::default(), v, 'v');
+                return Err(self.errorf(format!("range can't iterate over {shown}")));
+            }
+        };
+        if elements.is_empty() {
+            let flow = match &branch.else_list {
+                Some(list) => self.walk_list(dot, list)?,
+                None => Flow::Next,
+            };
+            self.vars.truncate(mark);
+            return Ok(flow);
+        }
+        // The declared variables sit on top of the stack, the last declared topmost.
+        let decls = branch.pipe.decl.len();
+        let body = self.vars.len();
+        for (index, elem) in elements {
+            match (decls, branch.pipe.is_assign) {
+                (0, _) => {}
+                (1, false) => self.vars[body - 1].1 = elem.clone(),
+                (_, false) => {
+                    self.vars[body - 1].1 = elem.clone();
+                    self.vars[body - 2].1 = index;
+                }
+                (1, true) => self.set_var(&branch.pipe.decl[0].name, elem.clone())?,
+                (_, true) => {
+                    self.set_var(&branch.pipe.decl[0].name, index)?;
+                    self.set_var(&branch.pipe.decl[1].name, elem.clone())?;
+                }
+            }
+            let flow = self.walk_list(&elem, &branch.list)?;
+            self.vars.truncate(body);
+            if flow == Flow::Break {
+                break;
+            }
         }
         self.vars.truncate(mark);
-        Ok(())
+        Ok(Flow::Next)
     }
 
     fn print_value(&mut self, v: &Value<'a>) -> Result<(), String> {
@@ -1777,6 +2030,38 @@ impl<'a> State<'a> {
                     self.fields.field(name).unwrap_or(""),
                 )))
             }
+            Value::StrMap(m) => {
+                if has_args {
+                    return Err(self.errorf(format!("{name} is not a method but has arguments")));
+                }
+                Ok(string(m.get(name).cloned().unwrap_or_default()))
+            }
+            Value::AnyMap(m) => {
+                if has_args {
+                    return Err(self.errorf(format!("{name} is not a method but has arguments")));
+                }
+                Ok(m.get(name).cloned().unwrap_or(Value::Nil))
+            }
+            Value::Sample(_) | Value::AlertData(_) if has_args => Err(self.errorf(format!(
+                "{name} has arguments but cannot be invoked as function"
+            ))),
+            Value::Sample(sample) => match name {
+                "Labels" => Ok(Value::StrMap(Rc::clone(&sample.labels))),
+                "Value" => Ok(Value::Float(sample.value)),
+                _ => Err(self.errorf(format!(
+                    "can't evaluate field {name} in type *template.sample"
+                ))),
+            },
+            Value::AlertData(data) => match name {
+                "Labels" => Ok(Value::StrMap(Rc::clone(&data.labels))),
+                "ExternalLabels" => Ok(Value::StrMap(Rc::clone(&data.external_labels))),
+                "ExternalURL" => Ok(string(data.external_url.clone())),
+                "Value" => Ok(Value::Float(data.value)),
+                _ => Err(self.errorf(format!(
+                    "can't evaluate field {name} in type {}",
+                    prometheus::ALERT_DATA_TYPE
+                ))),
+            },
             Value::Time(t) => match TIME_METHODS.iter().find(|m| m.name == name) {
                 Some(func) => self.eval_call(
                     dot,
@@ -1933,7 +2218,7 @@ impl<'a> State<'a> {
             P::Str => self.errorf(format!("expected string; found {found}")),
             P::Int => self.errorf(format!("expected integer; found {found}")),
             P::Float => self.errorf(format!("expected float; found {found}")),
-            P::Time | P::Any => self.errorf(format!(
+            P::Time | P::Samples | P::Sample | P::Any => self.errorf(format!(
                 "can't handle {found} for arg of type {}",
                 typ.go_name()
             )),
@@ -1959,7 +2244,9 @@ impl<'a> State<'a> {
             (Value::Str(_), P::Str)
             | (Value::Int(_, IntTy::Int), P::Int)
             | (Value::Float(_), P::Float)
-            | (Value::Time(_), P::Time) => true,
+            | (Value::Time(_), P::Time)
+            | (Value::Samples(_), P::Samples)
+            | (Value::Sample(_), P::Sample) => true,
             _ => false,
         };
         if !ok {
@@ -2059,6 +2346,31 @@ enum F {
     Now,
     UnixEpoch,
     Default,
+    // Prometheus's (and Go's `index`, which only that dialect offers).
+    Index,
+    Query,
+    First,
+    Label,
+    SampleValue,
+    StrValue,
+    SortByLabel,
+    Args,
+    ReReplaceAll,
+    SafeHtml,
+    Match,
+    GraphLink,
+    TableLink,
+    Humanize,
+    Humanize1024,
+    HumanizeDuration,
+    HumanizePercentage,
+    HumanizeTimestamp,
+    ToTime,
+    PathPrefix,
+    ExternalUrl,
+    StripPort,
+    StripDomain,
+    ParseDuration,
     // Methods of time.Time.
     TimeUnix,
     TimeUnixMilli,
@@ -2098,7 +2410,8 @@ const fn func(name: &'static str, id: F, params: &'static [P], variadic: Option<
 
 use P::{Any, Int as I, Str as S};
 
-static FUNCS: &[Func] = &[
+/// Go's builtin functions, which every dialect has.
+static BUILTINS: &[Func] = &[
     func("and", F::And, &[Any], Some(Any)),
     func("or", F::Or, &[Any], Some(Any)),
     func("not", F::Not, &[Any], None),
@@ -2115,6 +2428,10 @@ static FUNCS: &[Func] = &[
     func("le", F::Le, &[Any, Any], None),
     func("gt", F::Gt, &[Any, Any], None),
     func("ge", F::Ge, &[Any, Any], None),
+];
+
+/// Loki's template functions and the Sprig ones it takes.
+static LOKI_FUNCS: &[Func] = &[
     func("__line__", F::Line, &[], None),
     func("__timestamp__", F::Timestamp, &[], None),
     func("ToLower", F::ToLower, &[S], None),
@@ -2188,6 +2505,38 @@ static FUNCS: &[Func] = &[
     func("default", F::Default, &[Any], Some(Any)),
 ];
 
+/// Prometheus's template functions (`template.NewTemplateExpander`), and Go's
+/// `index`, which LogQL templates do not have.
+static PROMETHEUS_FUNCS: &[Func] = &[
+    func("index", F::Index, &[Any], Some(Any)),
+    func("query", F::Query, &[S], None),
+    func("first", F::First, &[P::Samples], None),
+    func("label", F::Label, &[S, P::Sample], None),
+    func("value", F::SampleValue, &[P::Sample], None),
+    func("strvalue", F::StrValue, &[P::Sample], None),
+    func("sortByLabel", F::SortByLabel, &[S, P::Samples], None),
+    func("args", F::Args, &[], Some(Any)),
+    func("reReplaceAll", F::ReReplaceAll, &[S, S, S], None),
+    func("safeHtml", F::SafeHtml, &[S], None),
+    func("match", F::Match, &[S, S], None),
+    func("title", F::Title, &[S], None),
+    func("toUpper", F::ToUpper, &[S], None),
+    func("toLower", F::ToLower, &[S], None),
+    func("graphLink", F::GraphLink, &[S], None),
+    func("tableLink", F::TableLink, &[S], None),
+    func("humanize", F::Humanize, &[Any], None),
+    func("humanize1024", F::Humanize1024, &[Any], None),
+    func("humanizeDuration", F::HumanizeDuration, &[Any], None),
+    func("humanizePercentage", F::HumanizePercentage, &[Any], None),
+    func("humanizeTimestamp", F::HumanizeTimestamp, &[Any], None),
+    func("toTime", F::ToTime, &[Any], None),
+    func("pathPrefix", F::PathPrefix, &[], None),
+    func("externalURL", F::ExternalUrl, &[], None),
+    func("stripPort", F::StripPort, &[S], None),
+    func("stripDomain", F::StripDomain, &[S], None),
+    func("parseDuration", F::ParseDuration, &[S], None),
+];
+
 /// The methods of a `time.Time` (`__timestamp__.Unix`, `(now).Format "…"`) that a
 /// template can call.
 static TIME_METHODS: &[Func] = &[
@@ -2209,8 +2558,11 @@ static TIME_METHODS: &[Func] = &[
     func("String", F::TimeString, &[], None),
 ];
 
-fn lookup_func(name: &str) -> Option<&'static Func> {
-    FUNCS.iter().find(|f| f.name == name)
+fn lookup_func(dialect: Dialect, name: &str) -> Option<&'static Func> {
+    BUILTINS
+        .iter()
+        .chain(dialect.functions())
+        .find(|f| f.name == name)
 }
 
 fn arg_str<'v>(a: &'v [Value], i: usize) -> &'v str {
@@ -2308,6 +2660,9 @@ impl<'a> State<'a> {
             F::Not => Value::Bool(!truth(arg(&a, 0))),
             F::Len => match arg(&a, 0) {
                 Value::Str(s) => int(s.len()),
+                Value::StrMap(m) => int(m.len()),
+                Value::AnyMap(m) => int(m.len()),
+                Value::Samples(v) => int(v.len()),
                 Value::Nil => return Err("len of nil pointer".to_string()),
                 v => return Err(format!("len of type {}", v.type_name())),
             },
@@ -2471,6 +2826,44 @@ impl<'a> State<'a> {
                     _ => default,
                 }
             }
+            F::Index => index(arg(&a, 0), a.get(1..).unwrap_or(&[]))?,
+            F::ReReplaceAll | F::Match => {
+                let compiled;
+                let re = match regex {
+                    Some(Ok(re)) => re,
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => {
+                        compiled = go_regex(s(0))?;
+                        &compiled
+                    }
+                };
+                if func.id == F::Match {
+                    Value::Bool(re.is_match(s(1)))
+                } else {
+                    string(re.replace_all(s(2), s(1)).into_owned())
+                }
+            }
+            F::Query
+            | F::First
+            | F::Label
+            | F::SampleValue
+            | F::StrValue
+            | F::SortByLabel
+            | F::Args
+            | F::SafeHtml
+            | F::GraphLink
+            | F::TableLink
+            | F::Humanize
+            | F::Humanize1024
+            | F::HumanizeDuration
+            | F::HumanizePercentage
+            | F::HumanizeTimestamp
+            | F::ToTime
+            | F::PathPrefix
+            | F::ExternalUrl
+            | F::StripPort
+            | F::StripDomain
+            | F::ParseDuration => prometheus::call(func.id, a, self.env)?,
             F::TimeUnix => Value::Int(arg_time(&a, 0).secs, IntTy::Int64),
             F::TimeUnixMilli => Value::Int(arg_time(&a, 0).unix_milli(), IntTy::Int64),
             F::TimeUnixMicro => Value::Int(arg_time(&a, 0).unix_micro(), IntTy::Int64),
@@ -2509,6 +2902,40 @@ fn eval_args(a: &[Value]) -> String {
         [Value::Str(s)] => s.to_string(),
         _ => sprint(a),
     }
+}
+
+/// Go's `index`: a map by key (missing keys give the zero value), a list by position.
+fn index<'a>(item: &Value<'a>, keys: &[Value<'a>]) -> Result<Value<'a>, String> {
+    let mut item = item.clone();
+    for key in keys {
+        item = match (&item, key) {
+            (Value::Nil, _) => return Err("index of untyped nil".to_string()),
+            (Value::StrMap(m), Value::Str(k)) => {
+                string(m.get(k.as_ref()).cloned().unwrap_or_default())
+            }
+            (Value::AnyMap(m), Value::Str(k)) => m.get(k.as_ref()).cloned().unwrap_or(Value::Nil),
+            (Value::StrMap(_) | Value::AnyMap(_), k) => {
+                return Err(format!(
+                    "value has type {}; should be string",
+                    k.type_name()
+                ));
+            }
+            (Value::Samples(list), Value::Int(i, _)) => {
+                match usize::try_from(*i).ok().and_then(|i| list.get(i)) {
+                    Some(s) => Value::Sample(Rc::clone(s)),
+                    None => return Err(format!("index out of range: {i}")),
+                }
+            }
+            (Value::Samples(_), k) => {
+                return Err(format!(
+                    "cannot index slice/array with type {}",
+                    k.type_name()
+                ));
+            }
+            (v, _) => return Err(format!("can't index item of type {}", v.type_name())),
+        };
+    }
+    Ok(item)
 }
 
 /// Go's comparison kinds: values of different kinds cannot be compared.
@@ -3235,6 +3662,80 @@ fn print_arg(out: &mut String, f: &Flags, a: &Value, verb: char) {
         Value::Str(s) => fmt_string(out, f, s, verb, a),
         Value::Time(t) => fmt_string(out, f, &t.to_go_string(), verb, a),
         Value::Labels => pad_string(out, f, "map[…]"),
+        Value::StrMap(_)
+        | Value::AnyMap(_)
+        | Value::Samples(_)
+        | Value::Sample(_)
+        | Value::AlertData(_) => match verb {
+            'v' | 's' => {
+                let mut shown = String::new();
+                write_composite(&mut shown, a, verb);
+                pad_string(out, f, &shown);
+            }
+            _ => bad_verb(out, f, a, verb),
+        },
+    }
+}
+
+/// A map, a sample or a list of them as Go's `fmt` prints them with `%v`: maps in key
+/// order as `map[k:v …]`, structs as `{…}`. (Go prints the samples of a list as their
+/// addresses; a template has no use for those, so they are printed as `&{…}` here.)
+fn write_composite(out: &mut String, v: &Value, verb: char) {
+    let plain = Flags::default();
+    match v {
+        Value::StrMap(m) => {
+            out.push_str("map[");
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(k);
+                out.push(':');
+                out.push_str(v);
+            }
+            out.push(']');
+        }
+        Value::AnyMap(m) => {
+            out.push_str("map[");
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(k);
+                out.push(':');
+                print_arg(out, &plain, v, verb);
+            }
+            out.push(']');
+        }
+        Value::Sample(s) => {
+            out.push_str("&{");
+            write_composite(out, &Value::StrMap(Rc::clone(&s.labels)), verb);
+            out.push(' ');
+            print_arg(out, &plain, &Value::Float(s.value), verb);
+            out.push('}');
+        }
+        Value::Samples(list) => {
+            out.push('[');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                write_composite(out, &Value::Sample(Rc::clone(s)), verb);
+            }
+            out.push(']');
+        }
+        Value::AlertData(d) => {
+            out.push('{');
+            write_composite(out, &Value::StrMap(Rc::clone(&d.labels)), verb);
+            out.push(' ');
+            write_composite(out, &Value::StrMap(Rc::clone(&d.external_labels)), verb);
+            out.push(' ');
+            out.push_str(&d.external_url);
+            out.push(' ');
+            print_arg(out, &plain, &Value::Float(d.value), verb);
+            out.push('}');
+        }
+        other => print_arg(out, &plain, other, verb),
     }
 }
 
@@ -5918,14 +6419,18 @@ mod tests {
 
     #[test]
     fn every_function_is_unique_and_callable() {
-        let mut names: Vec<&str> = FUNCS.iter().map(|f| f.name).collect();
-        let n = names.len();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), n, "duplicate function names");
-        for name in names {
-            let t = Template::parse(&format!("{{{{ if false }}}}{{{{ {name} }}}}{{{{ end }}}}"));
-            assert!(t.is_ok(), "{name}: {t:?}");
+        for dialect in [Dialect::Loki, Dialect::Prometheus] {
+            let funcs = BUILTINS.iter().chain(dialect.functions());
+            let mut names: Vec<&str> = funcs.map(|f| f.name).collect();
+            let n = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), n, "duplicate function names in {dialect:?}");
+            for name in names {
+                let text = format!("{{{{ if false }}}}{{{{ {name} }}}}{{{{ end }}}}");
+                let t = Template::parse_in(dialect, "t", &text);
+                assert!(t.is_ok(), "{name}: {t:?}");
+            }
         }
     }
 
