@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 mod sources;
+pub use sources::hostname;
 
 use crate::api::{
     self, ApiOptions, ApiShared, Backends, HttpMetrics, QueryMetrics, ReloadRequest, StatusInfo,
@@ -78,6 +79,8 @@ pub struct RunOptions {
     pub cluster: Option<crate::replication::node::ClusterOptions>,
     /// Loki's per-tenant push limits (`--logs.ingestion-rate-mb`, …).
     pub log_limits: crate::logs::push::PushLimits,
+    /// External labels and URL, resend delay and `for` restoring for alerting rules.
+    pub alerting: crate::rules::AlertSettings,
 }
 
 /// How often the WAL writer is checked for an unexpected stop.
@@ -420,6 +423,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             engine: Arc::new(Engine::new(opts.engine.clone())),
             queryable: Arc::new(db.clone()),
             appendable: Arc::new(db.clone()),
+            alerting: opts.alerting.clone(),
         },
         rule_metrics,
         shutdown.clone(),
@@ -625,25 +629,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// The directory relative file_sd paths are resolved against.
-/// The configuration's rule files, loaded; alerting rules are named in a warning
-/// (read and checked, not evaluated yet).
+/// The configuration's rule files, loaded.
 fn load_rules(
     config: &Config,
     config_file: Option<&std::path::Path>,
 ) -> Result<Vec<(String, crate::rules::file::RuleFile)>, String> {
-    let files = crate::rules::load_files(&config.rule_files, &config_dir(config_file))?;
-    let alerting = files
-        .iter()
-        .flat_map(|(_, f)| f.groups.iter().flat_map(|g| g.rules.iter()))
-        .filter(|r| r.kind == crate::rules::file::RuleKind::Alerting)
-        .count();
-    if alerting > 0 {
-        tracing::warn!(
-            alerting,
-            "alerting rules are read but not evaluated by this version of ODIN"
-        );
-    }
-    Ok(files)
+    crate::rules::load_files(&config.rule_files, &config_dir(config_file))
 }
 
 fn config_dir(config_file: Option<&std::path::Path>) -> PathBuf {

@@ -141,7 +141,7 @@ fn local_job(
 }
 
 /// The kernel's host name (node_exporter's `instance` in most setups).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::{is_valid_label_name, is_valid_metric_name, parse_duration_ms};
+use crate::template::prometheus::AlertTemplate;
 
 /// A rule file.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,13 +168,19 @@ pub fn parse(text: &str, file: &str) -> Result<RuleFile, Vec<String>> {
                 .filter(|a| !a.is_empty())
                 .or(r.record.clone())
                 .unwrap_or_default();
-            let mut fail = |what: String| {
+            let mut fail = |p: Problem| {
+                // rulefmt places the errors it found at a node; template errors
+                // have none.
+                let place = if p.at_node {
+                    format!("{}:{}: ", at.0, at.1)
+                } else {
+                    String::new()
+                };
                 errors.push(format!(
-                    "{file}: {}:{}: group \"{}\", rule {}, \"{shown}\": {what}",
-                    at.0,
-                    at.1,
+                    "{file}: {place}group \"{}\", rule {}, \"{shown}\": {}",
                     g.name,
-                    i + 1
+                    i + 1,
+                    p.text
                 ));
             };
             match check_rule(r) {
@@ -196,8 +203,14 @@ pub fn parse(text: &str, file: &str) -> Result<RuleFile, Vec<String>> {
     }
 }
 
+/// A problem with a rule, and whether rulefmt reports it at the rule's position.
+struct Problem {
+    text: String,
+    at_node: bool,
+}
+
 /// Prometheus's `RuleNode.Validate`, in its order and words.
-fn check_rule(r: RuleNode) -> Result<Rule, Vec<String>> {
+fn check_rule(r: RuleNode) -> Result<Rule, Vec<Problem>> {
     let mut errors = Vec::new();
     let record = r.record.clone().unwrap_or_default();
     let alert = r.alert.clone().unwrap_or_default();
@@ -255,8 +268,28 @@ fn check_rule(r: RuleNode) -> Result<Rule, Vec<String>> {
             errors.push(format!("invalid annotation name: {k}"));
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    let mut problems: Vec<Problem> = errors
+        .into_iter()
+        .map(|text| Problem {
+            text,
+            at_node: true,
+        })
+        .collect();
+    if kind == RuleKind::Alerting {
+        // Templates must parse (rulefmt's `testTemplateParsing`).
+        for (what, list) in [("label", &r.labels), ("annotation", &r.annotations)] {
+            for (k, text) in list {
+                if let Err(e) = AlertTemplate::parse(&name, text).check() {
+                    problems.push(Problem {
+                        text: format!("{what} {k:?}: {e}"),
+                        at_node: false,
+                    });
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
     }
     Ok(Rule {
         kind,

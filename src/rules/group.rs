@@ -1,16 +1,21 @@
-//! One rule group: its rules evaluated in order at aligned times, each recording
-//! rule's output written before the next rule runs (so a later rule reads it), and
-//! a stale marker written for every series a rule stopped producing.
+//! One rule group: its rules evaluated in order at aligned times, each rule's output
+//! written before the next rule runs (so a later rule reads it), and a stale marker
+//! written for every series a rule stopped producing. Alerting rules hand the alerts
+//! due to the [`AlertSink`] after each evaluation, as Prometheus's group does.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::model::{Labels, stale_nan};
 use crate::promql::{CancelFlag, Engine, Value};
+use crate::rules::alerting::{
+    Alert, AlertingRule, Alerts, Restore, RestoreOptions, TemplateInputs, restore,
+};
 use crate::rules::file::{Rule, RuleGroup, RuleKind};
 use crate::storage::{Appendable, Queryable};
+use crate::template::prometheus::Sample;
 
 /// What evaluating needs: the engine and the storage it reads and writes.
 #[derive(Clone)]
@@ -18,6 +23,52 @@ pub struct Evaluator {
     pub engine: Arc<Engine>,
     pub queryable: Arc<dyn Queryable>,
     pub appendable: Arc<dyn Appendable>,
+    pub alerting: AlertSettings,
+}
+
+/// Where the alerts due after an evaluation go (the notifier).
+pub trait AlertSink: Send + Sync {
+    /// The alerts of the rule with expression `expr` that are due: firing ones to
+    /// send or re-send, resolved ones to send as resolved.
+    fn send(&self, expr: &str, alerts: Vec<Alert>);
+}
+
+/// What alerting rules need beyond the storage.
+#[derive(Clone)]
+pub struct AlertSettings {
+    /// `$externalLabels` in templates.
+    pub external_labels: Arc<BTreeMap<String, String>>,
+    /// `$externalURL`, `externalURL`, `pathPrefix`.
+    pub external_url: Arc<str>,
+    /// `--rules.alert.resend-delay`.
+    pub resend_delay_ms: i64,
+    pub restore: RestoreOptions,
+    /// `None`: alerts are evaluated and listed but go nowhere.
+    pub sink: Option<Arc<dyn AlertSink>>,
+}
+
+impl std::fmt::Debug for AlertSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertSettings")
+            .field("external_labels", &self.external_labels)
+            .field("external_url", &self.external_url)
+            .field("resend_delay_ms", &self.resend_delay_ms)
+            .field("restore", &self.restore)
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            external_labels: Arc::default(),
+            external_url: Arc::from(""),
+            resend_delay_ms: 60_000,
+            restore: RestoreOptions::default(),
+            sink: None,
+        }
+    }
 }
 
 /// How a rule's last evaluation went, as `/api/v1/rules` shows it.
@@ -48,6 +99,8 @@ pub struct RuleState {
     pub evaluation_seconds: f64,
     /// The series the last evaluation wrote (for stale markers).
     written: HashSet<Labels>,
+    /// An alerting rule's alerts.
+    pub alerts: Alerts,
 }
 
 impl Default for RuleState {
@@ -58,8 +111,21 @@ impl Default for RuleState {
             last_evaluation_ms: 0,
             evaluation_seconds: 0.0,
             written: HashSet::new(),
+            alerts: Alerts {
+                restored: true,
+                ..Alerts::default()
+            },
         }
     }
+}
+
+/// What a rule of a replaced group hands to its successor (by rule name): the
+/// series it wrote, and its alerts.
+#[derive(Debug, Default)]
+pub struct CarriedOver {
+    pub name: String,
+    pub written: HashSet<Labels>,
+    pub alerts: Option<Alerts>,
 }
 
 /// A group as loaded: where it comes from, its rules, its interval, its state.
@@ -68,6 +134,8 @@ pub struct Group {
     pub spec: RuleGroup,
     /// The group's interval, or the global evaluation interval.
     pub interval_ms: i64,
+    /// Each rule's templates, parsed (`None` for recording rules).
+    alerting: Vec<Option<AlertingRule>>,
     state: Mutex<GroupState>,
 }
 
@@ -76,6 +144,8 @@ pub struct GroupState {
     pub rules: Vec<RuleState>,
     pub last_evaluation_ms: i64,
     pub evaluation_seconds: f64,
+    /// Restore the alerts' `for` clocks after the next evaluation.
+    restore: Option<Restore>,
 }
 
 /// What one evaluation of a group did.
@@ -98,10 +168,16 @@ impl Group {
             .filter(|&ms| ms > 0)
             .unwrap_or(default_interval_ms);
         let rules = vec![RuleState::default(); spec.rules.len()];
+        let alerting = spec
+            .rules
+            .iter()
+            .map(|r| (r.kind == RuleKind::Alerting).then(|| AlertingRule::new(r)))
+            .collect();
         Group {
             file,
             spec,
             interval_ms,
+            alerting,
             state: Mutex::new(GroupState {
                 rules,
                 ..GroupState::default()
@@ -119,30 +195,71 @@ impl Group {
         self.state.lock().clone()
     }
 
-    /// The series each rule wrote last, by rule name (taken: the group is being
-    /// replaced).
-    pub fn take_written(&self) -> Vec<(String, HashSet<Labels>)> {
+    /// What each rule wrote last and its alerts, by rule name (taken: the group is
+    /// being replaced).
+    pub fn take_carried_over(&self) -> Vec<CarriedOver> {
         let mut state = self.state.lock();
         self.spec
             .rules
             .iter()
             .zip(state.rules.iter_mut())
-            .map(|(r, s)| (r.name.clone(), std::mem::take(&mut s.written)))
+            .map(|(r, s)| CarriedOver {
+                name: r.name.clone(),
+                written: std::mem::take(&mut s.written),
+                alerts: (r.kind == RuleKind::Alerting).then(|| std::mem::take(&mut s.alerts)),
+            })
             .collect()
     }
 
-    /// Takes over what the group this one replaces wrote, rule by rule name;
-    /// returns the series of rules this group no longer has.
-    pub fn inherit(&self, written: Vec<(String, HashSet<Labels>)>) -> Vec<HashSet<Labels>> {
+    /// Takes over what the group this one replaces wrote, and its alerts (as
+    /// Prometheus's `CopyState`), rule by rule name; returns the series of rules this
+    /// group no longer has.
+    pub fn inherit(&self, carried: Vec<CarriedOver>) -> Vec<HashSet<Labels>> {
         let mut state = self.state.lock();
         let mut leftovers = Vec::new();
-        for (name, series) in written {
-            match self.spec.rules.iter().position(|r| r.name == name) {
-                Some(i) if state.rules[i].written.is_empty() => state.rules[i].written = series,
-                _ => leftovers.push(series),
+        for c in carried {
+            match self.spec.rules.iter().position(|r| r.name == c.name) {
+                Some(i) if state.rules[i].written.is_empty() => {
+                    let rs = &mut state.rules[i];
+                    rs.written = c.written;
+                    if let (Some(alerts), RuleKind::Alerting) = (c.alerts, self.spec.rules[i].kind)
+                    {
+                        rs.alerts = alerts;
+                    }
+                }
+                _ => leftovers.push(c.written),
             }
         }
         leftovers
+    }
+
+    /// Restores the alerts' `for` clocks after the next evaluation (a start, or a
+    /// node taking over as leader). Until then no alert series is written; on a
+    /// takeover the alerts this node held before are dropped, as they are stale.
+    pub fn schedule_restore(&self, how: Restore) {
+        let mut state = self.state.lock();
+        for (rs, alerting) in state.rules.iter_mut().zip(&self.alerting) {
+            if alerting.is_some() {
+                if how == Restore::Takeover {
+                    rs.alerts.active.clear();
+                }
+                rs.alerts.restored = false;
+            }
+        }
+        state.restore = Some(how);
+    }
+
+    /// Forgets the alerts (a node that stopped leading: the new leader holds them).
+    pub fn drop_alerts(&self) {
+        let mut state = self.state.lock();
+        for rs in &mut state.rules {
+            rs.alerts.active.clear();
+        }
+    }
+
+    /// The parsed alerting rule at `i`.
+    pub fn alerting_rule(&self, i: usize) -> Option<&AlertingRule> {
+        self.alerting.get(i).and_then(Option::as_ref)
     }
 
     /// Prometheus's `Group.hash`: the xxhash of the labels `{file, name}`, which
@@ -180,12 +297,12 @@ impl Group {
         let at = ts_ms.saturating_sub(query_offset_ms);
         let mut done = Evaluated::default();
         for (i, rule) in self.spec.rules.iter().enumerate() {
-            if rule.kind != RuleKind::Recording {
-                continue;
-            }
             let rule_started = std::time::Instant::now();
             let previous = std::mem::take(&mut self.state.lock().rules[i].written);
-            let outcome = record(ev, rule, at, self.spec.limit, &previous);
+            let outcome = match &self.alerting[i] {
+                None => record(ev, rule, at, self.spec.limit, &previous),
+                Some(alerting) => self.alert(ev, i, rule, alerting, at, &previous),
+            };
             done.rules += 1;
             let mut state = self.state.lock();
             let s = &mut state.rules[i];
@@ -207,10 +324,100 @@ impl Group {
                 }
             }
         }
-        let mut state = self.state.lock();
-        state.last_evaluation_ms = crate::model::now_ms();
-        state.evaluation_seconds = started.elapsed().as_secs_f64();
+        let how = {
+            let mut state = self.state.lock();
+            state.last_evaluation_ms = crate::model::now_ms();
+            state.evaluation_seconds = started.elapsed().as_secs_f64();
+            state.restore.take()
+        };
+        if let Some(how) = how {
+            self.restore_alerts(ev, how);
+        }
         done
+    }
+
+    /// One alerting rule at `at`: its alerts updated, their series written, and the
+    /// alerts due handed to the sink. Returns the series written.
+    fn alert(
+        &self,
+        ev: &Evaluator,
+        i: usize,
+        rule: &Rule,
+        alerting: &AlertingRule,
+        at: i64,
+        previous: &HashSet<Labels>,
+    ) -> Result<HashSet<Labels>, String> {
+        let result = query_vector(ev, &rule.expr, at)?;
+        let query = |q: &str| -> Result<Vec<Sample>, String> {
+            Ok(query_vector(ev, q, at)?
+                .into_iter()
+                .map(|(labels, value)| Sample {
+                    labels: std::rc::Rc::new(
+                        labels
+                            .iter()
+                            .map(|l| (l.name.to_string(), l.value.to_string()))
+                            .collect(),
+                    ),
+                    value,
+                })
+                .collect())
+        };
+        let inputs = TemplateInputs {
+            external_labels: &ev.alerting.external_labels,
+            external_url: &ev.alerting.external_url,
+            query: &query,
+        };
+        // The alerts are taken out of the state while templates run (they may query).
+        let mut alerts = std::mem::take(&mut self.state.lock().rules[i].alerts);
+        let evaluated = alerting.eval(&mut alerts, result, at, self.spec.limit, &inputs);
+        let due = match &evaluated {
+            Ok(_) => alerts.due(at, ev.alerting.resend_delay_ms, self.interval_ms),
+            Err(_) => Vec::new(),
+        };
+        self.state.lock().rules[i].alerts = alerts;
+        let samples = evaluated?;
+        if let Some(sink) = &ev.alerting.sink {
+            if !due.is_empty() {
+                sink.send(&rule.expr, due);
+            }
+        }
+        write(ev, &rule.name, samples, at, previous)
+    }
+
+    fn restore_alerts(&self, ev: &Evaluator, how: Restore) {
+        let now = crate::model::now_ms();
+        for (i, alerting) in self.alerting.iter().enumerate() {
+            let Some(alerting) = alerting else { continue };
+            let mut alerts = std::mem::take(&mut self.state.lock().rules[i].alerts);
+            if let Err(e) = restore(
+                alerting,
+                &mut alerts,
+                &*ev.queryable,
+                now,
+                how,
+                ev.alerting.restore,
+            ) {
+                tracing::warn!(group = self.spec.name, rule = self.spec.rules[i].name, error = %e, "cannot restore the alerts' for state");
+            }
+            self.state.lock().rules[i].alerts = alerts;
+        }
+    }
+}
+
+/// An instant query whose result must be a vector (a scalar is one sample without
+/// labels), as Prometheus's `EngineQueryFunc`.
+fn query_vector(ev: &Evaluator, expr: &str, at: i64) -> Result<Vec<(Labels, f64)>, String> {
+    let value = ev
+        .engine
+        .instant(&*ev.queryable, expr, at, &CancelFlag::default())
+        .map_err(|e| e.to_string())?;
+    match value {
+        Value::Vector(v) => Ok(v.into_iter().map(|e| (e.labels, e.v)).collect()),
+        Value::Scalar { v, .. } => Ok(vec![(Labels::default(), v)]),
+        other => Err(format!(
+            "rule result is not a vector or scalar: {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -223,20 +430,7 @@ fn record(
     limit: usize,
     previous: &HashSet<Labels>,
 ) -> Result<HashSet<Labels>, String> {
-    let value = ev
-        .engine
-        .instant(&*ev.queryable, &rule.expr, at, &CancelFlag::default())
-        .map_err(|e| e.to_string())?;
-    let elements: Vec<(Labels, f64)> = match value {
-        Value::Vector(v) => v.into_iter().map(|e| (e.labels, e.v)).collect(),
-        Value::Scalar { v, .. } => vec![(Labels::default(), v)],
-        other => {
-            return Err(format!(
-                "rule result is not a vector or scalar: {}",
-                other.type_name()
-            ));
-        }
-    };
+    let elements = query_vector(ev, &rule.expr, at)?;
     let mut out: Vec<(Labels, f64)> = Vec::with_capacity(elements.len());
     let mut seen = HashSet::with_capacity(elements.len());
     for (labels, v) in elements {
@@ -260,9 +454,23 @@ fn record(
             out.len()
         ));
     }
+    write(ev, &rule.name, out, at, previous)
+}
+
+/// Writes a rule's samples at `at` and a stale marker for each series of
+/// `previous` it no longer has; returns the series written.
+fn write(
+    ev: &Evaluator,
+    rule: &str,
+    samples: Vec<(Labels, f64)>,
+    at: i64,
+    previous: &HashSet<Labels>,
+) -> Result<HashSet<Labels>, String> {
     let mut app = ev.appendable.appender();
-    for (labels, v) in &out {
-        app.append(labels, at, *v).map_err(|e| e.to_string())?;
+    let mut seen = HashSet::with_capacity(samples.len());
+    for (labels, v) in samples {
+        app.append(&labels, at, v).map_err(|e| e.to_string())?;
+        seen.insert(labels);
     }
     for gone in previous.difference(&seen) {
         app.append(gone, at, stale_nan())
@@ -272,11 +480,7 @@ fn record(
     let refused = summary.out_of_order + summary.out_of_bounds + summary.too_far_in_future;
     if refused > 0 {
         // Prometheus logs these and goes on: the rule itself worked.
-        tracing::warn!(
-            rule = rule.name,
-            refused,
-            "recorded samples refused by the storage"
-        );
+        tracing::warn!(rule, refused, "recorded samples refused by the storage");
     }
     Ok(seen)
 }
@@ -286,6 +490,7 @@ fn record(
 mod tests {
     use super::*;
     use crate::promql::EngineOptions;
+    use crate::rules::alerting;
     use crate::rules::file::parse;
     use crate::tsdb::{Db, DbOptions};
 
@@ -297,6 +502,7 @@ mod tests {
             engine: Arc::new(Engine::new(EngineOptions::default())),
             queryable: Arc::new(db.clone()),
             appendable: Arc::new(db.clone()),
+            alerting: AlertSettings::default(),
         };
         (db, ev)
     }
@@ -415,6 +621,72 @@ mod tests {
         );
         assert_eq!(state.rules[2].health, Health::Err);
         assert!(value(&ev, "x:up", T + 120_000).is_empty());
+    }
+
+    #[derive(Default)]
+    struct Captured(Mutex<Vec<(String, Vec<Alert>)>>);
+
+    impl AlertSink for Captured {
+        fn send(&self, expr: &str, alerts: Vec<Alert>) {
+            self.0.lock().push((expr.to_string(), alerts));
+        }
+    }
+
+    #[test]
+    fn alerting_rules_write_alerts_series_mark_them_stale_and_notify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, mut ev) = setup(dir.path());
+        let sink = Arc::new(Captured::default());
+        ev.alerting.sink = Some(sink.clone());
+        let g = group(
+            r#"groups:
+  - name: a
+    rules:
+      - record: up:doubled
+        expr: up * 2
+      - alert: Down
+        expr: up:doubled == 0
+        for: 1m
+        annotations: {summary: '{{ $labels.instance }} is down ({{ query "count(up)" | first | value }} targets)'}
+"#,
+        );
+        let alerts_now = |t: i64| value(&ev, "ALERTS", t);
+        write(&db, &[("a", 0.0), ("b", 1.0)], T);
+        g.evaluate(&ev, T, 0);
+        // The alert reads the recording rule's output of the same evaluation.
+        assert_eq!(
+            alerts_now(T),
+            [(
+                r#"{__name__="ALERTS", alertname="Down", alertstate="pending", instance="a"}"#
+                    .to_string(),
+                1.0
+            )]
+        );
+        assert_eq!(value(&ev, "ALERTS_FOR_STATE", T)[0].1, (T / 1000) as f64);
+        assert!(sink.0.lock().is_empty(), "pending alerts are not sent");
+        write(&db, &[("a", 0.0), ("b", 1.0)], T + 60_000);
+        g.evaluate(&ev, T + 60_000, 0);
+        // Firing now; the pending series got a stale marker and is gone at once.
+        assert_eq!(alerts_now(T + 60_000).len(), 1);
+        assert!(alerts_now(T + 60_000)[0].0.contains("firing"));
+        {
+            let sent = sink.0.lock();
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].0, "up:doubled == 0");
+            let a = &sent[0].1[0];
+            assert_eq!(a.annotations["summary"], "a is down (2 targets)");
+            assert_eq!(a.fired_at_ms, T + 60_000);
+        }
+        let state = g.state();
+        assert_eq!(state.rules[1].alerts.state(), alerting::AlertState::Firing);
+        assert_eq!(state.rules[1].health, Health::Ok);
+        // Back up: resolved, sent as such, its series stale.
+        write(&db, &[("a", 1.0), ("b", 1.0)], T + 120_000);
+        g.evaluate(&ev, T + 120_000, 0);
+        assert!(alerts_now(T + 120_000).is_empty());
+        let sent = sink.0.lock();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].1[0].resolved_at_ms, T + 120_000);
     }
 
     #[test]

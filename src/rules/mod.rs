@@ -8,9 +8,11 @@
 //!   task; a reload keeps an unchanged group (and its state) running. In a cluster
 //!   only the leader evaluates, so no recorded sample is written twice.
 //!
-//! Built so far: recording rules. Alerting rules are read and checked, not yet
-//! evaluated (README, "Not built yet").
+//! * [`alerting`]: alerting rules' states (pending, firing, resolved), their
+//!   `ALERTS` and `ALERTS_FOR_STATE` series, and the restoring of `for` clocks after
+//!   a restart or a change of leader.
 
+pub mod alerting;
 pub mod file;
 pub mod group;
 pub mod metrics;
@@ -26,12 +28,12 @@ use std::collections::HashSet;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-pub use group::{Evaluator, Group, GroupState, Health};
+pub use group::{AlertSettings, AlertSink, Evaluator, Group, GroupState, Health};
 
 use crate::model::Labels;
+use alerting::Restore;
+use group::CarriedOver;
 
-/// What a group's rules wrote last, by rule name.
-type Written = Vec<(String, HashSet<Labels>)>;
 pub use metrics::RuleMetrics;
 
 use metrics::GroupLabel;
@@ -96,6 +98,9 @@ pub struct RuleManager {
     /// Whether this node evaluates (a cluster's leader; a single node always).
     active: Arc<AtomicBool>,
     groups: Mutex<Vec<Running>>,
+    /// Whether the rules were loaded once: the groups of the first load restore
+    /// their alerts' `for` clocks, as after a restart; later ones need not.
+    loaded: AtomicBool,
     shutdown: CancellationToken,
     metrics: RuleMetrics,
 }
@@ -115,15 +120,26 @@ impl RuleManager {
             evaluator,
             active: Arc::new(AtomicBool::new(true)),
             groups: Mutex::new(Vec::new()),
+            loaded: AtomicBool::new(false),
             shutdown,
             metrics,
         })
     }
 
     /// In a cluster only the leader evaluates; a node that takes over goes on at
-    /// the next aligned time of each group.
+    /// the next aligned time of each group, and takes the alerts' `for` clocks from
+    /// the `ALERTS_FOR_STATE` series the previous leader wrote (replicated here). A
+    /// node that stops leading forgets its alerts.
     pub fn set_active(&self, on: bool) {
-        if self.active.swap(on, Ordering::AcqRel) != on {
+        let was = self.active.swap(on, Ordering::AcqRel);
+        if was != on {
+            for g in self.groups() {
+                if on {
+                    g.schedule_restore(Restore::Takeover);
+                } else {
+                    g.drop_alerts();
+                }
+            }
             tracing::info!(
                 evaluates = on,
                 "rule evaluation {}",
@@ -145,6 +161,7 @@ impl RuleManager {
     /// and interval are unchanged keeps running with its state; the others start
     /// (or stop). Must be called from within the runtime.
     pub fn update(&self, files: Vec<(String, file::RuleFile)>, default_interval_ms: i64) {
+        let first_load = !self.loaded.swap(true, Ordering::AcqRel);
         let mut running = self.groups.lock();
         let mut old: Vec<Running> = std::mem::take(&mut *running);
         let mut fresh_groups = Vec::new();
@@ -164,23 +181,26 @@ impl RuleManager {
             gone.stop.cancel();
         }
         let mut leftovers: Vec<HashSet<Labels>> = Vec::new();
-        let mut previous: Vec<(String, String, Written)> = old
+        let mut previous: Vec<(String, String, Vec<CarriedOver>)> = old
             .iter()
             .map(|r| {
                 (
                     r.group.file.clone(),
                     r.group.spec.name.clone(),
-                    r.group.take_written(),
+                    r.group.take_carried_over(),
                 )
             })
             .collect();
         for fresh in fresh_groups {
+            if first_load && self.active.load(Ordering::Acquire) {
+                fresh.schedule_restore(Restore::AfterOutage);
+            }
             if let Some(i) = previous
                 .iter()
                 .position(|(f, n, _)| *f == fresh.file && *n == fresh.spec.name)
             {
-                let (_, _, written) = previous.remove(i);
-                leftovers.extend(fresh.inherit(written));
+                let (_, _, carried) = previous.remove(i);
+                leftovers.extend(fresh.inherit(carried));
             }
             let group = Arc::new(fresh);
             let stop = self.shutdown.child_token();
@@ -190,7 +210,7 @@ impl RuleManager {
         leftovers.extend(
             previous
                 .into_iter()
-                .flat_map(|(_, _, w)| w.into_iter().map(|(_, series)| series)),
+                .flat_map(|(_, _, w)| w.into_iter().map(|c| c.written)),
         );
         self.mark_stale(leftovers);
         // The self-metrics of groups that are gone (a changed group keeps its own).

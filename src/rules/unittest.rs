@@ -19,10 +19,12 @@
 //! ```
 //!
 //! As promtool does, every group is evaluated at every `evaluation_interval` from 0
-//! to the latest `eval_time`, then each expression is queried at its time and its
-//! samples compared, sorted by labels, value for value. A rule that fails to
-//! evaluate fails the test. `alert_rule_test` needs alerting rules, which this
-//! version does not evaluate: a test that has one fails, saying so.
+//! to the latest `eval_time`; the firing alerts of an `alert_rule_test` are compared
+//! (labels and expanded annotations) after the evaluation at or just before its
+//! `eval_time`; then each expression is queried at its time and its samples
+//! compared, sorted by labels, value for value. A rule that fails to evaluate fails
+//! the test. Alerting rules count as restored, so `ALERTS` is written from the
+//! first evaluation (as promtool marks them).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,7 +34,8 @@ use serde::Deserialize;
 
 use crate::model::{Labels, format_duration_ms, parse_duration_ms};
 use crate::promql::{CancelFlag, Engine, EngineOptions, Value};
-use crate::rules::{Evaluator, Group, Health};
+use crate::rules::alerting::AlertState;
+use crate::rules::{AlertSettings, Evaluator, Group, Health};
 use crate::storage::Appendable;
 use crate::storage::memory::MemoryStorage;
 
@@ -59,15 +62,14 @@ struct TestGroup {
     #[serde(default)]
     input_series: Vec<InputSeries>,
     #[serde(default)]
-    alert_rule_test: Vec<serde::de::IgnoredAny>,
+    alert_rule_test: Vec<AlertTest>,
     #[serde(default)]
     promql_expr_test: Vec<ExprTest>,
-    // Read so that promtool's files load; they matter to alert templates only,
-    // which are not built yet.
-    #[serde(default, rename = "external_labels")]
-    _external_labels: BTreeMap<String, String>,
-    #[serde(default, rename = "external_url")]
-    _external_url: Option<String>,
+    /// `$externalLabels` and `$externalURL` in alert templates.
+    #[serde(default)]
+    external_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    external_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +90,55 @@ struct ExprTest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AlertTest {
+    eval_time: String,
+    #[serde(default)]
+    alertname: String,
+    #[serde(default)]
+    exp_alerts: Vec<ExpAlert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpAlert {
+    #[serde(default)]
+    exp_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    exp_annotations: BTreeMap<String, String>,
+}
+
+/// An alert as an `alert_rule_test` compares it: labels and annotations.
+type LabelsAndAnnotations = (Labels, BTreeMap<String, String>);
+
+/// promtool's `labelsAndAnnotations.String()`, each entry indented under its index.
+fn show_alerts(list: &[LabelsAndAnnotations]) -> String {
+    if list.is_empty() {
+        return "[]".to_string();
+    }
+    let mut out = String::from("[");
+    for (i, (labels, annotations)) in list.iter().enumerate() {
+        let annotations =
+            Labels::from_pairs(annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "\n{i}:\n  Labels:{labels}\n  Annotations:{annotations}"
+        ));
+    }
+    out.push_str("\n]");
+    out
+}
+
+/// promtool's `indentLines`: every line but the first indented.
+fn indent_lines(text: &str, indent: &str) -> String {
+    text.split('\n')
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExpSample {
     #[serde(default)]
     labels: String,
@@ -96,7 +147,7 @@ struct ExpSample {
 
 /// Go's `strconv.FormatFloat(v, 'E', -1, 64)`, as promtool prints sample values:
 /// `8E+01`, `7.5E-01`, `0E+00`, `+Inf`, `NaN`.
-fn go_format_e(v: f64) -> String {
+pub(crate) fn go_format_e(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
@@ -164,11 +215,24 @@ fn run_test(
         .map(|n| format!("    name: {n},\n"))
         .unwrap_or_default();
     let mut errors = Vec::new();
-    if !test.alert_rule_test.is_empty() {
-        errors.push(format!(
-            "{prefix}    alert_rule_test: alerting rules are not evaluated by this version of ODIN"
-        ));
+    let mut alert_tests = Vec::new();
+    for a in &test.alert_rule_test {
+        if a.alertname.is_empty() {
+            let in_group = test
+                .name
+                .as_deref()
+                .map(|n| format!(" (in TestGroup {n})"))
+                .unwrap_or_default();
+            return Ok(vec![format!(
+                "an item under alert_rule_test misses required attribute alertname at eval_time {}{in_group}",
+                a.eval_time
+            )]);
+        }
+        alert_tests.push((duration("eval_time", &a.eval_time)?, a));
     }
+    let mut alert_times: Vec<i64> = alert_tests.iter().map(|(t, _)| *t).collect();
+    alert_times.sort_unstable();
+    alert_times.dedup();
     let interval = match &test.interval {
         Some(s) => duration("interval", s)?,
         None => eval_interval,
@@ -196,6 +260,11 @@ fn run_test(
         engine: engine.clone(),
         queryable: Arc::new(storage.clone()),
         appendable: Arc::new(storage.clone()),
+        alerting: AlertSettings {
+            external_labels: Arc::new(test.external_labels.clone()),
+            external_url: Arc::from(test.external_url.as_deref().unwrap_or("")),
+            ..AlertSettings::default()
+        },
     };
     // The groups, in group_eval_order when given, else as the files list them.
     let mut groups: Vec<Group> = rule_files
@@ -225,7 +294,13 @@ fn run_test(
     for t in &test.promql_expr_test {
         tests.push((duration("eval_time", &t.eval_time)?, t));
     }
-    let max = tests.iter().map(|(t, _)| *t).max().unwrap_or(0);
+    let max = tests
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(alert_times.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let mut next_alert_time = 0;
     let mut ts = 0;
     while ts <= max {
         for g in &groups {
@@ -245,6 +320,17 @@ fn run_test(
         // promtool stops at the first evaluation time with errors.
         if !errors.is_empty() {
             return Ok(errors);
+        }
+        // The alert tests whose time falls in [ts, ts + interval) see this
+        // evaluation's firing alerts.
+        while let Some(&t) = alert_times.get(next_alert_time) {
+            if !(ts <= t && t < ts + eval_interval) {
+                break;
+            }
+            for (_, case) in alert_tests.iter().filter(|(at, _)| *at == t) {
+                errors.extend(check_alerts(&prefix, &groups, t, case));
+            }
+            next_alert_time += 1;
         }
         ts += eval_interval;
     }
@@ -301,6 +387,51 @@ fn run_test(
         }
     }
     Ok(errors)
+}
+
+/// One `alert_rule_test` case against the groups' firing alerts now.
+fn check_alerts(prefix: &str, groups: &[Group], t: i64, case: &AlertTest) -> Option<String> {
+    let mut got: Vec<LabelsAndAnnotations> = Vec::new();
+    for g in groups {
+        let state = g.state();
+        for (rule, rs) in g.spec.rules.iter().zip(&state.rules) {
+            if rule.name != case.alertname {
+                continue;
+            }
+            got.extend(
+                rs.alerts
+                    .current()
+                    .into_iter()
+                    .filter(|a| a.state == AlertState::Firing)
+                    .map(|a| (a.labels.clone(), a.annotations.clone())),
+            );
+        }
+    }
+    let mut want: Vec<LabelsAndAnnotations> = case
+        .exp_alerts
+        .iter()
+        .map(|a| {
+            let mut labels = a.exp_labels.clone();
+            labels.insert("alertname".to_string(), case.alertname.clone());
+            (
+                Labels::from_pairs(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                a.exp_annotations.clone(),
+            )
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    if got == want {
+        return None;
+    }
+    let pad = " ".repeat(12);
+    Some(format!(
+        "{prefix}    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
+        case.alertname,
+        format_duration_ms(t),
+        indent_lines(&show_alerts(&want), &pad),
+        indent_lines(&show_alerts(&got), &pad)
+    ))
 }
 
 #[cfg(test)]

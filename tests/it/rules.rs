@@ -302,15 +302,18 @@ fn rule_unit_tests_run_as_promtool_runs_them() {
         text.contains(r#"got: {__name__="job:up:sum", job="node"} 2E+00"#),
         "{text}"
     );
-    // A test of alerts cannot pass: alerting rules are not evaluated yet.
+    // An alert test item without its alert's name is refused, as by promtool.
     let alerts = dir.path().join("alert_test.yml");
     std::fs::write(
         &alerts,
-        "rule_files: [unit_rules.yml]\ntests:\n  - input_series: []\n    alert_rule_test:\n      - eval_time: 1m\n        alertname: X\n",
+        "rule_files: [unit_rules.yml]\ntests:\n  - input_series: []\n    alert_rule_test:\n      - eval_time: 1m\n",
     )
     .unwrap();
     let (ok, text) = check(&["test", "rules"], &[&alerts]);
-    assert!(!ok && text.contains("not evaluated"), "{text}");
+    assert!(
+        !ok && text.contains("misses required attribute alertname at eval_time 1m"),
+        "{text}"
+    );
     // promtool, where installed, judges the same files the same way.
     if Command::new("promtool").arg("--version").output().is_ok() {
         for (file, want) in [(&good, true), (&bad, false)] {
@@ -564,5 +567,90 @@ fn recorded_series_match_prometheus() {
             compared >= 3,
             "{rule}: only {compared} samples at common timestamps"
         );
+    }
+}
+
+/// Runs `promtool test rules` on `file` when promtool is installed: its verdict and
+/// the failures it prints (on stderr).
+fn promtool_test(file: &std::path::Path) -> Option<(bool, String)> {
+    Command::new("promtool").arg("--version").output().ok()?;
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(file)
+        .output()
+        .unwrap();
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+/// Alerting rules through promtool's unit tests: pending, `for`, firing, resolved,
+/// `ALERTS` and `ALERTS_FOR_STATE`, and annotations using Prometheus's template
+/// functions (`query`, `range`, `humanize*`, `reReplaceAll`, `args`, …) expanded
+/// exactly as Prometheus 2.42 expands them. A wrong expectation fails in both, with
+/// the same report.
+#[test]
+fn alert_rule_tests_and_templates_agree_with_promtool() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let good = fixtures.join("alert_templates.test.yml");
+    let (ok, text) = check(&["test", "rules"], &[&good]);
+    assert!(ok, "{text}");
+    if let Some((ok, text)) = promtool_test(&good) {
+        assert!(ok, "promtool: {text}");
+    }
+    // The same test, expecting another description: both fail, and say the same.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures.join("alert_templates.yml"),
+        dir.path().join("alert_templates.yml"),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.test.yml");
+    let text = std::fs::read_to_string(&good).unwrap();
+    std::fs::write(&bad, text.replace("value 0, 0, lab", "value 1, 1, lab")).unwrap();
+    let (ok, odin_text) = check(&["test", "rules"], &[&bad]);
+    assert!(!ok, "{odin_text}");
+    assert!(odin_text.contains("alertname: InstanceDown, time: 7m, \n        exp:[\n            0:\n              Labels:{alertname=\"InstanceDown\""), "{odin_text}");
+    if let Some((ok, promtool_text)) = promtool_test(&bad) {
+        assert!(!ok);
+        assert!(
+            odin_text.contains(promtool_text.trim_end()),
+            "odin:\n{odin_text}\npromtool:\n{promtool_text}"
+        );
+    }
+    // Templates that do not parse fail `check rules`, worded as promtool words them.
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up == 0\n        labels: {sev: '{{ nosuch }}'}\n        annotations: {d: '{{ .Labels.x'}\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&["check", "rules"], &[&broken]);
+    assert!(!ok, "{text}");
+    let want = [
+        format!(
+            "{}: group \"g\", rule 1, \"X\": label \"sev\": template: __alert_X:1: function \"nosuch\" not defined",
+            broken.display()
+        ),
+        format!(
+            "{}: group \"g\", rule 1, \"X\": annotation \"d\": template: __alert_X:1: unclosed action",
+            broken.display()
+        ),
+    ];
+    for line in &want {
+        assert!(text.contains(line.as_str()), "{text}");
+    }
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        let out = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&broken)
+            .output()
+            .unwrap();
+        let promtool_text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        for line in &want {
+            assert!(promtool_text.contains(line.as_str()), "{promtool_text}");
+        }
     }
 }
