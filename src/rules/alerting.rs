@@ -162,20 +162,6 @@ impl AlertingRule {
         self.for_ms
     }
 
-    /// The templates that do not parse, as promtool words them:
-    /// `label "severity": template: __alert_X:1: …`, labels first, by name.
-    pub fn template_errors(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (what, list) in [("label", &self.labels), ("annotation", &self.annotations)] {
-            for (name, t) in list {
-                if let Err(e) = t.check() {
-                    out.push(format!("{what} {name:?}: {e}"));
-                }
-            }
-        }
-        out
-    }
-
     /// One evaluation at `ts_ms` over the expression's `result`: updates `alerts` and
     /// returns the `ALERTS` and `ALERTS_FOR_STATE` samples to write (none until the
     /// alerts are restored). More than `limit` active alerts (0: no limit) fail the
@@ -586,23 +572,6 @@ mod tests {
         let err = r.eval(&mut alerts, two, 0, 1, &inputs).unwrap_err();
         assert_eq!(err, "exceeded limit of 1 with 2 alerts");
         assert!(alerts.active.is_empty());
-    }
-
-    #[test]
-    fn template_errors_are_named_by_label_and_annotation() {
-        let r = rule(
-            "      - alert: T\n        expr: x\n        labels: {a: '{{ nope }}'}\n        annotations: {d: '{{ .Value.X'}\n",
-        );
-        let errs = r.template_errors();
-        assert_eq!(errs.len(), 2, "{errs:?}");
-        assert_eq!(
-            errs[0],
-            "label \"a\": template: __alert_T:1: function \"nope\" not defined"
-        );
-        assert!(
-            errs[1].starts_with("annotation \"d\": template: __alert_T:1:"),
-            "{errs:?}"
-        );
     }
 
     fn write_for_state(storage: &MemoryStorage, labels: &Labels, t: i64, active_at_s: f64) {
