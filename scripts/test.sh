@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs ODIN's whole test suite on a fresh Debian machine (as root: the cluster tests
 # make network namespaces): installs what the tests need (Debian's `prometheus`
-# package, for promtool and Prometheus 2.42, and `prometheus-node-exporter` 1.5, which
-# tests/it/node_exporter.rs compares the node collector with, iproute2 for the
+# package, for promtool and Prometheus 2.42, `prometheus-node-exporter` 1.5, which
+# tests/it/node_exporter.rs compares the node collector with, and
+# `prometheus-alertmanager` 0.25, which the alerting tests notify; iproute2 for the
 # partition tests, openssl and curl for the TLS tests, plus python3-venv where moto
 # needs it), installs moto's S3 server
 # from PyPI into ~/.cache/odin-moto (tests/it/shipper.rs ships blocks to it), then
@@ -16,6 +17,10 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
   packages+=(prometheus-node-exporter)
+fi
+# tests/it/alerting.rs sends alerts to Alertmanager 0.25 and reads its notifications.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  packages+=(prometheus-alertmanager)
 fi
 # tests/it/cluster.rs partitions a cluster with network namespaces and veth pairs.
 if ! command -v ip >/dev/null 2>&1; then

@@ -450,6 +450,13 @@ struct RunFlags {
     /// Least time between two notifications of the same firing alert.
     #[arg(long = "rules.alert.resend-delay", default_value = "1m")]
     rules_resend_delay: String,
+    /// Alerts waiting for Alertmanager; past this the oldest are dropped (and
+    /// counted in prometheus_notifications_dropped_total).
+    #[arg(
+        long = "alertmanager.notification-queue-capacity",
+        default_value_t = 10_000
+    )]
+    notification_queue_capacity: usize,
 }
 
 fn main() -> ExitCode {
@@ -768,6 +775,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         ),
         ("rules.alert.resend-delay", flags.rules_resend_delay.clone()),
         (
+            "alertmanager.notification-queue-capacity",
+            flags.notification_queue_capacity.to_string(),
+        ),
+        (
             "storage.tsdb.min-block-duration",
             format_duration_ms(min_block_ms),
         ),
@@ -898,6 +909,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
     Ok(RunOptions {
         log_limits,
         alerting,
+        notification_queue_capacity: flags.notification_queue_capacity,
         config,
         config_file: flags.config_file,
         data_dir,

@@ -81,6 +81,8 @@ pub struct RunOptions {
     pub log_limits: crate::logs::push::PushLimits,
     /// External labels and URL, resend delay and `for` restoring for alerting rules.
     pub alerting: crate::rules::AlertSettings,
+    /// `--alertmanager.notification-queue-capacity`.
+    pub notification_queue_capacity: usize,
 }
 
 /// How often the WAL writer is checked for an unexpected stop.
@@ -113,6 +115,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .as_ref()
         .map(|_| crate::replication::metrics::RaftMetrics::new(&mut registry));
     let rule_metrics = crate::rules::RuleMetrics::new(&mut registry);
+    let notifier = crate::rules::notifier::Notifier::new(
+        opts.notification_queue_capacity,
+        &opts.alerting.external_url,
+        crate::rules::notifier::NotifierMetrics::new(&mut registry),
+    );
+    // Alertmanagers that cannot be set up (a missing certificate) stop the start.
+    notifier
+        .apply(&opts.config.alerting, &opts.config.global.external_labels)
+        .map_err(|e| anyhow::anyhow!("alerting: {e}"))?;
     registry.register_collector(Box::new(ProcessCollector));
     let registry = Arc::new(registry);
     for w in opts.config.warnings() {
@@ -423,13 +434,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             engine: Arc::new(Engine::new(opts.engine.clone())),
             queryable: Arc::new(db.clone()),
             appendable: Arc::new(db.clone()),
-            alerting: opts.alerting.clone(),
+            alerting: crate::rules::AlertSettings {
+                sink: Some(notifier.clone()),
+                ..opts.alerting.clone()
+            },
         },
         rule_metrics,
         shutdown.clone(),
     );
     rules.set_active(opts.cluster.is_none());
     rules.update(rule_files, opts.config.global.evaluation_interval.0);
+    {
+        let (notifier, stop) = (notifier.clone(), shutdown.clone());
+        supervisor.spawn("notifier", move || notifier.clone().run(stop.clone()));
+    }
     let leadership = cluster_control.get().map(|control| {
         spawn_leadership_watch(
             control.clone(),
@@ -510,8 +528,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let reloading = Arc::new(tokio::sync::Mutex::new((sources, reload_rx)));
     let config_file = opts.config_file.clone();
-    let (reload_manager, reload_rules, reload_shutdown) =
-        (manager.clone(), rules.clone(), shutdown.clone());
+    let (reload_manager, reload_alerting, reload_shutdown) = (
+        manager.clone(),
+        RulesAndNotifier {
+            rules: rules.clone(),
+            notifier: notifier.clone(),
+        },
+        shutdown.clone(),
+    );
     let web_tls: Vec<_> = http_tls_for_reload
         .into_iter()
         .chain(cluster_tls.as_ref().map(|(server, _)| server.clone()))
@@ -528,7 +552,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             web_reload.clone(),
             reloading.clone(),
             reload_manager.clone(),
-            reload_rules.clone(),
+            reload_alerting.clone(),
             status.clone(),
             reload_shutdown.clone(),
         )
@@ -644,6 +668,13 @@ fn config_dir(config_file: Option<&std::path::Path>) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
+/// What a reload hands the rule files and the `alerting` section to.
+#[derive(Clone)]
+struct RulesAndNotifier {
+    rules: Arc<crate::rules::RuleManager>,
+    notifier: Arc<crate::rules::notifier::Notifier>,
+}
+
 /// Reloads the configuration on SIGHUP and on `POST /-/reload`. A configuration
 /// that does not load leaves the running one in place, and the error goes to the
 /// log and to the caller.
@@ -655,7 +686,7 @@ async fn reload_loop(
     web: Option<WebReload>,
     state: Arc<tokio::sync::Mutex<(Sources, tokio::sync::mpsc::Receiver<ReloadRequest>)>>,
     manager: Arc<ScrapeManager>,
-    rules: Arc<crate::rules::RuleManager>,
+    alerting: RulesAndNotifier,
     status: Arc<StatusInfo>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -683,7 +714,14 @@ async fn reload_loop(
                 }
             } => None,
         };
-        let mut outcome = reload(config_file.as_deref(), sources, &manager, &rules, &status).await;
+        let mut outcome = reload(
+            config_file.as_deref(),
+            sources,
+            &manager,
+            &alerting,
+            &status,
+        )
+        .await;
         if let Some(web) = &web {
             let reloaded = web.reload().await;
             if outcome.is_ok() {
@@ -715,9 +753,10 @@ async fn reload(
     config_file: Option<&std::path::Path>,
     sources: &mut Sources,
     manager: &ScrapeManager,
-    rules: &crate::rules::RuleManager,
+    alerting: &RulesAndNotifier,
     status: &StatusInfo,
 ) -> Result<(), String> {
+    let RulesAndNotifier { rules, notifier } = alerting;
     let Some(path) = config_file else {
         // The embedded default cannot change.
         return Ok(());
@@ -730,6 +769,9 @@ async fn reload(
     }
     // Rules that do not load refuse the whole reload: nothing of it is applied.
     let rule_files = load_rules(&config, Some(path)).map_err(|e| format!("rule_files: {e}"))?;
+    notifier
+        .apply(&config.alerting, &config.global.external_labels)
+        .map_err(|e| format!("alerting: {e}"))?;
     manager
         .apply(sources.jobs(&config), config_dir(Some(path)))
         .await;

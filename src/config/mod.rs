@@ -76,10 +76,11 @@ pub struct Config {
     /// `rules::load_files`.
     #[serde(default)]
     pub rule_files: Vec<String>,
+    /// Where alerts go: Alertmanagers and the relabelling of alerts.
+    #[serde(default)]
+    pub alerting: crate::rules::notifier::AlertingConfig,
     /// Prometheus sections ODIN reads but does not act on yet; each is reported by
     /// name ([`Config::warnings`]) rather than ignored silently.
-    #[serde(default)]
-    alerting: crate::scrape::config::Unsupported,
     #[serde(default)]
     remote_write: crate::scrape::config::Unsupported,
     #[serde(default)]
@@ -341,11 +342,6 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         [
             (
-                "alerting",
-                &self.alerting,
-                "Alertmanager is not notified yet",
-            ),
-            (
                 "remote_write",
                 &self.remote_write,
                 "remote write is not sent yet",
@@ -386,6 +382,9 @@ impl Config {
                 "global.scrape_timeout",
                 "must not be greater than global.scrape_interval".into(),
             ));
+        }
+        if let Err(e) = self.alerting.validate() {
+            return Err(invalid("alerting", e));
         }
         for name in g.external_labels.keys() {
             if !crate::model::is_valid_label_name(name) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use crate::exposition::format::{Format, SCRAPE_ACCEPT_HEADER};
-use crate::scrape::config::{ScrapeConfig, TlsVersion};
+use crate::scrape::config::{Authorization, BasicAuth, ScrapeConfig, TlsConfig, TlsVersion};
 
 /// Something in the process that exposes metrics like an exporter does.
 pub trait LocalSource: Send + Sync {
@@ -125,26 +125,57 @@ fn describe_reqwest(e: reqwest::Error) -> String {
 /// authentication and TLS settings. Files (passwords, tokens, certificates) are read
 /// here, so a reload picks up changed ones.
 pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
-    let job = &cfg.job_name;
+    build_http_client(&ClientSettings {
+        owner: format!("job {:?}", cfg.job_name),
+        accept: Some(SCRAPE_ACCEPT_HEADER),
+        basic_auth: cfg.basic_auth.as_ref(),
+        authorization: cfg.effective_authorization(),
+        tls: &cfg.tls_config,
+        follow_redirects: cfg.follow_redirects,
+        enable_http2: cfg.enable_http2,
+    })
+}
+
+/// What Prometheus's `HTTPClientConfig` sets: credentials, TLS, redirects, HTTP/2.
+pub struct ClientSettings<'a> {
+    /// Who the client is for, as errors name it (`job "node"`, `alertmanager …`).
+    pub owner: String,
+    pub accept: Option<&'static str>,
+    pub basic_auth: Option<&'a BasicAuth>,
+    pub authorization: Option<Authorization>,
+    pub tls: &'a TlsConfig,
+    pub follow_redirects: bool,
+    pub enable_http2: bool,
+}
+
+/// An HTTP client with the settings' credentials (sent with every request), TLS and
+/// redirect policy.
+pub fn build_http_client(cfg: &ClientSettings) -> Result<reqwest::Client, String> {
+    let owner = &cfg.owner;
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static(SCRAPE_ACCEPT_HEADER));
-    if let Some(basic) = &cfg.basic_auth {
+    if let Some(accept) = cfg.accept {
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+    }
+    if let Some(basic) = cfg.basic_auth {
         let password = match (&basic.password, &basic.password_file) {
             (Some(p), _) => p.expose().to_string(),
-            (None, Some(f)) => read_secret(f, job, "basic_auth.password_file")?,
+            (None, Some(f)) => read_secret(f, owner, "basic_auth.password_file")?,
             (None, None) => String::new(),
         };
         let token = base64_encode(format!("{}:{}", basic.username, password).as_bytes());
-        headers.insert(AUTHORIZATION, header_value(&format!("Basic {token}"), job)?);
-    } else if let Some(auth) = cfg.effective_authorization() {
+        headers.insert(
+            AUTHORIZATION,
+            header_value(&format!("Basic {token}"), owner)?,
+        );
+    } else if let Some(auth) = &cfg.authorization {
         let credentials = match (&auth.credentials, &auth.credentials_file) {
             (Some(c), _) => c.expose().to_string(),
-            (None, Some(f)) => read_secret(f, job, "authorization.credentials_file")?,
+            (None, Some(f)) => read_secret(f, owner, "authorization.credentials_file")?,
             (None, None) => String::new(),
         };
         headers.insert(
             AUTHORIZATION,
-            header_value(&format!("{} {credentials}", auth.credentials_type), job)?,
+            header_value(&format!("{} {credentials}", auth.credentials_type), owner)?,
         );
     }
     let mut builder = reqwest::Client::builder()
@@ -160,13 +191,13 @@ pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
     if !cfg.enable_http2 {
         builder = builder.http1_only();
     }
-    let tls = &cfg.tls_config;
+    let tls = cfg.tls;
     let identity = match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => Some((cert.into(), key.into())),
         (None, None) => None,
         _ => {
             return Err(format!(
-                "job {job:?}: tls_config needs both cert_file and key_file"
+                "{owner}: tls_config needs both cert_file and key_file"
             ));
         }
     };
@@ -179,22 +210,22 @@ pub fn build_client(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
         http2: cfg.enable_http2,
     };
     let tls = crate::security::tls::client_config(&settings)
-        .map_err(|e| format!("job {job:?}: tls_config.{e}"))?;
+        .map_err(|e| format!("{owner}: tls_config.{e}"))?;
     builder = builder.use_preconfigured_tls(tls);
     builder
         .build()
-        .map_err(|e| format!("job {job:?}: http client: {e}"))
+        .map_err(|e| format!("{owner}: http client: {e}"))
 }
 
-fn read_secret(path: &str, job: &str, key: &str) -> Result<String, String> {
+fn read_secret(path: &str, owner: &str, key: &str) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|e| format!("job {job:?}: {key} {path}: {e}"))
+        .map_err(|e| format!("{owner}: {key} {path}: {e}"))
 }
 
-fn header_value(s: &str, job: &str) -> Result<HeaderValue, String> {
+fn header_value(s: &str, owner: &str) -> Result<HeaderValue, String> {
     let mut v = HeaderValue::from_str(s)
-        .map_err(|_| format!("job {job:?}: credentials are not a valid HTTP header value"))?;
+        .map_err(|_| format!("{owner}: credentials are not a valid HTTP header value"))?;
     v.set_sensitive(true);
     Ok(v)
 }

@@ -63,6 +63,7 @@ pub const ROUTE_ROLES: &[(&str, Option<Role>)] = &[
     ("/api/v1/metadata", Some(Role::Read)),
     ("/api/v1/targets", Some(Role::Read)),
     ("/api/v1/rules", Some(Role::Read)),
+    ("/api/v1/alerts", Some(Role::Read)),
     ("/api/v1/targets/metadata", Some(Role::Read)),
     ("/api/v1/status/buildinfo", Some(Role::Read)),
     ("/api/v1/status/config", Some(Role::Read)),

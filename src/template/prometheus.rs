@@ -160,13 +160,8 @@ pub(super) fn call<'a>(
                 .collect(),
         )),
         F::SafeHtml => string(text(0).to_string()),
-        F::GraphLink | F::TableLink => {
-            let tab = if id == F::GraphLink { 0 } else { 1 };
-            string(format!(
-                "/graph?g0.expr={}&g0.tab={tab}",
-                query_escape(text(0))
-            ))
-        }
+        F::GraphLink => string(graph_link(text(0))),
+        F::TableLink => string(table_link(text(0))),
         F::Humanize => string(humanize(number()?)),
         F::Humanize1024 => string(humanize_1024(number()?)),
         F::HumanizeDuration => string(humanize_duration(number()?)),
@@ -195,6 +190,17 @@ pub(super) fn call<'a>(
         }
         _ => Value::Nil,
     })
+}
+
+/// The path of the expression browser's graph of `expr` (`strutil.GraphLinkForExpression`).
+pub fn graph_link(expr: &str) -> String {
+    format!("/graph?g0.expr={}&g0.tab=0", query_escape(expr))
+}
+
+/// The path of the expression browser's table of `expr`: what an alert's
+/// `generatorURL` points at, after the external URL.
+pub fn table_link(expr: &str) -> String {
+    format!("/graph?g0.expr={}&g0.tab=1", query_escape(expr))
 }
 
 /// Prometheus's `convertToFloat`: numbers, and strings that parse as Go floats.

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod alerting;
 mod bucket_query;
 mod cluster;
 mod common;
