@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use crate::common::{Killed, Odin, TestSeries, agent, free_port, now_ms, poll_until};
 
-const ALERTMANAGER: &str = "prometheus-alertmanager";
+pub const ALERTMANAGER: &str = "prometheus-alertmanager";
 
-fn have_alertmanager() -> bool {
+pub fn have_alertmanager() -> bool {
     Command::new(ALERTMANAGER)
         .arg("--version")
         .output()
@@ -23,13 +23,13 @@ fn have_alertmanager() -> bool {
 }
 
 /// A webhook receiver: every JSON body POSTed to it, in arrival order.
-struct Webhook {
+pub struct Webhook {
     port: u16,
-    received: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub received: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Webhook {
-    fn start() -> Webhook {
+    pub fn start() -> Webhook {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -64,7 +64,7 @@ impl Webhook {
     }
 
     /// The notifications so far with this `status` ("firing" or "resolved").
-    fn with_status(&self, status: &str) -> Vec<serde_json::Value> {
+    pub fn with_status(&self, status: &str) -> Vec<serde_json::Value> {
         self.received
             .lock()
             .unwrap()
@@ -77,7 +77,7 @@ impl Webhook {
 
 /// Starts Alertmanager on `port`, grouping fast and repeating seldom, sending to
 /// the webhook (resolutions too); returns once it is ready.
-fn start_alertmanager(dir: &Path, port: u16, webhook: &Webhook) -> Killed {
+pub fn start_alertmanager(dir: &Path, port: u16, webhook: &Webhook) -> Killed {
     let config = dir.join("alertmanager.yml");
     std::fs::write(
         &config,

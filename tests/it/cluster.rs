@@ -1653,3 +1653,112 @@ fn only_the_leader_evaluates_rules_and_a_new_leader_takes_over() {
     let other = (0..3).find(|&i| i != leader && i != new).unwrap();
     assert_eq!(evaluations(cluster.node(other)), 0.0);
 }
+
+/// The leader dies while an alert is pending: the new leader takes the alert's
+/// `for` clock from the replicated ALERTS_FOR_STATE series, so the alert fires at
+/// the time it would have fired on the old leader, and Alertmanager hears of it once.
+#[test]
+fn a_pending_alert_keeps_its_for_clock_across_a_leader_failover() {
+    use crate::alerting::{ALERTMANAGER, Webhook, have_alertmanager, start_alertmanager};
+    if !have_alertmanager() {
+        eprintln!("skipped: {ALERTMANAGER} is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let webhook = Webhook::start();
+    let am_port = free_port();
+    let _am = start_alertmanager(tmp.path(), am_port, &webhook);
+    const FOR_S: i64 = 12;
+    std::fs::write(
+        tmp.path().join("alerts.yml"),
+        format!("groups:\n  - name: c\n    interval: 1s\n    rules:\n      - alert: Pressure\n        expr: pressure > 5\n        for: {FOR_S}s\n"),
+    )
+    .unwrap();
+    let config = tmp.path().join("odin.yml");
+    std::fs::write(
+        &config,
+        format!("rule_files: [alerts.yml]\nalerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n"),
+    )
+    .unwrap();
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            format!("--config.file={}", config.display()),
+            "--rules.alert.resend-delay=1s".to_string(),
+        ],
+    );
+    let leader = cluster.leader(Duration::from_secs(20));
+    let (code, body) = cluster.node(leader).write(&[TestSeries::new(
+        &[("__name__", "pressure"), ("tank", "1")],
+        vec![(now_ms(), 9.0)],
+    )]);
+    assert!((200..300).contains(&code), "{code} {body}");
+    // The alert as a node lists it: (state, activeAt in Unix seconds).
+    let listed = |n: &Odin| -> Option<(String, i64)> {
+        let (_, body) = n.get("/api/v1/alerts");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let a = v["data"]["alerts"].get(0)?;
+        let at = chrono::DateTime::parse_from_rfc3339(a["activeAt"].as_str()?).ok()?;
+        Some((a["state"].as_str()?.to_string(), at.timestamp()))
+    };
+    let mut pending = None;
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            pending = listed(cluster.node(leader)).filter(|(s, _)| s == "pending");
+            pending.is_some()
+        }),
+        "the alert never became pending on the leader"
+    );
+    let (_, active_at) = pending.unwrap();
+    // The pending state is replicated (ALERTS_FOR_STATE) before the leader goes.
+    let for_state = |n: &Odin| {
+        n.get("/api/v1/query?query=ALERTS_FOR_STATE")
+            .1
+            .contains(&format!(",\"{active_at}\"]"))
+    };
+    for (i, n) in cluster.running() {
+        assert!(
+            poll_until(Duration::from_secs(10), || for_state(n)),
+            "node {i} has no ALERTS_FOR_STATE"
+        );
+    }
+    let killed_at = now_ms() / 1000;
+    assert!(
+        killed_at < active_at + FOR_S,
+        "too slow: the alert already fired"
+    );
+    cluster.nodes[leader].take().unwrap().kill9();
+    let new = cluster.leader(Duration::from_secs(20));
+    let elected_at = now_ms() / 1000;
+    // The new leader holds the alert with the old activeAt, and it fires.
+    assert!(
+        poll_until(Duration::from_secs(30), || listed(cluster.node(new))
+            .is_some_and(|(s, _)| s == "firing")),
+        "the alert never fired on the new leader: {:?}",
+        listed(cluster.node(new))
+    );
+    assert_eq!(listed(cluster.node(new)).unwrap().1, active_at);
+    assert!(
+        poll_until(Duration::from_secs(30), || !webhook
+            .with_status("firing")
+            .is_empty()),
+        "Alertmanager was not notified"
+    );
+    let firing = webhook.with_status("firing");
+    let starts_at =
+        chrono::DateTime::parse_from_rfc3339(firing[0]["alerts"][0]["startsAt"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+    // It fired when its `for` ran out (or, had the election taken longer, at the
+    // new leader's first evaluations), not `for` after the takeover.
+    assert!(starts_at >= active_at + FOR_S, "fired early: {starts_at}");
+    assert!(
+        starts_at <= (active_at + FOR_S).max(elected_at + 1) + 2,
+        "fired late: activeAt {active_at}, fired {starts_at}, leader killed at {killed_at}, new one seen at {elected_at}"
+    );
+    // Once: no second notification while the new leader re-sends it every second.
+    assert!(!poll_until(Duration::from_secs(3), || webhook
+        .with_status("firing")
+        .len()
+        > 1));
+}
