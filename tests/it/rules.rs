@@ -400,6 +400,129 @@ fn recorded(
     out
 }
 
+/// Remote-writes the same series to each server.
+fn write_to_both(bases: &[&str], series: &[TestSeries]) {
+    let body = crate::common::encode_write(series);
+    for base in bases {
+        let mut r = crate::common::agent()
+            .post(&format!("{}/api/v1/write", base.trim_end_matches('/')))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .send(&body[..])
+            .expect("remote write");
+        assert_eq!(
+            r.status().as_u16(),
+            204,
+            "{base}: {}",
+            r.body_mut().read_to_string().unwrap_or_default()
+        );
+    }
+}
+
+/// The same alerting rules and the same remote-written data in Prometheus 2.42 and
+/// ODIN: the same alert state transitions, compared as the `ALERTS` and
+/// `ALERTS_FOR_STATE` series both write (pending, then firing after `for`,
+/// `keep_firing_for`, resolution), sample for sample at the same timestamps.
+#[test]
+fn alert_states_match_prometheus() {
+    assert!(
+        crate::common::have_prometheus(),
+        "promtool and prometheus (Debian's 2.42) are needed: scripts/test.sh installs them"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("alert_diff.yml");
+    std::fs::write(
+        &rules,
+        r#"groups:
+  - name: alert-diff
+    interval: 1s
+    rules:
+      - alert: Hot
+        expr: temp > 50
+        for: 3s
+        labels: {severity: warning}
+      - alert: Scorching
+        expr: temp > 70
+        keep_firing_for: 2s
+      - alert: Warm
+        expr: max by (site) (temp) > 60
+        for: 1s
+"#,
+    )
+    .unwrap();
+    let config = dir.path().join("diff.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:
+  evaluation_interval: 1s
+rule_files: ['{}']
+",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let prometheus = crate::promql_diff::Prometheus::start(&dir.path().join("prom"), &config);
+    let odin = Odin::start(
+        &dir.path().join("odin"),
+        &[&format!("--config.file={}", config.display())],
+    );
+    // Cool until 5 s from now (so neither server saw an alert before both ran),
+    // then waves of different periods cross the thresholds again and again.
+    let now = now_ms() / 1000 * 1000;
+    let series: Vec<TestSeries> = (0..3)
+        .map(|i| {
+            let temp: Vec<(i64, f64)> = (-30..35)
+                .map(|s: i64| {
+                    let v = if s < 5 {
+                        20.0
+                    } else {
+                        let period = 7 + 3 * i;
+                        let phase = (s + i * 2).rem_euclid(period) as f64 / period as f64;
+                        30.0 + 50.0 * (phase * std::f64::consts::TAU).sin().abs()
+                    };
+                    (now + s * 1000, v)
+                })
+                .collect();
+            let site = if i < 2 { "north" } else { "south" };
+            TestSeries::new(
+                &[
+                    ("__name__", "temp"),
+                    ("site", site),
+                    ("instance", &format!("t{i}")),
+                ],
+                temp,
+            )
+        })
+        .collect();
+    write_to_both(&[&prometheus.base, &odin.url("")], &series);
+    // Compared over the 20 s from 6 s ahead, once both are past it.
+    let window_end = now + 26_000;
+    assert!(
+        poll_until(Duration::from_secs(60), || now_ms() > window_end + 2_000),
+        "clock"
+    );
+    let odin_base = odin.url("");
+    let odin_base = odin_base.trim_end_matches('/');
+    for name in ["ALERTS", "ALERTS_FOR_STATE"] {
+        let p = recorded(&prometheus.base, name, window_end, 20);
+        let o = recorded(odin_base, name, window_end, 20);
+        assert!(
+            p.len() >= 4,
+            "Prometheus wrote too few {name} series to compare: {p:?}"
+        );
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            o.keys().collect::<Vec<_>>(),
+            "{name}: series differ"
+        );
+        for (series, want) in &p {
+            assert_eq!(want, &o[series], "{name} {series}");
+        }
+    }
+}
+
 /// The same rule file and the same remote-written data in Prometheus 2.42 and ODIN:
 /// the same recorded series, at the same aligned timestamps, with the same values.
 #[test]
@@ -485,22 +608,7 @@ fn recorded_series_match_prometheus() {
             ]
         })
         .collect();
-    let body = crate::common::encode_write(&series);
-    for base in [prometheus.base.clone(), odin.url("")] {
-        let mut r = crate::common::agent()
-            .post(&format!("{}/api/v1/write", base.trim_end_matches('/')))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .send(&body[..])
-            .expect("remote write");
-        assert_eq!(
-            r.status().as_u16(),
-            204,
-            "{base}: {}",
-            r.body_mut().read_to_string().unwrap_or_default()
-        );
-    }
+    write_to_both(&[&prometheus.base, &odin.url("")], &series);
     // Both evaluate for a while: until each has recorded every rule several times
     // in the window compared.
     let rules_recorded = [
