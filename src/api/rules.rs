@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::Storage;
 use super::admin::form_params;
 use super::response::{ApiError, success};
-use crate::rules::alerting::{Alert, AlertState};
+use crate::rules::alerting::Alert;
 use crate::rules::file::RuleKind;
 
 #[derive(Clone)]
@@ -126,12 +126,7 @@ async fn rules(State(s): State<RulesApi>, RawQuery(q): RawQuery) -> Result<Respo
             }
             let mut r = Map::new();
             if rule.kind == RuleKind::Alerting {
-                let state = if rs.alerts.active.is_empty() {
-                    AlertState::Inactive
-                } else {
-                    rs.alerts.state()
-                };
-                r.insert("state".into(), json!(state.as_str()));
+                r.insert("state".into(), json!(rs.alerts.state().as_str()));
             }
             r.insert("name".into(), json!(rule.name));
             r.insert("query".into(), json!(rule.expr));

@@ -361,7 +361,18 @@ fn the_embedded_default_scrapes_itself_and_the_node() {
         .iter()
         .map(|g| g["name"].as_str().unwrap())
         .collect();
-    assert_eq!(groups, ["odin-node", "odin-gpu"], "{rules}");
+    assert_eq!(
+        groups,
+        [
+            "odin-node",
+            "odin-gpu",
+            "node-alerts",
+            "gpu-alerts",
+            "odin-health",
+            "meta"
+        ],
+        "{rules}"
+    );
     assert_eq!(v["data"]["groups"][0]["file"], "builtin:gpu-server");
 }
 
