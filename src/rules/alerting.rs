@@ -400,6 +400,12 @@ pub fn restore(
             // The alert had gone away.
             continue;
         }
+        // Anyone who can write can write this series: a time that is not one
+        // (negative, not finite, in the future) is not restored.
+        if !(last.v >= 0.0 && last.v <= (now_ms / 1000) as f64) {
+            tracing::warn!(alert = %a.labels, value = last.v, "ALERTS_FOR_STATE holds no valid time; the for state is not restored");
+            continue;
+        }
         let recorded_active_at = (last.v as i64).saturating_mul(1000);
         let down_at = last.t.div_euclid(1000) * 1000;
         let handover = how == Restore::Takeover && now_ms - down_at <= opts.grace_period_ms;

@@ -119,13 +119,31 @@ impl Default for RuleState {
     }
 }
 
-/// What a rule of a replaced group hands to its successor (by rule name): the
-/// series it wrote, and its alerts.
+/// What a rule of a replaced group hands to its successor (matched by name and
+/// labels): the series it wrote, and its alerts.
 #[derive(Debug, Default)]
 pub struct CarriedOver {
     pub name: String,
+    pub labels: BTreeMap<String, String>,
     pub written: HashSet<Labels>,
     pub alerts: Option<Alerts>,
+}
+
+/// What a replaced group hands to its successor.
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub rules: Vec<CarriedOver>,
+    /// A restore of the `for` clocks that had not run yet.
+    restore: Option<PendingRestore>,
+}
+
+/// A scheduled restore of the `for` clocks: how, and after how many more
+/// evaluations (Prometheus restores after the second, so that recording rules the
+/// alerts read have caught up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingRestore {
+    how: Restore,
+    after: u32,
 }
 
 /// A group as loaded: where it comes from, its rules, its interval, its state.
@@ -144,8 +162,10 @@ pub struct GroupState {
     pub rules: Vec<RuleState>,
     pub last_evaluation_ms: i64,
     pub evaluation_seconds: f64,
-    /// Restore the alerts' `for` clocks after the next evaluation.
-    restore: Option<Restore>,
+    restore: Option<PendingRestore>,
+    /// Replaced by a reload: an evaluation in flight stops at its next rule, and
+    /// the successor holds the state.
+    retired: bool,
 }
 
 /// What one evaluation of a group did.
@@ -195,65 +215,94 @@ impl Group {
         self.state.lock().clone()
     }
 
-    /// What each rule wrote last and its alerts, by rule name (taken: the group is
-    /// being replaced).
-    pub fn take_carried_over(&self) -> Vec<CarriedOver> {
+    /// What each rule wrote last and its alerts (taken: the group is being replaced,
+    /// and stops evaluating). Waits for the rule being evaluated, if any.
+    pub fn take_carried_over(&self) -> Carried {
         let mut state = self.state.lock();
-        self.spec
+        state.retired = true;
+        let rules = self
+            .spec
             .rules
             .iter()
             .zip(state.rules.iter_mut())
             .map(|(r, s)| CarriedOver {
                 name: r.name.clone(),
+                labels: r.labels.clone(),
                 written: std::mem::take(&mut s.written),
                 alerts: (r.kind == RuleKind::Alerting).then(|| std::mem::take(&mut s.alerts)),
             })
-            .collect()
+            .collect();
+        Carried {
+            rules,
+            restore: state.restore.take(),
+        }
     }
 
-    /// Takes over what the group this one replaces wrote, and its alerts (as
-    /// Prometheus's `CopyState`), rule by rule name; returns the series of rules this
-    /// group no longer has.
-    pub fn inherit(&self, carried: Vec<CarriedOver>) -> Vec<HashSet<Labels>> {
+    /// Takes over what the group this one replaces wrote, and its alerts, as
+    /// Prometheus's `CopyState`: the k-th rule of a name and labels takes what the
+    /// k-th such rule had. Returns the series of rules this group no longer has.
+    pub fn inherit(&self, carried: Carried) -> Vec<HashSet<Labels>> {
         let mut state = self.state.lock();
-        let mut leftovers = Vec::new();
-        for c in carried {
-            match self.spec.rules.iter().position(|r| r.name == c.name) {
-                Some(i) if state.rules[i].written.is_empty() => {
-                    let rs = &mut state.rules[i];
-                    rs.written = c.written;
-                    if let (Some(alerts), RuleKind::Alerting) = (c.alerts, self.spec.rules[i].kind)
-                    {
-                        rs.alerts = alerts;
-                    }
-                }
-                _ => leftovers.push(c.written),
+        let mut unused: Vec<Option<CarriedOver>> = carried.rules.into_iter().map(Some).collect();
+        for (i, rule) in self.spec.rules.iter().enumerate() {
+            let Some(c) = unused
+                .iter_mut()
+                .find(|c| {
+                    c.as_ref()
+                        .is_some_and(|c| c.name == rule.name && c.labels == rule.labels)
+                })
+                .and_then(Option::take)
+            else {
+                continue;
+            };
+            let rs = &mut state.rules[i];
+            rs.written = c.written;
+            if let (Some(mut alerts), RuleKind::Alerting) = (c.alerts, rule.kind) {
+                alerts.restored = carried.restore.is_none();
+                rs.alerts = alerts;
             }
         }
-        leftovers
+        if let Some(pending) = carried.restore {
+            Self::mark_unrestored(&mut state, &self.alerting);
+            state.restore = Some(pending);
+        }
+        unused.into_iter().flatten().map(|c| c.written).collect()
     }
 
-    /// Restores the alerts' `for` clocks after the next evaluation (a start, or a
-    /// node taking over as leader). Until then no alert series is written; on a
-    /// takeover the alerts this node held before are dropped, as they are stale.
-    pub fn schedule_restore(&self, how: Restore) {
-        let mut state = self.state.lock();
-        for (rs, alerting) in state.rules.iter_mut().zip(&self.alerting) {
-            if alerting.is_some() {
-                if how == Restore::Takeover {
-                    rs.alerts.active.clear();
-                }
+    fn mark_unrestored(state: &mut GroupState, alerting: &[Option<AlertingRule>]) {
+        for (rs, a) in state.rules.iter_mut().zip(alerting) {
+            if a.is_some() {
                 rs.alerts.restored = false;
             }
         }
-        state.restore = Some(how);
     }
 
-    /// Forgets the alerts (a node that stopped leading: the new leader holds them).
+    /// Restores the alerts' `for` clocks after the second evaluation from now (a
+    /// start, or a node taking over as leader). Until then no alert series is
+    /// written. On a takeover the alerts this node held before are dropped, as they
+    /// are stale, and so is its memory of their series (the leader since wrote them).
+    pub fn schedule_restore(&self, how: Restore) {
+        let mut state = self.state.lock();
+        if how == Restore::Takeover {
+            Self::forget_alerts(&mut state, &self.alerting);
+        }
+        Self::mark_unrestored(&mut state, &self.alerting);
+        state.restore = Some(PendingRestore { how, after: 2 });
+    }
+
+    /// Forgets the alerts (a node that stopped leading: the new leader holds them,
+    /// and writes their series).
     pub fn drop_alerts(&self) {
         let mut state = self.state.lock();
-        for rs in &mut state.rules {
-            rs.alerts.active.clear();
+        Self::forget_alerts(&mut state, &self.alerting);
+    }
+
+    fn forget_alerts(state: &mut GroupState, alerting: &[Option<AlertingRule>]) {
+        for (rs, a) in state.rules.iter_mut().zip(alerting) {
+            if a.is_some() {
+                rs.alerts.active.clear();
+                rs.written.clear();
+            }
         }
     }
 
@@ -298,14 +347,19 @@ impl Group {
         let mut done = Evaluated::default();
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = std::time::Instant::now();
-            let previous = std::mem::take(&mut self.state.lock().rules[i].written);
+            // The state is held while the rule runs: a reload or a change of leader
+            // waits for it rather than see it half done.
+            let mut state = self.state.lock();
+            if state.retired {
+                return done;
+            }
+            let s = &mut state.rules[i];
+            let previous = std::mem::take(&mut s.written);
             let outcome = match &self.alerting[i] {
                 None => record(ev, rule, at, self.spec.limit, &previous),
-                Some(alerting) => self.alert(ev, i, rule, alerting, at, &previous),
+                Some(alerting) => self.alert(ev, rule, alerting, &mut s.alerts, at, &previous),
             };
             done.rules += 1;
-            let mut state = self.state.lock();
-            let s = &mut state.rules[i];
             s.last_evaluation_ms = crate::model::now_ms();
             s.evaluation_seconds = rule_started.elapsed().as_secs_f64();
             match outcome {
@@ -324,14 +378,16 @@ impl Group {
                 }
             }
         }
-        let how = {
-            let mut state = self.state.lock();
-            state.last_evaluation_ms = crate::model::now_ms();
-            state.evaluation_seconds = started.elapsed().as_secs_f64();
-            state.restore.take()
-        };
-        if let Some(how) = how {
-            self.restore_alerts(ev, how);
+        let mut state = self.state.lock();
+        state.last_evaluation_ms = crate::model::now_ms();
+        state.evaluation_seconds = started.elapsed().as_secs_f64();
+        match state.restore {
+            Some(PendingRestore { how, after: 0 | 1 }) => {
+                state.restore = None;
+                self.restore_alerts(ev, &mut state, how);
+            }
+            Some(ref mut pending) => pending.after -= 1,
+            None => {}
         }
         done
     }
@@ -341,9 +397,9 @@ impl Group {
     fn alert(
         &self,
         ev: &Evaluator,
-        i: usize,
         rule: &Rule,
         alerting: &AlertingRule,
+        alerts: &mut Alerts,
         at: i64,
         previous: &HashSet<Labels>,
     ) -> Result<HashSet<Labels>, String> {
@@ -367,15 +423,8 @@ impl Group {
             external_url: &ev.alerting.external_url,
             query: &query,
         };
-        // The alerts are taken out of the state while templates run (they may query).
-        let mut alerts = std::mem::take(&mut self.state.lock().rules[i].alerts);
-        let evaluated = alerting.eval(&mut alerts, result, at, self.spec.limit, &inputs);
-        let due = match &evaluated {
-            Ok(_) => alerts.due(at, ev.alerting.resend_delay_ms, self.interval_ms),
-            Err(_) => Vec::new(),
-        };
-        self.state.lock().rules[i].alerts = alerts;
-        let samples = evaluated?;
+        let samples = alerting.eval(alerts, result, at, self.spec.limit, &inputs)?;
+        let due = alerts.due(at, ev.alerting.resend_delay_ms, self.interval_ms);
         if let Some(sink) = &ev.alerting.sink {
             if !due.is_empty() {
                 sink.send(&rule.expr, due);
@@ -384,14 +433,13 @@ impl Group {
         write(ev, &rule.name, samples, at, previous)
     }
 
-    fn restore_alerts(&self, ev: &Evaluator, how: Restore) {
+    fn restore_alerts(&self, ev: &Evaluator, state: &mut GroupState, how: Restore) {
         let now = crate::model::now_ms();
         for (i, alerting) in self.alerting.iter().enumerate() {
             let Some(alerting) = alerting else { continue };
-            let mut alerts = std::mem::take(&mut self.state.lock().rules[i].alerts);
             if let Err(e) = restore(
                 alerting,
-                &mut alerts,
+                &mut state.rules[i].alerts,
                 &*ev.queryable,
                 now,
                 how,
@@ -399,7 +447,6 @@ impl Group {
             ) {
                 tracing::warn!(group = self.spec.name, rule = self.spec.rules[i].name, error = %e, "cannot restore the alerts' for state");
             }
-            self.state.lock().rules[i].alerts = alerts;
         }
     }
 }
@@ -687,6 +734,81 @@ mod tests {
         let sent = sink.0.lock();
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].1[0].resolved_at_ms, T + 120_000);
+    }
+
+    #[test]
+    fn reloads_and_leadership_changes_keep_the_alerts_for_clocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, ev) = setup(dir.path());
+        let spec = r#"groups:
+  - name: d
+    rules:
+      - alert: Dup
+        expr: up == 0
+        for: 5m
+        labels: {severity: warning}
+      - alert: Dup
+        expr: up == 0
+        for: 5m
+        labels: {severity: critical}
+"#;
+        let g = group(spec);
+        write(&db, &[("a", 0.0)], T);
+        g.evaluate(&ev, T, 0);
+        let active_at = |g: &Group, i: usize| {
+            g.state().rules[i]
+                .alerts
+                .current()
+                .first()
+                .map(|a| a.active_at_ms)
+        };
+        assert_eq!((active_at(&g, 0), active_at(&g, 1)), (Some(T), Some(T)));
+        // A reload that changes the group: each rule of a name and labels keeps its
+        // own alerts (Prometheus's CopyState), and the old group stops.
+        let changed = group(&format!("{spec}      - record: x\n        expr: up\n"));
+        let leftovers = changed.inherit(g.take_carried_over());
+        assert!(leftovers.is_empty());
+        assert_eq!(
+            (active_at(&changed, 0), active_at(&changed, 1)),
+            (Some(T), Some(T))
+        );
+        assert_eq!(
+            g.evaluate(&ev, T + 60_000, 0).rules,
+            0,
+            "a retired group ran"
+        );
+        write(&db, &[("a", 0.0)], T + 60_000);
+        changed.evaluate(&ev, T + 60_000, 0);
+        assert_eq!(active_at(&changed, 1), Some(T));
+        // This node stops leading, then leads again: the alerts come back from the
+        // ALERTS_FOR_STATE written meanwhile, after the second evaluation, and the
+        // series are not marked stale in between.
+        changed.drop_alerts();
+        assert_eq!(active_at(&changed, 0), None);
+        changed.schedule_restore(Restore::Takeover);
+        let now = crate::model::now_ms() / 1000 * 1000;
+        write(&db, &[("a", 0.0)], now);
+        {
+            let mut app = db.appender();
+            for sev in ["warning", "critical"] {
+                let l = Labels::from_pairs([
+                    ("__name__", "ALERTS_FOR_STATE"),
+                    ("alertname", "Dup"),
+                    ("instance", "a"),
+                    ("severity", sev),
+                ]);
+                app.append(&l, now - 1000, (T / 1000) as f64).unwrap();
+            }
+            app.commit().unwrap();
+        }
+        changed.evaluate(&ev, now, 0);
+        assert_eq!(active_at(&changed, 0), Some(now), "restored too early");
+        assert_eq!(value(&ev, "ALERTS_FOR_STATE", now).len(), 2, "marked stale");
+        changed.evaluate(&ev, now, 0);
+        assert_eq!(
+            (active_at(&changed, 0), active_at(&changed, 1)),
+            (Some(T), Some(T))
+        );
     }
 
     #[test]

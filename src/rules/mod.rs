@@ -33,7 +33,7 @@ pub use group::{AlertSettings, AlertSink, Evaluator, Group, GroupState, Health};
 
 use crate::model::Labels;
 use alerting::Restore;
-use group::CarriedOver;
+use group::Carried;
 
 pub use metrics::RuleMetrics;
 
@@ -182,7 +182,7 @@ impl RuleManager {
             gone.stop.cancel();
         }
         let mut leftovers: Vec<HashSet<Labels>> = Vec::new();
-        let mut previous: Vec<(String, String, Vec<CarriedOver>)> = old
+        let mut previous: Vec<(String, String, Carried)> = old
             .iter()
             .map(|r| {
                 (
@@ -211,7 +211,7 @@ impl RuleManager {
         leftovers.extend(
             previous
                 .into_iter()
-                .flat_map(|(_, _, w)| w.into_iter().map(|c| c.written)),
+                .flat_map(|(_, _, c)| c.rules.into_iter().map(|r| r.written)),
         );
         self.mark_stale(leftovers);
         // The self-metrics of groups that are gone (a changed group keeps its own).

@@ -303,12 +303,13 @@ fn run_test(
     let mut next_alert_time = 0;
     let mut ts = 0;
     while ts <= max {
+        let mut eval_errors = Vec::new();
         for g in &groups {
             g.evaluate(&ev, ts, g.spec.query_offset_ms.unwrap_or(0));
             let state = g.state();
             for (rule, rs) in g.spec.rules.iter().zip(&state.rules) {
                 if rs.health == Health::Err {
-                    errors.push(format!(
+                    eval_errors.push(format!(
                         "{prefix}    rule: {}, time: {}, err: {}",
                         rule.name,
                         format_duration_ms(ts),
@@ -317,8 +318,10 @@ fn run_test(
                 }
             }
         }
-        // promtool stops at the first evaluation time with errors.
-        if !errors.is_empty() {
+        // promtool stops at the first evaluation time with evaluation errors (not
+        // at failed alert tests).
+        if !eval_errors.is_empty() {
+            errors.extend(eval_errors);
             return Ok(errors);
         }
         // The alert tests whose time falls in [ts, ts + interval) see this

@@ -190,8 +190,9 @@ const NAME: &str = "line";
 const MAX_DEPTH: usize = 100;
 
 /// The longest string `repeat`, `indent`, `nindent`, `alignLeft` and `alignRight`
-/// build (16 MiB). Go builds whatever it is asked to; a query must not be able to
-/// make the server allocate gigabytes per line.
+/// build, and the longest output a template may write (16 MiB). Go builds whatever
+/// it is asked to; a query or a rule must not be able to make the server allocate
+/// gigabytes per line or per alert.
 const MAX_BUILT: usize = 1 << 24;
 
 // ---------------------------------------------------------------------------------
@@ -1725,6 +1726,11 @@ impl<'a> State<'a> {
                 Item::Break => Flow::Break,
                 Item::Continue => Flow::Continue,
             };
+            if self.out.len() > MAX_BUILT {
+                return Err(self.errorf(format!(
+                    "the output would be more than the {MAX_BUILT} bytes a template may build"
+                )));
+            }
             if flow != Flow::Next {
                 return Ok(flow);
             }

@@ -583,6 +583,29 @@ mod tests {
     }
 
     #[test]
+    fn output_is_bounded() {
+        let query = |_: &str| -> Result<Vec<Sample>, String> {
+            Ok((0..5000)
+                .map(|i| Sample {
+                    labels: labels(&[("i", &i.to_string())]),
+                    value: 0.0,
+                })
+                .collect())
+        };
+        let q: QueryFn = &query;
+        let out = expand_with(
+            "{{ range query \"a\" }}{{ range query \"b\" }}{{ printf \"%1000s\" \"x\" }}{{ end }}{{ end }}",
+            0.0,
+            Some(q),
+        );
+        assert!(
+            out.contains("bytes a template may build"),
+            "{}",
+            &out[..200.min(out.len())]
+        );
+    }
+
+    #[test]
     fn errors_become_the_text_as_in_prometheus() {
         assert_eq!(
             expand("{{ nosuch }}", 0.0),

@@ -517,8 +517,21 @@ rule_files: ['{}']
             o.keys().collect::<Vec<_>>(),
             "{name}: series differ"
         );
+        // Sample for sample where both evaluated (a missed iteration in either,
+        // on a busy machine, leaves a gap that is not a difference).
         for (series, want) in &p {
-            assert_eq!(want, &o[series], "{name} {series}");
+            let got = &o[series];
+            let common: Vec<_> = want
+                .iter()
+                .filter_map(|w| got.iter().find(|g| g.0 == w.0).map(|g| (w, g)))
+                .collect();
+            assert!(
+                common.len() * 5 >= want.len() * 4,
+                "{name} {series}: few common timestamps: {want:?} vs {got:?}"
+            );
+            for (w, g) in common {
+                assert_eq!(w, g, "{name} {series}: {want:?} vs {got:?}");
+            }
         }
     }
 }
