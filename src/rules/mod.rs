@@ -353,6 +353,9 @@ mod tests {
             "gpu:memory_used:mean5m",
             "gpu:temperature:max5m",
             "gpu:power_usage:mean5m",
+            "namespace:container_cpu_usage:sum_rate5m",
+            "namespace:container_memory_usage:sum",
+            "Watchdog",
         ] {
             assert!(names.contains(&want), "{want} missing: {names:?}");
         }

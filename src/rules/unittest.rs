@@ -374,7 +374,11 @@ fn run_test(
                 .zip(&want)
                 .all(|(g, w)| g.0 == w.0 && (g.1 == w.1 || g.1.to_bits() == w.1.to_bits()));
         if !same {
+            // promtool's `parsedSamplesString`: `nil` for none.
             let show = |s: &[(Labels, f64)]| -> String {
+                if s.is_empty() {
+                    return "nil".to_string();
+                }
                 s.iter()
                     .map(|(l, v)| format!("{l} {}", go_format_e(*v)))
                     .collect::<Vec<_>>()

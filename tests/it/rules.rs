@@ -775,3 +775,97 @@ fn alert_rule_tests_and_templates_agree_with_promtool() {
         }
     }
 }
+
+/// Six hours of data through promtool 2.42's rule engine and ODIN's, with alerts of
+/// every kind (`for`, `keep_firing_for`, an alert on a recorded series, one on
+/// `changes`): a unit test that expects nothing makes both print what they got —
+/// `ALERTS` and `ALERTS_FOR_STATE` every 7 minutes, the firing alerts with their
+/// expanded annotations every 11 — and the two reports must be the same, line for
+/// line.
+#[test]
+fn six_hours_of_alert_states_match_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        panic!("promtool (Debian's prometheus package) is needed: scripts/test.sh installs it");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hours.yml"),
+        r#"groups:
+  - name: hours
+    interval: 1m
+    rules:
+      - record: job:load:avg
+        expr: avg by (job) (load)
+      - alert: LoadHigh
+        expr: load > 65
+        for: 3m
+        labels: {severity: warning}
+        annotations: {summary: '{{ $labels.instance }} load {{ $value | humanize }}'}
+      - alert: LoadCritical
+        expr: load > 85
+        keep_firing_for: 5m
+      - alert: JobLoadHigh
+        expr: job:load:avg > 60
+        for: 15m
+      - alert: Flapping
+        expr: changes(load[10m]) > 8
+        for: 3m
+        keep_firing_for: 2m
+"#,
+    )
+    .unwrap();
+    let mut test = String::from(
+        "rule_files: [hours.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+    );
+    for i in 0..6_i64 {
+        let values: Vec<String> = (0..=360_i64)
+            .map(|m| {
+                let wave = 40.0 * ((m + 37 * i) as f64 / (23 + 5 * i) as f64).sin();
+                let noise = (13 * ((m * 7 + i * 3) % 5) - 26) as f64;
+                format!("{:.1}", 50.0 + wave + noise)
+            })
+            .collect();
+        let job = if i < 3 { "api" } else { "db" };
+        test += &format!(
+            "      - series: 'load{{job=\"{job}\", instance=\"h{i}\"}}'\n        values: '{}'\n",
+            values.join(" ")
+        );
+    }
+    test += "    promql_expr_test:\n";
+    for t in (0..=360).step_by(7) {
+        for e in ["ALERTS", "ALERTS_FOR_STATE"] {
+            test += &format!("      - expr: {e}\n        eval_time: {t}m\n");
+        }
+    }
+    test += "    alert_rule_test:\n";
+    for t in (0..=360).step_by(11) {
+        for a in ["LoadHigh", "LoadCritical", "JobLoadHigh", "Flapping"] {
+            test += &format!("      - alertname: {a}\n        eval_time: {t}m\n");
+        }
+    }
+    let file = dir.path().join("hours.test.yml");
+    std::fs::write(&file, test).unwrap();
+    let (ok, odin_text) = check(&["test", "rules"], &[&file]);
+    let (promtool_ok, promtool_text) = promtool_test(&file).unwrap();
+    assert!(!ok && !promtool_ok);
+    let report = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("Unit Testing"))
+            .map(str::to_string)
+            .collect()
+    };
+    let (odin_lines, promtool_lines) = (report(&odin_text), report(&promtool_text));
+    // Alerts in every state were seen, not only quiet stretches.
+    for state in [
+        "alertstate=\"pending\"",
+        "alertstate=\"firing\"",
+        "Annotations:{summary=",
+    ] {
+        assert!(promtool_text.contains(state), "no {state} in the report");
+    }
+    assert!(promtool_lines.len() > 1000, "{}", promtool_lines.len());
+    for (i, (p, o)) in promtool_lines.iter().zip(&odin_lines).enumerate() {
+        assert_eq!(p, o, "line {i} differs");
+    }
+    assert_eq!(promtool_lines.len(), odin_lines.len());
+}

@@ -366,6 +366,7 @@ fn the_embedded_default_scrapes_itself_and_the_node() {
         [
             "odin-node",
             "odin-gpu",
+            "odin-containers",
             "node-alerts",
             "gpu-alerts",
             "odin-health",
