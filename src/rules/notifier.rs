@@ -642,6 +642,85 @@ mod tests {
         );
     }
 
+    /// A header's value in a request's text (names compared without case).
+    fn header(request: &str, name: &str) -> String {
+        request
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Accepts one HTTP request, answers `status`, and hands back what it read.
+    fn one_request(status: u16) -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            head + "\r\n" + &String::from_utf8(body).unwrap()
+        });
+        (port, handle)
+    }
+
+    #[tokio::test]
+    async fn batches_are_posted_with_the_configured_path_and_credentials() {
+        let n = notifier(10);
+        let (port, request) = one_request(200);
+        let c = config(&format!(
+            "alertmanagers:\n  - path_prefix: /am\n    basic_auth: {{username: odin, password: s3cret}}\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ));
+        n.apply(&c, &BTreeMap::new()).unwrap();
+        assert!(n.send_all(&[alert("A")]).await);
+        let request = request.join().unwrap();
+        assert!(
+            request.starts_with("POST /am/api/v2/alerts HTTP/1.1"),
+            "{request}"
+        );
+        // base64("odin:s3cret")
+        assert_eq!(header(&request, "authorization"), "Basic b2RpbjpzM2NyZXQ=");
+        assert_eq!(header(&request, "content-type"), "application/json");
+        assert!(request.contains(r#""alertname":"A""#), "{request}");
+        // An Alertmanager that refuses: an error, counted, not a delivery.
+        let (port, request) = one_request(503);
+        let c = config(&format!(
+            "alertmanagers:\n  - authorization: {{credentials: tok}}\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ));
+        n.apply(&c, &BTreeMap::new()).unwrap();
+        assert!(!n.send_all(&[alert("A")]).await);
+        assert_eq!(
+            header(&request.join().unwrap(), "authorization"),
+            "Bearer tok"
+        );
+        let label = AlertmanagerLabel {
+            alertmanager: format!("http://127.0.0.1:{port}/api/v2/alerts"),
+        };
+        assert_eq!(n.metrics.errors.get_or_create(&label).get(), 1);
+    }
+
     #[tokio::test]
     async fn a_batch_no_alertmanager_takes_is_dropped_and_counted() {
         let n = notifier(10);

@@ -385,6 +385,7 @@ fn check_config_names_what_odin_does_not_support() {
         &cfg,
         "global:\n  scrape_interval: 15s\nrule_files:\n  - rules/*.yml\n\
          alerting:\n  alertmanagers: []\n\
+         remote_write:\n  - url: http://x/api/v1/write\n\
          scrape_configs:\n- job_name: node\n  static_configs:\n  - targets: ['a:9100']\n",
     )
     .unwrap();
@@ -395,9 +396,11 @@ fn check_config_names_what_odin_does_not_support() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    // Rule files are read now; alerting is not acted on yet.
+    // Rule files and alerting are acted on; remote write is not yet.
     assert!(
-        !text.contains("rule_files") && text.contains("WARNING: alerting"),
+        !text.contains("rule_files")
+            && !text.contains("WARNING: alerting")
+            && text.contains("WARNING: remote_write"),
         "{text}"
     );
 
