@@ -13,13 +13,24 @@ use std::time::Duration;
 
 use crate::common::{Killed, Odin, TestSeries, agent, free_port, now_ms, poll_until};
 
-pub const ALERTMANAGER: &str = "prometheus-alertmanager";
+const ALERTMANAGER: &str = "prometheus-alertmanager";
 
-pub fn have_alertmanager() -> bool {
-    Command::new(ALERTMANAGER)
+/// Fails the test where Alertmanager is missing (scripts/test.sh installs it).
+pub fn require_alertmanager() {
+    let installed = Command::new(ALERTMANAGER)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        installed,
+        "{ALERTMANAGER} (Debian's 0.25) is needed: scripts/test.sh installs it"
+    );
+}
+
+/// A scratch directory, a webhook receiver and a free port for Alertmanager.
+fn setup() -> (tempfile::TempDir, Webhook, u16) {
+    require_alertmanager();
+    (tempfile::tempdir().unwrap(), Webhook::start(), free_port())
 }
 
 /// A webhook receiver: every JSON body POSTed to it, in arrival order.
@@ -157,13 +168,7 @@ fn metric(odin: &Odin, name: &str) -> f64 {
 
 #[test]
 fn an_alert_fires_is_notified_once_and_resolves_through_alertmanager() {
-    if !have_alertmanager() {
-        eprintln!("skipped: {ALERTMANAGER} is not installed (scripts/test.sh installs it)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start();
-    let am_port = free_port();
+    let (dir, webhook, am_port) = setup();
     let _am = start_alertmanager(dir.path(), am_port, &webhook);
     let odin = start_odin(dir.path(), am_port);
     set_switch(&odin, 1.0);
@@ -244,13 +249,7 @@ fn an_alert_fires_is_notified_once_and_resolves_through_alertmanager() {
 
 #[test]
 fn with_alertmanager_down_the_alert_arrives_once_it_is_back() {
-    if !have_alertmanager() {
-        eprintln!("skipped: {ALERTMANAGER} is not installed (scripts/test.sh installs it)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let webhook = Webhook::start();
-    let am_port = free_port();
+    let (dir, webhook, am_port) = setup();
     let odin = start_odin(dir.path(), am_port);
     set_switch(&odin, 1.0);
     // Firing while nobody listens: every send fails, is counted, and the batch is

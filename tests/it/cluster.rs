@@ -1659,11 +1659,8 @@ fn only_the_leader_evaluates_rules_and_a_new_leader_takes_over() {
 /// the time it would have fired on the old leader, and Alertmanager hears of it once.
 #[test]
 fn a_pending_alert_keeps_its_for_clock_across_a_leader_failover() {
-    use crate::alerting::{ALERTMANAGER, Webhook, have_alertmanager, start_alertmanager};
-    if !have_alertmanager() {
-        eprintln!("skipped: {ALERTMANAGER} is not installed (scripts/test.sh installs it)");
-        return;
-    }
+    use crate::alerting::{Webhook, require_alertmanager, start_alertmanager};
+    require_alertmanager();
     let tmp = tempfile::tempdir().unwrap();
     let webhook = Webhook::start();
     let am_port = free_port();

@@ -400,6 +400,29 @@ fn recorded(
     out
 }
 
+/// Prometheus 2.42 and ODIN on the same configuration: `rules`, evaluated every
+/// second. The same file path in both: a group's place in its interval comes from it.
+fn start_both(
+    dir: &std::path::Path,
+    rules: &std::path::Path,
+) -> (crate::promql_diff::Prometheus, Odin) {
+    let config = dir.join("diff.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  evaluation_interval: 1s\nrule_files: ['{}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let prometheus = crate::promql_diff::Prometheus::start(&dir.join("prom"), &config);
+    let odin = Odin::start(
+        &dir.join("odin"),
+        &[&format!("--config.file={}", config.display())],
+    );
+    (prometheus, odin)
+}
+
 /// Remote-writes the same series to each server.
 fn write_to_both(bases: &[&str], series: &[TestSeries]) {
     let body = crate::common::encode_write(series);
@@ -451,23 +474,7 @@ fn alert_states_match_prometheus() {
 "#,
     )
     .unwrap();
-    let config = dir.path().join("diff.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:
-  evaluation_interval: 1s
-rule_files: ['{}']
-",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let prometheus = crate::promql_diff::Prometheus::start(&dir.path().join("prom"), &config);
-    let odin = Odin::start(
-        &dir.path().join("odin"),
-        &[&format!("--config.file={}", config.display())],
-    );
+    let (prometheus, odin) = start_both(dir.path(), &rules);
     // Cool until 5 s from now (so neither server saw an alert before both ran),
     // then waves of different periods cross the thresholds again and again.
     let now = now_ms() / 1000 * 1000;
@@ -568,21 +575,7 @@ fn recorded_series_match_prometheus() {
 "#,
     )
     .unwrap();
-    // The same file path in both: the group's place in its interval comes from it.
-    let config = dir.path().join("diff.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  evaluation_interval: 1s\nrule_files: ['{}']\n",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let prometheus = crate::promql_diff::Prometheus::start(&dir.path().join("prom"), &config);
-    let odin = Odin::start(
-        &dir.path().join("odin"),
-        &[&format!("--config.file={}", config.display())],
-    );
+    let (prometheus, odin) = start_both(dir.path(), &rules);
     // A second of data for two minutes back and forty seconds ahead, all written
     // before the rules read it, so both servers see the same samples.
     let now = now_ms() / 1000 * 1000;
