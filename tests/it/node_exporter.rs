@@ -48,6 +48,7 @@ const COLLECTORS: &[&str] = &[
     "hwmon",
     "loadavg",
     "meminfo",
+    "netclass",
     "netdev",
     "netstat",
     "os",

@@ -23,6 +23,7 @@ mod filesystem;
 mod hwmon;
 mod loadavg;
 mod meminfo;
+mod netclass;
 mod netdev;
 mod netstat;
 mod os;
@@ -156,6 +157,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("hwmon", hwmon::collect),
     ("loadavg", loadavg::collect),
     ("meminfo", meminfo::collect),
+    ("netclass", netclass::collect),
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
     ("os", os::collect),
