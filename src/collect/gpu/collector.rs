@@ -413,7 +413,8 @@ impl Running {
             label("gpu", id.index.to_string()),
             label("UUID", id.uuid.clone()),
             label("pci_bus_id", id.pci_bus_id.clone()),
-            label("device", format!("nvidia{}", id.minor_number)),
+            // dcgm-exporter names the device by the GPU's index, not its /dev minor.
+            label("device", format!("nvidia{}", id.index)),
             label("modelName", id.name.clone()),
         ];
         if let Some((profile, instance)) = mig {
@@ -523,6 +524,8 @@ impl Running {
                 .take(Field::MemoryClock, device.memory_clock_mhz())?
                 .map(f),
         );
+        // As DCGM reads it: 0 (no HBM sensor) is reported, and a value above 200 °C
+        // is not a temperature.
         put(
             &MEMORY_TEMP,
             state
@@ -530,6 +533,7 @@ impl Running {
                     Field::MemoryTemperature,
                     device.memory_temperature_celsius(),
                 )?
+                .filter(|&c| c <= 200)
                 .map(f),
         );
         put(
@@ -703,9 +707,11 @@ impl Running {
             return Ok(());
         };
         let since = state.utilization_since.get(&id.uuid).copied().unwrap_or(0);
-        let samples = state
-            .take(Field::ProcessUtilization, device.process_utilization(since))?
-            .unwrap_or_default();
+        // `None`: NVML could not say (counted as a field error); the processes'
+        // utilization is then left out, not reported as idle.
+        let samples = state.take(Field::ProcessUtilization, device.process_utilization(since))?;
+        let readable = samples.is_some();
+        let samples = samples.unwrap_or_default();
         // The newest sample per pid.
         let mut latest: HashMap<u32, super::backend::ProcessUtilization> = HashMap::new();
         for sample in samples {
@@ -748,6 +754,9 @@ impl Running {
             }
             if let Some(bytes) = process.used_memory_bytes {
                 batch.push((&PROCESS_MEMORY, labels.clone(), bytes as f64));
+            }
+            if !readable {
+                continue;
             }
             // NVML only keeps samples of processes that used the GPU: none means idle.
             let sample = latest.get(&process.pid);

@@ -167,11 +167,9 @@ impl GpuDevice for NvmlDevice<'_> {
         self.device.temperature(TemperatureSensor::Gpu).field()
     }
     fn memory_temperature_celsius(&self) -> Result<u32> {
+        // Cards without an HBM sensor report 0 rather than NOT_SUPPORTED; DCGM (and so
+        // dcgm-exporter) reports that 0, and so does ODIN.
         let value = self.field_value(field_id::NVML_FI_DEV_MEMORY_TEMP, 0)?;
-        // Cards without an HBM sensor report 0 rather than NOT_SUPPORTED.
-        if value == 0 {
-            return Err(FieldError::NotSupported);
-        }
         Ok(u32::try_from(value).unwrap_or(u32::MAX))
     }
     fn power_usage_milliwatts(&self) -> Result<u32> {

@@ -57,7 +57,8 @@ impl SimulatedGpu {
                 index,
                 uuid: format!("GPU-5f0b7c4e-1d2a-4b3c-8e9f-00000000000{index}"),
                 name: "NVIDIA H100 80GB HBM3".into(),
-                minor_number: index,
+                // Not the index: dcgm-exporter's `device` label is `nvidia<index>`.
+                minor_number: index + 4,
                 pci_bus_id: format!("00000000:{:02X}:00.0", 0x18 + index),
             },
             sm_clock_mhz: 1980,

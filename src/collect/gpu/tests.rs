@@ -529,3 +529,40 @@ fn config_rejects_unknown_fields_and_defaults_the_rest() {
     assert_eq!(config.proc_root, std::path::PathBuf::from("/proc"));
     assert!(serde_json::from_str::<GpuCollectorConfig>(r#"{"bogus": 1}"#).is_err());
 }
+
+#[test]
+fn memory_temperature_is_read_as_dcgm_reads_it() {
+    // No HBM sensor: NVML says 0, and DCGM (dcgm-exporter) reports 0.
+    let mut cold = SimulatedGpu::h100(0);
+    cold.memory_temperature_celsius = 0;
+    // Above 200 °C is not a temperature: DCGM drops it.
+    let mut absurd = SimulatedGpu::h100(1);
+    absurd.memory_temperature_celsius = 250;
+    let (_, collector) = start(vec![cold, absurd]);
+    let families = collector.collect();
+    let temp = family(&families, "DCGM_FI_DEV_MEMORY_TEMP").unwrap();
+    assert_eq!(temp.samples.len(), 1);
+    assert_eq!(label(&temp.samples[0].labels, "gpu"), Some("0"));
+    assert_eq!(temp.samples[0].value, 0.0);
+}
+
+#[test]
+fn process_utilization_nvml_cannot_read_is_left_out_not_zero() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.processes = vec![GpuProcess {
+        pid: 100,
+        used_memory_bytes: Some(1 << 30),
+        gpu_instance_id: None,
+    }];
+    gpu.failures.insert(
+        Field::ProcessUtilization,
+        FieldError::Driver("timeout".into()),
+    );
+    let (_, collector) = start(vec![gpu]);
+    let families = collector.collect();
+    assert!(family(&families, "odin_gpu_process_memory_used_bytes").is_some());
+    assert!(family(&families, "odin_gpu_process_sm_utilization_ratio").is_none());
+    assert!(family(&families, "odin_gpu_process_memory_utilization_ratio").is_none());
+    // The failure is counted, by field.
+    assert!(family(&families, "odin_gpu_collector_errors_total").is_some());
+}
