@@ -91,9 +91,16 @@ impl Sources {
                 self.self_metrics.clone(),
             ));
         }
-        if let Some(cfg) = enabled(&c.node) {
+        if let Some(node) = c.node.as_ref().filter(|n| n.enabled) {
+            let cfg = &node.scrape();
             if self.node.is_none() {
-                match NodeCollector::new(NodePaths::default()) {
+                let defaults = NodePaths::default();
+                let paths = NodePaths {
+                    proc: node.procfs.clone().unwrap_or(defaults.proc),
+                    sys: node.sysfs.clone().unwrap_or(defaults.sys),
+                    root: node.rootfs.clone().unwrap_or(defaults.root),
+                };
+                match NodeCollector::new(paths) {
                     Ok(n) => self.node = Some(Arc::new(NodeSource(n))),
                     Err(e) => tracing::error!(error = %e, "node collector cannot start"),
                 }
@@ -102,9 +109,20 @@ impl Sources {
                 jobs.push(local_job("node", &self.hostname, cfg, config, src.clone()));
             }
         }
-        if let Some(cfg) = enabled(&c.gpu) {
+        if let Some(section) = c.gpu.as_ref().filter(|g| g.enabled) {
+            let cfg = &section.scrape();
             if self.gpu.is_none() {
-                let gpu = GpuCollector::start(GpuCollectorConfig::default());
+                let defaults = GpuCollectorConfig::default();
+                let gpu = GpuCollector::start(GpuCollectorConfig {
+                    enabled: true,
+                    hostname: section.hostname.clone().or(defaults.hostname),
+                    driver_version_label: section
+                        .driver_version_label
+                        .unwrap_or(defaults.driver_version_label),
+                    processes: section.processes.unwrap_or(defaults.processes),
+                    proc_root: section.proc_root.clone().unwrap_or(defaults.proc_root),
+                    host_root: section.host_root.clone().unwrap_or(defaults.host_root),
+                });
                 // Without NVML the collector has logged why once; no job then, so
                 // `up` does not report a GPU target that cannot exist.
                 if gpu.is_on() {

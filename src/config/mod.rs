@@ -3,7 +3,7 @@
 //! key ODIN does not support is reported by name, never ignored.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
@@ -112,9 +112,9 @@ pub struct CollectorsConfig {
     #[serde(rename = "self")]
     pub self_metrics: Option<CollectorConfig>,
     /// node_exporter's metrics from /proc and /sys, job `node`.
-    pub node: Option<CollectorConfig>,
+    pub node: Option<NodeCollectorConfig>,
     /// dcgm-exporter's metrics from NVML, job `gpu`.
-    pub gpu: Option<CollectorConfig>,
+    pub gpu: Option<GpuCollectorConfig>,
     /// Log files to follow (globs, labels, multi-line joining).
     #[serde(default)]
     pub files: Vec<crate::logs::sources::FileSourceConfig>,
@@ -148,6 +148,66 @@ pub struct CollectorConfig {
 
 fn default_true() -> bool {
     true
+}
+
+/// `collectors.node`: the scrape settings and where the host's file systems are
+/// mounted, as node_exporter's `--path.procfs`, `--path.sysfs` and `--path.rootfs`
+/// (a containerised ODIN mounts the host's at, say, `/host/proc`). Read when the
+/// collector starts (a reload does not move it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCollectorConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    pub scrape_interval: Option<DurationMs>,
+    pub scrape_timeout: Option<DurationMs>,
+    /// Default `/proc`.
+    pub procfs: Option<PathBuf>,
+    /// Default `/sys`.
+    pub sysfs: Option<PathBuf>,
+    /// Default `/`.
+    pub rootfs: Option<PathBuf>,
+}
+
+/// `collectors.gpu`: the scrape settings and the GPU collector's own. Read when the
+/// collector starts (a reload does not change them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuCollectorConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    pub scrape_interval: Option<DurationMs>,
+    pub scrape_timeout: Option<DurationMs>,
+    /// The `Hostname` label [default: `$NODE_NAME`, else the kernel's host name].
+    pub hostname: Option<String>,
+    /// dcgm-exporter's `DCGM_FI_DRIVER_VERSION` label on every series [default true].
+    pub driver_version_label: Option<bool>,
+    /// Per-process GPU memory and utilization (`odin_gpu_process_*`) [default true].
+    pub processes: Option<bool>,
+    /// The host's `/proc` (NVML reports the host's pids) [default `/proc`].
+    pub proc_root: Option<PathBuf>,
+    /// The host's root file system, for container runtimes' state [default `/`].
+    pub host_root: Option<PathBuf>,
+}
+
+impl NodeCollectorConfig {
+    pub fn scrape(&self) -> CollectorConfig {
+        CollectorConfig {
+            enabled: self.enabled,
+            scrape_interval: self.scrape_interval,
+            scrape_timeout: self.scrape_timeout,
+        }
+    }
+}
+
+impl GpuCollectorConfig {
+    pub fn scrape(&self) -> CollectorConfig {
+        CollectorConfig {
+            enabled: self.enabled,
+            scrape_interval: self.scrape_interval,
+            scrape_timeout: self.scrape_timeout,
+        }
+    }
 }
 
 impl CollectorConfig {
@@ -428,9 +488,18 @@ impl Config {
             }
         }
         let collectors = [
-            ("collectors.self", &self.collectors.self_metrics),
-            ("collectors.node", &self.collectors.node),
-            ("collectors.gpu", &self.collectors.gpu),
+            ("collectors.self", self.collectors.self_metrics.clone()),
+            (
+                "collectors.node",
+                self.collectors
+                    .node
+                    .as_ref()
+                    .map(NodeCollectorConfig::scrape),
+            ),
+            (
+                "collectors.gpu",
+                self.collectors.gpu.as_ref().map(GpuCollectorConfig::scrape),
+            ),
         ];
         for (key, c) in collectors {
             let Some(c) = c else { continue };
@@ -452,12 +521,12 @@ impl Config {
         crate::scrape::config::validate_scrape_configs(&mut self.scrape_configs, &defaults, path)?;
         for job in ["odin", "node", "gpu"] {
             let taken = self.scrape_configs.iter().any(|c| c.job_name == job);
-            let collector = match job {
-                "odin" => &self.collectors.self_metrics,
-                "node" => &self.collectors.node,
-                _ => &self.collectors.gpu,
+            let enabled = match job {
+                "odin" => self.collectors.self_metrics.as_ref().map(|c| c.enabled),
+                "node" => self.collectors.node.as_ref().map(|c| c.enabled),
+                _ => self.collectors.gpu.as_ref().map(|c| c.enabled),
             };
-            if taken && collector.as_ref().is_some_and(|c| c.enabled) {
+            if taken && enabled == Some(true) {
                 return Err(invalid(
                     "scrape_configs",
                     format!("job name {job:?} is used by a built-in collector"),
@@ -486,6 +555,26 @@ mod tests {
     fn empty_file_is_the_default() {
         let c = Config::parse("", "x.yml").unwrap();
         assert_eq!(c.global.scrape_interval, DurationMs(60_000));
+    }
+
+    #[test]
+    fn collector_sections_take_their_own_keys() {
+        let c = Config::parse(
+            "collectors:\n  gpu:\n    hostname: node-7\n    processes: false\n    proc_root: /host/proc\n    host_root: /host\n    driver_version_label: false\n    scrape_interval: 5s\n  node:\n    rootfs: /host\n",
+            "x.yml",
+        )
+        .unwrap();
+        let gpu = c.collectors.gpu.unwrap();
+        assert_eq!(gpu.hostname.as_deref(), Some("node-7"));
+        assert_eq!(gpu.processes, Some(false));
+        assert_eq!(gpu.proc_root, Some(PathBuf::from("/host/proc")));
+        assert_eq!(gpu.scrape().scrape_interval, Some(DurationMs(5000)));
+        let node = c.collectors.node.unwrap();
+        assert_eq!(node.rootfs, Some(PathBuf::from("/host")));
+        assert!(node.enabled);
+        // A GPU key under `node` (or `self`) is an error, not ignored.
+        assert!(Config::parse("collectors:\n  node:\n    proc_root: /x\n", "x.yml").is_err());
+        assert!(Config::parse("collectors:\n  self:\n    procfs: /x\n", "x.yml").is_err());
     }
 
     #[test]

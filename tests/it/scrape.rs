@@ -333,6 +333,55 @@ fn targets_are_scraped_relabeled_reported_and_reloaded() {
     );
 }
 
+/// `collectors.node.procfs`/`sysfs`/`rootfs` move the node collector to a host's file
+/// systems mounted elsewhere, as node_exporter's `--path.*` flags do.
+#[test]
+fn the_node_collector_reads_the_configured_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(host.join("proc")).unwrap();
+    std::fs::create_dir_all(host.join("sys/class/net/eth9")).unwrap();
+    std::fs::write(host.join("proc/loadavg"), "4.25 3.50 2.75 3/456 7890\n").unwrap();
+    std::fs::write(host.join("sys/class/net/eth9/mtu"), "9000\n").unwrap();
+    std::fs::write(host.join("sys/class/net/eth9/operstate"), "up\n").unwrap();
+    let cfg = dir.path().join("odin.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "collectors:\n  node:\n    scrape_interval: 1s\n    procfs: {p}/proc\n    sysfs: {p}/sys\n    rootfs: {p}\n",
+            p = host.display()
+        ),
+    )
+    .unwrap();
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[&format!("--config.file={}", cfg.display())],
+    );
+    assert!(
+        poll_until(Duration::from_secs(20), || !query(&odin, "node_load1")
+            .is_empty()),
+        "{}",
+        odin.get("/api/v1/targets").1
+    );
+    assert_eq!(query(&odin, "node_load1")[0]["value"][1], "4.25");
+    let mtu = query(&odin, "node_network_mtu_bytes");
+    assert_eq!(mtu.len(), 1, "{mtu:?}");
+    assert_eq!(mtu[0]["metric"]["device"], "eth9");
+    assert_eq!(mtu[0]["value"][1], "9000");
+    // A key the collector does not have is refused, by name.
+    std::fs::write(&cfg, "collectors:\n  node:\n    prcfs: /x\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("prcfs")
+            || String::from_utf8_lossy(&out.stderr).contains("prcfs")
+    );
+}
+
 #[test]
 fn the_embedded_default_scrapes_itself_and_the_node() {
     let dir = tempfile::tempdir().unwrap();
