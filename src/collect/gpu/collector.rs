@@ -143,6 +143,7 @@ const RETIRED_PENDING: Spec = counter(
     "DCGM_FI_DEV_RETIRED_PENDING",
     "Total number of pages pending retirement.",
 );
+/// dcgm-exporter's name, type and help; DCGM's value is a rate (MB/s).
 const NVLINK_BANDWIDTH: Spec = counter(
     "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
     "Total number of NVLink bandwidth counters for all lanes",
@@ -242,6 +243,8 @@ struct State {
     lost: BTreeMap<String, DeviceIdentity>,
     /// Per GPU UUID, the newest process-utilization sample seen.
     utilization_since: HashMap<String, u64>,
+    /// Per GPU UUID, the NVLink traffic counter (KiB) at the last read, and when.
+    nvlink_previous: HashMap<String, (u64, std::time::Instant)>,
     resolver: PodResolver,
 }
 
@@ -368,6 +371,7 @@ impl GpuCollector {
                     identities: HashMap::new(),
                     lost: BTreeMap::new(),
                     utilization_since: HashMap::new(),
+                    nvlink_previous: HashMap::new(),
                     resolver,
                 }),
             }),
@@ -644,12 +648,20 @@ impl Running {
                     .map(|n| n as f64),
             );
         }
-        put(
-            &NVLINK_BANDWIDTH,
-            state
-                .take(Field::NvlinkBandwidth, device.nvlink_bandwidth_total_kib())?
-                .map(|n| n as f64),
-        );
+        // DCGM reports NVLink traffic as a rate: MB/s since the previous read, 0 on
+        // the first (and after the driver's counter went back).
+        if let Some(kib) =
+            state.take(Field::NvlinkBandwidth, device.nvlink_bandwidth_total_kib())?
+        {
+            let now = std::time::Instant::now();
+            let rate = match state.nvlink_previous.insert(id.uuid.clone(), (kib, now)) {
+                Some((before, at)) if kib >= before && now > at => {
+                    (kib - before) as f64 * 1024.0 / 1e6 / now.duration_since(at).as_secs_f64()
+                }
+                _ => 0.0,
+            };
+            put(&NVLINK_BANDWIDTH, Some(rate));
+        }
         for (spec, kind) in [
             (&UNCORRECTABLE_REMAPPED, RemappedRows::Uncorrectable),
             (&CORRECTABLE_REMAPPED, RemappedRows::Correctable),

@@ -193,9 +193,37 @@ fn values_are_converted_to_dcgm_units() {
         value(&families, "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "0"),
         Some(36.0)
     );
+    // A rate, as DCGM reports it: nothing to compare with on the first read.
     assert_eq!(
         value(&families, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "0"),
-        Some(4096.0)
+        Some(0.0)
+    );
+}
+
+#[test]
+fn nvlink_bandwidth_is_a_rate_in_mb_per_second() {
+    let (backend, collector) = start(vec![SimulatedGpu::h100(0)]);
+    let started = std::time::Instant::now();
+    collector.collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // 1,000,000 KiB more since the first read.
+    backend.update(0, |gpu| {
+        gpu.nvlink_bandwidth_total_kib = gpu.nvlink_bandwidth_total_kib.map(|k| k + 1_000_000);
+    });
+    let families = collector.collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = value(&families, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "0").unwrap();
+    let mb = 1_000_000.0 * 1024.0 / 1e6;
+    assert!(
+        rate >= mb / elapsed && rate <= mb / 0.05,
+        "{rate} MB/s for {mb} MB in at most {elapsed} s"
+    );
+    // A counter that went back (a driver reload) is no traffic, not a negative rate.
+    backend.update(0, |gpu| gpu.nvlink_bandwidth_total_kib = Some(1));
+    let families = collector.collect();
+    assert_eq!(
+        value(&families, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "0"),
+        Some(0.0)
     );
 }
 
