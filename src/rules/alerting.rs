@@ -158,10 +158,6 @@ impl AlertingRule {
         }
     }
 
-    pub fn for_ms(&self) -> i64 {
-        self.for_ms
-    }
-
     /// One evaluation at `ts_ms` over the expression's `result`: updates `alerts` and
     /// returns the `ALERTS` and `ALERTS_FOR_STATE` samples to write (none until the
     /// alerts are restored). More than `limit` active alerts (0: no limit) fail the

@@ -306,11 +306,6 @@ impl Group {
         }
     }
 
-    /// The parsed alerting rule at `i`.
-    pub fn alerting_rule(&self, i: usize) -> Option<&AlertingRule> {
-        self.alerting.get(i).and_then(Option::as_ref)
-    }
-
     /// Prometheus's `Group.hash`: the xxhash of the labels `{file, name}`, which
     /// spreads groups over their interval.
     fn hash(&self) -> u64 {

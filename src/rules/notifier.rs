@@ -130,17 +130,11 @@ impl AlertingConfig {
 
 impl AlertmanagerConfig {
     fn authorization(&self) -> Option<Authorization> {
-        if let Some(a) = &self.authorization {
-            return Some(a.clone());
-        }
-        if self.bearer_token.is_none() && self.bearer_token_file.is_none() {
-            return None;
-        }
-        Some(Authorization {
-            credentials_type: "Bearer".to_string(),
-            credentials: self.bearer_token.clone(),
-            credentials_file: self.bearer_token_file.clone(),
-        })
+        Authorization::effective(
+            self.authorization.as_ref(),
+            self.bearer_token.as_ref(),
+            self.bearer_token_file.as_ref(),
+        )
     }
 
     /// The URLs alerts are POSTed to: each target's labels relabelled, as

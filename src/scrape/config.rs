@@ -417,16 +417,33 @@ impl ScrapeConfig {
     /// The `Authorization` header to send, folding the deprecated `bearer_token` and
     /// `bearer_token_file` into the `authorization` form as Prometheus does.
     pub fn effective_authorization(&self) -> Option<Authorization> {
-        if let Some(a) = &self.authorization {
+        Authorization::effective(
+            self.authorization.as_ref(),
+            self.bearer_token.as_ref(),
+            self.bearer_token_file.as_ref(),
+        )
+    }
+}
+
+impl Authorization {
+    /// `authorization`, else the deprecated `bearer_token`/`bearer_token_file` in its
+    /// form, as Prometheus's HTTP client configuration folds them (scrape jobs and
+    /// Alertmanagers alike).
+    pub fn effective(
+        authorization: Option<&Authorization>,
+        bearer_token: Option<&Secret>,
+        bearer_token_file: Option<&String>,
+    ) -> Option<Authorization> {
+        if let Some(a) = authorization {
             return Some(a.clone());
         }
-        if self.bearer_token.is_none() && self.bearer_token_file.is_none() {
+        if bearer_token.is_none() && bearer_token_file.is_none() {
             return None;
         }
         Some(Authorization {
             credentials_type: default_authorization_type(),
-            credentials: self.bearer_token.clone(),
-            credentials_file: self.bearer_token_file.clone(),
+            credentials: bearer_token.cloned(),
+            credentials_file: bearer_token_file.cloned(),
         })
     }
 }
