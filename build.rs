@@ -1,6 +1,6 @@
 //! Generates the Thanos StoreAPI and Info API code (server and client) from
-//! `proto/thanos/`, and the cluster's peer protocol from `proto/odin/`, with
-//! tonic-prost-build.
+//! `proto/thanos/`, the cluster's peer protocol from `proto/odin/`, and the kubelet's
+//! pod-resources API from `proto/kubelet/`, with tonic-prost-build.
 //!
 //! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one already, so a
 //! fresh machine builds with nothing installed from apt.
@@ -16,11 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("info/infopb/rpc.proto"),
     ];
     let mut config = tonic_prost_build::Config::new();
-    let protoc = match std::env::var_os("PROTOC") {
-        Some(p) => PathBuf::from(p),
-        None => protoc_bin_vendored::protoc_bin_path()?,
-    };
-    config.protoc_executable(protoc);
+    config.protoc_executable(protoc()?);
     // Chunk bytes go out as the storage's `bytes::Bytes`, without a copy.
     config.bytes([".thanos.Chunk.data"]);
     let well_known = protoc_bin_vendored::include_path()?;
@@ -32,10 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The cluster's peer protocol (`src/replication/network.rs`).
     let cluster = PathBuf::from("proto/odin/cluster.proto");
     let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(match std::env::var_os("PROTOC") {
-        Some(p) => PathBuf::from(p),
-        None => protoc_bin_vendored::protoc_bin_path()?,
-    });
+    config.protoc_executable(protoc()?);
     config.bytes([".odin.cluster"]);
     tonic_prost_build::configure()
         .build_server(true)
@@ -46,6 +39,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[PathBuf::from("proto/odin"), well_known],
         )?;
     println!("cargo:rerun-if-changed={}", cluster.display());
+
+    // The kubelet's pod-resources API, read by the GPU collector (client only; the
+    // server is generated too, for the tests' fake kubelet).
+    let pod_resources = PathBuf::from("proto/kubelet/podresources.proto");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc()?);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(
+            config,
+            std::slice::from_ref(&pod_resources),
+            &[PathBuf::from("proto/kubelet")],
+        )?;
+    println!("cargo:rerun-if-changed={}", pod_resources.display());
     println!("cargo:rerun-if-env-changed=PROTOC");
     // Naming any rerun-if line turns off cargo's default of rerunning on every
     // change in the package, so the protos must be named too, or an edited proto
@@ -55,4 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     Ok(())
+}
+
+/// `$PROTOC` when set, else the vendored protoc.
+fn protoc() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    Ok(match std::env::var_os("PROTOC") {
+        Some(p) => PathBuf::from(p),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    })
 }

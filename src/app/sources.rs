@@ -122,6 +122,11 @@ impl Sources {
                     processes: section.processes.unwrap_or(defaults.processes),
                     proc_root: section.proc_root.clone().unwrap_or(defaults.proc_root),
                     host_root: section.host_root.clone().unwrap_or(defaults.host_root),
+                    pod_resources_socket: match &section.pod_resources_socket {
+                        Some(path) if path.as_os_str().is_empty() => None,
+                        Some(path) => Some(path.clone()),
+                        None => defaults.pod_resources_socket,
+                    },
                 });
                 // Without NVML the collector has logged why once; no job then, so
                 // `up` does not report a GPU target that cannot exist.

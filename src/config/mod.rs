@@ -188,6 +188,10 @@ pub struct GpuCollectorConfig {
     pub proc_root: Option<PathBuf>,
     /// The host's root file system, for container runtimes' state [default `/`].
     pub host_root: Option<PathBuf>,
+    /// The kubelet's pod-resources socket, for `pod`/`namespace`/`container` on the
+    /// series of a GPU a pod holds [default
+    /// `/var/lib/kubelet/pod-resources/kubelet.sock`; `""` turns it off].
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 impl NodeCollectorConfig {

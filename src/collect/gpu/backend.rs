@@ -38,18 +38,29 @@ pub struct MemoryInfo {
     pub free: u64,
 }
 
-/// One MIG GPU instance of a MIG-enabled GPU.
+/// One MIG GPU instance of a MIG-enabled GPU: what DCGM monitors as a `GPU_I` entity
+/// (its compute instances are not monitored apart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigInstance {
-    /// `GPU_I_ID`.
+    /// `GPU_I_ID`: NVML's GPU-instance ID.
     pub gpu_instance_id: u32,
-    /// `GPU_I_PROFILE`, e.g. `1g.10gb`.
-    pub profile: String,
-    /// The MIG device's own UUID (`MIG-…`); labels use the parent GPU's UUID, as
-    /// dcgm-exporter does.
-    pub uuid: String,
+    /// GPU slices of the instance (its profile's `sliceCount`).
+    pub slices: u32,
+    /// The instance's memory in MiB (its profile's `memorySizeMB`).
+    pub memory_size_mib: u64,
+    /// The `MIG-…` UUIDs of its MIG devices, one per compute instance: what the
+    /// device plugin hands to pods. Labels use the parent GPU's UUID, as dcgm-exporter.
+    pub device_uuids: Vec<String>,
     /// The instance's frame buffer, read when the instances are listed.
     pub memory: Result<MemoryInfo>,
+}
+
+impl MigInstance {
+    /// `GPU_I_PROFILE` as DCGM names a GPU instance: `<slices>g.<memory in GiB,
+    /// rounded up>gb` (`1g.10gb`, `3g.40gb`), once per GPU instance.
+    pub fn profile(&self) -> String {
+        format!("{}g.{}gb", self.slices, self.memory_size_mib.div_ceil(1024))
+    }
 }
 
 /// A process holding a context on a GPU.
@@ -107,6 +118,52 @@ pub enum PcieDirection {
     Rx,
 }
 
+/// A GPM (GPU Performance Monitoring, Hopper and later) metric: what NVML itself
+/// measures of DCGM's profiling fields, over the interval between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GpmMetric {
+    /// Percent of time the graphics engine was active (DCGM's `GR_ENGINE_ACTIVE`).
+    GraphicsUtil,
+    /// Percent of time an SM had a warp assigned, averaged over SMs.
+    SmUtil,
+    /// Percent of the theoretical maximum of resident warps, averaged over SMs.
+    SmOccupancy,
+    /// Percent of time any tensor pipe was active.
+    AnyTensorUtil,
+    /// Percent of DRAM bandwidth used.
+    DramBandwidthUtil,
+    Fp64Util,
+    Fp32Util,
+    Fp16Util,
+    /// MiB/s.
+    PcieTxMibPerSecond,
+    PcieRxMibPerSecond,
+    NvlinkTxMibPerSecond,
+    NvlinkRxMibPerSecond,
+}
+
+impl GpmMetric {
+    pub const ALL: [GpmMetric; 12] = [
+        GpmMetric::GraphicsUtil,
+        GpmMetric::SmUtil,
+        GpmMetric::SmOccupancy,
+        GpmMetric::AnyTensorUtil,
+        GpmMetric::DramBandwidthUtil,
+        GpmMetric::Fp64Util,
+        GpmMetric::Fp32Util,
+        GpmMetric::Fp16Util,
+        GpmMetric::PcieTxMibPerSecond,
+        GpmMetric::PcieRxMibPerSecond,
+        GpmMetric::NvlinkTxMibPerSecond,
+        GpmMetric::NvlinkRxMibPerSecond,
+    ];
+}
+
+/// GPM readings over the interval since the previous call, in NVML's units
+/// (percent, MiB/s). Empty on the first call for a GPU or instance: a rate needs
+/// two samples. A metric the GPU does not measure is absent.
+pub type GpmReadings = Vec<(GpmMetric, f64)>;
+
 /// A reading, as the errors counter names it (`odin_gpu_collector_errors_total{field}`)
 /// and as the simulator injects failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,7 +179,7 @@ pub enum Field {
     PowerUsage,
     PowerLimit,
     TotalEnergy,
-    PcieThroughput(PcieDirection),
+    PcieBytes(PcieDirection),
     PcieReplay,
     GpuUtilization,
     MemoryCopyUtilization,
@@ -134,9 +191,12 @@ pub enum Field {
     Remapped(RemappedRows),
     ThrottleReasons,
     NvlinkBandwidth,
+    Gpm,
     Mig,
     Processes,
     ProcessUtilization,
+    /// The kubelet's pod-resources list (not a GPU reading, counted alike).
+    PodResources,
 }
 
 impl Field {
@@ -154,8 +214,8 @@ impl Field {
             Field::PowerUsage => "DCGM_FI_DEV_POWER_USAGE",
             Field::PowerLimit => "DCGM_FI_DEV_POWER_MGMT_LIMIT",
             Field::TotalEnergy => "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
-            Field::PcieThroughput(PcieDirection::Tx) => "DCGM_FI_DEV_PCIE_TX_THROUGHPUT",
-            Field::PcieThroughput(PcieDirection::Rx) => "DCGM_FI_DEV_PCIE_RX_THROUGHPUT",
+            Field::PcieBytes(PcieDirection::Tx) => "DCGM_FI_PROF_PCIE_TX_BYTES",
+            Field::PcieBytes(PcieDirection::Rx) => "DCGM_FI_PROF_PCIE_RX_BYTES",
             Field::PcieReplay => "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
             Field::GpuUtilization => "DCGM_FI_DEV_GPU_UTIL",
             Field::MemoryCopyUtilization => "DCGM_FI_DEV_MEM_COPY_UTIL",
@@ -176,9 +236,11 @@ impl Field {
             Field::Remapped(RemappedRows::Failure) => "DCGM_FI_DEV_ROW_REMAP_FAILURE",
             Field::ThrottleReasons => "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
             Field::NvlinkBandwidth => "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+            Field::Gpm => "gpm",
             Field::Mig => "mig_instances",
             Field::Processes => "processes",
             Field::ProcessUtilization => "process_utilization",
+            Field::PodResources => "pod_resources",
         }
     }
 }
@@ -198,8 +260,9 @@ pub trait GpuDevice {
     /// The power management limit (what `nvidia-smi` calls the power limit).
     fn power_limit_milliwatts(&self) -> Result<u32>;
     fn total_energy_millijoules(&self) -> Result<u64>;
-    /// PCIe throughput over the driver's last 20 ms window, KB/s.
-    fn pcie_throughput_kbps(&self, direction: PcieDirection) -> Result<u32>;
+    /// Bytes through PCIe since the driver loaded (NVML's `PCIE_COUNT_*_BYTES`
+    /// counters); `NotSupported` where the driver has no such counter.
+    fn pcie_bytes_total(&self, direction: PcieDirection) -> Result<u64>;
     fn pcie_replay_count(&self) -> Result<u64>;
     fn gpu_utilization_percent(&self) -> Result<u32>;
     fn memory_copy_utilization_percent(&self) -> Result<u32>;
@@ -214,6 +277,9 @@ pub trait GpuDevice {
     /// NVLink data bytes sent and received over all links, in KiB. `NotSupported` on
     /// GPUs without NVLink.
     fn nvlink_bandwidth_total_kib(&self) -> Result<u64>;
+    /// GPM metrics since the previous call for this GPU (`gpu_instance`: for one of
+    /// its MIG GPU instances); `NotSupported` on GPUs before Hopper.
+    fn gpm(&self, gpu_instance: Option<u32>) -> Result<GpmReadings>;
     /// The MIG instances; empty when MIG is off or unsupported.
     fn mig_instances(&self) -> Result<Vec<MigInstance>>;
     /// Compute and graphics processes, one entry per pid.
@@ -244,26 +310,70 @@ pub struct XidWatch {
 #[derive(Debug, Default)]
 pub struct XidTable {
     by_uuid: Mutex<HashMap<String, XidHistory>>,
+    /// Orders events across GPUs and instances, to tell which came last.
+    sequence: std::sync::atomic::AtomicU64,
+}
+
+/// One XID event: its code and when it came, as a sequence number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XidEvent {
+    pub xid: u64,
+    pub sequence: u64,
 }
 
 /// The XIDs of one GPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct XidHistory {
-    /// The last XID seen (dcgm-exporter's `DCGM_FI_DEV_XID_ERRORS`).
-    pub last: u64,
+    /// The last XID seen on the GPU, wherever the driver filed it (dcgm-exporter's
+    /// `DCGM_FI_DEV_XID_ERRORS` of a whole GPU).
+    pub last: Option<XidEvent>,
+    /// The last XID the driver did not attribute to a MIG GPU instance.
+    pub last_unattributed: Option<XidEvent>,
+    /// The last XID per MIG GPU instance it was filed under.
+    pub last_by_instance: BTreeMap<u32, XidEvent>,
     /// How many times each XID was seen.
     pub counts: BTreeMap<u64, u64>,
 }
 
-/// Bounds the per-GPU map: XIDs are a few dozen documented values, but a driver bug
+impl XidHistory {
+    /// The XID a MIG GPU instance reports: the later of its own and the GPU's
+    /// unattributed ones (a GPU-wide fault concerns every instance).
+    pub fn last_for_instance(&self, gpu_instance: u32) -> Option<XidEvent> {
+        let own = self.last_by_instance.get(&gpu_instance).copied();
+        match (own, self.last_unattributed) {
+            (Some(a), Some(b)) => Some(if a.sequence > b.sequence { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Bounds the per-GPU maps: XIDs are a few dozen documented values, but a driver bug
 /// must not grow memory without end.
 const MAX_DISTINCT_XIDS: usize = 256;
 
 impl XidTable {
-    pub fn record(&self, uuid: &str, xid: u64) {
+    /// Records XID `xid` on the GPU `uuid`, filed under MIG GPU instance
+    /// `gpu_instance` when the driver attributed it to one.
+    pub fn record(&self, uuid: &str, gpu_instance: Option<u32>, xid: u64) {
+        let event = XidEvent {
+            xid,
+            sequence: self
+                .sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
         let mut map = self.by_uuid.lock();
         let history = map.entry(uuid.to_string()).or_default();
-        history.last = xid;
+        history.last = Some(event);
+        match gpu_instance {
+            Some(id) => {
+                if history.last_by_instance.len() < MAX_DISTINCT_XIDS
+                    || history.last_by_instance.contains_key(&id)
+                {
+                    history.last_by_instance.insert(id, event);
+                }
+            }
+            None => history.last_unattributed = Some(event),
+        }
         if history.counts.len() < MAX_DISTINCT_XIDS || history.counts.contains_key(&xid) {
             *history.counts.entry(xid).or_insert(0) += 1;
         }

@@ -13,12 +13,13 @@ use serde::Deserialize;
 use crate::exposition::family::{MetricFamily, MetricType};
 
 use super::backend::{
-    DeviceIdentity, EccCount, Field, GpuBackend, GpuDevice, PcieDirection, RemappedRows,
-    RetiredPages, XidTable, XidWatch,
+    DeviceIdentity, EccCount, Field, GpmMetric, GpuBackend, GpuDevice, MigInstance, PcieDirection,
+    RemappedRows, RetiredPages, XidTable, XidWatch,
 };
 use super::error::{FieldError, Result};
+use super::kubelet::{DeviceAllocations, ListError, PodResourcesClient};
 use super::nvml::NvmlBackend;
-use super::process::PodResolver;
+use super::process::{PodInfo, PodResolver};
 
 /// `gpu:` in ODIN's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,6 +43,11 @@ pub struct GpuCollectorConfig {
     /// Where the host's root file system is, to read container runtimes' state for pod
     /// and container names. Default `/`.
     pub host_root: PathBuf,
+    /// The kubelet's pod-resources socket, to label a GPU allocated to a pod with
+    /// `pod`, `namespace` and `container` as dcgm-exporter does. Default
+    /// [`DEFAULT_SOCKET`](super::kubelet::DEFAULT_SOCKET); `None` turns it off. A
+    /// host without the socket (no kubelet) gets no pod labels and no errors.
+    pub pod_resources_socket: Option<PathBuf>,
 }
 
 impl Default for GpuCollectorConfig {
@@ -53,6 +59,7 @@ impl Default for GpuCollectorConfig {
             processes: true,
             proc_root: PathBuf::from("/proc"),
             host_root: PathBuf::from("/"),
+            pod_resources_socket: Some(PathBuf::from(super::kubelet::DEFAULT_SOCKET)),
         }
     }
 }
@@ -92,14 +99,6 @@ const POWER_USAGE: Spec = gauge("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).")
 const TOTAL_ENERGY: Spec = counter(
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
     "Total energy consumption since boot (in mJ).",
-);
-const PCIE_TX: Spec = counter(
-    "DCGM_FI_DEV_PCIE_TX_THROUGHPUT",
-    "Total number of bytes transmitted through PCIe TX (in KB) via NVML.",
-);
-const PCIE_RX: Spec = counter(
-    "DCGM_FI_DEV_PCIE_RX_THROUGHPUT",
-    "Total number of bytes received through PCIe RX (in KB) via NVML.",
 );
 const PCIE_REPLAY: Spec = counter(
     "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
@@ -160,6 +159,87 @@ const ROW_REMAP_FAILURE: Spec = gauge(
     "DCGM_FI_DEV_ROW_REMAP_FAILURE",
     "Whether remapping of rows has failed",
 );
+// DCGM's profiling fields, from NVML's GPM (Hopper and later). dcgm-exporter 3.3's
+// defaults list GR_ENGINE_ACTIVE, PIPE_TENSOR_ACTIVE, DRAM_ACTIVE and PCIE_TX/RX_BYTES;
+// the others are its commented rows. Ratios are 0..1; bytes are per second.
+const PROF_GR_ENGINE_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+    "Ratio of time the graphics engine is active.",
+);
+const PROF_SM_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_SM_ACTIVE",
+    "The ratio of cycles an SM has at least 1 warp assigned.",
+);
+const PROF_SM_OCCUPANCY: Spec = gauge(
+    "DCGM_FI_PROF_SM_OCCUPANCY",
+    "The ratio of number of warps resident on an SM.",
+);
+const PROF_PIPE_TENSOR_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    "Ratio of cycles the tensor (HMMA) pipe is active.",
+);
+const PROF_DRAM_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_DRAM_ACTIVE",
+    "Ratio of cycles the device memory interface is active sending or receiving data.",
+);
+const PROF_PIPE_FP64_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_PIPE_FP64_ACTIVE",
+    "Ratio of cycles the fp64 pipes are active.",
+);
+const PROF_PIPE_FP32_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_PIPE_FP32_ACTIVE",
+    "Ratio of cycles the fp32 pipes are active.",
+);
+const PROF_PIPE_FP16_ACTIVE: Spec = gauge(
+    "DCGM_FI_PROF_PIPE_FP16_ACTIVE",
+    "Ratio of cycles the fp16 pipes are active.",
+);
+const PROF_PCIE_TX_BYTES: Spec = gauge(
+    "DCGM_FI_PROF_PCIE_TX_BYTES",
+    "The rate of data transmitted over the PCIe bus - including both protocol headers and data payloads - in bytes per second.",
+);
+const PROF_PCIE_RX_BYTES: Spec = gauge(
+    "DCGM_FI_PROF_PCIE_RX_BYTES",
+    "The rate of data received over the PCIe bus - including both protocol headers and data payloads - in bytes per second.",
+);
+const PROF_NVLINK_TX_BYTES: Spec = gauge(
+    "DCGM_FI_PROF_NVLINK_TX_BYTES",
+    "The rate of data transmitted over NVLink - including both protocol headers and data payloads - in bytes per second.",
+);
+const PROF_NVLINK_RX_BYTES: Spec = gauge(
+    "DCGM_FI_PROF_NVLINK_RX_BYTES",
+    "The rate of data received over NVLink - including both protocol headers and data payloads - in bytes per second.",
+);
+
+/// The DCGM field a GPM metric stands for, and the factor from NVML's unit to DCGM's
+/// (percent to a ratio, MiB/s to bytes/s).
+fn gpm_field(metric: GpmMetric) -> (&'static Spec, f64) {
+    const MIB: f64 = 1024.0 * 1024.0;
+    match metric {
+        GpmMetric::GraphicsUtil => (&PROF_GR_ENGINE_ACTIVE, 0.01),
+        GpmMetric::SmUtil => (&PROF_SM_ACTIVE, 0.01),
+        GpmMetric::SmOccupancy => (&PROF_SM_OCCUPANCY, 0.01),
+        GpmMetric::AnyTensorUtil => (&PROF_PIPE_TENSOR_ACTIVE, 0.01),
+        GpmMetric::DramBandwidthUtil => (&PROF_DRAM_ACTIVE, 0.01),
+        GpmMetric::Fp64Util => (&PROF_PIPE_FP64_ACTIVE, 0.01),
+        GpmMetric::Fp32Util => (&PROF_PIPE_FP32_ACTIVE, 0.01),
+        GpmMetric::Fp16Util => (&PROF_PIPE_FP16_ACTIVE, 0.01),
+        GpmMetric::PcieTxMibPerSecond => (&PROF_PCIE_TX_BYTES, MIB),
+        GpmMetric::PcieRxMibPerSecond => (&PROF_PCIE_RX_BYTES, MIB),
+        GpmMetric::NvlinkTxMibPerSecond => (&PROF_NVLINK_TX_BYTES, MIB),
+        GpmMetric::NvlinkRxMibPerSecond => (&PROF_NVLINK_RX_BYTES, MIB),
+    }
+}
+
+/// Fields DCGM leaves blank for a MIG GPU instance (so dcgm-exporter emits no series):
+/// the engine utilizations, which NVML measures for the whole GPU only.
+const BLANK_ON_MIG: [&str; 4] = [
+    GPU_UTIL.name,
+    MEM_COPY_UTIL.name,
+    ENC_UTIL.name,
+    DEC_UTIL.name,
+];
+
 // Not in the default CSV but DCGM fields dcgm-exporter exports when listed.
 const THROTTLE_REASONS: Spec = gauge(
     "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
@@ -243,14 +323,32 @@ struct State {
     lost: BTreeMap<String, DeviceIdentity>,
     /// Per GPU UUID, the newest process-utilization sample seen.
     utilization_since: HashMap<String, u64>,
-    /// Per GPU UUID, the NVLink traffic counter (KiB) at the last read, and when.
-    nvlink_previous: HashMap<String, (u64, std::time::Instant)>,
+    /// Per GPU UUID and counter, the value at the last read and when: DCGM reports
+    /// NVLink and PCIe traffic as rates.
+    counters_previous: HashMap<(String, &'static str), (u64, std::time::Instant)>,
     resolver: PodResolver,
+    /// Whether the last pod-resources list failed (a change is logged once).
+    pod_resources_failing: bool,
 }
 
 impl State {
     fn count_error(&mut self, field: Field) {
         *self.errors.entry(field.label()).or_insert(0) += 1;
+    }
+
+    /// The change per second of a cumulative counter since the previous read: 0 on
+    /// the first read and after the counter went back (a driver reload, a wrap).
+    fn rate_since_previous(&mut self, uuid: &str, counter: &'static str, value: u64) -> f64 {
+        let now = std::time::Instant::now();
+        match self
+            .counters_previous
+            .insert((uuid.to_string(), counter), (value, now))
+        {
+            Some((before, at)) if value >= before && now > at => {
+                (value - before) as f64 / now.duration_since(at).as_secs_f64()
+            }
+            _ => 0.0,
+        }
     }
 
     /// `Ok(None)`: leave the series out. `Err(Lost)`: stop this GPU.
@@ -280,6 +378,7 @@ struct Running {
     xid: Arc<XidTable>,
     stop: Arc<AtomicBool>,
     xid_thread: Option<JoinHandle<()>>,
+    pod_resources: Option<PodResourcesClient>,
     state: Mutex<State>,
 }
 
@@ -337,12 +436,11 @@ impl GpuCollector {
 
     /// Starts the collector on any backend (the simulator in tests).
     pub fn with_backend(backend: Arc<dyn GpuBackend>, config: GpuCollectorConfig) -> GpuCollector {
-        let node_hostname = kernel_hostname();
         let hostname = config
             .hostname
             .clone()
             .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| node_hostname.clone());
+            .unwrap_or_else(kernel_hostname);
         let driver_version = backend.driver_version().unwrap_or_default();
         let xid = Arc::new(XidTable::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -352,11 +450,12 @@ impl GpuCollector {
         });
         let count = backend.device_count().unwrap_or(0);
         tracing::info!(gpus = count, driver = %driver_version, "gpu collector on");
-        let resolver = PodResolver::new(
-            config.proc_root.clone(),
-            config.host_root.clone(),
-            node_hostname,
-        );
+        let resolver = PodResolver::new(config.proc_root.clone(), config.host_root.clone());
+        let pod_resources = config
+            .pod_resources_socket
+            .as_ref()
+            .filter(|path| !path.as_os_str().is_empty())
+            .map(PodResourcesClient::new);
         GpuCollector {
             running: Some(Running {
                 backend,
@@ -366,13 +465,15 @@ impl GpuCollector {
                 xid,
                 stop,
                 xid_thread,
+                pod_resources,
                 state: Mutex::new(State {
                     errors: BTreeMap::new(),
                     identities: HashMap::new(),
                     lost: BTreeMap::new(),
                     utilization_since: HashMap::new(),
-                    nvlink_previous: HashMap::new(),
+                    counters_previous: HashMap::new(),
                     resolver,
+                    pod_resources_failing: false,
                 }),
             }),
             off_reason: None,
@@ -434,9 +535,39 @@ impl Running {
         labels
     }
 
+    /// The pods holding this host's GPUs, when a kubelet says. A failure is logged
+    /// when it starts and when it ends, and counted; the series go out without pod
+    /// labels meanwhile.
+    fn allocations(&self, state: &mut State) -> DeviceAllocations {
+        let Some(client) = &self.pod_resources else {
+            return DeviceAllocations::default();
+        };
+        match client.list() {
+            Ok(allocations) => {
+                if state.pod_resources_failing {
+                    tracing::info!(socket = %client.socket().display(),
+                        "gpu collector: the kubelet's pod-resources list answers again");
+                    state.pod_resources_failing = false;
+                }
+                allocations
+            }
+            Err(ListError::NoSocket(_)) => DeviceAllocations::default(),
+            Err(error) => {
+                if !state.pod_resources_failing {
+                    tracing::warn!(%error,
+                        "gpu collector: cannot list the kubelet's pod resources; GPU series go out without pod labels");
+                    state.pod_resources_failing = true;
+                }
+                state.count_error(Field::PodResources);
+                DeviceAllocations::default()
+            }
+        }
+    }
+
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = Families::default();
         let mut state = self.state.lock();
+        let allocations = self.allocations(&mut state);
         let count = match self.backend.device_count() {
             Ok(n) => n,
             Err(_) => {
@@ -473,7 +604,7 @@ impl Running {
             }
             state.identities.insert(index, id.clone());
             let mut batch = Batch::new();
-            match self.read_device(&*device, &id, &mut state, &mut batch) {
+            match self.read_device(&*device, &id, &mut state, &allocations, &mut batch) {
                 Ok(()) => {
                     for (spec, labels, value) in batch {
                         out.push(spec, labels, value);
@@ -504,17 +635,18 @@ impl Running {
         }
     }
 
-    fn read_device(
+    /// The readings of one GPU that are the same for the whole GPU and for each of its
+    /// MIG GPU instances, in DCGM's units.
+    fn read_gpu_fields(
         &self,
         device: &dyn GpuDevice,
         id: &DeviceIdentity,
         state: &mut State,
-        batch: &mut Batch,
-    ) -> std::result::Result<(), Lost> {
-        let labels = self.labels(id, None);
+    ) -> std::result::Result<Vec<(&'static Spec, f64)>, Lost> {
+        let mut readings: Vec<(&'static Spec, f64)> = Vec::new();
         let mut put = |spec: &'static Spec, value: Option<f64>| {
             if let Some(v) = value {
-                batch.push((spec, labels.clone(), v));
+                readings.push((spec, v));
             }
         };
         let f = f64::from;
@@ -565,17 +697,6 @@ impl Running {
                 .take(Field::TotalEnergy, device.total_energy_millijoules())?
                 .map(|mj| mj as f64),
         );
-        for (spec, direction) in [(&PCIE_TX, PcieDirection::Tx), (&PCIE_RX, PcieDirection::Rx)] {
-            put(
-                spec,
-                state
-                    .take(
-                        Field::PcieThroughput(direction),
-                        device.pcie_throughput_kbps(direction),
-                    )?
-                    .map(f),
-            );
-        }
         put(
             &PCIE_REPLAY,
             state
@@ -615,14 +736,6 @@ impl Running {
                 )?
                 .map(f),
         );
-        // XID: the last one seen, 0 when none (as dcgm-exporter).
-        let xids = self.xid.get(&id.uuid).unwrap_or_default();
-        put(&XID_ERRORS, Some(xids.last as f64));
-        if let Some(memory) = state.take(Field::MemoryInfo, device.memory_info())? {
-            // bytes → MiB, whole MiB as DCGM reports them.
-            put(&FB_FREE, Some((memory.free >> 20) as f64));
-            put(&FB_USED, Some((memory.used >> 20) as f64));
-        }
         for (spec, count) in [
             (&ECC_SBE_VOL, EccCount::SingleBitVolatile),
             (&ECC_DBE_VOL, EccCount::DoubleBitVolatile),
@@ -653,14 +766,8 @@ impl Running {
         if let Some(kib) =
             state.take(Field::NvlinkBandwidth, device.nvlink_bandwidth_total_kib())?
         {
-            let now = std::time::Instant::now();
-            let rate = match state.nvlink_previous.insert(id.uuid.clone(), (kib, now)) {
-                Some((before, at)) if kib >= before && now > at => {
-                    (kib - before) as f64 * 1024.0 / 1e6 / now.duration_since(at).as_secs_f64()
-                }
-                _ => 0.0,
-            };
-            put(&NVLINK_BANDWIDTH, Some(rate));
+            let kib_per_second = state.rate_since_previous(&id.uuid, NVLINK_BANDWIDTH.name, kib);
+            put(&NVLINK_BANDWIDTH, Some(kib_per_second * 1024.0 / 1e6));
         }
         for (spec, kind) in [
             (&UNCORRECTABLE_REMAPPED, RemappedRows::Uncorrectable),
@@ -680,29 +787,154 @@ impl Running {
                 .take(Field::ThrottleReasons, device.clock_throttle_reasons())?
                 .map(|bits| bits as f64),
         );
-        for (xid, n) in &xids.counts {
-            let mut l = labels.clone();
-            l.push(label("xid", xid.to_string()));
-            batch.push((&XID_COUNT, l, *n as f64));
-        }
+        Ok(readings)
+    }
 
-        // MIG instances: frame buffer per GPU instance, labelled as dcgm-exporter does.
+    /// DCGM's profiling fields for the whole GPU (`gpu_instance` `None`) or one MIG
+    /// GPU instance, from GPM.
+    fn read_profiling(
+        &self,
+        device: &dyn GpuDevice,
+        gpu_instance: Option<u32>,
+        state: &mut State,
+    ) -> std::result::Result<Vec<(&'static Spec, f64)>, Lost> {
+        let readings = state
+            .take(Field::Gpm, device.gpm(gpu_instance))?
+            .unwrap_or_default();
+        Ok(readings
+            .into_iter()
+            .map(|(metric, value)| {
+                let (spec, factor) = gpm_field(metric);
+                let value = value * factor;
+                // Ratios stay within 0..1 whatever the driver's rounding.
+                let value = if factor < 1.0 {
+                    value.clamp(0.0, 1.0)
+                } else {
+                    value.max(0.0)
+                };
+                (spec, value)
+            })
+            .collect())
+    }
+
+    /// PCIe traffic where GPM does not measure it: the rate of NVML's byte counters
+    /// since the previous read, under DCGM's profiling names.
+    fn read_pcie_counters(
+        &self,
+        device: &dyn GpuDevice,
+        id: &DeviceIdentity,
+        state: &mut State,
+    ) -> std::result::Result<Vec<(&'static Spec, f64)>, Lost> {
+        let mut readings = Vec::new();
+        for (spec, direction) in [
+            (&PROF_PCIE_TX_BYTES, PcieDirection::Tx),
+            (&PROF_PCIE_RX_BYTES, PcieDirection::Rx),
+        ] {
+            if let Some(bytes) = state.take(
+                Field::PcieBytes(direction),
+                device.pcie_bytes_total(direction),
+            )? {
+                readings.push((spec, state.rate_since_previous(&id.uuid, spec.name, bytes)));
+            }
+        }
+        Ok(readings)
+    }
+
+    /// dcgm-exporter's attributes after the labels, sorted by name as its template
+    /// writes them: `container`, `err_code`, `err_msg`, `namespace`, `pod`.
+    fn with_attributes(labels: &Labels, attributes: &[(&'static str, String)]) -> Labels {
+        let mut sorted: Vec<&(&'static str, String)> = attributes.iter().collect();
+        sorted.sort_by_key(|(name, _)| *name);
+        let mut out = labels.clone();
+        out.extend(
+            sorted
+                .into_iter()
+                .map(|(name, value)| label(name, value.clone())),
+        );
+        out
+    }
+
+    fn read_device(
+        &self,
+        device: &dyn GpuDevice,
+        id: &DeviceIdentity,
+        state: &mut State,
+        allocations: &DeviceAllocations,
+        batch: &mut Batch,
+    ) -> std::result::Result<(), Lost> {
+        let gpu_fields = self.read_gpu_fields(device, id, state)?;
+        let xids = self.xid.get(&id.uuid).unwrap_or_default();
+        // A MIG-enabled GPU is reported as its GPU instances, as dcgm-exporter's
+        // default (flex) mode reports it: each instance's series carry the GPU's
+        // readings under its own labels; the GPU has no series of its own.
         let instances = state
             .take(Field::Mig, device.mig_instances())?
             .unwrap_or_default();
-        for instance in &instances {
-            let mig_labels = self.labels(
-                id,
-                Some((instance.profile.as_str(), instance.gpu_instance_id)),
-            );
-            if let Some(memory) = state.take(Field::MemoryInfo, instance.memory.clone())? {
-                batch.push((&FB_FREE, mig_labels.clone(), (memory.free >> 20) as f64));
-                batch.push((&FB_USED, mig_labels, (memory.used >> 20) as f64));
+        if instances.is_empty() {
+            let labels = self.labels(id, None);
+            let pod = pod_attributes(allocations.of_gpu(&id.uuid, id.index));
+            let mut readings = gpu_fields;
+            if let Some(memory) = state.take(Field::MemoryInfo, device.memory_info())? {
+                // bytes → MiB, whole MiB as DCGM reports them.
+                readings.push((&FB_FREE, (memory.free >> 20) as f64));
+                readings.push((&FB_USED, (memory.used >> 20) as f64));
+            }
+            let profiling = self.read_profiling(device, None, state)?;
+            let gpm_measures_pcie = profiling
+                .iter()
+                .any(|(spec, _)| spec.name == PROF_PCIE_TX_BYTES.name);
+            readings.extend(profiling);
+            if !gpm_measures_pcie {
+                readings.extend(self.read_pcie_counters(device, id, state)?);
+            }
+            for (spec, value) in readings {
+                batch.push((spec, Self::with_attributes(&labels, &pod), value));
+            }
+            let xid = xids.last.map_or(0, |event| event.xid);
+            batch.push((
+                &XID_ERRORS,
+                Self::with_attributes(&labels, &xid_attributes(xid, &pod)),
+                xid as f64,
+            ));
+        } else {
+            for instance in &instances {
+                let gi = instance.gpu_instance_id;
+                let labels = self.labels(id, Some((&instance.profile(), gi)));
+                let pod = pod_attributes(allocations.of_instance(
+                    &id.uuid,
+                    id.index,
+                    gi,
+                    &instance.device_uuids,
+                ));
+                let mut readings: Vec<(&'static Spec, f64)> = gpu_fields
+                    .iter()
+                    .filter(|(spec, _)| !BLANK_ON_MIG.contains(&spec.name))
+                    .copied()
+                    .collect();
+                if let Some(memory) = state.take(Field::MemoryInfo, instance.memory.clone())? {
+                    readings.push((&FB_FREE, (memory.free >> 20) as f64));
+                    readings.push((&FB_USED, (memory.used >> 20) as f64));
+                }
+                readings.extend(self.read_profiling(device, Some(gi), state)?);
+                for (spec, value) in readings {
+                    batch.push((spec, Self::with_attributes(&labels, &pod), value));
+                }
+                let xid = xids.last_for_instance(gi).map_or(0, |event| event.xid);
+                batch.push((
+                    &XID_ERRORS,
+                    Self::with_attributes(&labels, &xid_attributes(xid, &pod)),
+                    xid as f64,
+                ));
             }
         }
-
+        let gpu_labels = self.labels(id, None);
+        for (xid, n) in &xids.counts {
+            let mut l = gpu_labels.clone();
+            l.push(label("xid", xid.to_string()));
+            batch.push((&XID_COUNT, l, *n as f64));
+        }
         if self.config.processes {
-            self.read_processes(device, id, &instances, state, batch)?;
+            self.read_processes(device, id, &instances, state, allocations, batch)?;
         }
         Ok(())
     }
@@ -711,8 +943,9 @@ impl Running {
         &self,
         device: &dyn GpuDevice,
         id: &DeviceIdentity,
-        instances: &[super::backend::MigInstance],
+        instances: &[MigInstance],
         state: &mut State,
+        allocations: &DeviceAllocations,
         batch: &mut Batch,
     ) -> std::result::Result<(), Lost> {
         let Some(processes) = state.take(Field::Processes, device.processes())? else {
@@ -740,30 +973,41 @@ impl Running {
                 .insert(id.uuid.clone(), newest.max(since));
         }
         for process in processes {
-            let mig = process.gpu_instance_id.map(|gi| {
-                let profile = instances
-                    .iter()
-                    .find(|i| i.gpu_instance_id == gi)
-                    .map(|i| i.profile.as_str())
-                    .unwrap_or("");
-                (profile, gi)
-            });
+            let instance = process
+                .gpu_instance_id
+                .and_then(|gi| instances.iter().find(|i| i.gpu_instance_id == gi));
+            let profile = instance.map(MigInstance::profile);
+            let mig = process
+                .gpu_instance_id
+                .map(|gi| (profile.as_deref().unwrap_or(""), gi));
             let mut labels = self.labels(id, mig);
             let resolved = state.resolver.resolve(process.pid);
             labels.push(label("pid", process.pid.to_string()));
             if !resolved.process_name.is_empty() {
                 labels.push(label("process_name", resolved.process_name));
             }
-            // dcgm-exporter's pod attributes, in its (sorted) order.
-            for (name, value) in [
-                ("container", resolved.pod.container),
-                ("namespace", resolved.pod.namespace),
-                ("pod", resolved.pod.pod),
-            ] {
-                if let Some(value) = value {
-                    labels.push(label(name, value));
+            // A process in a pod its runtime's files do not name: the kubelet's holder
+            // of the GPU (or instance) it runs on.
+            let pod = if resolved.pod.pod.is_none() && resolved.pod_uid.is_some() {
+                match instance {
+                    Some(i) => allocations.of_instance(
+                        &id.uuid,
+                        id.index,
+                        i.gpu_instance_id,
+                        &i.device_uuids,
+                    ),
+                    None => allocations.of_gpu(&id.uuid, id.index),
                 }
-            }
+                .cloned()
+                .unwrap_or_default()
+            } else {
+                resolved.pod
+            };
+            labels.extend(
+                pod_attributes(Some(&pod))
+                    .into_iter()
+                    .map(|(name, value)| label(name, value)),
+            );
             if let Some(bytes) = process.used_memory_bytes {
                 batch.push((&PROCESS_MEMORY, labels.clone(), bytes as f64));
             }
@@ -779,4 +1023,28 @@ impl Running {
         }
         Ok(())
     }
+}
+
+/// dcgm-exporter's pod attributes, in its (sorted) order; none for a GPU no pod holds.
+fn pod_attributes(pod: Option<&PodInfo>) -> Vec<(&'static str, String)> {
+    let Some(pod) = pod else {
+        return Vec::new();
+    };
+    [
+        ("container", &pod.container),
+        ("namespace", &pod.namespace),
+        ("pod", &pod.pod),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+    .collect()
+}
+
+/// `err_code` and `err_msg` of `DCGM_FI_DEV_XID_ERRORS` (dcgm-exporter 3.3.6 and
+/// later), with the pod's attributes.
+fn xid_attributes(xid: u64, pod: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut attributes = pod.to_vec();
+    attributes.push(("err_code", xid.to_string()));
+    attributes.push(("err_msg", super::xid::description(xid).to_string()));
+    attributes
 }

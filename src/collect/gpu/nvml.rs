@@ -3,24 +3,26 @@
 //! there. A few readings nvml-wrapper 0.13 does not wrap (field values with a scope,
 //! the GPU-instance ID of a MIG device) go through its raw symbol table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nvml_wrapper::bitmasks::event::EventTypes;
-use nvml_wrapper::enum_wrappers::device::{
-    Clock, EccCounter, MemoryError, PcieUtilCounter, TemperatureSensor,
-};
-use nvml_wrapper::enums::event::XidError;
+use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
+use nvml_wrapper::enums::gpm::GpmMetricId;
 use nvml_wrapper::error::{NvmlError, nvml_try};
+use nvml_wrapper::gpm::{GpmSample, gpm_metrics_get};
 use nvml_wrapper::sys_exports::field_id;
 use nvml_wrapper::{Device, EventSet, Nvml};
 use nvml_wrapper_sys::bindings as sys;
+use parking_lot::Mutex;
 
 use super::backend::{
-    DeviceIdentity, EccCount, GpuBackend, GpuDevice, GpuProcess, MemoryInfo, MigInstance,
-    PcieDirection, ProcessUtilization, RemappedRows, RetiredPages, XidWatch,
+    DeviceIdentity, EccCount, GpmMetric, GpmReadings, GpuBackend, GpuDevice, GpuProcess,
+    MemoryInfo, MigInstance, PcieDirection, ProcessUtilization, RemappedRows, RetiredPages,
+    XidWatch,
 };
 use super::error::{FieldError, Result};
 
@@ -28,6 +30,7 @@ use super::error::{FieldError, Result};
 #[derive(Debug, Clone)]
 pub struct NvmlBackend {
     nvml: Arc<Nvml>,
+    gpm: Arc<GpmSamples>,
 }
 
 impl NvmlBackend {
@@ -35,9 +38,70 @@ impl NvmlBackend {
     /// `libnvidia-ml.so.1`), `DriverNotLoaded`, `NoPermission`, … on a host that
     /// cannot serve GPU metrics.
     pub fn init() -> std::result::Result<Self, NvmlError> {
+        let nvml = Arc::new(Nvml::init()?);
         Ok(Self {
-            nvml: Arc::new(Nvml::init()?),
+            gpm: Arc::new(GpmSamples {
+                nvml: Arc::clone(&nvml),
+                previous: Mutex::new(HashMap::new()),
+            }),
+            nvml,
         })
+    }
+}
+
+/// GPM's metrics are differences between two samples: the previous sample of each GPU
+/// (by index) and each MIG GPU instance (by GPU instance ID), with when it was taken.
+/// The samples are NVML allocations, freed when replaced and when NVML goes.
+struct GpmSamples {
+    nvml: Arc<Nvml>,
+    previous: Mutex<HashMap<GpmKey, (RawGpmSample, Instant)>>,
+}
+
+/// A GPU's index, and the MIG GPU instance for an instance's samples.
+type GpmKey = (u32, Option<u32>);
+
+/// A sample's handle, owned by [`GpmSamples`].
+struct RawGpmSample(sys::nvmlGpmSample_t);
+
+// SAFETY: a GPM sample is a heap buffer NVML hands out; it is used from one thread at a
+// time (under the `previous` mutex, or by the collector's one reading thread).
+unsafe impl Send for RawGpmSample {}
+
+impl std::fmt::Debug for GpmSamples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpmSamples")
+            .field("held", &self.previous.lock().len())
+            .finish()
+    }
+}
+
+impl Drop for GpmSamples {
+    fn drop(&mut self) {
+        for (_, (sample, _)) in self.previous.get_mut().drain() {
+            // SAFETY: the handle came from `into_handle` of a sample of this NVML and is
+            // owned by the map alone; dropping the rebuilt sample frees it once.
+            drop(unsafe { GpmSample::from_handle(&self.nvml, sample.0) });
+        }
+    }
+}
+
+/// GPM refreshes its counters every 100 ms; two samples closer than that read zeros.
+const GPM_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn gpm_metric_id(metric: GpmMetric) -> GpmMetricId {
+    match metric {
+        GpmMetric::GraphicsUtil => GpmMetricId::GraphicsUtil,
+        GpmMetric::SmUtil => GpmMetricId::SmUtil,
+        GpmMetric::SmOccupancy => GpmMetricId::SmOccupancy,
+        GpmMetric::AnyTensorUtil => GpmMetricId::AnyTensorUtil,
+        GpmMetric::DramBandwidthUtil => GpmMetricId::DramBwUtil,
+        GpmMetric::Fp64Util => GpmMetricId::Fp64Util,
+        GpmMetric::Fp32Util => GpmMetricId::Fp32Util,
+        GpmMetric::Fp16Util => GpmMetricId::Fp16Util,
+        GpmMetric::PcieTxMibPerSecond => GpmMetricId::PcieTxPerSec,
+        GpmMetric::PcieRxMibPerSecond => GpmMetricId::PcieRxPerSec,
+        GpmMetric::NvlinkTxMibPerSecond => GpmMetricId::NvlinkTotalTxPerSec,
+        GpmMetric::NvlinkRxMibPerSecond => GpmMetricId::NvlinkTotalRxPerSec,
     }
 }
 
@@ -67,6 +131,9 @@ const ALL_LINKS: u32 = u32::MAX;
 struct NvmlDevice<'nvml> {
     nvml: &'nvml Nvml,
     device: Device<'nvml>,
+    /// NVML's index of the device (the key of its GPM samples).
+    index: u32,
+    gpm: &'nvml GpmSamples,
 }
 
 impl NvmlDevice<'_> {
@@ -130,12 +197,16 @@ impl NvmlDevice<'_> {
     }
 }
 
-/// `NVIDIA A100-SXM4-40GB MIG 1g.5gb` → `1g.5gb`.
-fn mig_profile(name: &str) -> String {
-    match name.rsplit_once("MIG ") {
-        Some((_, profile)) => profile.trim().to_string(),
-        None => name.to_string(),
-    }
+/// Slices and memory (MiB) of a MIG device's GPU instance from the device's name:
+/// `NVIDIA A100-SXM4-40GB MIG 1g.5gb` → (1, 5120); a compute instance's name carries
+/// its own slices first (`MIG 1c.3g.20gb` → 3 slices).
+fn profile_from_name(name: &str) -> Option<(u32, u64)> {
+    let (_, profile) = name.rsplit_once("MIG ")?;
+    let gpu_part = profile.trim().rsplit('.').nth(1)?;
+    let memory_part = profile.trim().rsplit('.').next()?;
+    let slices = gpu_part.strip_suffix('g')?.parse().ok()?;
+    let gib: u64 = memory_part.strip_suffix("gb")?.parse().ok()?;
+    Some((slices, gib * 1024))
 }
 
 fn memory_of(device: &Device<'_>) -> Result<MemoryInfo> {
@@ -181,12 +252,16 @@ impl GpuDevice for NvmlDevice<'_> {
     fn total_energy_millijoules(&self) -> Result<u64> {
         self.device.total_energy_consumption().field()
     }
-    fn pcie_throughput_kbps(&self, direction: PcieDirection) -> Result<u32> {
-        let counter = match direction {
-            PcieDirection::Tx => PcieUtilCounter::Send,
-            PcieDirection::Rx => PcieUtilCounter::Receive,
+    fn pcie_bytes_total(&self, direction: PcieDirection) -> Result<u64> {
+        let id = match direction {
+            PcieDirection::Tx => field_id::NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
+            PcieDirection::Rx => field_id::NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
         };
-        self.device.pcie_throughput(counter).field()
+        // A driver older than the field answers "invalid argument" for its ID.
+        match self.field_value(id, 0) {
+            Err(FieldError::Driver(_)) => Err(FieldError::NotSupported),
+            other => other,
+        }
     }
     fn pcie_replay_count(&self) -> Result<u64> {
         self.device.pcie_replay_counter().field().map(u64::from)
@@ -252,6 +327,50 @@ impl GpuDevice for NvmlDevice<'_> {
         let rx = self.field_value(field_id::NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS)?;
         Ok(tx.saturating_add(rx))
     }
+    fn gpm(&self, gpu_instance: Option<u32>) -> Result<GpmReadings> {
+        if !self.device.gpm_support().field()? {
+            return Err(FieldError::NotSupported);
+        }
+        let current = match gpu_instance {
+            None => self.device.gpm_sample(),
+            Some(id) => self.device.gpm_mig_sample(id),
+        }
+        .field()?;
+        let now = Instant::now();
+        let key = (self.index, gpu_instance);
+        let mut previous = self.gpm.previous.lock();
+        let earlier = match previous.remove(&key) {
+            Some((sample, taken)) if now.duration_since(taken) < GPM_MIN_INTERVAL => {
+                // Too close to the held sample to measure anything: keep that one.
+                previous.insert(key, (sample, taken));
+                return Ok(Vec::new());
+            }
+            // SAFETY: the handle came from `into_handle` of a sample of this NVML and
+            // was just taken out of the map, so this is its only owner.
+            Some((sample, _)) => Some(unsafe { GpmSample::from_handle(self.nvml, sample.0) }),
+            None => None,
+        };
+        let readings = match &earlier {
+            None => Ok(Vec::new()),
+            Some(earlier) => {
+                let ids: Vec<GpmMetricId> =
+                    GpmMetric::ALL.iter().map(|&m| gpm_metric_id(m)).collect();
+                gpm_metrics_get(self.nvml, earlier, &current, &ids)
+                    .field()
+                    .map(|results| {
+                        GpmMetric::ALL
+                            .iter()
+                            .zip(results)
+                            // A metric this GPU does not measure fails alone.
+                            .filter_map(|(&metric, result)| Some((metric, result.ok()?.value)))
+                            .filter(|(_, value)| value.is_finite())
+                            .collect()
+                    })
+            }
+        };
+        previous.insert(key, (RawGpmSample(current.into_handle()), now));
+        readings
+    }
     fn mig_instances(&self) -> Result<Vec<MigInstance>> {
         match self.device.mig_mode() {
             Ok(mode) if mode.current == sys::NVML_DEVICE_MIG_ENABLE => {}
@@ -261,7 +380,7 @@ impl GpuDevice for NvmlDevice<'_> {
             Err(e) => return Err(field_error(e)),
         }
         let slots = self.device.mig_device_count().field()?;
-        let mut instances = Vec::new();
+        let mut instances: Vec<MigInstance> = Vec::new();
         for slot in 0..slots {
             let mig = match self.device.mig_device_by_index(slot) {
                 Ok(mig) => mig,
@@ -269,10 +388,29 @@ impl GpuDevice for NvmlDevice<'_> {
                 Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => continue,
                 Err(e) => return Err(field_error(e)),
             };
+            // One MIG device per compute instance: the GPU instance is what DCGM
+            // reports, once however many compute instances split it.
+            let gpu_instance_id = NvmlDevice::gpu_instance_id(&mig, self.nvml)?;
+            let uuid = mig.uuid().field()?;
+            if let Some(known) = instances
+                .iter_mut()
+                .find(|i| i.gpu_instance_id == gpu_instance_id)
+            {
+                known.device_uuids.push(uuid);
+                continue;
+            }
+            // The instance's slices and memory, as its profile gives them; from the
+            // device's name (`… MIG 1c.3g.40gb`) where the driver does not say.
+            let (slices, memory_size_mib) = match mig.attributes() {
+                Ok(a) => (a.gpu_instance_slice_count, a.memory_size_mb),
+                Err(_) => profile_from_name(&mig.name().field()?)
+                    .ok_or_else(|| FieldError::Driver("MIG profile unknown".into()))?,
+            };
             instances.push(MigInstance {
-                gpu_instance_id: NvmlDevice::gpu_instance_id(&mig, self.nvml)?,
-                profile: mig_profile(&mig.name().field()?),
-                uuid: mig.uuid().field()?,
+                gpu_instance_id,
+                slices,
+                memory_size_mib,
+                device_uuids: vec![uuid],
                 memory: memory_of(&mig),
             });
         }
@@ -337,6 +475,8 @@ impl GpuBackend for NvmlBackend {
         Ok(Box::new(NvmlDevice {
             nvml: &self.nvml,
             device,
+            index,
+            gpm: &self.gpm,
         }))
     }
     fn spawn_xid_watcher(&self, watch: XidWatch) -> Option<JoinHandle<()>> {
@@ -365,23 +505,15 @@ fn watch_xids(nvml: &Nvml, watch: &XidWatch) {
     };
     let mut warned = false;
     while !watch.stop.load(Ordering::Relaxed) {
-        match set.wait(XID_WAIT_MS) {
-            Ok(event) => {
-                if !event.event_type.contains(EventTypes::CRITICAL_XID_ERROR) {
-                    continue;
-                }
-                let Some(XidError::Value(xid)) = event.event_data else {
-                    continue;
-                };
-                match event.device.uuid() {
-                    Ok(uuid) => {
-                        tracing::warn!(uuid = %uuid, xid, "gpu reported a critical xid error");
-                        watch.table.record(&uuid, xid);
-                    }
-                    Err(error) => tracing::debug!(%error, xid, "xid event for an unnamed gpu"),
-                }
+        match wait_for_xid(nvml, &set, XID_WAIT_MS) {
+            Ok(Some(event)) => {
+                tracing::warn!(uuid = %event.uuid, xid = event.xid, gpu_instance = ?event.gpu_instance,
+                    "gpu reported a critical xid error");
+                watch
+                    .table
+                    .record(&event.uuid, event.gpu_instance, event.xid);
             }
-            Err(NvmlError::Timeout) => {}
+            Ok(None) | Err(NvmlError::Timeout) => {}
             Err(error) => {
                 if !warned {
                     tracing::warn!(%error, "gpu collector: waiting for xid events failed");
@@ -391,6 +523,59 @@ fn watch_xids(nvml: &Nvml, watch: &XidWatch) {
             }
         }
     }
+}
+
+/// A critical XID event, with the MIG GPU instance the driver filed it under.
+struct XidEvent {
+    uuid: String,
+    gpu_instance: Option<u32>,
+    xid: u64,
+}
+
+/// `nvmlEventData_t.gpuInstanceId` when the event concerns no MIG instance.
+const NO_INSTANCE: u32 = u32::MAX;
+
+/// XID 999: the driver could not say which.
+const XID_UNKNOWN: u64 = 999;
+
+/// Waits for one event with `nvmlEventSetWait_v2`, which nvml-wrapper's `wait` calls
+/// too but without handing back the GPU-instance ID. `Ok(None)`: an event that is no
+/// XID the collector reports.
+fn wait_for_xid(
+    nvml: &Nvml,
+    set: &EventSet<'_>,
+    timeout_ms: u32,
+) -> std::result::Result<Option<XidEvent>, NvmlError> {
+    let sym = nvml
+        .lib()
+        .nvmlEventSetWait_v2
+        .as_ref()
+        .map_err(|_| NvmlError::FunctionNotFound)?;
+    // SAFETY: nvmlEventData_t is a C struct of a pointer and integers; all-zero bytes
+    // are a valid value for it.
+    let mut data: sys::nvmlEventData_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the set's handle is valid while `set` lives, and `data` is a live,
+    // writable nvmlEventData_t.
+    nvml_try(unsafe { sym(set.handle(), &mut data, timeout_ms) })?;
+    if data.eventType & EventTypes::CRITICAL_XID_ERROR.bits() == 0 || data.eventData == XID_UNKNOWN
+    {
+        return Ok(None);
+    }
+    // SAFETY: the driver filled `device` with the handle of a device registered in
+    // the set, valid while NVML is loaded; the `Device` does not outlive this call.
+    let device = unsafe { Device::new(data.device, nvml) };
+    let uuid = match device.uuid() {
+        Ok(uuid) => uuid,
+        Err(error) => {
+            tracing::debug!(%error, xid = data.eventData, "xid event for an unnamed gpu");
+            return Ok(None);
+        }
+    };
+    Ok(Some(XidEvent {
+        uuid,
+        gpu_instance: (data.gpuInstanceId != NO_INSTANCE).then_some(data.gpuInstanceId),
+        xid: data.eventData,
+    }))
 }
 
 fn xid_event_set(nvml: &Nvml) -> Option<EventSet<'_>> {
@@ -443,10 +628,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mig_profile_is_the_suffix_of_the_mig_device_name() {
-        assert_eq!(mig_profile("NVIDIA A100-SXM4-40GB MIG 1g.5gb"), "1g.5gb");
-        assert_eq!(mig_profile("NVIDIA H100 80GB HBM3 MIG 3g.40gb"), "3g.40gb");
-        assert_eq!(mig_profile("odd"), "odd");
+    fn mig_profile_falls_back_to_the_mig_device_name() {
+        assert_eq!(
+            profile_from_name("NVIDIA A100-SXM4-40GB MIG 1g.5gb"),
+            Some((1, 5120))
+        );
+        assert_eq!(
+            profile_from_name("NVIDIA H100 80GB HBM3 MIG 3g.40gb"),
+            Some((3, 40 * 1024))
+        );
+        assert_eq!(
+            profile_from_name("NVIDIA H100 80GB HBM3 MIG 1c.3g.40gb"),
+            Some((3, 40 * 1024))
+        );
+        assert_eq!(profile_from_name("odd"), None);
+        assert_eq!(profile_from_name("x MIG g.gb"), None);
     }
 
     #[test]

@@ -1,19 +1,20 @@
-//! Which Kubernetes pod a GPU process belongs to, found without the kubelet.
+//! Which Kubernetes pod a GPU process belongs to, from what the host shows of it.
 //!
 //! 1. `/proc/<pid>/cgroup` gives the pod UID and the container ID, whatever the cgroup
 //!    version (v1, v2), driver (systemd `kubepods-…-pod<uid>.slice`, cgroupfs
 //!    `kubepods/…/pod<uid>`) and runtime (`cri-containerd-`, `crio-`, `docker-`
 //!    scopes, or a bare 64-hex directory).
 //! 2. The container's runtime state, when the host's files are visible, names the pod,
-//!    its namespace and the container: containerd's and CRI-O's OCI `config.json`
-//!    annotations, or Docker's `config.v2.json` labels.
-//! 3. Otherwise the process's own view: its `/etc/hostname` (or `HOSTNAME` in its
-//!    environment) is the pod name, and the service-account `namespace` file its
-//!    namespace. A pod on the host network has the node's hostname: that is not taken
-//!    for a pod name.
+//!    its namespace and the container: containerd's (under `/run/containerd`, or
+//!    K3s's `/run/k3s/containerd`) and CRI-O's OCI `config.json` annotations, or
+//!    Docker's `config.v2.json` labels.
 //!
-//! Reading other processes' `/proc/<pid>/root` needs `CAP_SYS_PTRACE` (root) and the
-//! host PID namespace (`hostPID: true` in a DaemonSet).
+//! Where neither names the pod, the collector asks the kubelet which pod holds the
+//! process's GPU ([`super::kubelet`]); nothing is guessed from the process's host
+//! name, which is the node's on the host network and `spec.hostname` where that is set.
+//!
+//! Reading other processes' `/proc/<pid>` needs `CAP_SYS_PTRACE` (root) and the host
+//! PID namespace (`hostPID: true` in a DaemonSet).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,13 @@ pub fn pod_info_from_runtime(host_root: &Path, container_id: &str) -> Option<Pod
             ),
             "/annotations",
         ),
+        // K3s runs its own containerd, with its state under /run/k3s.
+        (
+            format!(
+                "run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{container_id}/config.json"
+            ),
+            "/annotations",
+        ),
         (
             format!(
                 "run/containers/storage/overlay-containers/{container_id}/userdata/config.json"
@@ -177,36 +185,6 @@ pub fn pod_info_from_runtime(host_root: &Path, container_id: &str) -> Option<Pod
     None
 }
 
-/// The pod name and namespace as the process itself sees them.
-pub fn pod_info_from_process_view(proc_root: &Path, pid: u32, node_hostname: &str) -> PodInfo {
-    let base = proc_root.join(pid.to_string());
-    let hostname = read_bounded(&base.join("root/etc/hostname"), 4096)
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| environ_var(&base.join("environ"), "HOSTNAME"));
-    let namespace = read_bounded(
-        &base.join("root/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
-        4096,
-    )
-    .map(|s| s.trim().to_string())
-    .filter(|s| !s.is_empty());
-    PodInfo {
-        // A host-network pod has the node's name: that would mislabel the series.
-        pod: hostname.filter(|h| h != node_hostname),
-        namespace,
-        container: None,
-    }
-}
-
-fn environ_var(path: &Path, name: &str) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    bytes.split(|b| *b == 0).find_map(|entry| {
-        let entry = std::str::from_utf8(entry).ok()?;
-        let (key, value) = entry.split_once('=')?;
-        (key == name && !value.is_empty()).then(|| value.to_string())
-    })
-}
-
 /// Reads a small text file, refusing one larger than `limit` bytes.
 fn read_bounded(path: &Path, limit: u64) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
@@ -222,6 +200,8 @@ pub struct ProcessLabels {
     /// `/proc/<pid>/comm`; empty when the process is gone or unreadable.
     pub process_name: String,
     pub pod: PodInfo,
+    /// The pod UID of its cgroup: the process runs in a pod, named or not.
+    pub pod_uid: Option<String>,
 }
 
 /// Resolves pids to their labels, caching what a container ID maps to (a container's
@@ -230,18 +210,16 @@ pub struct ProcessLabels {
 pub struct PodResolver {
     proc_root: PathBuf,
     host_root: PathBuf,
-    node_hostname: String,
     by_container: HashMap<String, PodInfo>,
 }
 
 const MAX_CACHED_CONTAINERS: usize = 4096;
 
 impl PodResolver {
-    pub fn new(proc_root: PathBuf, host_root: PathBuf, node_hostname: String) -> Self {
+    pub fn new(proc_root: PathBuf, host_root: PathBuf) -> Self {
         Self {
             proc_root,
             host_root,
-            node_hostname,
             by_container: HashMap::new(),
         }
     }
@@ -255,14 +233,10 @@ impl PodResolver {
             .map(|s| parse_cgroup(&s))
             .unwrap_or_default();
         let pod = match (&cgroup.pod_uid, &cgroup.container_id) {
-            (None, _) => PodInfo::default(),
-            (Some(_), Some(id)) => {
-                if let Some(info) = self.by_container.get(id) {
-                    info.clone()
-                } else {
-                    let info = pod_info_from_runtime(&self.host_root, id).unwrap_or_else(|| {
-                        pod_info_from_process_view(&self.proc_root, pid, &self.node_hostname)
-                    });
+            (Some(_), Some(id)) => match self.by_container.get(id) {
+                Some(info) => info.clone(),
+                None => {
+                    let info = pod_info_from_runtime(&self.host_root, id).unwrap_or_default();
                     if self.by_container.len() >= MAX_CACHED_CONTAINERS {
                         self.by_container.clear();
                     }
@@ -272,12 +246,14 @@ impl PodResolver {
                     }
                     info
                 }
-            }
-            (Some(_), None) => {
-                pod_info_from_process_view(&self.proc_root, pid, &self.node_hostname)
-            }
+            },
+            _ => PodInfo::default(),
         };
-        ProcessLabels { process_name, pod }
+        ProcessLabels {
+            process_name,
+            pod,
+            pod_uid: cgroup.pod_uid,
+        }
     }
 }
 
@@ -421,7 +397,7 @@ mod tests {
                 "io.kubernetes.cri.sandbox-name":"train-7d9f",
                 "io.kubernetes.cri.sandbox-namespace":"ml"}}"#,
         );
-        let mut resolver = PodResolver::new(proc_root, host_root, "node-1".into());
+        let mut resolver = PodResolver::new(proc_root, host_root);
         let labels = resolver.resolve(42);
         assert_eq!(labels.process_name, "python3");
         assert_eq!(labels.pod.pod.as_deref(), Some("train-7d9f"));
@@ -431,7 +407,34 @@ mod tests {
     }
 
     #[test]
-    fn resolver_falls_back_to_the_process_view() {
+    fn resolver_reads_k3s_containerd_under_run_k3s() {
+        let root = temp_dir("k3s");
+        let proc_root = root.join("proc");
+        let host_root = root.join("host");
+        write(
+            &proc_root.join("43/cgroup"),
+            format!("0::/kubepods/besteffort/pod{UID}/{CID}\n").as_bytes(),
+        );
+        write(
+            &host_root.join(format!(
+                "run/k3s/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/config.json"
+            )),
+            br#"{"annotations":{
+                "io.kubernetes.cri.container-name":"infer",
+                "io.kubernetes.cri.sandbox-name":"vllm-0",
+                "io.kubernetes.cri.sandbox-namespace":"serving"}}"#,
+        );
+        let mut resolver = PodResolver::new(proc_root, host_root);
+        let labels = resolver.resolve(43);
+        assert_eq!(labels.pod.pod.as_deref(), Some("vllm-0"));
+        assert_eq!(labels.pod.namespace.as_deref(), Some("serving"));
+        assert_eq!(labels.pod.container.as_deref(), Some("infer"));
+        assert_eq!(labels.pod_uid.as_deref(), Some(UID));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_pod_the_runtime_does_not_name_is_not_named_from_its_hostname() {
         let root = temp_dir("view");
         let proc_root = root.join("proc");
         write(&proc_root.join("7/comm"), b"infer\n");
@@ -439,40 +442,25 @@ mod tests {
             &proc_root.join("7/cgroup"),
             format!("0::/kubepods/pod{UID}/{CID}\n").as_bytes(),
         );
+        // A `spec.hostname` or the node's name on the host network: not the pod's.
         write(
             &proc_root.join("7/environ"),
             b"PATH=/bin\0HOSTNAME=infer-0\0",
         );
-        write(
-            &proc_root.join("7/root/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
-            b"serving",
-        );
-        let mut resolver = PodResolver::new(proc_root, root.join("nohost"), "node-1".into());
+        write(&proc_root.join("7/root/etc/hostname"), b"node-1\n");
+        let mut resolver = PodResolver::new(proc_root, root.join("nohost"));
         let labels = resolver.resolve(7);
-        assert_eq!(labels.pod.pod.as_deref(), Some("infer-0"));
-        assert_eq!(labels.pod.namespace.as_deref(), Some("serving"));
-        assert_eq!(labels.pod.container, None);
-        let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn host_network_pod_hostname_is_not_a_pod_name() {
-        let root = temp_dir("hostnet");
-        let proc_root = root.join("proc");
-        write(
-            &proc_root.join("9/cgroup"),
-            format!("0::/kubepods/pod{UID}/{CID}\n").as_bytes(),
-        );
-        write(&proc_root.join("9/root/etc/hostname"), b"node-1\n");
-        let mut resolver = PodResolver::new(proc_root, root.join("nohost"), "node-1".into());
-        assert_eq!(resolver.resolve(9).pod.pod, None);
+        assert_eq!(labels.process_name, "infer");
+        assert_eq!(labels.pod, PodInfo::default());
+        // Still known to run in a pod, for the kubelet's answer to name.
+        assert_eq!(labels.pod_uid.as_deref(), Some(UID));
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
     fn vanished_process_resolves_to_nothing() {
         let root = temp_dir("gone");
-        let mut resolver = PodResolver::new(root.join("proc"), root.clone(), "n".into());
+        let mut resolver = PodResolver::new(root.join("proc"), root.clone());
         assert_eq!(resolver.resolve(123_456), ProcessLabels::default());
         let _ = std::fs::remove_dir_all(&root);
     }

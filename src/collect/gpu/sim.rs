@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 
 use super::backend::{
-    DeviceIdentity, EccCount, Field, GpuBackend, GpuDevice, GpuProcess, MemoryInfo, MigInstance,
-    PcieDirection, ProcessUtilization, RemappedRows, RetiredPages, XidTable, XidWatch,
+    DeviceIdentity, EccCount, Field, GpmReadings, GpuBackend, GpuDevice, GpuProcess, MemoryInfo,
+    MigInstance, PcieDirection, ProcessUtilization, RemappedRows, RetiredPages, XidTable, XidWatch,
 };
 use super::error::{FieldError, Result};
 
@@ -26,8 +26,9 @@ pub struct SimulatedGpu {
     pub power_usage_milliwatts: u32,
     pub power_limit_milliwatts: u32,
     pub total_energy_millijoules: u64,
-    pub pcie_tx_kbps: u32,
-    pub pcie_rx_kbps: u32,
+    /// NVML's PCIe byte counters; `None`: a driver without them.
+    pub pcie_tx_bytes: Option<u64>,
+    pub pcie_rx_bytes: Option<u64>,
     pub pcie_replay_count: u64,
     pub gpu_utilization_percent: u32,
     pub memory_copy_utilization_percent: u32,
@@ -40,6 +41,10 @@ pub struct SimulatedGpu {
     pub clock_throttle_reasons: u64,
     /// `None`: no NVLink on this GPU.
     pub nvlink_bandwidth_total_kib: Option<u64>,
+    /// What GPM measured since the previous read; `None`: no GPM (before Hopper).
+    pub gpm: Option<GpmReadings>,
+    /// GPM per MIG GPU instance ID.
+    pub mig_gpm: HashMap<u32, GpmReadings>,
     pub mig: Vec<MigInstance>,
     pub processes: Vec<GpuProcess>,
     pub utilization: Vec<ProcessUtilization>,
@@ -68,8 +73,8 @@ impl SimulatedGpu {
             power_usage_milliwatts: 71_234,
             power_limit_milliwatts: 700_000,
             total_energy_millijoules: 123_456_789,
-            pcie_tx_kbps: 1200,
-            pcie_rx_kbps: 3400,
+            pcie_tx_bytes: Some(1 << 30),
+            pcie_rx_bytes: Some(3 << 30),
             pcie_replay_count: 0,
             gpu_utilization_percent: 0,
             memory_copy_utilization_percent: 0,
@@ -85,6 +90,8 @@ impl SimulatedGpu {
             remapped: HashMap::new(),
             clock_throttle_reasons: 0x1,
             nvlink_bandwidth_total_kib: Some(4096),
+            gpm: Some(Vec::new()),
+            mig_gpm: HashMap::new(),
             mig: Vec::new(),
             processes: Vec::new(),
             utilization: Vec::new(),
@@ -133,12 +140,13 @@ impl GpuDevice for SimulatedGpu {
     fn total_energy_millijoules(&self) -> Result<u64> {
         self.read(Field::TotalEnergy, self.total_energy_millijoules)
     }
-    fn pcie_throughput_kbps(&self, direction: PcieDirection) -> Result<u32> {
-        let value = match direction {
-            PcieDirection::Tx => self.pcie_tx_kbps,
-            PcieDirection::Rx => self.pcie_rx_kbps,
-        };
-        self.read(Field::PcieThroughput(direction), value)
+    fn pcie_bytes_total(&self, direction: PcieDirection) -> Result<u64> {
+        self.check(Field::PcieBytes(direction))?;
+        match direction {
+            PcieDirection::Tx => self.pcie_tx_bytes,
+            PcieDirection::Rx => self.pcie_rx_bytes,
+        }
+        .ok_or(FieldError::NotSupported)
     }
     fn pcie_replay_count(&self) -> Result<u64> {
         self.read(Field::PcieReplay, self.pcie_replay_count)
@@ -187,6 +195,14 @@ impl GpuDevice for SimulatedGpu {
         self.nvlink_bandwidth_total_kib
             .ok_or(FieldError::NotSupported)
     }
+    fn gpm(&self, gpu_instance: Option<u32>) -> Result<GpmReadings> {
+        self.check(Field::Gpm)?;
+        match gpu_instance {
+            None => self.gpm.clone(),
+            Some(id) => self.mig_gpm.get(&id).cloned(),
+        }
+        .ok_or(FieldError::NotSupported)
+    }
     fn mig_instances(&self) -> Result<Vec<MigInstance>> {
         self.read(Field::Mig, self.mig.clone())
     }
@@ -230,9 +246,14 @@ impl SimulatedBackend {
 
     /// Delivers a critical XID event as the driver would; false when no watcher runs.
     pub fn inject_xid(&self, uuid: &str, xid: u64) -> bool {
+        self.inject_xid_on(uuid, None, xid)
+    }
+
+    /// Delivers an XID event the driver filed under MIG GPU instance `gpu_instance`.
+    pub fn inject_xid_on(&self, uuid: &str, gpu_instance: Option<u32>, xid: u64) -> bool {
         match self.xid_table.lock().as_ref() {
             Some(table) => {
-                table.record(uuid, xid);
+                table.record(uuid, gpu_instance, xid);
                 true
             }
             None => false,

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
-use super::backend::{EccCount, Field, GpuProcess, MemoryInfo, MigInstance, ProcessUtilization};
+use super::backend::{
+    EccCount, Field, GpmMetric, GpuProcess, MemoryInfo, MigInstance, ProcessUtilization,
+};
 use super::error::FieldError;
 use super::sim::{SimulatedBackend, SimulatedGpu};
 use super::{GpuCollector, GpuCollectorConfig};
-use crate::exposition::family::{MetricFamily, MetricType};
+use crate::exposition::family::{FamilySample as Sample, MetricFamily, MetricType};
 
 fn config() -> GpuCollectorConfig {
     GpuCollectorConfig {
@@ -14,6 +16,8 @@ fn config() -> GpuCollectorConfig {
         // A directory without pids: process labels come out empty.
         proc_root: std::env::temp_dir().join("odin-gpu-tests-no-proc"),
         host_root: std::env::temp_dir().join("odin-gpu-tests-no-host"),
+        // Not this machine's kubelet.
+        pod_resources_socket: None,
         ..GpuCollectorConfig::default()
     }
 }
@@ -55,8 +59,8 @@ fn default_families_have_dcgm_names_types_and_help() {
         ("DCGM_FI_DEV_GPU_TEMP", MetricType::Gauge),
         ("DCGM_FI_DEV_POWER_USAGE", MetricType::Gauge),
         ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", MetricType::Counter),
-        ("DCGM_FI_DEV_PCIE_TX_THROUGHPUT", MetricType::Counter),
-        ("DCGM_FI_DEV_PCIE_RX_THROUGHPUT", MetricType::Counter),
+        ("DCGM_FI_PROF_PCIE_TX_BYTES", MetricType::Gauge),
+        ("DCGM_FI_PROF_PCIE_RX_BYTES", MetricType::Gauge),
         ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", MetricType::Counter),
         ("DCGM_FI_DEV_GPU_UTIL", MetricType::Gauge),
         ("DCGM_FI_DEV_MEM_COPY_UTIL", MetricType::Gauge),
@@ -322,14 +326,19 @@ fn a_lost_gpu_stops_its_series_and_the_others_keep_reporting() {
     assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
 }
 
-#[test]
-fn mig_instances_are_labelled_with_profile_and_instance_id() {
+const GPU0: &str = "GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000000";
+
+/// An H100 split into a 3-slice GPU instance (two compute instances) and a 1-slice one
+/// whose memory cannot be read.
+fn mig_h100() -> SimulatedGpu {
     let mut gpu = SimulatedGpu::h100(0);
     gpu.mig = vec![
         MigInstance {
             gpu_instance_id: 1,
-            profile: "3g.40gb".into(),
-            uuid: "MIG-aaaa".into(),
+            slices: 3,
+            // 39.25 GiB: DCGM rounds up.
+            memory_size_mib: 40_192,
+            device_uuids: vec!["MIG-aaaa".into(), "MIG-aaab".into()],
             memory: Ok(MemoryInfo {
                 total: 40 << 30,
                 used: 10 << 30,
@@ -338,11 +347,29 @@ fn mig_instances_are_labelled_with_profile_and_instance_id() {
         },
         MigInstance {
             gpu_instance_id: 2,
-            profile: "1g.10gb".into(),
-            uuid: "MIG-bbbb".into(),
+            slices: 1,
+            memory_size_mib: 9_856,
+            device_uuids: vec!["MIG-bbbb".into()],
             memory: Err(FieldError::Driver("unknown".into())),
         },
     ];
+    gpu.gpu_utilization_percent = 55;
+    gpu.mig_gpm.insert(1, vec![(GpmMetric::GraphicsUtil, 40.0)]);
+    gpu.mig_gpm.insert(2, vec![(GpmMetric::GraphicsUtil, 5.0)]);
+    gpu
+}
+
+fn of_instance<'a>(family: &'a MetricFamily, gpu_instance: &str) -> Vec<&'a Sample> {
+    family
+        .samples
+        .iter()
+        .filter(|s| label(&s.labels, "GPU_I_ID") == Some(gpu_instance))
+        .collect()
+}
+
+#[test]
+fn a_mig_gpu_is_reported_as_its_gpu_instances_as_dcgm_exporter_does() {
+    let mut gpu = mig_h100();
     gpu.processes = vec![GpuProcess {
         pid: 4242,
         used_memory_bytes: Some(2 << 30),
@@ -350,14 +377,29 @@ fn mig_instances_are_labelled_with_profile_and_instance_id() {
     }];
     let (_, collector) = start(vec![gpu]);
     let families = collector.collect();
+
+    // The GPU's readings, once per GPU instance and never for the GPU itself.
+    let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
+    assert_eq!(temp.samples.len(), 2);
+    assert_eq!(value(&families, "DCGM_FI_DEV_GPU_TEMP", "0"), None);
+    for gi in ["1", "2"] {
+        assert_eq!(of_instance(temp, gi)[0].value, 34.0, "GPU instance {gi}");
+    }
+    // Engine utilizations DCGM leaves blank on MIG: no series.
+    for name in [
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_MEM_COPY_UTIL",
+        "DCGM_FI_DEV_ENC_UTIL",
+        "DCGM_FI_DEV_DEC_UTIL",
+    ] {
+        assert!(family(&families, name).is_none(), "{name}");
+    }
+
+    // One GPU instance split in two compute instances is one set of series, with the
+    // profile DCGM builds: <slices>g.<GiB rounded up>gb.
     let used = family(&families, "DCGM_FI_DEV_FB_USED").unwrap();
-    // The whole GPU and the one readable instance.
-    assert_eq!(used.samples.len(), 2);
-    let mig = used
-        .samples
-        .iter()
-        .find(|s| label(&s.labels, "GPU_I_ID") == Some("1"))
-        .unwrap();
+    assert_eq!(used.samples.len(), 1, "instance 2's memory is unreadable");
+    let mig = of_instance(used, "1")[0];
     assert_eq!(mig.value, 10.0 * 1024.0);
     let names: Vec<&str> = mig.labels.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -375,11 +417,18 @@ fn mig_instances_are_labelled_with_profile_and_instance_id() {
         ]
     );
     assert_eq!(label(&mig.labels, "GPU_I_PROFILE"), Some("3g.40gb"));
-    // The parent's UUID, as dcgm-exporter.
     assert_eq!(
-        label(&mig.labels, "UUID"),
-        Some("GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000000")
+        label(&of_instance(temp, "2")[0].labels, "GPU_I_PROFILE"),
+        Some("1g.10gb")
     );
+    // The parent's UUID, as dcgm-exporter.
+    assert_eq!(label(&mig.labels, "UUID"), Some(GPU0));
+
+    // Profiling per GPU instance, from GPM's per-instance samples.
+    let active = family(&families, "DCGM_FI_PROF_GR_ENGINE_ACTIVE").unwrap();
+    assert_eq!(of_instance(active, "1")[0].value, 0.4);
+    assert_eq!(of_instance(active, "2")[0].value, 0.05);
+
     // The failed instance is counted.
     let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
     assert_eq!(
@@ -395,11 +444,45 @@ fn mig_instances_are_labelled_with_profile_and_instance_id() {
 }
 
 #[test]
+fn an_xid_is_filed_under_the_mig_instance_the_driver_names() {
+    let (backend, collector) = start(vec![mig_h100()]);
+    assert!(backend.inject_xid_on(GPU0, Some(2), 31));
+    let families = collector.collect();
+    let xid = family(&families, "DCGM_FI_DEV_XID_ERRORS").unwrap();
+    assert_eq!(of_instance(xid, "1")[0].value, 0.0);
+    let faulted = of_instance(xid, "2")[0];
+    assert_eq!(faulted.value, 31.0);
+    assert_eq!(label(&faulted.labels, "err_code"), Some("31"));
+    assert_eq!(
+        label(&faulted.labels, "err_msg"),
+        Some("GPU memory page fault")
+    );
+    // A later fault of the whole GPU concerns every instance.
+    assert!(backend.inject_xid_on(GPU0, None, 79));
+    let families = collector.collect();
+    let xid = family(&families, "DCGM_FI_DEV_XID_ERRORS").unwrap();
+    assert_eq!(of_instance(xid, "1")[0].value, 79.0);
+    assert_eq!(of_instance(xid, "2")[0].value, 79.0);
+    // ODIN's counter is per GPU.
+    let counts = family(&families, "odin_gpu_xid_errors_total").unwrap();
+    assert_eq!(counts.samples.len(), 2);
+    assert!(
+        counts
+            .samples
+            .iter()
+            .all(|s| label(&s.labels, "GPU_I_ID").is_none())
+    );
+}
+
+#[test]
 fn xid_gauge_is_the_last_xid_and_starts_at_zero() {
     let (backend, collector) = start(vec![SimulatedGpu::h100(0), SimulatedGpu::h100(1)]);
     let families = collector.collect();
     assert_eq!(value(&families, "DCGM_FI_DEV_XID_ERRORS", "0"), Some(0.0));
     assert!(family(&families, "odin_gpu_xid_errors_total").is_none());
+    let none = &family(&families, "DCGM_FI_DEV_XID_ERRORS").unwrap().samples[0];
+    assert_eq!(label(&none.labels, "err_code"), Some("0"));
+    assert_eq!(label(&none.labels, "err_msg"), Some("No Error"));
 
     let uuid = "GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000001";
     assert!(backend.inject_xid(uuid, 79));
@@ -408,6 +491,28 @@ fn xid_gauge_is_the_last_xid_and_starts_at_zero() {
     let families = collector.collect();
     assert_eq!(value(&families, "DCGM_FI_DEV_XID_ERRORS", "0"), Some(0.0));
     assert_eq!(value(&families, "DCGM_FI_DEV_XID_ERRORS", "1"), Some(48.0));
+    let last = family(&families, "DCGM_FI_DEV_XID_ERRORS")
+        .unwrap()
+        .samples
+        .iter()
+        .find(|s| label(&s.labels, "gpu") == Some("1"))
+        .unwrap();
+    let names: Vec<&str> = last.labels.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "gpu",
+            "UUID",
+            "pci_bus_id",
+            "device",
+            "modelName",
+            "Hostname",
+            "DCGM_FI_DRIVER_VERSION",
+            "err_code",
+            "err_msg"
+        ]
+    );
+    assert_eq!(label(&last.labels, "err_msg"), Some("Double Bit ECC Error"));
     let counts = family(&families, "odin_gpu_xid_errors_total").unwrap();
     let by_xid: Vec<(&str, f64)> = counts
         .samples
@@ -415,6 +520,95 @@ fn xid_gauge_is_the_last_xid_and_starts_at_zero() {
         .map(|s| (label(&s.labels, "xid").unwrap(), s.value))
         .collect();
     assert_eq!(by_xid, [("48", 2.0), ("79", 1.0)]);
+}
+
+#[test]
+fn profiling_fields_come_from_gpm_in_dcgm_units() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.gpm = Some(vec![
+        (GpmMetric::GraphicsUtil, 62.5),
+        (GpmMetric::SmUtil, 50.0),
+        (GpmMetric::SmOccupancy, 25.0),
+        (GpmMetric::AnyTensorUtil, 12.0),
+        (GpmMetric::DramBandwidthUtil, 101.0),
+        (GpmMetric::Fp64Util, 0.0),
+        (GpmMetric::Fp32Util, 30.0),
+        (GpmMetric::Fp16Util, 2.0),
+        (GpmMetric::PcieTxMibPerSecond, 100.0),
+        (GpmMetric::PcieRxMibPerSecond, 0.5),
+        (GpmMetric::NvlinkTxMibPerSecond, 2048.0),
+        (GpmMetric::NvlinkRxMibPerSecond, 1.0),
+    ]);
+    let (_, collector) = start(vec![gpu]);
+    let families = collector.collect();
+    for (name, expected) in [
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.625),
+        ("DCGM_FI_PROF_SM_ACTIVE", 0.5),
+        ("DCGM_FI_PROF_SM_OCCUPANCY", 0.25),
+        ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0.12),
+        // A ratio stays a ratio whatever the driver's rounding.
+        ("DCGM_FI_PROF_DRAM_ACTIVE", 1.0),
+        ("DCGM_FI_PROF_PIPE_FP64_ACTIVE", 0.0),
+        ("DCGM_FI_PROF_PIPE_FP32_ACTIVE", 0.3),
+        ("DCGM_FI_PROF_PIPE_FP16_ACTIVE", 0.02),
+        ("DCGM_FI_PROF_PCIE_TX_BYTES", 100.0 * 1048576.0),
+        ("DCGM_FI_PROF_PCIE_RX_BYTES", 524288.0),
+        ("DCGM_FI_PROF_NVLINK_TX_BYTES", 2048.0 * 1048576.0),
+        ("DCGM_FI_PROF_NVLINK_RX_BYTES", 1048576.0),
+    ] {
+        let got = value(&families, name, "0").unwrap_or_else(|| panic!("{name} missing"));
+        assert!((got - expected).abs() < 1e-9, "{name}: {got} != {expected}");
+        assert_eq!(family(&families, name).unwrap().kind, MetricType::Gauge);
+    }
+    // The PCIe rates came from GPM, not from the byte counters as well.
+    assert_eq!(
+        family(&families, "DCGM_FI_PROF_PCIE_TX_BYTES")
+            .unwrap()
+            .samples
+            .len(),
+        1
+    );
+    // NVML's 20 ms PCIe throughput, which DCGM never reports, is gone.
+    assert!(family(&families, "DCGM_FI_DEV_PCIE_TX_THROUGHPUT").is_none());
+    assert!(family(&families, "DCGM_FI_DEV_PCIE_RX_THROUGHPUT").is_none());
+}
+
+#[test]
+fn without_gpm_pcie_traffic_is_the_rate_of_the_byte_counters() {
+    let mut gpu = SimulatedGpu::h100(0);
+    gpu.gpm = None;
+    let (backend, collector) = start(vec![gpu]);
+    let started = std::time::Instant::now();
+    let families = collector.collect();
+    assert!(family(&families, "DCGM_FI_PROF_GR_ENGINE_ACTIVE").is_none());
+    // A rate needs two reads.
+    assert_eq!(
+        value(&families, "DCGM_FI_PROF_PCIE_TX_BYTES", "0"),
+        Some(0.0)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    backend.update(0, |gpu| {
+        gpu.pcie_tx_bytes = gpu.pcie_tx_bytes.map(|b| b + 10_000_000);
+    });
+    let families = collector.collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = value(&families, "DCGM_FI_PROF_PCIE_TX_BYTES", "0").unwrap();
+    assert!(
+        rate >= 1e7 / elapsed && rate <= 1e7 / 0.05,
+        "{rate} B/s for 10 MB in at most {elapsed} s"
+    );
+    assert_eq!(
+        value(&families, "DCGM_FI_PROF_PCIE_RX_BYTES", "0"),
+        Some(0.0)
+    );
+    // A driver without the counters: no PCIe series, no error.
+    backend.update(0, |gpu| {
+        gpu.pcie_tx_bytes = None;
+        gpu.pcie_rx_bytes = None;
+    });
+    let families = collector.collect();
+    assert!(family(&families, "DCGM_FI_PROF_PCIE_TX_BYTES").is_none());
+    assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
 }
 
 #[test]
