@@ -36,6 +36,8 @@ pub struct MemoryInfo {
     pub total: u64,
     pub used: u64,
     pub free: u64,
+    /// Set aside by the driver and firmware (NVML's v2 memory info); not in `used`.
+    pub reserved: u64,
 }
 
 /// One MIG GPU instance of a MIG-enabled GPU: what DCGM monitors as a `GPU_I` entity

@@ -114,6 +114,10 @@ const XID_ERRORS: Spec = gauge(
 );
 const FB_FREE: Spec = gauge("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).");
 const FB_USED: Spec = gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).");
+const FB_RESERVED: Spec = gauge(
+    "DCGM_FI_DEV_FB_RESERVED",
+    "Framebuffer memory reserved (in MiB).",
+);
 const ECC_SBE_VOL: Spec = counter(
     "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
     "Total number of single-bit volatile ECC errors.",
@@ -878,6 +882,7 @@ impl Running {
                 // bytes → MiB, whole MiB as DCGM reports them.
                 readings.push((&FB_FREE, (memory.free >> 20) as f64));
                 readings.push((&FB_USED, (memory.used >> 20) as f64));
+                readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
             }
             let profiling = self.read_profiling(device, None, state)?;
             let gpm_measures_pcie = profiling
@@ -914,6 +919,7 @@ impl Running {
                 if let Some(memory) = state.take(Field::MemoryInfo, instance.memory.clone())? {
                     readings.push((&FB_FREE, (memory.free >> 20) as f64));
                     readings.push((&FB_USED, (memory.used >> 20) as f64));
+                    readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
                 }
                 readings.extend(self.read_profiling(device, Some(gi), state)?);
                 for (spec, value) in readings {

@@ -215,6 +215,7 @@ fn memory_of(device: &Device<'_>) -> Result<MemoryInfo> {
         total: m.total,
         used: m.used,
         free: m.free,
+        reserved: m.reserved,
     })
 }
 

@@ -83,7 +83,8 @@ impl SimulatedGpu {
             memory: MemoryInfo {
                 total: 80 * GIB,
                 used: 512 << 20,
-                free: 80 * GIB - (512 << 20),
+                free: 80 * GIB - (512 << 20) - (551 << 20),
+                reserved: 551 << 20,
             },
             ecc: HashMap::new(),
             retired: HashMap::new(),

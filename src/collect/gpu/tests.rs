@@ -157,6 +157,7 @@ fn values_are_converted_to_dcgm_units() {
         total: 80 << 30,
         used: (1536 << 20) + 123,
         free: (80 << 30) - (1536 << 20) - 123,
+        reserved: 0,
     };
     gpu.total_energy_millijoules = 9_000_000_000;
     gpu.gpu_utilization_percent = 87;
@@ -343,6 +344,7 @@ fn mig_h100() -> SimulatedGpu {
                 total: 40 << 30,
                 used: 10 << 30,
                 free: 30 << 30,
+                reserved: 0,
             }),
         },
         MigInstance {
@@ -787,4 +789,371 @@ fn process_utilization_nvml_cannot_read_is_left_out_not_zero() {
     assert!(family(&families, "odin_gpu_process_memory_utilization_ratio").is_none());
     // The failure is counted, by field.
     assert!(family(&families, "odin_gpu_collector_errors_total").is_some());
+}
+
+mod kubelet {
+    //! Pod labels from a fake kubelet serving the pod-resources API on a Unix socket.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+    use tonic::{Request, Response, Status};
+
+    use super::super::kubelet::proto::pod_resources_lister_server::{
+        PodResourcesLister, PodResourcesListerServer,
+    };
+    use super::super::kubelet::proto::{
+        ContainerDevices, ContainerResources, ListPodResourcesRequest, ListPodResourcesResponse,
+        PodResources,
+    };
+    use super::*;
+
+    /// What the fake kubelet answers; `Err` makes `List` fail with that status.
+    type Answer = Arc<Mutex<std::result::Result<ListPodResourcesResponse, Status>>>;
+
+    struct FakeKubelet(Answer);
+
+    #[tonic::async_trait]
+    impl PodResourcesLister for FakeKubelet {
+        async fn list(
+            &self,
+            _: Request<ListPodResourcesRequest>,
+        ) -> std::result::Result<Response<ListPodResourcesResponse>, Status> {
+            self.0.lock().clone().map(Response::new)
+        }
+    }
+
+    fn serve(socket: &Path, answer: Answer) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let incoming = futures_util::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(PodResourcesListerServer::new(FakeKubelet(answer)))
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        })
+    }
+
+    fn held(namespace: &str, pod: &str, container: &str, resource: &str, id: &str) -> PodResources {
+        PodResources {
+            name: pod.into(),
+            namespace: namespace.into(),
+            containers: vec![ContainerResources {
+                name: container.into(),
+                devices: vec![ContainerDevices {
+                    resource_name: resource.into(),
+                    device_ids: vec![id.into()],
+                    topology: None,
+                }],
+            }],
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("odin-kubelet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    async fn collect(collector: &Arc<GpuCollector>) -> Vec<MetricFamily> {
+        let collector = Arc::clone(collector);
+        tokio::task::spawn_blocking(move || collector.collect())
+            .await
+            .unwrap()
+    }
+
+    fn pod_of<'a>(sample: &'a Sample) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+        (
+            label(&sample.labels, "pod"),
+            label(&sample.labels, "namespace"),
+            label(&sample.labels, "container"),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_series_of_a_gpu_a_pod_holds_carries_the_pod() {
+        let dir = temp_dir("labels");
+        let socket = dir.join("kubelet.sock");
+        let gpu1 = "GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000001";
+        let answer: Answer = Arc::new(Mutex::new(Ok(ListPodResourcesResponse {
+            pod_resources: vec![
+                // GPU 0 through one of its GPU instance's MIG devices; GPU 1 whole.
+                held(
+                    "ml",
+                    "trainer-0",
+                    "pytorch",
+                    "nvidia.com/mig-3g.40gb",
+                    "MIG-aaab",
+                ),
+                held("serving", "vllm-7f9", "server", "nvidia.com/gpu", gpu1),
+                // Not a GPU.
+                held("net", "router", "c", "example.com/nic", "0"),
+            ],
+        })));
+        let server = serve(&socket, Arc::clone(&answer));
+
+        // A process in a pod whose runtime files are not visible.
+        let proc_root = dir.join("proc");
+        std::fs::create_dir_all(proc_root.join("4242")).unwrap();
+        std::fs::write(
+            proc_root.join("4242/cgroup"),
+            "0::/kubepods/burstable/pod0b4ac0b6-8b2a-4c8e-9a57-3f1a2c9d7e11/4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n",
+        )
+        .unwrap();
+        let mut gpu1_sim = SimulatedGpu::h100(1);
+        gpu1_sim.processes = vec![GpuProcess {
+            pid: 4242,
+            used_memory_bytes: Some(1 << 30),
+            gpu_instance_id: None,
+        }];
+        let backend = Arc::new(SimulatedBackend::new(vec![mig_h100(), gpu1_sim]));
+        let collector = Arc::new(GpuCollector::with_backend(
+            backend,
+            GpuCollectorConfig {
+                pod_resources_socket: Some(socket.clone()),
+                proc_root,
+                ..config()
+            },
+        ));
+        let families = collect(&collector).await;
+        let mut checked = 0;
+        for f in families.iter().filter(|f| f.name.starts_with("DCGM_FI_")) {
+            for s in &f.samples {
+                let expected = match (label(&s.labels, "gpu"), label(&s.labels, "GPU_I_ID")) {
+                    (Some("0"), Some("1")) => (Some("trainer-0"), Some("ml"), Some("pytorch")),
+                    (Some("1"), None) => (Some("vllm-7f9"), Some("serving"), Some("server")),
+                    _ => (None, None, None),
+                };
+                assert_eq!(pod_of(s), expected, "{} {:?}", f.name, s.labels);
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{checked} series checked");
+        // dcgm-exporter's order: labels, then the attributes sorted by name.
+        let xid = family(&families, "DCGM_FI_DEV_XID_ERRORS")
+            .unwrap()
+            .samples
+            .iter()
+            .find(|s| label(&s.labels, "gpu") == Some("1"))
+            .unwrap();
+        let names: Vec<&str> = xid.labels.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names[5..],
+            [
+                "Hostname",
+                "DCGM_FI_DRIVER_VERSION",
+                "container",
+                "err_code",
+                "err_msg",
+                "namespace",
+                "pod"
+            ]
+        );
+        // The process: the pod its GPU is allocated to.
+        let process = &family(&families, "odin_gpu_process_memory_used_bytes")
+            .unwrap()
+            .samples[0];
+        assert_eq!(
+            pod_of(process),
+            (Some("vllm-7f9"), Some("serving"), Some("server"))
+        );
+        let pod_resources_errors = |families: &[MetricFamily]| {
+            family(families, "odin_gpu_collector_errors_total").and_then(|f| {
+                f.samples
+                    .iter()
+                    .find(|s| label(&s.labels, "field") == Some("pod_resources"))
+                    .map(|s| s.value)
+            })
+        };
+        assert_eq!(pod_resources_errors(&families), None);
+
+        // The kubelet refuses: the series go on without pod labels, and it is counted.
+        *answer.lock() = Err(Status::unavailable("kubelet restarting"));
+        let families = collect(&collector).await;
+        let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
+        assert_eq!(temp.samples.len(), 3);
+        assert!(temp.samples.iter().all(|s| pod_of(s) == (None, None, None)));
+        assert_eq!(pod_resources_errors(&families), Some(1.0));
+
+        // Gone altogether (a socket nobody serves): still counted, never a crash.
+        server.abort();
+        let _ = server.await;
+        let families = collect(&collector).await;
+        assert_eq!(pod_resources_errors(&families), Some(2.0));
+        assert!(family(&families, "DCGM_FI_DEV_GPU_TEMP").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_kubelet_socket_means_no_pod_labels_and_no_errors() {
+        let backend = Arc::new(SimulatedBackend::new(vec![SimulatedGpu::h100(0)]));
+        let collector = GpuCollector::with_backend(
+            backend,
+            GpuCollectorConfig {
+                pod_resources_socket: Some("/nonexistent/odin/kubelet.sock".into()),
+                ..config()
+            },
+        );
+        let families = collector.collect();
+        let temp = &family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap().samples[0];
+        assert_eq!(label(&temp.labels, "pod"), None);
+        assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
+    }
+}
+
+mod dcgm_exporter_defaults {
+    //! ODIN's GPU families held against dcgm-exporter 3.3's default list
+    //! (`tests/fixtures/dcgm-exporter/default-counters.csv`): names, types, help and
+    //! label names.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// One row of dcgm-exporter's csv.
+    #[derive(Debug)]
+    struct Row {
+        kind: String,
+        help: String,
+        /// Uncommented: in dcgm-exporter's default output.
+        default: bool,
+    }
+
+    fn rows() -> BTreeMap<String, Row> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dcgm-exporter/default-counters.csv"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+        for line in text.lines() {
+            let (default, line) = match line.strip_prefix('#') {
+                Some(rest) => (false, rest.trim()),
+                None => (true, line.trim()),
+            };
+            if !line.starts_with("DCGM_FI_") {
+                continue;
+            }
+            let mut fields = line.splitn(3, ',').map(str::trim);
+            let (Some(name), Some(kind), Some(help)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                panic!("malformed row {line:?}");
+            };
+            // A default row wins over a commented one of the same field.
+            if rows.get(name).is_some_and(|r| r.default) {
+                continue;
+            }
+            rows.insert(
+                name.to_string(),
+                Row {
+                    kind: kind.to_string(),
+                    help: help.to_string(),
+                    default,
+                },
+            );
+        }
+        rows
+    }
+
+    /// Families ODIN emits that dcgm-exporter 3.3's list does not name, and why.
+    const BEYOND_THE_LIST: [(&str, &str); 5] = [
+        (
+            "DCGM_FI_DEV_FB_RESERVED",
+            "a row of dcgm-exporter's dcp-metrics-included.csv since 3.3.x",
+        ),
+        (
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+            "a DCGM field dcgm-exporter exports when listed",
+        ),
+        (
+            "DCGM_FI_DEV_POWER_MGMT_LIMIT",
+            "a DCGM field dcgm-exporter exports when listed",
+        ),
+        (
+            "DCGM_FI_PROF_NVLINK_TX_BYTES",
+            "a DCGM profiling field dcgm-exporter exports when listed",
+        ),
+        (
+            "DCGM_FI_PROF_NVLINK_RX_BYTES",
+            "a DCGM profiling field dcgm-exporter exports when listed",
+        ),
+    ];
+
+    /// Default rows a bare-metal GPU has no value for, so dcgm-exporter emits no
+    /// series for them there either.
+    const NOT_ON_BARE_METAL: [&str; 1] = ["DCGM_FI_DEV_VGPU_LICENSE_STATUS"];
+
+    /// An H100 on which GPM measures everything it can.
+    fn full_h100(index: u32) -> SimulatedGpu {
+        let mut gpu = SimulatedGpu::h100(index);
+        gpu.gpm = Some(GpmMetric::ALL.iter().map(|&m| (m, 10.0)).collect());
+        gpu
+    }
+
+    #[test]
+    fn every_default_family_comes_out_with_dcgm_exporters_name_type_and_help() {
+        let rows = rows();
+        assert!(rows.len() > 40, "{} rows read", rows.len());
+        let (_, collector) = start(vec![full_h100(0), full_h100(1)]);
+        let families = collector.collect();
+        for (name, row) in rows.iter().filter(|(_, r)| r.default && r.kind != "label") {
+            if NOT_ON_BARE_METAL.contains(&name.as_str()) {
+                continue;
+            }
+            let f = family(&families, name).unwrap_or_else(|| panic!("{name} is missing"));
+            let kind = match f.kind {
+                MetricType::Counter => "counter",
+                MetricType::Gauge => "gauge",
+                _ => "other",
+            };
+            assert_eq!(kind, row.kind, "{name}: type");
+            assert_eq!(f.help, row.help, "{name}: help");
+            assert_eq!(f.samples.len(), 2, "{name}: one series per GPU");
+        }
+        for f in families.iter().filter(|f| f.name.starts_with("DCGM_FI_")) {
+            match rows.get(&f.name) {
+                Some(row) => {
+                    assert_eq!(f.help, row.help, "{}: help", f.name);
+                }
+                None => assert!(
+                    BEYOND_THE_LIST.iter().any(|(name, _)| *name == f.name),
+                    "{} is neither in dcgm-exporter's list nor among ODIN's documented additions",
+                    f.name
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn every_series_has_dcgm_exporters_label_names() {
+        let (_, collector) = start(vec![full_h100(0)]);
+        let families = collector.collect();
+        let base = [
+            "gpu",
+            "UUID",
+            "pci_bus_id",
+            "device",
+            "modelName",
+            "Hostname",
+            "DCGM_FI_DRIVER_VERSION",
+        ];
+        for f in families.iter().filter(|f| f.name.starts_with("DCGM_FI_")) {
+            for s in &f.samples {
+                let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+                if f.name == "DCGM_FI_DEV_XID_ERRORS" {
+                    assert_eq!(names[..7], base, "{}", f.name);
+                    assert_eq!(names[7..], ["err_code", "err_msg"], "{}", f.name);
+                } else {
+                    assert_eq!(names, base, "{}", f.name);
+                }
+            }
+        }
+    }
 }
