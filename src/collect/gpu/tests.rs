@@ -868,7 +868,7 @@ mod kubelet {
             .unwrap()
     }
 
-    fn pod_of<'a>(sample: &'a Sample) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+    fn pod_of(sample: &Sample) -> (Option<&str>, Option<&str>, Option<&str>) {
         (
             label(&sample.labels, "pod"),
             label(&sample.labels, "namespace"),
