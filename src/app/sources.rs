@@ -112,22 +112,7 @@ impl Sources {
         if let Some(section) = c.gpu.as_ref().filter(|g| g.enabled) {
             let cfg = &section.scrape();
             if self.gpu.is_none() {
-                let defaults = GpuCollectorConfig::default();
-                let gpu = GpuCollector::start(GpuCollectorConfig {
-                    enabled: true,
-                    hostname: section.hostname.clone().or(defaults.hostname),
-                    driver_version_label: section
-                        .driver_version_label
-                        .unwrap_or(defaults.driver_version_label),
-                    processes: section.processes.unwrap_or(defaults.processes),
-                    proc_root: section.proc_root.clone().unwrap_or(defaults.proc_root),
-                    host_root: section.host_root.clone().unwrap_or(defaults.host_root),
-                    pod_resources_socket: match &section.pod_resources_socket {
-                        Some(path) if path.as_os_str().is_empty() => None,
-                        Some(path) => Some(path.clone()),
-                        None => defaults.pod_resources_socket,
-                    },
-                });
+                let gpu = GpuCollector::start(gpu_collector_config(section));
                 // Without NVML the collector has logged why once; no job then, so
                 // `up` does not report a GPU target that cannot exist.
                 if gpu.is_on() {
@@ -139,6 +124,27 @@ impl Sources {
             }
         }
         jobs
+    }
+}
+
+/// The GPU collector's settings: the `collectors.gpu` section over the defaults.
+fn gpu_collector_config(section: &crate::config::GpuCollectorConfig) -> GpuCollectorConfig {
+    let defaults = GpuCollectorConfig::default();
+    GpuCollectorConfig {
+        enabled: true,
+        hostname: section.hostname.clone().or(defaults.hostname),
+        driver_version_label: section
+            .driver_version_label
+            .unwrap_or(defaults.driver_version_label),
+        processes: section.processes.unwrap_or(defaults.processes),
+        proc_root: section.proc_root.clone().unwrap_or(defaults.proc_root),
+        host_root: section.host_root.clone().unwrap_or(defaults.host_root),
+        // `""` turns the kubelet's pod labels off.
+        pod_resources_socket: match &section.pod_resources_socket {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+            None => defaults.pod_resources_socket,
+        },
     }
 }
 
@@ -170,4 +176,37 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu_section(yaml: &str) -> crate::config::GpuCollectorConfig {
+        let config = Config::parse(&format!("collectors:\n  gpu:\n{yaml}"), "x.yml").unwrap();
+        config.collectors.gpu.unwrap()
+    }
+
+    #[test]
+    fn the_gpu_section_overrides_the_collectors_defaults() {
+        let defaults = gpu_collector_config(&gpu_section("    processes: true\n"));
+        assert_eq!(
+            defaults.pod_resources_socket.as_deref(),
+            Some(std::path::Path::new(
+                crate::collect::gpu::kubelet::DEFAULT_SOCKET
+            ))
+        );
+        assert_eq!(defaults.proc_root, std::path::PathBuf::from("/proc"));
+        let set = gpu_collector_config(&gpu_section(
+            "    pod_resources_socket: /host/kubelet.sock\n    proc_root: /host/proc\n    driver_version_label: false\n",
+        ));
+        assert_eq!(
+            set.pod_resources_socket.as_deref(),
+            Some(std::path::Path::new("/host/kubelet.sock"))
+        );
+        assert_eq!(set.proc_root, std::path::PathBuf::from("/host/proc"));
+        assert!(!set.driver_version_label);
+        let off = gpu_collector_config(&gpu_section("    pod_resources_socket: \"\"\n"));
+        assert_eq!(off.pod_resources_socket, None);
+    }
 }
