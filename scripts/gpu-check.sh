@@ -4,10 +4,24 @@
 #   scripts/gpu-check.sh [path/to/odin] [extra args for `odin run`...]
 #
 # Starts `odin run` on a free port with a temporary data directory, waits (at most
-# 60 s) until /api/v1/query returns DCGM_FI_DEV_GPU_TEMP (ODIN scrapes its GPU
-# collector every 15 s), then compares seven families per GPU with nvidia-smi and
-# prints a table. Exit status: 0 all within tolerance, 1 a mismatch or a missing
-# series, 2 set-up failure. Needs bash, curl and python3.
+# 90 s) until ODIN has scraped its GPU collector three times, then:
+#   1. compares seven families per GPU with nvidia-smi and prints a table;
+#   2. holds every DCGM_FI_* family against dcgm-exporter 3.3's default list
+#      (tests/fixtures/dcgm-exporter/default-counters.csv): name, type, help, and
+#      every default family present;
+#   3. checks each series' labels: dcgm-exporter's label names, and gpu, UUID,
+#      pci_bus_id, device, modelName equal to what nvidia-smi says of that GPU;
+#      err_code/err_msg on DCGM_FI_DEV_XID_ERRORS;
+#   4. MIG: a MIG-enabled GPU is reported as exactly the GPU instances
+#      `nvidia-smi mig -lgi` lists, and has no series of its own;
+#   5. processes: every compute process nvidia-smi lists has its
+#      odin_gpu_process_memory_used_bytes, within 5 % or 64 MiB;
+#   6. energy: the energy counter's increase over the window matches the average
+#      power draw (±25 %);
+#   7. NVLink: a GPU with active links has DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL; a
+#      Hopper or later GPU has the GPM profiling fields (DCGM_FI_PROF_*).
+# Exit status: 0 all hold, 1 a mismatch or a missing series, 2 set-up failure.
+# Needs bash, curl and python3.
 #
 # Environment: ODIN_PORT (default 19090), ODIN_ARGS (replaces the default
 # `--web.listen-address=127.0.0.1:$ODIN_PORT --storage.tsdb.path=$tmp` flags, for
@@ -18,7 +32,8 @@ set -euo pipefail
 BIN="${1:-target/release/odin}"
 shift || true
 PORT="${ODIN_PORT:-19090}"
-WAIT_S=60
+WAIT_S=90
+FIXTURE="$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures/dcgm-exporter/default-counters.csv"
 
 command -v nvidia-smi >/dev/null || { echo "gpu-check: nvidia-smi not found" >&2; exit 2; }
 command -v curl >/dev/null || { echo "gpu-check: curl not found" >&2; exit 2; }
@@ -50,7 +65,7 @@ query() { # $1: PromQL; prints the JSON response
   curl -fsS --max-time 5 -G "$URL/api/v1/query" --data-urlencode "query=$1"
 }
 
-echo "gpu-check: waiting up to ${WAIT_S}s for DCGM_FI_DEV_GPU_TEMP at $URL"
+echo "gpu-check: waiting up to ${WAIT_S}s for three scrapes of DCGM_FI_DEV_GPU_TEMP at $URL"
 deadline=$((SECONDS + WAIT_S))
 while :; do
   if [[ -n "$ODIN_PID" ]] && ! kill -0 "$ODIN_PID" 2>/dev/null; then
@@ -58,7 +73,8 @@ while :; do
     tail -n 50 "$TMP/odin.log" >&2 || true
     exit 2
   fi
-  if body="$(query 'DCGM_FI_DEV_GPU_TEMP' 2>/dev/null)" &&
+  # Three scrapes: rates (NVLink, PCIe, GPM) need two reads, the energy check a span.
+  if body="$(query 'count_over_time(DCGM_FI_DEV_GPU_TEMP[5m]) >= 3' 2>/dev/null)" &&
     python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["data"]["result"] else 1)' <<<"$body" 2>/dev/null; then
     break
   fi
@@ -73,11 +89,23 @@ done
 # Read both sides as close together in time as we can.
 for metric in DCGM_FI_DEV_GPU_TEMP DCGM_FI_DEV_POWER_USAGE DCGM_FI_DEV_FB_USED DCGM_FI_DEV_FB_FREE \
   DCGM_FI_DEV_SM_CLOCK DCGM_FI_DEV_MEM_CLOCK DCGM_FI_DEV_GPU_UTIL; do
-  # Whole GPUs only: MIG instances carry GPU_I_ID.
-  query "${metric}{GPU_I_ID=\"\"}" >"$TMP/$metric.json"
+  query "${metric}" >"$TMP/$metric.json"
 done
 nvidia-smi --query-gpu=index,temperature.gpu,power.draw,memory.used,memory.free,clocks.sm,clocks.mem,utilization.gpu \
   --format=csv,noheader,nounits >"$TMP/smi.csv"
+
+# What the structure checks read.
+curl -fsS --max-time 10 -G "$URL/api/v1/series" --data-urlencode 'match[]={__name__=~"DCGM_FI_.*|odin_gpu_.*"}' \
+  --data-urlencode "start=$(($(date +%s) - 60))" >"$TMP/series.json"
+curl -fsS --max-time 10 "$URL/api/v1/metadata" >"$TMP/metadata.json"
+query 'odin_gpu_process_memory_used_bytes' >"$TMP/processes.json"
+# Raw samples of the window (a range selector answered as a matrix).
+query 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m]' >"$TMP/energy.json"
+query 'DCGM_FI_DEV_POWER_USAGE[5m]' >"$TMP/power.json"
+nvidia-smi --query-gpu=index,uuid,pci.bus_id,name,mig.mode.current --format=csv,noheader >"$TMP/identity.csv"
+nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits >"$TMP/apps.csv" 2>/dev/null || :
+nvidia-smi mig -lgi >"$TMP/mig.txt" 2>/dev/null || :
+nvidia-smi nvlink -s >"$TMP/nvlink.txt" 2>/dev/null || :
 
 status=0
 python3 - "$TMP" <<'PY' || status=$?
@@ -103,11 +131,16 @@ with open(os.path.join(tmp, "smi.csv")) as f:
             smi[cols[0]] = cols
 
 odin = {}
+mig_gpus = set()
 for metric, *_ in checks:
     with open(os.path.join(tmp, metric + ".json")) as f:
         body = json.load(f)
     for r in body.get("data", {}).get("result", []):
         gpu = r["metric"].get("gpu")
+        if r["metric"].get("GPU_I_ID"):
+            # A MIG GPU's instances repeat the GPU's readings; their frame buffer is
+            # the instance's own, not comparable with the whole GPU's.
+            mig_gpus.add(gpu)
         odin.setdefault(metric, {})[gpu] = float(r["value"][1])
 
 def num(s):
@@ -127,6 +160,9 @@ for gpu in sorted(smi, key=int):
         short = metric.replace("DCGM_FI_DEV_", "")
         if want is None:
             print(f"{gpu:>3}  {short:<26} {'' if got is None else f'{got:10.2f}':>10} {cols[col]:>11} {'':>10}  skip (nvidia-smi has no value)")
+            continue
+        if gpu in mig_gpus and (metric.startswith("DCGM_FI_DEV_FB_") or metric == "DCGM_FI_DEV_GPU_UTIL"):
+            print(f"{gpu:>3}  {short:<26} {'' if got is None else f'{got:10.2f}':>10} {want:11.2f} {'':>10}  skip (MIG: per instance)")
             continue
         if got is None:
             print(f"{gpu:>3}  {short:<26} {'missing':>10} {want:11.2f} {'':>10}  FAIL")
@@ -153,5 +189,10 @@ if extra:
     failed = True
 sys.exit(1 if failed else 0)
 PY
-if ((status == 0)); then echo "gpu-check: all within tolerance"; else echo "gpu-check: MISMATCH" >&2; fi
+
+echo
+echo "gpu-check: names, types, help and labels against dcgm-exporter's defaults; MIG, processes, energy, NVLink"
+python3 "$(dirname "$0")/gpu-check-structure.py" "$TMP" "$FIXTURE" || status=1
+
+if ((status == 0)); then echo "gpu-check: all hold"; else echo "gpu-check: MISMATCH" >&2; fi
 exit "$status"
