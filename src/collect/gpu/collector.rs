@@ -992,17 +992,18 @@ impl Running {
             if !resolved.process_name.is_empty() {
                 labels.push(label("process_name", resolved.process_name));
             }
-            // A process in a pod its runtime's files do not name: the kubelet's holder
-            // of the GPU (or instance) it runs on.
+            // A process in a pod its runtime's files do not name: the container the
+            // kubelet gave its GPU (or instance) to, when only one holds it. A shared
+            // GPU's processes stay unnamed rather than be given a neighbour's pod.
             let pod = if resolved.pod.pod.is_none() && resolved.pod_uid.is_some() {
                 match instance {
-                    Some(i) => allocations.of_instance(
+                    Some(i) => allocations.sole_holder_of_instance(
                         &id.uuid,
                         id.index,
                         i.gpu_instance_id,
                         &i.device_uuids,
                     ),
-                    None => allocations.of_gpu(&id.uuid, id.index),
+                    None => allocations.sole_holder_of_gpu(&id.uuid, id.index),
                 }
                 .cloned()
                 .unwrap_or_default()

@@ -79,7 +79,9 @@ impl DeviceKey {
 /// The containers devices are allocated to, from one `List`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceAllocations {
-    by_device: HashMap<DeviceKey, PodInfo>,
+    /// Each device's first holder by namespace, pod and container, and how many
+    /// containers hold it.
+    by_device: HashMap<DeviceKey, (PodInfo, usize)>,
 }
 
 impl DeviceAllocations {
@@ -117,28 +119,33 @@ impl DeviceAllocations {
                 &b.1.container,
             ))
         });
-        let mut by_device = HashMap::new();
+        let mut by_device: HashMap<DeviceKey, (PodInfo, usize)> = HashMap::new();
         for (key, holder) in holders {
-            by_device.entry(key).or_insert(holder);
+            let entry = by_device.entry(key).or_insert((holder.clone(), 0));
+            // A container given several replicas of one GPU holds it once.
+            if entry.1 == 0 || entry.0 != holder {
+                entry.1 += 1;
+            }
         }
         DeviceAllocations { by_device }
     }
 
-    /// The container holding a whole GPU.
-    pub fn of_gpu(&self, uuid: &str, index: u32) -> Option<&PodInfo> {
+    /// The container holding a whole GPU, and how many hold it.
+    fn gpu_holder(&self, uuid: &str, index: u32) -> Option<&(PodInfo, usize)> {
         self.by_device
             .get(&DeviceKey::Gpu(uuid.to_string()))
             .or_else(|| self.by_device.get(&DeviceKey::GpuIndex(index)))
     }
 
-    /// The container holding a MIG GPU instance (through any of its MIG devices).
-    pub fn of_instance(
+    /// The container holding a MIG GPU instance (through any of its MIG devices), and
+    /// how many hold it.
+    fn instance_holder(
         &self,
         uuid: &str,
         index: u32,
         gpu_instance: u32,
         device_uuids: &[String],
-    ) -> Option<&PodInfo> {
+    ) -> Option<&(PodInfo, usize)> {
         device_uuids
             .iter()
             .find_map(|mig| self.by_device.get(&DeviceKey::Mig(mig.clone())))
@@ -150,6 +157,44 @@ impl DeviceAllocations {
                 self.by_device
                     .get(&DeviceKey::MigInstanceOfIndex(index, gpu_instance))
             })
+    }
+
+    /// The container a whole GPU's series are labelled with.
+    pub fn of_gpu(&self, uuid: &str, index: u32) -> Option<&PodInfo> {
+        self.gpu_holder(uuid, index).map(|(pod, _)| pod)
+    }
+
+    /// The container a MIG GPU instance's series are labelled with.
+    pub fn of_instance(
+        &self,
+        uuid: &str,
+        index: u32,
+        gpu_instance: u32,
+        device_uuids: &[String],
+    ) -> Option<&PodInfo> {
+        self.instance_holder(uuid, index, gpu_instance, device_uuids)
+            .map(|(pod, _)| pod)
+    }
+
+    /// The container holding a whole GPU when it is the only one: what a process on
+    /// that GPU can be attributed to without knowing its container.
+    pub fn sole_holder_of_gpu(&self, uuid: &str, index: u32) -> Option<&PodInfo> {
+        self.gpu_holder(uuid, index)
+            .filter(|(_, holders)| *holders == 1)
+            .map(|(pod, _)| pod)
+    }
+
+    /// [`sole_holder_of_gpu`](Self::sole_holder_of_gpu) for a MIG GPU instance.
+    pub fn sole_holder_of_instance(
+        &self,
+        uuid: &str,
+        index: u32,
+        gpu_instance: u32,
+        device_uuids: &[String],
+    ) -> Option<&PodInfo> {
+        self.instance_holder(uuid, index, gpu_instance, device_uuids)
+            .filter(|(_, holders)| *holders == 1)
+            .map(|(pod, _)| pod)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -335,11 +380,17 @@ mod tests {
         assert_eq!(holder.container.as_deref(), Some("main"));
         // The SR-IOV "0" is not GPU 0.
         assert!(allocations.of_gpu("GPU-other", 0).is_none());
+        // Shared: no process on it can be attributed to one of them.
+        assert!(allocations.sole_holder_of_gpu(gpu, 0).is_none());
         let mig = allocations
             .of_instance("GPU-x", 0, 5, &["MIG-zzz".into(), "MIG-abc".into()])
             .unwrap();
         assert_eq!(mig.pod.as_deref(), Some("mig"));
         assert!(allocations.of_instance("GPU-x", 0, 5, &[]).is_none());
+        assert_eq!(
+            allocations.sole_holder_of_instance("GPU-x", 0, 5, &["MIG-abc".into()]),
+            Some(mig)
+        );
     }
 
     #[test]
