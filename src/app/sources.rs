@@ -99,6 +99,7 @@ impl Sources {
                     proc: node.procfs.clone().unwrap_or(defaults.proc),
                     sys: node.sysfs.clone().unwrap_or(defaults.sys),
                     root: node.rootfs.clone().unwrap_or(defaults.root),
+                    textfile: node.textfile_directory.clone(),
                 };
                 match NodeCollector::new(paths) {
                     Ok(n) => self.node = Some(Arc::new(NodeSource(n))),

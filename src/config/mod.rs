@@ -167,6 +167,9 @@ pub struct NodeCollectorConfig {
     pub sysfs: Option<PathBuf>,
     /// Default `/`.
     pub rootfs: Option<PathBuf>,
+    /// A directory of `*.prom` files to expose with the node's metrics
+    /// (node_exporter's `--collector.textfile.directory`) [default: none].
+    pub textfile_directory: Option<PathBuf>,
 }
 
 /// `collectors.gpu`: the scrape settings and the GPU collector's own. Read when the

@@ -16,9 +16,13 @@
 //! This module must not import the TSDB, the scrape path or the API: it only reads
 //! the kernel's files and builds families.
 
+mod arp;
+mod conntrack;
 mod cpu;
 mod diskstats;
+mod entropy;
 mod error;
+mod filefd;
 mod filesystem;
 mod hwmon;
 mod loadavg;
@@ -28,10 +32,15 @@ mod netdev;
 mod netstat;
 mod os;
 mod pressure;
+mod selinux;
 mod sockstat;
+mod softnet;
 mod stat;
+mod textfile;
 mod thermal_zone;
 mod time;
+mod timex;
+mod udp_queues;
 mod uname;
 mod vmstat;
 
@@ -56,6 +65,9 @@ pub struct NodePaths {
     /// The root filesystem, `/` by default: `etc/os-release`, `run/udev/data` and the
     /// mount points that `filesystem` stats are looked up under it.
     pub root: PathBuf,
+    /// The `textfile` collector's directory of `*.prom` files (node_exporter's
+    /// `--collector.textfile.directory`); none by default.
+    pub textfile: Option<PathBuf>,
 }
 
 impl Default for NodePaths {
@@ -64,6 +76,7 @@ impl Default for NodePaths {
             proc: PathBuf::from("/proc"),
             sys: PathBuf::from("/sys"),
             root: PathBuf::from("/"),
+            textfile: None,
         }
     }
 }
@@ -149,10 +162,15 @@ impl Filters {
 type CollectFn = fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>;
 
 /// node_exporter's default-enabled Linux collectors that ODIN implements, in the
-/// order node_exporter sorts them (by name).
+/// order node_exporter sorts them (by name), but `textfile` last: it refuses a file
+/// whose families collide with the built-in ones, so those must be there before it.
 const COLLECTORS: &[(&str, CollectFn)] = &[
+    ("arp", arp::collect),
+    ("conntrack", conntrack::collect),
     ("cpu", cpu::collect),
     ("diskstats", diskstats::collect),
+    ("entropy", entropy::collect),
+    ("filefd", filefd::collect),
     ("filesystem", filesystem::collect),
     ("hwmon", hwmon::collect),
     ("loadavg", loadavg::collect),
@@ -162,12 +180,17 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("netstat", netstat::collect),
     ("os", os::collect),
     ("pressure", pressure::collect),
+    ("selinux", selinux::collect),
     ("sockstat", sockstat::collect),
+    ("softnet", softnet::collect),
     ("stat", stat::collect),
     ("thermal_zone", thermal_zone::collect),
     ("time", time::collect),
+    ("timex", timex::collect),
+    ("udp_queues", udp_queues::collect),
     ("uname", uname::collect),
     ("vmstat", vmstat::collect),
+    ("textfile", textfile::collect),
 ];
 
 /// Reads node metrics on demand. Cheap to keep around: it holds paths, compiled
@@ -348,6 +371,7 @@ pub(crate) mod test_util {
                 proc: self.dir.path().join("proc"),
                 sys: self.dir.path().join("sys"),
                 root: self.dir.path().join("root"),
+                textfile: None,
             }
         }
 
