@@ -1,6 +1,7 @@
 //! Generates the Thanos StoreAPI and Info API code (server and client) from
 //! `proto/thanos/`, the cluster's peer protocol from `proto/odin/`, and the kubelet's
-//! pod-resources API from `proto/kubelet/`, with tonic-prost-build.
+//! pod-resources API and the CRI's container listing from `proto/kubelet/`, with
+//! tonic-prost-build.
 //!
 //! protoc comes from `protoc-bin-vendored` unless `PROTOC` names one already, so a
 //! fresh machine builds with nothing installed from apt.
@@ -40,20 +41,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     println!("cargo:rerun-if-changed={}", cluster.display());
 
-    // The kubelet's pod-resources API, read by the GPU collector (client only; the
-    // server is generated too, for the tests' fake kubelet).
-    let pod_resources = PathBuf::from("proto/kubelet/podresources.proto");
+    // The kubelet's pod-resources API and the CRI's container listing, read by the GPU
+    // collector (the servers are generated too, for the tests' fakes).
+    let kubelet = [
+        PathBuf::from("proto/kubelet/podresources.proto"),
+        PathBuf::from("proto/kubelet/cri.proto"),
+    ];
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc()?);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_with_config(
-            config,
-            std::slice::from_ref(&pod_resources),
-            &[PathBuf::from("proto/kubelet")],
-        )?;
-    println!("cargo:rerun-if-changed={}", pod_resources.display());
+        .compile_with_config(config, &kubelet, &[PathBuf::from("proto/kubelet")])?;
+    for p in &kubelet {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
     println!("cargo:rerun-if-env-changed=PROTOC");
     // Naming any rerun-if line turns off cargo's default of rerunning on every
     // change in the package, so the protos must be named too, or an edited proto

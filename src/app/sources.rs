@@ -146,6 +146,8 @@ fn gpu_collector_config(section: &crate::config::GpuCollectorConfig) -> GpuColle
             Some(path) => Some(path.clone()),
             None => defaults.pod_resources_socket,
         },
+        // `None` finds the runtime's socket; `""` is kept, and turns it off.
+        cri_socket: section.cri_socket.clone().or(defaults.cri_socket),
     }
 }
 
@@ -207,7 +209,11 @@ mod tests {
         );
         assert_eq!(set.proc_root, std::path::PathBuf::from("/host/proc"));
         assert!(!set.driver_version_label);
-        let off = gpu_collector_config(&gpu_section("    pod_resources_socket: \"\"\n"));
+        let off = gpu_collector_config(&gpu_section(
+            "    pod_resources_socket: \"\"\n    cri_socket: \"\"\n",
+        ));
         assert_eq!(off.pod_resources_socket, None);
+        assert_eq!(off.cri_socket, Some(std::path::PathBuf::new()));
+        assert_eq!(defaults.cri_socket, None);
     }
 }

@@ -195,6 +195,11 @@ pub struct GpuCollectorConfig {
     /// series of a GPU a pod holds [default
     /// `/var/lib/kubelet/pod-resources/kubelet.sock`; `""` turns it off].
     pub pod_resources_socket: Option<PathBuf>,
+    /// The container runtime's CRI socket, for the pod of a GPU process whose runtime
+    /// files are not under `host_root` [default: the first of containerd's, K3s's,
+    /// CRI-O's and cri-dockerd's usual sockets found under `host_root`; `""` turns it
+    /// off].
+    pub cri_socket: Option<PathBuf>,
 }
 
 impl NodeCollectorConfig {

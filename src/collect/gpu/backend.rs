@@ -199,6 +199,8 @@ pub enum Field {
     ProcessUtilization,
     /// The kubelet's pod-resources list (not a GPU reading, counted alike).
     PodResources,
+    /// A container runtime's CRI lookup (likewise).
+    Cri,
 }
 
 impl Field {
@@ -243,6 +245,7 @@ impl Field {
             Field::Processes => "processes",
             Field::ProcessUtilization => "process_utilization",
             Field::PodResources => "pod_resources",
+            Field::Cri => "cri",
         }
     }
 }

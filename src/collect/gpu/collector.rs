@@ -16,6 +16,7 @@ use super::backend::{
     DeviceIdentity, EccCount, Field, GpmMetric, GpuBackend, GpuDevice, MigInstance, PcieDirection,
     RemappedRows, RetiredPages, XidTable, XidWatch,
 };
+use super::cri::CriClient;
 use super::error::{FieldError, Result};
 use super::kubelet::{DeviceAllocations, ListError, PodResourcesClient};
 use super::nvml::NvmlBackend;
@@ -48,6 +49,11 @@ pub struct GpuCollectorConfig {
     /// [`DEFAULT_SOCKET`](super::kubelet::DEFAULT_SOCKET); `None` turns it off. A
     /// host without the socket (no kubelet) gets no pod labels and no errors.
     pub pod_resources_socket: Option<PathBuf>,
+    /// The container runtime's CRI socket, to name the pod of a GPU process whose
+    /// runtime state files are not under `host_root`. `None`: the first of the
+    /// runtimes' usual sockets ([`KNOWN_SOCKETS`](super::cri::KNOWN_SOCKETS)) found
+    /// under `host_root`; an empty path turns it off.
+    pub cri_socket: Option<PathBuf>,
 }
 
 impl Default for GpuCollectorConfig {
@@ -60,6 +66,7 @@ impl Default for GpuCollectorConfig {
             proc_root: PathBuf::from("/proc"),
             host_root: PathBuf::from("/"),
             pod_resources_socket: Some(PathBuf::from(super::kubelet::DEFAULT_SOCKET)),
+            cri_socket: None,
         }
     }
 }
@@ -454,7 +461,15 @@ impl GpuCollector {
         });
         let count = backend.device_count().unwrap_or(0);
         tracing::info!(gpus = count, driver = %driver_version, "gpu collector on");
-        let resolver = PodResolver::new(config.proc_root.clone(), config.host_root.clone());
+        let cri = match &config.cri_socket {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(CriClient::new(path.clone())),
+            None => CriClient::discover(&config.host_root),
+        };
+        if let Some(cri) = &cri {
+            tracing::info!(socket = %cri.socket().display(), "gpu collector: processes' pods from the container runtime");
+        }
+        let resolver = PodResolver::new(config.proc_root.clone(), config.host_root.clone(), cri);
         let pod_resources = config
             .pod_resources_socket
             .as_ref()
@@ -624,6 +639,10 @@ impl Running {
                 label("pci_bus_id", id.pci_bus_id.clone()),
             ];
             out.push(&DEVICE_LOST, labels, 1.0);
+        }
+        let cri_failures = state.resolver.take_cri_failures();
+        if cri_failures > 0 {
+            *state.errors.entry(Field::Cri.label()).or_insert(0) += cri_failures;
         }
         for (field, n) in &state.errors {
             out.push(&ERRORS, vec![label("field", *field)], *n as f64);

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::process::PodInfo;
+use super::unix_grpc;
 
 /// The generated client (and, for tests, server) of `proto/kubelet/podresources.proto`.
 pub mod proto {
@@ -234,58 +235,26 @@ impl PodResourcesClient {
 
     /// Lists the allocations, blocking the calling thread for at most
     /// [`LIST_TIMEOUT`]. Call it from a blocking thread (`spawn_blocking`), never
-    /// from a runtime worker: inside a Tokio runtime the call runs on it.
+    /// from a runtime worker.
     pub fn list(&self) -> Result<DeviceAllocations, ListError> {
         if !self.socket.exists() {
             return Err(ListError::NoSocket(self.socket.clone()));
         }
-        let call = tokio_timeout(LIST_TIMEOUT, list_over_socket(self.socket.clone()));
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle.block_on(call),
-            Err(_) => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("runtime: {e}"))
-                .and_then(|runtime| runtime.block_on(call)),
-        };
-        result
-            .map(DeviceAllocations::from_response)
-            .map_err(|message| ListError::Failed {
-                socket: self.socket.clone(),
-                message,
-            })
+        let socket = self.socket.clone();
+        unix_grpc::block_on(LIST_TIMEOUT, async move {
+            let channel = unix_grpc::channel(socket, LIST_TIMEOUT).await?;
+            proto::pod_resources_lister_client::PodResourcesListerClient::new(channel)
+                .list(proto::ListPodResourcesRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| format!("{}: {}", status.code(), status.message()))
+        })
+        .map(DeviceAllocations::from_response)
+        .map_err(|message| ListError::Failed {
+            socket: self.socket.clone(),
+            message,
+        })
     }
-}
-
-async fn tokio_timeout<T>(
-    limit: Duration,
-    call: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
-}
-
-async fn list_over_socket(socket: PathBuf) -> Result<proto::ListPodResourcesResponse, String> {
-    // The URI is required by the API and not used: the connector dials the socket.
-    let endpoint = tonic::transport::Endpoint::from_static("http://kubelet.invalid")
-        .connect_timeout(LIST_TIMEOUT);
-    let channel = endpoint
-        .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut client = proto::pod_resources_lister_client::PodResourcesListerClient::new(channel);
-    client
-        .list(proto::ListPodResourcesRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| format!("{}: {}", status.code(), status.message()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //!   container runtimes' state.
 //! * [`kubelet`] — which pod holds each GPU, from the kubelet's pod-resources socket:
 //!   `pod`, `namespace`, `container` on every series of a GPU a pod was given.
+//! * [`cri`] — a container's pod from the runtime's CRI socket, for processes whose
+//!   runtime state files are not visible.
 //! * [`xid`] — the text of each XID (`err_msg`).
 //!
 //! Names, types, help and labels follow dcgm-exporter 3.3 (`etc/default-counters.csv`
@@ -32,11 +34,13 @@
 
 pub mod backend;
 mod collector;
+pub mod cri;
 pub mod error;
 pub mod kubelet;
 pub mod nvml;
 pub mod process;
 pub mod sim;
+mod unix_grpc;
 pub mod xid;
 
 #[cfg(test)]

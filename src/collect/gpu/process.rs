@@ -8,6 +8,8 @@
 //!    its namespace and the container: containerd's (under `/run/containerd`, or
 //!    K3s's `/run/k3s/containerd`) and CRI-O's OCI `config.json` annotations, or
 //!    Docker's `config.v2.json` labels.
+//! 3. Else the runtime itself, over its CRI socket ([`super::cri`]), by container ID;
+//!    its answer counts only when its pod UID is the cgroup's.
 //!
 //! Where neither names the pod, the collector asks the kubelet which pod holds the
 //! process's GPU ([`super::kubelet`]); nothing is guessed from the process's host
@@ -18,6 +20,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use super::cri::CriClient;
 
 /// What the cgroup path of a process says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -210,17 +214,65 @@ pub struct ProcessLabels {
 pub struct PodResolver {
     proc_root: PathBuf,
     host_root: PathBuf,
+    cri: Option<CriClient>,
     by_container: HashMap<String, PodInfo>,
+    /// CRI lookups that failed since the collector last asked.
+    cri_failures: u64,
+    /// Whether the last CRI lookup failed (a change is logged once).
+    cri_failing: bool,
 }
 
 const MAX_CACHED_CONTAINERS: usize = 4096;
 
 impl PodResolver {
-    pub fn new(proc_root: PathBuf, host_root: PathBuf) -> Self {
+    pub fn new(proc_root: PathBuf, host_root: PathBuf, cri: Option<CriClient>) -> Self {
         Self {
             proc_root,
             host_root,
+            cri,
             by_container: HashMap::new(),
+            cri_failures: 0,
+            cri_failing: false,
+        }
+    }
+
+    /// How many CRI lookups failed since the last call.
+    pub fn take_cri_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.cri_failures)
+    }
+
+    /// The pod of container `id` from the runtime's CRI socket, when its pod UID is
+    /// `pod_uid` (the cgroup's).
+    fn ask_runtime(&mut self, id: &str, pod_uid: &str) -> Option<PodInfo> {
+        let cri = self.cri.as_ref()?;
+        match cri.container(id) {
+            Ok(found) => {
+                if self.cri_failing {
+                    tracing::info!(socket = %cri.socket().display(), "gpu collector: the container runtime answers again");
+                    self.cri_failing = false;
+                }
+                let found = found?;
+                match found.pod_uid.as_deref() {
+                    Some(uid) if uid != pod_uid => {
+                        tracing::debug!(
+                            container = id,
+                            cgroup_uid = pod_uid,
+                            runtime_uid = uid,
+                            "the runtime's pod for a container is not its cgroup's; not used"
+                        );
+                        None
+                    }
+                    _ => Some(found.pod),
+                }
+            }
+            Err(error) => {
+                if !self.cri_failing {
+                    tracing::warn!(%error, "gpu collector: cannot ask the container runtime which pod a GPU process is in");
+                    self.cri_failing = true;
+                }
+                self.cri_failures += 1;
+                None
+            }
         }
     }
 
@@ -233,10 +285,12 @@ impl PodResolver {
             .map(|s| parse_cgroup(&s))
             .unwrap_or_default();
         let pod = match (&cgroup.pod_uid, &cgroup.container_id) {
-            (Some(_), Some(id)) => match self.by_container.get(id) {
+            (Some(uid), Some(id)) => match self.by_container.get(id) {
                 Some(info) => info.clone(),
                 None => {
-                    let info = pod_info_from_runtime(&self.host_root, id).unwrap_or_default();
+                    let info = pod_info_from_runtime(&self.host_root, id)
+                        .or_else(|| self.ask_runtime(id, uid))
+                        .unwrap_or_default();
                     if self.by_container.len() >= MAX_CACHED_CONTAINERS {
                         self.by_container.clear();
                     }
@@ -397,7 +451,7 @@ mod tests {
                 "io.kubernetes.cri.sandbox-name":"train-7d9f",
                 "io.kubernetes.cri.sandbox-namespace":"ml"}}"#,
         );
-        let mut resolver = PodResolver::new(proc_root, host_root);
+        let mut resolver = PodResolver::new(proc_root, host_root, None);
         let labels = resolver.resolve(42);
         assert_eq!(labels.process_name, "python3");
         assert_eq!(labels.pod.pod.as_deref(), Some("train-7d9f"));
@@ -424,7 +478,7 @@ mod tests {
                 "io.kubernetes.cri.sandbox-name":"vllm-0",
                 "io.kubernetes.cri.sandbox-namespace":"serving"}}"#,
         );
-        let mut resolver = PodResolver::new(proc_root, host_root);
+        let mut resolver = PodResolver::new(proc_root, host_root, None);
         let labels = resolver.resolve(43);
         assert_eq!(labels.pod.pod.as_deref(), Some("vllm-0"));
         assert_eq!(labels.pod.namespace.as_deref(), Some("serving"));
@@ -448,7 +502,7 @@ mod tests {
             b"PATH=/bin\0HOSTNAME=infer-0\0",
         );
         write(&proc_root.join("7/root/etc/hostname"), b"node-1\n");
-        let mut resolver = PodResolver::new(proc_root, root.join("nohost"));
+        let mut resolver = PodResolver::new(proc_root, root.join("nohost"), None);
         let labels = resolver.resolve(7);
         assert_eq!(labels.process_name, "infer");
         assert_eq!(labels.pod, PodInfo::default());
@@ -460,7 +514,7 @@ mod tests {
     #[test]
     fn vanished_process_resolves_to_nothing() {
         let root = temp_dir("gone");
-        let mut resolver = PodResolver::new(root.join("proc"), root.clone());
+        let mut resolver = PodResolver::new(root.join("proc"), root.clone(), None);
         assert_eq!(resolver.resolve(123_456), ProcessLabels::default());
         let _ = std::fs::remove_dir_all(&root);
     }

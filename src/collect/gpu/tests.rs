@@ -16,8 +16,9 @@ fn config() -> GpuCollectorConfig {
         // A directory without pids: process labels come out empty.
         proc_root: std::env::temp_dir().join("odin-gpu-tests-no-proc"),
         host_root: std::env::temp_dir().join("odin-gpu-tests-no-host"),
-        // Not this machine's kubelet.
+        // Not this machine's kubelet or container runtime.
         pod_resources_socket: None,
+        cri_socket: Some(std::path::PathBuf::new()),
         ..GpuCollectorConfig::default()
     }
 }
@@ -987,6 +988,195 @@ mod kubelet {
         let families = collect(&collector).await;
         assert_eq!(pod_resources_errors(&families), Some(2.0));
         assert!(family(&families, "DCGM_FI_DEV_GPU_TEMP").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    use super::super::cri::proto::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+    use super::super::cri::proto::{
+        Container, ContainerMetadata, ListContainersRequest, ListContainersResponse,
+    };
+
+    /// The containers the fake runtime knows; `Err` makes every call fail.
+    type Containers = Arc<Mutex<std::result::Result<Vec<Container>, Status>>>;
+
+    struct FakeRuntime(Containers);
+
+    #[tonic::async_trait]
+    impl RuntimeService for FakeRuntime {
+        async fn list_containers(
+            &self,
+            request: Request<ListContainersRequest>,
+        ) -> std::result::Result<Response<ListContainersResponse>, Status> {
+            let wanted = request
+                .into_inner()
+                .filter
+                .map(|f| f.id)
+                .unwrap_or_default();
+            let containers = self.0.lock().clone()?;
+            // As containerd: the filter's ID matches by prefix.
+            Ok(Response::new(ListContainersResponse {
+                containers: containers
+                    .into_iter()
+                    .filter(|c| c.id.starts_with(&wanted))
+                    .collect(),
+            }))
+        }
+    }
+
+    fn serve_runtime(socket: &Path, containers: Containers) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let incoming = futures_util::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(RuntimeServiceServer::new(FakeRuntime(containers)))
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        })
+    }
+
+    const UID: &str = "0b4ac0b6-8b2a-4c8e-9a57-3f1a2c9d7e11";
+    const CID: &str = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b";
+
+    fn container(id: &str, pod: &str, uid: &str) -> Container {
+        Container {
+            id: id.into(),
+            pod_sandbox_id: "sandbox".into(),
+            metadata: Some(ContainerMetadata {
+                name: "server".into(),
+                attempt: 0,
+            }),
+            state: 1,
+            labels: [
+                ("io.kubernetes.pod.name", pod),
+                ("io.kubernetes.pod.namespace", "serving"),
+                ("io.kubernetes.pod.uid", uid),
+                ("io.kubernetes.container.name", "server"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_runtime_names_the_pod_of_a_process_on_a_shared_gpu() {
+        let dir = temp_dir("cri");
+        let kubelet_socket = dir.join("kubelet.sock");
+        let runtime_socket = dir.join("containerd.sock");
+        // A time-sliced GPU: the kubelet cannot say which holder a process is.
+        let gpu0 = "GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000000";
+        let kubelet = serve(
+            &kubelet_socket,
+            Arc::new(Mutex::new(Ok(ListPodResourcesResponse {
+                pod_resources: vec![
+                    held(
+                        "serving",
+                        "vllm-a",
+                        "server",
+                        "nvidia.com/gpu",
+                        &format!("{gpu0}::0"),
+                    ),
+                    held(
+                        "serving",
+                        "vllm-b",
+                        "server",
+                        "nvidia.com/gpu",
+                        &format!("{gpu0}::1"),
+                    ),
+                ],
+            }))),
+        );
+        let containers: Containers = Arc::new(Mutex::new(Ok(vec![
+            container(&format!("{CID}ff"), "someone-else", UID),
+            container(CID, "vllm-b", UID),
+        ])));
+        let runtime = serve_runtime(&runtime_socket, Arc::clone(&containers));
+
+        let proc_root = dir.join("proc");
+        std::fs::create_dir_all(proc_root.join("4242")).unwrap();
+        std::fs::write(
+            proc_root.join("4242/comm"),
+            "python3
+",
+        )
+        .unwrap();
+        std::fs::write(
+            proc_root.join("4242/cgroup"),
+            format!(
+                "0::/kubepods/burstable/pod{UID}/{CID}
+"
+            ),
+        )
+        .unwrap();
+        let mut gpu = SimulatedGpu::h100(0);
+        gpu.processes = vec![GpuProcess {
+            pid: 4242,
+            used_memory_bytes: Some(1 << 30),
+            gpu_instance_id: None,
+        }];
+        let start_collector = |gpu: SimulatedGpu| {
+            Arc::new(GpuCollector::with_backend(
+                Arc::new(SimulatedBackend::new(vec![gpu])),
+                GpuCollectorConfig {
+                    pod_resources_socket: Some(kubelet_socket.clone()),
+                    cri_socket: Some(runtime_socket.clone()),
+                    proc_root: proc_root.clone(),
+                    ..config()
+                },
+            ))
+        };
+        let collector = start_collector(gpu.clone());
+        let families = collect(&collector).await;
+        let process = &family(&families, "odin_gpu_process_memory_used_bytes")
+            .unwrap()
+            .samples[0];
+        assert_eq!(
+            pod_of(process),
+            (Some("vllm-b"), Some("serving"), Some("server"))
+        );
+        assert_eq!(label(&process.labels, "process_name"), Some("python3"));
+
+        // A runtime whose pod UID is not the cgroup's is not believed; the shared GPU
+        // gives no sole holder either: the process stays unnamed.
+        *containers.lock() = Ok(vec![container(
+            CID,
+            "vllm-b",
+            "11111111-2222-3333-4444-555555555555",
+        )]);
+        let collector = start_collector(gpu.clone());
+        let families = collect(&collector).await;
+        let process = &family(&families, "odin_gpu_process_memory_used_bytes")
+            .unwrap()
+            .samples[0];
+        assert_eq!(pod_of(process), (None, None, None));
+
+        // The runtime refuses, then is gone: counted, never a crash.
+        *containers.lock() = Err(Status::unavailable("restarting"));
+        let collector = start_collector(gpu.clone());
+        let families = collect(&collector).await;
+        let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
+        let cri = errors
+            .samples
+            .iter()
+            .find(|s| label(&s.labels, "field") == Some("cri"))
+            .unwrap();
+        assert_eq!(cri.value, 1.0);
+        runtime.abort();
+        let _ = runtime.await;
+        // Not cached while failing: asked again, and counted again.
+        let families = collect(&collector).await;
+        let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
+        let cri = errors
+            .samples
+            .iter()
+            .find(|s| label(&s.labels, "field") == Some("cri"))
+            .unwrap();
+        assert_eq!(cri.value, 2.0);
+        kubelet.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
