@@ -586,6 +586,7 @@ impl Running {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = Families::default();
         let mut state = self.state.lock();
+        state.resolver.begin_collection();
         let allocations = self.allocations(&mut state);
         let count = match self.backend.device_count() {
             Ok(n) => n,

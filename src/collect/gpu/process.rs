@@ -220,6 +220,9 @@ pub struct PodResolver {
     cri_failures: u64,
     /// Whether the last CRI lookup failed (a change is logged once).
     cri_failing: bool,
+    /// A lookup failed in this collection: no more are tried in it, so a runtime that
+    /// hangs costs a scrape one timeout, not one per process.
+    cri_failed_this_round: bool,
 }
 
 const MAX_CACHED_CONTAINERS: usize = 4096;
@@ -233,7 +236,13 @@ impl PodResolver {
             by_container: HashMap::new(),
             cri_failures: 0,
             cri_failing: false,
+            cri_failed_this_round: false,
         }
+    }
+
+    /// Starts a collection: the runtime may be asked again.
+    pub fn begin_collection(&mut self) {
+        self.cri_failed_this_round = false;
     }
 
     /// How many CRI lookups failed since the last call.
@@ -245,6 +254,9 @@ impl PodResolver {
     /// `pod_uid` (the cgroup's).
     fn ask_runtime(&mut self, id: &str, pod_uid: &str) -> Option<PodInfo> {
         let cri = self.cri.as_ref()?;
+        if self.cri_failed_this_round {
+            return None;
+        }
         match cri.container(id) {
             Ok(found) => {
                 if self.cri_failing {
@@ -271,6 +283,7 @@ impl PodResolver {
                     self.cri_failing = true;
                 }
                 self.cri_failures += 1;
+                self.cri_failed_this_round = true;
                 None
             }
         }

@@ -1154,8 +1154,22 @@ mod kubelet {
             .samples[0];
         assert_eq!(pod_of(process), (None, None, None));
 
-        // The runtime refuses, then is gone: counted, never a crash.
+        // The runtime refuses, then is gone: counted once per collection however
+        // many processes wait for it, never a crash.
         *containers.lock() = Err(Status::unavailable("restarting"));
+        let other = "0b4ac0b6-8b2a-4c8e-9a57-3f1a2c9d7e12";
+        std::fs::create_dir_all(proc_root.join("4243")).unwrap();
+        std::fs::write(
+            proc_root.join("4243/cgroup"),
+            format!("0::/kubepods/burstable/pod{other}/{}\n", "a".repeat(64)),
+        )
+        .unwrap();
+        let mut gpu = gpu.clone();
+        gpu.processes.push(GpuProcess {
+            pid: 4243,
+            used_memory_bytes: Some(1 << 20),
+            gpu_instance_id: None,
+        });
         let collector = start_collector(gpu.clone());
         let families = collect(&collector).await;
         let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
