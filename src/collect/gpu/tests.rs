@@ -825,19 +825,25 @@ mod kubelet {
         }
     }
 
-    fn serve(socket: &Path, answer: Answer) -> tokio::task::JoinHandle<()> {
+    /// Serves `router` on a Unix socket at `socket`, until the task is aborted.
+    fn serve_on(
+        socket: &Path,
+        router: tonic::transport::server::Router,
+    ) -> tokio::task::JoinHandle<()> {
         let listener = tokio::net::UnixListener::bind(socket).unwrap();
         let incoming = futures_util::stream::unfold(listener, |listener| async move {
             let accepted = listener.accept().await.map(|(stream, _)| stream);
             Some((accepted, listener))
         });
-        tokio::spawn(async move {
+        tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() })
+    }
+
+    fn serve(socket: &Path, answer: Answer) -> tokio::task::JoinHandle<()> {
+        serve_on(
+            socket,
             tonic::transport::Server::builder()
-                .add_service(PodResourcesListerServer::new(FakeKubelet(answer)))
-                .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        })
+                .add_service(PodResourcesListerServer::new(FakeKubelet(answer))),
+        )
     }
 
     fn held(namespace: &str, pod: &str, container: &str, resource: &str, id: &str) -> PodResources {
@@ -1024,18 +1030,11 @@ mod kubelet {
     }
 
     fn serve_runtime(socket: &Path, containers: Containers) -> tokio::task::JoinHandle<()> {
-        let listener = tokio::net::UnixListener::bind(socket).unwrap();
-        let incoming = futures_util::stream::unfold(listener, |listener| async move {
-            let accepted = listener.accept().await.map(|(stream, _)| stream);
-            Some((accepted, listener))
-        });
-        tokio::spawn(async move {
+        serve_on(
+            socket,
             tonic::transport::Server::builder()
-                .add_service(RuntimeServiceServer::new(FakeRuntime(containers)))
-                .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        })
+                .add_service(RuntimeServiceServer::new(FakeRuntime(containers))),
+        )
     }
 
     const UID: &str = "0b4ac0b6-8b2a-4c8e-9a57-3f1a2c9d7e11";
