@@ -40,6 +40,22 @@ fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// dcgm-exporter's labels of a whole GPU's series, in its order.
+const GPU_LABELS: [&str; 7] = [
+    "gpu",
+    "UUID",
+    "pci_bus_id",
+    "device",
+    "modelName",
+    "Hostname",
+    "DCGM_FI_DRIVER_VERSION",
+];
+
+/// The label names of a series, in its order.
+fn label_names(labels: &[(String, String)]) -> Vec<&str> {
+    labels.iter().map(|(k, _)| k.as_str()).collect()
+}
+
 /// The value of `name` for GPU `gpu` without MIG labels.
 fn value(families: &[MetricFamily], name: &str, gpu: &str) -> Option<f64> {
     family(families, name)?
@@ -109,19 +125,7 @@ fn every_gpu_series_has_dcgm_exporter_labels_in_its_order() {
     let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
     assert_eq!(temp.samples.len(), 2);
     let labels = &temp.samples[1].labels;
-    let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "gpu",
-            "UUID",
-            "pci_bus_id",
-            "device",
-            "modelName",
-            "Hostname",
-            "DCGM_FI_DRIVER_VERSION"
-        ]
-    );
+    assert_eq!(label_names(labels), GPU_LABELS);
     assert_eq!(label(labels, "gpu"), Some("1"));
     assert_eq!(
         label(labels, "UUID"),
@@ -404,21 +408,9 @@ fn a_mig_gpu_is_reported_as_its_gpu_instances_as_dcgm_exporter_does() {
     assert_eq!(used.samples.len(), 1, "instance 2's memory is unreadable");
     let mig = of_instance(used, "1")[0];
     assert_eq!(mig.value, 10.0 * 1024.0);
-    let names: Vec<&str> = mig.labels.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "gpu",
-            "UUID",
-            "pci_bus_id",
-            "device",
-            "modelName",
-            "GPU_I_PROFILE",
-            "GPU_I_ID",
-            "Hostname",
-            "DCGM_FI_DRIVER_VERSION"
-        ]
-    );
+    let mut expected = GPU_LABELS.to_vec();
+    expected.splice(5..5, ["GPU_I_PROFILE", "GPU_I_ID"]);
+    assert_eq!(label_names(&mig.labels), expected);
     assert_eq!(label(&mig.labels, "GPU_I_PROFILE"), Some("3g.40gb"));
     assert_eq!(
         label(&of_instance(temp, "2")[0].labels, "GPU_I_PROFILE"),
@@ -500,21 +492,9 @@ fn xid_gauge_is_the_last_xid_and_starts_at_zero() {
         .iter()
         .find(|s| label(&s.labels, "gpu") == Some("1"))
         .unwrap();
-    let names: Vec<&str> = last.labels.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "gpu",
-            "UUID",
-            "pci_bus_id",
-            "device",
-            "modelName",
-            "Hostname",
-            "DCGM_FI_DRIVER_VERSION",
-            "err_code",
-            "err_msg"
-        ]
-    );
+    let names = label_names(&last.labels);
+    assert_eq!(names[..7], GPU_LABELS);
+    assert_eq!(names[7..], ["err_code", "err_msg"]);
     assert_eq!(label(&last.labels, "err_msg"), Some("Double Bit ECC Error"));
     let counts = family(&families, "odin_gpu_xid_errors_total").unwrap();
     let by_xid: Vec<(&str, f64)> = counts
@@ -949,18 +929,11 @@ mod kubelet {
             .iter()
             .find(|s| label(&s.labels, "gpu") == Some("1"))
             .unwrap();
-        let names: Vec<&str> = xid.labels.iter().map(|(k, _)| k.as_str()).collect();
+        let names = label_names(&xid.labels);
+        assert_eq!(names[..7], GPU_LABELS);
         assert_eq!(
-            names[5..],
-            [
-                "Hostname",
-                "DCGM_FI_DRIVER_VERSION",
-                "container",
-                "err_code",
-                "err_msg",
-                "namespace",
-                "pod"
-            ]
+            names[7..],
+            ["container", "err_code", "err_msg", "namespace", "pod"]
         );
         // The process: the pod its GPU is allocated to.
         let process = &family(&families, "odin_gpu_process_memory_used_bytes")
@@ -1338,23 +1311,14 @@ mod dcgm_exporter_defaults {
     fn every_series_has_dcgm_exporters_label_names() {
         let (_, collector) = start(vec![full_h100(0)]);
         let families = collector.collect();
-        let base = [
-            "gpu",
-            "UUID",
-            "pci_bus_id",
-            "device",
-            "modelName",
-            "Hostname",
-            "DCGM_FI_DRIVER_VERSION",
-        ];
         for f in families.iter().filter(|f| f.name.starts_with("DCGM_FI_")) {
             for s in &f.samples {
-                let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+                let names = label_names(&s.labels);
                 if f.name == "DCGM_FI_DEV_XID_ERRORS" {
-                    assert_eq!(names[..7], base, "{}", f.name);
+                    assert_eq!(names[..7], GPU_LABELS, "{}", f.name);
                     assert_eq!(names[7..], ["err_code", "err_msg"], "{}", f.name);
                 } else {
-                    assert_eq!(names, base, "{}", f.name);
+                    assert_eq!(names, GPU_LABELS, "{}", f.name);
                 }
             }
         }
