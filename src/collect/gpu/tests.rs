@@ -855,6 +855,15 @@ mod kubelet {
             .unwrap()
     }
 
+    /// `odin_gpu_collector_errors_total{field}`, when counted.
+    fn field_errors(families: &[MetricFamily], field: &str) -> Option<f64> {
+        family(families, "odin_gpu_collector_errors_total")?
+            .samples
+            .iter()
+            .find(|s| label(&s.labels, "field") == Some(field))
+            .map(|s| s.value)
+    }
+
     fn pod_of(sample: &Sample) -> (Option<&str>, Option<&str>, Option<&str>) {
         (
             label(&sample.labels, "pod"),
@@ -943,15 +952,7 @@ mod kubelet {
             pod_of(process),
             (Some("vllm-7f9"), Some("serving"), Some("server"))
         );
-        let pod_resources_errors = |families: &[MetricFamily]| {
-            family(families, "odin_gpu_collector_errors_total").and_then(|f| {
-                f.samples
-                    .iter()
-                    .find(|s| label(&s.labels, "field") == Some("pod_resources"))
-                    .map(|s| s.value)
-            })
-        };
-        assert_eq!(pod_resources_errors(&families), None);
+        assert_eq!(field_errors(&families, "pod_resources"), None);
 
         // The kubelet refuses: the series go on without pod labels, and it is counted.
         *answer.lock() = Err(Status::unavailable("kubelet restarting"));
@@ -959,13 +960,13 @@ mod kubelet {
         let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
         assert_eq!(temp.samples.len(), 3);
         assert!(temp.samples.iter().all(|s| pod_of(s) == (None, None, None)));
-        assert_eq!(pod_resources_errors(&families), Some(1.0));
+        assert_eq!(field_errors(&families, "pod_resources"), Some(1.0));
 
         // Gone altogether (a socket nobody serves): still counted, never a crash.
         server.abort();
         let _ = server.await;
         let families = collect(&collector).await;
-        assert_eq!(pod_resources_errors(&families), Some(2.0));
+        assert_eq!(field_errors(&families, "pod_resources"), Some(2.0));
         assert!(family(&families, "DCGM_FI_DEV_GPU_TEMP").is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1144,24 +1145,12 @@ mod kubelet {
         });
         let collector = start_collector(gpu.clone());
         let families = collect(&collector).await;
-        let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
-        let cri = errors
-            .samples
-            .iter()
-            .find(|s| label(&s.labels, "field") == Some("cri"))
-            .unwrap();
-        assert_eq!(cri.value, 1.0);
+        assert_eq!(field_errors(&families, "cri"), Some(1.0));
         runtime.abort();
         let _ = runtime.await;
         // Not cached while failing: asked again, and counted again.
         let families = collect(&collector).await;
-        let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
-        let cri = errors
-            .samples
-            .iter()
-            .find(|s| label(&s.labels, "field") == Some("cri"))
-            .unwrap();
-        assert_eq!(cri.value, 2.0);
+        assert_eq!(field_errors(&families, "cri"), Some(2.0));
         kubelet.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }
