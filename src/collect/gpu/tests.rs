@@ -1155,6 +1155,49 @@ mod kubelet {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A kubelet that accepts the call and never answers.
+    struct HungKubelet;
+
+    #[tonic::async_trait]
+    impl PodResourcesLister for HungKubelet {
+        async fn list(
+            &self,
+            _: Request<ListPodResourcesRequest>,
+        ) -> std::result::Result<Response<ListPodResourcesResponse>, Status> {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            Err(Status::deadline_exceeded("never"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kubelet_that_never_answers_costs_a_scrape_its_timeout_only() {
+        let dir = temp_dir("hung");
+        let socket = dir.join("kubelet.sock");
+        let server = serve_on(
+            &socket,
+            tonic::transport::Server::builder()
+                .add_service(PodResourcesListerServer::new(HungKubelet)),
+        );
+        let collector = Arc::new(GpuCollector::with_backend(
+            Arc::new(SimulatedBackend::new(vec![SimulatedGpu::h100(0)])),
+            GpuCollectorConfig {
+                pod_resources_socket: Some(socket),
+                ..config()
+            },
+        ));
+        let started = std::time::Instant::now();
+        let families = collect(&collector).await;
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "a scrape waited {took:?} for a hung kubelet"
+        );
+        assert!(family(&families, "DCGM_FI_DEV_GPU_TEMP").is_some());
+        assert_eq!(field_errors(&families, "pod_resources"), Some(1.0));
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn no_kubelet_socket_means_no_pod_labels_and_no_errors() {
         let backend = Arc::new(SimulatedBackend::new(vec![SimulatedGpu::h100(0)]));
