@@ -144,14 +144,17 @@ for line in read_text("mig.txt").splitlines():
 for index, gpu in sorted(identity.items()):
     temps = [s for s in by_family.get("DCGM_FI_DEV_GPU_TEMP", []) if s.get("gpu") == index]
     if not gpu["mig"]:
-        check(all("GPU_I_ID" not in s for s in temps) and len(temps) == 1, f"GPU {index} (MIG off) is one set of series")
+        check(bool(temps) and all("GPU_I_ID" not in s for s in temps), f"GPU {index} (MIG off) is reported whole")
         continue
     reported = {s["GPU_I_ID"]: s.get("GPU_I_PROFILE") for s in temps if "GPU_I_ID" in s}
     listed = lgi.get(index, {})
     check(set(reported) == set(listed), f"GPU {index}: GPU instances {sorted(reported)} == nvidia-smi's {sorted(listed)}")
     check(all("GPU_I_ID" in s for s in temps), f"GPU {index}: no series of the MIG GPU itself")
+    # DCGM names an instance <slices>g.<GiB rounded up>gb, which may differ from
+    # nvidia-smi's name by a GB (7g.79gb / 7g.80gb): the shape is checked, both printed.
     for gi in sorted(reported):
-        print(f"       GPU {index} instance {gi}: ODIN {reported[gi]}, nvidia-smi {listed.get(gi)}")
+        shape = re.fullmatch(r"\d+g\.\d+gb", reported[gi] or "") is not None
+        check(shape, f"GPU {index} instance {gi}: ODIN {reported[gi]}, nvidia-smi {listed.get(gi)}")
 
 print("processes:")
 processes = {}
@@ -188,7 +191,9 @@ for key, values in sorted(energy.items()):
     watts = [float(v) for t, v in power[key] if float(t0) <= float(t) <= float(t1)]
     mean = sum(watts) / len(watts) if watts else 0.0
     derived = joules / seconds if seconds > 0 else 0.0
-    ok = joules > 0 and abs(derived - mean) <= 0.25 * max(mean, 1.0)
+    # Loose: a few instantaneous power readings against an average; a unit error
+    # (mJ read as J) is off by a factor of 1,000.
+    ok = joules > 0 and abs(derived - mean) <= 0.5 * max(mean, 1.0)
     check(ok, f"GPU {key}: {joules:.0f} J over {seconds:.0f} s = {derived:.1f} W; mean power {mean:.1f} W")
 
 print("NVLink and GPM:")
@@ -207,8 +212,11 @@ for index in sorted(identity):
         check(present, f"GPU {index}: {active_links[index]} active NVLinks, bandwidth reported")
     hopper_or_later = re.search(r"H100|H200|H800|H20\b|GH200|B100|B200|GB200", identity[index]["name"])
     if hopper_or_later:
-        for name in ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
-                     "DCGM_FI_PROF_DRAM_ACTIVE", "DCGM_FI_PROF_PCIE_TX_BYTES"):
+        names = ["DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_PROF_DRAM_ACTIVE"]
+        if not identity[index]["mig"]:
+            # Per MIG instance GPM may not measure PCIe; whole GPUs must have it.
+            names.append("DCGM_FI_PROF_PCIE_TX_BYTES")
+        for name in names:
             present = any(s.get("gpu") == index for s in by_family.get(name, []))
             check(present, f"GPU {index} ({identity[index]['name']}): {name} from GPM")
 

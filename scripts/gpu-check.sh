@@ -17,7 +17,7 @@
 #   5. processes: every compute process nvidia-smi lists has its
 #      odin_gpu_process_memory_used_bytes, within 5 % or 64 MiB;
 #   6. energy: the energy counter's increase over the window matches the average
-#      power draw (±25 %);
+#      power draw (±50 %: it catches unit errors, not noise);
 #   7. NVLink: a GPU with active links has DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL; a
 #      Hopper or later GPU has the GPM profiling fields (DCGM_FI_PROF_*).
 # Exit status: 0 all hold, 1 a mismatch or a missing series, 2 set-up failure.

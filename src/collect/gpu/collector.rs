@@ -334,6 +334,8 @@ struct State {
     lost: BTreeMap<String, DeviceIdentity>,
     /// Per GPU UUID, the newest process-utilization sample seen.
     utilization_since: HashMap<String, u64>,
+    /// Per GPU UUID, its MIG instances as last listed.
+    mig_last: HashMap<String, Vec<MigInstance>>,
     /// Per GPU UUID and counter, the value at the last read and when: DCGM reports
     /// NVLink and PCIe traffic as rates.
     counters_previous: HashMap<(String, &'static str), (u64, std::time::Instant)>,
@@ -491,6 +493,7 @@ impl GpuCollector {
                     lost: BTreeMap::new(),
                     utilization_since: HashMap::new(),
                     counters_previous: HashMap::new(),
+                    mig_last: HashMap::new(),
                     resolver,
                     pod_resources_failing: false,
                 }),
@@ -815,30 +818,35 @@ impl Running {
     }
 
     /// DCGM's profiling fields for the whole GPU (`gpu_instance` `None`) or one MIG
-    /// GPU instance, from GPM.
+    /// GPU instance, from GPM; `None` when the GPU has no GPM (before Hopper).
     fn read_profiling(
         &self,
         device: &dyn GpuDevice,
         gpu_instance: Option<u32>,
         state: &mut State,
-    ) -> std::result::Result<Vec<(&'static Spec, f64)>, Lost> {
-        let readings = state
-            .take(Field::Gpm, device.gpm(gpu_instance))?
-            .unwrap_or_default();
-        Ok(readings
-            .into_iter()
-            .map(|(metric, value)| {
-                let (spec, factor) = gpm_field(metric);
-                let value = value * factor;
-                // Ratios stay within 0..1 whatever the driver's rounding.
-                let value = if factor < 1.0 {
-                    value.clamp(0.0, 1.0)
-                } else {
-                    value.max(0.0)
-                };
-                (spec, value)
-            })
-            .collect())
+    ) -> std::result::Result<Option<Vec<(&'static Spec, f64)>>, Lost> {
+        let readings = match device.gpm(gpu_instance) {
+            Ok(readings) => readings,
+            Err(FieldError::NotSupported) => return Ok(None),
+            // A failed read leaves the series out this once; GPM is still there.
+            failed => state.take(Field::Gpm, failed)?.unwrap_or_default(),
+        };
+        Ok(Some(
+            readings
+                .into_iter()
+                .map(|(metric, value)| {
+                    let (spec, factor) = gpm_field(metric);
+                    let value = value * factor;
+                    // Ratios stay within 0..1 whatever the driver's rounding.
+                    let value = if factor < 1.0 {
+                        value.clamp(0.0, 1.0)
+                    } else {
+                        value.max(0.0)
+                    };
+                    (spec, value)
+                })
+                .collect(),
+        ))
     }
 
     /// PCIe traffic where GPM does not measure it: the rate of NVML's byte counters
@@ -891,12 +899,34 @@ impl Running {
         // A MIG-enabled GPU is reported as its GPU instances, as dcgm-exporter's
         // default (flex) mode reports it: each instance's series carry the GPU's
         // readings under its own labels; the GPU has no series of its own.
-        let instances = state
-            .take(Field::Mig, device.mig_instances())?
-            .unwrap_or_default();
+        let instances = match device.mig_instances() {
+            Ok(instances) => {
+                state.mig_last.insert(id.uuid.clone(), instances.clone());
+                instances
+            }
+            Err(FieldError::NotSupported) => Vec::new(),
+            Err(FieldError::GpuLost) => return Err(Lost),
+            // MIG is on but its instances cannot be listed: the last list read, whose
+            // frame buffers are not known now; without one, nothing this time rather
+            // than the GPU taken for a whole one.
+            Err(FieldError::Driver(message)) => {
+                tracing::debug!(%message, gpu = id.index, "MIG instances could not be listed");
+                state.count_error(Field::Mig);
+                match state.mig_last.get(&id.uuid) {
+                    Some(last) => last
+                        .iter()
+                        .map(|i| MigInstance {
+                            memory: Err(FieldError::NotSupported),
+                            ..i.clone()
+                        })
+                        .collect(),
+                    None => return Ok(()),
+                }
+            }
+        };
         if instances.is_empty() {
             let labels = self.labels(id, None);
-            let pod = pod_attributes(allocations.of_gpu(&id.uuid, id.index));
+            let pod = pod_attributes(allocations.of_gpu(id));
             let mut readings = gpu_fields;
             if let Some(memory) = state.take(Field::MemoryInfo, device.memory_info())? {
                 // bytes → MiB, whole MiB as DCGM reports them.
@@ -904,13 +934,10 @@ impl Running {
                 readings.push((&FB_USED, (memory.used >> 20) as f64));
                 readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
             }
-            let profiling = self.read_profiling(device, None, state)?;
-            let gpm_measures_pcie = profiling
-                .iter()
-                .any(|(spec, _)| spec.name == PROF_PCIE_TX_BYTES.name);
-            readings.extend(profiling);
-            if !gpm_measures_pcie {
-                readings.extend(self.read_pcie_counters(device, id, state)?);
+            // PCIe traffic from GPM where the GPU has it, else from the byte counters.
+            match self.read_profiling(device, None, state)? {
+                Some(profiling) => readings.extend(profiling),
+                None => readings.extend(self.read_pcie_counters(device, id, state)?),
             }
             for (spec, value) in readings {
                 batch.push((spec, Self::with_attributes(&labels, &pod), value));
@@ -925,12 +952,7 @@ impl Running {
             for instance in &instances {
                 let gi = instance.gpu_instance_id;
                 let labels = self.labels(id, Some((&instance.profile(), gi)));
-                let pod = pod_attributes(allocations.of_instance(
-                    &id.uuid,
-                    id.index,
-                    gi,
-                    &instance.device_uuids,
-                ));
+                let pod = pod_attributes(allocations.of_instance(id, gi, &instance.device_uuids));
                 let mut readings: Vec<(&'static Spec, f64)> = gpu_fields
                     .iter()
                     .filter(|(spec, _)| !BLANK_ON_MIG.contains(&spec.name))
@@ -941,7 +963,10 @@ impl Running {
                     readings.push((&FB_USED, (memory.used >> 20) as f64));
                     readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
                 }
-                readings.extend(self.read_profiling(device, Some(gi), state)?);
+                readings.extend(
+                    self.read_profiling(device, Some(gi), state)?
+                        .unwrap_or_default(),
+                );
                 for (spec, value) in readings {
                     batch.push((spec, Self::with_attributes(&labels, &pod), value));
                 }
@@ -960,7 +985,7 @@ impl Running {
             batch.push((&XID_COUNT, l, *n as f64));
         }
         if self.config.processes {
-            self.read_processes(device, id, &instances, state, allocations, batch)?;
+            self.read_processes(device, id, &instances, state, batch)?;
         }
         Ok(())
     }
@@ -971,7 +996,6 @@ impl Running {
         id: &DeviceIdentity,
         instances: &[MigInstance],
         state: &mut State,
-        allocations: &DeviceAllocations,
         batch: &mut Batch,
     ) -> std::result::Result<(), Lost> {
         let Some(processes) = state.take(Field::Processes, device.processes())? else {
@@ -1012,24 +1036,7 @@ impl Running {
             if !resolved.process_name.is_empty() {
                 labels.push(label("process_name", resolved.process_name));
             }
-            // A process in a pod its runtime's files do not name: the container the
-            // kubelet gave its GPU (or instance) to, when only one holds it. A shared
-            // GPU's processes stay unnamed rather than be given a neighbour's pod.
-            let pod = if resolved.pod.pod.is_none() && resolved.pod_uid.is_some() {
-                match instance {
-                    Some(i) => allocations.sole_holder_of_instance(
-                        &id.uuid,
-                        id.index,
-                        i.gpu_instance_id,
-                        &i.device_uuids,
-                    ),
-                    None => allocations.sole_holder_of_gpu(&id.uuid, id.index),
-                }
-                .cloned()
-                .unwrap_or_default()
-            } else {
-                resolved.pod
-            };
+            let pod = resolved.pod;
             labels.extend(
                 pod_attributes(Some(&pod))
                     .into_iter()

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::backend::DeviceIdentity;
 use super::process::PodInfo;
 use super::unix_grpc;
 
@@ -32,14 +33,16 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum DeviceKey {
     /// A whole GPU, by UUID (`GPU-…`).
     Gpu(String),
-    /// A whole GPU, by index (device-ID strategy `index`).
+    /// A whole GPU, by NVML index (NVIDIA's plugin with the `index` device-ID strategy).
     GpuIndex(u32),
+    /// A whole GPU, by its `/dev/nvidia<minor>` number (GKE's `nvidia<minor>`).
+    GpuMinor(u32),
     /// A MIG device, by its own UUID (`MIG-…`).
     Mig(String),
     /// A MIG GPU instance by its GPU's UUID and GPU-instance ID.
     MigInstance(String, u32),
-    /// A MIG GPU instance by its GPU's index and GPU-instance ID.
-    MigInstanceOfIndex(u32, u32),
+    /// A MIG GPU instance by its GPU's minor number and GPU-instance ID (GKE).
+    MigInstanceOfMinor(u32, u32),
 }
 
 impl DeviceKey {
@@ -64,38 +67,45 @@ impl DeviceKey {
             return Some(DeviceKey::Gpu(id.to_string()));
         }
         if let Some(rest) = id.strip_prefix("nvidia") {
-            // GKE: `nvidia<n>/gi<m>`, or `nvidia<n>`.
+            // GKE: `nvidia<minor>/gi<m>`, or `nvidia<minor>`.
             return match rest.split_once("/gi") {
-                Some((gpu, gi)) => Some(DeviceKey::MigInstanceOfIndex(
+                Some((gpu, gi)) => Some(DeviceKey::MigInstanceOfMinor(
                     gpu.parse().ok()?,
                     gi.parse().ok()?,
                 )),
-                None => rest.parse().ok().map(DeviceKey::GpuIndex),
+                None => rest.parse().ok().map(DeviceKey::GpuMinor),
             };
         }
         id.parse().ok().map(DeviceKey::GpuIndex)
     }
 }
 
+/// Whether a device plugin's resource is NVIDIA's GPUs: `nvidia.com/gpu`, its
+/// renamed shares (`nvidia.com/gpu.shared`) and MIG profiles (`nvidia.com/mig-…`), not
+/// other `nvidia.com/` resources (network adapters).
+fn is_gpu_resource(name: &str) -> bool {
+    name == "nvidia.com/gpu"
+        || name.starts_with("nvidia.com/gpu.")
+        || name.starts_with("nvidia.com/mig-")
+}
+
 /// The containers devices are allocated to, from one `List`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceAllocations {
-    /// Each device's first holder by namespace, pod and container, and how many
-    /// containers hold it.
-    by_device: HashMap<DeviceKey, (PodInfo, usize)>,
+    by_device: HashMap<DeviceKey, PodInfo>,
 }
 
 impl DeviceAllocations {
-    /// Keeps the NVIDIA devices (`nvidia.com/…` resources) of a `List` answer. A
-    /// device shared by several containers (time-slicing) is labelled with one of
-    /// them, the first by namespace, pod and container, as dcgm-exporter labels it
-    /// with one unless told to copy series per container.
+    /// Keeps the GPUs of a `List` answer. A device shared by several containers
+    /// (time-slicing) is labelled with one of them, the first by namespace, pod and
+    /// container, as dcgm-exporter labels it with one unless told to copy series per
+    /// container.
     pub fn from_response(response: proto::ListPodResourcesResponse) -> DeviceAllocations {
         let mut holders: Vec<(DeviceKey, PodInfo)> = Vec::new();
         for pod in response.pod_resources {
             for container in pod.containers {
                 for devices in &container.devices {
-                    if !devices.resource_name.starts_with("nvidia.com/") {
+                    if !is_gpu_resource(&devices.resource_name) {
                         continue;
                     }
                     for id in &devices.device_ids {
@@ -120,82 +130,40 @@ impl DeviceAllocations {
                 &b.1.container,
             ))
         });
-        let mut by_device: HashMap<DeviceKey, (PodInfo, usize)> = HashMap::new();
+        let mut by_device = HashMap::new();
         for (key, holder) in holders {
-            let entry = by_device.entry(key).or_insert((holder.clone(), 0));
-            // A container given several replicas of one GPU holds it once.
-            if entry.1 == 0 || entry.0 != holder {
-                entry.1 += 1;
-            }
+            by_device.entry(key).or_insert(holder);
         }
         DeviceAllocations { by_device }
     }
 
-    /// The container holding a whole GPU, and how many hold it.
-    fn gpu_holder(&self, uuid: &str, index: u32) -> Option<&(PodInfo, usize)> {
-        self.by_device
-            .get(&DeviceKey::Gpu(uuid.to_string()))
-            .or_else(|| self.by_device.get(&DeviceKey::GpuIndex(index)))
-    }
-
-    /// The container holding a MIG GPU instance (through any of its MIG devices), and
-    /// how many hold it.
-    fn instance_holder(
-        &self,
-        uuid: &str,
-        index: u32,
-        gpu_instance: u32,
-        device_uuids: &[String],
-    ) -> Option<&(PodInfo, usize)> {
-        device_uuids
-            .iter()
-            .find_map(|mig| self.by_device.get(&DeviceKey::Mig(mig.clone())))
-            .or_else(|| {
-                self.by_device
-                    .get(&DeviceKey::MigInstance(uuid.to_string(), gpu_instance))
-            })
-            .or_else(|| {
-                self.by_device
-                    .get(&DeviceKey::MigInstanceOfIndex(index, gpu_instance))
-            })
-    }
-
     /// The container a whole GPU's series are labelled with.
-    pub fn of_gpu(&self, uuid: &str, index: u32) -> Option<&PodInfo> {
-        self.gpu_holder(uuid, index).map(|(pod, _)| pod)
+    pub fn of_gpu(&self, gpu: &DeviceIdentity) -> Option<&PodInfo> {
+        [
+            DeviceKey::Gpu(gpu.uuid.clone()),
+            DeviceKey::GpuIndex(gpu.index),
+            DeviceKey::GpuMinor(gpu.minor_number),
+        ]
+        .iter()
+        .find_map(|key| self.by_device.get(key))
     }
 
-    /// The container a MIG GPU instance's series are labelled with.
+    /// The container a MIG GPU instance's series are labelled with (found through
+    /// any of its MIG devices).
     pub fn of_instance(
         &self,
-        uuid: &str,
-        index: u32,
+        gpu: &DeviceIdentity,
         gpu_instance: u32,
         device_uuids: &[String],
     ) -> Option<&PodInfo> {
-        self.instance_holder(uuid, index, gpu_instance, device_uuids)
-            .map(|(pod, _)| pod)
-    }
-
-    /// The container holding a whole GPU when it is the only one: what a process on
-    /// that GPU can be attributed to without knowing its container.
-    pub fn sole_holder_of_gpu(&self, uuid: &str, index: u32) -> Option<&PodInfo> {
-        self.gpu_holder(uuid, index)
-            .filter(|(_, holders)| *holders == 1)
-            .map(|(pod, _)| pod)
-    }
-
-    /// [`sole_holder_of_gpu`](Self::sole_holder_of_gpu) for a MIG GPU instance.
-    pub fn sole_holder_of_instance(
-        &self,
-        uuid: &str,
-        index: u32,
-        gpu_instance: u32,
-        device_uuids: &[String],
-    ) -> Option<&PodInfo> {
-        self.instance_holder(uuid, index, gpu_instance, device_uuids)
-            .filter(|(_, holders)| *holders == 1)
-            .map(|(pod, _)| pod)
+        device_uuids
+            .iter()
+            .map(|mig| DeviceKey::Mig(mig.clone()))
+            .chain([
+                DeviceKey::MigInstance(gpu.uuid.clone(), gpu_instance),
+                DeviceKey::MigInstanceOfMinor(gpu.minor_number, gpu_instance),
+            ])
+            .find_map(|key| self.by_device.get(&key))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -278,9 +246,9 @@ mod tests {
         );
         assert_eq!(
             DeviceKey::parse("nvidia1/gi2"),
-            Some(DeviceKey::MigInstanceOfIndex(1, 2))
+            Some(DeviceKey::MigInstanceOfMinor(1, 2))
         );
-        assert_eq!(DeviceKey::parse("nvidia3"), Some(DeviceKey::GpuIndex(3)));
+        assert_eq!(DeviceKey::parse("nvidia3"), Some(DeviceKey::GpuMinor(3)));
         assert_eq!(DeviceKey::parse("2"), Some(DeviceKey::GpuIndex(2)));
         assert_eq!(
             DeviceKey::parse(&format!("{gpu}/vgpu1")),
@@ -319,8 +287,18 @@ mod tests {
         }
     }
 
+    fn identity(uuid: &str, index: u32, minor: u32) -> DeviceIdentity {
+        DeviceIdentity {
+            index,
+            uuid: uuid.into(),
+            name: "NVIDIA H100 80GB HBM3".into(),
+            minor_number: minor,
+            pci_bus_id: "00000000:18:00.0".into(),
+        }
+    }
+
     #[test]
-    fn allocations_keep_nvidia_devices_and_pick_one_holder_of_a_shared_gpu() {
+    fn allocations_keep_gpus_and_pick_one_holder_of_a_shared_gpu() {
         let gpu = "GPU-5f0b7c4e-1d2a-4b3c-8e9f-000000000000";
         let response = proto::ListPodResourcesResponse {
             pod_resources: vec![
@@ -339,26 +317,42 @@ mod tests {
                     &[&format!("{gpu}::0")],
                 ),
                 pod("ml", "sriov", "net", "intel.com/sriov", &["0"]),
+                // NVIDIA's network operator: not a GPU, whatever its IDs look like.
+                pod(
+                    "ml",
+                    "rdma",
+                    "net",
+                    "nvidia.com/rdma_shared_device_a",
+                    &["1"],
+                ),
                 pod("ai", "mig", "w", "nvidia.com/mig-1g.10gb", &["MIG-abc"]),
+                pod("gke", "g", "c", "nvidia.com/gpu", &["nvidia4"]),
             ],
         };
         let allocations = DeviceAllocations::from_response(response);
-        let holder = allocations.of_gpu(gpu, 0).unwrap();
+        let holder = allocations.of_gpu(&identity(gpu, 0, 0)).unwrap();
         assert_eq!(holder.pod.as_deref(), Some("train-a"));
         assert_eq!(holder.namespace.as_deref(), Some("ml"));
         assert_eq!(holder.container.as_deref(), Some("main"));
-        // The SR-IOV "0" is not GPU 0.
-        assert!(allocations.of_gpu("GPU-other", 0).is_none());
-        // Shared: no process on it can be attributed to one of them.
-        assert!(allocations.sole_holder_of_gpu(gpu, 0).is_none());
+        // Neither the SR-IOV "0" nor the RDMA "1" is a GPU.
+        assert!(allocations.of_gpu(&identity("GPU-other", 0, 9)).is_none());
+        assert!(allocations.of_gpu(&identity("GPU-other", 1, 9)).is_none());
+        // GKE names the GPU by its minor number, not its index.
+        let gke = allocations.of_gpu(&identity("GPU-gke", 0, 4)).unwrap();
+        assert_eq!(gke.pod.as_deref(), Some("g"));
+        assert!(allocations.of_gpu(&identity("GPU-gke", 4, 0)).is_none());
         let mig = allocations
-            .of_instance("GPU-x", 0, 5, &["MIG-zzz".into(), "MIG-abc".into()])
+            .of_instance(
+                &identity("GPU-x", 0, 0),
+                5,
+                &["MIG-zzz".into(), "MIG-abc".into()],
+            )
             .unwrap();
         assert_eq!(mig.pod.as_deref(), Some("mig"));
-        assert!(allocations.of_instance("GPU-x", 0, 5, &[]).is_none());
-        assert_eq!(
-            allocations.sole_holder_of_instance("GPU-x", 0, 5, &["MIG-abc".into()]),
-            Some(mig)
+        assert!(
+            allocations
+                .of_instance(&identity("GPU-x", 0, 0), 5, &[])
+                .is_none()
         );
     }
 

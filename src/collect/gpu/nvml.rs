@@ -50,15 +50,15 @@ impl NvmlBackend {
 }
 
 /// GPM's metrics are differences between two samples: the previous sample of each GPU
-/// (by index) and each MIG GPU instance (by GPU instance ID), with when it was taken.
+/// (by UUID) and each MIG GPU instance (by GPU instance ID), with when it was taken.
 /// The samples are NVML allocations, freed when replaced and when NVML goes.
 struct GpmSamples {
     nvml: Arc<Nvml>,
     previous: Mutex<HashMap<GpmKey, (RawGpmSample, Instant)>>,
 }
 
-/// A GPU's index, and the MIG GPU instance for an instance's samples.
-type GpmKey = (u32, Option<u32>);
+/// A GPU's UUID, and the MIG GPU instance for an instance's samples.
+type GpmKey = (String, Option<u32>);
 
 /// A sample's handle, owned by [`GpmSamples`].
 struct RawGpmSample(sys::nvmlGpmSample_t);
@@ -131,8 +131,6 @@ const ALL_LINKS: u32 = u32::MAX;
 struct NvmlDevice<'nvml> {
     nvml: &'nvml Nvml,
     device: Device<'nvml>,
-    /// NVML's index of the device (the key of its GPM samples).
-    index: u32,
     gpm: &'nvml GpmSamples,
 }
 
@@ -155,7 +153,11 @@ impl NvmlDevice<'_> {
         // we pass a count of 1 with a pointer to one element.
         let code = unsafe { sym(self.device.handle(), 1, &mut value) };
         nvml_try(code).field()?;
-        nvml_try(value.nvmlReturn).field()?;
+        // A field ID this driver does not know is answered "invalid argument".
+        match nvml_try(value.nvmlReturn) {
+            Err(NvmlError::InvalidArg) => return Err(FieldError::NotSupported),
+            other => other.field()?,
+        }
         // SAFETY: `valueType` says which union member the driver wrote.
         let number = unsafe {
             match value.valueType {
@@ -195,6 +197,36 @@ impl NvmlDevice<'_> {
         nvml_try(code).field()?;
         Ok(id)
     }
+}
+
+/// Adds MIG device `mig` (one compute instance) to the GPU instance it belongs to.
+fn mig_device(mig: &Device<'_>, nvml: &Nvml, instances: &mut Vec<MigInstance>) -> Result<()> {
+    // One MIG device per compute instance: the GPU instance is what DCGM reports, once
+    // however many compute instances split it.
+    let gpu_instance_id = NvmlDevice::gpu_instance_id(mig, nvml)?;
+    let uuid = mig.uuid().field()?;
+    if let Some(known) = instances
+        .iter_mut()
+        .find(|i| i.gpu_instance_id == gpu_instance_id)
+    {
+        known.device_uuids.push(uuid);
+        return Ok(());
+    }
+    // The instance's slices and memory, as its profile gives them; from the device's
+    // name (`… MIG 1c.3g.40gb`) where the driver does not say.
+    let (slices, memory_size_mib) = match mig.attributes() {
+        Ok(a) => (a.gpu_instance_slice_count, a.memory_size_mb),
+        Err(_) => profile_from_name(&mig.name().field()?)
+            .ok_or_else(|| FieldError::Driver("MIG profile unknown".into()))?,
+    };
+    instances.push(MigInstance {
+        gpu_instance_id,
+        slices,
+        memory_size_mib,
+        device_uuids: vec![uuid],
+        memory: memory_of(mig),
+    });
+    Ok(())
 }
 
 /// Slices and memory (MiB) of a MIG device's GPU instance from the device's name:
@@ -258,11 +290,7 @@ impl GpuDevice for NvmlDevice<'_> {
             PcieDirection::Tx => field_id::NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
             PcieDirection::Rx => field_id::NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
         };
-        // A driver older than the field answers "invalid argument" for its ID.
-        match self.field_value(id, 0) {
-            Err(FieldError::Driver(_)) => Err(FieldError::NotSupported),
-            other => other,
-        }
+        self.field_value(id, 0)
     }
     fn pcie_replay_count(&self) -> Result<u64> {
         self.device.pcie_replay_counter().field().map(u64::from)
@@ -338,7 +366,7 @@ impl GpuDevice for NvmlDevice<'_> {
         }
         .field()?;
         let now = Instant::now();
-        let key = (self.index, gpu_instance);
+        let key = (self.device.uuid().field()?, gpu_instance);
         let mut previous = self.gpm.previous.lock();
         let earlier = match previous.remove(&key) {
             Some((sample, taken)) if now.duration_since(taken) < GPM_MIN_INTERVAL => {
@@ -382,40 +410,33 @@ impl GpuDevice for NvmlDevice<'_> {
         }
         let slots = self.device.mig_device_count().field()?;
         let mut instances: Vec<MigInstance> = Vec::new();
+        let mut unreadable: Option<FieldError> = None;
         for slot in 0..slots {
             let mig = match self.device.mig_device_by_index(slot) {
                 Ok(mig) => mig,
                 // An empty slot.
                 Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => continue,
-                Err(e) => return Err(field_error(e)),
+                Err(e) => {
+                    unreadable.get_or_insert(field_error(e));
+                    continue;
+                }
             };
-            // One MIG device per compute instance: the GPU instance is what DCGM
-            // reports, once however many compute instances split it.
-            let gpu_instance_id = NvmlDevice::gpu_instance_id(&mig, self.nvml)?;
-            let uuid = mig.uuid().field()?;
-            if let Some(known) = instances
-                .iter_mut()
-                .find(|i| i.gpu_instance_id == gpu_instance_id)
-            {
-                known.device_uuids.push(uuid);
-                continue;
+            match mig_device(&mig, self.nvml, &mut instances) {
+                Ok(()) => {}
+                Err(FieldError::GpuLost) => return Err(FieldError::GpuLost),
+                // One unreadable MIG device leaves out its instance, not the others.
+                Err(e) => {
+                    tracing::debug!(slot, error = ?e, "a MIG device could not be read");
+                    unreadable.get_or_insert(e);
+                }
             }
-            // The instance's slices and memory, as its profile gives them; from the
-            // device's name (`… MIG 1c.3g.40gb`) where the driver does not say.
-            let (slices, memory_size_mib) = match mig.attributes() {
-                Ok(a) => (a.gpu_instance_slice_count, a.memory_size_mb),
-                Err(_) => profile_from_name(&mig.name().field()?)
-                    .ok_or_else(|| FieldError::Driver("MIG profile unknown".into()))?,
-            };
-            instances.push(MigInstance {
-                gpu_instance_id,
-                slices,
-                memory_size_mib,
-                device_uuids: vec![uuid],
-                memory: memory_of(&mig),
-            });
         }
-        Ok(instances)
+        match unreadable {
+            // MIG is on but nothing could be read: an error, so that the GPU is not
+            // taken for a whole one.
+            Some(e) if instances.is_empty() => Err(e),
+            _ => Ok(instances),
+        }
     }
     fn processes(&self) -> Result<Vec<GpuProcess>> {
         let compute = self.device.running_compute_processes().field()?;
@@ -476,7 +497,6 @@ impl GpuBackend for NvmlBackend {
         Ok(Box::new(NvmlDevice {
             nvml: &self.nvml,
             device,
-            index,
             gpm: &self.gpm,
         }))
     }
@@ -536,9 +556,6 @@ struct XidEvent {
 /// `nvmlEventData_t.gpuInstanceId` when the event concerns no MIG instance.
 const NO_INSTANCE: u32 = u32::MAX;
 
-/// XID 999: the driver could not say which.
-const XID_UNKNOWN: u64 = 999;
-
 /// Waits for one event with `nvmlEventSetWait_v2`, which nvml-wrapper's `wait` calls
 /// too but without handing back the GPU-instance ID. `Ok(None)`: an event that is no
 /// XID the collector reports.
@@ -558,8 +575,8 @@ fn wait_for_xid(
     // SAFETY: the set's handle is valid while `set` lives, and `data` is a live,
     // writable nvmlEventData_t.
     nvml_try(unsafe { sym(set.handle(), &mut data, timeout_ms) })?;
-    if data.eventType & EventTypes::CRITICAL_XID_ERROR.bits() == 0 || data.eventData == XID_UNKNOWN
-    {
+    // XID 999 ("the driver could not say which") is recorded as such, as DCGM does.
+    if data.eventType & EventTypes::CRITICAL_XID_ERROR.bits() == 0 {
         return Ok(None);
     }
     // SAFETY: the driver filled `device` with the handle of a device registered in

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::cri::CriClient;
 
@@ -204,8 +205,6 @@ pub struct ProcessLabels {
     /// `/proc/<pid>/comm`; empty when the process is gone or unreadable.
     pub process_name: String,
     pub pod: PodInfo,
-    /// The pod UID of its cgroup: the process runs in a pod, named or not.
-    pub pod_uid: Option<String>,
 }
 
 /// Resolves pids to their labels, caching what a container ID maps to (a container's
@@ -216,6 +215,9 @@ pub struct PodResolver {
     host_root: PathBuf,
     cri: Option<CriClient>,
     by_container: HashMap<String, PodInfo>,
+    /// Containers the runtime did not name (gone, no pod's, another pod UID), and
+    /// when it said so: not asked again for [`UNKNOWN_FOR`].
+    unknown: HashMap<String, Instant>,
     /// CRI lookups that failed since the collector last asked.
     cri_failures: u64,
     /// Whether the last CRI lookup failed (a change is logged once).
@@ -227,6 +229,9 @@ pub struct PodResolver {
 
 const MAX_CACHED_CONTAINERS: usize = 4096;
 
+/// How long a container the runtime did not name is not asked about again.
+const UNKNOWN_FOR: Duration = Duration::from_secs(300);
+
 impl PodResolver {
     pub fn new(proc_root: PathBuf, host_root: PathBuf, cri: Option<CriClient>) -> Self {
         Self {
@@ -234,6 +239,7 @@ impl PodResolver {
             host_root,
             cri,
             by_container: HashMap::new(),
+            unknown: HashMap::new(),
             cri_failures: 0,
             cri_failing: false,
             cri_failed_this_round: false,
@@ -254,7 +260,11 @@ impl PodResolver {
     /// `pod_uid` (the cgroup's).
     fn ask_runtime(&mut self, id: &str, pod_uid: &str) -> Option<PodInfo> {
         let cri = self.cri.as_ref()?;
-        if self.cri_failed_this_round {
+        let recently_unknown = self
+            .unknown
+            .get(id)
+            .is_some_and(|since| since.elapsed() < UNKNOWN_FOR);
+        if self.cri_failed_this_round || recently_unknown {
             return None;
         }
         match cri.container(id) {
@@ -263,8 +273,7 @@ impl PodResolver {
                     tracing::info!(socket = %cri.socket().display(), "gpu collector: the container runtime answers again");
                     self.cri_failing = false;
                 }
-                let found = found?;
-                match found.pod_uid.as_deref() {
+                let named = found.and_then(|found| match found.pod_uid.as_deref() {
                     Some(uid) if uid != pod_uid => {
                         tracing::debug!(
                             container = id,
@@ -275,7 +284,14 @@ impl PodResolver {
                         None
                     }
                     _ => Some(found.pod),
+                });
+                if named.is_none() {
+                    if self.unknown.len() >= MAX_CACHED_CONTAINERS {
+                        self.unknown.clear();
+                    }
+                    self.unknown.insert(id.to_string(), Instant::now());
                 }
+                named
             }
             Err(error) => {
                 if !self.cri_failing {
@@ -316,11 +332,7 @@ impl PodResolver {
             },
             _ => PodInfo::default(),
         };
-        ProcessLabels {
-            process_name,
-            pod,
-            pod_uid: cgroup.pod_uid,
-        }
+        ProcessLabels { process_name, pod }
     }
 }
 
@@ -496,7 +508,6 @@ mod tests {
         assert_eq!(labels.pod.pod.as_deref(), Some("vllm-0"));
         assert_eq!(labels.pod.namespace.as_deref(), Some("serving"));
         assert_eq!(labels.pod.container.as_deref(), Some("infer"));
-        assert_eq!(labels.pod_uid.as_deref(), Some(UID));
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -519,8 +530,6 @@ mod tests {
         let labels = resolver.resolve(7);
         assert_eq!(labels.process_name, "infer");
         assert_eq!(labels.pod, PodInfo::default());
-        // Still known to run in a pod, for the kubelet's answer to name.
-        assert_eq!(labels.pod_uid.as_deref(), Some(UID));
         let _ = std::fs::remove_dir_all(&root);
     }
 

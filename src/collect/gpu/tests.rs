@@ -76,8 +76,6 @@ fn default_families_have_dcgm_names_types_and_help() {
         ("DCGM_FI_DEV_GPU_TEMP", MetricType::Gauge),
         ("DCGM_FI_DEV_POWER_USAGE", MetricType::Gauge),
         ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", MetricType::Counter),
-        ("DCGM_FI_PROF_PCIE_TX_BYTES", MetricType::Gauge),
-        ("DCGM_FI_PROF_PCIE_RX_BYTES", MetricType::Gauge),
         ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", MetricType::Counter),
         ("DCGM_FI_DEV_GPU_UTIL", MetricType::Gauge),
         ("DCGM_FI_DEV_MEM_COPY_UTIL", MetricType::Gauge),
@@ -113,6 +111,10 @@ fn default_families_have_dcgm_names_types_and_help() {
         family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap().help,
         "GPU temperature (in C)."
     );
+    // GPM has no interval on its first read, and a GPU with GPM does not fall back
+    // to the PCIe byte counters: no profiling series yet.
+    assert!(family(&families, "DCGM_FI_PROF_PCIE_TX_BYTES").is_none());
+    assert!(family(&families, "DCGM_FI_PROF_GR_ENGINE_ACTIVE").is_none());
     // No errors, no lost GPU: no self-metrics.
     assert!(family(&families, "odin_gpu_collector_errors_total").is_none());
     assert!(family(&families, "odin_gpu_device_lost").is_none());
@@ -436,6 +438,44 @@ fn a_mig_gpu_is_reported_as_its_gpu_instances_as_dcgm_exporter_does() {
         .samples[0];
     assert_eq!(label(&process.labels, "GPU_I_ID"), Some("1"));
     assert_eq!(label(&process.labels, "GPU_I_PROFILE"), Some("3g.40gb"));
+}
+
+#[test]
+fn a_mig_gpu_whose_instances_cannot_be_listed_is_never_taken_for_a_whole_gpu() {
+    // Unreadable from the start: no series of that GPU this time, and counted.
+    let mut broken = mig_h100();
+    broken
+        .failures
+        .insert(Field::Mig, FieldError::Driver("unknown error".into()));
+    let (_, collector) = start(vec![broken, SimulatedGpu::h100(1)]);
+    let families = collector.collect();
+    let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
+    assert_eq!(temp.samples.len(), 1);
+    assert_eq!(label(&temp.samples[0].labels, "gpu"), Some("1"));
+
+    // Listed once, then unreadable: the last list, without frame buffers.
+    let (backend, collector) = start(vec![mig_h100()]);
+    collector.collect();
+    backend.update(0, |gpu| {
+        gpu.failures
+            .insert(Field::Mig, FieldError::Driver("unknown error".into()));
+    });
+    let families = collector.collect();
+    let temp = family(&families, "DCGM_FI_DEV_GPU_TEMP").unwrap();
+    assert_eq!(temp.samples.len(), 2);
+    assert!(
+        temp.samples
+            .iter()
+            .all(|s| label(&s.labels, "GPU_I_ID").is_some())
+    );
+    assert!(family(&families, "DCGM_FI_DEV_FB_USED").is_none());
+    let errors = family(&families, "odin_gpu_collector_errors_total").unwrap();
+    assert!(
+        errors
+            .samples
+            .iter()
+            .any(|s| label(&s.labels, "field") == Some("mig_instances"))
+    );
 }
 
 #[test]
@@ -944,14 +984,12 @@ mod kubelet {
             names[7..],
             ["container", "err_code", "err_msg", "namespace", "pod"]
         );
-        // The process: the pod its GPU is allocated to.
+        // A process whose container neither the runtime's files nor its socket name
+        // is not given the GPU's holder: it may be another pod's that sees every GPU.
         let process = &family(&families, "odin_gpu_process_memory_used_bytes")
             .unwrap()
             .samples[0];
-        assert_eq!(
-            pod_of(process),
-            (Some("vllm-7f9"), Some("serving"), Some("server"))
-        );
+        assert_eq!(pod_of(process), (None, None, None));
         assert_eq!(field_errors(&families, "pod_resources"), None);
 
         // The kubelet refuses: the series go on without pod labels, and it is counted.
@@ -1113,8 +1151,8 @@ mod kubelet {
         );
         assert_eq!(label(&process.labels, "process_name"), Some("python3"));
 
-        // A runtime whose pod UID is not the cgroup's is not believed; the shared GPU
-        // gives no sole holder either: the process stays unnamed.
+        // A runtime whose pod UID is not the cgroup's is not believed: the process
+        // stays unnamed.
         *containers.lock() = Ok(vec![container(
             CID,
             "vllm-b",

@@ -22,7 +22,8 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         "0" => 0.0,
         other => return Err(parse_error(&enforce_path, format!("enforce {other:?}"))),
     };
-    // `SELINUX=` of the config file; permissive when it does not say.
+    // `SELINUX=` of the config file; disabled when it does not say (go-selinux's
+    // `DefaultEnforceMode`, which node_exporter reports).
     let configured = std::fs::read_to_string(c.root_path("etc/selinux/config"))
         .ok()
         .and_then(|text| {
@@ -30,12 +31,12 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                 let value = line.trim().strip_prefix("SELINUX=")?;
                 Some(match value.trim().trim_matches('"') {
                     "enforcing" => 1.0,
-                    "disabled" => -1.0,
-                    _ => 0.0,
+                    "permissive" => 0.0,
+                    _ => -1.0,
                 })
             })
         })
-        .unwrap_or(0.0);
+        .unwrap_or(-1.0);
     out.push(single(
         "node_selinux_config_mode",
         MetricType::Gauge,
@@ -82,5 +83,15 @@ mod tests {
         assert_eq!(value(&fams, "node_selinux_enabled", &[]), 1.0);
         assert_eq!(value(&fams, "node_selinux_config_mode", &[]), 1.0);
         assert_eq!(value(&fams, "node_selinux_current_mode", &[]), 0.0);
+    }
+
+    #[test]
+    fn a_config_that_does_not_say_is_disabled() {
+        let fx = Fixture::new();
+        fx.write("sys/fs/selinux/enforce", "1");
+        fx.write("root/etc/selinux/config", "SELINUXTYPE=targeted\n");
+        let fams = run(&fx.collector(), collect);
+        assert_eq!(value(&fams, "node_selinux_config_mode", &[]), -1.0);
+        assert_eq!(value(&fams, "node_selinux_current_mode", &[]), 1.0);
     }
 }

@@ -10,6 +10,8 @@
 //! different type, is refused with its file. Without a directory the collector
 //! reports `node_textfile_scrape_error 0` and nothing else.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{NodeCollector, Result, labels, single};
@@ -79,11 +81,24 @@ fn prom_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// One file's families and its modification time (Unix seconds).
 fn read_file_families(path: &Path) -> std::result::Result<(Vec<MetricFamily>, f64), String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.len() > MAX_FILE_BYTES {
+    // Opened without blocking (a FIFO put in a file's place must not hang the scrape),
+    // checked on the handle, and read no further than the bound.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut body = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    if body.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
     }
-    let body = std::fs::read(path).map_err(|e| e.to_string())?;
     // Timestamps would let a stale file write into the past: node_exporter refuses them.
     let mut parser = Parser::new(Format::Text, &body);
     while let Some(entry) = parser.next().map_err(|e| e.to_string())? {
@@ -115,8 +130,14 @@ fn merge(
     built_in: &[MetricFamily],
 ) -> std::result::Result<(), String> {
     for family in &families {
-        let own = family.name == "node_textfile_scrape_error"
-            || family.name == "node_textfile_mtime_seconds";
+        // The families the node collector writes after the collectors run.
+        let own = [
+            "node_textfile_scrape_error",
+            "node_textfile_mtime_seconds",
+            "node_scrape_collector_success",
+            "node_scrape_collector_duration_seconds",
+        ]
+        .contains(&family.name.as_str());
         if own || built_in.iter().any(|b| b.name == family.name) {
             return Err(format!("{} collides with a built-in family", family.name));
         }
@@ -199,10 +220,19 @@ mod tests {
             "# TYPE good counter\ngood_total 2\nalso_here 1\n",
         );
         fx.write("text/e_builtin.prom", "node_textfile_scrape_error 0\n");
+        fx.write(
+            "text/f_status.prom",
+            "node_scrape_collector_success{collector=\"fake\"} 1\n",
+        );
         let fams = run(&collector(&fx, Some("text")), collect);
         assert_eq!(value(&fams, "node_textfile_scrape_error", &[]), 1.0);
         assert_eq!(value(&fams, "good", &[]), 1.0);
-        for skipped in ["broken", "stamped", "also_here"] {
+        for skipped in [
+            "broken",
+            "stamped",
+            "also_here",
+            "node_scrape_collector_success",
+        ] {
             assert!(fams.iter().all(|f| f.name != skipped), "{skipped}");
         }
         assert_eq!(find(&fams, "node_textfile_mtime_seconds").samples.len(), 1);
@@ -232,5 +262,25 @@ mod collision_tests {
         assert_eq!(value(&fams, "node_load1", &[]), 0.5);
         assert_eq!(find(&fams, "node_load1").samples.len(), 1);
         assert_eq!(value(&fams, "node_textfile_scrape_error", &[]), 1.0);
+    }
+}
+
+#[cfg(test)]
+mod special_file_tests {
+    use super::super::NodeCollector;
+    use super::super::test_util::*;
+
+    #[test]
+    fn a_fifo_named_like_a_metrics_file_does_not_hang_the_scrape() {
+        let fx = Fixture::new();
+        fx.write("text/good.prom", "good 1\n");
+        let fifo = fx.dir.path().join("text/pipe.prom");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let mut paths = fx.paths();
+        paths.textfile = Some(fx.dir.path().join("text"));
+        let fams = NodeCollector::new(paths).unwrap().collect();
+        assert_eq!(value(&fams, "good", &[]), 1.0);
     }
 }
