@@ -47,7 +47,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("bcache", "bcache block caches"),
     ("bonding", "bonded network interfaces"),
     ("btrfs", "btrfs file systems"),
-    ("cpufreq", "CPU frequency scaling, absent in most VMs"),
     ("dmi", "DMI tables, absent in most VMs"),
     ("edac", "ECC memory controllers"),
     ("fibrechannel", "Fibre Channel HBAs"),

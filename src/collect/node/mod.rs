@@ -19,6 +19,7 @@
 mod arp;
 mod conntrack;
 mod cpu;
+mod cpufreq;
 mod diskstats;
 mod entropy;
 mod error;
@@ -168,6 +169,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("arp", arp::collect),
     ("conntrack", conntrack::collect),
     ("cpu", cpu::collect),
+    ("cpufreq", cpufreq::collect),
     ("diskstats", diskstats::collect),
     ("entropy", entropy::collect),
     ("filefd", filefd::collect),
