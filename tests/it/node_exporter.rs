@@ -48,7 +48,6 @@ const NOT_BUILT: &[(&str, &str)] = &[
     ("bonding", "bonded network interfaces"),
     ("btrfs", "btrfs file systems"),
     ("dmi", "DMI tables, absent in most VMs"),
-    ("edac", "ECC memory controllers"),
     ("fibrechannel", "Fibre Channel HBAs"),
     ("infiniband", "InfiniBand HCAs"),
     ("ipvs", "IPVS load balancing"),

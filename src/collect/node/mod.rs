@@ -21,6 +21,7 @@ mod conntrack;
 mod cpu;
 mod cpufreq;
 mod diskstats;
+mod edac;
 mod entropy;
 mod error;
 mod filefd;
@@ -171,6 +172,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("cpu", cpu::collect),
     ("cpufreq", cpufreq::collect),
     ("diskstats", diskstats::collect),
+    ("edac", edac::collect),
     ("entropy", entropy::collect),
     ("filefd", filefd::collect),
     ("filesystem", filesystem::collect),
