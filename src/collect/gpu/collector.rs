@@ -557,14 +557,18 @@ impl Running {
         labels
     }
 
-    /// The pods holding this host's GPUs, when a kubelet says. A failure is logged
-    /// when it starts and when it ends, and counted; the series go out without pod
-    /// labels meanwhile.
-    fn allocations(&self, state: &mut State) -> DeviceAllocations {
-        let Some(client) = &self.pod_resources else {
+    /// The pods holding this host's GPUs, from the kubelet's answer `listed` (`None`
+    /// when no kubelet is configured). A failure is logged when it starts and when it
+    /// ends, and counted; the series go out without pod labels meanwhile.
+    fn allocations(
+        &self,
+        state: &mut State,
+        listed: Option<std::result::Result<DeviceAllocations, ListError>>,
+    ) -> DeviceAllocations {
+        let (Some(client), Some(listed)) = (&self.pod_resources, listed) else {
             return DeviceAllocations::default();
         };
-        match client.list() {
+        match listed {
             Ok(allocations) => {
                 if state.pod_resources_failing {
                     tracing::info!(socket = %client.socket().display(),
@@ -588,9 +592,11 @@ impl Running {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = Families::default();
+        // Asked before the state is locked: the kubelet may take its full time limit.
+        let listed = self.pod_resources.as_ref().map(PodResourcesClient::list);
         let mut state = self.state.lock();
         state.resolver.begin_collection();
-        let allocations = self.allocations(&mut state);
+        let allocations = self.allocations(&mut state, listed);
         let count = match self.backend.device_count() {
             Ok(n) => n,
             Err(_) => {
