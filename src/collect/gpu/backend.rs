@@ -329,9 +329,6 @@ pub struct XidEvent {
 /// The XIDs of one GPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct XidHistory {
-    /// The last XID seen on the GPU, wherever the driver filed it (dcgm-exporter's
-    /// `DCGM_FI_DEV_XID_ERRORS` of a whole GPU).
-    pub last: Option<XidEvent>,
     /// The last XID the driver did not attribute to a MIG GPU instance.
     pub last_unattributed: Option<XidEvent>,
     /// The last XID per MIG GPU instance it was filed under.
@@ -341,6 +338,16 @@ pub struct XidHistory {
 }
 
 impl XidHistory {
+    /// The last XID seen on the GPU, wherever the driver filed it (dcgm-exporter's
+    /// `DCGM_FI_DEV_XID_ERRORS` of a whole GPU).
+    pub fn last(&self) -> Option<XidEvent> {
+        self.last_by_instance
+            .values()
+            .copied()
+            .chain(self.last_unattributed)
+            .max_by_key(|event| event.sequence)
+    }
+
     /// The XID a MIG GPU instance reports: the later of its own and the GPU's
     /// unattributed ones (a GPU-wide fault concerns every instance).
     pub fn last_for_instance(&self, gpu_instance: u32) -> Option<XidEvent> {
@@ -368,7 +375,6 @@ impl XidTable {
         };
         let mut map = self.by_uuid.lock();
         let history = map.entry(uuid.to_string()).or_default();
-        history.last = Some(event);
         match gpu_instance {
             Some(id) => {
                 if history.last_by_instance.len() < MAX_DISTINCT_XIDS

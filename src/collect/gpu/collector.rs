@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::exposition::family::{MetricFamily, MetricType};
 
 use super::backend::{
-    DeviceIdentity, EccCount, Field, GpmMetric, GpuBackend, GpuDevice, MigInstance, PcieDirection,
-    RemappedRows, RetiredPages, XidTable, XidWatch,
+    DeviceIdentity, EccCount, Field, GpmMetric, GpuBackend, GpuDevice, MemoryInfo, MigInstance,
+    PcieDirection, RemappedRows, RetiredPages, XidTable, XidWatch,
 };
 use super::cri::CriClient;
 use super::error::{FieldError, Result};
@@ -878,20 +878,6 @@ impl Running {
         Ok(readings)
     }
 
-    /// dcgm-exporter's attributes after the labels, sorted by name as its template
-    /// writes them: `container`, `err_code`, `err_msg`, `namespace`, `pod`.
-    fn with_attributes(labels: &Labels, attributes: &[(&'static str, String)]) -> Labels {
-        let mut sorted: Vec<&(&'static str, String)> = attributes.iter().collect();
-        sorted.sort_by_key(|(name, _)| *name);
-        let mut out = labels.clone();
-        out.extend(
-            sorted
-                .into_iter()
-                .map(|(name, value)| label(name, value.clone())),
-        );
-        out
-    }
-
     fn read_device(
         &self,
         device: &dyn GpuDevice,
@@ -931,57 +917,39 @@ impl Running {
             }
         };
         if instances.is_empty() {
-            let labels = self.labels(id, None);
-            let pod = pod_attributes(allocations.of_gpu(id));
             let mut readings = gpu_fields;
             if let Some(memory) = state.take(Field::MemoryInfo, device.memory_info())? {
-                // bytes → MiB, whole MiB as DCGM reports them.
-                readings.push((&FB_FREE, (memory.free >> 20) as f64));
-                readings.push((&FB_USED, (memory.used >> 20) as f64));
-                readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
+                push_frame_buffer(&mut readings, memory);
             }
             // PCIe traffic from GPM where the GPU has it, else from the byte counters.
             match self.read_profiling(device, None, state)? {
                 Some(profiling) => readings.extend(profiling),
                 None => readings.extend(self.read_pcie_counters(device, id, state)?),
             }
-            for (spec, value) in readings {
-                batch.push((spec, Self::with_attributes(&labels, &pod), value));
-            }
-            let xid = xids.last.map_or(0, |event| event.xid);
-            batch.push((
-                &XID_ERRORS,
-                Self::with_attributes(&labels, &xid_attributes(xid, &pod)),
-                xid as f64,
-            ));
+            let xid = xids.last().map_or(0, |event| event.xid);
+            let target = (self.labels(id, None), allocations.of_gpu(id));
+            push_target(batch, target, readings, xid);
         } else {
             for instance in &instances {
                 let gi = instance.gpu_instance_id;
-                let labels = self.labels(id, Some((&instance.profile(), gi)));
-                let pod = pod_attributes(allocations.of_instance(id, gi, &instance.device_uuids));
                 let mut readings: Vec<(&'static Spec, f64)> = gpu_fields
                     .iter()
                     .filter(|(spec, _)| !BLANK_ON_MIG.contains(&spec.name))
                     .copied()
                     .collect();
                 if let Some(memory) = state.take(Field::MemoryInfo, instance.memory.clone())? {
-                    readings.push((&FB_FREE, (memory.free >> 20) as f64));
-                    readings.push((&FB_USED, (memory.used >> 20) as f64));
-                    readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
+                    push_frame_buffer(&mut readings, memory);
                 }
                 readings.extend(
                     self.read_profiling(device, Some(gi), state)?
                         .unwrap_or_default(),
                 );
-                for (spec, value) in readings {
-                    batch.push((spec, Self::with_attributes(&labels, &pod), value));
-                }
                 let xid = xids.last_for_instance(gi).map_or(0, |event| event.xid);
-                batch.push((
-                    &XID_ERRORS,
-                    Self::with_attributes(&labels, &xid_attributes(xid, &pod)),
-                    xid as f64,
-                ));
+                let target = (
+                    self.labels(id, Some((&instance.profile(), gi))),
+                    allocations.of_instance(id, gi, &instance.device_uuids),
+                );
+                push_target(batch, target, readings, xid);
             }
         }
         let gpu_labels = self.labels(id, None);
@@ -1063,6 +1031,47 @@ impl Running {
         }
         Ok(())
     }
+}
+
+/// The frame buffer in DCGM's whole MiB.
+fn push_frame_buffer(readings: &mut Vec<(&'static Spec, f64)>, memory: MemoryInfo) {
+    readings.push((&FB_FREE, (memory.free >> 20) as f64));
+    readings.push((&FB_USED, (memory.used >> 20) as f64));
+    readings.push((&FB_RESERVED, (memory.reserved >> 20) as f64));
+}
+
+/// The series of one target (a whole GPU or a MIG instance: its labels and the pod
+/// holding it): its readings and its last XID, with dcgm-exporter's attributes.
+fn push_target(
+    batch: &mut Batch,
+    (labels, pod): (Labels, Option<&PodInfo>),
+    readings: Vec<(&'static Spec, f64)>,
+    xid: u64,
+) {
+    let pod = pod_attributes(pod);
+    let series = with_attributes(&labels, &pod);
+    for (spec, value) in readings {
+        batch.push((spec, series.clone(), value));
+    }
+    batch.push((
+        &XID_ERRORS,
+        with_attributes(&labels, &xid_attributes(xid, &pod)),
+        xid as f64,
+    ));
+}
+
+/// dcgm-exporter's attributes after the labels, sorted by name as its template writes
+/// them: `container`, `err_code`, `err_msg`, `namespace`, `pod`.
+fn with_attributes(labels: &Labels, attributes: &[(&'static str, String)]) -> Labels {
+    let mut sorted: Vec<&(&'static str, String)> = attributes.iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let mut out = labels.clone();
+    out.extend(
+        sorted
+            .into_iter()
+            .map(|(name, value)| label(name, value.clone())),
+    );
+    out
 }
 
 /// dcgm-exporter's pod attributes, in its (sorted) order; none for a GPU no pod holds.

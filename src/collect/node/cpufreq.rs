@@ -4,7 +4,7 @@
 //! A file the kernel keeps from unprivileged readers (`cpuinfo_cur_freq` is root's)
 //! leaves out that one series.
 
-use super::{NodeCollector, Result, dir_entries_with_prefix, labels, read_attr};
+use super::{NodeCollector, Result, labels, numbered_entries, read_attr};
 use crate::exposition::family::{MetricFamily, MetricType};
 
 /// The files read, node_exporter's family for each, and its help.
@@ -46,15 +46,11 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         .iter()
         .map(|(_, name, help)| MetricFamily::new(*name, MetricType::Gauge, *help))
         .collect();
-    let mut cpus: Vec<(u32, std::path::PathBuf)> =
-        dir_entries_with_prefix(&c.sys_path("devices/system/cpu"), "cpu")?
-            .into_iter()
-            .filter_map(|(n, path)| Some((n.parse().ok()?, path.join("cpufreq"))))
-            .filter(|(_, dir): &(u32, std::path::PathBuf)| dir.is_dir())
-            .collect();
-    cpus.sort();
-    for (cpu, dir) in cpus {
-        let cpu = cpu.to_string();
+    for (cpu, dir) in numbered_entries(&c.sys_path("devices/system/cpu"), "cpu")? {
+        let dir = dir.join("cpufreq");
+        if !dir.is_dir() {
+            continue;
+        }
         for ((file, _, _), family) in FILES.iter().zip(&mut families) {
             let Some(khz) = read_attr(&dir.join(file)).and_then(|s| s.parse::<f64>().ok()) else {
                 continue;

@@ -6,22 +6,12 @@
 
 use std::path::Path;
 
-use super::{NodeCollector, Result, dir_entries_with_prefix, parse_f64, read_file};
+use super::{NodeCollector, Result, numbered_entries, parse_f64, read_file};
 use crate::exposition::family::{MetricFamily, MetricType};
 
 /// A counter file of a controller or row.
 fn count(path: &Path) -> Result<f64> {
     parse_f64(path, read_file(path)?.trim())
-}
-
-/// `mc<N>` / `csrow<N>` entries: the number and the path, by number.
-fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(String, std::path::PathBuf)>> {
-    let mut entries: Vec<(u64, String, std::path::PathBuf)> = dir_entries_with_prefix(dir, prefix)?
-        .into_iter()
-        .filter_map(|(n, path)| Some((n.parse().ok()?, n, path)))
-        .collect();
-    entries.sort();
-    Ok(entries.into_iter().map(|(_, n, path)| (n, path)).collect())
 }
 
 pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
@@ -55,7 +45,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             ("csrow".to_string(), csrow.to_string()),
         ]
     };
-    for (controller, dir) in numbered(&root, "mc")? {
+    for (controller, dir) in numbered_entries(&root, "mc")? {
         let controller_labels = vec![("controller".to_string(), controller.clone())];
         ce.push(controller_labels.clone(), count(&dir.join("ce_count"))?);
         row_ce.push(
@@ -67,7 +57,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             row(&controller, "unknown"),
             count(&dir.join("ue_noinfo_count"))?,
         );
-        for (csrow, row_dir) in numbered(&dir, "csrow")? {
+        for (csrow, row_dir) in numbered_entries(&dir, "csrow")? {
             row_ce.push(row(&controller, &csrow), count(&row_dir.join("ce_count"))?);
             row_ue.push(row(&controller, &csrow), count(&row_dir.join("ue_count"))?);
         }

@@ -339,6 +339,17 @@ fn dir_entries_with_prefix(dir: &Path, prefix: &str) -> Result<Vec<(String, Path
     Ok(v)
 }
 
+/// The entries of a directory named `<prefix><number>` (`mc0`, `cpu12`), by number,
+/// with the number as written. A missing directory is an error.
+fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<(String, PathBuf)>> {
+    let mut entries: Vec<(u64, String, PathBuf)> = dir_entries_with_prefix(dir, prefix)?
+        .into_iter()
+        .filter_map(|(n, path)| Some((n.parse().ok()?, n, path)))
+        .collect();
+    entries.sort();
+    Ok(entries.into_iter().map(|(_, n, path)| (n, path)).collect())
+}
+
 /// Reads a small sysfs attribute, trimmed; `None` when it is missing or unreadable.
 fn read_attr(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
