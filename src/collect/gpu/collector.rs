@@ -242,15 +242,6 @@ fn gpm_field(metric: GpmMetric) -> (&'static Spec, f64) {
     }
 }
 
-/// Fields DCGM leaves blank for a MIG GPU instance (so dcgm-exporter emits no series):
-/// the engine utilizations, which NVML measures for the whole GPU only.
-const BLANK_ON_MIG: [&str; 4] = [
-    GPU_UTIL.name,
-    MEM_COPY_UTIL.name,
-    ENC_UTIL.name,
-    DEC_UTIL.name,
-];
-
 // Not in the default CSV but DCGM fields dcgm-exporter exports when listed.
 const THROTTLE_REASONS: Spec = gauge(
     "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
@@ -669,7 +660,7 @@ impl Running {
     }
 
     /// The readings of one GPU that are the same for the whole GPU and for each of its
-    /// MIG GPU instances, in DCGM's units.
+    /// MIG GPU instances, in DCGM's units (the engine utilizations apart).
     fn read_gpu_fields(
         &self,
         device: &dyn GpuDevice,
@@ -736,39 +727,6 @@ impl Running {
                 .take(Field::PcieReplay, device.pcie_replay_count())?
                 .map(|n| n as f64),
         );
-        put(
-            &GPU_UTIL,
-            state
-                .take(Field::GpuUtilization, device.gpu_utilization_percent())?
-                .map(f),
-        );
-        put(
-            &MEM_COPY_UTIL,
-            state
-                .take(
-                    Field::MemoryCopyUtilization,
-                    device.memory_copy_utilization_percent(),
-                )?
-                .map(f),
-        );
-        put(
-            &ENC_UTIL,
-            state
-                .take(
-                    Field::EncoderUtilization,
-                    device.encoder_utilization_percent(),
-                )?
-                .map(f),
-        );
-        put(
-            &DEC_UTIL,
-            state
-                .take(
-                    Field::DecoderUtilization,
-                    device.decoder_utilization_percent(),
-                )?
-                .map(f),
-        );
         for (spec, count) in [
             (&ECC_SBE_VOL, EccCount::SingleBitVolatile),
             (&ECC_DBE_VOL, EccCount::DoubleBitVolatile),
@@ -821,6 +779,56 @@ impl Running {
                 .map(|bits| bits as f64),
         );
         Ok(readings)
+    }
+
+    /// The engine utilizations, which NVML measures for the whole GPU only: DCGM
+    /// leaves them blank for a MIG instance, so they are read for a whole GPU alone.
+    fn read_engine_utilization(
+        &self,
+        device: &dyn GpuDevice,
+        state: &mut State,
+        readings: &mut Vec<(&'static Spec, f64)>,
+    ) -> std::result::Result<(), Lost> {
+        let mut put = |spec: &'static Spec, value: Option<f64>| {
+            if let Some(v) = value {
+                readings.push((spec, v));
+            }
+        };
+        let f = f64::from;
+        put(
+            &GPU_UTIL,
+            state
+                .take(Field::GpuUtilization, device.gpu_utilization_percent())?
+                .map(f),
+        );
+        put(
+            &MEM_COPY_UTIL,
+            state
+                .take(
+                    Field::MemoryCopyUtilization,
+                    device.memory_copy_utilization_percent(),
+                )?
+                .map(f),
+        );
+        put(
+            &ENC_UTIL,
+            state
+                .take(
+                    Field::EncoderUtilization,
+                    device.encoder_utilization_percent(),
+                )?
+                .map(f),
+        );
+        put(
+            &DEC_UTIL,
+            state
+                .take(
+                    Field::DecoderUtilization,
+                    device.decoder_utilization_percent(),
+                )?
+                .map(f),
+        );
+        Ok(())
     }
 
     /// DCGM's profiling fields for the whole GPU (`gpu_instance` `None`) or one MIG
@@ -918,6 +926,7 @@ impl Running {
         };
         if instances.is_empty() {
             let mut readings = gpu_fields;
+            self.read_engine_utilization(device, state, &mut readings)?;
             if let Some(memory) = state.take(Field::MemoryInfo, device.memory_info())? {
                 push_frame_buffer(&mut readings, memory);
             }
@@ -932,11 +941,7 @@ impl Running {
         } else {
             for instance in &instances {
                 let gi = instance.gpu_instance_id;
-                let mut readings: Vec<(&'static Spec, f64)> = gpu_fields
-                    .iter()
-                    .filter(|(spec, _)| !BLANK_ON_MIG.contains(&spec.name))
-                    .copied()
-                    .collect();
+                let mut readings = gpu_fields.clone();
                 if let Some(memory) = state.take(Field::MemoryInfo, instance.memory.clone())? {
                     push_frame_buffer(&mut readings, memory);
                 }
