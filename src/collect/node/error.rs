@@ -27,6 +27,9 @@ pub enum NodeError {
         name: &'static str,
         source: regex::Error,
     },
+    /// A sub-collector was asked for by a name no collector has.
+    #[error("unknown node collector {0:?}")]
+    UnknownCollector(String),
 }
 
 pub type Result<T> = std::result::Result<T, NodeError>;

@@ -17,10 +17,12 @@
 //! the kernel's files and builds families.
 
 mod arp;
+mod bonding;
 mod conntrack;
 mod cpu;
 mod cpufreq;
 mod diskstats;
+mod dmi;
 mod edac;
 mod entropy;
 mod error;
@@ -32,8 +34,12 @@ mod meminfo;
 mod netclass;
 mod netdev;
 mod netstat;
+mod nvme;
 mod os;
+mod powersupplyclass;
 mod pressure;
+mod rapl;
+mod schedstat;
 mod selinux;
 mod sockstat;
 mod softnet;
@@ -168,10 +174,12 @@ type CollectFn = fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>;
 /// whose families collide with the built-in ones, so those must be there before it.
 const COLLECTORS: &[(&str, CollectFn)] = &[
     ("arp", arp::collect),
+    ("bonding", bonding::collect),
     ("conntrack", conntrack::collect),
     ("cpu", cpu::collect),
     ("cpufreq", cpufreq::collect),
     ("diskstats", diskstats::collect),
+    ("dmi", dmi::collect),
     ("edac", edac::collect),
     ("entropy", entropy::collect),
     ("filefd", filefd::collect),
@@ -182,8 +190,12 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("netclass", netclass::collect),
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
+    ("nvme", nvme::collect),
     ("os", os::collect),
+    ("powersupplyclass", powersupplyclass::collect),
     ("pressure", pressure::collect),
+    ("rapl", rapl::collect),
+    ("schedstat", schedstat::collect),
     ("selinux", selinux::collect),
     ("sockstat", sockstat::collect),
     ("softnet", softnet::collect),
@@ -205,6 +217,8 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
 pub struct NodeCollector {
     paths: NodePaths,
     filters: Filters,
+    /// The sub-collectors that run, in [`COLLECTORS`]' order: all by default.
+    enabled: Vec<(&'static str, CollectFn)>,
     /// The kernel's page size, for `node_sockstat_*_mem_bytes`.
     page_size: f64,
     /// Mount points whose `statfs` hangs; the only state kept between scrapes.
@@ -223,6 +237,7 @@ impl NodeCollector {
         Ok(Self {
             paths,
             filters: Filters::new(filters)?,
+            enabled: COLLECTORS.to_vec(),
             page_size: if page > 0 { page as f64 } else { 4096.0 },
             stuck_mounts: filesystem::StuckMounts::default(),
         })
@@ -230,6 +245,25 @@ impl NodeCollector {
 
     pub fn paths(&self) -> &NodePaths {
         &self.paths
+    }
+
+    /// The names of every sub-collector, node_exporter's names for them.
+    pub fn collector_names() -> impl Iterator<Item = &'static str> {
+        COLLECTORS.iter().map(|(name, _)| *name)
+    }
+
+    /// Keeps only the named sub-collectors (node_exporter's
+    /// `--collector.disable-defaults --collector.<name>…`). A name that is not one of
+    /// [`NodeCollector::collector_names`] is an error.
+    pub fn only(mut self, names: &[&str]) -> Result<Self> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !COLLECTORS.iter().any(|(name, _)| name == *n))
+        {
+            return Err(NodeError::UnknownCollector((*unknown).to_string()));
+        }
+        self.enabled.retain(|(name, _)| names.contains(name));
+        Ok(self)
     }
 
     /// Runs every sub-collector and returns their families followed by
@@ -246,7 +280,7 @@ impl NodeCollector {
             MetricType::Gauge,
             "node_exporter: Whether a collector succeeded.",
         );
-        for (name, run) in COLLECTORS {
+        for (name, run) in &self.enabled {
             let start = Instant::now();
             let ok = match run(self, &mut out) {
                 Ok(()) => 1.0,
@@ -355,6 +389,39 @@ fn read_attr(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// Reads a sysfs attribute as procfs's `SysReadFile` does: one read of at most 128
+/// bytes (an attribute is a page at most, and a driver that blocks must not hang the
+/// read on a larger buffer), surrounding whitespace trimmed, invalid UTF-8 replaced.
+fn read_sysfs_value(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let n = std::fs::File::open(path)?.read(&mut buf)?;
+    Ok(valid_utf8(&buf[..n]).trim().to_string())
+}
+
+/// `bytes` as text, each run of invalid UTF-8 bytes replaced by one U+FFFD (Go's
+/// `strings.ToValidUTF8(s, "\uFFFD")`, which node_exporter applies to label values
+/// read from hardware).
+fn valid_utf8(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    // A chunk is valid text followed by at most one invalid sequence; a run of
+    // invalid bytes spans chunks whose valid text is empty.
+    let mut in_invalid_run = false;
+    for chunk in bytes.utf8_chunks() {
+        if !chunk.valid().is_empty() {
+            out.push_str(chunk.valid());
+            in_invalid_run = false;
+        }
+        if !chunk.invalid().is_empty() {
+            if !in_invalid_run {
+                out.push('\u{FFFD}');
+            }
+            in_invalid_run = true;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
