@@ -29,11 +29,14 @@ mod error;
 mod filefd;
 mod filesystem;
 mod hwmon;
+mod infiniband;
 mod loadavg;
+mod mdadm;
 mod meminfo;
 mod netclass;
 mod netdev;
 mod netstat;
+mod nfs;
 mod nvme;
 mod os;
 mod powersupplyclass;
@@ -51,6 +54,7 @@ mod timex;
 mod udp_queues;
 mod uname;
 mod vmstat;
+mod xfs;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -185,11 +189,14 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("filefd", filefd::collect),
     ("filesystem", filesystem::collect),
     ("hwmon", hwmon::collect),
+    ("infiniband", infiniband::collect),
     ("loadavg", loadavg::collect),
+    ("mdadm", mdadm::collect),
     ("meminfo", meminfo::collect),
     ("netclass", netclass::collect),
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
+    ("nfs", nfs::collect),
     ("nvme", nvme::collect),
     ("os", os::collect),
     ("powersupplyclass", powersupplyclass::collect),
@@ -206,6 +213,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("udp_queues", udp_queues::collect),
     ("uname", uname::collect),
     ("vmstat", vmstat::collect),
+    ("xfs", xfs::collect),
     ("textfile", textfile::collect),
 ];
 
@@ -424,6 +432,88 @@ fn valid_utf8(bytes: &[u8]) -> String {
     out
 }
 
+/// An integer as Go's `strconv.ParseInt(s, 0, 64)` reads it (what node_exporter
+/// uses): an optional sign, a `0x`, `0o`, `0b` or bare `0` (octal) prefix, and `_`
+/// between digits.
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (negative, unsigned) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if unsigned.starts_with(['+', '-']) {
+        return None;
+    }
+    let (radix, digits) = go_literal_digits(unsigned)?;
+    let magnitude = i128::from(u64::from_str_radix(&digits, radix).ok()?);
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+/// The radix and the digits (underscores removed) of an unsigned Go integer literal:
+/// a `0x`, `0o`, `0b` or bare `0` (octal) prefix, and `_` only between digits.
+fn go_literal_digits(s: &str) -> Option<(u32, String)> {
+    let lower = s.to_ascii_lowercase();
+    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if lower.contains('_') && !underscores_between_digits(&lower) {
+        return None;
+    }
+    let digits: String = digits.chars().filter(|&ch| ch != '_').collect();
+    // `from_str_radix` takes a sign, a literal's digits do not.
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    Some((radix, digits))
+}
+
+/// Go's rule for `_` in a literal: each one follows a digit or the base prefix and is
+/// followed by a digit.
+fn underscores_between_digits(s: &str) -> bool {
+    let hex = s.starts_with("0x");
+    let body = if s.len() >= 2 && s.starts_with('0') && matches!(&s[1..2], "x" | "o" | "b") {
+        &s[2..]
+    } else {
+        s
+    };
+    // Whether the previous character was a digit (the base prefix counts as one).
+    let mut after_digit = body.len() != s.len();
+    let mut after_underscore = false;
+    for ch in body.chars() {
+        if ch.is_ascii_digit() || (hex && ch.is_ascii_hexdigit()) {
+            after_digit = true;
+            after_underscore = false;
+        } else if ch == '_' {
+            if !after_digit {
+                return false;
+            }
+            after_digit = false;
+            after_underscore = true;
+        } else {
+            return false;
+        }
+    }
+    !after_underscore
+}
+
+/// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it: as
+/// [`parse_go_int`], without a sign.
+fn parse_go_uint(s: &str) -> Option<u64> {
+    if s.starts_with(['+', '-']) {
+        return None;
+    }
+    let (radix, digits) = go_literal_digits(s)?;
+    u64::from_str_radix(&digits, radix).ok()
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     use super::*;
@@ -541,5 +631,49 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn go_integer_literals() {
+        for (s, want) in [
+            ("42", Some(42)),
+            ("-1520000", Some(-1_520_000)),
+            ("+7", Some(7)),
+            ("0x1f", Some(31)),
+            ("-0x10", Some(-16)),
+            ("010", Some(8)),
+            ("0", Some(0)),
+            ("1_000", Some(1000)),
+            ("0x_1f", Some(31)),
+            ("0b101", Some(5)),
+            ("0o17", Some(15)),
+            ("08", None),
+            ("", None),
+            ("zz", None),
+            ("1__0", None),
+            ("_1", None),
+            ("1_", None),
+            ("--1", None),
+            ("9223372036854775808", None),
+            ("-9223372036854775808", Some(i64::MIN)),
+        ] {
+            assert_eq!(parse_go_int(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn go_unsigned_literals() {
+        assert_eq!(parse_go_uint("0x10"), Some(16));
+        assert_eq!(parse_go_uint("010"), Some(8));
+        assert_eq!(parse_go_uint("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_go_uint("+1"), None);
+        assert_eq!(parse_go_uint("08"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_runs_become_one_replacement_each() {
+        assert_eq!(valid_utf8(b"A\xff\xfeB\xc3"), "A\u{FFFD}B\u{FFFD}");
+        assert_eq!(valid_utf8("\u{FFFD}\u{e9}".as_bytes()), "\u{FFFD}\u{e9}");
+        assert_eq!(valid_utf8(b"\xe9x\xe9"), "\u{FFFD}x\u{FFFD}");
     }
 }

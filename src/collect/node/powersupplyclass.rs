@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use super::{
-    NodeCollector, NodeError, Result, dir_entries_with_prefix, labels, parse_error,
+    NodeCollector, NodeError, Result, dir_entries_with_prefix, labels, parse_error, parse_go_int,
     read_sysfs_value,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
@@ -216,99 +216,10 @@ fn read_attributes(dir: &Path) -> Result<BTreeMap<String, String>> {
     Ok(attributes)
 }
 
-/// An integer as Go's `strconv.ParseInt(s, 0, 64)` reads it (what node_exporter
-/// uses): an optional sign, a `0x`, `0o`, `0b` or bare `0` (octal) prefix, and `_`
-/// between digits.
-fn parse_go_int(s: &str) -> Option<i64> {
-    let (negative, unsigned) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let lower = unsigned.to_ascii_lowercase();
-    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
-        (16, d)
-    } else if let Some(d) = lower.strip_prefix("0o") {
-        (8, d)
-    } else if let Some(d) = lower.strip_prefix("0b") {
-        (2, d)
-    } else if lower.len() > 1 && lower.starts_with('0') {
-        (8, &lower[1..])
-    } else {
-        (10, lower.as_str())
-    };
-    if unsigned.contains('_') && !underscores_between_digits(&lower) {
-        return None;
-    }
-    let digits: String = digits.chars().filter(|&ch| ch != '_').collect();
-    if digits.is_empty() || digits.starts_with(['+', '-']) {
-        return None;
-    }
-    let magnitude = i128::from(u64::from_str_radix(&digits, radix).ok()?);
-    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
-}
-
-/// Go's rule for `_` in a literal: each one follows a digit or the base prefix and is
-/// followed by a digit.
-fn underscores_between_digits(s: &str) -> bool {
-    let hex = s.starts_with("0x");
-    let body = if s.len() >= 2 && s.starts_with('0') && matches!(&s[1..2], "x" | "o" | "b") {
-        &s[2..]
-    } else {
-        s
-    };
-    // Whether the previous character was a digit (the base prefix counts as one).
-    let mut after_digit = body.len() != s.len();
-    let mut after_underscore = false;
-    for ch in body.chars() {
-        if ch.is_ascii_digit() || (hex && ch.is_ascii_hexdigit()) {
-            after_digit = true;
-            after_underscore = false;
-        } else if ch == '_' {
-            if !after_digit {
-                return false;
-            }
-            after_digit = false;
-            after_underscore = true;
-        } else {
-            return false;
-        }
-    }
-    !after_underscore
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
     use super::*;
-
-    #[test]
-    fn go_integer_literals() {
-        for (s, want) in [
-            ("42", Some(42)),
-            ("-1520000", Some(-1_520_000)),
-            ("+7", Some(7)),
-            ("0x1f", Some(31)),
-            ("-0x10", Some(-16)),
-            ("010", Some(8)),
-            ("0", Some(0)),
-            ("1_000", Some(1000)),
-            ("0x_1f", Some(31)),
-            ("0b101", Some(5)),
-            ("0o17", Some(15)),
-            ("08", None),
-            ("", None),
-            ("zz", None),
-            ("1__0", None),
-            ("_1", None),
-            ("1_", None),
-            ("--1", None),
-            ("9223372036854775808", None),
-            ("-9223372036854775808", Some(i64::MIN)),
-        ] {
-            assert_eq!(parse_go_int(s), want, "{s:?}");
-        }
-    }
 
     #[test]
     fn numeric_attributes_in_base_units_and_text_ones_as_info_labels() {
