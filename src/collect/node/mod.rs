@@ -26,10 +26,12 @@ mod dmi;
 mod edac;
 mod entropy;
 mod error;
+mod fibrechannel;
 mod filefd;
 mod filesystem;
 mod hwmon;
 mod infiniband;
+mod ipvs;
 mod loadavg;
 mod mdadm;
 mod meminfo;
@@ -37,6 +39,7 @@ mod netclass;
 mod netdev;
 mod netstat;
 mod nfs;
+mod nfsd;
 mod nvme;
 mod os;
 mod powersupplyclass;
@@ -47,6 +50,7 @@ mod selinux;
 mod sockstat;
 mod softnet;
 mod stat;
+mod tapestats;
 mod textfile;
 mod thermal_zone;
 mod time;
@@ -186,10 +190,12 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("dmi", dmi::collect),
     ("edac", edac::collect),
     ("entropy", entropy::collect),
+    ("fibrechannel", fibrechannel::collect),
     ("filefd", filefd::collect),
     ("filesystem", filesystem::collect),
     ("hwmon", hwmon::collect),
     ("infiniband", infiniband::collect),
+    ("ipvs", ipvs::collect),
     ("loadavg", loadavg::collect),
     ("mdadm", mdadm::collect),
     ("meminfo", meminfo::collect),
@@ -197,6 +203,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("netdev", netdev::collect),
     ("netstat", netstat::collect),
     ("nfs", nfs::collect),
+    ("nfsd", nfsd::collect),
     ("nvme", nvme::collect),
     ("os", os::collect),
     ("powersupplyclass", powersupplyclass::collect),
@@ -207,6 +214,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("sockstat", sockstat::collect),
     ("softnet", softnet::collect),
     ("stat", stat::collect),
+    ("tapestats", tapestats::collect),
     ("thermal_zone", thermal_zone::collect),
     ("time", time::collect),
     ("timex", timex::collect),
