@@ -48,7 +48,6 @@ const NODE_EXPORTER: &str = "prometheus-node-exporter";
 const NOT_BUILT: &[(&str, &str)] = &[
     ("bcache", "bcache block caches"),
     ("btrfs", "btrfs file systems"),
-    ("zfs", "ZFS pools"),
 ];
 
 /// Families node_exporter exposes that ODIN's node job does not, by name prefix, with
@@ -579,6 +578,7 @@ const FIXTURE_HOST_COLLECTORS: &[&str] = &[
     "schedstat",
     "tapestats",
     "xfs",
+    "zfs",
 ];
 
 /// Where ODIN reads the fake host differently from node_exporter 1.5 on purpose, as

@@ -59,6 +59,7 @@ mod udp_queues;
 mod uname;
 mod vmstat;
 mod xfs;
+mod zfs;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -222,6 +223,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
     ("uname", uname::collect),
     ("vmstat", vmstat::collect),
     ("xfs", xfs::collect),
+    ("zfs", zfs::collect),
     ("textfile", textfile::collect),
 ];
 
