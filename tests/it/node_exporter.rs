@@ -45,10 +45,7 @@ const NODE_EXPORTER: &str = "prometheus-node-exporter";
 /// each reads hardware or subsystems this machine lacks, so node_exporter exposes none
 /// of their families here (a machine where one does fails the family check). Only
 /// their `node_scrape_collector_*{collector=…}` series are left out of the comparison.
-const NOT_BUILT: &[(&str, &str)] = &[
-    ("bcache", "bcache block caches"),
-    ("btrfs", "btrfs file systems"),
-];
+const NOT_BUILT: &[(&str, &str)] = &[("bcache", "bcache block caches")];
 
 /// Families node_exporter exposes that ODIN's node job does not, by name prefix, with
 /// the reason (also in docs/node-collector.md).
@@ -565,6 +562,7 @@ fn compare(odin: &Odin) -> Comparison {
 /// them (DMI tables, RAPL zones, NVMe controllers, InfiniBand HCAs, software RAID, …).
 const FIXTURE_HOST_COLLECTORS: &[&str] = &[
     "bonding",
+    "btrfs",
     "dmi",
     "fibrechannel",
     "infiniband",

@@ -18,6 +18,7 @@
 
 mod arp;
 mod bonding;
+mod btrfs;
 mod conntrack;
 mod cpu;
 mod cpufreq;
@@ -184,6 +185,7 @@ type CollectFn = fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>;
 const COLLECTORS: &[(&str, CollectFn)] = &[
     ("arp", arp::collect),
     ("bonding", bonding::collect),
+    ("btrfs", btrfs::collect),
     ("conntrack", conntrack::collect),
     ("cpu", cpu::collect),
     ("cpufreq", cpufreq::collect),
