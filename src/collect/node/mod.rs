@@ -17,6 +17,7 @@
 //! the kernel's files and builds families.
 
 mod arp;
+mod bcache;
 mod bonding;
 mod btrfs;
 mod conntrack;
@@ -184,6 +185,7 @@ type CollectFn = fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>;
 /// whose families collide with the built-in ones, so those must be there before it.
 const COLLECTORS: &[(&str, CollectFn)] = &[
     ("arp", arp::collect),
+    ("bcache", bcache::collect),
     ("bonding", bonding::collect),
     ("btrfs", btrfs::collect),
     ("conntrack", conntrack::collect),
