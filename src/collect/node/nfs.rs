@@ -190,11 +190,15 @@ fn parse(path: &Path, text: &str) -> Result<ClientStats> {
         match *name {
             "net" => stats.net = values.try_into().map_err(|_| bad("net needs 4 values"))?,
             "rpc" => stats.rpc = values.try_into().map_err(|_| bad("rpc needs 3 values"))?,
-            "proc2" => stats.v2 = procedures(&values, V2.len()).ok_or_else(|| bad("bad proc2"))?,
-            "proc3" => stats.v3 = procedures(&values, V3.len()).ok_or_else(|| bad("bad proc3"))?,
+            "proc2" => {
+                stats.v2 = counted(&values, V2.len(), None).ok_or_else(|| bad("bad proc2"))?
+            }
+            "proc3" => {
+                stats.v3 = counted(&values, V3.len(), None).ok_or_else(|| bad("bad proc3"))?
+            }
             // Kernels add v4 operations over time: fewer are padded, more ignored.
             "proc4" => {
-                let mut v4 = procedures(&values, 0).ok_or_else(|| bad("bad proc4"))?;
+                let mut v4 = counted(&values, 0, None).ok_or_else(|| bad("bad proc4"))?;
                 v4.resize(V4.len(), 0);
                 stats.v4 = v4;
             }
@@ -204,11 +208,12 @@ fn parse(path: &Path, text: &str) -> Result<ClientStats> {
     Ok(stats)
 }
 
-/// A `proc<N>` line's counts: the first value says how many follow, at least
-/// `minimum`.
-fn procedures(values: &[u64], minimum: usize) -> Option<Vec<u64>> {
+/// A `proc…` line's counts (the NFS client's and server's files): the first value
+/// says how many follow, at least `minimum` (and exactly `only` when given).
+pub(super) fn counted(values: &[u64], minimum: usize, only: Option<usize>) -> Option<Vec<u64>> {
     let (&count, counts) = values.split_first()?;
-    (usize::try_from(count).ok()? == counts.len() && counts.len() >= minimum)
+    let count = usize::try_from(count).ok()?;
+    (count == counts.len() && count >= minimum && only.is_none_or(|n| n == count))
         .then(|| counts.to_vec())
 }
 

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use super::nfs::counted;
 use super::{NodeCollector, Result, labels, parse_error, read_file, single};
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -247,15 +248,6 @@ fn parse(path: &Path, text: &str) -> Result<ServerStats> {
         }
     }
     Ok(s)
-}
-
-/// A `proc…` line's values: the first says how many follow, at least `minimum` (and
-/// exactly `only` when given).
-fn counted(values: &[u64], minimum: usize, only: Option<usize>) -> Option<Vec<u64>> {
-    let (&count, counts) = values.split_first()?;
-    let count = usize::try_from(count).ok()?;
-    (count == counts.len() && count >= minimum && only.is_none_or(|n| n == count))
-        .then(|| counts.to_vec())
 }
 
 #[cfg(test)]
