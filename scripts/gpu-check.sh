@@ -194,5 +194,24 @@ echo
 echo "gpu-check: names, types, help and labels against dcgm-exporter's defaults; MIG, processes, energy, NVLink"
 python3 "$(dirname "$0")/gpu-check-structure.py" "$TMP" "$FIXTURE" || status=1
 
+echo
+echo "gpu-check: node collectors on this host (for the record, not checked: no node_exporter here)"
+if query 'node_scrape_collector_success' >"$TMP/node_success.json" &&
+  query 'count by (__name__) ({__name__=~"node_(dmi|rapl|nvme|infiniband|md|schedstat|power_supply|bonding|xfs|zfs|nfsd?|ipvs|btrfs|bcache|fibrechannel|tape)_.+"})' >"$TMP/node_hw.json"; then
+  python3 - "$TMP" <<'PY' || :
+import json, os, sys
+tmp = sys.argv[1]
+load = lambda f: json.load(open(os.path.join(tmp, f)))["data"]["result"]
+ok = sorted(r["metric"]["collector"] for r in load("node_success.json") if r["value"][1] == "1")
+failed = sorted(r["metric"]["collector"] for r in load("node_success.json") if r["value"][1] != "1")
+print(f"succeeded ({len(ok)}): {' '.join(ok)}")
+print(f"failed or no data ({len(failed)}): {' '.join(failed)}")
+for r in sorted(load("node_hw.json"), key=lambda r: r["metric"]["__name__"]):
+    print(f"  {r['metric']['__name__']}: {r['value'][1]} series")
+PY
+else
+  echo "gpu-check: could not query the node collector's series"
+fi
+
 if ((status == 0)); then echo "gpu-check: all hold"; else echo "gpu-check: MISMATCH" >&2; fi
 exit "$status"
