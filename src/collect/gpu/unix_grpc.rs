@@ -31,8 +31,8 @@ pub(super) async fn channel(socket: PathBuf, timeout: Duration) -> Result<Channe
 /// The call gets a small runtime of its own rather than the server's: a scrape in
 /// flight when the server shuts down must not find its socket's I/O driver gone under
 /// it (that panics inside Tokio), and the collector's calls must not depend on the
-/// server's workers being free. Building one costs tens of microseconds, once per
-/// scrape.
+/// server's workers being free. Building one costs tens of microseconds per call
+/// (the kubelet's list each scrape, and a runtime lookup per new container).
 pub(super) fn block_on<T>(
     limit: Duration,
     call: impl Future<Output = Result<T, String>>,

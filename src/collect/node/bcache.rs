@@ -10,7 +10,9 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{NodeCollector, NodeError, Result, dir_entries_with_prefix, labels, parse_error};
+use super::{
+    NodeCollector, NodeError, Result, dir_entries_with_prefix, family_entry, labels, parse_error,
+};
 use crate::exposition::family::{MetricFamily, MetricType};
 
 /// Hit and miss counters of a backing device's `stats_total` (and `_five_minute`),
@@ -193,15 +195,7 @@ struct Out(Vec<MetricFamily>);
 
 impl Out {
     fn push(&mut self, (name, kind, help): Spec, labels: Vec<(String, String)>, v: f64) {
-        let name = format!("node_bcache_{name}");
-        let i = match self.0.iter().position(|f| f.name == name) {
-            Some(i) => i,
-            None => {
-                self.0.push(MetricFamily::new(name, kind, help));
-                self.0.len() - 1
-            }
-        };
-        self.0[i].push(labels, v);
+        family_entry(&mut self.0, &format!("node_bcache_{name}"), kind, help).push(labels, v);
     }
 }
 
@@ -226,6 +220,8 @@ fn read_set(uuid: &str, dir: &Path, fams: &mut Out) -> Result<()> {
         let v = if file.ends_with("_us") { v * 1e-9 } else { v };
         fams.push(*spec, set_labels.clone(), v);
     }
+    // Read only to fail as procfs does on a bad value; the set's totals are not
+    // reported.
     for period in ["stats_five_minute", "stats_total"] {
         for (file, _, _) in STATS {
             read_value(&dir.join(period).join(file))?;
@@ -245,6 +241,7 @@ fn read_set(uuid: &str, dir: &Path, fams: &mut Out) -> Result<()> {
         ]) {
             fams.push(*spec, l.clone(), v);
         }
+        // Read only to fail as procfs does on a bad value; not reported.
         for (file, _, _) in STATS {
             read_value(&bdev.join("stats_five_minute").join(file))?;
         }
@@ -344,6 +341,10 @@ fn writeback(path: &Path) -> Result<Writeback> {
 /// fraction counts tenths of 1024, and the result is converted to u64 as Go does on
 /// x86-64 (negative values wrap, 2⁶⁴ and more become 2⁶³).
 fn dehumanize(s: &str) -> Option<u64> {
+    // bcache writes ASCII; anything else is not one of its numbers.
+    if !s.is_ascii() {
+        return None;
+    }
     let last = *s.as_bytes().last()?;
     let (number, multiplier) = if last > b'9' {
         let power = b"kMGTPEZY"
@@ -405,6 +406,7 @@ mod tests {
             ("18446744073709551615", Some(1 << 63)),
             ("abc", None),
             ("50%", None),
+            ("1\u{e9}", None),
             (" 95", None),
         ] {
             assert_eq!(dehumanize(s), want, "{s:?}");

@@ -213,9 +213,10 @@ fn allocation_ratio(mode: &str, devices: usize) -> f64 {
     match mode {
         "single" | "raid0" => 1.0,
         "dup" | "raid1" | "raid10" => 2.0,
-        "raid5" if devices > 1 => n / (n - 1.0),
-        "raid6" if devices > 2 => n / (n - 2.0),
-        "raid5" | "raid6" => f64::INFINITY,
+        // Too few devices (the list could not be read) gives what procfs computes:
+        // +Inf, -0 or -1.
+        "raid5" => n / (n - 1.0),
+        "raid6" => n / (n - 2.0),
         _ => 0.0,
     }
 }

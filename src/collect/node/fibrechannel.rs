@@ -6,8 +6,8 @@
 use std::io::ErrorKind;
 
 use super::{
-    NodeCollector, NodeError, Result, dir_entries_with_prefix, labels, parse_error, parse_go_uint,
-    read_sysfs_value,
+    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix, labels,
+    parse_error, parse_go_uint, read_sysfs_value,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -84,10 +84,6 @@ const COUNTERS: &[(&str, &str, &str)] = &[
 /// What an HBA reports for a counter it does not implement.
 const NOT_IMPLEMENTED: u64 = u64::MAX;
 
-/// errno values drivers answer for a statistic they cannot read now.
-const EOPNOTSUPP: i32 = 95;
-const EINVAL: i32 = 22;
-
 pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
     let mut info = MetricFamily::new(
         "node_fibrechannel_info",
@@ -150,12 +146,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                 _ => match read_sysfs_value(&path) {
                     Ok(text) => parse_go_uint(&text)
                         .ok_or_else(|| parse_error(&path, format!("bad counter {text:?}")))?,
-                    Err(e)
-                        if e.kind() == ErrorKind::NotFound
-                            || matches!(e.raw_os_error(), Some(EOPNOTSUPP | EINVAL)) =>
-                    {
-                        0
-                    }
+                    Err(e) if attribute_unavailable(&e) => 0,
                     Err(source) => return Err(NodeError::Io { path, source }),
                 },
             };

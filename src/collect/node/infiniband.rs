@@ -10,8 +10,8 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use super::{
-    NodeCollector, NodeError, Result, dir_entries_with_prefix, labels, parse_error, parse_go_uint,
-    read_file, read_sysfs_value,
+    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix, labels,
+    parse_error, parse_go_uint, read_file, read_sysfs_value,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -240,10 +240,6 @@ const COUNTERS: &[Counter] = &[
 /// What a counter file holds when the device has no performance-management agent.
 const NO_PMA: &str = "N/A (no PMA)";
 
-/// errno values drivers answer for a counter they list but cannot read now.
-const EOPNOTSUPP: i32 = 95;
-const EINVAL: i32 = 22;
-
 pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
     let mut info = MetricFamily::new(
         "node_infiniband_info",
@@ -362,10 +358,7 @@ fn read_counter(dir: &Path, counter: &Counter) -> Result<Option<f64>> {
     }
     let text = match read_sysfs_value(&path) {
         Ok(text) => text,
-        Err(e)
-            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied)
-                || matches!(e.raw_os_error(), Some(EOPNOTSUPP | EINVAL)) =>
-        {
+        Err(e) if attribute_unavailable(&e) || e.kind() == ErrorKind::PermissionDenied => {
             return Ok(None);
         }
         Err(source) => return Err(NodeError::Io { path, source }),

@@ -269,14 +269,9 @@ impl NodeCollector {
         &self.paths
     }
 
-    /// The names of every sub-collector, node_exporter's names for them.
-    pub fn collector_names() -> impl Iterator<Item = &'static str> {
-        COLLECTORS.iter().map(|(name, _)| *name)
-    }
-
     /// Keeps only the named sub-collectors (node_exporter's
-    /// `--collector.disable-defaults --collector.<name>…`). A name that is not one of
-    /// [`NodeCollector::collector_names`] is an error.
+    /// `--collector.disable-defaults --collector.<name>…`). A name that is not a
+    /// collector's is an error.
     pub fn only(mut self, names: &[&str]) -> Result<Self> {
         if let Some(unknown) = names
             .iter()
@@ -413,9 +408,9 @@ fn read_attr(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Reads a sysfs attribute as procfs's `SysReadFile` does: one read of at most 128
-/// bytes (an attribute is a page at most, and a driver that blocks must not hang the
-/// read on a larger buffer), surrounding whitespace trimmed, invalid UTF-8 replaced.
+/// Reads a sysfs attribute as procfs's `SysReadFile` does for node_exporter: one
+/// read of at most 128 bytes (so a longer value is cut where node_exporter cuts it),
+/// surrounding whitespace trimmed, invalid UTF-8 replaced.
 fn read_sysfs_value(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut buf = [0u8; 128];
@@ -466,6 +461,11 @@ fn parse_go_int(s: &str) -> Option<i64> {
 /// The radix and the digits (underscores removed) of an unsigned Go integer literal:
 /// a `0x`, `0o`, `0b` or bare `0` (octal) prefix, and `_` only between digits.
 fn go_literal_digits(s: &str) -> Option<(u32, String)> {
+    // Digits, prefixes and `_` are ASCII; anything else is not a literal (and would
+    // make the byte slicing below cut a character).
+    if !s.is_ascii() {
+        return None;
+    }
     let lower = s.to_ascii_lowercase();
     let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
         (16, d)
@@ -526,6 +526,32 @@ fn parse_go_uint(s: &str) -> Option<u64> {
     }
     let (radix, digits) = go_literal_digits(s)?;
     u64::from_str_radix(&digits, radix).ok()
+}
+
+/// Whether a read failed because the driver cannot report the attribute now
+/// (`EOPNOTSUPP`, `EINVAL`) or it is gone: procfs skips such an attribute rather than
+/// fail the device.
+fn attribute_unavailable(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL))
+}
+
+/// The family named `name` in `families`, added (empty) when it is not there yet:
+/// for collectors whose families depend on what the host has.
+fn family_entry<'a>(
+    families: &'a mut Vec<MetricFamily>,
+    name: &str,
+    kind: MetricType,
+    help: &str,
+) -> &'a mut MetricFamily {
+    let i = match families.iter().position(|f| f.name == name) {
+        Some(i) => i,
+        None => {
+            families.push(MetricFamily::new(name, kind, help));
+            families.len() - 1
+        }
+    };
+    &mut families[i]
 }
 
 #[cfg(test)]
@@ -682,6 +708,9 @@ mod tests {
         assert_eq!(parse_go_uint("18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_go_uint("+1"), None);
         assert_eq!(parse_go_uint("08"), None);
+        // Not ASCII: not a literal (and no slicing inside a character).
+        assert_eq!(parse_go_uint("0\u{FFFD}_1"), None);
+        assert_eq!(parse_go_int("-0\u{e9}_1"), None);
     }
 
     #[test]

@@ -4,12 +4,11 @@
 //! `node_power_supply_info` with its text attributes as labels.
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
 use std::path::Path;
 
 use super::{
-    NodeCollector, NodeError, Result, dir_entries_with_prefix, labels, parse_error, parse_go_int,
-    read_sysfs_value,
+    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix, family_entry,
+    labels, parse_error, parse_go_int, read_sysfs_value,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -131,12 +130,8 @@ const TEXT: &[&str] = &[
     "scope",
 ];
 
-/// errno values drivers answer for an attribute they list but cannot report now.
-const EOPNOTSUPP: i32 = 95;
-const EINVAL: i32 = 22;
-
 pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
-    let mut families: BTreeMap<&'static str, MetricFamily> = BTreeMap::new();
+    let mut families: Vec<MetricFamily> = Vec::new();
     let mut info = MetricFamily::new(
         "node_power_supply_info",
         MetricType::Gauge,
@@ -158,16 +153,13 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                     Scale::Micro => raw / 1e6,
                     Scale::Tenths => raw / 10.0,
                 };
-                families
-                    .entry(suffix)
-                    .or_insert_with(|| {
-                        MetricFamily::new(
-                            format!("node_power_supply_{suffix}"),
-                            MetricType::Gauge,
-                            format!("{suffix} value of /sys/class/power_supply/<power_supply>."),
-                        )
-                    })
-                    .push(labels([("power_supply", &supply)]), v);
+                family_entry(
+                    &mut families,
+                    &format!("node_power_supply_{suffix}"),
+                    MetricType::Gauge,
+                    &format!("{suffix} value of /sys/class/power_supply/<power_supply>."),
+                )
+                .push(labels([("power_supply", &supply)]), v);
             } else if NUMERIC_NOT_EXPORTED.contains(&file.as_str()) {
                 parse_go_int(value)
                     .ok_or_else(|| parse_error(&path, format!("bad number {value:?}")))?;
@@ -177,7 +169,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         }
         info.push(text_labels, 1.0);
     }
-    out.extend(families.into_values());
+    out.extend(families);
     out.push(info);
     Ok(())
 }
@@ -207,9 +199,7 @@ fn read_attributes(dir: &Path) -> Result<BTreeMap<String, String>> {
             Ok(value) => {
                 attributes.insert(name, value);
             }
-            Err(e)
-                if e.kind() == ErrorKind::NotFound
-                    || matches!(e.raw_os_error(), Some(EOPNOTSUPP | EINVAL)) => {}
+            Err(e) if attribute_unavailable(&e) => {}
             Err(e) => return Err(io(&entry.path(), e)),
         }
     }

@@ -3,10 +3,12 @@
 //! joules. One family per zone name (`node_rapl_package_joules_total`, …), the zone's
 //! index and sysfs path as labels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{NodeCollector, Result, dir_entries_with_prefix, labels, parse_error, read_file};
+use super::{
+    NodeCollector, Result, dir_entries_with_prefix, family_entry, labels, parse_error, read_file,
+};
 use crate::exposition::family::{MetricFamily, MetricType};
 
 /// One zone directory with a name.
@@ -19,9 +21,8 @@ struct Zone {
 
 pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
     let zones = zones(&c.sys_path("class/powercap"))?;
-    // Families by zone name, in the order zones are read.
+    // Families by metric name, in the order zones are read.
     let mut families: Vec<MetricFamily> = Vec::new();
-    let mut family_of: HashMap<String, usize> = HashMap::new();
     let mut result = Ok(());
     for zone in &zones {
         let joules = match read_u64(&zone.dir.join("energy_uj")) {
@@ -33,16 +34,16 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                 break;
             }
         };
-        let i = *family_of.entry(zone.name.clone()).or_insert_with(|| {
-            let metric = sanitize_metric_name(&zone.name);
-            families.push(MetricFamily::new(
-                format!("node_rapl_{metric}_joules_total"),
-                MetricType::Counter,
-                format!("Current RAPL {} value in joules", zone.name),
-            ));
-            families.len() - 1
-        });
-        families[i].push(
+        family_entry(
+            &mut families,
+            &format!(
+                "node_rapl_{}_joules_total",
+                sanitize_metric_name(&zone.name)
+            ),
+            MetricType::Counter,
+            &format!("Current RAPL {} value in joules", zone.name),
+        )
+        .push(
             labels([
                 ("index", &zone.index.to_string()),
                 ("path", &zone.dir.display().to_string()),
@@ -69,9 +70,11 @@ fn zones(class: &Path) -> Result<Vec<Zone>> {
         // `package-1` is package zone 1; a name without a numeric suffix (`dram`, one
         // per package) is numbered in the order it appears.
         let (name, index) = match raw_name.split('-').collect::<Vec<_>>()[..] {
-            [base, suffix] if suffix.parse::<i64>().is_ok() => {
-                (base.to_string(), suffix.parse::<i64>().unwrap_or_default())
-            }
+            // A 32-bit suffix, as procfs parses it: a longer number is part of the name.
+            [base, suffix] if suffix.parse::<i32>().is_ok() => (
+                base.to_string(),
+                i64::from(suffix.parse::<i32>().unwrap_or_default()),
+            ),
             _ => {
                 let index = next_index.get(raw_name).copied().unwrap_or(0);
                 (raw_name.to_string(), index)
@@ -84,7 +87,7 @@ fn zones(class: &Path) -> Result<Vec<Zone>> {
     Ok(zones)
 }
 
-/// client_golang's `SanitizeMetricName`: each run of characters a metric name may not
+/// node_exporter's `SanitizeMetricName`: each run of characters a metric name may not
 /// hold, with the underscores around it, becomes one `_`.
 fn sanitize_metric_name(name: &str) -> String {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -149,6 +152,8 @@ mod tests {
         zone(&fx, "intel-rapl:1", "package-1", "203877140559\n");
         zone(&fx, "intel-rapl:1:0", "dram", "38224601183\n");
         zone(&fx, "intel-rapl:2", "psys-die-x", "5\n");
+        // A suffix beyond 32 bits is part of the name, as procfs reads it.
+        zone(&fx, "intel-rapl:3", "core-9223372036854775807", "6\n");
         let c = fx.collector();
         let fams = run(&c, collect);
         let path = |d: &str| c.sys_path("class/powercap").join(d).display().to_string();
@@ -173,6 +178,8 @@ mod tests {
         let psys = find(&fams, "node_rapl_psys_die_x_joules_total");
         assert_eq!(psys.help, "Current RAPL psys-die-x value in joules");
         assert_eq!(psys.samples[0].labels[0].1, "0");
+        let core = find(&fams, "node_rapl_core_9223372036854775807_joules_total");
+        assert_eq!(core.samples[0].labels[0].1, "0");
     }
 
     #[test]

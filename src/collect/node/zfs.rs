@@ -11,7 +11,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{NodeCollector, Result, dir_entries_with_prefix, labels, parse_error, read_file};
+use super::{
+    NodeCollector, NodeError, Result, dir_entries_with_prefix, family_entry, labels, parse_error,
+    read_file,
+};
 use crate::exposition::family::{FamilySample, MetricFamily, MetricType};
 
 /// The kstat files read: file under `spl/kstat/zfs`, metric prefix after `node_`.
@@ -57,15 +60,7 @@ impl Families {
         if !self.seen.insert((name.clone(), labels.clone())) {
             return;
         }
-        let i = match self.families.iter().position(|f| f.name == name) {
-            Some(i) => i,
-            None => {
-                self.families
-                    .push(MetricFamily::new(name.clone(), kind, help));
-                self.families.len() - 1
-            }
-        };
-        let family = &mut self.families[i];
+        let family = family_entry(&mut self.families, &name, kind, help);
         family.samples.push(FamilySample {
             name,
             labels,
@@ -88,10 +83,16 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
 fn read_all(root: &Path, entries: &[(String, PathBuf)], fams: &mut Families) -> Result<()> {
     for (file, prefix) in MISC {
         let path = root.join(file);
-        // A kstat this module version does not have is skipped.
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        // A kstat this module version does not have is skipped; one that cannot be
+        // read fails the collector.
+        let Ok(mut kstat) = std::fs::File::open(&path) else {
             continue;
         };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut kstat, &mut text).map_err(|source| NodeError::Io {
+            path: path.clone(),
+            source,
+        })?;
         for (row, kind, value) in named_rows(&path, &text)? {
             if kind != KSTAT_DATA_UINT64 {
                 continue;
