@@ -101,7 +101,7 @@ impl Sources {
                     root: node.rootfs.clone().unwrap_or(defaults.root),
                     textfile: node.textfile_directory.clone(),
                 };
-                match NodeCollector::new(paths) {
+                match NodeCollector::new(paths).and_then(|n| n.without(&node.disabled_collectors)) {
                     Ok(n) => self.node = Some(Arc::new(NodeSource(n))),
                     Err(e) => tracing::error!(error = %e, "node collector cannot start"),
                 }

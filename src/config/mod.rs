@@ -170,6 +170,11 @@ pub struct NodeCollectorConfig {
     /// A directory of `*.prom` files to expose with the node's metrics
     /// (node_exporter's `--collector.textfile.directory`) [default: none].
     pub textfile_directory: Option<PathBuf>,
+    /// Sub-collectors not to run, by node_exporter's names (its
+    /// `--no-collector.<name>`) [default: none; all of node_exporter 1.5's default
+    /// collectors run].
+    #[serde(default)]
+    pub disabled_collectors: Vec<String>,
 }
 
 /// `collectors.gpu`: the scrape settings and the GPU collector's own. Read when the
@@ -499,6 +504,22 @@ impl Config {
                 }
             }
         }
+        if let Some(node) = &self.collectors.node {
+            let known: Vec<&str> = crate::collect::node::NodeCollector::collector_names().collect();
+            if let Some(unknown) = node
+                .disabled_collectors
+                .iter()
+                .find(|n| !known.contains(&n.as_str()))
+            {
+                return Err(invalid(
+                    "collectors.node.disabled_collectors",
+                    format!(
+                        "unknown collector {unknown:?} (known: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
         let collectors = [
             ("collectors.self", self.collectors.self_metrics.clone()),
             (
@@ -586,6 +607,25 @@ mod tests {
         assert!(node.enabled);
         // A GPU key under `node` (or `self`) is an error, not ignored.
         assert!(Config::parse("collectors:\n  node:\n    proc_root: /x\n", "x.yml").is_err());
+        let c = Config::parse(
+            "collectors:\n  node:\n    disabled_collectors: [hwmon, textfile]\n",
+            "x.yml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.collectors.node.unwrap().disabled_collectors,
+            vec!["hwmon".to_string(), "textfile".to_string()]
+        );
+        let err = Config::parse(
+            "collectors:\n  node:\n    disabled_collectors: [hwmon, gpu]\n",
+            "x.yml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("collectors.node.disabled_collectors") && err.contains("\"gpu\""),
+            "{err}"
+        );
         assert!(Config::parse("collectors:\n  self:\n    procfs: /x\n", "x.yml").is_err());
     }
 

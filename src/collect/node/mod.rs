@@ -141,6 +141,17 @@ impl Default for NodeFilters {
     }
 }
 
+/// An error for the first name that is not a sub-collector's.
+fn check_names<S: AsRef<str>>(names: &[S]) -> Result<()> {
+    match names
+        .iter()
+        .find(|n| !COLLECTORS.iter().any(|(name, _)| *name == n.as_ref()))
+    {
+        Some(unknown) => Err(NodeError::UnknownCollector(unknown.as_ref().to_string())),
+        None => Ok(()),
+    }
+}
+
 /// Compiled filters.
 #[derive(Debug)]
 struct Filters {
@@ -269,17 +280,27 @@ impl NodeCollector {
         &self.paths
     }
 
+    /// The sub-collectors' names, node_exporter's names for them.
+    pub fn collector_names() -> impl Iterator<Item = &'static str> {
+        COLLECTORS.iter().map(|(name, _)| *name)
+    }
+
     /// Keeps only the named sub-collectors (node_exporter's
     /// `--collector.disable-defaults --collector.<name>…`). A name that is not a
     /// collector's is an error.
-    pub fn only(mut self, names: &[&str]) -> Result<Self> {
-        if let Some(unknown) = names
-            .iter()
-            .find(|n| !COLLECTORS.iter().any(|(name, _)| name == *n))
-        {
-            return Err(NodeError::UnknownCollector((*unknown).to_string()));
-        }
-        self.enabled.retain(|(name, _)| names.contains(name));
+    pub fn only<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self> {
+        check_names(names)?;
+        self.enabled
+            .retain(|(name, _)| names.iter().any(|n| n.as_ref() == *name));
+        Ok(self)
+    }
+
+    /// Leaves out the named sub-collectors (node_exporter's `--no-collector.<name>`).
+    /// A name that is not a collector's is an error.
+    pub fn without<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self> {
+        check_names(names)?;
+        self.enabled
+            .retain(|(name, _)| !names.iter().any(|n| n.as_ref() == *name));
         Ok(self)
     }
 
@@ -625,6 +646,27 @@ pub(crate) mod test_util {
 mod tests {
     use super::test_util::*;
     use super::*;
+
+    #[test]
+    fn collectors_left_out_do_not_run_nor_report() {
+        let fx = Fixture::new();
+        fx.write("proc/loadavg", "0.50 0.25 0.10 1/100 42\n");
+        let fams = fx
+            .collector()
+            .without(&["loadavg", "hwmon"])
+            .unwrap()
+            .collect();
+        assert!(fams.iter().all(|f| f.name != "node_load1"));
+        let success = find(&fams, "node_scrape_collector_success");
+        assert_eq!(success.samples.len(), COLLECTORS.len() - 2);
+        assert!(success.samples.iter().all(|s| s.labels[0].1 != "loadavg"));
+        let only = fx.collector().only(&["loadavg"]).unwrap().collect();
+        assert_eq!(
+            find(&only, "node_scrape_collector_success").samples.len(),
+            1
+        );
+        assert!(fx.collector().without(&["loadavg", "nope"]).is_err());
+    }
 
     #[test]
     fn failing_collector_reports_success_zero_and_others_still_run() {
