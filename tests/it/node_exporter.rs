@@ -746,3 +746,53 @@ fn node_collector_matches_node_exporter_on_a_fixture_host() {
         problems.join("\n")
     );
 }
+
+/// `collectors.node.disabled_collectors` leaves collectors out (no series, no
+/// `node_scrape_collector_*` for them), and an unknown name is refused by
+/// `odin check config` and at start-up.
+#[test]
+fn disabled_node_collectors_neither_run_nor_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("odin.yml");
+    std::fs::write(
+        &cfg,
+        "global: {scrape_interval: 1s, scrape_timeout: 900ms}\n\
+         collectors:\n  node: {disabled_collectors: [loadavg, ipvs]}\n",
+    )
+    .unwrap();
+    let odin = Odin::start(
+        &dir.path().join("data"),
+        &[&format!("--config.file={}", cfg.display())],
+    );
+    let mut collectors = Vec::new();
+    let scraped = poll_until(Duration::from_secs(15), || {
+        collectors = query(&odin, "node_scrape_collector_success", None)
+            .iter()
+            .map(|s| s["metric"]["collector"].as_str().unwrap().to_string())
+            .collect();
+        !collectors.is_empty()
+    });
+    assert!(scraped, "no node scrape");
+    assert_eq!(
+        collectors.len(),
+        NodeCollector::collector_names().count() - 2
+    );
+    assert!(collectors.iter().any(|c| c == "meminfo"));
+    assert!(!collectors.iter().any(|c| c == "loadavg" || c == "ipvs"));
+    assert!(query(&odin, "node_load1", None).is_empty());
+    assert!(!query(&odin, "node_memory_MemTotal_bytes", None).is_empty());
+
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "collectors:\n  node: {disabled_collectors: [gpu]}\n").unwrap();
+    let out = Command::new(crate::common::BIN)
+        .args(["check", "config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("disabled_collectors") && text.contains("\"gpu\""),
+        "{text}"
+    );
+}
