@@ -47,6 +47,8 @@ mod os;
 mod powersupplyclass;
 mod pressure;
 mod rapl;
+#[cfg(test)]
+mod robustness;
 mod schedstat;
 mod selinux;
 mod sockstat;
