@@ -79,11 +79,12 @@ if [ -d "$incremental" ] && [ "$(du -sm "$incremental" | cut -f1)" -gt 8192 ]; t
   echo "dropping $incremental (over 8 GB)"
   rm -rf "$incremental"
 fi
-# So do the test and bench executables and rlibs of earlier builds (hashed names, one
-# set per dependency or flag change: 40 GB of them filled the disk once). One over
-# 100 MB that no build has rewritten for 12 hours is stale; if a build still wants it,
-# it is linked again.
-find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -size +100M -mmin +720 -delete 2>/dev/null || true
+# So do ODIN's own test and bench executables and rlibs of earlier builds (hashed
+# names, one set per dependency or flag change: 40 GB of them filled the disk once).
+# One over 100 MB that no build has rewritten for 12 hours is stale; if a build still
+# wants it, it is linked again. Dependencies' rlibs (built once, never rewritten) stay.
+find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -size +100M -mmin +720 \
+  \( -name 'libodin-*' -o ! -name 'lib*' \) -delete 2>/dev/null || true
 # The criterion benches run once each in test mode (so they cannot rot), then the unit
 # and integration tests.
 cargo test --locked --benches
