@@ -109,9 +109,11 @@ fn update_chip(dir: &Path, fams: &mut Families) -> Result<()> {
                 ("sensor".to_string(), sensor.clone()),
             ]
         };
+        // The label as the driver writes it ("Package id 0"), as node_exporter 1.5
+        // reports it; only chip and sensor names are cleaned.
         if let Some(label) = props
             .get("label")
-            .map(|l| clean_name(l))
+            .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty())
         {
             let mut l = labels();
@@ -433,7 +435,7 @@ mod tests {
             value(
                 &fams,
                 "node_hwmon_sensor_label",
-                &[("sensor", "temp1"), ("label", "package_id_0")]
+                &[("sensor", "temp1"), ("label", "Package id 0")]
             ),
             1.0
         );
