@@ -8,7 +8,7 @@
 
 use std::io::ErrorKind;
 
-use super::{NodeCollector, NodeError, Result, read_sysfs_value};
+use super::{NodeCollector, NodeError, Result, is_attribute_file, read_sysfs_value};
 use crate::exposition::family::{MetricFamily, MetricType};
 
 /// The files node_exporter turns into labels, with the label each becomes.
@@ -46,13 +46,8 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     let mut labels = Vec::new();
     for (file, label) in FIELDS {
         let path = dir.join(file);
-        // Only regular files: sysfs puts no links among the attributes, and a link
-        // there is not one of them.
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(source) => return Err(NodeError::Io { path, source }),
+        if !is_attribute_file(&path)? {
+            continue;
         }
         match read_sysfs_value(&path) {
             Ok(value) => labels.push(((*label).to_string(), value)),

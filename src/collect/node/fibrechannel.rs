@@ -3,11 +3,9 @@
 //! frame, word and error counters from `statistics/`. A counter the HBA does not
 //! implement (it reads all ones) has no series.
 
-use std::io::ErrorKind;
-
 use super::{
-    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix, labels,
-    parse_error, parse_go_uint, read_sysfs_value,
+    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix,
+    is_attribute_file, labels, parse_error, parse_go_uint, read_sysfs_value,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -140,15 +138,16 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         dir_entries_with_prefix(&statistics, "")?;
         for ((file, _, _), family) in COUNTERS.iter().zip(counters.iter_mut()) {
             let path = statistics.join(file);
-            let v = match std::fs::symlink_metadata(&path) {
-                Ok(meta) if !meta.is_file() => 0,
-                Err(e) if e.kind() == ErrorKind::NotFound => 0,
-                _ => match read_sysfs_value(&path) {
+            // A statistic the HBA does not list reads 0, as in node_exporter.
+            let v = if !is_attribute_file(&path)? {
+                0
+            } else {
+                match read_sysfs_value(&path) {
                     Ok(text) => parse_go_uint(&text)
                         .ok_or_else(|| parse_error(&path, format!("bad counter {text:?}")))?,
                     Err(e) if attribute_unavailable(&e) => 0,
                     Err(source) => return Err(NodeError::Io { path, source }),
-                },
+                }
             };
             if v != NOT_IMPLEMENTED {
                 family.push(labels([("fc_host", &host)]), v as f64);

@@ -10,8 +10,8 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use super::{
-    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix, labels,
-    parse_error, parse_go_uint, read_file, read_sysfs_value,
+    NodeCollector, NodeError, Result, attribute_unavailable, dir_entries_with_prefix,
+    is_attribute_file, labels, parse_error, parse_go_uint, read_file, read_sysfs_value,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -300,12 +300,6 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             state.push(port_labels.clone(), state_id(&port_dir.join("state"))?);
             physical_state.push(port_labels.clone(), state_id(&port_dir.join("phys_state"))?);
             rate.push(port_labels.clone(), rate_bytes(&port_dir.join("rate"))?);
-            for (counter, family) in COUNTERS.iter().zip(counters.iter_mut()) {
-                let counter_dir = port_dir.join(counter.dir);
-                if let Some(v) = read_counter(&counter_dir, counter)? {
-                    family.push(port_labels.clone(), v);
-                }
-            }
             // `counters` must be there; `counters_ext` only exists on old kernels.
             let counters_dir = port_dir.join("counters");
             if !counters_dir.is_dir() {
@@ -313,6 +307,12 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                     path: counters_dir,
                     source: std::io::Error::from(ErrorKind::NotFound),
                 });
+            }
+            for (counter, family) in COUNTERS.iter().zip(counters.iter_mut()) {
+                let counter_dir = port_dir.join(counter.dir);
+                if let Some(v) = read_counter(&counter_dir, counter)? {
+                    family.push(port_labels.clone(), v);
+                }
             }
         }
     }
@@ -350,11 +350,8 @@ fn rate_bytes(path: &Path) -> Result<f64> {
 /// count: the kernel may link other things into the directory.
 fn read_counter(dir: &Path, counter: &Counter) -> Result<Option<f64>> {
     let path = dir.join(counter.file);
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_file() => {}
-        Ok(_) => return Ok(None),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(NodeError::Io { path, source }),
+    if !is_attribute_file(&path)? {
+        return Ok(None);
     }
     let text = match read_sysfs_value(&path) {
         Ok(text) => text,

@@ -551,6 +551,20 @@ fn parse_go_uint(s: &str) -> Option<u64> {
     u64::from_str_radix(&digits, radix).ok()
 }
 
+/// Whether `path` is an attribute file: `false` when it is missing or is something
+/// else (sysfs puts links to devices and subsystems, and directories, beside the
+/// attributes), an error when it cannot be looked at.
+fn is_attribute_file(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(NodeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Whether a read failed because the driver cannot report the attribute now
 /// (`EOPNOTSUPP`, `EINVAL`) or it is gone: procfs skips such an attribute rather than
 /// fail the device.

@@ -175,19 +175,8 @@ fn parse(path: &Path, text: &str) -> Result<ClientStats> {
     let mut stats = ClientStats::default();
     for line in text.lines() {
         let bad = |what: &str| parse_error(path, format!("{what}: {line:?}"));
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [name, values @ ..] = &fields[..] else {
-            return Err(bad("empty line"));
-        };
-        if values.is_empty() {
-            return Err(bad("line without values"));
-        }
-        let values = values
-            .iter()
-            .map(|v| v.parse::<u64>())
-            .collect::<std::result::Result<Vec<u64>, _>>()
-            .map_err(|_| bad("bad number"))?;
-        match *name {
+        let (name, values) = stat_line(path, line, usize::MAX)?;
+        match name {
             "net" => stats.net = values.try_into().map_err(|_| bad("net needs 4 values"))?,
             "rpc" => stats.rpc = values.try_into().map_err(|_| bad("rpc needs 3 values"))?,
             "proc2" => {
@@ -206,6 +195,27 @@ fn parse(path: &Path, text: &str) -> Result<ClientStats> {
         }
     }
     Ok(stats)
+}
+
+/// A line of the RPC statistics files (the NFS client's and server's): its name and
+/// its first `max_values` values. A line without values, or with a value that is not
+/// an unsigned integer, is an error.
+pub(super) fn stat_line<'a>(
+    path: &Path,
+    line: &'a str,
+    max_values: usize,
+) -> Result<(&'a str, Vec<u64>)> {
+    let bad = |what: &str| parse_error(path, format!("{what}: {line:?}"));
+    let mut fields = line.split_whitespace();
+    let name = fields.next().ok_or_else(|| bad("empty line"))?;
+    let values = fields
+        .take(max_values)
+        .map(|v| v.parse::<u64>().map_err(|_| bad("bad number")))
+        .collect::<Result<Vec<u64>>>()?;
+    if values.is_empty() {
+        return Err(bad("line without values"));
+    }
+    Ok((name, values))
 }
 
 /// A `proc…` line's counts (the NFS client's and server's files): the first value

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::nfs::counted;
+use super::nfs::{counted, stat_line};
 use super::{NodeCollector, Result, labels, parse_error, read_file, single};
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -208,26 +208,15 @@ fn parse(path: &Path, text: &str) -> Result<ServerStats> {
     let mut s = ServerStats::default();
     for line in text.lines() {
         let bad = |what: &str| parse_error(path, format!("{what}: {line:?}"));
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [name, rest @ ..] = &fields[..] else {
-            return Err(bad("empty line"));
-        };
-        if rest.is_empty() {
-            return Err(bad("line without values"));
-        }
         // The thread line ends in a histogram of floats that is not reported.
-        let rest = if *name == "th" {
-            &rest[..rest.len().min(2)]
+        let max_values = if line.split_whitespace().next() == Some("th") {
+            2
         } else {
-            rest
+            usize::MAX
         };
-        let values = rest
-            .iter()
-            .map(|v| v.parse::<u64>())
-            .collect::<std::result::Result<Vec<u64>, _>>()
-            .map_err(|_| bad("bad number"))?;
+        let (name, values) = stat_line(path, line, max_values)?;
         let exact = |n: &str| bad(&format!("{n}: wrong number of values"));
-        match *name {
+        match name {
             "rc" => s.rc = values.try_into().map_err(|_| exact("rc"))?,
             "fh" => s.fh = values.try_into().map_err(|_| exact("fh"))?,
             "io" => s.io = values.try_into().map_err(|_| exact("io"))?,

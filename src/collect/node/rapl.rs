@@ -69,13 +69,14 @@ fn zones(class: &Path) -> Result<Vec<Zone>> {
         let raw_name = raw_name.trim();
         // `package-1` is package zone 1; a name without a numeric suffix (`dram`, one
         // per package) is numbered in the order it appears.
-        let (name, index) = match raw_name.split('-').collect::<Vec<_>>()[..] {
+        let numbered = match raw_name.split('-').collect::<Vec<_>>()[..] {
             // A 32-bit suffix, as procfs parses it: a longer number is part of the name.
-            [base, suffix] if suffix.parse::<i32>().is_ok() => (
-                base.to_string(),
-                i64::from(suffix.parse::<i32>().unwrap_or_default()),
-            ),
-            _ => {
+            [base, suffix] => suffix.parse::<i32>().ok().map(|i| (base, i64::from(i))),
+            _ => None,
+        };
+        let (name, index) = match numbered {
+            Some((base, index)) => (base.to_string(), index),
+            None => {
                 let index = next_index.get(raw_name).copied().unwrap_or(0);
                 (raw_name.to_string(), index)
             }
