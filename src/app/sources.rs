@@ -101,7 +101,11 @@ impl Sources {
                     root: node.rootfs.clone().unwrap_or(defaults.root),
                     textfile: node.textfile_directory.clone(),
                 };
-                match NodeCollector::new(paths).and_then(|n| n.without(&node.disabled_collectors)) {
+                let built = node
+                    .node_flags()
+                    .and_then(|flags| NodeCollector::with_flags(paths, &flags))
+                    .and_then(|n| n.without(&node.disabled_collectors));
+                match built {
                     Ok(n) => self.node = Some(Arc::new(NodeSource(n))),
                     Err(e) => tracing::error!(error = %e, "node collector cannot start"),
                 }

@@ -43,6 +43,39 @@ impl<'de> Deserialize<'de> for DurationMs {
     }
 }
 
+/// A node_exporter flag's value in `collectors.node.flags`: a YAML string, boolean or
+/// number, kept as the text node_exporter would get on its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagValue(pub String);
+
+impl<'de> Deserialize<'de> for FlagValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FlagValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, boolean or number")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FlagValue, E> {
+                Ok(FlagValue(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FlagValue, E> {
+                Ok(FlagValue(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FlagValue, E> {
+                Ok(FlagValue(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<FlagValue, E> {
+                Ok(FlagValue(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FlagValue, E> {
+                Ok(FlagValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// A byte size such as `512MB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
@@ -175,6 +208,11 @@ pub struct NodeCollectorConfig {
     /// collectors run].
     #[serde(default)]
     pub disabled_collectors: Vec<String>,
+    /// node_exporter 1.5's per-collector flags by name, without the leading `--`
+    /// (`collector.filesystem.mount-points-exclude: ^/(dev|proc|sys)($|/)`,
+    /// `collector.cpu.info: true`) [default: node_exporter 1.5's defaults].
+    #[serde(default)]
+    pub flags: BTreeMap<String, FlagValue>,
 }
 
 /// `collectors.gpu`: the scrape settings and the GPU collector's own. Read when the
@@ -208,6 +246,15 @@ pub struct GpuCollectorConfig {
 }
 
 impl NodeCollectorConfig {
+    /// The node collector's flags, checked as node_exporter checks its own.
+    pub fn node_flags(
+        &self,
+    ) -> Result<crate::collect::node::NodeFlags, crate::collect::node::NodeError> {
+        crate::collect::node::NodeFlags::from_pairs(
+            self.flags.iter().map(|(name, value)| (name, &value.0)),
+        )
+    }
+
     pub fn scrape(&self) -> CollectorConfig {
         CollectorConfig {
             enabled: self.enabled,
@@ -519,6 +566,8 @@ impl Config {
                     ),
                 ));
             }
+            node.node_flags()
+                .map_err(|e| invalid("collectors.node.flags", e.to_string()))?;
         }
         let collectors = [
             ("collectors.self", self.collectors.self_metrics.clone()),

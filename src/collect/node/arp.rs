@@ -12,7 +12,9 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     // IP address, HW type, Flags, HW address, Mask, Device; a header line first.
     for line in text.lines().skip(1) {
         if let Some(device) = line.split_ascii_whitespace().nth(5) {
-            *per_device.entry(device).or_insert(0) += 1;
+            if !c.flags.arp_devices.ignored(device) {
+                *per_device.entry(device).or_insert(0) += 1;
+            }
         }
     }
     let mut f = MetricFamily::new(
@@ -45,6 +47,28 @@ mod tests {
         let fams = run(&fx.collector(), collect);
         assert_eq!(value(&fams, "node_arp_entries", &[("device", "eth0")]), 2.0);
         assert_eq!(value(&fams, "node_arp_entries", &[("device", "eth1")]), 1.0);
+    }
+
+    #[test]
+    fn device_filters_leave_devices_out() {
+        let fx = Fixture::new();
+        fx.write(
+            "proc/net/arp",
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+             192.168.1.1      0x1         0x2         52:54:00:12:34:56     *        eth0\n\
+             10.42.0.7        0x1         0x2         52:54:00:12:34:58     *        cni0\n\
+             172.17.0.2       0x1         0x2         52:54:00:12:34:59     *        docker0\n",
+        );
+        let flags = crate::collect::node::NodeFlags::from_pairs([
+            ("collector.arp.device-include", "^(eth|docker)"),
+            ("collector.arp.device-exclude", "^docker"),
+        ])
+        .unwrap();
+        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        let fams = run(&c, collect);
+        let f = find(&fams, "node_arp_entries");
+        assert_eq!(f.samples.len(), 1);
+        assert_eq!(value(&fams, "node_arp_entries", &[("device", "eth0")]), 1.0);
     }
 
     #[test]

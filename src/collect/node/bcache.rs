@@ -4,7 +4,9 @@
 //!
 //! bcache prints sizes "human readable" (`19.3k`, `1.2G`); they are read back as
 //! procfs 0.8 reads them for node_exporter 1.5 (a fraction counts in 1/10.24ths of
-//! the unit). 1.5's `--collector.bcache.priorityStats` (off by default) is not built.
+//! the unit). With `--collector.bcache.priorityStats` (off by default, as reading
+//! `priority_stats` makes the kernel walk every bucket) also each cache device's
+//! unused and metadata percentages.
 //! Where 1.5 would crash (an empty value file) the collector fails instead.
 
 use std::io::ErrorKind;
@@ -205,13 +207,13 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     let mut fams = Out(Vec::new());
     // Everything is read before anything is kept: one bad value fails the collector.
     for (uuid, dir) in sets.into_iter().filter(|(n, _)| n.contains('-')) {
-        read_set(&uuid, &dir, &mut fams)?;
+        read_set(&uuid, &dir, c.flags.bcache_priority_stats, &mut fams)?;
     }
     out.extend(fams.0);
     Ok(())
 }
 
-fn read_set(uuid: &str, dir: &Path, fams: &mut Out) -> Result<()> {
+fn read_set(uuid: &str, dir: &Path, priority_stats: bool, fams: &mut Out) -> Result<()> {
     let set_labels = labels([("uuid", uuid)]);
     for (file, spec) in SET {
         let v = read_value(&dir.join(file))? as f64;
@@ -256,8 +258,58 @@ fn read_set(uuid: &str, dir: &Path, fams: &mut Out) -> Result<()> {
             let v = read_value(&cache.join(file))?;
             fams.push(*spec, l.clone(), v as f64);
         }
+        if priority_stats {
+            let (unused, metadata) = read_priority_stats(&cache.join("priority_stats"))?;
+            fams.push(
+                (
+                    "priority_stats_unused_percent",
+                    MetricType::Gauge,
+                    "The percentage of the cache that doesn't contain any data.",
+                ),
+                l.clone(),
+                unused as f64,
+            );
+            fams.push(
+                (
+                    "priority_stats_metadata_percent",
+                    MetricType::Gauge,
+                    "Bcache's metadata overhead.",
+                ),
+                l.clone(),
+                metadata as f64,
+            );
+        }
     }
     Ok(())
+}
+
+/// The `Unused:` and `Metadata:` percentages of a cache device's `priority_stats`
+/// (`Unused:\t\t4%`), as procfs reads them: the last word without its `%`, 0 when the
+/// line is missing, an error when it does not parse or the file cannot be read.
+fn read_priority_stats(path: &Path) -> Result<(u64, u64)> {
+    let text = std::fs::read(path).map_err(|source| NodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let (mut unused, mut metadata) = (0, 0);
+    for line in text.lines() {
+        let target = if line.starts_with("Unused:") {
+            &mut unused
+        } else if line.starts_with("Metadata:") {
+            &mut metadata
+        } else {
+            continue;
+        };
+        let word = line.split_whitespace().last().unwrap_or_default();
+        let digits = word.strip_suffix('%').unwrap_or(word);
+        // Go's ParseUint in base 10: digits only (no sign).
+        *target = Some(digits)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| parse_error(path, format!("bad percentage {word:?}")))?;
+    }
+    Ok((unused, metadata))
 }
 
 /// The set's entries `<prefix><digit>…` (`bdev0`, `cache0`), by name.
@@ -474,6 +526,37 @@ mod tests {
                 &[("cache_device", "cache0")]
             ) > 5e10
         );
+    }
+
+    #[test]
+    fn priority_stats_only_when_asked_for() {
+        let fx = Fixture::new();
+        cache_set(&fx);
+        let fams = run(&fx.collector(), collect);
+        assert!(!fams.iter().any(|f| f.name.contains("priority")));
+        let flags = crate::collect::node::NodeFlags::from_pairs([(
+            "collector.bcache.priorityStats",
+            "true",
+        )])
+        .unwrap();
+        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        // Not there: the collector fails, as in procfs.
+        assert!(collect(&c, &mut Vec::new()).is_err());
+        fx.write(
+            &format!("{SET_DIR}/cache0/priority_stats"),
+            "Unused:\t\t4%\nClean:\t\t71%\nDirty:\t\t24%\nMetadata:\t1%\nAverage:\t9834\n",
+        );
+        let fams = run(&c, collect);
+        let cache = [("cache_device", "cache0")];
+        let unused = "node_bcache_priority_stats_unused_percent";
+        assert_eq!(value(&fams, unused, &cache), 4.0);
+        let metadata = "node_bcache_priority_stats_metadata_percent";
+        assert_eq!(value(&fams, metadata, &cache), 1.0);
+        fx.write(
+            &format!("{SET_DIR}/cache0/priority_stats"),
+            "Unused:\t+4%\n",
+        );
+        assert!(collect(&c, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! `cpu`: per-CPU time by mode from `/proc/stat`, and thermal throttle counts from
-//! `/sys/devices/system/cpu/cpu*/thermal_throttle` where the kernel has them.
+//! `/sys/devices/system/cpu/cpu*/thermal_throttle` where the kernel has them. With
+//! `--collector.cpu.info` (off by default), `node_cpu_info` from `/proc/cpuinfo`, and
+//! the first CPU's flags and bugs that `--collector.cpu.info.flags-include` and
+//! `bugs-include` pick; `--collector.cpu.guest` (on by default) keeps guest time.
+
+use std::path::Path;
 
 use super::{
-    NodeCollector, Result, dir_entries_with_prefix, labels, parse_error, read_attr, read_file,
+    NodeCollector, Result, dir_entries_with_prefix, labels, parse_error, parse_go_uint, read_attr,
+    read_file,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -16,6 +22,11 @@ const MODES: [&str; 8] = [
 ];
 
 pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
+    // As in node_exporter: the information first, and a cpuinfo it cannot read fails
+    // the collector before /proc/stat is read.
+    if c.flags.cpu_info {
+        info(c, out)?;
+    }
     let path = c.proc_path("stat");
     let text = read_file(&path)?;
     let mut seconds = MetricFamily::new(
@@ -63,10 +74,155 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         return Err(parse_error(&path, "no per-cpu lines"));
     }
     out.push(seconds);
-    if !guest.samples.is_empty() {
+    if c.flags.cpu_guest && !guest.samples.is_empty() {
         out.push(guest);
     }
     thermal_throttle(c, out);
+    Ok(())
+}
+
+/// One processor's entry in `/proc/cpuinfo`: the fields node_exporter reports.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct CpuInfo {
+    processor: u64,
+    vendor_id: String,
+    cpu_family: String,
+    model: String,
+    model_name: String,
+    stepping: String,
+    microcode: String,
+    cache_size: String,
+    physical_id: String,
+    core_id: String,
+    flags: Vec<String>,
+    bugs: Vec<String>,
+}
+
+/// `/proc/cpuinfo` as procfs 0.8 parses an x86 kernel's: a `processor` line first,
+/// each `key: value` line split at the first `": "` (so a key with no value is not
+/// read), values kept as written, and a numeric field that does not parse failing
+/// the whole file. Other architectures' layouts differ; the flags refuse
+/// `cpu.info` there.
+fn parse_cpuinfo(path: &Path, text: &str) -> Result<Vec<CpuInfo>> {
+    let mut lines = text.lines();
+    let first = lines.by_ref().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if !first.starts_with("processor") || !first.contains(':') {
+        return Err(parse_error(
+            path,
+            format!("invalid cpuinfo file: {first:?}"),
+        ));
+    }
+    let uint = |v: &str| -> Result<u64> {
+        parse_go_uint(v)
+            .filter(|n| *n <= u64::from(u32::MAX))
+            .ok_or_else(|| parse_error(path, format!("bad number {v:?}")))
+    };
+    let float = |v: &str| -> Result<f64> {
+        v.parse::<f64>()
+            .map_err(|_| parse_error(path, format!("bad number {v:?}")))
+    };
+    let first_value = first.split_once(": ").map_or("", |(_, v)| v);
+    let mut cpus = vec![CpuInfo {
+        processor: uint(first_value)?,
+        ..CpuInfo::default()
+    }];
+    for line in lines {
+        let Some((key, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let Some(cpu) = cpus.last_mut() else {
+            continue;
+        };
+        match key.trim() {
+            "processor" => cpus.push(CpuInfo {
+                processor: uint(value)?,
+                ..CpuInfo::default()
+            }),
+            "vendor" | "vendor_id" => cpu.vendor_id = value.to_string(),
+            "cpu family" => cpu.cpu_family = value.to_string(),
+            "model" => cpu.model = value.to_string(),
+            "model name" => cpu.model_name = value.to_string(),
+            "stepping" => cpu.stepping = value.to_string(),
+            "microcode" => cpu.microcode = value.to_string(),
+            "cache size" => cpu.cache_size = value.to_string(),
+            "physical id" => cpu.physical_id = value.to_string(),
+            "core id" => cpu.core_id = value.to_string(),
+            "flags" => cpu.flags = value.split_whitespace().map(str::to_string).collect(),
+            "bugs" => cpu.bugs = value.split_whitespace().map(str::to_string).collect(),
+            // Read only to fail on what procfs fails on.
+            "siblings" | "cpu cores" | "apicid" | "initial apicid" | "cpuid level"
+            | "clflush size" | "cache_alignment" => {
+                uint(value)?;
+            }
+            "cpu MHz" | "bogomips" => {
+                float(value)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(cpus)
+}
+
+/// `node_cpu_info` for every processor, and the first one's flags and bugs that the
+/// include patterns match (none without a pattern).
+fn info(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
+    let path = c.proc_path("cpuinfo");
+    let cpus = parse_cpuinfo(&path, &read_file(&path)?)?;
+    let mut info = MetricFamily::new(
+        "node_cpu_info",
+        MetricType::Gauge,
+        "CPU information from /proc/cpuinfo.",
+    );
+    for cpu in &cpus {
+        info.push(
+            labels([
+                ("package", cpu.physical_id.as_str()),
+                ("core", &cpu.core_id),
+                ("cpu", &cpu.processor.to_string()),
+                ("vendor", &cpu.vendor_id),
+                ("family", &cpu.cpu_family),
+                ("model", &cpu.model),
+                ("model_name", &cpu.model_name),
+                ("microcode", &cpu.microcode),
+                ("stepping", &cpu.stepping),
+                ("cachesize", &cpu.cache_size),
+            ]),
+            1.0,
+        );
+    }
+    out.push(info);
+    let first = &cpus[0];
+    for (values, include, name, label, field) in [
+        (
+            &first.flags,
+            &c.flags.cpu_flags_include,
+            "node_cpu_flag_info",
+            "flag",
+            "flags",
+        ),
+        (
+            &first.bugs,
+            &c.flags.cpu_bugs_include,
+            "node_cpu_bug_info",
+            "bug",
+            "bugs",
+        ),
+    ] {
+        let Some(include) = include else {
+            continue;
+        };
+        let mut f = MetricFamily::new(
+            name,
+            MetricType::Gauge,
+            format!(
+                "The `{field}` field of CPU information from /proc/cpuinfo taken from the first core."
+            ),
+        );
+        for v in values.iter().filter(|v| include.is_match(v)) {
+            f.push(labels([(label, v.as_str())]), 1.0);
+        }
+        out.push(f);
+    }
     Ok(())
 }
 
@@ -220,6 +376,103 @@ procs_blocked 1\n";
             ),
             30.0
         );
+    }
+
+    const CPUINFO: &str = "processor\t: 0\n\
+vendor_id\t: GenuineIntel\n\
+cpu family\t: 6\n\
+model\t\t: 143\n\
+model name\t: Intel(R) Xeon(R) Platinum 8480+\n\
+stepping\t: 8\n\
+microcode\t: 0x2b0004d0\n\
+cpu MHz\t\t: 2000.000\n\
+cache size\t: 107520 KB\n\
+physical id\t: 0\n\
+siblings\t: 112\n\
+core id\t\t: 0\n\
+cpu cores\t: 56\n\
+flags\t\t: fpu vme avx512f amx_tile aes\n\
+bugs\t\t: spectre_v1 spectre_v2\n\
+power management:\n\
+\n\
+processor\t: 1\n\
+vendor_id\t: GenuineIntel\n\
+model name\t: Intel(R) Xeon(R) Platinum 8480+\n\
+physical id\t: 1\n\
+core id\t\t: 3\n\
+flags\t\t: fpu\n";
+
+    #[test]
+    fn cpu_info_and_the_first_cpus_flags_and_bugs() {
+        let fx = Fixture::new();
+        fx.write("proc/stat", STAT);
+        fx.write("proc/cpuinfo", CPUINFO);
+        let flags = crate::collect::node::NodeFlags::from_pairs([
+            ("collector.cpu.info.flags-include", "^(avx512.*|amx.*)$"),
+            ("collector.cpu.guest", "false"),
+        ])
+        .unwrap();
+        let fams = run(
+            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            collect,
+        );
+        let info = find(&fams, "node_cpu_info");
+        assert_eq!(info.samples.len(), 2);
+        assert_eq!(
+            info.samples[0].labels,
+            labels([
+                ("package", "0"),
+                ("core", "0"),
+                ("cpu", "0"),
+                ("vendor", "GenuineIntel"),
+                ("family", "6"),
+                ("model", "143"),
+                ("model_name", "Intel(R) Xeon(R) Platinum 8480+"),
+                ("microcode", "0x2b0004d0"),
+                ("stepping", "8"),
+                ("cachesize", "107520 KB"),
+            ])
+        );
+        assert_eq!(
+            value(&fams, "node_cpu_info", &[("cpu", "1"), ("core", "3")]),
+            1.0
+        );
+        let flags: Vec<&str> = find(&fams, "node_cpu_flag_info")
+            .samples
+            .iter()
+            .map(|s| s.labels[0].1.as_str())
+            .collect();
+        assert_eq!(flags, ["avx512f", "amx_tile"]);
+        assert!(!fams.iter().any(|f| f.name == "node_cpu_bug_info"));
+        assert!(
+            !fams
+                .iter()
+                .any(|f| f.name == "node_cpu_guest_seconds_total")
+        );
+    }
+
+    #[test]
+    fn a_cpuinfo_procfs_refuses_fails_the_collector() {
+        let fx = Fixture::new();
+        fx.write("proc/stat", STAT);
+        let flags =
+            crate::collect::node::NodeFlags::from_pairs([("collector.cpu.info", "true")]).unwrap();
+        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        for bad in [
+            "",
+            "vendor_id\t: GenuineIntel\n",
+            "processor\t: x\n",
+            "processor\t: 0\nsiblings\t: many\n",
+            "processor\t: 0\ncpu MHz\t\t: fast\n",
+            "processor\t: 4294967296\n",
+        ] {
+            fx.write("proc/cpuinfo", bad);
+            let mut out = Vec::new();
+            assert!(collect(&c, &mut out).is_err(), "{bad:?}");
+            assert!(out.is_empty(), "nothing kept from {bad:?}");
+        }
+        // Without cpu.info the file is not read.
+        assert!(collect(&fx.collector(), &mut Vec::new()).is_ok());
     }
 
     #[test]

@@ -150,7 +150,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         else {
             continue;
         };
-        if c.filters.diskstats_device_exclude.is_match(device) {
+        if c.flags.diskstats_devices.ignored(device) {
             continue;
         }
         let mut n = 0;

@@ -21,12 +21,10 @@ pub enum NodeError {
         call: &'static str,
         source: std::io::Error,
     },
-    /// A configured filter is not a valid regular expression.
-    #[error("compile filter {name}: {source}")]
-    Filter {
-        name: &'static str,
-        source: regex::Error,
-    },
+    /// A node_exporter flag (`collectors.node.flags`) ODIN does not take, or a value
+    /// node_exporter would refuse.
+    #[error("node_exporter flag --{flag}: {reason}")]
+    Flag { flag: String, reason: String },
     /// A sub-collector was asked for by a name no collector has.
     #[error("unknown node collector {0:?}")]
     UnknownCollector(String),

@@ -4,7 +4,7 @@
 //! filesystem-type excludes.
 //!
 //! As in node_exporter, each `statfs` runs on a helper thread with a timeout
-//! ([`MOUNT_TIMEOUT`], its `--collector.filesystem.mount-timeout` default): a mount
+//! (`--collector.filesystem.mount-timeout`, 5 s by default): a mount
 //! point whose call hangs (a dead NFS server) reports `device_error` 1 once, and is
 //! then skipped until the hung call returns.
 
@@ -28,9 +28,6 @@ struct Stats {
     files: f64,
     files_free: f64,
 }
-
-/// How long one `statfs` may take before its mount point is treated as stuck.
-pub(super) const MOUNT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Mount points whose `statfs` has not returned yet; shared with the helper threads.
 #[derive(Debug, Default, Clone)]
@@ -85,8 +82,8 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             }
             _ => mp.clone(),
         };
-        if c.filters.mount_points_exclude.is_match(&mountpoint)
-            || c.filters.fs_types_exclude.is_match(fstype)
+        if c.flags.mount_points_exclude.is_match(&mountpoint)
+            || c.flags.fs_types_exclude.is_match(fstype)
         {
             continue;
         }
@@ -109,7 +106,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             &c.stuck_mounts,
             c.root_path(&mountpoint),
             &mountpoint,
-            MOUNT_TIMEOUT,
+            c.flags.mount_timeout,
         ) {
             Ok(s) => {
                 device_error.push(l.clone(), 0.0);
@@ -288,7 +285,13 @@ overlay /var/lib/foo overlay rw 0 0\n\
     #[test]
     fn statfs_on_helper_thread_returns_and_leaves_nothing_stuck() {
         let stuck = StuckMounts::default();
-        let s = statfs_with_timeout(&stuck, PathBuf::from("/"), "/", MOUNT_TIMEOUT).unwrap();
+        let s = statfs_with_timeout(
+            &stuck,
+            PathBuf::from("/"),
+            "/",
+            crate::collect::node::DEFAULT_MOUNT_TIMEOUT,
+        )
+        .unwrap();
         assert!(s.size > 0.0);
         assert!(stuck.lock().is_empty());
     }

@@ -2,8 +2,8 @@
 //! `/proc/net/ip_vs_stats` (totals) and `/proc/net/ip_vs` (per virtual service and
 //! real server: active and inactive connections, weight).
 //!
-//! Labelled with node_exporter 1.5's default `--collector.ipvs.backend-labels`
-//! (all six). Unlike node_exporter 1.5, an SCTP virtual service is read as one (1.5
+//! Labelled with `--collector.ipvs.backend-labels` (default all six; real servers
+//! alike in the labels kept are summed, as node_exporter does). Unlike node_exporter 1.5, an SCTP virtual service is read as one (1.5
 //! skips its line and files its real servers under the service before it), and a
 //! malformed line fails the collector where 1.5 would crash.
 
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use super::{NodeCollector, Result, parse_error, read_file, single};
+use super::{IPVS_BACKEND_LABELS, NodeCollector, Result, parse_error, read_file, single};
 use crate::exposition::family::{MetricFamily, MetricType};
 
 /// A real server's labels: local address, local port, remote address, remote port,
@@ -77,19 +77,29 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         MetricType::Gauge,
         "The current backend weight by local and remote address.",
     );
+    // `--collector.ipvs.backend-labels` keeps some of the six labels; the real
+    // servers that then look alike are summed into one series.
+    let kept: Vec<usize> = c
+        .flags
+        .ipvs_backend_labels
+        .iter()
+        .filter_map(|l| IPVS_BACKEND_LABELS.iter().position(|k| k == l))
+        .collect();
+    let mut sums: BTreeMap<Vec<&str>, Backend> = BTreeMap::new();
     for (key, b) in &backends {
-        let names = [
-            "local_address",
-            "local_port",
-            "remote_address",
-            "remote_port",
-            "proto",
-            "local_mark",
-        ];
-        let key_labels: Vec<(String, String)> = names
+        let sum = sums
+            .entry(kept.iter().map(|&i| key[i].as_str()).collect())
+            .or_default();
+        // Go's unsigned sums wrap.
+        sum.active = sum.active.wrapping_add(b.active);
+        sum.inactive = sum.inactive.wrapping_add(b.inactive);
+        sum.weight = sum.weight.wrapping_add(b.weight);
+    }
+    for (values, b) in &sums {
+        let key_labels: Vec<(String, String)> = kept
             .iter()
-            .zip(key)
-            .map(|(n, v)| ((*n).to_string(), v.clone()))
+            .zip(values)
+            .map(|(&i, v)| (IPVS_BACKEND_LABELS[i].to_string(), (*v).to_string()))
             .collect();
         active.push(key_labels.clone(), b.active as f64);
         inactive.push(key_labels.clone(), b.inactive as f64);
@@ -252,6 +262,64 @@ mod tests {
             value(&fams, "node_ipvs_backend_weight", &[("proto", "FWM")]),
             200.0
         );
+    }
+
+    #[test]
+    fn backends_alike_in_the_kept_labels_are_summed() {
+        let fx = Fixture::new();
+        fx.write("proc/net/ip_vs_stats", STATS)
+            .write("proc/net/ip_vs", TABLE);
+        let flags = crate::collect::node::NodeFlags::from_pairs([(
+            "collector.ipvs.backend-labels",
+            "proto,remote_address",
+        )])
+        .unwrap();
+        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        let fams = run(&c, collect);
+        let active = find(&fams, "node_ipvs_backend_connections_active");
+        // node_exporter's order, whatever order the flag names them in.
+        let names: Vec<&str> = active.samples[0]
+            .labels
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(names, ["remote_address", "proto"]);
+        let all = run(&fx.collector(), collect);
+        let total = |fams: &[MetricFamily]| -> f64 {
+            find(fams, "node_ipvs_backend_connections_active")
+                .samples
+                .iter()
+                .map(|s| s.value)
+                .sum()
+        };
+        assert_eq!(total(&fams), total(&all), "nothing lost in the sums");
+        assert!(
+            active.samples.len()
+                < find(&all, "node_ipvs_backend_connections_active")
+                    .samples
+                    .len()
+        );
+        // The IPv4 and the IPv6 service's server, both 192.168.10.21.
+        let tcp = [("remote_address", "192.168.10.21"), ("proto", "TCP")];
+        assert_eq!(
+            value(&fams, "node_ipvs_backend_connections_active", &tcp),
+            7.0
+        );
+        assert_eq!(
+            value(&fams, "node_ipvs_backend_connections_inactive", &tcp),
+            78.0
+        );
+        // No labels at all: one series with every server's sum.
+        let flags =
+            crate::collect::node::NodeFlags::from_pairs([("collector.ipvs.backend-labels", "")])
+                .unwrap();
+        let fams = run(
+            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            collect,
+        );
+        let weight = find(&fams, "node_ipvs_backend_weight");
+        assert_eq!(weight.samples.len(), 1);
+        assert!(weight.samples[0].labels.is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod error;
 mod fibrechannel;
 mod filefd;
 mod filesystem;
+mod flags;
 mod hwmon;
 mod infiniband;
 mod ipvs;
@@ -68,9 +69,14 @@ mod zfs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use regex::Regex;
-
 pub use error::{NodeError, Result};
+pub use flags::{
+    DEFAULT_DISKSTATS_DEVICE_EXCLUDE, DEFAULT_FS_TYPES_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE,
+    DEFAULT_MOUNT_TIMEOUT, DEFAULT_NETSTAT_FIELDS, DEFAULT_VMSTAT_FIELDS, FLAG_NAMES,
+    IPVS_BACKEND_LABELS, NodeFlags,
+};
+
+use flags::Flags;
 
 use crate::exposition::family::{MetricFamily, MetricType};
 
@@ -102,47 +108,6 @@ impl Default for NodePaths {
     }
 }
 
-/// node_exporter 1.5.0's default filters (upstream, not Debian's patched ones),
-/// named after its flags.
-pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
-    r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
-pub const DEFAULT_FS_TYPES_EXCLUDE: &str = r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
-pub const DEFAULT_DISKSTATS_DEVICE_EXCLUDE: &str =
-    r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
-pub const DEFAULT_NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
-pub const DEFAULT_VMSTAT_FIELDS: &str = r"^(oom_kill|pgpg|pswp|pg.*fault).*";
-
-/// The filters node_exporter takes as flags. `Default` is node_exporter 1.5.0's
-/// upstream default for each.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFilters {
-    /// `--collector.filesystem.mount-points-exclude`.
-    pub mount_points_exclude: String,
-    /// `--collector.filesystem.fs-types-exclude`.
-    pub fs_types_exclude: String,
-    /// `--collector.diskstats.device-exclude`.
-    pub diskstats_device_exclude: String,
-    /// `--collector.netdev.device-exclude`; empty excludes nothing.
-    pub netdev_device_exclude: String,
-    /// `--collector.netstat.fields`.
-    pub netstat_fields: String,
-    /// `--collector.vmstat.fields`.
-    pub vmstat_fields: String,
-}
-
-impl Default for NodeFilters {
-    fn default() -> Self {
-        Self {
-            mount_points_exclude: DEFAULT_MOUNT_POINTS_EXCLUDE.to_string(),
-            fs_types_exclude: DEFAULT_FS_TYPES_EXCLUDE.to_string(),
-            diskstats_device_exclude: DEFAULT_DISKSTATS_DEVICE_EXCLUDE.to_string(),
-            netdev_device_exclude: String::new(),
-            netstat_fields: DEFAULT_NETSTAT_FIELDS.to_string(),
-            vmstat_fields: DEFAULT_VMSTAT_FIELDS.to_string(),
-        }
-    }
-}
-
 /// An error for the first name that is not a sub-collector's.
 fn check_names<S: AsRef<str>>(names: &[S]) -> Result<()> {
     match names
@@ -151,41 +116,6 @@ fn check_names<S: AsRef<str>>(names: &[S]) -> Result<()> {
     {
         Some(unknown) => Err(NodeError::UnknownCollector(unknown.as_ref().to_string())),
         None => Ok(()),
-    }
-}
-
-/// Compiled filters.
-#[derive(Debug)]
-struct Filters {
-    mount_points_exclude: Regex,
-    fs_types_exclude: Regex,
-    diskstats_device_exclude: Regex,
-    netdev_device_exclude: Option<Regex>,
-    netstat_fields: Regex,
-    vmstat_fields: Regex,
-}
-
-fn compile(name: &'static str, pattern: &str) -> Result<Regex> {
-    Regex::new(pattern).map_err(|source| NodeError::Filter { name, source })
-}
-
-impl Filters {
-    fn new(f: &NodeFilters) -> Result<Self> {
-        Ok(Self {
-            mount_points_exclude: compile("mount-points-exclude", &f.mount_points_exclude)?,
-            fs_types_exclude: compile("fs-types-exclude", &f.fs_types_exclude)?,
-            diskstats_device_exclude: compile(
-                "diskstats.device-exclude",
-                &f.diskstats_device_exclude,
-            )?,
-            netdev_device_exclude: if f.netdev_device_exclude.is_empty() {
-                None
-            } else {
-                Some(compile("netdev.device-exclude", &f.netdev_device_exclude)?)
-            },
-            netstat_fields: compile("netstat.fields", &f.netstat_fields)?,
-            vmstat_fields: compile("vmstat.fields", &f.vmstat_fields)?,
-        })
     }
 }
 
@@ -251,7 +181,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
 #[derive(Debug)]
 pub struct NodeCollector {
     paths: NodePaths,
-    filters: Filters,
+    flags: Flags,
     /// The sub-collectors that run, in [`COLLECTORS`]' order: all by default.
     enabled: Vec<(&'static str, CollectFn)>,
     /// The kernel's page size, for `node_sockstat_*_mem_bytes`.
@@ -261,17 +191,18 @@ pub struct NodeCollector {
 }
 
 impl NodeCollector {
-    /// A collector with node_exporter 1.5.0's default filters.
+    /// A collector with node_exporter 1.5.0's default flags.
     pub fn new(paths: NodePaths) -> Result<Self> {
-        Self::with_filters(paths, &NodeFilters::default())
+        Self::with_flags(paths, &NodeFlags::default())
     }
 
-    pub fn with_filters(paths: NodePaths, filters: &NodeFilters) -> Result<Self> {
+    /// A collector with node_exporter's per-collector flags set as given.
+    pub fn with_flags(paths: NodePaths, flags: &NodeFlags) -> Result<Self> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Ok(Self {
             paths,
-            filters: Filters::new(filters)?,
+            flags: Flags::new(flags)?,
             enabled: COLLECTORS.to_vec(),
             page_size: if page > 0 { page as f64 } else { 4096.0 },
             stuck_mounts: filesystem::StuckMounts::default(),
@@ -712,12 +643,10 @@ mod tests {
 
     #[test]
     fn bad_filter_is_an_error() {
-        let f = NodeFilters {
-            vmstat_fields: "(".to_string(),
-            ..NodeFilters::default()
-        };
-        let err = NodeCollector::with_filters(NodePaths::default(), &f).unwrap_err();
-        assert!(err.to_string().contains("vmstat.fields"));
+        let mut f = NodeFlags::default();
+        f.set("collector.vmstat.fields", "(").unwrap();
+        let err = NodeCollector::with_flags(NodePaths::default(), &f).unwrap_err();
+        assert!(err.to_string().contains("vmstat.fields"), "{err}");
     }
 
     #[test]

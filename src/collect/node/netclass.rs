@@ -7,7 +7,8 @@
 //! As node_exporter does, an attribute the kernel refuses to read (a link that is
 //! down has no `carrier` or `speed`; virtual devices no `duplex`) is left out rather
 //! than reported as 0, and a speed of -1 (unknown) is reported as it is, times
-//! 125000 (`--collector.netclass.ignore-invalid-speed` is off by default).
+//! 125000, unless `--collector.netclass.ignore-invalid-speed` is set (off by
+//! default). Devices `--collector.netclass.ignored-devices` matches are not read.
 
 use std::path::Path;
 
@@ -99,7 +100,10 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             )
         })
         .collect();
-    for device in &devices {
+    for device in devices
+        .iter()
+        .filter(|d| !c.flags.netclass_ignored_devices.is_match(d))
+    {
         let dir = root.join(device);
         let text = |name: &str| attribute(&dir, name).unwrap_or_default();
         let operstate = text("operstate");
@@ -123,7 +127,12 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                 fam.push(labels([("device", device)]), v as f64);
             }
         }
-        if let Some(mbps) = attribute(&dir, "speed").as_deref().and_then(number) {
+        let speed_known = |mbps: &i64| *mbps >= 0 || !c.flags.netclass_ignore_invalid_speed;
+        if let Some(mbps) = attribute(&dir, "speed")
+            .as_deref()
+            .and_then(number)
+            .filter(speed_known)
+        {
             // Mbit/s to bytes/s, in integers as node_exporter computes it.
             speed.push(
                 labels([("device", device)]),
@@ -210,5 +219,23 @@ mod tests {
         assert!(eth0.contains(&("duplex".to_string(), "full".to_string())));
         assert!(eth0.contains(&("operstate".to_string(), "up".to_string())));
         assert!(!fams.iter().any(|f| f.samples.is_empty()));
+
+        let flags = crate::collect::node::NodeFlags::from_pairs([
+            ("collector.netclass.ignored-devices", "^ifb"),
+            ("collector.netclass.ignore-invalid-speed", "true"),
+        ])
+        .unwrap();
+        let fams = run(
+            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            collect,
+        );
+        let devices: Vec<&str> = find(&fams, "node_network_up")
+            .samples
+            .iter()
+            .map(|s| s.labels[0].1.as_str())
+            .collect();
+        assert_eq!(devices, ["eth0", "veth1"]);
+        let speeds = find(&fams, "node_network_speed_bytes");
+        assert_eq!(speeds.samples.len(), 1, "veth1's unknown speed is left out");
     }
 }

@@ -49,11 +49,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             continue;
         };
         let device = name.trim();
-        if c.filters
-            .netdev_device_exclude
-            .as_ref()
-            .is_some_and(|re| re.is_match(device))
-        {
+        if c.flags.netdev_devices.ignored(device) {
             continue;
         }
         let mut n = 0;
@@ -73,7 +69,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
 mod tests {
     use super::super::test_util::*;
     use super::*;
-    use crate::collect::node::{NodeCollector, NodeFilters};
+    use crate::collect::node::{NodeCollector, NodeFlags};
 
     const DEV: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
@@ -127,11 +123,8 @@ mod tests {
     fn netdev_exclude_filter() {
         let fx = Fixture::new();
         fx.write("proc/net/dev", DEV);
-        let filters = NodeFilters {
-            netdev_device_exclude: "^lo$".to_string(),
-            ..NodeFilters::default()
-        };
-        let c = NodeCollector::with_filters(fx.paths(), &filters).unwrap();
+        let flags = NodeFlags::from_pairs([("collector.netdev.device-exclude", "^lo$")]).unwrap();
+        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
         let fams = run(&c, collect);
         assert_eq!(
             find(&fams, "node_network_receive_bytes_total")

@@ -81,7 +81,7 @@ fn emit(
     key.push_str(protocol);
     key.push('_');
     key.push_str(field);
-    if !c.filters.netstat_fields.is_match(key) {
+    if !c.flags.netstat_fields.is_match(key) {
         return Ok(());
     }
     out.push(single(

@@ -141,6 +141,9 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     // collector, as in node_exporter, rather than leave a supply half reported.
     for (supply, dir) in dir_entries_with_prefix(&c.sys_path("class/power_supply"), "")? {
         let attributes = read_attributes(&dir)?;
+        // An ignored supply is still parsed: a bad value fails the collector, as in
+        // node_exporter, which parses every supply before it filters.
+        let ignored = c.flags.powersupply_ignored_supplies.is_match(&supply);
         let mut text_labels = labels([("power_supply", &supply)]);
         for (file, value) in &attributes {
             let path = dir.join(file);
@@ -153,6 +156,9 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                     Scale::Micro => raw / 1e6,
                     Scale::Tenths => raw / 10.0,
                 };
+                if ignored {
+                    continue;
+                }
                 family_entry(
                     &mut families,
                     &format!("node_power_supply_{suffix}"),
@@ -166,6 +172,9 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             } else if TEXT.contains(&file.as_str()) && !value.is_empty() {
                 text_labels.push((file.clone(), value.clone()));
             }
+        }
+        if ignored {
+            continue;
         }
         info.push(text_labels, 1.0);
     }

@@ -1,7 +1,8 @@
 //! `rapl`: energy counters of Intel's and AMD's RAPL power zones (CPU packages, DRAM,
 //! the platform) from the powercap class, `/sys/class/powercap/<zone>/energy_uj`, in
 //! joules. One family per zone name (`node_rapl_package_joules_total`, …), the zone's
-//! index and sysfs path as labels.
+//! index and sysfs path as labels; with `--collector.rapl.enable-zone-label` one
+//! family, `node_rapl_joules_total`, with the zone's name as `rapl_zone`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,26 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                 break;
             }
         };
+        let index = zone.index.to_string();
+        let path = zone.dir.display().to_string();
+        if c.flags.rapl_zone_label {
+            // `--collector.rapl.enable-zone-label`: one family, the zone as a label.
+            family_entry(
+                &mut families,
+                "node_rapl_joules_total",
+                MetricType::Counter,
+                "Current RAPL value in joules",
+            )
+            .push(
+                labels([
+                    ("index", &index),
+                    ("path", &path),
+                    ("rapl_zone", &zone.name),
+                ]),
+                joules,
+            );
+            continue;
+        }
         family_entry(
             &mut families,
             &format!(
@@ -43,13 +64,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
             MetricType::Counter,
             &format!("Current RAPL {} value in joules", zone.name),
         )
-        .push(
-            labels([
-                ("index", &zone.index.to_string()),
-                ("path", &zone.dir.display().to_string()),
-            ]),
-            joules,
-        );
+        .push(labels([("index", &index), ("path", &path)]), joules);
     }
     out.extend(families);
     result
@@ -181,6 +196,34 @@ mod tests {
         assert_eq!(psys.samples[0].labels[0].1, "0");
         let core = find(&fams, "node_rapl_core_9223372036854775807_joules_total");
         assert_eq!(core.samples[0].labels[0].1, "0");
+
+        let flags = crate::collect::node::NodeFlags::from_pairs([(
+            "collector.rapl.enable-zone-label",
+            "true",
+        )])
+        .unwrap();
+        let fams = run(
+            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            collect,
+        );
+        assert_eq!(fams.len(), 1, "one family, the zone as a label");
+        assert_eq!(fams[0].help, "Current RAPL value in joules");
+        assert_eq!(
+            value(
+                &fams,
+                "node_rapl_joules_total",
+                &[("index", "1"), ("rapl_zone", "dram")]
+            ),
+            38224.601183
+        );
+        assert_eq!(
+            value(
+                &fams,
+                "node_rapl_joules_total",
+                &[("rapl_zone", "psys-die-x")]
+            ),
+            5e-6
+        );
     }
 
     #[test]

@@ -117,6 +117,11 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
                     .ok_or_else(|| parse_error(&path, format!("bad statistic {text:?}")))?;
             }
         }
+        // An ignored drive is still read: it fails the collector as in node_exporter,
+        // which reads every drive before it filters.
+        if c.flags.tapestats_ignored_devices.is_match(&device) {
+            continue;
+        }
         for ((_, _, _, unit, _), (family, v)) in STATS.iter().zip(families.iter_mut().zip(values)) {
             let v = match unit {
                 Unit::Count => v as f64,

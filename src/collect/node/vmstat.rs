@@ -12,7 +12,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
             continue;
         };
-        if !c.filters.vmstat_fields.is_match(key) {
+        if !c.flags.vmstat_fields.is_match(key) {
             continue;
         }
         out.push(single(
