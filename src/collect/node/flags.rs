@@ -63,8 +63,10 @@ pub const FLAG_NAMES: &[&str] = &[
     "collector.ipvs.backend-labels",
     "collector.netclass.ignore-invalid-speed",
     "collector.netclass.ignored-devices",
+    "collector.netclass.netlink",
     "collector.netdev.device-exclude",
     "collector.netdev.device-include",
+    "collector.netdev.netlink",
     "collector.netstat.fields",
     "collector.powersupply.ignored-supplies",
     "collector.rapl.enable-zone-label",
@@ -82,14 +84,6 @@ const NOT_TAKEN: &[(&str, &str)] = &[
     (
         "collector.netdev.enable-detailed-metrics",
         "the detailed netdev names are not built",
-    ),
-    (
-        "collector.netdev.netlink",
-        "ODIN reads /proc/net/dev, with the same families as 1.5's netlink default",
-    ),
-    (
-        "collector.netclass.netlink",
-        "ODIN reads /sys/class/net, as 1.5 does by default",
     ),
     (
         "collector.textfile.directory",
@@ -234,6 +228,26 @@ impl NodeFlags {
                 self.netclass_ignore_invalid_speed = parse_bool(name, value)?
             }
             "collector.netclass.ignored-devices" => self.netclass_ignored_devices = text(),
+            // Where the statistics are read from: ODIN has one way, so only the value
+            // that names it is taken.
+            "collector.netclass.netlink" => {
+                if parse_bool(name, value)? {
+                    return Err(flag_error(
+                        name,
+                        "not supported by ODIN: it reads /sys/class/net, as node_exporter \
+                         1.5 does by default",
+                    ));
+                }
+            }
+            "collector.netdev.netlink" => {
+                if parse_bool(name, value)? {
+                    return Err(flag_error(
+                        name,
+                        "not supported by ODIN: it reads /proc/net/dev, as node_exporter \
+                         does with --no-collector.netdev.netlink",
+                    ));
+                }
+            }
             "collector.netdev.device-exclude" => self.netdev_device_exclude = text(),
             "collector.netdev.device-include" => self.netdev_device_include = text(),
             "collector.netstat.fields" => self.netstat_fields = text(),
@@ -540,6 +554,8 @@ mod tests {
             ("collector.arp.device-include", "^(eth|docker)"),
             ("collector.filesystem.mount-timeout", "1m30s"),
             ("collector.ipvs.backend-labels", "proto,,local_address"),
+            ("collector.netdev.netlink", "false"),
+            ("collector.netclass.netlink", "0"),
         ]);
         assert!(!f.cpu_guest && f.stat_softirq);
         assert!(f.netdev_devices.ignored("lo") && !f.netdev_devices.ignored("eth0"));
@@ -630,6 +646,10 @@ mod tests {
                 "collectors.node.disabled_collectors",
             ),
             (&[("collector.cpu.frequency", "1")][..], "unknown flag"),
+            (
+                &[("collector.netdev.netlink", "true")][..],
+                "reads /proc/net/dev",
+            ),
             (&[("web.listen-address", ":9100")][..], "unknown flag"),
         ] {
             let e = error(pairs);
