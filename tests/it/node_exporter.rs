@@ -354,7 +354,7 @@ fn node_collector_matches_node_exporter() {
 /// field filters, the filesystem excludes and timeout, CPU information, softirqs.
 #[test]
 fn node_collector_flags_match_node_exporter() {
-    let families = compare_on_this_host(&[
+    let Some(cmp) = compare_on_this_host(&[
         ("collector.arp.device-include", "^eth"),
         ("collector.cpu.guest", "false"),
         ("collector.cpu.info", "true"),
@@ -373,27 +373,59 @@ fn node_collector_flags_match_node_exporter() {
         ("collector.filesystem.mount-timeout", "2s"),
         ("collector.netclass.ignore-invalid-speed", "true"),
         ("collector.netclass.ignored-devices", "^ifb"),
+        ("collector.netdev.address-info", "true"),
         ("collector.netdev.device-exclude", ""),
         ("collector.netdev.device-include", "^(lo|eth0)$"),
         ("collector.netstat.fields", "^(Tcp|Udp)_.*"),
         ("collector.stat.softirq", "true"),
         ("collector.vmstat.fields", "^(pgfault|pgmajfault|oom_kill)$"),
-    ]);
-    for family in ["node_cpu_info", "node_cpu_flag_info", "node_softirqs_total"] {
-        assert!(families.contains(family), "{family} compared");
+    ]) else {
+        return;
+    };
+    for family in [
+        "node_cpu_info",
+        "node_cpu_flag_info",
+        "node_softirqs_total",
+        "node_network_address_info",
+    ] {
+        assert!(cmp.families.contains(family), "{family} compared");
     }
-    assert!(!families.contains("node_cpu_guest_seconds_total"));
+    assert!(!cmp.families.contains("node_cpu_guest_seconds_total"));
+    // The filters took effect (on both sides, or the comparison would have failed).
+    for series in &cmp.series_names {
+        let device = |prefix: &str| {
+            series
+                .starts_with(prefix)
+                .then(|| series.split("device=\"").nth(1))
+                .flatten()
+                .and_then(|rest| rest.split('"').next())
+        };
+        if let Some(d) = device("node_network_receive_bytes_total") {
+            assert!(d == "lo" || d == "eth0", "{series}");
+        }
+        if let Some(d) = device("node_network_up") {
+            assert!(!d.starts_with("ifb"), "{series}");
+        }
+        if let Some(d) = device("node_disk_reads_completed_total") {
+            assert!(d.starts_with("vd"), "{series}");
+        }
+        if let Some(d) = device("node_arp_entries") {
+            assert!(d.starts_with("eth"), "{series}");
+        }
+        assert!(!series.starts_with("node_netstat_Ip"), "{series}");
+        assert!(!series.starts_with("node_vmstat_pgpg"), "{series}");
+    }
 }
 
 /// node_exporter with `flags` and ODIN's node collector with the same flags, both
-/// scraped by one ODIN every second: no differences (see the module's comment). The
-/// families compared.
-fn compare_on_this_host(flags: &[(&str, &str)]) -> BTreeSet<String> {
+/// scraped by one ODIN every second: no differences (see the module's comment). What
+/// was compared; `None` without node_exporter.
+fn compare_on_this_host(flags: &[(&str, &str)]) -> Option<Comparison> {
     if !have_node_exporter() {
         eprintln!(
             "node_exporter: skipped, {NODE_EXPORTER} is not installed (scripts/test.sh installs Debian's package)"
         );
-        return BTreeSet::new();
+        return None;
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -461,7 +493,7 @@ fn compare_on_this_host(flags: &[(&str, &str)]) -> BTreeSet<String> {
         started.elapsed().as_secs_f64()
     );
     assert!(cmp.families.len() > 50, "too few families compared");
-    let mut problems = cmp.problems;
+    let mut problems = std::mem::take(&mut cmp.problems);
     problems.extend(persistent.iter().map(|s| cmp.values[s].clone()));
     assert!(
         problems.is_empty(),
@@ -469,7 +501,7 @@ fn compare_on_this_host(flags: &[(&str, &str)]) -> BTreeSet<String> {
         problems.len(),
         problems.join("\n")
     );
-    cmp.families
+    Some(cmp)
 }
 
 /// Polls the targets API until both jobs have been scraped successfully `n` more
@@ -512,6 +544,8 @@ struct Comparison {
     /// The families both exposed, by name.
     families: BTreeSet<String>,
     series: usize,
+    /// The series both exposed, `name{labels}`.
+    series_names: BTreeSet<String>,
     only_in_node_exporter: usize,
     /// Missing families and series, other label names, types or HELP texts.
     problems: Vec<String>,
@@ -541,6 +575,7 @@ fn compare(odin: &Odin) -> Comparison {
         time,
         families: BTreeSet::new(),
         series: 0,
+        series_names: BTreeSet::new(),
         only_in_node_exporter: 0,
         problems: Vec::new(),
         values: BTreeMap::new(),
@@ -595,6 +630,7 @@ fn compare(odin: &Odin) -> Comparison {
                 continue;
             };
             cmp.series += 1;
+            cmp.series_names.insert(series_name(key));
             if !values_compared {
                 continue;
             }

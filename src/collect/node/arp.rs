@@ -59,12 +59,10 @@ mod tests {
              10.42.0.7        0x1         0x2         52:54:00:12:34:58     *        cni0\n\
              172.17.0.2       0x1         0x2         52:54:00:12:34:59     *        docker0\n",
         );
-        let flags = crate::collect::node::NodeFlags::from_pairs([
+        let c = fx.collector_with(&[
             ("collector.arp.device-include", "^(eth|docker)"),
             ("collector.arp.device-exclude", "^docker"),
-        ])
-        .unwrap();
-        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        ]);
         let fams = run(&c, collect);
         let f = find(&fams, "node_arp_entries");
         assert_eq!(f.samples.len(), 1);

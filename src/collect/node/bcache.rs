@@ -534,12 +534,7 @@ mod tests {
         cache_set(&fx);
         let fams = run(&fx.collector(), collect);
         assert!(!fams.iter().any(|f| f.name.contains("priority")));
-        let flags = crate::collect::node::NodeFlags::from_pairs([(
-            "collector.bcache.priorityStats",
-            "true",
-        )])
-        .unwrap();
-        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        let c = fx.collector_with(&[("collector.bcache.priorityStats", "true")]);
         // Not there: the collector fails, as in procfs.
         assert!(collect(&c, &mut Vec::new()).is_err());
         fx.write(

@@ -6,15 +6,12 @@
 
 use std::path::Path;
 
+use super::proc_stat::{self, GUEST, GUEST_NICE};
 use super::{
-    NodeCollector, Result, dir_entries_with_prefix, labels, parse_error, parse_go_uint, read_attr,
-    read_file,
+    NodeCollector, Result, dir_entries_with_prefix, labels, parse_error, parse_go_float,
+    parse_go_uint, read_attr, read_file,
 };
 use crate::exposition::family::{MetricFamily, MetricType};
-
-/// The kernel's USER_HZ. node_exporter (through procfs) divides by a fixed 100 rather
-/// than asking sysconf; so do we, so the numbers agree.
-const USER_HZ: f64 = 100.0;
 
 /// `/proc/stat`'s cpu columns in order; guest and guest_nice go to a separate family.
 const MODES: [&str; 8] = [
@@ -27,8 +24,7 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     if c.flags.cpu_info {
         info(c, out)?;
     }
-    let path = c.proc_path("stat");
-    let text = read_file(&path)?;
+    let stat = proc_stat::read(c)?;
     let mut seconds = MetricFamily::new(
         "node_cpu_seconds_total",
         MetricType::Counter,
@@ -39,42 +35,22 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         MetricType::Counter,
         "Seconds the CPUs spent in guests (VMs) for each mode.",
     );
-    for line in text.lines() {
-        // Per-CPU lines are "cpuN ..."; the aggregate "cpu  ..." line is skipped.
-        let Some(rest) = line.strip_prefix("cpu") else {
-            continue;
-        };
-        if !rest.starts_with(|ch: char| ch.is_ascii_digit()) {
-            continue;
+    for (id, times) in c.cpu_times.update(&stat.cpus).iter().enumerate() {
+        let cpu = id.to_string();
+        for (mode, v) in MODES.iter().zip(times) {
+            seconds.push(labels([("cpu", cpu.as_str()), ("mode", mode)]), *v);
         }
-        let mut fields = rest.split_ascii_whitespace();
-        let Some(cpu) = fields.next() else {
-            continue;
-        };
-        for (i, field) in fields.enumerate() {
-            let ticks: u64 = field
-                .parse()
-                .map_err(|_| parse_error(&path, format!("bad cpu field {field:?}")))?;
-            let v = ticks as f64 / USER_HZ;
-            match (MODES.get(i), i) {
-                (Some(mode), _) => {
-                    seconds.push(labels([("cpu", cpu), ("mode", mode)]), v);
-                }
-                (None, 8) => {
-                    guest.push(labels([("cpu", cpu), ("mode", "user")]), v);
-                }
-                (None, 9) => {
-                    guest.push(labels([("cpu", cpu), ("mode", "nice")]), v);
-                }
-                _ => {}
-            }
-        }
-    }
-    if seconds.samples.is_empty() {
-        return Err(parse_error(&path, "no per-cpu lines"));
+        guest.push(
+            labels([("cpu", cpu.as_str()), ("mode", "user")]),
+            times[GUEST],
+        );
+        guest.push(
+            labels([("cpu", cpu.as_str()), ("mode", "nice")]),
+            times[GUEST_NICE],
+        );
     }
     out.push(seconds);
-    if c.flags.cpu_guest && !guest.samples.is_empty() {
+    if c.flags.cpu_guest {
         out.push(guest);
     }
     thermal_throttle(c, out);
@@ -117,10 +93,6 @@ fn parse_cpuinfo(path: &Path, text: &str) -> Result<Vec<CpuInfo>> {
             .filter(|n| *n <= u64::from(u32::MAX))
             .ok_or_else(|| parse_error(path, format!("bad number {v:?}")))
     };
-    let float = |v: &str| -> Result<f64> {
-        v.parse::<f64>()
-            .map_err(|_| parse_error(path, format!("bad number {v:?}")))
-    };
     let first_value = first.split_once(": ").map_or("", |(_, v)| v);
     let mut cpus = vec![CpuInfo {
         processor: uint(first_value)?,
@@ -149,13 +121,13 @@ fn parse_cpuinfo(path: &Path, text: &str) -> Result<Vec<CpuInfo>> {
             "core id" => cpu.core_id = value.to_string(),
             "flags" => cpu.flags = value.split_whitespace().map(str::to_string).collect(),
             "bugs" => cpu.bugs = value.split_whitespace().map(str::to_string).collect(),
-            // Read only to fail on what procfs fails on.
-            "siblings" | "cpu cores" | "apicid" | "initial apicid" | "cpuid level"
-            | "clflush size" | "cache_alignment" => {
+            // Read only to fail on what procfs fails on (apicid is text there).
+            "siblings" | "cpu cores" | "cpuid level" | "clflush size" | "cache_alignment" => {
                 uint(value)?;
             }
             "cpu MHz" | "bogomips" => {
-                float(value)?;
+                parse_go_float(value)
+                    .ok_or_else(|| parse_error(path, format!("bad number {value:?}")))?;
             }
             _ => {}
         }
@@ -174,21 +146,22 @@ fn info(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
         "CPU information from /proc/cpuinfo.",
     );
     for cpu in &cpus {
-        info.push(
-            labels([
-                ("package", cpu.physical_id.as_str()),
-                ("core", &cpu.core_id),
-                ("cpu", &cpu.processor.to_string()),
-                ("vendor", &cpu.vendor_id),
-                ("family", &cpu.cpu_family),
-                ("model", &cpu.model),
-                ("model_name", &cpu.model_name),
-                ("microcode", &cpu.microcode),
-                ("stepping", &cpu.stepping),
-                ("cachesize", &cpu.cache_size),
-            ]),
-            1.0,
-        );
+        let l = labels([
+            ("package", cpu.physical_id.as_str()),
+            ("core", &cpu.core_id),
+            ("cpu", &cpu.processor.to_string()),
+            ("vendor", &cpu.vendor_id),
+            ("family", &cpu.cpu_family),
+            ("model", &cpu.model),
+            ("model_name", &cpu.model_name),
+            ("microcode", &cpu.microcode),
+            ("stepping", &cpu.stepping),
+            ("cachesize", &cpu.cache_size),
+        ]);
+        // node_exporter's registry drops a repeated series (and logs it).
+        if !info.samples.iter().any(|s| s.labels == l) {
+            info.push(l, 1.0);
+        }
     }
     out.push(info);
     let first = &cpus[0];
@@ -218,8 +191,12 @@ fn info(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
                 "The `{field}` field of CPU information from /proc/cpuinfo taken from the first core."
             ),
         );
+        let mut seen: Vec<&str> = Vec::new();
         for v in values.iter().filter(|v| include.is_match(v)) {
-            f.push(labels([(label, v.as_str())]), 1.0);
+            if !seen.contains(&v.as_str()) {
+                seen.push(v);
+                f.push(labels([(label, v.as_str())]), 1.0);
+            }
         }
         out.push(f);
     }
@@ -385,13 +362,14 @@ model\t\t: 143\n\
 model name\t: Intel(R) Xeon(R) Platinum 8480+\n\
 stepping\t: 8\n\
 microcode\t: 0x2b0004d0\n\
-cpu MHz\t\t: 2000.000\n\
+cpu MHz\t\t: 2_000.000\n\
+apicid\t\t: n/a\n\
 cache size\t: 107520 KB\n\
 physical id\t: 0\n\
 siblings\t: 112\n\
 core id\t\t: 0\n\
 cpu cores\t: 56\n\
-flags\t\t: fpu vme avx512f amx_tile aes\n\
+flags\t\t: fpu vme avx512f amx_tile aes avx512f\n\
 bugs\t\t: spectre_v1 spectre_v2\n\
 power management:\n\
 \n\
@@ -407,15 +385,11 @@ flags\t\t: fpu\n";
         let fx = Fixture::new();
         fx.write("proc/stat", STAT);
         fx.write("proc/cpuinfo", CPUINFO);
-        let flags = crate::collect::node::NodeFlags::from_pairs([
+        let c = fx.collector_with(&[
             ("collector.cpu.info.flags-include", "^(avx512.*|amx.*)$"),
             ("collector.cpu.guest", "false"),
-        ])
-        .unwrap();
-        let fams = run(
-            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
-            collect,
-        );
+        ]);
+        let fams = run(&c, collect);
         let info = find(&fams, "node_cpu_info");
         assert_eq!(info.samples.len(), 2);
         assert_eq!(
@@ -455,9 +429,7 @@ flags\t\t: fpu\n";
     fn a_cpuinfo_procfs_refuses_fails_the_collector() {
         let fx = Fixture::new();
         fx.write("proc/stat", STAT);
-        let flags =
-            crate::collect::node::NodeFlags::from_pairs([("collector.cpu.info", "true")]).unwrap();
-        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        let c = fx.collector_with(&[("collector.cpu.info", "true")]);
         for bad in [
             "",
             "vendor_id\t: GenuineIntel\n",

@@ -64,6 +64,7 @@ pub const FLAG_NAMES: &[&str] = &[
     "collector.netclass.ignore-invalid-speed",
     "collector.netclass.ignored-devices",
     "collector.netclass.netlink",
+    "collector.netdev.address-info",
     "collector.netdev.device-exclude",
     "collector.netdev.device-include",
     "collector.netdev.netlink",
@@ -77,10 +78,6 @@ pub const FLAG_NAMES: &[&str] = &[
 
 /// node_exporter 1.5 flags ODIN knows but does not take, and why.
 const NOT_TAKEN: &[(&str, &str)] = &[
-    (
-        "collector.netdev.address-info",
-        "node_network_address_info is not built",
-    ),
     (
         "collector.netdev.enable-detailed-metrics",
         "the detailed netdev names are not built",
@@ -121,6 +118,7 @@ pub struct NodeFlags {
     ipvs_backend_labels: Vec<&'static str>,
     netclass_ignored_devices: String,
     netclass_ignore_invalid_speed: bool,
+    netdev_address_info: bool,
     netdev_device_include: String,
     netdev_device_exclude: String,
     netstat_fields: String,
@@ -152,6 +150,7 @@ impl Default for NodeFlags {
             ipvs_backend_labels: IPVS_BACKEND_LABELS.to_vec(),
             netclass_ignored_devices: "^$".to_string(),
             netclass_ignore_invalid_speed: false,
+            netdev_address_info: false,
             netdev_device_include: String::new(),
             netdev_device_exclude: String::new(),
             netstat_fields: DEFAULT_NETSTAT_FIELDS.to_string(),
@@ -218,8 +217,12 @@ impl NodeFlags {
             "collector.filesystem.ignored-mount-points" => self.ignored_mount_points = Some(text()),
             "collector.filesystem.mount-points-exclude" => self.mount_points_exclude = Some(text()),
             "collector.filesystem.mount-timeout" => {
-                let ms = crate::model::parse_duration_ms(value).map_err(|e| flag_error(name, e))?;
-                self.mount_timeout = Duration::from_millis(ms.unsigned_abs());
+                self.mount_timeout = parse_go_duration(value).ok_or_else(|| {
+                    flag_error(
+                        name,
+                        format!("{value:?} is not a duration (as Go writes them: 1m30s, 1.5s)"),
+                    )
+                })?;
             }
             "collector.ipvs.backend-labels" => {
                 self.ipvs_backend_labels = parse_ipvs_labels(name, value)?
@@ -248,6 +251,7 @@ impl NodeFlags {
                     ));
                 }
             }
+            "collector.netdev.address-info" => self.netdev_address_info = parse_bool(name, value)?,
             "collector.netdev.device-exclude" => self.netdev_device_exclude = text(),
             "collector.netdev.device-include" => self.netdev_device_include = text(),
             "collector.netstat.fields" => self.netstat_fields = text(),
@@ -295,6 +299,59 @@ fn unknown_flag(name: &str) -> NodeError {
     )
 }
 
+/// A duration as Go's `time.ParseDuration` reads it (kingpin's duration flags): an
+/// optional sign, then decimal numbers, each with a fraction allowed and a unit (`ns`,
+/// `us`, `µs`, `ms`, `s`, `m`, `h`) in any order; `0` alone. A negative one is zero
+/// (a timeout that has already passed).
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    let (negative, mut rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        // Digits on at least one side of a single point.
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        nanos += number.parse::<f64>().ok()? * scale;
+    }
+    // Go refuses what does not fit an int64 of nanoseconds.
+    if nanos > i64::MAX as f64 {
+        return None;
+    }
+    Some(if negative {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(nanos as u64)
+    })
+}
+
 /// node_exporter's `parseIPVSLabels`: a comma-separated subset of the six labels
 /// (empty names skipped), kept in node_exporter's order.
 fn parse_ipvs_labels(flag: &str, value: &str) -> Result<Vec<&'static str>> {
@@ -331,15 +388,9 @@ pub(super) struct DeviceFilter {
 
 impl DeviceFilter {
     fn new(flag: &str, exclude: &str, include: &str) -> Result<Self> {
-        let compile_non_empty = |suffix: &str, pattern: &str| -> Result<Option<Regex>> {
-            if pattern.is_empty() {
-                return Ok(None);
-            }
-            compile(&format!("{flag}.{suffix}"), pattern).map(Some)
-        };
         Ok(Self {
-            exclude: compile_non_empty("device-exclude", exclude)?,
-            include: compile_non_empty("device-include", include)?,
+            exclude: compile_non_empty(&format!("{flag}.device-exclude"), exclude)?,
+            include: compile_non_empty(&format!("{flag}.device-include"), include)?,
         })
     }
 
@@ -353,12 +404,35 @@ fn compile(flag: &str, pattern: &str) -> Result<Regex> {
     Regex::new(pattern).map_err(|e| flag_error(flag, format!("invalid regular expression: {e}")))
 }
 
-/// The one given of a flag and its deprecated name, refusing both (as 1.5 does).
+/// An empty pattern is no pattern (node_exporter's device filters and CPU info
+/// includes).
+fn compile_non_empty(flag: &str, pattern: &str) -> Result<Option<Regex>> {
+    if pattern.is_empty() {
+        Ok(None)
+    } else {
+        compile(flag, pattern).map(Some)
+    }
+}
+
+/// node_exporter's refusal of an include and an exclude pattern together.
+fn exclusive(flag: &str, exclude: &str, include: &str) -> Result<()> {
+    if !exclude.is_empty() && !include.is_empty() {
+        return Err(flag_error(
+            flag,
+            "device-exclude & device-include are mutually exclusive",
+        ));
+    }
+    Ok(())
+}
+
+/// The one given of a flag and its deprecated name, refusing both (as 1.5 does). An
+/// empty deprecated value counts as not given, as in 1.5.
 fn one_of(
     (name, value): (&str, &Option<String>),
     (old_name, old_value): (&str, &Option<String>),
     default: &str,
 ) -> Result<String> {
+    let old_value = &old_value.clone().filter(|v| !v.is_empty());
     match (value, old_value) {
         (Some(_), Some(_)) => Err(flag_error(
             name,
@@ -386,6 +460,7 @@ pub(super) struct Flags {
     pub(super) ipvs_backend_labels: Vec<&'static str>,
     pub(super) netclass_ignored_devices: Regex,
     pub(super) netclass_ignore_invalid_speed: bool,
+    pub(super) netdev_address_info: bool,
     pub(super) netdev_devices: DeviceFilter,
     pub(super) netstat_fields: Regex,
     pub(super) powersupply_ignored_supplies: Regex,
@@ -397,19 +472,11 @@ pub(super) struct Flags {
 
 impl Flags {
     pub(super) fn new(f: &NodeFlags) -> Result<Self> {
-        let optional = |flag: &str, pattern: &str| -> Result<Option<Regex>> {
-            if pattern.is_empty() {
-                Ok(None)
-            } else {
-                compile(flag, pattern).map(Some)
-            }
-        };
-        if !f.netdev_device_exclude.is_empty() && !f.netdev_device_include.is_empty() {
-            return Err(flag_error(
-                "collector.netdev.device-include",
-                "device-exclude & device-include are mutually exclusive",
-            ));
-        }
+        exclusive(
+            "collector.netdev.device-include",
+            &f.netdev_device_exclude,
+            &f.netdev_device_include,
+        )?;
         let diskstats_exclude = one_of(
             (
                 "collector.diskstats.device-exclude",
@@ -426,12 +493,11 @@ impl Flags {
                 ""
             },
         )?;
-        if !diskstats_exclude.is_empty() && !f.diskstats_device_include.is_empty() {
-            return Err(flag_error(
-                "collector.diskstats.device-include",
-                "device-exclude & device-include are mutually exclusive",
-            ));
-        }
+        exclusive(
+            "collector.diskstats.device-include",
+            &diskstats_exclude,
+            &f.diskstats_device_include,
+        )?;
         let mount_points = one_of(
             (
                 "collector.filesystem.mount-points-exclude",
@@ -448,12 +514,12 @@ impl Flags {
             ("collector.filesystem.ignored-fs-types", &f.ignored_fs_types),
             DEFAULT_FS_TYPES_EXCLUDE,
         )?;
-        let cpu_flags_include = optional(
+        let cpu_flags_include = compile_non_empty(
             "collector.cpu.info.flags-include",
             &f.cpu_info_flags_include,
         )?;
         let cpu_bugs_include =
-            optional("collector.cpu.info.bugs-include", &f.cpu_info_bugs_include)?;
+            compile_non_empty("collector.cpu.info.bugs-include", &f.cpu_info_bugs_include)?;
         let cpu_info = f.cpu_info || cpu_flags_include.is_some() || cpu_bugs_include.is_some();
         if cpu_info && !cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
             return Err(flag_error(
@@ -492,6 +558,7 @@ impl Flags {
                 &f.netclass_ignored_devices,
             )?,
             netclass_ignore_invalid_speed: f.netclass_ignore_invalid_speed,
+            netdev_address_info: f.netdev_address_info,
             netdev_devices: DeviceFilter::new(
                 "collector.netdev",
                 &f.netdev_device_exclude,
@@ -552,7 +619,7 @@ mod tests {
             ("collector.netdev.device-include", "^(eth|en)"),
             ("collector.arp.device-exclude", "^docker"),
             ("collector.arp.device-include", "^(eth|docker)"),
-            ("collector.filesystem.mount-timeout", "1m30s"),
+            ("collector.filesystem.mount-timeout", "1.5m30s"),
             ("collector.ipvs.backend-labels", "proto,,local_address"),
             ("collector.netdev.netlink", "false"),
             ("collector.netclass.netlink", "0"),
@@ -562,8 +629,70 @@ mod tests {
         // Both arp patterns apply: excluded, or not included.
         assert!(f.arp_devices.ignored("docker0") && f.arp_devices.ignored("cni0"));
         assert!(!f.arp_devices.ignored("eth0"));
-        assert_eq!(f.mount_timeout, Duration::from_secs(90));
+        assert_eq!(f.mount_timeout, Duration::from_secs(120));
         assert_eq!(f.ipvs_backend_labels, ["local_address", "proto"]);
+    }
+
+    #[test]
+    fn durations_as_go_reads_them() {
+        for (text, micros) in [
+            ("0", 0),
+            ("5s", 5_000_000),
+            ("1.5s", 1_500_000),
+            ("300ms", 300_000),
+            ("2500us", 2500),
+            ("2500\u{b5}s", 2500),
+            ("1h1m", 3_660_000_000),
+            ("1s1m", 61_000_000),
+            (".5s", 500_000),
+            ("-3s", 0),
+        ] {
+            assert_eq!(
+                parse_go_duration(text),
+                Some(Duration::from_micros(micros)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "5",
+            "1d",
+            "1w",
+            "5 s",
+            "1..5s",
+            ".s",
+            "s",
+            "1e3s",
+            "-",
+            "99999999h",
+        ] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_listed_flag_is_taken() {
+        for name in FLAG_NAMES {
+            let mut flags = NodeFlags::default();
+            let taken = ["false", "1s", "proto", "^x$"]
+                .iter()
+                .any(|value| flags.set(name, value).is_ok());
+            assert!(taken, "{name} is listed but not taken");
+        }
+    }
+
+    #[test]
+    fn empty_deprecated_values_are_not_given() {
+        let f = compiled(&[
+            ("collector.filesystem.ignored-mount-points", ""),
+            ("collector.diskstats.ignored-devices", ""),
+            ("collector.filesystem.fs-types-exclude", "^tmpfs$"),
+            ("collector.filesystem.ignored-fs-types", ""),
+        ]);
+        assert!(f.mount_points_exclude.is_match("/proc"));
+        assert!(!f.mount_points_exclude.is_match("/data"));
+        assert!(f.diskstats_devices.ignored("loop0") && !f.diskstats_devices.ignored("sda"));
+        assert!(f.fs_types_exclude.is_match("tmpfs") && !f.fs_types_exclude.is_match("overlay"));
     }
 
     #[test]
@@ -630,11 +759,11 @@ mod tests {
             ),
             (&[("collector.cpu.info", "yes")][..], "not a boolean"),
             (
-                &[("collector.filesystem.mount-timeout", "5 s")][..],
-                "not a valid duration",
+                &[("collector.filesystem.mount-timeout", "1d")][..],
+                "is not a duration",
             ),
             (
-                &[("collector.netdev.address-info", "true")][..],
+                &[("collector.netdev.enable-detailed-metrics", "true")][..],
                 "not supported by ODIN",
             ),
             (

@@ -77,8 +77,9 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         MetricType::Gauge,
         "The current backend weight by local and remote address.",
     );
-    // `--collector.ipvs.backend-labels` keeps some of the six labels; the real
-    // servers that then look alike are summed into one series.
+    // `--collector.ipvs.backend-labels` keeps some of the six labels (all by
+    // default); the real servers alike in those (the same one listed twice, at
+    // least) are summed into one series.
     let kept: Vec<usize> = c
         .flags
         .ipvs_backend_labels
@@ -126,10 +127,10 @@ fn parse_totals(path: &Path, text: &str) -> Result<[u64; 5]> {
 }
 
 /// The real servers of `/proc/net/ip_vs`, each under the virtual service line before
-/// it; the same service and server listed twice are summed.
-fn parse_table(path: &Path, text: &str) -> Result<BTreeMap<BackendKey, Backend>> {
+/// it, as listed (the collector sums those alike).
+fn parse_table(path: &Path, text: &str) -> Result<Vec<(BackendKey, Backend)>> {
     let bad = |what: &str, line: &str| parse_error(path, format!("{what}: {line:?}"));
-    let mut backends: BTreeMap<BackendKey, Backend> = BTreeMap::new();
+    let mut backends = Vec::new();
     // Protocol, local address, local port, firewall mark of the current service.
     let mut service = (String::new(), String::new(), 0u16, String::new());
     for line in text.lines() {
@@ -160,10 +161,14 @@ fn parse_table(path: &Path, text: &str) -> Result<BTreeMap<BackendKey, Backend>>
                     proto.clone(),
                     mark.clone(),
                 ];
-                let b = backends.entry(key).or_default();
-                b.active = b.active.wrapping_add(active);
-                b.inactive = b.inactive.wrapping_add(inactive);
-                b.weight = b.weight.wrapping_add(weight);
+                backends.push((
+                    key,
+                    Backend {
+                        active,
+                        inactive,
+                        weight,
+                    },
+                ));
             }
             // A short server line, or a line the kernel may add later.
             _ => {}
@@ -269,12 +274,7 @@ mod tests {
         let fx = Fixture::new();
         fx.write("proc/net/ip_vs_stats", STATS)
             .write("proc/net/ip_vs", TABLE);
-        let flags = crate::collect::node::NodeFlags::from_pairs([(
-            "collector.ipvs.backend-labels",
-            "proto,remote_address",
-        )])
-        .unwrap();
-        let c = NodeCollector::with_flags(fx.paths(), &flags).unwrap();
+        let c = fx.collector_with(&[("collector.ipvs.backend-labels", "proto,remote_address")]);
         let fams = run(&c, collect);
         let active = find(&fams, "node_ipvs_backend_connections_active");
         // node_exporter's order, whatever order the flag names them in.
@@ -310,11 +310,8 @@ mod tests {
             78.0
         );
         // No labels at all: one series with every server's sum.
-        let flags =
-            crate::collect::node::NodeFlags::from_pairs([("collector.ipvs.backend-labels", "")])
-                .unwrap();
         let fams = run(
-            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            &fx.collector_with(&[("collector.ipvs.backend-labels", "")]),
             collect,
         );
         let weight = find(&fams, "node_ipvs_backend_weight");

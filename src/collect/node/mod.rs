@@ -2,7 +2,7 @@
 //! from `/proc`, `/sys` and `/etc/os-release`, so that dashboards written for
 //! node_exporter (Node Exporter Full and friends) work against ODIN unchanged.
 //!
-//! Main types: [`NodeCollector`] (built from [`NodePaths`] and [`NodeFilters`]) whose
+//! Main types: [`NodeCollector`] (built from [`NodePaths`] and [`NodeFlags`]) whose
 //! [`NodeCollector::collect`] returns `Vec<MetricFamily>`. Each sub-collector lives in
 //! its own file and carries node_exporter's collector name (`cpu`, `meminfo`, …); one
 //! that fails (missing file, unexpected contents) does not stop the others and is
@@ -47,6 +47,7 @@ mod nvme;
 mod os;
 mod powersupplyclass;
 mod pressure;
+mod proc_stat;
 mod rapl;
 #[cfg(test)]
 mod robustness;
@@ -175,7 +176,7 @@ const COLLECTORS: &[(&str, CollectFn)] = &[
 ];
 
 /// Reads node metrics on demand. Cheap to keep around: it holds paths, compiled
-/// filters and the set of stuck mount points. `collect` is synchronous and does blocking file I/O
+/// flags, the set of stuck mount points and the CPU times last reported. `collect` is synchronous and does blocking file I/O
 /// (a few dozen small reads plus one `statfs` per mount): call it from a blocking
 /// thread.
 #[derive(Debug)]
@@ -186,8 +187,10 @@ pub struct NodeCollector {
     enabled: Vec<(&'static str, CollectFn)>,
     /// The kernel's page size, for `node_sockstat_*_mem_bytes`.
     page_size: f64,
-    /// Mount points whose `statfs` hangs; the only state kept between scrapes.
+    /// Mount points whose `statfs` hangs; kept between scrapes.
     stuck_mounts: filesystem::StuckMounts,
+    /// The CPU times last reported, which never go backwards; kept between scrapes.
+    cpu_times: proc_stat::MonotonicCpus,
 }
 
 impl NodeCollector {
@@ -206,6 +209,7 @@ impl NodeCollector {
             enabled: COLLECTORS.to_vec(),
             page_size: if page > 0 { page as f64 } else { 4096.0 },
             stuck_mounts: filesystem::StuckMounts::default(),
+            cpu_times: proc_stat::MonotonicCpus::default(),
         })
     }
 
@@ -472,6 +476,93 @@ fn underscores_between_digits(s: &str) -> bool {
     !after_underscore
 }
 
+/// A float as Go's `strconv.ParseFloat(s, 64)` reads it (and `fmt`'s `%f`): an
+/// optional sign, decimal digits with a point and an exponent, or hexadecimal with a
+/// `p` exponent, `_` between digits, `Inf`/`Infinity`/`NaN` in any case; a finite
+/// number out of range is refused.
+fn parse_go_float(s: &str) -> Option<f64> {
+    if !s.is_ascii() {
+        return None;
+    }
+    let (sign, body) = match s.as_bytes().first()? {
+        b'+' => (1.0, &s[1..]),
+        b'-' => (-1.0, &s[1..]),
+        _ => (1.0, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    match lower.as_str() {
+        "inf" | "infinity" => return Some(sign * f64::INFINITY),
+        "nan" => return Some(f64::NAN),
+        _ => {}
+    }
+    if !go_underscores_ok(&lower) {
+        return None;
+    }
+    let clean: String = lower.chars().filter(|&c| c != '_').collect();
+    let value = if let Some(hex) = clean.strip_prefix("0x") {
+        let (mantissa, exponent) = hex.split_once('p')?;
+        let exponent: i32 = Some(exponent)
+            .filter(|e| {
+                e.trim_start_matches(['+', '-'])
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .and_then(|e| e.parse().ok())?;
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let mut v = 0.0f64;
+        for d in int.chars().chain(frac.chars()) {
+            v = v * 16.0 + f64::from(d.to_digit(16)?);
+        }
+        let frac_bits = i32::try_from(frac.len()).ok()?.checked_mul(4)?;
+        v * 2f64.powi(exponent.checked_sub(frac_bits)?)
+    } else {
+        // Digits, a point and an exponent: the shapes Rust's parser also takes (a sign
+        // was taken above; "inf" and "nan" too).
+        if clean.starts_with(['+', '-'])
+            || !clean
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'+' | b'-'))
+        {
+            return None;
+        }
+        clean.parse::<f64>().ok()?
+    };
+    value.is_finite().then_some(sign * value)
+}
+
+/// Go's `underscoreOK`: each `_` sits between two digits (or after a base prefix and
+/// before a digit).
+fn go_underscores_ok(lower: &str) -> bool {
+    let b = lower.as_bytes();
+    let hex = lower.starts_with("0x");
+    let mut i = 0;
+    // What came last: '^' the start, '0' a digit or base prefix, '_', '!' other.
+    let mut saw = b'^';
+    if lower.len() >= 2 && b[0] == b'0' && matches!(b[1], b'b' | b'o' | b'x') {
+        i = 2;
+        saw = b'0';
+    }
+    for &c in &b[i..] {
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else {
+            if saw == b'_' {
+                return false;
+            }
+            saw = b'!';
+        }
+    }
+    saw != b'_'
+}
+
 /// An unsigned integer as Go's `strconv.ParseUint(s, 0, 64)` reads it: as
 /// [`parse_go_int`], without a sign.
 fn parse_go_uint(s: &str) -> Option<u64> {
@@ -553,6 +644,12 @@ pub(crate) mod test_util {
                 root: self.dir.path().join("root"),
                 textfile: None,
             }
+        }
+
+        /// A collector with node_exporter's flags set as given.
+        pub fn collector_with(&self, flags: &[(&str, &str)]) -> NodeCollector {
+            let flags = NodeFlags::from_pairs(flags.iter().copied()).unwrap();
+            NodeCollector::with_flags(self.paths(), &flags).unwrap()
         }
 
         pub fn collector(&self) -> NodeCollector {
@@ -698,6 +795,34 @@ mod tests {
         // Not ASCII: not a literal (and no slicing inside a character).
         assert_eq!(parse_go_uint("0\u{FFFD}_1"), None);
         assert_eq!(parse_go_int("-0\u{e9}_1"), None);
+    }
+
+    #[test]
+    fn go_floats() {
+        for (text, want) in [
+            ("2100.000", 2100.0),
+            ("-100", -100.0),
+            ("+5", 5.0),
+            ("1e2", 100.0),
+            ("1E+2", 100.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("1_000.5", 1000.5),
+            ("0x10p0", 16.0),
+            ("0x1.8p1", 3.0),
+            ("0X_1p-2", 0.25),
+            ("Inf", f64::INFINITY),
+            ("-infinity", f64::NEG_INFINITY),
+        ] {
+            assert_eq!(parse_go_float(text), Some(want), "{text}");
+        }
+        assert!(parse_go_float("NaN").is_some_and(f64::is_nan));
+        for bad in [
+            "", "-", "+-5", "--5", "1__0", "_1", "1_", "1_.5", "0x10", "0x1p", "1e", "1e400",
+            "fast", "1.2.3", "١", "0x1.8q1",
+        ] {
+            assert_eq!(parse_go_float(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

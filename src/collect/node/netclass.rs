@@ -220,13 +220,11 @@ mod tests {
         assert!(eth0.contains(&("operstate".to_string(), "up".to_string())));
         assert!(!fams.iter().any(|f| f.samples.is_empty()));
 
-        let flags = crate::collect::node::NodeFlags::from_pairs([
-            ("collector.netclass.ignored-devices", "^ifb"),
-            ("collector.netclass.ignore-invalid-speed", "true"),
-        ])
-        .unwrap();
         let fams = run(
-            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            &fx.collector_with(&[
+                ("collector.netclass.ignored-devices", "^ifb"),
+                ("collector.netclass.ignore-invalid-speed", "true"),
+            ]),
             collect,
         );
         let devices: Vec<&str> = find(&fams, "node_network_up")

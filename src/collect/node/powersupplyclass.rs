@@ -279,5 +279,36 @@ mod tests {
         let mut out = Vec::new();
         assert!(collect(&fx.collector(), &mut out).is_err());
         assert!(out.is_empty());
+        // Ignoring the supply does not skip its parsing, as in node_exporter.
+        let ignoring = fx.collector_with(&[("collector.powersupply.ignored-supplies", "^BAT")]);
+        assert!(collect(&ignoring, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn ignored_supplies_are_left_out() {
+        let fx = Fixture::new();
+        fx.write("sys/class/power_supply/AC/online", "1\n")
+            .write("sys/class/power_supply/AC/type", "Mains\n")
+            .write("sys/class/power_supply/BAT0/capacity", "87\n")
+            .write("sys/class/power_supply/BAT0/type", "Battery\n");
+        let c = fx.collector_with(&[("collector.powersupply.ignored-supplies", "^AC$")]);
+        let fams = run(&c, collect);
+        for f in &fams {
+            assert!(
+                f.samples.iter().all(|s| s.labels[0].1 == "BAT0"),
+                "{}: {:?}",
+                f.name,
+                f.samples
+            );
+        }
+        assert_eq!(
+            value(
+                &fams,
+                "node_power_supply_capacity",
+                &[("power_supply", "BAT0")]
+            ),
+            87.0
+        );
+        assert_eq!(find(&fams, "node_power_supply_info").samples.len(), 1);
     }
 }

@@ -197,13 +197,8 @@ mod tests {
         let core = find(&fams, "node_rapl_core_9223372036854775807_joules_total");
         assert_eq!(core.samples[0].labels[0].1, "0");
 
-        let flags = crate::collect::node::NodeFlags::from_pairs([(
-            "collector.rapl.enable-zone-label",
-            "true",
-        )])
-        .unwrap();
         let fams = run(
-            &NodeCollector::with_flags(fx.paths(), &flags).unwrap(),
+            &fx.collector_with(&[("collector.rapl.enable-zone-label", "true")]),
             collect,
         );
         assert_eq!(fams.len(), 1, "one family, the zone as a label");

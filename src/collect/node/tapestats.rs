@@ -171,5 +171,28 @@ mod tests {
         let fx = Fixture::new();
         fx.write("sys/class/scsi_tape/st0/stats/read_cnt", "08\n");
         assert!(collect(&fx.collector(), &mut Vec::new()).is_err());
+        // Ignoring the drive does not skip its reading, as in node_exporter.
+        let ignoring = fx.collector_with(&[("collector.tapestats.ignored-devices", "^st0$")]);
+        assert!(collect(&ignoring, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn ignored_drives_are_left_out() {
+        let fx = Fixture::new();
+        for dev in ["st0", "st1"] {
+            fx.write(&format!("sys/class/scsi_tape/{dev}/stats/read_cnt"), "3\n");
+        }
+        let c = fx.collector_with(&[("collector.tapestats.ignored-devices", "^st0$")]);
+        let fams = run(&c, collect);
+        let reads = find(&fams, "node_tape_reads_completed_total");
+        assert_eq!(reads.samples.len(), 1);
+        assert_eq!(
+            value(
+                &fams,
+                "node_tape_reads_completed_total",
+                &[("device", "st1")]
+            ),
+            3.0
+        );
     }
 }
