@@ -739,6 +739,11 @@ mod tests {
                 &[("collector.netdev.device-include", "(")][..],
                 "invalid regular expression",
             ),
+            // Go's quoting, which RE2 has and Rust's regex does not.
+            (
+                &[("collector.arp.device-exclude", r"\Qdocker0\E")][..],
+                "invalid regular expression",
+            ),
             (
                 &[
                     ("collector.netdev.device-include", "^eth"),

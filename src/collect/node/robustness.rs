@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
-use super::{NodeCollector, NodePaths};
+use super::{NodeCollector, NodeFlags, NodePaths};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-host")
@@ -78,12 +78,26 @@ proptest! {
             _ => Vec::new(),
         };
         std::fs::write(&target, spoiled).unwrap();
-        let node = NodeCollector::new(NodePaths {
-            proc: dir.path().join("proc"),
-            sys: dir.path().join("sys"),
-            root: dir.path().join("root"),
-            textfile: None,
-        })
+        // The flags that make collectors read more files: every reader runs.
+        let flags = NodeFlags::from_pairs([
+            ("collector.cpu.info", "true"),
+            ("collector.cpu.info.flags-include", "."),
+            ("collector.cpu.info.bugs-include", "."),
+            ("collector.stat.softirq", "true"),
+            ("collector.bcache.priorityStats", "true"),
+            ("collector.rapl.enable-zone-label", "true"),
+            ("collector.ipvs.backend-labels", "local_address,proto"),
+        ])
+        .unwrap();
+        let node = NodeCollector::with_flags(
+            NodePaths {
+                proc: dir.path().join("proc"),
+                sys: dir.path().join("sys"),
+                root: dir.path().join("root"),
+                textfile: None,
+            },
+            &flags,
+        )
         .unwrap();
         let families = node.collect();
         prop_assert!(families.iter().any(|f| f.name == "node_scrape_collector_success"));
