@@ -1,6 +1,7 @@
 //! The node collector's error type. Errors never leave the collector as values: each
-//! sub-collector's failure is logged at debug level and shows as
-//! `node_scrape_collector_success{collector="…"} 0`, as node_exporter does.
+//! sub-collector's failure shows as `node_scrape_collector_success{collector="…"} 0`,
+//! as node_exporter does, and is logged (at debug level where the hardware is
+//! absent, as a warning when a collector starts failing otherwise).
 
 use std::path::PathBuf;
 
@@ -28,6 +29,15 @@ pub enum NodeError {
     /// A sub-collector was asked for by a name no collector has.
     #[error("unknown node collector {0:?}")]
     UnknownCollector(String),
+}
+
+impl NodeError {
+    /// Whether the error says the hardware or kernel module is not there (a file or
+    /// directory that does not exist), which node_exporter reports as no data rather
+    /// than as a failure.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, NodeError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, NodeError>;

@@ -191,6 +191,9 @@ pub struct NodeCollector {
     stuck_mounts: filesystem::StuckMounts,
     /// The CPU times last reported, which never go backwards; kept between scrapes.
     cpu_times: proc_stat::MonotonicCpus,
+    /// The sub-collectors failing for a reason other than absent hardware, so that
+    /// each failure and recovery is logged once.
+    failing: std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 impl NodeCollector {
@@ -210,7 +213,14 @@ impl NodeCollector {
             page_size: if page > 0 { page as f64 } else { 4096.0 },
             stuck_mounts: filesystem::StuckMounts::default(),
             cpu_times: proc_stat::MonotonicCpus::default(),
+            failing: std::sync::Mutex::default(),
         })
+    }
+
+    fn failing_lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<&'static str>> {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn paths(&self) -> &NodePaths {
@@ -258,9 +268,24 @@ impl NodeCollector {
         for (name, run) in &self.enabled {
             let start = Instant::now();
             let ok = match run(self, &mut out) {
-                Ok(()) => 1.0,
+                Ok(()) => {
+                    if self.failing_lock().remove(name) {
+                        tracing::info!(collector = %name, "node collector reads again");
+                    }
+                    1.0
+                }
+                // No such hardware or kernel module: node_exporter's "no data".
+                Err(err) if err.is_absent() => {
+                    tracing::debug!(collector = %name, error = %err, "node collector has no data");
+                    0.0
+                }
                 Err(err) => {
-                    tracing::debug!(collector = %name, error = %err, "node collector failed");
+                    // Once when it starts failing, not every scrape; the series
+                    // `node_scrape_collector_success` says it meanwhile.
+                    if self.failing_lock().insert(name) {
+                        tracing::warn!(collector = %name, error = %err,
+                            "node collector failed; node_scrape_collector_success is 0 until it reads again");
+                    }
                     0.0
                 }
             };
@@ -736,6 +761,23 @@ mod tests {
         );
         let d = find(&fams, "node_scrape_collector_duration_seconds");
         assert_eq!(d.samples.len(), COLLECTORS.len());
+    }
+
+    #[test]
+    fn a_failure_is_told_once_and_absent_hardware_is_no_failure() {
+        let fx = Fixture::new();
+        let c = fx.collector();
+        fx.write("proc/loadavg", "garbage\n");
+        c.collect();
+        c.collect();
+        // meminfo's file is missing (no data, as node_exporter says): not failing.
+        assert_eq!(
+            c.failing_lock().iter().copied().collect::<Vec<_>>(),
+            ["loadavg"]
+        );
+        fx.write("proc/loadavg", "0.50 0.25 0.10 1/100 42\n");
+        c.collect();
+        assert!(c.failing_lock().is_empty(), "recovered");
     }
 
     #[test]
