@@ -56,6 +56,7 @@ fn collect(c: &mut Criterion) {
         sys: fixture.join("sys"),
         root: fixture.join("root"),
         textfile: None,
+        udev_data: None,
     };
     let gpu_server = NodeCollector::new(paths)
         .expect("node collector")

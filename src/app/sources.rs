@@ -100,6 +100,7 @@ impl Sources {
                     sys: node.sysfs.clone().unwrap_or(defaults.sys),
                     root: node.rootfs.clone().unwrap_or(defaults.root),
                     textfile: node.textfile_directory.clone(),
+                    udev_data: node.udev_data.clone(),
                 };
                 let built = node
                     .node_flags()

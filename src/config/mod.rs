@@ -203,6 +203,9 @@ pub struct NodeCollectorConfig {
     /// A directory of `*.prom` files to expose with the node's metrics
     /// (node_exporter's `--collector.textfile.directory`) [default: none].
     pub textfile_directory: Option<PathBuf>,
+    /// udev's database (node_exporter's `--path.udev.data`) [default:
+    /// `run/udev/data` under `rootfs`].
+    pub udev_data: Option<PathBuf>,
     /// Sub-collectors not to run, by node_exporter's names (its
     /// `--no-collector.<name>`) [default: none; all of node_exporter 1.5's default
     /// collectors run].

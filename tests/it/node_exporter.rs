@@ -756,6 +756,7 @@ fn compare_on_fixture_host(
         sys: host.join("sys"),
         root: host.join("root"),
         textfile: None,
+        udev_data: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![

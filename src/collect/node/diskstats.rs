@@ -142,7 +142,11 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
         MetricType::Gauge,
         "Info of /sys/block/<block_device>.",
     );
-    let udev_dir = c.root_path("run/udev/data");
+    let udev_dir = c
+        .paths
+        .udev_data
+        .clone()
+        .unwrap_or_else(|| c.root_path("run/udev/data"));
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
         let (Some(major), Some(minor), Some(device)) =
@@ -286,5 +290,13 @@ mod tests {
                 "device", "major", "minor", "path", "wwn", "model", "serial", "revision"
             ]
         );
+
+        // udev's database elsewhere (node_exporter's --path.udev.data).
+        fx.write("udev/b8:0", "E:ID_MODEL=Micron_7450\n");
+        let mut paths = fx.paths();
+        paths.udev_data = Some(fx.dir.path().join("udev"));
+        let fams = run(&NodeCollector::new(paths).unwrap(), collect);
+        let sda = [("device", "sda"), ("model", "Micron_7450")];
+        assert_eq!(value(&fams, "node_disk_info", &sda), 1.0);
     }
 }

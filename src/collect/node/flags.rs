@@ -272,6 +272,12 @@ fn unknown_flag(name: &str) -> NodeError {
     if let Some((_, why)) = NOT_TAKEN.iter().find(|(n, _)| *n == name) {
         return flag_error(name, format!("not supported by ODIN: {why}"));
     }
+    if name.starts_with("path.") {
+        return flag_error(
+            name,
+            "the paths are collectors.node's procfs, sysfs, rootfs and udev_data",
+        );
+    }
     let collector = name
         .strip_prefix("collector.")
         .and_then(|rest| rest.split('.').next());
@@ -785,6 +791,10 @@ mod tests {
                 "reads /proc/net/dev",
             ),
             (&[("web.listen-address", ":9100")][..], "unknown flag"),
+            (
+                &[("path.udev.data", "/host/run/udev/data")][..],
+                "collectors.node's procfs, sysfs, rootfs and udev_data",
+            ),
         ] {
             let e = error(pairs);
             assert!(e.contains(expected), "{pairs:?}: {e}");

@@ -96,6 +96,9 @@ pub struct NodePaths {
     /// The `textfile` collector's directory of `*.prom` files (node_exporter's
     /// `--collector.textfile.directory`); none by default.
     pub textfile: Option<PathBuf>,
+    /// udev's database, for `node_disk_info` (node_exporter's `--path.udev.data`);
+    /// `run/udev/data` under `root` by default, so that one host mount serves both.
+    pub udev_data: Option<PathBuf>,
 }
 
 impl Default for NodePaths {
@@ -105,6 +108,7 @@ impl Default for NodePaths {
             sys: PathBuf::from("/sys"),
             root: PathBuf::from("/"),
             textfile: None,
+            udev_data: None,
         }
     }
 }
@@ -668,6 +672,7 @@ pub(crate) mod test_util {
                 sys: self.dir.path().join("sys"),
                 root: self.dir.path().join("root"),
                 textfile: None,
+                udev_data: None,
             }
         }
 

@@ -95,6 +95,7 @@ proptest! {
                 sys: dir.path().join("sys"),
                 root: dir.path().join("root"),
                 textfile: None,
+                udev_data: None,
             },
             &flags,
         )
