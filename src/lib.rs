@@ -23,6 +23,7 @@ pub mod collect;
 pub mod config;
 pub mod exposition;
 pub mod fuzzing;
+pub mod gostrconv;
 pub mod log;
 pub mod logs;
 pub mod model;

@@ -511,7 +511,7 @@ fn histogram_quantile(q: f64, v: Vec<Element>, ts: i64) -> Vec<Element> {
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     for e in v {
-        let Some(upper) = e.labels.get("le").and_then(parse_go_float) else {
+        let Some(upper) = e.labels.get("le").and_then(crate::gostrconv::parse_float) else {
             continue;
         };
         let mut b = e.labels.to_builder();
@@ -534,9 +534,4 @@ fn histogram_quantile(q: f64, v: Vec<Element>, ts: i64) -> Vec<Element> {
             v: f::bucket_quantile(q, &mut buckets),
         })
         .collect()
-}
-
-/// Go's `strconv.ParseFloat` for the forms bucket bounds take (`+Inf`, `1e3`, …).
-fn parse_go_float(s: &str) -> Option<f64> {
-    s.parse::<f64>().ok()
 }

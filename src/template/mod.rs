@@ -49,6 +49,11 @@ use std::rc::Rc;
 use base64::Engine as _;
 use regex::Regex;
 
+// Go's number syntax, as text/template reads numbers.
+use crate::gostrconv::{
+    parse_float as parse_go_float, parse_int as parse_go_int, parse_uint as parse_go_uint,
+};
+
 /// What a template reads: the line's labels.
 pub trait Fields {
     /// The label's value, `None` when the line has no such label.
@@ -1469,8 +1474,8 @@ fn parse_number(text: &str, typ: Tk) -> Result<Num, String> {
             go_quote(text)
         ));
     }
-    let uint = parse_go_uint(text).ok();
-    let int = parse_go_int(text).ok();
+    let uint = parse_go_uint(text);
+    let int = parse_go_int(text);
     let mut num = Num {
         int,
         uint: if int == Some(0) { Some(0) } else { uint },
@@ -4311,128 +4316,6 @@ fn unquote(lit: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Go's `underscoreOK`: underscores only between digits, or after a base prefix.
-fn underscores_ok(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    if b.first().is_some_and(|&c| c == b'+' || c == b'-') {
-        i = 1;
-    }
-    let mut saw = b'^';
-    let mut hex = false;
-    if b.len() - i >= 2 && b[i] == b'0' && matches!(b[i + 1] | 0x20, b'b' | b'o' | b'x') {
-        hex = b[i + 1] | 0x20 == b'x';
-        i += 2;
-        saw = b'0';
-    }
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_digit() || (hex && (c | 0x20).is_ascii_hexdigit()) {
-            saw = b'0';
-        } else if c == b'_' {
-            if saw != b'0' {
-                return false;
-            }
-            saw = b'_';
-        } else {
-            if saw == b'_' {
-                return false;
-            }
-            saw = b'!';
-        }
-        i += 1;
-    }
-    saw != b'_'
-}
-
-/// Go's `strconv.ParseUint(s, 0, 64)`: `0x`, `0o`, `0b` and a leading `0` (octal)
-/// prefixes, and underscores.
-fn parse_go_uint(s: &str) -> Result<u64, ()> {
-    if s.is_empty() {
-        return Err(());
-    }
-    let b = s.as_bytes();
-    let (base, digits) =
-        if b[0] == b'0' && b.len() >= 3 && matches!(b[1] | 0x20, b'b' | b'o' | b'x') {
-            let base = match b[1] | 0x20 {
-                b'b' => 2,
-                b'o' => 8,
-                _ => 16,
-            };
-            (base, &s[2..])
-        } else if b[0] == b'0' {
-            (8, &s[1..])
-        } else {
-            (10, s)
-        };
-    let mut n: u64 = 0;
-    let mut underscores = false;
-    for c in digits.chars() {
-        if c == '_' {
-            underscores = true;
-            continue;
-        }
-        let d = c.to_digit(base).ok_or(())?;
-        n = n
-            .checked_mul(u64::from(base))
-            .and_then(|n| n.checked_add(u64::from(d)))
-            .ok_or(())?;
-    }
-    if underscores && !underscores_ok(s) {
-        return Err(());
-    }
-    Ok(n)
-}
-
-/// Go's `strconv.ParseInt(s, 0, 64)`.
-fn parse_go_int(s: &str) -> Result<i64, ()> {
-    let (neg, body) = match s.as_bytes().first() {
-        Some(b'+') => (false, &s[1..]),
-        Some(b'-') => (true, &s[1..]),
-        _ => (false, s),
-    };
-    let u = parse_go_uint(body)?;
-    if neg {
-        if u > 1 << 63 {
-            return Err(());
-        }
-        Ok((u as i64).wrapping_neg())
-    } else {
-        i64::try_from(u).map_err(|_| ())
-    }
-}
-
-/// Go's `strconv.ParseFloat(s, 64)` (without hexadecimal floats): `None` when it
-/// would fail, out of range included.
-fn parse_go_float(s: &str) -> Option<f64> {
-    let cleaned;
-    let s = if s.contains('_') {
-        if !underscores_ok(s) {
-            return None;
-        }
-        cleaned = s.replace('_', "");
-        cleaned.as_str()
-    } else {
-        s
-    };
-    let lower = s.to_ascii_lowercase();
-    let body = lower.trim_start_matches(['+', '-']);
-    if matches!(body, "inf" | "infinity" | "nan") {
-        if body == "nan" && body.len() != lower.len() {
-            return None;
-        }
-        return s.parse().ok();
-    }
-    if !body.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-        return None;
-    }
-    let f: f64 = s.parse().ok()?;
-    if f.is_infinite() {
-        return None;
-    }
-    Some(f)
-}
-
 // ---------------------------------------------------------------------------------
 // Time, as Go's time package formats and parses it (in UTC).
 // ---------------------------------------------------------------------------------
@@ -6467,19 +6350,7 @@ mod tests {
     }
 
     #[test]
-    fn go_number_syntax() {
-        assert_eq!(parse_go_int("0x_1F"), Ok(31));
-        assert_eq!(parse_go_int("-0b11"), Ok(-3));
-        assert_eq!(parse_go_int("-9223372036854775808"), Ok(i64::MIN));
-        assert_eq!(parse_go_int("9223372036854775808"), Err(()));
-        assert_eq!(parse_go_int("1__0"), Err(()));
-        assert_eq!(parse_go_int("0x"), Err(()));
-        assert_eq!(parse_go_int(""), Err(()));
-        assert_eq!(parse_go_float("1_000.5"), Some(1000.5));
-        assert_eq!(parse_go_float("+Inf"), Some(f64::INFINITY));
-        assert_eq!(parse_go_float("1e400"), None);
-        assert_eq!(parse_go_float("+nan"), None);
-        assert_eq!(parse_go_float("abc"), None);
+    fn trailing_zero_decimals() {
         assert_eq!(trim_zero_decimal("1.000"), "1");
         assert_eq!(trim_zero_decimal("1.50"), "1.50");
         assert_eq!(trim_zero_decimal("10"), "10");

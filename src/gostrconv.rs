@@ -1,0 +1,233 @@
+//! Go's `strconv` number syntax, for where ODIN must read a number exactly as a Go
+//! program would: node_exporter's procfs parsers, Go templates (Alertmanager's and
+//! LogQL's), Prometheus's histogram bucket bounds.
+//!
+//! - [`parse_uint`] and [`parse_int`] are `ParseUint(s, 0, 64)` and
+//!   `ParseInt(s, 0, 64)`: a `0x`, `0o`, `0b` or bare `0` (octal) prefix, `_` between
+//!   digits, a sign only for the signed one.
+//! - [`parse_float`] is `ParseFloat(s, 64)`: decimal with a point and an exponent,
+//!   hexadecimal with a `p` exponent, `_` between digits, `Inf`/`Infinity` with or
+//!   without a sign and `NaN` without one, in any case; a finite number out of range
+//!   is refused (Go's `ErrRange`).
+
+/// Go's `underscoreOK`: each `_` follows a digit or the base prefix and is followed
+/// by a digit. `s` may start with a sign.
+pub fn underscores_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first().is_some_and(|&c| c == b'+' || c == b'-'));
+    // What came last: '^' the start, '0' a digit or base prefix, '_', '!' other.
+    let mut saw = b'^';
+    let mut hex = false;
+    if b.len() - i >= 2 && b[i] == b'0' && matches!(b[i + 1] | 0x20, b'b' | b'o' | b'x') {
+        hex = b[i + 1] | 0x20 == b'x';
+        i += 2;
+        saw = b'0';
+    }
+    for &c in &b[i..] {
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else {
+            if saw == b'_' {
+                return false;
+            }
+            saw = b'!';
+        }
+    }
+    saw != b'_'
+}
+
+/// Go's `strconv.ParseUint(s, 0, 64)`.
+pub fn parse_uint(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let (base, digits) = match b {
+        [b'0', p, _, ..] if matches!(p | 0x20, b'b' | b'o' | b'x') => {
+            let base = match p | 0x20 {
+                b'b' => 2,
+                b'o' => 8,
+                _ => 16,
+            };
+            (base, &s[2..])
+        }
+        [b'0', _, ..] => (8, &s[1..]),
+        [] => return None,
+        _ => (10, s),
+    };
+    let mut n: u64 = 0;
+    let mut underscores = false;
+    for c in digits.chars() {
+        if c == '_' {
+            underscores = true;
+            continue;
+        }
+        let d = c.to_digit(base)?;
+        n = n.checked_mul(u64::from(base))?.checked_add(u64::from(d))?;
+    }
+    if underscores && !underscores_ok(s) {
+        return None;
+    }
+    Some(n)
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`.
+pub fn parse_int(s: &str) -> Option<i64> {
+    let (negative, body) = match s.as_bytes().first()? {
+        b'+' => (false, &s[1..]),
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    let magnitude = parse_uint(body)?;
+    if negative {
+        (magnitude <= 1 << 63).then(|| (magnitude as i64).wrapping_neg())
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// Whether Rust's float parser reads `s` as Go's does: over digits, a point, an
+/// exponent and signs the two agree.
+fn plain_decimal(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+}
+
+/// Go's `strconv.ParseFloat(s, 64)`.
+pub fn parse_float(s: &str) -> Option<f64> {
+    // The common case, without allocating: `1`, `0.25`, `-1e3`.
+    if plain_decimal(s) {
+        return s.parse::<f64>().ok().filter(|f| f.is_finite());
+    }
+    let (negative, body) = match s.as_bytes().first()? {
+        b'+' => (false, &s[1..]),
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    let signed = |v: f64| if negative { -v } else { v };
+    if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
+        return Some(signed(f64::INFINITY));
+    }
+    if s.eq_ignore_ascii_case("nan") {
+        return Some(f64::NAN);
+    }
+    if !s.is_ascii() || !underscores_ok(s) {
+        return None;
+    }
+    let clean: String = body.chars().filter(|&c| c != '_').collect();
+    let value = match clean.get(..2) {
+        Some("0x" | "0X") => hex_float(&clean[2..])?,
+        // A second sign (`+-1`) or another character is not a number.
+        _ if clean.starts_with(['+', '-']) || !plain_decimal(&clean) => return None,
+        _ => clean.parse::<f64>().ok()?,
+    };
+    value.is_finite().then(|| signed(value))
+}
+
+/// The part of a hexadecimal float after `0x`: hex digits with a point somewhere, then
+/// `p` and a decimal binary exponent, which Go requires.
+fn hex_float(s: &str) -> Option<f64> {
+    let lower = s.to_ascii_lowercase();
+    let (mantissa, exponent) = lower.split_once('p')?;
+    let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // An exponent too large for i32 is as good as infinite (or zero).
+    let exponent: i32 = exponent.parse().unwrap_or(if exponent.starts_with('-') {
+        i32::MIN / 2
+    } else {
+        i32::MAX / 2
+    });
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let mut v = 0.0f64;
+    for d in int.chars().chain(frac.chars()) {
+        v = v * 16.0 + f64::from(d.to_digit(16)?);
+    }
+    let frac_bits = i32::try_from(frac.len()).ok()?.saturating_mul(4);
+    Some(v * 2f64.powi(exponent.saturating_sub(frac_bits)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers() {
+        assert_eq!(parse_int("0x_1F"), Some(31));
+        assert_eq!(parse_int("-0b11"), Some(-3));
+        assert_eq!(parse_int("010"), Some(8));
+        assert_eq!(parse_int("0o17"), Some(15));
+        assert_eq!(parse_int("0_7"), Some(7));
+        assert_eq!(parse_int("0"), Some(0));
+        assert_eq!(parse_int("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int("9223372036854775808"), None);
+        for bad in [
+            "", "-", "+-5", "1__0", "_1", "1_", "0x", "08", "0x1g", "1.0",
+        ] {
+            assert_eq!(parse_int(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_uint("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_uint("18446744073709551616"), None);
+        assert_eq!(parse_uint("+1"), None);
+        // Not ASCII: not a number (and no slicing inside a character).
+        assert_eq!(parse_uint("0\u{FFFD}_1"), None);
+        assert_eq!(parse_int("-0\u{e9}_1"), None);
+        assert_eq!(parse_uint("\u{661}"), None);
+    }
+
+    #[test]
+    fn floats() {
+        for (text, want) in [
+            ("2100.000", 2100.0),
+            ("-100", -100.0),
+            ("+5", 5.0),
+            ("1e2", 100.0),
+            ("1E+2", 100.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("1_000.5", 1000.5),
+            ("0x10p0", 16.0),
+            ("0x1.8p1", 3.0),
+            ("0X_1P-2", 0.25),
+            ("-0x1p-1", -0.5),
+            ("Inf", f64::INFINITY),
+            ("+Inf", f64::INFINITY),
+            ("-infinity", f64::NEG_INFINITY),
+        ] {
+            assert_eq!(parse_float(text), Some(want), "{text}");
+        }
+        assert!(parse_float("NaN").is_some_and(f64::is_nan));
+        for bad in [
+            "",
+            "-",
+            "+",
+            "+-5",
+            "--5",
+            "1__0",
+            "_1",
+            "1_",
+            "1_.5",
+            "0x10",
+            "0x1p",
+            "1e",
+            "1e400",
+            "0x1p99999",
+            "+nan",
+            "fast",
+            "1.2.3",
+            "\u{661}",
+            "0x1.8q1",
+            "e5",
+            ".",
+        ] {
+            assert_eq!(parse_float(bad), None, "{bad:?}");
+        }
+    }
+}
