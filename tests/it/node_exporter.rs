@@ -376,6 +376,7 @@ fn node_collector_flags_match_node_exporter() {
         ("collector.netdev.address-info", "true"),
         ("collector.netdev.device-exclude", ""),
         ("collector.netdev.device-include", "^(lo|eth0)$"),
+        ("collector.netdev.enable-detailed-metrics", "true"),
         ("collector.netstat.fields", "^(Tcp|Udp)_.*"),
         ("collector.stat.softirq", "true"),
         ("collector.vmstat.fields", "^(pgfault|pgmajfault|oom_kill)$"),
@@ -387,6 +388,7 @@ fn node_collector_flags_match_node_exporter() {
         "node_cpu_flag_info",
         "node_softirqs_total",
         "node_network_address_info",
+        "node_network_receive_dropped_total",
     ] {
         assert!(cmp.families.contains(family), "{family} compared");
     }

@@ -67,6 +67,7 @@ pub const FLAG_NAMES: &[&str] = &[
     "collector.netdev.address-info",
     "collector.netdev.device-exclude",
     "collector.netdev.device-include",
+    "collector.netdev.enable-detailed-metrics",
     "collector.netdev.netlink",
     "collector.netstat.fields",
     "collector.powersupply.ignored-supplies",
@@ -78,10 +79,6 @@ pub const FLAG_NAMES: &[&str] = &[
 
 /// node_exporter 1.5 flags ODIN knows but does not take, and why.
 const NOT_TAKEN: &[(&str, &str)] = &[
-    (
-        "collector.netdev.enable-detailed-metrics",
-        "the detailed netdev names are not built",
-    ),
     (
         "collector.textfile.directory",
         "set collectors.node.textfile_directory",
@@ -119,6 +116,7 @@ pub struct NodeFlags {
     netclass_ignored_devices: String,
     netclass_ignore_invalid_speed: bool,
     netdev_address_info: bool,
+    netdev_detailed: bool,
     netdev_device_include: String,
     netdev_device_exclude: String,
     netstat_fields: String,
@@ -151,6 +149,7 @@ impl Default for NodeFlags {
             netclass_ignored_devices: "^$".to_string(),
             netclass_ignore_invalid_speed: false,
             netdev_address_info: false,
+            netdev_detailed: false,
             netdev_device_include: String::new(),
             netdev_device_exclude: String::new(),
             netstat_fields: DEFAULT_NETSTAT_FIELDS.to_string(),
@@ -253,6 +252,9 @@ impl NodeFlags {
             }
             "collector.netdev.address-info" => self.netdev_address_info = parse_bool(name, value)?,
             "collector.netdev.device-exclude" => self.netdev_device_exclude = text(),
+            "collector.netdev.enable-detailed-metrics" => {
+                self.netdev_detailed = parse_bool(name, value)?
+            }
             "collector.netdev.device-include" => self.netdev_device_include = text(),
             "collector.netstat.fields" => self.netstat_fields = text(),
             "collector.powersupply.ignored-supplies" => self.powersupply_ignored_supplies = text(),
@@ -467,6 +469,7 @@ pub(super) struct Flags {
     pub(super) netclass_ignored_devices: Regex,
     pub(super) netclass_ignore_invalid_speed: bool,
     pub(super) netdev_address_info: bool,
+    pub(super) netdev_detailed: bool,
     pub(super) netdev_devices: DeviceFilter,
     pub(super) netstat_fields: Regex,
     pub(super) powersupply_ignored_supplies: Regex,
@@ -565,6 +568,7 @@ impl Flags {
             )?,
             netclass_ignore_invalid_speed: f.netclass_ignore_invalid_speed,
             netdev_address_info: f.netdev_address_info,
+            netdev_detailed: f.netdev_detailed,
             netdev_devices: DeviceFilter::new(
                 "collector.netdev",
                 &f.netdev_device_exclude,
@@ -774,8 +778,8 @@ mod tests {
                 "is not a duration",
             ),
             (
-                &[("collector.netdev.enable-detailed-metrics", "true")][..],
-                "not supported by ODIN",
+                &[("collector.textfile.directory", "/x")][..],
+                "set collectors.node.textfile_directory",
             ),
             (
                 &[("collector.systemd.unit-include", ".+")][..],

@@ -8,7 +8,9 @@
 //! reads with `--no-collector.netdev.netlink` and needs no socket.
 //!
 //! With `--collector.netdev.address-info` (off by default) also every interface
-//! address, `node_network_address_info`.
+//! address, `node_network_address_info`; `--collector.netdev.enable-detailed-metrics`
+//! (off) names four counters as node_exporter does then (`receive_errors`,
+//! `receive_dropped`, `transmit_errors`, `transmit_dropped`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -40,7 +42,17 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     let text = read_file(&path)?;
     let mut fams: Vec<MetricFamily> = FIELDS
         .iter()
-        .map(|f| {
+        .map(|&f| {
+            // `--collector.netdev.enable-detailed-metrics`: the names node_exporter
+            // gives the statistics before folding them into the legacy ones (over
+            // /proc/net/dev only these four differ).
+            let f = match f {
+                "receive_errs" if c.flags.netdev_detailed => "receive_errors",
+                "receive_drop" if c.flags.netdev_detailed => "receive_dropped",
+                "transmit_errs" if c.flags.netdev_detailed => "transmit_errors",
+                "transmit_drop" if c.flags.netdev_detailed => "transmit_dropped",
+                f => f,
+            };
             MetricFamily::new(
                 format!("node_network_{f}_total"),
                 MetricType::Counter,
@@ -359,5 +371,26 @@ mod tests {
                 .iter()
                 .any(|f| f.name == "node_network_receive_bytes_total")
         );
+    }
+
+    #[test]
+    fn detailed_names_when_asked_for() {
+        let fx = Fixture::new();
+        fx.write("proc/net/dev", DEV);
+        let c = fx.collector_with(&[("collector.netdev.enable-detailed-metrics", "true")]);
+        let fams = run(&c, collect);
+        let names: Vec<&str> = fams.iter().map(|f| f.name.as_str()).collect();
+        for renamed in [
+            "node_network_receive_errors_total",
+            "node_network_receive_dropped_total",
+            "node_network_transmit_errors_total",
+            "node_network_transmit_dropped_total",
+        ] {
+            assert!(names.contains(&renamed), "{renamed}: {names:?}");
+        }
+        assert!(!names.contains(&"node_network_receive_errs_total"));
+        assert_eq!(names.len(), 16);
+        let f = find(&fams, "node_network_transmit_dropped_total");
+        assert_eq!(f.help, "Network device statistic transmit_dropped.");
     }
 }
