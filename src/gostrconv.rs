@@ -10,6 +10,10 @@
 //!   without a sign and `NaN` without one, in any case; a finite number out of range
 //!   is refused (Go's `ErrRange`).
 
+/// The bits of Go's `math.NaN()`, which `ParseFloat("NaN")` returns (Rust's
+/// `f64::NAN` has other bits; Prometheus tells its stale marker from NaN by them).
+pub const GO_NAN_BITS: u64 = 0x7ff8_0000_0000_0001;
+
 /// Go's `underscoreOK`: each `_` follows a digit or the base prefix and is followed
 /// by a digit. `s` may start with a sign.
 pub fn underscores_ok(s: &str) -> bool {
@@ -112,14 +116,14 @@ pub fn parse_float(s: &str) -> Option<f64> {
         return Some(signed(f64::INFINITY));
     }
     if s.eq_ignore_ascii_case("nan") {
-        return Some(f64::NAN);
+        return Some(f64::from_bits(GO_NAN_BITS));
     }
     if !s.is_ascii() || !underscores_ok(s) {
         return None;
     }
     let clean: String = body.chars().filter(|&c| c != '_').collect();
     let value = match clean.get(..2) {
-        Some("0x" | "0X") => hex_float(&clean[2..])?,
+        Some("0x" | "0X") => parse_hex_float(&clean[2..].to_ascii_lowercase())?,
         // A second sign (`+-1`) or another character is not a number.
         _ if clean.starts_with(['+', '-']) || !plain_decimal(&clean) => return None,
         _ => clean.parse::<f64>().ok()?,
@@ -127,31 +131,64 @@ pub fn parse_float(s: &str) -> Option<f64> {
     value.is_finite().then(|| signed(value))
 }
 
-/// The part of a hexadecimal float after `0x`: hex digits with a point somewhere, then
-/// `p` and a decimal binary exponent, which Go requires.
-fn hex_float(s: &str) -> Option<f64> {
-    let lower = s.to_ascii_lowercase();
-    let (mantissa, exponent) = lower.split_once('p')?;
-    let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+/// An unsigned hexadecimal float after its `0x`: hex digits with an optional point,
+/// then a mandatory binary exponent `p[+-]digits`.
+fn parse_hex_float(s: &str) -> Option<f64> {
+    let (mantissa, exp) = s.split_once('p')?;
+    let exp_digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+    if exp_digits.is_empty() || !exp_digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    // An exponent too large for i32 is as good as infinite (or zero).
-    let exponent: i32 = exponent.parse().unwrap_or(if exponent.starts_with('-') {
-        i32::MIN / 2
+    // Clamp: anything beyond this under- or overflows anyway.
+    let exp_abs: i64 = exp_digits
+        .get(..exp_digits.len().min(7))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    let mut exp2 = if exp.starts_with('-') {
+        -exp_abs
     } else {
-        i32::MAX / 2
-    });
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if int.is_empty() && frac.is_empty() {
+        exp_abs
+    };
+
+    let mut mant: u128 = 0;
+    let mut sticky = false;
+    let mut digits = 0;
+    let mut frac = false;
+    for c in mantissa.chars() {
+        if c == '.' {
+            if frac {
+                return None;
+            }
+            frac = true;
+            continue;
+        }
+        let d = c.to_digit(16)?;
+        digits += 1;
+        if mant >> 120 == 0 {
+            mant = mant * 16 + u128::from(d);
+            if frac {
+                exp2 -= 4;
+            }
+        } else {
+            sticky |= d != 0;
+            if !frac {
+                exp2 += 4;
+            }
+        }
+    }
+    if digits == 0 {
         return None;
     }
-    let mut v = 0.0f64;
-    for d in int.chars().chain(frac.chars()) {
-        v = v * 16.0 + f64::from(d.to_digit(16)?);
+    if sticky {
+        mant |= 1;
     }
-    let frac_bits = i32::try_from(frac.len()).ok()?.saturating_mul(4);
-    Some(v * 2f64.powi(exponent.saturating_sub(frac_bits)))
+    let mut v = mant as f64;
+    while exp2 != 0 && v != 0.0 && v.is_finite() {
+        let step = exp2.clamp(-1000, 1000);
+        v *= 2f64.powi(step as i32);
+        exp2 -= step;
+    }
+    Some(v)
 }
 
 #[cfg(test)]
@@ -203,7 +240,16 @@ mod tests {
         ] {
             assert_eq!(parse_float(text), Some(want), "{text}");
         }
-        assert!(parse_float("NaN").is_some_and(f64::is_nan));
+        assert_eq!(parse_float("NaN").map(f64::to_bits), Some(GO_NAN_BITS));
+        // Hexadecimal mantissas longer than 53 bits are rounded once, and exponents
+        // far down still give subnormals, as in Go.
+        assert_eq!(
+            parse_float("0x1.000000000000081p0"),
+            Some(1.0000000000000002)
+        );
+        assert_eq!(parse_float("0x1p-1074"), Some(5e-324));
+        assert_eq!(parse_float("0x1000p-1030"), Some(2f64.powi(-1018)));
+        assert_eq!(parse_float("0x0p2000"), Some(0.0));
         for bad in [
             "",
             "-",

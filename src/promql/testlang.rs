@@ -168,9 +168,6 @@ pub struct TestParseError {
 /// `epsilon`).
 const EPSILON: f64 = 0.000001;
 
-/// The bits of Go's `math.NaN()`, what Prometheus reads `NaN` as.
-const GO_NAN_BITS: u64 = 0x7ff8_0000_0000_0001;
-
 /// The most values one series line may expand to; a guard against a typo such as
 /// `1x1000000000` exhausting memory (Prometheus's own files stay below 10 000).
 const MAX_VALUES_PER_SERIES: u64 = 10_000_000;
@@ -974,219 +971,10 @@ fn scan_number<'a>(cur: &mut Cursor<'a>) -> Result<&'a str, String> {
 /// how test.go reads a bare expected number and how Prometheus's parser reads a
 /// number token. `None` where both fail (including a float out of range).
 fn go_parse_number(s: &str) -> Option<f64> {
-    match go_parse_int(s) {
+    match crate::gostrconv::parse_int(s) {
         Some(n) => Some(n as f64),
-        None => go_parse_float(s),
+        None => crate::gostrconv::parse_float(s),
     }
-}
-
-/// Go's `strconv.ParseInt(s, 0, 64)`: optional sign, then `0x`/`0o`/`0b` prefixes or
-/// a leading `0` for octal, with `_` digit separators.
-fn go_parse_int(s: &str) -> Option<i64> {
-    let (neg, body) = match s.as_bytes().first()? {
-        b'+' => (false, &s[1..]),
-        b'-' => (true, &s[1..]),
-        _ => (false, s),
-    };
-    let b = body.as_bytes();
-    if b.is_empty() {
-        return None;
-    }
-    let (radix, digits) = if b[0] == b'0' {
-        match b.get(1).map(u8::to_ascii_lowercase) {
-            Some(b'b') if b.len() >= 3 => (2, &body[2..]),
-            Some(b'o') if b.len() >= 3 => (8, &body[2..]),
-            Some(b'x') if b.len() >= 3 => (16, &body[2..]),
-            _ => (8, &body[1..]),
-        }
-    } else {
-        (10, body)
-    };
-    let mut n: u64 = 0;
-    let mut underscores = false;
-    for c in digits.chars() {
-        if c == '_' {
-            underscores = true;
-            continue;
-        }
-        let d = c.to_digit(radix)?;
-        n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
-    }
-    if underscores && !go_underscore_ok(body) {
-        return None;
-    }
-    const CUTOFF: u64 = 1 << 63;
-    if neg {
-        if n > CUTOFF {
-            return None;
-        }
-        Some((n as i64).wrapping_neg())
-    } else if n >= CUTOFF {
-        None
-    } else {
-        Some(n as i64)
-    }
-}
-
-/// Go's `strconv.underscoreOK`: underscores only between digits (or between a base
-/// prefix and a digit).
-fn go_underscore_ok(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s).as_bytes();
-    let mut saw = b'^';
-    let mut i = 0;
-    let mut hex = false;
-    if s.len() >= 2 && s[0] == b'0' && matches!(s[1].to_ascii_lowercase(), b'b' | b'o' | b'x') {
-        i = 2;
-        saw = b'0';
-        hex = s[1].eq_ignore_ascii_case(&b'x');
-    }
-    while i < s.len() {
-        let c = s[i];
-        i += 1;
-        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
-            saw = b'0';
-            continue;
-        }
-        if c == b'_' {
-            if saw != b'0' {
-                return false;
-            }
-            saw = b'_';
-            continue;
-        }
-        if saw == b'_' {
-            return false;
-        }
-        saw = b'!';
-    }
-    saw != b'_'
-}
-
-/// Go's `strconv.ParseFloat(s, 64)`: decimal and hexadecimal (`0x1.8p3`) floats with
-/// `_` separators, `inf`/`infinity` with an optional sign and `nan`, ignoring case.
-/// Out-of-range values are errors, as in Go.
-fn go_parse_float(s: &str) -> Option<f64> {
-    let lower = s.to_ascii_lowercase();
-    let (neg, unsigned) = match lower.as_bytes().first()? {
-        b'+' => (false, &lower[1..]),
-        b'-' => (true, &lower[1..]),
-        _ => (false, lower.as_str()),
-    };
-    if unsigned == "inf" || unsigned == "infinity" {
-        return Some(if neg {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        });
-    }
-    if lower == "nan" {
-        return Some(f64::from_bits(GO_NAN_BITS));
-    }
-    if s.contains('_') && !go_underscore_ok(s) {
-        return None;
-    }
-    let plain: String = unsigned.chars().filter(|&c| c != '_').collect();
-    let v = if unsigned.len() > 2 && unsigned.starts_with("0x") {
-        parse_hex_float(&plain[2..])?
-    } else {
-        parse_decimal_float(&plain)?
-    };
-    if v.is_infinite() {
-        return None;
-    }
-    Some(if neg { -v } else { v })
-}
-
-/// An unsigned decimal float: `1`, `1.`, `.5`, `1.5e-3`.
-fn parse_decimal_float(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut digits = 0;
-    let mut dot = false;
-    while i < b.len() {
-        match b[i] {
-            b'0'..=b'9' => digits += 1,
-            b'.' if !dot => dot = true,
-            _ => break,
-        }
-        i += 1;
-    }
-    if digits == 0 {
-        return None;
-    }
-    if i < b.len() {
-        if b[i] != b'e' {
-            return None;
-        }
-        i += 1;
-        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-            i += 1;
-        }
-        if i >= b.len() || !b[i..].iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-    }
-    s.parse().ok()
-}
-
-/// An unsigned hexadecimal float after its `0x`: hex digits with an optional point,
-/// then a mandatory binary exponent `p[+-]digits`.
-fn parse_hex_float(s: &str) -> Option<f64> {
-    let (mantissa, exp) = s.split_once('p')?;
-    let exp_digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-    if exp_digits.is_empty() || !exp_digits.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    // Clamp: anything beyond this under- or overflows anyway.
-    let exp_abs: i64 = exp_digits
-        .get(..exp_digits.len().min(7))
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0);
-    let mut exp2 = if exp.starts_with('-') {
-        -exp_abs
-    } else {
-        exp_abs
-    };
-
-    let mut mant: u128 = 0;
-    let mut sticky = false;
-    let mut digits = 0;
-    let mut frac = false;
-    for c in mantissa.chars() {
-        if c == '.' {
-            if frac {
-                return None;
-            }
-            frac = true;
-            continue;
-        }
-        let d = c.to_digit(16)?;
-        digits += 1;
-        if mant >> 120 == 0 {
-            mant = mant * 16 + u128::from(d);
-            if frac {
-                exp2 -= 4;
-            }
-        } else {
-            sticky |= d != 0;
-            if !frac {
-                exp2 += 4;
-            }
-        }
-    }
-    if digits == 0 {
-        return None;
-    }
-    if sticky {
-        mant |= 1;
-    }
-    let mut v = mant as f64;
-    while exp2 != 0 && v != 0.0 && v.is_finite() {
-        let step = exp2.clamp(-1000, 1000);
-        v *= 2f64.powi(step as i32);
-        exp2 -= step;
-    }
-    Some(v)
 }
 
 // ---------------------------------------------------------------------------
@@ -1320,6 +1108,7 @@ fn compare_vector(ordered: bool, want: &[(Labels, f64)], elems: &[Element]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gostrconv::GO_NAN_BITS;
     use crate::model::STALE_NAN_BITS;
     use crate::promql::value::SeriesPoints;
 

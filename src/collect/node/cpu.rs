@@ -53,8 +53,60 @@ pub(super) fn collect(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<
     if c.flags.cpu_guest {
         out.push(guest);
     }
+    isolated(c, out)?;
     thermal_throttle(c, out);
     Ok(())
+}
+
+/// `node_cpu_isolated{cpu}` for each CPU in `/sys/devices/system/cpu/isolated` (the
+/// kernel's `isolcpus`, a list like `1-2,5`); nothing where the file is missing or
+/// empty. node_exporter 1.5 reads it once and refuses to start on a value it cannot
+/// parse; ODIN reads it every scrape and fails the collector instead.
+fn isolated(c: &NodeCollector, out: &mut Vec<MetricFamily>) -> Result<()> {
+    let path = c.sys_path("devices/system/cpu/isolated");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let cpus = parse_cpu_list(&text)
+        .ok_or_else(|| parse_error(&path, format!("not a CPU list: {:?}", text.trim_end())))?;
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut f = MetricFamily::new(
+        "node_cpu_isolated",
+        MetricType::Gauge,
+        "Whether each core is isolated, information from /sys/devices/system/cpu/isolated.",
+    );
+    for cpu in cpus {
+        f.push(labels([("cpu", cpu.to_string().as_str())]), 1.0);
+    }
+    out.push(f);
+    Ok(())
+}
+
+/// A kernel CPU list (`0-2,8,10-11`), each CPU once, in order. Ranges are bounded by
+/// the largest CPU number Linux has.
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    const MAX_CPU: u32 = 1 << 16;
+    let number = |s: &str| -> Option<u32> {
+        Some(s)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .filter(|n| *n <= MAX_CPU)
+    };
+    let mut cpus = std::collections::BTreeSet::new();
+    for part in text.trim_end_matches('\n').split(',') {
+        if part.is_empty() {
+            continue;
+        }
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(number(first)?..=number(last)?),
+            None => {
+                cpus.insert(number(part)?);
+            }
+        }
+    }
+    Some(cpus.into_iter().collect())
 }
 
 /// One processor's entry in `/proc/cpuinfo`: the fields node_exporter reports.
@@ -445,6 +497,31 @@ flags\t\t: fpu\n";
         }
         // Without cpu.info the file is not read.
         assert!(collect(&fx.collector(), &mut Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn isolated_cpus_from_the_kernels_list() {
+        assert_eq!(parse_cpu_list("1-2,5\n"), Some(vec![1, 2, 5]));
+        assert_eq!(parse_cpu_list("3,1-2"), Some(vec![1, 2, 3]));
+        assert_eq!(parse_cpu_list("\n"), Some(vec![]));
+        assert_eq!(parse_cpu_list("2-1"), Some(vec![]));
+        for bad in ["x", "1-", "-1", "1-x", "0-99999999", "1 2"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+        let fx = Fixture::new();
+        fx.write("proc/stat", STAT);
+        let fams = run(&fx.collector(), collect);
+        assert!(
+            !fams.iter().any(|f| f.name == "node_cpu_isolated"),
+            "no file"
+        );
+        fx.write("sys/devices/system/cpu/isolated", "1-2,5\n");
+        let fams = run(&fx.collector(), collect);
+        let f = find(&fams, "node_cpu_isolated");
+        assert_eq!(f.samples.len(), 3);
+        assert_eq!(value(&fams, "node_cpu_isolated", &[("cpu", "5")]), 1.0);
+        fx.write("sys/devices/system/cpu/isolated", "x\n");
+        assert!(collect(&fx.collector(), &mut Vec::new()).is_err());
     }
 
     #[test]

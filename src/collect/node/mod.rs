@@ -128,6 +128,36 @@ fn check_names<S: AsRef<str>>(names: &[S]) -> Result<()> {
     }
 }
 
+/// The collectors whose files exist only with their hardware, kernel module or kernel
+/// option: their missing files say "none here" (node_exporter's no data), where a
+/// missing `/proc/stat` or `/proc/meminfo` says the paths are wrong.
+const MAY_BE_ABSENT: &[&str] = &[
+    "bcache",
+    "bonding",
+    "btrfs",
+    "conntrack",
+    "cpufreq",
+    "dmi",
+    "edac",
+    "fibrechannel",
+    "hwmon",
+    "infiniband",
+    "ipvs",
+    "mdadm",
+    "nfs",
+    "nfsd",
+    "nvme",
+    "powersupplyclass",
+    "pressure",
+    "rapl",
+    "schedstat",
+    "selinux",
+    "tapestats",
+    "thermal_zone",
+    "xfs",
+    "zfs",
+];
+
 /// One sub-collector: node_exporter's name for it and the function that fills in its
 /// families.
 type CollectFn = fn(&NodeCollector, &mut Vec<MetricFamily>) -> Result<()>;
@@ -283,7 +313,8 @@ impl NodeCollector {
                     1.0
                 }
                 // No such hardware or kernel module: node_exporter's "no data".
-                Err(err) if err.is_absent() => {
+                Err(err) if err.is_absent() && MAY_BE_ABSENT.contains(name) => {
+                    self.failing_lock().remove(name);
                     tracing::debug!(collector = %name, error = %err, "node collector has no data");
                     0.0
                 }
@@ -335,11 +366,10 @@ fn parse_error(path: &Path, what: impl Into<String>) -> NodeError {
     }
 }
 
-/// Parses a number the way Go's `strconv.ParseFloat` does for the kernel's output
-/// (plain decimal integers and floats).
+/// Parses a number as Go's `strconv.ParseFloat` does (node_exporter's parsers use it
+/// for most of the kernel's numbers).
 fn parse_f64(path: &Path, s: &str) -> Result<f64> {
-    s.parse::<f64>()
-        .map_err(|_| parse_error(path, format!("bad number {s:?}")))
+    parse_go_float(s).ok_or_else(|| parse_error(path, format!("bad number {s:?}")))
 }
 
 /// A family with a single unlabelled sample.
@@ -603,16 +633,25 @@ mod tests {
         let fx = Fixture::new();
         let c = fx.collector();
         fx.write("proc/loadavg", "garbage\n");
+        fx.write("proc/meminfo", "MemTotal: 1 kB\n");
         c.collect();
         c.collect();
-        // meminfo's file is missing (no data, as node_exporter says): not failing.
-        assert_eq!(
-            c.failing_lock().iter().copied().collect::<Vec<_>>(),
-            ["loadavg"]
+        let failing = |c: &NodeCollector| c.failing_lock().iter().copied().collect::<Vec<_>>();
+        // The hardware collectors find nothing (no data, as node_exporter says) and
+        // are not failing; a missing core file is (the paths are wrong).
+        let core = failing(&c);
+        assert!(
+            core.contains(&"loadavg") && core.contains(&"stat"),
+            "{core:?}"
+        );
+        assert!(
+            !core.contains(&"meminfo") && !core.contains(&"ipvs"),
+            "{core:?}"
         );
         fx.write("proc/loadavg", "0.50 0.25 0.10 1/100 42\n");
         c.collect();
-        assert!(c.failing_lock().is_empty(), "recovered");
+        assert!(!failing(&c).contains(&"loadavg"), "recovered");
+        assert!(core.iter().all(|name| !MAY_BE_ABSENT.contains(name)));
     }
 
     #[test]

@@ -125,14 +125,19 @@ fn scope(ip: &IpAddr) -> &'static str {
             v4.octets()[..3] == [224, 0, 0],
             false,
         ),
+        // Go looks at a multicast address's scope nibble only (ff02::, ff12::,
+        // ff32:: are all link-local).
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => return scope(&IpAddr::V4(v4)),
-            None => (
-                v6.is_loopback(),
-                v6.segments()[0] & 0xffc0 == 0xfe80,
-                v6.segments()[0] == 0xff02,
-                v6.segments()[0] == 0xff01,
-            ),
+            None => {
+                let [first, second, ..] = v6.octets();
+                (
+                    v6.is_loopback(),
+                    v6.segments()[0] & 0xffc0 == 0xfe80,
+                    first == 0xff && second & 0x0f == 0x02,
+                    first == 0xff && second & 0x0f == 0x01,
+                )
+            }
         },
     };
     if loopback || link_local_unicast || link_local_multicast {
@@ -155,8 +160,7 @@ fn scope(ip: &IpAddr) -> &'static str {
 struct InterfaceAddress {
     device: String,
     address: IpAddr,
-    /// The prefix length of a contiguous netmask; 0 for another mask (Go's
-    /// `IPMask.Size`).
+    /// The netmask's prefix length.
     prefix_len: u32,
 }
 
@@ -186,19 +190,28 @@ fn interface_addresses() -> Result<Vec<InterfaceAddress>> {
         if entry.ifa_name.is_null() {
             continue;
         }
+        // Go reads a netmask that is not a prefix as no address at all.
+        let Some(prefix_len) = mask.as_ref().map_or(Some(0), prefix_len) else {
+            continue;
+        };
         // SAFETY: ifa_name is a NUL-terminated interface name inside the list.
-        let device = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) }.to_string_lossy();
         out.push(InterfaceAddress {
-            device,
+            device: interface_of_label(&name).to_string(),
             address,
-            prefix_len: mask.map_or(0, |m| prefix_len(&m)),
+            prefix_len,
         });
     }
     // SAFETY: `head` came from a successful getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
+}
+
+/// The interface an address label names: an IPv4 address added with a label (`ip addr
+/// add … label eth0:1`) comes out of getifaddrs under it, where Go (and so
+/// node_exporter) files it under its interface. Interface names cannot hold a `:`.
+fn interface_of_label(label: &str) -> &str {
+    label.split(':').next().unwrap_or(label)
 }
 
 /// The address in a `sockaddr` of family AF_INET or AF_INET6; `None` for another
@@ -213,29 +226,30 @@ unsafe fn ip_of(sa: *const libc::sockaddr) -> Option<IpAddr> {
     // SAFETY: the caller's contract.
     match i32::from(unsafe { (*sa).sa_family }) {
         libc::AF_INET => {
-            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
-            let sin = unsafe { &*(sa as *const libc::sockaddr_in) };
+            // SAFETY: an AF_INET sockaddr is a sockaddr_in (read unaligned: the
+            // contract does not promise its alignment).
+            let sin = unsafe { std::ptr::read_unaligned(sa as *const libc::sockaddr_in) };
             Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
                 sin.sin_addr.s_addr,
             ))))
         }
         libc::AF_INET6 => {
-            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
-            let sin6 = unsafe { &*(sa as *const libc::sockaddr_in6) };
+            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6, read as above.
+            let sin6 = unsafe { std::ptr::read_unaligned(sa as *const libc::sockaddr_in6) };
             Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
         }
         _ => None,
     }
 }
 
-/// A netmask's prefix length when its ones are contiguous, else 0 (Go's `Size`).
-fn prefix_len(mask: &IpAddr) -> u32 {
+/// A netmask's prefix length; `None` when its ones are not contiguous.
+fn prefix_len(mask: &IpAddr) -> Option<u32> {
     let bits = match mask {
         IpAddr::V4(m) => u128::from(u32::from(*m)) << 96,
         IpAddr::V6(m) => u128::from(*m),
     };
     let ones = bits.leading_ones();
-    if bits.count_ones() == ones { ones } else { 0 }
+    (bits.count_ones() == ones).then_some(ones)
 }
 
 #[cfg(test)]
@@ -315,6 +329,8 @@ mod tests {
             ("224.0.0.251", "link-local"),
             ("ff02::1", "link-local"),
             ("ff01::1", "interface-local"),
+            ("ff12::1", "link-local"),
+            ("ff32::1", "link-local"),
             ("10.42.0.7", "global"),
             ("192.0.2.2", "global"),
             ("fd00::2", "global"),
@@ -330,14 +346,21 @@ mod tests {
     }
 
     #[test]
+    fn labelled_addresses_belong_to_their_interface() {
+        assert_eq!(interface_of_label("eth0:1"), "eth0");
+        assert_eq!(interface_of_label("lo:alias"), "lo");
+        assert_eq!(interface_of_label("bond0"), "bond0");
+    }
+
+    #[test]
     fn netmasks_as_prefix_lengths() {
         let len = |m: &str| prefix_len(&m.parse().unwrap());
-        assert_eq!(len("255.255.255.0"), 24);
-        assert_eq!(len("255.0.0.0"), 8);
-        assert_eq!(len("0.0.0.0"), 0);
-        assert_eq!(len("ffff:ffff:ffff:ffff::"), 64);
-        assert_eq!(len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 128);
-        assert_eq!(len("255.0.255.0"), 0, "not contiguous");
+        assert_eq!(len("255.255.255.0"), Some(24));
+        assert_eq!(len("255.0.0.0"), Some(8));
+        assert_eq!(len("0.0.0.0"), Some(0));
+        assert_eq!(len("ffff:ffff:ffff:ffff::"), Some(64));
+        assert_eq!(len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), Some(128));
+        assert_eq!(len("255.0.255.0"), None, "not contiguous");
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - `btime`, `ctxt`, `processes`, `procs_running`, `procs_blocked` and every count
 //!   of `intr` are unsigned decimal integers;
 //! - `softirq` has a total and ten counts (more are ignored); the last such line wins;
-//! - every line starting `cpu` is a CPU (`cpu` alone is the total): up to ten Go
-//!   floats, the missing ones zero; CPUs are indexed by number, and a number missing
-//!   between two present ones (an offline CPU) is a CPU of zeros.
+//! - every line starting `cpu` is a CPU (`cpu` alone, or `cpu-1`, is the total): up
+//!   to ten floats, the missing ones zero; CPUs are indexed by number, and a number
+//!   missing between two present ones (an offline CPU) is a CPU of zeros.
 //!
-//! Where procfs would crash node_exporter (a negative CPU number) or allocate without
-//! bound (a CPU number in the billions), the file is refused instead.
+//! Where procfs would crash node_exporter (a CPU number below -1) or allocate without
+//! bound (a CPU number in the billions), the file is refused instead. procfs reads the
+//! cpu columns with `fmt.Sscanf`, whose rare forms (`1p4`, junk after the last
+//! column) are not copied: the kernel writes plain integers.
 
 use std::path::Path;
 
@@ -100,17 +102,30 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<ProcStat> {
                         parse_error(path, format!("couldn't parse {line:?} (cpu)"))
                     })? / USER_HZ;
                 }
+                // Go's ParseInt(id, 10, 64): a sign, then digits. -1, like the bare
+                // `cpu`, is the total; below that node_exporter 1.5 crashes.
                 let id = &cpu[3..];
                 if id.is_empty() {
-                    continue; // the total over all CPUs
+                    continue;
                 }
-                let id: usize = Some(id)
-                    .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|id| id.parse().ok())
-                    .filter(|id| *id <= MAX_CPU_ID)
-                    .ok_or_else(|| {
-                        parse_error(path, format!("couldn't parse {line:?} (cpu/cpuid)"))
-                    })?;
+                let (negative, digits) = match id.as_bytes()[0] {
+                    b'-' => (true, &id[1..]),
+                    b'+' => (false, &id[1..]),
+                    _ => (false, id),
+                };
+                let number = Some(digits)
+                    .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|d| d.parse::<usize>().ok());
+                let id = match (negative, number) {
+                    (true, Some(1)) => continue,
+                    (false, Some(id)) if id <= MAX_CPU_ID => id,
+                    _ => {
+                        return Err(parse_error(
+                            path,
+                            format!("couldn't parse {line:?} (cpu/cpuid)"),
+                        ));
+                    }
+                };
                 if stat.cpus.len() <= id {
                     stat.cpus.resize(id + 1, [0.0; 10]);
                 }
@@ -169,7 +184,8 @@ mod tests {
         let s = parsed(
             "cpu  1 2 3 4 5 6 7 8 9 10\n\
              cpu0\t100 5 0 0 0 0 0 0 7 1\n\
-             cpu2 200 1e2 0x10p0 1_0\n\
+             cpu+2 200 1e2 0x10p0 1_0\n\
+             cpu-1 7 7 7\n\
              intr 9 1 0 2\n\
              ctxt 38\n\
              ctxt\n\
@@ -213,7 +229,8 @@ mod tests {
             "softirq 5 +1 2 3 4 5 6 7 8 9 10\n",
             "cpux 1 2\n",
             "cpu0 1 two 3\n",
-            "cpu-1 1 2\n",
+            "cpu-2 1 2\n",
+            "cpu--1 1 2\n",
             "cpu99999999999 1 2\n",
             "procs_blocked 18446744073709551616\n",
         ] {
