@@ -92,6 +92,22 @@ pub fn parse_int(s: &str) -> Option<i64> {
     }
 }
 
+/// [`parse_float`] with Go's error text for what it refuses (`strconv.ParseFloat:
+/// parsing "x": invalid syntax`, or `value out of range`), which Loki puts in
+/// `__error_details__`.
+pub fn parse_float_or_go_error(s: &str) -> Result<f64, String> {
+    parse_float(s).ok_or_else(|| {
+        let why = if s.parse::<f64>().is_ok_and(f64::is_infinite)
+            && !s.to_ascii_lowercase().contains("inf")
+        {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        format!("strconv.ParseFloat: parsing {s:?}: {why}")
+    })
+}
+
 /// Whether Rust's float parser reads `s` as Go's does: over digits, a point, an
 /// exponent and signs the two agree.
 fn plain_decimal(s: &str) -> bool {
@@ -241,6 +257,14 @@ mod tests {
             assert_eq!(parse_float(text), Some(want), "{text}");
         }
         assert_eq!(parse_float("NaN").map(f64::to_bits), Some(GO_NAN_BITS));
+        assert_eq!(
+            parse_float_or_go_error("1e400").unwrap_err(),
+            "strconv.ParseFloat: parsing \"1e400\": value out of range"
+        );
+        assert_eq!(
+            parse_float_or_go_error("x").unwrap_err(),
+            "strconv.ParseFloat: parsing \"x\": invalid syntax"
+        );
         // Hexadecimal mantissas longer than 53 bits are rounded once, and exponents
         // far down still give subnormals, as in Go.
         assert_eq!(

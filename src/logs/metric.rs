@@ -308,10 +308,7 @@ fn sample_of(
         .map(|i| labels.remove(i).1)
         .unwrap_or_default();
     let converted = match u.conversion {
-        Conversion::Number => raw
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| format!("strconv.ParseFloat: parsing {raw:?}: invalid syntax")),
+        Conversion::Number => crate::gostrconv::parse_float_or_go_error(raw.trim()),
         Conversion::Duration | Conversion::DurationSeconds => {
             parse_duration(raw.trim()).ok_or_else(|| format!("time: invalid duration {raw:?}"))
         }

@@ -626,16 +626,15 @@ fn label_filter(f: &LabelFilter, labels: &mut LineLabels) -> bool {
                 return false;
             };
             let ordering = match value {
-                CompareValue::Number(want) => match text.trim().parse::<f64>() {
-                    Ok(have) => have.partial_cmp(want),
-                    Err(_) => {
-                        labels.set_error(
-                            "LabelFilterErr",
-                            format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
-                        );
-                        return true;
+                CompareValue::Number(want) => {
+                    match crate::gostrconv::parse_float_or_go_error(text.trim()) {
+                        Ok(have) => have.partial_cmp(want),
+                        Err(details) => {
+                            labels.set_error("LabelFilterErr", details);
+                            return true;
+                        }
                     }
-                },
+                }
                 CompareValue::Duration(want) => match super::parser::parse_duration(&text) {
                     Some(have) => have.partial_cmp(want),
                     None => {
