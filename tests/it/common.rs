@@ -305,6 +305,22 @@ impl Drop for Odin {
     }
 }
 
+/// `odin run` with the configuration file `cfg` and data under `dir`, to its end: for
+/// configurations it must refuse before serving anything.
+pub fn run_to_end(cfg: &Path, dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("run")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--grpc-address=")
+        .output()
+        .expect("run odin")
+}
+
 pub fn wait_timeout(c: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

@@ -1097,16 +1097,7 @@ fn bad_node_collector_flags_are_refused_at_load() {
         "collectors:\n  node:\n    flags: {collector.netclass.ignored-devices: '['}\n",
     )
     .unwrap();
-    let out = Command::new(crate::common::BIN)
-        .arg("run")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .output()
-        .unwrap();
+    let out = crate::common::run_to_end(&cfg, dir.path());
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -221,17 +221,7 @@ fn a_rule_file_that_does_not_load_stops_the_start() {
     std::fs::write(dir.path().join("rules.yml"), BAD).unwrap();
     let cfg = dir.path().join("odin.yml");
     std::fs::write(&cfg, "rule_files: [rules.yml]\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("run")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg("--grpc-address=")
-        .output()
-        .unwrap();
+    let out = crate::common::run_to_end(&cfg, dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rule_files"), "{err}");
