@@ -6,7 +6,8 @@
 //! [`NodeCollector::collect`] returns `Vec<MetricFamily>`. Each sub-collector lives in
 //! its own file and carries node_exporter's collector name (`cpu`, `meminfo`, …); one
 //! that fails (missing file, unexpected contents) does not stop the others and is
-//! reported as `node_scrape_collector_success{collector="…"} 0` plus a debug log line.
+//! reported as `node_scrape_collector_success{collector="…"} 0` and logged (a warning
+//! when it starts failing, debug where its hardware is simply absent).
 //!
 //! Metric names, label names, types, HELP texts and unit conversions follow
 //! node_exporter 1.5.0's Linux collectors; where ODIN differs it says so in a comment
