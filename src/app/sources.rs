@@ -178,13 +178,7 @@ fn local_job(
 }
 
 /// The kernel's host name (node_exporter's `instance` in most setups).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
+pub use crate::collect::kernel_hostname as hostname;
 
 #[cfg(test)]
 mod tests {

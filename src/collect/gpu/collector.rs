@@ -407,12 +407,6 @@ impl std::fmt::Debug for GpuCollector {
     }
 }
 
-fn kernel_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 impl GpuCollector {
     /// Starts the collector on NVML, or returns one that is off (and logs why, once).
     pub fn start(config: GpuCollectorConfig) -> GpuCollector {
@@ -444,7 +438,7 @@ impl GpuCollector {
             .hostname
             .clone()
             .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(kernel_hostname);
+            .unwrap_or_else(crate::collect::kernel_hostname);
         let driver_version = backend.driver_version().unwrap_or_default();
         let xid = Arc::new(XidTable::default());
         let stop = Arc::new(AtomicBool::new(false));
