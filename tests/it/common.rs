@@ -305,6 +305,15 @@ impl Drop for Odin {
     }
 }
 
+/// `odin check config <cfg>`, to its end.
+pub fn check_config(cfg: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "config"])
+        .arg(cfg)
+        .output()
+        .expect("run odin check config")
+}
+
 /// `odin run` with the configuration file `cfg` and data under `dir`, to its end: for
 /// configurations it must refuse before serving anything.
 pub fn run_to_end(cfg: &Path, dir: &Path) -> std::process::Output {

@@ -165,11 +165,7 @@ fn check_config_reports_key_and_line() {
         "global:\n  scrape_interval: 15s\n  external_labels:\n    cluster: a\nstorage:\n  tsdb:\n    retention_time: 30d\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = crate::common::check_config(&good);
     assert!(
         out.status.success(),
         "{}",
@@ -183,11 +179,7 @@ fn check_config_reports_key_and_line() {
         "global:\n  scrape_interval: 15s\n  scrape_intervall: 10s\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = crate::common::check_config(&bad);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

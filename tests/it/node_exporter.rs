@@ -1022,11 +1022,7 @@ fn disabled_node_collectors_neither_run_nor_report() {
 
     let bad = dir.path().join("bad.yml");
     std::fs::write(&bad, "collectors:\n  node: {disabled_collectors: [gpu]}\n").unwrap();
-    let out = Command::new(crate::common::BIN)
-        .args(["check", "config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = crate::common::check_config(&bad);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -1044,11 +1040,7 @@ fn bad_node_collector_flags_are_refused_at_load() {
     let check = |flags: &str| -> (bool, String) {
         let cfg = dir.path().join("odin.yml");
         std::fs::write(&cfg, format!("collectors:\n  node:\n    flags: {flags}\n")).unwrap();
-        let out = Command::new(crate::common::BIN)
-            .args(["check", "config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        let out = crate::common::check_config(&cfg);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)

@@ -4,13 +4,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{BIN, Odin, poll_until};
+use crate::common::{Odin, poll_until};
 
 /// An exporter on 127.0.0.1 serving whatever body it currently holds.
 struct Exporter {
@@ -370,11 +369,7 @@ fn the_node_collector_reads_the_configured_paths() {
     assert_eq!(mtu[0]["value"][1], "9000");
     // A key the collector does not have is refused, by name.
     std::fs::write(&cfg, "collectors:\n  node:\n    prcfs: /x\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = crate::common::check_config(&cfg);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("prcfs")
@@ -438,11 +433,7 @@ fn check_config_names_what_odin_does_not_support() {
          scrape_configs:\n- job_name: node\n  static_configs:\n  - targets: ['a:9100']\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = crate::common::check_config(&cfg);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     // Rule files and alerting are acted on; remote write is not yet.
@@ -458,11 +449,7 @@ fn check_config_names_what_odin_does_not_support() {
         "scrape_configs:\n- job_name: k8s\n  kubernetes_sd_configs:\n  - role: pod\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = crate::common::check_config(&cfg);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("kubernetes_sd_configs"), "{text}");
