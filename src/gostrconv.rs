@@ -9,6 +9,8 @@
 //!   hexadecimal with a `p` exponent, `_` between digits, `Inf`/`Infinity` with or
 //!   without a sign and `NaN` without one, in any case; a finite number out of range
 //!   is refused (Go's `ErrRange`).
+//! - [`parse_duration`] is `time.ParseDuration`, the other number syntax Go programs
+//!   read from text (kingpin's duration flags, LogQL's `unwrap duration`).
 
 /// The bits of Go's `math.NaN()`, which `ParseFloat("NaN")` returns (Rust's
 /// `f64::NAN` has other bits; Prometheus tells its stale marker from NaN by them).
@@ -207,6 +209,137 @@ fn parse_hex_float(s: &str) -> Option<f64> {
     Some(v)
 }
 
+/// Go's `time.ParseDuration`, in nanoseconds: an optional sign, then one or more
+/// decimal numbers (a fraction allowed, digits on at least one side of the point),
+/// each followed by a unit (`ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`; no days);
+/// `0` alone needs no unit. What does not fit an `i64` of nanoseconds is refused.
+/// The error is Go's text (`time: invalid duration "5x"`, `time: missing unit in
+/// duration "5"`, `time: unknown unit "d" in duration "1d"`).
+pub fn parse_duration(orig: &str) -> Result<i64, String> {
+    let invalid = || format!("time: invalid duration {}", go_time_quote(orig));
+    // Go sums in a u64 and allows 2^63 itself only for a negative duration.
+    let in_range = |v: &u64| *v <= 1 << 63;
+    let (negative, mut rest) = match orig.as_bytes().first() {
+        Some(b'-') => (true, &orig[1..]),
+        Some(b'+') => (false, &orig[1..]),
+        _ => (false, orig),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        if !rest.starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let mut whole: u64 = 0;
+        for d in rest.bytes().take(int_len) {
+            whole = whole
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                .filter(in_range)
+                .ok_or_else(invalid)?;
+        }
+        rest = &rest[int_len..];
+        // The fraction: digits past what fits are dropped, as Go's
+        // `leadingFraction` drops them.
+        let (mut fraction, mut scale, mut frac_len) = (0u64, 1f64, 0usize);
+        if let Some(after) = rest.strip_prefix('.') {
+            frac_len = after.bytes().take_while(u8::is_ascii_digit).count();
+            for d in after.bytes().take(frac_len) {
+                match fraction
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                    .filter(in_range)
+                {
+                    Some(v) => {
+                        fraction = v;
+                        scale *= 10.0;
+                    }
+                    None => break,
+                }
+            }
+            rest = &after[frac_len..];
+        }
+        if int_len == 0 && frac_len == 0 {
+            return Err(invalid());
+        }
+        let unit_len = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if unit_len == 0 {
+            return Err(format!(
+                "time: missing unit in duration {}",
+                go_time_quote(orig)
+            ));
+        }
+        let unit_name = &rest[..unit_len];
+        let unit: u64 = match unit_name {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {}",
+                    go_time_quote(unit_name),
+                    go_time_quote(orig)
+                ));
+            }
+        };
+        rest = &rest[unit_len..];
+        let mut value = whole
+            .checked_mul(unit)
+            .filter(in_range)
+            .ok_or_else(invalid)?;
+        if fraction > 0 {
+            // Go's float arithmetic, truncated.
+            value = value
+                .checked_add((fraction as f64 * (unit as f64 / scale)) as u64)
+                .filter(in_range)
+                .ok_or_else(invalid)?;
+        }
+        total = total
+            .checked_add(value)
+            .filter(in_range)
+            .ok_or_else(invalid)?;
+    }
+    match i64::try_from(total) {
+        Ok(v) if negative => Ok(-v),
+        Ok(v) => Ok(v),
+        Err(_) if negative => Ok(i64::MIN),
+        Err(_) => Err(invalid()),
+    }
+}
+
+/// The `time` package's `quote`: double quotes, `"` and `\` escaped, and each byte
+/// of a control or non-ASCII character as `\xNN`.
+fn go_time_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c.is_ascii() && c >= ' ' {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{byte:02x}"));
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +431,61 @@ mod tests {
             ".",
         ] {
             assert_eq!(parse_float(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_as_go_reads_them() {
+        for (text, nanos) in [
+            ("0", 0),
+            ("-0", 0),
+            ("+0", 0),
+            ("0s", 0),
+            ("5s", 5_000_000_000),
+            ("+5s", 5_000_000_000),
+            ("-1.5h", -5_400_000_000_000),
+            ("300ms", 300_000_000),
+            ("2500us", 2_500_000),
+            ("2500\u{b5}s", 2_500_000),
+            ("2500\u{3bc}s", 2_500_000),
+            ("1h1m", 3_660_000_000_000),
+            ("1s1m", 61_000_000_000),
+            (".5s", 500_000_000),
+            ("5.s", 5_000_000_000),
+            ("1.0000000001s", 1_000_000_000),
+            ("0.1234567891ms", 123_456),
+            ("9223372036854775807ns", i64::MAX),
+            ("-9223372036854775808ns", i64::MIN),
+            ("2562047h47m16.854775807s", i64::MAX),
+            ("1.00000000000000000000000000001s", 1_000_000_000),
+        ] {
+            assert_eq!(parse_duration(text), Ok(nanos), "{text}");
+        }
+        for (bad, error) in [
+            ("", r#"time: invalid duration """#),
+            ("-", r#"time: invalid duration "-""#),
+            ("5", r#"time: missing unit in duration "5""#),
+            ("00", r#"time: missing unit in duration "00""#),
+            ("1d", r#"time: unknown unit "d" in duration "1d""#),
+            ("5 s", r#"time: unknown unit " s" in duration "5 s""#),
+            ("1..5s", r#"time: missing unit in duration "1..5s""#),
+            (".s", r#"time: invalid duration ".s""#),
+            ("s", r#"time: invalid duration "s""#),
+            (" 5s", r#"time: invalid duration " 5s""#),
+            ("1e3s", r#"time: unknown unit "e" in duration "1e3s""#),
+            ("--5s", r#"time: invalid duration "--5s""#),
+            (
+                "9223372036854775808ns",
+                r#"time: invalid duration "9223372036854775808ns""#,
+            ),
+            ("2562048h", r#"time: invalid duration "2562048h""#),
+            (
+                "5\u{e9}",
+                r#"time: unknown unit "\xc3\xa9" in duration "5\xc3\xa9""#,
+            ),
+            ("\"5s", r#"time: invalid duration "\"5s""#),
+        ] {
+            assert_eq!(parse_duration(bad), Err(error.to_string()), "{bad:?}");
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::log::record::LogLine;
 use crate::logs::logql::ast::{
     BinaryOp, Conversion, Grouping, LogRange, MetricExpr, RangeOp, Stage, VectorMatching, VectorOp,
 };
-use crate::logs::logql::parser::{parse_bytes, parse_duration};
+use crate::logs::logql::parser::{parse_bytes, parse_label_duration};
 use crate::logs::logql::pipeline::Pipeline;
 use crate::logs::query::{LabelPairs, needles};
 use crate::logs::store::Selected;
@@ -307,14 +307,16 @@ fn sample_of(
         .position(|(k, _)| *k == u.label)
         .map(|i| labels.remove(i).1)
         .unwrap_or_default();
+    // A line without the label (or with it empty) has no sample; it is not an
+    // error (Loki since 2.7, grafana/loki#6713).
+    if raw.is_empty() {
+        return None;
+    }
+    // Read as Loki reads it: untrimmed, with Go's parsers and their errors.
     let converted = match u.conversion {
-        Conversion::Number => crate::gostrconv::parse_float_or_go_error(raw.trim()),
-        Conversion::Duration | Conversion::DurationSeconds => {
-            parse_duration(raw.trim()).ok_or_else(|| format!("time: invalid duration {raw:?}"))
-        }
-        Conversion::Bytes => parse_bytes(&raw)
-            .map(|b| b as f64)
-            .ok_or_else(|| format!("strconv.ParseFloat: parsing {raw:?}: invalid syntax")),
+        Conversion::Number => crate::gostrconv::parse_float_or_go_error(&raw),
+        Conversion::Duration | Conversion::DurationSeconds => parse_label_duration(&raw),
+        Conversion::Bytes => parse_bytes(&raw).map(|b| b as f64),
     };
     let value = match converted {
         Ok(v) => v,
@@ -1099,6 +1101,42 @@ mod tests {
         )
         .unwrap();
         assert!(vector(ok).is_empty());
+    }
+
+    #[test]
+    fn unwrap_reads_values_as_loki_does() {
+        // A line without the label has no sample, and is no error.
+        let r = eval(
+            "sum(sum_over_time({app=~\".+\"} | logfmt | unwrap missing [1m]))",
+            at(60),
+        )
+        .unwrap();
+        assert!(vector(r).is_empty());
+        // The error's details name what Go's parser refused.
+        let details = |q: &str| match eval(q, at(60)) {
+            Err(MetricError::BadQuery(m)) => m,
+            other => panic!("{q}: {other:?}"),
+        };
+        // Values are not trimmed: Go's ParseFloat refuses " 5".
+        let m = details("sum(sum_over_time({app=\"b\"} | label_format v=\" 5\" | unwrap v [1m]))");
+        assert!(
+            m.contains(r#"__error_details__="strconv.ParseFloat: parsing \" 5\": invalid syntax""#),
+            "{m}"
+        );
+        // Durations are Go's: `1s` is one second; `1d` is no Go duration.
+        let r = eval(
+            "sum(sum_over_time({app=\"b\"} | logfmt | unwrap duration(latency) [1m]))",
+            at(60),
+        )
+        .unwrap();
+        assert_eq!(vector(r), [(String::new(), 6.0)]);
+        let m = details(
+            "sum(sum_over_time({app=\"b\"} | label_format d=\"1d\" | unwrap duration(d) [1m]))",
+        );
+        assert!(
+            m.contains(r#"time: unknown unit \"d\" in duration \"1d\"""#),
+            "{m}"
+        );
     }
 
     #[test]

@@ -307,57 +307,11 @@ fn unknown_flag(name: &str) -> NodeError {
     )
 }
 
-/// A duration as Go's `time.ParseDuration` reads it (kingpin's duration flags): an
-/// optional sign, then decimal numbers, each with a fraction allowed and a unit (`ns`,
-/// `us`, `µs`, `ms`, `s`, `m`, `h`) in any order; `0` alone. A negative one is zero
-/// (a timeout that has already passed).
+/// A duration flag as kingpin reads it (Go's `time.ParseDuration`). A negative one
+/// is zero: a timeout that has already passed.
 fn parse_go_duration(s: &str) -> Option<Duration> {
-    let (negative, mut rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number = &rest[..number_len];
-        // Digits on at least one side of a single point.
-        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
-            return None;
-        }
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        nanos += number.parse::<f64>().ok()? * scale;
-    }
-    // Go refuses what does not fit an int64 of nanoseconds.
-    if nanos > i64::MAX as f64 {
-        return None;
-    }
-    Some(if negative {
-        Duration::ZERO
-    } else {
-        Duration::from_nanos(nanos as u64)
-    })
+    let nanos = crate::gostrconv::parse_duration(s).ok()?;
+    Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
 }
 
 /// node_exporter's `parseIPVSLabels`: a comma-separated subset of the six labels

@@ -682,7 +682,7 @@ impl<'a> Parser<'a> {
             let text = text.trim_start_matches('-').trim();
             if let Some(s) = parse_duration(text) {
                 CompareValue::Duration(sign * s)
-            } else if let (Some(b), false) = (parse_bytes(text), negative) {
+            } else if let (Ok(b), false) = (parse_bytes(text), negative) {
                 CompareValue::Bytes(b)
             } else {
                 return Err(
@@ -1073,15 +1073,24 @@ pub fn parse_duration(text: &str) -> Option<f64> {
     Some(total)
 }
 
-/// A byte size as go-humanize's `ParseBytes` reads one (`20MB`, `1.5 KiB`, `42`):
-/// SI units in powers of 1000, IEC in powers of 1024, any case. (Not
-/// `model::parse_bytes`, Prometheus's retention sizes, where `MB` is 2^20.)
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
+/// A label value as LogQL's `duration` conversions and duration filters read it:
+/// Go's `time.ParseDuration`, in seconds as `Duration.Seconds` gives them.
+pub fn parse_label_duration(text: &str) -> Result<f64, String> {
+    let nanos = crate::gostrconv::parse_duration(text)?;
+    Ok((nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9)
+}
+
+/// A byte size as go-humanize's `ParseBytes` reads one (`20MB`, `1.5 KiB`,
+/// `1,000kb`, `42`), for `unwrap bytes(…)`, byte-size filters and their literals:
+/// digits, points and commas (dropped), then a unit after optional spaces; SI units
+/// in powers of 1000, IEC in powers of 1024, any case. The error is humanize's.
+/// (Not `model::parse_bytes`, Prometheus's retention sizes, where `MB` is 2^20.)
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let n = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
         .unwrap_or(text.len());
-    let value: f64 = text[..n].parse().ok()?;
+    let number = text[..n].replace(',', "");
+    let value = crate::gostrconv::parse_float_or_go_error(&number)?;
     let unit = text[n..].trim().to_ascii_lowercase();
     let factor: f64 = match unit.as_str() {
         "" | "b" => 1.0,
@@ -1097,10 +1106,13 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
         "pib" | "pi" => 1024.0_f64.powi(5),
         "eb" | "e" => 1e18,
         "eib" | "ei" => 1024.0_f64.powi(6),
-        _ => return None,
+        _ => return Err(format!("unhandled size name: {unit}")),
     };
     let bytes = value * factor;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("too large: {text}"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -1501,11 +1513,32 @@ mod tests {
         assert_eq!(parse_duration("1d"), Some(86_400.0));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_bytes("20MB"), Some(20_000_000));
-        assert_eq!(parse_bytes("1.5 KiB"), Some(1536));
-        assert_eq!(parse_bytes("42"), Some(42));
-        assert_eq!(parse_bytes("3gb"), Some(3_000_000_000));
-        assert_eq!(parse_bytes("1 parsec"), None);
+        for (text, bytes) in [
+            ("20MB", 20_000_000),
+            ("1.5 KiB", 1536),
+            ("42", 42),
+            ("3gb", 3_000_000_000),
+            ("1,000kb", 1_000_000),
+            (".5k", 500),
+            ("7 b ", 7),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for (text, error) in [
+            ("1 parsec", "unhandled size name: parsec"),
+            (" 5KB", r#"strconv.ParseFloat: parsing "": invalid syntax"#),
+            ("-5", r#"strconv.ParseFloat: parsing "": invalid syntax"#),
+            (
+                "1.2.3",
+                r#"strconv.ParseFloat: parsing "1.2.3": invalid syntax"#,
+            ),
+            ("20EiB", "too large: 20EiB"),
+        ] {
+            assert_eq!(parse_bytes(text), Err(error.to_string()), "{text}");
+        }
+        assert_eq!(parse_label_duration("1m30.5s"), Ok(90.5));
+        assert_eq!(parse_label_duration("-250ms"), Ok(-0.25));
+        assert!(parse_label_duration("1d").is_err());
     }
 
     #[test]

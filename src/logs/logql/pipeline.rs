@@ -625,39 +625,28 @@ fn label_filter(f: &LabelFilter, labels: &mut LineLabels) -> bool {
             let Some(text) = labels.get(name).map(str::to_string) else {
                 return false;
             };
-            let ordering = match value {
-                CompareValue::Number(want) => {
-                    match crate::gostrconv::parse_float_or_go_error(text.trim()) {
-                        Ok(have) => have.partial_cmp(want),
-                        Err(details) => {
-                            labels.set_error("LabelFilterErr", details);
-                            return true;
-                        }
-                    }
+            // Read as Loki reads it: untrimmed, with Go's parsers and their errors.
+            let compared = match value {
+                CompareValue::Number(want) => crate::gostrconv::parse_float_or_go_error(&text)
+                    .map(|have| have.partial_cmp(want)),
+                CompareValue::Duration(want) => {
+                    super::parser::parse_label_duration(&text).map(|have| have.partial_cmp(want))
                 }
-                CompareValue::Duration(want) => match super::parser::parse_duration(&text) {
-                    Some(have) => have.partial_cmp(want),
-                    None => {
-                        labels.set_error(
-                            "LabelFilterErr",
-                            format!("time: invalid duration {text:?}"),
-                        );
-                        return true;
-                    }
-                },
-                CompareValue::Bytes(want) => match super::parser::parse_bytes(&text) {
-                    Some(have) => Some(have.cmp(want)),
-                    None => {
-                        labels.set_error(
-                            "LabelFilterErr",
-                            format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
-                        );
-                        return true;
-                    }
-                },
+                CompareValue::Bytes(want) => {
+                    super::parser::parse_bytes(&text).map(|have| Some(have.cmp(want)))
+                }
+            };
+            let ordering = match compared {
+                Ok(ordering) => ordering,
+                Err(details) => {
+                    labels.set_error("LabelFilterErr", details);
+                    return true;
+                }
             };
             use std::cmp::Ordering::*;
             match (op, ordering) {
+                // NaN: unequal to everything, as in Go.
+                (CompareOp::Ne, None) => true,
                 (_, None) => false,
                 (CompareOp::Eq, Some(o)) => o == Equal,
                 (CompareOp::Ne, Some(o)) => o != Equal,
@@ -1352,6 +1341,35 @@ mod tests {
             )
             .is_none()
         );
+        // Values are read as Go reads them: untrimmed, Go's durations, humanize's
+        // byte sizes, and NaN unequal to everything.
+        for (q, line, details) in [
+            (
+                r#"{job="x"} | label_format v=" 5" | v > 1"#,
+                "x",
+                r#"strconv.ParseFloat: parsing " 5": invalid syntax"#,
+            ),
+            (
+                r#"{job="x"} | logfmt | t > 1s"#,
+                "t=1d",
+                r#"time: unknown unit "d" in duration "1d""#,
+            ),
+            (
+                r#"{job="x"} | logfmt | size > 1KB"#,
+                "size=2parsecs",
+                "unhandled size name: parsecs",
+            ),
+        ] {
+            let l = labels(q, line);
+            assert!(
+                l.contains(&("__error_details__".into(), details.into())),
+                "{q}: {l:?}"
+            );
+        }
+        assert!(run(r#"{job="x"} | logfmt | t > 1m"#, "t=-1.5h").is_none());
+        assert!(run(r#"{job="x"} | logfmt | size == 1MB"#, "size=1,000kb").is_some());
+        assert!(run(r#"{job="x"} | logfmt | v != 1"#, "v=NaN").is_some());
+        assert!(run(r#"{job="x"} | logfmt | v == 1"#, "v=NaN").is_none());
         // String matchers read a missing label as empty.
         assert!(run(r#"{job="x"} | level="""#, "x").is_some());
         assert!(run(r#"{job="x"} | logfmt | level=~"warn|error""#, "level=warn").is_some());
