@@ -9,7 +9,9 @@
 //!   table, trigram index);
 //! * `query_*`: log queries over that segment, limit 100 backward: a selector alone,
 //!   a rare `|=` needle (answered by the index first), the same needle as a regex
-//!   (`|~`: no index), and a `json`-free logfmt pipeline with a label filter.
+//!   (`|~`: no index), and a `json`-free logfmt pipeline with a label filter;
+//! * `metric_*`: range metric queries over that segment at 60 steps: Grafana's
+//!   logs-volume query (`count_over_time` by level) and an `unwrap`ped logfmt value.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,6 +22,7 @@ use odin::log::record::{LogBatch, LogLine, LogStream};
 use odin::logs::logql::ast::Expr;
 use odin::logs::logql::parser::parse;
 use odin::logs::logql::pipeline::Pipeline;
+use odin::logs::metric::{self, Context, Steps};
 use odin::logs::push::{PushLimits, check, decode_protobuf};
 use odin::logs::query::{self, Direction, LogRange};
 use odin::logs::store::{LogStore, WINDOW_NS};
@@ -240,6 +243,45 @@ fn bench(c: &mut Criterion) {
                 let (found, _) =
                     query::run::<()>(&pipeline, selected, &range, 0, || Ok(())).expect("run");
                 assert!(!found.is_empty(), "{q}");
+            })
+        });
+    }
+    for (name, q) in [
+        (
+            "metric_volume_by_level",
+            r#"sum by (level) (count_over_time({job=~".+"}[2m]))"#,
+        ),
+        (
+            "metric_unwrap_logfmt",
+            r#"sum by (host) (avg_over_time({job="serve"} | logfmt | unwrap duration(duration) | __error__="" [2m]))"#,
+        ),
+    ] {
+        let Ok(Expr::Metric(expr)) = parse(q) else {
+            panic!("{q}: not a metric query");
+        };
+        let steps = Steps {
+            start_ns: T0 + 120 * S,
+            end_ns: T0 + WINDOW_NS,
+            step_ns: (WINDOW_NS - 120 * S) / 59,
+        };
+        let select = |m: &[odin::model::Matcher], lo: i64, hi: i64, needles: &[String]| {
+            store
+                .select("fake", m, lo, hi, needles)
+                .map_err(|e| e.to_string())
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let ctx = Context {
+                    select: &select,
+                    keep_going: &|| Ok(()),
+                    max_points: 1_000_000,
+                    processed: Default::default(),
+                };
+                let found = metric::evaluate(&expr, &steps, &ctx).expect("evaluate");
+                assert!(
+                    matches!(found, metric::Evaluated::Vector(v) if !v.is_empty()),
+                    "{q}"
+                );
             })
         });
     }

@@ -210,7 +210,7 @@ pub fn log_record(data: &[u8]) {
 /// snappy protobuf; plain, gzip). Decoding ends in streams or an error, checking
 /// keeps no more lines than came, and every dropped stream or entry says why.
 pub fn loki_push(data: &[u8]) {
-    use crate::logs::push::{PushLimits, check, decode, decompress, grouped_errors};
+    use crate::logs::push::{PushLimits, check, decode, decompress};
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
@@ -242,7 +242,7 @@ pub fn loki_push(data: &[u8]) {
     assert!(checked.lines <= sent);
     assert!(checked.streams.len() <= with_entries);
     assert!(checked.lines + checked.errors.len() >= sent.min(1) * with_entries.min(1));
-    let _ = grouped_errors(&checked.errors);
+    let _ = checked.errors.grouped();
 }
 
 /// LogQL queries: parsing ends in a tree or an error that points inside the query;

@@ -70,6 +70,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::logs::query::AnswerTooLarge> for ApiError {
+    fn from(e: crate::logs::query::AnswerTooLarge) -> Self {
+        ApiError::bad_data(e.to_string())
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e.kind() {

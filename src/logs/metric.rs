@@ -21,7 +21,7 @@ use crate::logs::logql::ast::{
 };
 use crate::logs::logql::parser::{parse_bytes, parse_label_duration};
 use crate::logs::logql::pipeline::Pipeline;
-use crate::logs::query::{LabelPairs, needles};
+use crate::logs::query::{LabelPairs, needles, time_order};
 use crate::logs::store::Selected;
 use crate::model::{MatchType, Matcher};
 
@@ -214,6 +214,7 @@ fn samples(
         .map_err(MetricError::Failed)?;
     let mut out: BTreeMap<LabelPairs, Vec<(i64, f64)>> = BTreeMap::new();
     let mut seen = 0usize;
+    let mut label_bytes = 0usize;
     // Line filters only and no unwrap: a kept line without metadata has its
     // stream's labels, so its series is worked out once per stream (by the full
     // path, on the first such line) and the other lines only pass the filters.
@@ -225,10 +226,8 @@ fn samples(
             .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect();
         let mut plain_key: Option<LabelPairs> = None;
-        for line in s.chunks.iter().flat_map(|c| c.iter()) {
-            if line.ts_ns < lo || line.ts_ns >= hi {
-                continue;
-            }
+        for (c, i) in time_order(&s.chunks, lo, hi) {
+            let line = &s.chunks[c as usize][i as usize];
             seen += 1;
             let (lines, bytes) = ctx.processed.get();
             ctx.processed
@@ -276,7 +275,17 @@ fn samples(
             if plain && line.metadata.is_empty() {
                 plain_key = Some(key.clone());
             }
-            out.entry(key).or_default().push((line.ts_ns, value));
+            match out.get_mut(&key) {
+                Some(points) => points.push((line.ts_ns, value)),
+                None => {
+                    // `label_format` may make every line a series of megabytes.
+                    label_bytes += key.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    if label_bytes > crate::logs::query::MAX_ANSWER_BYTES {
+                        return Err(bad(crate::logs::query::AnswerTooLarge.to_string()));
+                    }
+                    out.insert(key, vec![(line.ts_ns, value)]);
+                }
+            }
         }
     }
     for points in out.values_mut() {
@@ -1101,6 +1110,29 @@ mod tests {
         )
         .unwrap();
         assert!(vector(ok).is_empty());
+    }
+
+    #[test]
+    fn the_deepest_chains_the_parser_takes_evaluate() {
+        // The parser's bound keeps evaluation's recursion within a thread's stack
+        // (a debug build's frames are the larger).
+        let q = vec!["vector(1)"; 99].join(" + ");
+        assert_eq!(vector(eval(&q, at(60)).unwrap()), [(String::new(), 99.0)]);
+        let filters = vec!["latency!=\"x\""; 98].join(" and ");
+        let q = format!("sum(count_over_time({{app=\"b\"}} | logfmt | {filters} [1m]))");
+        assert_eq!(vector(eval(&q, at(60)).unwrap()), [(String::new(), 6.0)]);
+    }
+
+    #[test]
+    fn series_labels_past_the_answer_bound_are_refused() {
+        // Every line of app=a a series with a 15 MB label: refused at about 100 MB.
+        let q = r#"sum by (x) (count_over_time({app="a"} | label_format x="{{ repeat 600000 __line__ }}" [1m]))"#;
+        let err = eval(q, at(60)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the answer is larger than 100 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

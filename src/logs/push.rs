@@ -25,7 +25,7 @@
 //! syntax); a JSON stream's label object is written as that text first, as Loki does,
 //! so both take one path. Checking follows Loki: a stream with a bad label set is
 //! dropped, an entry out of bounds is dropped, the rest is kept, and the errors are
-//! reported together ([`grouped_errors`]).
+//! reported together ([`PushErrors`]).
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -70,6 +70,8 @@ pub enum PushError {
     Decompress(String),
     #[error("request body too large: more than {0} bytes decompressed")]
     TooLarge(usize),
+    #[error("request too large: more than {MAX_PUSH_ITEMS} entries and structured metadata labels")]
+    TooManyItems,
     #[error("{0}")]
     Protobuf(String),
     #[error("{0}")]
@@ -124,6 +126,9 @@ pub fn decompress<'a>(
         other => return Err(PushError::Encoding(other.to_string())),
     };
     if format == PushFormat::Json {
+        if json_items(&plain) > MAX_PUSH_ITEMS {
+            return Err(PushError::TooManyItems);
+        }
         return Ok((format, plain));
     }
     let n = snap::raw::decompress_len(&plain)
@@ -136,7 +141,69 @@ pub fn decompress<'a>(
     let raw = snap::raw::Decoder::new()
         .decompress_vec(&plain)
         .map_err(|_| PushError::Decompress("snappy: corrupt input".into()))?;
+    if protobuf_items(&raw) > MAX_PUSH_ITEMS {
+        return Err(PushError::TooManyItems);
+    }
     Ok((format, Cow::Owned(raw)))
+}
+
+/// Entries and structured metadata labels a push may hold. Decoded, each costs
+/// far more than its bytes on the wire (an empty entry is 4 bytes of protobuf and
+/// about 200 of memory on its way to the log), so the body's size alone does not
+/// bound a push's memory. A Promtail batch (1 MiB) holds about 10,000.
+pub const MAX_PUSH_ITEMS: usize = 1_000_000;
+
+/// An upper bound on a JSON body's entries, labels and metadata labels, counted
+/// without decoding: the `[` and `:` outside strings.
+fn json_items(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b':' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// A `PushRequest`'s entries and structured metadata labels, counted by walking
+/// its fields without decoding them (a damaged body counts what precedes the
+/// damage; decoding reports it).
+fn protobuf_items(body: &[u8]) -> usize {
+    fn fields(buf: &[u8], mut each: impl FnMut(u32, &[u8])) {
+        let mut r = Reader { buf };
+        while !r.done() {
+            let Ok((field, wire)) = r.key() else { return };
+            if wire == LEN {
+                let Ok(bytes) = r.bytes() else { return };
+                each(field, bytes);
+            } else if r.skip(wire, field).is_err() {
+                return;
+            }
+        }
+    }
+    let mut n = 0;
+    fields(body, |field, stream| {
+        if field == 1 {
+            fields(stream, |field, entry| {
+                if field == 2 {
+                    n += 1;
+                    fields(entry, |field, _| n += usize::from(field == 3));
+                }
+            });
+        }
+    });
+    n
 }
 
 /// The streams of a decompressed body.
@@ -620,8 +687,8 @@ pub struct ValidStream<'a> {
 #[derive(Debug, Default)]
 pub struct Checked<'a> {
     pub streams: Vec<ValidStream<'a>>,
-    /// One message per stream or entry dropped, Loki's wording.
-    pub errors: Vec<String>,
+    /// Why streams and entries were dropped, Loki's wording, grouped.
+    pub errors: PushErrors,
     /// Entries kept, and their bytes (line and structured metadata), for the rate
     /// limit.
     pub lines: usize,
@@ -640,17 +707,17 @@ pub fn check<'a>(streams: Vec<PushStream<'a>>, limits: &PushLimits, now_ns: i64)
             Ok(p) => p,
             Err(e) => {
                 out.errors
-                    .push(format!("Error parsing labels '{raw}' with error: {e}"));
+                    .add(format!("Error parsing labels '{raw}' with error: {e}"));
                 continue;
             }
         };
         if pairs.is_empty() {
             out.errors
-                .push("error at least one label pair is required per stream".into());
+                .add("error at least one label pair is required per stream".into());
             continue;
         }
         if pairs.len() > limits.max_label_names_per_series {
-            out.errors.push(format!(
+            out.errors.add(format!(
                 "entry for stream '{raw}' has {} label names; limit {}",
                 pairs.len(),
                 limits.max_label_names_per_series
@@ -659,7 +726,7 @@ pub fn check<'a>(streams: Vec<PushStream<'a>>, limits: &PushLimits, now_ns: i64)
         }
         let shown = label_text(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         if let Some(e) = label_error(&pairs, &shown, limits) {
-            out.errors.push(e);
+            out.errors.add(e);
             continue;
         }
         let labels = Labels::from_sorted(
@@ -671,10 +738,13 @@ pub fn check<'a>(streams: Vec<PushStream<'a>>, limits: &PushLimits, now_ns: i64)
                 })
                 .collect(),
         );
+        let stream_id = out.errors.stream_id(&shown);
         let mut kept = Vec::with_capacity(stream.entries.len());
         for mut entry in stream.entries {
-            if let Some(e) = entry_error(&mut entry, &shown, limits, now_ns) {
-                out.errors.push(e);
+            if let Some(problem) = entry_problem(&mut entry, limits, now_ns) {
+                out.errors.add_entry(stream_id, problem, || {
+                    problem.message(&shown, limits, now_ns)
+                });
                 continue;
             }
             out.lines += 1;
@@ -723,27 +793,46 @@ fn label_error(pairs: &[(String, String)], shown: &str, limits: &PushLimits) -> 
     None
 }
 
-/// Why an entry is dropped, Loki's checks in Loki's order; a line too long is cut
-/// instead where the limits say so.
-fn entry_error(
+/// Why an entry is dropped: Loki's checks, in Loki's order. Small and copyable, so
+/// that a push of many bad entries is counted without writing a message for each
+/// ([`PushErrors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryProblem {
+    /// Older than `reject_old_samples_max_age` (its whole second).
+    TooOld {
+        second: i64,
+    },
+    /// Newer than `creation_grace_period` allows (its whole second).
+    TooNew {
+        second: i64,
+    },
+    /// Longer than `max_line_size` (its length).
+    LineTooLong {
+        len: usize,
+    },
+    MetadataDisallowed,
+    MetadataTooLarge {
+        size: usize,
+    },
+    MetadataTooMany {
+        n: usize,
+    },
+}
+
+/// Why `entry` is dropped, if it is; a line too long is cut instead where the
+/// limits say so.
+fn entry_problem(
     entry: &mut PushEntry<'_>,
-    shown: &str,
     limits: &PushLimits,
     now_ns: i64,
-) -> Option<String> {
+) -> Option<EntryProblem> {
+    let second = entry.ts_ns.div_euclid(1_000_000_000);
     let oldest = now_ns.saturating_sub(limits.reject_old_samples_max_age_ns);
     if limits.reject_old_samples && entry.ts_ns < oldest {
-        return Some(format!(
-            "entry for stream '{shown}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
-            rfc3339(entry.ts_ns),
-            rfc3339(oldest)
-        ));
+        return Some(EntryProblem::TooOld { second });
     }
     if entry.ts_ns > now_ns.saturating_add(limits.creation_grace_period_ns) {
-        return Some(format!(
-            "entry for stream '{shown}' has timestamp too new: {}",
-            rfc3339(entry.ts_ns)
-        ));
+        return Some(EntryProblem::TooNew { second });
     }
     let max = limits.max_line_size;
     if max > 0 && entry.line.len() > max {
@@ -754,34 +843,58 @@ fn entry_error(
             }
             entry.line = Cow::Owned(entry.line[..cut].to_string());
         } else {
-            return Some(format!(
-                "Max entry size '{max}' bytes exceeded for stream '{shown}' while adding an entry with length '{}' bytes",
-                entry.line.len()
-            ));
+            return Some(EntryProblem::LineTooLong {
+                len: entry.line.len(),
+            });
         }
     }
     if !entry.metadata.is_empty() {
         if !limits.allow_structured_metadata {
-            return Some(format!(
-                "stream '{shown}' includes structured metadata, but this feature is disallowed. Please see `limits_config.allow_structured_metadata` or contact your Loki administrator to enable it."
-            ));
+            return Some(EntryProblem::MetadataDisallowed);
         }
         let size: usize = entry.metadata.iter().map(|(n, v)| n.len() + v.len()).sum();
         if size > limits.max_structured_metadata_size {
-            return Some(format!(
-                "stream '{shown}' has structured metadata too large: '{size}' bytes, limit: '{}' bytes. Please see `limits_config.max_structured_metadata_size` or contact your Loki administrator to increase it.",
-                limits.max_structured_metadata_size
-            ));
+            return Some(EntryProblem::MetadataTooLarge { size });
         }
         let n = entry.metadata.len();
         if n > limits.max_structured_metadata_entries {
-            return Some(format!(
-                "stream '{shown}' has too many structured metadata labels: '{n}', limit: '{}'. Please see `limits_config.max_structured_metadata_entries_count` or contact your Loki administrator to increase it.",
-                limits.max_structured_metadata_entries
-            ));
+            return Some(EntryProblem::MetadataTooMany { n });
         }
     }
     None
+}
+
+impl EntryProblem {
+    /// Loki's message, for an entry of the stream shown as `shown`.
+    fn message(self, shown: &str, limits: &PushLimits, now_ns: i64) -> String {
+        let second = |s: i64| rfc3339(s.saturating_mul(1_000_000_000));
+        match self {
+            EntryProblem::TooOld { second: s } => format!(
+                "entry for stream '{shown}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
+                second(s),
+                rfc3339(now_ns.saturating_sub(limits.reject_old_samples_max_age_ns))
+            ),
+            EntryProblem::TooNew { second: s } => format!(
+                "entry for stream '{shown}' has timestamp too new: {}",
+                second(s)
+            ),
+            EntryProblem::LineTooLong { len } => format!(
+                "Max entry size '{}' bytes exceeded for stream '{shown}' while adding an entry with length '{len}' bytes",
+                limits.max_line_size
+            ),
+            EntryProblem::MetadataDisallowed => format!(
+                "stream '{shown}' includes structured metadata, but this feature is disallowed. Please see `limits_config.allow_structured_metadata` or contact your Loki administrator to enable it."
+            ),
+            EntryProblem::MetadataTooLarge { size } => format!(
+                "stream '{shown}' has structured metadata too large: '{size}' bytes, limit: '{}' bytes. Please see `limits_config.max_structured_metadata_size` or contact your Loki administrator to increase it.",
+                limits.max_structured_metadata_size
+            ),
+            EntryProblem::MetadataTooMany { n } => format!(
+                "stream '{shown}' has too many structured metadata labels: '{n}', limit: '{}'. Please see `limits_config.max_structured_metadata_entries_count` or contact your Loki administrator to increase it.",
+                limits.max_structured_metadata_entries
+            ),
+        }
+    }
 }
 
 /// Unix nanoseconds as Go's `time.RFC3339` writes a UTC time (whole seconds).
@@ -798,42 +911,112 @@ fn rfc3339(ns: i64) -> String {
 /// answer with megabytes.)
 const MAX_LISTED_ERRORS: usize = 100;
 
-/// The errors of one request as Loki reports them together: each distinct message
-/// once, prefixed with its count (`"3 errors like: "`) when there is more than one
-/// error, joined by `"; "`; in the order first seen.
-pub fn grouped_errors(errors: &[String]) -> String {
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut distinct: Vec<(&str, usize)> = Vec::new();
-    for e in errors {
-        match index.get(e.as_str()) {
-            Some(&i) => distinct[i].1 += 1,
-            None => {
-                index.insert(e, distinct.len());
-                distinct.push((e, 1));
+/// The errors of one push, grouped as they are found, as Loki reports them together
+/// ([`PushErrors::grouped`]): each distinct message once, with its count.
+///
+/// Bounded whatever the push: at most [`MAX_LISTED_ERRORS`] distinct messages are
+/// kept (later ones only counted), and an entry's message is written only when it
+/// is first listed. A push of a million bad entries under long labels costs counts,
+/// not a million copies of the labels.
+#[derive(Debug, Default)]
+pub struct PushErrors {
+    /// Distinct messages in the order first seen, with their counts.
+    listed: Vec<(String, usize)>,
+    /// Each listed error's place in `listed`.
+    index: std::collections::HashMap<ErrorKey, usize>,
+    /// The streams' label texts, numbered, so that an entry's key is small.
+    streams: std::collections::HashMap<String, usize>,
+    /// Errors not listed: their message was new once the list was full.
+    unlisted: usize,
+}
+
+/// What makes two errors the same message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ErrorKey {
+    Message(String),
+    Entry {
+        stream: usize,
+        problem: EntryProblem,
+    },
+}
+
+impl PushErrors {
+    /// The number of a stream's label text, for [`PushErrors::add_entry`].
+    pub fn stream_id(&mut self, shown: &str) -> usize {
+        let next = self.streams.len();
+        *self.streams.entry(shown.to_string()).or_insert(next)
+    }
+
+    /// One error, its message written.
+    pub fn add(&mut self, message: String) {
+        self.count(ErrorKey::Message(message.clone()), || message);
+    }
+
+    /// One entry dropped for `problem`; `message` writes it, called only if it is
+    /// listed now.
+    pub fn add_entry(
+        &mut self,
+        stream: usize,
+        problem: EntryProblem,
+        message: impl FnOnce() -> String,
+    ) {
+        self.count(ErrorKey::Entry { stream, problem }, message);
+    }
+
+    fn count(&mut self, key: ErrorKey, message: impl FnOnce() -> String) {
+        if let Some(&i) = self.index.get(&key) {
+            self.listed[i].1 += 1;
+        } else if self.listed.len() < MAX_LISTED_ERRORS {
+            // Two keys may still write the same text (a stream's message and an
+            // entry's never do; two streams with one label text share a number).
+            let text = message();
+            match self.listed.iter().position(|(m, _)| *m == text) {
+                Some(i) => self.listed[i].1 += 1,
+                None => {
+                    self.index.insert(key, self.listed.len());
+                    self.listed.push((text, 1));
+                }
             }
+        } else {
+            self.unlisted += 1;
         }
     }
-    let counted = distinct.len() > 1;
-    let mut listed: Vec<String> = distinct
-        .iter()
-        .take(MAX_LISTED_ERRORS)
-        .map(|(m, n)| {
-            if counted || *n > 1 {
-                format!("{n} errors like: {m}")
-            } else {
-                (*m).to_string()
-            }
-        })
-        .collect();
-    let unlisted: usize = distinct
-        .iter()
-        .skip(MAX_LISTED_ERRORS)
-        .map(|(_, n)| n)
-        .sum();
-    if unlisted > 0 {
-        listed.push(format!("and {unlisted} more errors"));
+
+    /// How many errors, listed or not.
+    pub fn len(&self) -> usize {
+        self.listed.iter().map(|(_, n)| n).sum::<usize>() + self.unlisted
     }
-    listed.join("; ")
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The distinct messages listed, in the order first seen.
+    pub fn messages(&self) -> impl Iterator<Item = &str> {
+        self.listed.iter().map(|(m, _)| m.as_str())
+    }
+
+    /// Loki's answer: each distinct message once, prefixed with its count (`"3
+    /// errors like: "`) when there is more than one error, joined by `"; "`; then
+    /// how many were not listed.
+    pub fn grouped(&self) -> String {
+        let counted = self.listed.len() > 1 || self.unlisted > 0;
+        let mut out: Vec<String> = self
+            .listed
+            .iter()
+            .map(|(m, n)| {
+                if counted || *n > 1 {
+                    format!("{n} errors like: {m}")
+                } else {
+                    m.clone()
+                }
+            })
+            .collect();
+        if self.unlisted > 0 {
+            out.push(format!("and {} more errors", self.unlisted));
+        }
+        out.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -881,6 +1064,50 @@ mod tests {
             field(&mut req, 1, &s);
         }
         snap::raw::Encoder::new().compress_vec(&req).unwrap()
+    }
+
+    #[test]
+    fn a_push_of_more_entries_than_memory_allows_is_refused_before_decoding() {
+        // The probe's: a million empty entries are 94 KB of snappy protobuf.
+        let empty = entry(0, 0, "", &[]);
+        let at = |n: usize, meta: usize| {
+            let mut e = vec![empty.clone(); n];
+            e.push(entry(0, 0, "m", &vec![("k", "v"); meta]));
+            request(&[("{a=\"b\"}", e)])
+        };
+        let refused = |body: &[u8], media: &str| {
+            decompress(Some(media), None, body, 64 << 20)
+                .map(|_| ())
+                .err()
+        };
+        let pb = "application/x-protobuf";
+        assert_eq!(refused(&at(MAX_PUSH_ITEMS - 1, 0), pb), None);
+        assert_eq!(
+            refused(&at(MAX_PUSH_ITEMS - 1, 1), pb),
+            Some(PushError::TooManyItems)
+        );
+        assert_eq!(
+            refused(&at(MAX_PUSH_ITEMS, 0), pb),
+            Some(PushError::TooManyItems)
+        );
+        // JSON: entries, labels and metadata labels; brackets and colons inside
+        // strings do not count.
+        let json = |n: usize| {
+            let values = vec![r#"["0","[:]"]"#; n].join(",");
+            format!(r#"{{"streams":[{{"stream":{{"a":"b"}},"values":[{values}]}}]}}"#)
+        };
+        // 1 for `streams`, `[` and `:`; `stream`'s `:` and its label's; `values`.
+        let overhead = 6;
+        let json_media = "application/json";
+        assert_eq!(
+            refused(json(MAX_PUSH_ITEMS - overhead).as_bytes(), json_media),
+            None
+        );
+        assert_eq!(
+            refused(json(MAX_PUSH_ITEMS - overhead + 1).as_bytes(), json_media),
+            Some(PushError::TooManyItems)
+        );
+        assert_eq!(json_items(br#"{"a\"[:":["x"]}"#), 2);
     }
 
     #[test]
@@ -1105,8 +1332,8 @@ mod tests {
         );
         assert_eq!(checked.streams[0].entries.len(), 1);
         assert_eq!((checked.lines, checked.bytes), (1, 4));
-        let e = &checked.errors;
-        assert_eq!(e.len(), 8, "{e:#?}");
+        assert_eq!(checked.errors.len(), 8, "{:#?}", checked.errors);
+        let e: Vec<&str> = checked.errors.messages().collect();
         assert_eq!(
             e[0],
             "entry for stream '{job=\"ok\"}' has timestamp too old: 2023-11-07T22:13:19Z, oldest acceptable timestamp is: 2023-11-07T22:13:20Z"
@@ -1162,9 +1389,8 @@ mod tests {
             ..PushLimits::default()
         };
         let c = check(vec![stream("{a=\"b\"}", vec![meta(1, 1)])], &off, NOW);
-        assert!(
-            c.errors[0].contains("includes structured metadata, but this feature is disallowed")
-        );
+        let e: Vec<&str> = c.errors.messages().collect();
+        assert!(e[0].contains("includes structured metadata, but this feature is disallowed"));
         let c = check(
             vec![stream(
                 "{a=\"b\"}",
@@ -1173,21 +1399,65 @@ mod tests {
             &PushLimits::default(),
             NOW,
         );
+        let e: Vec<&str> = c.errors.messages().collect();
         assert!(
-            c.errors[0]
-                .contains("structured metadata too large: '70002' bytes, limit: '65536' bytes")
+            e[0].contains("structured metadata too large: '70002' bytes, limit: '65536' bytes")
         );
-        assert!(c.errors[1].contains("too many structured metadata labels: '129', limit: '128'"));
+        assert!(e[1].contains("too many structured metadata labels: '129', limit: '128'"));
         assert_eq!(c.lines, 1);
     }
 
     #[test]
     fn errors_are_grouped_as_loki_groups_them() {
-        let e = |v: &[&str]| grouped_errors(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let e = |v: &[&str]| {
+            let mut errors = PushErrors::default();
+            for m in v {
+                errors.add(m.to_string());
+            }
+            errors.grouped()
+        };
         assert_eq!(e(&["a"]), "a");
         assert_eq!(e(&["a", "a"]), "2 errors like: a");
         assert_eq!(e(&["a", "b", "a"]), "2 errors like: a; 1 errors like: b");
         let many: Vec<String> = (0..150).map(|i| format!("e{i}")).collect();
-        assert!(grouped_errors(&many).ends_with("; and 50 more errors"));
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(e(&many).ends_with("; and 50 more errors"));
+    }
+
+    #[test]
+    fn many_bad_entries_cost_counts_not_messages() {
+        // The probe's push: 15 labels of 2,000 bytes (30 KB of label text), 6,000
+        // entries too old. One message is written, once.
+        let labels: String = (0..15)
+            .map(|i| format!("l{i:02}=\"{}\"", "v".repeat(2000)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let labels = format!("{{{labels}}}");
+        let limits = PushLimits {
+            max_label_value_length: 4096,
+            ..PushLimits::default()
+        };
+        let entries: Vec<PushEntry> = (0..6000).map(|_| line(0, "")).collect();
+        let checked = check(vec![stream(&labels, entries)], &limits, NOW);
+        assert_eq!(checked.errors.len(), 6000);
+        assert_eq!(checked.errors.messages().count(), 1);
+        assert!(
+            checked
+                .errors
+                .grouped()
+                .starts_with("6000 errors like: entry for stream")
+        );
+        // Distinct messages past the list are counted; one already listed still
+        // counts in its group.
+        let entries: Vec<PushEntry> = (0..300)
+            .map(|i| line(i * 1_000_000_000, ""))
+            .chain((0..5).map(|_| line(0, "")))
+            .collect();
+        let checked = check(vec![stream("{a=\"b\"}", entries)], &limits, NOW);
+        assert_eq!(checked.errors.len(), 305);
+        assert_eq!(checked.errors.messages().count(), MAX_LISTED_ERRORS);
+        let grouped = checked.errors.grouped();
+        assert!(grouped.starts_with("6 errors like: entry for stream '{a=\"b\"}' has timestamp too old: 1970-01-01T00:00:00Z"), "{grouped}");
+        assert!(grouped.ends_with("; and 200 more errors"), "{grouped}");
     }
 }

@@ -6,9 +6,13 @@
 //! stream with the same time keep the order they were pushed in (reversed going
 //! backward); lines of different streams with the same time go by the streams'
 //! labels. The limit counts lines that passed the pipeline, across all streams.
+//!
+//! A line pushed twice (the same time and text in one stream, as a client's retry
+//! of a whole batch sends it) is read once, here and by metric queries
+//! ([`time_order`]), as Loki's queriers merge its entries.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use crate::log::record::LogLine;
@@ -65,17 +69,8 @@ struct Cursor {
 
 impl Cursor {
     fn new(selected: Selected, range: &LogRange) -> Cursor {
-        let mut order = Vec::new();
-        for (c, chunk) in selected.chunks.iter().enumerate() {
-            for (i, line) in chunk.iter().enumerate() {
-                if line.ts_ns >= range.start_ns && line.ts_ns < range.end_ns {
-                    order.push((c as u32, i as u32));
-                }
-            }
-        }
+        let mut order = time_order(&selected.chunks, range.start_ns, range.end_ns);
         let lines = selected.chunks;
-        // Stable: lines of equal time stay in the order they were applied.
-        order.sort_by_key(|&(c, i)| lines[c as usize][i as usize].ts_ns);
         if range.direction == Direction::Backward {
             order.reverse();
         }
@@ -109,6 +104,55 @@ impl Cursor {
     }
 }
 
+/// The (chunk, line) positions of a stream's lines in `[lo, hi)`, oldest first;
+/// lines of equal time in the order they were applied, each time and text once
+/// (a retried push's copies dropped).
+pub fn time_order(chunks: &[Arc<[LogLine]>], lo: i64, hi: i64) -> Vec<(u32, u32)> {
+    let at = |&(c, i): &(u32, u32)| &chunks[c as usize][i as usize];
+    let mut order = Vec::new();
+    for (c, chunk) in chunks.iter().enumerate() {
+        for (i, line) in chunk.iter().enumerate() {
+            if line.ts_ns >= lo && line.ts_ns < hi {
+                order.push((c as u32, i as u32));
+            }
+        }
+    }
+    // Stable, and nearly free on the usual in-order stream.
+    if !order.is_sorted_by_key(|p| at(p).ts_ns) {
+        order.sort_by_key(|p| at(p).ts_ns);
+    }
+    // Copies share a time: compare within each run of equal times, which is one
+    // line long on most streams (a set for a long one).
+    let mut unique = Vec::with_capacity(order.len());
+    let mut run_start = 0;
+    let mut long_run: Option<HashSet<&str>> = None;
+    for p in order {
+        let line = at(&p);
+        if unique
+            .get(run_start)
+            .is_none_or(|q| at(q).ts_ns != line.ts_ns)
+        {
+            run_start = unique.len();
+            long_run = None;
+        }
+        let run = &unique[run_start..];
+        let copy = match &mut long_run {
+            Some(seen) => !seen.insert(line.text.as_str()),
+            None if run.len() < 16 => run.iter().any(|q| at(q).text == line.text),
+            None => {
+                let mut seen: HashSet<&str> = run.iter().map(|q| at(q).text.as_str()).collect();
+                let copy = !seen.insert(line.text.as_str());
+                long_run = Some(seen);
+                copy
+            }
+        };
+        if !copy {
+            unique.push(p);
+        }
+    }
+    unique
+}
+
 impl ReadStats {
     /// One line read.
     fn count(&mut self, line: &LogLine) {
@@ -127,7 +171,7 @@ impl ReadStats {
 /// deadline, a canceled request); its error ends the query.
 /// With `interval_ns` above 0, a line is returned only `interval_ns` or more after
 /// (before, going backward) the last one returned, as Loki's `interval`.
-pub fn run<E>(
+pub fn run<E: From<AnswerTooLarge>>(
     pipeline: &Pipeline,
     selected: Vec<Selected>,
     range: &LogRange,
@@ -152,6 +196,7 @@ pub fn run<E>(
     }
     let mut out: BTreeMap<LabelPairs, Vec<(i64, String)>> = BTreeMap::new();
     let mut returned = 0usize;
+    let mut answer_bytes = 0usize;
     let mut last_returned: Option<i64> = None;
     while returned < range.limit {
         let Some(Reverse((_, i))) = heap.pop() else {
@@ -174,7 +219,19 @@ pub fn run<E>(
             && let Some((labels, text)) =
                 pipeline.process(line.ts_ns, &cursor.stream, &line.metadata, &line.text)
         {
-            out.entry(labels).or_default().push((line.ts_ns, text));
+            // `line_format` and `label_format` may make each line megabytes long.
+            answer_bytes += text.len();
+            let entries = match out.get_mut(&labels) {
+                Some(entries) => entries,
+                None => {
+                    answer_bytes += labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    out.entry(labels).or_default()
+                }
+            };
+            if answer_bytes > MAX_ANSWER_BYTES {
+                return Err(E::from(AnswerTooLarge));
+            }
+            entries.push((line.ts_ns, text));
             returned += 1;
             last_returned = Some(line.ts_ns);
         }
@@ -195,6 +252,22 @@ pub fn run<E>(
         .map(|(labels, entries)| StreamResult { labels, entries })
         .collect();
     Ok((streams, stats))
+}
+
+/// Bytes of text and labels one log query's answer may hold, as Loki's queriers
+/// refuse an answer past their gRPC message size (100 MB). Lines are at most
+/// 256 KiB when pushed, but `line_format` and `label_format` can make each of a
+/// query's 5,000 lines 16 MiB.
+pub const MAX_ANSWER_BYTES: usize = 100 << 20;
+
+/// A log query's answer would pass [`MAX_ANSWER_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the answer is larger than {} MiB: lower the limit, narrow the query, or shorten what line_format and label_format build", MAX_ANSWER_BYTES >> 20)]
+pub struct AnswerTooLarge;
+
+/// For callers that only want lines, and none past the bound.
+impl From<AnswerTooLarge> for () {
+    fn from(_: AnswerTooLarge) {}
 }
 
 /// Substrings every line a pipeline lets through contains: the texts of its `|=`
@@ -339,5 +412,91 @@ mod tests {
         );
         let names: Vec<_> = r.iter().map(|s| s.labels[1].1.clone()).collect();
         assert_eq!(names, ["a1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn a_line_pushed_twice_is_read_once() {
+        let line = |ts_ns: i64, text: &str| LogLine {
+            ts_ns,
+            text: text.into(),
+            metadata: Vec::new(),
+        };
+        // A batch (1, 2, 3 with two lines at 3), then the same batch again, in a
+        // later chunk; lines of equal time but other text stay.
+        let batch = [line(1, "a"), line(2, "b"), line(3, "c"), line(3, "d")];
+        let chunks: Vec<Arc<[LogLine]>> = vec![
+            batch.to_vec().into(),
+            [batch.to_vec(), vec![line(3, "e"), line(4, "a")]]
+                .concat()
+                .into(),
+        ];
+        let texts = |order: Vec<(u32, u32)>| -> Vec<(i64, String)> {
+            order
+                .into_iter()
+                .map(|(c, i)| {
+                    let l = &chunks[c as usize][i as usize];
+                    (l.ts_ns, l.text.clone())
+                })
+                .collect()
+        };
+        assert_eq!(
+            texts(time_order(&chunks, 0, 10)),
+            [
+                (1, "a".to_string()),
+                (2, "b".into()),
+                (3, "c".into()),
+                (3, "d".into()),
+                (3, "e".into()),
+                (4, "a".into())
+            ]
+        );
+        assert_eq!(
+            texts(time_order(&chunks, 2, 4)),
+            [
+                (2, "b".to_string()),
+                (3, "c".into()),
+                (3, "d".into()),
+                (3, "e".into())
+            ]
+        );
+        // A long run of one time (past the pairwise check) keeps each text once,
+        // in the order applied.
+        let run: Vec<LogLine> = (0..100).map(|i| line(7, &format!("{}", i % 40))).collect();
+        let chunks: Vec<Arc<[LogLine]>> = vec![run.into()];
+        let order = time_order(&chunks, 0, 10);
+        let kept: Vec<String> = order
+            .iter()
+            .map(|&(c, i)| chunks[c as usize][i as usize].text.clone())
+            .collect();
+        assert_eq!(kept, (0..40).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_answer_past_its_bound_is_refused() {
+        let texts: Vec<String> = (0..8).map(|i| format!("x{i}")).collect();
+        let lines: Vec<(i64, &str)> = (0..8)
+            .map(|i| (10 + i, texts[i as usize].as_str()))
+            .collect();
+        let range = LogRange {
+            start_ns: 0,
+            end_ns: 100,
+            limit: 100,
+            direction: Direction::Forward,
+        };
+        let run_query = |q: &str| {
+            let Expr::Log(expr) = parse(q).unwrap() else {
+                panic!("not a log query")
+            };
+            let pipeline = Pipeline::new(&expr.pipeline).unwrap();
+            let sel = vec![selected(&[("app", "a")], &lines)];
+            run::<AnswerTooLarge>(&pipeline, sel, &range, 0, || Ok(()))
+        };
+        // 8 lines of 14 MB: 112 MB, as text or as 8 label sets.
+        let big = run_query(r#"{app="a"} | line_format "{{ repeat 7000000 __line__ }}""#);
+        assert!(matches!(big, Err(AnswerTooLarge)));
+        let big = run_query(r#"{app="a"} | label_format x="{{ repeat 7000000 __line__ }}""#);
+        assert!(matches!(big, Err(AnswerTooLarge)));
+        let fine = run_query(r#"{app="a"} | line_format "{{ repeat 1000 __line__ }}""#);
+        assert!(matches!(fine, Ok((r, _)) if r[0].entries.len() == 8));
     }
 }

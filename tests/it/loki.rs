@@ -355,8 +355,65 @@ fn bad_pushes_and_queries_get_lokis_errors_and_nothing_half_stored() {
     );
     assert_eq!(code, 400);
     assert!(body.starts_with("parse error"), "{body}");
+    // Long chains of operators or label filters are as deep as they are long:
+    // refused, where 3,000 terms overflowed a worker's stack and killed the process.
+    for q in [
+        vec!["vector(1)"; 1_000].join("+"),
+        format!(
+            "{{job=\"ok\"}} | logfmt | {}",
+            vec!["level=\"x\""; 1_000].join(" and ")
+        ),
+    ] {
+        for path in ["/loki/api/v1/query", "/loki/api/v1/query_range"] {
+            let (code, body) = get(&odin, None, path, &[("query", &q)]);
+            assert_eq!(code, 400, "{path}: {body}");
+            assert!(body.contains("nested too deeply"), "{body}");
+        }
+    }
     // The process stays up.
     assert_eq!(odin.get("/ready").0, 200);
+}
+
+/// A client that retries a whole batch (Promtail after a timeout or a 5xx) sends its
+/// lines again; each is read once, by log and metric queries, as in Loki. A line
+/// of the same time with other text is a line of its own.
+#[test]
+fn a_retried_push_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let now = now_ms() * 1_000_000;
+    let batch = promtail_request(&[(
+        r#"{job="retry"}"#,
+        vec![
+            (now - 3_000_000_000, "a".to_string(), vec![]),
+            (now - 2_000_000_000, "b".to_string(), vec![]),
+            (now - 1_000_000_000, "c".to_string(), vec![]),
+        ],
+    )]);
+    for _ in 0..2 {
+        let (code, body) = push(&odin, None, "application/x-protobuf", None, &batch);
+        assert_eq!(code, 204, "{body}");
+    }
+    let json = format!(
+        r#"{{"streams":[{{"stream":{{"job":"retry"}},"values":[["{}","c"],["{}","c2"]]}}]}}"#,
+        now - 1_000_000_000,
+        now - 1_000_000_000
+    );
+    let (code, body) = push(&odin, None, "application/json", None, json.as_bytes());
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(
+        texts(&lines(&odin, None, r#"{job="retry"}"#, &[("direction", "forward")])),
+        ["a", "b", "c", "c2"]
+    );
+    let (code, body) = get(
+        &odin,
+        None,
+        "/loki/api/v1/query",
+        &[("query", r#"sum(count_over_time({job="retry"}[1m]))"#)],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["result"][0]["value"][1], "4", "{v}");
 }
 
 /// The tenant limits are flags: the active-stream limit and the ingestion rate

@@ -175,7 +175,12 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn tenant(headers: &HeaderMap) -> Result<String, LokiError> {
-    tenant_of(header_str(headers, "x-scope-orgid")).map_err(bad_request)
+    // Read whatever bytes came, so that a header that is not visible ASCII is
+    // refused for its character rather than taken as absent (tenant `fake`).
+    let id = headers
+        .get("x-scope-orgid")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    tenant_of(id.as_deref()).map_err(bad_request)
 }
 
 /// `POST /loki/api/v1/push`: 204 once every line is durable; 400 naming what was
@@ -231,14 +236,14 @@ async fn push_lines(
         match storage.push(batch).await {
             Ok(summary) => {
                 if summary.out_of_order > 0 {
-                    errors.push(format!(
+                    errors.add(format!(
                         "{} entries too far behind their stream: older than its newest entry by more than {}",
                         summary.out_of_order,
                         humantime(crate::logs::store::OUT_OF_ORDER_WINDOW_NS)
                     ));
                 }
                 if summary.out_of_bounds > 0 {
-                    errors.push(format!(
+                    errors.add(format!(
                         "{} entries have timestamps too old: their time window is already sealed",
                         summary.out_of_bounds
                     ));
@@ -263,7 +268,7 @@ async fn push_lines(
     if errors.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Err(bad_request(push::grouped_errors(&errors)))
+    Err(bad_request(errors.grouped()))
 }
 
 /// A push's lines as one log entry, and the messages of what was dropped; or the
@@ -276,7 +281,7 @@ fn prepare_push(
     limits: &PushLimits,
     limiter: &IngestionLimiter,
     storage: &dyn crate::logs::LogStorage,
-) -> Result<(LogBatch, Vec<String>), LokiError> {
+) -> Result<(LogBatch, push::PushErrors), LokiError> {
     let (format, plain) = push::decompress(content_type, content_encoding, body, MAX_PUSH_BYTES)
         .map_err(|e| match e {
             push::PushError::Encoding(_) => text(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()),
@@ -975,6 +980,22 @@ async fn series(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_header_that_is_not_ascii_is_refused_not_ignored() {
+        let with = |value: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-scope-orgid",
+                axum::http::HeaderValue::from_bytes(value).unwrap(),
+            );
+            tenant(&h).map_err(|e| e.into_response().status())
+        };
+        assert_eq!(with(b"team-a"), Ok("team-a".to_string()));
+        assert_eq!(with("é".as_bytes()), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(with(b"\xff"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(tenant(&HeaderMap::new()).ok().as_deref(), Some("fake"));
+    }
 
     #[test]
     fn times_are_read_as_loki_reads_them() {

@@ -555,16 +555,23 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// A chain of `or`: each term is a level of the (left-deep) tree, counted
+    /// against [`MAX_DEPTH`] as nesting is, since the tree is walked recursively.
     fn label_filter_or(&mut self) -> Result<LabelFilter, ParseError> {
+        let depth = self.depth;
         let mut lhs = self.label_filter_and()?;
         while self.eat_word("or") {
+            self.enter()?;
             let rhs = self.label_filter_and()?;
             lhs = LabelFilter::Or(Box::new(lhs), Box::new(rhs));
         }
+        self.depth = depth;
         Ok(lhs)
     }
 
+    /// A chain of `and` (or `,`, or a space), its terms counted as `or`'s are.
     fn label_filter_and(&mut self) -> Result<LabelFilter, ParseError> {
+        let depth = self.depth;
         let mut lhs = self.label_filter_primary()?;
         loop {
             let joined = self.eat_word("and") || self.eat(",") || {
@@ -574,8 +581,10 @@ impl<'a> Parser<'a> {
                     && self.filter_follows()
             };
             if !joined {
+                self.depth = depth;
                 return Ok(lhs);
             }
+            self.enter()?;
             let rhs = self.label_filter_primary()?;
             lhs = LabelFilter::And(Box::new(lhs), Box::new(rhs));
         }
@@ -713,17 +722,25 @@ impl<'a> Parser<'a> {
         parsed
     }
 
+    /// A unary expression, then a chain of binary operators: each operator is a
+    /// level of the (left-deep) tree, counted against [`MAX_DEPTH`] as nesting is,
+    /// since evaluation walks the tree recursively (`1+1+…` 3,000 times deep
+    /// overflowed a worker's stack).
     fn metric_inner(&mut self, min_precedence: u8) -> Result<MetricExpr, ParseError> {
+        let depth = self.depth;
         let mut lhs = self.metric_unary()?;
         loop {
             let save = self.at;
             let Some(op) = self.binary_op() else {
+                self.depth = depth;
                 return Ok(lhs);
             };
             if op.precedence() < min_precedence {
                 self.at = save;
+                self.depth = depth;
                 return Ok(lhs);
             }
+            self.enter()?;
             let return_bool = self.eat_word("bool");
             if return_bool && !op.is_comparison() {
                 return Err(self
@@ -1450,9 +1467,36 @@ mod tests {
                 .message
                 .contains("nested too deeply")
         );
+        // Chains of operators and of label filters are as deep as they are long.
+        for chain in [
+            vec!["vector(1)"; 3000].join(" + "),
+            vec!["vector(1)"; 3000].join(" or "),
+            format!(
+                "{{a=\"b\"}} | json | {}",
+                vec!["x=\"1\""; 20_000].join(" and ")
+            ),
+            format!(
+                "{{a=\"b\"}} | json | {}",
+                vec!["x=\"1\""; 20_000].join(" or ")
+            ),
+            format!(
+                "{{a=\"b\"}} | json | {}",
+                vec!["x=\"1\""; 20_000].join(", ")
+            ),
+        ] {
+            let e = parse(&chain).unwrap_err();
+            assert!(e.message.contains("nested too deeply"), "{e}");
+        }
         // Within the bound, parsed as usual.
         let ok = format!("{}vector(1){}", "(".repeat(50), ")".repeat(50));
         assert!(parse(&ok).is_ok());
+        assert!(parse(&vec!["vector(1)"; 99].join(" + ")).is_ok());
+        assert!(parse(&vec!["vector(1)"; 50].join(" * 2 + ")).is_ok());
+        let filters = vec!["x=\"1\""; 99].join(" and ");
+        assert!(parse(&format!("{{a=\"b\"}} | json | {filters}")).is_ok());
+        // Depth is given back after a chain: many chains in a row are fine.
+        let stages = vec!["| x=\"1\" and y=\"2\" or z=\"3\""; 200].join(" ");
+        assert!(parse(&format!("{{a=\"b\"}} {stages}")).is_ok());
     }
 
     #[test]
