@@ -387,6 +387,10 @@ struct RunFlags {
     /// Enable shutdown via HTTP (`/-/quit`).
     #[arg(long = "web.enable-lifecycle")]
     enable_lifecycle: bool,
+    /// Regex for the CORS origins browsers may read the HTTP API from (anchored,
+    /// as Prometheus's).
+    #[arg(long = "web.cors.origin", default_value = ".*")]
+    web_cors_origin: String,
     /// Only log messages at this level or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
@@ -869,6 +873,7 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         ),
         ("web.enable-admin-api", flags.enable_admin_api.to_string()),
         ("web.enable-lifecycle", flags.enable_lifecycle.to_string()),
+        ("web.cors.origin", flags.web_cors_origin.clone()),
         ("log.level", flags.log_level.clone()),
         ("log.format", flags.log_format.clone()),
         ("query.max-samples", flags.query_max_samples.to_string()),
@@ -906,7 +911,10 @@ fn run_options(flags: RunFlags) -> anyhow::Result<RunOptions> {
         max_streams_per_tenant: flags.logs_max_streams_per_tenant,
         ..Default::default()
     };
+    let cors_origin = odin::api::CorsOrigin::new(&flags.web_cors_origin)
+        .map_err(|e| anyhow::anyhow!("--web.cors.origin: {e}"))?;
     Ok(RunOptions {
+        cors_origin,
         log_limits,
         alerting,
         notification_queue_capacity: flags.notification_queue_capacity,

@@ -36,19 +36,43 @@ pub fn routes(state: AdminApi) -> Router {
 }
 
 /// Request parameters from the query string and, for form posts, the body — as Go's
-/// `Request.ParseForm` merges them.
+/// `Request.ParseForm` merges them: the body's first (a name in both reads the
+/// body's value), a pair with a bad `%` escape or a `;` left out, and the form
+/// recognised by its media type in any case.
 pub fn form_params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = query
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        out.extend(form_urlencoded::parse(body).into_owned());
-    }
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let mut out = if is_form {
+        go_parse_query(body)
+    } else {
+        Vec::new()
+    };
+    out.extend(go_parse_query(query.unwrap_or("").as_bytes()));
     out
+}
+
+/// Go's `url.ParseQuery`, keeping what it keeps: pairs split at `&`, each decoded
+/// (`+` a space, `%XX` a byte); a pair holding a `;` or an escape that is not `%`
+/// and two hex digits is skipped (Go reports it and goes on).
+fn go_parse_query(raw: &[u8]) -> Vec<(String, String)> {
+    let valid_escapes = |pair: &[u8]| {
+        pair.iter().enumerate().all(|(i, &b)| {
+            b != b'%'
+                || (pair.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && pair.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        })
+    };
+    raw.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty() && !pair.contains(&b';') && valid_escapes(pair))
+        .flat_map(|pair| form_urlencoded::parse(pair).into_owned())
+        .collect()
 }
 
 pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -185,5 +209,36 @@ mod tests {
         );
         assert!(parse_selector("rate(up[5m])").is_err());
         assert!(parse_selector(r#"{job=""}"#).is_err());
+    }
+
+    #[test]
+    fn parameters_merge_as_go_parse_form_merges_them() {
+        let form = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            h
+        };
+        let p = form_params(
+            Some("query=1%2B3&match[]=a"),
+            &form("application/x-www-form-urlencoded; charset=utf-8"),
+            b"query=1%2B2&time=4&match[]=b",
+        );
+        // The body's value wins; a repeated name keeps both, the body's first.
+        assert_eq!(param(&p, "query"), Some("1+2"));
+        assert_eq!(param(&p, "time"), Some("4"));
+        let matches: Vec<&str> = p
+            .iter()
+            .filter(|(k, _)| k == "match[]")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(matches, ["b", "a"]);
+        // The media type in any case; another type's body is not read.
+        let p = form_params(None, &form("APPLICATION/X-WWW-FORM-URLENCODED"), b"query=up");
+        assert_eq!(param(&p, "query"), Some("up"));
+        let p = form_params(None, &form("application/json"), b"query=up");
+        assert_eq!(param(&p, "query"), None);
+        // A bad escape or a semicolon drops its pair only.
+        let p = form_params(Some("query=1%zz&a=%4&b=x;y&c=+%41"), &HeaderMap::new(), b"");
+        assert_eq!(p, [("c".to_string(), " A".to_string())]);
     }
 }

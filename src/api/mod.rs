@@ -63,6 +63,8 @@ pub struct Backends {
 pub struct ApiOptions {
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
+    /// `--web.cors.origin`: the browsers' origins the API answers for.
+    pub cors_origin: CorsOrigin,
     /// `--web.enable-remote-write-receiver` (on unless turned off).
     pub remote_write_receiver: bool,
     pub write_limits: WriteLimits,
@@ -163,7 +165,7 @@ pub fn router(a: ApiShared) -> Router {
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         // Loki's readiness path, for clients and probes set up for Loki.
-        .route("/ready", get(ready).head(ready))
+        .route("/ready", get(loki_ready).head(loki_ready))
         .route("/-/quit", post(quit).put(quit))
         .route("/-/reload", post(reload).put(reload))
         .with_state(lifecycle)
@@ -202,6 +204,7 @@ pub fn router(a: ApiShared) -> Router {
         .merge(query::routes(query::QueryApi {
             storage: storage.clone(),
             gate,
+            external_labels: Arc::new(a.options.external_labels.clone()),
         }))
         .merge(status::routes(status::StatusApi {
             storage: storage.clone(),
@@ -217,6 +220,11 @@ pub fn router(a: ApiShared) -> Router {
             crate::security::auth::require_role,
         ))
         .fallback(not_found)
+        // Before the role check (a route layer): preflights carry no credentials.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(a.options.cors_origin),
+            cors,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             a.http_metrics.clone(),
             metrics::track,
@@ -225,6 +233,73 @@ pub fn router(a: ApiShared) -> Router {
             response_headers,
             add_response_headers,
         ))
+}
+
+/// `--web.cors.origin`, as Prometheus's: an anchored regex; `.*` lets any origin
+/// read (`Access-Control-Allow-Origin: *`).
+#[derive(Debug, Clone, Default)]
+pub enum CorsOrigin {
+    #[default]
+    Any,
+    Matching(regex::Regex),
+}
+
+impl CorsOrigin {
+    pub fn new(pattern: &str) -> Result<CorsOrigin, regex::Error> {
+        if pattern == ".*" {
+            return Ok(CorsOrigin::Any);
+        }
+        regex::Regex::new(&format!("^(?:{pattern})$")).map(CorsOrigin::Matching)
+    }
+}
+
+/// Prometheus's CORS on its HTTP API (`/api/v1/…`): a request naming an `Origin`
+/// gets the allowed methods and headers, and the origin back where the regex takes
+/// it; a preflight (`OPTIONS`) is answered here, before any role check, since
+/// browsers send it without credentials (it reads nothing).
+async fn cors(
+    State(origins): State<Arc<CorsOrigin>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !req.uri().path().starts_with("/api/v1/") {
+        return next.run(req).await;
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut response = if req.method() == axum::http::Method::OPTIONS {
+        response::success(serde_json::Value::Null)
+    } else {
+        next.run(req).await
+    };
+    let Some(origin) = origin else {
+        return response;
+    };
+    let h = response.headers_mut();
+    for (name, value) in [
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Accept, Authorization, Content-Type, Origin",
+        ),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+        (header::ACCESS_CONTROL_EXPOSE_HEADERS, "Date"),
+        (header::VARY, "Origin"),
+    ] {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
+    match origins.as_ref() {
+        CorsOrigin::Any => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::HeaderValue::from_static("*"),
+            );
+        }
+        CorsOrigin::Matching(re) => {
+            if origin.to_str().is_ok_and(|o| re.is_match(o)) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+        }
+    }
+    response
 }
 
 /// Adds the web config's `http_server_config.headers` to every answer.
@@ -247,6 +322,16 @@ async fn healthy() -> impl IntoResponse {
 /// 200 once storage is open and while every supervised task runs; otherwise 503,
 /// naming the tasks that are down and why.
 async fn ready(State(s): State<LifecycleApi>) -> impl IntoResponse {
+    readiness(&s, "ODIN is Ready.\n")
+}
+
+/// Loki's `/ready`: the same check, answering Loki's `ready` (probes written for
+/// Loki match that word).
+async fn loki_ready(State(s): State<LifecycleApi>) -> impl IntoResponse {
+    readiness(&s, "ready\n")
+}
+
+fn readiness(s: &LifecycleApi, ready: &str) -> (StatusCode, String) {
     if !s.storage.is_open() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -255,7 +340,7 @@ async fn ready(State(s): State<LifecycleApi>) -> impl IntoResponse {
     }
     let down = s.tasks.down();
     if down.is_empty() {
-        return (StatusCode::OK, "ODIN is Ready.\n".to_string());
+        return (StatusCode::OK, ready.to_string());
     }
     let mut body = String::from("Service Unavailable: tasks down\n");
     for (task, reason) in down {

@@ -29,6 +29,8 @@ const MAX_POINTS_PER_SERIES: i64 = 11_000;
 pub struct QueryApi {
     pub storage: Storage,
     pub gate: QueryGate,
+    /// `global.external_labels`: added to what `/federate` answers.
+    pub external_labels: std::sync::Arc<BTreeMap<String, String>>,
 }
 
 pub fn routes(state: QueryApi) -> Router {
@@ -92,6 +94,9 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::BadData(m) => ApiError::bad_data(m),
+            QueryError::InvalidQuery(m) => {
+                ApiError::bad_data(format!("invalid parameter \"query\": {m}"))
+            }
             QueryError::Execution(m) => ApiError::new(ErrorType::Execution, m),
             e @ QueryError::Timeout(_) => ApiError::new(ErrorType::Timeout, e.to_string()),
             e @ QueryError::Canceled(_) => ApiError::new(ErrorType::Canceled, e.to_string()),
@@ -396,10 +401,22 @@ async fn query_exemplars(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = form_params(q.as_deref(), &headers, &body);
+    // Prometheus's checks, in its order: the times, then the query (whose error
+    // here has no `invalid parameter` prefix).
+    let start = time_param(&params, "start", i64::MIN)?;
+    let end = time_param(&params, "end", i64::MAX)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start timestamp",
+        ));
+    }
     let text = param(&params, "query").unwrap_or("").to_string();
     let query = text.clone();
     run_bounded(&s.gate, None, Some(&text), move |_| {
-        crate::promql::parse(&query)?;
+        crate::promql::parse(&query).map_err(|e| match e {
+            QueryError::InvalidQuery(m) => ApiError::bad_data(m),
+            e => e.into(),
+        })?;
         Ok(())
     })
     .await?;
@@ -415,6 +432,7 @@ async fn federate(State(s): State<QueryApi>, RawQuery(q): RawQuery) -> Result<Re
     let lookback = s.gate.engine.options().lookback_delta_ms;
     let start = now.saturating_sub(lookback);
     let queryable = s.storage.get()?.queryable.clone();
+    let external = s.external_labels.clone();
     let body = run_bounded(&s.gate, None, None, move |limits| {
         let q = querier(queryable.as_ref(), start, now)?;
         let hints = SelectHints {
@@ -444,7 +462,7 @@ async fn federate(State(s): State<QueryApi>, RawQuery(q): RawQuery) -> Result<Re
             }
         }
         limits.check("federation")?;
-        Ok(federation_text(&out))
+        Ok(federation_text(&out, &external))
     })
     .await?;
     Ok((
@@ -460,8 +478,22 @@ async fn federate(State(s): State<QueryApi>, RawQuery(q): RawQuery) -> Result<Re
 
 /// The federation answer: samples grouped by metric name, each group under one
 /// `# TYPE … untyped` line, written through the exposition writer (which escapes
-/// label values and leaves out a series whose name it cannot write).
-fn federation_text(samples: &BTreeMap<Labels, (i64, f64)>) -> String {
+/// label values and leaves out a series whose name it cannot write). As
+/// Prometheus's: each series carries the external labels it lacks, after its own,
+/// and `instance=""` when it has no instance and the external labels name none
+/// (so that a federating server's `honor_labels` keeps it from adding its own).
+fn federation_text(
+    samples: &BTreeMap<Labels, (i64, f64)>,
+    external: &BTreeMap<String, String>,
+) -> String {
+    let mut external: Vec<(&str, &str)> = external
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if !external.iter().any(|(n, _)| *n == "instance") {
+        external.push(("instance", ""));
+        external.sort_unstable();
+    }
     use crate::exposition::write::{is_valid_metric_name, write_sample_line, write_type_line};
     let mut by_name: BTreeMap<&str, Vec<(&Labels, i64, f64)>> = BTreeMap::new();
     for (labels, &(t, v)) in samples {
@@ -482,7 +514,13 @@ fn federation_text(samples: &BTreeMap<Labels, (i64, f64)>) -> String {
             let rest = labels
                 .iter()
                 .filter(|l| &*l.name != crate::model::METRIC_NAME)
-                .map(|l| (&*l.name, &*l.value));
+                .map(|l| (&*l.name, &*l.value))
+                .chain(
+                    external
+                        .iter()
+                        .filter(|(n, _)| labels.get(n).is_none())
+                        .copied(),
+                );
             if write_sample_line(&mut body, name, rest, v, Some(t)) {
                 written += 1;
             } else {
@@ -735,13 +773,42 @@ mod tests {
         samples.insert(l(&[("__name__", "")]), (1000, 2.0));
         samples.insert(l(&[("__name__", "ok"), ("v", "a\n\"b\"\\c")]), (2000, 1e6));
         samples.insert(l(&[("__name__", "only:bad\n")]), (1000, 3.0));
-        let text = federation_text(&samples);
+        let text = federation_text(&samples, &BTreeMap::new());
         assert_eq!(
             text,
-            "# TYPE ok untyped\nok{v=\"a\\n\\\"b\\\"\\\\c\"} 1e+06 2000\n"
+            "# TYPE ok untyped\nok{v=\"a\\n\\\"b\\\"\\\\c\",instance=\"\"} 1e+06 2000\n"
         );
         assert!(!text.contains("injected_metric"), "{text}");
         assert!(!text.contains("only"), "{text}");
+    }
+
+    /// As Prometheus 2.42's `/federate`: the external labels a series lacks follow
+    /// its own (sorted), and `instance=""` unless it or the external labels have one.
+    #[test]
+    fn federation_adds_the_external_labels_and_an_empty_instance() {
+        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
+        let mut samples = BTreeMap::new();
+        samples.insert(l(&[("__name__", "a"), ("x", "1")]), (1000, 1.0));
+        samples.insert(
+            l(&[("__name__", "a"), ("cluster", "own"), ("instance", "h:1")]),
+            (1000, 2.0),
+        );
+        let external: BTreeMap<String, String> =
+            [("cluster", "c1"), ("zone", "z")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(
+            federation_text(&samples, &external),
+            "# TYPE a untyped\n\
+             a{cluster=\"own\",instance=\"h:1\",zone=\"z\"} 2 1000\n\
+             a{x=\"1\",cluster=\"c1\",instance=\"\",zone=\"z\"} 1 1000\n"
+        );
+        let external: BTreeMap<String, String> =
+            [("instance", "fed")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(
+            federation_text(&samples, &external),
+            "# TYPE a untyped\n\
+             a{cluster=\"own\",instance=\"h:1\"} 2 1000\n\
+             a{x=\"1\",instance=\"fed\"} 1 1000\n"
+        );
     }
 
     #[test]

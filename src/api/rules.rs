@@ -1,7 +1,8 @@
 //! `/api/v1/rules`: the rule groups and how their rules last evaluated, in
 //! Prometheus's JSON (Grafana's rule browser reads it), with its `type`,
 //! `rule_name[]`, `rule_group[]` and `file[]` filters; and `/api/v1/alerts`, the
-//! pending and firing alerts (Grafana's alert list).
+//! pending and firing alerts (Grafana's alert list); `/api/v1/alertmanagers`, where
+//! alerts go.
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -25,6 +26,7 @@ pub fn routes(state: RulesApi) -> Router {
     Router::new()
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alertmanagers", get(alertmanagers))
         .with_state(state)
 }
 
@@ -81,6 +83,23 @@ async fn alerts(State(s): State<RulesApi>) -> Result<Response, ApiError> {
         }
     }
     Ok(success(json!({ "alerts": out })))
+}
+
+/// The Alertmanagers alerts go to, and the targets relabelling dropped, as
+/// Prometheus lists them.
+async fn alertmanagers(State(s): State<RulesApi>) -> Result<Response, ApiError> {
+    let (active, dropped) = s
+        .storage
+        .get()?
+        .rules
+        .as_ref()
+        .map(|m| m.alertmanagers())
+        .unwrap_or_default();
+    let urls = |v: Vec<String>| -> Vec<Value> { v.into_iter().map(|u| json!({ "url": u })).collect() };
+    Ok(success(json!({
+        "activeAlertmanagers": urls(active),
+        "droppedAlertmanagers": urls(dropped),
+    })))
 }
 
 async fn rules(State(s): State<RulesApi>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub db: DbOptions,
     pub enable_admin_api: bool,
     pub enable_lifecycle: bool,
+    /// `--web.cors.origin`.
+    pub cors_origin: api::CorsOrigin,
     /// Whether `/api/v1/write` takes samples (`--web.enable-remote-write-receiver`).
     pub remote_write_receiver: bool,
     /// `--web.config.file`: TLS and users; the default is plain HTTP for anyone.
@@ -187,6 +189,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         options: ApiOptions {
             enable_admin_api: opts.enable_admin_api,
             enable_lifecycle: opts.enable_lifecycle,
+            cors_origin: opts.cors_origin.clone(),
             remote_write_receiver: opts.remote_write_receiver,
             write_limits,
             external_labels: opts.config.global.external_labels.clone(),

@@ -178,10 +178,12 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
             }))
         }
         (StepVal::Vector(l), StepVal::Scalar(r)) => {
-            vector_scalar(ev, l, r, op, return_bool, false, ts).map(StepVal::Vector)
+            let out = vector_scalar(ev, l, r, op, return_bool, false, ts)?;
+            checked_after_name_drop(ev, b, op, return_bool, out)
         }
         (StepVal::Scalar(l), StepVal::Vector(r)) => {
-            vector_scalar(ev, r, l, op, return_bool, true, ts).map(StepVal::Vector)
+            let out = vector_scalar(ev, r, l, op, return_bool, true, ts)?;
+            checked_after_name_drop(ev, b, op, return_bool, out)
         }
         (StepVal::Vector(l), StepVal::Vector(r)) => {
             let (on, labels): (bool, &[String]) =
@@ -221,6 +223,22 @@ pub(super) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepVa
             r.kind()
         ))),
     }
+}
+
+/// A vector-scalar result, refused as Prometheus refuses it when dropping the
+/// metric name made two of its elements the same (`{__name__=~"a|b"} + 1` over
+/// `a{x="1"}` and `b{x="1"}`). Kept names leave the selector's unique sets.
+fn checked_after_name_drop(
+    ev: &Evaluator<'_>,
+    b: &BinaryExpr,
+    op: Op,
+    return_bool: bool,
+    out: Vec<Element>,
+) -> Result<StepVal, QueryError> {
+    if op.drops_metric_name() || return_bool {
+        check_unique_labels(ev, b as *const BinaryExpr as usize, &out)?;
+    }
+    Ok(StepVal::Vector(out))
 }
 
 /// A vector against a scalar; `swapped` when the scalar is on the left.

@@ -14,7 +14,7 @@ use hashbrown::hash_map::Entry;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp;
-use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, UnaryExpr, VectorSelector};
 
 use super::selected::{SampleBudget, SelectedSeries, seek};
 use super::value::{Element, SeriesPoints, Value};
@@ -657,6 +657,8 @@ impl Evaluator<'_> {
                         e.t = ts;
                         e.labels = self.drop_name(&e.labels);
                     }
+                    // Without their names, two series may be one (Prometheus refuses).
+                    check_unique_labels(self, u as *const UnaryExpr as usize, &els)?;
                     Ok(StepVal::Vector(els))
                 }
                 other => Err(QueryError::Execution(format!(

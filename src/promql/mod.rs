@@ -67,6 +67,10 @@ pub enum QueryError {
     /// The query text or its parameters are wrong (`bad_data`, 400).
     #[error("{0}")]
     BadData(String),
+    /// The query text does not parse, or cannot be run as asked (a range query of a
+    /// range vector): Prometheus's `invalid parameter "query": …` (`bad_data`, 400).
+    #[error("{0}")]
+    InvalidQuery(String),
     /// Evaluation failed (`execution`, 422): duplicate series, too many samples…
     #[error("{0}")]
     Execution(String),
@@ -212,7 +216,7 @@ impl Engine {
         match expr.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             other => {
-                return Err(QueryError::BadData(format!(
+                return Err(QueryError::InvalidQuery(format!(
                     "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                     type_name(other)
                 )));
@@ -258,12 +262,21 @@ fn type_name(t: promql_parser::parser::value::ValueType) -> &'static str {
 
 /// Parses a query and refuses what Prometheus 2.42 does not know: functions added
 /// after it and `or` inside selectors.
+///
+/// Errors are [`QueryError::InvalidQuery`], what the parser refuses written as
+/// Prometheus writes it (`parse error: …`, without its `line:column`).
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     register_2_42_functions();
-    check_nesting(query)?;
+    fn invalid(prefix: &'static str) -> impl Fn(QueryError) -> QueryError {
+        move |e| match e {
+            QueryError::BadData(m) => QueryError::InvalidQuery(format!("{prefix}{m}")),
+            e => e,
+        }
+    }
+    check_nesting(query).map_err(invalid(""))?;
     let query = raw_strings_as_quoted(query);
-    let expr = parse_expr(&query).map_err(QueryError::BadData)?;
-    check_2_42(&expr)?;
+    let expr = parse_expr(&query).map_err(|e| QueryError::InvalidQuery(format!("parse error: {e}")))?;
+    check_2_42(&expr).map_err(invalid("parse error: "))?;
     Ok(expr)
 }
 
@@ -296,7 +309,9 @@ mod parse_tests {
             "x[5m:4444444444444444444444444444444444444440]",
         ] {
             match super::parse(q) {
-                Err(super::QueryError::BadData(e)) => assert!(!e.is_empty(), "{q}"),
+                Err(super::QueryError::InvalidQuery(e)) => {
+                    assert!(e.starts_with("parse error: "), "{q}: {e}")
+                }
                 other => panic!("{q}: {other:?}"),
             }
         }
@@ -630,7 +645,7 @@ mod tests {
         assert!(parse("holt_winters(m[5m], 0.5, 0.5)").is_ok());
         let err = parse("mad_over_time(m[5m])").unwrap_err();
         assert!(err.to_string().contains("unknown function"), "{err}");
-        assert!(matches!(parse("sum("), Err(QueryError::BadData(_))));
+        assert!(matches!(parse("sum("), Err(QueryError::InvalidQuery(m)) if m.starts_with("parse error: ")));
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub trait AlertSink: Send + Sync {
     /// The alerts of the rule with expression `expr` that are due: firing ones to
     /// send or re-send, resolved ones to send as resolved.
     fn send(&self, expr: &str, alerts: Vec<Alert>);
+
+    /// The Alertmanager URLs alerts go to, and those relabelling dropped
+    /// (`/api/v1/alertmanagers`).
+    fn alertmanagers(&self) -> (Vec<String>, Vec<String>) {
+        (Vec::new(), Vec::new())
+    }
 }
 
 /// What alerting rules need beyond the storage.

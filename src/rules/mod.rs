@@ -154,6 +154,16 @@ impl RuleManager {
     }
 
     /// The groups now, in file and group order.
+    /// The Alertmanagers alerts go to, and those relabelling dropped.
+    pub fn alertmanagers(&self) -> (Vec<String>, Vec<String>) {
+        self.evaluator
+            .alerting
+            .sink
+            .as_ref()
+            .map(|s| s.alertmanagers())
+            .unwrap_or_default()
+    }
+
     pub fn groups(&self) -> Vec<Arc<Group>> {
         self.groups.lock().iter().map(|r| r.group.clone()).collect()
     }

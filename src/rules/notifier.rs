@@ -137,11 +137,13 @@ impl AlertmanagerConfig {
         )
     }
 
-    /// The URLs alerts are POSTed to: each target's labels relabelled, as
-    /// Prometheus's `alertmanagerFromGroup`.
-    fn urls(&self) -> Vec<String> {
+    /// The URLs alerts are POSTed to, and those of the targets relabelling dropped
+    /// (written from their labels before relabelling), as Prometheus's
+    /// `alertmanagerFromGroup` finds them.
+    fn discover(&self) -> (Vec<String>, Vec<String>) {
         let path = format!("{}/api/v2/alerts", self.path_prefix.trim_end_matches('/'));
         let mut out = Vec::new();
+        let mut dropped = Vec::new();
         for sc in &self.static_configs {
             for target in &sc.targets {
                 let mut b = LabelsBuilder::default();
@@ -152,6 +154,7 @@ impl AlertmanagerConfig {
                 b.set("__scheme__", self.scheme.as_str());
                 b.set("__alerts_path__", path.as_str());
                 if !process(&mut b, &self.relabel_configs) {
+                    dropped.push(format!("{}://{target}{path}", self.scheme.as_str()));
                     continue;
                 }
                 let labels = b.build();
@@ -167,7 +170,7 @@ impl AlertmanagerConfig {
                 }
             }
         }
-        out
+        (out, dropped)
     }
 }
 
@@ -287,6 +290,8 @@ struct AlertmanagerSet {
     client: reqwest::Client,
     timeout: Duration,
     urls: Vec<String>,
+    /// The targets relabelling dropped, for `/api/v1/alertmanagers`.
+    dropped: Vec<String>,
 }
 
 /// What the configuration sets, swapped whole on reload.
@@ -349,10 +354,12 @@ impl Notifier {
                     follow_redirects: am.follow_redirects,
                     enable_http2: am.enable_http2,
                 })?;
+            let (urls, dropped) = am.discover();
             sets.push(AlertmanagerSet {
                 client,
                 timeout: Duration::from_millis(u64::try_from(am.timeout.0).unwrap_or(10_000)),
-                urls: am.urls(),
+                urls,
+                dropped,
             });
         }
         let discovered: usize = sets.iter().map(|s| s.urls.len()).sum();
@@ -508,6 +515,13 @@ impl Notifier {
 }
 
 impl AlertSink for Notifier {
+    fn alertmanagers(&self) -> (Vec<String>, Vec<String>) {
+        let settings = self.settings.lock().clone();
+        let active = settings.sets.iter().flat_map(|s| s.urls.iter().cloned());
+        let dropped = settings.sets.iter().flat_map(|s| s.dropped.iter().cloned());
+        (active.collect(), dropped.collect())
+    }
+
     /// Prometheus's `sendAlerts`: starts at the firing time, ends at the resolution
     /// or, while firing, when the alert would go stale in Alertmanager.
     fn send(&self, expr: &str, alerts: Vec<Alert>) {
@@ -567,11 +581,12 @@ mod tests {
             "alertmanagers:\n  - path_prefix: /am/\n    static_configs: [{targets: ['a:9093', 'b:9093']}]\n    relabel_configs:\n      - source_labels: [__address__]\n        regex: 'b:.*'\n        action: drop\n  - scheme: https\n    static_configs: [{targets: ['c:9093']}]\n",
         );
         c.validate().unwrap();
-        assert_eq!(
-            c.alertmanagers[0].urls(),
-            ["http://a:9093/am/api/v2/alerts"]
-        );
-        assert_eq!(c.alertmanagers[1].urls(), ["https://c:9093/api/v2/alerts"]);
+        let (active, dropped) = c.alertmanagers[0].discover();
+        assert_eq!(active, ["http://a:9093/am/api/v2/alerts"]);
+        assert_eq!(dropped, ["http://b:9093/am/api/v2/alerts"]);
+        let (active, dropped) = c.alertmanagers[1].discover();
+        assert_eq!(active, ["https://c:9093/api/v2/alerts"]);
+        assert!(dropped.is_empty());
         for (bad, want) in [
             ("alertmanagers: [{api_version: v1}]", "v1 is not supported"),
             ("alertmanagers: [{api_version: v3}]", "unknown api_version"),

@@ -172,6 +172,17 @@ fn an_alert_fires_is_notified_once_and_resolves_through_alertmanager() {
     let _am = start_alertmanager(dir.path(), am_port, &webhook);
     let odin = start_odin(dir.path(), am_port);
     set_switch(&odin, 1.0);
+    // Where alerts go, as Prometheus lists it.
+    let (code, body) = odin.get("/api/v1/alertmanagers");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!({
+            "activeAlertmanagers": [{"url": format!("http://127.0.0.1:{am_port}/api/v2/alerts")}],
+            "droppedAlertmanagers": [],
+        })
+    );
 
     // Pending first, then firing after `for`, and notified.
     assert!(

@@ -243,3 +243,62 @@ fn a_query_stops_when_its_client_goes_away() {
     );
     json(odin.post("/api/v1/query", FORM, b"query=1"));
 }
+
+/// Browser clients (PromLens, a dashboard on another origin) read the API through
+/// Prometheus's CORS: any origin by default, the preflight answered without
+/// credentials; `--web.cors.origin` narrows it; only `/api/v1/` takes part.
+#[test]
+fn the_api_answers_browsers_as_prometheus_does() {
+    let header = |r: &ureq::http::Response<ureq::Body>, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let agent = crate::common::agent();
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[]);
+    let r = agent
+        .get(&odin.url("/api/v1/query?query=1"))
+        .header("Origin", "https://dash.example")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        header(&r, "access-control-allow-methods").as_deref(),
+        Some("GET, POST, OPTIONS")
+    );
+    let r = agent
+        .options(&odin.url("/api/v1/query"))
+        .header("Origin", "https://dash.example")
+        .header("Access-Control-Request-Method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    // Without an Origin, no CORS headers; outside /api/v1/, none either.
+    let r = agent.get(&odin.url("/api/v1/query?query=1")).call().unwrap();
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    let r = agent
+        .get(&odin.url("/federate?match[]=up"))
+        .header("Origin", "https://dash.example")
+        .call()
+        .unwrap();
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    drop(odin);
+
+    let dir = tempfile::tempdir().unwrap();
+    let odin = Odin::start(dir.path(), &[r"--web.cors.origin=https://dash\.example"]);
+    let allowed = |origin: &str| {
+        let r = agent
+            .get(&odin.url("/api/v1/query?query=1"))
+            .header("Origin", origin)
+            .call()
+            .unwrap();
+        header(&r, "access-control-allow-origin")
+    };
+    assert_eq!(allowed("https://dash.example").as_deref(), Some("https://dash.example"));
+    // Anchored: a longer origin does not match.
+    assert_eq!(allowed("https://dash.example.evil"), None);
+    assert_eq!(allowed("https://other.example"), None);
+}

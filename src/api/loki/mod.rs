@@ -69,12 +69,20 @@ pub fn routes(state: LokiApi) -> Router {
             "/loki/api/v1/push",
             post(push_lines).layer(DefaultBodyLimit::max(limit)),
         )
+        // Loki's legacy push path, which older clients (Docker's driver, old
+        // Fluent Bit and Fluentd plugins) still use.
+        .route(
+            "/api/prom/push",
+            post(push_lines).layer(DefaultBodyLimit::max(limit)),
+        )
         .route(
             "/loki/api/v1/query_range",
             get(query_range).post(query_range),
         )
         .route("/loki/api/v1/query", get(instant_query).post(instant_query))
         .route("/loki/api/v1/labels", get(labels).post(labels))
+        // Loki's older name for the same.
+        .route("/loki/api/v1/label", get(labels).post(labels))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
         .route("/loki/api/v1/series", get(series).post(series))
         .route("/loki/api/v1/tail", get(tail::tail))
@@ -825,29 +833,34 @@ fn streams_json(streams: &[StreamResult], stats: &ReadStats, seconds: f64) -> Re
             0
         }
     };
-    json(serde_json::json!({
-        "status": "success",
-        "data": {
-            "resultType": "streams",
-            "result": result,
-            "stats": {
-                "summary": {
-                    "bytesProcessedPerSecond": per_second(stats.bytes_processed),
-                    "linesProcessedPerSecond": per_second(stats.lines_processed),
-                    "totalBytesProcessed": stats.bytes_processed,
-                    "totalLinesProcessed": stats.lines_processed,
-                    "totalStructuredMetadataBytesProcessed": stats.structured_metadata_bytes,
-                    "totalEntriesReturned": stats.lines_returned,
-                    "totalPostFilterLines": stats.lines_returned,
-                    "execTime": seconds,
-                    "queueTime": 0,
-                    "subqueries": 0,
-                    "splits": 0,
-                    "shards": 0
-                }
-            }
+    let stats = serde_json::json!({
+        "summary": {
+            "bytesProcessedPerSecond": per_second(stats.bytes_processed),
+            "linesProcessedPerSecond": per_second(stats.lines_processed),
+            "totalBytesProcessed": stats.bytes_processed,
+            "totalLinesProcessed": stats.lines_processed,
+            "totalStructuredMetadataBytesProcessed": stats.structured_metadata_bytes,
+            "totalEntriesReturned": stats.lines_returned,
+            "totalPostFilterLines": stats.lines_returned,
+            "execTime": seconds,
+            "queueTime": 0,
+            "subqueries": 0,
+            "splits": 0,
+            "shards": 0
         }
-    }))
+    });
+    // Written in Loki's order (`resultType` before `result`), as metric answers
+    // are: clients that parse in one pass need the type first.
+    let body = format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"streams\",\"result\":{},\"stats\":{stats}}}}}",
+        serde_json::Value::Array(result)
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// The label sets of the tenant's streams in the request's range (6 h by default),
