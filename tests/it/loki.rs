@@ -724,7 +724,8 @@ fn tail_stats_volume_and_buildinfo() {
     let (code, body) = get(&odin, None, "/loki/api/v1/status/buildinfo", &[]);
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(v["version"].as_str().unwrap().starts_with('3'), "{body}");
+    // Loki 2.9, whose endpoints ODIN has: a client that sees 3.x calls Loki 3's.
+    assert!(v["version"].as_str().unwrap().starts_with("2.9."), "{body}");
     let (code, body) = get(
         &odin,
         None,

@@ -58,8 +58,10 @@ pub struct LokiApi {
 }
 
 /// The Loki version whose API this one answers as, for clients that gate features
-/// on it (Grafana's Loki datasource reads it from `status/buildinfo`).
-pub const LOKI_API_VERSION: &str = "3.0.0";
+/// on it (Grafana's Loki datasource reads it from `status/buildinfo`). 2.9: ODIN
+/// has its endpoints, not Loki 3's (`detected_fields`, `patterns`,
+/// `index/volume_range`), which clients that see 3.x call (Logs Drilldown).
+pub const LOKI_API_VERSION: &str = "2.9.10";
 
 pub fn routes(state: LokiApi) -> Router {
     use axum::extract::DefaultBodyLimit;
