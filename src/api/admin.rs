@@ -233,7 +233,11 @@ mod tests {
             .collect();
         assert_eq!(matches, ["b", "a"]);
         // The media type in any case; another type's body is not read.
-        let p = form_params(None, &form("APPLICATION/X-WWW-FORM-URLENCODED"), b"query=up");
+        let p = form_params(
+            None,
+            &form("APPLICATION/X-WWW-FORM-URLENCODED"),
+            b"query=up",
+        );
         assert_eq!(param(&p, "query"), Some("up"));
         let p = form_params(None, &form("application/json"), b"query=up");
         assert_eq!(param(&p, "query"), None);

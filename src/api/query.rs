@@ -793,16 +793,18 @@ mod tests {
             l(&[("__name__", "a"), ("cluster", "own"), ("instance", "h:1")]),
             (1000, 2.0),
         );
-        let external: BTreeMap<String, String> =
-            [("cluster", "c1"), ("zone", "z")].map(|(k, v)| (k.into(), v.into())).into();
+        let external: BTreeMap<String, String> = [("cluster", "c1"), ("zone", "z")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
         assert_eq!(
             federation_text(&samples, &external),
             "# TYPE a untyped\n\
              a{cluster=\"own\",instance=\"h:1\",zone=\"z\"} 2 1000\n\
              a{x=\"1\",cluster=\"c1\",instance=\"\",zone=\"z\"} 1 1000\n"
         );
-        let external: BTreeMap<String, String> =
-            [("instance", "fed")].map(|(k, v)| (k.into(), v.into())).into();
+        let external: BTreeMap<String, String> = [("instance", "fed")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
         assert_eq!(
             federation_text(&samples, &external),
             "# TYPE a untyped\n\

@@ -95,7 +95,8 @@ async fn alertmanagers(State(s): State<RulesApi>) -> Result<Response, ApiError> 
         .as_ref()
         .map(|m| m.alertmanagers())
         .unwrap_or_default();
-    let urls = |v: Vec<String>| -> Vec<Value> { v.into_iter().map(|u| json!({ "url": u })).collect() };
+    let urls =
+        |v: Vec<String>| -> Vec<Value> { v.into_iter().map(|u| json!({ "url": u })).collect() };
     Ok(success(json!({
         "activeAlertmanagers": urls(active),
         "droppedAlertmanagers": urls(dropped),

@@ -100,7 +100,9 @@ pub(super) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Ste
     match op.as_str() {
         "topk" | "bottomk" => {
             let p = param_scalar(ev, a, ts)?;
-            if !(p >= i64::MIN as f64 && p <= i64::MAX as f64) {
+            // Prometheus's `convertibleToInt64`: the largest float below 2^63 (2^63
+            // itself, `i64::MAX as f64`, does not fit).
+            if !(-9_223_372_036_854_775_808.0..=9_223_372_036_854_774_784.0).contains(&p) {
                 return Err(QueryError::Execution(format!(
                     "Scalar value {} overflows int64",
                     crate::promql::value::format_float(p)

@@ -275,7 +275,8 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     }
     check_nesting(query).map_err(invalid(""))?;
     let query = raw_strings_as_quoted(query);
-    let expr = parse_expr(&query).map_err(|e| QueryError::InvalidQuery(format!("parse error: {e}")))?;
+    let expr =
+        parse_expr(&query).map_err(|e| QueryError::InvalidQuery(format!("parse error: {e}")))?;
     check_2_42(&expr).map_err(invalid("parse error: "))?;
     Ok(expr)
 }
@@ -379,6 +380,9 @@ fn check_nesting(query: &str) -> Result<(), QueryError> {
 /// operator).
 fn nesting_bound(query: &str) -> usize {
     let (mut depth, mut max_depth, mut operators) = (0usize, 0usize, 0usize);
+    // Inside a selector's braces, `!=` and `=~` are matchers, not operators: a
+    // selector of 2,000 matchers is flat.
+    let mut braces = 0usize;
     let mut chars = query.chars().peekable();
     let mut word = String::new();
     while let Some(c) = chars.next() {
@@ -386,7 +390,7 @@ fn nesting_bound(query: &str) -> usize {
             word.push(c);
             continue;
         }
-        if matches!(word.as_str(), "and" | "or" | "unless" | "atan2") {
+        if braces == 0 && matches!(word.as_str(), "and" | "or" | "unless" | "atan2") {
             operators += 1;
         }
         word.clear();
@@ -403,9 +407,17 @@ fn nesting_bound(query: &str) -> usize {
             '(' | '{' | '[' => {
                 depth += 1;
                 max_depth = max_depth.max(depth);
+                braces += usize::from(c == '{');
             }
-            ')' | '}' | ']' => depth = depth.saturating_sub(1),
-            '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' => operators += 1,
+            ')' | '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                if c == '}' {
+                    braces = braces.saturating_sub(1);
+                }
+            }
+            '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' if braces == 0 => {
+                operators += 1
+            }
             _ => {}
         }
     }
@@ -645,7 +657,9 @@ mod tests {
         assert!(parse("holt_winters(m[5m], 0.5, 0.5)").is_ok());
         let err = parse("mad_over_time(m[5m])").unwrap_err();
         assert!(err.to_string().contains("unknown function"), "{err}");
-        assert!(matches!(parse("sum("), Err(QueryError::InvalidQuery(m)) if m.starts_with("parse error: ")));
+        assert!(
+            matches!(parse("sum("), Err(QueryError::InvalidQuery(m)) if m.starts_with("parse error: "))
+        );
     }
 
     #[test]
@@ -822,6 +836,9 @@ mod tests {
         assert!(err.to_string().contains("too deeply nested"), "{err}");
         let err = parse(&vec!["m"; MAX_NESTING + 2].join(" or ")).unwrap_err();
         assert!(err.to_string().contains("too deeply nested"), "{err}");
+        // A selector's matchers are not operators: 5,000 of them are flat.
+        let matchers: Vec<String> = (0..5_000).map(|i| format!("l{i}!=\"x\"")).collect();
+        assert!(parse(&format!("m{{{}}}", matchers.join(","))).is_ok());
     }
 
     #[test]

@@ -263,7 +263,10 @@ fn the_api_answers_browsers_as_prometheus_does() {
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert_eq!(
         header(&r, "access-control-allow-methods").as_deref(),
         Some("GET, POST, OPTIONS")
@@ -275,9 +278,15 @@ fn the_api_answers_browsers_as_prometheus_does() {
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     // Without an Origin, no CORS headers; outside /api/v1/, none either.
-    let r = agent.get(&odin.url("/api/v1/query?query=1")).call().unwrap();
+    let r = agent
+        .get(&odin.url("/api/v1/query?query=1"))
+        .call()
+        .unwrap();
     assert_eq!(header(&r, "access-control-allow-origin"), None);
     let r = agent
         .get(&odin.url("/federate?match[]=up"))
@@ -297,7 +306,10 @@ fn the_api_answers_browsers_as_prometheus_does() {
             .unwrap();
         header(&r, "access-control-allow-origin")
     };
-    assert_eq!(allowed("https://dash.example").as_deref(), Some("https://dash.example"));
+    assert_eq!(
+        allowed("https://dash.example").as_deref(),
+        Some("https://dash.example")
+    );
     // Anchored: a longer origin does not match.
     assert_eq!(allowed("https://dash.example.evil"), None);
     assert_eq!(allowed("https://other.example"), None);

@@ -402,7 +402,12 @@ fn a_retried_push_is_read_once() {
     let (code, body) = push(&odin, None, "application/json", None, json.as_bytes());
     assert_eq!(code, 204, "{body}");
     assert_eq!(
-        texts(&lines(&odin, None, r#"{job="retry"}"#, &[("direction", "forward")])),
+        texts(&lines(
+            &odin,
+            None,
+            r#"{job="retry"}"#,
+            &[("direction", "forward")]
+        )),
         ["a", "b", "c", "c2"]
     );
     // Written in Loki's key order: one-pass parsers need the type first.
