@@ -253,7 +253,7 @@ fn bench(c: &mut Criterion) {
         ),
         (
             "metric_unwrap_logfmt",
-            r#"sum by (host) (avg_over_time({job="serve"} | logfmt | unwrap duration(duration) | __error__="" [2m]))"#,
+            r#"sum by (host) (avg_over_time({job="serve"} | logfmt duration | unwrap duration(duration) | __error__="" [2m]))"#,
         ),
     ] {
         let Ok(Expr::Metric(expr)) = parse(q) else {
