@@ -79,6 +79,10 @@ fn bench(c: &mut Criterion) {
             "sum by (instance) (rate(node_cpu_seconds_total[5m]))",
             SERIES,
         ),
+        // A scalar operation and unary minus drop the name: their results are
+        // checked for duplicate label sets at every step.
+        ("vector_times_scalar", "node_cpu_seconds_total * 2", SERIES),
+        ("unary_minus", "-node_cpu_seconds_total", SERIES),
         (
             "histogram_quantile_200x10",
             "histogram_quantile(0.9, sum by (instance, le) (rate(req_duration_seconds_bucket[5m])))",

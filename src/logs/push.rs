@@ -689,11 +689,20 @@ pub struct Checked<'a> {
     pub streams: Vec<ValidStream<'a>>,
     /// Why streams and entries were dropped, Loki's wording, grouped.
     pub errors: PushErrors,
-    /// Entries kept, and their bytes (line and structured metadata), for the rate
-    /// limit.
+    /// Entries kept, and their bytes (line and structured metadata), as Loki's
+    /// messages count them.
     pub lines: usize,
     pub bytes: usize,
+    /// What the rate limit takes: each entry's bytes, but at least
+    /// [`MIN_ENTRY_CHARGE`].
+    pub charged: usize,
 }
+
+/// The least bytes an entry costs against the ingestion rate: about what a line
+/// holds of memory before its window is written out, whatever its length. Loki
+/// charges a line's bytes alone, so empty lines would pass any rate; lines of 64
+/// bytes or more (nearly all) are charged as Loki charges them.
+pub const MIN_ENTRY_CHARGE: usize = 64;
 
 /// Checks a request's streams and entries as Loki's distributor does at `now_ns`.
 pub fn check<'a>(streams: Vec<PushStream<'a>>, limits: &PushLimits, now_ns: i64) -> Checked<'a> {
@@ -747,13 +756,15 @@ pub fn check<'a>(streams: Vec<PushStream<'a>>, limits: &PushLimits, now_ns: i64)
                 });
                 continue;
             }
-            out.lines += 1;
-            out.bytes += entry.line.len()
+            let bytes = entry.line.len()
                 + entry
                     .metadata
                     .iter()
                     .map(|(n, v)| n.len() + v.len())
                     .sum::<usize>();
+            out.lines += 1;
+            out.bytes += bytes;
+            out.charged += bytes.max(MIN_ENTRY_CHARGE);
             kept.push(entry);
         }
         if !kept.is_empty() {
@@ -1332,6 +1343,8 @@ mod tests {
         );
         assert_eq!(checked.streams[0].entries.len(), 1);
         assert_eq!((checked.lines, checked.bytes), (1, 4));
+        // The rate limit takes at least MIN_ENTRY_CHARGE for the 4-byte line.
+        assert_eq!(checked.charged, MIN_ENTRY_CHARGE);
         assert_eq!(checked.errors.len(), 8, "{:#?}", checked.errors);
         let e: Vec<&str> = checked.errors.messages().collect();
         assert_eq!(

@@ -78,14 +78,16 @@ impl IngestionLimiter {
         }
     }
 
-    /// Takes `bytes` of `tenant`'s allowance at `now`, or refuses (taking nothing)
-    /// with Loki's message, which it answers with 429. A request larger than the
-    /// burst is always refused, as Loki's limiter refuses it.
+    /// Takes `charged` bytes of `tenant`'s allowance at `now`, or refuses (taking
+    /// nothing) with Loki's message (naming the request's `lines` and `bytes`),
+    /// which it answers with 429. A request larger than the burst is always
+    /// refused, as Loki's limiter refuses it.
     pub fn admit(
         &self,
         tenant: &str,
         lines: usize,
         bytes: usize,
+        charged: usize,
         now: Instant,
     ) -> Result<(), String> {
         let mut buckets = self.buckets.lock();
@@ -96,7 +98,7 @@ impl IngestionLimiter {
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.at = bucket.at.max(now);
-        let wanted = bytes as f64;
+        let wanted = charged as f64;
         if wanted <= bucket.tokens {
             bucket.tokens -= wanted;
             return Ok(());
@@ -146,21 +148,38 @@ mod tests {
         let t0 = Instant::now();
         let mib = 1024 * 1024;
         // The burst at once, then nothing until it refills.
-        assert!(limiter.admit("a", 1, 2 * mib, t0).is_ok());
-        let refused = limiter.admit("a", 3, 10, t0).unwrap_err();
+        assert!(limiter.admit("a", 1, 2 * mib, 2 * mib, t0).is_ok());
+        let refused = limiter.admit("a", 3, 10, 10, t0).unwrap_err();
         assert_eq!(
             refused,
             "Ingestion rate limit exceeded for user a (limit: 1048576 bytes/sec) while attempting to ingest '3' lines totaling '10' bytes, reduce log volume or contact your Loki administrator to see if the limit can be increased"
         );
         // Another tenant has its own bucket.
-        assert!(limiter.admit("b", 1, mib, t0).is_ok());
+        assert!(limiter.admit("b", 1, mib, mib, t0).is_ok());
         // Half a second refills half a MiB.
         let t1 = t0 + Duration::from_millis(500);
-        assert!(limiter.admit("a", 1, mib / 2 - 1024, t1).is_ok());
-        assert!(limiter.admit("a", 1, 4096, t1).is_err());
+        assert!(
+            limiter
+                .admit("a", 1, mib / 2 - 1024, mib / 2 - 1024, t1)
+                .is_ok()
+        );
+        assert!(limiter.admit("a", 1, 4096, 4096, t1).is_err());
         // More than the burst never passes.
         let later = t0 + Duration::from_secs(60);
-        assert!(limiter.admit("a", 1, 2 * mib + 1, later).is_err());
-        assert!(limiter.admit("a", 1, 2 * mib, later).is_ok());
+        assert!(
+            limiter
+                .admit("a", 1, 2 * mib + 1, 2 * mib + 1, later)
+                .is_err()
+        );
+        assert!(limiter.admit("a", 1, 2 * mib, 2 * mib, later).is_ok());
+        // The charge, not the bytes, is taken: a million empty lines are not free.
+        let limiter = IngestionLimiter::new(1.0, 2.0);
+        let refused = limiter
+            .admit("a", 1_000_000, 0, 64_000_000, t0)
+            .unwrap_err();
+        assert!(
+            refused.contains("'1000000' lines totaling '0' bytes"),
+            "{refused}"
+        );
     }
 }

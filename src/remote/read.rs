@@ -174,12 +174,19 @@ pub fn decode_read_request(
     check_read_request_shape(&raw)?;
     let req = ReadRequest::decode(raw.as_slice())
         .map_err(|e| ReadError::BadRequest(format!("decode read request: {e}")))?;
-    // The first accepted type ODIN serves wins; none listed means samples.
-    let streamed = req
+    // The first accepted type ODIN serves wins; none listed means samples; none
+    // served is refused (Prometheus's `NegotiateResponseType`).
+    let chosen = req
         .accepted_response_types
         .iter()
-        .find_map(|t| ResponseType::try_from(*t).ok())
-        .is_some_and(|t| t == ResponseType::StreamedXorChunks);
+        .find_map(|t| ResponseType::try_from(*t).ok());
+    if chosen.is_none() && !req.accepted_response_types.is_empty() {
+        return Err(ReadError::BadRequest(format!(
+            "server does not support any of the requested response types: {:?}; supported: [SAMPLES STREAMED_XOR_CHUNKS]",
+            req.accepted_response_types
+        )));
+    }
+    let streamed = chosen == Some(ResponseType::StreamedXorChunks);
     let mut queries = Vec::with_capacity(req.queries.len());
     for q in req.queries {
         let mut matchers = Vec::with_capacity(q.matchers.len());
@@ -644,6 +651,23 @@ mod tests {
             let m = bad_request(&compress(&req.encode_to_vec()));
             assert!(m.contains(want), "{m} should name {want}");
         }
+        // A response type ODIN does not serve, alone: refused; beside one it
+        // serves, that one is used.
+        let req = ReadRequest {
+            queries: vec![query(1, 0)],
+            accepted_response_types: vec![7],
+        };
+        let m = bad_request(&compress(&req.encode_to_vec()));
+        assert!(
+            m.contains("does not support any of the requested response types"),
+            "{m}"
+        );
+        let req = ReadRequest {
+            queries: vec![query(1, 0)],
+            accepted_response_types: vec![7, 1],
+        };
+        let read = decode_read_request(&compress(&req.encode_to_vec()), &BTreeMap::new()).unwrap();
+        assert!(read.streamed);
         // At the limits: accepted.
         let req = ReadRequest {
             queries: vec![query(MAX_MATCHERS_PER_READ / 2, 0); 2],

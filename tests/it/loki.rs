@@ -485,6 +485,15 @@ fn tenant_limits_are_set_by_flags_and_refuse_with_429() {
     let (code, text) = push(&odin, None, "application/x-protobuf", None, &big);
     assert_eq!(code, 429, "{text}");
     assert!(text.contains("Ingestion rate limit exceeded"), "{text}");
+    // Empty lines cost memory too: each is charged at least 64 bytes, so 400 of
+    // them (0 bytes, 25,600 charged) are over the burst.
+    let entries: Vec<Entry<'_>> = (0..400)
+        .map(|i| (now + i, String::new(), Vec::new()))
+        .collect();
+    let empty = promtail_request(&[("{app=\"a\"}", entries)]);
+    let (code, text) = push(&odin, Some("empty"), "application/x-protobuf", None, &empty);
+    assert_eq!(code, 429, "{text}");
+    assert!(text.contains("'400' lines totaling '0' bytes"), "{text}");
     // A limit that makes no sense is refused at start.
     let out = std::process::Command::new(crate::common::BIN)
         .args(["run", "--logs.ingestion-rate-mb=0"])

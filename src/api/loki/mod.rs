@@ -305,7 +305,13 @@ fn prepare_push(
     );
     if checked.lines > 0 {
         limiter
-            .admit(tenant, checked.lines, checked.bytes, Instant::now())
+            .admit(
+                tenant,
+                checked.lines,
+                checked.bytes,
+                checked.charged,
+                Instant::now(),
+            )
             .map_err(|m| text(StatusCode::TOO_MANY_REQUESTS, m))?;
     }
     // Streams the tenant does not have yet count against its limit (checked here,

@@ -265,10 +265,22 @@ impl Pipeline {
                 }
             }
         }
+        // As Loki's `LabelsBuilder.Add`: metadata named as a stream label becomes
+        // `<name>_extracted` (it never replaces the stream's), and metadata named as
+        // the error labels sets them.
         for (k, v) in metadata {
-            labels
-                .labels
-                .insert(k.clone(), (v.clone(), Origin::Metadata));
+            let name = if stream.iter().any(|(s, _)| s == k) {
+                format!("{k}_extracted")
+            } else {
+                k.clone()
+            };
+            match name.as_str() {
+                "__error__" => labels.error = Some(v.clone()),
+                "__error_details__" => labels.details = Some(v.clone()),
+                _ => {
+                    labels.labels.insert(name, (v.clone(), Origin::Metadata));
+                }
+            }
         }
         let mut line = std::borrow::Cow::Borrowed(line);
         for stage in &self.stages[leading..] {
@@ -1315,6 +1327,32 @@ mod tests {
         assert!(!l.iter().any(|(k, _)| k == "job_extracted"));
         // Bare identifiers parse after json too.
         assert!(parse(r#"{job="x"} | json a, b="c.d" | a="1""#).is_ok());
+    }
+
+    #[test]
+    fn metadata_never_replaces_a_stream_label() {
+        let Ok(Expr::Log(log)) = parse(r#"{job="x"}"#) else {
+            panic!()
+        };
+        let pipeline = Pipeline::new(&log.pipeline).unwrap();
+        let meta = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (l, _) = pipeline
+            .process(
+                0,
+                &[("job".into(), "x".into())],
+                &meta(&[("job", "zzz"), ("trace", "t1")]),
+                "line",
+            )
+            .unwrap();
+        assert_eq!(
+            l,
+            pairs(&[("job", "x"), ("job_extracted", "zzz"), ("trace", "t1")])
+        );
     }
 
     #[test]
