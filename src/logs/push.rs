@@ -126,7 +126,7 @@ pub fn decompress<'a>(
         other => return Err(PushError::Encoding(other.to_string())),
     };
     if format == PushFormat::Json {
-        if json_items(&plain) > MAX_PUSH_ITEMS {
+        if json_tokens(&plain) > MAX_PUSH_JSON_TOKENS {
             return Err(PushError::TooManyItems);
         }
         return Ok((format, plain));
@@ -147,15 +147,20 @@ pub fn decompress<'a>(
     Ok((format, Cow::Owned(raw)))
 }
 
-/// Entries and structured metadata labels a push may hold. Decoded, each costs
-/// far more than its bytes on the wire (an empty entry is 4 bytes of protobuf and
-/// about 200 of memory on its way to the log), so the body's size alone does not
-/// bound a push's memory. A Promtail batch (1 MiB) holds about 10,000.
+/// Streams, entries and structured metadata labels a push may hold. Decoded, each
+/// costs far more than its bytes on the wire (an empty entry is 4 bytes of
+/// protobuf and about 200 of memory on its way to the log), so the body's size
+/// alone does not bound a push's memory. A Promtail batch (1 MiB) holds about
+/// 10,000.
 pub const MAX_PUSH_ITEMS: usize = 1_000_000;
 
-/// An upper bound on a JSON body's entries, labels and metadata labels, counted
-/// without decoding: the `[` and `:` outside strings.
-fn json_items(body: &[u8]) -> usize {
+/// The JSON body's bound: its structural tokens (`[`, `{`, `:` and `,` outside
+/// strings), of which an entry has three (`["ts","line"],`) and every other value
+/// at least one, so that empty streams or stray values cost as entries do.
+pub const MAX_PUSH_JSON_TOKENS: usize = 4 * MAX_PUSH_ITEMS;
+
+/// A JSON body's structural tokens, counted without decoding.
+fn json_tokens(body: &[u8]) -> usize {
     let (mut n, mut in_string, mut escaped) = (0, false, false);
     for &b in body {
         if in_string {
@@ -168,7 +173,7 @@ fn json_items(body: &[u8]) -> usize {
         } else {
             match b {
                 b'"' => in_string = true,
-                b'[' | b':' => n += 1,
+                b'[' | b'{' | b':' | b',' => n += 1,
                 _ => {}
             }
         }
@@ -176,9 +181,9 @@ fn json_items(body: &[u8]) -> usize {
     n
 }
 
-/// A `PushRequest`'s entries and structured metadata labels, counted by walking
-/// its fields without decoding them (a damaged body counts what precedes the
-/// damage; decoding reports it).
+/// A `PushRequest`'s streams, entries and structured metadata labels, counted by
+/// walking its fields without decoding them (a damaged body counts what precedes
+/// the damage; decoding reports it).
 fn protobuf_items(body: &[u8]) -> usize {
     fn fields(buf: &[u8], mut each: impl FnMut(u32, &[u8])) {
         let mut r = Reader { buf };
@@ -195,6 +200,7 @@ fn protobuf_items(body: &[u8]) -> usize {
     let mut n = 0;
     fields(body, |field, stream| {
         if field == 1 {
+            n += 1;
             fields(stream, |field, entry| {
                 if field == 2 {
                     n += 1;
@@ -701,7 +707,8 @@ pub struct Checked<'a> {
 /// The least bytes an entry costs against the ingestion rate: about what a line
 /// holds of memory before its window is written out, whatever its length. Loki
 /// charges a line's bytes alone, so empty lines would pass any rate; lines of 64
-/// bytes or more (nearly all) are charged as Loki charges them.
+/// bytes or more (nearly all) are charged as Loki charges them, and a push whose
+/// bytes fit the burst is never charged more than the burst.
 pub const MIN_ENTRY_CHARGE: usize = 64;
 
 /// Checks a request's streams and entries as Loki's distributor does at `now_ns`.
@@ -747,13 +754,15 @@ pub fn check<'a>(streams: Vec<PushStream<'a>>, limits: &PushLimits, now_ns: i64)
                 })
                 .collect(),
         );
-        let stream_id = out.errors.stream_id(&shown);
+        // Numbered at the stream's first bad entry: a push of many good streams
+        // keeps no copy of their labels.
+        let mut stream_id = None;
         let mut kept = Vec::with_capacity(stream.entries.len());
         for mut entry in stream.entries {
             if let Some(problem) = entry_problem(&mut entry, limits, now_ns) {
-                out.errors.add_entry(stream_id, problem, || {
-                    problem.message(&shown, limits, now_ns)
-                });
+                let id = *stream_id.get_or_insert_with(|| out.errors.stream_id(&shown));
+                out.errors
+                    .add_entry(id, problem, || problem.message(&shown, limits, now_ns));
                 continue;
             }
             let bytes = entry.line.len()
@@ -1091,34 +1100,51 @@ mod tests {
                 .map(|_| ())
                 .err()
         };
+        // `at(n, m)`: one stream, n + 1 entries, m metadata labels.
         let pb = "application/x-protobuf";
-        assert_eq!(refused(&at(MAX_PUSH_ITEMS - 1, 0), pb), None);
+        assert_eq!(refused(&at(MAX_PUSH_ITEMS - 2, 0), pb), None);
         assert_eq!(
-            refused(&at(MAX_PUSH_ITEMS - 1, 1), pb),
+            refused(&at(MAX_PUSH_ITEMS - 2, 1), pb),
             Some(PushError::TooManyItems)
         );
         assert_eq!(
-            refused(&at(MAX_PUSH_ITEMS, 0), pb),
+            refused(&at(MAX_PUSH_ITEMS - 1, 0), pb),
             Some(PushError::TooManyItems)
         );
-        // JSON: entries, labels and metadata labels; brackets and colons inside
-        // strings do not count.
+        // Streams count too: empty ones are not free.
+        let mut empty_streams = Vec::new();
+        for _ in 0..=MAX_PUSH_ITEMS {
+            field(&mut empty_streams, 1, b"");
+        }
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&empty_streams)
+            .unwrap();
+        assert_eq!(refused(&body, pb), Some(PushError::TooManyItems));
+        // JSON: structural tokens; brackets, colons and commas inside strings do
+        // not count.
         let json = |n: usize| {
-            let values = vec![r#"["0","[:]"]"#; n].join(",");
+            let values = vec![r#"["0","[:,]"]"#; n].join(",");
             format!(r#"{{"streams":[{{"stream":{{"a":"b"}},"values":[{values}]}}]}}"#)
         };
-        // 1 for `streams`, `[` and `:`; `stream`'s `:` and its label's; `values`.
-        let overhead = 6;
+        // Three per entry, less the last comma; ten around them.
         let json_media = "application/json";
+        let n = (MAX_PUSH_JSON_TOKENS - 10 + 1) / 3;
+        assert_eq!(json_tokens(json(n).as_bytes()), 3 * n - 1 + 10);
+        assert_eq!(refused(json(n).as_bytes(), json_media), None);
         assert_eq!(
-            refused(json(MAX_PUSH_ITEMS - overhead).as_bytes(), json_media),
-            None
-        );
-        assert_eq!(
-            refused(json(MAX_PUSH_ITEMS - overhead + 1).as_bytes(), json_media),
+            refused(json(n + 1).as_bytes(), json_media),
             Some(PushError::TooManyItems)
         );
-        assert_eq!(json_items(br#"{"a\"[:":["x"]}"#), 2);
+        assert_eq!(json_tokens(br#"{"a\"[:,":["x"]}"#), 3);
+        // Empty streams and stray values are counted as well.
+        let streams = format!(
+            r#"{{"streams":[{}]}}"#,
+            vec!["{}"; MAX_PUSH_JSON_TOKENS / 2].join(",")
+        );
+        assert_eq!(
+            refused(streams.as_bytes(), json_media),
+            Some(PushError::TooManyItems)
+        );
     }
 
     #[test]

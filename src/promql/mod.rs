@@ -381,8 +381,10 @@ fn check_nesting(query: &str) -> Result<(), QueryError> {
 fn nesting_bound(query: &str) -> usize {
     let (mut depth, mut max_depth, mut operators) = (0usize, 0usize, 0usize);
     // Inside a selector's braces, `!=` and `=~` are matchers, not operators: a
-    // selector of 2,000 matchers is flat.
+    // selector of 2,000 matchers is flat. (Should the braces not close, what was
+    // in them counts after all.)
     let mut braces = 0usize;
+    let mut operators_in_braces = 0usize;
     let mut chars = query.chars().peekable();
     let mut word = String::new();
     while let Some(c) = chars.next() {
@@ -395,6 +397,14 @@ fn nesting_bound(query: &str) -> usize {
         }
         word.clear();
         match c {
+            // A comment runs to the end of its line; what is in it is not PromQL.
+            '#' => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
             '"' | '\'' | '`' => {
                 while let Some(d) = chars.next() {
                     if d == '\\' && c != '`' {
@@ -415,11 +425,18 @@ fn nesting_bound(query: &str) -> usize {
                     braces = braces.saturating_sub(1);
                 }
             }
-            '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' if braces == 0 => {
-                operators += 1
+            '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '=' | '!' => {
+                if braces == 0 {
+                    operators += 1;
+                } else {
+                    operators_in_braces += 1;
+                }
             }
             _ => {}
         }
+    }
+    if braces > 0 {
+        operators += operators_in_braces;
     }
     max_depth + operators
 }
@@ -836,6 +853,24 @@ mod tests {
         assert!(err.to_string().contains("too deeply nested"), "{err}");
         let err = parse(&vec!["m"; MAX_NESTING + 2].join(" or ")).unwrap_err();
         assert!(err.to_string().contains("too deeply nested"), "{err}");
+        // A comment hides nothing from the bound: not a brace that would stop the
+        // operators after it counting, nor a quote that would swallow them.
+        for comment in ["# {\n", "# \"\n", "# `\n"] {
+            let q = format!("{comment}1{}", "+1".repeat(50_000));
+            let err = parse(&q).unwrap_err();
+            assert!(
+                err.to_string().contains("too deeply nested"),
+                "{comment:?}: {err}"
+            );
+        }
+        // Unclosed braces: their operators count.
+        let q = format!("m{{{}", "+1".repeat(50_000));
+        assert!(
+            parse(&q)
+                .unwrap_err()
+                .to_string()
+                .contains("too deeply nested")
+        );
         // A selector's matchers are not operators: 5,000 of them are flat.
         let matchers: Vec<String> = (0..5_000).map(|i| format!("l{i}!=\"x\"")).collect();
         assert!(parse(&format!("m{{{}}}", matchers.join(","))).is_ok());

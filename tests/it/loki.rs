@@ -431,6 +431,25 @@ fn a_retried_push_is_read_once() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"]["result"][0]["value"][1], "4", "{v}");
+    // Loki's legacy path takes protobuf; its old JSON shape is refused by name,
+    // not stored as an empty stream.
+    let legacy = promtail_request(&[(
+        r#"{job="legacy"}"#,
+        vec![(now, "old client".to_string(), vec![])],
+    )]);
+    let (code, body) = odin.post("/api/prom/push", "application/x-protobuf", &legacy);
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(
+        texts(&lines(&odin, None, r#"{job="legacy"}"#, &[])),
+        ["old client"]
+    );
+    let old_json = br#"{"streams":[{"labels":"{job=\"a\"}","entries":[{"ts":"2024-01-01T00:00:00Z","line":"x"}]}]}"#;
+    let (code, body) = odin.post("/api/prom/push", "application/json", old_json);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("legacy JSON push format is not supported"),
+        "{body}"
+    );
 }
 
 /// The tenant limits are flags: the active-stream limit and the ingestion rate
@@ -485,12 +504,14 @@ fn tenant_limits_are_set_by_flags_and_refuse_with_429() {
     let (code, text) = push(&odin, None, "application/x-protobuf", None, &big);
     assert_eq!(code, 429, "{text}");
     assert!(text.contains("Ingestion rate limit exceeded"), "{text}");
-    // Empty lines cost memory too: each is charged at least 64 bytes, so 400 of
-    // them (0 bytes, 25,600 charged) are over the burst.
+    // Empty lines cost memory too: each is charged at least 64 bytes. 400 of them
+    // (0 bytes, 25,600 charged) take the whole burst; the next push is refused.
     let entries: Vec<Entry<'_>> = (0..400)
         .map(|i| (now + i, String::new(), Vec::new()))
         .collect();
     let empty = promtail_request(&[("{app=\"a\"}", entries)]);
+    let (code, text) = push(&odin, Some("empty"), "application/x-protobuf", None, &empty);
+    assert_eq!(code, 204, "{text}");
     let (code, text) = push(&odin, Some("empty"), "application/x-protobuf", None, &empty);
     assert_eq!(code, 429, "{text}");
     assert!(text.contains("'400' lines totaling '0' bytes"), "{text}");

@@ -75,7 +75,7 @@ pub fn routes(state: LokiApi) -> Router {
         // Fluent Bit and Fluentd plugins) still use.
         .route(
             "/api/prom/push",
-            post(push_lines).layer(DefaultBodyLimit::max(limit)),
+            post(legacy_push).layer(DefaultBodyLimit::max(limit)),
         )
         .route(
             "/loki/api/v1/query_range",
@@ -196,6 +196,27 @@ fn tenant(headers: &HeaderMap) -> Result<String, LokiError> {
 /// `POST /loki/api/v1/push`: 204 once every line is durable; 400 naming what was
 /// dropped (bad labels, too old, too long, …) after storing the rest, as Loki's
 /// distributor; 429 over the tenant's rate or stream limit (nothing stored).
+/// `POST /api/prom/push`: Loki's legacy path. Its protobuf is today's; its JSON is
+/// an older shape (`labels` text, `entries` of `ts` and `line`) that ODIN does not
+/// read, and refuses by name rather than storing an empty stream.
+async fn legacy_push(
+    state: State<LokiApi>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, LokiError> {
+    let json = header_str(&headers, "content-type").is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if json {
+        return Err(bad_request(
+            "the legacy JSON push format is not supported: push JSON to /loki/api/v1/push (protobuf is taken on either path)",
+        ));
+    }
+    push_lines(state, headers, body).await
+}
+
 async fn push_lines(
     State(s): State<LokiApi>,
     headers: HeaderMap,

@@ -1090,8 +1090,9 @@ pub fn parse_duration(text: &str) -> Option<f64> {
     Some(total)
 }
 
-/// A label value as LogQL's `duration` conversions and duration filters read it:
-/// Go's `time.ParseDuration`, in seconds as `Duration.Seconds` gives them.
+/// A label value as `unwrap duration(…)` reads it: Go's `time.ParseDuration`, in
+/// seconds as `Duration.Seconds` gives them. (Duration filters compare the
+/// nanoseconds themselves.)
 pub fn parse_label_duration(text: &str) -> Result<f64, String> {
     let nanos = crate::gostrconv::parse_duration(text)?;
     Ok((nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9)

@@ -275,6 +275,8 @@ impl Pipeline {
                 k.clone()
             };
             match name.as_str() {
+                // An empty value is no error (Loki's `HasErr`).
+                "__error__" | "__error_details__" if v.is_empty() => {}
                 "__error__" => labels.error = Some(v.clone()),
                 "__error_details__" => labels.details = Some(v.clone()),
                 _ => {
@@ -641,9 +643,11 @@ fn label_filter(f: &LabelFilter, labels: &mut LineLabels) -> bool {
             let compared = match value {
                 CompareValue::Number(want) => crate::gostrconv::parse_float_or_go_error(&text)
                     .map(|have| have.partial_cmp(want)),
-                CompareValue::Duration(want) => {
-                    super::parser::parse_label_duration(&text).map(|have| have.partial_cmp(want))
-                }
+                // In whole nanoseconds, as Loki compares `time.Duration`s: `700ms`
+                // in seconds is 0.7 read from a label and 0.7000000000000001 as the
+                // literal's value times its unit.
+                CompareValue::Duration(want) => crate::gostrconv::parse_duration(&text)
+                    .map(|have| Some(have.cmp(&((want * 1e9).round() as i64)))),
                 CompareValue::Bytes(want) => {
                     super::parser::parse_bytes(&text).map(|have| Some(have.cmp(want)))
                 }
@@ -1405,6 +1409,18 @@ mod tests {
             );
         }
         assert!(run(r#"{job="x"} | logfmt | t > 1m"#, "t=-1.5h").is_none());
+        // Equal durations are equal, whatever their float seconds.
+        for (filter, kept) in [
+            ("t >= 700ms", true),
+            ("t == 700ms", true),
+            ("t < 700ms", false),
+            ("t > 699999999ns", true),
+        ] {
+            let q = format!(r#"{{job="x"}} | logfmt | {filter}"#);
+            assert_eq!(run(&q, "t=700ms").is_some(), kept, "{filter}");
+        }
+        assert!(run(r#"{job="x"} | logfmt | t == 9ms"#, "t=9ms").is_some());
+        assert!(run(r#"{job="x"} | logfmt | t <= 100us"#, "t=100us").is_some());
         assert!(run(r#"{job="x"} | logfmt | size == 1MB"#, "size=1,000kb").is_some());
         assert!(run(r#"{job="x"} | logfmt | v != 1"#, "v=NaN").is_some());
         assert!(run(r#"{job="x"} | logfmt | v == 1"#, "v=NaN").is_none());
