@@ -10,7 +10,10 @@
 //!   without a sign and `NaN` without one, in any case; a finite number out of range
 //!   is refused (Go's `ErrRange`).
 //! - [`parse_duration`] is `time.ParseDuration`, the other number syntax Go programs
-//!   read from text (kingpin's duration flags, LogQL's `unwrap duration`).
+//!   read from text (kingpin's duration flags, LogQL's `unwrap duration`, the
+//!   templates' `duration`), and [`duration_seconds`] `Duration.Seconds`.
+//! - [`parse_humanize_bytes`] is go-humanize's `ParseBytes` (LogQL's byte sizes,
+//!   the templates' `bytes`).
 
 /// The bits of Go's `math.NaN()`, which `ParseFloat("NaN")` returns (Rust's
 /// `f64::NAN` has other bits; Prometheus tells its stale marker from NaN by them).
@@ -316,6 +319,44 @@ pub fn parse_duration(orig: &str) -> Result<i64, String> {
         Err(_) if negative => Ok(i64::MIN),
         Err(_) => Err(invalid()),
     }
+}
+
+/// Go's `Duration.Seconds`: whole seconds, plus the nanoseconds left as a fraction.
+pub fn duration_seconds(ns: i64) -> f64 {
+    (ns / 1_000_000_000) as f64 + (ns % 1_000_000_000) as f64 / 1e9
+}
+
+/// go-humanize's `ParseBytes`: digits, points and commas (dropped), then a unit
+/// after optional spaces; SI units in powers of 1000, IEC in powers of 1024, any
+/// case (`20MB`, `1.5 KiB`, `1,000kb`, `42`). The error is humanize's.
+pub fn parse_humanize_bytes(text: &str) -> Result<u64, String> {
+    let n = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+        .unwrap_or(text.len());
+    let number = text[..n].replace(',', "");
+    let value = parse_float_or_go_error(&number)?;
+    let unit = text[n..].trim().to_lowercase();
+    let factor: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "kib" | "ki" => 1024.0,
+        "mb" | "m" => 1e6,
+        "mib" | "mi" => 1024.0 * 1024.0,
+        "gb" | "g" => 1e9,
+        "gib" | "gi" => 1024.0_f64.powi(3),
+        "tb" | "t" => 1e12,
+        "tib" | "ti" => 1024.0_f64.powi(4),
+        "pb" | "p" => 1e15,
+        "pib" | "pi" => 1024.0_f64.powi(5),
+        "eb" | "e" => 1e18,
+        "eib" | "ei" => 1024.0_f64.powi(6),
+        _ => return Err(format!("unhandled size name: {unit}")),
+    };
+    let bytes = value * factor;
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("too large: {text}"));
+    }
+    Ok(bytes as u64)
 }
 
 /// The `time` package's `quote`: double quotes, `"` and `\` escaped, and each byte

@@ -2725,8 +2725,10 @@ impl<'a> State<'a> {
             }
             F::UrlDecode => string(query_unescape(s(0))?),
             F::UrlEncode => string(query_escape(s(0))),
-            F::Bytes => Value::Float(parse_bytes(s(0))? as f64),
-            F::Duration => Value::Float(duration_seconds(parse_duration(s(0))?)),
+            F::Bytes => Value::Float(crate::gostrconv::parse_humanize_bytes(s(0))? as f64),
+            F::Duration => Value::Float(crate::gostrconv::duration_seconds(
+                crate::gostrconv::parse_duration(s(0))?,
+            )),
             F::UnixEpochMillis => string(arg_time(&a, 0).unix_milli().to_string()),
             F::UnixEpochNanos => string(arg_time(&a, 0).unix_nano().to_string()),
             F::UnixToTime => Value::Time(unix_to_time(s(0))?),
@@ -5085,151 +5087,6 @@ fn parse_base10(s: &str) -> Result<i64, String> {
             go_quote(s)
         )
     })
-}
-
-/// Go's `time.ParseDuration`, in nanoseconds.
-fn parse_duration(s: &str) -> Result<i64, String> {
-    let invalid = || format!("time: invalid duration {}", go_quote(s));
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    const LIMIT: u64 = 1 << 63;
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let b = rest.as_bytes();
-        if !(b[0] == b'.' || b[0].is_ascii_digit()) {
-            return Err(invalid());
-        }
-        let int_len = b.iter().take_while(|c| c.is_ascii_digit()).count();
-        let mut v: u64 = 0;
-        for &d in &b[..int_len] {
-            v = v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                .filter(|&v| v <= LIMIT)
-                .ok_or_else(invalid)?;
-        }
-        rest = &rest[int_len..];
-        let (mut frac, mut scale, mut frac_len) = (0u64, 1f64, 0);
-        if let Some(after) = rest.strip_prefix('.') {
-            rest = after;
-            let mut overflow = false;
-            for &d in rest.as_bytes().iter().take_while(|c| c.is_ascii_digit()) {
-                frac_len += 1;
-                if overflow {
-                    continue;
-                }
-                match frac
-                    .checked_mul(10)
-                    .and_then(|f| f.checked_add(u64::from(d - b'0')))
-                {
-                    Some(f) if f <= LIMIT => {
-                        frac = f;
-                        scale *= 10.0;
-                    }
-                    _ => overflow = true,
-                }
-            }
-            rest = &rest[frac_len..];
-        }
-        if int_len == 0 && frac_len == 0 {
-            return Err(invalid());
-        }
-        let unit_len = rest
-            .bytes()
-            .take_while(|&c| c != b'.' && !c.is_ascii_digit())
-            .count();
-        if unit_len == 0 {
-            return Err(format!("time: missing unit in duration {}", go_quote(s)));
-        }
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let scale_ns: u64 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    go_quote(unit),
-                    go_quote(s)
-                ));
-            }
-        };
-        if v > LIMIT / scale_ns {
-            return Err(invalid());
-        }
-        v *= scale_ns;
-        if frac > 0 {
-            v += (frac as f64 * (scale_ns as f64 / scale)) as u64;
-            if v > LIMIT {
-                return Err(invalid());
-            }
-        }
-        total = total
-            .checked_add(v)
-            .filter(|&t| t <= LIMIT)
-            .ok_or_else(invalid)?;
-    }
-    if neg {
-        return Ok((total as i64).wrapping_neg());
-    }
-    i64::try_from(total).map_err(|_| invalid())
-}
-
-/// Go's `Duration.Seconds`.
-fn duration_seconds(ns: i64) -> f64 {
-    let secs = ns / NANOS_PER_SEC;
-    let rem = ns % NANOS_PER_SEC;
-    secs as f64 + rem as f64 / 1e9
-}
-
-/// go-humanize's `ParseBytes`, as Loki's `bytes` uses it: `1.5 KiB`, `2MB`, `1,024`.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let num_len = s
-        .bytes()
-        .take_while(|&c| c.is_ascii_digit() || c == b'.' || c == b',')
-        .count();
-    let num = s[..num_len].replace(',', "");
-    let f = parse_go_float(&num).ok_or_else(|| {
-        format!(
-            "strconv.ParseFloat: parsing {}: invalid syntax",
-            go_quote(&num)
-        )
-    })?;
-    let unit = s[num_len..].trim().to_lowercase();
-    let m: u64 = match unit.as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "ki" | "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mi" | "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gi" | "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "ti" | "tib" => 1 << 40,
-        "p" | "pb" => 1_000_000_000_000_000,
-        "pi" | "pib" => 1 << 50,
-        "e" | "eb" => 1_000_000_000_000_000_000,
-        "ei" | "eib" => 1 << 60,
-        _ => return Err(format!("unhandled size name: {unit}")),
-    };
-    let f = f * m as f64;
-    if f >= u64::MAX as f64 {
-        return Err(format!("too large: {s}"));
-    }
-    Ok(f as u64)
 }
 
 // ---------------------------------------------------------------------------------

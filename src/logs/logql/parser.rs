@@ -1094,43 +1094,14 @@ pub fn parse_duration(text: &str) -> Option<f64> {
 /// seconds as `Duration.Seconds` gives them. (Duration filters compare the
 /// nanoseconds themselves.)
 pub fn parse_label_duration(text: &str) -> Result<f64, String> {
-    let nanos = crate::gostrconv::parse_duration(text)?;
-    Ok((nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9)
+    crate::gostrconv::parse_duration(text).map(crate::gostrconv::duration_seconds)
 }
 
-/// A byte size as go-humanize's `ParseBytes` reads one (`20MB`, `1.5 KiB`,
-/// `1,000kb`, `42`), for `unwrap bytes(…)`, byte-size filters and their literals:
-/// digits, points and commas (dropped), then a unit after optional spaces; SI units
-/// in powers of 1000, IEC in powers of 1024, any case. The error is humanize's.
-/// (Not `model::parse_bytes`, Prometheus's retention sizes, where `MB` is 2^20.)
+/// A byte size as Loki reads one, for `unwrap bytes(…)`, byte-size filters and
+/// their literals: go-humanize's `ParseBytes`. (Not `model::parse_bytes`,
+/// Prometheus's retention sizes, where `MB` is 2^20.)
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let n = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
-        .unwrap_or(text.len());
-    let number = text[..n].replace(',', "");
-    let value = crate::gostrconv::parse_float_or_go_error(&number)?;
-    let unit = text[n..].trim().to_ascii_lowercase();
-    let factor: f64 = match unit.as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "kib" | "ki" => 1024.0,
-        "mb" | "m" => 1e6,
-        "mib" | "mi" => 1024.0 * 1024.0,
-        "gb" | "g" => 1e9,
-        "gib" | "gi" => 1024.0_f64.powi(3),
-        "tb" | "t" => 1e12,
-        "tib" | "ti" => 1024.0_f64.powi(4),
-        "pb" | "p" => 1e15,
-        "pib" | "pi" => 1024.0_f64.powi(5),
-        "eb" | "e" => 1e18,
-        "eib" | "ei" => 1024.0_f64.powi(6),
-        _ => return Err(format!("unhandled size name: {unit}")),
-    };
-    let bytes = value * factor;
-    if bytes >= u64::MAX as f64 {
-        return Err(format!("too large: {text}"));
-    }
-    Ok(bytes as u64)
+    crate::gostrconv::parse_humanize_bytes(text)
 }
 
 #[cfg(test)]
