@@ -279,7 +279,7 @@ fn samples(
                 Some(points) => points.push((line.ts_ns, value)),
                 None => {
                     // `label_format` may make every line a series of megabytes.
-                    label_bytes += key.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    label_bytes += crate::logs::query::pairs_bytes(&key);
                     if label_bytes > crate::logs::query::MAX_ANSWER_BYTES {
                         return Err(bad(crate::logs::query::AnswerTooLarge.to_string()));
                     }

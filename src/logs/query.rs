@@ -158,11 +158,7 @@ impl ReadStats {
     fn count(&mut self, line: &LogLine) {
         self.lines_processed += 1;
         self.bytes_processed += line.text.len() as u64;
-        self.structured_metadata_bytes += line
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum::<u64>();
+        self.structured_metadata_bytes += pairs_bytes(&line.metadata) as u64;
     }
 }
 
@@ -224,7 +220,7 @@ pub fn run<E: From<AnswerTooLarge>>(
             let entries = match out.get_mut(&labels) {
                 Some(entries) => entries,
                 None => {
-                    answer_bytes += labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    answer_bytes += pairs_bytes(&labels);
                     out.entry(labels).or_default()
                 }
             };
@@ -252,6 +248,11 @@ pub fn run<E: From<AnswerTooLarge>>(
         .map(|(labels, entries)| StreamResult { labels, entries })
         .collect();
     Ok((streams, stats))
+}
+
+/// The bytes of names and values of label pairs (or structured metadata).
+pub fn pairs_bytes(pairs: &[(String, String)]) -> usize {
+    pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// Bytes of text and labels one log query's answer may hold, as Loki's queriers
